@@ -1,0 +1,46 @@
+// model.h — opening a model file of any supported format into kn_weights, with its tokenizer.
+//
+// Formats: llama2.c checkpoints (legacy version-0 header), GGUF (llama architecture; F32, F16,
+// BF16 and llama.cpp quantized types), Hugging Face safetensors + config.json
+// (LlamaForCausalLM). Tensors point into a read-only mapping where possible, otherwise into
+// buffers the model owns. Depends on kernels/ and the other harness I/O modules.
+#ifndef HX_MODEL_H
+#define HX_MODEL_H
+
+#include <stddef.h>
+
+#include "kn_model.h"
+
+struct hx_gguf;
+struct hx_tok;
+
+enum hx_format { HX_FMT_LLAMA2C, HX_FMT_GGUF, HX_FMT_SAFETENSORS };
+
+struct hx_model {
+    struct kn_weights w;
+    struct hx_tok *tok;       // NULL when no tokenizer is known
+    enum hx_format format;
+    char *path;               // as given
+    struct hx_gguf *gguf;     // the reader, when GGUF
+    void *map;                // a mapping owned by the model (llama2.c, safetensors)
+    size_t map_len;
+    void **owned;             // buffers freed with the model
+    int n_owned, cap_owned;
+};
+
+// Opens path (format detected from magic bytes, or a directory holding model.safetensors and
+// config.json). tok_path: a llama2.c tokenizer.bin, or NULL to use the model's own (GGUF) or
+// none. On failure returns a QP_E* code, *out = NULL, and err "cannot read 'PATH': ...".
+int hx_model_open(const char *path, const char *tok_path, struct hx_model **out, char *err);
+void hx_model_close(struct hx_model *m);
+
+// Registers a buffer allocated with qp_alloc to be freed with the model. 0 or QP_ENOMEM
+// (then the buffer is freed at once).
+int hx_model_own(struct hx_model *m, void *buf);
+
+// Format-specific loaders used by hx_model_open; m is zeroed by the caller except path.
+int hx_llama2c_load(struct hx_model *m, const char *path, char *err);
+int hx_gguf_model_load(struct hx_model *m, const char *path, char *err);
+int hx_safetensors_load(struct hx_model *m, const char *path, char *err);
+
+#endif

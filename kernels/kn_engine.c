@@ -1,0 +1,405 @@
+// kn_engine.c — the Llama forward pass (kn_engine.h). Reads top to bottom: types, weight
+// preparation, state, the block, the forward pass.
+//
+// Numerics follow llama2.c's run.c: RMSNorm as w * (x * 1/sqrt(mean(x^2) + eps)); RoPE on
+// adjacent pairs with frequencies 1/theta^(2i/head_size) computed in float; attention scores
+// divided by sqrt(head_size); SwiGLU as silu(gate) * up. Every dot product and sum has the fixed
+// order kn_ops.h defines, so any ISA and any thread count give the same bits.
+#include "kn_engine.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "qp.h"
+
+// ---------------------------------------------------------------------------------------------
+// Types
+
+struct kn_lin {
+    int n_in, n_out;
+    float *wp; // panels: (ceil(n_out / KN_NR), n_in, KN_NR), 64-byte aligned
+};
+
+struct kn_layer {
+    const float *attn_norm, *ffn_norm; // (dim)
+    struct kn_lin wq, wk, wv, wo, gate, up, down;
+};
+
+struct kn_engine {
+    struct kn_config cfg;
+    const struct kn_ops *ops;
+    const float *tok_embd; // (vocab, dim)
+    const float *out_norm; // (dim)
+    struct kn_layer *layers;
+    struct kn_lin output;
+    void **owned; // fp32 copies of non-F32 vectors, freed on destroy
+    int n_owned;
+};
+
+struct kn_state {
+    const struct kn_engine *e;
+    int max_ctx, max_batch, n_threads, n_past;
+    float *x;      // residual stream     (max_batch, dim)
+    float *xb;     // normed input        (max_batch, dim)
+    float *q;      // queries             (max_batch, dim)
+    float *k;      // new keys            (max_batch, kv_dim)
+    float *v;      // new values          (max_batch, kv_dim)
+    float *mix;    // attention output    (max_batch, dim)
+    float *proj;   // wo / w_down output  (max_batch, dim)
+    float *hb;     // gate, then SwiGLU   (max_batch, hidden)
+    float *hb2;    // up                  (max_batch, hidden)
+    float *scores; // per thread          (n_threads, max_ctx rounded up to 16)
+    size_t scores_stride;
+    float *kt;     // keys, transposed    (n_layers, n_kv_heads, head_size, max_ctx)
+    float *vc;     // values              (n_layers, n_kv_heads, max_ctx, head_size)
+    float *rope_cos, *rope_sin; // (max_ctx, head_size / 2)
+};
+
+const char *kn_site_name(enum kn_site s) {
+    static const char *names[KN_SITE_COUNT] = {"block_in", "attn_norm", "attn_mix", "attn_out",
+                                               "ffn_norm", "ffn_act", "mlp_out", "resid_out",
+                                               "logits"};
+    return (unsigned)s < KN_SITE_COUNT ? names[s] : "?";
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight preparation
+
+static float kn_elem(const struct kn_tensor *t, int64_t i) {
+    switch (t->type) {
+    case KN_F32: return ((const float *)t->data)[i];
+    case KN_F16: return qp_fp16_to_fp32(((const uint16_t *)t->data)[i]);
+    case KN_BF16: return qp_bf16_to_fp32(((const uint16_t *)t->data)[i]);
+    default: QP_ASSERT(0 && "unsupported type");
+    }
+    return 0.0f;
+}
+
+static int kn_plain_type(int type) { return type == KN_F32 || type == KN_F16 || type == KN_BF16; }
+
+static int kn_lin_init(struct kn_lin *l, const struct kn_tensor *t, const char *name, char *err) {
+    if (!kn_plain_type(t->type)) {
+        const struct kn_type_info *ti = kn_type_info(t->type);
+        return qp_fail(err, QP_ENOTSUP, "tensor %s has type %s, which the fp32 engine cannot run",
+                       name, ti ? ti->name : "?");
+    }
+    l->n_in = (int)t->ne0;
+    l->n_out = (int)t->ne1;
+    int n_panels = (l->n_out + KN_NR - 1) / KN_NR;
+    l->wp = qp_calloc_array((size_t)n_panels * l->n_in, KN_NR * sizeof(float));
+    if (!l->wp) return qp_fail(err, QP_ENOMEM, "out of memory packing %s", name);
+    for (int j = 0; j < l->n_out; j++) {
+        float *dst = l->wp + (size_t)(j / KN_NR) * l->n_in * KN_NR + j % KN_NR;
+        if (t->type == KN_F32) {
+            const float *src = (const float *)t->data + (size_t)j * l->n_in;
+            for (int k = 0; k < l->n_in; k++) dst[(size_t)k * KN_NR] = src[k];
+        } else {
+            for (int k = 0; k < l->n_in; k++)
+                dst[(size_t)k * KN_NR] = kn_elem(t, (int64_t)j * l->n_in + k);
+        }
+    }
+    return 0;
+}
+
+// A fp32 view of a plain tensor: the data itself when F32, else a converted copy.
+static int kn_f32_view(struct kn_engine *e, const struct kn_tensor *t, const char *name,
+                       const float **out, char *err) {
+    if (!kn_plain_type(t->type))
+        return qp_fail(err, QP_ENOTSUP, "tensor %s must be f32, f16 or bf16", name);
+    if (t->type == KN_F32) {
+        *out = t->data;
+        return 0;
+    }
+    int64_t n = t->ne0 * t->ne1;
+    float *buf = qp_alloc_array((size_t)n, sizeof(float));
+    if (!buf) return qp_fail(err, QP_ENOMEM, "out of memory converting %s", name);
+    for (int64_t i = 0; i < n; i++) buf[i] = kn_elem(t, i);
+    e->owned[e->n_owned++] = buf;
+    *out = buf;
+    return 0;
+}
+
+int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struct kn_engine **out,
+                     char *err) {
+    *out = NULL;
+    int rc = kn_weights_check(w, err);
+    if (rc) return rc;
+    if (!ops) {
+        ops = kn_ops_best(err);
+        if (!ops) return QP_ENOTSUP;
+    }
+    struct kn_engine *e = qp_calloc_array(1, sizeof *e);
+    if (!e) return qp_fail(err, QP_ENOMEM, "out of memory");
+    e->cfg = w->cfg;
+    e->ops = ops;
+    int L = w->cfg.n_layers;
+    e->layers = qp_calloc_array((size_t)L, sizeof *e->layers);
+    e->owned = qp_calloc_array((size_t)(2 * L + 2), sizeof(void *));
+    if (!e->layers || !e->owned) {
+        kn_engine_destroy(e);
+        return qp_fail(err, QP_ENOMEM, "out of memory");
+    }
+    char name[64];
+    rc = kn_f32_view(e, &w->tok_embd, "token_embd", &e->tok_embd, err);
+    if (!rc) rc = kn_f32_view(e, &w->out_norm, "output_norm", &e->out_norm, err);
+    if (!rc) rc = kn_lin_init(&e->output, &w->output, "output", err);
+    for (int l = 0; l < L && !rc; l++) {
+        const struct kn_layer_weights *lw = &w->layers[l];
+        struct kn_layer *ly = &e->layers[l];
+#define KN_PREP(field, src, tag)                                                               \
+        if (!rc) {                                                                             \
+            snprintf(name, sizeof name, "blk.%d.%s", l, tag);                                  \
+            rc = kn_lin_init(&ly->field, &lw->src, name, err);                                 \
+        }
+        snprintf(name, sizeof name, "blk.%d.attn_norm", l);
+        rc = kn_f32_view(e, &lw->attn_norm, name, &ly->attn_norm, err);
+        if (!rc) {
+            snprintf(name, sizeof name, "blk.%d.ffn_norm", l);
+            rc = kn_f32_view(e, &lw->ffn_norm, name, &ly->ffn_norm, err);
+        }
+        KN_PREP(wq, wq, "attn_q")
+        KN_PREP(wk, wk, "attn_k")
+        KN_PREP(wv, wv, "attn_v")
+        KN_PREP(wo, wo, "attn_output")
+        KN_PREP(gate, w_gate, "ffn_gate")
+        KN_PREP(up, w_up, "ffn_up")
+        KN_PREP(down, w_down, "ffn_down")
+#undef KN_PREP
+    }
+    if (rc) {
+        kn_engine_destroy(e);
+        return rc;
+    }
+    *out = e;
+    return 0;
+}
+
+void kn_engine_destroy(struct kn_engine *e) {
+    if (!e) return;
+    if (e->layers) {
+        for (int l = 0; l < e->cfg.n_layers; l++) {
+            struct kn_layer *ly = &e->layers[l];
+            qp_free(ly->wq.wp);
+            qp_free(ly->wk.wp);
+            qp_free(ly->wv.wp);
+            qp_free(ly->wo.wp);
+            qp_free(ly->gate.wp);
+            qp_free(ly->up.wp);
+            qp_free(ly->down.wp);
+        }
+    }
+    qp_free(e->output.wp);
+    for (int i = 0; i < e->n_owned; i++) qp_free(e->owned[i]);
+    qp_free(e->owned);
+    qp_free(e->layers);
+    qp_free(e);
+}
+
+const struct kn_config *kn_engine_config(const struct kn_engine *e) { return &e->cfg; }
+const struct kn_ops *kn_engine_ops(const struct kn_engine *e) { return e->ops; }
+
+// ---------------------------------------------------------------------------------------------
+// State
+
+int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n_threads,
+                    struct kn_state **out, char *err) {
+    *out = NULL;
+    const struct kn_config *c = &e->cfg;
+    if (max_ctx <= 0 || max_ctx > (1 << 20) || max_batch <= 0 || max_batch > max_ctx)
+        return qp_fail(err, QP_EINVAL, "context %d / batch %d out of range", max_ctx, max_batch);
+    if (n_threads < 1) n_threads = 1;
+    struct kn_state *s = qp_calloc_array(1, sizeof *s);
+    if (!s) return qp_fail(err, QP_ENOMEM, "out of memory");
+    s->e = e;
+    s->max_ctx = max_ctx;
+    s->max_batch = max_batch;
+    s->n_threads = n_threads;
+    size_t B = (size_t)max_batch, dim = (size_t)c->dim, hid = (size_t)c->hidden_dim;
+    size_t kv_dim = (size_t)c->n_kv_heads * c->head_size;
+    size_t cache = (size_t)c->n_layers * kv_dim * (size_t)max_ctx;
+    s->scores_stride = ((size_t)max_ctx + 15) & ~(size_t)15;
+    s->x = qp_alloc_array(B * dim, sizeof(float));
+    s->xb = qp_alloc_array(B * dim, sizeof(float));
+    s->q = qp_alloc_array(B * dim, sizeof(float));
+    s->k = qp_alloc_array(B * kv_dim, sizeof(float));
+    s->v = qp_alloc_array(B * kv_dim, sizeof(float));
+    s->mix = qp_alloc_array(B * dim, sizeof(float));
+    s->proj = qp_alloc_array(B * dim, sizeof(float));
+    s->hb = qp_alloc_array(B * hid, sizeof(float));
+    s->hb2 = qp_alloc_array(B * hid, sizeof(float));
+    s->scores = qp_alloc_array((size_t)n_threads * s->scores_stride, sizeof(float));
+    s->kt = qp_alloc_array(cache, sizeof(float));
+    s->vc = qp_alloc_array(cache, sizeof(float));
+    size_t half = (size_t)c->head_size / 2;
+    s->rope_cos = qp_alloc_array((size_t)max_ctx * half, sizeof(float));
+    s->rope_sin = qp_alloc_array((size_t)max_ctx * half, sizeof(float));
+    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->mix || !s->proj || !s->hb || !s->hb2 ||
+        !s->scores || !s->kt || !s->vc || !s->rope_cos || !s->rope_sin) {
+        kn_state_destroy(s);
+        return qp_fail(err, QP_ENOMEM, "out of memory for a context of %d tokens", max_ctx);
+    }
+    // RoPE tables as llama2.c computes them: in float, freq = 1 / theta^(2i / head_size).
+    for (int pos = 0; pos < max_ctx; pos++) {
+        for (size_t i = 0; i < half; i++) {
+            float freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_size);
+            float val = (float)pos * freq;
+            s->rope_cos[(size_t)pos * half + i] = cosf(val);
+            s->rope_sin[(size_t)pos * half + i] = sinf(val);
+        }
+    }
+    *out = s;
+    return 0;
+}
+
+void kn_state_destroy(struct kn_state *s) {
+    if (!s) return;
+    qp_free(s->x);
+    qp_free(s->xb);
+    qp_free(s->q);
+    qp_free(s->k);
+    qp_free(s->v);
+    qp_free(s->mix);
+    qp_free(s->proj);
+    qp_free(s->hb);
+    qp_free(s->hb2);
+    qp_free(s->scores);
+    qp_free(s->kt);
+    qp_free(s->vc);
+    qp_free(s->rope_cos);
+    qp_free(s->rope_sin);
+    qp_free(s);
+}
+
+void kn_state_reset(struct kn_state *s) { s->n_past = 0; }
+int kn_state_n_past(const struct kn_state *s) { return s->n_past; }
+
+// ---------------------------------------------------------------------------------------------
+// The block
+
+// y (n, lin->n_out) = x (n, lin->n_in) . W^T, columns split over threads by panel.
+static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const float *x, float *y,
+                      int n) {
+    const struct kn_ops *ops = s->e->ops;
+    int n_panels = (lin->n_out + KN_NR - 1) / KN_NR;
+    if (s->n_threads <= 1 || n_panels < 2) {
+        ops->gemm_f32(x, (size_t)lin->n_in, n, lin->wp, lin->n_in, 0, lin->n_out, y,
+                      (size_t)lin->n_out);
+        return;
+    }
+#pragma omp parallel for num_threads(s->n_threads) schedule(static)
+    for (int p = 0; p < n_panels; p++) {
+        int c0 = p * KN_NR, c1 = QP_MIN(c0 + KN_NR, lin->n_out);
+        ops->gemm_f32(x, (size_t)lin->n_in, n, lin->wp, lin->n_in, c0, c1, y, (size_t)lin->n_out);
+    }
+}
+
+static void kn_rope(const struct kn_state *s, float *vec, int n_heads, int pos) {
+    int hs = s->e->cfg.head_size, half = hs / 2;
+    const float *fc = s->rope_cos + (size_t)pos * half, *fs = s->rope_sin + (size_t)pos * half;
+    for (int h = 0; h < n_heads; h++) {
+        float *v = vec + (size_t)h * hs;
+        for (int i = 0; i < half; i++) {
+            float v0 = v[2 * i], v1 = v[2 * i + 1];
+            v[2 * i] = v0 * fc[i] - v1 * fs[i];
+            v[2 * i + 1] = v0 * fs[i] + v1 * fc[i];
+        }
+    }
+}
+
+static inline void kn_probe_call(const struct kn_probe *p, enum kn_site site, int layer,
+                                 const float *x, int n, int width, int pos0) {
+    if (p && p->fn) p->fn(p->ctx, site, layer, x, n, width, pos0);
+}
+
+static void kn_block(struct kn_state *s, int l, int n, const struct kn_probe *probe) {
+    const struct kn_engine *e = s->e;
+    const struct kn_config *c = &e->cfg;
+    const struct kn_ops *ops = e->ops;
+    const struct kn_layer *ly = &e->layers[l];
+    int dim = c->dim, hs = c->head_size, hid = c->hidden_dim;
+    int kv_dim = c->n_kv_heads * hs, group = c->n_heads / c->n_kv_heads;
+    int pos0 = s->n_past;
+    size_t cache_l = (size_t)l * kv_dim * s->max_ctx;
+
+    kn_probe_call(probe, KN_SITE_BLOCK_IN, l, s->x, n, dim, pos0);
+    for (int i = 0; i < n; i++)
+        ops->rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, ly->attn_norm, dim, c->norm_eps);
+    kn_probe_call(probe, KN_SITE_ATTN_NORM, l, s->xb, n, dim, pos0);
+
+    kn_matmul(s, &ly->wq, s->xb, s->q, n);
+    kn_matmul(s, &ly->wk, s->xb, s->k, n);
+    kn_matmul(s, &ly->wv, s->xb, s->v, n);
+
+    // RoPE, then append keys (transposed) and values to the cache.
+    for (int i = 0; i < n; i++) {
+        int pos = pos0 + i;
+        kn_rope(s, s->q + (size_t)i * dim, c->n_heads, pos);
+        kn_rope(s, s->k + (size_t)i * kv_dim, c->n_kv_heads, pos);
+        for (int h = 0; h < c->n_kv_heads; h++) {
+            float *kt = s->kt + cache_l + (size_t)h * hs * s->max_ctx;
+            float *vc = s->vc + cache_l + (size_t)h * s->max_ctx * hs;
+            const float *kr = s->k + (size_t)i * kv_dim + (size_t)h * hs;
+            const float *vr = s->v + (size_t)i * kv_dim + (size_t)h * hs;
+            for (int d = 0; d < hs; d++) kt[(size_t)d * s->max_ctx + pos] = kr[d];
+            memcpy(vc + (size_t)pos * hs, vr, (size_t)hs * sizeof(float));
+        }
+    }
+
+    // Attention: one (query, head) pair per task; each writes its own output slice.
+    int tasks = n * c->n_heads;
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && tasks > 1)
+    for (int t = 0; t < tasks; t++) {
+        int i = t / c->n_heads, h = t % c->n_heads, kvh = h / group;
+        float *scratch = s->scores + (size_t)omp_get_thread_num() * s->scores_stride;
+        const float *kt = s->kt + cache_l + (size_t)kvh * hs * s->max_ctx;
+        const float *vc = s->vc + cache_l + (size_t)kvh * s->max_ctx * hs;
+        ops->attend(s->mix + (size_t)i * dim + (size_t)h * hs, s->q + (size_t)i * dim + (size_t)h * hs,
+                    kt, (size_t)s->max_ctx, vc, hs, pos0 + i + 1, scratch);
+    }
+    kn_probe_call(probe, KN_SITE_ATTN_MIX, l, s->mix, n, dim, pos0);
+
+    kn_matmul(s, &ly->wo, s->mix, s->proj, n);
+    kn_probe_call(probe, KN_SITE_ATTN_OUT, l, s->proj, n, dim, pos0);
+    for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] = s->x[i] + s->proj[i];
+
+    for (int i = 0; i < n; i++)
+        ops->rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, ly->ffn_norm, dim, c->norm_eps);
+    kn_probe_call(probe, KN_SITE_FFN_NORM, l, s->xb, n, dim, pos0);
+    kn_matmul(s, &ly->gate, s->xb, s->hb, n);
+    kn_matmul(s, &ly->up, s->xb, s->hb2, n);
+    for (int i = 0; i < n; i++)
+        ops->swiglu(s->hb + (size_t)i * hid, s->hb + (size_t)i * hid, s->hb2 + (size_t)i * hid, hid);
+    kn_probe_call(probe, KN_SITE_FFN_ACT, l, s->hb, n, hid, pos0);
+    kn_matmul(s, &ly->down, s->hb, s->proj, n);
+    kn_probe_call(probe, KN_SITE_MLP_OUT, l, s->proj, n, dim, pos0);
+    for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] = s->x[i] + s->proj[i];
+    kn_probe_call(probe, KN_SITE_RESID_OUT, l, s->x, n, dim, pos0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The forward pass
+
+void kn_forward(struct kn_state *s, const int *tokens, int n, float *logits, int first_logit,
+                const struct kn_probe *probe) {
+    const struct kn_engine *e = s->e;
+    const struct kn_config *c = &e->cfg;
+    QP_ASSERT(n >= 1 && n <= s->max_batch && s->n_past + n <= s->max_ctx);
+    QP_ASSERT(first_logit >= 0 && first_logit <= n);
+    int dim = c->dim;
+    for (int i = 0; i < n; i++) {
+        QP_ASSERT(tokens[i] >= 0 && tokens[i] < c->vocab_size);
+        memcpy(s->x + (size_t)i * dim, e->tok_embd + (size_t)tokens[i] * dim, (size_t)dim * sizeof(float));
+    }
+    for (int l = 0; l < c->n_layers; l++) kn_block(s, l, n, probe);
+
+    if (logits && first_logit < n) {
+        int m = n - first_logit;
+        for (int i = first_logit; i < n; i++)
+            e->ops->rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, e->out_norm, dim, c->norm_eps);
+        kn_matmul(s, &e->output, s->xb + (size_t)first_logit * dim, logits, m);
+        kn_probe_call(probe, KN_SITE_LOGITS, c->n_layers, logits, m, c->vocab_size, s->n_past + first_logit);
+    }
+    s->n_past += n;
+}

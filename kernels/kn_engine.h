@@ -1,0 +1,64 @@
+// kn_engine.h — the transformer forward pass: Llama blocks (RMSNorm, RoPE, grouped-query
+// causal attention, SwiGLU MLP) over whole windows (prefill) or one token at a time (decode),
+// with a KV cache and probe hooks.
+//
+// An engine holds the prepared weights (packed into the GEMM panel layout, fp32) and is shared
+// read-only; a state holds one sequence's activations and KV cache and belongs to one caller.
+// Results do not depend on the thread count: every output is computed by one thread in a fixed
+// order (kn_ops.h). Depends on kernels/ only.
+#ifndef KN_ENGINE_H
+#define KN_ENGINE_H
+
+#include "kn_model.h"
+#include "kn_ops.h"
+
+// Probe sites, in the order the forward pass reaches them within a layer.
+enum kn_site {
+    KN_SITE_BLOCK_IN,  // residual stream entering the block           (n, dim)
+    KN_SITE_ATTN_NORM, // normed input of wq/wk/wv                      (n, dim)
+    KN_SITE_ATTN_MIX,  // attention-weighted values, input of wo        (n, dim)
+    KN_SITE_ATTN_OUT,  // wo output, before the residual add            (n, dim)
+    KN_SITE_FFN_NORM,  // normed input of w_gate/w_up                   (n, dim)
+    KN_SITE_FFN_ACT,   // SwiGLU activations, input of w_down           (n, hidden)
+    KN_SITE_MLP_OUT,   // w_down output, before the residual add        (n, dim)
+    KN_SITE_RESID_OUT, // residual stream leaving the block             (n, dim)
+    KN_SITE_LOGITS,    // final logits (layer = n_layers)               (n, vocab)
+    KN_SITE_COUNT
+};
+
+const char *kn_site_name(enum kn_site s);
+
+// A probe is called at every site with the rows of this call (positions pos0..pos0+n-1). It may
+// read x but not keep the pointer. No probe, no cost.
+struct kn_probe {
+    void (*fn)(void *ctx, enum kn_site site, int layer, const float *x, int n, int width, int pos0);
+    void *ctx;
+};
+
+struct kn_engine;
+struct kn_state;
+
+// Prepares w for the engine: packs every matrix (F32, F16 or BF16) into fp32 panels. w must
+// outlive the engine. ops NULL = kn_ops_best(). 0 or QP_ENOTSUP/QP_ENOMEM with a message.
+int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struct kn_engine **out,
+                     char *err);
+void kn_engine_destroy(struct kn_engine *e);
+const struct kn_config *kn_engine_config(const struct kn_engine *e);
+const struct kn_ops *kn_engine_ops(const struct kn_engine *e);
+
+// A state for sequences of up to max_ctx positions, processing up to max_batch tokens per call,
+// using n_threads OpenMP threads inside each call (1 = none). Destroy with kn_state_destroy.
+int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n_threads,
+                    struct kn_state **out, char *err);
+void kn_state_destroy(struct kn_state *s);
+void kn_state_reset(struct kn_state *s); // forget the sequence (n_past = 0)
+int kn_state_n_past(const struct kn_state *s);
+
+// Runs tokens[0..n) at positions n_past.. n_past+n-1 (n <= max_batch, n_past+n <= max_ctx),
+// appends them to the KV cache, and writes logits for rows first_logit..n-1 into
+// logits[(i - first_logit) * vocab]. logits may be NULL (no classifier computed). probe may be
+// NULL. Token ids must be in [0, vocab) (checked by the caller; asserted here).
+void kn_forward(struct kn_state *s, const int *tokens, int n, float *logits, int first_logit,
+                const struct kn_probe *probe);
+
+#endif

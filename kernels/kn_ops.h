@@ -1,0 +1,65 @@
+// kn_ops.h — the compute kernels of the engine, as a table of function pointers: a scalar
+// reference first, overwritten by the best ISA the CPU and OS support (kn_ops_best), or forced
+// with QPROBE_ISA=ref|avx2|avx512.
+//
+// Every kernel is defined by its reference in kn_ops_ref.c, and the SIMD versions perform the
+// *same* floating-point operations in the same order, so all paths give bit-identical results:
+//  - dot products are fused multiply-add chains over k from 0.0f, one chain per output;
+//  - sums of n values use 16 lanes (lane l takes elements l, l+16, ...; a partial last block is
+//    padded with +0.0f), then the fixed tree 16→8→4→2→1 (lane i += lane i+half);
+//  - exp is qprobe's own polynomial (kn_expf_ref), evaluated identically in every lane.
+// Tests compare each ISA against the reference bit for bit (tolerance 0).
+//
+// Kernels never allocate: callers pass outputs and scratch. Depends on libc and intrinsics only.
+#ifndef KN_OPS_H
+#define KN_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+// Weights of a linear layer are packed into panels of KN_NR output columns: panel p holds
+// columns p*KN_NR .. p*KN_NR+KN_NR-1, stored k-major: wp[(p*n_in + k)*KN_NR + c] = W[p*KN_NR+c][k]
+// (zero where the column is past n_out). 64-byte aligned.
+#define KN_NR 16
+
+struct kn_ops {
+    const char *name; // "ref", "avx2", "avx512"
+
+    // y[r*ldy + j] = sum_k x[r*ldx + k] * W[j][k] for rows r in [0, n_rows) and columns
+    // j in [col0, col1), col0 a multiple of KN_NR. wp: all panels of W (see above).
+    void (*gemm_f32)(const float *x, size_t ldx, int n_rows, const float *wp, int n_in, int col0,
+                     int col1, float *y, size_t ldy);
+
+    // out[i] = w[i] * (x[i] * (1 / sqrtf(sum(x^2)/n + eps))). out may equal x.
+    void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
+
+    // One query of causal attention over n_keys keys of one head:
+    //   s_j = (sum_d q[d]*kt[d*kt_stride + j]) / sqrtf(head_size), p = softmax(s),
+    //   out[d] = sum_j p_j * v[j*head_size + d].
+    // kt: keys transposed (head_size rows of kt_stride); v: (n_keys, head_size);
+    // scratch: n_keys floats (rounded up to 16), 64-byte aligned.
+    void (*attend)(float *out, const float *q, const float *kt, size_t kt_stride, const float *v,
+                   int head_size, int n_keys, float *scratch);
+
+    // h[i] = (g[i] * (1 / (1 + exp(-g[i])))) * u[i]  (SwiGLU). h may equal g.
+    void (*swiglu)(float *h, const float *g, const float *u, int n);
+
+    // Returns log(sum_i exp(x[i] - m)) + m with m = max x, the sum of float exps taken in double
+    // (16 double lanes, tree as above). *max_out = m when non-NULL.
+    double (*logsumexp)(const float *x, int n, float *max_out);
+};
+
+extern const struct kn_ops kn_ops_ref;
+extern const struct kn_ops kn_ops_avx2;   // only if compiled in; check kn_ops_for
+extern const struct kn_ops kn_ops_avx512;
+
+// The table for an ISA name if this CPU and OS can run it, else NULL.
+const struct kn_ops *kn_ops_for(const char *isa);
+// The best table for this CPU, or the one QPROBE_ISA names. If QPROBE_ISA names an unknown ISA
+// or one the CPU lacks, returns NULL and writes a message into err (QP_ERRLEN bytes).
+const struct kn_ops *kn_ops_best(char *err);
+
+// The reference exp, exposed for tests: |rel err| < 2e-7 on [-87, 88]; 0 below -87.
+float kn_expf_ref(float x);
+
+#endif

@@ -1,0 +1,289 @@
+// kn_ops_avx2.c — AVX2+FMA kernels, bit-identical to kn_ops_ref.c (see kn_ops.h for the
+// operation orders they reproduce). Compiled with -mavx2 -mfma -mf16c only; called only when
+// the CPU has them. Depends on intrinsics and libc only.
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+
+#include "kn_ops.h"
+
+// ---------------------------------------------------------------------------------------------
+// exp, lane-wise identical to kn_expf_ref.
+
+static inline __m256 kn_exp8(__m256 x) {
+    const __m256 lo = _mm256_set1_ps(-87.0f);
+    __m256 tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+    x = _mm256_min_ps(x, _mm256_set1_ps(88.0f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), x);
+    r = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r2 = _mm256_mul_ps(r, r);
+    __m256 y = _mm256_fmadd_ps(p, r2, r);
+    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(tiny, y);
+}
+
+// Loads up to 8 floats, the rest +0.0f.
+static inline __m256 kn_load_part(const float *p, int n) {
+    if (n >= 8) return _mm256_loadu_ps(p);
+    float tmp[8] = {0};
+    memcpy(tmp, p, (size_t)n * sizeof(float));
+    return _mm256_loadu_ps(tmp);
+}
+
+static inline void kn_store_part(float *p, __m256 v, int n) {
+    if (n >= 8) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    float tmp[8];
+    _mm256_storeu_ps(tmp, v);
+    memcpy(p, tmp, (size_t)n * sizeof(float));
+}
+
+// The fixed tree over 16 lanes held as a (lanes 0..7) and b (lanes 8..15).
+static inline float kn_tree16(__m256 a, __m256 b) {
+    __m256 s8 = _mm256_add_ps(a, b);                                                  // 16 → 8
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1)); // 8 → 4
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));                                // 4 → 2
+    __m128 s1 = _mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1));                            // 2 → 1
+    return _mm_cvtss_f32(s1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// GEMM: 6 rows x 16 columns (one panel) per micro-kernel call; each lane is one output's fma
+// chain over k, as in the reference.
+
+#define KN_MR 6
+
+static void kn_gemm_tile6(const float *x, size_t ldx, const float *panel, int n_in, float *y,
+                          size_t ldy, int ncols) {
+    __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps();
+    __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps();
+    __m256 a20 = _mm256_setzero_ps(), a21 = _mm256_setzero_ps();
+    __m256 a30 = _mm256_setzero_ps(), a31 = _mm256_setzero_ps();
+    __m256 a40 = _mm256_setzero_ps(), a41 = _mm256_setzero_ps();
+    __m256 a50 = _mm256_setzero_ps(), a51 = _mm256_setzero_ps();
+    const float *x0 = x, *x1 = x + ldx, *x2 = x + 2 * ldx, *x3 = x + 3 * ldx, *x4 = x + 4 * ldx,
+                *x5 = x + 5 * ldx;
+    for (int k = 0; k < n_in; k++) {
+        __m256 w0 = _mm256_load_ps(panel + (size_t)k * KN_NR);
+        __m256 w1 = _mm256_load_ps(panel + (size_t)k * KN_NR + 8);
+        __m256 b;
+        b = _mm256_broadcast_ss(x0 + k);
+        a00 = _mm256_fmadd_ps(b, w0, a00);
+        a01 = _mm256_fmadd_ps(b, w1, a01);
+        b = _mm256_broadcast_ss(x1 + k);
+        a10 = _mm256_fmadd_ps(b, w0, a10);
+        a11 = _mm256_fmadd_ps(b, w1, a11);
+        b = _mm256_broadcast_ss(x2 + k);
+        a20 = _mm256_fmadd_ps(b, w0, a20);
+        a21 = _mm256_fmadd_ps(b, w1, a21);
+        b = _mm256_broadcast_ss(x3 + k);
+        a30 = _mm256_fmadd_ps(b, w0, a30);
+        a31 = _mm256_fmadd_ps(b, w1, a31);
+        b = _mm256_broadcast_ss(x4 + k);
+        a40 = _mm256_fmadd_ps(b, w0, a40);
+        a41 = _mm256_fmadd_ps(b, w1, a41);
+        b = _mm256_broadcast_ss(x5 + k);
+        a50 = _mm256_fmadd_ps(b, w0, a50);
+        a51 = _mm256_fmadd_ps(b, w1, a51);
+    }
+    __m256 acc[KN_MR][2] = {{a00, a01}, {a10, a11}, {a20, a21}, {a30, a31}, {a40, a41}, {a50, a51}};
+    for (int r = 0; r < KN_MR; r++) {
+        kn_store_part(y + r * ldy, acc[r][0], ncols);
+        if (ncols > 8) kn_store_part(y + r * ldy + 8, acc[r][1], ncols - 8);
+    }
+}
+
+static void kn_gemm_tile1(const float *x, const float *panel, int n_in, float *y, int ncols) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (int k = 0; k < n_in; k++) {
+        __m256 b = _mm256_broadcast_ss(x + k);
+        a0 = _mm256_fmadd_ps(b, _mm256_load_ps(panel + (size_t)k * KN_NR), a0);
+        a1 = _mm256_fmadd_ps(b, _mm256_load_ps(panel + (size_t)k * KN_NR + 8), a1);
+    }
+    kn_store_part(y, a0, ncols);
+    if (ncols > 8) kn_store_part(y + 8, a1, ncols - 8);
+}
+
+static void kn_gemm_f32_avx2(const float *x, size_t ldx, int n_rows, const float *wp, int n_in,
+                             int col0, int col1, float *y, size_t ldy) {
+    for (int c = col0; c < col1; c += KN_NR) {
+        const float *panel = wp + (size_t)(c / KN_NR) * n_in * KN_NR;
+        int ncols = col1 - c < KN_NR ? col1 - c : KN_NR;
+        int r = 0;
+        for (; r + KN_MR <= n_rows; r += KN_MR)
+            kn_gemm_tile6(x + (size_t)r * ldx, ldx, panel, n_in, y + (size_t)r * ldy + c, ldy, ncols);
+        for (; r < n_rows; r++)
+            kn_gemm_tile1(x + (size_t)r * ldx, panel, n_in, y + (size_t)r * ldy + c, ncols);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+static void kn_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps) {
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    for (int i = 0; i < n; i += 16) {
+        __m256 va = kn_load_part(x + i, n - i);
+        __m256 vb = i + 8 < n ? kn_load_part(x + i + 8, n - i - 8) : _mm256_setzero_ps();
+        a = _mm256_fmadd_ps(va, va, a);
+        b = _mm256_fmadd_ps(vb, vb, b);
+    }
+    float ss = kn_tree16(a, b);
+    ss = ss / (float)n + eps;
+    float s = 1.0f / sqrtf(ss);
+    __m256 vs = _mm256_set1_ps(s);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(w + i),
+                                                _mm256_mul_ps(_mm256_loadu_ps(x + i), vs)));
+    for (; i < n; i++) out[i] = w[i] * (x[i] * s);
+}
+
+static void kn_attend_avx2(float *out, const float *q, const float *kt, size_t kt_stride,
+                           const float *v, int head_size, int n_keys, float *scratch) {
+    float *s = scratch;
+    __m256 vdiv = _mm256_set1_ps(sqrtf((float)head_size));
+    __m256 vmax = _mm256_set1_ps(-INFINITY);
+    int j = 0;
+    for (; j + 8 <= n_keys; j += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (int d = 0; d < head_size; d++)
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), _mm256_loadu_ps(kt + (size_t)d * kt_stride + j), acc);
+        acc = _mm256_div_ps(acc, vdiv);
+        _mm256_store_ps(s + j, acc);
+        vmax = _mm256_max_ps(vmax, acc);
+    }
+    float mx;
+    {
+        float t[8];
+        _mm256_storeu_ps(t, vmax);
+        mx = t[0];
+        for (int l = 1; l < 8; l++)
+            if (t[l] > mx) mx = t[l];
+    }
+    for (; j < n_keys; j++) {
+        float acc = 0.0f;
+        for (int d = 0; d < head_size; d++) acc = fmaf(q[d], kt[(size_t)d * kt_stride + j], acc);
+        s[j] = acc / sqrtf((float)head_size);
+        if (s[j] > mx) mx = s[j];
+    }
+    // exp and the 16-lane sum; s is padded up to a multiple of 16 with exp terms of 0.
+    __m256 vm = _mm256_set1_ps(mx);
+    __m256 sa = _mm256_setzero_ps(), sb = _mm256_setzero_ps();
+    for (j = 0; j < n_keys; j += 16) {
+        int rem = n_keys - j;
+        __m256 ea = kn_exp8(_mm256_sub_ps(kn_load_part(s + j, rem), vm));
+        __m256 eb = rem > 8 ? kn_exp8(_mm256_sub_ps(kn_load_part(s + j + 8, rem - 8), vm))
+                            : _mm256_setzero_ps();
+        if (rem < 8) {
+            float t[8];
+            _mm256_storeu_ps(t, ea);
+            for (int l = rem; l < 8; l++) t[l] = 0.0f;
+            ea = _mm256_loadu_ps(t);
+        } else if (rem < 16) {
+            float t[8];
+            _mm256_storeu_ps(t, eb);
+            for (int l = rem - 8; l < 8; l++) t[l] = 0.0f;
+            eb = _mm256_loadu_ps(t);
+        }
+        kn_store_part(s + j, ea, rem);
+        if (rem > 8) kn_store_part(s + j + 8, eb, rem - 8);
+        sa = _mm256_add_ps(sa, ea);
+        sb = _mm256_add_ps(sb, eb);
+    }
+    float sum = kn_tree16(sa, sb);
+    __m256 vsum = _mm256_set1_ps(sum);
+    for (j = 0; j + 8 <= n_keys; j += 8) _mm256_store_ps(s + j, _mm256_div_ps(_mm256_load_ps(s + j), vsum));
+    for (; j < n_keys; j++) s[j] = s[j] / sum;
+    // out = sum_j p_j v_j, vectorised over d.
+    for (int d = 0; d < head_size; d += 8) {
+        int nd = head_size - d;
+        __m256 acc = _mm256_setzero_ps();
+        if (nd >= 8) {
+            for (j = 0; j < n_keys; j++)
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(s[j]), _mm256_loadu_ps(v + (size_t)j * head_size + d), acc);
+        } else {
+            for (j = 0; j < n_keys; j++)
+                acc = _mm256_fmadd_ps(_mm256_set1_ps(s[j]), kn_load_part(v + (size_t)j * head_size + d, nd), acc);
+        }
+        kn_store_part(out + d, acc, nd);
+    }
+}
+
+static void kn_swiglu_avx2(float *h, const float *g, const float *u, int n) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int i = 0; i < n; i += 8) {
+        int rem = n - i;
+        __m256 vg = kn_load_part(g + i, rem);
+        __m256 e = kn_exp8(_mm256_xor_ps(vg, sign));
+        __m256 silu = _mm256_mul_ps(vg, _mm256_div_ps(one, _mm256_add_ps(one, e)));
+        kn_store_part(h + i, _mm256_mul_ps(silu, kn_load_part(u + i, rem)), rem);
+    }
+}
+
+static double kn_logsumexp_avx2(const float *x, int n, float *max_out) {
+    float mx = -INFINITY;
+    {
+        __m256 vmax = _mm256_set1_ps(-INFINITY);
+        int i = 0;
+        for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+        float t[8];
+        _mm256_storeu_ps(t, vmax);
+        for (int l = 0; l < 8; l++)
+            if (t[l] > mx) mx = t[l];
+        for (; i < n; i++)
+            if (x[i] > mx) mx = x[i];
+    }
+    __m256 vm = _mm256_set1_ps(mx);
+    // 16 double lanes: d0 = lanes 0..3, d1 = 4..7, d2 = 8..11, d3 = 12..15.
+    __m256d d0 = _mm256_setzero_pd(), d1 = _mm256_setzero_pd(), d2 = _mm256_setzero_pd(),
+            d3 = _mm256_setzero_pd();
+    for (int i = 0; i < n; i += 16) {
+        int rem = n - i;
+        __m256 ea = kn_exp8(_mm256_sub_ps(kn_load_part(x + i, rem), vm));
+        __m256 eb = rem > 8 ? kn_exp8(_mm256_sub_ps(kn_load_part(x + i + 8, rem - 8), vm))
+                            : _mm256_setzero_ps();
+        if (rem < 16) { // zero the padding lanes (exp of padding is not 0)
+            float t[16];
+            _mm256_storeu_ps(t, ea);
+            _mm256_storeu_ps(t + 8, eb);
+            for (int l = rem; l < 16; l++) t[l] = 0.0f;
+            ea = _mm256_loadu_ps(t);
+            eb = _mm256_loadu_ps(t + 8);
+        }
+        d0 = _mm256_add_pd(d0, _mm256_cvtps_pd(_mm256_castps256_ps128(ea)));
+        d1 = _mm256_add_pd(d1, _mm256_cvtps_pd(_mm256_extractf128_ps(ea, 1)));
+        d2 = _mm256_add_pd(d2, _mm256_cvtps_pd(_mm256_castps256_ps128(eb)));
+        d3 = _mm256_add_pd(d3, _mm256_cvtps_pd(_mm256_extractf128_ps(eb, 1)));
+    }
+    double acc[16];
+    _mm256_storeu_pd(acc, d0);
+    _mm256_storeu_pd(acc + 4, d1);
+    _mm256_storeu_pd(acc + 8, d2);
+    _mm256_storeu_pd(acc + 12, d3);
+    for (int half = 8; half >= 1; half /= 2)
+        for (int i = 0; i < half; i++) acc[i] = acc[i] + acc[i + half];
+    if (max_out) *max_out = mx;
+    return log(acc[0]) + (double)mx;
+}
+
+const struct kn_ops kn_ops_avx2 = {
+    .name = "avx2",
+    .gemm_f32 = kn_gemm_f32_avx2,
+    .rmsnorm = kn_rmsnorm_avx2,
+    .attend = kn_attend_avx2,
+    .swiglu = kn_swiglu_avx2,
+    .logsumexp = kn_logsumexp_avx2,
+};

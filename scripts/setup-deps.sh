@@ -1,0 +1,21 @@
+#!/bin/sh
+# setup-deps.sh — installs the Debian packages qprobe builds and runs with, when missing.
+# Called by make when pkg-config or gnuplot cannot find one of them.
+set -e
+PKGS="libsqlite3-dev libcjson-dev libopenblas-dev gnuplot-nox pkg-config"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" != 0 ]; then
+    echo "qprobe: missing Debian packages:$missing; run as root: apt-get install$missing" >&2
+    exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "qprobe: missing packages:$missing, and apt-get is not available; install them by hand" >&2
+    exit 1
+fi
+echo "qprobe: installing$missing" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get install -y -q $missing >&2 || { apt-get update -q >&2 && apt-get install -y -q $missing >&2; }

@@ -1,0 +1,142 @@
+// qp_test.c — registry, main() and helpers of the test framework (see qp_test.h).
+#include "qp_test.h"
+
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define QPT_MAX 512
+
+static struct {
+    const char *name;
+    qpt_fn fn;
+} qpt_cases[QPT_MAX];
+static int qpt_count;
+static const char *qpt_current = "?";
+
+void qpt_register(const char *name, qpt_fn fn) {
+    if (qpt_count == QPT_MAX) {
+        fprintf(stderr, "too many test cases\n");
+        exit(2);
+    }
+    qpt_cases[qpt_count].name = name;
+    qpt_cases[qpt_count].fn = fn;
+    qpt_count++;
+}
+
+void qpt_fail(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "  %s: %s:%d: ", qpt_current, file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+void qpt_skip(const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "  %s: skipped: ", qpt_current);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    exit(77);
+}
+
+const char *qpt_fixture(const char *rel) {
+    static char buf[4096];
+    const char *root = getenv("QP_FIXTURES");
+    if (!root || !*root) root = "../shared/fixtures";
+    snprintf(buf, sizeof buf, "%s/%s", root, rel);
+    if (access(buf, R_OK) != 0) qpt_skip("fixture '%s' not found (set FIXTURES)", buf);
+    return buf;
+}
+
+const char *qpt_tmpdir(void) {
+    static char buf[4096];
+    if (buf[0]) return buf;
+    const char *root = getenv("QP_TMP");
+    if (!root || !*root) root = "/tmp";
+    snprintf(buf, sizeof buf, "%s/qpt-%s-%d", root, qpt_current, (int)getpid());
+    mkdir(buf, 0700);
+    return buf;
+}
+
+const char *qpt_qprobe(void) {
+    const char *b = getenv("QP_BIN");
+    if (!b || !*b) qpt_skip("QP_BIN not set: end-to-end case needs the qprobe binary");
+    return b;
+}
+
+int qpt_run(const char *cmd, char **out) {
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    size_t n;
+    while (buf && (n = fread(buf + len, 1, cap - len - 1, p)) > 0) {
+        len += n;
+        if (cap - len < 2) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+            }
+            buf = nb;
+        }
+    }
+    int st = pclose(p);
+    if (buf) buf[len] = 0;
+    if (out) *out = buf;
+    else free(buf);
+    if (st == -1) return -1;
+    if (WIFEXITED(st)) return WEXITSTATUS(st);
+    if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+    return -1;
+}
+
+char *qpt_read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) {
+        buf[n] = 0;
+        if (len) *len = (size_t)n;
+    }
+    return buf;
+}
+
+int main(int argc, char **argv) {
+    if (argc == 2 && strcmp(argv[1], "--list") == 0) {
+        for (int i = 0; i < qpt_count; i++) printf("%s\n", qpt_cases[i].name);
+        return 0;
+    }
+    if (argc == 2) {
+        for (int i = 0; i < qpt_count; i++) {
+            if (strcmp(qpt_cases[i].name, argv[1]) == 0) {
+                qpt_current = qpt_cases[i].name;
+                qpt_cases[i].fn();
+                return 0;
+            }
+        }
+        fprintf(stderr, "no test case named '%s'\n", argv[1]);
+        return 2;
+    }
+    // No arguments: run everything in this process, stop at the first failure (debugging aid).
+    for (int i = 0; i < qpt_count; i++) {
+        qpt_current = qpt_cases[i].name;
+        qpt_cases[i].fn();
+        printf("ok %s\n", qpt_cases[i].name);
+    }
+    return 0;
+}

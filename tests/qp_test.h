@@ -1,0 +1,76 @@
+// qp_test.h — the tiny test framework every tests/test_*.c uses.
+//
+// A test binary holds many cases, each declared with QP_TEST(name). Run without arguments it
+// lists nothing and runs every case in-process; tests/run.sh instead asks for the list
+// (`--list`) and runs each case in its own process (`BINARY NAME`), so that a crash in one case
+// is one failure. Exit status of a case: 0 pass, 77 skip, anything else fail.
+#ifndef QP_TEST_H
+#define QP_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef void (*qpt_fn)(void);
+void qpt_register(const char *name, qpt_fn fn);
+
+#define QP_TEST(name)                                                                          \
+    static void name(void);                                                                    \
+    __attribute__((constructor)) static void qpt_reg_##name(void) { qpt_register(#name, name); } \
+    static void name(void)
+
+_Noreturn void qpt_fail(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+_Noreturn void qpt_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#define QP_CHECK(cond)                                                                         \
+    do {                                                                                       \
+        if (!(cond)) qpt_fail(__FILE__, __LINE__, "check failed: %s", #cond);                  \
+    } while (0)
+
+#define QP_CHECK_MSG(cond, ...)                                                                \
+    do {                                                                                       \
+        if (!(cond)) qpt_fail(__FILE__, __LINE__, __VA_ARGS__);                                \
+    } while (0)
+
+#define QP_CHECK_INT_EQ(a, b)                                                                  \
+    do {                                                                                       \
+        long long qpt_a = (long long)(a), qpt_b = (long long)(b);                              \
+        if (qpt_a != qpt_b)                                                                    \
+            qpt_fail(__FILE__, __LINE__, "%s == %s failed: %lld != %lld", #a, #b, qpt_a, qpt_b); \
+    } while (0)
+
+#define QP_CHECK_STR_EQ(a, b)                                                                  \
+    do {                                                                                       \
+        const char *qpt_a = (a), *qpt_b = (b);                                                 \
+        if (strcmp(qpt_a, qpt_b) != 0)                                                         \
+            qpt_fail(__FILE__, __LINE__, "%s == %s failed: '%s' != '%s'", #a, #b, qpt_a, qpt_b); \
+    } while (0)
+
+// |a - b| <= tol * max(1, |b|)
+#define QP_CHECK_NEAR(a, b, tol)                                                               \
+    do {                                                                                       \
+        double qpt_a = (double)(a), qpt_b = (double)(b), qpt_t = (double)(tol);                \
+        double qpt_s = fabs(qpt_b) > 1.0 ? fabs(qpt_b) : 1.0;                                  \
+        if (!(fabs(qpt_a - qpt_b) <= qpt_t * qpt_s))                                           \
+            qpt_fail(__FILE__, __LINE__, "%s ~= %s failed: %.9g vs %.9g (tol %g)", #a, #b,     \
+                     qpt_a, qpt_b, qpt_t);                                                     \
+    } while (0)
+
+#define QP_SKIP(...) qpt_skip(__VA_ARGS__)
+
+// Path of a file under the shared fixtures (the FIXTURES make variable, passed to tests in the
+// environment as QP_FIXTURES). Returns a static buffer; skips the case when the file is missing.
+const char *qpt_fixture(const char *rel);
+// A fresh scratch directory for this case (removed by the runner's temporary root).
+const char *qpt_tmpdir(void);
+// Path of the qprobe binary under test (QP_BIN), for end-to-end cases.
+const char *qpt_qprobe(void);
+// Runs a shell command, captures stdout into *out (malloc'd, NUL-terminated; may be NULL) and
+// returns the exit status (or -1 if it could not run / died by a signal: then 128+sig).
+int qpt_run(const char *cmd, char **out);
+// Reads a whole file; NULL if it cannot. *len set when non-NULL. Caller frees.
+char *qpt_read_file(const char *path, size_t *len);
+
+#endif

@@ -1,0 +1,204 @@
+// test_kernels.c — every kernel of every ISA this CPU has against the scalar reference, on odd
+// shapes and misaligned pointers. Tolerance: none. The SIMD kernels are defined to perform the
+// reference's operations in the reference's order (kn_ops.h), so any difference is a bug.
+// ISAs the CPU lacks are reported as skipped.
+#include <stdint.h>
+
+#include "kn_ops.h"
+#include "qp.h"
+#include "qp_test.h"
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static float frand(void) { // uniform in [-1, 1)
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+static const struct kn_ops *need(const char *isa) {
+    const struct kn_ops *o = kn_ops_for(isa);
+    if (!o) QP_SKIP("this CPU has no %s", isa);
+    return o;
+}
+
+static int same_bits(const float *a, const float *b, size_t n, size_t *where) {
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&a[i], &b[i], 4) != 0) {
+            *where = i;
+            return 0;
+        }
+    return 1;
+}
+
+// Packs W (n_out, n_in) into panels as kn_ops.h defines.
+static float *pack(const float *w, int n_out, int n_in) {
+    int np = (n_out + KN_NR - 1) / KN_NR;
+    float *p = qp_calloc_array((size_t)np * n_in * KN_NR, sizeof(float));
+    for (int j = 0; j < n_out; j++)
+        for (int k = 0; k < n_in; k++) p[((size_t)(j / KN_NR) * n_in + k) * KN_NR + j % KN_NR] = w[(size_t)j * n_in + k];
+    return p;
+}
+
+static void check_gemm(const struct kn_ops *o) {
+    static const int rows[] = {1, 2, 5, 6, 7, 13, 14, 15, 29};
+    static const int ins[] = {1, 3, 8, 17, 64, 67};
+    static const int outs[] = {1, 5, 16, 17, 33, 48};
+    for (size_t a = 0; a < QP_ARRAY_LEN(rows); a++)
+        for (size_t b = 0; b < QP_ARRAY_LEN(ins); b++)
+            for (size_t c = 0; c < QP_ARRAY_LEN(outs); c++) {
+                int n = rows[a], k = ins[b], m = outs[c];
+                size_t ldx = (size_t)k + 3, ldy = (size_t)m + 5;
+                float *xbuf = malloc((ldx * n + 1) * sizeof(float)), *x = xbuf + 1; // misaligned
+                float *w = malloc((size_t)m * k * sizeof(float));
+                float *y0 = calloc(ldy * n, sizeof(float)), *y1 = calloc(ldy * n, sizeof(float));
+                for (size_t i = 0; i < ldx * n; i++) x[i] = frand();
+                for (size_t i = 0; i < (size_t)m * k; i++) w[i] = frand();
+                float *wp = pack(w, m, k);
+                kn_ops_ref.gemm_f32(x, ldx, n, wp, k, 0, m, y0, ldy);
+                o->gemm_f32(x, ldx, n, wp, k, 0, m, y1, ldy);
+                size_t at;
+                QP_CHECK_MSG(same_bits(y0, y1, ldy * n, &at),
+                             "%s gemm rows %d in %d out %d differs at %zu: %.9g vs %.9g", o->name, n,
+                             k, m, at, y0[at], y1[at]);
+                // A column range that starts at a later panel must match too.
+                if (m > KN_NR) {
+                    memset(y1, 0, ldy * n * sizeof(float));
+                    o->gemm_f32(x, ldx, n, wp, k, KN_NR, m, y1, ldy);
+                    for (int r = 0; r < n; r++)
+                        for (int j = KN_NR; j < m; j++)
+                            QP_CHECK(memcmp(&y0[r * ldy + j], &y1[r * ldy + j], 4) == 0);
+                }
+                // The reference itself against a plain double-precision product (sanity).
+                for (int r = 0; r < n; r++)
+                    for (int j = 0; j < m; j++) {
+                        double s = 0;
+                        for (int q = 0; q < k; q++) s += (double)x[r * ldx + q] * w[(size_t)j * k + q];
+                        QP_CHECK_NEAR(y0[r * ldy + j], s, 1e-5 * k);
+                    }
+                free(xbuf), free(w), free(y0), free(y1), qp_free(wp);
+            }
+}
+
+QP_TEST(gemm_avx2_should_equal_reference_bitwise) { check_gemm(need("avx2")); }
+QP_TEST(gemm_avx512_should_equal_reference_bitwise) { check_gemm(need("avx512")); }
+
+static void check_rmsnorm(const struct kn_ops *o) {
+    for (int n = 1; n <= 70; n++) {
+        float *x = malloc((n + 1) * sizeof(float)), *w = malloc(n * sizeof(float));
+        float *a = malloc(n * sizeof(float)), *b = malloc((n + 1) * sizeof(float));
+        for (int i = 0; i < n + 1; i++) x[i] = 3 * frand();
+        for (int i = 0; i < n; i++) w[i] = frand();
+        kn_ops_ref.rmsnorm(a, x + 1, w, n, 1e-5f);
+        o->rmsnorm(b + 1, x + 1, w, n, 1e-5f);
+        size_t at;
+        QP_CHECK_MSG(same_bits(a, b + 1, n, &at), "%s rmsnorm n=%d differs at %zu", o->name, n, at);
+        double ss = 0;
+        for (int i = 0; i < n; i++) ss += (double)x[i + 1] * x[i + 1];
+        double s = 1 / sqrt(ss / n + 1e-5);
+        for (int i = 0; i < n; i++) QP_CHECK_NEAR(a[i], w[i] * x[i + 1] * s, 1e-5);
+        // in place
+        memcpy(b, x + 1, n * sizeof(float));
+        o->rmsnorm(b, b, w, n, 1e-5f);
+        QP_CHECK(same_bits(a, b, n, &at));
+        free(x), free(w), free(a), free(b);
+    }
+}
+
+QP_TEST(rmsnorm_avx2_should_equal_reference_bitwise) { check_rmsnorm(need("avx2")); }
+QP_TEST(rmsnorm_avx512_should_equal_reference_bitwise) { check_rmsnorm(need("avx512")); }
+
+static void check_attend(const struct kn_ops *o) {
+    static const int hss[] = {2, 6, 8, 16, 24, 64};
+    for (size_t h = 0; h < QP_ARRAY_LEN(hss); h++)
+        for (int nk = 1; nk <= 75; nk += (nk < 20 ? 1 : 7)) {
+            int hs = hss[h];
+            size_t stride = (size_t)nk + 3;
+            float *q = malloc(hs * sizeof(float)), *kt = malloc(hs * stride * sizeof(float));
+            float *v = malloc((size_t)nk * hs * sizeof(float));
+            float *a = malloc(hs * sizeof(float)), *b = malloc(hs * sizeof(float));
+            float *s0 = qp_alloc(((nk + 15) / 16 * 16) * sizeof(float));
+            float *s1 = qp_alloc(((nk + 15) / 16 * 16) * sizeof(float));
+            for (int i = 0; i < hs; i++) q[i] = 2 * frand();
+            for (size_t i = 0; i < hs * stride; i++) kt[i] = 2 * frand();
+            for (int i = 0; i < nk * hs; i++) v[i] = frand();
+            kn_ops_ref.attend(a, q, kt, stride, v, hs, nk, s0);
+            o->attend(b, q, kt, stride, v, hs, nk, s1);
+            size_t at;
+            QP_CHECK_MSG(same_bits(a, b, hs, &at), "%s attend hs=%d keys=%d differs at %zu: %.9g vs %.9g",
+                         o->name, hs, nk, at, a[at], b[at]);
+            // against a double-precision softmax
+            double *p = malloc(nk * sizeof(double)), mx = -1e300, sum = 0;
+            for (int j = 0; j < nk; j++) {
+                double d = 0;
+                for (int i = 0; i < hs; i++) d += (double)q[i] * kt[i * stride + j];
+                p[j] = d / sqrt((double)hs);
+                if (p[j] > mx) mx = p[j];
+            }
+            for (int j = 0; j < nk; j++) sum += (p[j] = exp(p[j] - mx));
+            for (int i = 0; i < hs; i++) {
+                double r = 0;
+                for (int j = 0; j < nk; j++) r += p[j] / sum * v[j * hs + i];
+                QP_CHECK_NEAR(a[i], r, 1e-5);
+            }
+            free(q), free(kt), free(v), free(a), free(b), free(p), qp_free(s0), qp_free(s1);
+        }
+}
+
+QP_TEST(attend_avx2_should_equal_reference_bitwise) { check_attend(need("avx2")); }
+QP_TEST(attend_avx512_should_equal_reference_bitwise) { check_attend(need("avx512")); }
+
+static void check_swiglu_lse(const struct kn_ops *o) {
+    for (int n = 1; n <= 90; n++) {
+        float *g = malloc((n + 1) * sizeof(float)), *u = malloc(n * sizeof(float));
+        float *a = malloc(n * sizeof(float)), *b = malloc((n + 1) * sizeof(float));
+        for (int i = 0; i <= n; i++) g[i] = 12 * frand();
+        for (int i = 0; i < n; i++) u[i] = frand();
+        kn_ops_ref.swiglu(a, g + 1, u, n);
+        o->swiglu(b + 1, g + 1, u, n);
+        size_t at;
+        QP_CHECK_MSG(same_bits(a, b + 1, n, &at), "%s swiglu n=%d differs at %zu", o->name, n, at);
+        for (int i = 0; i < n; i++) {
+            double x = g[i + 1];
+            QP_CHECK_NEAR(a[i], x / (1 + exp(-x)) * u[i], 1e-6);
+        }
+        for (int i = 0; i <= n; i++) g[i] *= 4; // logits in [-48, 48]
+        float m0, m1;
+        double l0 = kn_ops_ref.logsumexp(g + 1, n, &m0);
+        double l1 = o->logsumexp(g + 1, n, &m1);
+        QP_CHECK_MSG(memcmp(&l0, &l1, 8) == 0 && m0 == m1, "%s logsumexp n=%d: %.17g vs %.17g",
+                     o->name, n, l0, l1);
+        double mx = -1e300, s = 0;
+        for (int i = 1; i <= n; i++) mx = g[i] > mx ? g[i] : mx;
+        for (int i = 1; i <= n; i++) s += exp((double)g[i] - mx);
+        QP_CHECK_NEAR(l0, log(s) + mx, 1e-6);
+        free(g), free(u), free(a), free(b);
+    }
+}
+
+QP_TEST(swiglu_and_logsumexp_avx2_should_equal_reference_bitwise) { check_swiglu_lse(need("avx2")); }
+QP_TEST(swiglu_and_logsumexp_avx512_should_equal_reference_bitwise) { check_swiglu_lse(need("avx512")); }
+
+QP_TEST(expf_ref_should_be_within_two_ulp_of_libm) {
+    double worst = 0;
+    for (float x = -87.0f; x <= 88.0f; x += 0.0137f) {
+        double want = exp((double)x), got = kn_expf_ref(x);
+        double rel = fabs(got - want) / want;
+        if (rel > worst) worst = rel;
+    }
+    QP_CHECK_MSG(worst < 2.4e-7, "worst relative error %.3g", worst); // 2 ulp of float
+    QP_CHECK(kn_expf_ref(0.0f) == 1.0f);
+    QP_CHECK(kn_expf_ref(-100.0f) == 0.0f);
+}
+
+QP_TEST(dispatch_should_honour_qprobe_isa) {
+    char err[QP_ERRLEN];
+    setenv("QPROBE_ISA", "ref", 1);
+    const struct kn_ops *o = kn_ops_best(err);
+    QP_CHECK(o && strcmp(o->name, "ref") == 0);
+    setenv("QPROBE_ISA", "sse9", 1);
+    QP_CHECK(kn_ops_best(err) == NULL);
+    QP_CHECK(strstr(err, "sse9") != NULL);
+    unsetenv("QPROBE_ISA");
+    QP_CHECK(kn_ops_best(err) != NULL);
+}
