@@ -19,6 +19,7 @@ ifeq ($(origin CC),default)
 CC := gcc
 endif
 
+LAYERS := kernels quantizers metrics tasks harness reports
 PKGS := sqlite3 libcjson openblas
 # Evaluated lazily (=), so that they see packages the setup step installs first.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -31,7 +32,7 @@ WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat
 # No -ffast-math; -ffp-contract=off so that the scalar reference and the SIMD kernels perform
 # exactly the operations written (fused multiply-adds only where a kernel asks for them).
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -fopenmp -ffp-contract=off -fno-math-errno $(WARN) \
-               -MMD -MP -Ikernels -DQP_COMMIT=\"$(GIT_COMMIT)\"
+               -MMD -MP $(LAYERS:%=-I%) -DQP_COMMIT=\"$(GIT_COMMIT)\"
 
 ifeq ($(VARIANT),release)
 OPT := -O2 -g
@@ -50,7 +51,6 @@ LDLIBS_ALL = $(OPT) -fopenmp $(PKG_LIBS) -lm $(LDLIBS)
 ISA_AVX2 := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
 
-LAYERS := kernels quantizers metrics tasks harness reports
 LIB_SRC := $(filter-out harness/main.c,$(foreach d,$(LAYERS),$(wildcard $(d)/*.c)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
 MAIN_OBJ := $(BUILD)/harness/main.o

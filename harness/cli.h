@@ -1,0 +1,54 @@
+// cli.h — the qprobe commands and the plumbing they share: reading texts, opening models with
+// one-line errors, progress on stderr, JSON output.
+//
+// Commands return the process exit status (0 ok, 1 failed check or regression, 2 bad usage or
+// input); only main() exits.
+#ifndef HX_CLI_H
+#define HX_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct hx_model;
+struct cJSON;
+
+#define HX_EXIT_OK 0
+#define HX_EXIT_FAIL 1
+#define HX_EXIT_USAGE 2
+
+int hx_cmd_generate(int argc, char **argv);
+int hx_cmd_ppl(int argc, char **argv);
+int hx_cmd_convert(int argc, char **argv);
+
+// Prints "qprobe CMD: MSG" to stderr and returns HX_EXIT_USAGE.
+int hx_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+// Reads a whole text file. Empty files and files with NUL bytes are refused. *buf malloc'd.
+int hx_read_text(const char *path, char **buf, size_t *len, char *err);
+
+// Opens a model (+ tokenizer) for cmd; on failure prints the one-line error and returns
+// HX_EXIT_USAGE. need_tok: fail when the model has no tokenizer.
+int hx_open_model(const char *cmd, const char *path, const char *tok, int need_tok,
+                  struct hx_model **out);
+
+// Parses a positive int option value; returns 0 or prints an error and returns HX_EXIT_USAGE.
+int hx_parse_int(const char *cmd, const char *opt, const char *val, int lo, int hi, int *out);
+
+// Progress on stderr: a self-overwriting line on a terminal, a few plain lines otherwise.
+struct hx_progress {
+    const char *label;
+    int tty;
+    double t0;
+    int last_decile;
+};
+void hx_progress_init(struct hx_progress *p, const char *label);
+void hx_progress_cb(void *p, int done, int total, int64_t tokens); // matches hx_ppl_opts.progress
+void hx_progress_end(struct hx_progress *p);
+
+// Prints a cJSON object on stdout as one line and deletes it.
+void hx_print_json(struct cJSON *obj);
+
+// The engine's threads option: -t N, default = number of online CPUs.
+int hx_default_threads(void);
+
+#endif

@@ -1,0 +1,150 @@
+// cmd_ppl.c — `qprobe ppl`: perplexity of a text under a stated protocol (eval.h), printed with
+// its uncertainty, the tokens scored and the speed; --json for scripts.
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "eval.h"
+#include "kn_engine.h"
+#include "model.h"
+#include "qp.h"
+#include "tokenizer.h"
+
+static void ppl_usage(void) {
+    printf("usage: qprobe ppl -m MODEL [-z TOKENIZER] --text FILE [--ctx N] [--protocol P] [-t N]\n"
+           "                  [--chunks N] [--json]\n\n"
+           "Perplexity of FILE. The text is tokenized once as a whole, with BOS and the SPM space\n"
+           "prefix (one trailing newline dropped, as llama.cpp does).\n\n"
+           "  -m, --model FILE      llama2.c .bin, GGUF, or safetensors directory\n"
+           "  -z, --tokenizer FILE  llama2.c tokenizer.bin (GGUF models carry their own)\n"
+           "      --text FILE       evaluation text (UTF-8)\n"
+           "      --ctx N           window length in tokens (default 512)\n"
+           "      --protocol P      llamacpp (default): chunks of ctx, first token of each chunk\n"
+           "                        set to BOS, second half scored — llama-perplexity's numbers;\n"
+           "                        full: every token of non-overlapping windows scored\n"
+           "  -t, --threads N       threads (default: all CPUs); results are the same for any N\n"
+           "      --chunks N        evaluate only the first N chunks\n"
+           "      --json            print the figures as one JSON object\n");
+}
+
+int hx_cmd_ppl(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"tokenizer", required_argument, 0, 'z'},
+        {"text", required_argument, 0, 'f'},  {"ctx", required_argument, 0, 'c'},
+        {"protocol", required_argument, 0, 'P'}, {"threads", required_argument, 0, 't'},
+        {"chunks", required_argument, 0, 'C'}, {"json", no_argument, 0, 'j'},
+        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
+    const char *model_path = NULL, *tok_path = NULL, *text_path = NULL;
+    struct hx_ppl_opts po = {.protocol = HX_PROTO_LLAMACPP, .ctx = 512, .n_threads = hx_default_threads()};
+    int json = 0, c, rc;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "m:z:f:c:t:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm': model_path = optarg; break;
+        case 'z': tok_path = optarg; break;
+        case 'f': text_path = optarg; break;
+        case 'c': if ((rc = hx_parse_int("ppl", "--ctx", optarg, 4, 1 << 20, &po.ctx))) return rc; break;
+        case 'P':
+            if (hx_protocol_parse(optarg, &po.protocol))
+                return hx_usage_error("ppl", "--protocol '%s': expected llamacpp or full", optarg);
+            break;
+        case 't': if ((rc = hx_parse_int("ppl", "-t", optarg, 1, 256, &po.n_threads))) return rc; break;
+        case 'C': if ((rc = hx_parse_int("ppl", "--chunks", optarg, 1, 1 << 30, &po.max_chunks))) return rc; break;
+        case 'j': json = 1; break;
+        case 'h': ppl_usage(); return 0;
+        default:
+            return hx_usage_error("ppl", "unknown or incomplete option '%s'; see 'qprobe ppl --help'",
+                                  argv[optind - 1]);
+        }
+    }
+    if (optind < argc) return hx_usage_error("ppl", "unexpected argument '%s'", argv[optind]);
+    if (!text_path) return hx_usage_error("ppl", "no text given (--text FILE); see 'qprobe ppl --help'");
+
+    char err[QP_ERRLEN];
+    char *text = NULL;
+    size_t len;
+    if (hx_read_text(text_path, &text, &len, err)) return hx_usage_error("ppl", "%s", err);
+    struct hx_model *m;
+    if ((rc = hx_open_model("ppl", model_path, tok_path, 1, &m))) {
+        free(text);
+        return rc;
+    }
+    int status = HX_EXIT_USAGE;
+    struct kn_engine *e = NULL;
+    int *toks = NULL;
+    size_t n_toks = 0;
+    struct hx_ppl_result res = {0};
+    if (po.ctx > m->w.cfg.seq_len)
+        fprintf(stderr, "qprobe ppl: warning: --ctx %d exceeds the model's trained context %d\n", po.ctx,
+                m->w.cfg.seq_len);
+
+    if (len > 0 && text[len - 1] == '\n') len--; // llama.cpp drops one trailing newline
+    double t_tok = qp_now();
+    if (hx_tok_encode(m->tok, text, len, HX_TOK_ADD_BOS | HX_TOK_SPACE_PREFIX, &toks, &n_toks)) {
+        hx_usage_error("ppl", "out of memory tokenizing '%s'", text_path);
+        goto done;
+    }
+    t_tok = qp_now() - t_tok;
+    if (hx_ppl_n_chunks(po.protocol, n_toks, po.ctx) < 1) {
+        hx_usage_error("ppl", "cannot use '%s': %zu tokens, fewer than one window of %d", text_path, n_toks, po.ctx);
+        goto done;
+    }
+    if ((rc = kn_engine_create(&m->w, NULL, &e, err))) {
+        hx_usage_error("ppl", "cannot run '%s': %s", model_path, err);
+        goto done;
+    }
+    po.bos = hx_tok_bos(m->tok);
+    struct hx_progress prog;
+    hx_progress_init(&prog, "ppl");
+    po.progress = hx_progress_cb;
+    po.progress_ctx = &prog;
+    rc = hx_ppl_run(e, toks, n_toks, &po, 0, &res, err);
+    hx_progress_end(&prog);
+    if (rc) {
+        hx_usage_error("ppl", "%s", err);
+        goto done;
+    }
+    double ppl = met_ppl(&res.nll), pe = met_ppl_stderr(&res.nll);
+    double tps = res.seconds > 0 ? (double)res.tokens_processed / res.seconds : 0;
+    const char *isa = kn_engine_ops(e)->name;
+    if (json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "model", model_path);
+        cJSON_AddStringToObject(o, "text", text_path);
+        cJSON_AddStringToObject(o, "protocol", hx_protocol_name(po.protocol));
+        cJSON_AddNumberToObject(o, "ctx", po.ctx);
+        cJSON_AddNumberToObject(o, "chunks", res.n_chunks);
+        cJSON_AddNumberToObject(o, "text_tokens", (double)n_toks);
+        cJSON_AddNumberToObject(o, "tokens_scored", (double)res.nll.n);
+        cJSON_AddNumberToObject(o, "tokens_processed", (double)res.tokens_processed);
+        cJSON_AddNumberToObject(o, "mean_nll", met_nll_mean(&res.nll));
+        cJSON_AddNumberToObject(o, "ppl", ppl);
+        cJSON_AddNumberToObject(o, "ppl_stderr", pe);
+        cJSON_AddNumberToObject(o, "seconds", res.seconds);
+        cJSON_AddNumberToObject(o, "tokenize_seconds", t_tok);
+        cJSON_AddNumberToObject(o, "tokens_per_s", tps);
+        cJSON_AddNumberToObject(o, "threads", po.n_threads);
+        cJSON_AddStringToObject(o, "isa", isa);
+        hx_print_json(o);
+    } else {
+        printf("model       %s (dim %d, %d layers, vocab %d)\n", model_path, m->w.cfg.dim, m->w.cfg.n_layers,
+               m->w.cfg.vocab_size);
+        printf("protocol    %s, ctx %d, %d chunks, %lld tokens scored of %zu\n", hx_protocol_name(po.protocol),
+               po.ctx, res.n_chunks, (long long)res.nll.n, n_toks);
+        printf("perplexity  %.4f ± %.5f\n", ppl, pe);
+        printf("speed       %.0f tokens/s (%lld tokens in %.2f s, %d threads, %s)\n", tps,
+               (long long)res.tokens_processed, res.seconds, po.n_threads, isa);
+    }
+    status = HX_EXIT_OK;
+done:
+    free(res.token_nll);
+    free(toks);
+    free(text);
+    kn_engine_destroy(e);
+    hx_model_close(m);
+    return status;
+}

@@ -1,0 +1,54 @@
+// eval.h — running the engine over an evaluation text: perplexity under a stated protocol.
+//
+// Protocols:
+//  - HX_PROTO_LLAMACPP, as llama.cpp's llama-perplexity: the whole text tokenized once with BOS,
+//    cut into floor(n/ctx) non-overlapping chunks; the first token of each chunk replaced by BOS;
+//    the logits at positions ctx/2 .. ctx-2 score the next token (the second half).
+//  - HX_PROTO_FULL, Hugging Face style: non-overlapping windows of ctx tokens (a shorter last
+//    window included), every position but the last scoring the next token.
+// Chunks run in parallel (one engine state per thread) or, with fewer chunks than threads,
+// one at a time with threads inside the forward pass; the result is the same bits either way,
+// because per-token NLLs are summed in token order after all chunks finish.
+// Depends on kernels/, metrics/.
+#ifndef HX_EVAL_H
+#define HX_EVAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "met_ppl.h"
+
+struct kn_engine;
+
+enum hx_protocol { HX_PROTO_LLAMACPP, HX_PROTO_FULL };
+
+struct hx_ppl_opts {
+    enum hx_protocol protocol;
+    int ctx;
+    int n_threads;
+    int bos;        // BOS id (llamacpp protocol replaces each chunk's first token with it)
+    int max_chunks; // 0 = all
+    // Called after each finished chunk from the calling thread: done of total.
+    void (*progress)(void *ctx, int done, int total, int64_t tokens_done);
+    void *progress_ctx;
+};
+
+struct hx_ppl_result {
+    struct met_nll nll;
+    int n_chunks;
+    int64_t tokens_processed; // every token run through the model (llama.cpp's "prompt eval")
+    double seconds;           // engine time
+    double *token_nll;        // per scored token, in order (malloc'd; caller frees), NULL if not asked
+};
+
+// Number of chunks/windows the protocol makes of n_tokens (0 = text too short).
+int hx_ppl_n_chunks(enum hx_protocol p, size_t n_tokens, int ctx);
+
+// Runs the protocol. keep_tokens: also return per-token NLLs. 0 or a QP_E* code with err.
+int hx_ppl_run(const struct kn_engine *e, const int *tokens, size_t n_tokens,
+               const struct hx_ppl_opts *o, int keep_tokens, struct hx_ppl_result *res, char *err);
+
+const char *hx_protocol_name(enum hx_protocol p);
+int hx_protocol_parse(const char *s, enum hx_protocol *p);
+
+#endif

@@ -1,0 +1,41 @@
+// main.c — the qprobe command line: one binary, subcommands. Only this file calls exit().
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "qp.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *what;
+} hx_commands[] = {
+    {"generate", hx_cmd_generate, "greedy text generation from a prompt"},
+    {"ppl", hx_cmd_ppl, "perplexity of a text under a protocol (llamacpp or full)"},
+    {"convert", hx_cmd_convert, "write a model as GGUF (f32 or f16)"},
+};
+
+static void hx_main_usage(FILE *f) {
+    fprintf(f, "usage: qprobe COMMAND [OPTIONS]    (qprobe COMMAND --help for its options)\n\n"
+               "qprobe %s — evaluation and diagnostics for quantized language models.\n\n"
+               "commands:\n", qp_version);
+    for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++)
+        fprintf(f, "  %-10s %s\n", hx_commands[i].name, hx_commands[i].what);
+    fprintf(f, "\nexit status: 0 ok, 1 failed check or regression, 2 bad usage or input.\n"
+               "environment: QPROBE_ISA=ref|avx2|avx512 forces a kernel path.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        hx_main_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? HX_EXIT_USAGE : HX_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("qprobe %s\n", qp_version);
+        return 0;
+    }
+    for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++)
+        if (strcmp(argv[1], hx_commands[i].name) == 0) return hx_commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "qprobe: '%s' is not a command; see 'qprobe --help'\n", argv[1]);
+    return HX_EXIT_USAGE;
+}
