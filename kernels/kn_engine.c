@@ -17,6 +17,8 @@
 // ---------------------------------------------------------------------------------------------
 // Types
 
+#define KN_QBLOCK 32 // queries per attention task
+
 struct kn_lin {
     int n_in, n_out;
     float *wp; // panels: (ceil(n_out / KN_NR), n_in, KN_NR), 64-byte aligned
@@ -50,7 +52,7 @@ struct kn_state {
     float *proj;   // wo / w_down output  (max_batch, dim)
     float *hb;     // gate, then SwiGLU   (max_batch, hidden)
     float *hb2;    // up                  (max_batch, hidden)
-    float *scores; // per thread          (n_threads, max_ctx rounded up to 16)
+    float *scores; // per thread          (n_threads, KN_QBLOCK, max_ctx rounded up to 16)
     size_t scores_stride;
     float *kt;     // keys, transposed    (n_layers, n_kv_heads, head_size, max_ctx)
     float *vc;     // values              (n_layers, n_kv_heads, max_ctx, head_size)
@@ -229,7 +231,7 @@ int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n
     s->proj = qp_alloc_array(B * dim, sizeof(float));
     s->hb = qp_alloc_array(B * hid, sizeof(float));
     s->hb2 = qp_alloc_array(B * hid, sizeof(float));
-    s->scores = qp_alloc_array((size_t)n_threads * s->scores_stride, sizeof(float));
+    s->scores = qp_alloc_array((size_t)n_threads * KN_QBLOCK * s->scores_stride, sizeof(float));
     s->kt = qp_alloc_array(cache, sizeof(float));
     s->vc = qp_alloc_array(cache, sizeof(float));
     size_t half = (size_t)c->head_size / 2;
@@ -347,16 +349,20 @@ static void kn_block(struct kn_state *s, int l, int n, const struct kn_probe *pr
         }
     }
 
-    // Attention: one (query, head) pair per task; each writes its own output slice.
-    int tasks = n * c->n_heads;
+    // Attention: one (head, block of up to KN_QBLOCK queries) per task; each task writes its own
+    // output slice, and every query's result is the one-query kernel's (kn_ops.h).
+    int n_qblocks = (n + KN_QBLOCK - 1) / KN_QBLOCK;
+    int tasks = n_qblocks * c->n_heads;
 #pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && tasks > 1)
     for (int t = 0; t < tasks; t++) {
-        int i = t / c->n_heads, h = t % c->n_heads, kvh = h / group;
-        float *scratch = s->scores + (size_t)omp_get_thread_num() * s->scores_stride;
+        int h = t % c->n_heads, i0 = (t / c->n_heads) * KN_QBLOCK, kvh = h / group;
+        int nq = QP_MIN(KN_QBLOCK, n - i0);
+        float *scratch = s->scores + (size_t)omp_get_thread_num() * KN_QBLOCK * s->scores_stride;
         const float *kt = s->kt + cache_l + (size_t)kvh * hs * s->max_ctx;
         const float *vc = s->vc + cache_l + (size_t)kvh * s->max_ctx * hs;
-        ops->attend(s->mix + (size_t)i * dim + (size_t)h * hs, s->q + (size_t)i * dim + (size_t)h * hs,
-                    kt, (size_t)s->max_ctx, vc, hs, pos0 + i + 1, scratch);
+        ops->attend_rows(s->mix + (size_t)i0 * dim + (size_t)h * hs, (size_t)dim,
+                         s->q + (size_t)i0 * dim + (size_t)h * hs, (size_t)dim, nq, kt,
+                         (size_t)s->max_ctx, vc, hs, pos0 + i0 + 1, scratch, s->scores_stride);
     }
     kn_probe_call(probe, KN_SITE_ATTN_MIX, l, s->mix, n, dim, pos0);
 

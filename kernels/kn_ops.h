@@ -41,6 +41,14 @@ struct kn_ops {
     void (*attend)(float *out, const float *q, const float *kt, size_t kt_stride, const float *v,
                    int head_size, int n_keys, float *scratch);
 
+    // Causal attention for nq consecutive queries of one head: query i (row q + i*q_stride)
+    // sees keys 0 .. n_keys0 + i - 1 and writes out + i*out_stride; each row's result is exactly
+    // attend()'s. scratch: nq rows of sstride floats, sstride >= n_keys0 + nq - 1 rounded up to
+    // 16, 64-byte aligned.
+    void (*attend_rows)(float *out, size_t out_stride, const float *q, size_t q_stride, int nq,
+                        const float *kt, size_t kt_stride, const float *v, int head_size,
+                        int n_keys0, float *scratch, size_t sstride);
+
     // h[i] = (g[i] * (1 / (1 + exp(-g[i])))) * u[i]  (SwiGLU). h may equal g.
     void (*swiglu)(float *h, const float *g, const float *u, int n);
 

@@ -32,6 +32,12 @@ static inline __m256 kn_exp8(__m256 x) {
     return _mm256_andnot_ps(tiny, y);
 }
 
+static inline float kn_expf_lane(float x) {
+    float t[8] = {x};
+    _mm256_storeu_ps(t, kn_exp8(_mm256_loadu_ps(t)));
+    return t[0];
+}
+
 // Loads up to 8 floats, the rest +0.0f.
 static inline __m256 kn_load_part(const float *p, int n) {
     if (n >= 8) return _mm256_loadu_ps(p);
@@ -150,20 +156,12 @@ static void kn_rmsnorm_avx2(float *out, const float *x, const float *w, int n, f
     for (; i < n; i++) out[i] = w[i] * (x[i] * s);
 }
 
-static void kn_attend_avx2(float *out, const float *q, const float *kt, size_t kt_stride,
-                           const float *v, int head_size, int n_keys, float *scratch) {
-    float *s = scratch;
-    __m256 vdiv = _mm256_set1_ps(sqrtf((float)head_size));
+// s[0..nk) := softmax(s) as the reference computes it: max, exp(s - max), the 16-lane sum
+// (a partial last block padded with +0.0f), division by the sum.
+static void kn_softmax_row(float *s, int nk) {
     __m256 vmax = _mm256_set1_ps(-INFINITY);
     int j = 0;
-    for (; j + 8 <= n_keys; j += 8) {
-        __m256 acc = _mm256_setzero_ps();
-        for (int d = 0; d < head_size; d++)
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(q[d]), _mm256_loadu_ps(kt + (size_t)d * kt_stride + j), acc);
-        acc = _mm256_div_ps(acc, vdiv);
-        _mm256_store_ps(s + j, acc);
-        vmax = _mm256_max_ps(vmax, acc);
-    }
+    for (; j + 8 <= nk; j += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(s + j));
     float mx;
     {
         float t[8];
@@ -172,53 +170,133 @@ static void kn_attend_avx2(float *out, const float *q, const float *kt, size_t k
         for (int l = 1; l < 8; l++)
             if (t[l] > mx) mx = t[l];
     }
-    for (; j < n_keys; j++) {
-        float acc = 0.0f;
-        for (int d = 0; d < head_size; d++) acc = fmaf(q[d], kt[(size_t)d * kt_stride + j], acc);
-        s[j] = acc / sqrtf((float)head_size);
+    for (; j < nk; j++)
         if (s[j] > mx) mx = s[j];
-    }
-    // exp and the 16-lane sum; s is padded up to a multiple of 16 with exp terms of 0.
     __m256 vm = _mm256_set1_ps(mx);
     __m256 sa = _mm256_setzero_ps(), sb = _mm256_setzero_ps();
-    for (j = 0; j < n_keys; j += 16) {
-        int rem = n_keys - j;
-        __m256 ea = kn_exp8(_mm256_sub_ps(kn_load_part(s + j, rem), vm));
-        __m256 eb = rem > 8 ? kn_exp8(_mm256_sub_ps(kn_load_part(s + j + 8, rem - 8), vm))
-                            : _mm256_setzero_ps();
-        if (rem < 8) {
-            float t[8];
-            _mm256_storeu_ps(t, ea);
-            for (int l = rem; l < 8; l++) t[l] = 0.0f;
-            ea = _mm256_loadu_ps(t);
-        } else if (rem < 16) {
-            float t[8];
-            _mm256_storeu_ps(t, eb);
-            for (int l = rem - 8; l < 8; l++) t[l] = 0.0f;
-            eb = _mm256_loadu_ps(t);
-        }
-        kn_store_part(s + j, ea, rem);
-        if (rem > 8) kn_store_part(s + j + 8, eb, rem - 8);
+    for (j = 0; j + 16 <= nk; j += 16) {
+        __m256 ea = kn_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), vm));
+        __m256 eb = kn_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j + 8), vm));
+        _mm256_storeu_ps(s + j, ea);
+        _mm256_storeu_ps(s + j + 8, eb);
         sa = _mm256_add_ps(sa, ea);
         sb = _mm256_add_ps(sb, eb);
     }
+    if (j < nk) { // the partial block: padding lanes contribute +0.0f
+        float t[16] = {0};
+        for (int l = 0; l < nk - j; l++) t[l] = kn_expf_lane(s[j + l] - mx);
+        for (int l = 0; l < nk - j; l++) s[j + l] = t[l];
+        sa = _mm256_add_ps(sa, _mm256_loadu_ps(t));
+        sb = _mm256_add_ps(sb, _mm256_loadu_ps(t + 8));
+    }
     float sum = kn_tree16(sa, sb);
     __m256 vsum = _mm256_set1_ps(sum);
-    for (j = 0; j + 8 <= n_keys; j += 8) _mm256_store_ps(s + j, _mm256_div_ps(_mm256_load_ps(s + j), vsum));
-    for (; j < n_keys; j++) s[j] = s[j] / sum;
-    // out = sum_j p_j v_j, vectorised over d.
+    for (j = 0; j + 8 <= nk; j += 8) _mm256_storeu_ps(s + j, _mm256_div_ps(_mm256_loadu_ps(s + j), vsum));
+    for (; j < nk; j++) s[j] = s[j] / sum;
+}
+
+// Scores of one query for keys [0, nk): fma chains over d, then divided by sqrt(head_size).
+static void kn_scores1(float *s, const float *q, const float *kt, size_t kt_stride, int head_size,
+                       int nk) {
+    __m256 vdiv = _mm256_set1_ps(sqrtf((float)head_size));
+    for (int j = 0; j < nk; j += 8) {
+        int rem = nk - j;
+        __m256 acc = _mm256_setzero_ps();
+        for (int d = 0; d < head_size; d++)
+            acc = _mm256_fmadd_ps(_mm256_broadcast_ss(q + d), kn_load_part(kt + (size_t)d * kt_stride + j, rem), acc);
+        kn_store_part(s + j, _mm256_div_ps(acc, vdiv), rem);
+    }
+}
+
+// out[d] = sum_{j < nk} p_j v[j][d], one fma chain per d, vectorised over d.
+static void kn_mix1(float *out, const float *p, const float *v, int head_size, int nk) {
     for (int d = 0; d < head_size; d += 8) {
         int nd = head_size - d;
         __m256 acc = _mm256_setzero_ps();
-        if (nd >= 8) {
-            for (j = 0; j < n_keys; j++)
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(s[j]), _mm256_loadu_ps(v + (size_t)j * head_size + d), acc);
-        } else {
-            for (j = 0; j < n_keys; j++)
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(s[j]), kn_load_part(v + (size_t)j * head_size + d, nd), acc);
-        }
+        for (int j = 0; j < nk; j++)
+            acc = _mm256_fmadd_ps(_mm256_broadcast_ss(p + j), kn_load_part(v + (size_t)j * head_size + d, nd), acc);
         kn_store_part(out + d, acc, nd);
     }
+}
+
+static void kn_attend_avx2(float *out, const float *q, const float *kt, size_t kt_stride,
+                           const float *v, int head_size, int n_keys, float *scratch) {
+    kn_scores1(scratch, q, kt, kt_stride, head_size, n_keys);
+    kn_softmax_row(scratch, n_keys);
+    kn_mix1(out, scratch, v, head_size, n_keys);
+}
+
+// Four queries at once: their fma chains are independent, so interleaving them hides the FMA
+// latency that bounds the one-query kernel, and each key and value load serves four queries.
+// Lane by lane the operations are those of the one-query kernel.
+static void kn_attend4(float *out, size_t out_stride, const float *q, size_t q_stride,
+                       const float *kt, size_t kt_stride, const float *v, int head_size, int nk0,
+                       float *scratch, size_t sstride) {
+    const float *q0 = q, *q1 = q + q_stride, *q2 = q + 2 * q_stride, *q3 = q + 3 * q_stride;
+    float *s0 = scratch, *s1 = scratch + sstride, *s2 = scratch + 2 * sstride, *s3 = scratch + 3 * sstride;
+    int nk_max = nk0 + 3;
+    __m256 vdiv = _mm256_set1_ps(sqrtf((float)head_size));
+    for (int j = 0; j < nk_max; j += 8) {
+        int rem = nk_max - j;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
+               a3 = _mm256_setzero_ps();
+        for (int d = 0; d < head_size; d++) {
+            __m256 k = kn_load_part(kt + (size_t)d * kt_stride + j, rem);
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(q0 + d), k, a0);
+            a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(q1 + d), k, a1);
+            a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(q2 + d), k, a2);
+            a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(q3 + d), k, a3);
+        }
+        kn_store_part(s0 + j, _mm256_div_ps(a0, vdiv), rem);
+        kn_store_part(s1 + j, _mm256_div_ps(a1, vdiv), rem);
+        kn_store_part(s2 + j, _mm256_div_ps(a2, vdiv), rem);
+        kn_store_part(s3 + j, _mm256_div_ps(a3, vdiv), rem);
+    }
+    kn_softmax_row(s0, nk0);
+    kn_softmax_row(s1, nk0 + 1);
+    kn_softmax_row(s2, nk0 + 2);
+    kn_softmax_row(s3, nk0 + 3);
+    for (int d = 0; d < head_size; d += 8) {
+        int nd = head_size - d;
+        __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(),
+               a3 = _mm256_setzero_ps();
+        int j = 0;
+        for (; j < nk0; j++) {
+            __m256 vv = kn_load_part(v + (size_t)j * head_size + d, nd);
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(s0 + j), vv, a0);
+            a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(s1 + j), vv, a1);
+            a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(s2 + j), vv, a2);
+            a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(s3 + j), vv, a3);
+        }
+        // The later queries see one, two, three more keys.
+        __m256 vv = kn_load_part(v + (size_t)j * head_size + d, nd);
+        a1 = _mm256_fmadd_ps(_mm256_broadcast_ss(s1 + j), vv, a1);
+        a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(s2 + j), vv, a2);
+        a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(s3 + j), vv, a3);
+        j++;
+        vv = kn_load_part(v + (size_t)j * head_size + d, nd);
+        a2 = _mm256_fmadd_ps(_mm256_broadcast_ss(s2 + j), vv, a2);
+        a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(s3 + j), vv, a3);
+        j++;
+        vv = kn_load_part(v + (size_t)j * head_size + d, nd);
+        a3 = _mm256_fmadd_ps(_mm256_broadcast_ss(s3 + j), vv, a3);
+        kn_store_part(out + d, a0, nd);
+        kn_store_part(out + out_stride + d, a1, nd);
+        kn_store_part(out + 2 * out_stride + d, a2, nd);
+        kn_store_part(out + 3 * out_stride + d, a3, nd);
+    }
+}
+
+static void kn_attend_rows_avx2(float *out, size_t out_stride, const float *q, size_t q_stride,
+                                int nq, const float *kt, size_t kt_stride, const float *v,
+                                int head_size, int n_keys0, float *scratch, size_t sstride) {
+    int i = 0;
+    for (; i + 4 <= nq; i += 4)
+        kn_attend4(out + (size_t)i * out_stride, out_stride, q + (size_t)i * q_stride, q_stride, kt,
+                   kt_stride, v, head_size, n_keys0 + i, scratch, sstride);
+    for (; i < nq; i++)
+        kn_attend_avx2(out + (size_t)i * out_stride, q + (size_t)i * q_stride, kt, kt_stride, v,
+                       head_size, n_keys0 + i, scratch);
 }
 
 static void kn_swiglu_avx2(float *h, const float *g, const float *u, int n) {
@@ -284,6 +362,7 @@ const struct kn_ops kn_ops_avx2 = {
     .gemm_f32 = kn_gemm_f32_avx2,
     .rmsnorm = kn_rmsnorm_avx2,
     .attend = kn_attend_avx2,
+    .attend_rows = kn_attend_rows_avx2,
     .swiglu = kn_swiglu_avx2,
     .logsumexp = kn_logsumexp_avx2,
 };

@@ -135,6 +135,16 @@ static void kn_attend_avx512(float *out, const float *q, const float *kt, size_t
     }
 }
 
+// One query at a time: each row is attend()'s computation.
+static void kn_attend_rows_avx512(float *out, size_t out_stride, const float *q, size_t q_stride,
+                                  int nq, const float *kt, size_t kt_stride, const float *v,
+                                  int head_size, int n_keys0, float *scratch, size_t sstride) {
+    (void)sstride;
+    for (int i = 0; i < nq; i++)
+        kn_attend_avx512(out + (size_t)i * out_stride, q + (size_t)i * q_stride, kt, kt_stride, v,
+                         head_size, n_keys0 + i, scratch);
+}
+
 static void kn_swiglu_avx512(float *h, const float *g, const float *u, int n) {
     const __m512 one = _mm512_set1_ps(1.0f);
     for (int i = 0; i < n; i += 16) {
@@ -175,6 +185,7 @@ const struct kn_ops kn_ops_avx512 = {
     .gemm_f32 = kn_gemm_f32_avx512,
     .rmsnorm = kn_rmsnorm_avx512,
     .attend = kn_attend_avx512,
+    .attend_rows = kn_attend_rows_avx512,
     .swiglu = kn_swiglu_avx512,
     .logsumexp = kn_logsumexp_avx512,
 };

@@ -115,6 +115,15 @@ static void kn_attend_ref(float *out, const float *q, const float *kt, size_t kt
     }
 }
 
+static void kn_attend_rows_ref(float *out, size_t out_stride, const float *q, size_t q_stride,
+                               int nq, const float *kt, size_t kt_stride, const float *v,
+                               int head_size, int n_keys0, float *scratch, size_t sstride) {
+    (void)sstride;
+    for (int i = 0; i < nq; i++)
+        kn_attend_ref(out + (size_t)i * out_stride, q + (size_t)i * q_stride, kt, kt_stride, v,
+                      head_size, n_keys0 + i, scratch);
+}
+
 static void kn_swiglu_ref(float *h, const float *g, const float *u, int n) {
     for (int i = 0; i < n; i++) {
         float e = kn_expf_ref(-g[i]);
@@ -142,6 +151,7 @@ const struct kn_ops kn_ops_ref = {
     .gemm_f32 = kn_gemm_f32_ref,
     .rmsnorm = kn_rmsnorm_ref,
     .attend = kn_attend_ref,
+    .attend_rows = kn_attend_rows_ref,
     .swiglu = kn_swiglu_ref,
     .logsumexp = kn_logsumexp_ref,
 };

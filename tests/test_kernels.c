@@ -202,3 +202,32 @@ QP_TEST(dispatch_should_honour_qprobe_isa) {
     unsetenv("QPROBE_ISA");
     QP_CHECK(kn_ops_best(err) != NULL);
 }
+
+static void check_attend_rows(const struct kn_ops *o) {
+    static const int hss[] = {2, 8, 16, 24, 64};
+    for (size_t h = 0; h < QP_ARRAY_LEN(hss); h++)
+        for (int nq = 1; nq <= 11; nq++)
+            for (int nk0 = 1; nk0 <= 40; nk0 += 3) {
+                int hs = hss[h], nk = nk0 + nq - 1;
+                size_t stride = (size_t)nk + 5, sstride = ((size_t)nk + 15) / 16 * 16;
+                size_t qs = (size_t)hs * 3 + 1, os = (size_t)hs * 2 + 3;
+                float *q = malloc(qs * nq * sizeof(float)), *kt = malloc(hs * stride * sizeof(float));
+                float *v = malloc((size_t)nk * hs * sizeof(float));
+                float *a = calloc(os * nq, sizeof(float)), *b = calloc(os * nq, sizeof(float));
+                float *sc = qp_alloc(sstride * nq * sizeof(float));
+                for (size_t i = 0; i < qs * nq; i++) q[i] = 2 * frand();
+                for (size_t i = 0; i < hs * stride; i++) kt[i] = 2 * frand();
+                for (int i = 0; i < nk * hs; i++) v[i] = frand();
+                for (int i = 0; i < nq; i++)
+                    kn_ops_ref.attend(a + i * os, q + i * qs, kt, stride, v, hs, nk0 + i, sc);
+                o->attend_rows(b, os, q, qs, nq, kt, stride, v, hs, nk0, sc, sstride);
+                size_t at;
+                QP_CHECK_MSG(same_bits(a, b, os * nq, &at), "%s attend_rows hs=%d nq=%d nk0=%d differs at %zu",
+                             o->name, hs, nq, nk0, at);
+                free(q), free(kt), free(v), free(a), free(b), qp_free(sc);
+            }
+}
+
+QP_TEST(attend_rows_avx2_should_equal_one_query_reference_bitwise) { check_attend_rows(need("avx2")); }
+QP_TEST(attend_rows_avx512_should_equal_one_query_reference_bitwise) { check_attend_rows(need("avx512")); }
+QP_TEST(attend_rows_ref_should_equal_one_query_reference_bitwise) { check_attend_rows(&kn_ops_ref); }
