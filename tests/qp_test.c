@@ -46,10 +46,12 @@ void qpt_skip(const char *fmt, ...) {
 }
 
 const char *qpt_fixture(const char *rel) {
-    static char buf[4096];
+    static char bufs[8][4096]; // rotating, so that several calls can share one expression
+    static int next;
+    char *buf = bufs[next++ % 8];
     const char *root = getenv("QP_FIXTURES");
     if (!root || !*root) root = "../shared/fixtures";
-    snprintf(buf, sizeof buf, "%s/%s", root, rel);
+    snprintf(buf, sizeof bufs[0], "%s/%s", root, rel);
     if (access(buf, R_OK) != 0) qpt_skip("fixture '%s' not found (set FIXTURES)", buf);
     return buf;
 }

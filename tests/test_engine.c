@@ -1,0 +1,377 @@
+// test_engine.c — the engine end to end on the real fixture models: greedy text against
+// llama2.c's recorded output and against an independent plain-C forward pass written here the
+// way llama2.c's run.c computes it; perplexity against llama.cpp's golden figures; determinism
+// across threads and ISAs; prefill equal to token-by-token decode; probes.
+#include <stdint.h>
+#include <sys/stat.h>
+
+#include "eval.h"
+#include "kn_engine.h"
+#include "model.h"
+#include "qp.h"
+#include "qp_test.h"
+#include "tokenizer.h"
+
+#define STORIES "models/llama2c/stories260K.bin"
+#define TOK512 "models/llama2c/tok512.bin"
+
+static struct hx_model *open_model(const char *rel, const char *tok_rel) {
+    char path[4096], tok[4096], err[QP_ERRLEN];
+    snprintf(path, sizeof path, "%s", qpt_fixture(rel));
+    if (tok_rel) snprintf(tok, sizeof tok, "%s", qpt_fixture(tok_rel));
+    struct hx_model *m = NULL;
+    int rc = hx_model_open(path, tok_rel ? tok : NULL, &m, err);
+    QP_CHECK_MSG(rc == 0, "%s", err);
+    return m;
+}
+
+// ---------------------------------------------------------------------------------------------
+// An independent forward pass: plain loops over the llama2.c layout, float arithmetic, nothing
+// shared with the engine. One token at a time with a KV cache, as run.c does it.
+
+struct ref_run {
+    const struct kn_weights *w;
+    float *key, *val; // (layers, seq, kv_dim)
+};
+
+static const float *T(const struct kn_tensor *t) { return (const float *)t->data; }
+
+static void ref_rmsnorm(float *o, const float *x, const float *w, int n) {
+    float ss = 0;
+    for (int j = 0; j < n; j++) ss += x[j] * x[j];
+    ss = 1.0f / sqrtf(ss / n + 1e-5f);
+    for (int j = 0; j < n; j++) o[j] = w[j] * (ss * x[j]);
+}
+
+static void ref_matmul(float *y, const float *x, const float *w, int n, int d) {
+    for (int i = 0; i < d; i++) {
+        float v = 0;
+        for (int j = 0; j < n; j++) v += w[(size_t)i * n + j] * x[j];
+        y[i] = v;
+    }
+}
+
+static void ref_forward(struct ref_run *r, int token, int pos, float *logits) {
+    const struct kn_config *c = &r->w->cfg;
+    int dim = c->dim, hs = c->head_size, kv_dim = c->n_kv_heads * hs, hid = c->hidden_dim;
+    int kv_mul = c->n_heads / c->n_kv_heads;
+    float x[1024], xb[1024], q[1024], att[4096], hb[4096], hb2[4096], tmp[1024];
+    QP_ASSERT(dim <= 1024 && hid <= 4096 && c->seq_len <= 4096);
+    memcpy(x, T(&r->w->tok_embd) + (size_t)token * dim, dim * sizeof(float));
+    for (int l = 0; l < c->n_layers; l++) {
+        const struct kn_layer_weights *L = &r->w->layers[l];
+        ref_rmsnorm(xb, x, T(&L->attn_norm), dim);
+        float *k = r->key + ((size_t)l * c->seq_len + pos) * kv_dim;
+        float *v = r->val + ((size_t)l * c->seq_len + pos) * kv_dim;
+        ref_matmul(q, xb, T(&L->wq), dim, dim);
+        ref_matmul(k, xb, T(&L->wk), dim, kv_dim);
+        ref_matmul(v, xb, T(&L->wv), dim, kv_dim);
+        for (int i = 0; i < dim; i += 2) {
+            int hd = i % hs;
+            float freq = 1.0f / powf(10000.0f, hd / (float)hs), val = pos * freq;
+            float fcr = cosf(val), fci = sinf(val);
+            for (int vi = 0; vi < (i < kv_dim ? 2 : 1); vi++) {
+                float *vec = vi == 0 ? q : k;
+                float v0 = vec[i], v1 = vec[i + 1];
+                vec[i] = v0 * fcr - v1 * fci;
+                vec[i + 1] = v0 * fci + v1 * fcr;
+            }
+        }
+        for (int h = 0; h < c->n_heads; h++) {
+            float *qh = q + h * hs, *xo = xb + h * hs;
+            for (int t = 0; t <= pos; t++) {
+                const float *kk = r->key + ((size_t)l * c->seq_len + t) * kv_dim + (h / kv_mul) * hs;
+                float score = 0;
+                for (int i = 0; i < hs; i++) score += qh[i] * kk[i];
+                att[t] = score / sqrtf((float)hs);
+            }
+            float mx = att[0], sum = 0;
+            for (int t = 1; t <= pos; t++) mx = att[t] > mx ? att[t] : mx;
+            for (int t = 0; t <= pos; t++) sum += (att[t] = expf(att[t] - mx));
+            for (int t = 0; t <= pos; t++) att[t] /= sum;
+            memset(xo, 0, hs * sizeof(float));
+            for (int t = 0; t <= pos; t++) {
+                const float *vv = r->val + ((size_t)l * c->seq_len + t) * kv_dim + (h / kv_mul) * hs;
+                for (int i = 0; i < hs; i++) xo[i] += att[t] * vv[i];
+            }
+        }
+        ref_matmul(tmp, xb, T(&L->wo), dim, dim);
+        for (int i = 0; i < dim; i++) x[i] += tmp[i];
+        ref_rmsnorm(xb, x, T(&L->ffn_norm), dim);
+        ref_matmul(hb, xb, T(&L->w_gate), dim, hid);
+        ref_matmul(hb2, xb, T(&L->w_up), dim, hid);
+        for (int i = 0; i < hid; i++) hb[i] = hb[i] * (1.0f / (1.0f + expf(-hb[i]))) * hb2[i];
+        ref_matmul(tmp, hb, T(&L->w_down), hid, dim);
+        for (int i = 0; i < dim; i++) x[i] += tmp[i];
+    }
+    ref_rmsnorm(x, x, T(&r->w->out_norm), dim);
+    ref_matmul(logits, x, T(&r->w->output), dim, c->vocab_size);
+}
+
+static int argmax(const float *x, int n) {
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+// Greedy tokens from the independent forward, run.c's loop: prompt positions forced.
+static int ref_greedy(const struct hx_model *m, const int *prompt, int n_prompt, int steps, int *out) {
+    const struct kn_config *c = &m->w.cfg;
+    struct ref_run r = {&m->w, NULL, NULL};
+    size_t cache = (size_t)c->n_layers * c->seq_len * c->n_kv_heads * c->head_size;
+    r.key = calloc(cache, sizeof(float));
+    r.val = calloc(cache, sizeof(float));
+    float *logits = malloc(c->vocab_size * sizeof(float));
+    int token = prompt[0], n = 0;
+    for (int pos = 0; pos < steps; pos++) {
+        ref_forward(&r, token, pos, logits);
+        int next = pos < n_prompt - 1 ? prompt[pos + 1] : argmax(logits, c->vocab_size);
+        if (next == 1) break;
+        out[n++] = next;
+        token = next;
+    }
+    free(r.key), free(r.val), free(logits);
+    return n;
+}
+
+// The same loop through qprobe's engine.
+static int engine_greedy(const struct hx_model *m, const int *prompt, int n_prompt, int steps, int *out) {
+    char err[QP_ERRLEN];
+    struct kn_engine *e;
+    struct kn_state *s;
+    QP_CHECK_MSG(kn_engine_create(&m->w, NULL, &e, err) == 0, "%s", err);
+    QP_CHECK_MSG(kn_state_create(e, steps, steps, 1, &s, err) == 0, "%s", err);
+    float *logits = malloc(m->w.cfg.vocab_size * sizeof(float));
+    int token = prompt[0], n = 0;
+    for (int pos = 0; pos < steps; pos++) {
+        kn_forward(s, &token, 1, logits, 0, NULL);
+        int next = pos < n_prompt - 1 ? prompt[pos + 1] : argmax(logits, m->w.cfg.vocab_size);
+        if (next == 1) break;
+        out[n++] = next;
+        token = next;
+    }
+    free(logits);
+    kn_state_destroy(s);
+    kn_engine_destroy(e);
+    return n;
+}
+
+static void check_greedy_vs_reference(const char *model, const char *tok, const char *prompt, int steps) {
+    struct hx_model *m = open_model(model, tok);
+    int *ptok;
+    size_t np;
+    QP_CHECK(hx_tok_encode(m->tok, prompt, strlen(prompt), HX_TOK_ADD_BOS | (*prompt ? HX_TOK_SPACE_PREFIX : 0),
+                           &ptok, &np) == 0);
+    int *a = malloc(steps * sizeof(int)), *b = malloc(steps * sizeof(int));
+    int na = ref_greedy(m, ptok, (int)np, steps, a);
+    int nb = engine_greedy(m, ptok, (int)np, steps, b);
+    QP_CHECK_INT_EQ(na, nb);
+    for (int i = 0; i < na; i++) QP_CHECK_MSG(a[i] == b[i], "%s '%s': token %d differs: %d vs %d", model, prompt, i, a[i], b[i]);
+    QP_CHECK(na >= steps / 2);
+    free(a), free(b), free(ptok);
+    hx_model_close(m);
+}
+
+QP_TEST(greedy_should_equal_plain_reference_on_stories260k_with_prompts) {
+    check_greedy_vs_reference(STORIES, TOK512, "", 200);
+    check_greedy_vs_reference(STORIES, TOK512, "Tim and his dog", 150);
+    check_greedy_vs_reference(STORIES, TOK512, "The sun was hot. Sara wanted to swim", 150);
+}
+
+QP_TEST(greedy_should_equal_plain_reference_on_llama2xs) {
+    check_greedy_vs_reference("models/llama2c/llama2xs_tinystories_model.bin", TOK512, "", 200);
+    check_greedy_vs_reference("models/llama2c/llama2xs_tinystories_model.bin", TOK512, "One day, a bird", 120);
+}
+
+QP_TEST(greedy_should_equal_plain_reference_on_aidreams_without_gqa) {
+    check_greedy_vs_reference("models/llama2c/aidreams260K.bin", "models/llama2c/aidreams_tok512.bin", "", 128);
+    check_greedy_vs_reference("models/llama2c/aidreams260K.bin", "models/llama2c/aidreams_tok512.bin", "Dreams of", 100);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The qprobe binary against recorded outputs.
+
+QP_TEST(generate_should_print_llama2c_greedy_output_byte_for_byte) {
+    char cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' generate -m '%s' -z '%s' -n 200 2>/dev/null", qpt_qprobe(),
+             qpt_fixture(STORIES), qpt_fixture(TOK512));
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
+    size_t len;
+    char *want = qpt_read_file(qpt_fixture("models/llama2c/stories260K.greedy200.txt"), &len);
+    QP_CHECK(want != NULL);
+    QP_CHECK_MSG(strlen(out) == len && memcmp(out, want, len) == 0, "got:\n%s\nwant:\n%s", out, want);
+    free(out), free(want);
+}
+
+QP_TEST(generate_should_match_recorded_openings_of_other_models) {
+    char cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' generate -m '%s' -z '%s' -n 60 2>/dev/null", qpt_qprobe(),
+             qpt_fixture("models/llama2c/llama2xs_tinystories_model.bin"), qpt_fixture(TOK512));
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
+    QP_CHECK_MSG(strncmp(out, "Once upon a time, there was a little girl named Lily. She loved to play outside and came to play with her friends", 110) == 0, "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' generate -m '%s' -z '%s' -n 30 2>/dev/null", qpt_qprobe(),
+             qpt_fixture("models/llama2c/aidreams260K.bin"), qpt_fixture("models/llama2c/aidreams_tok512.bin"));
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
+    // The model's first greedy token is a quotation mark (the plain reference above agrees).
+    QP_CHECK_MSG(strncmp(out, "\"Echoes of vectors unfold, a gentle hum of precision,", 53) == 0, "%s", out);
+    free(out);
+}
+
+// Writes the first n bytes of the TinyStories text to the case's scratch dir.
+static const char *text_prefix(size_t n) {
+    static char path[4096];
+    size_t len;
+    char *all = qpt_read_file(qpt_fixture("data/tinystories/tinystories_val.txt"), &len);
+    QP_CHECK(all && len >= n);
+    snprintf(path, sizeof path, "%s/eval_%zuB.txt", qpt_tmpdir(), n);
+    FILE *f = fopen(path, "wb");
+    QP_CHECK(f && fwrite(all, 1, n, f) == n);
+    fclose(f);
+    free(all);
+    return path;
+}
+
+static double json_num(const char *json, const char *key) {
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(json, pat);
+    QP_CHECK_MSG(p != NULL, "no %s in %s", key, json);
+    return strtod(p + strlen(pat), NULL);
+}
+
+static char *run_ppl(const char *text, const char *extra, const char *env) {
+    char cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd, "%s '%s' ppl -m '%s' -z '%s' --text '%s' --json %s 2>/dev/null", env ? env : "",
+             qpt_qprobe(), qpt_fixture(STORIES), qpt_fixture(TOK512), text, extra);
+    QP_CHECK_MSG(qpt_run(cmd, &out) == 0, "ppl failed: %s", cmd);
+    return out;
+}
+
+// golden/ppl/summary.csv: F32, c=512: PPL 4.1051 +/- 0.03404 over 190 chunks, 48450 tokens;
+// F32_c128: 4.2201 +/- 0.03517 over 762 chunks, 48006 tokens. Tolerance 0.05 % (the issue's).
+QP_TEST(ppl_should_reproduce_llamacpp_f32_perplexity_at_ctx_512_and_128) {
+    const char *text = text_prefix(200000);
+    char *o = run_ppl(text, "--ctx 512 -t 2", NULL);
+    QP_CHECK_INT_EQ(json_num(o, "text_tokens"), 97662);
+    QP_CHECK_INT_EQ(json_num(o, "chunks"), 190);
+    QP_CHECK_INT_EQ(json_num(o, "tokens_scored"), 48450);
+    QP_CHECK_NEAR(json_num(o, "ppl"), 4.1051, 4.1051 * 5e-4 / 4.1051);
+    QP_CHECK(fabs(json_num(o, "ppl") / 4.1051 - 1) < 5e-4);
+    QP_CHECK(fabs(json_num(o, "ppl_stderr") - 0.03404) < 5e-5);
+    free(o);
+    o = run_ppl(text, "--ctx 128 -t 2", NULL);
+    QP_CHECK_INT_EQ(json_num(o, "chunks"), 762);
+    QP_CHECK_INT_EQ(json_num(o, "tokens_scored"), 48006);
+    QP_CHECK(fabs(json_num(o, "ppl") / 4.2201 - 1) < 5e-4);
+    free(o);
+}
+
+QP_TEST(ppl_should_be_bit_identical_for_one_and_two_threads) {
+    const char *text = text_prefix(40000);
+    char *a = run_ppl(text, "--ctx 256 -t 1", NULL), *b = run_ppl(text, "--ctx 256 -t 2", NULL);
+    // one chunk only: the two threads work inside the forward pass instead of across chunks
+    char *c = run_ppl(text, "--ctx 256 -t 2 --chunks 1", NULL), *d = run_ppl(text, "--ctx 256 -t 1 --chunks 1", NULL);
+    QP_CHECK(json_num(a, "mean_nll") == json_num(b, "mean_nll"));
+    QP_CHECK(json_num(c, "mean_nll") == json_num(d, "mean_nll"));
+    free(a), free(b), free(c), free(d);
+}
+
+QP_TEST(ppl_should_be_bit_identical_on_every_isa) {
+    const char *text = text_prefix(8000);
+    char *r = run_ppl(text, "--ctx 128 -t 2 --chunks 3", "QPROBE_ISA=ref");
+    double ref = json_num(r, "mean_nll");
+    QP_CHECK(strstr(r, "\"isa\":\"ref\""));
+    free(r);
+    const char *isas[] = {"avx2", "avx512"};
+    for (int i = 0; i < 2; i++) {
+        if (!kn_ops_for(isas[i])) continue;
+        char env[64];
+        snprintf(env, sizeof env, "QPROBE_ISA=%s", isas[i]);
+        char *o = run_ppl(text, "--ctx 128 -t 2 --chunks 3", env);
+        QP_CHECK_MSG(json_num(o, "mean_nll") == ref, "%s differs from ref", isas[i]);
+        free(o);
+    }
+}
+
+QP_TEST(ppl_full_protocol_should_score_every_token_after_the_first_of_each_window) {
+    const char *text = text_prefix(5000);
+    char *o = run_ppl(text, "--ctx 256 --protocol full", NULL);
+    double n_text = json_num(o, "text_tokens"), scored = json_num(o, "tokens_scored");
+    int windows = (int)json_num(o, "chunks");
+    QP_CHECK_INT_EQ(scored, n_text - windows);
+    QP_CHECK(json_num(o, "ppl") > 2 && json_num(o, "ppl") < 8);
+    free(o);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine properties through the library.
+
+QP_TEST(prefill_should_give_the_same_logits_as_token_by_token_decode) {
+    struct hx_model *m = open_model(STORIES, TOK512);
+    char err[QP_ERRLEN];
+    struct kn_engine *e;
+    struct kn_state *a, *b;
+    QP_CHECK(kn_engine_create(&m->w, NULL, &e, err) == 0);
+    QP_CHECK(kn_state_create(e, 100, 100, 2, &a, err) == 0);
+    QP_CHECK(kn_state_create(e, 100, 1, 1, &b, err) == 0);
+    int V = m->w.cfg.vocab_size, toks[100];
+    for (int i = 0; i < 100; i++) toks[i] = (i * 37 + 11) % V;
+    float *la = malloc(sizeof(float) * 100 * V), *lb = malloc(sizeof(float) * V);
+    kn_forward(a, toks, 60, la, 0, NULL);
+    kn_forward(a, toks + 60, 40, la + 60 * V, 0, NULL); // a second batch continues the cache
+    for (int i = 0; i < 100; i++) {
+        kn_forward(b, toks + i, 1, lb, 0, NULL);
+        QP_CHECK_MSG(memcmp(lb, la + (size_t)i * V, sizeof(float) * V) == 0, "position %d differs", i);
+    }
+    free(la), free(lb);
+    kn_state_destroy(a), kn_state_destroy(b), kn_engine_destroy(e);
+    hx_model_close(m);
+}
+
+struct probe_log {
+    int calls[KN_SITE_COUNT];
+    int last_site, order_ok, layer_ok;
+    int dim, hidden, vocab;
+    double logit_sum;
+};
+
+static void probe_fn(void *ctx, enum kn_site site, int layer, const float *x, int n, int width, int pos0) {
+    struct probe_log *p = ctx;
+    p->calls[site]++;
+    int want_w = site == KN_SITE_FFN_ACT ? p->hidden : site == KN_SITE_LOGITS ? p->vocab : p->dim;
+    if (width != want_w || n != (site == KN_SITE_LOGITS ? 4 : 10) || pos0 < 0) p->layer_ok = 0;
+    if (site != KN_SITE_LOGITS && (int)site <= p->last_site && site != KN_SITE_BLOCK_IN) p->order_ok = 0;
+    p->last_site = site;
+    (void)layer;
+    if (site == KN_SITE_LOGITS)
+        for (int i = 0; i < n * width; i++) p->logit_sum += x[i];
+}
+
+QP_TEST(probes_should_see_every_site_of_every_layer_and_change_nothing) {
+    struct hx_model *m = open_model(STORIES, TOK512);
+    char err[QP_ERRLEN];
+    struct kn_engine *e;
+    struct kn_state *s;
+    QP_CHECK(kn_engine_create(&m->w, NULL, &e, err) == 0);
+    QP_CHECK(kn_state_create(e, 10, 10, 1, &s, err) == 0);
+    int V = m->w.cfg.vocab_size, toks[10] = {1, 400, 300, 200, 100, 50, 60, 70, 80, 90};
+    float *l0 = malloc(sizeof(float) * 4 * V), *l1 = malloc(sizeof(float) * 4 * V);
+    kn_forward(s, toks, 10, l0, 6, NULL);
+    struct probe_log p = {.last_site = -1, .order_ok = 1, .layer_ok = 1, .dim = m->w.cfg.dim,
+                          .hidden = m->w.cfg.hidden_dim, .vocab = V};
+    struct kn_probe probe = {probe_fn, &p};
+    kn_state_reset(s);
+    kn_forward(s, toks, 10, l1, 6, &probe);
+    QP_CHECK(memcmp(l0, l1, sizeof(float) * 4 * V) == 0);
+    for (int site = 0; site < KN_SITE_LOGITS; site++) QP_CHECK_INT_EQ(p.calls[site], m->w.cfg.n_layers);
+    QP_CHECK_INT_EQ(p.calls[KN_SITE_LOGITS], 1);
+    QP_CHECK(p.order_ok && p.layer_ok);
+    double sum = 0;
+    for (int i = 0; i < 4 * V; i++) sum += l0[i];
+    QP_CHECK(sum == p.logit_sum);
+    free(l0), free(l1);
+    kn_state_destroy(s), kn_engine_destroy(e);
+    hx_model_close(m);
+}
