@@ -61,6 +61,10 @@ static int hx_sniff(const char *path, enum hx_format *fmt, char *err) {
         return 0;
     }
     size_t len = strlen(path);
+    if (len > 5 && strcmp(path + len - 5, ".gguf") == 0) { // named GGUF: let its reader say what is wrong
+        *fmt = HX_FMT_GGUF;
+        return 0;
+    }
     if ((len > 12 && strcmp(path + len - 12, ".safetensors") == 0) || (n == 9 && head[8] == '{')) {
         *fmt = HX_FMT_SAFETENSORS;
         return 0;

@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../harness/gguf.h"
-#include "../harness/gguf_model.h"
-#include "../harness/model.h"
-#include "../harness/tokenizer.h"
+#include "gguf.h"
+#include "gguf_model.h"
+#include "model.h"
+#include "tokenizer.h"
 #include "kn_types.h"
 #include "qp.h"
 #include "qp_test.h"

@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../harness/model.h"
-#include "../harness/safetensors.h"
+#include "model.h"
+#include "safetensors.h"
 #include "kn_model.h"
 #include "qp.h"
 

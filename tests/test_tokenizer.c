@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../harness/gguf.h"
+#include "gguf.h"
 #include "qp.h"
 #include "qp_test.h"
-#include "../harness/tokenizer.h"
+#include "tokenizer.h"
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -1,0 +1,428 @@
+// gguf_model.c — Llama models as GGUF files: loading one into kn_weights (tensors stay in the
+// reader's mapping, any ggml type) and writing kn_weights back out as F32 or F16 GGUF with the
+// key set, key order and tensor order of llama.cpp's llama2.c converter, so that llama.cpp
+// loads it and tools that compare files see the familiar layout.
+//
+// No weight is permuted: llama2.c checkpoints and GGUF "llama" files store Q and K rows in the
+// same (interleaved-RoPE) order; stories260K.bin and llama.cpp's conversion of it are
+// byte-identical tensor for tensor.
+//
+// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/gguf.h, harness/tokenizer.h and
+// harness/model.h; not on the engine, the store or any report code.
+#include "gguf_model.h"
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+#include "model.h"
+#include "qp.h"
+#include "tokenizer.h"
+
+#define HX_ROPE_THETA_DEFAULT 10000.0
+#define HX_NORM_EPS_DEFAULT 1e-5
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+// An integer hyperparameter in 1..INT_MAX. def < 0: the key is required.
+static int get_dim(const struct hx_gguf *g, const char *key, int def, int *out, char *err) {
+    const char *path = hx_gguf_path(g);
+    int64_t v;
+    int rc = hx_gguf_get_int(g, key, &v);
+    if (rc == QP_ENOENT) {
+        if (def < 0)
+            return qp_fail(err, QP_ENOENT, "cannot read '%s': missing key '%s'", path, key);
+        *out = def;
+        return 0;
+    }
+    if (rc)
+        return qp_fail(err, QP_EFORMAT, "cannot read '%s': key '%s' is not an integer", path,
+                       key);
+    if (v < 1 || v > INT_MAX) {
+        return qp_fail(err, QP_ERANGE, "cannot read '%s': %s = %lld is out of range", path, key,
+                       (long long)v);
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int get_real(const struct hx_gguf *g, const char *key, double def, float *out, char *err) {
+    double v;
+    int rc = hx_gguf_get_float(g, key, &v);
+    if (rc == QP_ENOENT) v = def;
+    else if (rc)
+        return qp_fail(err, QP_EFORMAT, "cannot read '%s': key '%s' is not a float",
+                       hx_gguf_path(g), key);
+    *out = (float)v;
+    return 0;
+}
+
+// Fills t from the tensor called name, which must have at most 2 dimensions.
+static int get_tensor(const struct hx_gguf *g, const char *name, struct kn_tensor *t, char *err) {
+    const struct hx_gguf_tensor *gt = hx_gguf_find_tensor(g, name);
+    if (!gt) return qp_fail(err, QP_ENOENT, "cannot read '%s': tensor '%s' is missing",
+                            hx_gguf_path(g), name);
+    if (gt->ne[2] != 1 || gt->ne[3] != 1) {
+        return qp_fail(err, QP_EFORMAT,
+                       "cannot read '%s': tensor '%s' has %d dimensions, expected 2",
+                       hx_gguf_path(g), name, gt->n_dims);
+    }
+    t->type = gt->type;
+    t->ne0 = gt->ne[0];
+    t->ne1 = gt->ne[1];
+    t->data = gt->data;
+    return 0;
+}
+
+int hx_gguf_model_load(struct hx_model *m, const char *path, char *err) {
+    struct hx_gguf *g;
+    int rc = hx_gguf_open(path, &g, err);
+    if (rc) return rc;
+    m->gguf = g; // from here on hx_model_close frees whatever this function attached to m
+    m->format = HX_FMT_GGUF;
+
+    const char *arch;
+    size_t arch_len;
+    rc = hx_gguf_get_str(g, "general.architecture", &arch, &arch_len);
+    if (rc == QP_ENOENT)
+        return qp_fail(err, QP_ENOENT, "cannot read '%s': missing key 'general.architecture'",
+                       path);
+    if (rc)
+        return qp_fail(err, QP_EFORMAT, "cannot read '%s': general.architecture is not a string",
+                       path);
+    if (arch_len != 5 || memcmp(arch, "llama", 5) != 0) {
+        return qp_fail(err, QP_ENOTSUP,
+                       "cannot read '%s': architecture '%.*s' is not supported (only 'llama')",
+                       path, (int)QP_MIN(arch_len, (size_t)64), arch);
+    }
+
+    struct kn_weights *w = &m->w;
+    struct kn_config *c = &w->cfg;
+    if ((rc = get_dim(g, "llama.embedding_length", -1, &c->dim, err)) ||
+        (rc = get_dim(g, "llama.feed_forward_length", -1, &c->hidden_dim, err)) ||
+        (rc = get_dim(g, "llama.block_count", -1, &c->n_layers, err)) ||
+        (rc = get_dim(g, "llama.attention.head_count", -1, &c->n_heads, err)) ||
+        (rc = get_dim(g, "llama.attention.head_count_kv", c->n_heads, &c->n_kv_heads, err)) ||
+        (rc = get_dim(g, "llama.context_length", -1, &c->seq_len, err)) ||
+        (rc = get_real(g, "llama.attention.layer_norm_rms_epsilon", HX_NORM_EPS_DEFAULT,
+                       &c->norm_eps, err)) ||
+        (rc = get_real(g, "llama.rope.freq_base", HX_ROPE_THETA_DEFAULT, &c->rope_theta, err)))
+        return rc;
+    c->head_size = c->dim / c->n_heads;
+    int rope_dims;
+    if ((rc = get_dim(g, "llama.rope.dimension_count", c->head_size, &rope_dims, err))) return rc;
+    if (rope_dims != c->head_size) {
+        return qp_fail(err, QP_ENOTSUP,
+                       "cannot read '%s': partial RoPE (%d of %d head dimensions) is not supported",
+                       path, rope_dims, c->head_size);
+    }
+
+    if ((rc = get_tensor(g, "token_embd.weight", &w->tok_embd, err))) return rc;
+    if (w->tok_embd.ne1 < 1 || w->tok_embd.ne1 > INT_MAX) {
+        return qp_fail(err, QP_ERANGE, "cannot read '%s': vocabulary of %lld tokens", path,
+                       (long long)w->tok_embd.ne1);
+    }
+    c->vocab_size = (int)w->tok_embd.ne1;
+    char msg[QP_ERRLEN];
+    if ((rc = kn_config_check(c, msg))) return qp_fail(err, rc, "cannot read '%s': %s", path, msg);
+
+    w->layers = qp_calloc_array((size_t)c->n_layers, sizeof *w->layers);
+    if (!w->layers) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
+    if (hx_model_own(m, w->layers)) {
+        w->layers = NULL;
+        return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        struct kn_layer_weights *L = &w->layers[l];
+        static const struct {
+            const char *name;
+            size_t off;
+        } names[] = {
+            {"attn_norm", offsetof(struct kn_layer_weights, attn_norm)},
+            {"attn_q", offsetof(struct kn_layer_weights, wq)},
+            {"attn_k", offsetof(struct kn_layer_weights, wk)},
+            {"attn_v", offsetof(struct kn_layer_weights, wv)},
+            {"attn_output", offsetof(struct kn_layer_weights, wo)},
+            {"ffn_norm", offsetof(struct kn_layer_weights, ffn_norm)},
+            {"ffn_gate", offsetof(struct kn_layer_weights, w_gate)},
+            {"ffn_down", offsetof(struct kn_layer_weights, w_down)},
+            {"ffn_up", offsetof(struct kn_layer_weights, w_up)},
+        };
+        for (size_t i = 0; i < QP_ARRAY_LEN(names); i++) {
+            char name[64];
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, names[i].name);
+            struct kn_tensor *t = (struct kn_tensor *)((char *)L + names[i].off);
+            if ((rc = get_tensor(g, name, t, err))) return rc;
+        }
+    }
+    if ((rc = get_tensor(g, "output_norm.weight", &w->out_norm, err))) return rc;
+    if (hx_gguf_find_tensor(g, "output.weight")) {
+        if ((rc = get_tensor(g, "output.weight", &w->output, err))) return rc;
+        // llama.cpp's llama2.c converter stores a tied classifier as an explicit copy of the
+        // embedding: recognise it, so that the model is treated (and quantized) as tied.
+        size_t bytes = kn_row_bytes(w->tok_embd.type, w->tok_embd.ne0) * (size_t)w->tok_embd.ne1;
+        if (w->output.type == w->tok_embd.type && w->output.ne0 == w->tok_embd.ne0 &&
+            w->output.ne1 == w->tok_embd.ne1 && bytes > 0 &&
+            memcmp(w->output.data, w->tok_embd.data, bytes) == 0) {
+            w->output.data = w->tok_embd.data;
+            w->tied = 1;
+        }
+    } else {
+        w->output = w->tok_embd;
+        w->tied = 1;
+    }
+    if ((rc = kn_weights_check(w, msg))) return qp_fail(err, rc, "cannot read '%s': %s", path, msg);
+
+    if (hx_gguf_find(g, "tokenizer.ggml.model")) {
+        if ((rc = hx_tok_from_gguf(g, &m->tok, err))) return rc;
+        if (hx_tok_n_vocab(m->tok) != c->vocab_size) {
+            return qp_fail(err, QP_EFORMAT,
+                           "cannot read '%s': the tokenizer has %d tokens, the model %d", path,
+                           hx_tok_n_vocab(m->tok), c->vocab_size);
+        }
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+// Buffers converted for one write, freed after it.
+struct conv {
+    void **bufs;
+    int n, cap;
+};
+
+static void conv_free(struct conv *cv) {
+    for (int i = 0; i < cv->n; i++) qp_free(cv->bufs[i]);
+    free(cv->bufs);
+}
+
+static void *conv_alloc(struct conv *cv, size_t bytes) {
+    if (cv->n == cv->cap) {
+        int cap = cv->cap ? cv->cap * 2 : 64;
+        void **b = realloc(cv->bufs, (size_t)cap * sizeof *b);
+        if (!b) return NULL;
+        cv->bufs = b;
+        cv->cap = cap;
+    }
+    void *p = qp_alloc(bytes);
+    if (p) cv->bufs[cv->n++] = p;
+    return p;
+}
+
+static float src_elem(int type, const void *data, size_t i) {
+    switch (type) {
+    case KN_F32: return ((const float *)data)[i];
+    case KN_F16: return qp_fp16_to_fp32(((const uint16_t *)data)[i]);
+    default: return qp_bf16_to_fp32(((const uint16_t *)data)[i]);
+    }
+}
+
+// Adds t as name, stored as type dst (KN_F32 or KN_F16). 1-D when t->ne1 == 1 and is_norm.
+static int add_tensor(struct hx_gguf_writer *wr, struct conv *cv, const char *name,
+                      const struct kn_tensor *t, int dst, int is_norm, const char *path,
+                      char *err) {
+    if (t->type != KN_F32 && t->type != KN_F16 && t->type != KN_BF16) {
+        const struct kn_type_info *ti = kn_type_info(t->type);
+        return qp_fail(err, QP_ENOTSUP,
+                       "cannot write '%s': tensor '%s' has type %s; only f32, f16 and bf16 "
+                       "tensors can be written",
+                       path, name, ti ? ti->name : "unknown");
+    }
+    int64_t ne[2] = {t->ne0, t->ne1};
+    size_t n = (size_t)t->ne0 * (size_t)t->ne1; // shapes checked by kn_weights_check
+    const void *data = t->data;
+    if (t->type != dst) {
+        void *out = conv_alloc(cv, n * (dst == KN_F32 ? 4 : 2));
+        if (!out) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+        for (size_t i = 0; i < n; i++) {
+            float x = src_elem(t->type, t->data, i);
+            if (dst == KN_F32) ((float *)out)[i] = x;
+            else ((uint16_t *)out)[i] = qp_fp32_to_fp16(x);
+        }
+        data = out;
+    }
+    int rc = hx_gguf_writer_add_tensor(wr, name, dst, is_norm ? 1 : 2, ne, data,
+                                       kn_row_bytes(dst, t->ne0) * (size_t)t->ne1);
+    if (rc) return qp_fail(err, rc, "cannot write '%s': cannot add tensor '%s': %s", path, name,
+                           qp_strerror(rc));
+    return 0;
+}
+
+// tokenizer.ggml.tokens: spaces back to "▁" (U+2581), llama2.c's "\n<s>\n"/"\n</s>\n" to
+// "<s>"/"</s>".
+static int set_tokens(struct hx_gguf_writer *wr, const struct hx_tok *tok) {
+    int n = hx_tok_n_vocab(tok);
+    if (n < 1) return QP_EINVAL;
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        size_t len;
+        hx_tok_str(tok, i, &len);
+        total += 3 * len;
+    }
+    char **strs = calloc((size_t)n, sizeof *strs);
+    size_t *lens = calloc((size_t)n, sizeof *lens);
+    char *arena = malloc(total ? total : 1);
+    int rc = QP_ENOMEM;
+    if (strs && lens && arena) {
+        char *p = arena;
+        for (int i = 0; i < n; i++) {
+            size_t len;
+            const char *s = hx_tok_str(tok, i, &len);
+            strs[i] = p;
+            if (len == 5 && memcmp(s, "\n<s>\n", 5) == 0) s = "<s>", len = 3;
+            else if (len == 6 && memcmp(s, "\n</s>\n", 6) == 0) s = "</s>", len = 4;
+            for (size_t k = 0; k < len; k++) {
+                if (s[k] == ' ') {
+                    memcpy(p, "\xe2\x96\x81", 3);
+                    p += 3;
+                } else {
+                    *p++ = s[k];
+                }
+            }
+            lens[i] = (size_t)(p - strs[i]);
+        }
+        rc = hx_gguf_writer_set_arr_str(wr, "tokenizer.ggml.tokens", (const char *const *)strs,
+                                        lens, (uint64_t)n);
+    }
+    free(strs);
+    free(lens);
+    free(arena);
+    return rc;
+}
+
+static int set_tokenizer_arrays(struct hx_gguf_writer *wr, const struct hx_tok *tok) {
+    int n = hx_tok_n_vocab(tok);
+    if (n < 1) return QP_EINVAL;
+    float *scores = malloc((size_t)n * sizeof *scores);
+    int32_t *types = malloc((size_t)n * sizeof *types);
+    int rc = QP_ENOMEM;
+    if (scores && types) {
+        for (int i = 0; i < n; i++) {
+            scores[i] = hx_tok_score(tok, i);
+            types[i] = hx_tok_type(tok, i);
+        }
+        rc = set_tokens(wr, tok);
+        if (!rc) rc = hx_gguf_writer_set_arr(wr, "tokenizer.ggml.scores", HX_GGUF_FLOAT32, scores,
+                                             (uint64_t)n);
+        if (!rc) rc = hx_gguf_writer_set_arr(wr, "tokenizer.ggml.token_type", HX_GGUF_INT32,
+                                             types, (uint64_t)n);
+        if (!rc) rc = hx_gguf_writer_set_str(wr, "tokenizer.ggml.model", "llama");
+    }
+    free(scores);
+    free(types);
+    return rc;
+}
+
+// general.name: the file name without directories and ".gguf", or "qprobe".
+static void model_name(const char *path, char *out, size_t cap) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    size_t len = strlen(base);
+    if (len > 5 && strcmp(base + len - 5, ".gguf") == 0) len -= 5;
+    if (len == 0 || len >= cap) {
+        snprintf(out, cap, "qprobe");
+        return;
+    }
+    memcpy(out, base, len);
+    out[len] = 0;
+}
+
+// Key/values in the order llama.cpp's llama2.c converter writes them (tokenizer first), plus
+// general.file_type and (when not the default) rope.freq_base.
+static int set_keys(struct hx_gguf_writer *wr, const struct kn_weights *w,
+                    const struct hx_tok *tok, const char *path, int type) {
+    const struct kn_config *c = &w->cfg;
+    char name[256];
+    model_name(path, name, sizeof name);
+    int rc = 0;
+    if (tok) rc = set_tokenizer_arrays(wr, tok);
+    if (!rc) rc = hx_gguf_writer_set_str(wr, "general.architecture", "llama");
+    if (!rc) rc = hx_gguf_writer_set_str(wr, "general.name", name);
+    if (!rc) rc = hx_gguf_writer_set_u32(wr, "general.file_type", type == KN_F16 ? 1 : 0);
+    if (tok) {
+        if (!rc) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.unknown_token_id",
+                                             (uint32_t)hx_tok_unk(tok));
+        if (!rc) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.bos_token_id",
+                                             (uint32_t)hx_tok_bos(tok));
+        if (!rc) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.eos_token_id",
+                                             (uint32_t)hx_tok_eos(tok));
+    }
+    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.context_length", (uint32_t)c->seq_len);
+    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.embedding_length", (uint32_t)c->dim);
+    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
+    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.attention.head_count", (uint32_t)c->n_heads);
+    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.attention.head_count_kv",
+                                         (uint32_t)c->n_kv_heads);
+    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.block_count", (uint32_t)c->n_layers);
+    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.rope.dimension_count", (uint32_t)c->head_size);
+    if (!rc) rc = hx_gguf_writer_set_f32(wr, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
+    if (!rc && c->rope_theta != (float)HX_ROPE_THETA_DEFAULT)
+        rc = hx_gguf_writer_set_f32(wr, "llama.rope.freq_base", c->rope_theta);
+    return rc;
+}
+
+// Tensors in the converter's order: embedding, final norm, classifier, then per layer
+// q, k, v, output, attn_norm, gate, down, up, ffn_norm.
+static int add_tensors(struct hx_gguf_writer *wr, struct conv *cv, const struct kn_weights *w,
+                       int type, const char *path, char *err) {
+    int rc;
+    if ((rc = add_tensor(wr, cv, "token_embd.weight", &w->tok_embd, type, 0, path, err)) ||
+        (rc = add_tensor(wr, cv, "output_norm.weight", &w->out_norm, KN_F32, 1, path, err)))
+        return rc;
+    if (!w->tied && (rc = add_tensor(wr, cv, "output.weight", &w->output, type, 0, path, err)))
+        return rc;
+    for (int l = 0; l < w->cfg.n_layers; l++) {
+        const struct kn_layer_weights *L = &w->layers[l];
+        const struct {
+            const char *name;
+            const struct kn_tensor *t;
+            int norm;
+        } list[] = {
+            {"attn_q", &L->wq, 0},        {"attn_k", &L->wk, 0},       {"attn_v", &L->wv, 0},
+            {"attn_output", &L->wo, 0},   {"attn_norm", &L->attn_norm, 1},
+            {"ffn_gate", &L->w_gate, 0},  {"ffn_down", &L->w_down, 0}, {"ffn_up", &L->w_up, 0},
+            {"ffn_norm", &L->ffn_norm, 1},
+        };
+        for (size_t i = 0; i < QP_ARRAY_LEN(list); i++) {
+            char name[64];
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, list[i].name);
+            rc = add_tensor(wr, cv, name, list[i].t, list[i].norm ? KN_F32 : type, list[i].norm,
+                            path, err);
+            if (rc) return rc;
+        }
+    }
+    return 0;
+}
+
+int hx_gguf_model_write(const struct kn_weights *w, const struct hx_tok *tok, const char *path,
+                        int type, char *err) {
+    if (type != KN_F32 && type != KN_F16) {
+        return qp_fail(err, QP_EINVAL, "cannot write '%s': type %d is not f32 or f16", path,
+                       type);
+    }
+    char msg[QP_ERRLEN];
+    int rc = kn_weights_check(w, msg);
+    if (rc) return qp_fail(err, QP_EINVAL, "cannot write '%s': %s", path, msg);
+    if (tok && hx_tok_n_vocab(tok) != w->cfg.vocab_size) {
+        return qp_fail(err, QP_EINVAL,
+                       "cannot write '%s': the tokenizer has %d tokens, the model %d", path,
+                       hx_tok_n_vocab(tok), w->cfg.vocab_size);
+    }
+    struct hx_gguf_writer *wr;
+    if (hx_gguf_writer_create(&wr))
+        return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    struct conv cv = {0};
+    rc = set_keys(wr, w, tok, path, type);
+    if (rc) rc = qp_fail(err, rc, "cannot write '%s': %s", path, qp_strerror(rc));
+    if (!rc) rc = add_tensors(wr, &cv, w, type, path, err);
+    if (!rc) rc = hx_gguf_writer_write(wr, path, err);
+    hx_gguf_writer_destroy(wr);
+    conv_free(&cv);
+    return rc;
+}
