@@ -375,3 +375,52 @@ QP_TEST(probes_should_see_every_site_of_every_layer_and_change_nothing) {
     kn_state_destroy(s), kn_engine_destroy(e);
     hx_model_close(m);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Conversion: the GGUF qprobe writes from the llama2.c file runs to the same bits.
+
+static void logits_of(const char *model, const char *tok, const int *toks, int n, float *out) {
+    char err[QP_ERRLEN];
+    struct hx_model *m;
+    QP_CHECK_MSG(hx_model_open(model, tok, &m, err) == 0, "%s", err);
+    struct kn_engine *e;
+    struct kn_state *s;
+    QP_CHECK_MSG(kn_engine_create(&m->w, NULL, &e, err) == 0, "%s", err);
+    QP_CHECK(kn_state_create(e, n, n, 2, &s, err) == 0);
+    kn_forward(s, toks, n, out, 0, NULL);
+    kn_state_destroy(s), kn_engine_destroy(e), hx_model_close(m);
+}
+
+QP_TEST(converted_gguf_should_give_bit_identical_logits_to_the_llama2c_file) {
+    char out[4096], cmd[8192];
+    snprintf(out, sizeof out, "%s/stories260K.gguf", qpt_tmpdir());
+    snprintf(cmd, sizeof cmd, "'%s' convert -m '%s' -z '%s' -o '%s'", qpt_qprobe(), qpt_fixture(STORIES),
+             qpt_fixture(TOK512), out);
+    QP_CHECK_INT_EQ(qpt_run(cmd, NULL), 0);
+    int n = 200, V = 512, toks[200];
+    for (int i = 0; i < n; i++) toks[i] = i == 0 ? 1 : (i * 131 + 7) % V;
+    float *a = malloc(sizeof(float) * n * V), *b = malloc(sizeof(float) * n * V);
+    logits_of(qpt_fixture(STORIES), qpt_fixture(TOK512), toks, n, a);
+    logits_of(out, NULL, toks, n, b); // the GGUF carries its tokenizer
+    QP_CHECK(memcmp(a, b, sizeof(float) * n * V) == 0);
+    // and so does llama.cpp's own conversion of the same model
+    logits_of(qpt_fixture("golden/ppl/stories260K-F32.gguf"), NULL, toks, n, b);
+    QP_CHECK(memcmp(a, b, sizeof(float) * n * V) == 0);
+    free(a), free(b);
+}
+
+// golden/ppl/summary.csv, F16 row (plain run): 4.1049. f16 weights, fp32 activations here;
+// llama.cpp also rounds activations to f16, which the 0.05 % tolerance covers.
+QP_TEST(f16_conversion_should_reproduce_llamacpp_f16_perplexity) {
+    char out[4096], cmd[8192], *o = NULL;
+    snprintf(out, sizeof out, "%s/stories260K-f16.gguf", qpt_tmpdir());
+    snprintf(cmd, sizeof cmd, "'%s' convert -m '%s' -z '%s' -o '%s' --type f16", qpt_qprobe(), qpt_fixture(STORIES),
+             qpt_fixture(TOK512), out);
+    QP_CHECK_INT_EQ(qpt_run(cmd, NULL), 0);
+    const char *text = text_prefix(200000);
+    snprintf(cmd, sizeof cmd, "'%s' ppl -m '%s' --text '%s' --json -t 2 2>/dev/null", qpt_qprobe(), out, text);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &o), 0);
+    double ppl = json_num(o, "ppl");
+    QP_CHECK_MSG(fabs(ppl / 4.1049 - 1) < 5e-4, "ppl %.5f", ppl);
+    free(o);
+}
