@@ -69,6 +69,7 @@ else
 Q := @
 endif
 
+.SECONDARY:
 .PHONY: all test asan-test demo bench clean deps check-fixtures
 all: $(BIN)
 

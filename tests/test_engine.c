@@ -424,3 +424,45 @@ QP_TEST(f16_conversion_should_reproduce_llamacpp_f16_perplexity) {
     QP_CHECK_MSG(fabs(ppl / 4.1049 - 1) < 5e-4, "ppl %.5f", ppl);
     free(o);
 }
+
+// A negative vocab_size in a llama2.c header means an unshared classifier after the RoPE tables.
+// Built here from stories260K with a classifier that differs from the embedding.
+QP_TEST(llama2c_untied_classifier_should_be_read_and_used) {
+    size_t len;
+    char *b = qpt_read_file(qpt_fixture(STORIES), &len);
+    QP_CHECK(b != NULL);
+    int32_t h[7];
+    memcpy(h, b, sizeof h);
+    size_t emb = (size_t)h[5] * h[0] * sizeof(float);
+    char *u = malloc(len + emb);
+    memcpy(u, b, len);
+    float *cls = (float *)(u + len);
+    const float *e = (const float *)(b + 28);
+    for (size_t i = 0; i < emb / sizeof(float); i++) cls[i] = e[i] * (i % 3 == 0 ? 1.5f : -0.5f);
+    int32_t neg = -h[5];
+    memcpy(u + 20, &neg, 4);
+    char path[4096], err[QP_ERRLEN];
+    snprintf(path, sizeof path, "%s/untied.bin", qpt_tmpdir());
+    FILE *f = fopen(path, "wb");
+    QP_CHECK(f && fwrite(u, 1, len + emb, f) == len + emb);
+    fclose(f);
+    struct hx_model *m;
+    QP_CHECK_MSG(hx_model_open(path, qpt_fixture(TOK512), &m, err) == 0, "%s", err);
+    QP_CHECK(!m->w.tied);
+    QP_CHECK(m->w.output.data != m->w.tok_embd.data);
+    QP_CHECK(memcmp(m->w.output.data, cls, emb) == 0);
+    hx_model_close(m);
+    // the engine uses it: greedy tokens equal the plain reference, and differ from the tied model
+    int prompt[1] = {1}, a[64], c[64], t[64];
+    m = NULL;
+    QP_CHECK(hx_model_open(path, qpt_fixture(TOK512), &m, err) == 0);
+    int na = ref_greedy(m, prompt, 1, 64, a), nc = engine_greedy(m, prompt, 1, 64, c);
+    QP_CHECK_INT_EQ(na, nc);
+    QP_CHECK(memcmp(a, c, na * sizeof(int)) == 0);
+    hx_model_close(m);
+    m = open_model(STORIES, TOK512);
+    int nt = engine_greedy(m, prompt, 1, 64, t);
+    QP_CHECK(nt != nc || memcmp(t, c, nt * sizeof(int)) != 0);
+    hx_model_close(m);
+    free(b), free(u);
+}
