@@ -22,7 +22,8 @@ static void hx_main_usage(FILE *f) {
     for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++)
         fprintf(f, "  %-10s %s\n", hx_commands[i].name, hx_commands[i].what);
     fprintf(f, "\nexit status: 0 ok, 1 failed check or regression, 2 bad usage or input.\n"
-               "environment: QPROBE_ISA=ref|avx2|avx512 forces a kernel path.\n");
+               "environment: QPROBE_ISA=ref|avx2|avx512 forces a kernel path; QPROBE_GEMM=own|blas picks\n"
+               "the matrix-product backend (own kernels, default, or OpenBLAS).\n");
 }
 
 int main(int argc, char **argv) {

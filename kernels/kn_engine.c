@@ -7,8 +7,10 @@
 // order kn_ops.h defines, so any ISA and any thread count give the same bits.
 #include "kn_engine.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,7 +23,9 @@
 
 struct kn_lin {
     int n_in, n_out;
-    float *wp; // panels: (ceil(n_out / KN_NR), n_in, KN_NR), 64-byte aligned
+    float *wp;       // own GEMM: panels (ceil(n_out / KN_NR), n_in, KN_NR), 64-byte aligned
+    const float *w;  // OpenBLAS GEMM: row-major (n_out, n_in), the tensor itself when F32
+    float *w_owned;  // a converted copy backing w, or NULL
 };
 
 struct kn_layer {
@@ -32,6 +36,7 @@ struct kn_layer {
 struct kn_engine {
     struct kn_config cfg;
     const struct kn_ops *ops;
+    enum kn_gemm gemm;
     const float *tok_embd; // (vocab, dim)
     const float *out_norm; // (dim)
     struct kn_layer *layers;
@@ -81,7 +86,8 @@ static float kn_elem(const struct kn_tensor *t, int64_t i) {
 
 static int kn_plain_type(int type) { return type == KN_F32 || type == KN_F16 || type == KN_BF16; }
 
-static int kn_lin_init(struct kn_lin *l, const struct kn_tensor *t, const char *name, char *err) {
+static int kn_lin_init(struct kn_lin *l, const struct kn_tensor *t, enum kn_gemm gemm,
+                       const char *name, char *err) {
     if (!kn_plain_type(t->type)) {
         const struct kn_type_info *ti = kn_type_info(t->type);
         return qp_fail(err, QP_ENOTSUP, "tensor %s has type %s, which the fp32 engine cannot run",
@@ -89,6 +95,18 @@ static int kn_lin_init(struct kn_lin *l, const struct kn_tensor *t, const char *
     }
     l->n_in = (int)t->ne0;
     l->n_out = (int)t->ne1;
+    if (gemm == KN_GEMM_BLAS) {
+        if (t->type == KN_F32) {
+            l->w = t->data;
+            return 0;
+        }
+        size_t n = (size_t)l->n_in * l->n_out;
+        l->w_owned = qp_alloc_array(n, sizeof(float));
+        if (!l->w_owned) return qp_fail(err, QP_ENOMEM, "out of memory converting %s", name);
+        for (size_t i = 0; i < n; i++) l->w_owned[i] = kn_elem(t, (int64_t)i);
+        l->w = l->w_owned;
+        return 0;
+    }
     int n_panels = (l->n_out + KN_NR - 1) / KN_NR;
     l->wp = qp_calloc_array((size_t)n_panels * l->n_in, KN_NR * sizeof(float));
     if (!l->wp) return qp_fail(err, QP_ENOMEM, "out of memory packing %s", name);
@@ -136,6 +154,11 @@ int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struc
     if (!e) return qp_fail(err, QP_ENOMEM, "out of memory");
     e->cfg = w->cfg;
     e->ops = ops;
+    if ((rc = kn_gemm_from_env(&e->gemm, err))) {
+        qp_free(e);
+        return rc;
+    }
+    if (e->gemm == KN_GEMM_BLAS) openblas_set_num_threads(1); // threads are ours (kn_matmul)
     int L = w->cfg.n_layers;
     e->layers = qp_calloc_array((size_t)L, sizeof *e->layers);
     e->owned = qp_calloc_array((size_t)(2 * L + 2), sizeof(void *));
@@ -146,14 +169,14 @@ int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struc
     char name[64];
     rc = kn_f32_view(e, &w->tok_embd, "token_embd", &e->tok_embd, err);
     if (!rc) rc = kn_f32_view(e, &w->out_norm, "output_norm", &e->out_norm, err);
-    if (!rc) rc = kn_lin_init(&e->output, &w->output, "output", err);
+    if (!rc) rc = kn_lin_init(&e->output, &w->output, e->gemm, "output", err);
     for (int l = 0; l < L && !rc; l++) {
         const struct kn_layer_weights *lw = &w->layers[l];
         struct kn_layer *ly = &e->layers[l];
 #define KN_PREP(field, src, tag)                                                               \
         if (!rc) {                                                                             \
             snprintf(name, sizeof name, "blk.%d.%s", l, tag);                                  \
-            rc = kn_lin_init(&ly->field, &lw->src, name, err);                                 \
+            rc = kn_lin_init(&ly->field, &lw->src, e->gemm, name, err);                                 \
         }
         snprintf(name, sizeof name, "blk.%d.attn_norm", l);
         rc = kn_f32_view(e, &lw->attn_norm, name, &ly->attn_norm, err);
@@ -183,16 +206,15 @@ void kn_engine_destroy(struct kn_engine *e) {
     if (e->layers) {
         for (int l = 0; l < e->cfg.n_layers; l++) {
             struct kn_layer *ly = &e->layers[l];
-            qp_free(ly->wq.wp);
-            qp_free(ly->wk.wp);
-            qp_free(ly->wv.wp);
-            qp_free(ly->wo.wp);
-            qp_free(ly->gate.wp);
-            qp_free(ly->up.wp);
-            qp_free(ly->down.wp);
+            struct kn_lin *lins[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->gate, &ly->up, &ly->down};
+            for (size_t i = 0; i < QP_ARRAY_LEN(lins); i++) {
+                qp_free(lins[i]->wp);
+                qp_free(lins[i]->w_owned);
+            }
         }
     }
     qp_free(e->output.wp);
+    qp_free(e->output.w_owned);
     for (int i = 0; i < e->n_owned; i++) qp_free(e->owned[i]);
     qp_free(e->owned);
     qp_free(e->layers);
@@ -201,6 +223,26 @@ void kn_engine_destroy(struct kn_engine *e) {
 
 const struct kn_config *kn_engine_config(const struct kn_engine *e) { return &e->cfg; }
 const struct kn_ops *kn_engine_ops(const struct kn_engine *e) { return e->ops; }
+
+enum kn_gemm kn_engine_gemm(const struct kn_engine *e) { return e->gemm; }
+
+int kn_gemm_from_env(enum kn_gemm *out, char *err) {
+    const char *g = getenv("QPROBE_GEMM");
+    *out = KN_GEMM_OWN;
+    if (!g || !*g || strcmp(g, "own") == 0) return 0;
+    if (strcmp(g, "blas") == 0) {
+        *out = KN_GEMM_BLAS;
+        return 0;
+    }
+    return qp_fail(err, QP_EINVAL, "QPROBE_GEMM='%s' is not one of own, blas", g);
+}
+
+const char *kn_gemm_name(enum kn_gemm g) {
+    static char buf[96];
+    if (g == KN_GEMM_OWN) return "own";
+    snprintf(buf, sizeof buf, "openblas (%s)", openblas_get_corename());
+    return buf;
+}
 
 // ---------------------------------------------------------------------------------------------
 // State
@@ -285,6 +327,18 @@ static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const 
                       int n) {
     const struct kn_ops *ops = s->e->ops;
     int n_panels = (lin->n_out + KN_NR - 1) / KN_NR;
+    if (s->e->gemm == KN_GEMM_BLAS) { // output columns split over threads, one sgemm each
+        int parts = s->n_threads > 1 && n_panels >= 2 ? QP_MIN(s->n_threads, n_panels) : 1;
+#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
+        for (int p = 0; p < parts; p++) {
+            int c0 = (int)((int64_t)n_panels * p / parts) * KN_NR;
+            int c1 = QP_MIN((int)((int64_t)n_panels * (p + 1) / parts) * KN_NR, lin->n_out);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c1 - c0, lin->n_in, 1.0f, x,
+                        lin->n_in, lin->w + (size_t)c0 * lin->n_in, lin->n_in, 0.0f, y + c0,
+                        lin->n_out);
+        }
+        return;
+    }
     if (s->n_threads <= 1 || n_panels < 2) {
         ops->gemm_f32(x, (size_t)lin->n_in, n, lin->wp, lin->n_in, 0, lin->n_out, y,
                       (size_t)lin->n_out);

@@ -38,6 +38,13 @@ struct kn_probe {
 struct kn_engine;
 struct kn_state;
 
+// Matrix products: the engine's own kernels (default; bit-identical across ISAs and threads), or
+// OpenBLAS's sgemm (QPROBE_GEMM=blas), whose summation order is OpenBLAS's own: results agree
+// with the own kernels to about 1e-6 relative, not bit for bit.
+enum kn_gemm { KN_GEMM_OWN, KN_GEMM_BLAS };
+int kn_gemm_from_env(enum kn_gemm *out, char *err); // QP_EINVAL for an unknown value
+const char *kn_gemm_name(enum kn_gemm g);            // "own", "openblas (CORE)"
+
 // Prepares w for the engine: packs every matrix (F32, F16 or BF16) into fp32 panels. w must
 // outlive the engine. ops NULL = kn_ops_best(). 0 or QP_ENOTSUP/QP_ENOMEM with a message.
 int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struct kn_engine **out,
@@ -45,6 +52,7 @@ int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struc
 void kn_engine_destroy(struct kn_engine *e);
 const struct kn_config *kn_engine_config(const struct kn_engine *e);
 const struct kn_ops *kn_engine_ops(const struct kn_engine *e);
+enum kn_gemm kn_engine_gemm(const struct kn_engine *e);
 
 // A state for sequences of up to max_ctx positions, processing up to max_batch tokens per call,
 // using n_threads OpenMP threads inside each call (1 = none). Destroy with kn_state_destroy.

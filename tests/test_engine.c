@@ -466,3 +466,25 @@ QP_TEST(llama2c_untied_classifier_should_be_read_and_used) {
     hx_model_close(m);
     free(b), free(u);
 }
+
+// OpenBLAS sums in its own order, so the two GEMM backends agree within a tolerance, not bit for
+// bit: 1e-4 absolute on logits of magnitude ~10 (fp32 rounding over dims of 64..172, 5 layers).
+#define GEMM_BACKEND_LOGIT_TOL 1e-4
+QP_TEST(openblas_gemm_backend_should_agree_with_own_kernels) {
+    int n = 128, V = 512, toks[128];
+    for (int i = 0; i < n; i++) toks[i] = i == 0 ? 1 : (i * 71 + 3) % V;
+    float *a = malloc(sizeof(float) * n * V), *b = malloc(sizeof(float) * n * V);
+    unsetenv("QPROBE_GEMM");
+    logits_of(qpt_fixture(STORIES), qpt_fixture(TOK512), toks, n, a);
+    setenv("QPROBE_GEMM", "blas", 1);
+    logits_of(qpt_fixture(STORIES), qpt_fixture(TOK512), toks, n, b);
+    double worst = 0;
+    for (int i = 0; i < n * V; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
+    QP_CHECK_MSG(worst < GEMM_BACKEND_LOGIT_TOL, "worst logit difference %.3g", worst);
+    setenv("QPROBE_GEMM", "bogus", 1);
+    char err[QP_ERRLEN];
+    enum kn_gemm g;
+    QP_CHECK(kn_gemm_from_env(&g, err) == QP_EINVAL && strstr(err, "bogus"));
+    unsetenv("QPROBE_GEMM");
+    free(a), free(b);
+}
