@@ -11,16 +11,22 @@
 #include "kn_engine.h"
 #include "model.h"
 #include "qp.h"
+#include "qz_spec.h"
 #include "tokenizer.h"
+#include "variant.h"
 
 static void ppl_usage(void) {
-    printf("usage: qprobe ppl -m MODEL [-z TOKENIZER] --text FILE [--ctx N] [--protocol P] [-t N]\n"
-           "                  [--chunks N] [--json]\n\n"
+    printf("usage: qprobe ppl -m MODEL [-z TOKENIZER] --text FILE [-q SPEC] [--act f32|q8] [--ctx N]\n"
+           "                  [--protocol P] [-t N] [--chunks N] [--json]\n\n"
            "Perplexity of FILE. The text is tokenized once as a whole, with BOS and the SPM space\n"
            "prefix (one trailing newline dropped, as llama.cpp does).\n\n"
            "  -m, --model FILE      llama2.c .bin, GGUF, or safetensors directory\n"
            "  -z, --tokenizer FILE  llama2.c tokenizer.bin (GGUF models carry their own)\n"
            "      --text FILE       evaluation text (UTF-8)\n"
+           "  -q, --quant SPEC      quantize the model first, e.g. q4_k_m, q4_0;act=q8,\n"
+           "                        rtn:bits=4:group=32:asym, nf4:group=64:dq (see docs/SPECS.md)\n"
+           "      --act A           without -q: run the model's own packed types with f32\n"
+           "                        activations (default) or q8 (as llama.cpp's CPU backend)\n"
            "      --ctx N           window length in tokens (default 512)\n"
            "      --protocol P      llamacpp (default): chunks of ctx, first token of each chunk\n"
            "                        set to BOS, second half scored — llama-perplexity's numbers;\n"
@@ -36,13 +42,15 @@ int hx_cmd_ppl(int argc, char **argv) {
         {"text", required_argument, 0, 'f'},  {"ctx", required_argument, 0, 'c'},
         {"protocol", required_argument, 0, 'P'}, {"threads", required_argument, 0, 't'},
         {"chunks", required_argument, 0, 'C'}, {"json", no_argument, 0, 'j'},
+        {"quant", required_argument, 0, 'q'},  {"act", required_argument, 0, 'A'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
-    const char *model_path = NULL, *tok_path = NULL, *text_path = NULL;
+    const char *model_path = NULL, *tok_path = NULL, *text_path = NULL, *spec = NULL;
+    int act_q8 = 0;
     struct hx_ppl_opts po = {.protocol = HX_PROTO_LLAMACPP, .ctx = 512, .n_threads = hx_default_threads()};
     int json = 0, c, rc;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "m:z:f:c:t:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:z:f:c:t:q:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
         case 'z': tok_path = optarg; break;
@@ -55,6 +63,12 @@ int hx_cmd_ppl(int argc, char **argv) {
         case 't': if ((rc = hx_parse_int("ppl", "-t", optarg, 1, 256, &po.n_threads))) return rc; break;
         case 'C': if ((rc = hx_parse_int("ppl", "--chunks", optarg, 1, 1 << 30, &po.max_chunks))) return rc; break;
         case 'j': json = 1; break;
+        case 'q': spec = optarg; break;
+        case 'A':
+            if (strcmp(optarg, "f32") && strcmp(optarg, "q8"))
+                return hx_usage_error("ppl", "--act '%s': expected f32 or q8", optarg);
+            act_q8 = strcmp(optarg, "q8") == 0;
+            break;
         case 'h': ppl_usage(); return 0;
         default:
             return hx_usage_error("ppl", "unknown or incomplete option '%s'; see 'qprobe ppl --help'",
@@ -65,16 +79,30 @@ int hx_cmd_ppl(int argc, char **argv) {
     if (!text_path) return hx_usage_error("ppl", "no text given (--text FILE); see 'qprobe ppl --help'");
 
     char err[QP_ERRLEN];
+    struct qz_variant *variant = NULL;
+    if (spec) {
+        if (qz_variant_parse(spec, &variant, err)) return hx_usage_error("ppl", "%s", err);
+        if (act_q8) {
+            qz_variant_destroy(variant);
+            return hx_usage_error("ppl", "--act goes with a model's own types; with -q say ';act=q8' in the spec");
+        }
+    }
     char *text = NULL;
     size_t len;
-    if (hx_read_text(text_path, &text, &len, err)) return hx_usage_error("ppl", "%s", err);
+    if (hx_read_text(text_path, &text, &len, err)) {
+        qz_variant_destroy(variant);
+        return hx_usage_error("ppl", "%s", err);
+    }
     struct hx_model *m;
     if ((rc = hx_open_model("ppl", model_path, tok_path, 1, &m))) {
         free(text);
+        qz_variant_destroy(variant);
         return rc;
     }
     int status = HX_EXIT_USAGE;
     struct kn_engine *e = NULL;
+    struct hx_quant_model *qm = NULL;
+    char spec_canon[1024] = "";
     int *toks = NULL;
     size_t n_toks = 0;
     struct hx_ppl_result res = {0};
@@ -93,7 +121,22 @@ int hx_cmd_ppl(int argc, char **argv) {
         hx_usage_error("ppl", "cannot use '%s': %zu tokens, fewer than one window of %d", text_path, n_toks, po.ctx);
         goto done;
     }
-    if ((rc = kn_engine_create(&m->w, NULL, &e, err))) {
+    const struct kn_weights *weights = &m->w;
+    if (variant) {
+        qz_variant_print(variant, spec_canon, sizeof spec_canon);
+        double tq = qp_now();
+        if ((rc = hx_quant_model_create(&m->w, variant, &qm, err))) {
+            hx_usage_error("ppl", "cannot quantize '%s' as '%s': %s", model_path, spec_canon, err);
+            goto done;
+        }
+        weights = &qm->w;
+        act_q8 = qm->act_q8;
+        if (!json)
+            fprintf(stderr, "qprobe ppl: quantized as %s in %.2f s (%.3f bits per weight)\n", spec_canon,
+                    qp_now() - tq, qm->bits_per_weight);
+    }
+    struct kn_engine_opts eo = {.act_q8 = act_q8};
+    if ((rc = kn_engine_create_opts(weights, &eo, &e, err))) {
         hx_usage_error("ppl", "cannot run '%s': %s", model_path, err);
         goto done;
     }
@@ -115,6 +158,12 @@ int hx_cmd_ppl(int argc, char **argv) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "model", model_path);
         cJSON_AddStringToObject(o, "text", text_path);
+        cJSON_AddStringToObject(o, "spec", variant ? spec_canon : "");
+        cJSON_AddStringToObject(o, "act", act_q8 ? "q8" : "f32");
+        if (qm) {
+            cJSON_AddNumberToObject(o, "bits_per_weight", qm->bits_per_weight);
+            cJSON_AddNumberToObject(o, "weight_bytes", (double)qm->bytes);
+        }
         cJSON_AddStringToObject(o, "protocol", hx_protocol_name(po.protocol));
         cJSON_AddNumberToObject(o, "ctx", po.ctx);
         cJSON_AddNumberToObject(o, "chunks", res.n_chunks);
@@ -134,6 +183,10 @@ int hx_cmd_ppl(int argc, char **argv) {
     } else {
         printf("model       %s (dim %d, %d layers, vocab %d)\n", model_path, m->w.cfg.dim, m->w.cfg.n_layers,
                m->w.cfg.vocab_size);
+        if (variant)
+            printf("variant     %s (%.3f bits per weight, %.0f bytes of weights)\n", spec_canon,
+                   qm->bits_per_weight, (double)qm->bytes);
+        printf("activations %s\n", act_q8 ? "q8 (per block, as llama.cpp's CPU dot products)" : "f32");
         printf("protocol    %s, ctx %d, %d chunks, %lld tokens scored of %zu\n", hx_protocol_name(po.protocol),
                po.ctx, res.n_chunks, (long long)res.nll.n, n_toks);
         printf("perplexity  %.4f ± %.5f\n", ppl, pe);
@@ -147,6 +200,8 @@ done:
     free(toks);
     free(text);
     kn_engine_destroy(e);
+    hx_quant_model_destroy(qm);
+    qz_variant_destroy(variant);
     hx_model_close(m);
     return status;
 }

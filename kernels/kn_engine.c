@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "kn_blocks.h"
+#include "kn_qdot.h"
 #include "qp.h"
 
 // ---------------------------------------------------------------------------------------------
@@ -26,6 +28,9 @@ struct kn_lin {
     float *wp;       // own GEMM: panels (ceil(n_out / KN_NR), n_in, KN_NR), 64-byte aligned
     const float *w;  // OpenBLAS GEMM: row-major (n_out, n_in), the tensor itself when F32
     float *w_owned;  // a converted copy backing w, or NULL
+    const struct kn_qtype *qt; // packed path (act=q8): the weight type's dot product, else NULL
+    const uint8_t *q;          // packed rows (n_out rows of q_row bytes), the tensor's own data
+    size_t q_row;
 };
 
 struct kn_layer {
@@ -37,6 +42,7 @@ struct kn_engine {
     struct kn_config cfg;
     const struct kn_ops *ops;
     enum kn_gemm gemm;
+    int act_q8;
     const float *tok_embd; // (vocab, dim)
     const float *out_norm; // (dim)
     struct kn_layer *layers;
@@ -57,6 +63,8 @@ struct kn_state {
     float *proj;   // wo / w_down output  (max_batch, dim)
     float *hb;     // gate, then SwiGLU   (max_batch, hidden)
     float *hb2;    // up                  (max_batch, hidden)
+    uint8_t *actq; // quantized activations for packed weights (max_batch, 2 * max(dim, hidden) bytes)
+    size_t actq_stride;
     float *scores; // per thread          (n_threads, KN_QBLOCK, max_ctx rounded up to 16)
     size_t scores_stride;
     float *kt;     // keys, transposed    (n_layers, n_kv_heads, head_size, max_ctx)
@@ -74,60 +82,63 @@ const char *kn_site_name(enum kn_site s) {
 // ---------------------------------------------------------------------------------------------
 // Weight preparation
 
-static float kn_elem(const struct kn_tensor *t, int64_t i) {
-    switch (t->type) {
-    case KN_F32: return ((const float *)t->data)[i];
-    case KN_F16: return qp_fp16_to_fp32(((const uint16_t *)t->data)[i]);
-    case KN_BF16: return qp_bf16_to_fp32(((const uint16_t *)t->data)[i]);
-    default: QP_ASSERT(0 && "unsupported type");
-    }
-    return 0.0f;
+// Row r of t as fp32 (n = t->ne0 floats) for any type with a dequantizer.
+static void kn_row_f32(const struct kn_tensor *t, int64_t r, float *out) {
+    size_t rb = kn_row_bytes(t->type, t->ne0);
+    kn_dequantize_row(t->type, (const uint8_t *)t->data + (size_t)r * rb, out, t->ne0);
 }
 
-static int kn_plain_type(int type) { return type == KN_F32 || type == KN_F16 || type == KN_BF16; }
-
-static int kn_lin_init(struct kn_lin *l, const struct kn_tensor *t, enum kn_gemm gemm,
+static int kn_lin_init(struct kn_lin *l, const struct kn_tensor *t, const struct kn_engine *e,
                        const char *name, char *err) {
-    if (!kn_plain_type(t->type)) {
-        const struct kn_type_info *ti = kn_type_info(t->type);
-        return qp_fail(err, QP_ENOTSUP, "tensor %s has type %s, which the fp32 engine cannot run",
-                       name, ti ? ti->name : "?");
-    }
     l->n_in = (int)t->ne0;
     l->n_out = (int)t->ne1;
-    if (gemm == KN_GEMM_BLAS) {
+    if (e->act_q8 && (l->qt = kn_qtype_for(t->type)) != NULL) { // packed: run on the blocks
+        l->q = t->data;
+        l->q_row = kn_row_bytes(t->type, t->ne0);
+        return 0;
+    }
+    if (!kn_type_has_dequant(t->type)) {
+        const struct kn_type_info *ti = kn_type_info(t->type);
+        return qp_fail(err, QP_ENOTSUP, "tensor %s has type %s, which qprobe cannot run",
+                       name, ti ? ti->name : "?");
+    }
+    float *row = qp_alloc_array((size_t)l->n_in, sizeof(float));
+    if (!row) return qp_fail(err, QP_ENOMEM, "out of memory packing %s", name);
+    if (e->gemm == KN_GEMM_BLAS) {
         if (t->type == KN_F32) {
             l->w = t->data;
-            return 0;
+        } else {
+            l->w_owned = qp_alloc_array((size_t)l->n_in * l->n_out, sizeof(float));
+            if (!l->w_owned) {
+                qp_free(row);
+                return qp_fail(err, QP_ENOMEM, "out of memory converting %s", name);
+            }
+            for (int j = 0; j < l->n_out; j++) kn_row_f32(t, j, l->w_owned + (size_t)j * l->n_in);
+            l->w = l->w_owned;
         }
-        size_t n = (size_t)l->n_in * l->n_out;
-        l->w_owned = qp_alloc_array(n, sizeof(float));
-        if (!l->w_owned) return qp_fail(err, QP_ENOMEM, "out of memory converting %s", name);
-        for (size_t i = 0; i < n; i++) l->w_owned[i] = kn_elem(t, (int64_t)i);
-        l->w = l->w_owned;
+        qp_free(row);
         return 0;
     }
     int n_panels = (l->n_out + KN_NR - 1) / KN_NR;
     l->wp = qp_calloc_array((size_t)n_panels * l->n_in, KN_NR * sizeof(float));
-    if (!l->wp) return qp_fail(err, QP_ENOMEM, "out of memory packing %s", name);
+    if (!l->wp) {
+        qp_free(row);
+        return qp_fail(err, QP_ENOMEM, "out of memory packing %s", name);
+    }
     for (int j = 0; j < l->n_out; j++) {
         float *dst = l->wp + (size_t)(j / KN_NR) * l->n_in * KN_NR + j % KN_NR;
-        if (t->type == KN_F32) {
-            const float *src = (const float *)t->data + (size_t)j * l->n_in;
-            for (int k = 0; k < l->n_in; k++) dst[(size_t)k * KN_NR] = src[k];
-        } else {
-            for (int k = 0; k < l->n_in; k++)
-                dst[(size_t)k * KN_NR] = kn_elem(t, (int64_t)j * l->n_in + k);
-        }
+        kn_row_f32(t, j, row);
+        for (int k = 0; k < l->n_in; k++) dst[(size_t)k * KN_NR] = row[k];
     }
+    qp_free(row);
     return 0;
 }
 
 // A fp32 view of a plain tensor: the data itself when F32, else a converted copy.
 static int kn_f32_view(struct kn_engine *e, const struct kn_tensor *t, const char *name,
                        const float **out, char *err) {
-    if (!kn_plain_type(t->type))
-        return qp_fail(err, QP_ENOTSUP, "tensor %s must be f32, f16 or bf16", name);
+    if (!kn_type_has_dequant(t->type))
+        return qp_fail(err, QP_ENOTSUP, "tensor %s has a type qprobe cannot read", name);
     if (t->type == KN_F32) {
         *out = t->data;
         return 0;
@@ -135,7 +146,7 @@ static int kn_f32_view(struct kn_engine *e, const struct kn_tensor *t, const cha
     int64_t n = t->ne0 * t->ne1;
     float *buf = qp_alloc_array((size_t)n, sizeof(float));
     if (!buf) return qp_fail(err, QP_ENOMEM, "out of memory converting %s", name);
-    for (int64_t i = 0; i < n; i++) buf[i] = kn_elem(t, i);
+    for (int64_t r = 0; r < t->ne1; r++) kn_row_f32(t, r, buf + r * t->ne0);
     e->owned[e->n_owned++] = buf;
     *out = buf;
     return 0;
@@ -143,7 +154,14 @@ static int kn_f32_view(struct kn_engine *e, const struct kn_tensor *t, const cha
 
 int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struct kn_engine **out,
                      char *err) {
+    struct kn_engine_opts o = {.ops = ops};
+    return kn_engine_create_opts(w, &o, out, err);
+}
+
+int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opts *o,
+                          struct kn_engine **out, char *err) {
     *out = NULL;
+    const struct kn_ops *ops = o->ops;
     int rc = kn_weights_check(w, err);
     if (rc) return rc;
     if (!ops) {
@@ -154,6 +172,7 @@ int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struc
     if (!e) return qp_fail(err, QP_ENOMEM, "out of memory");
     e->cfg = w->cfg;
     e->ops = ops;
+    e->act_q8 = o->act_q8;
     if ((rc = kn_gemm_from_env(&e->gemm, err))) {
         qp_free(e);
         return rc;
@@ -169,14 +188,14 @@ int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struc
     char name[64];
     rc = kn_f32_view(e, &w->tok_embd, "token_embd", &e->tok_embd, err);
     if (!rc) rc = kn_f32_view(e, &w->out_norm, "output_norm", &e->out_norm, err);
-    if (!rc) rc = kn_lin_init(&e->output, &w->output, e->gemm, "output", err);
+    if (!rc) rc = kn_lin_init(&e->output, &w->output, e, "output", err);
     for (int l = 0; l < L && !rc; l++) {
         const struct kn_layer_weights *lw = &w->layers[l];
         struct kn_layer *ly = &e->layers[l];
 #define KN_PREP(field, src, tag)                                                               \
         if (!rc) {                                                                             \
             snprintf(name, sizeof name, "blk.%d.%s", l, tag);                                  \
-            rc = kn_lin_init(&ly->field, &lw->src, e->gemm, name, err);                                 \
+            rc = kn_lin_init(&ly->field, &lw->src, e, name, err);                                 \
         }
         snprintf(name, sizeof name, "blk.%d.attn_norm", l);
         rc = kn_f32_view(e, &lw->attn_norm, name, &ly->attn_norm, err);
@@ -273,13 +292,15 @@ int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n
     s->proj = qp_alloc_array(B * dim, sizeof(float));
     s->hb = qp_alloc_array(B * hid, sizeof(float));
     s->hb2 = qp_alloc_array(B * hid, sizeof(float));
+    s->actq_stride = 2 * QP_MAX(dim, hid) + 512; // >= any q8 activation row (at most 1.15 B/elem)
+    s->actq = qp_alloc_array(B, s->actq_stride);
     s->scores = qp_alloc_array((size_t)n_threads * KN_QBLOCK * s->scores_stride, sizeof(float));
     s->kt = qp_alloc_array(cache, sizeof(float));
     s->vc = qp_alloc_array(cache, sizeof(float));
     size_t half = (size_t)c->head_size / 2;
     s->rope_cos = qp_alloc_array((size_t)max_ctx * half, sizeof(float));
     s->rope_sin = qp_alloc_array((size_t)max_ctx * half, sizeof(float));
-    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->mix || !s->proj || !s->hb || !s->hb2 ||
+    if (!s->x || !s->xb || !s->q || !s->k || !s->v || !s->mix || !s->proj || !s->hb || !s->hb2 || !s->actq ||
         !s->scores || !s->kt || !s->vc || !s->rope_cos || !s->rope_sin) {
         kn_state_destroy(s);
         return qp_fail(err, QP_ENOMEM, "out of memory for a context of %d tokens", max_ctx);
@@ -308,6 +329,7 @@ void kn_state_destroy(struct kn_state *s) {
     qp_free(s->proj);
     qp_free(s->hb);
     qp_free(s->hb2);
+    qp_free(s->actq);
     qp_free(s->scores);
     qp_free(s->kt);
     qp_free(s->vc);
@@ -327,6 +349,18 @@ static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const 
                       int n) {
     const struct kn_ops *ops = s->e->ops;
     int n_panels = (lin->n_out + KN_NR - 1) / KN_NR;
+    if (lin->qt) { // packed weights, quantized activations: one dot product per output
+        const struct kn_qtype *qt = lin->qt;
+        for (int r = 0; r < n; r++)
+            qt->quantize_act(x + (size_t)r * lin->n_in, s->actq + (size_t)r * s->actq_stride, lin->n_in);
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1)
+        for (int j = 0; j < lin->n_out; j++) {
+            const uint8_t *wr = lin->q + (size_t)j * lin->q_row;
+            for (int r = 0; r < n; r++)
+                y[(size_t)r * lin->n_out + j] = qt->dot(wr, s->actq + (size_t)r * s->actq_stride, lin->n_in);
+        }
+        return;
+    }
     if (s->e->gemm == KN_GEMM_BLAS) { // output columns split over threads, one sgemm each
         int parts = s->n_threads > 1 && n_panels >= 2 ? QP_MIN(s->n_threads, n_panels) : 1;
 #pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)

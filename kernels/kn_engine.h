@@ -45,8 +45,20 @@ enum kn_gemm { KN_GEMM_OWN, KN_GEMM_BLAS };
 int kn_gemm_from_env(enum kn_gemm *out, char *err); // QP_EINVAL for an unknown value
 const char *kn_gemm_name(enum kn_gemm g);            // "own", "openblas (CORE)"
 
-// Prepares w for the engine: packs every matrix (F32, F16 or BF16) into fp32 panels. w must
-// outlive the engine. ops NULL = kn_ops_best(). 0 or QP_ENOTSUP/QP_ENOMEM with a message.
+struct kn_engine_opts {
+    const struct kn_ops *ops; // NULL = kn_ops_best()
+    // 0: every matrix runs in fp32 (packed types dequantized once into fp32 panels: the weight
+    //    error alone). 1: packed types run on their blocks with activations quantized per block
+    //    as llama.cpp's CPU dot products do (q8_0 / q8_1 / q8_K); f32/f16/bf16 stay fp32.
+    int act_q8;
+};
+
+// Prepares w for the engine: plain and (with act_q8 = 0) packed matrices become fp32 panels;
+// with act_q8 packed matrices are used in place. w must outlive the engine.
+// 0 or QP_ENOTSUP/QP_ENOMEM with a message.
+int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opts *o,
+                          struct kn_engine **out, char *err);
+// The same with default options and the given kernel table (NULL = best).
 int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struct kn_engine **out,
                      char *err);
 void kn_engine_destroy(struct kn_engine *e);

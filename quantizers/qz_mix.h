@@ -15,13 +15,14 @@
 // Fallback (qz_fallback_type): a type whose block does not divide the row goes, as llama.cpp's
 // chain goes, q2_k/q3_k → iq4_nl, q4_k → q5_0, q5_k → q5_1, q6_k → q8_0; when that does not
 // fit either, or for the legacy 32-blocks (which llama.cpp refuses), f16 — the choice the
-// golden stories260K "*_ffndownF16" files document. Depends on kernels/kn_types.h.
+// golden stories260K "*_ffndownF16" files document. Depends on kernels/kn_types.h and
+// quantizers/qz_spec.h.
 #ifndef QZ_MIX_H
 #define QZ_MIX_H
 
 #include <stdint.h>
 
-enum qz_mix { QZ_MIX_NONE = 0, QZ_MIX_Q3_K_M, QZ_MIX_Q4_K_M, QZ_MIX_Q5_K_M };
+#include "qz_spec.h" // enum qz_mix
 
 // The block type (enum kn_type) the mix picks for a 2-D tensor called name (GGUF naming,
 // "blk.3.attn_v.weight"), before the fallback. has_output: the model has its own output.weight.

@@ -1,0 +1,174 @@
+// variant.c — quantizing a model under a variant spec (variant.h).
+#include "variant.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kn_blocks.h"
+#include "qp.h"
+#include "qz_ggml.h"
+#include "qz_kquants.h"
+#include "qz_mix.h"
+#include "qz_rtn.h"
+#include "qz_spec.h"
+
+static int hx_own(struct hx_quant_model *q, void *p) {
+    if (!p) return QP_ENOMEM;
+    if (q->n_owned == q->cap_owned) {
+        int cap = q->cap_owned ? 2 * q->cap_owned : 32;
+        void **nb = realloc(q->owned, (size_t)cap * sizeof *nb);
+        if (!nb) {
+            qp_free(p);
+            return QP_ENOMEM;
+        }
+        q->owned = nb;
+        q->cap_owned = cap;
+    }
+    q->owned[q->n_owned++] = p;
+    return 0;
+}
+
+void hx_tensor_name(char *buf, size_t cap, int layer, const char *what) {
+    if (layer < 0) snprintf(buf, cap, "%s.weight", what);
+    else snprintf(buf, cap, "blk.%d.%s.weight", layer, what);
+}
+
+// The source tensor as fp32 rows: its own data when F32, else a dequantized copy (owned).
+static int hx_f32_of(struct hx_quant_model *q, const struct kn_tensor *t, const float **out) {
+    if (t->type == KN_F32) {
+        *out = t->data;
+        return 0;
+    }
+    if (!kn_type_has_dequant(t->type)) return QP_ENOTSUP;
+    float *buf = qp_alloc_array((size_t)(t->ne0 * t->ne1), sizeof(float));
+    if (hx_own(q, buf)) return QP_ENOMEM;
+    size_t rb = kn_row_bytes(t->type, t->ne0);
+    for (int64_t r = 0; r < t->ne1; r++)
+        kn_dequantize_row(t->type, (const uint8_t *)t->data + (size_t)r * rb, buf + r * t->ne0, t->ne0);
+    *out = buf;
+    return 0;
+}
+
+static int hx_is_kquant(int type) {
+    return type == KN_Q2_K || type == KN_Q3_K || type == KN_Q4_K || type == KN_Q5_K || type == KN_Q6_K;
+}
+
+// Packs rows of x into blocks of type (a llama.cpp type or f16/bf16). *dst owned.
+static int hx_pack(struct hx_quant_model *q, int type, const float *x, int64_t rows, int64_t cols,
+                   struct kn_tensor *dst, char *err, const char *name) {
+    size_t rb = kn_row_bytes(type, cols);
+    uint8_t *buf = qp_alloc_array((size_t)rows, rb);
+    if (hx_own(q, buf)) return qp_fail(err, QP_ENOMEM, "out of memory quantizing %s", name);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        uint8_t *yr = buf + (size_t)r * rb;
+        int rc;
+        if (type == KN_F16 || type == KN_BF16) {
+            uint16_t *h = (uint16_t *)yr;
+            for (int64_t j = 0; j < cols; j++) h[j] = type == KN_F16 ? qp_fp32_to_fp16(xr[j]) : qp_fp32_to_bf16(xr[j]);
+            rc = 0;
+        } else if (hx_is_kquant(type)) {
+            rc = qz_quantize_row_k(type, xr, yr, cols, NULL);
+        } else {
+            rc = qz_quantize_row(type, xr, yr, cols, NULL);
+        }
+        if (rc) return qp_fail(err, rc, "cannot quantize %s as %s", name, kn_type_info(type)->name);
+    }
+    *dst = (struct kn_tensor){type, cols, rows, buf};
+    q->bytes += (uint64_t)rb * (uint64_t)rows;
+    return 0;
+}
+
+static int hx_quantize_tensor(struct hx_quant_model *q, const struct qz_variant *v, const struct kn_tensor *src,
+                              const char *name, int n_layers, struct kn_tensor *dst, char *err) {
+    int64_t rows = src->ne1, cols = src->ne0;
+    q->n_weights += rows * cols;
+    const struct qz_base *b = qz_variant_for_tensor(v, name, qz_tensor_class_of(name));
+    const float *x;
+    if (hx_f32_of(q, src, &x))
+        return qp_fail(err, QP_ENOTSUP, "cannot read %s (type %s)", name, kn_type_info(src->type)->name);
+    switch (b->method) {
+    case QZ_F32:
+        *dst = (struct kn_tensor){KN_F32, cols, rows, x};
+        q->bytes += (uint64_t)(rows * cols) * 4;
+        return 0;
+    case QZ_F16:
+    case QZ_BF16:
+        return hx_pack(q, b->method == QZ_F16 ? KN_F16 : KN_BF16, x, rows, cols, dst, err, name);
+    case QZ_RTN:
+    case QZ_NF4:
+    case QZ_FP4: {
+        float *out = qp_alloc_array((size_t)(rows * cols), sizeof(float));
+        if (hx_own(q, out)) return qp_fail(err, QP_ENOMEM, "out of memory quantizing %s", name);
+        struct qz_stats st;
+        memset(&st, 0, sizeof st);
+        int rc = qz_fake_quant(b, x, out, rows, cols, &st);
+        if (rc) return qp_fail(err, rc, "cannot quantize %s", name);
+        *dst = (struct kn_tensor){KN_F32, cols, rows, out};
+        q->bytes += st.bytes;
+        return 0;
+    }
+    case QZ_GGML:
+    case QZ_GGML_MIX: {
+        int type = b->method == QZ_GGML ? b->ggml_type : qz_mix_type(b->mix, name, n_layers, 1);
+        type = qz_fallback_type(type, cols);
+        return hx_pack(q, type, x, rows, cols, dst, err, name);
+    }
+    default: {
+        char spec[256];
+        qz_base_print(b, spec, sizeof spec);
+        return qp_fail(err, QP_ENOTSUP, "'%s' needs calibration data, which this command does not take yet", spec);
+    }
+    }
+}
+
+int hx_quant_model_create(const struct kn_weights *src, const struct qz_variant *v,
+                          struct hx_quant_model **out, char *err) {
+    *out = NULL;
+    struct hx_quant_model *q = calloc(1, sizeof *q);
+    if (!q) return qp_fail(err, QP_ENOMEM, "out of memory");
+    q->w = *src;
+    q->act_q8 = v->act == QZ_ACT_Q8;
+    int L = src->cfg.n_layers, rc = 0;
+    struct kn_layer_weights *layers = qp_calloc_array((size_t)L, sizeof *layers);
+    if (hx_own(q, layers)) {
+        free(q);
+        return qp_fail(err, QP_ENOMEM, "out of memory");
+    }
+    memcpy(layers, src->layers, (size_t)L * sizeof *layers);
+    q->w.layers = layers;
+    char name[96];
+    hx_tensor_name(name, sizeof name, -1, "token_embd");
+    rc = hx_quantize_tensor(q, v, &src->tok_embd, name, L, &q->w.tok_embd, err);
+    if (!rc) {
+        hx_tensor_name(name, sizeof name, -1, "output");
+        rc = hx_quantize_tensor(q, v, &src->output, name, L, &q->w.output, err);
+    }
+    q->w.tied = !rc && q->w.output.data == q->w.tok_embd.data;
+    static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    for (int l = 0; l < L && !rc; l++) {
+        struct kn_layer_weights *lw = &layers[l];
+        struct kn_tensor *dst[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down};
+        const struct kn_layer_weights *sl = &src->layers[l];
+        const struct kn_tensor *from[] = {&sl->wq, &sl->wk, &sl->wv, &sl->wo, &sl->w_gate, &sl->w_up, &sl->w_down};
+        for (int i = 0; i < 7 && !rc; i++) {
+            hx_tensor_name(name, sizeof name, l, what[i]);
+            rc = hx_quantize_tensor(q, v, from[i], name, L, dst[i], err);
+        }
+    }
+    if (rc) {
+        hx_quant_model_destroy(q);
+        return rc;
+    }
+    q->bits_per_weight = q->n_weights ? 8.0 * (double)q->bytes / (double)q->n_weights : 0;
+    *out = q;
+    return 0;
+}
+
+void hx_quant_model_destroy(struct hx_quant_model *q) {
+    if (!q) return;
+    for (int i = 0; i < q->n_owned; i++) qp_free(q->owned[i]);
+    free(q->owned);
+    free(q);
+}

@@ -1,0 +1,448 @@
+// qz_ggml.c — llama.cpp's reference quantizers for the legacy 32-value block formats and the
+// Q8_0/Q8_1 activations (see qz_ggml.h), written to reproduce llama.cpp c392e50 byte for byte.
+//
+// Bit-exactness rests on doing the same float operations in the same order as ggml-quants.c:
+//  - scales are computed in fp32 and rounded to fp16 once (qp_fp32_to_fp16, nearest-even);
+//    the quants are chosen with the unrounded fp32 scale, as ggml does;
+//  - three rounding conventions, each where ggml uses it: truncation of x*id + 8.5 / 16.5 / 0.5
+//    (Q4/Q5 reference), roundf (half away from zero: Q8_0/Q8_1), and nearest_int (the
+//    1.5*2^23 trick, half to even: the weighted searches);
+//  - Q4_0/Q5_0 take the scale from the value of largest magnitude with its sign (the first one
+//    on ties), so that value maps exactly to level -8 / -16.
+// The build has -ffp-contract=off, so no multiply-add is fused behind our back.
+// Depends on kernels/ (qp.h, kn_types.h, kn_blocks.h) and libc.
+#include <float.h>
+#include <math.h>
+#include <string.h>
+
+#include "kn_blocks.h"
+#include "kn_types.h"
+#include "qp.h"
+#include "qz_ggml.h"
+
+#define QK 32
+// Below this block max-abs a block counts as all zero in the weighted searches (GROUP_MAX_EPS).
+#define QZ_GROUP_MAX_EPS 1e-15f
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+// Round to nearest, ties to even, for |f| <= 2^22: adding 1.5*2^23 leaves the rounded integer in
+// the low mantissa bits (ggml's nearest_int).
+static int nearest_int(float f) {
+    float v = f + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+// ggml's reference conversions of a float to a small integer: C truncation toward zero.
+static int trunc_int(float f) { return (int)f; }
+
+static void put_qh(uint8_t qh[4], uint32_t v) {
+    qh[0] = (uint8_t)v;
+    qh[1] = (uint8_t)(v >> 8);
+    qh[2] = (uint8_t)(v >> 16);
+    qh[3] = (uint8_t)(v >> 24);
+}
+
+// Packs 32 levels L (0..15 or 0..31) into nibbles (value j low, j+16 high) and fifth bits.
+static void pack_nibbles(const uint8_t *L, uint8_t qs[16]) {
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((L[j] & 0x0f) | (L[j + 16] & 0x0f) << 4);
+}
+
+static uint32_t high_bits(const uint8_t *L) {
+    uint32_t qh = 0;
+    for (int j = 0; j < QK; j++) qh |= (uint32_t)((L[j] >> 4) & 1) << j;
+    return qh;
+}
+
+// The value of largest magnitude, with its sign; the first one wins ties.
+static float signed_absmax(const float *x, int n) {
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < n; j++) {
+        if (amax < fabsf(x[j])) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    }
+    return max;
+}
+
+// Index of the level of `val` (16 ascending values) nearest to x; ties go up (the pre-2025
+// binary search of ggml's best_index_int8, kept for its exact tie and rounding behaviour).
+static int best_index_iq4(const int8_t *val, float x) {
+    if (x <= val[0]) return 0;
+    if (x >= val[15]) return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (x < val[mid]) hi = mid;
+        else lo = mid;
+    }
+    return x - val[hi - 1] < val[hi] - x ? hi - 1 : hi;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reference (no imatrix) block quantizers: quantize_row_<t>_ref for one block.
+
+static void ref_q4_0(const float *x, struct kn_block_q4_0 *y) {
+    const float max = signed_absmax(x, QK);
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y->d = qp_fp32_to_fp16(d);
+    uint8_t L[QK];
+    for (int j = 0; j < QK; j++) L[j] = (uint8_t)QP_MIN(15, trunc_int(x[j] * id + 8.5f));
+    pack_nibbles(L, y->qs);
+}
+
+static void ref_q4_1(const float *x, struct kn_block_q4_1 *y) {
+    float min = FLT_MAX, max = -FLT_MAX;
+    for (int j = 0; j < QK; j++) {
+        if (x[j] < min) min = x[j];
+        if (x[j] > max) max = x[j];
+    }
+    const float d = (max - min) / 15.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y->d = qp_fp32_to_fp16(d);
+    y->m = qp_fp32_to_fp16(min);
+    uint8_t L[QK];
+    for (int j = 0; j < QK; j++) L[j] = (uint8_t)QP_MIN(15, trunc_int((x[j] - min) * id + 0.5f));
+    pack_nibbles(L, y->qs);
+}
+
+static void ref_q5_0(const float *x, struct kn_block_q5_0 *y) {
+    const float max = signed_absmax(x, QK);
+    const float d = max / -16.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y->d = qp_fp32_to_fp16(d);
+    uint8_t L[QK];
+    for (int j = 0; j < QK; j++) L[j] = (uint8_t)QP_MIN(31, trunc_int(x[j] * id + 16.5f));
+    pack_nibbles(L, y->qs);
+    put_qh(y->qh, high_bits(L));
+}
+
+static void ref_q5_1(const float *x, struct kn_block_q5_1 *y) {
+    float min = FLT_MAX, max = -FLT_MAX;
+    for (int j = 0; j < QK; j++) {
+        if (x[j] < min) min = x[j];
+        if (x[j] > max) max = x[j];
+    }
+    const float d = (max - min) / 31.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    y->d = qp_fp32_to_fp16(d);
+    y->m = qp_fp32_to_fp16(min);
+    uint8_t L[QK];
+    // No clamp here in ggml: (max - min) * id + 0.5 stays below 32.
+    for (int j = 0; j < QK; j++) L[j] = (uint8_t)trunc_int((x[j] - min) * id + 0.5f);
+    pack_nibbles(L, y->qs);
+    put_qh(y->qh, high_bits(L));
+}
+
+// Shared by Q8_0 weights and activations. Returns d (fp32) for Q8_1's s.
+static float ref_q8(const float *x, uint16_t *dh, int8_t *qs) {
+    float amax = 0.0f;
+    for (int j = 0; j < QK; j++) amax = QP_MAX(amax, fabsf(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    *dh = qp_fp32_to_fp16(d);
+    for (int j = 0; j < QK; j++) qs[j] = (int8_t)roundf(x[j] * id);
+    return d;
+}
+
+static void ref_q8_1(const float *x, struct kn_block_q8_1 *y) {
+    const float d = ref_q8(x, &y->d, y->qs);
+    int sum = 0;
+    for (int j = 0; j < QK; j++) sum += y->qs[j];
+    y->s = qp_fp32_to_fp16((float)sum * d);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weighted searches (imatrix path), as ggml's make_qx_quants (rmse_type 1 with weights) and
+// make_qkx3_quants (with weights).
+
+// Symmetric levels -nmax..nmax-1: tries iscale = -(nmax + 0.1*is)/max for is = -9..9 and keeps
+// the one maximising (sum w x l)^2 / sum w l^2. L gets l + nmax. Returns the scale.
+static float make_qx_quants_w(int n, int nmax, const float *x, uint8_t *L, const float *w) {
+    float max = 0.0f, amax = 0.0f;
+    for (int i = 0; i < n; i++) {
+        const float ax = fabsf(x[i]);
+        if (ax > amax) {
+            amax = ax;
+            max = x[i];
+        }
+    }
+    if (amax < QZ_GROUP_MAX_EPS) {
+        memset(L, 0, (size_t)n);
+        return 0.0f;
+    }
+    float iscale = (float)-nmax / max;
+    float sumlx = 0.0f, suml2 = 0.0f;
+    for (int i = 0; i < n; i++) {
+        int l = nearest_int(iscale * x[i]);
+        l = QP_MAX(-nmax, QP_MIN(nmax - 1, l));
+        L[i] = (uint8_t)(l + nmax);
+        sumlx += w[i] * x[i] * (float)l;
+        suml2 += w[i] * (float)l * (float)l;
+    }
+    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
+    float best = scale * sumlx;
+    for (int is = -9; is <= 9; is++) {
+        if (is == 0) continue;
+        iscale = -((float)nmax + 0.1f * (float)is) / max;
+        sumlx = suml2 = 0.0f;
+        for (int i = 0; i < n; i++) {
+            int l = nearest_int(iscale * x[i]);
+            l = QP_MAX(-nmax, QP_MIN(nmax - 1, l));
+            sumlx += w[i] * x[i] * (float)l;
+            suml2 += w[i] * (float)l * (float)l;
+        }
+        if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
+            for (int i = 0; i < n; i++) {
+                int l = nearest_int(iscale * x[i]);
+                L[i] = (uint8_t)(nmax + QP_MAX(-nmax, QP_MIN(nmax - 1, l)));
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+// Asymmetric levels 0..nmax with a minimum <= 0: starts from the min/max fit, then tries
+// iscale = (rmin + rdelta*is + nmax)/(max - min) for is = 0..nstep, solving the weighted
+// least-squares scale and minimum for each set of levels and keeping the lowest weighted squared
+// error. *the_min gets -min (>= 0). Returns the scale.
+static float make_qkx3_quants_w(int n, int nmax, const float *x, const float *w, uint8_t *L,
+                                float *the_min, uint8_t *Laux, float rmin, float rdelta,
+                                int nstep) {
+    float min = x[0], max = x[0];
+    float sum_w = w[0];
+    float sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < min) min = x[i];
+        if (x[i] > max) max = x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if (min > 0.0f) min = 0.0f;
+    if (max <= min) {
+        memset(L, 0, (size_t)n);
+        *the_min = -min;
+        return 0.0f;
+    }
+    float iscale = (float)nmax / (max - min);
+    float scale = 1.0f / iscale;
+    float best_err = 0.0f;
+    for (int i = 0; i < n; i++) {
+        const int l = nearest_int(iscale * (x[i] - min));
+        L[i] = (uint8_t)QP_MAX(0, QP_MIN(nmax, l));
+        float diff = scale * (float)L[i] + min - x[i];
+        diff = diff * diff;
+        best_err += w[i] * diff;
+    }
+    for (int is = 0; is <= nstep; is++) {
+        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
+        float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
+        for (int i = 0; i < n; i++) {
+            // min is the best fit so far and may sit near max: clamp before rounding so that
+            // nearest_int never sees an out-of-range value (same levels as clamping after).
+            const float v = iscale * (x[i] - min);
+            const int l = v > 0.0f ? nearest_int(QP_MIN(v, (float)nmax)) : 0;
+            Laux[i] = (uint8_t)l;
+            sum_l += w[i] * (float)l;
+            sum_l2 += w[i] * (float)l * (float)l;
+            sum_xl += w[i] * (float)l * x[i];
+        }
+        const float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0.0f) {
+            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            if (this_min > 0.0f) {
+                this_min = 0.0f;
+                this_scale = sum_xl / sum_l2;
+            }
+            float err = 0.0f;
+            for (int i = 0; i < n; i++) {
+                float diff = this_scale * (float)Laux[i] + this_min - x[i];
+                diff = diff * diff;
+                err += w[i] * diff;
+            }
+            if (err < best_err) {
+                memcpy(L, Laux, (size_t)n);
+                best_err = err;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    *the_min = -min;
+    return scale;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weighted block quantizers (quantize_row_<t>_impl with quant_weights). w: 32 weights.
+
+static void imp_q4_0(const float *x, const float *w, struct kn_block_q4_0 *y) {
+    uint8_t L[QK];
+    const float d = make_qx_quants_w(QK, 8, x, L, w);
+    y->d = qp_fp32_to_fp16(d);
+    pack_nibbles(L, y->qs);
+}
+
+static void imp_q5_0(const float *x, const float *w, struct kn_block_q5_0 *y) {
+    uint8_t L[QK];
+    const float d = make_qx_quants_w(QK, 16, x, L, w);
+    y->d = qp_fp32_to_fp16(d);
+    pack_nibbles(L, y->qs);
+    put_qh(y->qh, high_bits(L));
+}
+
+static void imp_q4_1(const float *x, const float *w, struct kn_block_q4_1 *y) {
+    uint8_t L[QK], Laux[QK];
+    float min;
+    const float d = make_qkx3_quants_w(QK, 15, x, w, L, &min, Laux, -0.9f, 0.05f, 36);
+    y->d = qp_fp32_to_fp16(d);
+    y->m = qp_fp32_to_fp16(-min);
+    pack_nibbles(L, y->qs);
+}
+
+static void imp_q5_1(const float *x, const float *w, struct kn_block_q5_1 *y) {
+    uint8_t L[QK], Laux[QK];
+    float min;
+    const float d = make_qkx3_quants_w(QK, 31, x, w, L, &min, Laux, -0.9f, 0.05f, 36);
+    y->d = qp_fp32_to_fp16(d);
+    y->m = qp_fp32_to_fp16(-min);
+    pack_nibbles(L, y->qs);
+    put_qh(y->qh, high_bits(L));
+}
+
+// IQ4_NL, one 32-value block: quantize_row_iq4_nl_impl(32, 32, ..., ntry) with super block ==
+// block. qw: 32 importances or NULL (then the weights are x^2). Starts from d = -max/values[0]
+// (the largest magnitude maps to level -127), then tries id = (itry + values[0])/max for
+// itry = -ntry..ntry, keeping the best weighted least-squares scale; the final levels are
+// re-picked with 1/scale.
+static void iq4_nl_block(const float *x, const float *qw, int ntry, struct kn_block_iq4_nl *y) {
+    const int8_t *values = kn_iq4nl_values;
+    float weight[QK];
+    uint8_t L[QK];
+    float sigma2 = 0.0f;
+    for (int j = 0; j < QK; j++) sigma2 += x[j] * x[j];
+    sigma2 *= 2.0f / QK;
+    for (int j = 0; j < QK; j++)
+        weight[j] = qw ? qw[j] * sqrtf(sigma2 + x[j] * x[j]) : x[j] * x[j];
+
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < QK; j++) {
+        const float ax = fabsf(x[j]);
+        if (ax > amax) {
+            amax = ax;
+            max = x[j];
+        }
+    }
+    float scale = 0.0f;
+    if (amax >= QZ_GROUP_MAX_EPS) {
+        float d = ntry > 0 ? -max / (float)values[0] : max / (float)values[0];
+        float id = 1.0f / d;
+        float sumqx = 0.0f, sumq2 = 0.0f;
+        for (int j = 0; j < QK; j++) {
+            const int l = best_index_iq4(values, id * x[j]);
+            const float q = (float)values[l];
+            sumqx += weight[j] * q * x[j];
+            sumq2 += weight[j] * q * q;
+        }
+        d = sumq2 > 0.0f ? sumqx / sumq2 : 0.0f;
+        float best = d * sumqx;
+        for (int itry = -ntry; itry <= ntry; itry++) {
+            id = (float)(itry + values[0]) / max;
+            sumqx = sumq2 = 0.0f;
+            for (int j = 0; j < QK; j++) {
+                const int l = best_index_iq4(values, id * x[j]);
+                const float q = (float)values[l];
+                sumqx += weight[j] * q * x[j];
+                sumq2 += weight[j] * q * q;
+            }
+            if (sumq2 > 0.0f && sumqx * sumqx > best * sumq2) {
+                d = sumqx / sumq2;
+                best = d * sumqx;
+            }
+        }
+        scale = d;
+    }
+    y->d = qp_fp32_to_fp16(scale);
+    // ggml re-picks the levels only when ntry > 0 (always, here); an all-zero block then gets
+    // level 8 (value 1) everywhere with d = 0.
+    const float id = scale != 0.0f ? 1.0f / scale : 0.0f;
+    for (int j = 0; j < QK; j++) L[j] = (uint8_t)best_index_iq4(values, id * x[j]);
+    pack_nibbles(L, y->qs);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Public
+
+static int is_weight_type(int type) {
+    return type == KN_Q8_0 || type == KN_Q4_0 || type == KN_Q4_1 || type == KN_Q5_0 ||
+           type == KN_Q5_1 || type == KN_IQ4_NL;
+}
+
+int qz_quantize_row(int type, const float *x, void *y, int64_t n, const float *imatrix) {
+    if (!is_weight_type(type)) return QP_ENOTSUP;
+    if (n <= 0 || n % QK != 0) return QP_EINVAL;
+    const int64_t nb = n / QK;
+
+    if (type == KN_IQ4_NL) { // weights are per block; the imatrix enters block by block
+        struct kn_block_iq4_nl *b = y;
+        for (int64_t i = 0; i < nb; i++)
+            iq4_nl_block(x + QK * i, imatrix ? imatrix + QK * i : NULL, 7, &b[i]);
+        return 0;
+    }
+    if (!imatrix || type == KN_Q8_0) {
+        for (int64_t i = 0; i < nb; i++) {
+            const float *xb = x + QK * i;
+            switch (type) {
+            case KN_Q4_0: ref_q4_0(xb, (struct kn_block_q4_0 *)y + i); break;
+            case KN_Q4_1: ref_q4_1(xb, (struct kn_block_q4_1 *)y + i); break;
+            case KN_Q5_0: ref_q5_0(xb, (struct kn_block_q5_0 *)y + i); break;
+            case KN_Q5_1: ref_q5_1(xb, (struct kn_block_q5_1 *)y + i); break;
+            case KN_Q8_0: {
+                struct kn_block_q8_0 *b = (struct kn_block_q8_0 *)y + i;
+                ref_q8(xb, &b->d, b->qs);
+                break;
+            }
+            }
+        }
+        return 0;
+    }
+
+    // imatrix: sigma2 is the mean square over the whole row.
+    float sum_x2 = 0.0f;
+    for (int64_t j = 0; j < n; j++) sum_x2 += x[j] * x[j];
+    const float sigma2 = sum_x2 / (float)n;
+    float w[QK];
+    for (int64_t i = 0; i < nb; i++) {
+        const float *xb = x + QK * i;
+        const float *qw = imatrix + QK * i;
+        for (int j = 0; j < QK; j++) w[j] = qw[j] * sqrtf(sigma2 + xb[j] * xb[j]);
+        switch (type) {
+        case KN_Q4_0: imp_q4_0(xb, w, (struct kn_block_q4_0 *)y + i); break;
+        case KN_Q4_1: imp_q4_1(xb, w, (struct kn_block_q4_1 *)y + i); break;
+        case KN_Q5_0: imp_q5_0(xb, w, (struct kn_block_q5_0 *)y + i); break;
+        case KN_Q5_1: imp_q5_1(xb, w, (struct kn_block_q5_1 *)y + i); break;
+        }
+    }
+    return 0;
+}
+
+int qz_quantize_act_row(int type, const float *x, void *y, int64_t n) {
+    if (type != KN_Q8_0 && type != KN_Q8_1) return QP_ENOTSUP;
+    if (n <= 0 || n % QK != 0) return QP_EINVAL;
+    for (int64_t i = 0; i < n / QK; i++) {
+        if (type == KN_Q8_0) {
+            struct kn_block_q8_0 *b = (struct kn_block_q8_0 *)y + i;
+            ref_q8(x + QK * i, &b->d, b->qs);
+        } else {
+            ref_q8_1(x + QK * i, (struct kn_block_q8_1 *)y + i);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,659 @@
+// qz_spec.c — parsing and canonical printing of quantization variant specs (see qz_spec.h for
+// the grammar and the canonical form).
+//
+// Depends on kernels/ headers (qp.h, kn_types.h), libc and POSIX regex only; never on harness/.
+#include "qz_spec.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "kn_types.h"
+#include "qp.h"
+
+// ---------------------------------------------------------------------------------------------
+// Tables.
+
+static const char *const tc_names[QZ_TC_COUNT] = {
+    [QZ_TC_EMBED] = "embed",       [QZ_TC_OUTPUT] = "output",   [QZ_TC_ATTN_Q] = "attn_q",
+    [QZ_TC_ATTN_K] = "attn_k",     [QZ_TC_ATTN_V] = "attn_v",   [QZ_TC_ATTN_OUTPUT] = "attn_output",
+    [QZ_TC_FFN_GATE] = "ffn_gate", [QZ_TC_FFN_UP] = "ffn_up",   [QZ_TC_FFN_DOWN] = "ffn_down",
+    [QZ_TC_NORM] = "norm",
+};
+
+// The llama.cpp types a spec may name, spelled as specs spell them (lowercase).
+static const struct {
+    const char *name;
+    int type;
+} ggml_names[] = {
+    {"q8_0", KN_Q8_0}, {"q4_0", KN_Q4_0}, {"q4_1", KN_Q4_1}, {"q5_0", KN_Q5_0},
+    {"q5_1", KN_Q5_1}, {"q2_k", KN_Q2_K}, {"q3_k", KN_Q3_K}, {"q4_k", KN_Q4_K},
+    {"q5_k", KN_Q5_K}, {"q6_k", KN_Q6_K}, {"iq4_nl", KN_IQ4_NL},
+};
+
+static const struct {
+    const char *name;
+    enum qz_mix mix;
+    int base_type;
+} mix_names[] = {
+    {"q3_k_m", QZ_MIX_Q3_K_M, KN_Q3_K},
+    {"q4_k_m", QZ_MIX_Q4_K_M, KN_Q4_K},
+    {"q5_k_m", QZ_MIX_Q5_K_M, KN_Q5_K},
+};
+
+#define GPTQ_DEFAULT_DAMP 0.01
+#define SQ_DEFAULT_ALPHA 0.5
+#define NFP4_DEFAULT_GROUP 64
+
+// Kept short: the whole message must fit in QP_ERRLEN (prefix ≤ 56, reason < WHY_LEN, this).
+static const char valid_forms[] =
+    "valid forms: f32 | f16 | bf16 | rtn:bits=2..8:{tensor|channel|group=G}:{sym|asym}[:clip=mse]"
+    " | {nf4|fp4}[:group=G][:dq] | q8_0|q4_0|q4_1|q5_0|q5_1|q{2..6}_k|iq4_nl|q{3,4,5}_k_m"
+    " | gptq:{bits=B:group=G[:asym]|TYPE}[:actorder][:static][:damp=X] | awq:bits=B:group=G[:asym]"
+    " | smoothquant[:alpha=X]; clauses ;keep=CLASS,... ;act=f32|q8 ;name~REGEX=BASE";
+
+// ---------------------------------------------------------------------------------------------
+// Helpers: quoting for messages, a bounded string builder, number parsing and printing.
+
+// Copies s into dst (dst_cap bytes) for quoting in a one-line message: control characters become
+// '?', and text beyond max characters is cut and marked with "...".
+static void quote(char *dst, size_t dst_cap, const char *s, size_t max) {
+    size_t n = 0;
+    for (; s[n] && n < max && n + 4 < dst_cap; n++) dst[n] = iscntrl((unsigned char)s[n]) ? '?' : s[n];
+    if (s[n] && n + 4 <= dst_cap) memcpy(dst + n, "...", 3), n += 3;
+    dst[n] = 0;
+}
+
+#define WHY_LEN 112  // the reason part of a message, with its NUL
+#define QUOTE_PART 28 // characters of a bad part quoted in the reason
+#define QUOTE_SPEC 32 // characters of the spec quoted in the message
+
+static int why(char *w, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int why(char *w, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(w, WHY_LEN, fmt, ap);
+    va_end(ap);
+    return QP_EINVAL;
+}
+
+// A bounded builder: len counts every character asked for, so overflow is detected at the end.
+struct sb {
+    char *buf;
+    size_t cap, len;
+};
+
+static void sb_add(struct sb *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_add(struct sb *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    size_t room = b->len < b->cap ? b->cap - b->len : 0;
+    int n = vsnprintf(room ? b->buf + b->len : NULL, room, fmt, ap);
+    va_end(ap);
+    if (n > 0) b->len += (size_t)n;
+}
+
+static int sb_finish(struct sb *b) {
+    if (b->cap > 0 && b->len >= b->cap) b->buf[b->cap - 1] = 0;
+    if (b->len >= b->cap || b->len > (size_t)INT32_MAX) return QP_ERANGE;
+    return (int)b->len;
+}
+
+// Shortest %g form that reads back as the same double (so that print(parse(s)) is canonical).
+static void fmt_real(char *out, size_t cap, double x) {
+    for (int p = 1; p <= 17; p++) {
+        snprintf(out, cap, "%.*g", p, x);
+        if (strtod(out, NULL) == x) return;
+    }
+}
+
+// A decimal integer: digits only, at most 10 of them.
+static int parse_int(const char *s, int64_t *out) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 10) return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+// A plain decimal real (digits, '.', exponent); no sign, no hex, inf or nan.
+static int parse_real(const char *s, double *out) {
+    if (!*s || !(isdigit((unsigned char)s[0]) || s[0] == '.')) return -1;
+    for (const char *p = s; *p; p++)
+        if (!isdigit((unsigned char)*p) && !strchr(".eE+-", *p)) return -1;
+    errno = 0;
+    char *end;
+    double v = strtod(s, &end);
+    if (*end || errno || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+static int ggml_lookup(const char *s) {
+    for (size_t i = 0; i < QP_ARRAY_LEN(ggml_names); i++)
+        if (strcasecmp(s, ggml_names[i].name) == 0) return ggml_names[i].type;
+    return -1;
+}
+
+static const char *ggml_name(int type) {
+    for (size_t i = 0; i < QP_ARRAY_LEN(ggml_names); i++)
+        if (ggml_names[i].type == type) return ggml_names[i].name;
+    return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
+// BASE parsing. The text is split on ':' into the method and its options; each option is
+// recognised on its own (any order), then the method checks which it allows and requires.
+
+enum opt {
+    OPT_BITS, OPT_TENSOR, OPT_CHANNEL, OPT_GROUP, OPT_SYM, OPT_ASYM, OPT_CLIP, OPT_DQ,
+    OPT_ACTORDER, OPT_STATIC, OPT_DAMP, OPT_ALPHA, OPT_TYPE, OPT_COUNT
+};
+
+#define BIT(o) (1u << (o))
+#define MAX_OPTS 16
+
+struct opts {
+    unsigned seen;
+    const char *text[OPT_COUNT]; // each option as written, for messages
+    int64_t bits, group;
+    double damp, alpha;
+    int type;
+};
+
+// Parses one option token into o. 0 or QP_EINVAL with the reason in w.
+static int parse_opt(const char *method, const char *t, struct opts *o, char *w) {
+    char q[QUOTE_PART + 8];
+    quote(q, sizeof q, t, QUOTE_PART);
+    if (!*t) return why(w, "empty option after '%s'", method);
+    const char *eq = strchr(t, '=');
+    size_t klen = eq ? (size_t)(eq - t) : strlen(t);
+    const char *val = eq ? eq + 1 : NULL;
+    enum opt k;
+#define KEY(s) (klen == strlen(s) && strncmp(t, s, klen) == 0)
+    if (KEY("bits")) k = OPT_BITS;
+    else if (KEY("tensor")) k = OPT_TENSOR;
+    else if (KEY("channel")) k = OPT_CHANNEL;
+    else if (KEY("group")) k = OPT_GROUP;
+    else if (KEY("sym")) k = OPT_SYM;
+    else if (KEY("asym")) k = OPT_ASYM;
+    else if (KEY("clip")) k = OPT_CLIP;
+    else if (KEY("dq")) k = OPT_DQ;
+    else if (KEY("actorder")) k = OPT_ACTORDER;
+    else if (KEY("static")) k = OPT_STATIC;
+    else if (KEY("damp")) k = OPT_DAMP;
+    else if (KEY("alpha")) k = OPT_ALPHA;
+    else if (!eq && strcmp(method, "gptq") == 0 && ggml_lookup(t) >= 0) k = OPT_TYPE;
+    else return why(w, "unknown option '%s' of %s", q, method);
+#undef KEY
+    if (o->seen & BIT(k)) return why(w, "option '%s' given twice", q);
+    bool wants_value = k == OPT_BITS || k == OPT_GROUP || k == OPT_CLIP || k == OPT_DAMP ||
+                       k == OPT_ALPHA;
+    if (wants_value && !val) return why(w, "option '%s' needs a value ('%s=...')", q, q);
+    if (!wants_value && val) return why(w, "option '%s' takes no value", q);
+    switch (k) {
+    case OPT_BITS:
+        if (parse_int(val, &o->bits) || o->bits < 2 || o->bits > 8)
+            return why(w, "'%s': bits must be 2..8", q);
+        break;
+    case OPT_GROUP:
+        if (parse_int(val, &o->group) || o->group < 1 || o->group > QZ_MAX_GROUP)
+            return why(w, "'%s': group must be an integer 1..%d", q, QZ_MAX_GROUP);
+        break;
+    case OPT_CLIP:
+        if (strcmp(val, "mse") != 0) return why(w, "'%s': clip must be mse", q);
+        break;
+    case OPT_DAMP:
+        if (parse_real(val, &o->damp) || !(o->damp > 0 && o->damp <= 1))
+            return why(w, "'%s': damp must be a number in (0, 1]", q);
+        break;
+    case OPT_ALPHA:
+        if (parse_real(val, &o->alpha) || !(o->alpha >= 0 && o->alpha <= 1))
+            return why(w, "'%s': alpha must be a number in [0, 1]", q);
+        break;
+    case OPT_TYPE: o->type = ggml_lookup(t); break;
+    default: break;
+    }
+    o->seen |= BIT(k);
+    o->text[k] = t;
+    return 0;
+}
+
+// Fails when an option outside `allowed` was given.
+static int check_allowed(const char *method, const struct opts *o, unsigned allowed, char *w) {
+    for (int k = 0; k < OPT_COUNT; k++)
+        if ((o->seen & BIT(k)) && !(allowed & BIT(k))) {
+            char q[QUOTE_PART + 8];
+            quote(q, sizeof q, o->text[k], QUOTE_PART);
+            return why(w, "'%s' is not an option of %s", q, method);
+        }
+    return 0;
+}
+
+// Parses a BASE held in s (modified: split in place). in_rule forbids mixes.
+static int parse_base(char *s, bool in_rule, struct qz_base *b, char *w) {
+    memset(b, 0, sizeof *b);
+    b->ggml_type = -1;
+    b->gran = QZ_TENSOR;
+    char *tok[MAX_OPTS + 1];
+    int nt = 0;
+    for (char *p = s;;) {
+        if (nt == MAX_OPTS + 1) return why(w, "too many ':' options (at most %d)", MAX_OPTS);
+        tok[nt++] = p;
+        char *c = strchr(p, ':');
+        if (!c) break;
+        *c = 0;
+        p = c + 1;
+    }
+    const char *m = tok[0];
+    char qm[QUOTE_PART + 8];
+    quote(qm, sizeof qm, m, QUOTE_PART);
+    if (!*m) return why(w, "missing method");
+
+    // Methods without options.
+    static const struct {
+        const char *name;
+        enum qz_method method;
+        int bits;
+    } plain[] = {{"f32", QZ_F32, 32}, {"f16", QZ_F16, 16}, {"bf16", QZ_BF16, 16}};
+    for (size_t i = 0; i < QP_ARRAY_LEN(plain); i++)
+        if (strcmp(m, plain[i].name) == 0) {
+            if (nt > 1) return why(w, "%s takes no options", m);
+            b->method = plain[i].method;
+            b->bits = plain[i].bits;
+            return 0;
+        }
+    int type = ggml_lookup(m);
+    if (type >= 0) {
+        if (nt > 1) return why(w, "%s takes no options", ggml_name(type));
+        b->method = QZ_GGML;
+        b->ggml_type = type;
+        return 0;
+    }
+    for (size_t i = 0; i < QP_ARRAY_LEN(mix_names); i++)
+        if (strcasecmp(m, mix_names[i].name) == 0) {
+            if (nt > 1) return why(w, "%s takes no options", mix_names[i].name);
+            if (in_rule)
+                return why(w, "'%s' is a whole-model mix; a name~ rule needs one type", mix_names[i].name);
+            b->method = QZ_GGML_MIX;
+            b->mix = mix_names[i].mix;
+            b->ggml_type = mix_names[i].base_type;
+            return 0;
+        }
+
+    const char *method;
+    if (strcmp(m, "rtn") == 0) method = "rtn";
+    else if (strcmp(m, "nf4") == 0) method = "nf4";
+    else if (strcmp(m, "fp4") == 0) method = "fp4";
+    else if (strcmp(m, "gptq") == 0) method = "gptq";
+    else if (strcmp(m, "awq") == 0) method = "awq";
+    else if (strcmp(m, "smoothquant") == 0) method = "smoothquant";
+    else return why(w, "unknown method '%s'", qm);
+
+    struct opts o = {.damp = GPTQ_DEFAULT_DAMP, .alpha = SQ_DEFAULT_ALPHA, .type = -1};
+    for (int i = 1; i < nt; i++) {
+        int rc = parse_opt(method, tok[i], &o, w);
+        if (rc) return rc;
+    }
+    int rc;
+    if (strcmp(method, "rtn") == 0) {
+        unsigned g = BIT(OPT_TENSOR) | BIT(OPT_CHANNEL) | BIT(OPT_GROUP);
+        if ((rc = check_allowed(method, &o, BIT(OPT_BITS) | g | BIT(OPT_SYM) | BIT(OPT_ASYM) | BIT(OPT_CLIP), w)))
+            return rc;
+        if (!(o.seen & BIT(OPT_BITS))) return why(w, "rtn needs bits=B");
+        unsigned gs = o.seen & g;
+        if (!gs) return why(w, "rtn needs a granularity: tensor, channel or group=G");
+        if (gs & (gs - 1)) return why(w, "rtn takes one granularity: tensor, channel or group=G");
+        unsigned ss = o.seen & (BIT(OPT_SYM) | BIT(OPT_ASYM));
+        if (!ss) return why(w, "rtn needs sym or asym");
+        if (ss & (ss - 1)) return why(w, "rtn takes one of sym or asym");
+        b->method = QZ_RTN;
+        b->bits = (int)o.bits;
+        b->gran = gs == BIT(OPT_TENSOR) ? QZ_TENSOR : gs == BIT(OPT_CHANNEL) ? QZ_CHANNEL : QZ_GROUP;
+        b->group = b->gran == QZ_GROUP ? o.group : 0;
+        b->sym = ss == BIT(OPT_SYM);
+        b->clip_mse = o.seen & BIT(OPT_CLIP);
+    } else if (strcmp(method, "nf4") == 0 || strcmp(method, "fp4") == 0) {
+        if ((rc = check_allowed(method, &o, BIT(OPT_GROUP) | BIT(OPT_DQ), w))) return rc;
+        b->method = method[0] == 'n' ? QZ_NF4 : QZ_FP4;
+        b->bits = 4;
+        b->gran = QZ_GROUP;
+        b->group = (o.seen & BIT(OPT_GROUP)) ? o.group : NFP4_DEFAULT_GROUP;
+        b->sym = true;
+        b->dq = o.seen & BIT(OPT_DQ);
+    } else if (strcmp(method, "gptq") == 0) {
+        unsigned flags = BIT(OPT_ACTORDER) | BIT(OPT_STATIC) | BIT(OPT_DAMP);
+        b->method = QZ_GPTQ;
+        if (o.seen & BIT(OPT_TYPE)) {
+            if ((rc = check_allowed("gptq:TYPE", &o, BIT(OPT_TYPE) | flags, w))) return rc;
+            b->ggml_type = o.type;
+        } else {
+            if ((rc = check_allowed(method, &o, BIT(OPT_BITS) | BIT(OPT_GROUP) | BIT(OPT_ASYM) | flags, w)))
+                return rc;
+            if ((o.seen & (BIT(OPT_BITS) | BIT(OPT_GROUP))) != (BIT(OPT_BITS) | BIT(OPT_GROUP)))
+                return why(w, "gptq needs bits=B:group=G or a llama.cpp type (gptq:q4_k)");
+            b->bits = (int)o.bits;
+            b->gran = QZ_GROUP;
+            b->group = o.group;
+            b->sym = !(o.seen & BIT(OPT_ASYM));
+        }
+        b->actorder = o.seen & BIT(OPT_ACTORDER);
+        b->static_groups = o.seen & BIT(OPT_STATIC);
+        b->damp = o.damp;
+    } else if (strcmp(method, "awq") == 0) {
+        if ((rc = check_allowed(method, &o, BIT(OPT_BITS) | BIT(OPT_GROUP) | BIT(OPT_ASYM), w))) return rc;
+        if ((o.seen & (BIT(OPT_BITS) | BIT(OPT_GROUP))) != (BIT(OPT_BITS) | BIT(OPT_GROUP)))
+            return why(w, "awq needs bits=B:group=G");
+        b->method = QZ_AWQ;
+        b->bits = (int)o.bits;
+        b->gran = QZ_GROUP;
+        b->group = o.group;
+        b->sym = !(o.seen & BIT(OPT_ASYM));
+    } else { // smoothquant
+        if ((rc = check_allowed(method, &o, BIT(OPT_ALPHA), w))) return rc;
+        b->method = QZ_SMOOTHQUANT;
+        b->bits = 8;
+        b->sym = true;
+        b->alpha = o.alpha;
+    }
+    return 0;
+}
+
+// The full one-line message for a failed parse of spec; it always fits in QP_ERRLEN.
+_Static_assert(sizeof "bad spec '': ; " - 1 + QUOTE_SPEC + 3 + WHY_LEN - 1 + sizeof valid_forms <= QP_ERRLEN,
+               "a spec error message may not fit in QP_ERRLEN");
+static int spec_fail(char *err, const char *spec, const char *w) {
+    char q[QUOTE_SPEC + 8];
+    quote(q, sizeof q, spec, QUOTE_SPEC);
+    return qp_fail(err, QP_EINVAL, "bad spec '%s': %s; %s", q, w, valid_forms);
+}
+
+int qz_base_parse(const char *s, struct qz_base *out, char *err) {
+    char w[WHY_LEN] = "";
+    size_t n = strlen(s);
+    if (n > QZ_SPEC_MAX) {
+        why(w, "longer than %d bytes", QZ_SPEC_MAX);
+        return spec_fail(err, s, w);
+    }
+    char *copy = malloc(n + 1);
+    if (!copy) return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
+    memcpy(copy, s, n + 1);
+    struct qz_base b;
+    int rc = strchr(s, ';') ? why(w, "a base has no ';' clauses") : parse_base(copy, false, &b, w);
+    free(copy);
+    if (rc) return spec_fail(err, s, w);
+    *out = b;
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// VARIANT parsing.
+
+static int parse_keep(char *list, unsigned *keep, char *w) {
+    if (!*list) return why(w, "keep= needs class names");
+    for (char *p = list;;) {
+        char *c = strchr(p, ',');
+        if (c) *c = 0;
+        int k = -1;
+        for (int i = 0; i < QZ_TC_COUNT; i++)
+            if (strcmp(p, tc_names[i]) == 0) k = i;
+        if (k < 0) {
+            char q[24];
+            quote(q, sizeof q, p, 16);
+            return why(w, "keep: '%s' is not embed|output|attn_q|attn_k|attn_v|attn_output|"
+                          "ffn_gate|ffn_up|ffn_down|norm", q);
+        }
+        *keep |= 1u << k;
+        if (!c) return 0;
+        p = c + 1;
+    }
+}
+
+int qz_variant_parse(const char *s, struct qz_variant **out, char *err) {
+    *out = NULL;
+    char w[WHY_LEN] = "";
+    size_t n = strlen(s);
+    if (n == 0) return spec_fail(err, s, "empty spec");
+    if (n > QZ_SPEC_MAX) {
+        why(w, "longer than %d bytes", QZ_SPEC_MAX);
+        return spec_fail(err, s, w);
+    }
+    char *copy = malloc(n + 1);
+    struct qz_variant *v = calloc(1, sizeof *v);
+    if (!copy || !v) {
+        free(copy), free(v);
+        return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
+    }
+    memcpy(copy, s, n + 1);
+    int rc = 0, n_clauses = 0;
+    bool act_seen = false;
+    for (const char *c = s; *c; c++) n_clauses += *c == ';';
+    if (n_clauses) {
+        v->rules = calloc((size_t)n_clauses, sizeof *v->rules);
+        if (!v->rules) {
+            free(copy), free(v);
+            return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
+        }
+    }
+
+    char *next = strchr(copy, ';');
+    if (next) *next++ = 0;
+    rc = parse_base(copy, false, &v->base, w);
+    while (!rc && next) {
+        char *cl = next;
+        next = strchr(cl, ';');
+        if (next) *next++ = 0;
+        char q[QUOTE_PART + 8];
+        quote(q, sizeof q, cl, QUOTE_PART);
+        if (!*cl) {
+            rc = why(w, "empty clause (stray ';')");
+        } else if (strncmp(cl, "keep=", 5) == 0) {
+            rc = parse_keep(cl + 5, &v->keep, w);
+        } else if (strncmp(cl, "act=", 4) == 0) {
+            if (act_seen) rc = why(w, "act= given twice");
+            else if (strcmp(cl + 4, "f32") == 0) v->act = QZ_ACT_F32;
+            else if (strcmp(cl + 4, "q8") == 0) v->act = QZ_ACT_Q8;
+            else rc = why(w, "'%s': act must be f32 or q8", q);
+            act_seen = true;
+        } else if (strncmp(cl, "name~", 5) == 0) {
+            char *re = cl + 5, *eq = strchr(re, '=');
+            if (!eq) {
+                rc = why(w, "rule '%s' needs '=BASE' after the regex", q);
+                break;
+            }
+            *eq = 0;
+            if (!*re) {
+                rc = why(w, "rule '%s' has an empty regex", q);
+                break;
+            }
+            struct qz_rule *r = &v->rules[v->n_rules];
+            if ((rc = parse_base(eq + 1, true, &r->base, w))) {
+                char inner[WHY_LEN];
+                memcpy(inner, w, WHY_LEN);
+                why(w, "rule '%s': %s", q, inner);
+                break;
+            }
+            int rrc = regcomp(&r->re, re, REG_EXTENDED | REG_NOSUB);
+            if (rrc) {
+                char msg[64];
+                regerror(rrc, &r->re, msg, sizeof msg);
+                char qr[QUOTE_PART + 8];
+                quote(qr, sizeof qr, re, QUOTE_PART);
+                rc = why(w, "bad regex '%s' in name~: %s", qr, msg);
+                break;
+            }
+            r->src = strdup(re);
+            v->n_rules++;
+            if (!r->src) {
+                free(copy);
+                qz_variant_destroy(v);
+                return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
+            }
+        } else {
+            rc = why(w, "unknown clause '%s' (keep=, act=, name~)", q);
+        }
+    }
+    free(copy);
+    if (rc) {
+        qz_variant_destroy(v);
+        return spec_fail(err, s, w);
+    }
+    *out = v;
+    return 0;
+}
+
+void qz_variant_destroy(struct qz_variant *v) {
+    if (!v) return;
+    for (int i = 0; i < v->n_rules; i++) {
+        regfree(&v->rules[i].re);
+        free(v->rules[i].src);
+    }
+    free(v->rules);
+    free(v);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Printing.
+
+static void print_base(struct sb *o, const struct qz_base *b) {
+    char num[40];
+    switch (b->method) {
+    case QZ_F32: sb_add(o, "f32"); break;
+    case QZ_F16: sb_add(o, "f16"); break;
+    case QZ_BF16: sb_add(o, "bf16"); break;
+    case QZ_RTN:
+        sb_add(o, "rtn:bits=%d:", b->bits);
+        if (b->gran == QZ_TENSOR) sb_add(o, "tensor");
+        else if (b->gran == QZ_CHANNEL) sb_add(o, "channel");
+        else sb_add(o, "group=%lld", (long long)b->group);
+        sb_add(o, ":%s%s", b->sym ? "sym" : "asym", b->clip_mse ? ":clip=mse" : "");
+        break;
+    case QZ_NF4:
+    case QZ_FP4:
+        sb_add(o, "%s:group=%lld%s", b->method == QZ_NF4 ? "nf4" : "fp4", (long long)b->group,
+               b->dq ? ":dq" : "");
+        break;
+    case QZ_GGML: {
+        const char *n = ggml_name(b->ggml_type);
+        QP_ASSERT(n);
+        sb_add(o, "%s", n);
+        break;
+    }
+    case QZ_GGML_MIX: {
+        const char *n = NULL;
+        for (size_t i = 0; i < QP_ARRAY_LEN(mix_names); i++)
+            if (mix_names[i].mix == b->mix) n = mix_names[i].name;
+        QP_ASSERT(n);
+        sb_add(o, "%s", n);
+        break;
+    }
+    case QZ_GPTQ:
+        if (b->ggml_type >= 0) {
+            const char *n = ggml_name(b->ggml_type);
+            QP_ASSERT(n);
+            sb_add(o, "gptq:%s", n);
+        } else {
+            sb_add(o, "gptq:bits=%d:group=%lld%s", b->bits, (long long)b->group, b->sym ? "" : ":asym");
+        }
+        if (b->actorder) sb_add(o, ":actorder");
+        if (b->static_groups) sb_add(o, ":static");
+        if (b->damp != GPTQ_DEFAULT_DAMP) {
+            fmt_real(num, sizeof num, b->damp);
+            sb_add(o, ":damp=%s", num);
+        }
+        break;
+    case QZ_AWQ:
+        sb_add(o, "awq:bits=%d:group=%lld%s", b->bits, (long long)b->group, b->sym ? "" : ":asym");
+        break;
+    case QZ_SMOOTHQUANT:
+        fmt_real(num, sizeof num, b->alpha);
+        sb_add(o, "smoothquant:alpha=%s", num);
+        break;
+    default: QP_ASSERT(!"bad qz_method");
+    }
+}
+
+int qz_base_print(const struct qz_base *b, char *buf, size_t cap) {
+    struct sb o = {buf, cap, 0};
+    if (cap) buf[0] = 0;
+    print_base(&o, b);
+    return sb_finish(&o);
+}
+
+int qz_variant_print(const struct qz_variant *v, char *buf, size_t cap) {
+    struct sb o = {buf, cap, 0};
+    if (cap) buf[0] = 0;
+    print_base(&o, &v->base);
+    if (v->keep) {
+        const char *sep = ";keep=";
+        for (int i = 0; i < QZ_TC_COUNT; i++)
+            if (v->keep & (1u << i)) {
+                sb_add(&o, "%s%s", sep, tc_names[i]);
+                sep = ",";
+            }
+    }
+    if (v->act == QZ_ACT_Q8) sb_add(&o, ";act=q8");
+    for (int i = 0; i < v->n_rules; i++) {
+        sb_add(&o, ";name~%s=", v->rules[i].src);
+        print_base(&o, &v->rules[i].base);
+    }
+    return sb_finish(&o);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-tensor selection.
+
+static const struct qz_base f32_base = {.method = QZ_F32, .bits = 32, .ggml_type = -1};
+
+const struct qz_base *qz_variant_for_tensor(const struct qz_variant *v, const char *gguf_name,
+                                            int tensor_class) {
+    if (gguf_name)
+        for (int i = 0; i < v->n_rules; i++)
+            if (regexec(&v->rules[i].re, gguf_name, 0, NULL, 0) == 0) return &v->rules[i].base;
+    if (tensor_class >= 0 && tensor_class < QZ_TC_COUNT && (v->keep & (1u << tensor_class)))
+        return &f32_base;
+    return &v->base;
+}
+
+int qz_tensor_class_of(const char *name) {
+    const char *p = name;
+    if (strncmp(p, "blk.", 4) == 0) {
+        p += 4;
+        if (!isdigit((unsigned char)*p)) return QZ_TC_OTHER;
+        while (isdigit((unsigned char)*p)) p++;
+        if (*p++ != '.') return QZ_TC_OTHER;
+    }
+    size_t n = strcspn(p, ".");
+    if (p[n] && strcmp(p + n, ".weight") != 0) return QZ_TC_OTHER;
+    static const struct {
+        const char *stem;
+        int tc;
+        bool in_block;
+    } stems[] = {
+        {"token_embd", QZ_TC_EMBED, false}, {"output", QZ_TC_OUTPUT, false},
+        {"output_norm", QZ_TC_NORM, false}, {"attn_q", QZ_TC_ATTN_Q, true},
+        {"attn_k", QZ_TC_ATTN_K, true},     {"attn_v", QZ_TC_ATTN_V, true},
+        {"attn_output", QZ_TC_ATTN_OUTPUT, true}, {"ffn_gate", QZ_TC_FFN_GATE, true},
+        {"ffn_up", QZ_TC_FFN_UP, true},     {"ffn_down", QZ_TC_FFN_DOWN, true},
+        {"attn_norm", QZ_TC_NORM, true},    {"ffn_norm", QZ_TC_NORM, true},
+    };
+    bool in_block = p != name;
+    for (size_t i = 0; i < QP_ARRAY_LEN(stems); i++)
+        if (stems[i].in_block == in_block && strlen(stems[i].stem) == n &&
+            strncmp(p, stems[i].stem, n) == 0)
+            return stems[i].tc;
+    return QZ_TC_OTHER;
+}
+
+const char *qz_tensor_class_name(int tc) {
+    return tc >= 0 && tc < QZ_TC_COUNT ? tc_names[tc] : NULL;
+}
