@@ -131,6 +131,7 @@ demo: $(BIN) check-fixtures
 
 bench: $(BIN) check-fixtures
 	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" scripts/bench.sh
+	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" scripts/quant_ppl.sh
 
 clean:
 	rm -rf build

@@ -227,7 +227,8 @@ static float src_elem(int type, const void *data, size_t i) {
 static int add_tensor(struct hx_gguf_writer *wr, struct conv *cv, const char *name,
                       const struct kn_tensor *t, int dst, int is_norm, const char *path,
                       char *err) {
-    if (t->type != KN_F32 && t->type != KN_F16 && t->type != KN_BF16) {
+    if (dst < 0) dst = t->type; // as stored (quantized variants)
+    if (t->type != dst && t->type != KN_F32 && t->type != KN_F16 && t->type != KN_BF16) {
         const struct kn_type_info *ti = kn_type_info(t->type);
         return qp_fail(err, QP_ENOTSUP,
                        "cannot write '%s': tensor '%s' has type %s; only f32, f16 and bf16 "
@@ -336,7 +337,7 @@ static void model_name(const char *path, char *out, size_t cap) {
 // Key/values in the order llama.cpp's llama2.c converter writes them (tokenizer first), plus
 // general.file_type and (when not the default) rope.freq_base.
 static int set_keys(struct hx_gguf_writer *wr, const struct kn_weights *w,
-                    const struct hx_tok *tok, const char *path, int type) {
+                    const struct hx_tok *tok, const char *path, int type, int file_type) {
     const struct kn_config *c = &w->cfg;
     char name[256];
     model_name(path, name, sizeof name);
@@ -344,7 +345,8 @@ static int set_keys(struct hx_gguf_writer *wr, const struct kn_weights *w,
     if (tok) rc = set_tokenizer_arrays(wr, tok);
     if (!rc) rc = hx_gguf_writer_set_str(wr, "general.architecture", "llama");
     if (!rc) rc = hx_gguf_writer_set_str(wr, "general.name", name);
-    if (!rc) rc = hx_gguf_writer_set_u32(wr, "general.file_type", type == KN_F16 ? 1 : 0);
+    if (!rc) rc = hx_gguf_writer_set_u32(wr, "general.file_type", (uint32_t)file_type);
+    if (!rc && type < 0) rc = hx_gguf_writer_set_u32(wr, "general.quantization_version", 2);
     if (tok) {
         if (!rc) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.unknown_token_id",
                                              (uint32_t)hx_tok_unk(tok));
@@ -400,12 +402,25 @@ static int add_tensors(struct hx_gguf_writer *wr, struct conv *cv, const struct 
     return 0;
 }
 
+static int hx_gguf_model_write_impl(const struct kn_weights *w, const struct hx_tok *tok,
+                                    const char *path, int type, int file_type, char *err);
+
 int hx_gguf_model_write(const struct kn_weights *w, const struct hx_tok *tok, const char *path,
                         int type, char *err) {
     if (type != KN_F32 && type != KN_F16) {
         return qp_fail(err, QP_EINVAL, "cannot write '%s': type %d is not f32 or f16", path,
                        type);
     }
+    return hx_gguf_model_write_impl(w, tok, path, type, type == KN_F16 ? 1 : 0, err);
+}
+
+int hx_gguf_model_write_as_is(const struct kn_weights *w, const struct hx_tok *tok,
+                              const char *path, int file_type, char *err) {
+    return hx_gguf_model_write_impl(w, tok, path, -1, file_type, err);
+}
+
+static int hx_gguf_model_write_impl(const struct kn_weights *w, const struct hx_tok *tok,
+                                    const char *path, int type, int file_type, char *err) {
     char msg[QP_ERRLEN];
     int rc = kn_weights_check(w, msg);
     if (rc) return qp_fail(err, QP_EINVAL, "cannot write '%s': %s", path, msg);
@@ -418,7 +433,7 @@ int hx_gguf_model_write(const struct kn_weights *w, const struct hx_tok *tok, co
     if (hx_gguf_writer_create(&wr))
         return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
     struct conv cv = {0};
-    rc = set_keys(wr, w, tok, path, type);
+    rc = set_keys(wr, w, tok, path, type, file_type);
     if (rc) rc = qp_fail(err, rc, "cannot write '%s': %s", path, qp_strerror(rc));
     if (!rc) rc = add_tensors(wr, &cv, w, type, path, err);
     if (!rc) rc = hx_gguf_writer_write(wr, path, err);

@@ -18,4 +18,10 @@ struct hx_tok;
 int hx_gguf_model_write(const struct kn_weights *w, const struct hx_tok *tok, const char *path,
                         int type, char *err);
 
+// Writes w with every tensor in the type it has (a quantized variant: llama.cpp block types,
+// f16, f32; norms must be f32), plus general.quantization_version = 2 and the given
+// general.file_type (llama.cpp's llama_ftype number). Same errors as above.
+int hx_gguf_model_write_as_is(const struct kn_weights *w, const struct hx_tok *tok,
+                              const char *path, int file_type, char *err);
+
 #endif

@@ -172,3 +172,24 @@ void hx_quant_model_destroy(struct hx_quant_model *q) {
     free(q->owned);
     free(q);
 }
+
+int hx_llama_ftype(const struct qz_base *b) {
+    if (b->method == QZ_F32) return 0;
+    if (b->method == QZ_F16) return 1;
+    if (b->method == QZ_GGML_MIX)
+        return b->mix == QZ_MIX_Q3_K_M ? 12 : b->mix == QZ_MIX_Q4_K_M ? 15 : 17;
+    switch (b->ggml_type) { // llama_ftype: MOSTLY_<type> (k-quants: the _S variant)
+    case KN_Q4_0: return 2;
+    case KN_Q4_1: return 3;
+    case KN_Q8_0: return 7;
+    case KN_Q5_0: return 8;
+    case KN_Q5_1: return 9;
+    case KN_Q2_K: return 10;
+    case KN_Q3_K: return 11;
+    case KN_Q4_K: return 14;
+    case KN_Q5_K: return 16;
+    case KN_Q6_K: return 18;
+    case KN_IQ4_NL: return 25;
+    default: return 0;
+    }
+}

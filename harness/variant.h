@@ -36,4 +36,8 @@ void hx_quant_model_destroy(struct hx_quant_model *q);
 // "blk.L.attn_q.weight", ... (buf of at least 64 bytes).
 void hx_tensor_name(char *buf, size_t cap, int layer, const char *what);
 
+// llama.cpp's general.file_type (llama_ftype) for a llama.cpp-format base; 0 otherwise.
+struct qz_base;
+int hx_llama_ftype(const struct qz_base *b);
+
 #endif
