@@ -19,14 +19,6 @@
 #include "kn_types.h"
 #include "qp.h"
 
-// Round to nearest, ties to even, for |v| < 2^22 (the magic-number trick ggml uses).
-static inline int kn_round_even(float v) {
-    float f = v + 12582912.0f;
-    int32_t i;
-    memcpy(&i, &f, 4);
-    return (i & 0x007fffff) - 0x00400000;
-}
-
 static void kn_quant_q8_0(const float *x, void *y, int64_t n) {
     uint8_t *out = y;
     for (int64_t b = 0; b < n / 32; b++, out += 34, x += 32) {
@@ -35,7 +27,7 @@ static void kn_quant_q8_0(const float *x, void *y, int64_t n) {
         float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         uint16_t dh = qp_fp32_to_fp16(d);
         memcpy(out, &dh, 2);
-        for (int j = 0; j < 32; j++) out[2 + j] = (uint8_t)(int8_t)kn_round_even(x[j] * id);
+        for (int j = 0; j < 32; j++) out[2 + j] = (uint8_t)(int8_t)qp_nearest_int(x[j] * id);
     }
 }
 
@@ -47,7 +39,7 @@ static void kn_quant_q8_1(const float *x, void *y, int64_t n) {
         float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int j = 0; j < 32; j++) {
-            int q = kn_round_even(x[j] * id);
+            int q = qp_nearest_int(x[j] * id);
             out[4 + j] = (uint8_t)(int8_t)q;
             sum += q;
         }
@@ -75,7 +67,7 @@ static void kn_quant_q8_K(const float *x, void *y, int64_t n) {
         } else {
             float iscale = -127.0f / m;
             for (int j = 0; j < 256; j++) {
-                int v = kn_round_even(iscale * x[j]);
+                int v = qp_nearest_int(iscale * x[j]);
                 qs[j] = (int8_t)(v < 127 ? v : 127);
             }
             for (int g = 0; g < 16; g++) {

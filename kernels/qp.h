@@ -74,6 +74,15 @@ uint16_t qp_fp32_to_fp16(float f);
 float qp_bf16_to_fp32(uint16_t h);
 uint16_t qp_fp32_to_bf16(float f);
 
+// Round to nearest, ties to even, for |f| <= 2^22 (ggml's nearest_int): adding 1.5 * 2^23 leaves
+// the rounded integer in the low mantissa bits. Used wherever llama.cpp's rounding is reproduced.
+static inline int qp_nearest_int(float f) {
+    float v = f + 12582912.0f;
+    int32_t i;
+    __builtin_memcpy(&i, &v, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Time and version.
 

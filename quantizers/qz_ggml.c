@@ -19,6 +19,7 @@
 #include "kn_types.h"
 #include "qp.h"
 #include "qz_ggml.h"
+#include "qz_search.h"
 
 #define QK 32
 // Below this block max-abs a block counts as all zero in the weighted searches (GROUP_MAX_EPS).
@@ -26,15 +27,6 @@
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
-
-// Round to nearest, ties to even, for |f| <= 2^22: adding 1.5*2^23 leaves the rounded integer in
-// the low mantissa bits (ggml's nearest_int).
-static int nearest_int(float f) {
-    float v = f + 12582912.0f;
-    int32_t i;
-    memcpy(&i, &v, sizeof i);
-    return (i & 0x007fffff) - 0x00400000;
-}
 
 // ggml's reference conversions of a float to a small integer: C truncation toward zero.
 static int trunc_int(float f) { return (int)f; }
@@ -157,142 +149,20 @@ static void ref_q8_1(const float *x, struct kn_block_q8_1 *y) {
     y->s = qp_fp32_to_fp16((float)sum * d);
 }
 
-// ---------------------------------------------------------------------------------------------
-// Weighted searches (imatrix path), as ggml's make_qx_quants (rmse_type 1 with weights) and
-// make_qkx3_quants (with weights).
-
-// Symmetric levels -nmax..nmax-1: tries iscale = -(nmax + 0.1*is)/max for is = -9..9 and keeps
-// the one maximising (sum w x l)^2 / sum w l^2. L gets l + nmax. Returns the scale.
-static float make_qx_quants_w(int n, int nmax, const float *x, uint8_t *L, const float *w) {
-    float max = 0.0f, amax = 0.0f;
-    for (int i = 0; i < n; i++) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < QZ_GROUP_MAX_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.0f;
-    }
-    float iscale = (float)-nmax / max;
-    float sumlx = 0.0f, suml2 = 0.0f;
-    for (int i = 0; i < n; i++) {
-        int l = nearest_int(iscale * x[i]);
-        l = QP_MAX(-nmax, QP_MIN(nmax - 1, l));
-        L[i] = (uint8_t)(l + nmax);
-        sumlx += w[i] * x[i] * (float)l;
-        suml2 += w[i] * (float)l * (float)l;
-    }
-    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; is++) {
-        if (is == 0) continue;
-        iscale = -((float)nmax + 0.1f * (float)is) / max;
-        sumlx = suml2 = 0.0f;
-        for (int i = 0; i < n; i++) {
-            int l = nearest_int(iscale * x[i]);
-            l = QP_MAX(-nmax, QP_MIN(nmax - 1, l));
-            sumlx += w[i] * x[i] * (float)l;
-            suml2 += w[i] * (float)l * (float)l;
-        }
-        if (suml2 > 0.0f && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; i++) {
-                int l = nearest_int(iscale * x[i]);
-                L[i] = (uint8_t)(nmax + QP_MAX(-nmax, QP_MIN(nmax - 1, l)));
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    return scale;
-}
-
-// Asymmetric levels 0..nmax with a minimum <= 0: starts from the min/max fit, then tries
-// iscale = (rmin + rdelta*is + nmax)/(max - min) for is = 0..nstep, solving the weighted
-// least-squares scale and minimum for each set of levels and keeping the lowest weighted squared
-// error. *the_min gets -min (>= 0). Returns the scale.
-static float make_qkx3_quants_w(int n, int nmax, const float *x, const float *w, uint8_t *L,
-                                float *the_min, uint8_t *Laux, float rmin, float rdelta,
-                                int nstep) {
-    float min = x[0], max = x[0];
-    float sum_w = w[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; i++) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        sum_w += w[i];
-        sum_x += w[i] * x[i];
-    }
-    if (min > 0.0f) min = 0.0f;
-    if (max <= min) {
-        memset(L, 0, (size_t)n);
-        *the_min = -min;
-        return 0.0f;
-    }
-    float iscale = (float)nmax / (max - min);
-    float scale = 1.0f / iscale;
-    float best_err = 0.0f;
-    for (int i = 0; i < n; i++) {
-        const int l = nearest_int(iscale * (x[i] - min));
-        L[i] = (uint8_t)QP_MAX(0, QP_MIN(nmax, l));
-        float diff = scale * (float)L[i] + min - x[i];
-        diff = diff * diff;
-        best_err += w[i] * diff;
-    }
-    for (int is = 0; is <= nstep; is++) {
-        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
-        float sum_l = 0.0f, sum_l2 = 0.0f, sum_xl = 0.0f;
-        for (int i = 0; i < n; i++) {
-            // min is the best fit so far and may sit near max: clamp before rounding so that
-            // nearest_int never sees an out-of-range value (same levels as clamping after).
-            const float v = iscale * (x[i] - min);
-            const int l = v > 0.0f ? nearest_int(QP_MIN(v, (float)nmax)) : 0;
-            Laux[i] = (uint8_t)l;
-            sum_l += w[i] * (float)l;
-            sum_l2 += w[i] * (float)l * (float)l;
-            sum_xl += w[i] * (float)l * x[i];
-        }
-        const float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0.0f) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0.0f) {
-                this_min = 0.0f;
-                this_scale = sum_xl / sum_l2;
-            }
-            float err = 0.0f;
-            for (int i = 0; i < n; i++) {
-                float diff = this_scale * (float)Laux[i] + this_min - x[i];
-                diff = diff * diff;
-                err += w[i] * diff;
-            }
-            if (err < best_err) {
-                memcpy(L, Laux, (size_t)n);
-                best_err = err;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *the_min = -min;
-    return scale;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Weighted block quantizers (quantize_row_<t>_impl with quant_weights). w: 32 weights.
 
 static void imp_q4_0(const float *x, const float *w, struct kn_block_q4_0 *y) {
     uint8_t L[QK];
-    const float d = make_qx_quants_w(QK, 8, x, L, w);
+    const float d = qz_make_qx_quants(QK, 8, x, (int8_t *)L, w);
     y->d = qp_fp32_to_fp16(d);
     pack_nibbles(L, y->qs);
 }
 
 static void imp_q5_0(const float *x, const float *w, struct kn_block_q5_0 *y) {
     uint8_t L[QK];
-    const float d = make_qx_quants_w(QK, 16, x, L, w);
+    const float d = qz_make_qx_quants(QK, 16, x, (int8_t *)L, w);
     y->d = qp_fp32_to_fp16(d);
     pack_nibbles(L, y->qs);
     put_qh(y->qh, high_bits(L));
@@ -301,7 +171,7 @@ static void imp_q5_0(const float *x, const float *w, struct kn_block_q5_0 *y) {
 static void imp_q4_1(const float *x, const float *w, struct kn_block_q4_1 *y) {
     uint8_t L[QK], Laux[QK];
     float min;
-    const float d = make_qkx3_quants_w(QK, 15, x, w, L, &min, Laux, -0.9f, 0.05f, 36);
+    const float d = qz_make_qkx3_quants(QK, 15, x, w, L, &min, Laux, -0.9f, 0.05f, 36);
     y->d = qp_fp32_to_fp16(d);
     y->m = qp_fp32_to_fp16(-min);
     pack_nibbles(L, y->qs);
@@ -310,7 +180,7 @@ static void imp_q4_1(const float *x, const float *w, struct kn_block_q4_1 *y) {
 static void imp_q5_1(const float *x, const float *w, struct kn_block_q5_1 *y) {
     uint8_t L[QK], Laux[QK];
     float min;
-    const float d = make_qkx3_quants_w(QK, 31, x, w, L, &min, Laux, -0.9f, 0.05f, 36);
+    const float d = qz_make_qkx3_quants(QK, 31, x, w, L, &min, Laux, -0.9f, 0.05f, 36);
     y->d = qp_fp32_to_fp16(d);
     y->m = qp_fp32_to_fp16(-min);
     pack_nibbles(L, y->qs);

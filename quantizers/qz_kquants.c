@@ -27,70 +27,13 @@
 #include "kn_types.h"
 #include "qp.h"
 #include "qz_kquants.h"
+#include "qz_search.h"
 
 #define QZ_QK_K KN_QK_K
 #define QZ_GROUP_MAX_EPS 1e-15f // ggml's GROUP_MAX_EPS: a group below this is "all zero"
 
 // ---------------------------------------------------------------------------------------------
 // Rounding and scale search helpers (ggml-quants.c's, same arithmetic)
-
-static int qz_nearest_int(float fval) {
-    float val = fval + 12582912.f; // 1.5 * 2^23: the integer lands in the low mantissa bits
-    int32_t i;
-    memcpy(&i, &val, sizeof i);
-    return (i & 0x007fffff) - 0x00400000;
-}
-
-static int qz_clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
-
-// Symmetric quants L[i] in 0..2*nmax-1 (value L - nmax) for n values; returns the scale.
-// ggml's make_qx_quants with rmse_type 1: weights qw[i], or x[i]^2 when qw is NULL; tries
-// iscale = -(nmax + 0.1*is)/max for is = -9..9 and keeps the best weighted least-squares fit.
-static float qz_make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < QZ_GROUP_MAX_EPS) {
-        memset(L, 0, (size_t)n);
-        return 0.f;
-    }
-    float iscale = (float)-nmax / max;
-    float sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = qz_clampi(qz_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)(l + nmax);
-        float w = qw ? qw[i] : x[i] * x[i];
-        sumlx += w * x[i] * (float)l;
-        suml2 += w * (float)l * (float)l;
-    }
-    float scale = suml2 != 0 ? sumlx / suml2 : 0.0f;
-    float best = scale * sumlx;
-    for (int is = -9; is <= 9; is++) {
-        if (is == 0) continue;
-        iscale = -((float)nmax + 0.1f * (float)is) / max;
-        sumlx = suml2 = 0;
-        for (int i = 0; i < n; i++) {
-            int l = qz_clampi(qz_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-            float w = qw ? qw[i] : x[i] * x[i];
-            sumlx += w * x[i] * (float)l;
-            suml2 += w * (float)l * (float)l;
-        }
-        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
-            for (int i = 0; i < n; i++) {
-                int l = qz_clampi(qz_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-                L[i] = (int8_t)(l + nmax);
-            }
-            scale = sumlx / suml2;
-            best = scale * sumlx;
-        }
-    }
-    return scale;
-}
 
 // Q3_K's sub-block fit (ggml's make_q3_quants with do_rmse): start from -nmax/max, then up to
 // 5 rounds of coordinate descent on the x^2-weighted error. L in 0..2*nmax-1.
@@ -110,7 +53,7 @@ static float qz_make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
     float iscale = (float)-nmax / max;
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        int l = qz_clampi(qz_nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        int l = qz_clampi(qp_nearest_int(iscale * x[i]), -nmax, nmax - 1);
         L[i] = (int8_t)l;
         float w = x[i] * x[i];
         sumlx += w * x[i] * (float)l;
@@ -123,7 +66,7 @@ static float qz_make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
             float slx = sumlx - w * x[i] * (float)L[i];
             if (slx > 0) {
                 float sl2 = suml2 - w * (float)L[i] * (float)L[i];
-                int new_l = qz_clampi(qz_nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
+                int new_l = qz_clampi(qp_nearest_int(x[i] * sl2 / slx), -nmax, nmax - 1);
                 if (new_l != L[i]) {
                     slx += w * x[i] * (float)new_l;
                     sl2 += w * (float)new_l * (float)new_l;
@@ -170,7 +113,7 @@ static float qz_make_qkx2_quants(int n, int nmax, const float *x, const float *w
     float scale = 1 / iscale;
     float best_error = 0;
     for (int i = 0; i < n; i++) {
-        int l = qz_nearest_int(iscale * (x[i] - min));
+        int l = qp_nearest_int(iscale * (x[i] - min));
         L[i] = (uint8_t)qz_clampi(l, 0, nmax);
         float diff = scale * (float)L[i] + min - x[i];
         diff = use_mad ? fabsf(diff) : diff * diff;
@@ -180,7 +123,7 @@ static float qz_make_qkx2_quants(int n, int nmax, const float *x, const float *w
         iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
         float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; i++) {
-            int l = qz_clampi(qz_nearest_int(iscale * (x[i] - min)), 0, nmax);
+            int l = qz_clampi(qp_nearest_int(iscale * (x[i] - min)), 0, nmax);
             Laux[i] = (uint8_t)l;
             float w = weights[i];
             sum_l += w * (float)l;
@@ -213,73 +156,6 @@ static float qz_make_qkx2_quants(int n, int nmax, const float *x, const float *w
     return scale;
 }
 
-// The imatrix variant (ggml's make_qkx3_quants, weights given): as qkx2, but grid values are
-// clamped before rounding (v <= 0 gives 0), so an extreme min cannot overflow the rounding.
-static float qz_make_qkx3_quants(int n, int nmax, const float *x, const float *weights,
-                                 uint8_t *L, float *the_min, uint8_t *Laux, float rmin,
-                                 float rdelta, int nstep) {
-    float min = x[0], max = x[0];
-    float sum_w = weights[0];
-    float sum_x = sum_w * x[0];
-    for (int i = 1; i < n; i++) {
-        if (x[i] < min) min = x[i];
-        if (x[i] > max) max = x[i];
-        float w = weights[i];
-        sum_w += w;
-        sum_x += w * x[i];
-    }
-    if (min > 0) min = 0;
-    if (max <= min) {
-        memset(L, 0, (size_t)n);
-        *the_min = -min;
-        return 0.f;
-    }
-    float iscale = (float)nmax / (max - min);
-    float scale = 1 / iscale;
-    float best_mse = 0;
-    for (int i = 0; i < n; i++) {
-        int l = qz_nearest_int(iscale * (x[i] - min));
-        L[i] = (uint8_t)qz_clampi(l, 0, nmax);
-        float diff = scale * (float)L[i] + min - x[i];
-        best_mse += weights[i] * (diff * diff);
-    }
-    for (int is = 0; is <= nstep; is++) {
-        iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
-        for (int i = 0; i < n; i++) {
-            const float v = iscale * (x[i] - min);
-            const int l = v > 0 ? qz_nearest_int(v < (float)nmax ? v : (float)nmax) : 0;
-            Laux[i] = (uint8_t)l;
-            float w = weights[i];
-            sum_l += w * (float)l;
-            sum_l2 += w * (float)l * (float)l;
-            sum_xl += w * (float)l * x[i];
-        }
-        float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sum_xl / sum_l2;
-            }
-            float mse = 0;
-            for (int i = 0; i < n; i++) {
-                float diff = this_scale * (float)Laux[i] + this_min - x[i];
-                mse += weights[i] * (diff * diff);
-            }
-            if (mse < best_mse) {
-                memcpy(L, Laux, (size_t)n);
-                best_mse = mse;
-                scale = this_scale;
-                min = this_min;
-            }
-        }
-    }
-    *the_min = -min;
-    return scale;
-}
-
 // Quantizes non-negative x (the sub-block scales or mins) to L in 0..nmax with one scale,
 // minimizing the quant_weights-weighted squared error (ggml's make_qp_quants): best of
 // nmax + 0.1*is for is = -4..4, then up to 5 rounds of coordinate descent.
@@ -292,7 +168,7 @@ static float qz_make_qp_quants(int n, int nmax, const float *x, uint8_t *L,
         return 0.f;
     }
     float iscale = (float)nmax / max;
-    for (int i = 0; i < n; i++) L[i] = (uint8_t)qz_nearest_int(iscale * x[i]);
+    for (int i = 0; i < n; i++) L[i] = (uint8_t)qp_nearest_int(iscale * x[i]);
     float scale = 1 / iscale;
     float best_mse = 0;
     for (int i = 0; i < n; i++) {
@@ -305,7 +181,7 @@ static float qz_make_qp_quants(int n, int nmax, const float *x, uint8_t *L,
         float scale_is = 1 / iscale_is;
         float mse = 0;
         for (int i = 0; i < n; i++) {
-            int l = qz_nearest_int(iscale_is * x[i]);
+            int l = qp_nearest_int(iscale_is * x[i]);
             if (l > nmax) l = nmax;
             float diff = x[i] - scale_is * (float)l;
             mse += quant_weights[i] * diff * diff;
@@ -317,7 +193,7 @@ static float qz_make_qp_quants(int n, int nmax, const float *x, uint8_t *L,
     }
     float sumlx = 0, suml2 = 0;
     for (int i = 0; i < n; i++) {
-        int l = qz_nearest_int(iscale * x[i]);
+        int l = qp_nearest_int(iscale * x[i]);
         if (l > nmax) l = nmax;
         L[i] = (uint8_t)l;
         float w = quant_weights[i];
@@ -331,7 +207,7 @@ static float qz_make_qp_quants(int n, int nmax, const float *x, uint8_t *L,
             float slx = sumlx - w * x[i] * (float)L[i];
             float sl2 = suml2 - w * (float)L[i] * (float)L[i];
             if (slx > 0 && sl2 > 0) {
-                int new_l = qz_nearest_int(x[i] * sl2 / slx);
+                int new_l = qp_nearest_int(x[i] * sl2 / slx);
                 if (new_l > nmax) new_l = nmax;
                 if (new_l != L[i]) {
                     slx += w * x[i] * (float)new_l;
@@ -413,7 +289,7 @@ static void qz_requant_k4(const float *x, uint16_t d16, uint16_t dmin16, const u
         if (!d) continue;
         const float dm = qp_fp16_to_fp32(dmin16) * m;
         for (int ii = 0; ii < 32; ii++) {
-            int l = qz_nearest_int((x[32 * j + ii] + dm) / d);
+            int l = qp_nearest_int((x[32 * j + ii] + dm) / d);
             L[32 * j + ii] = (uint8_t)qz_clampi(l, 0, nmax);
         }
     }
@@ -426,7 +302,7 @@ static void qz_finish_q2_K(const float *x, struct kn_block_q2_K *y, uint8_t *L) 
         if (!d) continue;
         const float dm = qp_fp16_to_fp32(y->dmin) * (y->scales[j] >> 4);
         for (int ii = 0; ii < 16; ii++) {
-            int l = qz_nearest_int((x[16 * j + ii] + dm) / d);
+            int l = qp_nearest_int((x[16 * j + ii] + dm) / d);
             L[16 * j + ii] = (uint8_t)qz_clampi(l, 0, 3);
         }
     }
@@ -440,7 +316,7 @@ static void qz_finish_q3_K(const float *x, struct kn_block_q3_K *y, int8_t *L) {
         const float d = qp_fp16_to_fp32(y->d) * qz_unpack_scale_q3(j, y->scales);
         if (!d) continue;
         for (int ii = 0; ii < 16; ii++) {
-            int l = qz_clampi(qz_nearest_int(x[16 * j + ii] / d), -4, 3);
+            int l = qz_clampi(qp_nearest_int(x[16 * j + ii] / d), -4, 3);
             L[16 * j + ii] = (int8_t)(l + 4);
         }
     }
@@ -495,7 +371,7 @@ static void qz_finish_q6_K(const float *x, struct kn_block_q6_K *y, int8_t *L) {
         const float d = qp_fp16_to_fp32(y->d) * y->scales[j];
         if (!d) continue;
         for (int ii = 0; ii < 16; ii++) {
-            int l = qz_clampi(qz_nearest_int(x[16 * j + ii] / d), -32, 31);
+            int l = qz_clampi(qp_nearest_int(x[16 * j + ii] / d), -32, 31);
             L[16 * j + ii] = (int8_t)(l + 32);
         }
     }
@@ -529,7 +405,7 @@ static void qz_q2_K_ref(const float *x, struct kn_block_q2_K *y) {
     }
     if (max_scale > 0) {
         float iscale = q4scale / max_scale;
-        for (int j = 0; j < 16; j++) y->scales[j] = (uint8_t)qz_nearest_int(iscale * scales[j]);
+        for (int j = 0; j < 16; j++) y->scales[j] = (uint8_t)qp_nearest_int(iscale * scales[j]);
         y->d = qp_fp32_to_fp16(max_scale / q4scale);
     } else {
         memset(y->scales, 0, sizeof y->scales);
@@ -538,7 +414,7 @@ static void qz_q2_K_ref(const float *x, struct kn_block_q2_K *y) {
     if (max_min > 0) {
         float iscale = q4scale / max_min;
         for (int j = 0; j < 16; j++)
-            y->scales[j] |= (uint8_t)((unsigned)qz_nearest_int(iscale * mins[j]) << 4);
+            y->scales[j] |= (uint8_t)((unsigned)qp_nearest_int(iscale * mins[j]) << 4);
         y->dmin = qp_fp32_to_fp16(max_min / q4scale);
     } else {
         y->dmin = qp_fp32_to_fp16(0.f);
@@ -587,7 +463,7 @@ static void qz_q3_K_ref(const float *x, struct kn_block_q3_K *y) {
         int l6[16];
         for (int j = 0; j < 16; j++) {
             // ggml stores the rounded value in an int8_t before clamping
-            int8_t l = (int8_t)qz_nearest_int(iscale * scales[j]);
+            int8_t l = (int8_t)qp_nearest_int(iscale * scales[j]);
             l6[j] = qz_clampi(l, -32, 31) + 32;
         }
         qz_pack_scales_q3(y->scales, l6);
@@ -643,8 +519,8 @@ static void qz_q45_K_ref(const float *x, int nmax, float rmin, int nstep, uint16
     uint8_t ls[8], lm[8];
     for (int j = 0; j < 8; j++) {
         // ggml converts to uint8_t first, then clamps to 63
-        uint8_t s = (uint8_t)qz_nearest_int(inv_scale * scales[j]);
-        uint8_t m = (uint8_t)qz_nearest_int(inv_min * mins[j]);
+        uint8_t s = (uint8_t)qp_nearest_int(inv_scale * scales[j]);
+        uint8_t m = (uint8_t)qp_nearest_int(inv_min * mins[j]);
         ls[j] = s < 63 ? s : 63;
         lm[j] = m < 63 ? m : 63;
     }
@@ -721,7 +597,7 @@ static void qz_q6_K(const float *x, struct kn_block_q6_K *y, const float *qw) {
     float iscale = -128.f / max_scale;
     y->d = qp_fp32_to_fp16(1 / iscale);
     for (int ib = 0; ib < 16; ib++) {
-        int v = qz_nearest_int(iscale * scales[ib]);
+        int v = qp_nearest_int(iscale * scales[ib]);
         y->scales[ib] = (int8_t)(v < 127 ? v : 127);
     }
     qz_finish_q6_K(x, y, L);
@@ -781,7 +657,7 @@ int qz_quantize_act_q8_K(const float *x, void *y, int64_t n) {
         }
         const float iscale = -127.f / max; // ggml: -127 (not -128) keeps |q| <= 127
         for (int j = 0; j < QZ_QK_K; j++) {
-            int v = qz_nearest_int(iscale * x[j]);
+            int v = qp_nearest_int(iscale * x[j]);
             b->qs[j] = (int8_t)(v < 127 ? v : 127);
         }
         for (int j = 0; j < QZ_QK_K / 16; j++) {

@@ -118,6 +118,27 @@ char *qpt_read_file(const char *path, size_t *len) {
     return buf;
 }
 
+const char *qpt_text_prefix(size_t n) {
+    static char path[4096 + 64]; // the scratch directory's name plus the file name
+    size_t len;
+    char *all = qpt_read_file(qpt_fixture("data/tinystories/tinystories_val.txt"), &len);
+    if (!all || len < n) qpt_fail(__FILE__, __LINE__, "cannot read %zu bytes of tinystories_val.txt", n);
+    snprintf(path, sizeof path, "%s/eval_%zuB.txt", qpt_tmpdir(), n);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(all, 1, n, f) != n) qpt_fail(__FILE__, __LINE__, "cannot write '%s'", path);
+    fclose(f);
+    free(all);
+    return path;
+}
+
+double qpt_json_num(const char *json, const char *key) {
+    char pat[128];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = json ? strstr(json, pat) : NULL;
+    if (!p) qpt_fail(__FILE__, __LINE__, "no %s in %s", key, json ? json : "(null)");
+    return strtod(p + strlen(pat), NULL);
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && strcmp(argv[1], "--list") == 0) {
         for (int i = 0; i < qpt_count; i++) printf("%s\n", qpt_cases[i].name);

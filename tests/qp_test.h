@@ -73,4 +73,10 @@ int qpt_run(const char *cmd, char **out);
 // Reads a whole file; NULL if it cannot. *len set when non-NULL. Caller frees.
 char *qpt_read_file(const char *path, size_t *len);
 
+// Writes the first n bytes of the shared TinyStories validation text to this case's scratch
+// directory and returns the path (static buffer).
+const char *qpt_text_prefix(size_t n);
+// The number after "key": in a one-line JSON object (the --json output of qprobe commands).
+double qpt_json_num(const char *json, const char *key);
+
 #endif

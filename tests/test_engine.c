@@ -219,27 +219,7 @@ QP_TEST(generate_should_match_recorded_openings_of_other_models) {
     free(out);
 }
 
-// Writes the first n bytes of the TinyStories text to the case's scratch dir.
-static const char *text_prefix(size_t n) {
-    static char path[4096];
-    size_t len;
-    char *all = qpt_read_file(qpt_fixture("data/tinystories/tinystories_val.txt"), &len);
-    QP_CHECK(all && len >= n);
-    snprintf(path, sizeof path, "%s/eval_%zuB.txt", qpt_tmpdir(), n);
-    FILE *f = fopen(path, "wb");
-    QP_CHECK(f && fwrite(all, 1, n, f) == n);
-    fclose(f);
-    free(all);
-    return path;
-}
 
-static double json_num(const char *json, const char *key) {
-    char pat[128];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(json, pat);
-    QP_CHECK_MSG(p != NULL, "no %s in %s", key, json);
-    return strtod(p + strlen(pat), NULL);
-}
 
 static char *run_ppl(const char *text, const char *extra, const char *env) {
     char cmd[8192], *out = NULL;
@@ -252,36 +232,36 @@ static char *run_ppl(const char *text, const char *extra, const char *env) {
 // golden/ppl/summary.csv: F32, c=512: PPL 4.1051 +/- 0.03404 over 190 chunks, 48450 tokens;
 // F32_c128: 4.2201 +/- 0.03517 over 762 chunks, 48006 tokens. Tolerance 0.05 % (the issue's).
 QP_TEST(ppl_should_reproduce_llamacpp_f32_perplexity_at_ctx_512_and_128) {
-    const char *text = text_prefix(200000);
+    const char *text = qpt_text_prefix(200000);
     char *o = run_ppl(text, "--ctx 512 -t 2", NULL);
-    QP_CHECK_INT_EQ(json_num(o, "text_tokens"), 97662);
-    QP_CHECK_INT_EQ(json_num(o, "chunks"), 190);
-    QP_CHECK_INT_EQ(json_num(o, "tokens_scored"), 48450);
-    QP_CHECK_NEAR(json_num(o, "ppl"), 4.1051, 4.1051 * 5e-4 / 4.1051);
-    QP_CHECK(fabs(json_num(o, "ppl") / 4.1051 - 1) < 5e-4);
-    QP_CHECK(fabs(json_num(o, "ppl_stderr") - 0.03404) < 5e-5);
+    QP_CHECK_INT_EQ(qpt_json_num(o, "text_tokens"), 97662);
+    QP_CHECK_INT_EQ(qpt_json_num(o, "chunks"), 190);
+    QP_CHECK_INT_EQ(qpt_json_num(o, "tokens_scored"), 48450);
+    QP_CHECK_NEAR(qpt_json_num(o, "ppl"), 4.1051, 4.1051 * 5e-4 / 4.1051);
+    QP_CHECK(fabs(qpt_json_num(o, "ppl") / 4.1051 - 1) < 5e-4);
+    QP_CHECK(fabs(qpt_json_num(o, "ppl_stderr") - 0.03404) < 5e-5);
     free(o);
     o = run_ppl(text, "--ctx 128 -t 2", NULL);
-    QP_CHECK_INT_EQ(json_num(o, "chunks"), 762);
-    QP_CHECK_INT_EQ(json_num(o, "tokens_scored"), 48006);
-    QP_CHECK(fabs(json_num(o, "ppl") / 4.2201 - 1) < 5e-4);
+    QP_CHECK_INT_EQ(qpt_json_num(o, "chunks"), 762);
+    QP_CHECK_INT_EQ(qpt_json_num(o, "tokens_scored"), 48006);
+    QP_CHECK(fabs(qpt_json_num(o, "ppl") / 4.2201 - 1) < 5e-4);
     free(o);
 }
 
 QP_TEST(ppl_should_be_bit_identical_for_one_and_two_threads) {
-    const char *text = text_prefix(40000);
+    const char *text = qpt_text_prefix(40000);
     char *a = run_ppl(text, "--ctx 256 -t 1", NULL), *b = run_ppl(text, "--ctx 256 -t 2", NULL);
     // one chunk only: the two threads work inside the forward pass instead of across chunks
     char *c = run_ppl(text, "--ctx 256 -t 2 --chunks 1", NULL), *d = run_ppl(text, "--ctx 256 -t 1 --chunks 1", NULL);
-    QP_CHECK(json_num(a, "mean_nll") == json_num(b, "mean_nll"));
-    QP_CHECK(json_num(c, "mean_nll") == json_num(d, "mean_nll"));
+    QP_CHECK(qpt_json_num(a, "mean_nll") == qpt_json_num(b, "mean_nll"));
+    QP_CHECK(qpt_json_num(c, "mean_nll") == qpt_json_num(d, "mean_nll"));
     free(a), free(b), free(c), free(d);
 }
 
 QP_TEST(ppl_should_be_bit_identical_on_every_isa) {
-    const char *text = text_prefix(8000);
+    const char *text = qpt_text_prefix(8000);
     char *r = run_ppl(text, "--ctx 128 -t 2 --chunks 3", "QPROBE_ISA=ref");
-    double ref = json_num(r, "mean_nll");
+    double ref = qpt_json_num(r, "mean_nll");
     QP_CHECK(strstr(r, "\"isa\":\"ref\""));
     free(r);
     const char *isas[] = {"avx2", "avx512"};
@@ -290,18 +270,18 @@ QP_TEST(ppl_should_be_bit_identical_on_every_isa) {
         char env[64];
         snprintf(env, sizeof env, "QPROBE_ISA=%s", isas[i]);
         char *o = run_ppl(text, "--ctx 128 -t 2 --chunks 3", env);
-        QP_CHECK_MSG(json_num(o, "mean_nll") == ref, "%s differs from ref", isas[i]);
+        QP_CHECK_MSG(qpt_json_num(o, "mean_nll") == ref, "%s differs from ref", isas[i]);
         free(o);
     }
 }
 
 QP_TEST(ppl_full_protocol_should_score_every_token_after_the_first_of_each_window) {
-    const char *text = text_prefix(5000);
+    const char *text = qpt_text_prefix(5000);
     char *o = run_ppl(text, "--ctx 256 --protocol full", NULL);
-    double n_text = json_num(o, "text_tokens"), scored = json_num(o, "tokens_scored");
-    int windows = (int)json_num(o, "chunks");
+    double n_text = qpt_json_num(o, "text_tokens"), scored = qpt_json_num(o, "tokens_scored");
+    int windows = (int)qpt_json_num(o, "chunks");
     QP_CHECK_INT_EQ(scored, n_text - windows);
-    QP_CHECK(json_num(o, "ppl") > 2 && json_num(o, "ppl") < 8);
+    QP_CHECK(qpt_json_num(o, "ppl") > 2 && qpt_json_num(o, "ppl") < 8);
     free(o);
 }
 
@@ -417,10 +397,10 @@ QP_TEST(f16_conversion_should_reproduce_llamacpp_f16_perplexity) {
     snprintf(cmd, sizeof cmd, "'%s' convert -m '%s' -z '%s' -o '%s' --type f16", qpt_qprobe(), qpt_fixture(STORIES),
              qpt_fixture(TOK512), out);
     QP_CHECK_INT_EQ(qpt_run(cmd, NULL), 0);
-    const char *text = text_prefix(200000);
+    const char *text = qpt_text_prefix(200000);
     snprintf(cmd, sizeof cmd, "'%s' ppl -m '%s' --text '%s' --json -t 2 2>/dev/null", qpt_qprobe(), out, text);
     QP_CHECK_INT_EQ(qpt_run(cmd, &o), 0);
-    double ppl = json_num(o, "ppl");
+    double ppl = qpt_json_num(o, "ppl");
     QP_CHECK_MSG(fabs(ppl / 4.1049 - 1) < 5e-4, "ppl %.5f", ppl);
     free(o);
 }

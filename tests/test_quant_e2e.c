@@ -77,26 +77,7 @@ QP_TEST(quantized_stories260k_should_equal_llama_cpp_files_byte_for_byte) {
     hx_model_close(m);
 }
 
-static const char *text_prefix(size_t n) {
-    static char path[4096];
-    size_t len;
-    char *all = qpt_read_file(qpt_fixture("data/tinystories/tinystories_val.txt"), &len);
-    QP_CHECK(all && len >= n);
-    snprintf(path, sizeof path, "%s/eval_%zuB.txt", qpt_tmpdir(), n);
-    FILE *f = fopen(path, "wb");
-    QP_CHECK(f && fwrite(all, 1, n, f) == n);
-    fclose(f);
-    free(all);
-    return path;
-}
 
-static double json_num(const char *json, const char *key) {
-    char pat[128];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(json, pat);
-    QP_CHECK_MSG(p != NULL, "no %s in %s", key, json);
-    return strtod(p + strlen(pat), NULL);
-}
 
 // llama.cpp's cumulative perplexity after chunk k, from <label>.ppl-only.log ("[k]x.xxxx,").
 static double golden_after(const char *label, int k) {
@@ -119,7 +100,7 @@ static double run_ppl(const char *model, const char *tok, const char *quant, con
     snprintf(cmd, sizeof cmd, "'%s' ppl -m '%s' %s %s --text '%s' --chunks %d -t 2 --json 2>/dev/null", qpt_qprobe(),
              model, tokarg, qarg, text, chunks);
     QP_CHECK_MSG(qpt_run(cmd, &out) == 0, "failed: %s", cmd);
-    double p = json_num(out, "ppl");
+    double p = qpt_json_num(out, "ppl");
     free(out);
     return p;
 }
@@ -132,7 +113,7 @@ static double run_ppl(const char *model, const char *tok, const char *quant, con
 #define PPL_REL_TOL_16_CHUNKS 2e-3
 
 QP_TEST(act_q8_perplexity_should_match_llama_cpp_on_its_files_and_ours_after_16_chunks) {
-    const char *text = text_prefix(200000);
+    const char *text = qpt_text_prefix(200000);
     for (size_t i = 0; i < QP_ARRAY_LEN(cases); i++) {
         double want = golden_after(cases[i].label, 16);
         double theirs = run_ppl(golden_gguf((int)i), NULL, NULL, text, 16);
@@ -148,13 +129,13 @@ QP_TEST(act_q8_perplexity_should_match_llama_cpp_on_its_files_and_ours_after_16_
 // summary.csv (plain runs, all 190 chunks): Q4_K_M 4.1825, Q8_0_ffndownF16 4.1110. The other
 // four are in docs/QUANT_PPL.md (scripts/quant_ppl.sh, run by make bench).
 QP_TEST(act_q8_q4_k_m_perplexity_should_match_llama_cpp_over_the_whole_golden_text) {
-    const char *text = text_prefix(200000);
+    const char *text = qpt_text_prefix(200000);
     double ours = run_ppl(qpt_fixture(STORIES), qpt_fixture(TOK512), "q4_k_m;act=q8", text, 190);
     QP_CHECK_MSG(fabs(ours / 4.1825 - 1) < PPL_REL_TOL, "%.4f vs 4.1825", ours);
 }
 
 QP_TEST(act_q8_q8_0_file_perplexity_should_match_llama_cpp_over_the_whole_golden_text) {
-    const char *text = text_prefix(200000);
+    const char *text = qpt_text_prefix(200000);
     double theirs = run_ppl(golden_gguf(0), NULL, NULL, text, 190);
     QP_CHECK_MSG(fabs(theirs / 4.1110 - 1) < PPL_REL_TOL, "%.4f vs 4.1110", theirs);
 }
@@ -182,7 +163,7 @@ QP_TEST(convert_with_spec_should_export_llama_cpp_blocks_that_read_back_identica
     }
     hx_gguf_close(a);
     hx_gguf_close(b);
-    const char *text = text_prefix(20000);
+    const char *text = qpt_text_prefix(20000);
     QP_CHECK(run_ppl(out, NULL, NULL, text, 4) == run_ppl(golden_gguf(3), NULL, NULL, text, 4));
     // a spec that is not a llama.cpp format is refused with exit 2
     snprintf(cmd, sizeof cmd, "'%s' convert -m '%s' -q nf4 -o '%s/x.gguf' 2>/dev/null", qpt_qprobe(),
