@@ -137,3 +137,4 @@ clean:
 	rm -rf build
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_BIN:=.d) $(TEST_FW:.o=.d)
+-include tests/fuzz/fuzz.mk

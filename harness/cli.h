@@ -19,6 +19,14 @@ struct cJSON;
 int hx_cmd_generate(int argc, char **argv);
 int hx_cmd_ppl(int argc, char **argv);
 int hx_cmd_convert(int argc, char **argv);
+int hx_cmd_tasks(int argc, char **argv);
+int hx_cmd_eval(int argc, char **argv);
+int hx_cmd_inspect(int argc, char **argv);
+int hx_cmd_sweep(int argc, char **argv);
+int hx_cmd_merge(int argc, char **argv);
+int hx_cmd_synth(int argc, char **argv);
+int hx_cmd_gate(int argc, char **argv);
+int hx_cmd_report(int argc, char **argv);
 
 // Prints "qprobe CMD: MSG" to stderr and returns HX_EXIT_USAGE.
 int hx_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calib.h"
 #include "cli.h"
 #include "eval.h"
 #include "kn_engine.h"
@@ -17,7 +18,8 @@
 
 static void ppl_usage(void) {
     printf("usage: qprobe ppl -m MODEL [-z TOKENIZER] --text FILE [-q SPEC] [--act f32|q8] [--ctx N]\n"
-           "                  [--protocol P] [-t N] [--chunks N] [--json]\n\n"
+           "                  [--protocol P] [-t N] [--chunks N] [--json]\n"
+           "                  [--calib FILE [--calib-seqs N] [--calib-len L]]\n\n"
            "Perplexity of FILE. The text is tokenized once as a whole, with BOS and the SPM space\n"
            "prefix (one trailing newline dropped, as llama.cpp does).\n\n"
            "  -m, --model FILE      llama2.c .bin, GGUF, or safetensors directory\n"
@@ -33,7 +35,13 @@ static void ppl_usage(void) {
            "                        full: every token of non-overlapping windows scored\n"
            "  -t, --threads N       threads (default: all CPUs); results are the same for any N\n"
            "      --chunks N        evaluate only the first N chunks\n"
-           "      --json            print the figures as one JSON object\n");
+           "      --calib FILE      calibration text for gptq, awq, smoothquant and ';imatrix' specs\n"
+           "                        (see docs/PTQ.md); refused when it shares a run of 256 bytes or\n"
+           "                        more with --text\n"
+           "      --calib-seqs N    calibration windows (default %d; fewer when the text is shorter)\n"
+           "      --calib-len L     tokens per window (default %d, or the model's context when shorter)\n"
+           "      --json            print the figures as one JSON object\n",
+           HX_CALIB_SEQS, HX_CALIB_LEN);
 }
 
 int hx_cmd_ppl(int argc, char **argv) {
@@ -43,9 +51,13 @@ int hx_cmd_ppl(int argc, char **argv) {
         {"protocol", required_argument, 0, 'P'}, {"threads", required_argument, 0, 't'},
         {"chunks", required_argument, 0, 'C'}, {"json", no_argument, 0, 'j'},
         {"quant", required_argument, 0, 'q'},  {"act", required_argument, 0, 'A'},
+        {"calib", required_argument, 0, 'K'}, {"calib-seqs", required_argument, 0, 'S'},
+        {"calib-len", required_argument, 0, 'L'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *model_path = NULL, *tok_path = NULL, *text_path = NULL, *spec = NULL;
     int act_q8 = 0;
+    const char *calib_path = NULL;
+    int calib_seqs = HX_CALIB_SEQS, calib_len = HX_CALIB_LEN;
     struct hx_ppl_opts po = {.protocol = HX_PROTO_LLAMACPP, .ctx = 512, .n_threads = hx_default_threads()};
     int json = 0, c, rc;
     optind = 1;
@@ -69,6 +81,9 @@ int hx_cmd_ppl(int argc, char **argv) {
                 return hx_usage_error("ppl", "--act '%s': expected f32 or q8", optarg);
             act_q8 = strcmp(optarg, "q8") == 0;
             break;
+        case 'K': calib_path = optarg; break;
+        case 'S': if ((rc = hx_parse_int("ppl", "--calib-seqs", optarg, 1, 1 << 20, &calib_seqs))) return rc; break;
+        case 'L': if ((rc = hx_parse_int("ppl", "--calib-len", optarg, 2, 1 << 20, &calib_len))) return rc; break;
         case 'h': ppl_usage(); return 0;
         default:
             return hx_usage_error("ppl", "unknown or incomplete option '%s'; see 'qprobe ppl --help'",
@@ -86,7 +101,14 @@ int hx_cmd_ppl(int argc, char **argv) {
             qz_variant_destroy(variant);
             return hx_usage_error("ppl", "--act goes with a model's own types; with -q say ';act=q8' in the spec");
         }
+        if (hx_variant_needs_calib(variant) && !calib_path) {
+            qz_variant_destroy(variant);
+            return hx_usage_error("ppl", "'%s' needs calibration data: add --calib FILE (a text disjoint from --text)",
+                                  spec);
+        }
     }
+    if (calib_path && !(variant && hx_variant_needs_calib(variant)))
+        fprintf(stderr, "qprobe ppl: warning: --calib ignored: the variant needs no calibration\n");
     char *text = NULL;
     size_t len;
     if (hx_read_text(text_path, &text, &len, err)) {
@@ -106,6 +128,10 @@ int hx_cmd_ppl(int argc, char **argv) {
     int *toks = NULL;
     size_t n_toks = 0;
     struct hx_ppl_result res = {0};
+    struct hx_calib *cal = NULL;
+    struct hx_calib_report report = {0};
+    char *ctext = NULL;
+    int64_t overlap = 0;
     if (po.ctx > m->w.cfg.seq_len)
         fprintf(stderr, "qprobe ppl: warning: --ctx %d exceeds the model's trained context %d\n", po.ctx,
                 m->w.cfg.seq_len);
@@ -122,10 +148,34 @@ int hx_cmd_ppl(int argc, char **argv) {
         goto done;
     }
     const struct kn_weights *weights = &m->w;
+    if (variant && hx_variant_needs_calib(variant)) {
+        size_t clen;
+        if (hx_read_text(calib_path, &ctext, &clen, err)) {
+            hx_usage_error("ppl", "%s", err);
+            goto done;
+        }
+        if (hx_calib_create(m->tok, ctext, clen, calib_seqs, QP_MIN(calib_len, m->w.cfg.seq_len), &cal, err)) {
+            hx_usage_error("ppl", "cannot calibrate on '%s': %s", calib_path, err);
+            goto done;
+        }
+        cal->n_threads = po.n_threads;
+        cal->report = &report;
+        rc = hx_calib_overlap(ctext, cal->text_bytes, text, len, &overlap);
+        if (rc < 0) {
+            hx_usage_error("ppl", "out of memory comparing '%s' with '%s'", calib_path, text_path);
+            goto done;
+        }
+        if (rc > 0) {
+            hx_usage_error("ppl", "calibration text '%s' and evaluation text '%s' share %lld bytes in runs of %d bytes "
+                           "or more; calibrate on a disjoint text", calib_path, text_path, (long long)overlap,
+                           HX_OVERLAP_MIN_RUN);
+            goto done;
+        }
+    }
     if (variant) {
         qz_variant_print(variant, spec_canon, sizeof spec_canon);
         double tq = qp_now();
-        if ((rc = hx_quant_model_create(&m->w, variant, &qm, err))) {
+        if ((rc = hx_quant_model_create_calib(&m->w, variant, cal, &qm, err))) {
             hx_usage_error("ppl", "cannot quantize '%s' as '%s': %s", model_path, spec_canon, err);
             goto done;
         }
@@ -135,7 +185,7 @@ int hx_cmd_ppl(int argc, char **argv) {
             fprintf(stderr, "qprobe ppl: quantized as %s in %.2f s (%.3f bits per weight)\n", spec_canon,
                     qp_now() - tq, qm->bits_per_weight);
     }
-    struct kn_engine_opts eo = {.act_q8 = act_q8};
+    struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = variant ? hx_variant_act_int8(variant) : 0};
     if ((rc = kn_engine_create_opts(weights, &eo, &e, err))) {
         hx_usage_error("ppl", "cannot run '%s': %s", model_path, err);
         goto done;
@@ -160,6 +210,26 @@ int hx_cmd_ppl(int argc, char **argv) {
         cJSON_AddStringToObject(o, "text", text_path);
         cJSON_AddStringToObject(o, "spec", variant ? spec_canon : "");
         cJSON_AddStringToObject(o, "act", act_q8 ? "q8" : "f32");
+        cJSON_AddBoolToObject(o, "act_int8", eo.act_int8);
+        if (cal) {
+            cJSON_AddStringToObject(o, "calib", calib_path);
+            cJSON_AddNumberToObject(o, "calib_seqs", cal->n_seqs);
+            cJSON_AddNumberToObject(o, "calib_len", cal->seq_len);
+            cJSON_AddNumberToObject(o, "calib_bytes", (double)cal->text_bytes);
+            cJSON_AddNumberToObject(o, "calib_overlap_bytes", (double)overlap);
+            cJSON_AddNumberToObject(o, "calib_seconds", report.seconds);
+            cJSON *mods = cJSON_AddArrayToObject(o, "calib_modules");
+            for (int i = 0; mods && i < report.n_modules; i++) { // per-module loss (calib.h)
+                const struct hx_calib_module *md = &report.modules[i];
+                cJSON *r = cJSON_CreateObject();
+                cJSON_AddStringToObject(r, "tensor", md->name);
+                cJSON_AddStringToObject(r, "method", md->method);
+                cJSON_AddNumberToObject(r, "loss", md->loss);
+                cJSON_AddNumberToObject(r, md->method[0] == 'g' ? "obs_loss" : "alpha", md->aux);
+                if (md->method[0] == 'g') cJSON_AddNumberToObject(r, "damp", md->damp);
+                cJSON_AddItemToArray(mods, r);
+            }
+        }
         if (qm) {
             cJSON_AddNumberToObject(o, "bits_per_weight", qm->bits_per_weight);
             cJSON_AddNumberToObject(o, "weight_bytes", (double)qm->bytes);
@@ -186,7 +256,12 @@ int hx_cmd_ppl(int argc, char **argv) {
         if (variant)
             printf("variant     %s (%.3f bits per weight, %.0f bytes of weights)\n", spec_canon,
                    qm->bits_per_weight, (double)qm->bytes);
-        printf("activations %s\n", act_q8 ? "q8 (per block, as llama.cpp's CPU dot products)" : "f32");
+        if (cal)
+            printf("calibration %s: %d windows of %d tokens (%zu bytes), no overlap with the text\n", calib_path,
+                   cal->n_seqs, cal->seq_len, cal->text_bytes);
+        printf("activations %s\n", eo.act_int8 ? "int8 per token (W8A8)"
+                                    : act_q8   ? "q8 (per block, as llama.cpp's CPU dot products)"
+                                               : "f32");
         printf("protocol    %s, ctx %d, %d chunks, %lld tokens scored of %zu\n", hx_protocol_name(po.protocol),
                po.ctx, res.n_chunks, (long long)res.nll.n, n_toks);
         printf("perplexity  %.4f ± %.5f\n", ppl, pe);
@@ -197,6 +272,9 @@ int hx_cmd_ppl(int argc, char **argv) {
     status = HX_EXIT_OK;
 done:
     free(res.token_nll);
+    hx_calib_report_clear(&report);
+    hx_calib_destroy(cal);
+    free(ctext);
     free(toks);
     free(text);
     kn_engine_destroy(e);

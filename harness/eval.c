@@ -24,13 +24,7 @@ int hx_ppl_n_chunks(enum hx_protocol p, size_t n_tokens, int ctx) {
     return n > (size_t)1 << 30 ? 1 << 30 : (int)n;
 }
 
-// Where chunk c starts, how many tokens it runs, and which positions score.
-struct hx_chunk {
-    size_t start;
-    int len, first, last; // score logits at positions first..last (inclusive)
-};
-
-static struct hx_chunk hx_chunk_of(enum hx_protocol p, size_t n_tokens, int ctx, int c) {
+struct hx_chunk hx_chunk_of(enum hx_protocol p, size_t n_tokens, int ctx, int c) {
     struct hx_chunk ch;
     ch.start = (size_t)c * ctx;
     if (p == HX_PROTO_LLAMACPP) {

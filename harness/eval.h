@@ -44,6 +44,14 @@ struct hx_ppl_result {
 // Number of chunks/windows the protocol makes of n_tokens (0 = text too short).
 int hx_ppl_n_chunks(enum hx_protocol p, size_t n_tokens, int ctx);
 
+// Where chunk c of the protocol starts in the token stream, how many tokens it runs, and which
+// of its positions score the next token.
+struct hx_chunk {
+    size_t start;
+    int len, first, last; // score logits at positions first..last (inclusive)
+};
+struct hx_chunk hx_chunk_of(enum hx_protocol p, size_t n_tokens, int ctx, int c);
+
 // Runs the protocol. keep_tokens: also return per-token NLLs. 0 or a QP_E* code with err.
 int hx_ppl_run(const struct kn_engine *e, const int *tokens, size_t n_tokens,
                const struct hx_ppl_opts *o, int keep_tokens, struct hx_ppl_result *res, char *err);

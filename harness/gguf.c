@@ -32,7 +32,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "kn_types.h"
@@ -64,6 +66,7 @@ struct hx_gguf {
     // Open-addressing hash tables of indices + 1 (0 = empty); capacity a power of two.
     uint32_t *kv_index, *tensor_index;
     size_t kv_cap, tensor_cap;
+    uint64_t seed; // of hash_bytes, random per reader
 };
 
 // Parsing cursor over the mapping.
@@ -84,10 +87,28 @@ static uint32_t le32(const uint8_t *p) {
 
 static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
 
-static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull; // FNV-1a
+// FNV-1a from a per-reader random start, then a final mix so that the table index depends on
+// every bit. Plain FNV's low bits depend only on the low bits of the state, so a forged file can
+// make thousands of keys land in one bucket and turn the open into a quadratic crawl (65536
+// such keys, a 4 MB file, took 33 s); with an unknown seed it cannot aim.
+static uint64_t hash_bytes(const char *s, size_t n, uint64_t seed) {
+    uint64_t h = 1469598103934665603ull ^ seed;
     for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
     return h;
+}
+
+// A seed for hash_bytes: random bytes from the kernel, else whatever varies between runs.
+static uint64_t hash_seed(const void *salt) {
+    uint64_t seed = 0;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        seed = (uint64_t)(uintptr_t)salt ^ (uint64_t)ts.tv_nsec << 20 ^ (uint64_t)getpid();
+    }
+    return seed;
 }
 
 // Size in bytes of one scalar of a value type; 0 for STRING, ARRAY and unknown types.
@@ -117,7 +138,8 @@ static int64_t table_find(const uint32_t *tab, size_t cap, const char *name,
                           const char *(*names)(const void *, uint32_t), const void *ctx) {
     if (!tab) return -1;
     size_t len = strlen(name);
-    for (size_t i = hash_bytes(name, len) & (cap - 1);; i = (i + 1) & (cap - 1)) {
+    uint64_t seed = ((const struct hx_gguf *)ctx)->seed;
+    for (size_t i = hash_bytes(name, len, seed) & (cap - 1);; i = (i + 1) & (cap - 1)) {
         if (tab[i] == 0) return -1;
         if (strcmp(names(ctx, tab[i] - 1), name) == 0) return tab[i] - 1;
     }
@@ -127,7 +149,8 @@ static int64_t table_find(const uint32_t *tab, size_t cap, const char *name,
 static int table_insert(uint32_t *tab, size_t cap, const char *name, uint32_t idx,
                         const char *(*names)(const void *, uint32_t), const void *ctx) {
     size_t len = strlen(name);
-    for (size_t i = hash_bytes(name, len) & (cap - 1);; i = (i + 1) & (cap - 1)) {
+    uint64_t seed = ((const struct hx_gguf *)ctx)->seed;
+    for (size_t i = hash_bytes(name, len, seed) & (cap - 1);; i = (i + 1) & (cap - 1)) {
         if (tab[i] == 0) {
             tab[i] = idx + 1;
             return 0;
@@ -526,6 +549,7 @@ int hx_gguf_open(const char *path, struct hx_gguf **out, char *err) {
         free(g);
         return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
     }
+    g->seed = hash_seed(g);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;

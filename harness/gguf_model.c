@@ -7,15 +7,22 @@
 // same (interleaved-RoPE) order; stories260K.bin and llama.cpp's conversion of it are
 // byte-identical tensor for tensor.
 //
+// The streaming writer (hx_gguf_stream_*) lays out the same GGUF v3 file as gguf.c's writer but
+// takes the tensor bytes piece by piece after the header, so that a multi-gigabyte model never
+// sits in memory (qprobe synth).
+//
 // Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/gguf.h, harness/tokenizer.h and
 // harness/model.h; not on the engine, the store or any report code.
 #include "gguf_model.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "gguf.h"
 #include "model.h"
@@ -440,4 +447,333 @@ static int hx_gguf_model_write_impl(const struct kn_weights *w, const struct hx_
     hx_gguf_writer_destroy(wr);
     conv_free(&cv);
     return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming writer
+
+#define HX_STREAM_ALIGN 32     // GGUF's default alignment (no general.alignment key written)
+#define HX_STREAM_MAX_DEPTH 8  // deepest array nesting encoded, as the reader accepts
+#define HX_STREAM_BUF (1 << 20)
+
+struct hx_gguf_stream {
+    char *path;        // as given (copy)
+    char *tmp;         // the temporary file next to it
+    FILE *f;
+    uint64_t *sizes;   // (n_tensors) data bytes of each tensor, without padding
+    char **names;      // (n_tensors) copies, for messages
+    int64_t n_tensors;
+    int64_t cur;       // tensor whose bytes are being written
+    uint64_t done;     // bytes of tensor cur written so far
+    uint64_t total;    // sum of sizes
+    int failed;        // a write failed: only abort remains
+    int err_no;        // errno of the failed write
+};
+
+// Writes n bytes; on failure marks the stream failed and keeps the first errno.
+static void st_put(struct hx_gguf_stream *s, const void *p, size_t n) {
+    if (s->failed || n == 0) return;
+    if (fwrite(p, 1, n, s->f) != n) {
+        s->failed = 1;
+        s->err_no = errno ? errno : EIO;
+    }
+}
+
+static void st_u32(struct hx_gguf_stream *s, uint32_t v) {
+    uint8_t x[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    st_put(s, x, 4);
+}
+
+static void st_u64(struct hx_gguf_stream *s, uint64_t v) {
+    st_u32(s, (uint32_t)v);
+    st_u32(s, (uint32_t)(v >> 32));
+}
+
+static void st_str(struct hx_gguf_stream *s, const char *p, uint64_t len) {
+    st_u64(s, len);
+    st_put(s, p, (size_t)len);
+}
+
+static void st_zeros(struct hx_gguf_stream *s, size_t n) {
+    static const uint8_t zeros[HX_STREAM_ALIGN];
+    while (n > 0) {
+        size_t k = QP_MIN(n, sizeof zeros);
+        st_put(s, zeros, k);
+        n -= k;
+    }
+}
+
+// Bytes of one scalar of a value type; 0 for STRING, ARRAY and unknown types.
+static size_t st_scalar_size(enum hx_gguf_type t) {
+    switch (t) {
+    case HX_GGUF_UINT8:
+    case HX_GGUF_INT8:
+    case HX_GGUF_BOOL: return 1;
+    case HX_GGUF_UINT16:
+    case HX_GGUF_INT16: return 2;
+    case HX_GGUF_UINT32:
+    case HX_GGUF_INT32:
+    case HX_GGUF_FLOAT32: return 4;
+    case HX_GGUF_UINT64:
+    case HX_GGUF_INT64:
+    case HX_GGUF_FLOAT64: return 8;
+    default: return 0;
+    }
+}
+
+// Encodes v without its type tag. 0 or QP_EINVAL for a malformed value.
+static int st_value(struct hx_gguf_stream *s, const struct hx_gguf_value *v, int depth) {
+    if (depth > HX_STREAM_MAX_DEPTH) return QP_EINVAL;
+    switch (v->type) {
+    case HX_GGUF_UINT8: st_put(s, &(uint8_t){(uint8_t)v->v.u}, 1); return 0;
+    case HX_GGUF_INT8: st_put(s, &(uint8_t){(uint8_t)(int8_t)v->v.i}, 1); return 0;
+    case HX_GGUF_BOOL: st_put(s, &(uint8_t){v->v.b ? 1 : 0}, 1); return 0;
+    case HX_GGUF_UINT16: {
+        uint16_t x = (uint16_t)v->v.u;
+        st_put(s, (uint8_t[2]){(uint8_t)x, (uint8_t)(x >> 8)}, 2);
+        return 0;
+    }
+    case HX_GGUF_INT16: {
+        uint16_t x = (uint16_t)(int16_t)v->v.i;
+        st_put(s, (uint8_t[2]){(uint8_t)x, (uint8_t)(x >> 8)}, 2);
+        return 0;
+    }
+    case HX_GGUF_UINT32: st_u32(s, (uint32_t)v->v.u); return 0;
+    case HX_GGUF_INT32: st_u32(s, (uint32_t)(int32_t)v->v.i); return 0;
+    case HX_GGUF_UINT64: st_u64(s, v->v.u); return 0;
+    case HX_GGUF_INT64: st_u64(s, (uint64_t)v->v.i); return 0;
+    case HX_GGUF_FLOAT32: {
+        float x = (float)v->v.f;
+        uint32_t b;
+        memcpy(&b, &x, 4);
+        st_u32(s, b);
+        return 0;
+    }
+    case HX_GGUF_FLOAT64: {
+        uint64_t b;
+        memcpy(&b, &v->v.f, 8);
+        st_u64(s, b);
+        return 0;
+    }
+    case HX_GGUF_STRING:
+        if (v->v.str.len > 0 && !v->v.str.ptr) return QP_EINVAL;
+        st_str(s, v->v.str.ptr, v->v.str.len);
+        return 0;
+    case HX_GGUF_ARRAY: {
+        enum hx_gguf_type et = v->v.arr.type;
+        uint64_t n = v->v.arr.n;
+        st_u32(s, (uint32_t)et);
+        st_u64(s, n);
+        if (et == HX_GGUF_STRING || et == HX_GGUF_ARRAY) {
+            if (n > 0 && !v->v.arr.items) return QP_EINVAL;
+            for (uint64_t i = 0; i < n; i++) {
+                if (v->v.arr.items[i].type != et) return QP_EINVAL;
+                int rc = st_value(s, &v->v.arr.items[i], depth + 1);
+                if (rc) return rc;
+            }
+            return 0;
+        }
+        size_t sz = st_scalar_size(et), bytes;
+        if (sz == 0 || n > SIZE_MAX || qp_mul_overflow((size_t)n, sz, &bytes)) return QP_EINVAL;
+        if (bytes > 0 && !v->v.arr.data) return QP_EINVAL;
+        st_put(s, v->v.arr.data, bytes); // raw little-endian elements, as the reader keeps them
+        return 0;
+    }
+    }
+    return QP_EINVAL;
+}
+
+// Bytes of tensor t, or 0 when its type or shape is invalid.
+static uint64_t st_tensor_bytes(const struct hx_gguf_stream_tensor *t) {
+    if (!t->name || !kn_type_info(t->type) || t->n_dims < 1 || t->n_dims > 4) return 0;
+    for (int d = 0; d < 4; d++)
+        if (t->ne[d] < 1 || (d >= t->n_dims && t->ne[d] != 1)) return 0;
+    uint64_t bytes = kn_row_bytes(t->type, t->ne[0]);
+    for (int d = 1; d < 4; d++)
+        if (__builtin_mul_overflow(bytes, (uint64_t)t->ne[d], &bytes)) return 0;
+    return bytes;
+}
+
+static void st_free(struct hx_gguf_stream *s) {
+    if (s->names)
+        for (int64_t i = 0; i < s->n_tensors; i++) free(s->names[i]);
+    free(s->names);
+    free(s->sizes);
+    free(s->tmp);
+    free(s->path);
+    free(s);
+}
+
+void hx_gguf_stream_abort(struct hx_gguf_stream *s) {
+    if (!s) return;
+    if (s->f) fclose(s->f);
+    if (s->tmp) unlink(s->tmp);
+    st_free(s);
+}
+
+static int st_io_fail(struct hx_gguf_stream *s, char *err) {
+    int rc = qp_fail(err, QP_EIO, "cannot write '%s': %s", s->path, strerror(s->err_no));
+    hx_gguf_stream_abort(s);
+    return rc;
+}
+
+int hx_gguf_stream_open(const char *path, const struct hx_gguf_kv *kvs, int64_t n_kv,
+                        const struct hx_gguf_stream_tensor *tensors, int64_t n_tensors,
+                        struct hx_gguf_stream **out, char *err) {
+    *out = NULL;
+    if (n_kv < 0 || n_tensors < 0 || (n_kv > 0 && !kvs) || (n_tensors > 0 && !tensors))
+        return qp_fail(err, QP_EINVAL, "cannot write '%s': bad key or tensor list", path);
+    struct hx_gguf_stream *s = calloc(1, sizeof *s);
+    if (!s) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    size_t plen = strlen(path);
+    s->path = strdup(path);
+    s->tmp = malloc(plen + 16);
+    s->sizes = calloc(n_tensors ? (size_t)n_tensors : 1, sizeof *s->sizes);
+    s->names = calloc(n_tensors ? (size_t)n_tensors : 1, sizeof *s->names);
+    if (!s->path || !s->tmp || !s->sizes || !s->names) {
+        st_free(s);
+        return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    }
+    s->n_tensors = n_tensors;
+    // Validate everything before creating the file.
+    for (int64_t i = 0; i < n_tensors; i++) {
+        const struct hx_gguf_stream_tensor *t = &tensors[i];
+        s->sizes[i] = st_tensor_bytes(t);
+        if (s->sizes[i] == 0) {
+            int rc = qp_fail(err, QP_EINVAL, "cannot write '%s': tensor '%s' has a bad type or "
+                             "shape", path, t->name ? t->name : "(null)");
+            st_free(s);
+            return rc;
+        }
+        for (int64_t j = 0; j < i; j++) {
+            if (strcmp(tensors[j].name, t->name) == 0) {
+                int rc = qp_fail(err, QP_EINVAL, "cannot write '%s': duplicate tensor '%s'",
+                                 path, t->name);
+                st_free(s);
+                return rc;
+            }
+        }
+        if (!(s->names[i] = strdup(t->name))) {
+            st_free(s);
+            return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+        }
+        if (__builtin_add_overflow(s->total, s->sizes[i], &s->total)) {
+            st_free(s);
+            return qp_fail(err, QP_EINVAL, "cannot write '%s': the tensors are too large", path);
+        }
+    }
+
+    snprintf(s->tmp, plen + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(s->tmp);
+    if (fd < 0) {
+        int rc = qp_fail(err, QP_EIO, "cannot write '%s': %s", path, strerror(errno));
+        free(s->tmp);
+        s->tmp = NULL; // nothing to remove
+        st_free(s);
+        return rc;
+    }
+    fchmod(fd, 0644);
+    s->f = fdopen(fd, "wb");
+    if (!s->f) {
+        s->err_no = errno;
+        close(fd);
+        return st_io_fail(s, err);
+    }
+    setvbuf(s->f, NULL, _IOFBF, HX_STREAM_BUF);
+
+    // Header: magic, version, counts, key/values, tensor infos, padding.
+    st_put(s, "GGUF", 4);
+    st_u32(s, 3);
+    st_u64(s, (uint64_t)n_tensors);
+    st_u64(s, (uint64_t)n_kv);
+    for (int64_t i = 0; i < n_kv; i++) {
+        const struct hx_gguf_kv *kv = &kvs[i];
+        if (!kv->key) {
+            hx_gguf_stream_abort(s);
+            return qp_fail(err, QP_EINVAL, "cannot write '%s': key %lld has no name", path,
+                           (long long)i);
+        }
+        st_str(s, kv->key, strlen(kv->key));
+        st_u32(s, (uint32_t)kv->val.type);
+        if (st_value(s, &kv->val, 1)) {
+            hx_gguf_stream_abort(s);
+            return qp_fail(err, QP_EINVAL, "cannot write '%s': key '%s' has a malformed value",
+                           path, kv->key);
+        }
+    }
+    uint64_t off = 0;
+    for (int64_t i = 0; i < n_tensors; i++) {
+        const struct hx_gguf_stream_tensor *t = &tensors[i];
+        st_str(s, t->name, strlen(t->name));
+        st_u32(s, (uint32_t)t->n_dims);
+        for (int d = 0; d < t->n_dims; d++) st_u64(s, (uint64_t)t->ne[d]);
+        st_u32(s, (uint32_t)t->type);
+        st_u64(s, off);
+        off += s->sizes[i] + (HX_STREAM_ALIGN - s->sizes[i] % HX_STREAM_ALIGN) % HX_STREAM_ALIGN;
+    }
+    if (s->failed) return st_io_fail(s, err);
+    long at = ftell(s->f); // the header's length
+    if (at < 0) {
+        s->err_no = errno;
+        return st_io_fail(s, err);
+    }
+    st_zeros(s, (HX_STREAM_ALIGN - (size_t)at % HX_STREAM_ALIGN) % HX_STREAM_ALIGN);
+    if (s->failed) return st_io_fail(s, err);
+    *out = s;
+    return 0;
+}
+
+uint64_t hx_gguf_stream_data_bytes(const struct hx_gguf_stream *s) { return s->total; }
+
+int hx_gguf_stream_write(struct hx_gguf_stream *s, const void *data, size_t n, char *err) {
+    const uint8_t *p = data;
+    if (s->failed) return qp_fail(err, QP_EIO, "cannot write '%s': %s", s->path,
+                                  strerror(s->err_no));
+    while (n > 0) {
+        if (s->cur >= s->n_tensors) {
+            s->failed = 1;
+            s->err_no = EINVAL;
+            return qp_fail(err, QP_EINVAL, "cannot write '%s': %zu bytes more than the tensors "
+                           "hold", s->path, n);
+        }
+        uint64_t left = s->sizes[s->cur] - s->done;
+        size_t k = left < n ? (size_t)left : n;
+        st_put(s, p, k);
+        p += k;
+        n -= k;
+        s->done += k;
+        if (s->done == s->sizes[s->cur]) {
+            st_zeros(s, (size_t)((HX_STREAM_ALIGN - s->done % HX_STREAM_ALIGN) % HX_STREAM_ALIGN));
+            s->cur++;
+            s->done = 0;
+        }
+        if (s->failed) return qp_fail(err, QP_EIO, "cannot write '%s': %s", s->path,
+                                      strerror(s->err_no));
+    }
+    return 0;
+}
+
+int hx_gguf_stream_finish(struct hx_gguf_stream *s, char *err) {
+    if (s->failed) return st_io_fail(s, err);
+    if (s->cur < s->n_tensors) {
+        int rc = qp_fail(err, QP_EINVAL, "cannot write '%s': data of tensor '%s' is missing",
+                         s->path, s->names[s->cur]);
+        hx_gguf_stream_abort(s);
+        return rc;
+    }
+    FILE *f = s->f;
+    s->f = NULL;
+    int bad = fflush(f) != 0 || fsync(fileno(f)) != 0;
+    if (bad) s->err_no = errno;
+    if (fclose(f) != 0 && !bad) {
+        bad = 1;
+        s->err_no = errno;
+    }
+    if (!bad && rename(s->tmp, s->path) != 0) {
+        bad = 1;
+        s->err_no = errno;
+    }
+    if (bad) return st_io_fail(s, err);
+    st_free(s);
+    return 0;
 }

@@ -11,8 +11,16 @@ static const struct {
     const char *what;
 } hx_commands[] = {
     {"generate", hx_cmd_generate, "greedy text generation from a prompt"},
+    {"eval", hx_cmd_eval, "one variant against the reference, every diagnostic, into a study database"},
+    {"sweep", hx_cmd_sweep, "many variants of one model, everything measured and stored (resumable, shardable)"},
+    {"merge", hx_cmd_merge, "join study databases (the shards of a sweep)"},
+    {"gate", hx_cmd_gate, "pass/fail of a run against a baseline under rules (exit 1 on regression, JUnit XML)"},
+    {"report", hx_cmd_report, "comparison report of a study: figures, index.html, summary.md, CSV"},
+    {"inspect", hx_cmd_inspect, "weight outliers of the unquantized model and which formats fit its shapes"},
     {"ppl", hx_cmd_ppl, "perplexity of a text under a protocol (llamacpp or full)"},
+    {"tasks", hx_cmd_tasks, "task suites by log-likelihood: accuracy, flips vs a quantized variant"},
     {"convert", hx_cmd_convert, "write a model as GGUF (f32 or f16)"},
+    {"synth", hx_cmd_synth, "write a synthetic Llama model of a real shape as GGUF (speed tests)"},
 };
 
 static void hx_main_usage(FILE *f) {

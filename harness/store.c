@@ -287,7 +287,6 @@ void hx_run_identity(const struct hx_run_info *ri, char hex[65]) {
     HX_ID_INT(bos);
     HX_ID_INT(chunks);
     HX_ID_STR(calib_sha256);
-    HX_ID_STR(config);
 #undef HX_ID_STR
 #undef HX_ID_INT
     int n = snprintf(buf, sizeof buf, "qprobe=%s %s\n", qp_version, QP_COMMIT);

@@ -67,7 +67,9 @@ struct hx_run_info {
 
 // The identity of a run: SHA-256 over model/tokenizer/text/calibration hashes, the protocol
 // fields, the qprobe version and commit, and the label (hex, 65 bytes). Thread count, ISA and
-// host are recorded but not part of it: results do not depend on them.
+// host are recorded but not part of it: results do not depend on them. Neither is the sweep
+// configuration: a sweep extended by more variants, or `eval` runs of single variants, add to the
+// same run (the configuration stored is the one that created the run).
 void hx_run_identity(const struct hx_run_info *ri, char hex[65]);
 
 // Finds the run with ri's identity or inserts it (in its own transaction). *created tells which.

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calib.h"
 #include "kn_blocks.h"
 #include "qp.h"
 #include "qz_ggml.h"
@@ -34,20 +35,47 @@ void hx_tensor_name(char *buf, size_t cap, int layer, const char *what) {
     else snprintf(buf, cap, "blk.%d.%s.weight", layer, what);
 }
 
-// The source tensor as fp32 rows: its own data when F32, else a dequantized copy (owned).
-static int hx_f32_of(struct hx_quant_model *q, const struct kn_tensor *t, const float **out) {
+void hx_weight_refs(struct kn_weights *w, struct hx_weight_ref *out) {
+    static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    int k = 0;
+    out[k] = (struct hx_weight_ref){.layer = -1, .what = "token_embd", .t = &w->tok_embd};
+    hx_tensor_name(out[k].name, sizeof out[k].name, -1, "token_embd");
+    k++;
+    out[k] = (struct hx_weight_ref){.layer = -1, .what = "output", .t = &w->output};
+    hx_tensor_name(out[k].name, sizeof out[k].name, -1, "output");
+    k++;
+    for (int l = 0; l < w->cfg.n_layers; l++) {
+        struct kn_layer_weights *lw = &w->layers[l];
+        struct kn_tensor *t[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down};
+        for (int i = 0; i < 7; i++, k++) {
+            out[k] = (struct hx_weight_ref){.layer = l, .what = what[i], .t = t[i]};
+            hx_tensor_name(out[k].name, sizeof out[k].name, l, what[i]);
+        }
+    }
+}
+
+int hx_tensor_f32(const struct kn_tensor *t, const float **rows, float **owned) {
+    *owned = NULL;
     if (t->type == KN_F32) {
-        *out = t->data;
+        *rows = t->data;
         return 0;
     }
     if (!kn_type_has_dequant(t->type)) return QP_ENOTSUP;
     float *buf = qp_alloc_array((size_t)(t->ne0 * t->ne1), sizeof(float));
-    if (hx_own(q, buf)) return QP_ENOMEM;
+    if (!buf) return QP_ENOMEM;
     size_t rb = kn_row_bytes(t->type, t->ne0);
     for (int64_t r = 0; r < t->ne1; r++)
         kn_dequantize_row(t->type, (const uint8_t *)t->data + (size_t)r * rb, buf + r * t->ne0, t->ne0);
-    *out = buf;
+    *rows = *owned = buf;
     return 0;
+}
+
+// The source tensor as fp32 rows: its own data when F32, else a dequantized copy (owned by q).
+static int hx_f32_of(struct hx_quant_model *q, const struct kn_tensor *t, const float **out) {
+    float *owned;
+    int rc = hx_tensor_f32(t, out, &owned);
+    if (!rc && owned && hx_own(q, owned)) rc = QP_ENOMEM;
+    return rc;
 }
 
 static int hx_is_kquant(int type) {
@@ -78,6 +106,20 @@ static int hx_pack(struct hx_quant_model *q, int type, const float *x, int64_t r
     *dst = (struct kn_tensor){type, cols, rows, buf};
     q->bytes += (uint64_t)rb * (uint64_t)rows;
     return 0;
+}
+
+void hx_tensor_base(const struct qz_variant *v, const char *name, int n_layers, int64_t cols,
+                    struct qz_base *out) {
+    *out = *qz_variant_for_tensor(v, name, qz_tensor_class_of(name));
+    if (out->method != QZ_GGML && out->method != QZ_GGML_MIX) return;
+    int type = out->method == QZ_GGML ? out->ggml_type : qz_mix_type(out->mix, name, n_layers, 1);
+    type = qz_fallback_type(type, cols);
+    if (type == KN_F16 || type == KN_BF16 || type == KN_F32) {
+        qz_base_parse(type == KN_F32 ? "f32" : type == KN_F16 ? "f16" : "bf16", out, NULL);
+        return;
+    }
+    out->method = QZ_GGML;
+    out->ggml_type = type;
 }
 
 static int hx_quantize_tensor(struct hx_quant_model *q, const struct qz_variant *v, const struct kn_tensor *src,
@@ -138,25 +180,16 @@ int hx_quant_model_create(const struct kn_weights *src, const struct qz_variant 
     }
     memcpy(layers, src->layers, (size_t)L * sizeof *layers);
     q->w.layers = layers;
-    char name[96];
-    hx_tensor_name(name, sizeof name, -1, "token_embd");
-    rc = hx_quantize_tensor(q, v, &src->tok_embd, name, L, &q->w.tok_embd, err);
-    if (!rc) {
-        hx_tensor_name(name, sizeof name, -1, "output");
-        rc = hx_quantize_tensor(q, v, &src->output, name, L, &q->w.output, err);
+    // Every destination starts as its source tensor (q->w is a copy of *src with its own layers).
+    struct hx_weight_ref *refs = malloc(HX_N_WEIGHTS(L) * sizeof *refs);
+    if (!refs) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    else hx_weight_refs(&q->w, refs);
+    for (int i = 0; i < HX_N_WEIGHTS(L) && !rc; i++) {
+        struct kn_tensor from = *refs[i].t;
+        rc = hx_quantize_tensor(q, v, &from, refs[i].name, L, refs[i].t, err);
     }
+    free(refs);
     q->w.tied = !rc && q->w.output.data == q->w.tok_embd.data;
-    static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
-    for (int l = 0; l < L && !rc; l++) {
-        struct kn_layer_weights *lw = &layers[l];
-        struct kn_tensor *dst[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down};
-        const struct kn_layer_weights *sl = &src->layers[l];
-        const struct kn_tensor *from[] = {&sl->wq, &sl->wk, &sl->wv, &sl->wo, &sl->w_gate, &sl->w_up, &sl->w_down};
-        for (int i = 0; i < 7 && !rc; i++) {
-            hx_tensor_name(name, sizeof name, l, what[i]);
-            rc = hx_quantize_tensor(q, v, from[i], name, L, dst[i], err);
-        }
-    }
     if (rc) {
         hx_quant_model_destroy(q);
         return rc;
@@ -192,4 +225,41 @@ int hx_llama_ftype(const struct qz_base *b) {
     case KN_IQ4_NL: return 25;
     default: return 0;
     }
+}
+
+int hx_quant_model_create_calib(const struct kn_weights *src, const struct qz_variant *v,
+                                const struct hx_calib *cal, struct hx_quant_model **out, char *err) {
+    *out = NULL;
+    if (!hx_variant_needs_calib(v)) return hx_quant_model_create(src, v, out, err);
+    if (!cal) {
+        char spec[256];
+        qz_variant_print(v, spec, sizeof spec);
+        return qp_fail(err, QP_EINVAL, "'%s' needs calibration data (--calib FILE)", spec);
+    }
+    struct hx_calib_model cm;
+    int rc = hx_calib_quantize(src, v, cal, &cm, err);
+    if (rc) return rc;
+    struct hx_quant_model *q = calloc(1, sizeof *q);
+    if (!q) {
+        hx_calib_model_deinit(&cm);
+        return qp_fail(err, QP_ENOMEM, "out of memory");
+    }
+    // The buffers move over to q (hx_own frees one it cannot hold; the rest are freed below).
+    for (int i = 0; i < cm.n_owned; i++) {
+        if (!rc) rc = hx_own(q, cm.owned[i]);
+        else qp_free(cm.owned[i]);
+    }
+    cm.n_owned = 0;
+    q->w = cm.w;
+    q->bytes = cm.bytes;
+    q->n_weights = cm.n_weights;
+    q->act_q8 = cm.act_q8;
+    q->bits_per_weight = q->n_weights ? 8.0 * (double)q->bytes / (double)q->n_weights : 0;
+    hx_calib_model_deinit(&cm);
+    if (rc) {
+        hx_quant_model_destroy(q);
+        return qp_fail(err, QP_ENOMEM, "out of memory");
+    }
+    *out = q;
+    return 0;
 }

@@ -32,9 +32,40 @@ int hx_quant_model_create(const struct kn_weights *src, const struct qz_variant 
                           struct hx_quant_model **out, char *err);
 void hx_quant_model_destroy(struct hx_quant_model *q);
 
+// The same with calibration data (harness/calib.h): gptq, awq and smoothquant bases and rules,
+// and llama.cpp types with ';imatrix', are quantized by hx_calib_quantize; any other variant
+// goes to hx_quant_model_create (cal may then be NULL). A variant that needs calibration with
+// cal == NULL gives QP_EINVAL. smoothquant variants also need the engine's act_int8 option
+// (hx_variant_act_int8). src must outlive the result. 0 or QP_E* with err.
+struct hx_calib;
+int hx_quant_model_create_calib(const struct kn_weights *src, const struct qz_variant *v,
+                                const struct hx_calib *cal, struct hx_quant_model **out, char *err);
+
 // The GGUF name of each 2-D weight, for rules and reports: "token_embd.weight", "output.weight",
 // "blk.L.attn_q.weight", ... (buf of at least 64 bytes).
 void hx_tensor_name(char *buf, size_t cap, int layer, const char *what);
+
+// The 2-D weights of a model in a fixed order: token_embd, output, then for each layer attn_q,
+// attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down (HX_N_WEIGHTS(n_layers) entries).
+#define HX_N_WEIGHTS(n_layers) (2 + 7 * (n_layers))
+struct hx_weight_ref {
+    char name[64];       // GGUF name, e.g. "blk.3.ffn_down.weight"
+    int layer;           // -1 for token_embd and output
+    const char *what;    // "attn_q", ..., "token_embd", "output"
+    struct kn_tensor *t; // points into w
+};
+void hx_weight_refs(struct kn_weights *w, struct hx_weight_ref *out);
+
+// The base format tensor `name` (cols per row) gets under v: rules and keep= applied, a
+// llama.cpp mix resolved to its per-tensor type, and the block fallback for rows the block does
+// not divide (QZ_GGML with the final type, or QZ_F16 when the fallback is f16). Plain data.
+struct qz_base;
+void hx_tensor_base(const struct qz_variant *v, const char *name, int n_layers, int64_t cols,
+                    struct qz_base *out);
+
+// t as fp32 rows (ne1 rows of ne0): t's own data when it is F32 (*owned = NULL), else a
+// dequantized copy in *owned, which the caller frees with qp_free. 0, QP_ENOTSUP or QP_ENOMEM.
+int hx_tensor_f32(const struct kn_tensor *t, const float **rows, float **owned);
 
 // llama.cpp's general.file_type (llama_ftype) for a llama.cpp-format base; 0 otherwise.
 struct qz_base;

@@ -43,6 +43,7 @@ struct kn_engine {
     const struct kn_ops *ops;
     enum kn_gemm gemm;
     int act_q8;
+    int act_int8; // kn_engine_opts.act_int8
     const float *tok_embd; // (vocab, dim)
     const float *out_norm; // (dim)
     struct kn_layer *layers;
@@ -65,6 +66,7 @@ struct kn_state {
     float *hb2;    // up                  (max_batch, hidden)
     uint8_t *actq; // quantized activations for packed weights (max_batch, 2 * max(dim, hidden) bytes)
     size_t actq_stride;
+    float *acti8;  // act_int8: fake-quantized input rows (max_batch, max(dim, hidden)), else NULL
     float *scores; // per thread          (n_threads, KN_QBLOCK, max_ctx rounded up to 16)
     size_t scores_stride;
     float *kt;     // keys, transposed    (n_layers, n_kv_heads, head_size, max_ctx)
@@ -173,6 +175,7 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
     e->cfg = w->cfg;
     e->ops = ops;
     e->act_q8 = o->act_q8;
+    e->act_int8 = o->act_int8;
     if ((rc = kn_gemm_from_env(&e->gemm, err))) {
         qp_free(e);
         return rc;
@@ -294,6 +297,10 @@ int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n
     s->hb2 = qp_alloc_array(B * hid, sizeof(float));
     s->actq_stride = 2 * QP_MAX(dim, hid) + 512; // >= any q8 activation row (at most 1.15 B/elem)
     s->actq = qp_alloc_array(B, s->actq_stride);
+    if (e->act_int8 && !(s->acti8 = qp_alloc_array(B * QP_MAX(dim, hid), sizeof(float)))) {
+        kn_state_destroy(s);
+        return qp_fail(err, QP_ENOMEM, "out of memory for a context of %d tokens", max_ctx);
+    }
     s->scores = qp_alloc_array((size_t)n_threads * KN_QBLOCK * s->scores_stride, sizeof(float));
     s->kt = qp_alloc_array(cache, sizeof(float));
     s->vc = qp_alloc_array(cache, sizeof(float));
@@ -330,6 +337,7 @@ void kn_state_destroy(struct kn_state *s) {
     qp_free(s->hb);
     qp_free(s->hb2);
     qp_free(s->actq);
+    qp_free(s->acti8);
     qp_free(s->scores);
     qp_free(s->kt);
     qp_free(s->vc);
@@ -341,23 +349,57 @@ void kn_state_destroy(struct kn_state *s) {
 void kn_state_reset(struct kn_state *s) { s->n_past = 0; }
 int kn_state_n_past(const struct kn_state *s) { return s->n_past; }
 
+void kn_state_rewind(struct kn_state *s, int n_past) {
+    QP_ASSERT(n_past >= 0 && n_past <= s->n_past);
+    s->n_past = n_past;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The block
+
+// act_int8 (kn_engine_opts): x (n rows of width) fake-quantized per row into s->acti8.
+static const float *kn_act_int8(const struct kn_state *s, const float *x, int n, int width) {
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * width;
+        float *yr = s->acti8 + (size_t)r * width, amax = 0;
+        for (int k = 0; k < width; k++) amax = fmaxf(amax, fabsf(xr[k]));
+        float scale = amax / 127.0f;
+        for (int k = 0; k < width; k++) yr[k] = amax > 0 ? rintf(xr[k] / scale) * scale : 0.0f;
+    }
+    return s->acti8;
+}
 
 // y (n, lin->n_out) = x (n, lin->n_in) . W^T, columns split over threads by panel.
 static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const float *x, float *y,
                       int n) {
+    if (s->acti8 && lin != &s->e->output) x = kn_act_int8(s, x, n, lin->n_in);
     const struct kn_ops *ops = s->e->ops;
     int n_panels = (lin->n_out + KN_NR - 1) / KN_NR;
     if (lin->qt) { // packed weights, quantized activations: one dot product per output
+        // The n activation rows are quantized once (rows split over threads), then the outputs
+        // go in tiles of QGROUP weight rows (split over threads) x QTILE activation rows: the
+        // kernel unpacks a few weight rows once for a whole tile, and a tile's activations stay
+        // in cache for every group. Every output is qt->dot of its weight row and activation
+        // row, bit for bit (dot_tile, kn_qdot.h), whichever thread computes it.
+        enum { QGROUP = 16, QTILE = 64 };
         const struct kn_qtype *qt = lin->qt;
-        for (int r = 0; r < n; r++)
-            qt->quantize_act(x + (size_t)r * lin->n_in, s->actq + (size_t)r * s->actq_stride, lin->n_in);
-#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1)
-        for (int j = 0; j < lin->n_out; j++) {
-            const uint8_t *wr = lin->q + (size_t)j * lin->q_row;
+        const int n_groups = (lin->n_out + QGROUP - 1) / QGROUP;
+#pragma omp parallel num_threads(s->n_threads) if (s->n_threads > 1)
+        {
+#pragma omp for schedule(static)
             for (int r = 0; r < n; r++)
-                y[(size_t)r * lin->n_out + j] = qt->dot(wr, s->actq + (size_t)r * s->actq_stride, lin->n_in);
+                qt->quantize_act(x + (size_t)r * lin->n_in, s->actq + (size_t)r * s->actq_stride, lin->n_in);
+            // (the implicit barrier above: every row is quantized before any dot product)
+            for (int r0 = 0; r0 < n; r0 += QTILE) {
+                const int na = QP_MIN(QTILE, n - r0);
+#pragma omp for schedule(static) nowait
+                for (int g = 0; g < n_groups; g++) {
+                    const int j0 = g * QGROUP, m = QP_MIN(QGROUP, lin->n_out - j0);
+                    qt->dot_tile(lin->q + (size_t)j0 * lin->q_row, lin->q_row, m,
+                                 s->actq + (size_t)r0 * s->actq_stride, s->actq_stride, na, lin->n_in,
+                                 y + (size_t)r0 * lin->n_out + j0, (size_t)lin->n_out);
+                }
+            }
         }
         return;
     }
@@ -413,6 +455,7 @@ static void kn_block(struct kn_state *s, int l, int n, const struct kn_probe *pr
     int pos0 = s->n_past;
     size_t cache_l = (size_t)l * kv_dim * s->max_ctx;
 
+    if (probe && probe->inject) probe->inject(probe->ctx, l, s->x, n, dim, pos0);
     kn_probe_call(probe, KN_SITE_BLOCK_IN, l, s->x, n, dim, pos0);
     for (int i = 0; i < n; i++)
         ops->rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, ly->attn_norm, dim, c->norm_eps);

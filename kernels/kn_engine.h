@@ -30,9 +30,13 @@ const char *kn_site_name(enum kn_site s);
 
 // A probe is called at every site with the rows of this call (positions pos0..pos0+n-1). It may
 // read x but not keep the pointer. No probe, no cost.
+// inject (optional) is called at the start of every block, before the KN_SITE_BLOCK_IN probe, with
+// the residual stream (n, dim) that the block is about to read; it may overwrite it. Feeding the
+// reference model's block input into a quantized model this way measures each layer's local error.
 struct kn_probe {
     void (*fn)(void *ctx, enum kn_site site, int layer, const float *x, int n, int width, int pos0);
     void *ctx;
+    void (*inject)(void *ctx, int layer, float *x, int n, int width, int pos0);
 };
 
 struct kn_engine;
@@ -51,6 +55,12 @@ struct kn_engine_opts {
     //    error alone). 1: packed types run on their blocks with activations quantized per block
     //    as llama.cpp's CPU dot products do (q8_0 / q8_1 / q8_K); f32/f16/bf16 stay fp32.
     int act_q8;
+    // 1: W8A8's activation half (SmoothQuant): the input rows of every linear of the blocks
+    //    (wq wk wv wo w_gate w_up w_down; not the classifier, which W8A8 keeps in float) are
+    //    fake-quantized per token to int8 before the product: scale = max|x| / 127 (fp32),
+    //    x' = rint(x / scale) · scale (ties to even, as torch.round), an all-zero row stays 0.
+    //    Applied before act_q8's block quantization when both are set. 0: off.
+    int act_int8;
 };
 
 // Prepares w for the engine: plain and (with act_q8 = 0) packed matrices become fp32 panels;
@@ -73,6 +83,9 @@ int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n
 void kn_state_destroy(struct kn_state *s);
 void kn_state_reset(struct kn_state *s); // forget the sequence (n_past = 0)
 int kn_state_n_past(const struct kn_state *s);
+// Forgets every position from n_past on (0 <= n_past <= current n_past): the next kn_forward
+// continues from there, e.g. to score several continuations after one shared context.
+void kn_state_rewind(struct kn_state *s, int n_past);
 
 // Runs tokens[0..n) at positions n_past.. n_past+n-1 (n <= max_batch, n_past+n <= max_ctx),
 // appends them to the KV cache, and writes logits for rows first_logit..n-1 into

@@ -8,7 +8,9 @@
 //  - q8_K (x86 uses the reference quantize_row_q8_K_ref): iscale = -127/m where m is the value of
 //    largest magnitude (first on ties), q = min(127, round_even(iscale*x)), d = 1/iscale as
 //    fp32, and 16 partial sums of 16 values each.
-// Byte layouts are ggml's (kn_blocks.h, kn_blocks_k.h). Depends on kernels/ only.
+// Byte layouts are ggml's (kn_blocks.h, kn_blocks_k.h). These and the dot products of
+// kn_vecdot.c / kn_vecdot_k.c are the reference ("ref") kernels; kn_qdot_avx2.c has the AVX2
+// ones, and the tables at the end pick between them. Depends on kernels/ only.
 #include "kn_qdot.h"
 
 #include <math.h>
@@ -16,10 +18,14 @@
 
 #include "kn_blocks.h"
 #include "kn_blocks_k.h"
+#include "kn_ops.h"
 #include "kn_types.h"
 #include "qp.h"
 
-static void kn_quant_q8_0(const float *x, void *y, int64_t n) {
+// ---------------------------------------------------------------------------------------------
+// Reference activation quantizers
+
+static void kn_quant_q8_0_ref(const float *x, void *y, int64_t n) {
     uint8_t *out = y;
     for (int64_t b = 0; b < n / 32; b++, out += 34, x += 32) {
         float amax = 0.0f;
@@ -31,7 +37,7 @@ static void kn_quant_q8_0(const float *x, void *y, int64_t n) {
     }
 }
 
-static void kn_quant_q8_1(const float *x, void *y, int64_t n) {
+static void kn_quant_q8_1_ref(const float *x, void *y, int64_t n) {
     uint8_t *out = y;
     for (int64_t b = 0; b < n / 32; b++, out += 36, x += 32) {
         float amax = 0.0f;
@@ -49,7 +55,7 @@ static void kn_quant_q8_1(const float *x, void *y, int64_t n) {
     }
 }
 
-static void kn_quant_q8_K(const float *x, void *y, int64_t n) {
+static void kn_quant_q8_K_ref(const float *x, void *y, int64_t n) {
     uint8_t *out = y;
     for (int64_t b = 0; b < n / 256; b++, out += 292, x += 256) {
         float amax = 0.0f, m = 0.0f;
@@ -82,38 +88,78 @@ static void kn_quant_q8_K(const float *x, void *y, int64_t n) {
     }
 }
 
-#define KN_DOT(name, wt)                                                                       \
-    static float name(const void *w, const void *a, int64_t n) { return kn_vec_dot_ref(wt, w, a, n); }
-#define KN_DOT_K(name, wt)                                                                     \
-    static float name(const void *w, const void *a, int64_t n) { return kn_vec_dot_k_ref(wt, w, a, n); }
-KN_DOT(kn_dot_q4_0, KN_Q4_0)
-KN_DOT(kn_dot_q4_1, KN_Q4_1)
-KN_DOT(kn_dot_q5_0, KN_Q5_0)
-KN_DOT(kn_dot_q5_1, KN_Q5_1)
-KN_DOT(kn_dot_q8_0, KN_Q8_0)
-KN_DOT(kn_dot_iq4_nl, KN_IQ4_NL)
-KN_DOT_K(kn_dot_q2_k, KN_Q2_K)
-KN_DOT_K(kn_dot_q3_k, KN_Q3_K)
-KN_DOT_K(kn_dot_q4_k, KN_Q4_K)
-KN_DOT_K(kn_dot_q5_k, KN_Q5_K)
-KN_DOT_K(kn_dot_q6_k, KN_Q6_K)
+// ---------------------------------------------------------------------------------------------
+// Reference dot products (kn_vecdot.c, kn_vecdot_k.c) under the struct's signature
 
-static const struct kn_qtype kn_qtypes[] = {
-    {KN_Q4_0, KN_Q8_0, kn_quant_q8_0, kn_dot_q4_0},
-    {KN_Q4_1, KN_Q8_1, kn_quant_q8_1, kn_dot_q4_1},
-    {KN_Q5_0, KN_Q8_0, kn_quant_q8_0, kn_dot_q5_0},
-    {KN_Q5_1, KN_Q8_1, kn_quant_q8_1, kn_dot_q5_1},
-    {KN_Q8_0, KN_Q8_0, kn_quant_q8_0, kn_dot_q8_0},
-    {KN_IQ4_NL, KN_Q8_0, kn_quant_q8_0, kn_dot_iq4_nl},
-    {KN_Q2_K, KN_Q8_K, kn_quant_q8_K, kn_dot_q2_k},
-    {KN_Q3_K, KN_Q8_K, kn_quant_q8_K, kn_dot_q3_k},
-    {KN_Q4_K, KN_Q8_K, kn_quant_q8_K, kn_dot_q4_k},
-    {KN_Q5_K, KN_Q8_K, kn_quant_q8_K, kn_dot_q5_k},
-    {KN_Q6_K, KN_Q8_K, kn_quant_q8_K, kn_dot_q6_k},
-};
+// kn_dot_<w>_<a>_ref and kn_dot_tile_<w>_<a>_ref (one dot per output) for weight type wt; fn
+// is kn_vec_dot_ref or kn_vec_dot_k_ref.
+#define KN_DOT(w, a, wt, fn)                                                                   \
+    static float kn_dot_##w##_##a##_ref(const void *x, const void *y, int64_t n) {             \
+        return fn(wt, x, y, n);                                                                \
+    }                                                                                          \
+    static void kn_dot_tile_##w##_##a##_ref(const void *x, size_t x_stride, int n_rows,        \
+                                            const void *y, size_t y_stride, int n_act,         \
+                                            int64_t n, float *out, size_t out_stride) {        \
+        for (int r = 0; r < n_act; r++)                                                        \
+            for (int j = 0; j < n_rows; j++)                                                   \
+                out[(size_t)r * out_stride + j] = fn(wt, (const uint8_t *)x + (size_t)j * x_stride, \
+                                                     (const uint8_t *)y + (size_t)r * y_stride, n); \
+    }
+KN_DOT(q4_0, q8_0, KN_Q4_0, kn_vec_dot_ref)
+KN_DOT(q4_1, q8_1, KN_Q4_1, kn_vec_dot_ref)
+KN_DOT(q5_0, q8_0, KN_Q5_0, kn_vec_dot_ref)
+KN_DOT(q5_1, q8_1, KN_Q5_1, kn_vec_dot_ref)
+KN_DOT(q8_0, q8_0, KN_Q8_0, kn_vec_dot_ref)
+KN_DOT(iq4_nl, q8_0, KN_IQ4_NL, kn_vec_dot_ref)
+KN_DOT(q2_K, q8_K, KN_Q2_K, kn_vec_dot_k_ref)
+KN_DOT(q3_K, q8_K, KN_Q3_K, kn_vec_dot_k_ref)
+KN_DOT(q4_K, q8_K, KN_Q4_K, kn_vec_dot_k_ref)
+KN_DOT(q5_K, q8_K, KN_Q5_K, kn_vec_dot_k_ref)
+KN_DOT(q6_K, q8_K, KN_Q6_K, kn_vec_dot_k_ref)
+
+// ---------------------------------------------------------------------------------------------
+// Tables, one per ISA, in the same order
+
+#define KN_ENTRY(wt, at, w, a, q, isa)                                                         \
+    {wt, at, kn_quant_##q##_##isa, kn_dot_##w##_##a##_##isa, kn_dot_tile_##w##_##a##_##isa, #isa}
+#define KN_ENTRIES(isa)                                                                        \
+    KN_ENTRY(KN_Q4_0, KN_Q8_0, q4_0, q8_0, q8_0, isa),                                         \
+    KN_ENTRY(KN_Q4_1, KN_Q8_1, q4_1, q8_1, q8_1, isa),                                         \
+    KN_ENTRY(KN_Q5_0, KN_Q8_0, q5_0, q8_0, q8_0, isa),                                         \
+    KN_ENTRY(KN_Q5_1, KN_Q8_1, q5_1, q8_1, q8_1, isa),                                         \
+    KN_ENTRY(KN_Q8_0, KN_Q8_0, q8_0, q8_0, q8_0, isa),                                         \
+    KN_ENTRY(KN_IQ4_NL, KN_Q8_0, iq4_nl, q8_0, q8_0, isa),                                     \
+    KN_ENTRY(KN_Q2_K, KN_Q8_K, q2_K, q8_K, q8_K, isa),                                         \
+    KN_ENTRY(KN_Q3_K, KN_Q8_K, q3_K, q8_K, q8_K, isa),                                         \
+    KN_ENTRY(KN_Q4_K, KN_Q8_K, q4_K, q8_K, q8_K, isa),                                         \
+    KN_ENTRY(KN_Q5_K, KN_Q8_K, q5_K, q8_K, q8_K, isa),                                         \
+    KN_ENTRY(KN_Q6_K, KN_Q8_K, q6_K, q8_K, q8_K, isa)
+
+static const struct kn_qtype kn_qtypes_ref[] = {KN_ENTRIES(ref)};
+static const struct kn_qtype kn_qtypes_avx2[] = {KN_ENTRIES(avx2)};
+_Static_assert(QP_ARRAY_LEN(kn_qtypes_ref) == QP_ARRAY_LEN(kn_qtypes_avx2), "one entry per ISA");
+
+static int kn_cpu_has_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
+}
+
+const struct kn_qtype *kn_qtype_for_isa(int wtype, const char *isa) {
+    const struct kn_qtype *table;
+    if (strcmp(isa, "ref") == 0)
+        table = kn_qtypes_ref;
+    else if (strcmp(isa, "avx2") == 0 || strcmp(isa, "avx512") == 0)
+        table = kn_cpu_has_avx2() ? kn_qtypes_avx2 : kn_qtypes_ref;
+    else
+        return NULL;
+    for (size_t i = 0; i < QP_ARRAY_LEN(kn_qtypes_ref); i++)
+        if (table[i].wtype == wtype) return &table[i];
+    return NULL;
+}
 
 const struct kn_qtype *kn_qtype_for(int wtype) {
-    for (size_t i = 0; i < QP_ARRAY_LEN(kn_qtypes); i++)
-        if (kn_qtypes[i].wtype == wtype) return &kn_qtypes[i];
-    return NULL;
+    char err[QP_ERRLEN];
+    const struct kn_ops *o = kn_ops_best(err);
+    return kn_qtype_for_isa(wtype, o ? o->name : "ref");
 }

@@ -1,7 +1,12 @@
 // kn_qdot.h — what the engine needs to run a packed weight type with quantized activations, as
 // llama.cpp's CPU backend does (act=q8): the activation type the weight type pairs with
 // (q8_0 for q4_0/q5_0/q8_0/iq4_nl, q8_1 for q4_1/q5_1, q8_K for the k-quants), the activation
-// quantizer, and the row dot product. Depends on kernels/ only.
+// quantizer, and the dot product of a weight row with an activation row (one, or a tile).
+//
+// Kernels come per ISA: the scalar references ("ref": kn_qdot.c, kn_vecdot.c, kn_vecdot_k.c)
+// define the results, and the AVX2 versions (kn_qdot_avx2.c) return the same bits for every
+// input. There are no AVX-512 versions: on an AVX-512 machine the AVX2 ones run.
+// Depends on kernels/ only. Kernels never allocate.
 #ifndef KN_QDOT_H
 #define KN_QDOT_H
 
@@ -15,9 +20,64 @@ struct kn_qtype {
     void (*quantize_act)(const float *x, void *y, int64_t n);
     // dot product of one weight row and one quantized activation row of n elements
     float (*dot)(const void *w, const void *act, int64_t n);
+    // A tile of dot products, each bit for bit dot()'s: for j in [0, n_rows), r in [0, n_act),
+    //   out[r * out_stride + j] = dot(w + j * w_stride bytes, act + r * act_stride bytes, n).
+    // The SIMD versions unpack a few weight rows once and reuse them for many activation rows.
+    void (*dot_tile)(const void *w, size_t w_stride, int n_rows, const void *act, size_t act_stride,
+                     int n_act, int64_t n, float *out, size_t out_stride);
+    const char *isa; // the kernels' ISA: "ref" or "avx2"
 };
 
-// NULL when wtype has no quantized-activation path.
+// The entry for wtype whose kernels use the best ISA at or below isa ("ref", "avx2", "avx512",
+// the names of kn_ops.h) that this CPU runs: "avx2" and "avx512" give the AVX2 kernels when the
+// CPU has AVX2, FMA and F16C, else the reference. NULL when wtype has no quantized-activation
+// path or isa is not one of those names. Static storage: never freed.
+const struct kn_qtype *kn_qtype_for_isa(int wtype, const char *isa);
+
+// The best entry for this CPU, with kn_ops_best's choice as the ceiling, so that QPROBE_ISA=ref
+// forces the reference kernels here too (an invalid QPROBE_ISA gives the reference). NULL when
+// wtype has no quantized-activation path.
 const struct kn_qtype *kn_qtype_for(int wtype);
+
+// ---------------------------------------------------------------------------------------------
+// The AVX2 kernels (kn_qdot_avx2.c), reached through the tables above; call them directly only
+// on a CPU with AVX2, FMA and F16C. Signatures as the struct's members; no alignment needed.
+
+void kn_quant_q8_0_avx2(const float *x, void *y, int64_t n);
+void kn_quant_q8_1_avx2(const float *x, void *y, int64_t n);
+void kn_quant_q8_K_avx2(const float *x, void *y, int64_t n);
+float kn_dot_q4_0_q8_0_avx2(const void *w, const void *act, int64_t n);
+float kn_dot_q4_1_q8_1_avx2(const void *w, const void *act, int64_t n);
+float kn_dot_q5_0_q8_0_avx2(const void *w, const void *act, int64_t n);
+float kn_dot_q5_1_q8_1_avx2(const void *w, const void *act, int64_t n);
+float kn_dot_q8_0_q8_0_avx2(const void *w, const void *act, int64_t n);
+float kn_dot_iq4_nl_q8_0_avx2(const void *w, const void *act, int64_t n);
+float kn_dot_q2_K_q8_K_avx2(const void *w, const void *act, int64_t n);
+float kn_dot_q3_K_q8_K_avx2(const void *w, const void *act, int64_t n);
+float kn_dot_q4_K_q8_K_avx2(const void *w, const void *act, int64_t n);
+float kn_dot_q5_K_q8_K_avx2(const void *w, const void *act, int64_t n);
+float kn_dot_q6_K_q8_K_avx2(const void *w, const void *act, int64_t n);
+void kn_dot_tile_q4_0_q8_0_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
+                                size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+void kn_dot_tile_q4_1_q8_1_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
+                                size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+void kn_dot_tile_q5_0_q8_0_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
+                                size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+void kn_dot_tile_q5_1_q8_1_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
+                                size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+void kn_dot_tile_q8_0_q8_0_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
+                                size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+void kn_dot_tile_iq4_nl_q8_0_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
+                                  size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+void kn_dot_tile_q2_K_q8_K_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
+                                size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+void kn_dot_tile_q3_K_q8_K_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
+                                size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+void kn_dot_tile_q4_K_q8_K_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
+                                size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+void kn_dot_tile_q5_K_q8_K_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
+                                size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+void kn_dot_tile_q6_K_q8_K_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
+                                size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
 
 #endif

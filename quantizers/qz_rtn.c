@@ -125,24 +125,28 @@ int qz_grid_code(const struct qz_grid *g, float x) { return grid_clamp(g, grid_c
 #define CLIP_STEPS 100
 #define CLIP_LOWEST 0.2
 
-// One RTN group: x[0..n) → y[0..n) (y may equal x).
-static void rtn_group(const struct qz_base *b, const float *x, float *y, int64_t n, struct acc *a) {
-    struct qz_grid g;
+void qz_rtn_group_grid(const struct qz_base *b, const float *x, int64_t n, struct qz_grid *g) {
     float best_p = 1.0f;
     if (b->clip_mse) {
         double best = INFINITY;
         for (int i = 0; i < CLIP_STEPS; i++) {
             float p = (float)(1.0 - (1.0 - CLIP_LOWEST) * i / (CLIP_STEPS - 1));
-            qz_grid_fit(b, x, n, p, &g);
+            qz_grid_fit(b, x, n, p, g);
             double e = 0;
             for (int64_t k = 0; k < n && e < best; k++) {
-                double d = (double)qz_grid_value(&g, qz_grid_code(&g, x[k])) - x[k];
+                double d = (double)qz_grid_value(g, qz_grid_code(g, x[k])) - x[k];
                 e += d * d;
             }
             if (e < best) best = e, best_p = p;
         }
     }
-    qz_grid_fit(b, x, n, best_p, &g);
+    qz_grid_fit(b, x, n, best_p, g);
+}
+
+// One RTN group: x[0..n) → y[0..n) (y may equal x).
+static void rtn_group(const struct qz_base *b, const float *x, float *y, int64_t n, struct acc *a) {
+    struct qz_grid g;
+    qz_rtn_group_grid(b, x, n, &g);
     for (int64_t k = 0; k < n; k++) {
         float xk = x[k], r = grid_code_raw(&g, xk);
         int q = grid_clamp(&g, r);
@@ -293,6 +297,12 @@ static int nfp4_tensor(const struct qz_base *b, const float *src, float *dst, in
     qp_free(am), qp_free(amq);
     return 0;
 }
+
+int qz_nf4_code(float v) { return nf4_code(v); }
+
+int qz_fp4_code(float v) { return fp4_code(v); }
+
+void qz_double_quant_absmax(const float *am, float *amq, int64_t nb) { double_quant(am, amq, nb); }
 
 // ---------------------------------------------------------------------------------------------
 // Public entry points.

@@ -119,4 +119,20 @@ static inline float qz_grid_value(const struct qz_grid *g, int q) {
     return (float)(q - g->zero) * g->scale;
 }
 
+// The grid RTN quantizes one group x[0..n) on (what qz_fake_quant uses): qz_grid_fit with p = 1,
+// or, with b->clip_mse, with the p of least squared error found by the clip search above.
+// Exposed so that diagnostics (quantizers/qz_codes.h) read back the exact codes.
+void qz_rtn_group_grid(const struct qz_base *b, const float *x, int64_t n, struct qz_grid *g);
+
+// The 4-bit NF4 / FP4 code of v = x / absmax (v in [-1, 1]), exactly as qz_fake_quant picks it
+// (ties as described above). Dequantized value: qz_nf4_table[code] or qz_fp4_table[code] times
+// the block's stored absmax.
+int qz_nf4_code(float v);
+int qz_fp4_code(float v);
+
+// dq: the stored (double-quantized) absmax values amq[0..nb) of the exact block absmax values
+// am[0..nb) (the tensor's blocks in row-major order), as qz_fake_quant computes them with :dq.
+// am and amq are caller-owned; nothing is allocated.
+void qz_double_quant_absmax(const float *am, float *amq, int64_t nb);
+
 #endif

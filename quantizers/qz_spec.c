@@ -53,9 +53,9 @@ static const struct {
 // Kept short: the whole message must fit in QP_ERRLEN (prefix ≤ 56, reason < WHY_LEN, this).
 static const char valid_forms[] =
     "valid forms: f32 | f16 | bf16 | rtn:bits=2..8:{tensor|channel|group=G}:{sym|asym}[:clip=mse]"
-    " | {nf4|fp4}[:group=G][:dq] | q8_0|q4_0|q4_1|q5_0|q5_1|q{2..6}_k|iq4_nl|q{3,4,5}_k_m"
+    " | {nf4|fp4}[:group=G][:dq] | q8_0|q{4,5}_{0,1}|q{2..6}_k|iq4_nl|q{3,4,5}_k_m"
     " | gptq:{bits=B:group=G[:asym]|TYPE}[:actorder][:static][:damp=X] | awq:bits=B:group=G[:asym]"
-    " | smoothquant[:alpha=X]; clauses ;keep=CLASS,... ;act=f32|q8 ;name~REGEX=BASE";
+    " | smoothquant[:alpha=X]; clauses ;keep=CLASS,.. ;act=f32|q8 ;imatrix ;name~REGEX=BASE";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: quoting for messages, a bounded string builder, number parsing and printing.
@@ -398,6 +398,150 @@ int qz_base_parse(const char *s, struct qz_base *out, char *err) {
 // ---------------------------------------------------------------------------------------------
 // VARIANT parsing.
 
+// name~ regexes go to glibc's regcomp/regexec, which must not be handed patterns that make them
+// run for seconds or crash. Refused here:
+//   - back-references "\1".."\9" (undefined in POSIX EREs; glibc's matcher recurses without
+//     bound on some, e.g. "(|)(\1\1)*" overflows the stack);
+//   - repetition operators in a row ("a+*", "a{2}+"; undefined in POSIX EREs);
+//   - more than RE_MAX_NESTED copying repetitions ('+', {n,m} with a bound above 1) nested in
+//     one another, and more than RE_MAX_COPIES nodes made by copying in all: glibc copies the
+//     operand of these, and the epsilon closures of copies (of copies) of expressions that
+//     match the empty string grow exponentially ("((((((((((a*)+)+)+)+)+)+)+)+)+)+" takes
+//     seconds, two more levels a minute; "((a*)+){300}" over a second). Sizes are estimated:
+//     each character, bracket expression or escape counts 1, a group its contents plus 1,
+//     alternatives add, '*' and '?' add 1; '+' copies its operand once, {n,m} max(n, m) times.
+// Real rules ("blk\.[0-9]+\.ffn_down", "blk\.(1[0-9]|2[0-3])\.attn_v") are far from these.
+#define RE_MAX_COPIES 256
+#define RE_MAX_NESTED 2
+#define RE_MAX_DEPTH 64 // nested groups
+
+// The end of the bracket expression that starts at re[i] == '[' (index of its ']'), or -1 when
+// it is not terminated (regcomp then reports it).
+static long bracket_end(const char *re, long i) {
+    long j = i + 1;
+    if (re[j] == '^') j++;
+    if (re[j] == ']') j++; // a leading ']' is literal
+    for (; re[j]; j++) {
+        if (re[j] == ']') return j;
+        if (re[j] == '[' && (re[j + 1] == ':' || re[j + 1] == '=' || re[j + 1] == '.')) {
+            char close = re[j + 1];
+            const char *e = re + j + 2;
+            while (*e && !(e[0] == close && e[1] == ']')) e++;
+            if (!*e) return -1;
+            j = (long)(e - re) + 1; // at the construct's ']'
+        }
+    }
+    return -1;
+}
+
+// A decimal count at re[*j] (advanced past it), clamped so that products cannot overflow.
+static uint64_t interval_count(const char *re, long *j) {
+    uint64_t n = 0;
+    for (; isdigit((unsigned char)re[*j]); (*j)++)
+        n = QP_MIN(n * 10 + (uint64_t)(re[*j] - '0'), 1u << 20);
+    return n;
+}
+
+static int check_regex(const char *re, char *w) {
+    char q[QUOTE_PART + 8];
+    quote(q, sizeof q, re, QUOTE_PART);
+    // Per open group: size of the alternatives so far and of the current branch; the size and
+    // the copying-repetition nesting of the last atom; the deepest nesting inside the group.
+    uint64_t alts[RE_MAX_DEPTH + 1] = {0}, cur[RE_MAX_DEPTH + 1] = {0};
+    uint64_t last[RE_MAX_DEPTH + 1] = {0};
+    int nest[RE_MAX_DEPTH + 1] = {0}, group_nest[RE_MAX_DEPTH + 1] = {0};
+    uint64_t copies = 0; // nodes made by copying, in the whole regex
+    int d = 0, after_rep = 0; // after_rep: the previous token was a repetition operator
+    for (long i = 0; re[i]; i++) {
+        char c = re[i];
+        uint64_t mult = 0; // a repetition of the last atom: 1 adds one node, > 1 copies it
+        if (c == '\\') {
+            if (re[i + 1] >= '1' && re[i + 1] <= '9')
+                return why(w, "regex '%s' has a back-reference (\\%c)", q, re[i + 1]);
+            if (re[i + 1]) i++;
+            last[d] = 1, nest[d] = 0;
+            cur[d] += 1;
+        } else if (c == '[') {
+            long e = bracket_end(re, i);
+            if (e < 0) break; // unterminated: regcomp refuses it
+            i = e;
+            last[d] = 1, nest[d] = 0;
+            cur[d] += 1;
+        } else if (c == '(') {
+            if (d == RE_MAX_DEPTH)
+                return why(w, "regex '%s' nests groups deeper than %d", q, RE_MAX_DEPTH);
+            d++;
+            alts[d] = cur[d] = last[d] = 0;
+            nest[d] = group_nest[d] = 0;
+        } else if (c == ')' && d > 0) {
+            uint64_t g = alts[d] + cur[d] + 1;
+            int gn = group_nest[d];
+            d--;
+            last[d] = g, nest[d] = gn;
+            cur[d] += g;
+        } else if (c == '|') {
+            alts[d] += cur[d];
+            cur[d] = last[d] = 0;
+            nest[d] = 0;
+        } else if (c == '*' || c == '?') {
+            mult = 1;
+        } else if (c == '+') {
+            mult = 2;
+        } else if (c == '{' && (isdigit((unsigned char)re[i + 1]) || re[i + 1] == ',')) {
+            // {n}, {n,}, {n,m} or glibc's {,m} (n = 0); anything else is left to regcomp.
+            long j = i + 1;
+            uint64_t n = interval_count(re, &j), m = n;
+            if (re[j] == ',') {
+                j++;
+                // {n,} is n copies and a star
+                m = isdigit((unsigned char)re[j]) ? interval_count(re, &j) : n + 1;
+            }
+            if (re[j] == '}') {
+                uint64_t top = QP_MAX(n, m);
+                mult = top <= 1 ? 1 : top + 1; // {0}, {1}, {0,1}, {1,1}: no copies
+                i = j;
+            } else {
+                last[d] = 1, nest[d] = 0;
+                cur[d] += 1;
+            }
+        } else {
+            last[d] = 1, nest[d] = 0;
+            cur[d] += 1;
+        }
+        if (mult) {
+            if (after_rep) return why(w, "regex '%s' has repetition operators in a row", q);
+            after_rep = 1;
+            if (mult > 1) { // the operand is copied: the branch grows by (mult - 1) times it
+                // last[d] <= RE_MAX_COPIES + (regex length) and mult <= 2^20 + 1: no overflow.
+                copies += last[d] * (mult - 1);
+                if (copies > RE_MAX_COPIES)
+                    return why(w, "regex '%s' repeats too much (over %d copied nodes)", q,
+                               RE_MAX_COPIES);
+                cur[d] += last[d] * (mult - 1);
+                last[d] *= mult;
+                if (++nest[d] > RE_MAX_NESTED)
+                    return why(w, "regex '%s' nests more than %d repetitions", q, RE_MAX_NESTED);
+            } else {
+                cur[d] += 1;
+            }
+        } else {
+            after_rep = 0;
+        }
+        group_nest[d] = QP_MAX(group_nest[d], nest[d]);
+    }
+    return 0;
+}
+
+static size_t variant_print_len(const struct qz_variant *v);
+
+// Whether any base of v (the variant's or a rule's) is a llama.cpp type or mix (what ;imatrix
+// applies to).
+static bool has_ggml_type(const struct qz_variant *v) {
+    bool any = v->base.method == QZ_GGML || v->base.method == QZ_GGML_MIX;
+    for (int i = 0; i < v->n_rules; i++) any |= v->rules[i].base.method == QZ_GGML;
+    return any;
+}
+
 static int parse_keep(char *list, unsigned *keep, char *w) {
     if (!*list) return why(w, "keep= needs class names");
     for (char *p = list;;) {
@@ -464,6 +608,9 @@ int qz_variant_parse(const char *s, struct qz_variant **out, char *err) {
             else if (strcmp(cl + 4, "q8") == 0) v->act = QZ_ACT_Q8;
             else rc = why(w, "'%s': act must be f32 or q8", q);
             act_seen = true;
+        } else if (strcmp(cl, "imatrix") == 0) {
+            if (v->imatrix) rc = why(w, "imatrix given twice");
+            v->imatrix = true;
         } else if (strncmp(cl, "name~", 5) == 0) {
             char *re = cl + 5, *eq = strchr(re, '=');
             if (!eq) {
@@ -482,6 +629,7 @@ int qz_variant_parse(const char *s, struct qz_variant **out, char *err) {
                 why(w, "rule '%s': %s", q, inner);
                 break;
             }
+            if ((rc = check_regex(re, w))) break;
             int rrc = regcomp(&r->re, re, REG_EXTENDED | REG_NOSUB);
             if (rrc) {
                 char msg[64];
@@ -499,10 +647,16 @@ int qz_variant_parse(const char *s, struct qz_variant **out, char *err) {
                 return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
             }
         } else {
-            rc = why(w, "unknown clause '%s' (keep=, act=, name~)", q);
+            rc = why(w, "unknown clause '%s' (keep=, act=, imatrix, name~)", q);
         }
     }
     free(copy);
+    if (!rc && v->imatrix && !has_ggml_type(v))
+        rc = why(w, "imatrix needs a llama.cpp type (q4_k, q4_k_m, ...) in the base or a rule");
+    // The canonical form must be a spec this parser accepts too (parse -> print -> parse):
+    // what printing adds (nf4's group, smoothquant's alpha) can make it longer than the input.
+    if (!rc && variant_print_len(v) > QZ_SPEC_MAX)
+        rc = why(w, "canonical form longer than %d bytes", QZ_SPEC_MAX);
     if (rc) {
         qz_variant_destroy(v);
         return spec_fail(err, s, w);
@@ -589,24 +743,36 @@ int qz_base_print(const struct qz_base *b, char *buf, size_t cap) {
     return sb_finish(&o);
 }
 
-int qz_variant_print(const struct qz_variant *v, char *buf, size_t cap) {
-    struct sb o = {buf, cap, 0};
-    if (cap) buf[0] = 0;
-    print_base(&o, &v->base);
+static void print_variant(struct sb *o, const struct qz_variant *v) {
+    print_base(o, &v->base);
     if (v->keep) {
         const char *sep = ";keep=";
         for (int i = 0; i < QZ_TC_COUNT; i++)
             if (v->keep & (1u << i)) {
-                sb_add(&o, "%s%s", sep, tc_names[i]);
+                sb_add(o, "%s%s", sep, tc_names[i]);
                 sep = ",";
             }
     }
-    if (v->act == QZ_ACT_Q8) sb_add(&o, ";act=q8");
+    if (v->act == QZ_ACT_Q8) sb_add(o, ";act=q8");
+    if (v->imatrix) sb_add(o, ";imatrix");
     for (int i = 0; i < v->n_rules; i++) {
-        sb_add(&o, ";name~%s=", v->rules[i].src);
-        print_base(&o, &v->rules[i].base);
+        sb_add(o, ";name~%s=", v->rules[i].src);
+        print_base(o, &v->rules[i].base);
     }
+}
+
+int qz_variant_print(const struct qz_variant *v, char *buf, size_t cap) {
+    struct sb o = {buf, cap, 0};
+    if (cap) buf[0] = 0;
+    print_variant(&o, v);
     return sb_finish(&o);
+}
+
+// The length of the canonical form (nothing written).
+static size_t variant_print_len(const struct qz_variant *v) {
+    struct sb o = {NULL, 0, 0};
+    print_variant(&o, v);
+    return o.len;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,6 +10,10 @@
 //   CLAUSE  := 'keep=' CLASS (',' CLASS)*    tensors kept f32. CLASS: embed output attn_q attn_k
 //                                            attn_v attn_output ffn_gate ffn_up ffn_down norm
 //            | 'act=' ('f32' | 'q8')         activation axis; default f32
+//            | 'imatrix'                     llama.cpp types quantize with importance weights: the
+//                                            calibration data's mean x² per input column (as
+//                                            llama-imatrix collects it); needs a llama.cpp type in
+//                                            the base or a rule, and calibration data to run
 //            | 'name~' REGEX '=' BASE        per-tensor override. REGEX: POSIX extended regex
 //                                            (REG_EXTENDED|REG_NOSUB), unanchored, matched
 //                                            against GGUF names ("blk.3.ffn_down.weight"); it may
@@ -32,8 +36,8 @@
 //   - nf4/fp4 always print their group (nf4 → nf4:group=64), smoothquant always prints alpha
 //     (smoothquant → smoothquant:alpha=0.5), gptq prints damp only when it is not 0.01;
 //   - real numbers in the shortest form that reads back to the same double (%.{1..17}g);
-//   - clauses in the order keep, act, rules; keep lists classes in the order listed above without
-//     duplicates; act printed only when q8; rules in their given order, regex text verbatim.
+//   - clauses in the order keep, act, imatrix, rules; keep lists classes in the order listed above
+//     without duplicates; act printed only when q8; rules in their given order, regex text verbatim.
 // Example: "q4_k;name~ffn_down=q6_k;keep=output,embed" prints "q4_k;keep=embed,output;name~ffn_down=q6_k".
 #ifndef QZ_SPEC_H
 #define QZ_SPEC_H
@@ -115,6 +119,7 @@ struct qz_variant {
     enum qz_act act;
     struct qz_rule *rules;   // n_rules entries, in order
     int n_rules;
+    bool imatrix;            // the ';imatrix' clause
 };
 
 // Parses one BASE (no clauses) into *out. 0, or QP_EINVAL with a one-line message in err

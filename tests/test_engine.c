@@ -341,7 +341,7 @@ QP_TEST(probes_should_see_every_site_of_every_layer_and_change_nothing) {
     kn_forward(s, toks, 10, l0, 6, NULL);
     struct probe_log p = {.last_site = -1, .order_ok = 1, .layer_ok = 1, .dim = m->w.cfg.dim,
                           .hidden = m->w.cfg.hidden_dim, .vocab = V};
-    struct kn_probe probe = {probe_fn, &p};
+    struct kn_probe probe = {probe_fn, &p, NULL};
     kn_state_reset(s);
     kn_forward(s, toks, 10, l1, 6, &probe);
     QP_CHECK(memcmp(l0, l1, sizeof(float) * 4 * V) == 0);

@@ -57,6 +57,9 @@ static const char *const canonical[] = {
     "f16;keep=embed,output,attn_q,attn_k,attn_v,attn_output,ffn_gate,ffn_up,ffn_down,norm",
     "nf4:group=64:dq;name~.*=f32",
     "gptq:bits=4:group=128:actorder;keep=output;name~blk\\.[0-9]+\\.ffn_down=gptq:q6_k",
+    "q4_k;imatrix",
+    "q4_k_m;keep=output;act=q8;imatrix;name~ffn_down=q6_k",
+    "rtn:bits=4:group=32:asym;imatrix;name~ffn_down=iq4_nl",
 };
 
 QP_TEST(canonical_specs_should_round_trip_exactly) {
@@ -96,6 +99,8 @@ QP_TEST(lenient_specs_should_print_canonically) {
         {"q4_0;name~x=q8_0;act=q8;keep=norm", "q4_0;keep=norm;act=q8;name~x=q8_0"},
         {"q4_k;name~ffn_down=q6_k;keep=output,embed", "q4_k;keep=embed,output;name~ffn_down=q6_k"},
         {"f32;name~a=nf4;name~b=rtn:asym:bits=3:tensor", "f32;name~a=nf4:group=64;name~b=rtn:bits=3:tensor:asym"},
+        {"q4_0;imatrix;act=q8;keep=embed", "q4_0;keep=embed;act=q8;imatrix"},
+        {"Q4_K_M;name~ffn_down=q6_k;imatrix", "q4_k_m;imatrix;name~ffn_down=q6_k"},
     };
     char err[QP_ERRLEN], buf[QZ_SPEC_MAX + 1], again[QZ_SPEC_MAX + 1];
     for (size_t i = 0; i < QP_ARRAY_LEN(pairs); i++) {
@@ -152,6 +157,11 @@ static const char *const bad[][2] = {
     {"smoothquant:alpha=1.5", "'alpha=1.5': alpha must be"},
     {"rtn:bits=4:group=32:sym\n", "unknown option 'sym?'"},
     {"f32:x", "f32 takes no options"},
+    {"q4_k;imatrix;imatrix", "imatrix given twice"},
+    {"q4_k;imatrix=1", "unknown clause 'imatrix=1'"},
+    {"rtn:bits=4:group=32:asym;imatrix", "imatrix needs a llama.cpp type"},
+    {"gptq:q4_k;imatrix", "imatrix needs a llama.cpp type"},
+    {"f32;imatrix;name~ffn=gptq:q4_0", "imatrix needs a llama.cpp type"},
 };
 
 QP_TEST(bad_specs_should_fail_with_one_line_quoting_them) {
@@ -240,6 +250,10 @@ QP_TEST(fields_should_hold_the_parsed_options) {
     QP_CHECK(v->act == QZ_ACT_Q8);
     QP_CHECK(v->keep == ((1u << QZ_TC_OUTPUT) | (1u << QZ_TC_NORM)));
     QP_CHECK(v->n_rules == 0);
+    QP_CHECK(!v->imatrix);
+    qz_variant_destroy(v);
+    QP_CHECK(qz_variant_parse("f32;name~ffn_down=q4_k;imatrix", &v, err) == 0);
+    QP_CHECK(v->imatrix && v->n_rules == 1);
     qz_variant_destroy(v);
     qz_variant_destroy(NULL);
 }

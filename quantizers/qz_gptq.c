@@ -1,0 +1,364 @@
+// qz_gptq.c — GPTQ on one linear layer (qz_gptq.h): the Cholesky machinery, the per-weight
+// target grids (RTN groups or llama.cpp blocks), the column sweep with lazy batch updates, and
+// the loss.
+//
+// Depends on kernels/ headers, quantizers/ and OpenBLAS's cblas; never on harness/.
+#include "qz_gptq.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kn_blocks.h"
+#include "kn_blocks_k.h"
+#include "kn_types.h"
+#include "qp.h"
+#include "qz_ggml.h"
+#include "qz_kquants.h"
+#include "qz_rtn.h"
+
+// ---------------------------------------------------------------------------------------------
+// Cholesky (fp64, row-major, our own: no LAPACK in this build)
+
+// Lower Cholesky factor of a (n × n) in place: the lower triangle becomes L (a = L Lᵀ), the
+// strict upper triangle is not read. Left-looking with row dot products, so both inner operands
+// are contiguous. -1 when a pivot is not positive and finite.
+static int chol_lower(double *a, int64_t n) {
+    for (int64_t j = 0; j < n; j++) {
+        double *aj = a + j * n;
+        double s = aj[j];
+        for (int64_t k = 0; k < j; k++) s -= aj[k] * aj[k];
+        if (!(s > 0) || !isfinite(s)) return -1;
+        double d = sqrt(s);
+        aj[j] = d;
+#pragma omp parallel for schedule(static) if ((n - j) * j > (1 << 16))
+        for (int64_t i = j + 1; i < n; i++) {
+            double *ai = a + i * n;
+            double t = ai[j];
+            for (int64_t k = 0; k < j; k++) t -= ai[k] * aj[k];
+            ai[j] = t / d;
+        }
+    }
+    return 0;
+}
+
+// u = upper Cholesky factor of (H' + lambda I)⁻¹, where H'[i][j] = h[p[i]][p[j]] (p = NULL:
+// identity) with the diagonal entries of dead inputs read as 1 (dead = NULL: none). u and work
+// are n × n. See qz_gptq.h, step 4: factor J H' J = L Lᵀ; R = J L J is L turned by 180 degrees
+// (element (i, j) ↔ (n-1-i, n-1-j), i.e. the flat array reversed), upper triangular, with
+// H' = R Rᵀ; then u = R⁻¹ by a triangular solve against the identity.
+static int inverse_factor(const double *h, const int64_t *p, const uint8_t *dead, int64_t n,
+                          double lambda, double *u, double *work) {
+    for (int64_t i = 0; i < n; i++) {
+        int64_t pi = p ? p[n - 1 - i] : n - 1 - i;
+        for (int64_t j = 0; j < n; j++) {
+            double v = 0;
+            if (j <= i) {
+                int64_t pj = p ? p[n - 1 - j] : n - 1 - j;
+                v = h[pi * n + pj];
+                if (i == j) v = (dead && dead[pi] ? 1.0 : v) + lambda;
+            }
+            work[i * n + j] = v;
+        }
+    }
+    if (chol_lower(work, n)) return -1;
+    for (int64_t k = 0, m = n * n; k < m / 2; k++) {
+        double t = work[k];
+        work[k] = work[m - 1 - k];
+        work[m - 1 - k] = t;
+    }
+    memset(u, 0, (size_t)(n * n) * sizeof *u);
+    for (int64_t i = 0; i < n; i++) u[i * n + i] = 1.0;
+    cblas_dtrsm(CblasRowMajor, CblasLeft, CblasUpper, CblasNoTrans, CblasNonUnit, (int)n, (int)n, 1.0,
+                work, (int)n, u, (int)n);
+    return 0;
+}
+
+int qz_gptq_inverse_factor(const double *a, int64_t n, double damp, double *u) {
+    double *work = qp_alloc_array((size_t)(n * n), sizeof *work);
+    QP_ASSERT(work != NULL);
+    int rc = inverse_factor(a, NULL, NULL, n, damp, u, work);
+    qp_free(work);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// llama.cpp block grids. Every type here dequantizes as w = A·k + B in its code k (k = kmin ..
+// kmax, A and B per weight, set by the block's scales), except IQ4_NL (w = d·kvalues[k]). A
+// block's grids are read back from the block packed by llama.cpp's quantizer: with every quant
+// bit cleared the block dequantizes to B (k = 0); with the low-bits bytes set to `one` (code 1 in
+// every field) and the high-bits bytes cleared, to A + B.
+
+struct gg_desc {
+    int type, bs, kmin, kmax;
+    size_t off1, len1; // low bits of every code
+    uint8_t one;       // byte pattern giving code 1 in every field of off1
+    size_t off2, len2; // high bits (len2 = 0: none)
+};
+
+static const struct gg_desc gg_descs[] = {
+    {KN_Q4_0, 32, 0, 15, offsetof(struct kn_block_q4_0, qs), 16, 0x11, 0, 0},
+    {KN_Q4_1, 32, 0, 15, offsetof(struct kn_block_q4_1, qs), 16, 0x11, 0, 0},
+    {KN_Q5_0, 32, 0, 31, offsetof(struct kn_block_q5_0, qs), 16, 0x11, offsetof(struct kn_block_q5_0, qh), 4},
+    {KN_Q5_1, 32, 0, 31, offsetof(struct kn_block_q5_1, qs), 16, 0x11, offsetof(struct kn_block_q5_1, qh), 4},
+    {KN_Q8_0, 32, -128, 127, offsetof(struct kn_block_q8_0, qs), 32, 0x01, 0, 0},
+    {KN_IQ4_NL, 32, 0, 15, offsetof(struct kn_block_iq4_nl, qs), 16, 0x11, 0, 0},
+    {KN_Q2_K, KN_QK_K, 0, 3, offsetof(struct kn_block_q2_K, qs), 64, 0x55, 0, 0},
+    {KN_Q3_K, KN_QK_K, 0, 7, offsetof(struct kn_block_q3_K, qs), 64, 0x55, offsetof(struct kn_block_q3_K, hmask), 32},
+    {KN_Q4_K, KN_QK_K, 0, 15, offsetof(struct kn_block_q4_K, qs), 128, 0x11, 0, 0},
+    {KN_Q5_K, KN_QK_K, 0, 31, offsetof(struct kn_block_q5_K, qs), 128, 0x11, offsetof(struct kn_block_q5_K, qh), 32},
+    {KN_Q6_K, KN_QK_K, 0, 63, offsetof(struct kn_block_q6_K, ql), 128, 0x11, offsetof(struct kn_block_q6_K, qh), 64},
+};
+
+#define GG_MAX_BLOCK_BYTES 256 // >= every block above (q6_K: 210)
+
+static const struct gg_desc *gg_lookup(int type) {
+    for (size_t i = 0; i < QP_ARRAY_LEN(gg_descs); i++)
+        if (gg_descs[i].type == type) return &gg_descs[i];
+    return NULL;
+}
+
+static int gg_is_kquant(int type) { return type >= KN_Q2_K && type <= KN_Q6_K; }
+
+// Packs x (one block, g->bs values) with llama.cpp's quantizer and reads back each weight's grid:
+// a[k], b[k] (IQ4_NL: a[k] = d, b[k] = 0).
+static int gg_block_grid(const struct gg_desc *g, const float *x, float *a, float *b) {
+    _Alignas(16) uint8_t blk[GG_MAX_BLOCK_BYTES], probe[GG_MAX_BLOCK_BYTES];
+    float v1[KN_QK_K];
+    size_t nb = kn_type_info(g->type)->block_bytes;
+    int rc = gg_is_kquant(g->type) ? qz_quantize_row_k(g->type, x, blk, g->bs, NULL)
+                                   : qz_quantize_row(g->type, x, blk, g->bs, NULL);
+    if (rc) return rc;
+    memcpy(probe, blk, nb);
+    memset(probe + g->off1, 0, g->len1);
+    if (g->len2) memset(probe + g->off2, 0, g->len2);
+    kn_dequantize_row(g->type, probe, b, g->bs);
+    if (g->type == KN_IQ4_NL) { // b = d * kvalues[0], exact (fp16 d times a 7-bit integer)
+        for (int k = 0; k < g->bs; k++) {
+            a[k] = b[k] / (float)kn_iq4nl_values[0];
+            b[k] = 0;
+        }
+        return 0;
+    }
+    memset(probe + g->off1, g->one, g->len1);
+    kn_dequantize_row(g->type, probe, v1, g->bs);
+    for (int k = 0; k < g->bs; k++) a[k] = v1[k] - b[k];
+    return 0;
+}
+
+// The grid point of (a, b) nearest to w.
+static float gg_value(const struct gg_desc *g, float a, float b, double w) {
+    if (g->type == KN_IQ4_NL) {
+        float best = a * (float)kn_iq4nl_values[0];
+        for (int k = 1; k < 16; k++) {
+            float v = a * (float)kn_iq4nl_values[k];
+            if (fabs(v - w) < fabs(best - w)) best = v;
+        }
+        return best;
+    }
+    if (a == 0) return b;
+    double k = round((w - b) / a);
+    k = k < g->kmin ? g->kmin : k > g->kmax ? g->kmax : k;
+    return b + a * (float)k;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The sweep
+
+struct diag_ix {
+    double d;
+    int64_t i;
+};
+
+static int by_diag_desc(const void *pa, const void *pb) {
+    const struct diag_ix *a = pa, *b = pb;
+    if (a->d != b->d) return a->d > b->d ? -1 : 1;
+    return a->i < b->i ? -1 : a->i > b->i;
+}
+
+static int all_finite_f(const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+static int all_finite_d(const double *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
+    return 1;
+}
+
+int qz_gptq_quantize(const struct qz_base *b, const float *w, int64_t rows, int64_t cols,
+                     const double *h, float *q, struct qz_gptq_info *info, char *err) {
+    double t0 = qp_now();
+    QP_ASSERT(b->method == QZ_GPTQ);
+    if (rows < 1 || cols < 1 || cols > (1 << 20) || rows > (1 << 24))
+        return qp_fail(err, QP_EINVAL, "gptq: shape %lld x %lld out of range", (long long)rows, (long long)cols);
+    const struct gg_desc *gd = NULL;
+    if (b->ggml_type >= 0) {
+        if (!(gd = gg_lookup(b->ggml_type)))
+            return qp_fail(err, QP_ENOTSUP, "gptq: cannot target type %d", b->ggml_type);
+        if (cols % gd->bs)
+            return qp_fail(err, QP_EINVAL, "gptq: rows of %lld weights do not split into %s blocks of %d",
+                           (long long)cols, kn_type_info(gd->type)->name, gd->bs);
+    } else if (b->bits < 2 || b->bits > 8 || b->group < 1) {
+        return qp_fail(err, QP_EINVAL, "gptq: bits %d / group %lld out of range", b->bits, (long long)b->group);
+    }
+    if (!all_finite_f(w, rows * cols)) return qp_fail(err, QP_EINVAL, "gptq: the weights hold NaN or inf");
+    if (!all_finite_d(h, cols * cols)) return qp_fail(err, QP_EINVAL, "gptq: the Hessian holds NaN or inf");
+
+    int64_t G = gd ? gd->bs : QP_MIN(b->group, cols); // weights per group (the last may be shorter)
+    int stat = b->static_groups || (gd && b->actorder);
+    int64_t blk = QZ_GPTQ_BLOCK;
+    if (!stat) blk = G >= QZ_GPTQ_BLOCK ? G : G * ((QZ_GPTQ_BLOCK + G - 1) / G);
+    blk = QP_MIN(blk, cols);
+    int64_t n_groups = (cols + G - 1) / G;
+    int n_thr = omp_get_max_threads();
+
+    size_t cc = (size_t)(cols * cols), rc_ = (size_t)(rows * cols);
+    uint8_t *dead = calloc((size_t)cols, 1);
+    int64_t *perm = malloc((size_t)cols * sizeof *perm);
+    struct diag_ix *dx = malloc((size_t)cols * sizeof *dx);
+    double *U = qp_alloc_array(cc, sizeof(double));
+    double *work = qp_alloc_array(cc, sizeof(double));
+    double *W = qp_alloc_array(rc_, sizeof(double));
+    double *E = qp_alloc_array((size_t)(rows * blk), sizeof(double));
+    double *obs_row = calloc((size_t)rows, sizeof(double));
+    float *scratch = qp_alloc_array((size_t)n_thr * (size_t)G, sizeof(float));
+    struct qz_grid *grids = gd ? NULL : qp_alloc_array((size_t)(rows * (stat ? n_groups : 1)), sizeof *grids);
+    float *ga = gd ? qp_alloc_array(rc_, sizeof(float)) : NULL, *gb = gd ? qp_alloc_array(rc_, sizeof(float)) : NULL;
+    int rc = 0;
+    if (!dead || !perm || !dx || !U || !work || !W || !E || !obs_row || !scratch || (!gd && !grids) ||
+        (gd && (!ga || !gb))) {
+        rc = qp_fail(err, QP_ENOMEM, "gptq: out of memory for a %lld x %lld layer", (long long)rows, (long long)cols);
+        goto done;
+    }
+
+    // Dead inputs, the processing order, and the working weights W[r][i] = w[r][perm[i]].
+    int64_t n_dead = 0;
+    double mean_diag = 0;
+    for (int64_t i = 0; i < cols; i++) {
+        double d = h[i * cols + i];
+        if (d == 0) dead[i] = 1, n_dead++, d = 1;
+        dx[i] = (struct diag_ix){d, i};
+        mean_diag += d;
+    }
+    mean_diag /= (double)cols;
+    if (b->actorder) qsort(dx, (size_t)cols, sizeof *dx, by_diag_desc);
+    for (int64_t i = 0; i < cols; i++) perm[i] = dx[i].i;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < cols; i++)
+            W[r * cols + i] = dead[perm[i]] ? 0.0 : (double)w[r * cols + perm[i]];
+
+    // Static grids, from the original (dead-zeroed) weights in original column order.
+    if (stat) {
+        float *x = scratch;
+        for (int64_t r = 0; r < rows && !rc; r++)
+            for (int64_t g0 = 0; g0 < cols && !rc; g0 += G) {
+                int64_t n = QP_MIN(G, cols - g0);
+                for (int64_t k = 0; k < n; k++) x[k] = dead[g0 + k] ? 0.0f : w[r * cols + g0 + k];
+                if (gd) {
+                    if (gg_block_grid(gd, x, ga + r * cols + g0, gb + r * cols + g0))
+                        rc = qp_fail(err, QP_EINVAL, "gptq: cannot quantize a block of row %lld", (long long)r);
+                } else {
+                    qz_grid_fit(b, x, n, 1.0f, &grids[r * n_groups + g0 / G]);
+                }
+            }
+        if (rc) goto done;
+    }
+
+    // Damping, raised until H + λI factors.
+    double damp = b->damp;
+    int raises = 0;
+    while (inverse_factor(h, perm, dead, cols, damp * mean_diag, U, work)) {
+        if (++raises > QZ_GPTQ_MAX_RAISES) {
+            rc = qp_fail(err, QP_ERANGE, "gptq: the Hessian is not positive definite even with damp=%g", damp);
+            goto done;
+        }
+        damp *= 10;
+    }
+
+    // The sweep. Rows are independent within a block (grids are per row), so they run in
+    // parallel; each row's arithmetic is the same whatever the thread count.
+    for (int64_t i1 = 0; i1 < cols && !rc; i1 += blk) {
+        int64_t i2 = QP_MIN(i1 + blk, cols), cnt = i2 - i1;
+        int bad = 0;
+#pragma omp parallel for schedule(static) reduction(| : bad) if (rows * cnt * cnt > (1 << 15))
+        for (int64_t r = 0; r < rows; r++) {
+            double *wr = W + r * cols, *er = E + r * blk, obs = 0;
+            float *x = scratch + (size_t)omp_get_thread_num() * (size_t)G;
+            struct qz_grid g = {0};
+            for (int64_t i = i1; i < i2; i++) {
+                if (!stat && (i % G) == 0) { // a dynamic group starts: fit it to the current values
+                    int64_t n = QP_MIN(G, cols - i);
+                    for (int64_t k = 0; k < n; k++) x[k] = (float)wr[i + k];
+                    if (gd) bad |= gg_block_grid(gd, x, ga + r * cols + i, gb + r * cols + i) != 0;
+                    else qz_grid_fit(b, x, n, 1.0f, &g);
+                }
+                double wv = wr[i];
+                float qv;
+                if (gd) {
+                    size_t at = (size_t)(r * cols) + (size_t)(stat ? perm[i] : i);
+                    qv = gg_value(gd, ga[at], gb[at], wv);
+                } else {
+                    const struct qz_grid *gg = stat ? &grids[r * n_groups + perm[i] / G] : &g;
+                    qv = qz_grid_value(gg, qz_grid_code(gg, (float)wv));
+                }
+                const double *ui = U + i * cols;
+                double e = (wv - qv) / ui[i];
+                obs += e * e / 2;
+                q[r * cols + perm[i]] = qv;
+                er[i - i1] = e;
+                for (int64_t j = i + 1; j < i2; j++) wr[j] -= e * ui[j];
+            }
+            obs_row[r] += obs;
+        }
+        if (bad) rc = qp_fail(err, QP_EINVAL, "gptq: llama.cpp's quantizer refused a block");
+        else if (i2 < cols) // lazy batch update: W[:, i2:] -= E · U[i1:i2, i2:]
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(cols - i2), (int)cnt, -1.0,
+                        E, (int)blk, U + i1 * cols + i2, (int)cols, 1.0, W + i2, (int)cols);
+    }
+    if (rc) goto done;
+
+    // Loss: ½ Σ_r Δ_r H Δ_rᵀ with Δ = w − q (the caller's weights and H), in fp64.
+    double obs_loss = 0, loss = 0;
+    for (int64_t r = 0; r < rows; r++) obs_loss += obs_row[r];
+    for (size_t k = 0; k < rc_; k++) W[k] = (double)w[k] - (double)q[k];
+    double *M = qp_alloc_array(rc_, sizeof(double));
+    if (!M) {
+        rc = qp_fail(err, QP_ENOMEM, "gptq: out of memory for the loss");
+        goto done;
+    }
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0, W, (int)cols, h,
+                (int)cols, 0.0, M, (int)cols);
+    for (size_t k = 0; k < rc_; k++) loss += W[k] * M[k];
+    qp_free(M);
+    if (info) {
+        *info = (struct qz_gptq_info){
+            .loss = loss / 2,
+            .obs_loss = obs_loss,
+            .damp = damp,
+            .n_raises = raises,
+            .n_dead = n_dead,
+            .type = gd ? gd->type : -1,
+            .seconds = qp_now() - t0,
+        };
+    }
+done:
+    free(dead);
+    free(perm);
+    free(dx);
+    qp_free(U);
+    qp_free(work);
+    qp_free(W);
+    qp_free(E);
+    free(obs_row);
+    qp_free(scratch);
+    qp_free(grids);
+    qp_free(ga);
+    qp_free(gb);
+    return rc;
+}

@@ -1,0 +1,774 @@
+// rpt_figs.c — the report's figures as gnuplot scripts and data files (rpt_figs.h).
+#include "rpt_figs.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "qp.h"
+
+#define RPT_FIG_W 1000
+#define RPT_FIG_H 620
+#define RPT_TOP_HIST 6 // tensors / sites per outlier histogram
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+static struct rpt_fig *fig_add(struct rpt_figs *o, const char *name, const char *title, const char *caption) {
+    if (o->n == RPT_MAX_FIGS) return NULL;
+    struct rpt_fig *f = &o->f[o->n++];
+    memset(f, 0, sizeof *f);
+    snprintf(f->name, sizeof f->name, "%s", name);
+    snprintf(f->title, sizeof f->title, "%s", title);
+    snprintf(f->caption, sizeof f->caption, "%s", caption);
+    return f;
+}
+
+static void fig_skip(struct rpt_figs *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fig_skip(struct rpt_figs *o, const char *fmt, ...) {
+    if (o->n_skipped == (int)QP_ARRAY_LEN(o->skipped)) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(o->skipped[o->n_skipped++], sizeof o->skipped[0], fmt, ap);
+    va_end(ap);
+}
+
+// A number for a data file: NaN (declared missing in every script) when not finite.
+static void dat_num(FILE *f, double v) {
+    if (isfinite(v)) fprintf(f, " %.10g", v);
+    else fputs(" NaN", f);
+}
+
+static int fig_db_fail(const struct rpt_study *s, char *err) {
+    return qp_fail(err, QP_EIO, "cannot read '%s': %s", s->path, sqlite3_errmsg(s->db));
+}
+
+static int fig_prepare(const struct rpt_study *s, const char *sql, sqlite3_stmt **q, char *err) {
+    if (sqlite3_prepare_v2(s->db, sql, -1, q, NULL) != SQLITE_OK) return fig_db_fail(s, err);
+    return 0;
+}
+
+static double col_d(sqlite3_stmt *q, int i) {
+    return sqlite3_column_type(q, i) == SQLITE_NULL ? NAN : sqlite3_column_double(q, i);
+}
+
+// Writes the data file name.dat; close with fig_dat_close.
+static FILE *fig_dat_open(const char *dir, const char *name, const char *what, char *err) {
+    char file[96];
+    snprintf(file, sizeof file, "%s.dat", name);
+    FILE *f = rpt_file_open(dir, file, err);
+    if (f) fprintf(f, "# %s.dat — %s\n# written by `qprobe report`; missing values are NaN\n", name, what);
+    return f;
+}
+
+static int fig_dat_close(FILE *f, const char *dir, const char *name, char *err) {
+    char file[96];
+    snprintf(file, sizeof file, "%s.dat", name);
+    return rpt_file_close(f, dir, file, err);
+}
+
+// Removes the data file of a figure that turned out to have nothing to draw.
+static void fig_dat_remove(const char *dir, const char *name) {
+    char path[4352];
+    snprintf(path, sizeof path, "%s/%s.dat", dir, name);
+    unlink(path);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Bits per weight vs quality, with the Pareto frontier
+
+struct trade_point {
+    double x, y, se;
+    const char *spec;
+    int level; // label placement: 0 above, 1 below, 2 further above, 3 further below
+};
+
+// Label placement for points sorted by x: a point close in x to the previous one (within 12% of
+// the x range, about the width of a spec label) takes the next level, so that neighbours'
+// labels do not overprint each other.
+static void trade_levels(struct trade_point *pt, int n) {
+    double span = n > 1 ? pt[n - 1].x - pt[0].x : 1.0;
+    if (!(span > 0)) span = 1.0;
+    for (int i = 0; i < n; i++)
+        pt[i].level = i > 0 && pt[i].x - pt[i - 1].x < 0.12 * span ? (pt[i - 1].level + 1) % 4 : 0;
+}
+
+static int trade_cmp(const void *a, const void *b) {
+    const struct trade_point *p = a, *q = b;
+    return (p->x > q->x) - (p->x < q->x);
+}
+
+// One bits-per-weight figure of metric (suite, name). logy: log y axis (points <= 0 dropped).
+// ref: the reference's value, drawn as a horizontal line (NaN: none).
+static int fig_tradeoff(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
+                        struct rpt_figs *o, const char *name, const char *title, const char *ylabel,
+                        const char *suite, const char *metric, int lower_better, int logy, double ref,
+                        const char *ref_label, const char *caption, char *err) {
+    struct trade_point *pt = calloc((size_t)s->n_v + 1, sizeof *pt);
+    double *xs = calloc((size_t)s->n_v + 1, sizeof *xs), *ys = calloc((size_t)s->n_v + 1, sizeof *ys);
+    int *on = calloc((size_t)s->n_v + 1, sizeof *on);
+    int n = 0, rc = 0;
+    if (!pt || !xs || !ys || !on) {
+        rc = qp_fail(err, QP_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < s->n_v; i++) {
+        const struct rpt_variant *v = &s->v[i];
+        if (v->is_reference) continue;
+        double se, y = rpt_metric_get(v, suite, metric, &se);
+        if (!isfinite(v->bpw) || !isfinite(y) || (logy && y <= 0)) continue;
+        pt[n] = (struct trade_point){v->bpw, y, isfinite(se) ? se : 0.0, v->spec, 0};
+        n++;
+    }
+    if (n == 0) {
+        fig_skip(o, "%s: no variant has both bits per weight and %s/%s", name, suite, metric);
+        goto done;
+    }
+    qsort(pt, (size_t)n, sizeof *pt, trade_cmp);
+    for (int i = 0; i < n; i++) {
+        xs[i] = pt[i].x;
+        ys[i] = pt[i].y;
+    }
+    rpt_pareto(xs, ys, n, lower_better, on);
+    trade_levels(pt, n);
+
+    FILE *f = fig_dat_open(dir, name, title, err);
+    if (!f) {
+        rc = QP_EIO;
+        goto done;
+    }
+    fprintf(f, "# index 0: every variant — bits_per_weight value stderr spec label_level\n");
+    for (int i = 0; i < n; i++) {
+        dat_num(f, pt[i].x);
+        dat_num(f, pt[i].y);
+        dat_num(f, pt[i].se);
+        fputc(' ', f);
+        rpt_dat_str(f, pt[i].spec);
+        fprintf(f, " %d\n", pt[i].level);
+    }
+    fprintf(f, "\n\n# index 1: the Pareto frontier (no other variant has fewer bits and better quality)\n");
+    for (int i = 0; i < n; i++) {
+        if (!on[i]) continue;
+        dat_num(f, pt[i].x);
+        dat_num(f, pt[i].y);
+        dat_num(f, pt[i].se);
+        fputc(' ', f);
+        rpt_dat_str(f, pt[i].spec);
+        fprintf(f, " %d\n", pt[i].level);
+    }
+    if ((rc = fig_dat_close(f, dir, name, err))) goto done;
+
+    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, RPT_FIG_H, err))) {
+        rc = QP_EIO;
+        goto done;
+    }
+    fprintf(f, "set title ");
+    rpt_gp_str(f, title);
+    fprintf(f, "\nset xlabel \"bits per weight\"\nset ylabel ");
+    rpt_gp_str(f, ylabel);
+    fprintf(f, "\n%sset offsets graph 0.04, graph 0.25, graph 0.12, graph 0.12\n", logy ? "set logscale y\nset format y \"%g\"\n" : "");
+    // Shares (agreement, accuracy) stay within [0, 1] whatever the offsets add.
+    if (!lower_better) fprintf(f, "set yrange [0 < * : * < 1.02]\n");
+    // The key inside, opaque, in the corner variants rarely reach: high bits with low error (top
+    // right) for lower-is-better metrics, high bits with high agreement (bottom right) otherwise.
+    fprintf(f, "set key %s right opaque box lc rgb \"#cccccc\" samplen 2 spacing 1.1\n", lower_better ? "top" : "bottom");
+    fprintf(f, "plot '%s.dat' index 1 using 1:2 with linespoints ls 8 dt 2 lw 1.5 pt 6 ps 2.2 "
+               "title \"Pareto frontier (%s)\", \\\n",
+            name, lower_better ? "fewer bits, lower is better" : "fewer bits, higher is better");
+    fprintf(f, "     '%s.dat' index 0 using 1:2:3 with yerrorbars ls 1 title \"variant ± 1 s.e.\"", name);
+    // Column 5 staggers the labels of close neighbours (above, below, further above, further below).
+    static const double dy[4] = {0.7, -0.8, 1.7, -1.8};
+    int used[4] = {0, 0, 0, 0};
+    for (int i = 0; i < n; i++) used[pt[i].level] = 1;
+    for (int l = 0; l < 4; l++)
+        if (used[l]) fprintf(f, ", \\\n     '%s.dat' index 0 using 1:($5 == %d ? $2 : NaN):4 with labels left offset "
+                   "char 0.9,%.1f font \",11\" tc rgb \"#222222\" notitle", name, l, dy[l]);
+    if (isfinite(ref)) {
+        fprintf(f, ", \\\n     %.10g with lines ls 2 dt 3 title ", ref);
+        rpt_gp_str(f, ref_label);
+    }
+    fputc('\n', f);
+    if ((rc = rpt_gp_end(f, dir, name, err))) goto done;
+    if (!fig_add(o, name, title, caption)) fig_skip(o, "%s: too many figures", name);
+done:
+    free(pt);
+    free(xs);
+    free(ys);
+    free(on);
+    return rc;
+}
+
+static void fig_safe_name(char *out, size_t cap, const char *prefix, const char *s) {
+    size_t n = (size_t)snprintf(out, cap, "%s", prefix);
+    for (; *s && n + 1 < cap; s++) {
+        char c = *s;
+        out[n++] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ? c : '_';
+    }
+    out[n] = 0;
+}
+
+static int figs_tradeoffs(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
+                          struct rpt_figs *o, char *err) {
+    char label[160];
+    double ref_ppl = rpt_ref_ppl(s);
+    snprintf(label, sizeof label, "reference (%.4f)", ref_ppl);
+    int rc = fig_tradeoff(
+        s, g, dir, o, "bpw_ppl", "Bits per weight vs perplexity", "perplexity (lower is better; log scale)", "ppl",
+        "ppl", 1, 1,
+        ref_ppl, label,
+        "Each point is a variant at its storage cost (bits per weight, scales and minimums included) and its "
+        "perplexity on the run's text (log scale), with ±1 standard error. The dashed line joins the Pareto frontier: the "
+        "variants no other variant beats with fewer bits. The dotted line is the unquantized reference.",
+        err);
+    if (!rc)
+        rc = fig_tradeoff(
+            s, g, dir, o, "bpw_kld", "Bits per weight vs mean KL divergence from the reference",
+            "mean KLD(reference || variant), nats (log scale)", "kld", "mean", 1, 1, NAN, "",
+            "Mean per-token KL divergence of each variant's next-token distribution from the reference's "
+            "(log scale; 0 would be the reference itself), ±1 standard error, with the Pareto frontier.",
+            err);
+    if (!rc)
+        rc = fig_tradeoff(s, g, dir, o, "bpw_top1", "Bits per weight vs top-1 agreement with the reference",
+                          "top-1 agreement (higher is better)", "top1", "agreement", 0, 0, 1.0,
+                          "reference (1, by definition)",
+                          "Share of scored tokens whose most likely next token is the reference's, ±1 "
+                          "standard error, with the Pareto frontier (fewer bits, higher agreement).",
+                          err);
+    for (int t = 0; !rc && t < s->n_tasks; t++) {
+        char name[64], suite[160], title[160], ylabel[200];
+        fig_safe_name(name, sizeof name, "bpw_task_", s->tasks[t]);
+        snprintf(suite, sizeof suite, "task:%s", s->tasks[t]);
+        snprintf(title, sizeof title, "Bits per weight vs accuracy on %s", s->tasks[t]);
+        snprintf(ylabel, sizeof ylabel, "%s accuracy (higher is better)", s->tasks[t]);
+        double ref = s->ref >= 0 ? rpt_metric_get(&s->v[s->ref], suite, "acc", NULL) : NAN;
+        snprintf(label, sizeof label, "reference (%.4f)", ref);
+        rc = fig_tradeoff(s, g, dir, o, name, title, ylabel, suite, "acc", 0, 0, ref, label,
+                          "Task accuracy of each variant (log-likelihood scoring), ±1 standard error, with "
+                          "the Pareto frontier and the reference's accuracy.",
+                          err);
+    }
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Per-layer error accumulation
+
+static int layer_kld_cmp_desc(const void *a, const void *b, void *ctx) {
+    const struct rpt_study *s = ctx;
+    double x = rpt_metric_get(&s->v[*(const int *)a], "kld", "mean", NULL);
+    double y = rpt_metric_get(&s->v[*(const int *)b], "kld", "mean", NULL);
+    if (isnan(x)) x = -INFINITY;
+    if (isnan(y)) y = -INFINITY;
+    return (x < y) - (x > y);
+}
+
+int rpt_figs_default_layer_variants(const struct rpt_study *s, int *idx, int max) {
+    int *all = calloc((size_t)s->n_v + 1, sizeof *all), n = 0;
+    if (!all) return 0;
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT 1 FROM layer_error WHERE variant_id = ? AND site = 'resid_out' LIMIT 1",
+                           -1, &q, NULL) != SQLITE_OK) {
+        free(all);
+        return 0;
+    }
+    for (int i = 0; i < s->n_v; i++) {
+        if (s->v[i].is_reference) continue;
+        sqlite3_reset(q);
+        sqlite3_bind_int64(q, 1, s->v[i].id);
+        if (sqlite3_step(q) == SQLITE_ROW) all[n++] = i;
+    }
+    sqlite3_finalize(q);
+    qsort_r(all, (size_t)n, sizeof *all, layer_kld_cmp_desc, (void *)s);
+    int k = 0;
+    if (n <= max) {
+        for (int i = 0; i < n; i++) idx[k++] = all[i];
+    } else if (max > 0) {
+        // The worst max-1 by mean KLD, then the best (the last after sorting).
+        for (int i = 0; i < max - 1; i++) idx[k++] = all[i];
+        idx[k++] = all[n - 1];
+    }
+    free(all);
+    return k;
+}
+
+static int figs_layers(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
+                       struct rpt_figs *o, const int *sel, int n_sel, char *err) {
+    int def[6];
+    if (n_sel == 0) {
+        n_sel = rpt_figs_default_layer_variants(s, def, 6);
+        sel = def;
+    }
+    if (n_sel == 0) {
+        fig_skip(o, "layers: no per-layer error (table layer_error, site resid_out) in this run");
+        return 0;
+    }
+    const char *name = "layers";
+    const char *title = "Per-layer error accumulation through the residual stream";
+    sqlite3_stmt *q = NULL;
+    int rc = fig_prepare(s,
+                         "SELECT a.layer, a.rel_err, l.rel_err FROM layer_error a"
+                         " LEFT JOIN layer_error l ON l.variant_id = a.variant_id AND l.layer = a.layer"
+                         "  AND l.site = a.site AND l.kind = 'local'"
+                         " WHERE a.variant_id = ? AND a.kind = 'accumulated' AND a.site = 'resid_out'"
+                         " ORDER BY a.layer",
+                         &q, err);
+    if (rc) return rc;
+    FILE *f = fig_dat_open(dir, name, title, err);
+    if (!f) {
+        sqlite3_finalize(q);
+        return QP_EIO;
+    }
+    int blocks[RPT_MAX_LAYER_VARIANTS], n_blocks = 0;
+    for (int k = 0; k < n_sel && k < RPT_MAX_LAYER_VARIANTS; k++) {
+        const struct rpt_variant *v = &s->v[sel[k]];
+        sqlite3_reset(q);
+        sqlite3_bind_int64(q, 1, v->id);
+        int rows = 0, step;
+        while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+            if (rows == 0) {
+                if (n_blocks) fputs("\n\n", f);
+                fprintf(f, "# index %d: ", n_blocks);
+                rpt_dat_str(f, v->spec);
+                fprintf(f, " — layer accumulated_rel_err local_rel_err accumulation_factor\n");
+            }
+            double acc = col_d(q, 1), loc = col_d(q, 2);
+            fprintf(f, "%d", sqlite3_column_int(q, 0));
+            dat_num(f, acc);
+            dat_num(f, loc);
+            dat_num(f, loc > 0 ? acc / loc : NAN);
+            fputc('\n', f);
+            rows++;
+        }
+        if (step != SQLITE_DONE) rc = fig_db_fail(s, err);
+        if (rows) blocks[n_blocks++] = sel[k];
+    }
+    sqlite3_finalize(q);
+    int crc = fig_dat_close(f, dir, name, err);
+    if (rc || crc) return rc ? rc : crc;
+    if (n_blocks == 0) {
+        fig_skip(o, "layers: the chosen variants have no per-layer error at site resid_out");
+        fig_dat_remove(dir, name);
+        return 0;
+    }
+
+    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, 760, err))) return QP_EIO;
+    fprintf(f, "set multiplot layout 2,1 title ");
+    rpt_gp_str(f, title);
+    fprintf(f, "\nset xtics 1\nset offsets 0.15, 0.15, 0, 0\nset key outside right top vertical\n"
+               "set lmargin 12\nset rmargin 34\n");
+    fprintf(f, "set ylabel \"relative error ‖Δh‖ / ‖h‖\"\nset yrange [0:*]\n"
+               "set title \"solid: accumulated (end to end) — dashed: local (the block alone)\" font \",11\"\n");
+    fprintf(f, "plot ");
+    for (int k = 0; k < n_blocks; k++) {
+        fprintf(f, "%s'%s.dat' index %d using 1:2 with linespoints ls %d title ", k ? ", \\\n     " : "", name,
+                k, k % 10 + 1);
+        rpt_gp_str(f, s->v[blocks[k]].spec);
+        fprintf(f, ", \\\n     '%s.dat' index %d using 1:3 with linespoints ls %d dt 2 pt 6 notitle", name, k,
+                k % 10 + 1);
+    }
+    fprintf(f, "\nset title \"accumulation factor = accumulated / local (1 = no accumulation)\" font \",11\"\n"
+               "set xlabel \"layer\"\nset ylabel \"accumulation factor\"\nset yrange [0:*]\n");
+    fprintf(f, "plot 1 with lines ls 8 dt 3 notitle");
+    for (int k = 0; k < n_blocks; k++) {
+        fprintf(f, ", \\\n     '%s.dat' index %d using 1:4 with linespoints ls %d title ", name, k, k % 10 + 1);
+        rpt_gp_str(f, s->v[blocks[k]].spec);
+    }
+    fputc('\n', f);
+    if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
+    fig_add(o, name, title,
+            "Relative Frobenius error of the residual stream after each block (site resid_out), for the "
+            "variants with the largest mean KLD and the best one (or those named by --variants). Accumulated: "
+            "the variant run end to end; local: the reference's block input fed to the quantized block, the "
+            "error that block adds by itself. Their ratio, the accumulation factor, shows how much error is "
+            "inherited from earlier layers.");
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Outlier histograms (weights, activation channels)
+
+// Writes one histogram block: x = log10 of the bin's centre, y = count. Empty bins between the
+// first and the last stored one are written as 0.5 so that the steps fall to the floor of the
+// log axis (whose range starts at 0.5). Returns the number of rows, <0 on a database error.
+static int hist_block(const struct rpt_study *s, sqlite3_stmt *q, FILE *f) {
+    int rows = 0, step, last_bin = 0;
+    double step_w = 0.25, last_x = NAN;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        int bin = sqlite3_column_int(q, 0);
+        double lo = col_d(q, 1), hi = col_d(q, 2), count = col_d(q, 3);
+        double x;
+        if (lo > 0 && isfinite(hi) && hi > lo) {
+            step_w = log10(hi) - log10(lo);
+            x = 0.5 * (log10(lo) + log10(hi));
+        } else if (lo > 0) {
+            x = log10(lo) + 0.5 * step_w; // overflow bin: [lo, inf)
+        } else if (isfinite(hi) && hi > 0) {
+            x = log10(hi) - 0.5 * step_w; // underflow bin: [0, hi)
+        } else {
+            continue;
+        }
+        for (int b = last_bin + 1; rows && b < bin; b++) fprintf(f, "%.6g 0.5\n", last_x + (b - last_bin) * step_w);
+        fprintf(f, "%.6g %.10g\n", x, count);
+        last_bin = bin;
+        last_x = x;
+        rows++;
+    }
+    (void)s;
+    return step == SQLITE_DONE ? rows : -1;
+}
+
+static int figs_weight_hist(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
+                            struct rpt_figs *o, char *err) {
+    const char *name = "weight_hist", *title = "Weight magnitude histograms of the heaviest-tailed tensors";
+    sqlite3_stmt *top = NULL, *h = NULL;
+    int rc = fig_prepare(s, "SELECT tensor, kurtosis, max_over_std FROM weight_stat WHERE run_id = ?"
+                            " AND kurtosis IS NOT NULL ORDER BY kurtosis DESC, tensor LIMIT ?", &top, err);
+    if (!rc)
+        rc = fig_prepare(s, "SELECT bin, lo, hi, count FROM histogram WHERE run_id = ? AND variant_id IS NULL"
+                            " AND kind = 'weight_log10_abs' AND subject = ? ORDER BY bin", &h, err);
+    FILE *f = NULL;
+    char labels[RPT_TOP_HIST][200];
+    int n = 0, step = SQLITE_DONE;
+    if (!rc && !(f = fig_dat_open(dir, name, title, err))) rc = QP_EIO;
+    if (!rc) {
+        sqlite3_bind_int64(top, 1, s->run_id);
+        sqlite3_bind_int(top, 2, RPT_TOP_HIST);
+        while (!rc && (step = sqlite3_step(top)) == SQLITE_ROW) {
+            const char *tensor = (const char *)sqlite3_column_text(top, 0);
+            sqlite3_reset(h);
+            sqlite3_bind_int64(h, 1, s->run_id);
+            sqlite3_bind_text(h, 2, tensor, -1, SQLITE_TRANSIENT);
+            if (n) fputs("\n\n", f);
+            fprintf(f, "# index %d: %s (kurtosis %.3g) — log10|w| count\n", n, tensor, col_d(top, 1));
+            int rows = hist_block(s, h, f);
+            if (rows < 0) rc = fig_db_fail(s, err);
+            else if (rows > 0) {
+                snprintf(labels[n], sizeof labels[n], "%s (kurtosis %.1f, max %.1fσ)", tensor, col_d(top, 1),
+                         col_d(top, 2));
+                n++;
+            }
+        }
+        if (!rc && step != SQLITE_DONE) rc = fig_db_fail(s, err);
+    }
+    sqlite3_finalize(top);
+    sqlite3_finalize(h);
+    if (f) {
+        int crc = fig_dat_close(f, dir, name, err);
+        if (!rc) rc = crc;
+    }
+    if (rc) return rc;
+    if (n == 0) {
+        fig_skip(o, "weight_hist: no weight statistics or histograms (tables weight_stat, histogram) in this run");
+        fig_dat_remove(dir, name);
+        return 0;
+    }
+    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, RPT_FIG_H + 20 * n, err))) return QP_EIO;
+    fprintf(f, "set title ");
+    rpt_gp_str(f, title);
+    fprintf(f, "\nset xlabel \"log10 |w|  (quarter-decade bins)\"\nset ylabel \"weights per bin (log scale)\"\n"
+               "set logscale y\nset yrange [0.5:*]\nset format y \"%%g\"\nset offsets 0.25, 0.25, 0, 0\n"
+               "set key at screen 0.5, screen 0.01 center bottom vertical maxcols 1\n"
+               "set bmargin %d\n", 5 + n);
+    fprintf(f, "plot ");
+    for (int k = 0; k < n; k++) {
+        fprintf(f, "%s'%s.dat' index %d using 1:2 with histeps ls %d title ", k ? ", \\\n     " : "", name, k,
+                k % 10 + 1);
+        rpt_gp_str(f, labels[k]);
+    }
+    fputc('\n', f);
+    if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
+    fig_add(o, name, title,
+            "Histogram of log10 |w| of the unquantized weights for the tensors with the largest kurtosis "
+            "(normal = 3): a long right tail means a few large weights that stretch a quantization group's "
+            "range and cost the small weights their resolution.");
+    return 0;
+}
+
+static int figs_act_hist(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
+                         struct rpt_figs *o, char *err) {
+    const char *name = "act_hist", *title = "Activation channel absmax histograms of the most extreme sites";
+    sqlite3_stmt *top = NULL, *h = NULL;
+    int rc = fig_prepare(s, "SELECT layer, site, max_abs / median_channel_absmax, kurtosis FROM act_stat"
+                            " WHERE run_id = ? AND median_channel_absmax > 0"
+                            " ORDER BY max_abs / median_channel_absmax DESC, layer, site LIMIT ?", &top, err);
+    if (!rc)
+        rc = fig_prepare(s, "SELECT bin, lo, hi, count FROM histogram WHERE run_id = ? AND variant_id IS NULL"
+                            " AND kind = 'act_channel_absmax_log10' AND subject = ? ORDER BY bin", &h, err);
+    FILE *f = NULL;
+    char labels[RPT_TOP_HIST][200];
+    int n = 0, step = SQLITE_DONE;
+    if (!rc && !(f = fig_dat_open(dir, name, title, err))) rc = QP_EIO;
+    if (!rc) {
+        sqlite3_bind_int64(top, 1, s->run_id);
+        sqlite3_bind_int(top, 2, RPT_TOP_HIST);
+        while (!rc && (step = sqlite3_step(top)) == SQLITE_ROW) {
+            char subject[160];
+            snprintf(subject, sizeof subject, "blk.%d.%s", sqlite3_column_int(top, 0),
+                     (const char *)sqlite3_column_text(top, 1));
+            sqlite3_reset(h);
+            sqlite3_bind_int64(h, 1, s->run_id);
+            sqlite3_bind_text(h, 2, subject, -1, SQLITE_TRANSIENT);
+            if (n) fputs("\n\n", f);
+            fprintf(f, "# index %d: %s (max / median channel absmax %.3g) — log10(channel absmax) count\n", n,
+                    subject, col_d(top, 2));
+            int rows = hist_block(s, h, f);
+            if (rows < 0) rc = fig_db_fail(s, err);
+            else if (rows > 0) {
+                snprintf(labels[n], sizeof labels[n], "%s (max = %.1f × median channel)", subject, col_d(top, 2));
+                n++;
+            }
+        }
+        if (!rc && step != SQLITE_DONE) rc = fig_db_fail(s, err);
+    }
+    sqlite3_finalize(top);
+    sqlite3_finalize(h);
+    if (f) {
+        int crc = fig_dat_close(f, dir, name, err);
+        if (!rc) rc = crc;
+    }
+    if (rc) return rc;
+    if (n == 0) {
+        fig_skip(o, "act_hist: no activation statistics or histograms (tables act_stat, histogram) in this run");
+        fig_dat_remove(dir, name);
+        return 0;
+    }
+    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, RPT_FIG_H + 20 * n, err))) return QP_EIO;
+    fprintf(f, "set title ");
+    rpt_gp_str(f, title);
+    fprintf(f, "\nset xlabel \"log10 (channel absmax)\"\nset ylabel \"channels per bin (log scale)\"\n"
+               "set logscale y\nset yrange [0.5:*]\nset format y \"%%g\"\nset offsets 0.25, 0.25, 0, 0\n"
+               "set key at screen 0.5, screen 0.01 center bottom vertical maxcols 1\n"
+               "set bmargin %d\n", 5 + n);
+    fprintf(f, "plot ");
+    for (int k = 0; k < n; k++) {
+        fprintf(f, "%s'%s.dat' index %d using 1:2 with histeps ls %d title ", k ? ", \\\n     " : "", name, k,
+                k % 10 + 1);
+        rpt_gp_str(f, labels[k]);
+    }
+    fputc('\n', f);
+    if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
+    fig_add(o, name, title,
+            "Histogram over channels of each channel's largest |activation| in the reference, for the probe "
+            "sites whose largest channel is furthest above the median channel. Isolated channels far to the "
+            "right are the activation outliers that per-tensor activation quantization (act=q8) must cover.");
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Grid collapse vs bits per weight
+
+static int figs_grid(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
+                     struct rpt_figs *o, char *err) {
+    const char *name = "grid", *title = "Grid collapse vs bits per weight";
+    sqlite3_stmt *q = NULL;
+    int rc = fig_prepare(s,
+                         "SELECT v.bits_per_weight, v.spec,"
+                         " sum(g.codes_used_mean * g.groups) / sum(g.groups), max(g.n_codes),"
+                         " 100.0 * sum(g.collisions) / sum(g.weights), 100.0 * sum(g.zeroed) / sum(g.weights)"
+                         " FROM grid_stat g JOIN variant v ON v.id = g.variant_id"
+                         " WHERE v.run_id = ? AND v.is_reference = 0 AND g.codes_used_mean IS NOT NULL"
+                         "  AND g.groups > 0 AND g.weights > 0"
+                         " GROUP BY v.id ORDER BY v.bits_per_weight, v.ord, v.id",
+                         &q, err);
+    if (rc) return rc;
+    sqlite3_bind_int64(q, 1, s->run_id);
+    FILE *f = fig_dat_open(dir, name, title, err);
+    if (!f) {
+        sqlite3_finalize(q);
+        return QP_EIO;
+    }
+    fprintf(f, "# bits_per_weight codes_used_per_group n_codes collisions_pct zeroed_pct spec\n");
+    int n = 0, step;
+    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
+        dat_num(f, col_d(q, 0));
+        dat_num(f, col_d(q, 2));
+        dat_num(f, col_d(q, 3));
+        dat_num(f, col_d(q, 4));
+        dat_num(f, col_d(q, 5));
+        fputc(' ', f);
+        rpt_dat_str(f, (const char *)sqlite3_column_text(q, 1));
+        fputc('\n', f);
+        n++;
+    }
+    if (step != SQLITE_DONE) rc = fig_db_fail(s, err);
+    sqlite3_finalize(q);
+    int crc = fig_dat_close(f, dir, name, err);
+    if (rc || crc) return rc ? rc : crc;
+    if (n == 0) {
+        fig_skip(o, "grid: no grid-collapse statistics (grid_stat.codes_used_mean is NULL for every variant)");
+        fig_dat_remove(dir, name);
+        return 0;
+    }
+    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W + 200, 520, err))) return QP_EIO;
+    fprintf(f, "set multiplot layout 1,3 title ");
+    rpt_gp_str(f, title);
+    fprintf(f, "\nset xlabel \"bits per weight\"\nset offsets graph 0.05, graph 0.3, graph 0.1, graph 0.1\n"
+               "set key bottom right\n");
+    const char *lab = "'grid.dat' using 1:%d:6 with labels left offset char 0.6,0.5 font \",9\" tc rgb \"#222222\" notitle";
+    fprintf(f, "set title \"codes used per group (mean)\" font \",11\"\nset ylabel \"codes\"\n"
+               "set logscale y 2\nset format y \"%%g\"\n");
+    fprintf(f, "plot 'grid.dat' using 1:3 with points ls 8 pt 6 ps 1.5 title \"codes of the format\", \\\n"
+               "     'grid.dat' using 1:2 with points ls 1 title \"used per group\", \\\n     ");
+    fprintf(f, lab, 2);
+    fprintf(f, "\nunset logscale y\nset title \"collisions: distinct weights merged into one code\" font \",11\"\n"
+               "set ylabel \"%% of weights\"\nset yrange [0:*]\nset offsets graph 0.05, graph 0.3, graph 0.1, 0\n");
+    fprintf(f, "plot 'grid.dat' using 1:4 with points ls 2, \\\n     ");
+    fprintf(f, lab, 4);
+    fprintf(f, "\nset title \"weights rounded to zero\" font \",11\"\nset ylabel \"%% of weights\"\n");
+    fprintf(f, "plot 'grid.dat' using 1:5 with points ls 3, \\\n     ");
+    fprintf(f, lab, 5);
+    fputc('\n', f);
+    if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
+    fig_add(o, name, title,
+            "How much of its grid each variant uses, over all quantized tensors: distinct codes used per group "
+            "(against the codes the format has), distinct weights merged into an already used code, and "
+            "non-zero weights rounded to zero. Variants without grid statistics are left out.");
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Task accuracy with confidence intervals and flips
+
+static int figs_tasks(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
+                      struct rpt_figs *o, char *err) {
+    const char *name = "tasks", *title = "Task accuracy (95% intervals) and answer flips vs the reference";
+    if (s->n_tasks == 0) {
+        fig_skip(o, "tasks: no task metrics (suite 'task:NAME') in this run");
+        return 0;
+    }
+    FILE *f = fig_dat_open(dir, name, title, err);
+    if (!f) return QP_EIO;
+    int n_suites = QP_MIN(s->n_tasks, 10), rows = 0;
+    for (int t = 0; t < n_suites; t++) {
+        char suite[160];
+        snprintf(suite, sizeof suite, "task:%s", s->tasks[t]);
+        if (t) fputs("\n\n", f);
+        fprintf(f, "# index %d: %s — x acc ci95_lo ci95_hi flips_to_right flips_to_wrong spec\n", t, s->tasks[t]);
+        int x = 0;
+        for (int i = 0; i < s->n_v; i++, x++) {
+            const struct rpt_variant *v = &s->v[i];
+            double se, acc = rpt_metric_get(v, suite, "acc", &se);
+            double right = rpt_metric_get(v, suite, "flips_to_right", NULL);
+            double wrong = rpt_metric_get(v, suite, "flips_to_wrong", NULL);
+            // Series side by side around each variant's x.
+            fprintf(f, "%.4f", x + (t - (n_suites - 1) / 2.0) * 0.7 / n_suites);
+            dat_num(f, acc);
+            dat_num(f, isfinite(se) ? acc - 1.96 * se : acc);
+            dat_num(f, isfinite(se) ? acc + 1.96 * se : acc);
+            dat_num(f, right);
+            dat_num(f, isfinite(wrong) ? -wrong : NAN);
+            fputc(' ', f);
+            rpt_dat_str(f, v->spec);
+            fputc('\n', f);
+            rows += isfinite(acc);
+        }
+    }
+    int rc = fig_dat_close(f, dir, name, err);
+    if (rc) return rc;
+    if (!rows) {
+        fig_skip(o, "tasks: no variant has a task accuracy (metric 'acc')");
+        fig_dat_remove(dir, name);
+        return 0;
+    }
+    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, 800, err))) return QP_EIO;
+    fprintf(f, "set multiplot layout 2,1 title ");
+    rpt_gp_str(f, title);
+    double bw = 0.7 / n_suites;
+    fprintf(f, "\nset xrange [-0.6:%d.6]\nset key outside right top vertical\nset rmargin 26\nset lmargin 12\n"
+               "set xtics rotate by -25 font \",9\"\nset bmargin 6\n", s->n_v - 1);
+    fprintf(f, "set title \"accuracy, ±1.96 standard errors\" font \",11\"\nset ylabel \"accuracy\"\n");
+    fprintf(f, "plot ");
+    for (int t = 0; t < n_suites; t++) {
+        fprintf(f, "%s'%s.dat' index %d using 1:2:3:4%s with yerrorbars ls %d title ", t ? ", \\\n     " : "", name,
+                t, t == 0 ? ":xticlabels(7)" : "", t % 10 + 1);
+        rpt_gp_str(f, s->tasks[t]);
+    }
+    fprintf(f, "\nset title \"items flipped vs the reference: up = wrong→right, down = right→wrong\" font \",11\"\n"
+               "set ylabel \"items\"\nset style fill solid 0.7 border -1\nset boxwidth %.4f\n", bw * 0.9);
+    fprintf(f, "plot 0 with lines ls 8 notitle");
+    for (int t = 0; t < n_suites; t++) {
+        fprintf(f, ", \\\n     '%s.dat' index %d using 1:5%s with boxes ls %d title ", name, t,
+                t == 0 ? ":xticlabels(7)" : "", t % 10 + 1);
+        rpt_gp_str(f, s->tasks[t]);
+        fprintf(f, ", \\\n     '%s.dat' index %d using 1:6 with boxes ls %d fs pattern 2 notitle", name, t,
+                t % 10 + 1);
+    }
+    fputc('\n', f);
+    if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
+    fig_add(o, name, title,
+            "Accuracy of every variant on each task suite with a 95% interval (±1.96 standard errors), and "
+            "how many items each variant answers differently from the reference: solid bars up are items the "
+            "reference got wrong and the variant right, hatched bars down the reverse.");
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Throughput and size
+
+static int figs_speed_size(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
+                           struct rpt_figs *o, char *err) {
+    const char *name = "speed_size", *title = "Throughput and weight size per variant";
+    FILE *f = fig_dat_open(dir, name, title, err);
+    if (!f) return QP_EIO;
+    fprintf(f, "# x tokens_per_second weight_kib spec\n");
+    int rows = 0;
+    for (int i = 0; i < s->n_v; i++) {
+        const struct rpt_variant *v = &s->v[i];
+        fprintf(f, "%d", i);
+        dat_num(f, v->tokens_per_second);
+        dat_num(f, v->weight_bytes > 0 ? (double)v->weight_bytes / 1024.0 : NAN);
+        fputc(' ', f);
+        rpt_dat_str(f, v->spec);
+        fputc('\n', f);
+        rows += isfinite(v->tokens_per_second) || v->weight_bytes > 0;
+    }
+    int rc = fig_dat_close(f, dir, name, err);
+    if (rc) return rc;
+    if (!rows) {
+        fig_skip(o, "speed_size: no variant has tokens/s or weight bytes");
+        fig_dat_remove(dir, name);
+        return 0;
+    }
+    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, 760, err))) return QP_EIO;
+    fprintf(f, "set multiplot layout 2,1 title ");
+    rpt_gp_str(f, title);
+    fprintf(f, "\nset xrange [-0.6:%d.6]\nset style fill solid 0.75 border -1\nset boxwidth 0.6\n"
+               "set xtics rotate by -25 font \",9\"\nset bmargin 6\nset lmargin 12\nset yrange [0:*]\n"
+               "set offsets 0, 0, graph 0.12, 0\n", s->n_v - 1);
+    fprintf(f, "set title \"evaluation throughput (this machine, this run's thread count)\" font \",11\"\n"
+               "set ylabel \"tokens / s\"\n");
+    fprintf(f, "plot '%s.dat' using 1:2:xticlabels(4) with boxes ls 1, \\\n"
+               "     '%s.dat' using 1:2:(sprintf(\"%%.0f\", $2)) with labels offset char 0,0.7 font \",9\"\n",
+            name, name);
+    fprintf(f, "set title \"weights as stored (codes, scales and minimums; the reference is not stored "
+               "quantized)\" font \",11\"\nset ylabel \"KiB\"\n");
+    fprintf(f, "plot '%s.dat' using 1:3:xticlabels(4) with boxes ls 3, \\\n"
+               "     '%s.dat' using 1:3:(sprintf(\"%%.0f\", $3)) with labels offset char 0,0.7 font \",9\"\n",
+            name, name);
+    if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
+    fig_add(o, name, title,
+            "Tokens per second of each variant's evaluation as measured in this run (single measurements: "
+            "compare within a run, not across machines) and the bytes of its 2-D weights as stored.");
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// All figures
+
+int rpt_figs_write(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
+                   const int *layer_idx, int n_layer, struct rpt_figs *out, char *err) {
+    memset(out, 0, sizeof *out);
+    int rc = figs_tradeoffs(s, g, dir, out, err);
+    if (!rc) rc = figs_layers(s, g, dir, out, layer_idx, n_layer, err);
+    if (!rc) rc = figs_weight_hist(s, g, dir, out, err);
+    if (!rc) rc = figs_act_hist(s, g, dir, out, err);
+    if (!rc) rc = figs_grid(s, g, dir, out, err);
+    if (!rc) rc = figs_tasks(s, g, dir, out, err);
+    if (!rc) rc = figs_speed_size(s, g, dir, out, err);
+    return rc;
+}

@@ -1,0 +1,71 @@
+// task.h — the data model of a task suite: a named list of items, each a context followed by
+// continuations scored by log-likelihood (tasks/task_score.h).
+//
+//  - multiple choice (TASK_MC): context, n_choices >= 2 continuations, gold = index of the
+//    correct one;
+//  - cloze (TASK_CLOZE): context and one target continuation, stored as choices[0] (gold = 0),
+//    correct when the model produces every target token greedily.
+//
+// Continuations are appended to the context verbatim, so they carry their own delimiter
+// (" yes", " park"), as lm-evaluation-harness's requests do after it adds its target delimiter.
+// For acc_norm a continuation's length is counted in characters (Unicode code points) without
+// one leading space: exactly the length of lm-evaluation-harness's choice string.
+//
+// A suite owns all its strings. Readers of files live in harness/task_io.h; built-in suites in
+// tasks/task_builtin.h. Depends on kernels/qp.h only (no cJSON, no harness).
+#ifndef TASK_H
+#define TASK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum task_kind { TASK_MC, TASK_CLOZE };
+
+struct task_item {
+    char *id;       // e.g. "piqa:17", an ARC id, "tinystories-cloze@123456" (owned)
+    char *context;  // text the continuations follow, possibly empty (owned)
+    char **choices; // n_choices continuations (owned, each owned); cloze: choices[0] = target
+    int n_choices;  // MC: >= 2; cloze: 1
+    int gold;       // MC: index into choices; cloze: 0
+    int64_t line;   // 1-based line of the source file where the item starts (0 = not from a file)
+};
+
+struct task_suite {
+    char *name;                // owned
+    enum task_kind kind;
+    struct task_item *items;   // n_items, in source order
+    int n_items, cap_items;
+    int64_t n_skipped;         // malformed source records skipped by a lenient reader
+    // Built-in suites: the items come from bytes [src_begin, src_end) of their source text
+    // (for a calibration-overlap check). Both 0 for suites read from files.
+    size_t src_begin, src_end;
+};
+
+const char *task_kind_name(enum task_kind k); // "multiple choice", "cloze"
+
+// An empty suite named name. 0 or QP_ENOMEM. Free with task_suite_destroy.
+int task_suite_create(const char *name, enum task_kind kind, struct task_suite **out);
+void task_suite_destroy(struct task_suite *s); // NULL is fine
+
+// Adds a multiple-choice item, copying every string (the caller keeps its own). QP_EINVAL with a
+// message (no file name: the caller prefixes "FILE:LINE: ") when the suite is cloze, a string is
+// NULL, n_choices < 2, a choice is empty, or gold is outside [0, n_choices); QP_ENOMEM.
+int task_suite_add_mc(struct task_suite *s, const char *id, const char *context,
+                      const char *const *choices, int n_choices, int gold, int64_t line, char *err);
+// Adds a cloze item (target non-empty). Same conventions.
+int task_suite_add_cloze(struct task_suite *s, const char *id, const char *context,
+                         const char *target, int64_t line, char *err);
+
+// Keeps the first n items (n >= 0), freeing the rest.
+void task_suite_truncate(struct task_suite *s, int n);
+
+static inline const char *task_item_target(const struct task_item *it) { return it->choices[0]; }
+
+// The acc_norm length of a continuation: its Unicode code points (each byte of an invalid UTF-8
+// sequence counts as one) without one leading space; at least 1 so that the division is defined.
+int task_choice_chars(const char *cont);
+
+// 1 when s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
+int task_utf8_valid(const char *s, size_t len);
+
+#endif

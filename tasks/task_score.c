@@ -1,0 +1,367 @@
+// task_score.c — log-likelihood scoring of task suites over the engine (task_score.h).
+// Depends on tasks/task.h and kernels/.
+#include "task_score.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kn_engine.h"
+#include "qp.h"
+
+// ---------------------------------------------------------------------------------------------
+// Types
+
+#define TSC_MAX_BATCH 256 // tokens per kn_forward call (bounds the logits buffer)
+
+// One thread's engine state and buffers.
+struct tsc_worker {
+    struct kn_state *st;
+    float *logits;   // (max_batch, vocab) rows of the current call
+    float *first;    // (vocab) logits after the shared context: predicts its next token
+    int max_batch;
+    int64_t tokens;  // tokens run by this worker
+};
+
+// A growable token buffer.
+struct tsc_toks {
+    int *t;
+    int n, cap;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+double task_acc_stderr(double p, int n) {
+    if (n < 2) return 0.0;
+    double v = p * (1.0 - p) / (double)(n - 1);
+    return sqrt(v > 0 ? v : 0);
+}
+
+// Encodes text into b (growing it as the callback asks). 0 or a QP_E* code with err.
+static int tsc_encode(const struct task_tok *tok, const char *text, struct tsc_toks *b, char *err) {
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int n = tok->encode(tok->ctx, text, 1, b->t, b->cap);
+        if (n < 0) return qp_fail(err, n, "cannot tokenize: %s", qp_strerror(n));
+        if (n <= b->cap) {
+            b->n = n;
+            return 0;
+        }
+        int *nt = realloc(b->t, (size_t)n * sizeof *nt);
+        if (!nt) return qp_fail(err, QP_ENOMEM, "out of memory");
+        b->t = nt;
+        b->cap = n;
+    }
+    return qp_fail(err, QP_EINVAL, "the tokenizer's count keeps changing");
+}
+
+// log p(target) from one row of logits, and whether target is the row's argmax (first index
+// of the maximum, as torch.argmax).
+static double tsc_token_ll(const struct kn_ops *ops, const float *row, int vocab, int target, int *greedy) {
+    float mx;
+    double lse = ops->logsumexp(row, vocab, &mx);
+    int g = row[target] == mx;
+    for (int j = 0; g && j < target; j++) g = row[j] < mx;
+    *greedy = g;
+    return (double)row[target] - lse;
+}
+
+// Runs toks[0..n) from the state's current position in pieces of max_batch, without logits.
+static void tsc_run(struct tsc_worker *w, const int *toks, int n) {
+    for (int a = 0; a < n; a += w->max_batch) {
+        int m = QP_MIN(w->max_batch, n - a);
+        kn_forward(w->st, toks + a, m, NULL, 0, NULL);
+    }
+    w->tokens += n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Results
+
+int task_result_create(const struct task_suite *s, struct task_result **out) {
+    *out = NULL;
+    struct task_result *r = calloc(1, sizeof *r);
+    if (!r) return QP_ENOMEM;
+    size_t total = 0;
+    for (int i = 0; i < s->n_items; i++) total += (size_t)s->items[i].n_choices;
+    r->kind = s->kind;
+    r->n_items = s->n_items;
+    r->items = calloc((size_t)QP_MAX(s->n_items, 1), sizeof *r->items);
+    r->ll_store = calloc(total ? total : 1, sizeof *r->ll_store);
+    r->ntok_store = calloc(total ? total : 1, sizeof *r->ntok_store);
+    r->greedy_store = calloc(total ? total : 1, 1);
+    if (!r->items || !r->ll_store || !r->ntok_store || !r->greedy_store) {
+        task_result_destroy(r);
+        return QP_ENOMEM;
+    }
+    size_t off = 0;
+    for (int i = 0; i < s->n_items; i++) {
+        struct task_item_result *ir = &r->items[i];
+        ir->n_choices = s->items[i].n_choices;
+        ir->ll = r->ll_store + off;
+        ir->n_tokens = r->ntok_store + off;
+        ir->greedy = r->greedy_store + off;
+        off += (size_t)ir->n_choices;
+    }
+    *out = r;
+    return 0;
+}
+
+void task_result_destroy(struct task_result *r) {
+    if (!r) return;
+    free(r->items);
+    free(r->ll_store);
+    free(r->ntok_store);
+    free(r->greedy_store);
+    free(r);
+}
+
+void task_item_decide(const struct task_item *it, enum task_kind kind, struct task_item_result *r) {
+    if (kind == TASK_CLOZE) {
+        r->pred = r->pred_norm = 0;
+        r->correct = r->correct_norm = r->greedy[0] != 0;
+        r->margin = 0;
+        return;
+    }
+    int pred = 0, pred_norm = 0;
+    double best_norm = r->ll[0] / task_choice_chars(it->choices[0]);
+    for (int j = 1; j < r->n_choices; j++) {
+        if (r->ll[j] > r->ll[pred]) pred = j; // strict: the first maximum wins, as np.argmax
+        double v = r->ll[j] / task_choice_chars(it->choices[j]);
+        if (v > best_norm) best_norm = v, pred_norm = j;
+    }
+    double other = -INFINITY;
+    for (int j = 0; j < r->n_choices; j++)
+        if (j != it->gold && r->ll[j] > other) other = r->ll[j];
+    r->pred = pred;
+    r->pred_norm = pred_norm;
+    r->correct = pred == it->gold;
+    r->correct_norm = pred_norm == it->gold;
+    r->margin = r->ll[it->gold] - other;
+}
+
+void task_summarize(struct task_result *r) {
+    struct task_summary s = {0};
+    double sum_ll = 0;
+    int64_t c = 0, cn = 0;
+    for (int i = 0; i < r->n_items; i++) {
+        const struct task_item_result *ir = &r->items[i];
+        if (ir->skipped) {
+            s.n_skipped++;
+            continue;
+        }
+        s.n++;
+        c += ir->correct;
+        cn += ir->correct_norm;
+        if (r->kind == TASK_CLOZE) {
+            sum_ll += ir->ll[0];
+            s.target_tokens += ir->n_tokens[0];
+        }
+    }
+    if (s.n > 0) {
+        s.acc = (double)c / s.n;
+        s.acc_norm = (double)cn / s.n;
+        if (r->kind == TASK_CLOZE) {
+            s.ll_mean = sum_ll / s.n;
+            s.target_ppl = exp(-s.ll_mean);
+            s.token_ppl = s.target_tokens > 0 ? exp(-sum_ll / (double)s.target_tokens) : 0;
+        }
+    }
+    s.acc_stderr = task_acc_stderr(s.acc, s.n);
+    s.acc_norm_stderr = task_acc_stderr(s.acc_norm, s.n);
+    r->sum = s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One item
+
+// Scores item it into ir with worker w. 0, or a QP_E* code with err.
+static int tsc_item(const struct kn_engine *e, const struct task_tok *tok, const struct task_item *it,
+                    int window, struct tsc_worker *w, struct task_item_result *ir, char *err) {
+    const struct kn_config *cfg = kn_engine_config(e);
+    const struct kn_ops *ops = kn_engine_ops(e);
+    int vocab = cfg->vocab_size, nc = it->n_choices, rc = 0;
+    size_t clen = strlen(it->context), ctrim = clen;
+    // lm-eval: the context's trailing whitespace belongs to the continuation.
+    while (ctrim > 0 && strchr(" \t\n\r\v\f", it->context[ctrim - 1])) ctrim--;
+    struct tsc_toks ctx = {0};
+    struct tsc_toks *whole = calloc((size_t)nc, sizeof *whole);
+    int *p = calloc((size_t)nc, sizeof *p);
+    char *buf = NULL;
+    if (!whole || !p) {
+        rc = qp_fail(err, QP_ENOMEM, "out of memory");
+        goto done;
+    }
+    size_t maxc = 0;
+    for (int j = 0; j < nc; j++) maxc = QP_MAX(maxc, strlen(it->choices[j]));
+    buf = malloc(clen + maxc + 1);
+    if (!buf) {
+        rc = qp_fail(err, QP_ENOMEM, "out of memory");
+        goto done;
+    }
+    memcpy(buf, it->context, ctrim);
+    buf[ctrim] = 0;
+    if ((rc = tsc_encode(tok, buf, &ctx, err))) goto done;
+    memcpy(buf, it->context, clen);
+    int L = INT32_MAX, nmax = 0;
+    for (int j = 0; j < nc && !rc; j++) {
+        strcpy(buf + clen, it->choices[j]);
+        if ((rc = tsc_encode(tok, buf, &whole[j], err))) break;
+        int n = whole[j].n, k = 0;
+        while (k < n && k < ctx.n && whole[j].t[k] == ctx.t[k]) k++;
+        if (k > n - 1) k = n - 1; // at least one continuation token
+        if (k < 1) k = 1;         // the first token (BOS) is never scored
+        p[j] = k;
+        L = QP_MIN(L, k);
+        nmax = QP_MAX(nmax, n);
+    }
+    if (rc) goto done;
+    for (int j = 0; j < nc && !rc; j++) {
+        if (whole[j].n < 2) rc = qp_fail(err, QP_EINVAL, "item '%s': choice %d has no token", it->id, j);
+        for (int k = 0; k < whole[j].n && !rc; k++)
+            if (whole[j].t[k] < 0 || whole[j].t[k] >= vocab)
+                rc = qp_fail(err, QP_EINVAL, "item '%s': token %d is outside the model's vocabulary of %d",
+                             it->id, whole[j].t[k], vocab);
+    }
+    if (rc) goto done;
+
+    // Cut D tokens after BOS so that the longest sequence (nmax - 1 positions run) fits.
+    int D = QP_MAX(0, nmax - 1 - window);
+    if (D > L - 1) { // the continuation alone does not fit
+        ir->skipped = 1;
+        ir->cut = D;
+        goto done;
+    }
+    ir->cut = D;
+    int Lk = L - D;
+    ir->ctx_tokens = Lk;
+    // The shared context: BOS, then tokens D+1 .. L-1; logits of its last row kept in w->first.
+    int *shared = whole[0].t; // equal to every whole[j] on [0, L)
+    kn_state_reset(w->st);
+    if (Lk == 1) {
+        kn_forward(w->st, shared, 1, w->first, 0, NULL);
+        w->tokens++;
+    } else {
+        kn_forward(w->st, shared, 1, NULL, 0, NULL);
+        w->tokens++;
+        int rest = Lk - 1; // tokens shared[D+1 .. L)
+        tsc_run(w, shared + D + 1, rest - 1);
+        kn_forward(w->st, shared + L - 1, 1, w->first, 0, NULL);
+        w->tokens++;
+    }
+    for (int j = 0; j < nc; j++) {
+        const int *t = whole[j].t;
+        int n = whole[j].n, pj = p[j], all_greedy = 1, g;
+        double ll = 0;
+        kn_state_rewind(w->st, Lk);
+        if (pj == L) {
+            ll += tsc_token_ll(ops, w->first, vocab, t[L], &g);
+            all_greedy &= g;
+        }
+        // Feed t[L .. n-1): row of fed index q predicts t[q + 1]; rows with q >= pj - 1 score.
+        for (int a = L; a < n - 1; a += w->max_batch) {
+            int m = QP_MIN(w->max_batch, n - 1 - a);
+            int fl = QP_MAX(0, pj - 1 - a);
+            if (fl >= m) {
+                kn_forward(w->st, t + a, m, NULL, 0, NULL);
+            } else {
+                kn_forward(w->st, t + a, m, w->logits, fl, NULL);
+                for (int r = fl; r < m; r++) {
+                    ll += tsc_token_ll(ops, w->logits + (size_t)(r - fl) * vocab, vocab, t[a + r + 1], &g);
+                    all_greedy &= g;
+                }
+            }
+            w->tokens += m;
+        }
+        ir->ll[j] = ll;
+        ir->n_tokens[j] = n - pj;
+        ir->greedy[j] = (unsigned char)all_greedy;
+    }
+done:
+    free(ctx.t);
+    if (whole)
+        for (int j = 0; j < nc; j++) free(whole[j].t);
+    free(whole);
+    free(p);
+    free(buf);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite
+
+int task_score(const struct kn_engine *e, const struct task_suite *s, const struct task_tok *tok,
+               const struct task_score_opts *o, struct task_result **out, char *err) {
+    *out = NULL;
+    const struct kn_config *cfg = kn_engine_config(e);
+    int window = o->window > 0 ? o->window : cfg->seq_len;
+    if (window < 2 || window > (1 << 20)) return qp_fail(err, QP_EINVAL, "window %d out of range (2..%d)", window, 1 << 20);
+    int threads = o->n_threads < 1 ? 1 : o->n_threads;
+    struct task_result *r;
+    if (task_result_create(s, &r)) return qp_fail(err, QP_ENOMEM, "out of memory");
+    r->window = window;
+    r->n_threads = threads;
+    int n = s->n_items;
+    int outer = n >= threads ? threads : 1; // item-parallel, or threads inside each forward
+    int inner = outer == 1 ? threads : 1;
+    int max_batch = QP_MIN(window, TSC_MAX_BATCH);
+    struct tsc_worker *w = calloc((size_t)outer, sizeof *w);
+    int rc = w ? 0 : qp_fail(err, QP_ENOMEM, "out of memory");
+    for (int t = 0; t < outer && !rc; t++) {
+        w[t].max_batch = max_batch;
+        rc = kn_state_create(e, window, max_batch, inner, &w[t].st, err);
+        if (!rc) {
+            w[t].logits = qp_alloc_array((size_t)max_batch * cfg->vocab_size, sizeof(float));
+            w[t].first = qp_alloc_array((size_t)cfg->vocab_size, sizeof(float));
+            if (!w[t].logits || !w[t].first) rc = qp_fail(err, QP_ENOMEM, "out of memory for logits");
+        }
+    }
+    if (!rc) {
+        double t0 = qp_now();
+        int done = 0, stop = 0, bad = n; // bad: the first failing item (its message in err)
+        int64_t toks_done = 0;
+#pragma omp parallel for num_threads(outer) schedule(dynamic, 1) if (outer > 1)
+        for (int i = 0; i < n; i++) {
+            int t = omp_get_thread_num(), halt;
+#pragma omp atomic read
+            halt = stop;
+            if (halt) continue;
+            char ierr[QP_ERRLEN];
+            int64_t before = w[t].tokens;
+            int irc = tsc_item(e, tok, &s->items[i], window, &w[t], &r->items[i], ierr);
+            if (!irc && !r->items[i].skipped) task_item_decide(&s->items[i], s->kind, &r->items[i]);
+#pragma omp critical(task_score_progress)
+            {
+                if (irc && i < bad) {
+                    bad = i;
+                    rc = irc;
+                    if (err) snprintf(err, QP_ERRLEN, "%s", ierr);
+#pragma omp atomic write
+                    stop = 1;
+                }
+                done++;
+                toks_done += w[t].tokens - before;
+                if (o->progress && omp_get_thread_num() == 0) o->progress(o->progress_ctx, done, n, toks_done);
+            }
+        }
+        r->seconds = qp_now() - t0;
+        for (int t = 0; t < outer; t++) r->tokens_processed += w[t].tokens;
+        if (!rc && o->progress) o->progress(o->progress_ctx, n, n, r->tokens_processed);
+    }
+    if (w)
+        for (int t = 0; t < outer; t++) {
+            kn_state_destroy(w[t].st);
+            qp_free(w[t].logits);
+            qp_free(w[t].first);
+        }
+    free(w);
+    if (rc) {
+        task_result_destroy(r);
+        return rc;
+    }
+    task_summarize(r);
+    *out = r;
+    return 0;
+}

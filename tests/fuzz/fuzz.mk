@@ -1,0 +1,88 @@
+# fuzz.mk — coverage-guided fuzzing of qprobe's parsers with libFuzzer (clang, ASan + UBSan).
+# Included by the main Makefile; the targets are tests/fuzz/fuzz_NAME.c (see tests/fuzz/fuzz.h).
+#
+#   make fuzz [FUZZ_SECONDS=30] [FUZZ_TARGETS="gguf spec"]   build, then run each target N s
+#   make -j2 fuzz ...                                          two targets at a time
+#   make fuzz-smoke                                            5 s per target (CI)
+#   make fuzz-build                                            only build build/fuzz/fuzz_NAME
+#   make fuzz-seeds                                            rewrite tests/fuzz/corpus/ seeds
+#
+# Each target links the parser sources it needs (FUZZ_LIB_SRC), compiled here with clang and
+# -fsanitize=fuzzer-no-link,address,undefined into build/fuzz/obj/; the rest of qprobe is not
+# linked. A run starts from the seeds in tests/fuzz/corpus/NAME (plus shared fixture files
+# for some targets) and grows a working corpus in build/fuzz/corpus/NAME; it prints the
+# executions it made. A crash, leak, hang (> 10 s per input), > 2 GB of memory or a failed check
+# fails the run (non-zero exit) and leaves the input in build/fuzz/artifacts/NAME/: once the
+# bug is fixed, copy it into tests/fuzz/regress/NAME/, where test_fuzz_regress replays it on
+# every `make test`.
+
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 30
+FUZZ_DIR := build/fuzz
+FUZZ_ALL := gguf safetensors llama2c tokenizer_bin spec tokenize
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+
+FUZZ_LIB_SRC := kernels/qp.c kernels/kn_types.c kernels/kn_model.c harness/gguf.c \
+                harness/gguf_model.c harness/model.c harness/llama2c.c harness/safetensors.c \
+                harness/tokenizer.c quantizers/qz_spec.c
+FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_UTIL_OBJ := $(FUZZ_DIR)/obj/tests/fuzz/fuzz_util.o
+FUZZ_TARGET_OBJ := $(FUZZ_ALL:%=$(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o)
+FUZZ_BINS := $(FUZZ_ALL:%=$(FUZZ_DIR)/fuzz_%)
+
+# UBSan findings abort (so that libFuzzer records them) instead of printing and going on.
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS = $(BASE_CFLAGS) -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link -DQP_LIBFUZZER \
+              -Itests/fuzz $(PKG_CFLAGS)
+
+# Longest input per target: a few times the largest seed, and enough for the real tokenizer
+# files added as extra seeds (tok512.bin is 6 kB).
+FUZZ_MAXLEN_gguf := 16384
+FUZZ_MAXLEN_safetensors := 8192
+FUZZ_MAXLEN_llama2c := 4096
+FUZZ_MAXLEN_tokenizer_bin := 8192
+FUZZ_MAXLEN_spec := 4200
+FUZZ_MAXLEN_tokenize := 1024
+
+# Shared fixture directories added as read-only seed directories (skipped when absent; larger
+# files are cut to the target's max_len).
+FUZZ_EXTRA_gguf = $(FIXTURES)/models/gguf
+FUZZ_EXTRA_tokenizer_bin = $(FIXTURES)/models/llama2c
+FUZZ_EXTRA_tokenize = $(FIXTURES)/data/tinystories
+
+FUZZ_RUNS := $(FUZZ_TARGETS:%=fuzz-run-%)
+
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-seeds $(FUZZ_ALL:%=fuzz-run-%)
+
+fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
+
+fuzz: $(FUZZ_RUNS)
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=5
+
+$(FUZZ_RUNS): fuzz-run-%: $(FUZZ_DIR)/fuzz_%
+	@QP_FIXTURES="$(abspath $(FIXTURES))" sh tests/fuzz/run.sh $* $< $(FUZZ_SECONDS) \
+	    $(FUZZ_MAXLEN_$*) $(FUZZ_DIR) tests/fuzz/corpus/$* $(FUZZ_EXTRA_$*)
+
+$(FUZZ_DIR)/obj/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZCC  $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
+
+$(FUZZ_BINS): $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_UTIL_OBJ) \
+                                   $(FUZZ_LIB_OBJ)
+	@$(if $(Q),echo "  FUZZLD  $@")
+	$(Q)$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -fopenmp -o $@ $^ $(PKG_LIBS) -lm
+
+# The seed generator is an ordinary program built against the release library.
+$(FUZZ_DIR)/make_seeds: tests/fuzz/make_seeds.c $(LIB)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS_ALL) -o $@ $< $(LIB) $(LDLIBS_ALL)
+
+fuzz-seeds: $(FUZZ_DIR)/make_seeds
+	$(FUZZ_DIR)/make_seeds tests/fuzz/corpus
+
+-include $(FUZZ_LIB_OBJ:.o=.d) $(FUZZ_UTIL_OBJ:.o=.d) $(FUZZ_TARGET_OBJ:.o=.d) \
+         $(FUZZ_DIR)/make_seeds.d

@@ -1,0 +1,240 @@
+// fuzz_util.c — helpers shared by the fuzz targets (see fuzz.h): failure reports, a scratch
+// directory for the inputs the readers want as files, and checks of loaded models and
+// tokenizers that every file-format target runs.
+//
+// Depends on libc/POSIX, kernels/ (qp.h, kn_model.h, kn_types.h) and the harness headers
+// (model.h, gguf.h, tokenizer.h); nothing else.
+#include "fuzz.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gguf.h"
+#include "kn_model.h"
+#include "kn_types.h"
+#include "model.h"
+#include "qp.h"
+#include "tokenizer.h"
+
+#define FZ_MAX_NAMES 16 // distinct scratch file names per process
+#define FZ_NAME_LEN 64
+
+// ---------------------------------------------------------------------------------------------
+// Failures
+
+void fuzz_fail(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "fuzz: %s:%d: ", file, line);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    abort();
+}
+
+void fuzz_check_failed(const char *file, int line, const char *cond, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "fuzz: %s:%d: check failed: %s: ", file, line, cond);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    abort();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scratch files
+
+static char fz_dir[FUZZ_PATH_MAX - FZ_NAME_LEN - 2];
+static char fz_names[FZ_MAX_NAMES][FZ_NAME_LEN];
+static int fz_n_names;
+
+static void fz_cleanup(void) {
+    char path[FUZZ_PATH_MAX];
+    for (int i = 0; i < fz_n_names; i++) {
+        int n = snprintf(path, sizeof path, "%s/%s", fz_dir, fz_names[i]);
+        if (n > 0 && (size_t)n < sizeof path) unlink(path);
+    }
+    rmdir(fz_dir);
+}
+
+static const char *fz_scratch_dir(void) {
+    if (fz_dir[0]) return fz_dir;
+    const char *root = getenv("QP_TMP");
+    if (!root || !*root) root = getenv("TMPDIR");
+    if (!root || !*root) root = P_tmpdir;
+    int n = snprintf(fz_dir, sizeof fz_dir, "%s/qp-fuzz-XXXXXX", root);
+    if (n < 0 || (size_t)n >= sizeof fz_dir)
+        fuzz_fail(__FILE__, __LINE__, "scratch root '%s' is too long", root);
+    if (!mkdtemp(fz_dir)) {
+        int e = errno;
+        fz_dir[0] = 0;
+        fuzz_fail(__FILE__, __LINE__, "cannot create a scratch directory under '%s': %s", root,
+                  strerror(e));
+    }
+    atexit(fz_cleanup);
+    return fz_dir;
+}
+
+void fuzz_path(const char *name, char *path) {
+    if (strlen(name) >= FZ_NAME_LEN || strchr(name, '/'))
+        fuzz_fail(__FILE__, __LINE__, "bad scratch file name '%s'", name);
+    const char *dir = fz_scratch_dir();
+    int known = 0;
+    for (int i = 0; i < fz_n_names && !known; i++) known = strcmp(fz_names[i], name) == 0;
+    if (!known) {
+        if (fz_n_names == FZ_MAX_NAMES)
+            fuzz_fail(__FILE__, __LINE__, "more than %d scratch file names", FZ_MAX_NAMES);
+        snprintf(fz_names[fz_n_names++], FZ_NAME_LEN, "%s", name);
+    }
+    int n = snprintf(path, FUZZ_PATH_MAX, "%s/%s", dir, name);
+    if (n < 0 || n >= FUZZ_PATH_MAX) fuzz_fail(__FILE__, __LINE__, "scratch path too long");
+}
+
+void fuzz_write(const char *name, const void *data, size_t size, char *path) {
+    fuzz_path(name, path);
+    FILE *f = fopen(path, "wb");
+    if (!f) fuzz_fail(__FILE__, __LINE__, "cannot write '%s': %s", path, strerror(errno));
+    int bad = size > 0 && fwrite(data, 1, size, f) != size;
+    if (fclose(f) != 0) bad = 1;
+    if (bad) fuzz_fail(__FILE__, __LINE__, "cannot write '%s': %s", path, strerror(errno));
+}
+
+uint32_t fuzz_touch(const void *p, size_t n) {
+    const volatile uint8_t *b = p;
+    uint32_t sum = 0;
+    for (size_t i = 0; i < n; i++) sum = sum * 31u + b[i];
+    return sum;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tokenizers
+
+// Encodes text with every flag combination and checks the ids.
+static void fz_check_encode(const struct hx_tok *t, const char *text, size_t len) {
+    int n_vocab = hx_tok_n_vocab(t);
+    for (unsigned flags = 0; flags < 4; flags++) {
+        int *ids = NULL;
+        size_t n = 0;
+        int rc = hx_tok_encode(t, text, len, flags, &ids, &n);
+        FUZZ_CHECK(rc == 0, "encoding %zu bytes failed: %d", len, rc);
+        FUZZ_CHECK(n <= len + 2, "%zu ids for %zu bytes", n, len);
+        if (flags & HX_TOK_ADD_BOS) FUZZ_CHECK(n >= 1 && ids[0] == hx_tok_bos(t), "no BOS");
+        int prev = -1;
+        for (size_t i = 0; i < n; i++) {
+            FUZZ_CHECK(ids[i] >= 0 && ids[i] < n_vocab, "id %d at %zu outside vocabulary of %d",
+                       ids[i], i, n_vocab);
+            char piece[8];
+            size_t got = hx_tok_piece(t, prev, ids[i], piece, sizeof piece);
+            FUZZ_CHECK(got <= sizeof piece, "piece of %zu bytes into 8", got);
+            prev = ids[i];
+        }
+        free(ids);
+    }
+}
+
+void fuzz_check_tok(const struct hx_tok *t, const uint8_t *text, size_t len) {
+    int n = hx_tok_n_vocab(t);
+    FUZZ_CHECK(n > 0, "vocabulary of %d tokens", n);
+    FUZZ_CHECK(hx_tok_bos(t) >= 0 && hx_tok_bos(t) < n, "bos %d", hx_tok_bos(t));
+    FUZZ_CHECK(hx_tok_eos(t) >= 0 && hx_tok_eos(t) < n, "eos %d", hx_tok_eos(t));
+    FUZZ_CHECK(hx_tok_unk(t) >= 0 && hx_tok_unk(t) < n, "unk %d", hx_tok_unk(t));
+    // Token strings are NUL-terminated copies; read each (bounded, so that huge forged
+    // vocabularies stay fast) and ask for its piece after BOS and after another token.
+    int limit = n < 4096 ? n : 4096;
+    for (int id = 0; id < limit; id++) {
+        size_t len_s = 0;
+        const char *s = hx_tok_str(t, id, &len_s);
+        FUZZ_CHECK(s != NULL && s[len_s] == '\0', "token %d not terminated", id);
+        fuzz_touch(s, len_s);
+        (void)hx_tok_score(t, id);
+        (void)hx_tok_type(t, id);
+        char piece[64];
+        size_t got = hx_tok_piece(t, hx_tok_bos(t), id, piece, sizeof piece);
+        FUZZ_CHECK(got <= sizeof piece, "piece of %zu bytes into %zu", got, sizeof piece);
+        got = hx_tok_piece(t, -1, id, piece, 1);
+        FUZZ_CHECK(got <= 1, "piece of %zu bytes into 1", got);
+    }
+    static const char sample[] = "Once upon a time, \xe2\x96\x81Lily saw a \xf0\x9f\x90\xb1\n\n"
+                                 "<s> <0x41> \xff\xc3";
+    fz_check_encode(t, sample, sizeof sample - 1);
+    fz_check_encode(t, (const char *)text, len);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Models
+
+// Checks one weight tensor: its bytes lie inside the model's mapping, inside the GGUF tensor
+// holding the same data, or in a heap buffer (read in full, so AddressSanitizer sees overruns).
+static void fz_check_tensor(const struct hx_model *m, const struct kn_tensor *t, const char *what,
+                            int layer) {
+    FUZZ_CHECK(t->data != NULL, "%s (layer %d) has no data", what, layer);
+    FUZZ_CHECK(t->ne0 > 0 && t->ne1 > 0, "%s (layer %d) has shape %lld x %lld", what, layer,
+               (long long)t->ne1, (long long)t->ne0);
+    size_t row = kn_row_bytes(t->type, t->ne0), bytes;
+    FUZZ_CHECK(row > 0, "%s (layer %d): row of %lld elements of type %d", what, layer,
+               (long long)t->ne0, t->type);
+    FUZZ_CHECK(qp_mul_overflow(row, (size_t)t->ne1, &bytes) == 0, "%s: byte size overflows", what);
+    const uint8_t *p = t->data;
+    if (m->map) {
+        const uint8_t *lo = m->map, *hi = lo + m->map_len;
+        if (p >= lo && p < hi) {
+            FUZZ_CHECK(bytes <= (size_t)(hi - p), "%s (layer %d): %zu bytes at file offset %zu "
+                       "run past the %zu-byte mapping", what, layer, bytes, (size_t)(p - lo),
+                       m->map_len);
+            fuzz_touch(p, bytes);
+            return;
+        }
+    }
+    if (m->gguf) {
+        // GGUF tensors may share or overlap data: any one that starts here and is long enough.
+        int64_t n = hx_gguf_n_tensors(m->gguf);
+        for (int64_t i = 0; i < n; i++) {
+            const struct hx_gguf_tensor *gt = hx_gguf_tensor(m->gguf, i);
+            if (gt->data != t->data || bytes > gt->nbytes) continue;
+            fuzz_touch(p, bytes);
+            return;
+        }
+    }
+    int owned = 0;
+    for (int i = 0; i < m->n_owned && !owned; i++) owned = m->owned[i] == t->data;
+    FUZZ_CHECK(owned, "%s (layer %d): %zu bytes neither inside the file nor in a buffer the "
+               "model owns", what, layer, bytes);
+    fuzz_touch(p, bytes);
+}
+
+void fuzz_check_model(const struct hx_model *m, size_t file_size) {
+    char why[QP_ERRLEN];
+    int rc = kn_weights_check(&m->w, why);
+    FUZZ_CHECK(rc == 0, "accepted model fails kn_weights_check: %s", why);
+    FUZZ_CHECK(m->map == NULL || m->map_len == file_size,
+               "mapping of %zu bytes for a %zu-byte file", m->map_len, file_size);
+    const struct kn_weights *w = &m->w;
+    fz_check_tensor(m, &w->tok_embd, "token_embd", -1);
+    fz_check_tensor(m, &w->out_norm, "output_norm", -1);
+    fz_check_tensor(m, &w->output, "output", -1);
+    FUZZ_CHECK(!w->tied || w->output.data == w->tok_embd.data, "tied but output has own data");
+    for (int l = 0; l < w->cfg.n_layers; l++) {
+        const struct kn_layer_weights *L = &w->layers[l];
+        fz_check_tensor(m, &L->attn_norm, "attn_norm", l);
+        fz_check_tensor(m, &L->wq, "attn_q", l);
+        fz_check_tensor(m, &L->wk, "attn_k", l);
+        fz_check_tensor(m, &L->wv, "attn_v", l);
+        fz_check_tensor(m, &L->wo, "attn_output", l);
+        fz_check_tensor(m, &L->ffn_norm, "ffn_norm", l);
+        fz_check_tensor(m, &L->w_gate, "ffn_gate", l);
+        fz_check_tensor(m, &L->w_down, "ffn_down", l);
+        fz_check_tensor(m, &L->w_up, "ffn_up", l);
+    }
+    if (m->tok) {
+        FUZZ_CHECK(hx_tok_n_vocab(m->tok) == w->cfg.vocab_size, "tokenizer has %d tokens, model %d",
+                   hx_tok_n_vocab(m->tok), w->cfg.vocab_size);
+        static const uint8_t text[] = "The cat sat.";
+        fuzz_check_tok(m->tok, text, sizeof text - 1);
+    }
+}
