@@ -116,7 +116,7 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_FW) $(LIB)
 	$(Q)$(CC) -o $@ $^ $(LDLIBS_ALL)
 
 test: $(BIN) $(TEST_BIN)
-	@QP_FIXTURES="$(abspath $(FIXTURES))" QP_BIN="$(abspath $(BIN))" QP_ROOT="$(CURDIR)" \
+	@QP_FIXTURES="$(abspath $(FIXTURES))" QPROBE_FIXTURES="$(abspath $(FIXTURES))" QP_BIN="$(abspath $(BIN))" QP_ROOT="$(CURDIR)" \
 	    tests/run.sh $(abspath $(TEST_BIN))
 
 asan-test:

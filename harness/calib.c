@@ -6,6 +6,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -180,7 +181,8 @@ static void site_add(struct hx_site_stats *s, const float *x, int n) {
             double v = xr[k];
             s->mean_abs[k] += fabs(v);
             s->mean_sq[k] += v * v;
-            s->max_abs[k] = fmaxf(s->max_abs[k], fabsf(xr[k]));
+            float a = fabsf(xr[k]);
+            if (a > s->max_abs[k]) s->max_abs[k] = a;
         }
     }
     s->n += n;
@@ -244,7 +246,7 @@ static int lane_init(struct hx_lane *ln, const struct kn_engine *e, const struct
 }
 
 // Adds a lane's window into the totals and clears the lane. buf: (seq_len, max width) fp64.
-static void lane_merge(struct hx_lane *ln, struct hx_calib_stats *st, int seq_len, double *buf) {
+static void lane_merge(struct hx_lane *ln, struct hx_calib_stats *st, double *buf) {
     for (int i = 0; i < n_sites(st); i++) {
         struct hx_site_stats *t = &st->site[i], *p = &ln->part.site[i];
         if (!t->width || !p->width) continue;
@@ -264,7 +266,6 @@ static void lane_merge(struct hx_lane *ln, struct hx_calib_stats *st, int seq_le
         memset(p->max_abs, 0, (size_t)w * sizeof(float));
         p->n = 0;
     }
-    (void)seq_len;
 }
 
 int hx_calib_collect(const struct kn_weights *w, int n_layers_full, const struct hx_calib *cal, int act_q8,
@@ -302,6 +303,10 @@ int hx_calib_collect(const struct kn_weights *w, int n_layers_full, const struct
     if (!rc) rc = kn_engine_create_opts(w, &eo, &e, err);
     if (!rc) cc.ops = kn_engine_ops(e);
     for (int t = 0; t < n_lanes && !rc; t++) rc = lane_init(&lanes[t], e, cal, &cc, err);
+    // The lanes are the parallelism here: OpenBLAS's own threads would only spin beside them
+    // (its dsyrk on one window is ~1 ms), so it runs on one thread until the windows are done.
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     for (int i0 = 0; i0 < cal->n_seqs && !rc; i0 += n_lanes) {
         int nb = QP_MIN(n_lanes, cal->n_seqs - i0);
 #pragma omp parallel for num_threads(nb) schedule(static, 1) if (nb > 1)
@@ -311,8 +316,9 @@ int hx_calib_collect(const struct kn_weights *w, int n_layers_full, const struct
             kn_forward(lanes[t].s, cal->tokens + (size_t)(i0 + t) * cal->seq_len, cal->seq_len, NULL, cal->seq_len,
                        &probe);
         }
-        for (int t = 0; t < nb; t++) lane_merge(&lanes[t], st, cal->seq_len, buf);
+        for (int t = 0; t < nb; t++) lane_merge(&lanes[t], st, buf);
     }
+    openblas_set_num_threads(blas_threads);
     for (int t = 0; lanes && t < n_lanes; t++) lane_free(&lanes[t]);
     free(lanes);
     kn_engine_destroy(e);

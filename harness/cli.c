@@ -22,6 +22,39 @@ int hx_usage_error(const char *cmd, const char *fmt, ...) {
     return HX_EXIT_USAGE;
 }
 
+// Offset of the first byte that is not part of well-formed UTF-8 (RFC 3629: no overlong forms,
+// no surrogates, nothing above U+10FFFF), or n when all is well.
+static size_t hx_utf8_bad_at(const unsigned char *s, size_t n) {
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t k;
+        unsigned lo = 0x80, hi = 0xbf;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            k = 1;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            k = 2;
+            if (c == 0xe0) lo = 0xa0;
+            if (c == 0xed) hi = 0x9f;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            k = 3;
+            if (c == 0xf0) lo = 0x90;
+            if (c == 0xf4) hi = 0x8f;
+        } else {
+            return i;
+        }
+        if (i + k >= n) return i; // truncated sequence
+        if (s[i + 1] < lo || s[i + 1] > hi) return i;
+        for (size_t j = 2; j <= k; j++)
+            if ((s[i + j] & 0xc0) != 0x80) return i;
+        i += k + 1;
+    }
+    return n;
+}
+
 int hx_read_text(const char *path, char **buf, size_t *len, char *err) {
     *buf = NULL;
     *len = 0;
@@ -43,16 +76,22 @@ int hx_read_text(const char *path, char **buf, size_t *len, char *err) {
             cap *= 2;
         }
     }
-    int bad = ferror(f);
+    int bad = ferror(f), bad_errno = errno; // e.g. EISDIR: fopen opens a directory, fread fails
     fclose(f);
     if (!b) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
     if (bad) {
         free(b);
-        return qp_fail(err, QP_EIO, "cannot read '%s': read error", path);
+        return qp_fail(err, QP_EIO, "cannot read '%s': %s", path,
+                       bad_errno ? strerror(bad_errno) : "read error");
     }
     if (n == 0) {
         free(b);
         return qp_fail(err, QP_EFORMAT, "cannot use '%s': the text is empty", path);
+    }
+    size_t bad_at = hx_utf8_bad_at((const unsigned char *)b, n);
+    if (bad_at < n) {
+        free(b);
+        return qp_fail(err, QP_EFORMAT, "cannot use '%s': not valid UTF-8 at byte %zu", path, bad_at);
     }
     if (memchr(b, 0, n)) {
         free(b);

@@ -31,7 +31,8 @@ int hx_cmd_report(int argc, char **argv);
 // Prints "qprobe CMD: MSG" to stderr and returns HX_EXIT_USAGE.
 int hx_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-// Reads a whole text file. Empty files and files with NUL bytes are refused. *buf malloc'd.
+// Reads a whole text file. Empty files, files with NUL bytes and text that is not valid UTF-8
+// are refused, with the file and the cause in err. *buf malloc'd.
 int hx_read_text(const char *path, char **buf, size_t *len, char *err);
 
 // Opens a model (+ tokenizer) for cmd; on failure prints the one-line error and returns

@@ -39,6 +39,11 @@ static void eval_usage(void) {
            "      --keep-tokens       store every scored token's NLL, KLD and delta-p\n"
            "      --tasks S1,S2       task suites scored for both models, with flips (docs/TASKS.md)\n"
            "      --task-limit N      items per suite (default all)\n"
+           "      --calib FILE        calibration text for gptq/awq/smoothquant and ;imatrix specs\n"
+           "      --calib-seqs N      calibration windows (default 128)\n"
+           "      --calib-len L       tokens per window (default 512, at most the model's context)\n"
+           "      --allow-overlap     record (instead of refusing) calibration text that overlaps the\n"
+           "                          evaluation text\n"
            "      --label TEXT        a label, part of the run's identity\n"
            "      --resume            skip (instead of refusing) a variant already stored\n"
            "  -t, --threads N         threads (default: all CPUs); results are the same for any N\n"
@@ -49,7 +54,7 @@ static void eval_usage(void) {
 
 int hx_cmd_eval(int argc, char **argv) {
     enum { O_TEXT = 256, O_DB, O_VS, O_ACT, O_CTX, O_PROTO, O_CHUNKS, O_LAYER, O_ACTCH, O_SENS,
-           O_SENS_T, O_KEEP, O_LABEL, O_RESUME, O_JSON, O_TASKS, O_TLIMIT };
+           O_SENS_T, O_KEEP, O_LABEL, O_RESUME, O_JSON, O_TASKS, O_TLIMIT, O_CALIB, O_CSEQS, O_CLEN, O_OVERLAP };
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},      {"tokenizer", required_argument, 0, 'z'},
         {"text", required_argument, 0, O_TEXT},    {"db", required_argument, 0, O_DB},
@@ -62,6 +67,8 @@ int hx_cmd_eval(int argc, char **argv) {
         {"resume", no_argument, 0, O_RESUME},      {"threads", required_argument, 0, 't'},
         {"json", no_argument, 0, O_JSON},          {"help", no_argument, 0, 'h'},
         {"tasks", required_argument, 0, O_TASKS},  {"task-limit", required_argument, 0, O_TLIMIT},
+        {"calib", required_argument, 0, O_CALIB},  {"calib-seqs", required_argument, 0, O_CSEQS},
+        {"calib-len", required_argument, 0, O_CLEN}, {"allow-overlap", no_argument, 0, O_OVERLAP},
         {0, 0, 0, 0}};
     struct hx_study_opts so;
     hx_study_opts_default(&so);
@@ -99,6 +106,10 @@ int hx_cmd_eval(int argc, char **argv) {
         case 't': if ((rc = hx_parse_int("eval", "-t", optarg, 1, 256, &so.n_threads))) return rc; break;
         case O_JSON: json = 1; break;
         case O_TASKS: tasks = optarg; break;
+        case O_CALIB: so.calib_path = optarg; break;
+        case O_CSEQS: if ((rc = hx_parse_int("eval", "--calib-seqs", optarg, 1, 1 << 20, &so.calib_seqs))) return rc; break;
+        case O_CLEN: if ((rc = hx_parse_int("eval", "--calib-len", optarg, 2, 1 << 20, &so.calib_len))) return rc; break;
+        case O_OVERLAP: so.allow_overlap = 1; break;
         case O_TLIMIT: if ((rc = hx_parse_int("eval", "--task-limit", optarg, 1, 1 << 30, &task_limit))) return rc; break;
         case 'h': eval_usage(); return 0;
         default:

@@ -119,6 +119,10 @@ int hx_cmd_sweep(int argc, char **argv) {
     so.keep_tokens = cfg->keep_tokens;
     so.grid = cfg->grid;
     so.resume = resume;
+    so.calib_path = cfg->calib;
+    so.calib_seqs = cfg->calib_sequences;
+    so.calib_len = cfg->calib_length;
+    so.allow_overlap = cfg->calib_allow_overlap;
     so.stop = &hx_sweep_stop;
     const char *suites[64];
     int limits[64];

@@ -1,8 +1,12 @@
 // main.c — the qprobe command line: one binary, subcommands. Only this file calls exit().
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "kn_engine.h"
 #include "qp.h"
 
 static const struct {
@@ -35,6 +39,13 @@ static void hx_main_usage(FILE *f) {
 }
 
 int main(int argc, char **argv) {
+    // A file-size limit (ulimit -f) must give a clean "file too large" error from write(), not a
+    // kill in the middle of a database transaction.
+    signal(SIGXFSZ, SIG_IGN);
+    // OpenBLAS picks its kernels when it loads: if it picked half-speed ones for this CPU, set
+    // OPENBLAS_CORETYPE and start again (once: the variable is then set).
+    const char *core = kn_blas_coretype_needed();
+    if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) execv("/proc/self/exe", argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         hx_main_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? HX_EXIT_USAGE : HX_EXIT_OK;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +13,10 @@
 #include <unistd.h>
 
 #include "gguf.h"
+#include "kn_blocks.h"
 #include "qp.h"
 #include "tokenizer.h"
+#include "variant.h"
 
 int hx_model_own(struct hx_model *m, void *buf) {
     if (m->n_owned == m->cap_owned) {
@@ -65,12 +68,63 @@ static int hx_sniff(const char *path, enum hx_format *fmt, char *err) {
         *fmt = HX_FMT_GGUF;
         return 0;
     }
-    if ((len > 12 && strcmp(path + len - 12, ".safetensors") == 0) || (n == 9 && head[8] == '{')) {
+    // A safetensors file starts with a u64 header length that fits the file, then '{'. The '{'
+    // alone is not enough: a llama2.c header whose third int has that low byte looks the same.
+    uint64_t hdr = 0;
+    for (int i = 7; i >= 0; i--) hdr = hdr << 8 | head[i];
+    int st_head = n == 9 && head[8] == '{' && hdr >= 2 && hdr <= (uint64_t)st.st_size - 8;
+    if ((len > 12 && strcmp(path + len - 12, ".safetensors") == 0) || st_head) {
         *fmt = HX_FMT_SAFETENSORS;
         return 0;
     }
     *fmt = HX_FMT_LLAMA2C;
     return 0;
+}
+
+// Every weight of the model must be finite: a NaN or an infinity (from a broken conversion or a
+// corrupt download) would silently poison every metric. Plain types are scanned in place,
+// packed types row by row after dequantization (their fp16 scales can hold one too).
+static int hx_check_tensor(const char *path, const char *name, const struct kn_tensor *t, char *err) {
+    if (t->type != KN_F32 && !kn_type_has_dequant(t->type)) return 0; // cannot read: the engine refuses it later
+    size_t rb = kn_row_bytes(t->type, t->ne0);
+    float *row = t->type == KN_F32 ? NULL : malloc((size_t)t->ne0 * sizeof(float));
+    if (t->type != KN_F32 && !row) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
+    int rc = 0;
+    for (int64_t r = 0; r < t->ne1 && !rc; r++) {
+        const float *x = (const float *)((const uint8_t *)t->data + (size_t)r * rb);
+        if (row) {
+            kn_dequantize_row(t->type, (const uint8_t *)t->data + (size_t)r * rb, row, t->ne0);
+            x = row;
+        }
+        for (int64_t c = 0; c < t->ne0; c++)
+            if (!isfinite(x[c])) {
+                rc = qp_fail(err, QP_EFORMAT, "cannot read '%s': tensor %s has %s at row %lld, column %lld", path,
+                             name, isnan(x[c]) ? "a NaN" : "an infinite value", (long long)r, (long long)c);
+                break;
+            }
+    }
+    free(row);
+    return rc;
+}
+
+static int hx_check_finite(const struct hx_model *m, char *err) {
+    struct kn_weights w = m->w;
+    int L = w.cfg.n_layers, n = HX_N_WEIGHTS(L), rc = 0;
+    struct hx_weight_ref *refs = malloc((size_t)n * sizeof *refs);
+    if (!refs) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", m->path);
+    hx_weight_refs(&w, refs);
+    for (int i = 0; i < n && !rc; i++)
+        if (!(i == 1 && w.tied)) rc = hx_check_tensor(m->path, refs[i].name, refs[i].t, err);
+    for (int l = 0; l < L && !rc; l++) {
+        char name[64];
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        rc = hx_check_tensor(m->path, name, &w.layers[l].attn_norm, err);
+        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+        if (!rc) rc = hx_check_tensor(m->path, name, &w.layers[l].ffn_norm, err);
+    }
+    if (!rc) rc = hx_check_tensor(m->path, "output_norm.weight", &w.out_norm, err);
+    free(refs);
+    return rc;
 }
 
 int hx_model_open(const char *path, const char *tok_path, struct hx_model **out, char *err) {
@@ -88,6 +142,7 @@ int hx_model_open(const char *path, const char *tok_path, struct hx_model **out,
     case HX_FMT_SAFETENSORS: rc = hx_safetensors_load(m, path, err); break;
     case HX_FMT_LLAMA2C: rc = hx_llama2c_load(m, path, err); break;
     }
+    if (!rc) rc = hx_check_finite(m, err);
     if (rc) {
         hx_model_close(m);
         return rc;
@@ -96,6 +151,21 @@ int hx_model_open(const char *path, const char *tok_path, struct hx_model **out,
         struct hx_tok *t = NULL;
         rc = hx_tok_load_llama2c(tok_path, m->w.cfg.vocab_size, &t, err);
         if (rc) {
+            hx_model_close(m);
+            return rc;
+        }
+        // tokenizer.bin does not store its size: a file that also loads with one token more was
+        // made for a larger vocabulary (e.g. Llama 2's 32000 with a 512-token model), and its
+        // first records would silently stand in for the model's tokens.
+        struct hx_tok *more = NULL;
+        char ignored[QP_ERRLEN];
+        if (hx_tok_load_llama2c(tok_path, m->w.cfg.vocab_size + 1, &more, ignored) == 0) {
+            hx_tok_destroy(more);
+            hx_tok_destroy(t);
+            rc = qp_fail(err, QP_EFORMAT,
+                         "cannot read '%s': it holds more than the model's %d tokens (a tokenizer for "
+                         "another model?)",
+                         tok_path, m->w.cfg.vocab_size);
             hx_model_close(m);
             return rc;
         }

@@ -189,7 +189,9 @@ int hx_store_open(const char *path, int flags, struct hx_store **out, char *err)
                     : qp_fail(err, QP_ENOMEM, "cannot open '%s': out of memory", path);
         goto fail;
     }
-    sqlite3_busy_timeout(st->db, HX_STORE_BUSY_MS);
+    // How long to wait for another writer (QPROBE_DB_TIMEOUT_MS overrides, e.g. for tests).
+    const char *tmo = getenv("QPROBE_DB_TIMEOUT_MS");
+    sqlite3_busy_timeout(st->db, tmo && atoi(tmo) > 0 ? atoi(tmo) : HX_STORE_BUSY_MS);
     sqlite3_extended_result_codes(st->db, 1);
     int version = 0, app = 0, n_tables = 0;
     if ((rc = hx_store_pragma_int(st, "PRAGMA user_version", &version, err))) goto fail;

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "calib.h"
 #include "cli.h"
 #include "kn_engine.h"
 #include "lockstep.h"
@@ -35,6 +36,7 @@ struct hx_study {
     int64_t run_id;
     int bos;
     char prefix[64];
+    struct hx_calib *cal;          // calibration windows (NULL: none given)
     struct task_suite **suites;    // (o.n_tasks)
     struct task_result **ref_task; // the reference's results per suite
 };
@@ -47,6 +49,8 @@ void hx_study_opts_default(struct hx_study_opts *o) {
     o->layer_chunks = 1;
     o->act_chunks = 4;
     o->grid = 1;
+    o->calib_seqs = 128;
+    o->calib_len = 512;
 }
 
 int64_t hx_study_run_id(const struct hx_study *s) { return s->run_id; }
@@ -356,6 +360,42 @@ int hx_study_open(const struct hx_study_opts *o, struct hx_study **out, char *er
     HX_TRY(hx_sha256_file(o->text_path, text_sha, err));
     if (o->tok_path) HX_TRY(hx_sha256_file(o->tok_path, tok_sha, err));
     else memcpy(tok_sha, model_sha, sizeof tok_sha); // the model carries its tokenizer
+    char calib_sha[65];
+    int64_t overlap = 0;
+    if (o->calib_path) {
+        char *ct = NULL;
+        size_t cl = 0;
+        HX_TRY(hx_read_text(o->calib_path, &ct, &cl, err));
+        HX_TRY(hx_sha256_file(o->calib_path, calib_sha, err));
+        rc = hx_calib_overlap(ct, cl, text, len, &overlap);
+        if (rc < 0) {
+            free(ct);
+            goto done;
+        }
+        rc = 0;
+        if (overlap > 0 && !o->allow_overlap) {
+            free(ct);
+            rc = qp_fail(err, QP_EINVAL,
+                         "calibration text '%s' overlaps the evaluation text '%s' (%lld bytes in shared runs); "
+                         "use another part of the text, or allow it explicitly to record the overlap",
+                         o->calib_path, o->text_path, (long long)overlap);
+            goto done;
+        }
+        if (overlap > 0)
+            fprintf(stderr, "qprobe: WARNING: calibration text '%s' overlaps the evaluation text '%s' by %lld "
+                            "bytes; the overlap is recorded with the run\n", o->calib_path, o->text_path,
+                    (long long)overlap);
+        int seq_len = QP_MIN(o->calib_len, s->m->w.cfg.seq_len);
+        rc = hx_calib_create(s->m->tok, ct, cl, o->calib_seqs, seq_len, &s->cal, err);
+        free(ct);
+        if (rc) {
+            char why[QP_ERRLEN];
+            snprintf(why, sizeof why, "%s", err);
+            rc = qp_fail(err, rc, "cannot use '%s': %s", o->calib_path, why);
+            goto done;
+        }
+        s->cal->n_threads = o->n_threads;
+    }
     HX_TRY(hx_store_open(o->db_path, 0, &s->st, err));
 
     const struct kn_config *c = &s->m->w.cfg;
@@ -386,7 +426,8 @@ int hx_study_open(const struct hx_study_opts *o, struct hx_study **out, char *er
         .text_tokens = (int64_t)s->n_tokens, .protocol = hx_protocol_name(o->protocol), .ctx = o->ctx,
         .stride = o->ctx, .score_from = ch0.first, .score_to = ch0.last, .bos = s->bos, .chunks = n_chunks,
         .isa = kn_engine_ops(s->ref)->name, .gemm = kn_gemm_name(kn_engine_gemm(s->ref)),
-        .threads = o->n_threads, .config = o->config_json};
+        .threads = o->n_threads, .config = o->config_json, .calib_path = o->calib_path,
+        .calib_sha256 = o->calib_path ? calib_sha : NULL, .calib_overlap_bytes = overlap};
     int created;
     HX_TRY(hx_store_run_get(s->st, &ri, &s->run_id, &created, err));
     int64_t ref_id;
@@ -419,6 +460,7 @@ void hx_study_close(struct hx_study *s) {
     }
     free(s->suites);
     free(s->ref_task);
+    hx_calib_destroy(s->cal);
     hx_store_close(s->st);
     kn_engine_destroy(s->ref);
     free(s->tokens);
@@ -591,7 +633,7 @@ static int hx_sens_cmp(const void *a, const void *b) {
 }
 
 static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weights *qw, int act_q8,
-                          int *worst, char *err) {
+                          int act_int8, int *worst, char *err) {
     static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
     int L = s->m->w.cfg.n_layers, per = s->o.sens_tensors ? 8 : 1, rc = 0, n = 0;
     struct hx_sens *sv = calloc((size_t)L * per, sizeof *sv);
@@ -612,7 +654,7 @@ static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weigh
                 const struct kn_tensor *from[] = {&q->wq, &q->wk, &q->wv, &q->wo, &q->w_gate, &q->w_up, &q->w_down};
                 *d[t] = *from[t];
             }
-            struct kn_engine_opts eo = {.act_q8 = act_q8};
+            struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = act_int8};
             struct kn_engine *e = NULL;
             struct hx_lockstep_result lr;
             if ((rc = kn_engine_create_opts(&w, &eo, &e, err))) break;
@@ -670,6 +712,8 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
     struct hx_model *fm = NULL;
     struct kn_engine *e = NULL;
     struct hx_lockstep_result lr = {0};
+    struct hx_calib_report crep = {0};
+    struct task_result *vt[64] = {0};
     const struct kn_weights *qw = NULL;
     int act_q8 = 0, rc = 0;
     double bpw = NAN, tq = qp_now();
@@ -681,6 +725,20 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
         snprintf(out->spec, sizeof out->spec, "%s", spec);
         HX_TRY(hx_model_open(path, NULL, &fm, msg) ? qp_fail(err, QP_EINVAL, "%s", msg) : 0);
         qw = &fm->w;
+        // Checked here, not only in the lockstep, so that the message names the file.
+        const struct kn_config *ref_c = &s->m->w.cfg, *var_c = &qw->cfg;
+        if (var_c->dim != ref_c->dim || var_c->hidden_dim != ref_c->hidden_dim ||
+            var_c->n_layers != ref_c->n_layers || var_c->n_heads != ref_c->n_heads ||
+            var_c->n_kv_heads != ref_c->n_kv_heads || var_c->vocab_size != ref_c->vocab_size) {
+            rc = qp_fail(err, QP_EINVAL,
+                         "cannot use '%s': the variant's shape differs from the reference's (dim %d, "
+                         "hidden %d, layers %d, heads %d/%d, vocab %d; the reference has %d, %d, %d, "
+                         "%d/%d, %d)",
+                         path, var_c->dim, var_c->hidden_dim, var_c->n_layers, var_c->n_heads,
+                         var_c->n_kv_heads, var_c->vocab_size, ref_c->dim, ref_c->hidden_dim,
+                         ref_c->n_layers, ref_c->n_heads, ref_c->n_kv_heads, ref_c->vocab_size);
+            goto done;
+        }
         // Bits per weight of the file's own 2-D weights, as stored.
         int n = HX_N_WEIGHTS(qw->cfg.n_layers);
         struct hx_weight_ref *refs = malloc((size_t)n * sizeof *refs);
@@ -712,7 +770,14 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
         goto done;
     }
     if (v) {
-        HX_TRY(hx_quant_model_create(&s->m->w, v, &qm, err));
+        if (hx_variant_needs_calib(v) && !s->cal) {
+            rc = qp_fail(err, QP_EINVAL, "variant '%s' needs calibration text (--calib FILE)", out->spec);
+            goto done;
+        }
+        if (s->cal) s->cal->report = &crep;
+        rc = hx_quant_model_create_calib(&s->m->w, v, s->cal, &qm, err);
+        if (s->cal) s->cal->report = NULL;
+        if (rc) goto done;
         qw = &qm->w;
         act_q8 = qm->act_q8;
         bpw = qm->bits_per_weight;
@@ -720,7 +785,7 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
         n_weights = qm->n_weights;
     }
     tq = qp_now() - tq;
-    struct kn_engine_opts eo = {.act_q8 = act_q8};
+    struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = v ? hx_variant_act_int8(v) : 0};
     HX_TRY(kn_engine_create_opts(qw, &eo, &e, err));
     struct hx_lockstep_opts lo = {.protocol = s->o.protocol, .ctx = s->o.ctx, .n_threads = s->o.n_threads,
                                   .bos = s->bos, .max_chunks = s->o.max_chunks,
@@ -735,7 +800,6 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
     if (rc) goto done;
     struct met_dist_summary d;
     met_dist_finish(lr.dist, &d);
-    struct task_result *vt[64] = {0};
     for (int k = 0; k < s->o.n_tasks && k < 64 && !rc; k++) {
         if (s->o.stop && *s->o.stop) rc = qp_fail(err, QP_EINTR, "interrupted");
         else rc = hx_score_suite(s, e, k, out->spec, &vt[k], err);
@@ -753,7 +817,12 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
     if (lr.acc) HX_TRY(hx_store_layers(s->st, vid, &lr, err));
     if (lr.tokens) HX_TRY(hx_store_tokens(s->st, vid, &lr, s->tokens, err));
     HX_TRY(hx_store_weight_error(s, vid, (struct kn_weights *)qw, v, err));
-    if (s->o.sens_chunks > 0) HX_TRY(hx_sensitivity(s, vid, qw, act_q8, &out->worst_layer, err));
+    if (s->o.sens_chunks > 0) HX_TRY(hx_sensitivity(s, vid, qw, act_q8, eo.act_int8, &out->worst_layer, err));
+    for (int i = 0; i < crep.n_modules; i++) { // per-module loss of calibrated methods
+        char suite[32];
+        snprintf(suite, sizeof suite, "calib:%s", crep.modules[i].method);
+        HX_TRY(hx_store_metric(s->st, vid, suite, crep.modules[i].name, crep.modules[i].loss, NAN, -1, err));
+    }
     for (int k = 0; k < s->o.n_tasks && k < 64; k++) {
         struct met_paired pair;
         HX_TRY(hx_store_task(s, vid, k, vt[k], s->ref_task[k], &pair, err));
@@ -781,6 +850,7 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
     out->tokens_per_second = lr.seconds > 0 ? (double)lr.tokens_processed / lr.seconds : NAN;
 done:
 done_tasks:
+    hx_calib_report_clear(&crep);
     for (int k = 0; k < s->o.n_tasks && k < 64; k++) task_result_destroy(vt[k]);
     hx_store_rollback(s->st);
     hx_lockstep_result_free(&lr);

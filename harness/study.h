@@ -40,6 +40,11 @@ struct hx_study_opts {
     const int *task_limits;
     int n_tasks;
     const char *fixtures; // where dataset suites live (NULL: hx_task_fixtures's default)
+    // Calibration text for gptq/awq/smoothquant and ';imatrix' variants (NULL: none): calib_seqs
+    // windows of calib_len tokens. A calibration text that overlaps the evaluation text is
+    // refused unless allow_overlap, which records the overlap with the run instead.
+    const char *calib_path;
+    int calib_seqs, calib_len, allow_overlap;
 };
 
 // Defaults for everything but the paths.

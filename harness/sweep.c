@@ -321,7 +321,7 @@ static int hx_cfg_parse(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep
     static const char *const top[] = {"model", "tokenizer", "eval", "calibration", "tasks", "variants",
                                       "grid", "diagnostics", "threads", "db", "label", "comment", NULL};
     static const char *const eval_keys[] = {"text", "protocol", "ctx", "chunks", NULL};
-    static const char *const calib_keys[] = {"text", "sequences", "length", NULL};
+    static const char *const calib_keys[] = {"text", "sequences", "length", "allow_overlap", NULL};
     static const char *const diag_keys[] = {"layer_chunks", "act_chunks", "sensitivity_chunks",
                                             "sensitivity_tensors", "keep_tokens", "grid", NULL};
     static const char *const task_keys[] = {"suite", "limit", NULL};
@@ -357,6 +357,7 @@ static int hx_cfg_parse(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep
             return rc;
         if ((rc = hx_cfg_int(c, o, "calibration", "sequences", 1, 1 << 20, &cfg->calib_sequences))) return rc;
         if ((rc = hx_cfg_int(c, o, "calibration", "length", 2, 1 << 20, &cfg->calib_length))) return rc;
+        if ((rc = hx_cfg_bool(c, o, "calibration", "allow_overlap", &cfg->calib_allow_overlap))) return rc;
     }
 
     if ((rc = hx_cfg_object(c, root, "", "diagnostics", &o))) return rc;

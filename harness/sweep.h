@@ -19,7 +19,7 @@ struct hx_sweep_config {
     char *model, *tokenizer; // tokenizer may be NULL (GGUF models carry one)
     char *text;              // evaluation text
     char *calib;             // calibration text (NULL: none)
-    int calib_sequences, calib_length;
+    int calib_sequences, calib_length, calib_allow_overlap;
     char *db;                // NULL when the configuration names none (then --db is required)
     char *label;
     enum hx_protocol protocol;

@@ -299,6 +299,13 @@ int hx_tok_load_llama2c(const char *path, int vocab_size, struct hx_tok **out, c
         return qp_fail(err, QP_EFORMAT, "cannot read '%s': negative max_token_length %d", path,
                        (int)max_token_length);
     }
+    // Only a hint (the longest token is measured below), but one longer than the whole file
+    // means a corrupt header; llama2.c's run.c would size a buffer from it.
+    if ((size_t)max_token_length > size - 4) {
+        free(d);
+        return qp_fail(err, QP_EFORMAT, "cannot read '%s': max_token_length %d is longer than the file (%zu bytes)",
+                       path, (int)max_token_length, size);
+    }
     // Each record takes at least 8 bytes: reject an impossible count before allocating.
     if ((size_t)vocab_size > (size - 4) / 8) {
         free(d);

@@ -141,6 +141,9 @@ static int hx_quantize_tensor(struct hx_quant_model *q, const struct qz_variant 
     case QZ_RTN:
     case QZ_NF4:
     case QZ_FP4: {
+        if (b->gran == QZ_GROUP && b->group > cols)
+            return qp_fail(err, QP_EINVAL, "group of %lld is larger than the rows of %s (%lld values)",
+                           (long long)b->group, name, (long long)cols);
         float *out = qp_alloc_array((size_t)(rows * cols), sizeof(float));
         if (hx_own(q, out)) return qp_fail(err, QP_ENOMEM, "out of memory quantizing %s", name);
         struct qz_stats st;
@@ -168,6 +171,7 @@ static int hx_quantize_tensor(struct hx_quant_model *q, const struct qz_variant 
 int hx_quant_model_create(const struct kn_weights *src, const struct qz_variant *v,
                           struct hx_quant_model **out, char *err) {
     *out = NULL;
+    if (v->imatrix) return qp_fail(err, QP_ENOTSUP, "';imatrix' needs calibration text (--calib FILE)");
     struct hx_quant_model *q = calloc(1, sizeof *q);
     if (!q) return qp_fail(err, QP_ENOMEM, "out of memory");
     q->w = *src;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "kn_blocks.h"
 #include "kn_qdot.h"
@@ -264,6 +265,20 @@ const char *kn_gemm_name(enum kn_gemm g) {
     if (g == KN_GEMM_OWN) return "own";
     snprintf(buf, sizeof buf, "openblas (%s)", openblas_get_corename());
     return buf;
+}
+
+const char *kn_blas_coretype_fix(int has_avx512, const char *corename, const char *env) {
+    static const char *const avx512_cores[] = {"SkylakeX", "Cooperlake", "SapphireRapids"};
+    if (!has_avx512 || (env && *env) || !corename) return NULL;
+    for (size_t i = 0; i < QP_ARRAY_LEN(avx512_cores); i++)
+        if (strcasecmp(corename, avx512_cores[i]) == 0) return NULL;
+    return "SkylakeX";
+}
+
+const char *kn_blas_coretype_needed(void) {
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    return kn_blas_coretype_fix(avx512, openblas_get_corename(), getenv("OPENBLAS_CORETYPE"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -49,6 +49,15 @@ enum kn_gemm { KN_GEMM_OWN, KN_GEMM_BLAS };
 int kn_gemm_from_env(enum kn_gemm *out, char *err); // QP_EINVAL for an unknown value
 const char *kn_gemm_name(enum kn_gemm g);            // "own", "openblas (CORE)"
 
+// Debian 12's OpenBLAS 0.3.21 does not recognise newer AVX-512 CPUs (AMD Zen 4/5) and silently
+// runs its Haswell kernels at half the fp32 peak; OPENBLAS_CORETYPE=SkylakeX, read when the library
+// loads, restores its AVX-512 kernels. kn_blas_coretype_fix decides: the core type to set when
+// the CPU has AVX-512 (F/BW/VL/DQ), OpenBLAS chose a core without it, and the user did not set
+// OPENBLAS_CORETYPE (env); NULL otherwise. kn_blas_coretype_needed asks it with this machine's
+// values (main() then sets the variable and re-executes itself).
+const char *kn_blas_coretype_fix(int has_avx512, const char *corename, const char *env);
+const char *kn_blas_coretype_needed(void);
+
 struct kn_engine_opts {
     const struct kn_ops *ops; // NULL = kn_ops_best()
     // 0: every matrix runs in fp32 (packed types dequantized once into fp32 panels: the weight

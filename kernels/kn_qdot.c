@@ -13,6 +13,7 @@
 // ones, and the tables at the end pick between them. Depends on kernels/ only.
 #include "kn_qdot.h"
 
+#include <cpuid.h>
 #include <math.h>
 #include <string.h>
 
@@ -139,10 +140,13 @@ static const struct kn_qtype kn_qtypes_ref[] = {KN_ENTRIES(ref)};
 static const struct kn_qtype kn_qtypes_avx2[] = {KN_ENTRIES(avx2)};
 _Static_assert(QP_ARRAY_LEN(kn_qtypes_ref) == QP_ARRAY_LEN(kn_qtypes_avx2), "one entry per ISA");
 
+// AVX2 and FMA as kn_dispatch.c checks them (OS support included), plus F16C from cpuid leaf 1
+// (not every compiler's __builtin_cpu_supports knows "f16c").
 static int kn_cpu_has_avx2(void) {
     __builtin_cpu_init();
+    unsigned a, b, c, d;
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+           __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
 }
 
 const struct kn_qtype *kn_qtype_for_isa(int wtype, const char *isa) {

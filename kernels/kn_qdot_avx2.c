@@ -73,11 +73,6 @@ static inline float kn_add_lanes(float s, __m256 t) {
     return s;
 }
 
-// 8 fp16 values (raw bits) to floats.
-static inline __m256 kn_h2f8(const uint16_t h[8]) {
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
-}
-
 // Pairwise int8 products summed into 16 int16 lanes, then into 8 int32 lanes: x * y for x in
 // [-127, 127] and any int8 y. maddubs takes |y| (<= 128 as unsigned) times sign(y) * x (fits
 // int8 since x != -128): a pair is at most 2 * 128 * 127 = 32512 < 32767, so nothing saturates.

@@ -79,7 +79,7 @@ static int inverse_factor(const double *h, const int64_t *p, const uint8_t *dead
 
 int qz_gptq_inverse_factor(const double *a, int64_t n, double damp, double *u) {
     double *work = qp_alloc_array((size_t)(n * n), sizeof *work);
-    QP_ASSERT(work != NULL);
+    if (!work) return QP_ENOMEM;
     int rc = inverse_factor(a, NULL, NULL, n, damp, u, work);
     qp_free(work);
     return rc;

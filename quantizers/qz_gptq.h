@@ -89,8 +89,8 @@ struct qz_gptq_info {
 // alias w) under b, a QZ_GPTQ base: bits/group/sym (RTN grid) or ggml_type (one of q4_0 q4_1
 // q5_0 q5_1 q8_0 iq4_nl q2_k … q6_k, whose block size must divide cols), with actorder,
 // static_groups and damp. h is the (cols × cols) symmetric Hessian, row-major, not modified.
-// info may be NULL. Allocates about 3·cols² + 3·rows·cols doubles of scratch, freed before it
-// returns. Uses OpenMP threads over rows and OpenBLAS's threads; the result does not depend on
+// info may be NULL. Allocates 2·cols² + 2·rows·cols doubles of scratch (plus 2·rows·cols floats
+// for a llama.cpp target), freed before it returns. Uses OpenMP threads over rows and OpenBLAS's threads; the result does not depend on
 // their number except through OpenBLAS's dgemm rounding.
 // Returns 0; QP_EINVAL (with err) for a bad shape, a non-finite weight or Hessian entry, or a
 // block size that does not divide cols; QP_ENOTSUP for a type it cannot target; QP_ERANGE when
@@ -99,8 +99,8 @@ int qz_gptq_quantize(const struct qz_base *b, const float *w, int64_t rows, int6
                      const double *h, float *q, struct qz_gptq_info *info, char *err);
 
 // The upper Cholesky factor U of (a + damp·I)⁻¹ (n × n, row-major; the lower triangle of u is
-// set to 0), as step 4 above computes it. a is not modified. Returns 0, or -1 when a + damp·I
-// is not numerically positive definite. Exposed for tests.
+// set to 0), as step 4 above computes it. a is not modified. Returns 0, -1 when a + damp·I is
+// not numerically positive definite, or QP_ENOMEM (n² doubles of scratch). Exposed for tests.
 int qz_gptq_inverse_factor(const double *a, int64_t n, double damp, double *u);
 
 #endif

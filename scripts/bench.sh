@@ -1,7 +1,7 @@
 #!/bin/bash
 # bench.sh — `make bench`: speed figures, printed as tables and written to docs/BENCH.md.
 # Environment: QPROBE (the binary), FIXTURES. Run on an idle machine; figures vary ±5 %.
-# Takes about 2 minutes on 2 CPUs (12 perplexity runs over the whole text).
+# Takes about 3 minutes on 2 CPUs (18 perplexity runs over the whole text).
 set -euo pipefail
 Q=${QPROBE:-build/release/qprobe}
 F=${FIXTURES:-../shared/fixtures}
@@ -38,6 +38,10 @@ for base in f32 q8_0 q4_0 q4_k rtn:bits=4:group=32:sym; do
         spec=$base
         [ "$act" = q8 ] && spec="$base;act=q8"
         j=$(run_ppl 2 "" "$spec")
+        j2=$(run_ppl 2 "" "$spec") # best of two: the machine may be shared
+        if awk -v a="$(echo "$j2" | field seconds)" -v b="$(echo "$j" | field seconds)" 'BEGIN { exit !(a < b) }'; then
+            j=$j2
+        fi
         fmt_rows+=("| \`$spec\` | $act | $(printf '%.3f' "$(echo "$j" | field bits_per_weight)") | $(printf '%.2f' "$(echo "$j" | field seconds)") | $(printf '%.0f' "$(echo "$j" | field tokens_per_s)") | $(printf '%.4f' "$(echo "$j" | field ppl)") |")
     done
 done
@@ -61,13 +65,13 @@ done
     echo "## Per format"
     echo
     echo "stories260K, whole tinystories_val.txt (392,704 tokens, llamacpp protocol, ctx 512),"
-    echo "2 threads, best ISA. act=f32 runs the dequantized weights in the fp32 engine (rtn is"
-    echo "fake quantization, always so); act=q8 runs the llama.cpp blocks with activations"
-    echo "quantized per block (q8_0 / q8_K), through the AVX2 kernels of kernels/kn_qdot_avx2.c,"
-    echo "which give the reference kernels' bits (QPROBE_ISA=ref gives the same ppl)."
-    echo "stories260K's rows of 64 fit no 256-block, so \`q4_k\` falls back to q5_0 (llama.cpp's"
-    echo "rule) and ffn_down (rows of 172) is f16 under every llama.cpp type; bits/weight counts"
-    echo "every 2-D weight as stored."
+    echo "2 threads, best ISA, the faster of two runs. act=f32 runs the dequantized weights in"
+    echo "the fp32 engine (rtn is fake quantization, always so); act=q8 runs the llama.cpp blocks"
+    echo "with activations quantized per block (q8_0 / q8_K) through the AVX2 kernels of"
+    echo "kernels/kn_qdot_avx2.c, which give the reference kernels' bits (QPROBE_ISA=ref gives"
+    echo "the same ppl). stories260K's rows of 64 fit no 256-block, so \`q4_k\` falls back to q5_0"
+    echo "(llama.cpp's rule), and ffn_down (rows of 172) is f16 under every llama.cpp type;"
+    echo "bits/weight counts every 2-D weight as stored."
     echo
     echo "| spec | act | bits/weight | seconds | tokens/s | ppl |"
     echo "|---|---|---:|---:|---:|---:|"

@@ -7,9 +7,18 @@
 set -euo pipefail
 Q=${QPROBE:-build/release/qprobe}
 F=${FIXTURES:-../shared/fixtures}
-export FIXTURES=$(cd "$F" && pwd) # the configuration's ${FIXTURES}; absolute, it is used from examples/
+# The configuration's ${FIXTURES} and ${QPROBE_DEMO_DATA}: relative paths in it are taken from its
+# own directory (examples/), so these are given relative to that; the report then shows no
+# machine's absolute paths.
+export FIXTURES=$(realpath --relative-to=examples "$F")
+export QPROBE_FIXTURES="$F" # where the task suites' data lives
 R=report
-mkdir -p "$R"
+mkdir -p "$R/data"
+# The evaluation and calibration slices of the TinyStories text (see the configuration's comment).
+T="$F/data/tinystories/tinystories_val.txt"
+head -c 300000 "$T" > "$R/data/calib.txt"
+dd if="$T" of="$R/data/eval.txt" bs=1000 skip=400 count=290 status=none
+export QPROBE_DEMO_DATA=$(realpath --relative-to=examples "$R/data")
 
 echo "qprobe demo: sweep (examples/sweep-stories260K.json) into $R/study.sqlite" >&2
 "$Q" sweep -c examples/sweep-stories260K.json --db "$R/study.sqlite" --resume

@@ -468,3 +468,15 @@ QP_TEST(openblas_gemm_backend_should_agree_with_own_kernels) {
     unsetenv("QPROBE_GEMM");
     free(a), free(b);
 }
+
+// The OpenBLAS core-type trap: set SkylakeX exactly when an AVX-512 CPU got a core without it and
+// the user has not chosen one.
+QP_TEST(blas_coretype_fix_should_set_skylakex_only_when_openblas_chose_a_slower_core) {
+    QP_CHECK_STR_EQ(kn_blas_coretype_fix(1, "Haswell", NULL), "SkylakeX");
+    QP_CHECK_STR_EQ(kn_blas_coretype_fix(1, "Zen", ""), "SkylakeX");
+    QP_CHECK(kn_blas_coretype_fix(1, "SkylakeX", NULL) == NULL);
+    QP_CHECK(kn_blas_coretype_fix(1, "sapphirerapids", NULL) == NULL);
+    QP_CHECK(kn_blas_coretype_fix(0, "Haswell", NULL) == NULL);       // no AVX-512: nothing to gain
+    QP_CHECK(kn_blas_coretype_fix(1, "Haswell", "Haswell") == NULL);  // the user's choice stands
+    QP_CHECK(kn_blas_coretype_fix(1, NULL, NULL) == NULL);
+}

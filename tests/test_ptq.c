@@ -689,3 +689,135 @@ QP_TEST(ppl_should_take_calib_and_refuse_missing_or_overlapping_calibration) {
     QP_CHECK(strstr(out, "\"act_int8\":true"));
     free(out);
 }
+
+// Windows run in parallel lanes and are merged in window order: the quantized model must be the
+// same bits with 1 and 2 threads.
+QP_TEST(calibrated_quantization_should_not_depend_on_the_thread_count) {
+    char path[4096], tok[4096], err[QP_ERRLEN];
+    snprintf(path, sizeof path, "%s", qpt_fixture(MODEL));
+    snprintf(tok, sizeof tok, "%s", qpt_fixture(TOK));
+    struct hx_model *m;
+    QP_CHECK_MSG(hx_model_open(path, tok, &m, err) == 0, "%s", err);
+    size_t len;
+    char *text = qpt_read_file(qpt_fixture(TEXT), &len);
+    struct hx_calib *cal;
+    QP_CHECK(hx_calib_create(m->tok, text, CALIB_BYTES, 7, 96, &cal, err) == 0);
+    QP_CHECK_INT_EQ(cal->n_seqs, 7);
+    static const char *specs[] = {"gptq:bits=3:group=32:asym:actorder", "awq:bits=3:group=32"};
+    for (size_t i = 0; i < QP_ARRAY_LEN(specs); i++) {
+        struct qz_variant *v;
+        QP_CHECK(qz_variant_parse(specs[i], &v, err) == 0);
+        struct hx_quant_model *q[2];
+        for (int t = 0; t < 2; t++) {
+            cal->n_threads = t + 1;
+            QP_CHECK_MSG(hx_quant_model_create_calib(&m->w, v, cal, &q[t], err) == 0, "%s", err);
+        }
+        struct hx_weight_ref a[HX_N_WEIGHTS(8)], b[HX_N_WEIGHTS(8)];
+        QP_CHECK(m->w.cfg.n_layers <= 8);
+        hx_weight_refs(&q[0]->w, a);
+        hx_weight_refs(&q[1]->w, b);
+        for (int k = 0; k < HX_N_WEIGHTS(m->w.cfg.n_layers); k++) {
+            QP_CHECK(a[k].t->type == b[k].t->type);
+            size_t bytes = kn_row_bytes(a[k].t->type, a[k].t->ne0) * (size_t)a[k].t->ne1;
+            QP_CHECK_MSG(memcmp(a[k].t->data, b[k].t->data, bytes) == 0, "%s: %s differs", specs[i], a[k].name);
+        }
+        for (int l = 0; l < m->w.cfg.n_layers; l++)
+            QP_CHECK(memcmp(q[0]->w.layers[l].attn_norm.data, q[1]->w.layers[l].attn_norm.data,
+                            (size_t)m->w.cfg.dim * sizeof(float)) == 0);
+        hx_quant_model_destroy(q[0]);
+        hx_quant_model_destroy(q[1]);
+        qz_variant_destroy(v);
+    }
+    hx_calib_destroy(cal);
+    free(text);
+    hx_model_close(m);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine's act_int8 option
+
+struct cap {
+    float mix[16 * 64], out[16 * 64], last[16 * 64];
+    int last_layer;
+};
+
+static void cap_probe(void *ctx, enum kn_site site, int layer, const float *x, int n, int width, int pos0) {
+    struct cap *c = ctx;
+    (void)pos0;
+    if (n > 16 || width > 64) return;
+    if (layer == c->last_layer && site == KN_SITE_RESID_OUT) memcpy(c->last, x, (size_t)(n * width) * sizeof(float));
+    if (layer != 0) return;
+    if (site == KN_SITE_ATTN_MIX) memcpy(c->mix, x, (size_t)(n * width) * sizeof(float));
+    if (site == KN_SITE_ATTN_OUT) memcpy(c->out, x, (size_t)(n * width) * sizeof(float));
+}
+
+// With act_int8 the output of wo is wo · q8(mix), q8 the per-token int8 fake quantization the
+// option states (scale = max|x| / 127, rint(x / scale) · scale); without it wo · mix. The
+// classifier's input is not quantized: logits = output · rmsnorm(last block's output).
+QP_TEST(act_int8_should_quantize_each_input_row_of_the_block_linears_to_int8) {
+    char path[4096], tok[4096], err[QP_ERRLEN];
+    snprintf(path, sizeof path, "%s", qpt_fixture(MODEL));
+    snprintf(tok, sizeof tok, "%s", qpt_fixture(TOK));
+    struct hx_model *m;
+    QP_CHECK_MSG(hx_model_open(path, tok, &m, err) == 0, "%s", err);
+    const struct kn_config *c = &m->w.cfg;
+    QP_CHECK(c->dim == 64);
+    int toks[16];
+    for (int i = 0; i < 16; i++) toks[i] = i ? 100 + 13 * i : 1;
+    const float *wo = m->w.layers[0].wo.data;
+    double worst_q = 0, worst_f = 0, scale_y = 0;
+    for (int on = 0; on < 2; on++) {
+        struct kn_engine *e;
+        struct kn_state *s;
+        struct kn_engine_opts eo = {.act_int8 = on};
+        QP_CHECK(kn_engine_create_opts(&m->w, &eo, &e, err) == 0);
+        QP_CHECK(kn_state_create(e, 16, 16, 1, &s, err) == 0);
+        static struct cap cp;
+        memset(&cp, 0, sizeof cp);
+        cp.last_layer = c->n_layers - 1;
+        struct kn_probe pr = {cap_probe, &cp, NULL};
+        float *logits = malloc((size_t)16 * c->vocab_size * sizeof *logits);
+        kn_forward(s, toks, 16, logits, 0, &pr);
+        const float *onorm = m->w.out_norm.data, *emb = m->w.output.data;
+        double off_q8 = 0; // how far int8 classifier inputs would move the logits
+        for (int r = 0; r < 16; r++) { // the classifier in plain float arithmetic, as the engine's
+            const float *x = cp.last + r * 64;
+            float ss = 0, xn[64], amax = 0;
+            for (int k = 0; k < 64; k++) ss += x[k] * x[k];
+            ss = 1.0f / sqrtf(ss / 64 + c->norm_eps);
+            for (int k = 0; k < 64; k++) xn[k] = onorm[k] * (ss * x[k]), amax = fmaxf(amax, fabsf(xn[k]));
+            for (int v = 0; v < c->vocab_size; v += 37) {
+                double l = 0, lq = 0;
+                for (int k = 0; k < 64; k++) {
+                    l += (double)emb[(size_t)v * 64 + k] * xn[k];
+                    lq += (double)emb[(size_t)v * 64 + k] * (rintf(xn[k] / (amax / 127.0f)) * (amax / 127.0f));
+                }
+                QP_CHECK_NEAR(logits[(size_t)r * c->vocab_size + v], l, 1e-4);
+                off_q8 = fmax(off_q8, fabs(lq - l) / fmax(1, fabs(l)));
+            }
+        }
+        QP_CHECK(off_q8 > 1e-3); // the check above would see a quantized classifier input
+        free(logits);
+        for (int r = 0; r < 16; r++) {
+            const float *x = cp.mix + r * 64;
+            float q[64], amax = 0;
+            for (int k = 0; k < 64; k++) amax = fmaxf(amax, fabsf(x[k]));
+            for (int k = 0; k < 64; k++) q[k] = rintf(x[k] / (amax / 127.0f)) * (amax / 127.0f);
+            for (int j = 0; j < 64; j++) {
+                double yq = 0, yf = 0;
+                for (int k = 0; k < 64; k++) yq += (double)wo[j * 64 + k] * q[k], yf += (double)wo[j * 64 + k] * x[k];
+                double y = cp.out[r * 64 + j];
+                scale_y = fmax(scale_y, fabs(y));
+                if (on) worst_q = fmax(worst_q, fabs(y - yq)), worst_f = fmax(worst_f, fabs(y - yf));
+                else QP_CHECK_NEAR(y, yf, 1e-5);
+            }
+        }
+        kn_state_destroy(s);
+        kn_engine_destroy(e);
+    }
+    fprintf(stderr, "act_int8: max |y - wo q8(x)| = %.3g, max |y - wo x| = %.3g (max |y| %.3g)\n", worst_q, worst_f,
+            scale_y);
+    QP_CHECK(worst_q < 1e-5 * fmax(1, scale_y)); // float accumulation order only
+    QP_CHECK(worst_f > 100 * worst_q);          // and the quantization is really there
+    hx_model_close(m);
+}

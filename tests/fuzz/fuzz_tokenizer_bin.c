@@ -38,12 +38,13 @@ static int ft_count_records(const uint8_t *d, size_t size) {
     return n;
 }
 
-static void ft_load(const char *path, int vocab_size, int n_records, int32_t max_len,
+static void ft_load(const char *path, size_t size, int vocab_size, int n_records, int32_t max_len,
                     const uint8_t *text, size_t text_len) {
     struct hx_tok *t = NULL;
     char err[QP_ERRLEN] = "";
     int rc = hx_tok_load_llama2c(path, vocab_size, &t, err);
-    int valid = vocab_size >= 3 && vocab_size <= n_records && max_len >= 0;
+    // max_token_length is a hint, but one longer than the file marks a corrupt header.
+    int valid = vocab_size >= 3 && vocab_size <= n_records && max_len >= 0 && (size_t)max_len <= size - 4;
     if (rc == 0) {
         FUZZ_CHECK(valid, "accepted vocab_size %d with %d records, max_token_length %d",
                    vocab_size, n_records, (int)max_len);
@@ -66,9 +67,9 @@ int fuzz_tokenizer_bin(const uint8_t *data, size_t size) {
     int32_t max_len = size >= 4 ? ft_i32(data) : -1;
     size_t text_len = size < FT_TEXT_MAX ? size : FT_TEXT_MAX;
     const uint8_t *text = data + size - text_len;
-    ft_load(path, n > 0 ? n : 3, n, max_len, text, text_len);
-    ft_load(path, n + 1, n, max_len, text, text_len);
-    if (n >= 6) ft_load(path, n / 2, n, max_len, text, text_len);
+    ft_load(path, size, n > 0 ? n : 3, n, max_len, text, text_len);
+    ft_load(path, size, n + 1, n, max_len, text, text_len);
+    if (n >= 6) ft_load(path, size, n / 2, n, max_len, text, text_len);
     return 0;
 }
 
