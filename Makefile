@@ -70,7 +70,7 @@ Q := @
 endif
 
 .SECONDARY:
-.PHONY: all test asan-test demo bench clean deps check-fixtures
+.PHONY: all test asan-test demo bench clean deps check-fixtures results
 all: $(BIN)
 
 $(DEPS_STAMP):
@@ -97,6 +97,16 @@ $(BUILD)/kernels/%_avx512.o: kernels/%_avx512.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $< (avx512)")
 	$(Q)$(CC) $(CFLAGS_ALL) $(ISA_AVX512) -c $< -o $@
+
+# The commit is compiled into store.o (it is part of every run's identity): rebuild it when HEAD
+# moves, through a stamp that changes only then.
+COMMIT_STAMP := $(BUILD)/.commit
+$(COMMIT_STAMP): FORCE | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@echo '$(GIT_COMMIT)' | cmp -s - $@ 2>/dev/null || echo '$(GIT_COMMIT)' > $@
+$(BUILD)/harness/store.o: $(COMMIT_STAMP)
+.PHONY: FORCE
+FORCE:
 
 $(LIB): $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
@@ -128,6 +138,9 @@ check-fixtures:
 
 demo: $(BIN) check-fixtures
 	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" scripts/demo.sh
+
+results: $(BIN) check-fixtures
+	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" scripts/results.sh
 
 bench: $(BIN) check-fixtures
 	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" scripts/bench.sh

@@ -360,15 +360,32 @@ void hx_calib_stats_free(struct hx_calib_stats *st) {
 // ---------------------------------------------------------------------------------------------
 // The driver: state and helpers
 
+// The methods quantize_calib handles (w8a8 included: it runs here when the variant needs
+// calibration for another reason, e.g. act=tensor or ;imatrix in a rule).
 static int is_calibrated(enum qz_method m) { return m == QZ_GPTQ || m == QZ_AWQ || m == QZ_SMOOTHQUANT; }
 
+// Whether b needs activation statistics: everything calibrated but w8a8 with per-token scales.
+static int needs_stats(const struct qz_base *b) {
+    if (b->method == QZ_SMOOTHQUANT) return b->smooth || b->a8 == QZ_A8_TENSOR;
+    return is_calibrated(b->method);
+}
+
 int hx_variant_needs_calib(const struct qz_variant *v) {
-    int any = is_calibrated(v->base.method) || v->imatrix;
-    for (int i = 0; i < v->n_rules; i++) any |= is_calibrated(v->rules[i].base.method);
+    int any = needs_stats(&v->base) || v->imatrix;
+    for (int i = 0; i < v->n_rules; i++) any |= needs_stats(&v->rules[i].base);
     return any;
 }
 
-int hx_variant_act_int8(const struct qz_variant *v) { return v->base.method == QZ_SMOOTHQUANT; }
+int hx_variant_act_int8(const struct qz_variant *v) {
+    if (v->base.method != QZ_SMOOTHQUANT) return KN_ACT_INT8_OFF;
+    return v->base.a8 == QZ_A8_TENSOR ? KN_ACT_INT8_TENSOR : KN_ACT_INT8_TOKEN;
+}
+
+// The engine's linear inputs are the statistics' sites, in the same order.
+_Static_assert((int)HX_CS_ATTN_IN == (int)KN_LIN_IN_ATTN && (int)HX_CS_ATTN_MIX == (int)KN_LIN_IN_ATTN_MIX &&
+                   (int)HX_CS_FFN_IN == (int)KN_LIN_IN_FFN && (int)HX_CS_FFN_ACT == (int)KN_LIN_IN_FFN_ACT &&
+                   (int)HX_CS_COUNT == (int)KN_LIN_IN_COUNT,
+               "calibration sites and engine linear inputs differ");
 
 struct cq {
     const struct kn_weights *src;
@@ -508,7 +525,7 @@ static int cq_tensor(struct cq *c, const char *name, const struct qz_base *b, co
         *dst = (struct kn_tensor){KN_F32, cols, rows, out};
         c->m->bytes += eff.method == QZ_SMOOTHQUANT ? (uint64_t)((qz_tensor_bits(&eff, rows, cols) + 7) / 8)
                                                     : (uint64_t)qs.bytes;
-        if (eff.method == QZ_SMOOTHQUANT) cq_module(c->m, name, "smoothquant", 0, eff.alpha, 0);
+        if (eff.method == QZ_SMOOTHQUANT && eff.smooth) cq_module(c->m, name, "smoothquant", 0, eff.alpha, 0);
         return 0;
     }
     case QZ_GGML:
@@ -690,7 +707,9 @@ static int cq_awq_layer(struct cq *c, struct cq_layer *L, struct hx_calib_stats 
     return rc;
 }
 
-static int cq_sq_layer(struct cq *c, struct cq_layer *L, struct hx_calib_stats *st) {
+// SmoothQuant's fold on layer L->l; smax[0], smax[1]: max_j a_j / s_j of the two smoothed inputs
+// (q/k/v's, gate/up's), their largest absolute value after the fold.
+static int cq_sq_layer(struct cq *c, struct cq_layer *L, struct hx_calib_stats *st, float smax[2]) {
     const struct kn_config *cfg = &c->src->cfg;
     int dim = cfg->dim;
     const struct kn_layer_weights *sl = &c->src->layers[L->l];
@@ -711,8 +730,10 @@ static int cq_sq_layer(struct cq *c, struct cq_layer *L, struct hx_calib_stats *
         const float *ws[3];
         int64_t rows[3];
         for (int k = 0; k < groups[g].n; k++) ws[k] = L->x[groups[g].idx[k]], rows[k] = L->rows[groups[g].idx[k]];
-        qz_smooth_scales(hx_calib_site(st, L->l, groups[g].site)->max_abs, dim, ws, rows, groups[g].n,
-                         c->v->base.alpha, sv);
+        const float *amax = hx_calib_site(st, L->l, groups[g].site)->max_abs;
+        qz_smooth_scales(amax, dim, ws, rows, groups[g].n, c->v->base.alpha, sv);
+        smax[g] = 0;
+        for (int j = 0; j < dim; j++) smax[g] = fmaxf(smax[g], amax[j] / sv[j]);
         for (int k = 0; k < groups[g].n && !rc; k++) {
             int t = groups[g].idx[k];
             float *w = cq_writable(&L->x[t], &L->scr[t], (size_t)(L->rows[t] * dim));
@@ -750,7 +771,19 @@ static int cq_layer_run(struct cq *c, int l, struct hx_calib_stats *st) {
             rc = qp_fail(c->err, QP_ENOTSUP, "cannot read %s (type %s)", L.name[t], kn_type_info(src[t]->type)->name);
     }
     if (!rc && c->family == QZ_AWQ) rc = cq_awq_layer(c, &L, st);
-    if (!rc && c->family == QZ_SMOOTHQUANT) rc = cq_sq_layer(c, &L, st);
+    float smax[2] = {0, 0};
+    if (!rc && c->family == QZ_SMOOTHQUANT && c->v->base.smooth) rc = cq_sq_layer(c, &L, st, smax);
+    if (!rc && c->m->act_scales) { // static int8 scales: max|x| of each linear input / 127
+        float *sc = c->m->act_scales + (size_t)l * KN_LIN_IN_COUNT;
+        for (int i = 0; i < HX_CS_COUNT; i++) {
+            const struct hx_site_stats *s = hx_calib_site(st, l, i);
+            float m = 0;
+            for (int j = 0; j < s->width; j++) m = fmaxf(m, s->max_abs[j]);
+            if (c->v->base.smooth && i == HX_CS_ATTN_IN) m = smax[0];
+            if (c->v->base.smooth && i == HX_CS_FFN_IN) m = smax[1];
+            sc[i] = m / 127.0f;
+        }
+    }
     for (int t = 0; t < T_N && !rc; t++) {
         struct hx_site_stats *s = st->site ? hx_calib_site(st, l, site_of[t]) : NULL;
         if (!L.done[t])
@@ -811,7 +844,7 @@ static int cq_family(const struct qz_variant *v, enum qz_method *fam, char *err)
     for (int i = 0; i < v->n_rules; i++) {
         enum qz_method m = v->rules[i].base.method;
         if (m == QZ_SMOOTHQUANT)
-            return qp_fail(err, QP_ENOTSUP, "smoothquant applies to the whole model, not in a name~ rule");
+            return qp_fail(err, QP_ENOTSUP, "smoothquant and w8a8 apply to the whole model, not in a name~ rule");
         if (!is_calibrated(m)) continue;
         if (*fam != QZ_F32 && *fam != m)
             return qp_fail(err, QP_ENOTSUP, "one calibrated method per spec (gptq, awq or smoothquant)");
@@ -847,6 +880,11 @@ int hx_calib_quantize(const struct kn_weights *src, const struct qz_variant *v, 
     if (cq_own(out, layers)) return qp_fail(err, QP_ENOMEM, "out of memory");
     memcpy(layers, src->layers, (size_t)L * sizeof *layers);
     out->w.layers = layers;
+    if (out->act_int8 == KN_ACT_INT8_TENSOR &&
+        cq_own(out, out->act_scales = qp_calloc_array((size_t)L * KN_LIN_IN_COUNT, sizeof(float)))) {
+        hx_calib_model_deinit(out);
+        return qp_fail(err, QP_ENOMEM, "out of memory");
+    }
 
     int sequential = c.family == QZ_GPTQ || c.family == QZ_AWQ;
     struct hx_calib_stats st = {0};

@@ -123,9 +123,12 @@ void hx_calib_stats_free(struct hx_calib_stats *st);
 // ---------------------------------------------------------------------------------------------
 // Quantizing a model with calibration
 
-// 1 when v needs calibration data: a gptq, awq or smoothquant base or rule, or ';imatrix'.
+// 1 when v needs calibration data: a gptq, awq or smoothquant base or rule, a w8a8:act=tensor
+// base (its static activation scales), or ';imatrix'. Plain w8a8 (act=token) needs none.
 int hx_variant_needs_calib(const struct qz_variant *v);
-// 1 when v runs with int8 activations (smoothquant: the engine's act_int8 option).
+// The engine's act_int8 option v runs with (kn_engine.h): KN_ACT_INT8_TOKEN for smoothquant and
+// w8a8 with act=token, KN_ACT_INT8_TENSOR with act=tensor (the quantized model then carries the
+// static scales: hx_calib_model.act_scales, hx_quant_model.act_scales), else KN_ACT_INT8_OFF.
 int hx_variant_act_int8(const struct qz_variant *v);
 
 // What one calibrated tensor got (GPTQ, AWQ or SmoothQuant); the per-module loss record.
@@ -151,6 +154,8 @@ struct hx_calib_model {
     uint64_t bytes;      // storage of the 2-D weights as quantized (as hx_quant_model counts it)
     int64_t n_weights;
     int act_q8, act_int8; // engine options the variant asks for
+    float *act_scales;    // act_int8 == KN_ACT_INT8_TENSOR: the engine's act_scales,
+                          // (n_layers, KN_LIN_IN_COUNT), one of owned; else NULL
     struct hx_calib_module *modules; // n_modules records (malloc'd)
     int n_modules;
     double seconds;      // wall time, statistics included
@@ -169,16 +174,20 @@ struct hx_calib_model {
 //           grouped-query attention), w_down (1/s into the rows of w_up), then q/k/v (1/s into
 //           attn_norm; no clipping for q and k) and gate/up (1/s into ffn_norm); the classifier
 //           (1/s into the final norm).
-//   smoothquant — one pass over the fp32 model for max|x|; q/k/v and gate/up smoothed with
-//           the spec's α (qz_smooth.h); every block linear W8; embedding and classifier fp32;
-//           act_int8 set.
+//   smoothquant, w8a8 — one pass over the fp32 model for max|x|; for smoothquant, q/k/v and
+//           gate/up smoothed with the spec's α (qz_smooth.h); every block linear W8; embedding
+//           and classifier fp32; act_int8 set. With act=tensor, each linear input's static scale
+//           is max over its channels of max|x_j| / 127 (fp32), max|x_j| / s_j for a smoothed
+//           input (what the input is after folding 1/s into the norm) — the activations of the
+//           unquantized model, as SmoothQuant calibrates its static scales.
 //   ;imatrix — one pass over the fp32 model (for gptq/awq: the sequential passes) for mean x²,
 //           given to llama.cpp's quantizers of every llama.cpp-typed linear (and the classifier;
 //           not the token embedding, which llama.cpp quantizes without one too).
 // The token embedding has no input statistics: under gptq/awq it gets the same grid
-// round-to-nearest (rtn:bits=B:group=G, or the gptq:TYPE type), under smoothquant fp32. Tensors
-// whose base (rules, keep=) is data-free are quantized as hx_quant_model_create does. One
-// calibrated method per spec: mixing gptq, awq and smoothquant gives QP_ENOTSUP.
+// round-to-nearest (rtn:bits=B:group=G, or the gptq:TYPE type), under smoothquant/w8a8 fp32.
+// Tensors whose base (rules, keep=) is data-free are quantized as hx_quant_model_create does. One
+// calibrated method per spec: mixing gptq, awq and smoothquant gives QP_ENOTSUP, and so do
+// smoothquant or w8a8 in a name~ rule (int8 activations apply to the whole model).
 // On success fills *out (deinit with hx_calib_model_deinit). Returns 0 or QP_E* with err.
 int hx_calib_quantize(const struct kn_weights *src, const struct qz_variant *v, const struct hx_calib *cal,
                       struct hx_calib_model *out, char *err);

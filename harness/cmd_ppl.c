@@ -185,7 +185,8 @@ int hx_cmd_ppl(int argc, char **argv) {
             fprintf(stderr, "qprobe ppl: quantized as %s in %.2f s (%.3f bits per weight)\n", spec_canon,
                     qp_now() - tq, qm->bits_per_weight);
     }
-    struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = variant ? hx_variant_act_int8(variant) : 0};
+    struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = variant ? hx_variant_act_int8(variant) : 0,
+                                .act_scales = qm ? qm->act_scales : NULL}; // W8A8's static scales
     if ((rc = kn_engine_create_opts(weights, &eo, &e, err))) {
         hx_usage_error("ppl", "cannot run '%s': %s", model_path, err);
         goto done;
@@ -259,7 +260,8 @@ int hx_cmd_ppl(int argc, char **argv) {
         if (cal)
             printf("calibration %s: %d windows of %d tokens (%zu bytes), no overlap with the text\n", calib_path,
                    cal->n_seqs, cal->seq_len, cal->text_bytes);
-        printf("activations %s\n", eo.act_int8 ? "int8 per token (W8A8)"
+        printf("activations %s\n", eo.act_int8 == KN_ACT_INT8_TENSOR ? "int8 per tensor, static scales (W8A8)"
+                                    : eo.act_int8 ? "int8 per token (W8A8)"
                                     : act_q8   ? "q8 (per block, as llama.cpp's CPU dot products)"
                                                : "f32");
         printf("protocol    %s, ctx %d, %d chunks, %lld tokens scored of %zu\n", hx_protocol_name(po.protocol),

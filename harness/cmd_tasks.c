@@ -177,6 +177,8 @@ int hx_cmd_tasks(int argc, char **argv) {
             goto done;
         }
         eo.act_q8 = qm->act_q8;
+        eo.act_int8 = qm->act_int8; // W8A8 variants run with int8 activations
+        eo.act_scales = qm->act_scales;
         if ((rc = kn_engine_create_opts(&qm->w, &eo, &e_var, err))) {
             hx_usage_error("tasks", "cannot run '%s' as '%s': %s", model_path, spec_canon, err);
             goto done;

@@ -16,7 +16,6 @@
 #include "kn_blocks.h"
 #include "qp.h"
 #include "tokenizer.h"
-#include "variant.h"
 
 int hx_model_own(struct hx_model *m, void *buf) {
     if (m->n_owned == m->cap_owned) {
@@ -174,4 +173,31 @@ int hx_model_open(const char *path, const char *tok_path, struct hx_model **out,
     }
     *out = m;
     return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Naming the weights
+
+void hx_tensor_name(char *buf, size_t cap, int layer, const char *what) {
+    if (layer < 0) snprintf(buf, cap, "%s.weight", what);
+    else snprintf(buf, cap, "blk.%d.%s.weight", layer, what);
+}
+
+void hx_weight_refs(struct kn_weights *w, struct hx_weight_ref *out) {
+    static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    int k = 0;
+    out[k] = (struct hx_weight_ref){.layer = -1, .what = "token_embd", .t = &w->tok_embd};
+    hx_tensor_name(out[k].name, sizeof out[k].name, -1, "token_embd");
+    k++;
+    out[k] = (struct hx_weight_ref){.layer = -1, .what = "output", .t = &w->output};
+    hx_tensor_name(out[k].name, sizeof out[k].name, -1, "output");
+    k++;
+    for (int l = 0; l < w->cfg.n_layers; l++) {
+        struct kn_layer_weights *lw = &w->layers[l];
+        struct kn_tensor *t[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down};
+        for (int i = 0; i < 7; i++, k++) {
+            out[k] = (struct hx_weight_ref){.layer = l, .what = what[i], .t = t[i]};
+            hx_tensor_name(out[k].name, sizeof out[k].name, l, what[i]);
+        }
+    }
 }

@@ -43,4 +43,22 @@ int hx_llama2c_load(struct hx_model *m, const char *path, char *err);
 int hx_gguf_model_load(struct hx_model *m, const char *path, char *err);
 int hx_safetensors_load(struct hx_model *m, const char *path, char *err);
 
+// ---------------------------------------------------------------------------------------------
+// Naming the weights
+
+// The GGUF name of each 2-D weight, for rules and reports: "token_embd.weight", "output.weight",
+// "blk.L.attn_q.weight", ... (buf of at least 64 bytes).
+void hx_tensor_name(char *buf, size_t cap, int layer, const char *what);
+
+// The 2-D weights of a model in a fixed order: token_embd, output, then for each layer attn_q,
+// attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down (HX_N_WEIGHTS(n_layers) entries).
+#define HX_N_WEIGHTS(n_layers) (2 + 7 * (n_layers))
+struct hx_weight_ref {
+    char name[64];       // GGUF name, e.g. "blk.3.ffn_down.weight"
+    int layer;           // -1 for token_embd and output
+    const char *what;    // "attn_q", ..., "token_embd", "output"
+    struct kn_tensor *t; // points into w
+};
+void hx_weight_refs(struct kn_weights *w, struct hx_weight_ref *out);
+
 #endif

@@ -633,7 +633,7 @@ static int hx_sens_cmp(const void *a, const void *b) {
 }
 
 static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weights *qw, int act_q8,
-                          int act_int8, int *worst, char *err) {
+                          int act_int8, const float *act_scales, int *worst, char *err) {
     static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
     int L = s->m->w.cfg.n_layers, per = s->o.sens_tensors ? 8 : 1, rc = 0, n = 0;
     struct hx_sens *sv = calloc((size_t)L * per, sizeof *sv);
@@ -654,7 +654,7 @@ static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weigh
                 const struct kn_tensor *from[] = {&q->wq, &q->wk, &q->wv, &q->wo, &q->w_gate, &q->w_up, &q->w_down};
                 *d[t] = *from[t];
             }
-            struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = act_int8};
+            struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = act_int8, .act_scales = act_scales};
             struct kn_engine *e = NULL;
             struct hx_lockstep_result lr;
             if ((rc = kn_engine_create_opts(&w, &eo, &e, err))) break;
@@ -785,7 +785,8 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
         n_weights = qm->n_weights;
     }
     tq = qp_now() - tq;
-    struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = v ? hx_variant_act_int8(v) : 0};
+    struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = v ? hx_variant_act_int8(v) : 0,
+                                .act_scales = qm ? qm->act_scales : NULL}; // W8A8's static scales
     HX_TRY(kn_engine_create_opts(qw, &eo, &e, err));
     struct hx_lockstep_opts lo = {.protocol = s->o.protocol, .ctx = s->o.ctx, .n_threads = s->o.n_threads,
                                   .bos = s->bos, .max_chunks = s->o.max_chunks,
@@ -817,7 +818,8 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
     if (lr.acc) HX_TRY(hx_store_layers(s->st, vid, &lr, err));
     if (lr.tokens) HX_TRY(hx_store_tokens(s->st, vid, &lr, s->tokens, err));
     HX_TRY(hx_store_weight_error(s, vid, (struct kn_weights *)qw, v, err));
-    if (s->o.sens_chunks > 0) HX_TRY(hx_sensitivity(s, vid, qw, act_q8, eo.act_int8, &out->worst_layer, err));
+    if (s->o.sens_chunks > 0)
+        HX_TRY(hx_sensitivity(s, vid, qw, act_q8, eo.act_int8, eo.act_scales, &out->worst_layer, err));
     for (int i = 0; i < crep.n_modules; i++) { // per-module loss of calibrated methods
         char suite[32];
         snprintf(suite, sizeof suite, "calib:%s", crep.modules[i].method);

@@ -12,6 +12,7 @@
 #include "qz_kquants.h"
 #include "qz_mix.h"
 #include "qz_rtn.h"
+#include "qz_smooth.h"
 #include "qz_spec.h"
 
 static int hx_own(struct hx_quant_model *q, void *p) {
@@ -30,29 +31,7 @@ static int hx_own(struct hx_quant_model *q, void *p) {
     return 0;
 }
 
-void hx_tensor_name(char *buf, size_t cap, int layer, const char *what) {
-    if (layer < 0) snprintf(buf, cap, "%s.weight", what);
-    else snprintf(buf, cap, "blk.%d.%s.weight", layer, what);
-}
 
-void hx_weight_refs(struct kn_weights *w, struct hx_weight_ref *out) {
-    static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
-    int k = 0;
-    out[k] = (struct hx_weight_ref){.layer = -1, .what = "token_embd", .t = &w->tok_embd};
-    hx_tensor_name(out[k].name, sizeof out[k].name, -1, "token_embd");
-    k++;
-    out[k] = (struct hx_weight_ref){.layer = -1, .what = "output", .t = &w->output};
-    hx_tensor_name(out[k].name, sizeof out[k].name, -1, "output");
-    k++;
-    for (int l = 0; l < w->cfg.n_layers; l++) {
-        struct kn_layer_weights *lw = &w->layers[l];
-        struct kn_tensor *t[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_up, &lw->w_down};
-        for (int i = 0; i < 7; i++, k++) {
-            out[k] = (struct hx_weight_ref){.layer = l, .what = what[i], .t = t[i]};
-            hx_tensor_name(out[k].name, sizeof out[k].name, l, what[i]);
-        }
-    }
-}
 
 int hx_tensor_f32(const struct kn_tensor *t, const float **rows, float **owned) {
     *owned = NULL;
@@ -161,6 +140,21 @@ static int hx_quantize_tensor(struct hx_quant_model *q, const struct qz_variant 
         return hx_pack(q, type, x, rows, cols, dst, err, name);
     }
     default: {
+        if (b->method == QZ_SMOOTHQUANT && !b->smooth && b->a8 == QZ_A8_TOKEN) { // plain W8A8
+            int tc = qz_tensor_class_of(name);
+            if (tc == QZ_TC_EMBED || tc == QZ_TC_OUTPUT) { // kept in float, as SmoothQuant does
+                *dst = (struct kn_tensor){KN_F32, cols, rows, x};
+                q->bytes += (uint64_t)(rows * cols) * 4;
+                return 0;
+            }
+            float *out = qp_alloc_array((size_t)(rows * cols), sizeof(float));
+            if (hx_own(q, out)) return qp_fail(err, QP_ENOMEM, "out of memory quantizing %s", name);
+            int rc = qz_w8_channel(x, out, rows, cols, NULL);
+            if (rc) return qp_fail(err, rc, "cannot quantize %s", name);
+            *dst = (struct kn_tensor){KN_F32, cols, rows, out};
+            q->bytes += (uint64_t)((qz_tensor_bits(b, rows, cols) + 7) / 8);
+            return 0;
+        }
         char spec[256];
         qz_base_print(b, spec, sizeof spec);
         return qp_fail(err, QP_ENOTSUP, "'%s' needs calibration data, which this command does not take yet", spec);
@@ -176,7 +170,13 @@ int hx_quant_model_create(const struct kn_weights *src, const struct qz_variant 
     if (!q) return qp_fail(err, QP_ENOMEM, "out of memory");
     q->w = *src;
     q->act_q8 = v->act == QZ_ACT_Q8;
+    q->act_int8 = hx_variant_act_int8(v);
     int L = src->cfg.n_layers, rc = 0;
+    for (int i = 0; i < v->n_rules; i++)
+        if (v->rules[i].base.method == QZ_SMOOTHQUANT) {
+            free(q);
+            return qp_fail(err, QP_ENOTSUP, "smoothquant and w8a8 apply to the whole model, not in a name~ rule");
+        }
     struct kn_layer_weights *layers = qp_calloc_array((size_t)L, sizeof *layers);
     if (hx_own(q, layers)) {
         free(q);
@@ -258,6 +258,8 @@ int hx_quant_model_create_calib(const struct kn_weights *src, const struct qz_va
     q->bytes = cm.bytes;
     q->n_weights = cm.n_weights;
     q->act_q8 = cm.act_q8;
+    q->act_int8 = cm.act_int8;
+    q->act_scales = cm.act_scales; // one of the buffers moved over
     q->bits_per_weight = q->n_weights ? 8.0 * (double)q->bytes / (double)q->n_weights : 0;
     hx_calib_model_deinit(&cm);
     if (rc) {

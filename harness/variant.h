@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "kn_model.h"
+#include "model.h" // hx_tensor_name, hx_weight_refs
 
 struct qz_variant;
 
@@ -22,12 +23,18 @@ struct hx_quant_model {
     int64_t n_weights;    // their element count
     double bits_per_weight;
     int act_q8;           // the variant asks for act=q8
+    int act_int8;         // the engine's act_int8 option the variant runs with (W8A8), else 0
+    float *act_scales;    // act_int8 == KN_ACT_INT8_TENSOR: the engine's act_scales (static
+                          // int8 scales, (n_layers, KN_LIN_IN_COUNT)), one of owned; else NULL
     void **owned;
     int n_owned, cap_owned;
 };
 
 // Quantizes src (any readable types) under v. src must outlive the result. 0, or QP_ENOTSUP
 // (a method that needs calibration, a type qprobe cannot write) / QP_ENOMEM, with err.
+// Plain w8a8 (act=token) needs no calibration and is done here: every block linear W8
+// (qz_w8_channel), embedding and classifier fp32 unless a name~ rule says otherwise, act_int8 =
+// KN_ACT_INT8_TOKEN; a smoothquant or w8a8 base in a name~ rule gives QP_ENOTSUP.
 int hx_quant_model_create(const struct kn_weights *src, const struct qz_variant *v,
                           struct hx_quant_model **out, char *err);
 void hx_quant_model_destroy(struct hx_quant_model *q);
@@ -35,26 +42,13 @@ void hx_quant_model_destroy(struct hx_quant_model *q);
 // The same with calibration data (harness/calib.h): gptq, awq and smoothquant bases and rules,
 // and llama.cpp types with ';imatrix', are quantized by hx_calib_quantize; any other variant
 // goes to hx_quant_model_create (cal may then be NULL). A variant that needs calibration with
-// cal == NULL gives QP_EINVAL. smoothquant variants also need the engine's act_int8 option
-// (hx_variant_act_int8). src must outlive the result. 0 or QP_E* with err.
+// cal == NULL gives QP_EINVAL. smoothquant and w8a8 variants run with the engine options
+// act_int8 and act_scales the result carries. src must outlive the result. 0 or QP_E* with err.
 struct hx_calib;
 int hx_quant_model_create_calib(const struct kn_weights *src, const struct qz_variant *v,
                                 const struct hx_calib *cal, struct hx_quant_model **out, char *err);
 
-// The GGUF name of each 2-D weight, for rules and reports: "token_embd.weight", "output.weight",
-// "blk.L.attn_q.weight", ... (buf of at least 64 bytes).
-void hx_tensor_name(char *buf, size_t cap, int layer, const char *what);
 
-// The 2-D weights of a model in a fixed order: token_embd, output, then for each layer attn_q,
-// attn_k, attn_v, attn_output, ffn_gate, ffn_up, ffn_down (HX_N_WEIGHTS(n_layers) entries).
-#define HX_N_WEIGHTS(n_layers) (2 + 7 * (n_layers))
-struct hx_weight_ref {
-    char name[64];       // GGUF name, e.g. "blk.3.ffn_down.weight"
-    int layer;           // -1 for token_embd and output
-    const char *what;    // "attn_q", ..., "token_embd", "output"
-    struct kn_tensor *t; // points into w
-};
-void hx_weight_refs(struct kn_weights *w, struct hx_weight_ref *out);
 
 // The base format tensor `name` (cols per row) gets under v: rules and keep= applied, a
 // llama.cpp mix resolved to its per-tensor type, and the block fallback for rows the block does

@@ -32,6 +32,7 @@ struct kn_lin {
     const struct kn_qtype *qt; // packed path (act=q8): the weight type's dot product, else NULL
     const uint8_t *q;          // packed rows (n_out rows of q_row bytes), the tensor's own data
     size_t q_row;
+    float act_scale;           // act_int8 == KN_ACT_INT8_TENSOR: the static scale of the input
 };
 
 struct kn_layer {
@@ -95,7 +96,7 @@ static int kn_lin_init(struct kn_lin *l, const struct kn_tensor *t, const struct
                        const char *name, char *err) {
     l->n_in = (int)t->ne0;
     l->n_out = (int)t->ne1;
-    if (e->act_q8 && (l->qt = kn_qtype_for(t->type)) != NULL) { // packed: run on the blocks
+    if (e->act_q8 && (l->qt = kn_qtype_for_isa(t->type, e->ops->name)) != NULL) { // packed: run on the blocks
         l->q = t->data;
         l->q_row = kn_row_bytes(t->type, t->ne0);
         return 0;
@@ -177,6 +178,19 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
     e->ops = ops;
     e->act_q8 = o->act_q8;
     e->act_int8 = o->act_int8;
+    if (o->act_int8 < KN_ACT_INT8_OFF || o->act_int8 > KN_ACT_INT8_TENSOR) {
+        qp_free(e);
+        return qp_fail(err, QP_EINVAL, "act_int8 = %d is not 0 (off), 1 (per token) or 2 (per tensor)", o->act_int8);
+    }
+    if (o->act_int8 == KN_ACT_INT8_TENSOR) {
+        int bad = !o->act_scales;
+        for (int i = 0; !bad && i < w->cfg.n_layers * KN_LIN_IN_COUNT; i++)
+            bad = !(isfinite(o->act_scales[i]) && o->act_scales[i] >= 0);
+        if (bad) {
+            qp_free(e);
+            return qp_fail(err, QP_EINVAL, "static int8 activations need a finite scale >= 0 for every linear input");
+        }
+    }
     if ((rc = kn_gemm_from_env(&e->gemm, err))) {
         qp_free(e);
         return rc;
@@ -215,6 +229,13 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
         KN_PREP(up, w_up, "ffn_up")
         KN_PREP(down, w_down, "ffn_down")
 #undef KN_PREP
+        if (!rc && e->act_int8 == KN_ACT_INT8_TENSOR) {
+            const float *sc = o->act_scales + (size_t)l * KN_LIN_IN_COUNT;
+            ly->wq.act_scale = ly->wk.act_scale = ly->wv.act_scale = sc[KN_LIN_IN_ATTN];
+            ly->wo.act_scale = sc[KN_LIN_IN_ATTN_MIX];
+            ly->gate.act_scale = ly->up.act_scale = sc[KN_LIN_IN_FFN];
+            ly->down.act_scale = sc[KN_LIN_IN_FFN_ACT];
+        }
     }
     if (rc) {
         kn_engine_destroy(e);
@@ -372,8 +393,19 @@ void kn_state_rewind(struct kn_state *s, int n_past) {
 // ---------------------------------------------------------------------------------------------
 // The block
 
-// act_int8 (kn_engine_opts): x (n rows of width) fake-quantized per row into s->acti8.
-static const float *kn_act_int8(const struct kn_state *s, const float *x, int n, int width) {
+// act_int8 (kn_engine_opts): x (n rows of width) fake-quantized to int8 into s->acti8, per row
+// (dynamic) or with the linear's static scale (KN_ACT_INT8_TENSOR).
+static const float *kn_act_int8(const struct kn_state *s, const struct kn_lin *lin, const float *x, int n,
+                                int width) {
+    if (s->e->act_int8 == KN_ACT_INT8_TENSOR) {
+        float scale = lin->act_scale;
+        for (size_t k = 0; k < (size_t)n * width; k++) {
+            float q = scale > 0 ? rintf(x[k] / scale) : 0.0f;
+            q = q > 127.0f ? 127.0f : q < -127.0f ? -127.0f : q; // (a NaN input stays NaN)
+            s->acti8[k] = q * scale;
+        }
+        return s->acti8;
+    }
     for (int r = 0; r < n; r++) {
         const float *xr = x + (size_t)r * width;
         float *yr = s->acti8 + (size_t)r * width, amax = 0;
@@ -387,7 +419,7 @@ static const float *kn_act_int8(const struct kn_state *s, const float *x, int n,
 // y (n, lin->n_out) = x (n, lin->n_in) . W^T, columns split over threads by panel.
 static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const float *x, float *y,
                       int n) {
-    if (s->acti8 && lin != &s->e->output) x = kn_act_int8(s, x, n, lin->n_in);
+    if (s->acti8 && lin != &s->e->output) x = kn_act_int8(s, lin, x, n, lin->n_in);
     const struct kn_ops *ops = s->e->ops;
     int n_panels = (lin->n_out + KN_NR - 1) / KN_NR;
     if (lin->qt) { // packed weights, quantized activations: one dot product per output

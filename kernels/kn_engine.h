@@ -64,17 +64,35 @@ struct kn_engine_opts {
     //    error alone). 1: packed types run on their blocks with activations quantized per block
     //    as llama.cpp's CPU dot products do (q8_0 / q8_1 / q8_K); f32/f16/bf16 stay fp32.
     int act_q8;
-    // 1: W8A8's activation half (SmoothQuant): the input rows of every linear of the blocks
-    //    (wq wk wv wo w_gate w_up w_down; not the classifier, which W8A8 keeps in float) are
-    //    fake-quantized per token to int8 before the product: scale = max|x| / 127 (fp32),
-    //    x' = rint(x / scale) · scale (ties to even, as torch.round), an all-zero row stays 0.
-    //    Applied before act_q8's block quantization when both are set. 0: off.
+    // W8A8's activation half (SmoothQuant, w8a8): the input rows of every linear of the blocks
+    // (wq wk wv wo w_gate w_up w_down; not the classifier, which W8A8 keeps in float) are
+    // fake-quantized to int8 before the product. Applied before act_q8's block quantization when
+    // both are set. KN_ACT_INT8_OFF (0): off.
+    // KN_ACT_INT8_TOKEN (1), per token, dynamic: scale = max|x| / 127 over the row (fp32),
+    //    x' = rint(x / scale) · scale (ties to even, as torch.round); an all-zero row stays 0.
+    // KN_ACT_INT8_TENSOR (2), per tensor, static: one scale per linear input from act_scales,
+    //    x' = clamp(rint(x / scale), −127, 127) · scale (values beyond 127 · scale saturate).
     int act_int8;
+    // act_int8 == KN_ACT_INT8_TENSOR: (n_layers, KN_LIN_IN_COUNT) scales, layer l's input i at
+    // [l * KN_LIN_IN_COUNT + i]; each finite and >= 0 (0: that input becomes 0). Caller-owned,
+    // read by kn_engine_create_opts only (copied). Ignored otherwise.
+    const float *act_scales;
+};
+
+enum { KN_ACT_INT8_OFF, KN_ACT_INT8_TOKEN, KN_ACT_INT8_TENSOR };
+
+// The linear inputs of a block, for act_scales (the order of harness/calib.h's sites).
+enum kn_lin_in {
+    KN_LIN_IN_ATTN,     // input of wq, wk, wv (KN_SITE_ATTN_NORM)
+    KN_LIN_IN_ATTN_MIX, // input of wo (KN_SITE_ATTN_MIX)
+    KN_LIN_IN_FFN,      // input of w_gate, w_up (KN_SITE_FFN_NORM)
+    KN_LIN_IN_FFN_ACT,  // input of w_down (KN_SITE_FFN_ACT)
+    KN_LIN_IN_COUNT
 };
 
 // Prepares w for the engine: plain and (with act_q8 = 0) packed matrices become fp32 panels;
 // with act_q8 packed matrices are used in place. w must outlive the engine.
-// 0 or QP_ENOTSUP/QP_ENOMEM with a message.
+// 0 or QP_ENOTSUP/QP_ENOMEM, or QP_EINVAL for bad act_int8 options, with a message.
 int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opts *o,
                           struct kn_engine **out, char *err);
 // The same with default options and the given kernel table (NULL = best).

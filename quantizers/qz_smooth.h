@@ -3,7 +3,9 @@
 // activations' outliers into the weights, and the W8 half of W8A8.
 //
 // Depends on kernels/qp.h, quantizers/qz_spec.h and qz_rtn.h; never on harness/. The A8 half
-// (int8 activations per token) is the engine's act_int8 option (kernels/kn_engine.h).
+// (int8 activations per token, or per tensor with static scales from calibration) is the
+// engine's act_int8 option (kernels/kn_engine.h). The unsmoothed W8A8 spec (w8a8) uses the same
+// W8 quantizer without the smoothing.
 //
 // As implemented (the smoothquant repository's smooth_ln_fcs is the reference):
 //   for the linears fed by one RMSNorm (q/k/v after attn_norm; gate/up after ffn_norm):

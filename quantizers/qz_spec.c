@@ -55,7 +55,8 @@ static const char valid_forms[] =
     "valid forms: f32 | f16 | bf16 | rtn:bits=2..8:{tensor|channel|group=G}:{sym|asym}[:clip=mse]"
     " | {nf4|fp4}[:group=G][:dq] | q8_0|q{4,5}_{0,1}|q{2..6}_k|iq4_nl|q{3,4,5}_k_m"
     " | gptq:{bits=B:group=G[:asym]|TYPE}[:actorder][:static][:damp=X] | awq:bits=B:group=G[:asym]"
-    " | smoothquant[:alpha=X]; clauses ;keep=CLASS,.. ;act=f32|q8 ;imatrix ;name~REGEX=BASE";
+    " | {smoothquant[:alpha=X]|w8a8}[:act=token|tensor]; clauses ;keep=CLASS,.. ;act=f32|q8 ;imatrix"
+    " ;name~REGEX=BASE";
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: quoting for messages, a bounded string builder, number parsing and printing.
@@ -69,7 +70,9 @@ static void quote(char *dst, size_t dst_cap, const char *s, size_t max) {
     dst[n] = 0;
 }
 
-#define WHY_LEN 112  // the reason part of a message, with its NUL
+// The reason part of a message, with its NUL. The longest reason is keep='s (87 characters with a
+// quote cut at 12); a rule's reason nests another and is cut at this length.
+#define WHY_LEN 88
 #define QUOTE_PART 28 // characters of a bad part quoted in the reason
 #define QUOTE_SPEC 32 // characters of the spec quoted in the message
 
@@ -156,7 +159,7 @@ static const char *ggml_name(int type) {
 
 enum opt {
     OPT_BITS, OPT_TENSOR, OPT_CHANNEL, OPT_GROUP, OPT_SYM, OPT_ASYM, OPT_CLIP, OPT_DQ,
-    OPT_ACTORDER, OPT_STATIC, OPT_DAMP, OPT_ALPHA, OPT_TYPE, OPT_COUNT
+    OPT_ACTORDER, OPT_STATIC, OPT_DAMP, OPT_ALPHA, OPT_ACT, OPT_TYPE, OPT_COUNT
 };
 
 #define BIT(o) (1u << (o))
@@ -167,6 +170,7 @@ struct opts {
     const char *text[OPT_COUNT]; // each option as written, for messages
     int64_t bits, group;
     double damp, alpha;
+    enum qz_a8 a8;
     int type;
 };
 
@@ -192,12 +196,13 @@ static int parse_opt(const char *method, const char *t, struct opts *o, char *w)
     else if (KEY("static")) k = OPT_STATIC;
     else if (KEY("damp")) k = OPT_DAMP;
     else if (KEY("alpha")) k = OPT_ALPHA;
+    else if (KEY("act")) k = OPT_ACT;
     else if (!eq && strcmp(method, "gptq") == 0 && ggml_lookup(t) >= 0) k = OPT_TYPE;
     else return why(w, "unknown option '%s' of %s", q, method);
 #undef KEY
     if (o->seen & BIT(k)) return why(w, "option '%s' given twice", q);
     bool wants_value = k == OPT_BITS || k == OPT_GROUP || k == OPT_CLIP || k == OPT_DAMP ||
-                       k == OPT_ALPHA;
+                       k == OPT_ALPHA || k == OPT_ACT;
     if (wants_value && !val) return why(w, "option '%s' needs a value ('%s=...')", q, q);
     if (!wants_value && val) return why(w, "option '%s' takes no value", q);
     switch (k) {
@@ -219,6 +224,11 @@ static int parse_opt(const char *method, const char *t, struct opts *o, char *w)
     case OPT_ALPHA:
         if (parse_real(val, &o->alpha) || !(o->alpha >= 0 && o->alpha <= 1))
             return why(w, "'%s': alpha must be a number in [0, 1]", q);
+        break;
+    case OPT_ACT:
+        if (strcmp(val, "token") == 0) o->a8 = QZ_A8_TOKEN;
+        else if (strcmp(val, "tensor") == 0) o->a8 = QZ_A8_TENSOR;
+        else return why(w, "'%s': act must be token or tensor", q);
         break;
     case OPT_TYPE: o->type = ggml_lookup(t); break;
     default: break;
@@ -297,6 +307,7 @@ static int parse_base(char *s, bool in_rule, struct qz_base *b, char *w) {
     else if (strcmp(m, "gptq") == 0) method = "gptq";
     else if (strcmp(m, "awq") == 0) method = "awq";
     else if (strcmp(m, "smoothquant") == 0) method = "smoothquant";
+    else if (strcmp(m, "w8a8") == 0) method = "w8a8";
     else return why(w, "unknown method '%s'", qm);
 
     struct opts o = {.damp = GPTQ_DEFAULT_DAMP, .alpha = SQ_DEFAULT_ALPHA, .type = -1};
@@ -358,12 +369,15 @@ static int parse_base(char *s, bool in_rule, struct qz_base *b, char *w) {
         b->gran = QZ_GROUP;
         b->group = o.group;
         b->sym = !(o.seen & BIT(OPT_ASYM));
-    } else { // smoothquant
-        if ((rc = check_allowed(method, &o, BIT(OPT_ALPHA), w))) return rc;
+    } else { // smoothquant, w8a8
+        bool smooth = strcmp(method, "smoothquant") == 0;
+        if ((rc = check_allowed(method, &o, (smooth ? BIT(OPT_ALPHA) : 0) | BIT(OPT_ACT), w))) return rc;
         b->method = QZ_SMOOTHQUANT;
         b->bits = 8;
         b->sym = true;
-        b->alpha = o.alpha;
+        b->smooth = smooth;
+        b->alpha = smooth ? o.alpha : 0;
+        b->a8 = o.a8;
     }
     return 0;
 }
@@ -552,9 +566,8 @@ static int parse_keep(char *list, unsigned *keep, char *w) {
             if (strcmp(p, tc_names[i]) == 0) k = i;
         if (k < 0) {
             char q[24];
-            quote(q, sizeof q, p, 16);
-            return why(w, "keep: '%s' is not embed|output|attn_q|attn_k|attn_v|attn_output|"
-                          "ffn_gate|ffn_up|ffn_down|norm", q);
+            quote(q, sizeof q, p, 12);
+            return why(w, "keep: '%s' is not embed|output|attn_{q,k,v,output}|ffn_{gate,up,down}|norm", q);
         }
         *keep |= 1u << k;
         if (!c) return 0;
@@ -729,8 +742,13 @@ static void print_base(struct sb *o, const struct qz_base *b) {
         sb_add(o, "awq:bits=%d:group=%lld%s", b->bits, (long long)b->group, b->sym ? "" : ":asym");
         break;
     case QZ_SMOOTHQUANT:
-        fmt_real(num, sizeof num, b->alpha);
-        sb_add(o, "smoothquant:alpha=%s", num);
+        if (b->smooth) {
+            fmt_real(num, sizeof num, b->alpha);
+            sb_add(o, "smoothquant:alpha=%s", num);
+        } else {
+            sb_add(o, "w8a8");
+        }
+        if (b->a8 == QZ_A8_TENSOR) sb_add(o, ":act=tensor");
         break;
     default: QP_ASSERT(!"bad qz_method");
     }

@@ -27,14 +27,18 @@
 //            | 'gptq:bits=B:group=G' [':asym'] [':actorder'] [':static'] [':damp=X']
 //            | 'gptq:' GGML [':actorder'] [':static'] [':damp=X']    damp: 0 < X <= 1, default 0.01
 //            | 'awq:bits=B:group=G' [':asym']
-//            | 'smoothquant' [':alpha=X']                             0 <= X <= 1, default 0.5
+//            | 'smoothquant' [':alpha=X'] [':act=' A8]                0 <= X <= 1, default 0.5
+//            | 'w8a8' [':act=' A8]             W8A8 without smoothing
+//                 A8 := 'token' | 'tensor'     int8 activations: per token, dynamic (default), or
+//                                              per tensor, static (scales from calibration data)
 //
 // Parsing is lenient where it costs nothing: the ':'-separated options of a BASE may come in any
 // order, GGML names are case-insensitive (q4_K), clauses may come in any order and keep= clauses
 // merge. Printing is canonical:
 //   - BASE options in the order of the grammar above;
 //   - nf4/fp4 always print their group (nf4 → nf4:group=64), smoothquant always prints alpha
-//     (smoothquant → smoothquant:alpha=0.5), gptq prints damp only when it is not 0.01;
+//     (smoothquant → smoothquant:alpha=0.5), gptq prints damp only when it is not 0.01,
+//     smoothquant and w8a8 print act only when tensor (w8a8:act=token → w8a8);
 //   - real numbers in the shortest form that reads back to the same double (%.{1..17}g);
 //   - clauses in the order keep, act, imatrix, rules; keep lists classes in the order listed above
 //     without duplicates; act printed only when q8; rules in their given order, regex text verbatim.
@@ -58,8 +62,13 @@ enum qz_method {
     QZ_GGML_MIX,    // a llama.cpp mix (mix); ggml_type holds its base type
     QZ_GPTQ,        // calibrated, implemented elsewhere
     QZ_AWQ,         // calibrated, implemented elsewhere
-    QZ_SMOOTHQUANT, // calibrated W8A8, implemented elsewhere
+    QZ_SMOOTHQUANT, // W8A8 (int8 weights and activations): smoothquant (smooth) or plain w8a8;
+                    // implemented elsewhere
 };
+
+// W8A8's activation scales: per token (dynamic: each row's own absmax) or per tensor (static:
+// one scale per linear input, from calibration data).
+enum qz_a8 { QZ_A8_TOKEN, QZ_A8_TENSOR };
 
 enum qz_gran { QZ_TENSOR, QZ_CHANNEL, QZ_GROUP };
 
@@ -101,7 +110,9 @@ struct qz_base {
     bool actorder;      // GPTQ: process columns by decreasing Hessian diagonal
     bool static_groups; // GPTQ: group parameters fixed before act-order permutation
     double damp;        // GPTQ: dampening fraction of the mean Hessian diagonal (default 0.01)
-    double alpha;       // SMOOTHQUANT: migration strength (default 0.5)
+    double alpha;       // SMOOTHQUANT: migration strength (default 0.5); 0 when !smooth
+    bool smooth;        // SMOOTHQUANT: SmoothQuant's smoothing ('smoothquant'), or none ('w8a8')
+    enum qz_a8 a8;      // SMOOTHQUANT: activation scales (default QZ_A8_TOKEN)
 };
 
 // One per-tensor override rule.

@@ -50,6 +50,10 @@ static const char *const canonical[] = {
     "awq:bits=3:group=32:asym",
     "smoothquant:alpha=0.5",
     "smoothquant:alpha=0.85",
+    "smoothquant:alpha=0.5:act=tensor",
+    "w8a8",
+    "w8a8:act=tensor",
+    "w8a8:act=tensor;keep=attn_v;act=q8",
     "q4_k;keep=embed,output",
     "q4_0;act=q8",
     "q4_k_m;keep=output;act=q8;name~ffn_down=q6_k",
@@ -89,6 +93,9 @@ QP_TEST(lenient_specs_should_print_canonically) {
         {"smoothquant", "smoothquant:alpha=0.5"},
         {"smoothquant:alpha=0.50", "smoothquant:alpha=0.5"},
         {"smoothquant:alpha=1", "smoothquant:alpha=1"},
+        {"smoothquant:act=token", "smoothquant:alpha=0.5"},
+        {"smoothquant:act=tensor:alpha=0.70", "smoothquant:alpha=0.7:act=tensor"},
+        {"w8a8:act=token", "w8a8"},
         {"gptq:bits=4:group=128:damp=0.01", "gptq:bits=4:group=128"},
         {"gptq:actorder:bits=4:group=128:damp=.1", "gptq:bits=4:group=128:actorder:damp=0.1"},
         {"gptq:damp=1e-2:Q4_K", "gptq:q4_k"},
@@ -138,7 +145,7 @@ static const char *const bad[][2] = {
     {"q4_0:group=32", "q4_0 takes no options"},
     {"q7_0", "unknown method 'q7_0'"},
     {"int4", "unknown method 'int4'"},
-    {"f32;keep=embeddings", "keep: 'embeddings' is not embed|output|attn_q"},
+    {"f32;keep=embeddings", "keep: 'embeddings' is not embed|output|attn_"},
     {"f32;keep=", "keep= needs class names"},
     {"f32;act=q4", "'act=q4': act must be f32 or q8"},
     {"f32;act=q8;act=f32", "act= given twice"},
@@ -155,6 +162,12 @@ static const char *const bad[][2] = {
     {"gptq:bits=4:group=128:damp=nan", "'damp=nan': damp must be"},
     {"awq:bits=4:group=128:actorder", "'actorder' is not an option of awq"},
     {"smoothquant:alpha=1.5", "'alpha=1.5': alpha must be"},
+    {"smoothquant:act=channel", "'act=channel': act must be token or tensor"},
+    {"smoothquant:act", "option 'act' needs a value"},
+    {"w8a8:alpha=0.5", "'alpha=0.5' is not an option of w8a8"},
+    {"w8a8:act=tensor:act=token", "option 'act=token' given twice"},
+    {"w8a8;act=tensor", "'act=tensor': act must be f32 or q8"},
+    {"rtn:bits=8:channel:sym:act=token", "'act=token' is not an option of rtn"},
     {"rtn:bits=4:group=32:sym\n", "unknown option 'sym?'"},
     {"f32:x", "f32 takes no options"},
     {"q4_k;imatrix;imatrix", "imatrix given twice"},
@@ -240,6 +253,13 @@ QP_TEST(fields_should_hold_the_parsed_options) {
     QP_CHECK(b.method == QZ_AWQ && !b.sym && b.group == 128);
     QP_CHECK(qz_base_parse("smoothquant:alpha=0.75", &b, err) == 0);
     QP_CHECK(b.method == QZ_SMOOTHQUANT && b.alpha == 0.75 && b.bits == 8);
+    QP_CHECK(b.smooth && b.a8 == QZ_A8_TOKEN);
+    QP_CHECK(qz_base_parse("smoothquant:act=tensor", &b, err) == 0);
+    QP_CHECK(b.method == QZ_SMOOTHQUANT && b.smooth && b.alpha == 0.5 && b.a8 == QZ_A8_TENSOR);
+    QP_CHECK(qz_base_parse("w8a8", &b, err) == 0);
+    QP_CHECK(b.method == QZ_SMOOTHQUANT && !b.smooth && b.bits == 8 && b.sym && b.a8 == QZ_A8_TOKEN);
+    QP_CHECK(qz_base_parse("w8a8:act=tensor", &b, err) == 0);
+    QP_CHECK(!b.smooth && b.a8 == QZ_A8_TENSOR && b.alpha == 0);
     QP_CHECK(qz_base_parse("f16", &b, err) == 0);
     QP_CHECK(b.method == QZ_F16 && b.bits == 16);
     // a base alone takes no clauses

@@ -24,7 +24,7 @@ FUZZ_TARGETS ?= $(FUZZ_ALL)
 
 FUZZ_LIB_SRC := kernels/qp.c kernels/kn_types.c kernels/kn_model.c harness/gguf.c \
                 harness/gguf_model.c harness/model.c harness/llama2c.c harness/safetensors.c \
-                harness/tokenizer.c quantizers/qz_spec.c
+                harness/tokenizer.c quantizers/qz_spec.c kernels/kn_dequant.c kernels/kn_dequant_k.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_UTIL_OBJ := $(FUZZ_DIR)/obj/tests/fuzz/fuzz_util.o
 FUZZ_TARGET_OBJ := $(FUZZ_ALL:%=$(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o)

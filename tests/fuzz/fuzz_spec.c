@@ -25,7 +25,7 @@ static bool fq_same_base(const struct qz_base *a, const struct qz_base *b) {
            a->group == b->group && a->sym == b->sym && a->clip_mse == b->clip_mse &&
            a->dq == b->dq && a->ggml_type == b->ggml_type && a->mix == b->mix &&
            a->actorder == b->actorder && a->static_groups == b->static_groups &&
-           a->damp == b->damp && a->alpha == b->alpha;
+           a->damp == b->damp && a->alpha == b->alpha && a->smooth == b->smooth && a->a8 == b->a8;
 }
 
 static void fq_check_refusal(int rc, const char *err) {
