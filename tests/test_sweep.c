@@ -36,7 +36,10 @@ static const char *small_config(const char *name, const char *variants, const ch
              " \"diagnostics\": {\"layer_chunks\": 1, \"act_chunks\": 1},\n"
              " \"variants\": %s%s}\n",
              model, tok, text, variants, extra ? extra : "");
-    const char *path = strdup(tmp(name)); // tmp's buffers rotate; the caller keeps this (leaked)
+    static char paths[4][512]; // tmp's buffers rotate; these are the configurations' own
+    static int k;
+    char *path = paths[k++ % 4];
+    snprintf(path, sizeof paths[0], "%s", tmp(name));
     write_file(path, json);
     return path;
 }
