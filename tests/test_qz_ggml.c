@@ -14,6 +14,7 @@
 #include "kn_types.h"
 #include "qp.h"
 #include "qp_test.h"
+#include "sha256.h"
 #include "qz_ggml.h"
 
 #define SYNTH_F32 "golden/quant/synth256-F32.gguf"
@@ -53,97 +54,6 @@ static void fill_heavy(float *x, int64_t n, float scale) {
         x[i] = (float)(scale * u / v);
         if (i % 97 == 13) x[i] *= 20.0f;
     }
-}
-
-// ---------------------------------------------------------------------------------------------
-// SHA-256 (FIPS 180-4), small and slow: enough for a few MiB of test data.
-
-struct sha256 {
-    uint32_t h[8];
-    uint8_t buf[64];
-    size_t nbuf;
-    uint64_t nbytes;
-};
-
-static const uint32_t sha_k[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-static uint32_t rotr(uint32_t x, int n) { return (x >> n) | (x << (32 - n)); }
-
-static void sha256_block(struct sha256 *s, const uint8_t *p) {
-    uint32_t w[64];
-    for (int i = 0; i < 16; i++)
-        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
-               p[4 * i + 3];
-    for (int i = 16; i < 64; i++) {
-        uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    uint32_t a = s->h[0], b = s->h[1], c = s->h[2], d = s->h[3];
-    uint32_t e = s->h[4], f = s->h[5], g = s->h[6], h = s->h[7];
-    for (int i = 0; i < 64; i++) {
-        uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + sha_k[i] + w[i];
-        uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
-    }
-    s->h[0] += a, s->h[1] += b, s->h[2] += c, s->h[3] += d;
-    s->h[4] += e, s->h[5] += f, s->h[6] += g, s->h[7] += h;
-}
-
-static void sha256_init(struct sha256 *s) {
-    static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-    memcpy(s->h, h0, sizeof h0);
-    s->nbuf = 0;
-    s->nbytes = 0;
-}
-
-static void sha256_update(struct sha256 *s, const void *data, size_t n) {
-    const uint8_t *p = data;
-    s->nbytes += n;
-    while (n > 0) {
-        size_t take = QP_MIN(n, 64 - s->nbuf);
-        memcpy(s->buf + s->nbuf, p, take);
-        s->nbuf += take, p += take, n -= take;
-        if (s->nbuf == 64) {
-            sha256_block(s, s->buf);
-            s->nbuf = 0;
-        }
-    }
-}
-
-static void sha256_hex(struct sha256 *s, char out[65]) {
-    uint64_t bits = s->nbytes * 8;
-    uint8_t pad = 0x80;
-    sha256_update(s, &pad, 1);
-    pad = 0;
-    while (s->nbuf != 56) sha256_update(s, &pad, 1);
-    uint8_t len[8];
-    for (int i = 0; i < 8; i++) len[i] = (uint8_t)(bits >> (56 - 8 * i));
-    sha256_update(s, len, 8);
-    for (int i = 0; i < 8; i++) snprintf(out + 8 * i, 9, "%08x", s->h[i]);
-}
-
-QP_TEST(sha256_should_match_known_vectors) {
-    struct sha256 s;
-    char hex[65];
-    sha256_init(&s);
-    sha256_update(&s, "abc", 3);
-    sha256_hex(&s, hex);
-    QP_CHECK_STR_EQ(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    sha256_init(&s);
-    const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-    sha256_update(&s, m, strlen(m));
-    sha256_hex(&s, hex);
-    QP_CHECK_STR_EQ(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 }
 
 // manifest.json's llama_dequant_f32_sha256 of tensor `name` in file synth256-<T>.gguf, found by
@@ -294,10 +204,7 @@ static void check_dequant_golden(int type, const char *tname) {
         char want_sha[65], got_sha[65];
         QP_CHECK_MSG(manifest_sha(manifest, tname, tg->name, want_sha) == 0,
                      "no llama_dequant_f32_sha256 for %s %s in manifest.json", tname, tg->name);
-        struct sha256 s;
-        sha256_init(&s);
-        sha256_update(&s, out, (size_t)(ncol * nrow) * sizeof(float)); // little-endian host
-        sha256_hex(&s, got_sha);
+        hx_sha256_hex(out, (size_t)(ncol * nrow) * sizeof(float), got_sha); // little-endian host
         QP_CHECK_MSG(strcmp(got_sha, want_sha) == 0, "%s %s: dequant sha256 %s, llama.cpp %s",
                      tname, tg->name, got_sha, want_sha);
         free(out);
