@@ -469,20 +469,8 @@ static int cq_pack(struct cq *c, int type, const float *x, int64_t rows, int64_t
     size_t rb = kn_row_bytes(type, cols);
     uint8_t *buf = qp_alloc_array((size_t)rows, rb);
     if (cq_own(c->m, buf)) return qp_fail(c->err, QP_ENOMEM, "out of memory quantizing %s", name);
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols;
-        uint8_t *yr = buf + (size_t)r * rb;
-        int rc = 0;
-        if (type == KN_F16 || type == KN_BF16) {
-            uint16_t *h = (uint16_t *)yr;
-            for (int64_t j = 0; j < cols; j++) h[j] = type == KN_F16 ? qp_fp32_to_fp16(xr[j]) : qp_fp32_to_bf16(xr[j]);
-        } else if (type >= KN_Q2_K && type <= KN_Q6_K) {
-            rc = qz_quantize_row_k(type, xr, yr, cols, imatrix);
-        } else {
-            rc = qz_quantize_row(type, xr, yr, cols, imatrix);
-        }
-        if (rc) return qp_fail(c->err, rc, "cannot quantize %s as %s", name, kn_type_info(type)->name);
-    }
+    int rc = hx_pack_rows(type, x, rows, cols, imatrix, buf);
+    if (rc) return qp_fail(c->err, rc, "cannot quantize %s as %s", name, kn_type_info(type)->name);
     *dst = (struct kn_tensor){type, cols, rows, buf};
     c->m->bytes += (uint64_t)rb * (uint64_t)rows;
     return 0;
@@ -530,8 +518,7 @@ static int cq_tensor(struct cq *c, const char *name, const struct qz_base *b, co
     }
     case QZ_GGML:
     case QZ_GGML_MIX: {
-        int type = eff.method == QZ_GGML ? eff.ggml_type : qz_mix_type(eff.mix, name, c->src->cfg.n_layers, 1);
-        type = qz_fallback_type(type, cols);
+        int type = hx_ggml_type_for(&eff, name, c->src->cfg.n_layers, cols);
         float *imx = NULL;
         if (c->v->imatrix && st && type != KN_F16 && type != KN_BF16) {
             imx = qp_alloc_array((size_t)cols, sizeof(float));

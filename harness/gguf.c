@@ -32,7 +32,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -66,7 +65,7 @@ struct hx_gguf {
     // Open-addressing hash tables of indices + 1 (0 = empty); capacity a power of two.
     uint32_t *kv_index, *tensor_index;
     size_t kv_cap, tensor_cap;
-    uint64_t seed; // of hash_bytes, random per reader
+    uint64_t seed; // of qp_hash_bytes, random per reader (see qp.h)
 };
 
 // Parsing cursor over the mapping.
@@ -87,32 +86,7 @@ static uint32_t le32(const uint8_t *p) {
 
 static uint64_t le64(const uint8_t *p) { return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32; }
 
-// FNV-1a from a per-reader random start, then a final mix so that the table index depends on
-// every bit. Plain FNV's low bits depend only on the low bits of the state, so a forged file can
-// make thousands of keys land in one bucket and turn the open into a quadratic crawl (65536
-// such keys, a 4 MB file, took 33 s); with an unknown seed it cannot aim.
-static uint64_t hash_bytes(const char *s, size_t n, uint64_t seed) {
-    uint64_t h = 1469598103934665603ull ^ seed;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
-}
-
-// A seed for hash_bytes: random bytes from the kernel, else whatever varies between runs.
-static uint64_t hash_seed(const void *salt) {
-    uint64_t seed = 0;
-    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        seed = (uint64_t)(uintptr_t)salt ^ (uint64_t)ts.tv_nsec << 20 ^ (uint64_t)getpid();
-    }
-    return seed;
-}
-
-// Size in bytes of one scalar of a value type; 0 for STRING, ARRAY and unknown types.
-static size_t value_size(uint32_t type) {
+size_t hx_gguf_scalar_size(uint32_t type) {
     switch (type) {
     case HX_GGUF_UINT8:
     case HX_GGUF_INT8:
@@ -139,7 +113,7 @@ static int64_t table_find(const uint32_t *tab, size_t cap, const char *name,
     if (!tab) return -1;
     size_t len = strlen(name);
     uint64_t seed = ((const struct hx_gguf *)ctx)->seed;
-    for (size_t i = hash_bytes(name, len, seed) & (cap - 1);; i = (i + 1) & (cap - 1)) {
+    for (size_t i = qp_hash_bytes(name, len, seed) & (cap - 1);; i = (i + 1) & (cap - 1)) {
         if (tab[i] == 0) return -1;
         if (strcmp(names(ctx, tab[i] - 1), name) == 0) return tab[i] - 1;
     }
@@ -150,7 +124,7 @@ static int table_insert(uint32_t *tab, size_t cap, const char *name, uint32_t id
                         const char *(*names)(const void *, uint32_t), const void *ctx) {
     size_t len = strlen(name);
     uint64_t seed = ((const struct hx_gguf *)ctx)->seed;
-    for (size_t i = hash_bytes(name, len, seed) & (cap - 1);; i = (i + 1) & (cap - 1)) {
+    for (size_t i = qp_hash_bytes(name, len, seed) & (cap - 1);; i = (i + 1) & (cap - 1)) {
         if (tab[i] == 0) {
             tab[i] = idx + 1;
             return 0;
@@ -296,7 +270,7 @@ static int parse_array(struct rd *r, struct hx_gguf_value *v, int depth) {
     }
     v->v.arr.type = (enum hx_gguf_type)et;
     // Smallest element: its scalar size, a string's u64 length, an array's type + count.
-    size_t min = et == HX_GGUF_STRING ? 8 : et == HX_GGUF_ARRAY ? 12 : value_size(et);
+    size_t min = et == HX_GGUF_STRING ? 8 : et == HX_GGUF_ARRAY ? 12 : hx_gguf_scalar_size(et);
     size_t left = r->size - r->pos;
     if (n > left / min) {
         return qp_fail(r->err, QP_EFORMAT,
@@ -334,7 +308,7 @@ static int parse_value(struct rd *r, uint32_t type, struct hx_gguf_value *v, int
         v->type = HX_GGUF_STRING;
         return rd_str(r, &v->v.str.ptr, &v->v.str.len);
     }
-    size_t sz = value_size(type);
+    size_t sz = hx_gguf_scalar_size(type);
     if (sz == 0) {
         return qp_fail(r->err, QP_EFORMAT, "cannot read '%s': %s: unknown value type %u",
                        r->path, r->what, type);
@@ -549,7 +523,7 @@ int hx_gguf_open(const char *path, struct hx_gguf **out, char *err) {
         free(g);
         return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
     }
-    g->seed = hash_seed(g);
+    g->seed = qp_hash_seed(g);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
@@ -840,7 +814,7 @@ static int encode_value(struct buf *b, enum hx_gguf_type type, const struct hx_g
             return 0;
         }
         size_t bytes;
-        if (n > SIZE_MAX || qp_mul_overflow((size_t)n, value_size(et), &bytes)) return QP_EINVAL;
+        if (n > SIZE_MAX || qp_mul_overflow((size_t)n, hx_gguf_scalar_size(et), &bytes)) return QP_EINVAL;
         if (bytes > 0 && !v->v.arr.data) return QP_EINVAL;
         buf_put(b, v->v.arr.data, bytes);
         return 0;
@@ -899,7 +873,7 @@ int hx_gguf_writer_set_str(struct hx_gguf_writer *w, const char *key, const char
 
 int hx_gguf_writer_set_arr(struct hx_gguf_writer *w, const char *key, enum hx_gguf_type type,
                            const void *data, uint64_t n) {
-    size_t sz = value_size((uint32_t)type), bytes;
+    size_t sz = hx_gguf_scalar_size((uint32_t)type), bytes;
     if (sz == 0 || n > SIZE_MAX || qp_mul_overflow((size_t)n, sz, &bytes)) return QP_EINVAL;
     if (bytes > 0 && !data) return QP_EINVAL;
     struct buf b = {0};

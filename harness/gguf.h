@@ -121,4 +121,7 @@ int hx_gguf_writer_add_tensor(struct hx_gguf_writer *w, const char *name, int ty
 // Writes GGUF v3 with general.alignment (default 32) to path atomically.
 int hx_gguf_writer_write(struct hx_gguf_writer *w, const char *path, char *err);
 
+// Bytes of one scalar of a value type; 0 for STRING, ARRAY and unknown types.
+size_t hx_gguf_scalar_size(uint32_t type);
+
 #endif

@@ -503,24 +503,6 @@ static void st_zeros(struct hx_gguf_stream *s, size_t n) {
     }
 }
 
-// Bytes of one scalar of a value type; 0 for STRING, ARRAY and unknown types.
-static size_t st_scalar_size(enum hx_gguf_type t) {
-    switch (t) {
-    case HX_GGUF_UINT8:
-    case HX_GGUF_INT8:
-    case HX_GGUF_BOOL: return 1;
-    case HX_GGUF_UINT16:
-    case HX_GGUF_INT16: return 2;
-    case HX_GGUF_UINT32:
-    case HX_GGUF_INT32:
-    case HX_GGUF_FLOAT32: return 4;
-    case HX_GGUF_UINT64:
-    case HX_GGUF_INT64:
-    case HX_GGUF_FLOAT64: return 8;
-    default: return 0;
-    }
-}
-
 // Encodes v without its type tag. 0 or QP_EINVAL for a malformed value.
 static int st_value(struct hx_gguf_stream *s, const struct hx_gguf_value *v, int depth) {
     if (depth > HX_STREAM_MAX_DEPTH) return QP_EINVAL;
@@ -573,7 +555,7 @@ static int st_value(struct hx_gguf_stream *s, const struct hx_gguf_value *v, int
             }
             return 0;
         }
-        size_t sz = st_scalar_size(et), bytes;
+        size_t sz = hx_gguf_scalar_size(et), bytes;
         if (sz == 0 || n > SIZE_MAX || qp_mul_overflow((size_t)n, sz, &bytes)) return QP_EINVAL;
         if (bytes > 0 && !v->v.arr.data) return QP_EINVAL;
         st_put(s, v->v.arr.data, bytes); // raw little-endian elements, as the reader keeps them

@@ -101,15 +101,10 @@ static int hx_store_log10_hist(struct hx_store *st, int64_t run_id, int64_t vari
         if (!hist[b]) continue;
         double lo = b == 0 ? 0.0 : met_hist_edge(b - 1);
         double hi = b == MET_HIST_N - 1 ? INFINITY : met_hist_edge(b);
-        int rc = variant_id
-                     ? hx_store_exec(st, err,
-                                     "INSERT INTO histogram (run_id, variant_id, kind, subject, bin, lo, hi, count)"
-                                     " VALUES (?,?,?,?,?,?,?,?)",
-                                     "iittIddi", run_id, variant_id, kind, subject, b, lo, hi, hist[b])
-                     : hx_store_exec(st, err,
-                                     "INSERT INTO histogram (run_id, kind, subject, bin, lo, hi, count)"
-                                     " VALUES (?,?,?,?,?,?,?)",
-                                     "ittIddi", run_id, kind, subject, b, lo, hi, hist[b]);
+        int rc = hx_store_exec(st, err,
+                               "INSERT INTO histogram (run_id, variant_id, kind, subject, bin, lo, hi, count)"
+                               " VALUES (?, NULLIF(?, 0), ?, ?, ?, ?, ?, ?)", // variant 0: the unquantized model
+                               "iittIddi", run_id, variant_id, kind, subject, b, lo, hi, hist[b]);
         if (rc) return rc;
     }
     return 0;
@@ -603,16 +598,20 @@ static int hx_store_layers(struct hx_store *st, int64_t vid, const struct hx_loc
     return rc;
 }
 
-static int hx_store_tokens(struct hx_store *st, int64_t vid, const struct hx_lockstep_result *lr,
-                           const int *targets, char *err) {
-    (void)targets;
-    for (size_t i = 0; i < lr->n_tokens; i++) {
-        const struct met_dist_tok *t = &lr->tokens[i];
-        int rc = hx_store_exec(st, err,
-                               "INSERT INTO token (variant_id, pos, nll, nll_ref, kld, dp, top1_same)"
-                               " VALUES (?,?,?,?,?,?,?)",
-                               "iiddddI", vid, (int64_t)i, t->nll_var, t->nll_ref, t->kld, t->dp, t->same_top);
-        if (rc) return rc;
+// Every scored token (with --keep-tokens), in the protocol's order, with the token it predicts.
+static int hx_store_tokens(struct hx_study *s, int64_t vid, const struct hx_lockstep_result *lr, char *err) {
+    size_t i = 0;
+    for (int ci = 0; ci < lr->n_chunks; ci++) {
+        struct hx_chunk ch = hx_chunk_of(s->o.protocol, s->n_tokens, s->o.ctx, ci);
+        for (int j = ch.first; j <= ch.last && i < lr->n_tokens; j++, i++) {
+            const struct met_dist_tok *t = &lr->tokens[i];
+            int rc = hx_store_exec(s->st, err,
+                                   "INSERT INTO token (variant_id, pos, token, nll, nll_ref, kld, dp, top1_same)"
+                                   " VALUES (?,?,?,?,?,?,?,?)",
+                                   "iiIddddI", vid, (int64_t)i, s->tokens[ch.start + j + 1], t->nll_var, t->nll_ref,
+                                   t->kld, t->dp, t->same_top);
+            if (rc) return rc;
+        }
     }
     return 0;
 }
@@ -816,7 +815,7 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
     HX_TRY(hx_store_metric(s->st, vid, "argmax", "distinct_ref", lr.distinct_argmax_ref, NAN, d.n, err));
     HX_TRY(hx_store_metric(s->st, vid, "argmax", "distinct_var", lr.distinct_argmax_var, NAN, d.n, err));
     if (lr.acc) HX_TRY(hx_store_layers(s->st, vid, &lr, err));
-    if (lr.tokens) HX_TRY(hx_store_tokens(s->st, vid, &lr, s->tokens, err));
+    if (lr.tokens) HX_TRY(hx_store_tokens(s, vid, &lr, err));
     HX_TRY(hx_store_weight_error(s, vid, (struct kn_weights *)qw, v, err));
     if (s->o.sens_chunks > 0)
         HX_TRY(hx_sensitivity(s, vid, qw, act_q8, eo.act_int8, eo.act_scales, &out->worst_layer, err));

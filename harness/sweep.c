@@ -179,31 +179,33 @@ struct hx_axis {
     char v[HX_AXIS_MAX][64];
 };
 
+// One axis value as text: an integer, a non-empty string (< 64 bytes) or a boolean.
+static int hx_cfg_axis_value(struct hx_cfg_ctx *c, const char *p, const cJSON *j, char out[64]) {
+    if (cJSON_IsNumber(j) && j->valuedouble == (double)(int)j->valuedouble) snprintf(out, 64, "%d", (int)j->valuedouble);
+    else if (cJSON_IsString(j) && *j->valuestring && strlen(j->valuestring) < 64) snprintf(out, 64, "%s", j->valuestring);
+    else if (cJSON_IsBool(j)) snprintf(out, 64, "%s", cJSON_IsTrue(j) ? "true" : "false");
+    else return hx_cfg_fail(c, p, "must be an integer, a string or a boolean, not %s", hx_json_type(j));
+    return 0;
+}
+
 static int hx_cfg_axis(struct hx_cfg_ctx *c, const cJSON *g, const char *path, const char *key, int required,
                        struct hx_axis *ax) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(g, key);
+    const cJSON *j = cJSON_GetObjectItemCaseSensitive(g, key), *it;
     char p[256];
     hx_path_join(p, sizeof p, path, key);
     ax->n = 0;
     if (!j) return required ? hx_cfg_fail(c, p, "missing (required)") : 0;
-    const cJSON *one = j, *it;
-    if (cJSON_IsArray(j) && cJSON_GetArraySize(j) == 0) return hx_cfg_fail(c, p, "must not be empty");
-    const cJSON *arr = cJSON_IsArray(j) ? j : NULL;
-    cJSON_ArrayForEach(it, arr) {
+    if (!cJSON_IsArray(j)) {
+        ax->n = 1;
+        return hx_cfg_axis_value(c, p, j, ax->v[0]);
+    }
+    if (cJSON_GetArraySize(j) == 0) return hx_cfg_fail(c, p, "must not be empty");
+    cJSON_ArrayForEach(it, j) {
         if (ax->n == HX_AXIS_MAX) return hx_cfg_fail(c, p, "more than %d values", HX_AXIS_MAX);
         char q[300];
         snprintf(q, sizeof q, "%s[%d]", p, ax->n);
-        if (cJSON_IsNumber(it) && it->valuedouble == (double)(int)it->valuedouble) snprintf(ax->v[ax->n++], 64, "%d", (int)it->valuedouble);
-        else if (cJSON_IsString(it) && *it->valuestring && strlen(it->valuestring) < 64) snprintf(ax->v[ax->n++], 64, "%s", it->valuestring);
-        else if (cJSON_IsBool(it)) snprintf(ax->v[ax->n++], 64, "%s", cJSON_IsTrue(it) ? "true" : "false");
-        else return hx_cfg_fail(c, q, "must be an integer, a string or a boolean, not %s", hx_json_type(it));
-    }
-    if (!cJSON_IsArray(one)) {
-        if (cJSON_IsNumber(one) && one->valuedouble == (double)(int)one->valuedouble) snprintf(ax->v[0], 64, "%d", (int)one->valuedouble);
-        else if (cJSON_IsString(one) && *one->valuestring && strlen(one->valuestring) < 64) snprintf(ax->v[0], 64, "%s", one->valuestring);
-        else if (cJSON_IsBool(one)) snprintf(ax->v[0], 64, "%s", cJSON_IsTrue(one) ? "true" : "false");
-        else return hx_cfg_fail(c, p, "must be a value or an array of values, not %s", hx_json_type(one));
-        ax->n = 1;
+        int rc = hx_cfg_axis_value(c, q, it, ax->v[ax->n++]);
+        if (rc) return rc;
     }
     return 0;
 }

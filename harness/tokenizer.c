@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,7 +46,7 @@ struct hx_tok {
     // Bit (a << 8 | b) set when bytes a, b are adjacent in some entry: a boundary between two
     // characters whose bytes do not join can never be merged across.
     uint8_t join[256 * 256 / 8];
-    uint64_t seed; // of str_hash, random per tokenizer
+    uint64_t seed; // of qp_hash_bytes, random per tokenizer (see qp.h)
 };
 
 // One symbol of the text being encoded: bytes [start, start + n) of the buffer. n == 0 once it
@@ -68,31 +67,6 @@ struct pair {
 // ---------------------------------------------------------------------------------------------
 // Helpers: hashing and lookup
 
-// FNV-1a, 64-bit, from a per-tokenizer random start, then a final mix so that the slot and the
-// tag depend on every bit. Plain FNV's low bits depend only on the state's low bits: a forged
-// vocabulary could put every token into one probe run and make loading and every lookup crawl.
-static uint64_t str_hash(const char *s, size_t len, uint64_t seed) {
-    uint64_t h = 1469598103934665603ull ^ seed;
-    for (size_t i = 0; i < len; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    return h;
-}
-
-// A seed for str_hash: random bytes from the kernel, else whatever varies between runs.
-static uint64_t hash_seed(const void *salt) {
-    uint64_t seed = 0;
-    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != (ssize_t)sizeof seed) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        seed = (uint64_t)(uintptr_t)salt ^ (uint64_t)ts.tv_nsec << 20 ^ (uint64_t)getpid();
-    }
-    return seed;
-}
 
 static const char *tok_text(const struct hx_tok *t, int id, size_t *len) {
     *len = t->off[id + 1] - t->off[id] - 1;
@@ -103,7 +77,7 @@ static const char *tok_text(const struct hx_tok *t, int id, size_t *len) {
 static int tok_lookup(const struct hx_tok *t, const char *s, size_t len) {
     if (len > t->max_len) return -1;
     size_t mask = t->table_cap - 1;
-    uint64_t h = str_hash(s, len, t->seed);
+    uint64_t h = qp_hash_bytes(s, len, t->seed);
     uint32_t tag = (uint32_t)(h >> 32);
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         int32_t id = t->table[i].id;
@@ -125,12 +99,12 @@ static int tok_build_table(struct hx_tok *t) {
     memset(t->table, 0xff, cap * sizeof *t->table);
     t->table_cap = cap;
     t->max_len = 0;
-    t->seed = hash_seed(t);
+    t->seed = qp_hash_seed(t);
     for (int id = 0; id < t->n_vocab; id++) {
         size_t len;
         const char *s = tok_text(t, id, &len);
         if (len > t->max_len) t->max_len = len;
-        uint64_t h = str_hash(s, len, t->seed);
+        uint64_t h = qp_hash_bytes(s, len, t->seed);
         size_t i = h & (cap - 1);
         for (;; i = (i + 1) & (cap - 1)) {
             int32_t other = t->table[i].id;

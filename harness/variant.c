@@ -62,37 +62,47 @@ static int hx_is_kquant(int type) {
 }
 
 // Packs rows of x into blocks of type (a llama.cpp type or f16/bf16). *dst owned.
+int hx_pack_rows(int type, const float *x, int64_t rows, int64_t cols, const float *imatrix, void *out) {
+    size_t rb = kn_row_bytes(type, cols);
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        uint8_t *yr = (uint8_t *)out + (size_t)r * rb;
+        int rc = 0;
+        if (type == KN_F16 || type == KN_BF16) {
+            uint16_t *h = (uint16_t *)yr;
+            for (int64_t j = 0; j < cols; j++) h[j] = type == KN_F16 ? qp_fp32_to_fp16(xr[j]) : qp_fp32_to_bf16(xr[j]);
+        } else if (hx_is_kquant(type)) {
+            rc = qz_quantize_row_k(type, xr, yr, cols, imatrix);
+        } else {
+            rc = qz_quantize_row(type, xr, yr, cols, imatrix);
+        }
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 static int hx_pack(struct hx_quant_model *q, int type, const float *x, int64_t rows, int64_t cols,
                    struct kn_tensor *dst, char *err, const char *name) {
     size_t rb = kn_row_bytes(type, cols);
     uint8_t *buf = qp_alloc_array((size_t)rows, rb);
     if (hx_own(q, buf)) return qp_fail(err, QP_ENOMEM, "out of memory quantizing %s", name);
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols;
-        uint8_t *yr = buf + (size_t)r * rb;
-        int rc;
-        if (type == KN_F16 || type == KN_BF16) {
-            uint16_t *h = (uint16_t *)yr;
-            for (int64_t j = 0; j < cols; j++) h[j] = type == KN_F16 ? qp_fp32_to_fp16(xr[j]) : qp_fp32_to_bf16(xr[j]);
-            rc = 0;
-        } else if (hx_is_kquant(type)) {
-            rc = qz_quantize_row_k(type, xr, yr, cols, NULL);
-        } else {
-            rc = qz_quantize_row(type, xr, yr, cols, NULL);
-        }
-        if (rc) return qp_fail(err, rc, "cannot quantize %s as %s", name, kn_type_info(type)->name);
-    }
+    int rc = hx_pack_rows(type, x, rows, cols, NULL, buf);
+    if (rc) return qp_fail(err, rc, "cannot quantize %s as %s", name, kn_type_info(type)->name);
     *dst = (struct kn_tensor){type, cols, rows, buf};
     q->bytes += (uint64_t)rb * (uint64_t)rows;
     return 0;
+}
+
+int hx_ggml_type_for(const struct qz_base *b, const char *name, int n_layers, int64_t cols) {
+    int type = b->method == QZ_GGML ? b->ggml_type : qz_mix_type(b->mix, name, n_layers, 1);
+    return qz_fallback_type(type, cols);
 }
 
 void hx_tensor_base(const struct qz_variant *v, const char *name, int n_layers, int64_t cols,
                     struct qz_base *out) {
     *out = *qz_variant_for_tensor(v, name, qz_tensor_class_of(name));
     if (out->method != QZ_GGML && out->method != QZ_GGML_MIX) return;
-    int type = out->method == QZ_GGML ? out->ggml_type : qz_mix_type(out->mix, name, n_layers, 1);
-    type = qz_fallback_type(type, cols);
+    int type = hx_ggml_type_for(out, name, n_layers, cols);
     if (type == KN_F16 || type == KN_BF16 || type == KN_F32) {
         qz_base_parse(type == KN_F32 ? "f32" : type == KN_F16 ? "f16" : "bf16", out, NULL);
         return;
@@ -105,7 +115,9 @@ static int hx_quantize_tensor(struct hx_quant_model *q, const struct qz_variant 
                               const char *name, int n_layers, struct kn_tensor *dst, char *err) {
     int64_t rows = src->ne1, cols = src->ne0;
     q->n_weights += rows * cols;
-    const struct qz_base *b = qz_variant_for_tensor(v, name, qz_tensor_class_of(name));
+    struct qz_base resolved; // rules, keep=, the mix's per-tensor type and the block fallback applied
+    hx_tensor_base(v, name, n_layers, cols, &resolved);
+    const struct qz_base *b = &resolved;
     const float *x;
     if (hx_f32_of(q, src, &x))
         return qp_fail(err, QP_ENOTSUP, "cannot read %s (type %s)", name, kn_type_info(src->type)->name);
@@ -134,11 +146,7 @@ static int hx_quantize_tensor(struct hx_quant_model *q, const struct qz_variant 
         return 0;
     }
     case QZ_GGML:
-    case QZ_GGML_MIX: {
-        int type = b->method == QZ_GGML ? b->ggml_type : qz_mix_type(b->mix, name, n_layers, 1);
-        type = qz_fallback_type(type, cols);
-        return hx_pack(q, type, x, rows, cols, dst, err, name);
-    }
+        return hx_pack(q, b->ggml_type, x, rows, cols, dst, err, name);
     default: {
         if (b->method == QZ_SMOOTHQUANT && !b->smooth && b->a8 == QZ_A8_TOKEN) { // plain W8A8
             int tc = qz_tensor_class_of(name);

@@ -57,6 +57,15 @@ struct qz_base;
 void hx_tensor_base(const struct qz_variant *v, const char *name, int n_layers, int64_t cols,
                     struct qz_base *out);
 
+// The llama.cpp type a QZ_GGML or QZ_GGML_MIX base gives tensor `name` (rows of cols values):
+// the mix's per-tensor type, then the block fallback (qz_mix.h).
+int hx_ggml_type_for(const struct qz_base *b, const char *name, int n_layers, int64_t cols);
+
+// Packs rows × cols fp32 values x as `type` (f16, bf16 or a llama.cpp block type; imatrix NULL or
+// cols importances) into out (rows × kn_row_bytes(type, cols) bytes, caller-owned). 0 or the
+// quantizer's QP_E* code.
+int hx_pack_rows(int type, const float *x, int64_t rows, int64_t cols, const float *imatrix, void *out);
+
 // t as fp32 rows (ne1 rows of ne0): t's own data when it is F32 (*owned = NULL), else a
 // dequantized copy in *owned, which the caller frees with qp_free. 0, QP_ENOTSUP or QP_ENOMEM.
 int hx_tensor_f32(const struct kn_tensor *t, const float **rows, float **owned);

@@ -89,4 +89,13 @@ static inline int qp_nearest_int(float f) {
 double qp_now(void); // monotonic seconds
 extern const char qp_version[];
 
+// A seeded string hash for hash tables filled from files: 64-bit FNV-1a from a random start,
+// then a final mix so the table index depends on every bit. Plain FNV's low bits depend only on
+// the low bits of its state, so a forged file could put every key into one bucket and turn a
+// load into a quadratic crawl (65,536 such GGUF keys took 33 s); with an unknown seed it cannot
+// aim. qp_hash_seed gives the seed: random bytes from the kernel, else what varies between runs
+// (salt: any address of the caller's).
+uint64_t qp_hash_bytes(const void *data, size_t n, uint64_t seed);
+uint64_t qp_hash_seed(const void *salt);
+
 #endif

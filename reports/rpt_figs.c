@@ -422,6 +422,39 @@ static int hist_block(const struct rpt_study *s, sqlite3_stmt *q, FILE *f) {
     return step == SQLITE_DONE ? rows : -1;
 }
 
+// The plot of the histogram figures: one histeps line per block of NAME.dat (n of them, labelled),
+// log-scale counts; with no block the figure is skipped with the reason `skip`.
+static int fig_hist_plot(const struct rpt_gnuplot *g, const char *dir, const char *name, const char *title,
+                         const char *xlabel, const char *ylabel, char (*labels)[200], int n, struct rpt_figs *o,
+                         const char *skip, const char *caption, char *err) {
+    if (n == 0) {
+        fig_skip(o, "%s", skip);
+        fig_dat_remove(dir, name);
+        return 0;
+    }
+    FILE *f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, RPT_FIG_H + 20 * n, err);
+    if (!f) return QP_EIO;
+    fprintf(f, "set title ");
+    rpt_gp_str(f, title);
+    fprintf(f, "\nset xlabel ");
+    rpt_gp_str(f, xlabel);
+    fprintf(f, "\nset ylabel ");
+    rpt_gp_str(f, ylabel);
+    fprintf(f, "\nset logscale y\nset yrange [0.5:*]\nset format y \"%%g\"\nset offsets 0.25, 0.25, 0, 0\n"
+               "set key at screen 0.5, screen 0.01 center bottom vertical maxcols 1\n"
+               "set bmargin %d\n", 5 + n);
+    fprintf(f, "plot ");
+    for (int k = 0; k < n; k++) {
+        fprintf(f, "%s'%s.dat' index %d using 1:2 with histeps ls %d title ", k ? ", \\\n     " : "", name, k,
+                k % 10 + 1);
+        rpt_gp_str(f, labels[k]);
+    }
+    fputc('\n', f);
+    int rc = rpt_gp_end(f, dir, name, err);
+    if (!rc) fig_add(o, name, title, caption);
+    return rc;
+}
+
 static int figs_weight_hist(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
                             struct rpt_figs *o, char *err) {
     const char *name = "weight_hist", *title = "Weight magnitude histograms of the heaviest-tailed tensors";
@@ -462,31 +495,13 @@ static int figs_weight_hist(const struct rpt_study *s, const struct rpt_gnuplot 
         if (!rc) rc = crc;
     }
     if (rc) return rc;
-    if (n == 0) {
-        fig_skip(o, "weight_hist: no weight statistics or histograms (tables weight_stat, histogram) in this run");
-        fig_dat_remove(dir, name);
-        return 0;
-    }
-    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, RPT_FIG_H + 20 * n, err))) return QP_EIO;
-    fprintf(f, "set title ");
-    rpt_gp_str(f, title);
-    fprintf(f, "\nset xlabel \"log10 |w|  (quarter-decade bins)\"\nset ylabel \"weights per bin (log scale)\"\n"
-               "set logscale y\nset yrange [0.5:*]\nset format y \"%%g\"\nset offsets 0.25, 0.25, 0, 0\n"
-               "set key at screen 0.5, screen 0.01 center bottom vertical maxcols 1\n"
-               "set bmargin %d\n", 5 + n);
-    fprintf(f, "plot ");
-    for (int k = 0; k < n; k++) {
-        fprintf(f, "%s'%s.dat' index %d using 1:2 with histeps ls %d title ", k ? ", \\\n     " : "", name, k,
-                k % 10 + 1);
-        rpt_gp_str(f, labels[k]);
-    }
-    fputc('\n', f);
-    if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
-    fig_add(o, name, title,
-            "Histogram of log10 |w| of the unquantized weights for the tensors with the largest kurtosis "
-            "(normal = 3): a long right tail means a few large weights that stretch a quantization group's "
-            "range and cost the small weights their resolution.");
-    return 0;
+    return fig_hist_plot(g, dir, name, title, "log10 |w|  (quarter-decade bins)", "weights per bin (log scale)",
+                         labels, n, o,
+                         "weight_hist: no weight statistics or histograms (tables weight_stat, histogram) in this run",
+                         "Histogram of log10 |w| of the unquantized weights for the tensors with the largest kurtosis "
+                         "(normal = 3): a long right tail means a few large weights that stretch a quantization "
+                         "group's range and cost the small weights their resolution.",
+                         err);
 }
 
 static int figs_act_hist(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
@@ -532,31 +547,12 @@ static int figs_act_hist(const struct rpt_study *s, const struct rpt_gnuplot *g,
         if (!rc) rc = crc;
     }
     if (rc) return rc;
-    if (n == 0) {
-        fig_skip(o, "act_hist: no activation statistics or histograms (tables act_stat, histogram) in this run");
-        fig_dat_remove(dir, name);
-        return 0;
-    }
-    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, RPT_FIG_H + 20 * n, err))) return QP_EIO;
-    fprintf(f, "set title ");
-    rpt_gp_str(f, title);
-    fprintf(f, "\nset xlabel \"log10 (channel absmax)\"\nset ylabel \"channels per bin (log scale)\"\n"
-               "set logscale y\nset yrange [0.5:*]\nset format y \"%%g\"\nset offsets 0.25, 0.25, 0, 0\n"
-               "set key at screen 0.5, screen 0.01 center bottom vertical maxcols 1\n"
-               "set bmargin %d\n", 5 + n);
-    fprintf(f, "plot ");
-    for (int k = 0; k < n; k++) {
-        fprintf(f, "%s'%s.dat' index %d using 1:2 with histeps ls %d title ", k ? ", \\\n     " : "", name, k,
-                k % 10 + 1);
-        rpt_gp_str(f, labels[k]);
-    }
-    fputc('\n', f);
-    if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
-    fig_add(o, name, title,
-            "Histogram over channels of each channel's largest |activation| in the reference, for the probe "
-            "sites whose largest channel is furthest above the median channel. Isolated channels far to the "
-            "right are the activation outliers that per-tensor activation quantization (act=q8) must cover.");
-    return 0;
+    return fig_hist_plot(g, dir, name, title, "log10 (channel absmax)", "channels per bin (log scale)", labels, n,
+                         o, "act_hist: no activation statistics or histograms (tables act_stat, histogram) in this run",
+                         "Histogram over channels of each channel's largest |activation| in the reference, for the probe "
+                         "sites whose largest channel is furthest above the median channel. Isolated channels far to the "
+                         "right are the activation outliers that per-tensor activation quantization (act=q8) must cover.",
+                         err);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 // qp_test.c — registry, main() and helpers of the test framework (see qp_test.h).
 #include "qp_test.h"
 
+#include <sqlite3.h>
+
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -162,4 +164,35 @@ int main(int argc, char **argv) {
         printf("ok %s\n", qpt_cases[i].name);
     }
     return 0;
+}
+
+// One-value queries on a study database (qp_test.h).
+static sqlite3_stmt *qpt_db_step(const char *path, const char *sql, sqlite3 **db) {
+    if (sqlite3_open_v2(path, db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
+        qpt_fail(__FILE__, __LINE__, "cannot open '%s': %s", path, sqlite3_errmsg(*db));
+    sqlite3_busy_timeout(*db, 5000);
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v2(*db, sql, -1, &s, NULL) != SQLITE_OK)
+        qpt_fail(__FILE__, __LINE__, "%s: %s", sql, sqlite3_errmsg(*db));
+    if (sqlite3_step(s) != SQLITE_ROW) qpt_fail(__FILE__, __LINE__, "%s: no row (%s)", sql, sqlite3_errmsg(*db));
+    return s;
+}
+
+long long qpt_db_int(const char *path, const char *sql) {
+    sqlite3 *db;
+    sqlite3_stmt *s = qpt_db_step(path, sql, &db);
+    long long v = sqlite3_column_int64(s, 0);
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return v;
+}
+
+char *qpt_db_text(const char *path, const char *sql) {
+    sqlite3 *db;
+    sqlite3_stmt *s = qpt_db_step(path, sql, &db);
+    const char *t = (const char *)sqlite3_column_text(s, 0);
+    char *out = strdup(t ? t : "");
+    sqlite3_finalize(s);
+    sqlite3_close(db);
+    return out;
 }

@@ -79,4 +79,10 @@ const char *qpt_text_prefix(size_t n);
 // The number after "key": in a one-line JSON object (the --json output of qprobe commands).
 double qpt_json_num(const char *json, const char *key);
 
+// The first column of the first row of sql on the SQLite database at path, as an integer / a
+// malloc'd text (the caller frees; "" for NULL). The database is opened read-write so that a WAL
+// file can be read, with a 5 s busy timeout; any SQLite error or an empty result fails the case.
+long long qpt_db_int(const char *path, const char *sql);
+char *qpt_db_text(const char *path, const char *sql);
+
 #endif

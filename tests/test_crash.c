@@ -3,7 +3,6 @@
 // identical to an uninterrupted run.
 #include <fcntl.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdint.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -53,19 +52,6 @@ static pid_t start(const char *cfg, const char *db, int resume) {
     return pid;
 }
 
-static int64_t query(const char *db_path, const char *sql) {
-    sqlite3 *db;
-    QP_CHECK(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL) == SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    sqlite3_stmt *s;
-    QP_CHECK_MSG(sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK, "%s", sqlite3_errmsg(db));
-    QP_CHECK(sqlite3_step(s) == SQLITE_ROW);
-    int64_t v = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return v;
-}
-
 static char *fingerprint(const char *db_path) {
     static const char *sql =
         "SELECT group_concat(x, '|') FROM (SELECT v.spec || m.suite || m.name || quote(m.value) || quote(m.stderr) AS x"
@@ -73,15 +59,7 @@ static char *fingerprint(const char *db_path) {
         " UNION ALL SELECT v.spec || l.layer || l.site || l.kind || quote(l.rel_err) FROM layer_error l JOIN variant v ON v.id = l.variant_id"
         " UNION ALL SELECT v.spec || s.layer || s.tensor || quote(s.kld_mean) FROM sensitivity s JOIN variant v ON v.id = s.variant_id"
         " UNION ALL SELECT 'w' || tensor || quote(kurtosis) FROM weight_stat ORDER BY x)";
-    sqlite3 *db;
-    QP_CHECK(sqlite3_open(db_path, &db) == SQLITE_OK);
-    sqlite3_stmt *s;
-    QP_CHECK(sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK);
-    QP_CHECK(sqlite3_step(s) == SQLITE_ROW);
-    char *out = strdup((const char *)sqlite3_column_text(s, 0));
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return out;
+    return qpt_db_text(db_path, sql);
 }
 
 QP_TEST(sigkill_at_twenty_moments_should_lose_nothing_finished_and_resume_identically) {
@@ -93,7 +71,7 @@ QP_TEST(sigkill_at_twenty_moments_should_lose_nothing_finished_and_resume_identi
     pid_t pid = start(cfg, ref_db, 0);
     waitpid(pid, &status, 0);
     QP_CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "uninterrupted sweep failed: %d", status);
-    int64_t total = query(ref_db, "SELECT count(*) FROM variant");
+    int64_t total = qpt_db_int(ref_db, "SELECT count(*) FROM variant");
     QP_CHECK_INT_EQ(total, 9);
 
     uint64_t seed = 0x9e3779b97f4a7c15ull;
@@ -107,13 +85,13 @@ QP_TEST(sigkill_at_twenty_moments_should_lose_nothing_finished_and_resume_identi
         if (kill(pid, SIGKILL) == 0) kills++;
         waitpid(pid, &status, 0);
         if (access(db, F_OK) != 0) continue; // killed before the database was created
-        QP_CHECK_MSG(query(db, "SELECT count(*) FROM pragma_integrity_check WHERE integrity_check = 'ok'") == 1,
+        QP_CHECK_MSG(qpt_db_int(db, "SELECT count(*) FROM pragma_integrity_check WHERE integrity_check = 'ok'") == 1,
                      "integrity check failed after kill %d", i);
-        int64_t now = query(db, "SELECT count(*) FROM variant");
+        int64_t now = qpt_db_int(db, "SELECT count(*) FROM variant");
         QP_CHECK_MSG(now >= stored, "kill %d: %lld variants, fewer than the %lld stored before", i, (long long)now,
                      (long long)stored);
         // No variant row without its metrics: each variant is all or nothing.
-        QP_CHECK_INT_EQ(query(db, "SELECT count(*) FROM variant v WHERE NOT EXISTS"
+        QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM variant v WHERE NOT EXISTS"
                                   " (SELECT 1 FROM metric m WHERE m.variant_id = v.id)"), 0);
         stored = now;
     }
@@ -121,7 +99,7 @@ QP_TEST(sigkill_at_twenty_moments_should_lose_nothing_finished_and_resume_identi
     pid = start(cfg, db, 1);
     waitpid(pid, &status, 0);
     QP_CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "resume failed: %d", status);
-    QP_CHECK_INT_EQ(query(db, "SELECT count(*) FROM variant"), total);
+    QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM variant"), total);
     char *a = fingerprint(ref_db), *b = fingerprint(db);
     QP_CHECK_MSG(strcmp(a, b) == 0, "resumed numbers differ from the uninterrupted run");
     free(a);

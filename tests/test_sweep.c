@@ -50,18 +50,6 @@ static int sweep(const char *cfg, const char *args, char **out) {
     return qpt_run(cmd, out);
 }
 
-static int64_t query_i64(const char *db_path, const char *sql) {
-    sqlite3 *db;
-    QP_CHECK(sqlite3_open(db_path, &db) == SQLITE_OK);
-    sqlite3_stmt *s;
-    QP_CHECK_MSG(sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK, "%s", sqlite3_errmsg(db));
-    QP_CHECK(sqlite3_step(s) == SQLITE_ROW);
-    int64_t v = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return v;
-}
-
 // Every number a variant has, as one text per database (timings and ids left out), so that two
 // databases can be compared for equality.
 static char *fingerprint(const char *db_path) {
@@ -74,15 +62,7 @@ static char *fingerprint(const char *db_path) {
         " UNION ALL SELECT 'w:' || tensor || '=' || quote(kurtosis) FROM weight_stat"
         " UNION ALL SELECT 'h:' || kind || subject || bin || '=' || count FROM histogram"
         " ORDER BY x)";
-    sqlite3 *db;
-    QP_CHECK(sqlite3_open(db_path, &db) == SQLITE_OK);
-    sqlite3_stmt *s;
-    QP_CHECK_MSG(sqlite3_prepare_v2(db, sql, -1, &s, NULL) == SQLITE_OK, "%s", sqlite3_errmsg(db));
-    QP_CHECK(sqlite3_step(s) == SQLITE_ROW);
-    char *out = strdup((const char *)sqlite3_column_text(s, 0));
-    sqlite3_finalize(s);
-    sqlite3_close(db);
-    return out;
+    return qpt_db_text(db_path, sql);
 }
 
 QP_TEST(malformed_configurations_should_fail_with_the_json_path) {
@@ -168,8 +148,8 @@ QP_TEST(three_shards_merged_should_equal_the_unsharded_run) {
     QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
     QP_CHECK_MSG(strstr(out, "6 variants copied"), "%s", out);
     free(out);
-    QP_CHECK_INT_EQ(query_i64(tmp("merged.sqlite"), "SELECT count(*) FROM variant"), 6);
-    QP_CHECK_INT_EQ(query_i64(tmp("merged.sqlite"), "SELECT count(*) FROM run"), 1);
+    QP_CHECK_INT_EQ(qpt_db_int(tmp("merged.sqlite"), "SELECT count(*) FROM variant"), 6);
+    QP_CHECK_INT_EQ(qpt_db_int(tmp("merged.sqlite"), "SELECT count(*) FROM run"), 1);
     char *a = fingerprint(tmp("full.sqlite")), *b = fingerprint(tmp("merged.sqlite"));
     QP_CHECK_MSG(strcmp(a, b) == 0, "merged shards differ from the unsharded run");
     QP_CHECK(strlen(a) > 1000);
@@ -226,11 +206,11 @@ QP_TEST(an_interrupted_sweep_should_keep_finished_variants_and_resume_to_the_sam
     waitpid(pid, &status, 0);
     QP_CHECK_MSG(WIFEXITED(status) && (WEXITSTATUS(status) == 130 || WEXITSTATUS(status) == 0),
                  "status %d", status);
-    QP_CHECK_INT_EQ(query_i64(db, "SELECT count(*) FROM pragma_integrity_check WHERE integrity_check = 'ok'"), 1);
-    int64_t after = query_i64(db, "SELECT count(*) FROM variant");
+    QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM pragma_integrity_check WHERE integrity_check = 'ok'"), 1);
+    int64_t after = qpt_db_int(db, "SELECT count(*) FROM variant");
     QP_CHECK(after >= 2 && after <= 5);
     // Every stored variant is complete: it has its metrics.
-    QP_CHECK_INT_EQ(query_i64(db, "SELECT count(*) FROM variant v WHERE NOT EXISTS (SELECT 1 FROM metric m WHERE m.variant_id = v.id)"), 0);
+    QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM variant v WHERE NOT EXISTS (SELECT 1 FROM metric m WHERE m.variant_id = v.id)"), 0);
     snprintf(args, sizeof args, "--db '%s' -t 2", db);
     QP_CHECK_INT_EQ(sweep(cfg, args, &out), 2); // without --resume: refused
     QP_CHECK_MSG(strstr(out, "--resume"), "%s", out);
