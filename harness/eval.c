@@ -8,15 +8,6 @@
 #include "kn_engine.h"
 #include "qp.h"
 
-const char *hx_protocol_name(enum hx_protocol p) { return p == HX_PROTO_LLAMACPP ? "llamacpp" : "full"; }
-
-int hx_protocol_parse(const char *s, enum hx_protocol *p) {
-    if (strcmp(s, "llamacpp") == 0) *p = HX_PROTO_LLAMACPP;
-    else if (strcmp(s, "full") == 0) *p = HX_PROTO_FULL;
-    else return QP_EINVAL;
-    return 0;
-}
-
 int hx_ppl_n_chunks(enum hx_protocol p, size_t n_tokens, int ctx) {
     if (ctx < 4) return 0;
     size_t n = p == HX_PROTO_LLAMACPP ? n_tokens / (size_t)ctx

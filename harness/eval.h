@@ -15,6 +15,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "met_ppl.h"
 
@@ -56,7 +57,14 @@ struct hx_chunk hx_chunk_of(enum hx_protocol p, size_t n_tokens, int ctx, int c)
 int hx_ppl_run(const struct kn_engine *e, const int *tokens, size_t n_tokens,
                const struct hx_ppl_opts *o, int keep_tokens, struct hx_ppl_result *res, char *err);
 
-const char *hx_protocol_name(enum hx_protocol p);
-int hx_protocol_parse(const char *s, enum hx_protocol *p);
+// Protocol names ("llamacpp", "full"); inline so that configuration parsers need not link the
+// evaluation code. parse: 0, or -1 for an unknown name.
+static inline const char *hx_protocol_name(enum hx_protocol p) { return p == HX_PROTO_LLAMACPP ? "llamacpp" : "full"; }
+static inline int hx_protocol_parse(const char *s, enum hx_protocol *p) {
+    if (strcmp(s, "llamacpp") == 0) *p = HX_PROTO_LLAMACPP;
+    else if (strcmp(s, "full") == 0) *p = HX_PROTO_FULL;
+    else return -1;
+    return 0;
+}
 
 #endif

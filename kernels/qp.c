@@ -35,6 +35,10 @@ int qp_fail(char *err, int code, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err, QP_ERRLEN, fmt, ap);
         va_end(ap);
+        // Messages are one line: control characters from quoted input (a path or a key holding
+        // a newline) become spaces.
+        for (char *c = err; *c; c++)
+            if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = ' ';
     }
     return code;
 }

@@ -31,7 +31,8 @@ enum {
 const char *qp_strerror(int code);
 
 // Formats a message into err (QP_ERRLEN bytes) and returns code, so that callers can write
-// `return qp_fail(err, QP_EFORMAT, "cannot read '%s': ...", path);`. err may be NULL.
+// `return qp_fail(err, QP_EFORMAT, "cannot read '%s': ...", path);`. err may be NULL. The message
+// is kept on one line: control characters in it become spaces.
 int qp_fail(char *err, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 // ---------------------------------------------------------------------------------------------

@@ -16,10 +16,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fuzz/fuzz_gate_rules.c"
 #include "fuzz/fuzz_gguf.c"
 #include "fuzz/fuzz_llama2c.c"
 #include "fuzz/fuzz_safetensors.c"
 #include "fuzz/fuzz_spec.c"
+#include "fuzz/fuzz_sweep_config.c"
+#include "fuzz/fuzz_task_jsonl.c"
 #include "fuzz/fuzz_tokenize.c"
 #include "fuzz/fuzz_tokenizer_bin.c"
 #include "fuzz/fuzz_util.c"
@@ -95,6 +98,12 @@ QP_TEST(tokenizer_bin_saved_inputs_should_pass_the_fuzz_checks) {
 }
 
 QP_TEST(spec_saved_inputs_should_pass_the_fuzz_checks) { replay("spec", fuzz_spec); }
+
+QP_TEST(sweep_config_saved_inputs_should_pass_the_fuzz_checks) { replay("sweep_config", fuzz_sweep_config); }
+
+QP_TEST(gate_rules_saved_inputs_should_pass_the_fuzz_checks) { replay("gate_rules", fuzz_gate_rules); }
+
+QP_TEST(task_jsonl_saved_inputs_should_pass_the_fuzz_checks) { replay("task_jsonl", fuzz_task_jsonl); }
 
 QP_TEST(tokenize_saved_inputs_should_pass_the_fuzz_checks) {
     char err[QP_ERRLEN] = "";

@@ -19,12 +19,14 @@
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_DIR := build/fuzz
-FUZZ_ALL := gguf safetensors llama2c tokenizer_bin spec tokenize
+FUZZ_ALL := gguf safetensors llama2c tokenizer_bin spec tokenize sweep_config gate_rules task_jsonl
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 
 FUZZ_LIB_SRC := kernels/qp.c kernels/kn_types.c kernels/kn_model.c harness/gguf.c \
                 harness/gguf_model.c harness/model.c harness/llama2c.c harness/safetensors.c \
-                harness/tokenizer.c quantizers/qz_spec.c kernels/kn_dequant.c kernels/kn_dequant_k.c
+                harness/tokenizer.c quantizers/qz_spec.c kernels/kn_dequant.c kernels/kn_dequant_k.c \
+                harness/cli.c harness/sweep.c harness/store.c harness/sha256.c reports/rpt_gate.c \
+                harness/task_io.c tasks/task.c tasks/task_builtin.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_UTIL_OBJ := $(FUZZ_DIR)/obj/tests/fuzz/fuzz_util.o
 FUZZ_TARGET_OBJ := $(FUZZ_ALL:%=$(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o)
@@ -43,6 +45,9 @@ FUZZ_MAXLEN_llama2c := 4096
 FUZZ_MAXLEN_tokenizer_bin := 8192
 FUZZ_MAXLEN_spec := 4200
 FUZZ_MAXLEN_tokenize := 1024
+FUZZ_MAXLEN_sweep_config := 4096
+FUZZ_MAXLEN_gate_rules := 4096
+FUZZ_MAXLEN_task_jsonl := 4096
 
 # Shared fixture directories added as read-only seed directories (skipped when absent; larger
 # files are cut to the target's max_len).
