@@ -181,6 +181,7 @@ int hx_cmd_ppl(int argc, char **argv) {
         }
         weights = &qm->w;
         act_q8 = qm->act_q8;
+        hx_model_release_pages(m); // the source is read again only where the variant kept it
         if (!json)
             fprintf(stderr, "qprobe ppl: quantized as %s in %.2f s (%.3f bits per weight)\n", spec_canon,
                     qp_now() - tq, qm->bits_per_weight);

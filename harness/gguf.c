@@ -561,6 +561,11 @@ int hx_gguf_open(const char *path, struct hx_gguf **out, char *err) {
     return 0;
 }
 
+void hx_gguf_release_pages(struct hx_gguf *g) {
+    // A read-only private mapping that was never written has no private pages to lose.
+    if (g && g->map) madvise((void *)g->map, g->size, MADV_DONTNEED);
+}
+
 void hx_gguf_close(struct hx_gguf *g) {
     if (!g) return;
     for (int64_t i = 0; i < g->n_kv; i++) {

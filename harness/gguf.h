@@ -71,6 +71,9 @@ struct hx_gguf; // reader, opaque
 // On failure *out is NULL and err holds "cannot read 'PATH': ...".
 int hx_gguf_open(const char *path, struct hx_gguf **out, char *err);
 void hx_gguf_close(struct hx_gguf *g);
+// Lets the kernel drop the mapping's resident pages (they stay valid: the next read faults them
+// back in from the file). For a process done with most of the file, e.g. after quantizing it.
+void hx_gguf_release_pages(struct hx_gguf *g);
 
 uint32_t hx_gguf_version(const struct hx_gguf *g);
 size_t hx_gguf_alignment(const struct hx_gguf *g);

@@ -43,6 +43,11 @@ void hx_model_close(struct hx_model *m) {
     free(m);
 }
 
+void hx_model_release_pages(struct hx_model *m) {
+    if (m->gguf) hx_gguf_release_pages(m->gguf);
+    if (m->map) madvise(m->map, m->map_len, MADV_DONTNEED); // PROT_READ mappings only (loaders)
+}
+
 // Reads the first bytes of a file to tell the formats apart.
 static int hx_sniff(const char *path, enum hx_format *fmt, char *err) {
     struct stat st;
@@ -85,6 +90,13 @@ static int hx_sniff(const char *path, enum hx_format *fmt, char *err) {
 // packed types row by row after dequantization (their fp16 scales can hold one too).
 static int hx_check_tensor(const char *path, const char *name, const struct kn_tensor *t, char *err) {
     if (t->type != KN_F32 && !kn_type_has_dequant(t->type)) return 0; // cannot read: the engine refuses it later
+    if (t->type == KN_F16 || t->type == KN_BF16) { // all-ones exponent = not finite: one pass of
+        const uint16_t *h = t->data;              // integer tests, rows converted only to report
+        uint16_t e = t->type == KN_F16 ? 0x7C00 : 0x7F80;
+        unsigned bad = 0;
+        for (int64_t i = 0; i < t->ne0 * t->ne1; i++) bad |= (h[i] & e) == e;
+        if (!bad) return 0;
+    }
     size_t rb = kn_row_bytes(t->type, t->ne0);
     float *row = t->type == KN_F32 ? NULL : malloc((size_t)t->ne0 * sizeof(float));
     if (t->type != KN_F32 && !row) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);

@@ -34,6 +34,11 @@ struct hx_model {
 int hx_model_open(const char *path, const char *tok_path, struct hx_model **out, char *err);
 void hx_model_close(struct hx_model *m);
 
+// Drops the resident pages of the model's file mapping (every tensor stays readable: pages fault
+// back in from the file). Call it when the weights were copied or quantized elsewhere and the
+// source is rarely read again, so that peak memory is the result's, not source + result.
+void hx_model_release_pages(struct hx_model *m);
+
 // Registers a buffer allocated with qp_alloc to be freed with the model. 0 or QP_ENOMEM
 // (then the buffer is freed at once).
 int hx_model_own(struct hx_model *m, void *buf);

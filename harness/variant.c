@@ -43,27 +43,23 @@ int hx_tensor_f32(const struct kn_tensor *t, const float **rows, float **owned) 
     float *buf = qp_alloc_array((size_t)(t->ne0 * t->ne1), sizeof(float));
     if (!buf) return QP_ENOMEM;
     size_t rb = kn_row_bytes(t->type, t->ne0);
+#pragma omp parallel for schedule(static) if (t->ne0 * t->ne1 >= (1 << 16))
     for (int64_t r = 0; r < t->ne1; r++)
         kn_dequantize_row(t->type, (const uint8_t *)t->data + (size_t)r * rb, buf + r * t->ne0, t->ne0);
     *rows = *owned = buf;
     return 0;
 }
 
-// The source tensor as fp32 rows: its own data when F32, else a dequantized copy (owned by q).
-static int hx_f32_of(struct hx_quant_model *q, const struct kn_tensor *t, const float **out) {
-    float *owned;
-    int rc = hx_tensor_f32(t, out, &owned);
-    if (!rc && owned && hx_own(q, owned)) rc = QP_ENOMEM;
-    return rc;
-}
-
 static int hx_is_kquant(int type) {
     return type == KN_Q2_K || type == KN_Q3_K || type == KN_Q4_K || type == KN_Q5_K || type == KN_Q6_K;
 }
 
-// Packs rows of x into blocks of type (a llama.cpp type or f16/bf16). *dst owned.
+// Packs rows of x into blocks of type (a llama.cpp type or f16/bf16). *dst owned. Rows are
+// independent and go over OpenMP threads (the row quantizers keep no state).
 int hx_pack_rows(int type, const float *x, int64_t rows, int64_t cols, const float *imatrix, void *out) {
     size_t rb = kn_row_bytes(type, cols);
+    int min_rc = 0; // the codes are negative; every row of a tensor fails alike, if at all
+#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16)) reduction(min : min_rc)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * cols;
         uint8_t *yr = (uint8_t *)out + (size_t)r * rb;
@@ -76,9 +72,9 @@ int hx_pack_rows(int type, const float *x, int64_t rows, int64_t cols, const flo
         } else {
             rc = qz_quantize_row(type, xr, yr, cols, imatrix);
         }
-        if (rc) return rc;
+        if (rc < min_rc) min_rc = rc;
     }
-    return 0;
+    return min_rc;
 }
 
 static int hx_pack(struct hx_quant_model *q, int type, const float *x, int64_t rows, int64_t cols,
@@ -111,16 +107,33 @@ void hx_tensor_base(const struct qz_variant *v, const char *name, int n_layers, 
     out->ggml_type = type;
 }
 
+static int hx_quantize_rows(struct hx_quant_model *q, const struct qz_base *b, const float *x, int64_t rows,
+                            int64_t cols, const char *name, struct kn_tensor *dst, char *err);
+
+// Quantizes src into *dst as the variant says for this tensor. A fp32 copy of a non-F32 source
+// lives only while this tensor is quantized, unless the result is that copy (f32 and fake
+// quantization results are fp32 by nature): peak memory stays near source + result.
 static int hx_quantize_tensor(struct hx_quant_model *q, const struct qz_variant *v, const struct kn_tensor *src,
                               const char *name, int n_layers, struct kn_tensor *dst, char *err) {
     int64_t rows = src->ne1, cols = src->ne0;
     q->n_weights += rows * cols;
     struct qz_base resolved; // rules, keep=, the mix's per-tensor type and the block fallback applied
     hx_tensor_base(v, name, n_layers, cols, &resolved);
-    const struct qz_base *b = &resolved;
     const float *x;
-    if (hx_f32_of(q, src, &x))
+    float *owned;
+    if (hx_tensor_f32(src, &x, &owned))
         return qp_fail(err, QP_ENOTSUP, "cannot read %s (type %s)", name, kn_type_info(src->type)->name);
+    int rc = hx_quantize_rows(q, &resolved, x, rows, cols, name, dst, err);
+    if (owned && !rc && dst->data == owned) {
+        if (hx_own(q, owned)) return qp_fail(err, QP_ENOMEM, "out of memory quantizing %s", name);
+    } else {
+        qp_free(owned);
+    }
+    return rc;
+}
+
+static int hx_quantize_rows(struct hx_quant_model *q, const struct qz_base *b, const float *x, int64_t rows,
+                            int64_t cols, const char *name, struct kn_tensor *dst, char *err) {
     switch (b->method) {
     case QZ_F32:
         *dst = (struct kn_tensor){KN_F32, cols, rows, x};

@@ -26,7 +26,10 @@
 
 struct kn_lin {
     int n_in, n_out;
-    float *wp;       // own GEMM: panels (ceil(n_out / KN_NR), n_in, KN_NR), 64-byte aligned
+    struct kn_tensor src; // the weights as stored (the own GEMM builds its panels from them)
+    size_t src_row;       // bytes per stored row
+    float *wp;       // own GEMM, prepacked: panels (ceil(n_out / KN_NR), n_in, KN_NR), 64-byte
+                     // aligned; NULL when the engine streams (panels built per call, kn_panel)
     const float *w;  // OpenBLAS GEMM: row-major (n_out, n_in), the tensor itself when F32
     float *w_owned;  // a converted copy backing w, or NULL
     const struct kn_qtype *qt; // packed path (act=q8): the weight type's dot product, else NULL
@@ -46,7 +49,8 @@ struct kn_engine {
     enum kn_gemm gemm;
     int act_q8;
     int act_int8; // kn_engine_opts.act_int8
-    const float *tok_embd; // (vocab, dim)
+    int stream;   // own GEMM: 1 = panels built per call from the stored weights, 0 = prepacked
+    struct kn_tensor tok_embd; // (vocab, dim) as stored: rows are converted as tokens come
     const float *out_norm; // (dim)
     struct kn_layer *layers;
     struct kn_lin output;
@@ -70,6 +74,8 @@ struct kn_state {
     size_t actq_stride;
     float *acti8;  // act_int8: fake-quantized input rows (max_batch, max(dim, hidden)), else NULL
     float *scores; // per thread          (n_threads, KN_QBLOCK, max_ctx rounded up to 16)
+    float *pbuf;   // streaming engines, per thread: a panel, then KN_NR dequantized rows
+    size_t pbuf_stride; //                (n_threads, 2 * KN_NR * max(dim, hidden)) floats
     size_t scores_stride;
     float *kt;     // keys, transposed    (n_layers, n_kv_heads, head_size, max_ctx)
     float *vc;     // values              (n_layers, n_kv_heads, max_ctx, head_size)
@@ -96,6 +102,8 @@ static int kn_lin_init(struct kn_lin *l, const struct kn_tensor *t, const struct
                        const char *name, char *err) {
     l->n_in = (int)t->ne0;
     l->n_out = (int)t->ne1;
+    l->src = *t;
+    l->src_row = kn_row_bytes(t->type, t->ne0);
     if (e->act_q8 && (l->qt = kn_qtype_for_isa(t->type, e->ops->name)) != NULL) { // packed: run on the blocks
         l->q = t->data;
         l->q_row = kn_row_bytes(t->type, t->ne0);
@@ -120,6 +128,10 @@ static int kn_lin_init(struct kn_lin *l, const struct kn_tensor *t, const struct
             for (int j = 0; j < l->n_out; j++) kn_row_f32(t, j, l->w_owned + (size_t)j * l->n_in);
             l->w = l->w_owned;
         }
+        qp_free(row);
+        return 0;
+    }
+    if (e->stream) {
         qp_free(row);
         return 0;
     }
@@ -153,6 +165,28 @@ static int kn_f32_view(struct kn_engine *e, const struct kn_tensor *t, const cha
     for (int64_t r = 0; r < t->ne1; r++) kn_row_f32(t, r, buf + r * t->ne0);
     e->owned[e->n_owned++] = buf;
     *out = buf;
+    return 0;
+}
+
+// Prepacked panels are a fp32 copy of every matrix: fastest when few rows go through at a time
+// (decoding, task continuations), but four bytes per weight on top of the model. Models whose
+// panels fit in KN_PREPACK_MAX bytes get them; larger ones stream. QPROBE_PANELS=prepack|stream
+// overrides. Both give the same bits.
+#define KN_PREPACK_MAX ((int64_t)256 << 20)
+
+static int kn_stream_choice(const struct kn_weights *w, int *stream, char *err) {
+    const struct kn_config *c = &w->cfg;
+    int64_t kv = (int64_t)c->n_kv_heads * c->head_size, r16 = KN_NR;
+#define KN_PANEL_BYTES(out, in) ((((int64_t)(out) + r16 - 1) / r16) * r16 * (int64_t)(in) * 4)
+    int64_t per_layer = 2 * KN_PANEL_BYTES(c->dim, c->dim) + 2 * KN_PANEL_BYTES(kv, c->dim) +
+                        2 * KN_PANEL_BYTES(c->hidden_dim, c->dim) + KN_PANEL_BYTES(c->dim, c->hidden_dim);
+    int64_t total = per_layer * c->n_layers + KN_PANEL_BYTES(c->vocab_size, c->dim);
+#undef KN_PANEL_BYTES
+    const char *v = getenv("QPROBE_PANELS");
+    if (!v || !*v) *stream = total > KN_PREPACK_MAX;
+    else if (strcmp(v, "stream") == 0) *stream = 1;
+    else if (strcmp(v, "prepack") == 0) *stream = 0;
+    else return qp_fail(err, QP_EINVAL, "QPROBE_PANELS='%s' is not one of prepack, stream", v);
     return 0;
 }
 
@@ -203,8 +237,13 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
         kn_engine_destroy(e);
         return qp_fail(err, QP_ENOMEM, "out of memory");
     }
+    if ((rc = kn_stream_choice(w, &e->stream, err))) {
+        kn_engine_destroy(e);
+        return rc;
+    }
     char name[64];
-    rc = kn_f32_view(e, &w->tok_embd, "token_embd", &e->tok_embd, err);
+    if (!kn_type_has_dequant(w->tok_embd.type)) rc = qp_fail(err, QP_ENOTSUP, "tensor token_embd has a type qprobe cannot read");
+    e->tok_embd = w->tok_embd;
     if (!rc) rc = kn_f32_view(e, &w->out_norm, "output_norm", &e->out_norm, err);
     if (!rc) rc = kn_lin_init(&e->output, &w->output, e, "output", err);
     for (int l = 0; l < L && !rc; l++) {
@@ -338,6 +377,13 @@ int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n
         return qp_fail(err, QP_ENOMEM, "out of memory for a context of %d tokens", max_ctx);
     }
     s->scores = qp_alloc_array((size_t)n_threads * KN_QBLOCK * s->scores_stride, sizeof(float));
+    if (e->stream && e->gemm == KN_GEMM_OWN) {
+        s->pbuf_stride = 2 * (size_t)KN_NR * QP_MAX(dim, hid);
+        if (!(s->pbuf = qp_alloc_array((size_t)n_threads * s->pbuf_stride, sizeof(float)))) {
+            kn_state_destroy(s);
+            return qp_fail(err, QP_ENOMEM, "out of memory for panel buffers");
+        }
+    }
     s->kt = qp_alloc_array(cache, sizeof(float));
     s->vc = qp_alloc_array(cache, sizeof(float));
     size_t half = (size_t)c->head_size / 2;
@@ -375,6 +421,7 @@ void kn_state_destroy(struct kn_state *s) {
     qp_free(s->actq);
     qp_free(s->acti8);
     qp_free(s->scores);
+    qp_free(s->pbuf);
     qp_free(s->kt);
     qp_free(s->vc);
     qp_free(s->rope_cos);
@@ -414,6 +461,26 @@ static const float *kn_act_int8(const struct kn_state *s, const struct kn_lin *l
         for (int k = 0; k < width; k++) yr[k] = amax > 0 ? rintf(xr[k] / scale) * scale : 0.0f;
     }
     return s->acti8;
+}
+
+// The panel of output columns c0 .. c0+nc-1 (nc <= KN_NR) from the stored rows: fp32 and fp16
+// rows are packed directly, other types dequantized into rows (KN_NR * n_in floats) first.
+static void kn_panel(const struct kn_ops *ops, const struct kn_lin *lin, int c0, int nc, float *panel,
+                     float *rows) {
+    const uint8_t *src = (const uint8_t *)lin->src.data + (size_t)c0 * lin->src_row;
+    switch (lin->src.type) {
+    case KN_F32:
+        ops->pack_f32((const float *)src, (size_t)lin->n_in, nc, lin->n_in, panel);
+        return;
+    case KN_F16:
+        ops->pack_f16((const uint16_t *)src, (size_t)lin->n_in, nc, lin->n_in, panel);
+        return;
+    default:
+        for (int r = 0; r < nc; r++)
+            kn_dequantize_row(lin->src.type, src + (size_t)r * lin->src_row, rows + (size_t)r * lin->n_in,
+                              lin->n_in);
+        ops->pack_f32(rows, (size_t)lin->n_in, nc, lin->n_in, panel);
+    }
 }
 
 // y (n, lin->n_out) = x (n, lin->n_in) . W^T, columns split over threads by panel.
@@ -462,6 +529,16 @@ static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const 
         }
         return;
     }
+    if (!lin->wp) { // streaming: each thread builds a panel in its buffer, then runs it
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && n_panels > 1)
+        for (int p = 0; p < n_panels; p++) {
+            float *panel = s->pbuf + (size_t)omp_get_thread_num() * s->pbuf_stride;
+            int c0 = p * KN_NR, nc = QP_MIN(KN_NR, lin->n_out - c0);
+            kn_panel(ops, lin, c0, nc, panel, panel + (size_t)KN_NR * lin->n_in);
+            ops->gemm_f32(x, (size_t)lin->n_in, n, panel, lin->n_in, 0, nc, y + c0, (size_t)lin->n_out);
+        }
+        return;
+    }
     if (s->n_threads <= 1 || n_panels < 2) {
         ops->gemm_f32(x, (size_t)lin->n_in, n, lin->wp, lin->n_in, 0, lin->n_out, y,
                       (size_t)lin->n_out);
@@ -504,6 +581,8 @@ static void kn_block(struct kn_state *s, int l, int n, const struct kn_probe *pr
 
     if (probe && probe->inject) probe->inject(probe->ctx, l, s->x, n, dim, pos0);
     kn_probe_call(probe, KN_SITE_BLOCK_IN, l, s->x, n, dim, pos0);
+    // Row-wise steps go over threads by rows: each row's result does not depend on who computes it.
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && n > 1)
     for (int i = 0; i < n; i++)
         ops->rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, ly->attn_norm, dim, c->norm_eps);
     kn_probe_call(probe, KN_SITE_ATTN_NORM, l, s->xb, n, dim, pos0);
@@ -513,6 +592,7 @@ static void kn_block(struct kn_state *s, int l, int n, const struct kn_probe *pr
     kn_matmul(s, &ly->wv, s->xb, s->v, n);
 
     // RoPE, then append keys (transposed) and values to the cache.
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && n > 1)
     for (int i = 0; i < n; i++) {
         int pos = pos0 + i;
         kn_rope(s, s->q + (size_t)i * dim, c->n_heads, pos);
@@ -528,10 +608,11 @@ static void kn_block(struct kn_state *s, int l, int n, const struct kn_probe *pr
     }
 
     // Attention: one (head, block of up to KN_QBLOCK queries) per task; each task writes its own
-    // output slice, and every query's result is the one-query kernel's (kn_ops.h).
+    // output slice, and every query's result is the one-query kernel's (kn_ops.h). Tasks are
+    // dealt round robin: later query blocks see more keys, so contiguous shares would be uneven.
     int n_qblocks = (n + KN_QBLOCK - 1) / KN_QBLOCK;
     int tasks = n_qblocks * c->n_heads;
-#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && tasks > 1)
+#pragma omp parallel for num_threads(s->n_threads) schedule(static, 1) if (s->n_threads > 1 && tasks > 1)
     for (int t = 0; t < tasks; t++) {
         int h = t % c->n_heads, i0 = (t / c->n_heads) * KN_QBLOCK, kvh = h / group;
         int nq = QP_MIN(KN_QBLOCK, n - i0);
@@ -548,11 +629,13 @@ static void kn_block(struct kn_state *s, int l, int n, const struct kn_probe *pr
     kn_probe_call(probe, KN_SITE_ATTN_OUT, l, s->proj, n, dim, pos0);
     for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] = s->x[i] + s->proj[i];
 
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && n > 1)
     for (int i = 0; i < n; i++)
         ops->rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, ly->ffn_norm, dim, c->norm_eps);
     kn_probe_call(probe, KN_SITE_FFN_NORM, l, s->xb, n, dim, pos0);
     kn_matmul(s, &ly->gate, s->xb, s->hb, n);
     kn_matmul(s, &ly->up, s->xb, s->hb2, n);
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && n > 1)
     for (int i = 0; i < n; i++)
         ops->swiglu(s->hb + (size_t)i * hid, s->hb + (size_t)i * hid, s->hb2 + (size_t)i * hid, hid);
     kn_probe_call(probe, KN_SITE_FFN_ACT, l, s->hb, n, hid, pos0);
@@ -574,7 +657,7 @@ void kn_forward(struct kn_state *s, const int *tokens, int n, float *logits, int
     int dim = c->dim;
     for (int i = 0; i < n; i++) {
         QP_ASSERT(tokens[i] >= 0 && tokens[i] < c->vocab_size);
-        memcpy(s->x + (size_t)i * dim, e->tok_embd + (size_t)tokens[i] * dim, (size_t)dim * sizeof(float));
+        kn_row_f32(&e->tok_embd, tokens[i], s->x + (size_t)i * dim);
     }
     for (int l = 0; l < c->n_layers; l++) kn_block(s, l, n, probe);
 

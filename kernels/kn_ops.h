@@ -30,6 +30,13 @@ struct kn_ops {
     void (*gemm_f32)(const float *x, size_t ldx, int n_rows, const float *wp, int n_in, int col0,
                      int col1, float *y, size_t ldy);
 
+    // One panel from weight rows as stored, for engines that build panels as they go instead of
+    // holding them: panel (n_in, KN_NR) k-major := rows 0..n_rows-1 (n_rows <= KN_NR; row r
+    // starts ld elements after row r-1), columns n_rows..KN_NR-1 zero. Exact conversions
+    // (fp16 -> fp32 is exact), so every ISA writes the same bits. panel 32-byte aligned.
+    void (*pack_f32)(const float *rows, size_t ld, int n_rows, int n_in, float *panel);
+    void (*pack_f16)(const uint16_t *rows, size_t ld, int n_rows, int n_in, float *panel);
+
     // out[i] = w[i] * (x[i] * (1 / sqrtf(sum(x^2)/n + eps))). out may equal x.
     void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
 
@@ -60,6 +67,10 @@ struct kn_ops {
 extern const struct kn_ops kn_ops_ref;
 extern const struct kn_ops kn_ops_avx2;   // only if compiled in; check kn_ops_for
 extern const struct kn_ops kn_ops_avx512;
+
+// The AVX2 panel packers (kn_pack_avx2.c), shared by the AVX2 and AVX-512 tables.
+void kn_pack_f32_avx2(const float *rows, size_t ld, int n_rows, int n_in, float *panel);
+void kn_pack_f16_avx2(const uint16_t *rows, size_t ld, int n_rows, int n_in, float *panel);
 
 // The table for an ISA name if this CPU and OS can run it, else NULL.
 const struct kn_ops *kn_ops_for(const char *isa);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kn_ops.h"
+#include "qp.h"
 
 // ---------------------------------------------------------------------------------------------
 // exp: x = n*ln2 + r with n = round(x*log2(e)) (ties to even), |r| <= ln2/2, ln2 split in two
@@ -73,6 +74,17 @@ static void kn_gemm_f32_ref(const float *x, size_t ldx, int n_rows, const float 
             y[(size_t)r * ldy + j] = acc;
         }
     }
+}
+
+static void kn_pack_f32_ref(const float *rows, size_t ld, int n_rows, int n_in, float *panel) {
+    for (int k = 0; k < n_in; k++)
+        for (int c = 0; c < KN_NR; c++) panel[(size_t)k * KN_NR + c] = c < n_rows ? rows[c * ld + k] : 0.0f;
+}
+
+static void kn_pack_f16_ref(const uint16_t *rows, size_t ld, int n_rows, int n_in, float *panel) {
+    for (int k = 0; k < n_in; k++)
+        for (int c = 0; c < KN_NR; c++)
+            panel[(size_t)k * KN_NR + c] = c < n_rows ? qp_fp16_to_fp32(rows[c * ld + k]) : 0.0f;
 }
 
 static void kn_rmsnorm_ref(float *out, const float *x, const float *w, int n, float eps) {
@@ -149,6 +161,8 @@ static double kn_logsumexp_ref(const float *x, int n, float *max_out) {
 const struct kn_ops kn_ops_ref = {
     .name = "ref",
     .gemm_f32 = kn_gemm_f32_ref,
+    .pack_f32 = kn_pack_f32_ref,
+    .pack_f16 = kn_pack_f16_ref,
     .rmsnorm = kn_rmsnorm_ref,
     .attend = kn_attend_ref,
     .attend_rows = kn_attend_rows_ref,

@@ -10,7 +10,9 @@
 #include "model.h"
 #include "qp.h"
 #include "qp_test.h"
+#include "qz_spec.h"
 #include "tokenizer.h"
+#include "variant.h"
 
 #define STORIES "models/llama2c/stories260K.bin"
 #define TOK512 "models/llama2c/tok512.bin"
@@ -307,6 +309,67 @@ QP_TEST(prefill_should_give_the_same_logits_as_token_by_token_decode) {
     }
     free(la), free(lb);
     kn_state_destroy(a), kn_state_destroy(b), kn_engine_destroy(e);
+    hx_model_close(m);
+}
+
+// Streamed panels (built per call from the stored rows, as large models run) against prepacked
+// ones: the same logits to the bit, for fp32, fp16 and packed (dequantized) weights, batches of
+// 60 + 40 and 1, one and two threads; and after the model's pages were dropped.
+static float *logits_with(const struct kn_weights *w, const char *panels, int threads, int batch,
+                          const int *toks, int n) {
+    char err[QP_ERRLEN];
+    setenv("QPROBE_PANELS", panels, 1);
+    struct kn_engine *e;
+    struct kn_state *s;
+    QP_CHECK_MSG(kn_engine_create(w, NULL, &e, err) == 0, "%s", err);
+    unsetenv("QPROBE_PANELS");
+    QP_CHECK(kn_state_create(e, n, batch, threads, &s, err) == 0);
+    int V = w->cfg.vocab_size;
+    float *out = malloc(sizeof(float) * n * V);
+    for (int i = 0; i < n; i += batch) kn_forward(s, toks + i, QP_MIN(batch, n - i), out + (size_t)i * V, 0, NULL);
+    kn_state_destroy(s), kn_engine_destroy(e);
+    return out;
+}
+
+QP_TEST(streamed_panels_should_give_the_prepacked_logits_bit_for_bit) {
+    struct hx_model *m = open_model(STORIES, TOK512);
+    int n = 100, V = m->w.cfg.vocab_size, toks[100];
+    for (int i = 0; i < n; i++) toks[i] = i == 0 ? 1 : (i * 53 + 5) % V;
+    const char *specs[] = {NULL, "f16", "q4_0", "q4_k"};
+    for (size_t k = 0; k < QP_ARRAY_LEN(specs); k++) {
+        char err[QP_ERRLEN];
+        struct qz_variant *v = NULL;
+        struct hx_quant_model *q = NULL;
+        const struct kn_weights *w = &m->w;
+        if (specs[k]) {
+            QP_CHECK(qz_variant_parse(specs[k], &v, err) == 0);
+            QP_CHECK_MSG(hx_quant_model_create(&m->w, v, &q, err) == 0, "%s", err);
+            w = &q->w;
+        }
+        float *want = logits_with(w, "prepack", 2, 60, toks, n);
+        const struct { int threads, batch; } runs[] = {{2, 60}, {1, 60}, {2, 1}};
+        for (size_t r = 0; r < QP_ARRAY_LEN(runs); r++) {
+            float *got = logits_with(w, "stream", runs[r].threads, runs[r].batch, toks, n);
+            QP_CHECK_MSG(memcmp(want, got, sizeof(float) * n * V) == 0, "%s: %d threads, batch %d differ",
+                         specs[k] ? specs[k] : "f32", runs[r].threads, runs[r].batch);
+            free(got);
+        }
+        if (!specs[k]) { // the source's pages dropped: tensors fault back in unchanged
+            hx_model_release_pages(m);
+            float *again = logits_with(w, "stream", 2, 60, toks, n);
+            QP_CHECK(memcmp(want, again, sizeof(float) * n * V) == 0);
+            free(again);
+        }
+        free(want);
+        hx_quant_model_destroy(q);
+        qz_variant_destroy(v);
+    }
+    setenv("QPROBE_PANELS", "sometimes", 1);
+    char err[QP_ERRLEN];
+    struct kn_engine *e = NULL;
+    QP_CHECK(kn_engine_create(&m->w, NULL, &e, err) == QP_EINVAL);
+    QP_CHECK(strstr(err, "QPROBE_PANELS") != NULL);
+    unsetenv("QPROBE_PANELS");
     hx_model_close(m);
 }
 

@@ -83,6 +83,43 @@ static void check_gemm(const struct kn_ops *o) {
 QP_TEST(gemm_avx2_should_equal_reference_bitwise) { check_gemm(need("avx2")); }
 QP_TEST(gemm_avx512_should_equal_reference_bitwise) { check_gemm(need("avx512")); }
 
+// pack_f32 / pack_f16: the panels an engine streams must be exactly the ones prepacking builds
+// (pack() above, the definition), for every row count up to KN_NR, tails of k, a row stride
+// longer than the row, and fp16 rows holding every class of value (zeros, subnormals, normals).
+static void check_pack(const struct kn_ops *o) {
+    static const int ins[] = {1, 3, 8, 9, 16, 67, 172};
+    for (size_t b = 0; b < QP_ARRAY_LEN(ins); b++)
+        for (int nr = 1; nr <= KN_NR; nr++) {
+            int k = ins[b];
+            size_t ld = (size_t)k + 5;
+            float *w = malloc(ld * nr * sizeof(float)), *dense = malloc((size_t)nr * k * sizeof(float));
+            uint16_t *h = malloc(ld * nr * sizeof(uint16_t));
+            for (size_t i = 0; i < ld * nr; i++) {
+                w[i] = frand();
+                h[i] = (uint16_t)(rng_state >> 20) & 0xFBFF; // any sign and mantissa; exponent < 31
+            }
+            float *got = qp_alloc_array((size_t)k * KN_NR, sizeof(float));
+            for (int pass = 0; pass < 2; pass++) {
+                for (int r = 0; r < nr; r++)
+                    for (int q = 0; q < k; q++)
+                        dense[(size_t)r * k + q] = pass ? qp_fp16_to_fp32(h[r * ld + q]) : w[r * ld + q];
+                float *want = pack(dense, nr, k);
+                memset(got, 0xFF, (size_t)k * KN_NR * sizeof(float)); // every byte must be written
+                if (pass) o->pack_f16(h, ld, nr, k, got);
+                else o->pack_f32(w, ld, nr, k, got);
+                size_t at;
+                QP_CHECK_MSG(same_bits(want, got, (size_t)k * KN_NR, &at), "%s pack_%s rows %d in %d differs at %zu",
+                             o->name, pass ? "f16" : "f32", nr, k, at);
+                qp_free(want);
+            }
+            free(w), free(dense), free(h), qp_free(got);
+        }
+}
+
+QP_TEST(pack_ref_should_build_the_prepacked_panels) { check_pack(&kn_ops_ref); }
+QP_TEST(pack_avx2_should_build_the_prepacked_panels) { check_pack(need("avx2")); }
+QP_TEST(pack_avx512_should_build_the_prepacked_panels) { check_pack(need("avx512")); }
+
 static void check_rmsnorm(const struct kn_ops *o) {
     for (int n = 1; n <= 70; n++) {
         float *x = malloc((n + 1) * sizeof(float)), *w = malloc(n * sizeof(float));
