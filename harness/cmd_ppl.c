@@ -251,6 +251,7 @@ int hx_cmd_ppl(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "threads", po.n_threads);
         cJSON_AddStringToObject(o, "isa", isa);
         cJSON_AddStringToObject(o, "gemm", kn_gemm_name(kn_engine_gemm(e)));
+        cJSON_AddStringToObject(o, "panels", kn_engine_panels(e));
         hx_print_json(o);
     } else {
         printf("model       %s (dim %d, %d layers, vocab %d)\n", model_path, m->w.cfg.dim, m->w.cfg.n_layers,
@@ -268,9 +269,9 @@ int hx_cmd_ppl(int argc, char **argv) {
         printf("protocol    %s, ctx %d, %d chunks, %lld tokens scored of %zu\n", hx_protocol_name(po.protocol),
                po.ctx, res.n_chunks, (long long)res.nll.n, n_toks);
         printf("perplexity  %.4f ± %.5f\n", ppl, pe);
-        printf("speed       %.0f tokens/s (%lld tokens in %.2f s, %d threads, %s, gemm %s)\n", tps,
-               (long long)res.tokens_processed, res.seconds, po.n_threads, isa,
-               kn_gemm_name(kn_engine_gemm(e)));
+        printf("speed       %.0f tokens/s (%lld tokens in %.2f s, %d threads, %s, gemm %s, panels %s)\n",
+               tps, (long long)res.tokens_processed, res.seconds, po.n_threads, isa,
+               kn_gemm_name(kn_engine_gemm(e)), kn_engine_panels(e));
     }
     status = HX_EXIT_OK;
 done:

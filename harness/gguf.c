@@ -566,6 +566,11 @@ void hx_gguf_release_pages(struct hx_gguf *g) {
     if (g && g->map) madvise((void *)g->map, g->size, MADV_DONTNEED);
 }
 
+void hx_gguf_mapping(const struct hx_gguf *g, const void **p, size_t *n) {
+    *p = g->map;
+    *n = g->map ? g->size : 0;
+}
+
 void hx_gguf_close(struct hx_gguf *g) {
     if (!g) return;
     for (int64_t i = 0; i < g->n_kv; i++) {

@@ -74,6 +74,8 @@ void hx_gguf_close(struct hx_gguf *g);
 // Lets the kernel drop the mapping's resident pages (they stay valid: the next read faults them
 // back in from the file). For a process done with most of the file, e.g. after quantizing it.
 void hx_gguf_release_pages(struct hx_gguf *g);
+// The file's read-only mapping (NULL, 0 for an empty file).
+void hx_gguf_mapping(const struct hx_gguf *g, const void **p, size_t *n);
 
 uint32_t hx_gguf_version(const struct hx_gguf *g);
 size_t hx_gguf_alignment(const struct hx_gguf *g);

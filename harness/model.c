@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,8 +34,54 @@ int hx_model_own(struct hx_model *m, void *buf) {
     return 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// The read-only file mappings of the open models, for hx_release_source: only pages proven to
+// belong to one are ever dropped (MADV_DONTNEED on anonymous memory would zero it).
+
+#define HX_MAX_MAPS 64
+
+static struct hx_map_range {
+    const struct hx_model *owner;
+    uintptr_t lo, hi;
+} hx_maps[HX_MAX_MAPS];
+static int hx_n_maps;
+static pthread_mutex_t hx_maps_lock = PTHREAD_MUTEX_INITIALIZER;
+
+// Records m's mapping (beyond HX_MAX_MAPS open models their pages are simply never released).
+static void hx_maps_add(const struct hx_model *m) {
+    const void *p = m->map;
+    size_t n = m->map_len;
+    if (m->gguf) hx_gguf_mapping(m->gguf, &p, &n);
+    if (!p || !n) return;
+    pthread_mutex_lock(&hx_maps_lock);
+    if (hx_n_maps < HX_MAX_MAPS)
+        hx_maps[hx_n_maps++] = (struct hx_map_range){m, (uintptr_t)p, (uintptr_t)p + n};
+    pthread_mutex_unlock(&hx_maps_lock);
+}
+
+static void hx_maps_remove(const struct hx_model *m) {
+    pthread_mutex_lock(&hx_maps_lock);
+    for (int i = 0; i < hx_n_maps; i++)
+        if (hx_maps[i].owner == m) hx_maps[i--] = hx_maps[--hx_n_maps];
+    pthread_mutex_unlock(&hx_maps_lock);
+}
+
+void hx_release_source(const void *p, size_t n) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t lo = ((uintptr_t)p + page - 1) & ~(page - 1), hi = ((uintptr_t)p + n) & ~(page - 1);
+    if (!p || hi <= lo) return;
+    pthread_mutex_lock(&hx_maps_lock);
+    for (int i = 0; i < hx_n_maps; i++)
+        if (lo >= hx_maps[i].lo && hi <= hx_maps[i].hi) {
+            madvise((void *)lo, hi - lo, MADV_DONTNEED);
+            break;
+        }
+    pthread_mutex_unlock(&hx_maps_lock);
+}
+
 void hx_model_close(struct hx_model *m) {
     if (!m) return;
+    hx_maps_remove(m);
     if (m->tok) hx_tok_destroy(m->tok);
     if (m->gguf) hx_gguf_close(m->gguf);
     if (m->map) munmap(m->map, m->map_len);
@@ -124,8 +172,14 @@ static int hx_check_finite(const struct hx_model *m, char *err) {
     struct hx_weight_ref *refs = malloc((size_t)n * sizeof *refs);
     if (!refs) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", m->path);
     hx_weight_refs(&w, refs);
+    // Each matrix read here is released at once: this scan must not make the whole file resident
+    // (the run may build a variant and never read most of it again; pages fault back cheaply).
     for (int i = 0; i < n && !rc; i++)
-        if (!(i == 1 && w.tied)) rc = hx_check_tensor(m->path, refs[i].name, refs[i].t, err);
+        if (!(i == 1 && w.tied)) {
+            const struct kn_tensor *t = refs[i].t;
+            rc = hx_check_tensor(m->path, refs[i].name, t, err);
+            if (t->data) hx_release_source(t->data, kn_row_bytes(t->type, t->ne0) * (size_t)t->ne1);
+        }
     for (int l = 0; l < L && !rc; l++) {
         char name[64];
         snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
@@ -153,6 +207,7 @@ int hx_model_open(const char *path, const char *tok_path, struct hx_model **out,
     case HX_FMT_SAFETENSORS: rc = hx_safetensors_load(m, path, err); break;
     case HX_FMT_LLAMA2C: rc = hx_llama2c_load(m, path, err); break;
     }
+    if (!rc) hx_maps_add(m);
     if (!rc) rc = hx_check_finite(m, err);
     if (rc) {
         hx_model_close(m);

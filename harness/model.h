@@ -39,6 +39,13 @@ void hx_model_close(struct hx_model *m);
 // source is rarely read again, so that peak memory is the result's, not source + result.
 void hx_model_release_pages(struct hx_model *m);
 
+// Drops the resident pages that lie wholly inside [p, p + n), if the range is part of the
+// read-only file mapping of an open model; anything else (heap buffers, converted copies) is
+// left alone, so callers may pass any tensor. The data stays readable (pages fault back in from
+// the page cache). Lets a variant builder release each source tensor once it is quantized, so
+// that peak memory is the variant plus one tensor, not source plus variant. Thread-safe.
+void hx_release_source(const void *p, size_t n);
+
 // Registers a buffer allocated with qp_alloc to be freed with the model. 0 or QP_ENOMEM
 // (then the buffer is freed at once).
 int hx_model_own(struct hx_model *m, void *buf);

@@ -7,6 +7,7 @@
 
 #include "calib.h"
 #include "kn_blocks.h"
+#include "model.h"
 #include "qp.h"
 #include "qz_ggml.h"
 #include "qz_kquants.h"
@@ -212,6 +213,9 @@ int hx_quant_model_create(const struct kn_weights *src, const struct qz_variant 
     for (int i = 0; i < HX_N_WEIGHTS(L) && !rc; i++) {
         struct kn_tensor from = *refs[i].t;
         rc = hx_quantize_tensor(q, v, &from, refs[i].name, L, refs[i].t, err);
+        // A source read from a model file is done with unless the variant kept it as it is.
+        if (!rc && refs[i].t->data != from.data && from.data)
+            hx_release_source(from.data, kn_row_bytes(from.type, from.ne0) * (size_t)from.ne1);
     }
     free(refs);
     q->w.tied = !rc && q->w.output.data == q->w.tok_embd.data;

@@ -309,6 +309,10 @@ const struct kn_ops *kn_engine_ops(const struct kn_engine *e) { return e->ops; }
 
 enum kn_gemm kn_engine_gemm(const struct kn_engine *e) { return e->gemm; }
 
+const char *kn_engine_panels(const struct kn_engine *e) {
+    return e->gemm != KN_GEMM_OWN ? "none" : e->stream ? "streamed" : "prepacked";
+}
+
 int kn_gemm_from_env(enum kn_gemm *out, char *err) {
     const char *g = getenv("QPROBE_GEMM");
     *out = KN_GEMM_OWN;

@@ -102,6 +102,9 @@ void kn_engine_destroy(struct kn_engine *e);
 const struct kn_config *kn_engine_config(const struct kn_engine *e);
 const struct kn_ops *kn_engine_ops(const struct kn_engine *e);
 enum kn_gemm kn_engine_gemm(const struct kn_engine *e);
+// How the own GEMM gets its fp32 weight panels: "prepacked" (held for the engine's life) or
+// "streamed" (built per call, see docs/ENGINE.md); "none" with the BLAS GEMM.
+const char *kn_engine_panels(const struct kn_engine *e);
 
 // A state for sequences of up to max_ctx positions, processing up to max_batch tokens per call,
 // using n_threads OpenMP threads inside each call (1 = none). Destroy with kn_state_destroy.

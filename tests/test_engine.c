@@ -3,7 +3,9 @@
 // way llama2.c's run.c computes it; perplexity against llama.cpp's golden figures; determinism
 // across threads and ISAs; prefill equal to token-by-token decode; probes.
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "eval.h"
 #include "kn_engine.h"
@@ -370,6 +372,53 @@ QP_TEST(streamed_panels_should_give_the_prepacked_logits_bit_for_bit) {
     QP_CHECK(kn_engine_create(&m->w, NULL, &e, err) == QP_EINVAL);
     QP_CHECK(strstr(err, "QPROBE_PANELS") != NULL);
     unsetenv("QPROBE_PANELS");
+    hx_model_close(m);
+}
+
+// Resident KiB of the mapping holding p, from /proc/self/smaps (walked at read time: exact).
+static long mapping_rss_kb(const void *p) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    char line[512];
+    int inside = 0;
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f)) {
+        unsigned long lo, hi;
+        if (sscanf(line, "%lx-%lx ", &lo, &hi) == 2 && strchr(line, '-') < strchr(line, ' ')) {
+            inside = (uintptr_t)p >= lo && (uintptr_t)p < hi;
+        } else if (inside && sscanf(line, "Rss: %ld kB", &kb) == 1) {
+            break;
+        }
+    }
+    if (f) fclose(f);
+    return kb;
+}
+
+// hx_release_source drops the pages of a model's file mapping, which stay readable with the
+// same bytes, and never touches anything else: a heap buffer passed to it keeps its contents
+// (MADV_DONTNEED would zero anonymous memory).
+QP_TEST(release_source_should_drop_only_model_file_pages_and_keep_their_data) {
+    const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned char *heap = qp_alloc(8 * page);
+    memset(heap, 0x5a, 8 * page);
+    hx_release_source(heap, 8 * page);
+    int same = 1;
+    for (size_t i = 0; i < 8 * page; i++) same &= heap[i] == 0x5a;
+    QP_CHECK(same);
+    qp_free(heap);
+
+    struct hx_model *m = open_model(STORIES, TOK512);
+    const struct kn_tensor *t = &m->w.tok_embd;
+    size_t n = kn_row_bytes(t->type, t->ne0) * (size_t)t->ne1;
+    QP_CHECK(n >= 16 * page);
+    unsigned char *copy = malloc(n);
+    memcpy(copy, t->data, n); // every page of the tensor now resident
+    long before = mapping_rss_kb(t->data);
+    hx_release_source(t->data, n);
+    long after = mapping_rss_kb(t->data);
+    QP_CHECK_MSG(before > 0 && after >= 0 && before - after >= (long)((n / page - 2) * page / 1024),
+                 "mapping RSS %ld kB -> %ld kB for a %zu-byte tensor", before, after, n);
+    QP_CHECK(memcmp(copy, t->data, n) == 0); // faulted back in from the file, unchanged
+    free(copy);
     hx_model_close(m);
 }
 
