@@ -9,6 +9,8 @@
 #include "kn_engine.h"
 #include "qp.h"
 
+int hx_cmd_gemm_peak(int argc, char **argv); // cmd_bench.c
+
 static const struct {
     const char *name;
     int (*fn)(int, char **);
@@ -25,6 +27,7 @@ static const struct {
     {"tasks", hx_cmd_tasks, "task suites by log-likelihood: accuracy, flips vs a quantized variant"},
     {"convert", hx_cmd_convert, "write a model as GGUF (f32 or f16)"},
     {"synth", hx_cmd_synth, "write a synthetic Llama model of a real shape as GGUF (speed tests)"},
+    {"gemm-peak", hx_cmd_gemm_peak, "fp32 matrix-product GFLOP/s of this machine: OpenBLAS and own kernel"},
 };
 
 static void hx_main_usage(FILE *f) {
