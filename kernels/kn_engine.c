@@ -481,8 +481,8 @@ static void kn_panel(const struct kn_ops *ops, const struct kn_lin *lin, int c0,
         return;
     default:
         for (int r = 0; r < nc; r++)
-            kn_dequantize_row(lin->src.type, src + (size_t)r * lin->src_row, rows + (size_t)r * lin->n_in,
-                              lin->n_in);
+            ops->dequant_row(lin->src.type, src + (size_t)r * lin->src_row, rows + (size_t)r * lin->n_in,
+                             lin->n_in);
         ops->pack_f32(rows, (size_t)lin->n_in, nc, lin->n_in, panel);
     }
 }

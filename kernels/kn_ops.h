@@ -36,6 +36,8 @@ struct kn_ops {
     // (fp16 -> fp32 is exact), so every ISA writes the same bits. panel 32-byte aligned.
     void (*pack_f32)(const float *rows, size_t ld, int n_rows, int n_in, float *panel);
     void (*pack_f16)(const uint16_t *rows, size_t ld, int n_rows, int n_in, float *panel);
+    // kn_dequantize_row (kn_blocks.h) for a row of n values of a packed type, bit for bit.
+    void (*dequant_row)(int type, const void *src, float *dst, int64_t n);
 
     // out[i] = w[i] * (x[i] * (1 / sqrtf(sum(x^2)/n + eps))). out may equal x.
     void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
@@ -71,6 +73,8 @@ extern const struct kn_ops kn_ops_avx512;
 // The AVX2 panel packers (kn_pack_avx2.c), shared by the AVX2 and AVX-512 tables.
 void kn_pack_f32_avx2(const float *rows, size_t ld, int n_rows, int n_in, float *panel);
 void kn_pack_f16_avx2(const uint16_t *rows, size_t ld, int n_rows, int n_in, float *panel);
+// AVX2 row dequantization (kn_dequant_avx2.c): Q8_0, Q4_0 and Q4_K, others by the reference.
+void kn_dequant_row_avx2(int type, const void *src, float *dst, int64_t n);
 
 // The table for an ISA name if this CPU and OS can run it, else NULL.
 const struct kn_ops *kn_ops_for(const char *isa);

@@ -362,6 +362,7 @@ const struct kn_ops kn_ops_avx2 = {
     .gemm_f32 = kn_gemm_f32_avx2,
     .pack_f32 = kn_pack_f32_avx2,
     .pack_f16 = kn_pack_f16_avx2,
+    .dequant_row = kn_dequant_row_avx2,
     .rmsnorm = kn_rmsnorm_avx2,
     .attend = kn_attend_avx2,
     .attend_rows = kn_attend_rows_avx2,

@@ -185,6 +185,7 @@ const struct kn_ops kn_ops_avx512 = {
     .gemm_f32 = kn_gemm_f32_avx512,
     .pack_f32 = kn_pack_f32_avx2,
     .pack_f16 = kn_pack_f16_avx2,
+    .dequant_row = kn_dequant_row_avx2,
     .rmsnorm = kn_rmsnorm_avx512,
     .attend = kn_attend_avx512,
     .attend_rows = kn_attend_rows_avx512,

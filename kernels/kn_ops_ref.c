@@ -4,6 +4,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kn_blocks.h"
 #include "kn_ops.h"
 #include "qp.h"
 
@@ -163,6 +164,7 @@ const struct kn_ops kn_ops_ref = {
     .gemm_f32 = kn_gemm_f32_ref,
     .pack_f32 = kn_pack_f32_ref,
     .pack_f16 = kn_pack_f16_ref,
+    .dequant_row = kn_dequantize_row,
     .rmsnorm = kn_rmsnorm_ref,
     .attend = kn_attend_ref,
     .attend_rows = kn_attend_rows_ref,

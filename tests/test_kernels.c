@@ -2,9 +2,12 @@
 // shapes and misaligned pointers. Tolerance: none. The SIMD kernels are defined to perform the
 // reference's operations in the reference's order (kn_ops.h), so any difference is a bug.
 // ISAs the CPU lacks are reported as skipped.
+#include <math.h>
 #include <stdint.h>
 
+#include "kn_blocks.h"
 #include "kn_ops.h"
+#include "kn_types.h"
 #include "qp.h"
 #include "qp_test.h"
 
@@ -115,6 +118,35 @@ static void check_pack(const struct kn_ops *o) {
             free(w), free(dense), free(h), qp_free(got);
         }
 }
+
+// dequant_row: kn_dequantize_row's floats for every packed type (the SIMD ones and those that
+// fall back), 1 to 9 blocks of random bytes, so scales take every fp16 class; equal bits, or
+// NaN on both sides (F16C quiets a signalling NaN scale).
+static void check_dequant(const struct kn_ops *o) {
+    static const int types[] = {KN_Q8_0, KN_Q4_0, KN_Q4_1, KN_Q5_0, KN_Q5_1, KN_IQ4_NL,
+                                KN_Q2_K, KN_Q3_K, KN_Q4_K, KN_Q5_K, KN_Q6_K};
+    for (size_t t = 0; t < QP_ARRAY_LEN(types); t++)
+        for (int nb = 1; nb <= 9; nb += 4)
+            for (int rep = 0; rep < 20; rep++) {
+                const int64_t n = (int64_t)nb * kn_type_info(types[t])->block_size;
+                const size_t bytes = kn_row_bytes(types[t], n);
+                uint8_t *src = qp_alloc(bytes + 64);
+                for (size_t i = 0; i < bytes; i++) src[i] = (uint8_t)(frand() * 128 + 128);
+                float *want = malloc((size_t)n * sizeof(float)), *got = malloc((size_t)n * sizeof(float));
+                kn_dequantize_row(types[t], src + 2, want, n); // src + 2: only 2-byte aligned
+                o->dequant_row(types[t], src + 2, got, n);
+                int64_t bad = -1;
+                for (int64_t i = 0; i < n && bad < 0; i++)
+                    if (memcmp(&want[i], &got[i], 4) != 0 && !(isnan(want[i]) && isnan(got[i]))) bad = i;
+                QP_CHECK_MSG(bad < 0, "%s dequant_row %s, %d blocks: value %lld is %.9g, not %.9g", o->name,
+                             kn_type_info(types[t])->name, nb, (long long)bad, bad < 0 ? 0 : got[bad],
+                             bad < 0 ? 0 : want[bad]);
+                qp_free(src), free(want), free(got);
+            }
+}
+
+QP_TEST(dequant_avx2_should_equal_reference_bitwise) { check_dequant(need("avx2")); }
+QP_TEST(dequant_avx512_should_equal_reference_bitwise) { check_dequant(need("avx512")); }
 
 QP_TEST(pack_ref_should_build_the_prepacked_panels) { check_pack(&kn_ops_ref); }
 QP_TEST(pack_avx2_should_build_the_prepacked_panels) { check_pack(need("avx2")); }
