@@ -725,7 +725,8 @@ QP_TEST(unknown_options_and_commands_should_exit_2) {
 }
 
 QP_TEST(help_should_be_available_on_every_command) {
-    const char *cmds[] = {"generate", "ppl", "eval", "sweep", "convert", "inspect", "merge", "report", "gate", "tasks"};
+    const char *cmds[] = {"generate", "ppl",   "eval",  "sweep", "convert", "inspect",
+                          "merge",    "report", "gate", "tasks", "synth",   "gemm-peak"};
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
         char cmd[8192], *out = NULL;
         snprintf(cmd, sizeof cmd, "'%s' %s --help", qpt_qprobe(), cmds[i]);
@@ -733,6 +734,16 @@ QP_TEST(help_should_be_available_on_every_command) {
         QP_CHECK_MSG(strstr(out, "usage: qprobe") != NULL, "%s: %s", cmds[i], out);
         free(out);
     }
+}
+
+QP_TEST(gemm_peak_should_reject_bad_arguments_with_exit_2) {
+    char *err;
+    int rc = qprobe_err(&err, "", "gemm-peak -t 0");
+    expect_error(rc, err, "--threads", "1..1024");
+    rc = qprobe_err(&err, "", "gemm-peak --bogus");
+    expect_error(rc, err, "--bogus", "unknown");
+    rc = qprobe_err(&err, "", "gemm-peak extra");
+    expect_error(rc, err, "extra", "unexpected argument");
 }
 
 QP_TEST(eval_against_a_model_of_another_shape_should_be_rejected_naming_it) {
