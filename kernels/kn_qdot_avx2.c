@@ -579,129 +579,55 @@ float kn_dot_q3_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
     return kn_add_lanes(0.0f, sums);
 }
 
-// A Q4_K (144 bytes: d 0, dmin 2, scales 4, qs 16) or Q5_K (176 bytes: ... qh 16, qs 48)
-// super-block unpacked for kn_q45_act: the quants of chunks 2h (a[h]) and 2h + 1 (b[h]) in
-// kn_pairs order, q in [0, 15] (Q4_K) or [0, 31] (Q5_K) unsigned, so that a maddubs pair is at
-// most 2 * 31 * 128 = 7936; the scale pairs of chunks (2h, 2h + 1) in kn_lanes_add's layout;
-// the 8 mins as int16, each twice (one per 16-value bsum); d and dmin as floats.
-struct kn_q45w {
-    __m256i a[4], b[4], scv[4], m16;
-    float d, dmin;
-};
-
-static inline void kn_q45_unpack(const uint8_t *x, int q5, struct kn_q45w *w) {
+// Q4_K/Q5_K scales (12 bytes at b): scale pair vectors for chunk pairs (2h, 2h+1), h = 0..3, and
+// the mins term sum_j bsums[j] * m[j/2] (int, exact).
+static inline int kn_q45_scales(const uint8_t *b, const uint8_t *bsums, __m256i scv[4]) {
     uint32_t u[3], sc[2], mn[2];
-    memcpy(u, x + 4, 12);
+    memcpy(u, b, 12);
     sc[0] = u[0] & 0x3f3f3f3f;
     sc[1] = (u[2] & 0x0f0f0f0f) | (((u[0] >> 6) & 0x03030303) << 4);
     mn[0] = u[1] & 0x3f3f3f3f;
     mn[1] = ((u[2] >> 4) & 0x0f0f0f0f) | (((u[1] >> 6) & 0x03030303) << 4);
     // the 8 scales (6-bit) as int16: dword h = (scale 2h, scale 2h + 1)
     const __m256i s16 = _mm256_castsi128_si256(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
-    for (int h = 0; h < 4; h++) w->scv[h] = _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(h));
+    for (int h = 0; h < 4; h++) scv[h] = _mm256_permutevar8x32_epi32(s16, _mm256_set1_epi32(h));
     const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    w->m16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)mn), dup));
-    const uint8_t *qs = x + (q5 ? 48 : 16);
-    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
-    __m256i hm = q5 ? kn_pairs(kn_lu256(x + 16)) : _mm256_setzero_si256(); // bit c: chunk c
-    for (int h = 0; h < 4; h++) { // qs[32h + l]: weight 64h + l (low), 64h + 32 + l (high)
-        const __m256i qv = kn_pairs(kn_lu256(qs + 32 * h));
-        __m256i a = _mm256_and_si256(qv, m4), b = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
-        if (q5) {
-            a = _mm256_or_si256(a, _mm256_slli_epi16(_mm256_and_si256(hm, one), 4));
-            b = _mm256_or_si256(b, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 1), one), 4));
-            hm = _mm256_srli_epi16(hm, 2);
-        }
-        w->a[h] = a;
-        w->b[h] = b;
-    }
-    w->d = kn_h2f(x);
-    w->dmin = kn_h2f(x + 2);
+    const __m256i m16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)mn), dup));
+    return kn_hsum_i32(_mm256_madd_epi16(kn_lu256(bsums), m16));
 }
 
-// One super-block of the reference's dot product (kn_vecdot_k.c) with the Q8_K block y: its
-// term joins the 8 lane sums (sums) and its mins term the scalar sumf, in the reference's order.
-static inline void kn_q45_act(const struct kn_q45w *w, const uint8_t *y, __m256 *sums, float *sumf) {
-    // the mins term sum_j bsums[j] * m[j/2] (int, exact)
-    const int sumi = kn_hsum_i32(_mm256_madd_epi16(kn_lu256(y + 260), w->m16));
-    __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-    for (int h = 0; h < 4; h++) {
-        const __m256i pa = _mm256_maddubs_epi16(w->a[h], kn_pairs(kn_lu256(y + 4 + 64 * h)));
-        const __m256i pb = _mm256_maddubs_epi16(w->b[h], kn_pairs(kn_lu256(y + 4 + 64 * h + 32)));
-        kn_lanes_add(pa, pb, w->scv[h], &lo, &hi);
-    }
-    const float d8 = kn_ldf(y);
-    const float d = w->d * d8;
-    *sums = _mm256_add_ps(*sums, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(kn_lanes_total(lo, hi))));
-    const float dmin = w->dmin * d8;
-    *sumf -= dmin * (float)sumi;
-}
-
-// kn_q45_act for two activation rows at once (each weight vector loaded once for both).
-static inline void kn_q45_act2(const struct kn_q45w *w, const uint8_t *y0, const uint8_t *y1,
-                               __m256 sums[2], float sumf[2]) {
-    const int sumi0 = kn_hsum_i32(_mm256_madd_epi16(kn_lu256(y0 + 260), w->m16));
-    const int sumi1 = kn_hsum_i32(_mm256_madd_epi16(kn_lu256(y1 + 260), w->m16));
-    __m256i lo0 = _mm256_setzero_si256(), hi0 = _mm256_setzero_si256();
-    __m256i lo1 = _mm256_setzero_si256(), hi1 = _mm256_setzero_si256();
-    for (int h = 0; h < 4; h++) {
-        const __m256i a = w->a[h], b = w->b[h], sc = w->scv[h];
-        kn_lanes_add(_mm256_maddubs_epi16(a, kn_pairs(kn_lu256(y0 + 4 + 64 * h))),
-                     _mm256_maddubs_epi16(b, kn_pairs(kn_lu256(y0 + 4 + 64 * h + 32))), sc, &lo0, &hi0);
-        kn_lanes_add(_mm256_maddubs_epi16(a, kn_pairs(kn_lu256(y1 + 4 + 64 * h))),
-                     _mm256_maddubs_epi16(b, kn_pairs(kn_lu256(y1 + 4 + 64 * h + 32))), sc, &lo1, &hi1);
-    }
-    const float d80 = kn_ldf(y0), d81 = kn_ldf(y1);
-    const float d0 = w->d * d80, d1 = w->d * d81;
-    sums[0] = _mm256_add_ps(sums[0], _mm256_mul_ps(_mm256_set1_ps(d0), _mm256_cvtepi32_ps(kn_lanes_total(lo0, hi0))));
-    sums[1] = _mm256_add_ps(sums[1], _mm256_mul_ps(_mm256_set1_ps(d1), _mm256_cvtepi32_ps(kn_lanes_total(lo1, hi1))));
-    const float dmin0 = w->dmin * d80, dmin1 = w->dmin * d81;
-    sumf[0] -= dmin0 * (float)sumi0;
-    sumf[1] -= dmin1 * (float)sumi1;
-}
-
+// Q4_K (144 bytes: d 0, dmin 2, scales 4, qs 16) and Q5_K (176 bytes: ... qh 16, qs 48).
+// q in [0, 15] (Q4_K) or [0, 31] (Q5_K) unsigned: a maddubs pair is at most 2 * 31 * 128 = 7936.
 __attribute__((always_inline)) static inline float kn_dot_q45(const uint8_t *x, const uint8_t *y, int64_t nb, int q5) {
     const size_t xbytes = q5 ? 176 : 144;
+    const uint8_t *qs0 = x + (q5 ? 48 : 16);
     __m256 sums = _mm256_setzero_ps();
     float sumf = 0.0f;
-    for (int64_t i = 0; i < nb; i++, x += xbytes, y += 292) {
-        struct kn_q45w w;
-        kn_q45_unpack(x, q5, &w);
-        kn_q45_act(&w, y, &sums, &sumf);
+    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    for (int64_t i = 0; i < nb; i++, x += xbytes, qs0 += xbytes, y += 292) {
+        __m256i scv[4];
+        const int sumi = kn_q45_scales(x + 4, y + 260, scv);
+        __m256i hm = q5 ? kn_pairs(kn_lu256(x + 16)) : _mm256_setzero_si256(); // bit c: chunk c
+        __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
+        for (int h = 0; h < 4; h++) { // qs[32h + l]: weight 64h + l (low), 64h + 32 + l (high)
+            const __m256i qv = kn_pairs(kn_lu256(qs0 + 32 * h));
+            __m256i a = _mm256_and_si256(qv, m4), b = _mm256_and_si256(_mm256_srli_epi16(qv, 4), m4);
+            if (q5) {
+                a = _mm256_or_si256(a, _mm256_slli_epi16(_mm256_and_si256(hm, one), 4));
+                b = _mm256_or_si256(b, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 1), one), 4));
+                hm = _mm256_srli_epi16(hm, 2);
+            }
+            const __m256i pa = _mm256_maddubs_epi16(a, kn_pairs(kn_lu256(y + 4 + 64 * h)));
+            const __m256i pb = _mm256_maddubs_epi16(b, kn_pairs(kn_lu256(y + 4 + 64 * h + 32)));
+            kn_lanes_add(pa, pb, scv[h], &lo, &hi);
+        }
+        const float d8 = kn_ldf(y);
+        const float d = kn_h2f(x) * d8;
+        sums = _mm256_add_ps(sums, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(kn_lanes_total(lo, hi))));
+        const float dmin = kn_h2f(x + 2) * d8;
+        sumf -= dmin * (float)sumi;
     }
     return kn_add_lanes(sumf, sums);
-}
-
-// A tile: each weight super-block is unpacked once and used for up to KN_TQ activation rows,
-// whose accumulators (8 lane sums and the scalar mins sum per output) wait between super-blocks.
-// Every output gets exactly kn_dot_q45's operations in kn_dot_q45's order.
-#define KN_TQ 8
-
-__attribute__((always_inline)) static inline void kn_tile_q45(const uint8_t *w, size_t w_stride,
-                                                               int n_rows, const uint8_t *act,
-                                                               size_t act_stride, int n_act, int64_t nb,
-                                                               float *out, size_t out_stride, int q5) {
-    const size_t xbytes = q5 ? 176 : 144;
-    for (int j = 0; j < n_rows; j++) {
-        const uint8_t *xr = w + (size_t)j * w_stride;
-        for (int a0 = 0; a0 < n_act; a0 += KN_TQ) {
-            const int na = n_act - a0 < KN_TQ ? n_act - a0 : KN_TQ;
-            __m256 sums[KN_TQ];
-            float sumf[KN_TQ];
-            for (int r = 0; r < na; r++) sums[r] = _mm256_setzero_ps(), sumf[r] = 0.0f;
-            for (int64_t i = 0; i < nb; i++) {
-                struct kn_q45w wb;
-                kn_q45_unpack(xr + i * xbytes, q5, &wb);
-                const uint8_t *y = act + (size_t)a0 * act_stride + i * 292;
-                int r = 0;
-                for (; r + 2 <= na; r += 2, y += 2 * act_stride)
-                    kn_q45_act2(&wb, y, y + act_stride, &sums[r], &sumf[r]);
-                if (r < na) kn_q45_act(&wb, y, &sums[r], &sumf[r]);
-            }
-            for (int r = 0; r < na; r++)
-                out[(size_t)(a0 + r) * out_stride + j] = kn_add_lanes(sumf[r], sums[r]);
-        }
-    }
 }
 
 float kn_dot_q4_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
@@ -710,16 +636,6 @@ float kn_dot_q4_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
 
 float kn_dot_q5_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
     return kn_dot_q45(w, act, n / 256, 1);
-}
-
-void kn_dot_tile_q4_K_q8_K_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
-                                size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride) {
-    kn_tile_q45(w, w_stride, n_rows, act, act_stride, n_act, n / 256, out, out_stride, 0);
-}
-
-void kn_dot_tile_q5_K_q8_K_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
-                                size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride) {
-    kn_tile_q45(w, w_stride, n_rows, act, act_stride, n_act, n / 256, out, out_stride, 1);
 }
 
 // Q6_K (210 bytes: ql 0, qh 128, scales 192, d 208): q = lo4 | hi2 << 4, minus 32, in [-32, 31].
@@ -755,7 +671,8 @@ float kn_dot_q6_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
     return kn_add_lanes(0.0f, sums);
 }
 
-// Q2_K, Q3_K and Q6_K tiles simply loop over the one-row kernel (Q4_K and Q5_K have their own).
+// K-quant rows are at least 256 values long, so a call per output costs little: their tiles
+// simply loop.
 #define KN_TILE_K(wt)                                                                          \
     void kn_dot_tile_##wt##_q8_K_avx2(const void *w, size_t w_stride, int n_rows,              \
                                       const void *act, size_t act_stride, int n_act, int64_t n, \
@@ -769,4 +686,6 @@ float kn_dot_q6_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
 
 KN_TILE_K(q2_K)
 KN_TILE_K(q3_K)
+KN_TILE_K(q4_K)
+KN_TILE_K(q5_K)
 KN_TILE_K(q6_K)
