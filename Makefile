@@ -93,6 +93,11 @@ $(BUILD)/kernels/%_avx2.o: kernels/%_avx2.c | $(DEPS_STAMP)
 	@$(if $(Q),echo "  CC      $< (avx2)")
 	$(Q)$(CC) $(CFLAGS_ALL) $(ISA_AVX2) -c $< -o $@
 
+$(BUILD)/quantizers/%_avx2.o: quantizers/%_avx2.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $< (avx2)")
+	$(Q)$(CC) $(CFLAGS_ALL) $(ISA_AVX2) -c $< -o $@
+
 $(BUILD)/kernels/%_avx512.o: kernels/%_avx512.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC      $< (avx512)")

@@ -17,16 +17,21 @@
 //    rounds), make_qx_quants (Q6_K: steps nmax + 0.1*is for is = -9..9, weights x^2).
 // With an importance matrix the *_impl variants run instead: make_qkx3_quants (-0.9, 0.05,
 // 36 steps) and make_qp_quants for the 6-bit / 4-bit scales, make_qx_quants with weights.
-// Depends on kernels/ only (qp.h, kn_types.h, kn_blocks_k.h) and libc.
+// make_qkx2_quants, most of the time of Q2_K/Q4_K/Q5_K, has an AVX2 version with the same bytes
+// (qz_kquants_avx2.c), used when the engine's kernel choice (kn_ops_best) is not the reference.
+// Depends on kernels/ only (qp.h, kn_types.h, kn_blocks_k.h, kn_ops.h) and libc.
 #include <math.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "kn_blocks_k.h"
+#include "kn_ops.h"
 #include "kn_types.h"
 #include "qp.h"
 #include "qz_kquants.h"
+#include "qz_kquants_simd.h"
 #include "qz_search.h"
 
 #define QZ_QK_K KN_QK_K
@@ -89,10 +94,10 @@ static float qz_make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
 // min/max grid, then try iscale = (rmin + rdelta*is + nmax)/(max - min) for is = 0..nstep,
 // solving the weighted least squares for scale and min each time and keeping the lowest error
 // (absolute if use_mad, else squared). The search grid uses the best min found so far.
-// Laux (n) is scratch.
-static float qz_make_qkx2_quants(int n, int nmax, const float *x, const float *weights,
-                                 uint8_t *L, float *the_min, uint8_t *Laux, float rmin,
-                                 float rdelta, int nstep, bool use_mad) {
+// Laux (n) is scratch. The reference for qz_kquants_avx2.c (declared in qz_kquants_simd.h).
+float qz_make_qkx2_quants_ref(int n, int nmax, const float *x, const float *weights, uint8_t *L,
+                              float *the_min, uint8_t *Laux, float rmin, float rdelta, int nstep,
+                              bool use_mad) {
     float min = x[0], max = x[0];
     float sum_w = weights[0];
     float sum_x = sum_w * x[0];
@@ -154,6 +159,29 @@ static float qz_make_qkx2_quants(int n, int nmax, const float *x, const float *w
     }
     *the_min = -min;
     return scale;
+}
+
+// The AVX2 search gives the reference's bytes; it runs when the engine's kernel table is an AVX2
+// or AVX-512 one (the CPU has AVX2 and FMA, QPROBE_ISA is not "ref"; an invalid QPROBE_ISA gives
+// the reference, as in kn_qtype_for). Decided once per process; rows quantize on several
+// threads, hence the atomic (every thread that races on the first call decides alike).
+static bool qz_qkx2_use_avx2(void) {
+    static _Atomic int use = -1; // -1: not decided yet
+    int u = atomic_load_explicit(&use, memory_order_relaxed);
+    if (u < 0) {
+        char err[QP_ERRLEN];
+        const struct kn_ops *o = kn_ops_best(err);
+        u = o != NULL && strcmp(o->name, "ref") != 0;
+        atomic_store_explicit(&use, u, memory_order_relaxed);
+    }
+    return u;
+}
+
+static float qz_make_qkx2_quants(int n, int nmax, const float *x, const float *weights,
+                                 uint8_t *L, float *the_min, uint8_t *Laux, float rmin,
+                                 float rdelta, int nstep, bool use_mad) {
+    return (qz_qkx2_use_avx2() ? qz_make_qkx2_quants_avx2 : qz_make_qkx2_quants_ref)(
+        n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, use_mad);
 }
 
 // Quantizes non-negative x (the sub-block scales or mins) to L in 0..nmax with one scale,

@@ -5,20 +5,28 @@
 //  - dequantizing those files gives llama.cpp's float32 bit for bit;
 //  - the Q8_K activation quantizer and the reference dot products agree with a float
 //    reference within a stated tolerance;
-//  - the imatrix path lowers the imatrix-weighted error.
+//  - the imatrix path lowers the imatrix-weighted error;
+//  - the AVX2 scale/min search (quantizers/qz_kquants_avx2.c) gives the scalar reference's
+//    scale, min and quants on every kind of block, and whole tensors quantize to the same bytes
+//    with QPROBE_ISA=ref and without (the golden cases above run whichever path the CPU gets).
 #include <ctype.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "gguf.h"
 #include "kn_blocks_k.h"
+#include "kn_ops.h"
 #include "kn_types.h"
 #include "qp.h"
 #include "qp_test.h"
 #include "qz_kquants.h"
+#include "qz_kquants_simd.h"
 
 #define SYNTH_F32 "golden/quant/synth256-F32.gguf"
 #define EDGE_TENSOR "blk.1.attn_k.weight"
@@ -397,4 +405,188 @@ QP_TEST(imatrix_should_lower_the_imatrix_weighted_error) {
         free(im);
     }
     hx_gguf_close(f32);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The AVX2 scale/min search against the scalar reference
+
+static void need_avx2(void) {
+    if (!kn_ops_for("avx2")) QP_SKIP("this CPU has no avx2");
+}
+
+static int irand(int n) { return (int)(0.5f * (frand() + 1.0f) * (float)n) % n; } // 0..n-1
+
+static float gauss(void) { // Box-Muller; 1 - u keeps the log finite
+    const float u = 0.5f * (frand() + 1.0f), v = 0.5f * (frand() + 1.0f);
+    return sqrtf(-2.0f * logf(1.0f - u)) * cosf(6.2831853f * v);
+}
+
+// Student's t with 3 degrees of freedom: the heavy tails of real weight rows.
+static float student_t3(void) {
+    const float a = gauss(), b = gauss(), c = gauss();
+    return gauss() / sqrtf((a * a + b * b + c * c) / 3.0f + 1e-12f);
+}
+
+enum block_kind {
+    BK_HEAVY, BK_OUTLIERS, BK_EQUAL, BK_TINY, BK_SPARSE, BK_NEGATIVE, BK_POSITIVE, BK_GRID,
+    BK_HUGE, BK_UNIFORM, BK_SIGNED_ZEROS, BK_NONFINITE, BK_COUNT
+};
+
+// Fills x (n) with one block of a kind, at a random scale from 1e-3 to 1e2. BK_GRID puts values
+// on a coarse grid, so that many products land on rounding ties; BK_TINY goes down to
+// subnormals, where max - min is so small that iscale overflows; BK_HUGE overflows max - min;
+// BK_SIGNED_ZEROS mixes -0.0 and +0.0 (the sign of a zero min reaches the result).
+static void fill_block(int kind, int n, float *x) {
+    const float scale = powf(10.0f, 5.0f * frand() - 3.0f);
+    for (int i = 0; i < n; i++) x[i] = scale * student_t3();
+    switch (kind) {
+    case BK_OUTLIERS:
+        x[irand(n)] *= 30.0f;
+        x[0] *= frand() < 0 ? 10.0f : 1.0f;
+        break;
+    case BK_EQUAL:
+        for (int i = 1; i < n; i++) x[i] = x[0];
+        break;
+    case BK_TINY:
+        for (int i = 0; i < n; i++) x[i] *= frand() < 0 ? 1e-30f : 1e-41f;
+        break;
+    case BK_SPARSE:
+        for (int i = 0; i < n; i++) x[i] = frand() < 0.6f ? 0.0f : x[i];
+        break;
+    case BK_NEGATIVE:
+        for (int i = 0; i < n; i++) x[i] = -fabsf(x[i]) - (frand() < 0 ? scale : 0.0f);
+        break;
+    case BK_POSITIVE:
+        for (int i = 0; i < n; i++) x[i] = fabsf(x[i]) + (frand() < 0 ? scale : 0.0f);
+        break;
+    case BK_GRID:
+        for (int i = 0; i < n; i++) x[i] = 0.25f * (float)(int)(8.0f * frand());
+        break;
+    case BK_HUGE:
+        for (int i = 0; i < n; i++) x[i] = 3e38f * frand();
+        break;
+    case BK_UNIFORM:
+        for (int i = 0; i < n; i++) x[i] = scale * frand();
+        break;
+    case BK_SIGNED_ZEROS:
+        for (int i = 0; i < n; i++)
+            x[i] = frand() < 0.3f ? (frand() < 0 ? -0.0f : 0.0f) : fabsf(x[i]);
+        break;
+    case BK_NONFINITE: { // one, two or all three of NaN, +inf, -inf; a NaN's sign varies
+        static const float bad[] = {NAN, INFINITY, -INFINITY};
+        const int first = irand(3), count = 1 + irand(3);
+        for (int j = 0; j < count; j++) x[irand(n)] = bad[(first + j) % 3];
+        if (frand() < 0) x[irand(n)] = -NAN;
+        break;
+    }
+    default: break;
+    }
+}
+
+// The weights the callers pass (Q2_K: |x|; Q4_K/Q5_K: rms + |x|), or a quarter of the time
+// random ones with zeros.
+static void fill_weights(const float *x, int n, bool use_mad, float *w) {
+    if (frand() < -0.5f) {
+        for (int i = 0; i < n; i++) w[i] = frand() < -0.6f ? 0.0f : 1.0f + frand();
+        return;
+    }
+    float sum_x2 = 0;
+    for (int i = 0; i < n; i++) sum_x2 += x[i] * x[i];
+    const float av_x = sqrtf(sum_x2 / (float)n);
+    for (int i = 0; i < n; i++) w[i] = use_mad ? fabsf(x[i]) : av_x + fabsf(x[i]);
+}
+
+// llama.cpp's three searches (nmax, rmin, nstep; rdelta is 0.1 in all), each tried here with
+// both block lengths and both error measures.
+struct qkx2_consts {
+    const char *name;
+    int nmax;
+    float rmin;
+    int nstep;
+};
+static const struct qkx2_consts qkx2_searches[] = {
+    {"q2_K", 3, -0.5f, 15}, {"q4_K", 15, -1.0f, 20}, {"q5_K", 31, -0.5f, 15}};
+#define QKX2_BLOCKS_PER_SETTING 9000 // x 12 settings: 108,000 blocks, about 1 s
+
+// One block of a kind through both searches; fails naming the setting and the difference.
+static void check_qkx2_block(const struct qkx2_consts *k, int n, bool use_mad, int b, int kind) {
+    float x[32], w[32];
+    fill_block(kind, n, x);
+    fill_weights(x, n, use_mad, w);
+    if (kind == BK_NONFINITE && b % 3 == 0) w[irand(n)] = NAN; // in the weights too
+    uint8_t L1[32], L2[32], aux[32];
+    memset(L1, 0xA5, sizeof L1);
+    memset(L2, 0xA5, sizeof L2);
+    float m1 = 1, m2 = 1;
+    const float s1 =
+        qz_make_qkx2_quants_ref(n, k->nmax, x, w, L1, &m1, aux, k->rmin, 0.1f, k->nstep, use_mad);
+    const float s2 =
+        qz_make_qkx2_quants_avx2(n, k->nmax, x, w, L2, &m2, aux, k->rmin, 0.1f, k->nstep, use_mad);
+    int at = 0;
+    while (at < n && L1[at] == L2[at]) at++;
+    QP_CHECK_MSG(memcmp(&s1, &s2, 4) == 0 && memcmp(&m1, &m2, 4) == 0 && at == n,
+                 "%s n=%d use_mad=%d block %d (kind %d): scale %a vs %a, min %a vs %a, "
+                 "first differing quant %d",
+                 k->name, n, use_mad, b, kind, s1, s2, m1, m2, at < n ? at : -1);
+}
+
+QP_TEST(qkx2_avx2_should_give_the_reference_scale_min_and_quants) {
+    need_avx2();
+    int checked = 0;
+    for (size_t c = 0; c < QP_ARRAY_LEN(qkx2_searches); c++)
+        for (int n = 16; n <= 32; n += 16)
+            for (int use_mad = 0; use_mad <= 1; use_mad++)
+                for (int b = 0; b < QKX2_BLOCKS_PER_SETTING; b++, checked++)
+                    check_qkx2_block(&qkx2_searches[c], n, use_mad, b, b % BK_COUNT);
+    QP_CHECK_INT_EQ(checked, 12 * QKX2_BLOCKS_PER_SETTING);
+}
+
+// Quantizes the rows of x (rows, cols) as type into out (kn_row_bytes(type, cols) * rows bytes
+// of shared memory) in a child process whose QPROBE_ISA is isa (NULL: unset): the search path is
+// picked once per process, so each path gets a fresh one.
+static void quantize_in_child(int type, const float *x, int64_t rows, int64_t cols,
+                              const char *isa, uint8_t *out) {
+    pid_t pid = fork();
+    QP_CHECK(pid >= 0);
+    if (pid == 0) {
+        if (isa) setenv("QPROBE_ISA", isa, 1);
+        else unsetenv("QPROBE_ISA");
+        const size_t rb = kn_row_bytes(type, cols);
+        for (int64_t r = 0; r < rows; r++)
+            if (qz_quantize_row_k(type, x + r * cols, out + (size_t)r * rb, cols, NULL)) _exit(1);
+        _exit(0);
+    }
+    int st;
+    QP_CHECK(waitpid(pid, &st, 0) == pid);
+    QP_CHECK_MSG(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+                 "child quantizing with QPROBE_ISA=%s failed", isa ? isa : "(unset)");
+}
+
+QP_TEST(quantize_k_should_give_the_same_tensor_bytes_with_and_without_isa_ref) {
+    need_avx2();
+    enum { ROWS = 256, COLS = 4096 };
+    float *x = malloc((size_t)ROWS * COLS * sizeof(float));
+    QP_CHECK(x != NULL);
+    for (int r = 0; r < ROWS; r++) // heavy-tailed rows, every 16th one sparse
+        for (int j = 0; j < COLS; j += 32)
+            fill_block(r % 16 == 15 ? BK_SPARSE : BK_HEAVY, 32, x + (size_t)r * COLS + j);
+    for (int j = 0; j < COLS; j++) x[3 * COLS + j] = 0.0f;   // a zero row
+    for (int j = 0; j < COLS; j++) x[5 * COLS + j] = 0.125f; // a constant row
+    for (int r = 7; r < ROWS; r += 16) x[(size_t)r * COLS + r] *= 50.0f; // outliers
+    static const int types[] = {KN_Q2_K, KN_Q4_K, KN_Q5_K};
+    for (size_t t = 0; t < QP_ARRAY_LEN(types); t++) {
+        const size_t rb = kn_row_bytes(types[t], COLS), bytes = rb * ROWS;
+        uint8_t *ref = mmap(NULL, 2 * bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                            -1, 0);
+        QP_CHECK(ref != MAP_FAILED);
+        uint8_t *fast = ref + bytes;
+        quantize_in_child(types[t], x, ROWS, COLS, "ref", ref);
+        quantize_in_child(types[t], x, ROWS, COLS, NULL, fast);
+        size_t at = 0;
+        while (at < bytes && ref[at] == fast[at]) at++;
+        QP_CHECK_MSG(at == bytes, "%s: QPROBE_ISA=ref and the default differ first in row %zu, "
+                     "byte %zu", kn_type_info(types[t])->name, at / rb, at % rb);
+        munmap(ref, 2 * bytes);
+    }
+    free(x);
 }
