@@ -153,6 +153,7 @@ if [ "$BENCH_TINYLLAMA" != 0 ]; then
             label="\`$spec\`"
             bpw=$(printf '%.3f' "$bpw")
         fi
+        [ "$spec" = "q4_0;act=q8" ] && tl_q4_rss=$RSS_MIB
         case $spec in
             "") ref=F16 ;; f32) ref=F32 ;; "q8_0;act=q8") ref=Q8_0 ;; "q4_0;act=q8") ref=Q4_0 ;;
             "q4_k;act=q8") ref=Q4_K ;; *) ref= ;;
@@ -267,8 +268,9 @@ fi
         echo "($(awk -v b="$tlq_bytes" 'BEGIN { printf "%.0f", b / 1048576 }') MiB) in $tlq_rss MiB with act=q8: the mapped weights plus buffers of"
         echo "O(ctx x (dim + ff + vocab)) floats (activations, KV cache, logits of a 512-token chunk:"
         echo "about 150 MiB at this shape) and the process's libraries. A variant built from the F16"
-        echo "file (\`-q SPEC\`) holds its own weights beside the file's pages while it is built; the"
-        echo "source pages are released once the variant exists (docs/ENGINE.md, \"Memory\")."
+        echo "file (\`-q SPEC\`) releases each source matrix's pages once it is quantized, so it peaks at"
+        echo "the variant plus one matrix: \`q4_0;act=q8\` in $tl_q4_rss MiB (docs/ENGINE.md, \"Memory\")."
+        echo "Variants that are fp32 by nature (\`f32\`, fake-quantized \`rtn\`) hold 4 bytes per weight."
         echo
         echo "### Thread scaling"
         echo
