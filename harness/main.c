@@ -37,8 +37,9 @@ static void hx_main_usage(FILE *f) {
     for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++)
         fprintf(f, "  %-10s %s\n", hx_commands[i].name, hx_commands[i].what);
     fprintf(f, "\nexit status: 0 ok, 1 failed check or regression, 2 bad usage or input.\n"
-               "environment: QPROBE_ISA=ref|avx2|avx512 forces a kernel path; QPROBE_GEMM=own|blas picks\n"
-               "the matrix-product backend (own kernels, default, or OpenBLAS).\n");
+               "environment: QPROBE_ISA=ref|avx2|avx512 forces a kernel path (engine and k-quant search);\n"
+               "QPROBE_GEMM=own|blas picks the matrix-product backend (own kernels, default, or OpenBLAS);\n"
+               "QPROBE_PANELS=prepack|stream how the own GEMM holds its weights (default: by model size).\n");
 }
 
 int main(int argc, char **argv) {
