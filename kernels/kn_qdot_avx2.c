@@ -11,7 +11,9 @@
 //  - legacy types, one row: the terms of 8 blocks are formed at once in 8 float lanes (each
 //    lane one block's own expression), then added to the single accumulator in block order;
 //  - legacy types, tiles: 8 weight rows at once, lane j being row j's accumulator, which gets
-//    the same terms in the same order as the one-row kernel gives its single accumulator;
+//    the same terms in the same order as the one-row kernel gives its single accumulator (Q8_0:
+//    a horizontal sum per block; the others: weights transposed so that nothing is summed
+//    across lanes, see "The transposed tile");
 //  - k-quants: the reference's 8 float lanes (ggml's sums[8]) are one __m256, lane l holding
 //    exactly the weights k with k % 8 == l (see "Lane sums" below).
 // _mm256_maddubs_epi16 saturates its int16 pair sums; every use below states why it cannot.
@@ -77,6 +79,11 @@ static inline float kn_add_lanes(float s, __m256 t) {
 // [-127, 127] and any int8 y. maddubs takes |y| (<= 128 as unsigned) times sign(y) * x (fits
 // int8 since x != -128): a pair is at most 2 * 128 * 127 = 32512 < 32767, so nothing saturates.
 static inline __m256i kn_mul_sx(__m256i x, __m256i y) {
+    return _mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(x, y));
+}
+
+// kn_mul_sx before widening: 16 int16 pair sums.
+static inline __m256i kn_mul_sx_u16(__m256i x, __m256i y) {
     return _mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(x, y));
 }
 
@@ -378,7 +385,7 @@ __attribute__((always_inline)) static inline float kn_dot_lg(int t, const uint8_
     return sumf;
 }
 
-// A tile: n_rows weight rows (w_stride bytes apart) times n_act activation rows (act_stride
+// The Q8_0 tile: n_rows weight rows (w_stride bytes apart) times n_act activation rows (act_stride
 // apart). Weight rows go 8 at a time, one per lane; lane j of an activation row's accumulator is
 // that output's sumf, to which block terms are added in block order, exactly as kn_dot_lg adds
 // them (from 0.0f, one term per block, the same term expression). A last group of fewer than 8
@@ -444,22 +451,178 @@ __attribute__((always_inline)) static inline void kn_tile_lg(int t, const uint8_
     }
 }
 
-#define KN_LEGACY(wt, at, T)                                                                   \
+// The transposed tile, for every legacy type but Q8_0 (whose weights may be -128): no horizontal
+// sums. A chunk's 8 weight rows are unpacked once and transposed so that vector g of block k
+// holds values 4g..4g+3 of row j in its int32 lane j; an activation row's values 4g..4g+3 are
+// broadcast to every lane, and maddubs then adds, lane by lane, products of one weight row
+// only. A lane's int16 pair sums are added over kn_tr_run(t) vectors before widening to int32
+// (the bounds below), so every block's integer sum is exact, and the float step is
+// kn_tile_lg's, term for term. maddubs takes one unsigned and one signed side:
+//  - Q4_1 (q in [0, 15]) and Q5_1 (q in [0, 31]): the stored q, unsigned, times y;
+//  - Q4_0 (w in [-8, 7]) and Q5_0 (w in [-16, 15]): u = y + 128 (unsigned, from a copy of the
+//    activation chunk) times w; sum(w * y) = sum(w * u) - 128 * sum(w), and 128 * sum(w) is
+//    formed per weight row and block when the chunk is unpacked;
+//  - IQ4_NL grid values (in [-127, 113]): maddubs(|y|, sign(w, y)) = w * y (|y| <= 128 as
+//    unsigned; sign(w, y) fits int8 as w != -128).
+// A maddubs pair is at most 2 * 128 * 15 = 3840 (Q4_1: 8 add up to 30720), 2 * 255 * 8 = 4080
+// (Q4_0: 8 add up to 32640), 2 * 128 * 31 = 7936 (Q5_1: 4 add up to 31744), 2 * 255 * 16 = 8160
+// (Q5_0: 4 add up to 32640), 2 * 128 * 127 = 32512 (IQ4_NL: 1), all below 32767.
+__attribute__((always_inline)) static inline int kn_tr_run(int t) {
+    return t == KN_L_Q4_0 || t == KN_L_Q4_1 ? 8 : t == KN_L_IQ4_NL ? 1 : 4;
+}
+
+// v[0..7] (row j in v[j], 8 int32 each) transposed in place: v[g] lane j = old v[j] lane g.
+static inline void kn_transpose_8x8(__m256i v[8]) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(v[i], v[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(v[i], v[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);         // values 0-3 | 16-19 of rows i..i+3
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);     // 4-7 | 20-23
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]); // 8-11 | 24-27
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]); // 12-15 | 28-31
+    }
+    for (int g = 0; g < 4; g++) {
+        v[g] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x20);
+        v[g + 4] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x31);
+    }
+}
+
+static inline __m256i kn_bcast4(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm256_set1_epi32(v);
+}
+
+// 8 * ng weight rows (ng = 1 or 2; rows past m repeat row m - 1 and are not stored) times na
+// (<= KN_TA) activation rows: a block's activation side (its broadcasts and scales) is loaded
+// once for all 8 * ng rows.
+__attribute__((always_inline)) static inline void kn_tr_rows(int t, int ng, const uint8_t *w, size_t w_stride,
+                                                              int m, const uint8_t *act, size_t act_stride,
+                                                              int na, int64_t nb, float *out, size_t out_stride) {
+    const int xs = kn_l_xbytes[t], ys = kn_l_ybytes[t], x1 = ys == 36, run = kn_tr_run(t);
+    const int biased = t == KN_L_Q4_0 || t == KN_L_Q5_0, sgn = t == KN_L_IQ4_NL; // biased: u = y + 128
+    const int yq = x1 ? 4 : 2; // the quants' offset in an activation block
+    __m256i wt[KN_TB][2][8], cw[KN_TB][2];
+    _Alignas(32) uint8_t yo[KN_TA][KN_TB][32];
+    __m256 dx[KN_TB][2], mx[KN_TB][2], acc[KN_TA][2];
+    const uint8_t *xr[16];
+    for (int j = 0; j < 8 * ng; j++) xr[j] = w + (size_t)(j < m ? j : m - 1) * w_stride;
+    for (int r = 0; r < na; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+    for (int64_t b0 = 0; b0 < nb; b0 += KN_TB) {
+        const int kb = nb - b0 < KN_TB ? (int)(nb - b0) : KN_TB;
+        for (int k = 0; k < kb; k++)
+            for (int h = 0; h < ng; h++) {
+                const uint8_t *xb[8];
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++) {
+                    xb[j] = xr[8 * h + j] + (b0 + k) * xs;
+                    wt[k][h][j] = kn_wprep(t, xb[j]).w;
+                }
+                kn_transpose_8x8(wt[k][h]);
+                if (biased) { // lane j: 128 * (the sum of row j's 32 values)
+                    const __m256i one = _mm256_set1_epi8(1);
+                    __m256i s16 = _mm256_maddubs_epi16(one, wt[k][h][0]);
+                    for (int g = 1; g < 8; g++) s16 = _mm256_add_epi16(s16, _mm256_maddubs_epi16(one, wt[k][h][g]));
+                    cw[k][h] = _mm256_madd_epi16(s16, _mm256_set1_epi16(128));
+                }
+                dx[k][h] = kn_h2f8_at(xb, 0);
+                mx[k][h] = x1 ? kn_h2f8_at(xb, 2) : _mm256_setzero_ps();
+            }
+        if (biased) // the chunk's activation quants + 128, as unsigned bytes
+            for (int r = 0; r < na; r++)
+                for (int k = 0; k < kb; k++) {
+                    const uint8_t *qs = act + (size_t)r * act_stride + (b0 + k) * ys + yq;
+                    _mm256_store_si256((__m256i *)yo[r][k], _mm256_xor_si256(kn_lu256(qs), _mm256_set1_epi8(-128)));
+                }
+        for (int r = 0; r < na; r++) {
+            const uint8_t *yr = act + (size_t)r * act_stride + b0 * ys;
+            __m256 sumf[2] = {acc[r][0], acc[r][1]};
+            for (int k = 0; k < kb; k++) {
+                const uint8_t *yb = yr + k * ys, *qs = biased ? yo[r][k] : yb + yq;
+                const __m256 dy = kn_h2f1(yb), sy = x1 ? kn_h2f1(yb + 2) : _mm256_setzero_ps();
+                __m256i sumi[2], s16[2];
+#pragma GCC unroll 8
+                for (int g = 0; g < 8; g++) {
+                    const __m256i y = kn_bcast4(qs + 4 * g);
+#pragma GCC unroll 2
+                    for (int h = 0; h < ng; h++) {
+                        const __m256i x = wt[k][h][g];
+                        const __m256i p = sgn      ? kn_mul_sx_u16(x, y)
+                                          : biased ? _mm256_maddubs_epi16(y, x)
+                                                   : _mm256_maddubs_epi16(x, y);
+                        s16[h] = g % run == 0 ? p : _mm256_add_epi16(s16[h], p);
+                        if (g % run == run - 1) { // a run ends: widen it into the block's sum
+                            __m256i s32 = kn_widen(s16[h]);
+                            if (g == run - 1 && biased) s32 = _mm256_sub_epi32(s32, cw[k][h]);
+                            sumi[h] = g == run - 1 ? s32 : _mm256_add_epi32(sumi[h], s32);
+                        }
+                    }
+                }
+#pragma GCC unroll 2
+                for (int h = 0; h < ng; h++) {
+                    const __m256 fs = _mm256_cvtepi32_ps(sumi[h]);
+                    sumf[h] = _mm256_add_ps(sumf[h], kn_term(t, fs, dx[k][h], mx[k][h], dy, sy));
+                }
+            }
+            for (int h = 0; h < ng; h++) acc[r][h] = sumf[h];
+        }
+    }
+    for (int r = 0; r < na; r++)
+        for (int h = 0; h < ng && 8 * h < m; h++) {
+            float *op = out + (size_t)r * out_stride + 8 * h;
+            const int mh = m - 8 * h < 8 ? m - 8 * h : 8;
+            if (mh == 8) {
+                _mm256_storeu_ps(op, acc[r][h]);
+            } else {
+                float v[8];
+                _mm256_storeu_ps(v, acc[r][h]);
+                memcpy(op, v, sizeof(float) * (size_t)mh);
+            }
+        }
+}
+
+__attribute__((always_inline)) static inline void kn_tile_tr(int t, const uint8_t *w, size_t w_stride,
+                                                              int n_rows, const uint8_t *act,
+                                                              size_t act_stride, int n_act, int64_t nb,
+                                                              float *out, size_t out_stride) {
+    for (int a0 = 0; a0 < n_act; a0 += KN_TA) {
+        const int na = n_act - a0 < KN_TA ? n_act - a0 : KN_TA;
+        const uint8_t *ya = act + (size_t)a0 * act_stride;
+        float *oa = out + (size_t)a0 * out_stride;
+        for (int j0 = 0; j0 < n_rows;) {
+            const int left = n_rows - j0;
+            if (left > 8) {
+                kn_tr_rows(t, 2, w + (size_t)j0 * w_stride, w_stride, left < 16 ? left : 16, ya, act_stride, na,
+                           nb, oa + j0, out_stride);
+                j0 += 16;
+            } else {
+                kn_tr_rows(t, 1, w + (size_t)j0 * w_stride, w_stride, left, ya, act_stride, na, nb, oa + j0,
+                           out_stride);
+                j0 += 8;
+            }
+        }
+    }
+}
+
+#define KN_LEGACY(wt, at, T, tile)                                                             \
     float kn_dot_##wt##_##at##_avx2(const void *w, const void *act, int64_t n) {               \
         return kn_dot_lg(T, w, act, n / 32);                                                   \
     }                                                                                          \
     void kn_dot_tile_##wt##_##at##_avx2(const void *w, size_t w_stride, int n_rows,            \
                                         const void *act, size_t act_stride, int n_act,         \
                                         int64_t n, float *out, size_t out_stride) {            \
-        kn_tile_lg(T, w, w_stride, n_rows, act, act_stride, n_act, n / 32, out, out_stride);   \
+        tile(T, w, w_stride, n_rows, act, act_stride, n_act, n / 32, out, out_stride);         \
     }
 
-KN_LEGACY(q4_0, q8_0, KN_L_Q4_0)
-KN_LEGACY(q4_1, q8_1, KN_L_Q4_1)
-KN_LEGACY(q5_0, q8_0, KN_L_Q5_0)
-KN_LEGACY(q5_1, q8_1, KN_L_Q5_1)
-KN_LEGACY(q8_0, q8_0, KN_L_Q8_0)
-KN_LEGACY(iq4_nl, q8_0, KN_L_IQ4_NL)
+KN_LEGACY(q4_0, q8_0, KN_L_Q4_0, kn_tile_tr)
+KN_LEGACY(q4_1, q8_1, KN_L_Q4_1, kn_tile_tr)
+KN_LEGACY(q5_0, q8_0, KN_L_Q5_0, kn_tile_tr)
+KN_LEGACY(q5_1, q8_1, KN_L_Q5_1, kn_tile_tr)
+KN_LEGACY(q8_0, q8_0, KN_L_Q8_0, kn_tile_lg)
+KN_LEGACY(iq4_nl, q8_0, KN_L_IQ4_NL, kn_tile_tr)
 
 // ---------------------------------------------------------------------------------------------
 // K-quants (references: kn_vecdot_k.c). Byte offsets: Q8_K d 0, qs 4, bsums 260 (292 bytes).

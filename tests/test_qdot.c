@@ -320,6 +320,20 @@ static void check_dot_extremes(int wtype, const char *isa) {
             const float r = ref->dot(tw.al, ta.al, n), s = q->dot(tw.mis, ta.mis, n);
             QP_CHECK_MSG(memcmp(&r, &s, sizeof r) == 0, "%s %s weights 0x%02x activations 0x%02x: %.9g vs %.9g",
                          ti->name, isa, wfill[i], afill[k], r, s);
+            // The tile too: 17 copies of the row (groups of 16, 8 and 1 rows) times 2 copies of
+            // the activation row.
+            enum { ROWS = 17, ACTS = 2 };
+            uint8_t *wr = malloc(wb * ROWS), *ar = malloc(ab * ACTS);
+            float out[ACTS * ROWS];
+            for (int j = 0; j < ROWS; j++) memcpy(wr + j * wb, w, wb);
+            for (int j = 0; j < ACTS; j++) memcpy(ar + j * ab, a, ab);
+            q->dot_tile(wr, wb, ROWS, ar, ab, ACTS, n, out, ROWS);
+            for (int j = 0; j < ACTS * ROWS; j++)
+                QP_CHECK_MSG(memcmp(&r, &out[j], sizeof r) == 0,
+                             "%s %s tile, weights 0x%02x activations 0x%02x, output %d: %.9g vs %.9g", ti->name,
+                             isa, wfill[i], afill[k], j, r, out[j]);
+            free(wr);
+            free(ar);
             twin_free(&tw);
             twin_free(&ta);
         }
