@@ -63,15 +63,11 @@ static void bp_fill(float *v, size_t n, uint64_t seed) {
 }
 
 // wp (ceil(n_out / KN_NR), n_in, KN_NR) := the panels of w (n_out, n_in), as kn_engine.c packs
-// a linear layer: wp[(p*n_in + k)*KN_NR + c] = w[p*KN_NR + c][k], zero past n_out.
-static void bp_pack(const float *w, int n_out, int n_in, float *wp) {
-    int n_panels = (n_out + KN_NR - 1) / KN_NR;
-    memset(wp, 0, (size_t)n_panels * n_in * KN_NR * sizeof(float));
-    for (int j = 0; j < n_out; j++) {
-        float *dst = wp + (size_t)(j / KN_NR) * n_in * KN_NR + j % KN_NR;
-        const float *row = w + (size_t)j * n_in;
-        for (int k = 0; k < n_in; k++) dst[(size_t)k * KN_NR] = row[k];
-    }
+// a linear layer (kn_ops.h pack_f32, one panel at a time). wp 64-byte aligned.
+static void bp_pack(const struct kn_ops *ops, const float *w, int n_out, int n_in, float *wp) {
+    for (int c0 = 0; c0 < n_out; c0 += KN_NR)
+        ops->pack_f32(w + (size_t)c0 * n_in, (size_t)n_in, QP_MIN(KN_NR, n_out - c0), n_in,
+                      wp + (size_t)c0 * n_in);
 }
 
 static void bp_blas(const struct bp_job *j) {
@@ -219,7 +215,7 @@ int hx_cmd_gemm_peak(int argc, char **argv) {
     // from the OpenMP team that follows.
     for (size_t s = 0; s < QP_ARRAY_LEN(eng); s++) {
         int k = eng[s][0], n = eng[s][1];
-        bp_pack(b, n, k, wp); // W (n, k): the first n*k values of b
+        bp_pack(ops, b, n, k, wp); // W (n, k): the first n*k values of b
         for (int t = 0; t < n_thr; t++) {
             struct bp_job j = {.m = BP_ROWS, .n = n, .k = k, .threads = thr[t], .a = a, .b = wp,
                                .c = cc, .ops = ops};

@@ -84,6 +84,17 @@ _Static_assert(sizeof(struct kn_block_q5_K) == 2 + 2 + 12 + 32 + 128, "q5_K bloc
 _Static_assert(sizeof(struct kn_block_q6_K) == 128 + 64 + 16 + 2, "q6_K block size");
 _Static_assert(sizeof(struct kn_block_q8_K) == 4 + 256 + 32, "q8_K block size");
 
+// Q4_K/Q5_K: the 6-bit scale and min of sub-block j (0..7) from the 12 packed scale bytes b.
+static inline void kn_k4_scale_min(int j, const uint8_t *b, uint8_t *sc, uint8_t *m) {
+    if (j < 4) {
+        *sc = b[j] & 63;
+        *m = b[j + 4] & 63;
+    } else {
+        *sc = (uint8_t)((b[j + 4] & 0xF) | ((b[j - 4] >> 6) << 4));
+        *m = (uint8_t)((b[j + 4] >> 4) | ((b[j] >> 6) << 4));
+    }
+}
+
 // Dequantizes n weights (n a multiple of 256) of type KN_Q2_K..KN_Q6_K or KN_Q8_K from src
 // into dst (n floats, caller-owned), bit-exact with llama.cpp's dequantize_row_q*_K.
 // Other types or n % 256 != 0 are programmer errors (assert).

@@ -54,9 +54,8 @@ static void kn_deq_q4_K(const uint8_t *b, float *y, int64_t nb) {
         const uint8_t *sc = b + 4, *q = b + 16;
         for (int j = 0; j < 8; j += 2, q += 32) { // 64 weights: low nibbles of q[0..31], then high
             for (int h = 0; h < 2; h++, y += 32) {
-                const int s = j + h;
-                const uint8_t scale = s < 4 ? sc[s] & 63 : (uint8_t)((sc[s + 4] & 0xF) | ((sc[s - 4] >> 6) << 4));
-                const uint8_t min = s < 4 ? sc[s + 4] & 63 : (uint8_t)((sc[s + 4] >> 4) | ((sc[s] >> 6) << 4));
+                uint8_t scale, min;
+                kn_k4_scale_min(j + h, sc, &scale, &min);
                 const __m256 d1 = _mm256_set1_ps(d * scale), m1 = _mm256_set1_ps(dmin * min);
                 __m256i v = _mm256_loadu_si256((const __m256i *)q);
                 v = _mm256_and_si256(h ? _mm256_srli_epi16(v, 4) : v, m4);

@@ -13,17 +13,6 @@
 // ---------------------------------------------------------------------------------------------
 // Scale unpacking shared by the types
 
-// Q4_K/Q5_K: 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes.
-static void kn_k4_scale_min(int j, const uint8_t *b, uint8_t *sc, uint8_t *m) {
-    if (j < 4) {
-        *sc = b[j] & 63;
-        *m = b[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((b[j + 4] & 0xF) | ((b[j - 4] >> 6) << 4));
-        *m = (uint8_t)((b[j + 4] >> 4) | ((b[j] >> 6) << 4));
-    }
-}
-
 // Q3_K: signed scale (6-bit value minus 32) of sub-block j (0..15).
 static int kn_q3_scale(int j, const uint8_t *b) {
     int lo = j < 8 ? (b[j] & 0xF) : (b[j - 8] >> 4);

@@ -32,9 +32,8 @@ struct kn_lin {
                      // aligned; NULL when the engine streams (panels built per call, kn_panel)
     const float *w;  // OpenBLAS GEMM: row-major (n_out, n_in), the tensor itself when F32
     float *w_owned;  // a converted copy backing w, or NULL
-    const struct kn_qtype *qt; // packed path (act=q8): the weight type's dot product, else NULL
-    const uint8_t *q;          // packed rows (n_out rows of q_row bytes), the tensor's own data
-    size_t q_row;
+    const struct kn_qtype *qt; // packed path (act=q8): the weight type's dot product on src's
+                               // rows, else NULL
     float act_scale;           // act_int8 == KN_ACT_INT8_TENSOR: the static scale of the input
 };
 
@@ -104,11 +103,7 @@ static int kn_lin_init(struct kn_lin *l, const struct kn_tensor *t, const struct
     l->n_out = (int)t->ne1;
     l->src = *t;
     l->src_row = kn_row_bytes(t->type, t->ne0);
-    if (e->act_q8 && (l->qt = kn_qtype_for_isa(t->type, e->ops->name)) != NULL) { // packed: run on the blocks
-        l->q = t->data;
-        l->q_row = kn_row_bytes(t->type, t->ne0);
-        return 0;
-    }
+    if (e->act_q8 && (l->qt = kn_qtype_for_isa(t->type, e->ops->name)) != NULL) return 0; // runs on the blocks
     if (!kn_type_has_dequant(t->type)) {
         const struct kn_type_info *ti = kn_type_info(t->type);
         return qp_fail(err, QP_ENOTSUP, "tensor %s has type %s, which qprobe cannot run",
@@ -513,7 +508,7 @@ static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const 
 #pragma omp for schedule(static) nowait
                 for (int g = 0; g < n_groups; g++) {
                     const int j0 = g * QGROUP, m = QP_MIN(QGROUP, lin->n_out - j0);
-                    qt->dot_tile(lin->q + (size_t)j0 * lin->q_row, lin->q_row, m,
+                    qt->dot_tile((const uint8_t *)lin->src.data + (size_t)j0 * lin->src_row, lin->src_row, m,
                                  s->actq + (size_t)r0 * s->actq_stride, s->actq_stride, na, lin->n_in,
                                  y + (size_t)r0 * lin->n_out + j0, (size_t)lin->n_out);
                 }

@@ -1,32 +1,13 @@
 // kn_pack_avx2.c — panel packing (kn_ops.h pack_f32 / pack_f16) with AVX2 and F16C: eight rows
 // at a time, eight k at a time, an 8 x 8 transpose in registers. Pure data movement and exact
 // fp16 -> fp32 conversion, so the panels are the reference's bit for bit. Compiled with
-// -mavx2 -mfma -mf16c; used by the AVX2 and AVX-512 tables. Depends on intrinsics only.
+// -mavx2 -mfma -mf16c; used by the AVX2 and AVX-512 tables. Depends on intrinsics and kn_avx2.h.
 #include <immintrin.h>
 #include <string.h>
 
+#include "kn_avx2.h"
 #include "kn_ops.h"
 #include "qp.h"
-
-// r[i] (row i, k .. k+7) -> r[i] (k + i, rows 0..7).
-static inline void kn_transpose8(__m256 r[8]) {
-    __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-    __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-    __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-    __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
-    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
-    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
-    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
-    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
-    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
-    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
-    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
-}
 
 // Columns g*8 .. g*8+7 of the panel for k in [0, n8), n8 a multiple of 8; rows past n_rows zero.
 #define KN_PACK_BODY(LOAD)                                                                          \

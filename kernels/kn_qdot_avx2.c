@@ -22,10 +22,11 @@
 //
 // Compiled with -mavx2 -mfma -mf16c (Makefile), called only when the CPU has all three
 // (kn_qtype_for_isa). Pointers need no alignment: every access is a loadu or a memcpy.
-// Depends on intrinsics, libc, kernels/kn_qdot.h and kernels/kn_blocks.h only. Never allocates.
+// Depends on intrinsics, libc, kernels/kn_qdot.h, kn_blocks.h and kn_avx2.h only. Never allocates.
 #include <immintrin.h>
 #include <string.h>
 
+#include "kn_avx2.h"
 #include "kn_blocks.h"
 #include "kn_qdot.h"
 
@@ -471,25 +472,6 @@ __attribute__((always_inline)) static inline int kn_tr_run(int t) {
     return t == KN_L_Q4_0 || t == KN_L_Q4_1 ? 8 : t == KN_L_IQ4_NL ? 1 : 4;
 }
 
-// v[0..7] (row j in v[j], 8 int32 each) transposed in place: v[g] lane j = old v[j] lane g.
-static inline void kn_transpose_8x8(__m256i v[8]) {
-    __m256i t[8], u[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_epi32(v[i], v[i + 1]);
-        t[i + 1] = _mm256_unpackhi_epi32(v[i], v[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);         // values 0-3 | 16-19 of rows i..i+3
-        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);     // 4-7 | 20-23
-        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]); // 8-11 | 24-27
-        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]); // 12-15 | 28-31
-    }
-    for (int g = 0; g < 4; g++) {
-        v[g] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x20);
-        v[g + 4] = _mm256_permute2x128_si256(u[g], u[4 + g], 0x31);
-    }
-}
-
 static inline __m256i kn_bcast4(const uint8_t *p) {
     int32_t v;
     memcpy(&v, p, 4);
@@ -521,7 +503,7 @@ __attribute__((always_inline)) static inline void kn_tr_rows(int t, int ng, cons
                     xb[j] = xr[8 * h + j] + (b0 + k) * xs;
                     wt[k][h][j] = kn_wprep(t, xb[j]).w;
                 }
-                kn_transpose_8x8(wt[k][h]);
+                kn_transpose8_si(wt[k][h]); // vector g: values 4g..4g+3, row j in lane j
                 if (biased) { // lane j: 128 * (the sum of row j's 32 values)
                     const __m256i one = _mm256_set1_epi8(1);
                     __m256i s16 = _mm256_maddubs_epi16(one, wt[k][h][0]);

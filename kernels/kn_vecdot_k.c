@@ -20,17 +20,7 @@
 #include "qp.h"
 
 // ---------------------------------------------------------------------------------------------
-// Helpers (the same unpacking as kn_dequant_k.c; kept local so both files stand alone)
-
-static void kn_vd_scale_min(int j, const uint8_t *b, int *sc, int *m) {
-    if (j < 4) {
-        *sc = b[j] & 63;
-        *m = b[j + 4] & 63;
-    } else {
-        *sc = (b[j + 4] & 0xF) | ((b[j - 4] >> 6) << 4);
-        *m = (b[j + 4] >> 4) | ((b[j] >> 6) << 4);
-    }
-}
+// Helpers (Q4_K/Q5_K scales and mins: kn_k4_scale_min, kn_blocks_k.h)
 
 static int kn_vd_q3_scale(int j, const uint8_t *b) {
     int lo = j < 8 ? (b[j] & 0xF) : (b[j - 8] >> 4);
@@ -92,7 +82,12 @@ static float kn_vd_q3_K(const struct kn_block_q3_K *x, const struct kn_block_q8_
 static void kn_vd_q45_block(const int8_t *a, const uint8_t *b, uint16_t d16, uint16_t dmin16,
                             const struct kn_block_q8_K *y, float sums[8], float *sumf) {
     int scale[8], mins[8];
-    for (int j = 0; j < 8; j++) kn_vd_scale_min(j, b, &scale[j], &mins[j]);
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        kn_k4_scale_min(j, b, &sc, &m);
+        scale[j] = sc;
+        mins[j] = m;
+    }
     int sumi = 0;
     for (int j = 0; j < 16; j++) sumi += y->bsums[j] * mins[j / 2];
     int32_t aux32[8] = {0};

@@ -97,17 +97,6 @@ static uint32_t load_u32le(const uint8_t b[4]) {
 // Value j of a 32-value block: the low nibble of qs[j] for j < 16, the high nibble of qs[j-16].
 static int nibble32(const uint8_t qs[16], int j) { return j < 16 ? qs[j] & 15 : qs[j - 16] >> 4; }
 
-// Q4_K/Q5_K: 6-bit scale and min of sub-block j (0..7).
-static void k4_scale_min(int j, const uint8_t *s, int *sc, int *m) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *m = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
-        *m = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
-
 // Q3_K: signed scale of sub-block j (0..15).
 static int q3_scale(int j, const uint8_t *s) {
     int lo = j < 8 ? s[j] & 15 : s[j - 8] >> 4;
@@ -195,8 +184,8 @@ static void decode_block(int type, const void *blk, uint8_t *codes, struct group
         float d = qp_fp16_to_fp32(b->d), dmin = qp_fp16_to_fp32(b->dmin);
         for (int k = 0; k < KN_QK_K; k++) codes[k] = (uint8_t)k_nib4(b->qs, k);
         for (int j = 0; j < 8; j++) {
-            int sc, m;
-            k4_scale_min(j, b->scales, &sc, &m);
+            uint8_t sc, m;
+            kn_k4_scale_min(j, b->scales, &sc, &m);
             gv[j] = (struct group_val){VAL_KMIN, 0, d * (float)sc, dmin * (float)m};
         }
         return;
@@ -209,8 +198,8 @@ static void decode_block(int type, const void *blk, uint8_t *codes, struct group
             codes[k] = (uint8_t)(k_nib4(b->qs, k) | hbit << 4);
         }
         for (int j = 0; j < 8; j++) {
-            int sc, m;
-            k4_scale_min(j, b->scales, &sc, &m);
+            uint8_t sc, m;
+            kn_k4_scale_min(j, b->scales, &sc, &m);
             gv[j] = (struct group_val){VAL_KMIN, 0, d * (float)sc, dmin * (float)m};
         }
         return;

@@ -271,16 +271,6 @@ static void qz_pack_scale_min_k4(uint8_t b[12], const uint8_t *ls, const uint8_t
     }
 }
 
-static void qz_unpack_scale_min_k4(int j, const uint8_t *b, uint8_t *sc, uint8_t *m) {
-    if (j < 4) {
-        *sc = b[j] & 63;
-        *m = b[j + 4] & 63;
-    } else {
-        *sc = (uint8_t)((b[j + 4] & 0xF) | ((b[j - 4] >> 6) << 4));
-        *m = (uint8_t)((b[j + 4] >> 4) | ((b[j] >> 6) << 4));
-    }
-}
-
 // Q3_K: 16 6-bit scales (0..63, value - 32) into 12 bytes.
 static void qz_pack_scales_q3(uint8_t b[12], const int *l6) {
     memset(b, 0, 12);
@@ -312,7 +302,7 @@ static void qz_requant_k4(const float *x, uint16_t d16, uint16_t dmin16, const u
                           int nmax, uint8_t *L) {
     for (int j = 0; j < QZ_QK_K / 32; j++) {
         uint8_t sc, m;
-        qz_unpack_scale_min_k4(j, scales, &sc, &m);
+        kn_k4_scale_min(j, scales, &sc, &m);
         const float d = qp_fp16_to_fp32(d16) * sc;
         if (!d) continue;
         const float dm = qp_fp16_to_fp32(dmin16) * m;
