@@ -19,7 +19,9 @@ ifeq ($(origin CC),default)
 CC := gcc
 endif
 
-LAYERS := kernels quantizers metrics tasks harness reports
+# The layers, bottom to top (docs/ARCHITECTURE.md): each may include only from the ones before
+# it; make check-layers enforces it.
+LAYERS := kernels quantizers metrics tasks harness/io harness/store harness/run reports harness/cli
 PKGS := sqlite3 libcjson openblas
 # Evaluated lazily (=), so that they see packages the setup step installs first.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
@@ -51,9 +53,9 @@ LDLIBS_ALL = $(OPT) -fopenmp $(PKG_LIBS) -lm $(LDLIBS)
 ISA_AVX2 := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
 
-LIB_SRC := $(filter-out harness/main.c,$(foreach d,$(LAYERS),$(wildcard $(d)/*.c)))
+LIB_SRC := $(filter-out harness/cli/hx_main.c,$(foreach d,$(LAYERS),$(wildcard $(d)/*.c)))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
-MAIN_OBJ := $(BUILD)/harness/main.o
+MAIN_OBJ := $(BUILD)/harness/cli/hx_main.o
 LIB := $(BUILD)/libqprobe.a
 BIN := $(BUILD)/qprobe
 
@@ -70,7 +72,7 @@ Q := @
 endif
 
 .SECONDARY:
-.PHONY: all test asan-test demo bench clean deps check-fixtures results
+.PHONY: all test asan-test demo bench clean deps check-fixtures results check-layers
 all: $(BIN)
 
 $(DEPS_STAMP):
@@ -109,7 +111,7 @@ COMMIT_STAMP := $(BUILD)/.commit
 $(COMMIT_STAMP): FORCE | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@echo '$(GIT_COMMIT)' | cmp -s - $@ 2>/dev/null || echo '$(GIT_COMMIT)' > $@
-$(BUILD)/harness/store.o: $(COMMIT_STAMP)
+$(BUILD)/harness/store/hx_store.o: $(COMMIT_STAMP)
 .PHONY: FORCE
 FORCE:
 
@@ -130,7 +132,10 @@ $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(TEST_FW) $(LIB)
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) -o $@ $^ $(LDLIBS_ALL)
 
-test: $(BIN) $(TEST_BIN)
+check-layers:
+	@scripts/check-layers.sh
+
+test: check-layers $(BIN) $(TEST_BIN)
 	@QP_FIXTURES="$(abspath $(FIXTURES))" QPROBE_FIXTURES="$(abspath $(FIXTURES))" QP_BIN="$(abspath $(BIN))" QP_ROOT="$(CURDIR)" \
 	    tests/run.sh $(abspath $(TEST_BIN))
 

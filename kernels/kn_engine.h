@@ -81,7 +81,7 @@ struct kn_engine_opts {
 
 enum { KN_ACT_INT8_OFF, KN_ACT_INT8_TOKEN, KN_ACT_INT8_TENSOR };
 
-// The linear inputs of a block, for act_scales (the order of harness/calib.h's sites).
+// The linear inputs of a block, for act_scales (the order of harness/run/hx_calib.h's sites).
 enum kn_lin_in {
     KN_LIN_IN_ATTN,     // input of wq, wk, wv (KN_SITE_ATTN_NORM)
     KN_LIN_IN_ATTN_MIX, // input of wo (KN_SITE_ATTN_MIX)

@@ -88,6 +88,8 @@ static inline int qp_nearest_int(float f) {
 // Time and version.
 
 double qp_now(void); // monotonic seconds
+// Online CPUs (1..256): the default thread count.
+int qp_cpu_count(void);
 extern const char qp_version[];
 
 // A seeded string hash for hash tables filled from files: 64-bit FNV-1a from a random start,

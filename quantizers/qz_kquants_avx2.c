@@ -27,7 +27,7 @@
 // Blocks holding a NaN or an infinity (in x or in the weights) go to the reference: the lanes
 // would agree on every comparison, but which NaN payload survives an operation on two NaNs
 // depends on operand order, which the compiler picks, and first-pass L bytes can carry it.
-// The model loader rejects such weights anyway (harness/model.c). Huge or subnormal finite
+// The model loader rejects such weights anyway (harness/io/hx_model.c). Huge or subnormal finite
 // values need no care: their overflows give infinities and the default NaN, and the integer
 // half of nearest_int reproduces the reference's out-of-range results, all the same bits.
 //

@@ -2,7 +2,7 @@
 // cJSON, the study database read with plain SELECTs (never written), checks collected into a
 // result, printed as a table and written as JUnit XML.
 //
-// Depends on kernels/qp.h, harness/store.h, SQLite and cJSON. It must not depend on the engine,
+// Depends on kernels/qp.h, harness/store/hx_store.h, SQLite and cJSON. It must not depend on the engine,
 // the quantizers or the metrics code: every number it judges is already stored.
 #include "rpt_gate.h"
 
@@ -19,7 +19,8 @@
 #include <unistd.h>
 
 #include "qp.h"
-#include "store.h"
+#include "qp_utf8.h"
+#include "hx_store.h"
 
 // A rules file is a few hundred bytes; anything near this is not a rules file.
 #define RPT_GATE_RULES_MAX_BYTES (1 << 20)
@@ -956,25 +957,12 @@ void rpt_gate_print(FILE *f, const struct rpt_gate_result *res) {
 // ---------------------------------------------------------------------------------------------
 // JUnit XML
 
-// Length of the valid UTF-8 sequence at s that XML 1.0 allows (no surrogates, no U+FFFE/U+FFFF,
-// no overlong forms), or 0.
+// Length of the valid UTF-8 sequence at s that XML 1.0 allows (U+FFFE and U+FFFF are not XML
+// characters), or 0. s is NUL-terminated: continuation bytes are never 0, so at most 4 are read.
 static int rpt_gate_utf8_len(const unsigned char *s) {
-    unsigned char c = s[0];
-    if (c >= 0xc2 && c <= 0xdf) return (s[1] & 0xc0) == 0x80 ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80) return 0;
-        if (c == 0xe0 && s[1] < 0xa0) return 0; // overlong
-        if (c == 0xed && s[1] >= 0xa0) return 0; // surrogates
-        if (c == 0xef && s[1] == 0xbf && (s[2] == 0xbe || s[2] == 0xbf)) return 0; // U+FFFE, U+FFFF
-        return 3;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if ((s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 || (s[3] & 0xc0) != 0x80) return 0;
-        if (c == 0xf0 && s[1] < 0x90) return 0;
-        if (c == 0xf4 && s[1] >= 0x90) return 0;
-        return 4;
-    }
-    return 0;
+    uint32_t cp = 0;
+    size_t n = qp_utf8_seq(s, strnlen((const char *)s, 4), &cp);
+    return cp == 0xfffe || cp == 0xffff ? 0 : (int)n;
 }
 
 // s escaped for an attribute value or element text.

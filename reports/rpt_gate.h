@@ -8,7 +8,7 @@
 // lift a limit set earlier. An entry applies to a variant when its glob (fnmatch, or any glob of
 // an array) matches the spec; later entries override earlier ones.
 //
-// Depends on kernels/qp.h, harness/store.h, SQLite and cJSON; nothing depends on it but the
+// Depends on kernels/qp.h, harness/store/hx_store.h, SQLite and cJSON; nothing depends on it but the
 // `gate` command (rpt_gate_cmd.c).
 #ifndef RPT_GATE_H
 #define RPT_GATE_H

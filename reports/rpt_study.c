@@ -10,7 +10,7 @@
 #include <sqlite3.h>
 
 #include "qp.h"
-#include "store.h"
+#include "hx_store.h"
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -2,9 +2,9 @@
 // provenance, its variants with every metric, the task suites present, and small helpers the
 // report's tables and plots share (metric lookup, Pareto frontier, choosing variants).
 //
-// Reads only; the database is opened read-only through harness/store.h. Detail tables
+// Reads only; the database is opened read-only through harness/store/hx_store.h. Detail tables
 // (layer_error, histogram, grid_stat, ...) are queried by the report modules themselves through
-// rpt_study.db. Depends on harness/store.h, SQLite, kernels/qp.h and libc.
+// rpt_study.db. Depends on harness/store/hx_store.h, SQLite, kernels/qp.h and libc.
 #ifndef RPT_STUDY_H
 #define RPT_STUDY_H
 

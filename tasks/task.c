@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "qp.h"
+#include "qp_utf8.h"
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -114,42 +115,13 @@ void task_suite_truncate(struct task_suite *s, int n) {
 // ---------------------------------------------------------------------------------------------
 // Text
 
-// Length of the well-formed UTF-8 sequence at s[0..len), or 0 when it is not one.
-static size_t task_utf8_seq(const unsigned char *s, size_t len) {
-    unsigned c = s[0];
-    if (c < 0x80) return 1;
-    size_t n;
-    unsigned min, cp;
-    if ((c & 0xe0) == 0xc0) n = 2, min = 0x80, cp = c & 0x1f;
-    else if ((c & 0xf0) == 0xe0) n = 3, min = 0x800, cp = c & 0x0f;
-    else if ((c & 0xf8) == 0xf0) n = 4, min = 0x10000, cp = c & 0x07;
-    else return 0;
-    if (n > len) return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return n;
-}
-
-int task_utf8_valid(const char *s, size_t len) {
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < len;) {
-        size_t n = task_utf8_seq(p + i, len - i);
-        if (!n) return 0;
-        i += n;
-    }
-    return 1;
-}
-
 int task_choice_chars(const char *cont) {
     const unsigned char *p = (const unsigned char *)cont;
     size_t len = strlen(cont), i = 0;
     if (len > 0 && p[0] == ' ') i = 1; // the target delimiter
     int chars = 0;
     while (i < len) {
-        size_t n = task_utf8_seq(p + i, len - i);
+        size_t n = qp_utf8_seq(p + i, len - i, NULL);
         i += n ? n : 1;
         if (chars < (1 << 30)) chars++;
     }

@@ -11,7 +11,7 @@
 // For acc_norm a continuation's length is counted in characters (Unicode code points) without
 // one leading space: exactly the length of lm-evaluation-harness's choice string.
 //
-// A suite owns all its strings. Readers of files live in harness/task_io.h; built-in suites in
+// A suite owns all its strings. Readers of files live in harness/io/hx_task_io.h; built-in suites in
 // tasks/task_builtin.h. Depends on kernels/qp.h only (no cJSON, no harness).
 #ifndef TASK_H
 #define TASK_H
@@ -65,7 +65,5 @@ static inline const char *task_item_target(const struct task_item *it) { return 
 // sequence counts as one) without one leading space; at least 1 so that the division is defined.
 int task_choice_chars(const char *cont);
 
-// 1 when s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF).
-int task_utf8_valid(const char *s, size_t len);
 
 #endif

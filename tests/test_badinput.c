@@ -7,7 +7,7 @@
 // Inputs are made by corrupting copies of the shared fixtures in this case's scratch directory;
 // the library is used only to write a safetensors copy of the fixture model. Every case runs the
 // qprobe binary (QP_BIN). Depends on the test framework, SQLite (to inspect and lock databases)
-// and harness/model.h + safetensors.h; on nothing else of qprobe.
+// and harness/io/hx_model.h + safetensors.h; on nothing else of qprobe.
 #include <errno.h>
 #include <grp.h>
 #include <sqlite3.h>
@@ -17,10 +17,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "model.h"
+#include "hx_model.h"
 #include "qp.h"
 #include "qp_test.h"
-#include "safetensors.h"
+#include "hx_safetensors.h"
 
 #define STORIES "models/llama2c/stories260K.bin"
 #define TOK512 "models/llama2c/tok512.bin"
@@ -28,7 +28,7 @@
 #define GGUF_F16 "golden/ppl/stories260K-F16.gguf"
 #define GGUF_Q4_0 "golden/ppl/stories260K-Q4_0_pure_ffndownF16.gguf"
 
-// The application_id of a qprobe study ('qprb'), as harness/store.c sets it.
+// The application_id of a qprobe study ('qprb'), as harness/store/hx_store.c sets it.
 #define STUDY_APP_ID 1903194722
 // The user `nobody`, for the read-only database case when the tests run as root.
 #define NOBODY 65534

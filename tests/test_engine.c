@@ -7,14 +7,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "eval.h"
+#include "hx_eval.h"
 #include "kn_engine.h"
-#include "model.h"
+#include "hx_model.h"
 #include "qp.h"
 #include "qp_test.h"
 #include "qz_spec.h"
-#include "tokenizer.h"
-#include "variant.h"
+#include "hx_tokenizer.h"
+#include "hx_variant.h"
 
 #define STORIES "models/llama2c/stories260K.bin"
 #define TOK512 "models/llama2c/tok512.bin"

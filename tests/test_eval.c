@@ -4,11 +4,11 @@
 #include <sqlite3.h>
 
 #include "kn_engine.h"
-#include "lockstep.h"
-#include "model.h"
+#include "hx_lockstep.h"
+#include "hx_model.h"
 #include "qp.h"
 #include "qp_test.h"
-#include "tokenizer.h"
+#include "hx_tokenizer.h"
 
 #define MODEL "models/llama2c/stories260K.bin"
 #define TOK "models/llama2c/tok512.bin"

@@ -1,5 +1,5 @@
-// test_gguf.c — the GGUF reader and writer (harness/gguf.c) and the GGUF model loader/writer
-// (harness/gguf_model.c): real files written by llama.cpp and gguf-py, writer round trips of
+// test_gguf.c — the GGUF reader and writer (harness/io/hx_gguf.c) and the GGUF model loader/writer
+// (harness/io/hx_gguf_model.c): real files written by llama.cpp and gguf-py, writer round trips of
 // every value type and of aligned tensors, one case per kind of malformed file (built here
 // byte by byte, each expecting its error code and a message naming the file), and the
 // llama.cpp-compatible model round trip on stories260K.
@@ -8,10 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gguf.h"
-#include "gguf_model.h"
-#include "model.h"
-#include "tokenizer.h"
+#include "hx_gguf.h"
+#include "hx_gguf_model.h"
+#include "hx_model.h"
+#include "hx_tokenizer.h"
 #include "kn_types.h"
 #include "qp.h"
 #include "qp_test.h"

@@ -15,7 +15,7 @@
 
 #include "kn_model.h"
 #include "met_outlier.h"
-#include "model.h"
+#include "hx_model.h"
 #include "qp.h"
 #include "qp_test.h"
 

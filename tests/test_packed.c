@@ -7,11 +7,11 @@
 //    ACT_Q8_LOGIT_TOL and top-1 agreement at least ACT_Q8_TOP1_MIN on 256 positions.
 #include "kn_blocks.h"
 #include "kn_engine.h"
-#include "model.h"
+#include "hx_model.h"
 #include "qp.h"
 #include "qp_test.h"
 #include "qz_spec.h"
-#include "variant.h"
+#include "hx_variant.h"
 
 // Measured 0.23-0.34 over these formats: 8-bit activations (relative error ~1/254 per element)
 // compounded through 5 layers and the classifier, on logits spanning about ±15. Twice that.

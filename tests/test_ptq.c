@@ -9,11 +9,11 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "calib.h"
+#include "hx_calib.h"
 #include "kn_blocks.h"
 #include "kn_engine.h"
-#include "lockstep.h"
-#include "model.h"
+#include "hx_lockstep.h"
+#include "hx_model.h"
 #include "qp.h"
 #include "qp_test.h"
 #include "qz_awq.h"
@@ -22,8 +22,8 @@
 #include "qz_rtn.h"
 #include "qz_smooth.h"
 #include "qz_spec.h"
-#include "tokenizer.h"
-#include "variant.h"
+#include "hx_tokenizer.h"
+#include "hx_variant.h"
 
 #define MODEL "models/llama2c/stories260K.bin"
 #define TOK "models/llama2c/tok512.bin"

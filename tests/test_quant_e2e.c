@@ -4,12 +4,12 @@
 // Perplexity tolerance: 0.1 % (the issue's). The per-chunk cumulative values "[16]x" of each
 // <label>.ppl-only.log give llama.cpp's figure after 16 chunks (8,160 scored tokens); one case
 // runs all 190 chunks against summary.csv.
-#include "gguf.h"
-#include "model.h"
+#include "hx_gguf.h"
+#include "hx_model.h"
 #include "qp.h"
 #include "qp_test.h"
 #include "qz_spec.h"
-#include "variant.h"
+#include "hx_variant.h"
 
 #define STORIES "models/llama2c/stories260K.bin"
 #define TOK512 "models/llama2c/tok512.bin"

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gguf.h"
+#include "hx_gguf.h"
 #include "kn_blocks.h"
 #include "kn_blocks_k.h"
 #include "kn_types.h"

@@ -9,12 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gguf.h"
+#include "hx_gguf.h"
 #include "kn_blocks.h"
 #include "kn_types.h"
 #include "qp.h"
 #include "qp_test.h"
-#include "sha256.h"
+#include "qp_sha256.h"
 #include "qz_ggml.h"
 
 #define SYNTH_F32 "golden/quant/synth256-F32.gguf"
@@ -204,7 +204,7 @@ static void check_dequant_golden(int type, const char *tname) {
         char want_sha[65], got_sha[65];
         QP_CHECK_MSG(manifest_sha(manifest, tname, tg->name, want_sha) == 0,
                      "no llama_dequant_f32_sha256 for %s %s in manifest.json", tname, tg->name);
-        hx_sha256_hex(out, (size_t)(ncol * nrow) * sizeof(float), got_sha); // little-endian host
+        qp_sha256_hex(out, (size_t)(ncol * nrow) * sizeof(float), got_sha); // little-endian host
         QP_CHECK_MSG(strcmp(got_sha, want_sha) == 0, "%s %s: dequant sha256 %s, llama.cpp %s",
                      tname, tg->name, got_sha, want_sha);
         free(out);

@@ -19,7 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "gguf.h"
+#include "hx_gguf.h"
 #include "kn_blocks_k.h"
 #include "kn_ops.h"
 #include "kn_types.h"

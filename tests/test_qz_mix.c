@@ -1,7 +1,7 @@
 // test_qz_mix.c — the mixes' per-tensor types and the fallback against llama.cpp's own files:
 // golden/ppl/stories260K-Q4_K_M.gguf was written by llama-quantize Q4_K_M itself, and the
 // "*_ffndownF16" files document the f16 last resort (see golden/ppl/README.md).
-#include "gguf.h"
+#include "hx_gguf.h"
 #include "kn_types.h"
 #include "qp.h"
 #include "qp_test.h"

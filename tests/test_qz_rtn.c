@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "kn_types.h"
-#include "model.h"
+#include "hx_model.h"
 #include "qp.h"
 #include "qp_test.h"
 #include "qz_rtn.h"

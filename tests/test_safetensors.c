@@ -1,4 +1,4 @@
-// test_safetensors.c — tests of harness/safetensors.c: the Q/K row permutation, loading files
+// test_safetensors.c — tests of harness/io/hx_safetensors.c: the Q/K row permutation, loading files
 // whose bytes the test lays out itself (F32 and BF16, tied and untied), write → load round
 // trips (synthetic and the real llama2.c fixture model), and one case per malformed input.
 //
@@ -11,8 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "model.h"
-#include "safetensors.h"
+#include "hx_model.h"
+#include "hx_safetensors.h"
 #include "kn_model.h"
 #include "qp.h"
 

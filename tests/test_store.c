@@ -6,8 +6,8 @@
 
 #include "qp.h"
 #include "qp_test.h"
-#include "sha256.h"
-#include "store.h"
+#include "qp_sha256.h"
+#include "hx_store.h"
 
 static const char *db_path(const char *name) {
     static char buf[512];
@@ -38,39 +38,39 @@ static int64_t count_rows(sqlite3 *db, const char *sql) {
 
 QP_TEST(sha256_should_match_fips_vectors) {
     char hex[65];
-    hx_sha256_hex("", 0, hex);
+    qp_sha256_hex("", 0, hex);
     QP_CHECK_STR_EQ(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    hx_sha256_hex("abc", 3, hex);
+    qp_sha256_hex("abc", 3, hex);
     QP_CHECK_STR_EQ(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     const char *m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
-    hx_sha256_hex(m, strlen(m), hex);
+    qp_sha256_hex(m, strlen(m), hex);
     QP_CHECK_STR_EQ(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
     // One million 'a', fed in uneven pieces through the streaming interface.
-    struct hx_sha256 s;
-    hx_sha256_init(&s);
+    struct qp_sha256 s;
+    qp_sha256_init(&s);
     char a[1000];
     memset(a, 'a', sizeof a);
     size_t left = 1000000, step = 1;
     while (left) {
         size_t n = step < left ? step : left;
         if (n > sizeof a) n = sizeof a;
-        hx_sha256_update(&s, a, n);
+        qp_sha256_update(&s, a, n);
         left -= n;
         step = step % 997 + 13;
     }
-    hx_sha256_final(&s, hex);
+    qp_sha256_final(&s, hex);
     QP_CHECK_STR_EQ(hex, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
 QP_TEST(sha256_file_should_equal_sha256sum) {
     const char *path = qpt_fixture("models/llama2c/tok512.bin");
     char hex[65], err[QP_ERRLEN], cmd[1024], *out = NULL;
-    QP_CHECK_INT_EQ(hx_sha256_file(path, hex, err), 0);
+    QP_CHECK_INT_EQ(qp_sha256_file(path, hex, err), 0);
     snprintf(cmd, sizeof cmd, "sha256sum '%s'", path);
     QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
     QP_CHECK(strncmp(out, hex, 64) == 0);
     free(out);
-    QP_CHECK(hx_sha256_file(db_path("missing"), hex, err) == QP_EIO);
+    QP_CHECK(qp_sha256_file(db_path("missing"), hex, err) == QP_EIO);
     QP_CHECK(strstr(err, "missing") != NULL);
 }
 

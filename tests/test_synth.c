@@ -1,5 +1,5 @@
-// test_synth.c — synthetic models (harness/synth.c, `qprobe synth`) and the streaming GGUF
-// writer they use (hx_gguf_stream_* in harness/gguf_model.c): determinism, the model loading
+// test_synth.c — synthetic models (harness/io/hx_synth.c, `qprobe synth`) and the streaming GGUF
+// writer they use (hx_gguf_stream_* in harness/io/hx_gguf_model.c): determinism, the model loading
 // with its shape and the real vocabulary, the planted outliers, the weight statistics, the
 // metadata llama.cpp reads (against llama.cpp's own stories260K conversion), clean failures,
 // and perplexity end to end.
@@ -10,14 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gguf.h"
-#include "gguf_model.h"
+#include "hx_gguf.h"
+#include "hx_gguf_model.h"
 #include "kn_types.h"
-#include "model.h"
+#include "hx_model.h"
 #include "qp.h"
 #include "qp_test.h"
-#include "synth.h"
-#include "tokenizer.h"
+#include "hx_synth.h"
+#include "hx_tokenizer.h"
 
 #define VOCAB_GGUF "models/gguf/ggml-vocab-llama-spm.gguf"
 #define STORIES_F32 "golden/ppl/stories260K-F32.gguf"

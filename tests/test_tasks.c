@@ -7,15 +7,16 @@
 
 #include "kn_engine.h"
 #include "met_paired.h"
-#include "model.h"
+#include "hx_model.h"
 #include "qp.h"
+#include "qp_utf8.h"
 #include "qp_test.h"
 #include "task.h"
 #include "task_builtin.h"
-#include "task_io.h"
+#include "hx_task_io.h"
 #include "task_score.h"
-#include "tasks_run.h"
-#include "tokenizer.h"
+#include "hx_tasks_run.h"
+#include "hx_tokenizer.h"
 
 #define STORIES "models/llama2c/stories260K.bin"
 #define TOK512 "models/llama2c/tok512.bin"
@@ -260,10 +261,10 @@ QP_TEST(choice_chars_should_count_code_points_without_the_delimiter) {
     QP_CHECK_INT_EQ(task_choice_chars(" \xe2\x80\x9cok\xe2\x80\x9d"), 4);
     QP_CHECK_INT_EQ(task_choice_chars(" \xff\xfe"), 2); // invalid bytes count one each
     QP_CHECK_INT_EQ(task_choice_chars(" "), 1);         // never 0
-    QP_CHECK(task_utf8_valid("h\xc3\xa9", 3));
-    QP_CHECK(!task_utf8_valid("\xc3", 1));
-    QP_CHECK(!task_utf8_valid("\xc0\xaf", 2));          // overlong
-    QP_CHECK(!task_utf8_valid("\xed\xa0\x80", 3));      // surrogate
+    QP_CHECK(qp_utf8_valid("h\xc3\xa9", 3));
+    QP_CHECK(!qp_utf8_valid("\xc3", 1));
+    QP_CHECK(!qp_utf8_valid("\xc0\xaf", 2));          // overlong
+    QP_CHECK(!qp_utf8_valid("\xed\xa0\x80", 3));      // surrogate
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-// test_tokenizer.c — the SPM tokenizer (harness/tokenizer.c) against llama.cpp's own outputs:
+// test_tokenizer.c — the SPM tokenizer (harness/io/hx_tokenizer.c) against llama.cpp's own outputs:
 // its tokenizer test vectors for the Llama 2 vocabulary, and llama-perplexity's tokenization of
 // the TinyStories prefix with the 512-token vocabulary, from both tokenizer.bin and GGUF sources.
 // Also decoding, a naive O(n^2) reference merge loop, speed, and malformed tokenizer files.
@@ -7,10 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "gguf.h"
+#include "hx_gguf.h"
 #include "qp.h"
 #include "qp_test.h"
-#include "tokenizer.h"
+#include "hx_tokenizer.h"
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

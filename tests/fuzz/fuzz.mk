@@ -22,11 +22,12 @@ FUZZ_DIR := build/fuzz
 FUZZ_ALL := gguf safetensors llama2c tokenizer_bin spec tokenize sweep_config gate_rules task_jsonl
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 
-FUZZ_LIB_SRC := kernels/qp.c kernels/kn_types.c kernels/kn_model.c harness/gguf.c \
-                harness/gguf_model.c harness/model.c harness/llama2c.c harness/safetensors.c \
-                harness/tokenizer.c quantizers/qz_spec.c kernels/kn_dequant.c kernels/kn_dequant_k.c \
-                harness/cli.c harness/sweep.c harness/store.c harness/sha256.c reports/rpt_gate.c \
-                harness/task_io.c tasks/task.c tasks/task_builtin.c
+FUZZ_LIB_SRC := kernels/qp.c kernels/kn_types.c kernels/kn_model.c harness/io/hx_gguf.c \
+                harness/io/hx_gguf_model.c harness/io/hx_model.c harness/io/hx_llama2c.c harness/io/hx_safetensors.c \
+                harness/io/hx_tokenizer.c quantizers/qz_spec.c kernels/kn_dequant.c kernels/kn_dequant_k.c \
+                harness/cli/hx_cli.c harness/run/hx_sweep.c harness/store/hx_store.c kernels/qp_sha256.c reports/rpt_gate.c \
+                harness/io/hx_task_io.c tasks/task.c tasks/task_builtin.c harness/io/hx_text.c \
+                kernels/qp_utf8.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_UTIL_OBJ := $(FUZZ_DIR)/obj/tests/fuzz/fuzz_util.o
 FUZZ_TARGET_OBJ := $(FUZZ_ALL:%=$(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o)

@@ -9,7 +9,7 @@
 // (hx_model_open), so that the model-level checks run, and an accepted model is checked with
 // fuzz_check_model. Errors must come back as a QP_E* code with a message naming the file.
 //
-// Depends on harness/gguf.h, harness/model.h, harness/tokenizer.h, kernels/ and fuzz.h.
+// Depends on harness/io/hx_gguf.h, harness/io/hx_model.h, harness/io/hx_tokenizer.h, kernels/ and fuzz.h.
 #include <math.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -17,11 +17,11 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "gguf.h"
+#include "hx_gguf.h"
 #include "kn_types.h"
-#include "model.h"
+#include "hx_model.h"
 #include "qp.h"
-#include "tokenizer.h"
+#include "hx_tokenizer.h"
 
 #define FG_MAX_DEPTH 9 // the reader accepts arrays nested 8 deep (a key's value is depth 1)
 

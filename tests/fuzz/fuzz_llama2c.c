@@ -1,4 +1,4 @@
-// fuzz_llama2c.c — fuzz target for llama2.c checkpoints (harness/llama2c.c: the 7 x int32
+// fuzz_llama2c.c — fuzz target for llama2.c checkpoints (harness/io/hx_llama2c.c: the 7 x int32
 // header, the size it implies, the weights) through hx_model_open on a scratch file.
 //
 // The input is the whole checkpoint. Its name ends in ".bin", so the format is chosen from the
@@ -7,14 +7,14 @@
 // fuzz_check_model (every tensor inside the mapping, the mapping as long as the file); for a
 // llama2.c model the size must also be exactly what the header implies and every weight finite.
 //
-// Depends on harness/model.h, kernels/ and fuzz.h.
+// Depends on harness/io/hx_model.h, kernels/ and fuzz.h.
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "fuzz.h"
 #include "kn_model.h"
-#include "model.h"
+#include "hx_model.h"
 #include "qp.h"
 
 // The file size a llama2.c header implies (the loader's formula, written out independently).

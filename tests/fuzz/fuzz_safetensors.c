@@ -1,4 +1,4 @@
-// fuzz_safetensors.c — fuzz target for the safetensors reader (harness/safetensors.c: header
+// fuzz_safetensors.c — fuzz target for the safetensors reader (harness/io/hx_safetensors.c: header
 // JSON, entries, data ranges, config.json) through hx_model_open.
 //
 // The reader has no in-memory entry point: it opens DIR/model.safetensors and DIR/config.json.
@@ -10,12 +10,12 @@
 // An accepted model is checked with fuzz_check_model; a refused one must give a QP_E* code
 // and a message.
 //
-// Depends on harness/model.h, kernels/qp.h and fuzz.h.
+// Depends on harness/io/hx_model.h, kernels/qp.h and fuzz.h.
 #include <stdio.h>
 #include <string.h>
 
 #include "fuzz.h"
-#include "model.h"
+#include "hx_model.h"
 #include "qp.h"
 
 // dim 4, hidden 4, 1 layer, 2 heads of size 2, 1 KV head, vocabulary 8, context 2.

@@ -7,13 +7,13 @@
 // scratch directory, so most are refused as missing files: the seeds name real files through
 // ${QP_FIXTURES}, which run.sh sets.
 //
-// Depends on harness/sweep.h, quantizers/qz_spec.h and fuzz.h.
+// Depends on harness/run/hx_sweep.h, quantizers/qz_spec.h and fuzz.h.
 #include <string.h>
 
 #include "fuzz.h"
 #include "qp.h"
 #include "qz_spec.h"
-#include "sweep.h"
+#include "hx_sweep.h"
 
 int fuzz_sweep_config(const uint8_t *data, size_t size) {
     char path[FUZZ_PATH_MAX], err[QP_ERRLEN] = "";

@@ -6,13 +6,13 @@
 // choices and gold in range, or cloze with one non-empty target. A lenient read never returns
 // fewer items than a strict one that succeeded.
 //
-// Depends on harness/task_io.h, tasks/task.h and fuzz.h.
+// Depends on harness/io/hx_task_io.h, tasks/task.h and fuzz.h.
 #include <string.h>
 
 #include "fuzz.h"
 #include "qp.h"
 #include "task.h"
-#include "task_io.h"
+#include "hx_task_io.h"
 
 static int fj_check_suite(const struct task_suite *s) {
     for (int i = 0; i < s->n_items; i++) {

@@ -1,5 +1,5 @@
 // fuzz_tokenize.c — fuzz target for encoding arbitrary bytes with the real stories260K
-// tokenizer (harness/tokenizer.c, hx_tok_encode / hx_tok_piece) from the shared fixtures.
+// tokenizer (harness/io/hx_tokenizer.c, hx_tok_encode / hx_tok_piece) from the shared fixtures.
 //
 // Input: the low two bits of the first byte are the encoding flags (HX_TOK_ADD_BOS,
 // HX_TOK_SPACE_PREFIX), the rest is the text. Encoding must succeed, give at most len + 2 ids,
@@ -8,14 +8,14 @@
 // added, or the leading space BOS swallows, accounted for), unless a control or unknown token
 // was produced: SentencePiece encoding with byte fallback loses nothing else.
 //
-// Depends on harness/tokenizer.h, kernels/qp.h and fuzz.h.
+// Depends on harness/io/hx_tokenizer.h, kernels/qp.h and fuzz.h.
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fuzz.h"
 #include "qp.h"
-#include "tokenizer.h"
+#include "hx_tokenizer.h"
 
 #define FK_VOCAB 512     // tok512.bin, the stories260K vocabulary
 #define FK_PIECE_MAX 64  // longer than any token of it (max_token_length 7)

@@ -1,4 +1,4 @@
-// fuzz_tokenizer_bin.c — fuzz target for llama2.c tokenizer.bin files (harness/tokenizer.c,
+// fuzz_tokenizer_bin.c — fuzz target for llama2.c tokenizer.bin files (harness/io/hx_tokenizer.c,
 // hx_tok_load_llama2c) and encoding with whatever loads.
 //
 // The input is the whole file. The format does not store its vocabulary size (the model header
@@ -8,12 +8,12 @@
 // vocab_size well-formed records with vocab_size >= 3 and a non-negative max_token_length, and
 // a loaded tokenizer must pass fuzz_check_tok, encoding the last bytes of the input as text.
 //
-// Depends on harness/tokenizer.h, kernels/qp.h and fuzz.h.
+// Depends on harness/io/hx_tokenizer.h, kernels/qp.h and fuzz.h.
 #include <string.h>
 
 #include "fuzz.h"
 #include "qp.h"
-#include "tokenizer.h"
+#include "hx_tokenizer.h"
 
 #define FT_TEXT_MAX 64 // bytes of the input encoded as text
 

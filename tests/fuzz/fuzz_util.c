@@ -14,12 +14,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "gguf.h"
+#include "hx_gguf.h"
 #include "kn_model.h"
 #include "kn_types.h"
-#include "model.h"
+#include "hx_model.h"
 #include "qp.h"
-#include "tokenizer.h"
+#include "hx_tokenizer.h"
 
 #define FZ_MAX_NAMES 16 // distinct scratch file names per process
 #define FZ_NAME_LEN 64

@@ -15,12 +15,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "gguf.h"
-#include "gguf_model.h"
+#include "hx_gguf.h"
+#include "hx_gguf_model.h"
 #include "kn_types.h"
-#include "model.h"
+#include "hx_model.h"
 #include "qp.h"
-#include "safetensors.h"
+#include "hx_safetensors.h"
 
 enum { DIM = 4, HID = 4, NL = 1, NH = 2, NKV = 1, HS = DIM / NH, VOCAB = 8, SEQ = 2 };
 

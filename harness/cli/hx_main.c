@@ -1,0 +1,65 @@
+// main.c — the qprobe command line: one binary, subcommands. Only this file calls exit().
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "hx_cli.h"
+#include "kn_engine.h"
+#include "qp.h"
+
+int hx_cmd_gemm_peak(int argc, char **argv); // cmd_bench.c
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *what;
+} hx_commands[] = {
+    {"generate", hx_cmd_generate, "greedy text generation from a prompt"},
+    {"eval", hx_cmd_eval, "one variant against the reference, every diagnostic, into a study database"},
+    {"sweep", hx_cmd_sweep, "many variants of one model, everything measured and stored (resumable, shardable)"},
+    {"merge", hx_cmd_merge, "join study databases (the shards of a sweep)"},
+    {"gate", hx_cmd_gate, "pass/fail of a run against a baseline under rules (exit 1 on regression, JUnit XML)"},
+    {"report", hx_cmd_report, "comparison report of a study: figures, index.html, summary.md, CSV"},
+    {"inspect", hx_cmd_inspect, "weight outliers of the unquantized model and which formats fit its shapes"},
+    {"ppl", hx_cmd_ppl, "perplexity of a text under a protocol (llamacpp or full)"},
+    {"tasks", hx_cmd_tasks, "task suites by log-likelihood: accuracy, flips vs a quantized variant"},
+    {"convert", hx_cmd_convert, "write a model as GGUF (f32 or f16)"},
+    {"synth", hx_cmd_synth, "write a synthetic Llama model of a real shape as GGUF (speed tests)"},
+    {"gemm-peak", hx_cmd_gemm_peak, "fp32 matrix-product GFLOP/s of this machine: OpenBLAS and own kernel"},
+};
+
+static void hx_main_usage(FILE *f) {
+    fprintf(f, "usage: qprobe COMMAND [OPTIONS]    (qprobe COMMAND --help for its options)\n\n"
+               "qprobe %s — evaluation and diagnostics for quantized language models.\n\n"
+               "commands:\n", qp_version);
+    for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++)
+        fprintf(f, "  %-10s %s\n", hx_commands[i].name, hx_commands[i].what);
+    fprintf(f, "\nexit status: 0 ok, 1 failed check or regression, 2 bad usage or input.\n"
+               "environment: QPROBE_ISA=ref|avx2|avx512 forces a kernel path (engine and k-quant search);\n"
+               "QPROBE_GEMM=own|blas picks the matrix-product backend (own kernels, default, or OpenBLAS);\n"
+               "QPROBE_PANELS=prepack|stream how the own GEMM holds its weights (default: by model size).\n");
+}
+
+int main(int argc, char **argv) {
+    // A file-size limit (ulimit -f) must give a clean "file too large" error from write(), not a
+    // kill in the middle of a database transaction.
+    signal(SIGXFSZ, SIG_IGN);
+    // OpenBLAS picks its kernels when it loads: if it picked half-speed ones for this CPU, set
+    // OPENBLAS_CORETYPE and start again (once: the variable is then set).
+    const char *core = kn_blas_coretype_needed();
+    if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) execv("/proc/self/exe", argv);
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        hx_main_usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? HX_EXIT_USAGE : HX_EXIT_OK;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("qprobe %s\n", qp_version);
+        return 0;
+    }
+    for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++)
+        if (strcmp(argv[1], hx_commands[i].name) == 0) return hx_commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "qprobe: '%s' is not a command; see 'qprobe --help'\n", argv[1]);
+    return HX_EXIT_USAGE;
+}

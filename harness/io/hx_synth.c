@@ -1,0 +1,542 @@
+// synth.c — synthetic Llama models of real shapes as GGUF (synth.h).
+//
+// Random numbers are counter-based: element i of a tensor is a pure function of (seed, tensor,
+// i), a splitmix64 finalizer applied to (counter * golden ratio) XOR (the tensor's key), so rows
+// are generated in parallel in any order and the bytes do not depend on the thread count.
+// Matrices are Student-t (ν = 5, by inversion of its closed-form CDF, tabulated once per run),
+// standardized to unit variance and scaled by 1/sqrt(fan_in) as trained Llama matrices roughly
+// are; q/k/v/gate/up get HX_SYNTH_N_OUTLIERS input channels (columns) multiplied by
+// HX_SYNTH_OUTLIER_SCALE. Norm vectors are 1 plus a
+// little t noise; the embedding is normal with standard deviation 0.02 (Llama's init range).
+//
+// The metadata follows llama.cpp's convert_hf_to_gguf.py for a llama model (key names and
+// order), the tokenizer.* keys are copied verbatim from the vocabulary file, and qprobe.synth.*
+// keys record how the file was made. Tensor names are llama.cpp's.
+//
+// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_gguf.h and harness/io/hx_gguf_model.h.
+#include "hx_synth.h"
+
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include "hx_gguf.h"
+#include "hx_gguf_model.h"
+#include "kn_model.h"
+#include "kn_types.h"
+#include "qp.h"
+
+#define SY_EMBD_STD 0.02f   // token embedding: normal, Llama's initializer_range
+#define SY_NORM_NOISE 0.02f // norm weights: 1 + this * (unit-variance t)
+#define SY_CHUNK_ELEMS ((int64_t)1 << 21) // elements generated per write (8 MB of f32)
+#define SY_MAX_LAYERS 1024
+#define SY_GOLDEN 0x9e3779b97f4a7c15ull
+#define SY_GENERATOR "splitmix64 counter hash, tabulated inverse CDF; qprobe synth v1"
+
+// ---------------------------------------------------------------------------------------------
+// Shapes: the one table (cmd_synth prints it for --help and --list-shapes)
+
+static const struct hx_synth_shape sy_shapes[] = {
+    {"tinyllama-1.1b", "TinyLlama-1.1B: 22 layers, GQA 32/4 heads, 1.10 B weights",
+     2048, 5632, 22, 32, 4, 2048, 32000, 1e-5f, 10000.0f},
+    {"llama-7b-block", "Llama-2-7B's width in 2 layers (MHA 32/32), 0.67 B weights",
+     4096, 11008, 2, 32, 32, 4096, 32000, 1e-5f, 10000.0f},
+    {"test-tiny", "for tests: dim 64, 2 layers, GQA 4/2 heads, 4.1 M weights (mostly vocab)",
+     64, 172, 2, 4, 2, 512, 32000, 1e-5f, 10000.0f},
+};
+
+const struct hx_synth_shape *hx_synth_shapes(int *n) {
+    *n = (int)QP_ARRAY_LEN(sy_shapes);
+    return sy_shapes;
+}
+
+const struct hx_synth_shape *hx_synth_shape_find(const char *name) {
+    for (size_t i = 0; i < QP_ARRAY_LEN(sy_shapes); i++)
+        if (strcmp(sy_shapes[i].name, name) == 0) return &sy_shapes[i];
+    return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random numbers
+
+// splitmix64's output function: a bijection of 64-bit words with full avalanche.
+static inline uint64_t sy_mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+// The key of random stream `stream` (a tensor) under seed.
+static uint64_t sy_key(uint64_t seed, uint64_t stream) {
+    return sy_mix(sy_mix(seed + SY_GOLDEN) ^ sy_mix(stream * SY_GOLDEN + 0x632be59bd9b4e019ull));
+}
+
+// Word number ctr of a stream. XOR (not addition) with the key keeps different tensors'
+// counter ranges from lining up as shifted copies of one sequence.
+static inline uint64_t sy_bits(uint64_t key, uint64_t ctr) {
+    return sy_mix((ctr * SY_GOLDEN) ^ key);
+}
+
+// Draws are by inversion: a uniform e in (0, 1) from 32 bits of a word is the two-sided tail
+// probability P(|X| > x), the sign is another bit. The quantile x(e) is read from a table in
+// "octave" coordinates, exact at e = 2^-k (1 + j/64) for k = 1..33, j = 0..64, linear in
+// between: the octave and the sub-step come straight out of e's double bits, so a draw is one
+// hash, one lookup and one lerp (no rejection, no libm call), and the tails are resolved down
+// to e = 2^-33 (|t| ≈ 175 for ν = 5, 6.4 for the normal); the relative interpolation error
+// is below 3e-5.
+#define SY_OCTAVES 33
+#define SY_SUB 64
+
+struct sy_qtab {
+    float v[SY_OCTAVES][SY_SUB + 1]; // v[k-1][j] = x(2^-k (1 + j/64)), unit variance
+};
+
+// Two-sided tails P(|X| > x) of Student-t with 5 degrees of freedom (closed form for odd ν:
+// F = 1/2 + (θ + sin θ (cos θ + 2/3 cos³ θ)) / π, θ = atan(x / sqrt 5)) and of the normal.
+static double sy_tail_t5(double x) {
+    double th = atan(x / sqrt(5.0)), c = cos(th);
+    return 1.0 - 2.0 / M_PI * (th + sin(th) * (c + 2.0 / 3.0 * c * c * c));
+}
+
+static double sy_tail_normal(double x) { return erfc(x / sqrt(2.0)); }
+
+// Fills q by bisection on tail (decreasing from 1 at 0 to below 2^-33 at hi), scaled by unit.
+static void sy_qtab_init(struct sy_qtab *q, double (*tail)(double), double hi, double unit) {
+    for (int k = 1; k <= SY_OCTAVES; k++) {
+        for (int j = 0; j <= SY_SUB; j++) {
+            double e = ldexp(1.0 + (double)j / SY_SUB, -k), lo = 0.0, up = hi;
+            for (int it = 0; it < 80; it++) {
+                double mid = 0.5 * (lo + up);
+                if (tail(mid) > e) lo = mid;
+                else up = mid;
+            }
+            q->v[k - 1][j] = (float)(unit * 0.5 * (lo + up));
+        }
+    }
+}
+
+// Draw number ctr of a stream from the distribution tabulated in q.
+static inline float sy_draw(const struct sy_qtab *q, uint64_t key, uint64_t ctr) {
+    uint64_t b = sy_bits(key, ctr);
+    double e = ((double)(uint32_t)b + 0.5) * 0x1p-32; // exact: 2^-33 .. 1 - 2^-33
+    uint64_t eb;
+    memcpy(&eb, &e, sizeof eb);
+    int k = 1023 - (int)(eb >> 52);                   // e in [2^-k, 2^-k+1), k = 1..33
+    uint64_t mant = eb & ((1ull << 52) - 1);
+    int j = (int)(mant >> 46);                        // top 6 bits: the sub-step
+    float w = (float)(mant & ((1ull << 46) - 1)) * 0x1p-46f;
+    const float *row = q->v[k - 1];
+    float x = row[j] + w * (row[j + 1] - row[j]);
+    return (b >> 63) ? -x : x;
+}
+
+void hx_synth_outliers(uint64_t seed, int dim, int out[HX_SYNTH_N_OUTLIERS]) {
+    QP_ASSERT(dim >= HX_SYNTH_N_OUTLIERS);
+    uint64_t key = sy_key(seed, UINT64_MAX); // a stream no tensor uses
+    int n = 0;
+    for (uint64_t ctr = 0; n < HX_SYNTH_N_OUTLIERS; ctr++) {
+        int c = (int)(sy_bits(key, ctr) % (uint64_t)dim);
+        int dup = 0;
+        for (int k = 0; k < n; k++) dup |= out[k] == c;
+        if (dup) continue;
+        int k = n++;
+        for (; k > 0 && out[k - 1] > c; k--) out[k] = out[k - 1]; // keep ascending
+        out[k] = c;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tensors
+
+enum sy_kind {
+    SY_EMBD, SY_ATTN_NORM, SY_Q, SY_K, SY_V, SY_O, SY_FFN_NORM, SY_GATE, SY_UP, SY_DOWN,
+    SY_OUT_NORM, SY_OUTPUT,
+};
+
+struct sy_tensor {
+    char name[48];
+    enum sy_kind kind;
+    int64_t ne0;  // input width (contiguous)
+    int64_t ne1;  // rows (outputs); 1 for norm vectors
+    int type;     // stored type
+    uint64_t key; // its random stream
+};
+
+static int sy_is_norm(enum sy_kind k) {
+    return k == SY_ATTN_NORM || k == SY_FFN_NORM || k == SY_OUT_NORM;
+}
+
+static int sy_has_outliers(enum sy_kind k) {
+    return k == SY_Q || k == SY_K || k == SY_V || k == SY_GATE || k == SY_UP;
+}
+
+// The two distributions, unit variance: matrices and norms draw from t5, the embedding from
+// the normal.
+struct sy_dists {
+    struct sy_qtab t5, normal;
+};
+
+_Static_assert(HX_SYNTH_DOF == 5, "sy_tail_t5 is the closed form for 5 degrees of freedom");
+
+static void sy_dists_init(struct sy_dists *d) {
+    // t5's variance is ν/(ν-2) = 5/3; 1e4 and 12 lie beyond the 2^-33 tails.
+    sy_qtab_init(&d->t5, sy_tail_t5, 1e4, sqrt(3.0 / 5.0));
+    sy_qtab_init(&d->normal, sy_tail_normal, 12.0, 1.0);
+}
+
+// Row `row` of t into out (t->ne0 floats). outlier: (ne0) 1 for the planted input channels.
+static void sy_row(const struct sy_dists *d, const struct sy_tensor *t, int64_t row,
+                   const uint8_t *outlier, float *out) {
+    uint64_t base = (uint64_t)row * (uint64_t)t->ne0;
+    if (t->kind == SY_EMBD) {
+        for (int64_t c = 0; c < t->ne0; c++)
+            out[c] = SY_EMBD_STD * sy_draw(&d->normal, t->key, base + (uint64_t)c);
+    } else if (sy_is_norm(t->kind)) {
+        for (int64_t c = 0; c < t->ne0; c++)
+            out[c] = 1.0f + SY_NORM_NOISE * sy_draw(&d->t5, t->key, base + (uint64_t)c);
+    } else {
+        float s = 1.0f / sqrtf((float)t->ne0);
+        int planted = sy_has_outliers(t->kind);
+        for (int64_t c = 0; c < t->ne0; c++) {
+            float x = s * sy_draw(&d->t5, t->key, base + (uint64_t)c);
+            out[c] = planted && outlier[c] ? x * HX_SYNTH_OUTLIER_SCALE : x;
+        }
+    }
+}
+
+// The tensor list in llama.cpp's names: token_embd, per layer attn_norm, q, k, v, output,
+// ffn_norm, gate, up, down, then output_norm and output. *n_out gets the count; the array is
+// malloc'd (caller frees), NULL when out of memory.
+static struct sy_tensor *sy_tensors(const struct kn_config *c, uint64_t seed, int type,
+                                    int *n_out) {
+    int n = 3 + 9 * c->n_layers;
+    struct sy_tensor *ts = calloc((size_t)n, sizeof *ts);
+    if (!ts) return NULL;
+    int64_t dim = c->dim, hid = c->hidden_dim, kv = (int64_t)c->n_kv_heads * c->head_size;
+    int i = 0;
+#define SY_ADD(kind_, layer_, ne0_, ne1_, ...)                                                  \
+    do {                                                                                       \
+        struct sy_tensor *t_ = &ts[i++];                                                       \
+        snprintf(t_->name, sizeof t_->name, __VA_ARGS__);                                      \
+        t_->kind = kind_;                                                                      \
+        t_->ne0 = ne0_;                                                                        \
+        t_->ne1 = ne1_;                                                                        \
+        t_->type = sy_is_norm(kind_) ? KN_F32 : type;                                          \
+        t_->key = sy_key(seed, (uint64_t)((layer_) + 1) * 16 + (uint64_t)(kind_));             \
+    } while (0)
+    SY_ADD(SY_EMBD, -1, dim, c->vocab_size, "token_embd.weight");
+    for (int l = 0; l < c->n_layers; l++) {
+        SY_ADD(SY_ATTN_NORM, l, dim, 1, "blk.%d.attn_norm.weight", l);
+        SY_ADD(SY_Q, l, dim, dim, "blk.%d.attn_q.weight", l);
+        SY_ADD(SY_K, l, dim, kv, "blk.%d.attn_k.weight", l);
+        SY_ADD(SY_V, l, dim, kv, "blk.%d.attn_v.weight", l);
+        SY_ADD(SY_O, l, dim, dim, "blk.%d.attn_output.weight", l);
+        SY_ADD(SY_FFN_NORM, l, dim, 1, "blk.%d.ffn_norm.weight", l);
+        SY_ADD(SY_GATE, l, dim, hid, "blk.%d.ffn_gate.weight", l);
+        SY_ADD(SY_UP, l, dim, hid, "blk.%d.ffn_up.weight", l);
+        SY_ADD(SY_DOWN, l, hid, dim, "blk.%d.ffn_down.weight", l);
+    }
+    SY_ADD(SY_OUT_NORM, -1, dim, 1, "output_norm.weight");
+    SY_ADD(SY_OUTPUT, -1, dim, c->vocab_size, "output.weight");
+#undef SY_ADD
+    QP_ASSERT(i == n);
+    *n_out = n;
+    return ts;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata
+
+static struct hx_gguf_kv sy_kv_str(const char *key, const char *s) {
+    struct hx_gguf_kv kv = {.key = key, .val.type = HX_GGUF_STRING};
+    kv.val.v.str.ptr = s;
+    kv.val.v.str.len = strlen(s);
+    return kv;
+}
+
+static struct hx_gguf_kv sy_kv_u32(const char *key, uint32_t v) {
+    struct hx_gguf_kv kv = {.key = key, .val.type = HX_GGUF_UINT32};
+    kv.val.v.u = v;
+    return kv;
+}
+
+static struct hx_gguf_kv sy_kv_u64(const char *key, uint64_t v) {
+    struct hx_gguf_kv kv = {.key = key, .val.type = HX_GGUF_UINT64};
+    kv.val.v.u = v;
+    return kv;
+}
+
+static struct hx_gguf_kv sy_kv_f32(const char *key, float v) {
+    struct hx_gguf_kv kv = {.key = key, .val.type = HX_GGUF_FLOAT32};
+    kv.val.v.f = v;
+    return kv;
+}
+
+// An INT32 array; data is little-endian int32 (the host's order on x86-64), borrowed.
+static struct hx_gguf_kv sy_kv_i32s(const char *key, const int32_t *data, uint64_t n) {
+    struct hx_gguf_kv kv = {.key = key, .val.type = HX_GGUF_ARRAY};
+    kv.val.v.arr.type = HX_GGUF_INT32;
+    kv.val.v.arr.n = n;
+    kv.val.v.arr.data = (const uint8_t *)data;
+    return kv;
+}
+
+// Checks that vocab is a llama (SPM) vocabulary of the shape's size.
+static int sy_check_vocab(const struct hx_gguf *g, const struct hx_synth_shape *sh, char *err) {
+    const char *path = hx_gguf_path(g), *model;
+    size_t len;
+    int rc = hx_gguf_get_str(g, "tokenizer.ggml.model", &model, &len);
+    if (rc) return qp_fail(err, rc == QP_ENOENT ? QP_ENOENT : QP_EFORMAT,
+                           "cannot use '%s' as vocabulary: no string key 'tokenizer.ggml.model'",
+                           path);
+    if (len != 5 || memcmp(model, "llama", 5) != 0) {
+        return qp_fail(err, QP_EFORMAT,
+                       "cannot use '%s' as vocabulary: tokenizer model '%.*s' is not 'llama'",
+                       path, (int)QP_MIN(len, (size_t)64), model);
+    }
+    const struct hx_gguf_kv *tok = hx_gguf_find(g, "tokenizer.ggml.tokens");
+    if (!tok || tok->val.type != HX_GGUF_ARRAY || tok->val.v.arr.type != HX_GGUF_STRING) {
+        return qp_fail(err, QP_EFORMAT,
+                       "cannot use '%s' as vocabulary: no string array 'tokenizer.ggml.tokens'",
+                       path);
+    }
+    if (tok->val.v.arr.n != (uint64_t)sh->vocab_size) {
+        return qp_fail(err, QP_EFORMAT,
+                       "cannot use '%s' as vocabulary: it has %llu tokens, shape '%s' needs %d",
+                       path, (unsigned long long)tok->val.v.arr.n, sh->name, sh->vocab_size);
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+// Fails early when the file system holding path has clearly too little room (the write itself
+// still reports ENOSPC when space runs out later).
+static int sy_check_space(const char *path, uint64_t need, char *err) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return qp_fail(err, QP_EIO, "cannot write '%s': is a directory", path);
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else if (slash == path) snprintf(dir, sizeof dir, "/");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)QP_MIN((size_t)(slash - path), sizeof dir - 1),
+                 path);
+    struct statvfs vs;
+    if (statvfs(dir, &vs) != 0) return 0; // the temporary file's creation reports the problem
+    uint64_t avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
+    if (avail < need) {
+        return qp_fail(err, QP_EIO,
+                       "cannot write '%s': needs %.2f GB, only %.2f GB free on its file system",
+                       path, (double)need / 1e9, (double)avail / 1e9);
+    }
+    return 0;
+}
+
+// A chunk of rows of one tensor: the unit generated in parallel and then written.
+struct sy_job {
+    int tensor;     // index into the tensor list; -1: none
+    int64_t r0;     // first row
+    int64_t rows;
+};
+
+// The chunk after *j (or the first, when j->tensor < 0): at most chunk_elems elements, at
+// least one row. Returns 0 past the last tensor.
+static int sy_next(const struct sy_tensor *ts, int n, int64_t chunk_elems, struct sy_job *j) {
+    if (j->tensor < 0) *j = (struct sy_job){.tensor = 0, .r0 = 0, .rows = 0};
+    j->r0 += j->rows;
+    if (j->r0 >= ts[j->tensor].ne1) {
+        if (++j->tensor >= n) return 0;
+        j->r0 = 0;
+    }
+    const struct sy_tensor *t = &ts[j->tensor];
+    j->rows = QP_MIN(QP_MAX((int64_t)1, chunk_elems / t->ne0), t->ne1 - j->r0);
+    return 1;
+}
+
+// Buffers of the pipeline: two output chunks (generate one while the other is written) and a
+// row of floats per thread for f16 output.
+struct sy_bufs {
+    void *out[2];    // chunk_elems elements of the output type each
+    float *scratch;  // (n_threads, max_ne0) floats, f16 only
+    int64_t max_ne0;
+};
+
+// Generates every tensor into the stream: chunk k is generated by the thread team while one
+// thread writes chunk k-1 and then joins the generation (dynamic schedule; every row is a
+// pure function of its index, so the bytes do not depend on who computes what).
+static int sy_generate(const struct hx_synth_opts *o, const char *path,
+                       struct hx_gguf_stream *st, const struct sy_dists *d,
+                       const struct sy_tensor *ts, int n,
+                       const uint8_t *outlier, const struct sy_bufs *b, int64_t chunk_elems,
+                       char *err) {
+    struct sy_job cur = {.tensor = -1}, prev = {.tensor = -1};
+    int have = sy_next(ts, n, chunk_elems, &cur), slot = 0, wrc = 0;
+    uint64_t bytes = 0;
+    while (have || prev.tensor >= 0) {
+        if (o->stop && *o->stop) return qp_fail(err, QP_EINTR, "cannot write '%s': interrupted",
+                                                path);
+#pragma omp parallel num_threads(o->n_threads) if (o->n_threads > 1)
+        {
+#pragma omp single nowait
+            if (prev.tensor >= 0) {
+                const struct sy_tensor *t = &ts[prev.tensor];
+                size_t nb = (size_t)(prev.rows * t->ne0) * (t->type == KN_F16 ? 2 : 4);
+                wrc = hx_gguf_stream_write(st, b->out[slot ^ 1], nb, err);
+                bytes += nb;
+                if (!wrc && o->progress && prev.r0 + prev.rows == t->ne1)
+                    o->progress(o->progress_ctx, prev.tensor + 1, n, bytes);
+            }
+            if (have) {
+                const struct sy_tensor *t = &ts[cur.tensor];
+                int f16 = t->type == KN_F16;
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t r = 0; r < cur.rows; r++) {
+                    if (f16) {
+                        float *row = b->scratch + (int64_t)omp_get_thread_num() * b->max_ne0;
+                        uint16_t *dst = (uint16_t *)b->out[slot] + r * t->ne0;
+                        sy_row(d, t, cur.r0 + r, outlier, row);
+                        for (int64_t c = 0; c < t->ne0; c++) dst[c] = qp_fp32_to_fp16(row[c]);
+                    } else {
+                        sy_row(d, t, cur.r0 + r, outlier, (float *)b->out[slot] + r * t->ne0);
+                    }
+                }
+            }
+        }
+        if (wrc) return wrc;
+        prev = have ? cur : (struct sy_job){.tensor = -1};
+        if (have) have = sy_next(ts, n, chunk_elems, &cur);
+        slot ^= 1;
+    }
+    return 0;
+}
+
+int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_synth_info *info,
+                   char *err) {
+    double t0 = qp_now();
+    const struct hx_synth_shape *sh = o->shape;
+    if (!sh || !o->vocab || o->n_threads < 1 || (o->type != KN_F32 && o->type != KN_F16) ||
+        o->n_layers < 0 || o->n_layers > SY_MAX_LAYERS)
+        return qp_fail(err, QP_EINVAL, "cannot write '%s': bad synth options", path);
+    struct kn_config c = {
+        .dim = sh->dim, .hidden_dim = sh->hidden_dim,
+        .n_layers = o->n_layers ? o->n_layers : sh->n_layers, .n_heads = sh->n_heads,
+        .n_kv_heads = sh->n_kv_heads, .vocab_size = sh->vocab_size, .seq_len = sh->seq_len,
+        .head_size = sh->dim / sh->n_heads, .norm_eps = sh->norm_eps, .rope_theta = sh->rope_theta,
+    };
+    char msg[QP_ERRLEN];
+    int rc = kn_config_check(&c, msg);
+    if (rc) return qp_fail(err, QP_EINVAL, "cannot write '%s': %s", path, msg);
+
+    struct hx_gguf *voc;
+    if ((rc = hx_gguf_open(o->vocab, &voc, err))) return rc;
+    if ((rc = sy_check_vocab(voc, sh, err))) {
+        hx_gguf_close(voc);
+        return rc;
+    }
+
+    int outl[HX_SYNTH_N_OUTLIERS];
+    hx_synth_outliers(o->seed, c.dim, outl);
+    int32_t outl32[HX_SYNTH_N_OUTLIERS];
+    for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) outl32[k] = outl[k];
+
+    int n_t = 0;
+    struct sy_tensor *ts = sy_tensors(&c, o->seed, o->type, &n_t);
+    int64_t n_kv_max = hx_gguf_n_kv(voc) + 32;
+    struct hx_gguf_kv *kvs = calloc((size_t)n_kv_max, sizeof *kvs);
+    struct hx_gguf_stream_tensor *sts = calloc((size_t)(n_t ? n_t : 1), sizeof *sts);
+    uint8_t *outlier = calloc((size_t)c.dim, 1);
+    // Chunks of about SY_CHUNK_ELEMS elements, at least one row of the widest tensor.
+    struct sy_bufs bufs = {.max_ne0 = 1};
+    for (int i = 0; ts && i < n_t; i++) bufs.max_ne0 = QP_MAX(bufs.max_ne0, ts[i].ne0);
+    int64_t chunk = QP_MAX(SY_CHUNK_ELEMS, bufs.max_ne0);
+    size_t esize = o->type == KN_F16 ? 2 : 4;
+    bufs.out[0] = qp_alloc_array((size_t)chunk, esize);
+    bufs.out[1] = qp_alloc_array((size_t)chunk, esize);
+    if (o->type == KN_F16)
+        bufs.scratch = qp_alloc_array((size_t)o->n_threads * (size_t)bufs.max_ne0, sizeof(float));
+    struct sy_dists *dists = malloc(sizeof *dists);
+    struct hx_gguf_stream *st = NULL;
+    if (!ts || !kvs || !sts || !outlier || !bufs.out[0] || !bufs.out[1] || !dists ||
+        (o->type == KN_F16 && !bufs.scratch)) {
+        rc = qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+        goto done;
+    }
+    for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) outlier[outl[k]] = 1;
+    sy_dists_init(dists);
+
+    // Key/values in convert_hf_to_gguf.py's order, then the vocabulary's tokenizer.* keys as
+    // they are, then qprobe's record of how the weights were made.
+    char name[96];
+    snprintf(name, sizeof name, "synth-%s", sh->name);
+    int64_t nk = 0;
+    kvs[nk++] = sy_kv_str("general.architecture", "llama");
+    kvs[nk++] = sy_kv_str("general.name", name);
+    kvs[nk++] = sy_kv_u32("llama.block_count", (uint32_t)c.n_layers);
+    kvs[nk++] = sy_kv_u32("llama.context_length", (uint32_t)c.seq_len);
+    kvs[nk++] = sy_kv_u32("llama.embedding_length", (uint32_t)c.dim);
+    kvs[nk++] = sy_kv_u32("llama.feed_forward_length", (uint32_t)c.hidden_dim);
+    kvs[nk++] = sy_kv_u32("llama.attention.head_count", (uint32_t)c.n_heads);
+    kvs[nk++] = sy_kv_u32("llama.attention.head_count_kv", (uint32_t)c.n_kv_heads);
+    kvs[nk++] = sy_kv_f32("llama.rope.freq_base", c.rope_theta);
+    kvs[nk++] = sy_kv_f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
+    kvs[nk++] = sy_kv_u32("general.file_type", o->type == KN_F16 ? 1 : 0); // llama_ftype
+    kvs[nk++] = sy_kv_u32("llama.vocab_size", (uint32_t)c.vocab_size);
+    kvs[nk++] = sy_kv_u32("llama.rope.dimension_count", (uint32_t)c.head_size);
+    for (int64_t i = 0; i < hx_gguf_n_kv(voc); i++) {
+        const struct hx_gguf_kv *kv = hx_gguf_kv(voc, i);
+        if (strncmp(kv->key, "tokenizer.", 10) == 0) kvs[nk++] = *kv;
+    }
+    kvs[nk++] = sy_kv_str("qprobe.synth.shape", sh->name);
+    kvs[nk++] = sy_kv_u64("qprobe.synth.seed", o->seed);
+    kvs[nk++] = sy_kv_str("qprobe.synth.generator", SY_GENERATOR);
+    kvs[nk++] = sy_kv_f32("qprobe.synth.student_t_dof", (float)HX_SYNTH_DOF);
+    kvs[nk++] = sy_kv_f32("qprobe.synth.outlier_scale", HX_SYNTH_OUTLIER_SCALE);
+    kvs[nk++] = sy_kv_i32s("qprobe.synth.outlier_channels", outl32, HX_SYNTH_N_OUTLIERS);
+    QP_ASSERT(nk <= n_kv_max);
+
+    int64_t n_params = 0;
+    uint64_t data_bytes = 0;
+    for (int i = 0; i < n_t; i++) {
+        data_bytes += kn_row_bytes(ts[i].type, ts[i].ne0) * (uint64_t)ts[i].ne1;
+        sts[i] = (struct hx_gguf_stream_tensor){
+            .name = ts[i].name, .type = ts[i].type, .n_dims = ts[i].ne1 == 1 ? 1 : 2,
+            .ne = {ts[i].ne0, ts[i].ne1, 1, 1}};
+        n_params += ts[i].ne0 * ts[i].ne1;
+    }
+
+    // Room for the data, its padding and the header (the vocabulary is about 0.7 MB).
+    if ((rc = sy_check_space(path, data_bytes + (uint64_t)n_t * 32 + (4u << 20), err))) goto done;
+    if ((rc = hx_gguf_stream_open(path, kvs, nk, sts, n_t, &st, err))) goto done;
+    QP_ASSERT(hx_gguf_stream_data_bytes(st) == data_bytes);
+    if ((rc = sy_generate(o, path, st, dists, ts, n_t, outlier, &bufs, chunk, err))) goto done;
+    rc = hx_gguf_stream_finish(st, err);
+    st = NULL; // freed by finish, whatever it returned
+    if (!rc && info) {
+        memcpy(info->outliers, outl, sizeof outl);
+        info->n_layers = c.n_layers;
+        info->n_params = n_params;
+        info->data_bytes = data_bytes;
+        info->seconds = qp_now() - t0;
+    }
+
+done:
+    hx_gguf_stream_abort(st); // NULL after finish
+    hx_gguf_close(voc);
+    free(ts);
+    free(kvs);
+    free(sts);
+    free(outlier);
+    free(dists);
+    qp_free(bufs.out[0]);
+    qp_free(bufs.out[1]);
+    qp_free(bufs.scratch);
+    return rc;
+}

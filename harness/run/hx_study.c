@@ -1,0 +1,864 @@
+// study.c — a model, a text, and variants evaluated into the study database (study.h).
+#include "hx_study.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "hx_calib.h"
+#include "hx_progress.h"
+#include "hx_text.h"
+#include "kn_engine.h"
+#include "hx_lockstep.h"
+#include "met_dist.h"
+#include "met_grid.h"
+#include "met_layer.h"
+#include "met_outlier.h"
+#include "hx_model.h"
+#include "qp.h"
+#include "qz_codes.h"
+#include "qz_spec.h"
+#include "qp_sha256.h"
+#include "hx_store.h"
+#include "hx_task_io.h"
+#include "hx_tasks_run.h"
+#include "hx_tokenizer.h"
+#include "hx_variant.h"
+
+struct hx_study {
+    struct hx_study_opts o;
+    struct hx_model *m;
+    int *tokens;
+    size_t n_tokens;
+    struct kn_engine *ref; // the reference: the model as loaded, fp32 activations
+    struct hx_store *st;
+    int64_t run_id;
+    int bos;
+    char prefix[64];
+    struct hx_calib *cal;          // calibration windows (NULL: none given)
+    struct task_suite **suites;    // (o.n_tasks)
+    struct task_result **ref_task; // the reference's results per suite
+};
+
+void hx_study_opts_default(struct hx_study_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->protocol = HX_PROTO_LLAMACPP;
+    o->ctx = 512;
+    o->n_threads = qp_cpu_count();
+    o->layer_chunks = 1;
+    o->act_chunks = 4;
+    o->grid = 1;
+    o->calib_seqs = 128;
+    o->calib_len = 512;
+}
+
+int64_t hx_study_run_id(const struct hx_study *s) { return s->run_id; }
+void hx_study_set_progress_prefix(struct hx_study *s, const char *prefix) {
+    snprintf(s->prefix, sizeof s->prefix, "%s", prefix);
+}
+struct hx_store *hx_study_store(struct hx_study *s) { return s->st; }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+// SHA-256 of a model: the file, or for a safetensors directory its two files in turn.
+static int hx_hash_model(const char *path, char hex[65], char *err) {
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        char a[65], b[65], both[160], p[4096];
+        snprintf(p, sizeof p, "%s/model.safetensors", path);
+        int rc = qp_sha256_file(p, a, err);
+        snprintf(p, sizeof p, "%s/config.json", path);
+        if (!rc) rc = qp_sha256_file(p, b, err);
+        if (rc) return rc;
+        snprintf(both, sizeof both, "%s %s", a, b);
+        qp_sha256_hex(both, strlen(both), hex);
+        return 0;
+    }
+    return qp_sha256_file(path, hex, err);
+}
+
+static void hx_progress_maybe(struct hx_study *s, struct hx_progress *p, const char *label,
+                              void (**fn)(void *, int, int, int64_t), void **ctx) {
+    *fn = NULL;
+    *ctx = NULL;
+    if (s->o.quiet) return;
+    hx_progress_init(p, label);
+    *fn = hx_progress_cb;
+    *ctx = p;
+}
+
+#define HX_TRY(expr)                                                                           \
+    do {                                                                                       \
+        if ((rc = (expr)) != 0) goto done;                                                     \
+    } while (0)
+
+// Stores a histogram (bins of met_outlier.h's fixed log10 edges).
+static int hx_store_log10_hist(struct hx_store *st, int64_t run_id, int64_t variant_id, const char *kind,
+                               const char *subject, const int64_t *hist, char *err) {
+    for (int b = 0; b < MET_HIST_N; b++) {
+        if (!hist[b]) continue;
+        double lo = b == 0 ? 0.0 : met_hist_edge(b - 1);
+        double hi = b == MET_HIST_N - 1 ? INFINITY : met_hist_edge(b);
+        int rc = hx_store_exec(st, err,
+                               "INSERT INTO histogram (run_id, variant_id, kind, subject, bin, lo, hi, count)"
+                               " VALUES (?, NULLIF(?, 0), ?, ?, ?, ?, ?, ?)", // variant 0: the unquantized model
+                               "iittIddi", run_id, variant_id, kind, subject, b, lo, hi, hist[b]);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference: weights, activations, perplexity (once per run)
+
+int hx_store_weight_stats(struct hx_store *st, int64_t run_id, struct kn_weights *w,
+                          struct hx_weight_stat_cb *cb, char *err) {
+    int n = HX_N_WEIGHTS(w->cfg.n_layers), rc = 0;
+    struct hx_weight_ref *refs = malloc((size_t)n * sizeof *refs);
+    if (!refs) return qp_fail(err, QP_ENOMEM, "out of memory");
+    hx_weight_refs(w, refs);
+    for (int i = 0; i < n && !rc; i++) {
+        if (i == 1 && w->tied) continue; // the classifier is the embedding
+        const float *x;
+        float *owned = NULL;
+        const struct kn_tensor *t = refs[i].t;
+        if ((rc = hx_tensor_f32(t, &x, &owned))) {
+            rc = qp_fail(err, rc, "cannot read tensor %s of type %s", refs[i].name, kn_type_info(t->type)->name);
+            break;
+        }
+        float *absmax = malloc((size_t)t->ne0 * sizeof(float));
+        int64_t *idx = malloc((size_t)t->ne0 * sizeof(int64_t)), n_out = 0;
+        struct met_wstats ws;
+        if (!absmax || !idx) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+        if (!rc && met_weight_stats(x, t->ne1, t->ne0, &ws, absmax, err))
+            rc = qp_fail(err, QP_EFORMAT, "tensor %s: %s", refs[i].name, err);
+        if (!rc) rc = met_outlier_channels(absmax, t->ne0, MET_OUTLIER_K, idx, &n_out, NULL, err);
+        if (!rc) {
+            char json[1024];
+            size_t k = (size_t)snprintf(json, sizeof json, "[");
+            for (int64_t j = 0; j < n_out && j < 32 && k < sizeof json - 24; j++)
+                k += (size_t)snprintf(json + k, sizeof json - k, "%s%lld", j ? "," : "", (long long)idx[j]);
+            snprintf(json + k, sizeof json - k, "]");
+            if (cb && cb->fn) cb->fn(cb->ctx, refs[i].name, t, &ws, idx, n_out);
+            rc = hx_store_exec(st, err,
+                               "INSERT INTO weight_stat (run_id, tensor, rows, cols, mean, std, kurtosis,"
+                               " max_abs, max_over_std, frac_3sigma, frac_6sigma, outlier_channels)"
+                               " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                               "itiiddddddd" "t", run_id, refs[i].name, (int64_t)t->ne1, (int64_t)t->ne0,
+                               ws.mean, ws.sd, ws.kurtosis, ws.absmax, ws.absmax_over_sd, ws.frac_beyond_3sd,
+                               ws.frac_beyond_6sd, json);
+        }
+        if (!rc) rc = hx_store_log10_hist(st, run_id, 0, "weight_log10_abs", refs[i].name, ws.hist, err);
+        free(absmax);
+        free(idx);
+        qp_free(owned);
+    }
+    free(refs);
+    return rc;
+}
+
+// Activation statistics: a probe on the reference over the first act_chunks chunks.
+struct hx_act_probe {
+    struct met_act *acc; // (n_layers, KN_SITE_LOGITS)
+};
+
+static void hx_act_probe_fn(void *p, enum kn_site site, int layer, const float *x, int n, int width,
+                            int pos0) {
+    (void)pos0;
+    (void)width;
+    if (site == KN_SITE_LOGITS) return;
+    struct hx_act_probe *ap = p;
+    met_act_add(&ap->acc[layer * KN_SITE_LOGITS + site], x, n);
+}
+
+static int hx_store_act_stats(struct hx_study *s, char *err) {
+    const struct kn_config *c = &s->m->w.cfg;
+    int n_chunks = QP_MIN(s->o.act_chunks, hx_ppl_n_chunks(s->o.protocol, s->n_tokens, s->o.ctx));
+    if (s->o.max_chunks > 0) n_chunks = QP_MIN(n_chunks, s->o.max_chunks);
+    if (n_chunks < 1) return 0;
+    int n_acc = c->n_layers * KN_SITE_LOGITS, rc = 0;
+    struct hx_act_probe ap = {calloc((size_t)n_acc, sizeof(struct met_act))};
+    struct kn_state *st = NULL;
+    int *buf = malloc((size_t)s->o.ctx * sizeof(int));
+    if (!ap.acc || !buf) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    for (int i = 0; i < n_acc && !rc; i++)
+        if (met_act_init(&ap.acc[i], i % KN_SITE_LOGITS == KN_SITE_FFN_ACT ? c->hidden_dim : c->dim))
+            rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    if (!rc) rc = kn_state_create(s->ref, s->o.ctx, s->o.ctx, s->o.n_threads, &st, err);
+    struct kn_probe probe = {hx_act_probe_fn, &ap, NULL};
+    for (int ci = 0; ci < n_chunks && !rc; ci++) {
+        struct hx_chunk ch = hx_chunk_of(s->o.protocol, s->n_tokens, s->o.ctx, ci);
+        memcpy(buf, s->tokens + ch.start, (size_t)ch.len * sizeof(int));
+        if (s->o.protocol == HX_PROTO_LLAMACPP) buf[0] = s->bos;
+        kn_state_reset(st);
+        kn_forward(st, buf, ch.len, NULL, ch.len, &probe);
+    }
+    for (int i = 0; i < n_acc && !rc && ap.acc; i++) {
+        struct met_act_summary as;
+        if ((rc = met_act_finish(&ap.acc[i], &as, err))) break;
+        int layer = i / KN_SITE_LOGITS;
+        const char *site = kn_site_name((enum kn_site)(i % KN_SITE_LOGITS));
+        char top[1024], subject[96];
+        size_t k = (size_t)snprintf(top, sizeof top, "[");
+        for (int j = 0; j < as.n_top && k < sizeof top - 40; j++)
+            k += (size_t)snprintf(top + k, sizeof top - k, "%s[%lld,%.6g]", j ? "," : "",
+                                  (long long)as.top_chan[j], (double)as.top_absmax[j]);
+        snprintf(top + k, sizeof top - k, "]");
+        rc = hx_store_exec(s->st, err,
+                           "INSERT INTO act_stat (run_id, layer, site, width, rows, kurtosis, max_abs,"
+                           " median_channel_absmax, top_channels) VALUES (?,?,?,?,?,?,?,?,?)",
+                           "iItiiddd" "t", s->run_id, layer, site, as.width, as.rows, as.kurtosis, as.absmax,
+                           as.median_chan_absmax, top);
+        snprintf(subject, sizeof subject, "blk.%d.%s", layer, site);
+        if (!rc) rc = hx_store_log10_hist(s->st, s->run_id, 0, "act_channel_absmax_log10", subject, as.chan_hist, err);
+    }
+    for (int i = 0; i < n_acc && ap.acc; i++) met_act_deinit(&ap.acc[i]);
+    free(ap.acc);
+    free(buf);
+    kn_state_destroy(st);
+    return rc;
+}
+
+static int hx_store_reference(struct hx_study *s, char *err) {
+    struct hx_ppl_opts po = {.protocol = s->o.protocol, .ctx = s->o.ctx, .n_threads = s->o.n_threads,
+                             .bos = s->bos, .max_chunks = s->o.max_chunks};
+    struct hx_progress prog;
+    hx_progress_maybe(s, &prog, "reference", &po.progress, &po.progress_ctx);
+    struct hx_ppl_result res;
+    int rc = hx_ppl_run(s->ref, s->tokens, s->n_tokens, &po, 0, &res, err);
+    if (po.progress) hx_progress_end(&prog);
+    if (rc) return rc;
+    HX_TRY(hx_store_begin(s->st, err));
+    struct hx_variant_row v = {.spec = "reference", .ord = 0, .is_reference = 1, .bits_per_weight = NAN,
+                               .eval_seconds = res.seconds, .tokens = res.tokens_processed,
+                               .quant_seconds = NAN};
+    int64_t vid;
+    HX_TRY(hx_store_variant_insert(s->st, s->run_id, &v, &vid, err));
+    HX_TRY(hx_store_metric(s->st, vid, "ppl", "ppl", met_ppl(&res.nll), met_ppl_stderr(&res.nll), res.nll.n, err));
+    HX_TRY(hx_store_metric(s->st, vid, "ppl", "nll", met_nll_mean(&res.nll), NAN, res.nll.n, err));
+    HX_TRY(hx_store_weight_stats(s->st, s->run_id, &s->m->w, NULL, err));
+    if (s->o.act_chunks > 0) HX_TRY(hx_store_act_stats(s, err));
+    HX_TRY(hx_store_commit(s->st, err));
+done:
+    if (rc) hx_store_rollback(s->st);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Task suites
+
+static int hx_score_suite(struct hx_study *s, const struct kn_engine *e, int k, const char *who,
+                          struct task_result **out, char *err) {
+    char label[700];
+    snprintf(label, sizeof label, "%s%s %s", s->prefix, who, s->suites[k]->name);
+    struct hx_tasks_opts to = {.n_threads = s->o.n_threads, .label = s->o.quiet ? NULL : label};
+    return hx_tasks_run(e, s->m->tok, s->suites[k], &to, out, err);
+}
+
+// One suite's results of variant vid (the reference when ref == NULL), with the paired statistics
+// against ref: metric rows under suite "task:NAME" and one task_item row per scored item.
+static int hx_store_task(struct hx_study *s, int64_t vid, int k, const struct task_result *r,
+                         const struct task_result *ref, struct met_paired *pair, char *err) {
+    char suite[160];
+    snprintf(suite, sizeof suite, "task:%s", s->suites[k]->name);
+    const struct task_summary *sm = &r->sum;
+    int rc = 0;
+    HX_TRY(hx_store_metric(s->st, vid, suite, "acc", sm->acc, sm->acc_stderr, sm->n, err));
+    HX_TRY(hx_store_metric(s->st, vid, suite, "acc_norm", sm->acc_norm, sm->acc_norm_stderr, sm->n, err));
+    if (r->kind == TASK_CLOZE) HX_TRY(hx_store_metric(s->st, vid, suite, "target_ppl", sm->target_ppl, NAN, sm->n, err));
+    HX_TRY(hx_store_metric(s->st, vid, suite, "items_per_second", r->seconds > 0 ? sm->n / r->seconds : NAN, NAN, sm->n, err));
+    if (ref) {
+        HX_TRY(hx_tasks_compare(ref, r, 0, NULL, pair, err));
+        HX_TRY(hx_store_metric(s->st, vid, suite, "flips_to_wrong", (double)pair->flips_cw, NAN, pair->n, err));
+        HX_TRY(hx_store_metric(s->st, vid, suite, "flips_to_right", (double)pair->flips_wc, NAN, pair->n, err));
+        HX_TRY(hx_store_metric(s->st, vid, suite, "mcnemar_p", pair->mcnemar_p, NAN, pair->n, err));
+        HX_TRY(hx_store_metric(s->st, vid, suite, "dacc", pair->delta, NAN, pair->n, err));
+        HX_TRY(hx_store_metric(s->st, vid, suite, "dacc_lo", pair->ci_lo, NAN, pair->n, err));
+        HX_TRY(hx_store_metric(s->st, vid, suite, "dacc_hi", pair->ci_hi, NAN, pair->n, err));
+        HX_TRY(hx_store_metric(s->st, vid, suite, "recovery", sm->acc / ref->sum.acc, NAN, pair->n, err));
+    }
+    for (int i = 0; i < r->n_items; i++) {
+        const struct task_item_result *it = &r->items[i];
+        if (it->skipped) continue;
+        HX_TRY(hx_store_exec(s->st, err,
+                             "INSERT INTO task_item (variant_id, suite, item, gold, pred, pred_norm, correct,"
+                             " correct_norm, margin) VALUES (?,?,?,?,?,?,?,?,?)",
+                             "itIIIIIId", vid, s->suites[k]->name, i, s->suites[k]->items[i].gold, it->pred,
+                             it->pred_norm, it->correct, it->correct_norm, it->margin));
+    }
+done:
+    return rc;
+}
+
+// Loads the configured suites and scores the reference on each; stores the reference's results
+// where they are missing (a run created without tasks gets them later).
+static int hx_study_tasks_open(struct hx_study *s, int64_t ref_id, char *err) {
+    int n = s->o.n_tasks, rc = 0;
+    s->suites = calloc((size_t)n, sizeof *s->suites);
+    s->ref_task = calloc((size_t)n, sizeof *s->ref_task);
+    if (!s->suites || !s->ref_task) return qp_fail(err, QP_ENOMEM, "out of memory");
+    for (int k = 0; k < n; k++) {
+        struct hx_task_read_opts ro = {.limit = s->o.task_limits ? s->o.task_limits[k] : 0};
+        HX_TRY(hx_task_open(s->o.task_suites[k], hx_task_fixtures(s->o.fixtures), &ro, &s->suites[k], err));
+    }
+    for (int k = 0; k < n; k++) {
+        HX_TRY(hx_score_suite(s, s->ref, k, "reference", &s->ref_task[k], err));
+        char suite[160];
+        int64_t have = 0;
+        snprintf(suite, sizeof suite, "task:%s", s->suites[k]->name);
+        HX_TRY(hx_store_query_i64(s->st, err, &have, NULL,
+                                  "SELECT count(*) FROM metric WHERE variant_id = ? AND suite = ?", "it", ref_id, suite));
+        if (have) continue;
+        HX_TRY(hx_store_begin(s->st, err));
+        rc = hx_store_task(s, ref_id, k, s->ref_task[k], NULL, NULL, err);
+        if (!rc) rc = hx_store_commit(s->st, err);
+        if (rc) goto done;
+    }
+done:
+    hx_store_rollback(s->st);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open / close
+
+int hx_study_open(const struct hx_study_opts *o, struct hx_study **out, char *err) {
+    *out = NULL;
+    struct hx_study *s = calloc(1, sizeof *s);
+    if (!s) return qp_fail(err, QP_ENOMEM, "out of memory");
+    s->o = *o;
+    char *text = NULL, msg[QP_ERRLEN];
+    size_t len = 0;
+    char model_sha[65], tok_sha[65], text_sha[65], fmt_name[32];
+    int rc;
+    HX_TRY(hx_read_text(o->text_path, &text, &len, err));
+    HX_TRY(hx_model_open(o->model_path, o->tok_path, &s->m, err));
+    if (!s->m->tok) {
+        rc = qp_fail(err, QP_EINVAL, "cannot use '%s': no tokenizer (give one with -z)", o->model_path);
+        goto done;
+    }
+    if (len > 0 && text[len - 1] == '\n') len--; // as llama.cpp and `qprobe ppl`
+    if (hx_tok_encode(s->m->tok, text, len, HX_TOK_ADD_BOS | HX_TOK_SPACE_PREFIX, &s->tokens, &s->n_tokens)) {
+        rc = qp_fail(err, QP_ENOMEM, "out of memory tokenizing '%s'", o->text_path);
+        goto done;
+    }
+    if (hx_ppl_n_chunks(o->protocol, s->n_tokens, o->ctx) < 1) {
+        rc = qp_fail(err, QP_EINVAL, "cannot use '%s': %zu tokens, fewer than one window of %d",
+                     o->text_path, s->n_tokens, o->ctx);
+        goto done;
+    }
+    s->bos = hx_tok_bos(s->m->tok);
+    HX_TRY(kn_engine_create(&s->m->w, NULL, &s->ref, msg) ? qp_fail(err, QP_ENOTSUP, "cannot run '%s': %s", o->model_path, msg) : 0);
+    HX_TRY(hx_hash_model(o->model_path, model_sha, err));
+    HX_TRY(qp_sha256_file(o->text_path, text_sha, err));
+    if (o->tok_path) HX_TRY(qp_sha256_file(o->tok_path, tok_sha, err));
+    else memcpy(tok_sha, model_sha, sizeof tok_sha); // the model carries its tokenizer
+    char calib_sha[65];
+    int64_t overlap = 0;
+    if (o->calib_path) {
+        char *ct = NULL;
+        size_t cl = 0;
+        HX_TRY(hx_read_text(o->calib_path, &ct, &cl, err));
+        HX_TRY(qp_sha256_file(o->calib_path, calib_sha, err));
+        rc = hx_calib_overlap(ct, cl, text, len, &overlap);
+        if (rc < 0) {
+            free(ct);
+            goto done;
+        }
+        rc = 0;
+        if (overlap > 0 && !o->allow_overlap) {
+            free(ct);
+            rc = qp_fail(err, QP_EINVAL,
+                         "calibration text '%s' overlaps the evaluation text '%s' (%lld bytes in shared runs); "
+                         "use another part of the text, or allow it explicitly to record the overlap",
+                         o->calib_path, o->text_path, (long long)overlap);
+            goto done;
+        }
+        if (overlap > 0)
+            fprintf(stderr, "qprobe: WARNING: calibration text '%s' overlaps the evaluation text '%s' by %lld "
+                            "bytes; the overlap is recorded with the run\n", o->calib_path, o->text_path,
+                    (long long)overlap);
+        int seq_len = QP_MIN(o->calib_len, s->m->w.cfg.seq_len);
+        rc = hx_calib_create(s->m->tok, ct, cl, o->calib_seqs, seq_len, &s->cal, err);
+        free(ct);
+        if (rc) {
+            char why[QP_ERRLEN];
+            snprintf(why, sizeof why, "%s", err);
+            rc = qp_fail(err, rc, "cannot use '%s': %s", o->calib_path, why);
+            goto done;
+        }
+        s->cal->n_threads = o->n_threads;
+    }
+    HX_TRY(hx_store_open(o->db_path, 0, &s->st, err));
+
+    const struct kn_config *c = &s->m->w.cfg;
+    int64_t n_params = 0;
+    {
+        int n = HX_N_WEIGHTS(c->n_layers);
+        struct hx_weight_ref *refs = malloc((size_t)n * sizeof *refs);
+        if (!refs) {
+            rc = qp_fail(err, QP_ENOMEM, "out of memory");
+            goto done;
+        }
+        hx_weight_refs(&s->m->w, refs);
+        for (int i = 0; i < n; i++)
+            if (!(i == 1 && s->m->w.tied)) n_params += refs[i].t->ne0 * refs[i].t->ne1;
+        free(refs);
+    }
+    static const char *const fmt_names[] = {"llama2c", "gguf", "safetensors"};
+    snprintf(fmt_name, sizeof fmt_name, "%s", fmt_names[s->m->format]);
+    struct hx_chunk ch0 = hx_chunk_of(o->protocol, s->n_tokens, o->ctx, 0);
+    int n_chunks = hx_ppl_n_chunks(o->protocol, s->n_tokens, o->ctx);
+    if (o->max_chunks > 0) n_chunks = QP_MIN(n_chunks, o->max_chunks);
+    struct hx_run_info ri = {
+        .label = o->label, .model_path = o->model_path, .model_sha256 = model_sha, .model_format = fmt_name,
+        .dim = c->dim, .hidden_dim = c->hidden_dim, .n_layers = c->n_layers, .n_heads = c->n_heads,
+        .n_kv_heads = c->n_kv_heads, .vocab = c->vocab_size, .seq_len = c->seq_len, .n_params = n_params,
+        .tokenizer = o->tok_path ? o->tok_path : "(model)", .tokenizer_sha256 = tok_sha,
+        .text_path = o->text_path, .text_sha256 = text_sha, .text_bytes = (int64_t)len,
+        .text_tokens = (int64_t)s->n_tokens, .protocol = hx_protocol_name(o->protocol), .ctx = o->ctx,
+        .stride = o->ctx, .score_from = ch0.first, .score_to = ch0.last, .bos = s->bos, .chunks = n_chunks,
+        .isa = kn_engine_ops(s->ref)->name, .gemm = kn_gemm_name(kn_engine_gemm(s->ref)),
+        .threads = o->n_threads, .config = o->config_json, .calib_path = o->calib_path,
+        .calib_sha256 = o->calib_path ? calib_sha : NULL, .calib_overlap_bytes = overlap};
+    int created;
+    HX_TRY(hx_store_run_get(s->st, &ri, &s->run_id, &created, err));
+    int64_t ref_id;
+    int have_ref = hx_store_variant_find(s->st, s->run_id, "reference", &ref_id, err);
+    if (have_ref < 0) {
+        rc = have_ref;
+        goto done;
+    }
+    if (!have_ref) {
+        HX_TRY(hx_store_reference(s, err));
+        HX_TRY(hx_store_query_i64(s->st, err, &ref_id, NULL,
+                                  "SELECT id FROM variant WHERE run_id = ? AND is_reference = 1", "i", s->run_id));
+    }
+    if (o->n_tasks > 0) HX_TRY(hx_study_tasks_open(s, ref_id, err));
+done:
+    free(text);
+    if (rc) {
+        hx_study_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void hx_study_close(struct hx_study *s) {
+    if (!s) return;
+    for (int k = 0; k < s->o.n_tasks; k++) {
+        if (s->suites) task_suite_destroy(s->suites[k]);
+        if (s->ref_task) task_result_destroy(s->ref_task[k]);
+    }
+    free(s->suites);
+    free(s->ref_task);
+    hx_calib_destroy(s->cal);
+    hx_store_close(s->st);
+    kn_engine_destroy(s->ref);
+    free(s->tokens);
+    hx_model_close(s->m);
+    free(s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One variant
+
+// Grid collapse is measured on at most this many weights per tensor (whole rows from the top):
+// enough for stable shares, and bounded for 7B-class tensors.
+#define HX_GRID_MAX_WEIGHTS (1 << 22)
+
+static int hx_grid_cb(void *ctx, const struct qz_group *g) {
+    return met_grid_add(ctx, g->x, g->codes, g->dq, g->n, g->lo, g->hi, NULL);
+}
+
+// Per-tensor weight error of the quantized model against the source (rmse and relative
+// Frobenius error) and, where the format has integer codes, its grid collapse; for the
+// embedding and the classifier also the rows that became (near-)duplicates. Table grid_stat,
+// code histograms in table histogram.
+static int hx_store_weight_error(struct hx_study *s, int64_t vid, struct kn_weights *qw,
+                                 const struct qz_variant *v, char *err) {
+    int L = qw->cfg.n_layers, n = HX_N_WEIGHTS(L), rc = 0;
+    struct hx_weight_ref *src = malloc((size_t)n * sizeof *src), *dst = malloc((size_t)n * sizeof *dst);
+    if (!src || !dst) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    if (!rc) {
+        hx_weight_refs(&s->m->w, src);
+        hx_weight_refs(qw, dst);
+    }
+    for (int i = 0; i < n && !rc; i++) {
+        const float *a, *b;
+        float *oa = NULL, *ob = NULL;
+        const struct kn_tensor *t = src[i].t;
+        if (hx_tensor_f32(t, &a, &oa) || hx_tensor_f32(dst[i].t, &b, &ob)) {
+            qp_free(oa);
+            rc = qp_fail(err, QP_ENOMEM, "cannot read tensor %s", src[i].name);
+            break;
+        }
+        struct met_err e;
+        struct met_err_result r;
+        met_err_init(&e);
+        met_err_add(&e, a, b, (int)t->ne1, (int)t->ne0);
+        met_err_finish(&e, &r);
+        double rmse = r.n ? sqrt(e.sse / (double)r.n) : 0.0;
+        char format[512];
+        struct qz_base base;
+        int n_codes = -1;
+        if (v) {
+            hx_tensor_base(v, src[i].name, L, t->ne0, &base);
+            qz_base_print(&base, format, sizeof format);
+            n_codes = s->o.grid ? qz_codes_n(&base) : -1;
+        } else {
+            snprintf(format, sizeof format, "%s", kn_type_info(dst[i].t->type)->name);
+        }
+        struct met_grid g = {0};
+        int have_grid = 0;
+        if (n_codes > 0) {
+            int64_t rows = QP_MIN(t->ne1, QP_MAX(1, HX_GRID_MAX_WEIGHTS / t->ne0));
+            if ((rc = met_grid_init(&g, n_codes))) rc = qp_fail(err, rc, "out of memory");
+            else if ((rc = qz_codes_walk(&base, a, rows, t->ne0, hx_grid_cb, &g, err))) rc = qp_fail(err, rc, "grid of %s: %s", src[i].name, err);
+            else have_grid = 1;
+        }
+        struct met_vec_collapse vc;
+        int have_vc = 0;
+        if (!rc && s->o.grid && src[i].layer < 0) {
+            char msg[QP_ERRLEN];
+            if (met_vec_collapse(kn_engine_ops(s->ref), a, b, t->ne1, t->ne0, MET_NEAR_AUTO, &vc, msg) == 0) have_vc = 1;
+        }
+        if (!rc)
+            rc = hx_store_exec(s->st, err,
+                               "INSERT INTO grid_stat (variant_id, tensor, format, n_codes, groups, weights,"
+                               " distinct_inputs, codes_used_mean, codes_used_min, collisions, zeroed, clipped,"
+                               " entropy_bits, rmse, rel_err, identical_rows, near_duplicate_rows)"
+                               " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                               "ittddiddddddddddd", vid, src[i].name, format, have_grid ? (double)n_codes : NAN,
+                               have_grid ? (double)g.groups : NAN, (int64_t)(t->ne0 * t->ne1),
+                               have_grid ? (double)g.distinct_inputs : NAN, have_grid ? met_grid_mean_codes(&g) : NAN,
+                               have_grid ? (double)g.min_codes : NAN, have_grid ? (double)g.collisions : NAN,
+                               have_grid ? (double)g.zeroed : NAN, have_grid ? (double)g.clipped : NAN,
+                               have_grid ? met_grid_entropy_bits(&g) : NAN, rmse, r.rel_err,
+                               have_vc ? (double)vc.exact_new : NAN, have_vc ? (double)vc.near_new : NAN);
+        for (int c = 0; have_grid && !rc && c < n_codes; c++)
+            if (g.code_hist[c])
+                rc = hx_store_exec(s->st, err,
+                                   "INSERT INTO histogram (run_id, variant_id, kind, subject, bin, lo, hi, count)"
+                                   " VALUES (?,?,'codes',?,?,?,?,?)",
+                                   "iitIddi", s->run_id, vid, src[i].name, c, (double)c, (double)(c + 1), g.code_hist[c]);
+        if (have_grid || n_codes > 0) met_grid_deinit(&g);
+        qp_free(oa);
+        qp_free(ob);
+    }
+    free(src);
+    free(dst);
+    return rc;
+}
+
+static int hx_store_dist(struct hx_store *st, int64_t vid, const struct met_dist_summary *d, char *err) {
+    int rc = 0;
+    int64_t n = d->n;
+#define HX_M(suite, name, v, u) HX_TRY(hx_store_metric(st, vid, suite, name, v, u, n, err))
+    HX_M("ppl", "ppl", d->ppl_var, d->ppl_var_unc);
+    HX_M("ppl", "nll", d->nll_var, d->nll_var_unc);
+    HX_M("ppl", "ppl_ref", d->ppl_ref, d->ppl_ref_unc);
+    HX_M("ppl", "ln_ratio", d->ln_ratio, d->ln_ratio_unc);
+    HX_M("ppl", "ratio", d->ppl_ratio, d->ppl_ratio_unc);
+    HX_M("ppl", "diff", d->ppl_diff, d->ppl_diff_unc);
+    HX_M("ppl", "nll_cor", d->nll_cor, NAN);
+    HX_M("kld", "mean", d->kld_mean, d->kld_unc);
+    HX_M("dp", "mean", d->dp_mean, d->dp_unc);
+    HX_M("dp", "rms", d->dp_rms, d->dp_rms_unc);
+    HX_M("top1", "agreement", d->same_top, d->same_top_unc);
+    for (int k = 0; k < MET_PCT_N; k++) {
+        HX_M("kld", met_pct_name[k], d->kld_pct[k], NAN);
+        HX_M("dp", met_pct_name[k], d->dp_pct[k], NAN);
+    }
+#undef HX_M
+done:
+    return rc;
+}
+
+static int hx_store_layers(struct hx_store *st, int64_t vid, const struct hx_lockstep_result *lr, char *err) {
+    int rc = 0;
+    for (int l = 0; l <= lr->n_layers && !rc; l++)
+        for (int site = 0; site < KN_SITE_COUNT && !rc; site++) {
+            if ((l == lr->n_layers) != (site == KN_SITE_LOGITS)) continue;
+            for (int kind = 0; kind < 2 && !rc; kind++) {
+                if (kind == 1 && site == KN_SITE_LOGITS) continue;
+                const struct met_err *e = (kind ? lr->loc : lr->acc) + hx_layer_index(l, (enum kn_site)site);
+                struct met_err_result r;
+                met_err_finish(e, &r);
+                rc = hx_store_exec(st, err,
+                                   "INSERT INTO layer_error (variant_id, layer, site, kind, rel_err, cosine,"
+                                   " row_cosine, rows) VALUES (?,?,?,?,?,?,?,?)",
+                                   "iIttdddi", vid, l, kn_site_name((enum kn_site)site),
+                                   kind ? "local" : "accumulated", r.rel_err, r.cos, r.row_cos_mean, r.rows);
+            }
+        }
+    return rc;
+}
+
+// Every scored token (with --keep-tokens), in the protocol's order, with the token it predicts.
+static int hx_store_tokens(struct hx_study *s, int64_t vid, const struct hx_lockstep_result *lr, char *err) {
+    size_t i = 0;
+    for (int ci = 0; ci < lr->n_chunks; ci++) {
+        struct hx_chunk ch = hx_chunk_of(s->o.protocol, s->n_tokens, s->o.ctx, ci);
+        for (int j = ch.first; j <= ch.last && i < lr->n_tokens; j++, i++) {
+            const struct met_dist_tok *t = &lr->tokens[i];
+            int rc = hx_store_exec(s->st, err,
+                                   "INSERT INTO token (variant_id, pos, token, nll, nll_ref, kld, dp, top1_same)"
+                                   " VALUES (?,?,?,?,?,?,?,?)",
+                                   "iiIddddI", vid, (int64_t)i, s->tokens[ch.start + j + 1], t->nll_var, t->nll_ref,
+                                   t->kld, t->dp, t->same_top);
+            if (rc) return rc;
+        }
+    }
+    return 0;
+}
+
+// Isolated sensitivity: the reference with only layer l (or one tensor of it) taken from the
+// quantized model, mean KLD over sens_chunks chunks. Rank 1 = the most harmful.
+struct hx_sens {
+    int layer, tensor; // tensor -1: the whole layer
+    double kld, kld_unc, top1;
+    int64_t n;
+};
+
+static int hx_sens_cmp(const void *a, const void *b) {
+    const struct hx_sens *x = a, *y = b;
+    if (x->kld != y->kld) return x->kld > y->kld ? -1 : 1;
+    if (x->layer != y->layer) return x->layer - y->layer;
+    return x->tensor - y->tensor;
+}
+
+static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weights *qw, int act_q8,
+                          int act_int8, const float *act_scales, int *worst, char *err) {
+    static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    int L = s->m->w.cfg.n_layers, per = s->o.sens_tensors ? 8 : 1, rc = 0, n = 0;
+    struct hx_sens *sv = calloc((size_t)L * per, sizeof *sv);
+    struct kn_layer_weights *layers = malloc((size_t)L * sizeof *layers);
+    if (!sv || !layers) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    struct hx_lockstep_opts lo = {.protocol = s->o.protocol, .ctx = s->o.ctx, .n_threads = s->o.n_threads,
+                                  .bos = s->bos, .max_chunks = s->o.sens_chunks, .stop = s->o.stop};
+    for (int l = 0; l < L && !rc; l++)
+        for (int t = -1; t < (s->o.sens_tensors ? 7 : 0) && !rc; t++) {
+            struct kn_weights w = s->m->w;
+            memcpy(layers, s->m->w.layers, (size_t)L * sizeof *layers);
+            w.layers = layers;
+            if (t < 0) layers[l] = qw->layers[l];
+            else {
+                struct kn_tensor *d[] = {&layers[l].wq, &layers[l].wk, &layers[l].wv, &layers[l].wo,
+                                         &layers[l].w_gate, &layers[l].w_up, &layers[l].w_down};
+                const struct kn_layer_weights *q = &qw->layers[l];
+                const struct kn_tensor *from[] = {&q->wq, &q->wk, &q->wv, &q->wo, &q->w_gate, &q->w_up, &q->w_down};
+                *d[t] = *from[t];
+            }
+            struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = act_int8, .act_scales = act_scales};
+            struct kn_engine *e = NULL;
+            struct hx_lockstep_result lr;
+            if ((rc = kn_engine_create_opts(&w, &eo, &e, err))) break;
+            rc = hx_lockstep_run(s->ref, e, s->tokens, s->n_tokens, &lo, &lr, err);
+            kn_engine_destroy(e);
+            if (rc) break;
+            struct met_dist_summary d;
+            met_dist_finish(lr.dist, &d);
+            sv[n++] = (struct hx_sens){l, t, d.kld_mean, d.kld_unc, d.same_top, d.n};
+            hx_lockstep_result_free(&lr);
+        }
+    if (!rc) {
+        // Rank layers among layers, and each layer's tensors among all tensors.
+        qsort(sv, (size_t)n, sizeof *sv, hx_sens_cmp);
+        int rank_l = 0, rank_t = 0;
+        *worst = -1;
+        for (int i = 0; i < n && !rc; i++) {
+            int rank = sv[i].tensor < 0 ? ++rank_l : ++rank_t;
+            if (sv[i].tensor < 0 && rank == 1) *worst = sv[i].layer;
+            rc = hx_store_exec(s->st, err,
+                               "INSERT INTO sensitivity (variant_id, layer, tensor, kld_mean, kld_stderr, top1,"
+                               " tokens, rank) VALUES (?,?,?,?,?,?,?,?)",
+                               "iItdddiI", vid, sv[i].layer, sv[i].tensor < 0 ? "" : what[sv[i].tensor],
+                               sv[i].kld, sv[i].kld_unc, sv[i].top1, sv[i].n, rank);
+        }
+    }
+    free(sv);
+    free(layers);
+    return rc;
+}
+
+// "file:PATH[;act=q8]": an already quantized model file.
+static int hx_parse_file_spec(const char *spec, char *path, size_t cap, int *act_q8) {
+    const char *p = spec + 5, *semi = strrchr(p, ';');
+    *act_q8 = 0;
+    size_t n = strlen(p);
+    if (semi && strcmp(semi, ";act=q8") == 0) {
+        *act_q8 = 1;
+        n = (size_t)(semi - p);
+    } else if (semi && strcmp(semi, ";act=f32") == 0) {
+        n = (size_t)(semi - p);
+    }
+    if (n == 0 || n >= cap) return QP_EINVAL;
+    memcpy(path, p, n);
+    path[n] = 0;
+    return 0;
+}
+
+int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_variant_outcome *out,
+                     char *err) {
+    memset(out, 0, sizeof *out);
+    out->worst_layer = -1;
+    struct qz_variant *v = NULL;
+    struct hx_quant_model *qm = NULL;
+    struct hx_model *fm = NULL;
+    struct kn_engine *e = NULL;
+    struct hx_lockstep_result lr = {0};
+    struct hx_calib_report crep = {0};
+    struct task_result *vt[64] = {0};
+    const struct kn_weights *qw = NULL;
+    int act_q8 = 0, rc = 0;
+    double bpw = NAN, tq = qp_now();
+    int64_t bytes = -1, n_weights = -1;
+    if (strncmp(spec, "file:", 5) == 0) {
+        char path[4096], msg[QP_ERRLEN];
+        if (hx_parse_file_spec(spec, path, sizeof path, &act_q8))
+            return qp_fail(err, QP_EINVAL, "bad variant '%s': expected file:PATH[;act=q8]", spec);
+        snprintf(out->spec, sizeof out->spec, "%s", spec);
+        HX_TRY(hx_model_open(path, NULL, &fm, msg) ? qp_fail(err, QP_EINVAL, "%s", msg) : 0);
+        qw = &fm->w;
+        // Checked here, not only in the lockstep, so that the message names the file.
+        const struct kn_config *ref_c = &s->m->w.cfg, *var_c = &qw->cfg;
+        if (var_c->dim != ref_c->dim || var_c->hidden_dim != ref_c->hidden_dim ||
+            var_c->n_layers != ref_c->n_layers || var_c->n_heads != ref_c->n_heads ||
+            var_c->n_kv_heads != ref_c->n_kv_heads || var_c->vocab_size != ref_c->vocab_size) {
+            rc = qp_fail(err, QP_EINVAL,
+                         "cannot use '%s': the variant's shape differs from the reference's (dim %d, "
+                         "hidden %d, layers %d, heads %d/%d, vocab %d; the reference has %d, %d, %d, "
+                         "%d/%d, %d)",
+                         path, var_c->dim, var_c->hidden_dim, var_c->n_layers, var_c->n_heads,
+                         var_c->n_kv_heads, var_c->vocab_size, ref_c->dim, ref_c->hidden_dim,
+                         ref_c->n_layers, ref_c->n_heads, ref_c->n_kv_heads, ref_c->vocab_size);
+            goto done;
+        }
+        // Bits per weight of the file's own 2-D weights, as stored.
+        int n = HX_N_WEIGHTS(qw->cfg.n_layers);
+        struct hx_weight_ref *refs = malloc((size_t)n * sizeof *refs);
+        if (!refs) HX_TRY(qp_fail(err, QP_ENOMEM, "out of memory"));
+        hx_weight_refs(&fm->w, refs);
+        bytes = n_weights = 0;
+        for (int i = 0; i < n; i++) {
+            bytes += (int64_t)kn_row_bytes(refs[i].t->type, refs[i].t->ne0) * refs[i].t->ne1;
+            n_weights += refs[i].t->ne0 * refs[i].t->ne1;
+        }
+        free(refs);
+        bpw = 8.0 * (double)bytes / (double)n_weights;
+    } else {
+        HX_TRY(qz_variant_parse(spec, &v, err));
+        qz_variant_print(v, out->spec, sizeof out->spec);
+    }
+    int64_t vid;
+    int found = hx_store_variant_find(s->st, s->run_id, out->spec, &vid, err);
+    if (found < 0) HX_TRY(found);
+    if (found) {
+        if (!s->o.resume) {
+            rc = qp_fail(err, QP_EINVAL,
+                         "variant '%s' is already stored in run %lld of '%s' (use --resume to skip it)",
+                         out->spec, (long long)s->run_id, s->o.db_path);
+            goto done;
+        }
+        out->skipped = 1;
+        out->variant_id = vid;
+        goto done;
+    }
+    if (v) {
+        if (hx_variant_needs_calib(v) && !s->cal) {
+            rc = qp_fail(err, QP_EINVAL, "variant '%s' needs calibration text (--calib FILE)", out->spec);
+            goto done;
+        }
+        if (s->cal) s->cal->report = &crep;
+        rc = hx_quant_model_create_calib(&s->m->w, v, s->cal, &qm, err);
+        if (s->cal) s->cal->report = NULL;
+        if (rc) goto done;
+        qw = &qm->w;
+        act_q8 = qm->act_q8;
+        bpw = qm->bits_per_weight;
+        bytes = (int64_t)qm->bytes;
+        n_weights = qm->n_weights;
+    }
+    tq = qp_now() - tq;
+    struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = v ? hx_variant_act_int8(v) : 0,
+                                .act_scales = qm ? qm->act_scales : NULL}; // W8A8's static scales
+    HX_TRY(kn_engine_create_opts(qw, &eo, &e, err));
+    struct hx_lockstep_opts lo = {.protocol = s->o.protocol, .ctx = s->o.ctx, .n_threads = s->o.n_threads,
+                                  .bos = s->bos, .max_chunks = s->o.max_chunks,
+                                  .layer_chunks = s->o.layer_chunks, .keep_tokens = s->o.keep_tokens,
+                                  .stop = s->o.stop};
+    struct hx_progress prog;
+    char label[600];
+    snprintf(label, sizeof label, "%s%s", s->prefix, out->spec);
+    hx_progress_maybe(s, &prog, label, &lo.progress, &lo.progress_ctx);
+    rc = hx_lockstep_run(s->ref, e, s->tokens, s->n_tokens, &lo, &lr, err);
+    if (lo.progress) hx_progress_end(&prog);
+    if (rc) goto done;
+    struct met_dist_summary d;
+    met_dist_finish(lr.dist, &d);
+    for (int k = 0; k < s->o.n_tasks && k < 64 && !rc; k++) {
+        if (s->o.stop && *s->o.stop) rc = qp_fail(err, QP_EINTR, "interrupted");
+        else rc = hx_score_suite(s, e, k, out->spec, &vt[k], err);
+    }
+    if (rc) goto done_tasks;
+
+    HX_TRY(hx_store_begin(s->st, err));
+    struct hx_variant_row row = {.spec = out->spec, .ord = ord, .bits_per_weight = bpw, .weight_bytes = bytes,
+                                 .n_weights = n_weights, .quant_seconds = v ? tq : NAN,
+                                 .eval_seconds = lr.seconds, .tokens = lr.tokens_processed};
+    HX_TRY(hx_store_variant_insert(s->st, s->run_id, &row, &vid, err));
+    HX_TRY(hx_store_dist(s->st, vid, &d, err));
+    HX_TRY(hx_store_metric(s->st, vid, "argmax", "distinct_ref", lr.distinct_argmax_ref, NAN, d.n, err));
+    HX_TRY(hx_store_metric(s->st, vid, "argmax", "distinct_var", lr.distinct_argmax_var, NAN, d.n, err));
+    if (lr.acc) HX_TRY(hx_store_layers(s->st, vid, &lr, err));
+    if (lr.tokens) HX_TRY(hx_store_tokens(s, vid, &lr, err));
+    HX_TRY(hx_store_weight_error(s, vid, (struct kn_weights *)qw, v, err));
+    if (s->o.sens_chunks > 0)
+        HX_TRY(hx_sensitivity(s, vid, qw, act_q8, eo.act_int8, eo.act_scales, &out->worst_layer, err));
+    for (int i = 0; i < crep.n_modules; i++) { // per-module loss of calibrated methods
+        char suite[32];
+        snprintf(suite, sizeof suite, "calib:%s", crep.modules[i].method);
+        HX_TRY(hx_store_metric(s->st, vid, suite, crep.modules[i].name, crep.modules[i].loss, NAN, -1, err));
+    }
+    for (int k = 0; k < s->o.n_tasks && k < 64; k++) {
+        struct met_paired pair;
+        HX_TRY(hx_store_task(s, vid, k, vt[k], s->ref_task[k], &pair, err));
+        if (k < 8) {
+            out->task_acc[k] = vt[k]->sum.acc;
+            out->task_dacc[k] = pair.delta;
+            out->task_flips_cw[k] = (int)pair.flips_cw;
+        }
+    }
+    HX_TRY(hx_store_commit(s->st, err));
+
+    out->variant_id = vid;
+    out->bits_per_weight = bpw;
+    out->ppl = d.ppl_var;
+    out->ppl_unc = d.ppl_var_unc;
+    out->ppl_ref = d.ppl_ref;
+    out->ln_ratio = d.ln_ratio;
+    out->ln_ratio_unc = d.ln_ratio_unc;
+    out->kld_mean = d.kld_mean;
+    out->kld_unc = d.kld_unc;
+    out->kld_p99 = d.kld_pct[MET_PCT_99];
+    out->same_top = d.same_top;
+    out->same_top_unc = d.same_top_unc;
+    out->seconds = lr.seconds;
+    out->tokens_per_second = lr.seconds > 0 ? (double)lr.tokens_processed / lr.seconds : NAN;
+done:
+done_tasks:
+    hx_calib_report_clear(&crep);
+    for (int k = 0; k < s->o.n_tasks && k < 64; k++) task_result_destroy(vt[k]);
+    hx_store_rollback(s->st);
+    hx_lockstep_result_free(&lr);
+    kn_engine_destroy(e);
+    hx_quant_model_destroy(qm);
+    hx_model_close(fm);
+    qz_variant_destroy(v);
+    return rc;
+}
