@@ -60,6 +60,21 @@ void *qp_alloc_array(size_t count, size_t size);  // NULL on overflow or failure
 void *qp_calloc_array(size_t count, size_t size); // zeroed
 void qp_free(void *p);
 
+// A list of owned buffers (each from qp_alloc*), freed together: what a model, a quantized
+// model or any other result made of many allocations keeps so that one call releases it all.
+// Zero-initialise it ({0}); not thread-safe.
+struct qp_owned {
+    void **bufs; // n buffers, cap slots (malloc'd)
+    int n, cap;
+};
+// Takes buf over. 0, or QP_ENOMEM when buf is NULL or the list cannot grow (buf is then freed),
+// so that `if (qp_owned_add(&o, qp_alloc(n))) return QP_ENOMEM;` leaks nothing.
+int qp_owned_add(struct qp_owned *o, void *buf);
+// Whether p is one of the buffers (its start).
+int qp_owned_has(const struct qp_owned *o, const void *p);
+// Frees every buffer and the list; o is left empty and reusable.
+void qp_owned_free(struct qp_owned *o);
+
 // count * size without overflow: 0 and *out set on success, -1 on overflow.
 static inline int qp_mul_overflow(size_t a, size_t b, size_t *out) {
     return __builtin_mul_overflow(a, b, out) ? -1 : 0;

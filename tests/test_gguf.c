@@ -11,6 +11,7 @@
 #include "hx_gguf.h"
 #include "hx_gguf_model.h"
 #include "hx_model.h"
+#include "hx_model_load.h"
 #include "hx_tokenizer.h"
 #include "kn_types.h"
 #include "qp.h"

@@ -12,7 +12,7 @@
 // sits in memory (qprobe synth).
 //
 // Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_gguf.h, harness/io/hx_tokenizer.h and
-// harness/io/hx_model.h; not on the engine, the store or any report code.
+// harness/io/hx_model_load.h; not on the engine, the store or any report code.
 #include "hx_gguf_model.h"
 
 #include <errno.h>
@@ -26,6 +26,7 @@
 
 #include "hx_gguf.h"
 #include "hx_model.h"
+#include "hx_model_load.h"
 #include "qp.h"
 #include "hx_tokenizer.h"
 
@@ -139,7 +140,7 @@ int hx_gguf_model_load(struct hx_model *m, const char *path, char *err) {
 
     w->layers = qp_calloc_array((size_t)c->n_layers, sizeof *w->layers);
     if (!w->layers) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
-    if (hx_model_own(m, w->layers)) {
+    if (qp_owned_add(&m->owned, w->layers)) {
         w->layers = NULL;
         return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
     }

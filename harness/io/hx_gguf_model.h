@@ -1,4 +1,4 @@
-// gguf_model.h — a Llama model as GGUF: hx_gguf_model_load (declared in model.h) reads one into
+// gguf_model.h — a Llama model as GGUF: hx_gguf_model_load (declared in hx_model_load.h, private to harness/io/) reads one into
 // kn_weights; hx_gguf_model_write writes kn_weights (and a tokenizer) as a GGUF that llama.cpp
 // loads, laid out as llama.cpp's llama2.c converter lays it out.
 // hx_gguf_stream_* writes a GGUF whose tensors are produced piece by piece (qprobe synth),

@@ -1,6 +1,7 @@
 // model.c — opens a model file of any supported format (model.h): detects the format, calls the
 // format's loader, attaches the tokenizer, and owns every resource until hx_model_close.
 #include "hx_model.h"
+#include "hx_model_load.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,21 +19,6 @@
 #include "kn_blocks.h"
 #include "qp.h"
 #include "hx_tokenizer.h"
-
-int hx_model_own(struct hx_model *m, void *buf) {
-    if (m->n_owned == m->cap_owned) {
-        int cap = m->cap_owned ? 2 * m->cap_owned : 16;
-        void **nb = realloc(m->owned, (size_t)cap * sizeof *nb);
-        if (!nb) {
-            qp_free(buf);
-            return QP_ENOMEM;
-        }
-        m->owned = nb;
-        m->cap_owned = cap;
-    }
-    m->owned[m->n_owned++] = buf;
-    return 0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The read-only file mappings of the open models, for hx_release_source: only pages proven to
@@ -85,8 +71,7 @@ void hx_model_close(struct hx_model *m) {
     if (m->tok) hx_tok_destroy(m->tok);
     if (m->gguf) hx_gguf_close(m->gguf);
     if (m->map) munmap(m->map, m->map_len);
-    for (int i = 0; i < m->n_owned; i++) qp_free(m->owned[i]);
-    free(m->owned);
+    qp_owned_free(&m->owned);
     free(m->path);
     free(m);
 }

@@ -9,7 +9,7 @@
 // their rows are permuted from Hugging Face's rotate-half order into interleaved pairs.
 // Writing does the inverse, atomically (temporary file, fsync, rename).
 //
-// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_model.h and cJSON; must not
+// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_model_load.h and cJSON; must not
 // depend on quantizers/, metrics/, tasks/, reports/ or SQLite. Assumes a little-endian host
 // (safetensors is little-endian; checked at compile time).
 #include "hx_safetensors.h"
@@ -30,6 +30,7 @@
 #include <cjson/cJSON.h>
 
 #include "hx_model.h"
+#include "hx_model_load.h"
 #include "qp.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes little endian");
@@ -575,7 +576,7 @@ static int st_take(struct hx_model *m, const struct st_reader *r, const char *na
     if ((uintptr_t)p % (uintptr_t)e.dt->size != 0) {
         size_t bytes = (size_t)(e.end - e.begin);
         void *copy = qp_alloc(bytes);
-        if (!copy || hx_model_own(m, copy) != 0) // hx_model_own frees copy when it fails
+        if (!copy || qp_owned_add(&m->owned, copy) != 0) // qp_owned_add frees copy when it fails
             return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", r->path);
         memcpy(copy, p, bytes);
         p = copy;
@@ -596,7 +597,7 @@ static int st_qk_convert(struct hx_model *m, struct kn_tensor *t, int n_head, in
     if (qp_mul_overflow((size_t)t->ne0, (size_t)t->ne1, &count))
         return qp_fail(err, QP_ERANGE, "cannot read '%s': tensor '%s' is too large", path, name);
     float *dst = qp_alloc_array(count, sizeof(float));
-    if (!dst || hx_model_own(m, dst) != 0)
+    if (!dst || qp_owned_add(&m->owned, dst) != 0)
         return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
     for (int64_t row = 0; row < t->ne1; row++)
         st_row_to_f32(t->type, t->data, st_qk_src_row(row, head_size, 0), t->ne0,
@@ -641,7 +642,7 @@ static int st_fill(struct hx_model *m, const struct st_reader *r, int tie, char 
     char name[ST_NAME_LEN];
     int rc;
     w->layers = qp_calloc_array((size_t)c->n_layers, sizeof *w->layers);
-    if (!w->layers || hx_model_own(m, w->layers) != 0) {
+    if (!w->layers || qp_owned_add(&m->owned, w->layers) != 0) {
         w->layers = NULL;
         return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", r->path);
     }

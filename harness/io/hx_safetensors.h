@@ -1,7 +1,7 @@
 // safetensors.h — Hugging Face safetensors (+ config.json) reading and writing for
 // LlamaForCausalLM checkpoints.
 //
-// Reading fills a kn_weights (see model.h: hx_safetensors_load). Q and K projection rows are
+// Reading fills a kn_weights (hx_safetensors_load, declared in hx_model_load.h). Q and K projection rows are
 // permuted from Hugging Face's rotate-half order into the interleaved-pairs order the engine and
 // GGUF use; writing applies the inverse permutation. config.json is parsed with cJSON.
 // Depends on kernels/, harness/io/hx_model.h.

@@ -17,7 +17,8 @@
 // (KN_SITE_FFN_ACT), and of the classifier (the last block's output through the final RMSNorm,
 // computed here from KN_SITE_RESID_OUT with the engine's own rmsnorm kernel).
 //
-// Depends on kernels/, quantizers/, harness/io/hx_tokenizer.h and harness/run/hx_variant.h.
+// Depends on kernels/, quantizers/, harness/io/hx_tokenizer.h and harness/run/hx_qmodel.h (the
+// result struct and the tensor-level steps); not on hx_variant.h, which calls into this module.
 #ifndef HX_CALIB_H
 #define HX_CALIB_H
 
@@ -26,6 +27,7 @@
 
 #include "kn_model.h"
 
+struct hx_quant_model;
 struct hx_tok;
 struct qz_variant;
 
@@ -123,14 +125,6 @@ void hx_calib_stats_free(struct hx_calib_stats *st);
 // ---------------------------------------------------------------------------------------------
 // Quantizing a model with calibration
 
-// 1 when v needs calibration data: a gptq, awq or smoothquant base or rule, a w8a8:act=tensor
-// base (its static activation scales), or ';imatrix'. Plain w8a8 (act=token) needs none.
-int hx_variant_needs_calib(const struct qz_variant *v);
-// The engine's act_int8 option v runs with (kn_engine.h): KN_ACT_INT8_TOKEN for smoothquant and
-// w8a8 with act=token, KN_ACT_INT8_TENSOR with act=tensor (the quantized model then carries the
-// static scales: hx_calib_model.act_scales, hx_quant_model.act_scales), else KN_ACT_INT8_OFF.
-int hx_variant_act_int8(const struct qz_variant *v);
-
 // What one calibrated tensor got (GPTQ, AWQ or SmoothQuant); the per-module loss record.
 struct hx_calib_module {
     char name[64];      // GGUF name, "blk.3.ffn_down.weight"
@@ -146,20 +140,6 @@ struct hx_calib_report {
     double seconds; // wall time of the quantization, statistics included
 };
 void hx_calib_report_clear(struct hx_calib_report *r);
-
-struct hx_calib_model {
-    struct kn_weights w; // the quantized model: tensors point into the source or into owned
-    void **owned;        // buffers (qp_alloc) that w points into; freed by hx_calib_model_deinit
-    int n_owned, cap_owned;
-    uint64_t bytes;      // storage of the 2-D weights as quantized (as hx_quant_model counts it)
-    int64_t n_weights;
-    int act_q8, act_int8; // engine options the variant asks for
-    float *act_scales;    // act_int8 == KN_ACT_INT8_TENSOR: the engine's act_scales,
-                          // (n_layers, KN_LIN_IN_COUNT), one of owned; else NULL
-    struct hx_calib_module *modules; // n_modules records (malloc'd)
-    int n_modules;
-    double seconds;      // wall time, statistics included
-};
 
 // Quantizes src under v with the calibration windows cal. Calibrated methods (qz_spec.h):
 //   gptq  — layers in order; the statistics of layer l come from the model whose token
@@ -188,9 +168,9 @@ struct hx_calib_model {
 // Tensors whose base (rules, keep=) is data-free are quantized as hx_quant_model_create does. One
 // calibrated method per spec: mixing gptq, awq and smoothquant gives QP_ENOTSUP, and so do
 // smoothquant or w8a8 in a name~ rule (int8 activations apply to the whole model).
-// On success fills *out (deinit with hx_calib_model_deinit). Returns 0 or QP_E* with err.
+// On success *out is the quantized model (free with hx_quant_model_destroy) and, when
+// cal->report is set, the per-module records are in it. 0 or QP_E* with err, *out = NULL.
 int hx_calib_quantize(const struct kn_weights *src, const struct qz_variant *v, const struct hx_calib *cal,
-                      struct hx_calib_model *out, char *err);
-void hx_calib_model_deinit(struct hx_calib_model *m);
+                      struct hx_quant_model **out, char *err);
 
 #endif

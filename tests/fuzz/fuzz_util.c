@@ -201,8 +201,7 @@ static void fz_check_tensor(const struct hx_model *m, const struct kn_tensor *t,
             return;
         }
     }
-    int owned = 0;
-    for (int i = 0; i < m->n_owned && !owned; i++) owned = m->owned[i] == t->data;
+    int owned = qp_owned_has(&m->owned, t->data);
     FUZZ_CHECK(owned, "%s (layer %d): %zu bytes neither inside the file nor in a buffer the "
                "model owns", what, layer, bytes);
     fuzz_touch(p, bytes);
