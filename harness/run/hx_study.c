@@ -58,7 +58,6 @@ int64_t hx_study_run_id(const struct hx_study *s) { return s->run_id; }
 void hx_study_set_progress_prefix(struct hx_study *s, const char *prefix) {
     snprintf(s->prefix, sizeof s->prefix, "%s", prefix);
 }
-struct hx_store *hx_study_store(struct hx_study *s) { return s->st; }
 
 // ---------------------------------------------------------------------------------------------
 // Helpers

@@ -57,7 +57,6 @@ void hx_study_close(struct hx_study *s);
 // Text shown before the spec in progress lines of the next variants (copied).
 void hx_study_set_progress_prefix(struct hx_study *s, const char *prefix);
 int64_t hx_study_run_id(const struct hx_study *s);
-struct hx_store *hx_study_store(struct hx_study *s);
 
 // What one variant gave, for printing (everything is also in the database).
 struct hx_variant_outcome {
