@@ -25,6 +25,7 @@ const char *qp_strerror(int code) {
     case QP_ENOTSUP: return "not supported";
     case QP_ENOENT: return "not found";
     case QP_EINTR: return "interrupted";
+    case QP_EWRITE: return "write failed";
     default: return "unknown error";
     }
 }

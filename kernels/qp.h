@@ -16,7 +16,7 @@
 
 enum {
     QP_OK = 0,
-    QP_EIO = -1,      // cannot open, read, write or map a file
+    QP_EIO = -1,      // cannot open, read or map a file, or create an output (bad path)
     QP_EFORMAT = -2,  // the file or text is not what it claims to be
     QP_ERANGE = -3,   // a size, dimension or offset is out of the supported range
     QP_ENOMEM = -4,   // allocation failed
@@ -24,6 +24,8 @@ enum {
     QP_ENOTSUP = -6,  // valid input that this build does not support
     QP_ENOENT = -7,   // a named key, tensor or file is missing
     QP_EINTR = -8,    // interrupted by a signal (Ctrl-C) before finishing
+    QP_EWRITE = -9,   // an I/O failure while running: writing an output or the study database
+                      // failed midway (disk full, file too large, device error)
 };
 
 #define QP_ERRLEN 512

@@ -133,6 +133,16 @@ struct qz_variant {
     bool imatrix;            // the ';imatrix' clause
 };
 
+// A base of method m with the grammar's defaults (nf4/fp4 group 64, gptq damp 0.01 and
+// symmetric, smoothquant alpha 0.5; ggml_type -1), for building specs as data: set the fields
+// that differ, then qz_base_print. Options the method requires (rtn's bits and granularity, the
+// grid of gptq and awq) are the caller's to set; qz_base_parse of the printed text checks them.
+void qz_base_init(struct qz_base *b, enum qz_method m);
+
+// The method's name as specs write it ("rtn", "gptq", "smoothquant"; "ggml" and "mix" for the
+// llama.cpp types), NULL for an unknown value.
+const char *qz_method_name(enum qz_method m);
+
 // Parses one BASE (no clauses) into *out. 0, or QP_EINVAL with a one-line message in err
 // (QP_ERRLEN bytes, may be NULL). Nothing to free.
 int qz_base_parse(const char *s, struct qz_base *out, char *err);

@@ -3,6 +3,7 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,29 +14,49 @@
 #include "qp.h"
 #include "qp_utf8.h"
 
-int hx_usage_error(const char *cmd, const char *fmt, ...) {
-    va_list ap;
-    fprintf(stderr, "qprobe %s: ", cmd);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
-    return HX_EXIT_USAGE;
-}
-
 int hx_open_model(const char *cmd, const char *path, const char *tok, int need_tok,
                   struct hx_model **out) {
     char err[QP_ERRLEN];
     *out = NULL;
     if (!path) return hx_usage_error(cmd, "no model given (-m MODEL); see 'qprobe %s --help'", cmd);
     int rc = hx_model_open(path, tok, out, err);
-    if (rc) return hx_usage_error(cmd, "%s", err);
+    if (rc) return hx_fail(cmd, rc, "%s", err);
     if (need_tok && !(*out)->tok) {
         hx_model_close(*out);
         *out = NULL;
         return hx_usage_error(cmd, "model '%s' carries no tokenizer: pass a llama2.c tokenizer.bin with -z", path);
     }
     return 0;
+}
+
+int hx_unknown_option(const char *cmd, char **argv) {
+    return hx_usage_error(cmd, "unknown or incomplete option '%s'; see 'qprobe %s --help'", argv[optind - 1], cmd);
+}
+
+int hx_task_list_add(struct hx_task_list *l, const char *name, int limit) {
+    char **nn = realloc(l->names, (size_t)(l->n + 1) * sizeof *nn);
+    if (nn) l->names = nn;
+    int *nl = nn ? realloc(l->limits, (size_t)(l->n + 1) * sizeof *nl) : NULL;
+    if (nl) l->limits = nl;
+    if (!nn || !nl || !(l->names[l->n] = strdup(name))) return QP_ENOMEM;
+    l->limits[l->n++] = limit;
+    return 0;
+}
+
+int hx_task_list_split(struct hx_task_list *l, const char *csv, int limit) {
+    char *copy = strdup(csv);
+    int rc = copy ? 0 : QP_ENOMEM;
+    for (char *save = NULL, *t = copy ? strtok_r(copy, ",", &save) : NULL; t && !rc; t = strtok_r(NULL, ",", &save))
+        rc = hx_task_list_add(l, t, limit);
+    free(copy);
+    return rc;
+}
+
+void hx_task_list_free(struct hx_task_list *l) {
+    for (int i = 0; i < l->n; i++) free(l->names[i]);
+    free(l->names);
+    free(l->limits);
+    memset(l, 0, sizeof *l);
 }
 
 int hx_parse_int(const char *cmd, const char *opt, const char *val, int lo, int hi, int *out) {

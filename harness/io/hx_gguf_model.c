@@ -595,7 +595,7 @@ void hx_gguf_stream_abort(struct hx_gguf_stream *s) {
 }
 
 static int st_io_fail(struct hx_gguf_stream *s, char *err) {
-    int rc = qp_fail(err, QP_EIO, "cannot write '%s': %s", s->path, strerror(s->err_no));
+    int rc = qp_fail(err, QP_EWRITE, "cannot write '%s': %s", s->path, strerror(s->err_no));
     hx_gguf_stream_abort(s);
     return rc;
 }
@@ -710,7 +710,7 @@ uint64_t hx_gguf_stream_data_bytes(const struct hx_gguf_stream *s) { return s->t
 
 int hx_gguf_stream_write(struct hx_gguf_stream *s, const void *data, size_t n, char *err) {
     const uint8_t *p = data;
-    if (s->failed) return qp_fail(err, QP_EIO, "cannot write '%s': %s", s->path,
+    if (s->failed) return qp_fail(err, QP_EWRITE, "cannot write '%s': %s", s->path,
                                   strerror(s->err_no));
     while (n > 0) {
         if (s->cur >= s->n_tensors) {
@@ -730,7 +730,7 @@ int hx_gguf_stream_write(struct hx_gguf_stream *s, const void *data, size_t n, c
             s->cur++;
             s->done = 0;
         }
-        if (s->failed) return qp_fail(err, QP_EIO, "cannot write '%s': %s", s->path,
+        if (s->failed) return qp_fail(err, QP_EWRITE, "cannot write '%s': %s", s->path,
                                       strerror(s->err_no));
     }
     return 0;

@@ -18,7 +18,8 @@ struct hx_tok;
 // KN_F16: the type of every 2-D matrix (norm vectors stay F32, as llama.cpp keeps them).
 // tok may be NULL (no tokenizer keys). When w->tied, no output.weight is written.
 // Returns 0, QP_EINVAL (bad type, inconsistent weights or vocabulary), QP_ENOTSUP (a source
-// tensor of a quantized type), QP_ENOMEM or QP_EIO, with err "cannot write 'PATH': ...".
+// tensor of a quantized type), QP_ENOMEM, QP_EIO (cannot create the file) or QP_EWRITE (a
+// write failed: disk full, I/O error), with err "cannot write 'PATH': ...".
 // Nothing of w or tok is modified or kept.
 int hx_gguf_model_write(const struct kn_weights *w, const struct hx_tok *tok, const char *path,
                         int type, char *err);
@@ -52,7 +53,7 @@ struct hx_gguf_stream_tensor {
 // elements are taken as raw little-endian bytes) and the tensor infos. Nothing of kvs or
 // tensors is kept (the names are copied). On success *out is the stream, to be ended with
 // hx_gguf_stream_finish or hx_gguf_stream_abort; on failure *out is NULL and no file is left.
-// Errors: QP_EINVAL (bad type, shape or value, duplicate tensor name), QP_ENOMEM, QP_EIO, with
+// Errors: QP_EINVAL (bad type, shape or value, duplicate tensor name), QP_ENOMEM, QP_EIO (cannot create the file), with
 // err "cannot write 'PATH': ...".
 int hx_gguf_stream_open(const char *path, const struct hx_gguf_kv *kvs, int64_t n_kv,
                         const struct hx_gguf_stream_tensor *tensors, int64_t n_tensors,
@@ -60,7 +61,7 @@ int hx_gguf_stream_open(const char *path, const struct hx_gguf_kv *kvs, int64_t 
 
 // Appends n bytes of tensor data; a call may end inside a tensor or span several. Padding
 // between tensors is written here. QP_EINVAL when more bytes arrive than the tensors hold,
-// QP_EIO on a write error (disk full): the stream is then failed and only abort remains.
+// QP_EWRITE on a write error (disk full): the stream is then failed and only abort remains.
 int hx_gguf_stream_write(struct hx_gguf_stream *s, const void *data, size_t n, char *err);
 
 // Total bytes of tensor data the stream expects (sum of the tensors' sizes, without padding).
@@ -68,7 +69,7 @@ uint64_t hx_gguf_stream_data_bytes(const struct hx_gguf_stream *s);
 
 // Checks that every tensor byte arrived, flushes, fsyncs and renames the file into place;
 // frees s in every case (on failure the temporary file is removed). 0, QP_EINVAL (data
-// missing) or QP_EIO.
+// missing) or QP_EWRITE.
 int hx_gguf_stream_finish(struct hx_gguf_stream *s, char *err);
 
 // Removes the temporary file and frees s. s may be NULL.

@@ -809,12 +809,12 @@ static int st_commit(FILE *f, const char *dir, const char *tmp, const char *fina
     if (fclose(f) != 0 && !e) e = errno;
     if (e || bad) {
         unlink(tmp);
-        return qp_fail(err, QP_EIO, "cannot write '%s': %s", tmp, strerror(e ? e : EIO));
+        return qp_fail(err, QP_EWRITE, "cannot write '%s': %s", tmp, strerror(e ? e : EIO));
     }
     if (rename(tmp, final) != 0) {
         e = errno;
         unlink(tmp);
-        return qp_fail(err, QP_EIO, "cannot rename '%s' to '%s': %s", tmp, final, strerror(e));
+        return qp_fail(err, QP_EWRITE, "cannot rename '%s' to '%s': %s", tmp, final, strerror(e));
     }
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) { // best effort: makes the rename itself durable

@@ -333,7 +333,7 @@ static int sy_check_space(const char *path, uint64_t need, char *err) {
     if (statvfs(dir, &vs) != 0) return 0; // the temporary file's creation reports the problem
     uint64_t avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
     if (avail < need) {
-        return qp_fail(err, QP_EIO,
+        return qp_fail(err, QP_EWRITE, // a disk that is full is a runtime failure, as ENOSPC later is
                        "cannot write '%s': needs %.2f GB, only %.2f GB free on its file system",
                        path, (double)need / 1e9, (double)avail / 1e9);
     }

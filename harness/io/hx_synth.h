@@ -68,8 +68,8 @@ struct hx_synth_info {
 
 // Writes the model described by o to path (atomically: temporary file + rename; on any failure
 // no file and no temporary file is left). info may be NULL. Returns 0, QP_EINVAL (bad options),
-// QP_ENOENT/QP_EFORMAT (vocabulary file unusable), QP_ENOMEM, QP_EIO (cannot create the file,
-// not enough space, write error) or QP_EINTR (o->stop was set), with err "cannot write
+// QP_ENOENT/QP_EFORMAT (vocabulary file unusable), QP_ENOMEM, QP_EIO (cannot create the file),
+// QP_EWRITE (not enough space, a write failed) or QP_EINTR (o->stop was set), with err "cannot write
 // 'PATH': ...", "cannot read 'VOCAB': ..." or "cannot use 'VOCAB' ...". Nothing of o is kept.
 int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_synth_info *info,
                    char *err);

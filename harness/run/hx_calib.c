@@ -23,6 +23,7 @@
 #include "qz_spec.h"
 #include "hx_model.h"
 #include "hx_qmodel.h"
+#include "hx_text.h"
 #include "hx_tokenizer.h"
 
 // ---------------------------------------------------------------------------------------------
@@ -72,6 +73,42 @@ void hx_calib_destroy(struct hx_calib *c) {
     if (!c) return;
     free(c->tokens);
     free(c);
+}
+
+int hx_calib_prepare(const struct hx_calib_setup *o, const struct hx_tok *tok, int model_ctx, const char *eval_path,
+                     const char *eval_text, size_t eval_len, struct hx_calib **out, int64_t *overlap_bytes,
+                     char *err) {
+    *out = NULL;
+    *overlap_bytes = 0;
+    char *text = NULL, why[QP_ERRLEN];
+    size_t len = 0;
+    int rc = hx_read_text(o->path, &text, &len, err);
+    if (rc) return rc;
+    struct hx_calib *cal = NULL;
+    if ((rc = hx_calib_create(tok, text, len, o->n_seqs, QP_MIN(o->seq_len, model_ctx), &cal, why))) {
+        free(text);
+        return qp_fail(err, rc, "cannot calibrate on '%s': %s", o->path, why);
+    }
+    cal->n_threads = o->n_threads;
+    rc = hx_calib_overlap(text, cal->text_bytes, eval_text, eval_len, overlap_bytes);
+    free(text);
+    if (rc < 0) rc = qp_fail(err, rc, "out of memory comparing '%s' with '%s'", o->path, eval_path);
+    else if (rc > 0 && !o->allow_overlap)
+        rc = qp_fail(err, QP_EINVAL,
+                     "calibration text '%s' and evaluation text '%s' share %lld bytes in runs of %d bytes or more; "
+                     "calibrate on a disjoint text%s", o->path, eval_path, (long long)*overlap_bytes,
+                     HX_OVERLAP_MIN_RUN, o->can_allow ? " (or allow the overlap to record it)" : "");
+    else if (rc > 0) {
+        fprintf(stderr, "qprobe: WARNING: calibration text '%s' overlaps the evaluation text '%s' by %lld bytes; "
+                        "the overlap is recorded with the run\n", o->path, eval_path, (long long)*overlap_bytes);
+        rc = 0;
+    }
+    if (rc) {
+        hx_calib_destroy(cal);
+        return rc;
+    }
+    *out = cal;
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -381,7 +418,7 @@ struct cq {
     char *err;
 };
 
-static void cq_module(struct cq *c, const char *name, const char *method, double loss, double aux, double damp) {
+static void cq_module(struct cq *c, const char *name, enum qz_method method, double loss, double aux, double damp) {
     struct hx_calib_report *m = &c->rep;
     struct hx_calib_module *nb = realloc(m->modules, (size_t)(m->n_modules + 1) * sizeof *nb);
     if (!nb) return; // the record is informative only
@@ -455,7 +492,7 @@ static int cq_tensor(struct cq *c, const char *name, const struct qz_base *b, co
     }
     const double *mean_sq = c->v->imatrix && st ? st->mean_sq : NULL; // llama.cpp types only
     int rc = hx_quant_model_tensor(c->m, &eff, name, x, scr, rows, cols, mean_sq, dst, c->err);
-    if (!rc && eff.method == QZ_SMOOTHQUANT && eff.smooth) cq_module(c, name, "smoothquant", 0, eff.alpha, 0);
+    if (!rc && eff.method == QZ_SMOOTHQUANT && eff.smooth) cq_module(c, name, QZ_SMOOTHQUANT, 0, eff.alpha, 0);
     return rc;
 }
 
@@ -487,7 +524,7 @@ static int cq_gptq(struct cq *c, const char *name, const struct qz_base *b, cons
     *dst = (struct kn_tensor){KN_F32, cols, rows, out};
     c->m->bytes += type >= 0 ? (uint64_t)kn_row_bytes(type, cols) * (uint64_t)rows
                              : (uint64_t)((qz_tensor_bits(&g, rows, cols) + 7) / 8);
-    cq_module(c, name, "gptq", info.loss, info.obs_loss, info.damp);
+    cq_module(c, name, QZ_GPTQ, info.loss, info.obs_loss, info.damp);
     return 0;
 }
 
@@ -547,7 +584,7 @@ static int cq_awq_group(struct cq *c, struct cq_layer *L, const int *idx, const 
             *L->dst[t] = (struct kn_tensor){KN_F32, cols, L->rows[t], lin[k].out};
             c->m->bytes += (uint64_t)((qz_tensor_bits(lin[k].b, L->rows[t], cols) + 7) / 8);
             L->done[t] = 1;
-            cq_module(c, L->name[t], "awq", lin[k].loss, info.alpha, 0);
+            cq_module(c, L->name[t], QZ_AWQ, lin[k].loss, info.alpha, 0);
         } else { // scaled only: its own quantizer runs on W·diag(s) later
             qp_free(L->scr[t]);
             L->scr[t] = lin[k].out;

@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "kn_model.h"
+#include "qz_spec.h" // enum qz_method
 
 struct hx_quant_model;
 struct hx_tok;
@@ -75,6 +76,25 @@ void hx_calib_destroy(struct hx_calib *c); // NULL is fine
 #define HX_OVERLAP_MIN_RUN 256
 int hx_calib_overlap(const char *calib_text, size_t n, const char *eval_text, size_t m,
                      int64_t *overlap_bytes);
+
+// ---------------------------------------------------------------------------------------------
+// Calibration for an evaluation, set up the one way every command does it: the calibration
+// text read, cut into windows (seq_len capped at the model's trained context model_ctx), and
+// the bytes those windows cover compared with the evaluation text eval_text[0..eval_len)
+// (hx_calib_overlap). An overlap is refused (QP_EINVAL) unless allow_overlap, which warns on
+// stderr and leaves it for the caller to record. On success *out is new (hx_calib_destroy),
+// *overlap_bytes the overlap; else QP_EIO/QP_EFORMAT (the text cannot be read), QP_EINVAL
+// (too short, overlapping) or QP_ENOMEM with err naming the file, *out = NULL.
+struct hx_calib_setup {
+    const char *path;  // the calibration text
+    int n_seqs, seq_len; // windows asked (HX_CALIB_SEQS, HX_CALIB_LEN by default)
+    int n_threads;     // hx_calib.n_threads
+    int allow_overlap; // 1: record an overlap instead of refusing it
+    int can_allow;     // 1: the refusal says the overlap may be allowed (the caller has an option)
+};
+int hx_calib_prepare(const struct hx_calib_setup *o, const struct hx_tok *tok, int model_ctx, const char *eval_path,
+                     const char *eval_text, size_t eval_len, struct hx_calib **out, int64_t *overlap_bytes,
+                     char *err);
 
 // ---------------------------------------------------------------------------------------------
 // Activation statistics
@@ -128,7 +148,7 @@ void hx_calib_stats_free(struct hx_calib_stats *st);
 // What one calibrated tensor got (GPTQ, AWQ or SmoothQuant); the per-module loss record.
 struct hx_calib_module {
     char name[64];      // GGUF name, "blk.3.ffn_down.weight"
-    const char *method; // "gptq", "awq", "smoothquant"
+    enum qz_method method; // QZ_GPTQ, QZ_AWQ, QZ_SMOOTHQUANT (qz_method_name spells it)
     double loss;        // gptq: ½ tr(ΔHΔᵀ) (qz_gptq.h); awq: output MSE (qz_awq.h); sq: 0
     double aux;         // gptq: obs_loss; awq: the group's α; sq: α
     double damp;        // gptq: damping fraction used; else 0

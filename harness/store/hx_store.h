@@ -37,7 +37,8 @@ void hx_store_rollback(struct hx_store *st);
 
 // Runs one SQL statement with parameters bound from a format string, one letter per '?':
 //   'i' int64_t, 'I' int (promoted), 'd' double (NaN and ±Inf stored as NULL), 't' const char *
-//   (NULL → NULL). Rows, if any, are ignored. 0 or QP_EIO with err.
+//   (NULL → NULL). Rows, if any, are ignored. 0 or QP_EIO (the database cannot be
+//   used: read-only, locked, corrupt), QP_EWRITE (disk full or I/O error) or QP_ENOMEM, with err.
 int hx_store_exec(struct hx_store *st, char *err, const char *sql, const char *fmt, ...);
 // The same for a statement whose first column of the first row is an integer: *out (0 and
 // *found = 0 when there is no row; found may be NULL).
