@@ -105,13 +105,14 @@ $(BUILD)/kernels/%_avx512.o: kernels/%_avx512.c | $(DEPS_STAMP)
 	@$(if $(Q),echo "  CC      $< (avx512)")
 	$(Q)$(CC) $(CFLAGS_ALL) $(ISA_AVX512) -c $< -o $@
 
-# The commit is compiled into store.o (it is part of every run's identity): rebuild it when HEAD
-# moves, through a stamp that changes only then.
+# The commit is compiled into store.o (it is part of every run's identity) and main.o (qprobe
+# --version): rebuild them when HEAD moves, through a stamp that changes only then.
 COMMIT_STAMP := $(BUILD)/.commit
 $(COMMIT_STAMP): FORCE | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@echo '$(GIT_COMMIT)' | cmp -s - $@ 2>/dev/null || echo '$(GIT_COMMIT)' > $@
 $(BUILD)/harness/store/hx_store.o: $(COMMIT_STAMP)
+$(BUILD)/harness/cli/hx_main.o: $(COMMIT_STAMP)
 .PHONY: FORCE
 FORCE:
 

@@ -533,6 +533,10 @@ static uint64_t interval_count(const char *re, long *j) {
     return n;
 }
 
+// Long (about 90 lines) on purpose: one pass over the regex whose bookkeeping per open group
+// (alts, cur, last, nest, group_nest) changes together at every token; split into helpers, those
+// five arrays and the depth would travel as parameters and the rule above would be harder to
+// check against the code.
 static int check_regex(const char *re, char *w) {
     char q[QUOTE_PART + 8];
     quote(q, sizeof q, re, QUOTE_PART);
@@ -652,6 +656,68 @@ static int parse_keep(char *list, unsigned *keep, char *w) {
     }
 }
 
+// A name~REGEX=BASE clause (cl points after "name~", modified in place) into v's next rule. 0,
+// QP_EINVAL with the reason in w (q: the clause quoted), or QP_ENOMEM.
+static int parse_rule(char *re, const char *q, struct qz_variant *v, char *w) {
+    char *eq = strchr(re, '=');
+    if (!eq) return why(w, "rule '%s' needs '=BASE' after the regex", q);
+    *eq = 0;
+    if (!*re) return why(w, "rule '%s' has an empty regex", q);
+    struct qz_rule *r = &v->rules[v->n_rules];
+    int rc = parse_base(eq + 1, true, &r->base, w);
+    if (rc) {
+        char inner[WHY_LEN];
+        memcpy(inner, w, WHY_LEN);
+        return why(w, "rule '%s': %s", q, inner);
+    }
+    if ((rc = check_regex(re, w))) return rc;
+    int rrc = regcomp(&r->re, re, REG_EXTENDED | REG_NOSUB);
+    if (rrc) {
+        char msg[64], qr[QUOTE_PART + 8];
+        regerror(rrc, &r->re, msg, sizeof msg);
+        quote(qr, sizeof qr, re, QUOTE_PART);
+        return why(w, "bad regex '%s' in name~: %s", qr, msg);
+    }
+    r->src = strdup(re);
+    v->n_rules++; // counted even without src, so that destroy frees the compiled regex
+    return r->src ? 0 : QP_ENOMEM;
+}
+
+// One ';' clause (modified in place) into v. 0, QP_EINVAL with the reason in w, or QP_ENOMEM.
+static int parse_clause(char *cl, struct qz_variant *v, bool *act_seen, char *w) {
+    char q[QUOTE_PART + 8];
+    quote(q, sizeof q, cl, QUOTE_PART);
+    if (!*cl) return why(w, "empty clause (stray ';')");
+    if (strncmp(cl, "keep=", 5) == 0) return parse_keep(cl + 5, &v->keep, w);
+    if (strncmp(cl, "act=", 4) == 0) {
+        if (*act_seen) return why(w, "act= given twice");
+        *act_seen = true;
+        if (strcmp(cl + 4, "f32") == 0) v->act = QZ_ACT_F32;
+        else if (strcmp(cl + 4, "q8") == 0) v->act = QZ_ACT_Q8;
+        else return why(w, "'%s': act must be f32 or q8", q);
+        return 0;
+    }
+    if (strcmp(cl, "imatrix") == 0) {
+        if (v->imatrix) return why(w, "imatrix given twice");
+        v->imatrix = true;
+        return 0;
+    }
+    if (strncmp(cl, "name~", 5) == 0) return parse_rule(cl + 5, q, v, w);
+    return why(w, "unknown clause '%s' (keep=, act=, imatrix, name~)", q);
+}
+
+// A new variant with room for one rule per ';' of s; NULL when out of memory.
+static struct qz_variant *variant_alloc(const char *s) {
+    struct qz_variant *v = calloc(1, sizeof *v);
+    int n_clauses = 0;
+    for (const char *c = s; *c; c++) n_clauses += *c == ';';
+    if (v && n_clauses && !(v->rules = calloc((size_t)n_clauses, sizeof *v->rules))) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
 int qz_variant_parse(const char *s, struct qz_variant **out, char *err) {
     *out = NULL;
     char w[WHY_LEN] = "";
@@ -662,91 +728,31 @@ int qz_variant_parse(const char *s, struct qz_variant **out, char *err) {
         return spec_fail(err, s, w);
     }
     char *copy = malloc(n + 1);
-    struct qz_variant *v = calloc(1, sizeof *v);
+    struct qz_variant *v = variant_alloc(s);
     if (!copy || !v) {
-        free(copy), free(v);
+        free(copy), qz_variant_destroy(v);
         return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
     }
     memcpy(copy, s, n + 1);
-    int rc = 0, n_clauses = 0;
     bool act_seen = false;
-    for (const char *c = s; *c; c++) n_clauses += *c == ';';
-    if (n_clauses) {
-        v->rules = calloc((size_t)n_clauses, sizeof *v->rules);
-        if (!v->rules) {
-            free(copy), free(v);
-            return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
-        }
-    }
-
     char *next = strchr(copy, ';');
     if (next) *next++ = 0;
-    rc = parse_base(copy, false, &v->base, w);
+    int rc = parse_base(copy, false, &v->base, w);
     while (!rc && next) {
         char *cl = next;
-        next = strchr(cl, ';');
-        if (next) *next++ = 0;
-        char q[QUOTE_PART + 8];
-        quote(q, sizeof q, cl, QUOTE_PART);
-        if (!*cl) {
-            rc = why(w, "empty clause (stray ';')");
-        } else if (strncmp(cl, "keep=", 5) == 0) {
-            rc = parse_keep(cl + 5, &v->keep, w);
-        } else if (strncmp(cl, "act=", 4) == 0) {
-            if (act_seen) rc = why(w, "act= given twice");
-            else if (strcmp(cl + 4, "f32") == 0) v->act = QZ_ACT_F32;
-            else if (strcmp(cl + 4, "q8") == 0) v->act = QZ_ACT_Q8;
-            else rc = why(w, "'%s': act must be f32 or q8", q);
-            act_seen = true;
-        } else if (strcmp(cl, "imatrix") == 0) {
-            if (v->imatrix) rc = why(w, "imatrix given twice");
-            v->imatrix = true;
-        } else if (strncmp(cl, "name~", 5) == 0) {
-            char *re = cl + 5, *eq = strchr(re, '=');
-            if (!eq) {
-                rc = why(w, "rule '%s' needs '=BASE' after the regex", q);
-                break;
-            }
-            *eq = 0;
-            if (!*re) {
-                rc = why(w, "rule '%s' has an empty regex", q);
-                break;
-            }
-            struct qz_rule *r = &v->rules[v->n_rules];
-            if ((rc = parse_base(eq + 1, true, &r->base, w))) {
-                char inner[WHY_LEN];
-                memcpy(inner, w, WHY_LEN);
-                why(w, "rule '%s': %s", q, inner);
-                break;
-            }
-            if ((rc = check_regex(re, w))) break;
-            int rrc = regcomp(&r->re, re, REG_EXTENDED | REG_NOSUB);
-            if (rrc) {
-                char msg[64];
-                regerror(rrc, &r->re, msg, sizeof msg);
-                char qr[QUOTE_PART + 8];
-                quote(qr, sizeof qr, re, QUOTE_PART);
-                rc = why(w, "bad regex '%s' in name~: %s", qr, msg);
-                break;
-            }
-            r->src = strdup(re);
-            v->n_rules++;
-            if (!r->src) {
-                free(copy);
-                qz_variant_destroy(v);
-                return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
-            }
-        } else {
-            rc = why(w, "unknown clause '%s' (keep=, act=, imatrix, name~)", q);
-        }
+        if ((next = strchr(cl, ';'))) *next++ = 0;
+        rc = parse_clause(cl, v, &act_seen, w);
     }
     free(copy);
+    if (rc == QP_ENOMEM) {
+        qz_variant_destroy(v);
+        return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
+    }
     if (!rc && v->imatrix && !has_ggml_type(v))
         rc = why(w, "imatrix needs a llama.cpp type (q4_k, q4_k_m, ...) in the base or a rule");
     // The canonical form must be a spec this parser accepts too (parse -> print -> parse):
     // what printing adds (nf4's group, smoothquant's alpha) can make it longer than the input.
-    if (!rc && variant_print_len(v) > QZ_SPEC_MAX)
-        rc = why(w, "canonical form longer than %d bytes", QZ_SPEC_MAX);
+    if (!rc && variant_print_len(v) > QZ_SPEC_MAX) rc = why(w, "canonical form longer than %d bytes", QZ_SPEC_MAX);
     if (rc) {
         qz_variant_destroy(v);
         return spec_fail(err, s, w);

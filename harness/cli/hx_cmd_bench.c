@@ -16,8 +16,6 @@
 #include "kn_ops.h"
 #include "qp.h"
 
-int hx_cmd_gemm_peak(int argc, char **argv); // registered in main.c
-
 // Timing: one untimed warm-up, then at least BP_MIN_REPS timed runs, more (up to BP_MAX_REPS)
 // while the timed runs have taken less than BP_BUDGET_S; the best (shortest) run counts. Two
 // threads on a shared 2-CPU machine vary by several per cent, and the best run is the figure
@@ -151,150 +149,181 @@ static void bp_usage(void) {
            "            does\n"
            "Takes about 20 s on 2 CPUs and 300 MB of memory.\n\n"
            "  -t, --threads N   the multi-threaded figure's threads (default: all CPUs)\n"
-           "      --json        print the figures as one JSON object\n",
+           "      --json        print the figures as one JSON object\n\n"
+           "examples:\n"
+           "  qprobe gemm-peak\n"
+           "  qprobe gemm-peak -t 2 --json\n"
+           "  QPROBE_ISA=avx2 qprobe gemm-peak -t 1\n",
            BP_MIN_REPS, BP_MAX_REPS, BP_ROWS, KN_NR);
 }
 
 // ---------------------------------------------------------------------------------------------
 // The command
 
-int hx_cmd_gemm_peak(int argc, char **argv) {
+// Square sizes for OpenBLAS; engine shapes (n_in -> n_out) for the own kernel.
+static const int bp_square[] = {2048, 4096};
+static const int bp_engine[][2] = {{2048, 2048}, {2048, 5632}, {5632, 2048}};
+#define BP_MAX_RUNS (2 * (QP_ARRAY_LEN(bp_square) + QP_ARRAY_LEN(bp_engine)))
+
+// Every measured run, and the best figure per backend and thread count.
+struct bp_result {
+    const struct kn_ops *ops;
+    int thr[2], n_thr;
+    struct bp_run runs[BP_MAX_RUNS];
+    int n_runs;
+    double peak[2][2]; // [openblas, own][1 thread, N threads]
+};
+
+// Operand buffers sized for the largest case of each backend: 3 x 4096^2 floats for OpenBLAS;
+// the own kernel takes x (512, <= 5632) from a, W (<= 5632 x 2048) from b, its panels into wp
+// and y (512, <= 5632) into c.
+struct bp_buffers {
+    float *a, *b, *c, *wp;
+};
+
+static void bp_buffers_free(struct bp_buffers *bb) {
+    qp_free(bb->a);
+    qp_free(bb->b);
+    qp_free(bb->c);
+    qp_free(bb->wp);
+}
+
+static int bp_buffers_alloc(struct bp_buffers *bb) {
+    size_t big = (size_t)4096 * 4096, wmax = (size_t)5632 * 2048;
+    bb->a = qp_alloc_array(big, sizeof(float));
+    bb->b = qp_alloc_array(big, sizeof(float));
+    bb->c = qp_alloc_array(big, sizeof(float));
+    bb->wp = qp_alloc_array(wmax, sizeof(float));
+    if (!bb->a || !bb->b || !bb->c || !bb->wp) {
+        bp_buffers_free(bb);
+        return QP_ENOMEM;
+    }
+    bp_fill(bb->a, big, 1);
+    bp_fill(bb->b, big, 2);
+    memset(bb->c, 0, big * sizeof(float));
+    return 0;
+}
+
+static void bp_record(struct bp_result *res, int backend, int t, int json) {
+    struct bp_run *r = &res->runs[res->n_runs++];
+    res->peak[backend][t] = QP_MAX(res->peak[backend][t], r->gflops);
+    if (!json)
+        fprintf(stderr, "gemm-peak: %s %dx%dx%d, %d thread(s): %.1f GFLOP/s\n", r->backend, r->m, r->n, r->k, r->threads,
+                r->gflops);
+}
+
+// Own kernel first: OpenBLAS's pthreads spin for a while after each call and would take CPU
+// from the OpenMP team that follows.
+static void bp_measure(struct bp_result *res, const struct bp_buffers *bb, int json) {
+    for (size_t s = 0; s < QP_ARRAY_LEN(bp_engine); s++) {
+        int k = bp_engine[s][0], n = bp_engine[s][1];
+        bp_pack(res->ops, bb->b, n, k, bb->wp); // W (n, k): the first n*k values of b
+        for (int t = 0; t < res->n_thr; t++) {
+            struct bp_job j = {.m = BP_ROWS, .n = n, .k = k, .threads = res->thr[t], .a = bb->a, .b = bb->wp,
+                               .c = bb->c, .ops = res->ops};
+            bp_time(bp_own, &j, "own", &res->runs[res->n_runs]);
+            bp_record(res, 1, t, json);
+        }
+    }
+    for (size_t s = 0; s < QP_ARRAY_LEN(bp_square); s++)
+        for (int t = 0; t < res->n_thr; t++) {
+            openblas_set_num_threads(res->thr[t]);
+            int sq = bp_square[s];
+            struct bp_job j = {.m = sq, .n = sq, .k = sq, .threads = openblas_get_num_threads(), .a = bb->a,
+                               .b = bb->b, .c = bb->c};
+            bp_time(bp_blas, &j, "openblas", &res->runs[res->n_runs]);
+            bp_record(res, 0, t, json);
+        }
+    openblas_set_num_threads(1);
+}
+
+static void bp_print_json(const struct bp_result *res, const char *cpu, long n_cpus, int n_threads) {
+    const char *core = openblas_get_corename(), *config = openblas_get_config();
+    int nt = res->n_thr - 1; // index of the N-thread figures (the 1-thread ones when N = 1)
+    cJSON *o = cJSON_CreateObject(), *arr = cJSON_CreateArray();
+    cJSON_AddStringToObject(o, "cpu", cpu);
+    cJSON_AddNumberToObject(o, "cpus", (double)n_cpus);
+    cJSON_AddStringToObject(o, "isa", res->ops->name);
+    cJSON_AddStringToObject(o, "openblas_core", core ? core : "unknown");
+    cJSON_AddStringToObject(o, "openblas_config", config ? config : "unknown");
+    cJSON_AddStringToObject(o, "openblas_parallel", bp_blas_parallel());
+    cJSON_AddNumberToObject(o, "threads", n_threads);
+    for (int i = 0; i < res->n_runs; i++) {
+        const struct bp_run *r = &res->runs[i];
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "backend", r->backend);
+        cJSON_AddNumberToObject(j, "m", r->m);
+        cJSON_AddNumberToObject(j, "n", r->n);
+        cJSON_AddNumberToObject(j, "k", r->k);
+        cJSON_AddNumberToObject(j, "threads", r->threads);
+        cJSON_AddNumberToObject(j, "reps", r->reps);
+        cJSON_AddNumberToObject(j, "seconds", r->seconds);
+        cJSON_AddNumberToObject(j, "gflops", r->gflops);
+        cJSON_AddItemToArray(arr, j);
+    }
+    cJSON_AddItemToObject(o, "runs", arr);
+    // Flat peaks (best over shapes) for scripts: 1 thread and N threads.
+    cJSON_AddNumberToObject(o, "peak_blas_1t", res->peak[0][0]);
+    cJSON_AddNumberToObject(o, "peak_blas_nt", res->peak[0][nt]);
+    cJSON_AddNumberToObject(o, "peak_own_1t", res->peak[1][0]);
+    cJSON_AddNumberToObject(o, "peak_own_nt", res->peak[1][nt]);
+    hx_print_json(o);
+}
+
+static void bp_print_text(const struct bp_result *res, const char *cpu, long n_cpus) {
+    const char *core = openblas_get_corename(), *config = openblas_get_config();
+    int nt = res->n_thr - 1;
+    printf("cpu: %s, %ld CPUs; qprobe kernels: %s\n", cpu, n_cpus, res->ops->name);
+    printf("openblas: core %s, %s build (%s)\n\n", core ? core : "unknown", bp_blas_parallel(), config ? config : "?");
+    printf("%-9s %-22s %7s %5s %9s %9s\n", "backend", "M x N x K", "threads", "reps", "seconds", "GFLOP/s");
+    for (int i = 0; i < res->n_runs; i++) {
+        const struct bp_run *r = &res->runs[i];
+        char shape[64];
+        snprintf(shape, sizeof shape, "%d x %d x %d", r->m, r->n, r->k);
+        printf("%-9s %-22s %7d %5d %9.4f %9.1f\n", r->backend, shape, r->threads, r->reps, r->seconds, r->gflops);
+    }
+    printf("\npeak GFLOP/s    1 thread  %d threads\n", res->thr[nt]);
+    printf("  openblas      %8.1f  %9.1f\n", res->peak[0][0], res->peak[0][nt]);
+    printf("  own kernel    %8.1f  %9.1f   (%.0f %% / %.0f %% of openblas)\n", res->peak[1][0], res->peak[1][nt],
+           100 * res->peak[1][0] / res->peak[0][0], 100 * res->peak[1][nt] / res->peak[0][nt]);
+}
+
+// Options: the thread count and --json; HX_CLI_HELP when --help was printed.
+static int bp_parse_opts(int argc, char **argv, int *n_threads, int *json) {
     static const struct option opts[] = {{"threads", required_argument, 0, 't'},
                                          {"json", no_argument, 0, 'j'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    int n_threads = qp_cpu_count(), json = 0, c, rc;
+    int c, rc = 0;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
+    while (!rc && (c = getopt_long(argc, argv, "t:h", opts, NULL)) != -1) {
         switch (c) {
-        case 't':
-            if ((rc = hx_parse_int("gemm-peak", "--threads", optarg, 1, 1024, &n_threads))) return rc;
-            break;
-        case 'j': json = 1; break;
-        case 'h': bp_usage(); return HX_EXIT_OK;
-        default:
-            return hx_usage_error("gemm-peak", "unknown or incomplete option '%s'; "
-                                  "see 'qprobe gemm-peak --help'", argv[optind - 1]);
+        case 't': rc = hx_parse_int("gemm-peak", "--threads", optarg, 1, 1024, n_threads); break;
+        case 'j': *json = 1; break;
+        case 'h': bp_usage(); return HX_CLI_HELP;
+        default: return hx_unknown_option("gemm-peak", argv);
         }
     }
-    if (optind < argc) return hx_usage_error("gemm-peak", "unexpected argument '%s'", argv[optind]);
+    if (!rc && optind < argc) rc = hx_usage_error("gemm-peak", "unexpected argument '%s'", argv[optind]);
+    return rc;
+}
 
+int hx_cmd_gemm_peak(int argc, char **argv) {
+    int n_threads = qp_cpu_count(), json = 0;
+    int rc = bp_parse_opts(argc, argv, &n_threads, &json);
+    if (rc) return rc == HX_CLI_HELP ? HX_EXIT_OK : rc;
     char err[QP_ERRLEN];
-    const struct kn_ops *ops = kn_ops_best(err);
-    if (!ops) return hx_usage_error("gemm-peak", "%s", err);
-
-    // Square sizes for OpenBLAS; engine shapes (n_in -> n_out) for the own kernel.
-    static const int sq[] = {2048, 4096};
-    static const int eng[][2] = {{2048, 2048}, {2048, 5632}, {5632, 2048}};
-    int thr[2] = {1, n_threads}, n_thr = n_threads > 1 ? 2 : 1;
-
-    // Buffers sized for the largest case of each backend: 3 x 4096^2 floats for OpenBLAS;
-    // the own kernel takes x (512, <= 5632) from a, W (<= 5632 x 2048) from b, its panels into wp
-    // and y (512, <= 5632) into cc.
-    size_t big = (size_t)4096 * 4096, wmax = (size_t)5632 * 2048;
-    float *a = qp_alloc_array(big, sizeof(float)), *b = qp_alloc_array(big, sizeof(float));
-    float *cc = qp_alloc_array(big, sizeof(float)), *wp = qp_alloc_array(wmax, sizeof(float));
-    if (!a || !b || !cc || !wp) {
-        qp_free(a);
-        qp_free(b);
-        qp_free(cc);
-        qp_free(wp);
-        fprintf(stderr, "qprobe gemm-peak: out of memory (needs about 300 MB)\n");
-        return HX_EXIT_FAIL;
-    }
-    bp_fill(a, big, 1);
-    bp_fill(b, big, 2);
-    memset(cc, 0, big * sizeof(float));
-
-    struct bp_run runs[2 * (QP_ARRAY_LEN(sq) + QP_ARRAY_LEN(eng))];
-    int n_runs = 0;
-    double peak[2][2] = {{0}}; // [openblas, own][1 thread, N threads]
-
-    // Own kernel first: OpenBLAS's pthreads spin for a while after each call and would take CPU
-    // from the OpenMP team that follows.
-    for (size_t s = 0; s < QP_ARRAY_LEN(eng); s++) {
-        int k = eng[s][0], n = eng[s][1];
-        bp_pack(ops, b, n, k, wp); // W (n, k): the first n*k values of b
-        for (int t = 0; t < n_thr; t++) {
-            struct bp_job j = {.m = BP_ROWS, .n = n, .k = k, .threads = thr[t], .a = a, .b = wp,
-                               .c = cc, .ops = ops};
-            bp_time(bp_own, &j, "own", &runs[n_runs]);
-            peak[1][t] = QP_MAX(peak[1][t], runs[n_runs].gflops);
-            if (!json)
-                fprintf(stderr, "gemm-peak: own %dx%dx%d, %d thread(s): %.1f GFLOP/s\n", j.m, n, k,
-                        thr[t], runs[n_runs].gflops);
-            n_runs++;
-        }
-    }
-    for (size_t s = 0; s < QP_ARRAY_LEN(sq); s++) {
-        for (int t = 0; t < n_thr; t++) {
-            openblas_set_num_threads(thr[t]);
-            struct bp_job j = {.m = sq[s], .n = sq[s], .k = sq[s], .threads = openblas_get_num_threads(),
-                               .a = a, .b = b, .c = cc};
-            bp_time(bp_blas, &j, "openblas", &runs[n_runs]);
-            peak[0][t] = QP_MAX(peak[0][t], runs[n_runs].gflops);
-            if (!json)
-                fprintf(stderr, "gemm-peak: openblas %dx%dx%d, %d thread(s): %.1f GFLOP/s\n", j.m,
-                        j.n, j.k, j.threads, runs[n_runs].gflops);
-            n_runs++;
-        }
-    }
-    openblas_set_num_threads(1);
-    qp_free(a);
-    qp_free(b);
-    qp_free(cc);
-    qp_free(wp);
-
+    struct bp_result res = {.ops = kn_ops_best(err), .thr = {1, n_threads}, .n_thr = n_threads > 1 ? 2 : 1};
+    if (!res.ops) return hx_usage_error("gemm-peak", "%s", err);
+    struct bp_buffers bb = {0};
+    if (bp_buffers_alloc(&bb)) return hx_fail("gemm-peak", QP_ENOMEM, "out of memory (needs about 300 MB)");
+    bp_measure(&res, &bb, json);
+    bp_buffers_free(&bb);
     char cpu[256];
     bp_cpu_name(cpu, sizeof cpu);
     long n_cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    const char *core = openblas_get_corename(), *config = openblas_get_config();
-    int nt = n_thr - 1; // index of the N-thread figures (the 1-thread ones when N = 1)
-    if (json) {
-        cJSON *o = cJSON_CreateObject(), *arr = cJSON_CreateArray();
-        cJSON_AddStringToObject(o, "cpu", cpu);
-        cJSON_AddNumberToObject(o, "cpus", (double)n_cpus);
-        cJSON_AddStringToObject(o, "isa", ops->name);
-        cJSON_AddStringToObject(o, "openblas_core", core ? core : "unknown");
-        cJSON_AddStringToObject(o, "openblas_config", config ? config : "unknown");
-        cJSON_AddStringToObject(o, "openblas_parallel", bp_blas_parallel());
-        cJSON_AddNumberToObject(o, "threads", n_threads);
-        for (int i = 0; i < n_runs; i++) {
-            cJSON *r = cJSON_CreateObject();
-            cJSON_AddStringToObject(r, "backend", runs[i].backend);
-            cJSON_AddNumberToObject(r, "m", runs[i].m);
-            cJSON_AddNumberToObject(r, "n", runs[i].n);
-            cJSON_AddNumberToObject(r, "k", runs[i].k);
-            cJSON_AddNumberToObject(r, "threads", runs[i].threads);
-            cJSON_AddNumberToObject(r, "reps", runs[i].reps);
-            cJSON_AddNumberToObject(r, "seconds", runs[i].seconds);
-            cJSON_AddNumberToObject(r, "gflops", runs[i].gflops);
-            cJSON_AddItemToArray(arr, r);
-        }
-        cJSON_AddItemToObject(o, "runs", arr);
-        // Flat peaks (best over shapes) for scripts: 1 thread and N threads.
-        cJSON_AddNumberToObject(o, "peak_blas_1t", peak[0][0]);
-        cJSON_AddNumberToObject(o, "peak_blas_nt", peak[0][nt]);
-        cJSON_AddNumberToObject(o, "peak_own_1t", peak[1][0]);
-        cJSON_AddNumberToObject(o, "peak_own_nt", peak[1][nt]);
-        hx_print_json(o);
-        return HX_EXIT_OK;
-    }
-    printf("cpu: %s, %ld CPUs; qprobe kernels: %s\n", cpu, n_cpus, ops->name);
-    printf("openblas: core %s, %s build (%s)\n\n", core ? core : "unknown", bp_blas_parallel(),
-           config ? config : "?");
-    printf("%-9s %-22s %7s %5s %9s %9s\n", "backend", "M x N x K", "threads", "reps", "seconds",
-           "GFLOP/s");
-    for (int i = 0; i < n_runs; i++) {
-        char shape[64];
-        snprintf(shape, sizeof shape, "%d x %d x %d", runs[i].m, runs[i].n, runs[i].k);
-        printf("%-9s %-22s %7d %5d %9.4f %9.1f\n", runs[i].backend, shape, runs[i].threads,
-               runs[i].reps, runs[i].seconds, runs[i].gflops);
-    }
-    printf("\npeak GFLOP/s    1 thread  %d threads\n", thr[nt]);
-    printf("  openblas      %8.1f  %9.1f\n", peak[0][0], peak[0][nt]);
-    printf("  own kernel    %8.1f  %9.1f   (%.0f %% / %.0f %% of openblas)\n", peak[1][0], peak[1][nt],
-           100 * peak[1][0] / peak[0][0], 100 * peak[1][nt] / peak[0][nt]);
+    if (json) bp_print_json(&res, cpu, n_cpus, n_threads);
+    else bp_print_text(&res, cpu, n_cpus);
     return HX_EXIT_OK;
 }

@@ -20,7 +20,11 @@ static void conv_usage(void) {
            "  -o, --output FILE     the GGUF to write\n"
            "      --type T          f32 (default) or f16 for the 2-D weights; norms stay f32\n"
            "  -q, --quant SPEC      quantize first with a llama.cpp-format spec (q8_0, q4_0,\n"
-           "                        q4_k_m, q4_k;name~ffn_down=q6_k, ...) and write its blocks\n");
+           "                        q4_k_m, q4_k;name~ffn_down=q6_k, ...) and write its blocks\n\n"
+           "examples:\n"
+           "  qprobe convert -m stories260K.bin -z tok512.bin -o stories260K.gguf\n"
+           "  qprobe convert -m ./tinyllama-safetensors -o tinyllama-f16.gguf --type f16\n"
+           "  qprobe convert -m stories260K.gguf -o stories260K-q4_k_m.gguf -q q4_k_m\n");
 }
 
 int hx_cmd_convert(int argc, char **argv) {
@@ -44,10 +48,8 @@ int hx_cmd_convert(int argc, char **argv) {
             else return hx_usage_error("convert", "--type '%s': expected f32 or f16", optarg);
             break;
         case 'q': spec = optarg; break;
-        case 'h': conv_usage(); return 0;
-        default:
-            return hx_usage_error("convert", "unknown or incomplete option '%s'; see 'qprobe convert --help'",
-                                  argv[optind - 1]);
+        case 'h': conv_usage(); return HX_EXIT_OK;
+        default: return hx_unknown_option("convert", argv);
         }
     }
     if (optind < argc) return hx_usage_error("convert", "unexpected argument '%s'", argv[optind]);
@@ -77,6 +79,6 @@ int hx_cmd_convert(int argc, char **argv) {
         rc = hx_gguf_model_write(&m->w, m->tok, out, type, err);
     }
     hx_model_close(m);
-    if (rc) return hx_usage_error("convert", "%s", err);
+    if (rc) return hx_fail("convert", rc, "%s", err);
     return HX_EXIT_OK;
 }

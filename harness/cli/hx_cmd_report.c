@@ -30,7 +30,13 @@ static void report_usage(void) {
            "  --variants LIST     comma-separated specs for the per-layer figure (default: up to 6,\n"
            "                      the worst by mean KLD and the best)\n"
            "  --gate FILE         JUnit XML of `qprobe gate --junit`: adds a gate column\n\n"
-           "exit status: 0 written, 1 written but gnuplot failed on a figure, 2 bad usage or input.\n");
+           "exit status: 0 written, 2 bad usage or input (an unusable database, an output folder that\n"
+           "cannot be created), 3 a runtime failure: out of memory, or written but gnuplot failed on\n"
+           "a figure (see DIR/gnuplot.log).\n\n"
+           "examples:\n"
+           "  qprobe report --db study.sqlite -o report\n"
+           "  qprobe report --db study.sqlite --run 2 -o report --gate gate.xml\n"
+           "  qprobe report --db study.sqlite -o report --variants 'q4_0;act=q8,q4_k_m,rtn:bits=4:group=32:asym'\n");
 }
 
 int hx_cmd_report(int argc, char **argv) {
@@ -52,9 +58,7 @@ int hx_cmd_report(int argc, char **argv) {
         case O_VARIANTS: o.variants = optarg; break;
         case O_GATE: o.gate_path = optarg; break;
         case 'h': report_usage(); return HX_EXIT_OK;
-        default:
-            return hx_usage_error("report", "unknown or incomplete option '%s'; see 'qprobe report --help'",
-                                  argv[optind - 1]);
+        default: return hx_unknown_option("report", argv);
         }
     }
     if (optind < argc) return hx_usage_error("report", "unexpected argument '%s'", argv[optind]);
@@ -64,7 +68,7 @@ int hx_cmd_report(int argc, char **argv) {
 
     struct rpt_outcome out;
     char err[QP_ERRLEN];
-    if (rpt_report_write(&o, &out, err)) return hx_usage_error("report", "%s", err);
+    if ((rc = rpt_report_write(&o, &out, err))) return hx_fail("report", rc, "%s", err);
     if (!out.gnuplot_found)
         fprintf(stderr, "qprobe report: warning: gnuplot not found on PATH: %d figures written as scripts "
                         "(%s/*.gp) but not rendered; install gnuplot and run them there\n",
@@ -77,5 +81,5 @@ int hx_cmd_report(int argc, char **argv) {
                 out.render_err);
     printf("report of run %lld (%d variants): %d figures, %d rendered, in %s/index.html and %s/summary.md\n",
            (long long)out.run_id, out.n_variants, out.n_figs, out.n_rendered, o.out_dir, o.out_dir);
-    return out.n_render_failed ? HX_EXIT_FAIL : HX_EXIT_OK;
+    return out.n_render_failed ? HX_EXIT_RUNTIME : HX_EXIT_OK; // gnuplot failed: not a failed check
 }

@@ -1,5 +1,8 @@
-// main.c — the qprobe command line: one binary, subcommands. Only this file calls exit().
+// hx_main.c — the qprobe command line: one binary, subcommands. Only this file calls exit().
+#include <cblas.h>
+#include <cjson/cJSON.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,9 +10,12 @@
 
 #include "hx_cli.h"
 #include "kn_engine.h"
+#include "kn_ops.h"
 #include "qp.h"
 
-int hx_cmd_gemm_peak(int argc, char **argv); // cmd_bench.c
+#ifndef QP_COMMIT
+#define QP_COMMIT "unknown"
+#endif
 
 static const struct {
     const char *name;
@@ -36,10 +42,32 @@ static void hx_main_usage(FILE *f) {
                "commands:\n", qp_version);
     for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++)
         fprintf(f, "  %-10s %s\n", hx_commands[i].name, hx_commands[i].what);
-    fprintf(f, "\nexit status: 0 ok, 1 failed check or regression, 2 bad usage or input.\n"
-               "environment: QPROBE_ISA=ref|avx2|avx512 forces a kernel path (engine and k-quant search);\n"
+    fprintf(f, "\n%s", hx_exit_help);
+    fprintf(f, "environment: QPROBE_ISA=ref|avx2|avx512 forces a kernel path (engine and k-quant search);\n"
                "QPROBE_GEMM=own|blas picks the matrix-product backend (own kernels, default, or OpenBLAS);\n"
-               "QPROBE_PANELS=prepack|stream how the own GEMM holds its weights (default: by model size).\n");
+               "QPROBE_PANELS=prepack|stream how the own GEMM holds its weights (default: by model size).\n\n"
+               "examples:\n"
+               "  qprobe ppl -m stories260K.bin -z tok512.bin --text eval.txt -q q4_k_m\n"
+               "  qprobe sweep -c examples/sweep-stories260K.json --db study.sqlite\n"
+               "  qprobe report --db study.sqlite -o report\n");
+}
+
+// Version, commit, the kernel paths this CPU runs and the one chosen, and the libraries' versions.
+static int hx_main_version(void) {
+    static const char *const isas[] = {"ref", "avx2", "avx512"};
+    char err[QP_ERRLEN], supported[64] = "";
+    for (size_t i = 0; i < QP_ARRAY_LEN(isas); i++)
+        if (kn_ops_for(isas[i]))
+            snprintf(supported + strlen(supported), sizeof supported - strlen(supported), "%s%s", i ? " " : "", isas[i]);
+    const struct kn_ops *best = kn_ops_best(err);
+    const char *core = openblas_get_corename(), *config = openblas_get_config();
+    printf("qprobe %s (commit %s)\n", qp_version, QP_COMMIT);
+    printf("kernels: %s supported; %s chosen%s\n", supported, best ? best->name : "none",
+           getenv("QPROBE_ISA") && *getenv("QPROBE_ISA") ? " (QPROBE_ISA)" : "");
+    if (!best) printf("  (%s)\n", err);
+    printf("sqlite %s, cjson %s, openblas %s (core %s)\n", sqlite3_libversion(), cJSON_Version(),
+           config ? config : "unknown", core ? core : "unknown");
+    return HX_EXIT_OK;
 }
 
 int main(int argc, char **argv) {
@@ -54,10 +82,7 @@ int main(int argc, char **argv) {
         hx_main_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? HX_EXIT_USAGE : HX_EXIT_OK;
     }
-    if (strcmp(argv[1], "--version") == 0) {
-        printf("qprobe %s\n", qp_version);
-        return 0;
-    }
+    if (strcmp(argv[1], "--version") == 0) return hx_main_version();
     for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++)
         if (strcmp(argv[1], hx_commands[i].name) == 0) return hx_commands[i].fn(argc - 1, argv + 1);
     fprintf(stderr, "qprobe: '%s' is not a command; see 'qprobe --help'\n", argv[1]);

@@ -86,114 +86,123 @@ static int get_tensor(const struct hx_gguf *g, const char *name, struct kn_tenso
     return 0;
 }
 
-int hx_gguf_model_load(struct hx_model *m, const char *path, char *err) {
-    struct hx_gguf *g;
-    int rc = hx_gguf_open(path, &g, err);
-    if (rc) return rc;
-    m->gguf = g; // from here on hx_model_close frees whatever this function attached to m
-    m->format = HX_FMT_GGUF;
-
+// general.architecture must be "llama".
+static int gguf_arch(const struct hx_gguf *g, const char *path, char *err) {
     const char *arch;
     size_t arch_len;
-    rc = hx_gguf_get_str(g, "general.architecture", &arch, &arch_len);
+    int rc = hx_gguf_get_str(g, "general.architecture", &arch, &arch_len);
     if (rc == QP_ENOENT)
-        return qp_fail(err, QP_ENOENT, "cannot read '%s': missing key 'general.architecture'",
-                       path);
-    if (rc)
-        return qp_fail(err, QP_EFORMAT, "cannot read '%s': general.architecture is not a string",
-                       path);
-    if (arch_len != 5 || memcmp(arch, "llama", 5) != 0) {
-        return qp_fail(err, QP_ENOTSUP,
-                       "cannot read '%s': architecture '%.*s' is not supported (only 'llama')",
-                       path, (int)QP_MIN(arch_len, (size_t)64), arch);
-    }
+        return qp_fail(err, QP_ENOENT, "cannot read '%s': missing key 'general.architecture'", path);
+    if (rc) return qp_fail(err, QP_EFORMAT, "cannot read '%s': general.architecture is not a string", path);
+    if (arch_len != 5 || memcmp(arch, "llama", 5) != 0)
+        return qp_fail(err, QP_ENOTSUP, "cannot read '%s': architecture '%.*s' is not supported (only 'llama')", path,
+                       (int)QP_MIN(arch_len, (size_t)64), arch);
+    return 0;
+}
 
-    struct kn_weights *w = &m->w;
-    struct kn_config *c = &w->cfg;
+// The hyperparameters (llama.* keys) into c; the vocabulary comes from the embedding later.
+static int gguf_config(const struct hx_gguf *g, const char *path, struct kn_config *c, char *err) {
+    int rc, rope_dims;
     if ((rc = get_dim(g, "llama.embedding_length", -1, &c->dim, err)) ||
         (rc = get_dim(g, "llama.feed_forward_length", -1, &c->hidden_dim, err)) ||
         (rc = get_dim(g, "llama.block_count", -1, &c->n_layers, err)) ||
         (rc = get_dim(g, "llama.attention.head_count", -1, &c->n_heads, err)) ||
         (rc = get_dim(g, "llama.attention.head_count_kv", c->n_heads, &c->n_kv_heads, err)) ||
         (rc = get_dim(g, "llama.context_length", -1, &c->seq_len, err)) ||
-        (rc = get_real(g, "llama.attention.layer_norm_rms_epsilon", HX_NORM_EPS_DEFAULT,
-                       &c->norm_eps, err)) ||
+        (rc = get_real(g, "llama.attention.layer_norm_rms_epsilon", HX_NORM_EPS_DEFAULT, &c->norm_eps, err)) ||
         (rc = get_real(g, "llama.rope.freq_base", HX_ROPE_THETA_DEFAULT, &c->rope_theta, err)))
         return rc;
     c->head_size = c->dim / c->n_heads;
-    int rope_dims;
     if ((rc = get_dim(g, "llama.rope.dimension_count", c->head_size, &rope_dims, err))) return rc;
-    if (rope_dims != c->head_size) {
-        return qp_fail(err, QP_ENOTSUP,
-                       "cannot read '%s': partial RoPE (%d of %d head dimensions) is not supported",
+    if (rope_dims != c->head_size)
+        return qp_fail(err, QP_ENOTSUP, "cannot read '%s': partial RoPE (%d of %d head dimensions) is not supported",
                        path, rope_dims, c->head_size);
-    }
+    return 0;
+}
 
-    if ((rc = get_tensor(g, "token_embd.weight", &w->tok_embd, err))) return rc;
-    if (w->tok_embd.ne1 < 1 || w->tok_embd.ne1 > INT_MAX) {
-        return qp_fail(err, QP_ERANGE, "cannot read '%s': vocabulary of %lld tokens", path,
-                       (long long)w->tok_embd.ne1);
+// Every block's tensors, blk.L.NAME.weight.
+static int gguf_layers(const struct hx_gguf *g, struct kn_weights *w, char *err) {
+    static const struct {
+        const char *name;
+        size_t off;
+    } names[] = {
+        {"attn_norm", offsetof(struct kn_layer_weights, attn_norm)},
+        {"attn_q", offsetof(struct kn_layer_weights, wq)},
+        {"attn_k", offsetof(struct kn_layer_weights, wk)},
+        {"attn_v", offsetof(struct kn_layer_weights, wv)},
+        {"attn_output", offsetof(struct kn_layer_weights, wo)},
+        {"ffn_norm", offsetof(struct kn_layer_weights, ffn_norm)},
+        {"ffn_gate", offsetof(struct kn_layer_weights, w_gate)},
+        {"ffn_down", offsetof(struct kn_layer_weights, w_down)},
+        {"ffn_up", offsetof(struct kn_layer_weights, w_up)},
+    };
+    int rc = 0;
+    for (int l = 0; l < w->cfg.n_layers && !rc; l++)
+        for (size_t i = 0; i < QP_ARRAY_LEN(names) && !rc; i++) {
+            char name[64];
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, names[i].name);
+            rc = get_tensor(g, name, (struct kn_tensor *)((char *)&w->layers[l] + names[i].off), err);
+        }
+    return rc;
+}
+
+// The classifier: output.weight, or the embedding when the file has none (tied). llama.cpp's
+// llama2.c converter stores a tied classifier as an explicit copy of the embedding: recognise
+// it, so that the model is treated (and quantized) as tied.
+static int gguf_output(const struct hx_gguf *g, struct kn_weights *w, char *err) {
+    if (!hx_gguf_find_tensor(g, "output.weight")) {
+        w->output = w->tok_embd;
+        w->tied = 1;
+        return 0;
     }
-    c->vocab_size = (int)w->tok_embd.ne1;
+    int rc = get_tensor(g, "output.weight", &w->output, err);
+    if (rc) return rc;
+    size_t bytes = kn_row_bytes(w->tok_embd.type, w->tok_embd.ne0) * (size_t)w->tok_embd.ne1;
+    if (w->output.type == w->tok_embd.type && w->output.ne0 == w->tok_embd.ne0 && w->output.ne1 == w->tok_embd.ne1 &&
+        bytes > 0 && memcmp(w->output.data, w->tok_embd.data, bytes) == 0) {
+        w->output.data = w->tok_embd.data;
+        w->tied = 1;
+    }
+    return 0;
+}
+
+// The file's tokenizer, when it has one; its vocabulary must be the model's.
+static int gguf_tokenizer(struct hx_model *m, const struct hx_gguf *g, const char *path, char *err) {
+    if (!hx_gguf_find(g, "tokenizer.ggml.model")) return 0;
+    int rc = hx_tok_from_gguf(g, &m->tok, err);
+    if (rc) return rc;
+    if (hx_tok_n_vocab(m->tok) != m->w.cfg.vocab_size)
+        return qp_fail(err, QP_EFORMAT, "cannot read '%s': the tokenizer has %d tokens, the model %d", path,
+                       hx_tok_n_vocab(m->tok), m->w.cfg.vocab_size);
+    return 0;
+}
+
+int hx_gguf_model_load(struct hx_model *m, const char *path, char *err) {
+    struct hx_gguf *g;
+    int rc = hx_gguf_open(path, &g, err);
+    if (rc) return rc;
+    m->gguf = g; // from here on hx_model_close frees whatever this function attached to m
+    m->format = HX_FMT_GGUF;
+    struct kn_weights *w = &m->w;
+    struct kn_config *c = &w->cfg;
     char msg[QP_ERRLEN];
+    if ((rc = gguf_arch(g, path, err)) || (rc = gguf_config(g, path, c, err)) ||
+        (rc = get_tensor(g, "token_embd.weight", &w->tok_embd, err)))
+        return rc;
+    if (w->tok_embd.ne1 < 1 || w->tok_embd.ne1 > INT_MAX)
+        return qp_fail(err, QP_ERANGE, "cannot read '%s': vocabulary of %lld tokens", path, (long long)w->tok_embd.ne1);
+    c->vocab_size = (int)w->tok_embd.ne1;
     if ((rc = kn_config_check(c, msg))) return qp_fail(err, rc, "cannot read '%s': %s", path, msg);
-
     w->layers = qp_calloc_array((size_t)c->n_layers, sizeof *w->layers);
-    if (!w->layers) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
     if (qp_owned_add(&m->owned, w->layers)) {
         w->layers = NULL;
         return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
     }
-    for (int l = 0; l < c->n_layers; l++) {
-        struct kn_layer_weights *L = &w->layers[l];
-        static const struct {
-            const char *name;
-            size_t off;
-        } names[] = {
-            {"attn_norm", offsetof(struct kn_layer_weights, attn_norm)},
-            {"attn_q", offsetof(struct kn_layer_weights, wq)},
-            {"attn_k", offsetof(struct kn_layer_weights, wk)},
-            {"attn_v", offsetof(struct kn_layer_weights, wv)},
-            {"attn_output", offsetof(struct kn_layer_weights, wo)},
-            {"ffn_norm", offsetof(struct kn_layer_weights, ffn_norm)},
-            {"ffn_gate", offsetof(struct kn_layer_weights, w_gate)},
-            {"ffn_down", offsetof(struct kn_layer_weights, w_down)},
-            {"ffn_up", offsetof(struct kn_layer_weights, w_up)},
-        };
-        for (size_t i = 0; i < QP_ARRAY_LEN(names); i++) {
-            char name[64];
-            snprintf(name, sizeof name, "blk.%d.%s.weight", l, names[i].name);
-            struct kn_tensor *t = (struct kn_tensor *)((char *)L + names[i].off);
-            if ((rc = get_tensor(g, name, t, err))) return rc;
-        }
-    }
-    if ((rc = get_tensor(g, "output_norm.weight", &w->out_norm, err))) return rc;
-    if (hx_gguf_find_tensor(g, "output.weight")) {
-        if ((rc = get_tensor(g, "output.weight", &w->output, err))) return rc;
-        // llama.cpp's llama2.c converter stores a tied classifier as an explicit copy of the
-        // embedding: recognise it, so that the model is treated (and quantized) as tied.
-        size_t bytes = kn_row_bytes(w->tok_embd.type, w->tok_embd.ne0) * (size_t)w->tok_embd.ne1;
-        if (w->output.type == w->tok_embd.type && w->output.ne0 == w->tok_embd.ne0 &&
-            w->output.ne1 == w->tok_embd.ne1 && bytes > 0 &&
-            memcmp(w->output.data, w->tok_embd.data, bytes) == 0) {
-            w->output.data = w->tok_embd.data;
-            w->tied = 1;
-        }
-    } else {
-        w->output = w->tok_embd;
-        w->tied = 1;
-    }
+    if ((rc = gguf_layers(g, w, err)) || (rc = get_tensor(g, "output_norm.weight", &w->out_norm, err)) ||
+        (rc = gguf_output(g, w, err)))
+        return rc;
     if ((rc = kn_weights_check(w, msg))) return qp_fail(err, rc, "cannot read '%s': %s", path, msg);
-
-    if (hx_gguf_find(g, "tokenizer.ggml.model")) {
-        if ((rc = hx_tok_from_gguf(g, &m->tok, err))) return rc;
-        if (hx_tok_n_vocab(m->tok) != c->vocab_size) {
-            return qp_fail(err, QP_EFORMAT,
-                           "cannot read '%s': the tokenizer has %d tokens, the model %d", path,
-                           hx_tok_n_vocab(m->tok), c->vocab_size);
-        }
-    }
-    return 0;
+    return gguf_tokenizer(m, g, path, err);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -600,6 +609,8 @@ static int st_io_fail(struct hx_gguf_stream *s, char *err) {
     return rc;
 }
 
+// About 100 lines: validation, the header (key/values, tensor infos) and the temporary file are
+// written in file order with one failure path (st_free / st_io_fail) that leaves no file behind.
 int hx_gguf_stream_open(const char *path, const struct hx_gguf_kv *kvs, int64_t n_kv,
                         const struct hx_gguf_stream_tensor *tensors, int64_t n_tensors,
                         struct hx_gguf_stream **out, char *err) {

@@ -31,6 +31,8 @@ static int64_t hx_first_nonfinite(const float *x, int64_t n) {
     return -1;
 }
 
+// About 90 lines: the checks of the header and the file size, then the tensors laid out in the
+// file's fixed order — one read of the format from top to bottom, as llama2.c's run.c has it.
 int hx_llama2c_load(struct hx_model *m, const char *path, char *err) {
     m->format = HX_FMT_LLAMA2C;
     int fd = open(path, O_RDONLY);

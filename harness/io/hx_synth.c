@@ -418,78 +418,44 @@ static int sy_generate(const struct hx_synth_opts *o, const char *path,
     return 0;
 }
 
-int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_synth_info *info,
-                   char *err) {
-    double t0 = qp_now();
+// The model's configuration from the shape and the options.
+static int sy_config(const struct hx_synth_opts *o, const char *path, struct kn_config *c, char *err) {
     const struct hx_synth_shape *sh = o->shape;
     if (!sh || !o->vocab || o->n_threads < 1 || (o->type != KN_F32 && o->type != KN_F16) ||
         o->n_layers < 0 || o->n_layers > SY_MAX_LAYERS)
         return qp_fail(err, QP_EINVAL, "cannot write '%s': bad synth options", path);
-    struct kn_config c = {
+    *c = (struct kn_config){
         .dim = sh->dim, .hidden_dim = sh->hidden_dim,
         .n_layers = o->n_layers ? o->n_layers : sh->n_layers, .n_heads = sh->n_heads,
         .n_kv_heads = sh->n_kv_heads, .vocab_size = sh->vocab_size, .seq_len = sh->seq_len,
         .head_size = sh->dim / sh->n_heads, .norm_eps = sh->norm_eps, .rope_theta = sh->rope_theta,
     };
     char msg[QP_ERRLEN];
-    int rc = kn_config_check(&c, msg);
-    if (rc) return qp_fail(err, QP_EINVAL, "cannot write '%s': %s", path, msg);
+    int rc = kn_config_check(c, msg);
+    return rc ? qp_fail(err, QP_EINVAL, "cannot write '%s': %s", path, msg) : 0;
+}
 
-    struct hx_gguf *voc;
-    if ((rc = hx_gguf_open(o->vocab, &voc, err))) return rc;
-    if ((rc = sy_check_vocab(voc, sh, err))) {
-        hx_gguf_close(voc);
-        return rc;
-    }
-
-    int outl[HX_SYNTH_N_OUTLIERS];
-    hx_synth_outliers(o->seed, c.dim, outl);
-    int32_t outl32[HX_SYNTH_N_OUTLIERS];
-    for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) outl32[k] = outl[k];
-
-    int n_t = 0;
-    struct sy_tensor *ts = sy_tensors(&c, o->seed, o->type, &n_t);
-    int64_t n_kv_max = hx_gguf_n_kv(voc) + 32;
-    struct hx_gguf_kv *kvs = calloc((size_t)n_kv_max, sizeof *kvs);
-    struct hx_gguf_stream_tensor *sts = calloc((size_t)(n_t ? n_t : 1), sizeof *sts);
-    uint8_t *outlier = calloc((size_t)c.dim, 1);
-    // Chunks of about SY_CHUNK_ELEMS elements, at least one row of the widest tensor.
-    struct sy_bufs bufs = {.max_ne0 = 1};
-    for (int i = 0; ts && i < n_t; i++) bufs.max_ne0 = QP_MAX(bufs.max_ne0, ts[i].ne0);
-    int64_t chunk = QP_MAX(SY_CHUNK_ELEMS, bufs.max_ne0);
-    size_t esize = o->type == KN_F16 ? 2 : 4;
-    bufs.out[0] = qp_alloc_array((size_t)chunk, esize);
-    bufs.out[1] = qp_alloc_array((size_t)chunk, esize);
-    if (o->type == KN_F16)
-        bufs.scratch = qp_alloc_array((size_t)o->n_threads * (size_t)bufs.max_ne0, sizeof(float));
-    struct sy_dists *dists = malloc(sizeof *dists);
-    struct hx_gguf_stream *st = NULL;
-    if (!ts || !kvs || !sts || !outlier || !bufs.out[0] || !bufs.out[1] || !dists ||
-        (o->type == KN_F16 && !bufs.scratch)) {
-        rc = qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
-        goto done;
-    }
-    for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) outlier[outl[k]] = 1;
-    sy_dists_init(dists);
-
-    // Key/values in convert_hf_to_gguf.py's order, then the vocabulary's tokenizer.* keys as
-    // they are, then qprobe's record of how the weights were made.
-    char name[96];
-    snprintf(name, sizeof name, "synth-%s", sh->name);
+// Key/values in convert_hf_to_gguf.py's order, then the vocabulary's tokenizer.* keys as they
+// are, then qprobe's record of how the weights were made. kvs has room for hx_gguf_n_kv(voc) + 32;
+// name (96 bytes) holds general.name, outl32 the outlier channels. Returns the count.
+static int64_t sy_kvs(const struct hx_synth_opts *o, const struct kn_config *c, const struct hx_gguf *voc,
+                      const int32_t *outl32, char *name, struct hx_gguf_kv *kvs) {
+    const struct hx_synth_shape *sh = o->shape;
+    snprintf(name, 96, "synth-%s", sh->name);
     int64_t nk = 0;
     kvs[nk++] = sy_kv_str("general.architecture", "llama");
     kvs[nk++] = sy_kv_str("general.name", name);
-    kvs[nk++] = sy_kv_u32("llama.block_count", (uint32_t)c.n_layers);
-    kvs[nk++] = sy_kv_u32("llama.context_length", (uint32_t)c.seq_len);
-    kvs[nk++] = sy_kv_u32("llama.embedding_length", (uint32_t)c.dim);
-    kvs[nk++] = sy_kv_u32("llama.feed_forward_length", (uint32_t)c.hidden_dim);
-    kvs[nk++] = sy_kv_u32("llama.attention.head_count", (uint32_t)c.n_heads);
-    kvs[nk++] = sy_kv_u32("llama.attention.head_count_kv", (uint32_t)c.n_kv_heads);
-    kvs[nk++] = sy_kv_f32("llama.rope.freq_base", c.rope_theta);
-    kvs[nk++] = sy_kv_f32("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
+    kvs[nk++] = sy_kv_u32("llama.block_count", (uint32_t)c->n_layers);
+    kvs[nk++] = sy_kv_u32("llama.context_length", (uint32_t)c->seq_len);
+    kvs[nk++] = sy_kv_u32("llama.embedding_length", (uint32_t)c->dim);
+    kvs[nk++] = sy_kv_u32("llama.feed_forward_length", (uint32_t)c->hidden_dim);
+    kvs[nk++] = sy_kv_u32("llama.attention.head_count", (uint32_t)c->n_heads);
+    kvs[nk++] = sy_kv_u32("llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
+    kvs[nk++] = sy_kv_f32("llama.rope.freq_base", c->rope_theta);
+    kvs[nk++] = sy_kv_f32("llama.attention.layer_norm_rms_epsilon", c->norm_eps);
     kvs[nk++] = sy_kv_u32("general.file_type", o->type == KN_F16 ? 1 : 0); // llama_ftype
-    kvs[nk++] = sy_kv_u32("llama.vocab_size", (uint32_t)c.vocab_size);
-    kvs[nk++] = sy_kv_u32("llama.rope.dimension_count", (uint32_t)c.head_size);
+    kvs[nk++] = sy_kv_u32("llama.vocab_size", (uint32_t)c->vocab_size);
+    kvs[nk++] = sy_kv_u32("llama.rope.dimension_count", (uint32_t)c->head_size);
     for (int64_t i = 0; i < hx_gguf_n_kv(voc); i++) {
         const struct hx_gguf_kv *kv = hx_gguf_kv(voc, i);
         if (strncmp(kv->key, "tokenizer.", 10) == 0) kvs[nk++] = *kv;
@@ -500,41 +466,98 @@ int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_sy
     kvs[nk++] = sy_kv_f32("qprobe.synth.student_t_dof", (float)HX_SYNTH_DOF);
     kvs[nk++] = sy_kv_f32("qprobe.synth.outlier_scale", HX_SYNTH_OUTLIER_SCALE);
     kvs[nk++] = sy_kv_i32s("qprobe.synth.outlier_channels", outl32, HX_SYNTH_N_OUTLIERS);
-    QP_ASSERT(nk <= n_kv_max);
+    QP_ASSERT(nk <= hx_gguf_n_kv(voc) + 32);
+    return nk;
+}
 
-    int64_t n_params = 0;
-    uint64_t data_bytes = 0;
+// The two chunk buffers (about SY_CHUNK_ELEMS elements, at least one row of the widest tensor)
+// and, for f16, one fp32 row per thread. Returns the chunk's elements, or 0 when out of memory.
+static int64_t sy_bufs_alloc(const struct hx_synth_opts *o, const struct sy_tensor *ts, int n_t, struct sy_bufs *b) {
+    b->max_ne0 = 1;
+    for (int i = 0; i < n_t; i++) b->max_ne0 = QP_MAX(b->max_ne0, ts[i].ne0);
+    int64_t chunk = QP_MAX(SY_CHUNK_ELEMS, b->max_ne0);
+    size_t esize = o->type == KN_F16 ? 2 : 4;
+    b->out[0] = qp_alloc_array((size_t)chunk, esize);
+    b->out[1] = qp_alloc_array((size_t)chunk, esize);
+    if (o->type == KN_F16) b->scratch = qp_alloc_array((size_t)o->n_threads * (size_t)b->max_ne0, sizeof(float));
+    return b->out[0] && b->out[1] && (o->type != KN_F16 || b->scratch) ? chunk : 0;
+}
+
+// The tensor infos of the stream; the data bytes and the weight count.
+static void sy_stream_tensors(const struct sy_tensor *ts, int n_t, struct hx_gguf_stream_tensor *sts,
+                              uint64_t *data_bytes, int64_t *n_params) {
+    *data_bytes = 0;
+    *n_params = 0;
     for (int i = 0; i < n_t; i++) {
-        data_bytes += kn_row_bytes(ts[i].type, ts[i].ne0) * (uint64_t)ts[i].ne1;
+        *data_bytes += kn_row_bytes(ts[i].type, ts[i].ne0) * (uint64_t)ts[i].ne1;
         sts[i] = (struct hx_gguf_stream_tensor){
             .name = ts[i].name, .type = ts[i].type, .n_dims = ts[i].ne1 == 1 ? 1 : 2,
             .ne = {ts[i].ne0, ts[i].ne1, 1, 1}};
-        n_params += ts[i].ne0 * ts[i].ne1;
+        *n_params += ts[i].ne0 * ts[i].ne1;
     }
+}
 
+// The header and every tensor streamed to path (through a temporary file renamed at the end).
+static int sy_stream(const struct hx_synth_opts *o, const char *path, const struct hx_gguf_kv *kvs, int64_t nk,
+                     const struct hx_gguf_stream_tensor *sts, const struct sy_tensor *ts, int n_t, uint64_t data_bytes,
+                     const uint8_t *outlier, struct sy_bufs *bufs, int64_t chunk, char *err) {
+    struct sy_dists *dists = malloc(sizeof *dists);
+    if (!dists) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    sy_dists_init(dists);
+    struct hx_gguf_stream *st = NULL;
     // Room for the data, its padding and the header (the vocabulary is about 0.7 MB).
-    if ((rc = sy_check_space(path, data_bytes + (uint64_t)n_t * 32 + (4u << 20), err))) goto done;
-    if ((rc = hx_gguf_stream_open(path, kvs, nk, sts, n_t, &st, err))) goto done;
-    QP_ASSERT(hx_gguf_stream_data_bytes(st) == data_bytes);
-    if ((rc = sy_generate(o, path, st, dists, ts, n_t, outlier, &bufs, chunk, err))) goto done;
-    rc = hx_gguf_stream_finish(st, err);
-    st = NULL; // freed by finish, whatever it returned
-    if (!rc && info) {
-        memcpy(info->outliers, outl, sizeof outl);
-        info->n_layers = c.n_layers;
-        info->n_params = n_params;
-        info->data_bytes = data_bytes;
-        info->seconds = qp_now() - t0;
+    int rc = sy_check_space(path, data_bytes + (uint64_t)n_t * 32 + (4u << 20), err);
+    if (!rc) rc = hx_gguf_stream_open(path, kvs, nk, sts, n_t, &st, err);
+    if (!rc) {
+        QP_ASSERT(hx_gguf_stream_data_bytes(st) == data_bytes);
+        rc = sy_generate(o, path, st, dists, ts, n_t, outlier, bufs, chunk, err);
     }
+    if (!rc) rc = hx_gguf_stream_finish(st, err);
+    else hx_gguf_stream_abort(st);
+    free(dists);
+    return rc;
+}
 
-done:
-    hx_gguf_stream_abort(st); // NULL after finish
+int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_synth_info *info,
+                   char *err) {
+    double t0 = qp_now();
+    struct kn_config c;
+    struct hx_gguf *voc;
+    int rc = sy_config(o, path, &c, err);
+    if (rc || (rc = hx_gguf_open(o->vocab, &voc, err))) return rc;
+    if ((rc = sy_check_vocab(voc, o->shape, err))) {
+        hx_gguf_close(voc);
+        return rc;
+    }
+    int outl[HX_SYNTH_N_OUTLIERS];
+    int32_t outl32[HX_SYNTH_N_OUTLIERS];
+    hx_synth_outliers(o->seed, c.dim, outl);
+    for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) outl32[k] = outl[k];
+    int n_t = 0;
+    struct sy_tensor *ts = sy_tensors(&c, o->seed, o->type, &n_t);
+    struct hx_gguf_kv *kvs = calloc((size_t)(hx_gguf_n_kv(voc) + 32), sizeof *kvs);
+    struct hx_gguf_stream_tensor *sts = calloc((size_t)(n_t ? n_t : 1), sizeof *sts);
+    uint8_t *outlier = calloc((size_t)c.dim, 1);
+    struct sy_bufs bufs = {0};
+    int64_t chunk = ts ? sy_bufs_alloc(o, ts, n_t, &bufs) : 0;
+    if (!ts || !kvs || !sts || !outlier || !chunk) rc = qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    if (!rc) {
+        char name[96];
+        for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) outlier[outl[k]] = 1;
+        int64_t nk = sy_kvs(o, &c, voc, outl32, name, kvs), n_params;
+        uint64_t data_bytes;
+        sy_stream_tensors(ts, n_t, sts, &data_bytes, &n_params);
+        rc = sy_stream(o, path, kvs, nk, sts, ts, n_t, data_bytes, outlier, &bufs, chunk, err);
+        if (!rc && info)
+            *info = (struct hx_synth_info){.n_layers = c.n_layers, .n_params = n_params, .data_bytes = data_bytes,
+                                           .seconds = qp_now() - t0};
+        if (!rc && info) memcpy(info->outliers, outl, sizeof outl);
+    }
     hx_gguf_close(voc);
     free(ts);
     free(kvs);
     free(sts);
     free(outlier);
-    free(dists);
     qp_free(bufs.out[0]);
     qp_free(bufs.out[1]);
     qp_free(bufs.scratch);

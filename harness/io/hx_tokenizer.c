@@ -253,6 +253,8 @@ static float rd_f32(const unsigned char *p) {
     return r;
 }
 
+// About 100 lines: the file's records are read in order, each checked where it is read, with
+// one cleanup path; left whole while the tokenizer work of issue 25 reshapes this file.
 int hx_tok_load_llama2c(const char *path, int vocab_size, struct hx_tok **out, char *err) {
     *out = NULL;
     if (vocab_size <= 0)

@@ -36,18 +36,19 @@ struct hx_store {
 // ---------------------------------------------------------------------------------------------
 // Errors and statements
 
-// The QP_E* code of the database's last error: a disk that fills up or fails while the study is
-// written is a runtime failure (QP_EWRITE, exit 3), so is memory (QP_ENOMEM); a database that
-// cannot be used at all (read-only, locked by another writer, not a database, corrupt) is bad
-// input (QP_EIO, exit 2).
-static int hx_store_code(struct hx_store *st) {
-    switch (sqlite3_errcode(st->db) & 0xff) {
+// A disk that fills up or fails while the study is written is a runtime failure (QP_EWRITE,
+// exit 3), so is memory (QP_ENOMEM); a database that cannot be used at all (read-only, locked by
+// another writer, not a database, corrupt) is bad input (QP_EIO, exit 2).
+int hx_store_sqlite_code(sqlite3 *db) {
+    switch (sqlite3_errcode(db) & 0xff) {
     case SQLITE_FULL:
     case SQLITE_IOERR: return QP_EWRITE;
     case SQLITE_NOMEM: return QP_ENOMEM;
     default: return QP_EIO;
     }
 }
+
+static int hx_store_code(struct hx_store *st) { return hx_store_sqlite_code(st->db); }
 
 static int hx_store_fail(struct hx_store *st, char *err, const char *what) {
     return qp_fail(err, hx_store_code(st), "cannot %s '%s': %s", what, st->path, sqlite3_errmsg(st->db));

@@ -27,6 +27,10 @@ enum { HX_STORE_READONLY = 1 };
 int hx_store_open(const char *path, int flags, struct hx_store **out, char *err);
 void hx_store_close(struct hx_store *st);
 struct sqlite3 *hx_store_db(struct hx_store *st); // for queries (reports, gate, tests)
+// The QP_E* code of db's last SQLite error: QP_EWRITE for a disk that fills up or fails
+// (SQLITE_FULL, SQLITE_IOERR: a runtime failure), QP_ENOMEM, else QP_EIO (a database that cannot
+// be used: read-only, locked, not a database, corrupt: bad input).
+int hx_store_sqlite_code(struct sqlite3 *db);
 const char *hx_store_path(const struct hx_store *st);
 
 // Transactions. begin takes the write lock at once (BEGIN IMMEDIATE, waiting up to the busy
