@@ -99,21 +99,26 @@ struct gg_desc {
     size_t off2, len2; // high bits (len2 = 0: none)
 };
 
+#define GG_FIELD(T, f) offsetof(struct T, f), sizeof(((struct T *)0)->f)
 static const struct gg_desc gg_descs[] = {
-    {KN_Q4_0, 32, 0, 15, offsetof(struct kn_block_q4_0, qs), 16, 0x11, 0, 0},
-    {KN_Q4_1, 32, 0, 15, offsetof(struct kn_block_q4_1, qs), 16, 0x11, 0, 0},
-    {KN_Q5_0, 32, 0, 31, offsetof(struct kn_block_q5_0, qs), 16, 0x11, offsetof(struct kn_block_q5_0, qh), 4},
-    {KN_Q5_1, 32, 0, 31, offsetof(struct kn_block_q5_1, qs), 16, 0x11, offsetof(struct kn_block_q5_1, qh), 4},
-    {KN_Q8_0, 32, -128, 127, offsetof(struct kn_block_q8_0, qs), 32, 0x01, 0, 0},
-    {KN_IQ4_NL, 32, 0, 15, offsetof(struct kn_block_iq4_nl, qs), 16, 0x11, 0, 0},
-    {KN_Q2_K, KN_QK_K, 0, 3, offsetof(struct kn_block_q2_K, qs), 64, 0x55, 0, 0},
-    {KN_Q3_K, KN_QK_K, 0, 7, offsetof(struct kn_block_q3_K, qs), 64, 0x55, offsetof(struct kn_block_q3_K, hmask), 32},
-    {KN_Q4_K, KN_QK_K, 0, 15, offsetof(struct kn_block_q4_K, qs), 128, 0x11, 0, 0},
-    {KN_Q5_K, KN_QK_K, 0, 31, offsetof(struct kn_block_q5_K, qs), 128, 0x11, offsetof(struct kn_block_q5_K, qh), 32},
-    {KN_Q6_K, KN_QK_K, 0, 63, offsetof(struct kn_block_q6_K, ql), 128, 0x11, offsetof(struct kn_block_q6_K, qh), 64},
+    {KN_Q4_0, 32, 0, 15, GG_FIELD(kn_block_q4_0, qs), 0x11, 0, 0},
+    {KN_Q4_1, 32, 0, 15, GG_FIELD(kn_block_q4_1, qs), 0x11, 0, 0},
+    {KN_Q5_0, 32, 0, 31, GG_FIELD(kn_block_q5_0, qs), 0x11, GG_FIELD(kn_block_q5_0, qh)},
+    {KN_Q5_1, 32, 0, 31, GG_FIELD(kn_block_q5_1, qs), 0x11, GG_FIELD(kn_block_q5_1, qh)},
+    {KN_Q8_0, 32, -128, 127, GG_FIELD(kn_block_q8_0, qs), 0x01, 0, 0},
+    {KN_IQ4_NL, 32, 0, 15, GG_FIELD(kn_block_iq4_nl, qs), 0x11, 0, 0},
+    {KN_Q2_K, KN_QK_K, 0, 3, GG_FIELD(kn_block_q2_K, qs), 0x55, 0, 0},
+    {KN_Q3_K, KN_QK_K, 0, 7, GG_FIELD(kn_block_q3_K, qs), 0x55, GG_FIELD(kn_block_q3_K, hmask)},
+    {KN_Q4_K, KN_QK_K, 0, 15, GG_FIELD(kn_block_q4_K, qs), 0x11, 0, 0},
+    {KN_Q5_K, KN_QK_K, 0, 31, GG_FIELD(kn_block_q5_K, qs), 0x11, GG_FIELD(kn_block_q5_K, qh)},
+    {KN_Q6_K, KN_QK_K, 0, 63, GG_FIELD(kn_block_q6_K, ql), 0x11, GG_FIELD(kn_block_q6_K, qh)},
 };
+#undef GG_FIELD
 
-#define GG_MAX_BLOCK_BYTES 256 // >= every block above (q6_K: 210)
+// Room for any block above (q6_K, the largest, is 210 bytes).
+#define GG_MAX_BLOCK_BYTES 256
+_Static_assert(sizeof(struct kn_block_q6_K) <= GG_MAX_BLOCK_BYTES && sizeof(struct kn_block_q5_K) <= GG_MAX_BLOCK_BYTES,
+               "a block does not fit GG_MAX_BLOCK_BYTES");
 
 static const struct gg_desc *gg_lookup(int type) {
     for (size_t i = 0; i < QP_ARRAY_LEN(gg_descs); i++)

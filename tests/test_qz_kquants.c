@@ -185,7 +185,7 @@ QP_TEST(k_blocks_should_have_the_type_table_sizes) {
 
 QP_TEST(quantize_row_k_should_reject_other_types_and_bad_lengths) {
     float x[512] = {0};
-    static uint8_t y[2 * 292];
+    static uint8_t y[2 * sizeof(struct kn_block_q8_K)];
     QP_CHECK_INT_EQ(qz_quantize_row_k(KN_Q4_0, x, y, 256, NULL), QP_ENOTSUP);
     QP_CHECK_INT_EQ(qz_quantize_row_k(KN_Q8_K, x, y, 256, NULL), QP_ENOTSUP);
     QP_CHECK_INT_EQ(qz_quantize_row_k(KN_F32, x, y, 256, NULL), QP_ENOTSUP);

@@ -26,7 +26,7 @@ FUZZ_LIB_SRC := kernels/qp.c kernels/kn_types.c kernels/kn_model.c harness/io/hx
                 harness/io/hx_gguf_model.c harness/io/hx_model.c harness/io/hx_llama2c.c harness/io/hx_safetensors.c \
                 harness/io/hx_tokenizer.c quantizers/qz_spec.c kernels/kn_dequant.c kernels/kn_dequant_k.c \
                 harness/cli/hx_cli.c harness/run/hx_sweep.c harness/store/hx_store.c kernels/qp_sha256.c reports/rpt_gate.c \
-                harness/io/hx_task_io.c tasks/task.c tasks/task_builtin.c harness/io/hx_text.c \
+                harness/io/hx_task_io.c tasks/task.c tasks/task_builtin.c harness/io/hx_text.c harness/cli/hx_exit.c \
                 kernels/qp_utf8.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_UTIL_OBJ := $(FUZZ_DIR)/obj/tests/fuzz/fuzz_util.o
