@@ -31,6 +31,21 @@ struct hx_chunk hx_chunk_of(enum hx_protocol p, size_t n_tokens, int ctx, int c)
     return ch;
 }
 
+int hx_ppl_plan(const struct kn_config *c, const int *tokens, size_t n_tokens, enum hx_protocol p, int ctx,
+                int max_chunks, int *n_chunks, int *per_chunk, char *err) {
+    if (ctx < 4 || ctx > c->seq_len * 64)
+        return qp_fail(err, QP_EINVAL, "context %d out of range (4..%d)", ctx, c->seq_len * 64);
+    *n_chunks = hx_ppl_n_chunks(p, n_tokens, ctx);
+    if (max_chunks > 0 && *n_chunks > max_chunks) *n_chunks = max_chunks;
+    if (*n_chunks < 1) return qp_fail(err, QP_EINVAL, "text has %zu tokens, fewer than one window of %d", n_tokens, ctx);
+    for (size_t i = 0; i < n_tokens; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+            return qp_fail(err, QP_EFORMAT, "token %d at %zu is outside the model's vocabulary of %d", tokens[i], i,
+                           c->vocab_size);
+    *per_chunk = p == HX_PROTO_LLAMACPP ? ctx - 1 - ctx / 2 : ctx - 1;
+    return 0;
+}
+
 // Runs chunk ch on state st (buf: ctx token ids, logits: (ctx, vocab)) and writes the NLL of every
 // scored token into out; returns their count.
 static int hx_ppl_chunk(struct kn_state *st, const struct kn_ops *ops, int vocab, const int *tokens,
@@ -67,25 +82,19 @@ int hx_ppl_run(const struct kn_engine *e, const int *tokens, size_t n_tokens,
                const struct hx_ppl_opts *o, int keep_tokens, struct hx_ppl_result *res, char *err) {
     memset(res, 0, sizeof *res);
     const struct kn_config *c = kn_engine_config(e);
-    int ctx = o->ctx;
-    if (ctx < 4 || ctx > c->seq_len * 64)
-        return qp_fail(err, QP_EINVAL, "context %d out of range (4..%d)", ctx, c->seq_len * 64);
-    int n_chunks = hx_ppl_n_chunks(o->protocol, n_tokens, ctx);
-    if (o->max_chunks > 0 && n_chunks > o->max_chunks) n_chunks = o->max_chunks;
-    if (n_chunks < 1)
-        return qp_fail(err, QP_EINVAL, "text has %zu tokens, fewer than one window of %d", n_tokens, ctx);
+    int ctx = o->ctx, n_chunks, per_chunk;
+    int rc = hx_ppl_plan(c, tokens, n_tokens, o->protocol, ctx, o->max_chunks, &n_chunks, &per_chunk, err);
+    if (rc) return rc;
     int threads = o->n_threads < 1 ? 1 : o->n_threads;
     int outer = n_chunks >= threads ? threads : 1; // chunk-parallel, or threads inside each chunk
     int inner = outer == 1 ? threads : 1;
 
     // Per-chunk scored NLLs, summed in order at the end (determinism).
-    int per_chunk = o->protocol == HX_PROTO_LLAMACPP ? ctx - 1 - ctx / 2 : ctx - 1;
     double *nll = qp_alloc_array((size_t)n_chunks * per_chunk, sizeof(double));
     int *counts = calloc((size_t)n_chunks, sizeof(int));
     struct kn_state **st = calloc((size_t)outer, sizeof *st);
     float **logits = calloc((size_t)outer, sizeof *logits);
     int **buf = calloc((size_t)outer, sizeof *buf);
-    int rc = 0;
     if (!nll || !counts || !st || !logits || !buf) rc = qp_fail(err, QP_ENOMEM, "out of memory");
     for (int t = 0; t < outer && !rc; t++) {
         rc = kn_state_create(e, ctx, ctx, inner, &st[t], err);
@@ -95,11 +104,6 @@ int hx_ppl_run(const struct kn_engine *e, const int *tokens, size_t n_tokens,
             if (!logits[t] || !buf[t]) rc = qp_fail(err, QP_ENOMEM, "out of memory for logits");
         }
     }
-    for (size_t i = 0; i < n_tokens && !rc; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
-            rc = qp_fail(err, QP_EFORMAT, "token %d at %zu is outside the model's vocabulary of %d",
-                         tokens[i], i, c->vocab_size);
-
     if (!rc) {
         const struct kn_ops *ops = kn_engine_ops(e);
         double t0 = qp_now();

@@ -138,26 +138,18 @@ struct hx_ls {
     struct hx_layer_probe lp;
 };
 
-// The chunks to run, after the inputs are checked: shapes, context, token ids.
+// The chunks to run, after the inputs are checked: shapes, context, token ids (hx_ppl_plan).
 static int hx_ls_check(struct hx_ls *ls, const struct kn_engine *var, char *err) {
     const struct kn_config *c = ls->c;
     const struct hx_lockstep_opts *o = ls->o;
     if (!hx_configs_match(c, kn_engine_config(var)))
         return qp_fail(err, QP_EINVAL, "the variant's shape differs from the reference's");
-    if (o->ctx < 4 || o->ctx > c->seq_len * 64)
-        return qp_fail(err, QP_EINVAL, "context %d out of range (4..%d)", o->ctx, c->seq_len * 64);
-    ls->n_chunks = hx_ppl_n_chunks(o->protocol, ls->n_tokens, o->ctx);
-    if (o->max_chunks > 0 && ls->n_chunks > o->max_chunks) ls->n_chunks = o->max_chunks;
-    if (ls->n_chunks < 1)
-        return qp_fail(err, QP_EINVAL, "text has %zu tokens, fewer than one window of %d", ls->n_tokens, o->ctx);
-    for (size_t i = 0; i < ls->n_tokens; i++)
-        if (ls->tokens[i] < 0 || ls->tokens[i] >= c->vocab_size)
-            return qp_fail(err, QP_EFORMAT, "token %d at %zu is outside the model's vocabulary of %d", ls->tokens[i],
-                           i, c->vocab_size);
+    int rc = hx_ppl_plan(c, ls->tokens, ls->n_tokens, o->protocol, o->ctx, o->max_chunks, &ls->n_chunks,
+                         &ls->per_chunk, err);
+    if (rc) return rc;
     ls->layer_chunks = QP_MIN(QP_MAX(o->layer_chunks, 0), ls->n_chunks);
     ls->threads = QP_MAX(o->n_threads, 1);
     ls->outer = ls->n_chunks - ls->layer_chunks >= ls->threads ? ls->threads : 1;
-    ls->per_chunk = o->protocol == HX_PROTO_LLAMACPP ? o->ctx - 1 - o->ctx / 2 : o->ctx - 1;
     return 0;
 }
 
