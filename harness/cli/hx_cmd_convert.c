@@ -34,7 +34,8 @@ int hx_cmd_convert(int argc, char **argv) {
         {"quant", required_argument, 0, 'q'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
     const char *model_path = NULL, *tok_path = NULL, *out = NULL, *spec = NULL;
-    int type = KN_F32, c, rc;
+    enum kn_type type = KN_F32;
+    int c, rc;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "m:z:o:q:h", opts, NULL)) != -1) {

@@ -423,7 +423,7 @@ static int hx_gguf_model_write_impl(const struct kn_weights *w, const struct hx_
                                     const char *path, int type, int file_type, char *err);
 
 int hx_gguf_model_write(const struct kn_weights *w, const struct hx_tok *tok, const char *path,
-                        int type, char *err) {
+                        enum kn_type type, char *err) {
     if (type != KN_F32 && type != KN_F16) {
         return qp_fail(err, QP_EINVAL, "cannot write '%s': type %d is not f32 or f16", path,
                        type);

@@ -22,7 +22,7 @@ struct hx_tok;
 // write failed: disk full, I/O error), with err "cannot write 'PATH': ...".
 // Nothing of w or tok is modified or kept.
 int hx_gguf_model_write(const struct kn_weights *w, const struct hx_tok *tok, const char *path,
-                        int type, char *err);
+                        enum kn_type type, char *err);
 
 // Writes w with every tensor in the type it has (a quantized variant: llama.cpp block types,
 // f16, f32; norms must be f32), plus general.quantization_version = 2 and the given

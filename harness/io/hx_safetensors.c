@@ -904,7 +904,7 @@ static void st_write_tensor(FILE *f, const struct st_wtensor *wt, int type, floa
 // About 110 lines: the tensor list, the JSON header, the data and the two atomic renames share
 // one set of buffers and temporary paths whose cleanup on every failure is in one place at the
 // end; it reads top to bottom in file order. (A split is welcome when the writer next changes.)
-int hx_safetensors_write(const struct kn_weights *w, const char *dir, int type, char *err) {
+int hx_safetensors_write(const struct kn_weights *w, const char *dir, enum kn_type type, char *err) {
     if (type != KN_F32 && type != KN_F16 && type != KN_BF16)
         return qp_fail(err, QP_EINVAL, "cannot write '%s': output type must be f32, f16 or bf16",
                        dir);

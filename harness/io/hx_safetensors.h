@@ -12,7 +12,7 @@
 
 // Writes dir/model.safetensors and dir/config.json for w (F32 tensors written as `type`:
 // KN_F32, KN_F16 or KN_BF16). Files are written atomically. 0 or a QP_E* code with err.
-int hx_safetensors_write(const struct kn_weights *w, const char *dir, int type, char *err);
+int hx_safetensors_write(const struct kn_weights *w, const char *dir, enum kn_type type, char *err);
 
 // Row permutation between the two RoPE layouts for one projection of n_head heads of
 // head_size rows each (rows of n_in floats). to_hf != 0: interleaved → rotate-half.

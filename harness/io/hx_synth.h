@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 
+#include "kn_types.h"
+
 // Input channels planted as outliers in every q/k/v/gate/up matrix (the same channels in all
 // layers, as real models' outlier features sit in fixed hidden dimensions).
 #define HX_SYNTH_N_OUTLIERS 4
@@ -46,7 +48,7 @@ const struct hx_synth_shape *hx_synth_shape_find(const char *name);
 struct hx_synth_opts {
     const struct hx_synth_shape *shape;
     uint64_t seed;
-    int type;          // KN_F32 or KN_F16: the 2-D matrices; norm vectors stay F32
+    enum kn_type type; // KN_F32 or KN_F16: the 2-D matrices; norm vectors stay F32
     int n_layers;      // 0: the shape's own count; else 1..1024
     const char *vocab; // a GGUF (llama SPM vocabulary) whose tokenizer.* keys are copied
     int n_threads;     // >= 1; the bytes do not depend on it

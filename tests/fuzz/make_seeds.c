@@ -17,6 +17,7 @@
 
 #include "hx_gguf.h"
 #include "hx_gguf_model.h"
+#include "kn_blocks.h"
 #include "kn_blocks_k.h"
 #include "kn_types.h"
 #include "hx_model.h"
