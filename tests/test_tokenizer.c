@@ -699,9 +699,12 @@ static int tok_from_written(const char *name, const char *model, uint64_t n_tok,
 QP_TEST(from_gguf_should_reject_other_models_and_inconsistent_arrays) {
     char err[QP_ERRLEN] = "";
     struct hx_tok *t = NULL;
-    QP_CHECK_INT_EQ(tok_from_written("gpt2.gguf", "gpt2", 4, 4, &t, err), QP_ENOTSUP);
+    QP_CHECK_INT_EQ(tok_from_written("bert.gguf", "bert", 4, 4, &t, err), QP_ENOTSUP);
     QP_CHECK(t == NULL);
-    QP_CHECK_MSG(strstr(err, "'gpt2'") && strstr(err, "gpt2.gguf"), "'%s'", err);
+    QP_CHECK_MSG(strstr(err, "'bert'") && strstr(err, "bert.gguf"), "'%s'", err);
+    // gpt2 is byte-level BPE (test_tok_bpe.c): without merges it cannot be.
+    QP_CHECK_INT_EQ(tok_from_written("gpt2.gguf", "gpt2", 4, 4, &t, err), QP_ENOENT);
+    QP_CHECK_MSG(strstr(err, "tokenizer.ggml.merges") && strstr(err, "gpt2.gguf"), "'%s'", err);
     QP_CHECK_INT_EQ(tok_from_written("nomodel.gguf", NULL, 4, 4, &t, err), QP_ENOENT);
     QP_CHECK_MSG(strstr(err, "tokenizer.ggml.model"), "'%s'", err);
     QP_CHECK_INT_EQ(tok_from_written("mismatch.gguf", "llama", 4, 3, &t, err), QP_EFORMAT);
