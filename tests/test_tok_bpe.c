@@ -15,6 +15,7 @@
 #include "hx_gguf.h"
 #include "hx_tokenizer.h"
 #include "qp.h"
+#include "qp_sha256.h"
 #include "qp_test.h"
 
 // ---------------------------------------------------------------------------------------------
@@ -163,4 +164,101 @@ QP_TEST(llama3_tokenizer_json_should_match_llama_bpe_vectors) {
 
 QP_TEST(qwen3_tokenizer_json_should_match_qwen2_vectors) {
     check_json_vectors("models/tokenizers/qwen3/tokenizer.json", "ggml-vocab-qwen2", "qwen2");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round trip on whole texts
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+// The line of tests/golden/llama_tokenize/reference.txt for vocab and text: token count and
+// the SHA-256 of llama-tokenize's stdout ("[id, id, ...]\n").
+static void reference_line(const char *vocab, const char *text, size_t *n, char sha[65]) {
+    char path[4096], want[128];
+    snprintf(path, sizeof path, "%s/tests/golden/llama_tokenize/reference.txt",
+             getenv("QP_ROOT") ? getenv("QP_ROOT") : ".");
+    size_t len;
+    char *ref = qpt_read_file(path, &len);
+    QP_CHECK_MSG(ref != NULL, "cannot read %s (set QP_ROOT)", path);
+    snprintf(want, sizeof want, "\n%s %s ", vocab, text);
+    const char *at = strstr(ref, want);
+    QP_CHECK_MSG(at != NULL, "no reference for %s on %s", vocab, text);
+    QP_CHECK(sscanf(at + strlen(want), "%zu %64s", n, sha) == 2);
+    free(ref);
+}
+
+// The SHA-256 of ids printed as llama-tokenize --ids prints them.
+static void ids_sha(const int *ids, size_t n, char sha[65]) {
+    struct qp_sha256 h;
+    qp_sha256_init(&h);
+    qp_sha256_update(&h, "[", 1);
+    for (size_t i = 0; i < n; i++) {
+        char buf[32];
+        int l = snprintf(buf, sizeof buf, i ? ", %d" : "%d", ids[i]);
+        qp_sha256_update(&h, buf, (size_t)l);
+    }
+    qp_sha256_update(&h, "]\n", 2);
+    qp_sha256_final(&h, sha);
+}
+
+// The whole WikiText-2 test file and the TinyStories text: the ids llama.cpp's llama-tokenize
+// printed for them (no BOS), and decode(encode(text)) == text with the flags the engine uses.
+static void check_whole_texts(const char *rel, const char *vocab, unsigned flags) {
+    static const char *const texts[] = {"data/wikitext-2-raw/wiki.test.raw", "data/tinystories/tinystories_val.txt"};
+    struct hx_tok *t = open_tok(rel);
+    for (size_t k = 0; k < QP_ARRAY_LEN(texts); k++) {
+        size_t len, n, back_len, n_ref;
+        char *text = read_fixture(texts[k], &len), *back, sha[65], sha_ref[65];
+        int *ids;
+        double t0 = now_s();
+        QP_CHECK(hx_tok_encode(t, text, len, flags & ~(unsigned)HX_TOK_ADD_BOS, &ids, &n) == 0);
+        double t1 = now_s();
+        reference_line(vocab, strrchr(texts[k], '/') + 1, &n_ref, sha_ref);
+        ids_sha(ids, n, sha);
+        QP_CHECK_MSG(n == n_ref && strcmp(sha, sha_ref) == 0, "%s on %s: %zu tokens (llama.cpp %zu), ids differ", rel,
+                     texts[k], n, n_ref);
+        printf("%s: %s %zu bytes -> %zu tokens in %.3f s (%.1f MB/s)\n", rel, texts[k], len, n, t1 - t0,
+               (double)len / 1e6 / (t1 - t0));
+        free(ids);
+        QP_CHECK(hx_tok_encode(t, text, len, flags, &ids, &n) == 0);
+        QP_CHECK(hx_tok_decode(t, ids, n, flags, &back, &back_len) == 0);
+        size_t at = 0;
+        while (at < QP_MIN(len, back_len) && text[at] == back[at]) at++;
+        QP_CHECK_MSG(back_len == len && at == len, "%s on %s: decoded %zu bytes of %zu, first difference at %zu", rel,
+                     texts[k], back_len, len, at);
+        free(ids);
+        free(back);
+        free(text);
+    }
+    hx_tok_destroy(t);
+}
+
+QP_TEST(gpt2_vocab_should_match_llama_cpp_and_round_trip_whole_texts) { check_whole_texts("models/gguf/ggml-vocab-gpt-2.gguf", "gpt-2", 0); }
+QP_TEST(deepseek_llm_vocab_should_match_llama_cpp_and_round_trip_whole_texts) {
+    check_whole_texts("models/gguf/ggml-vocab-deepseek-llm.gguf", "deepseek-llm", 0);
+}
+QP_TEST(deepseek_coder_vocab_should_match_llama_cpp_and_round_trip_whole_texts) {
+    check_whole_texts("models/gguf/ggml-vocab-deepseek-coder.gguf", "deepseek-coder", 0);
+}
+QP_TEST(falcon_vocab_should_match_llama_cpp_and_round_trip_whole_texts) { check_whole_texts("models/gguf/ggml-vocab-falcon.gguf", "falcon", 0); }
+QP_TEST(starcoder_vocab_should_match_llama_cpp_and_round_trip_whole_texts) {
+    check_whole_texts("models/gguf/ggml-vocab-starcoder.gguf", "starcoder", 0);
+}
+QP_TEST(mpt_vocab_should_match_llama_cpp_and_round_trip_whole_texts) { check_whole_texts("models/gguf/ggml-vocab-mpt.gguf", "mpt", 0); }
+QP_TEST(refact_vocab_should_match_llama_cpp_and_round_trip_whole_texts) { check_whole_texts("models/gguf/ggml-vocab-refact.gguf", "refact", 0); }
+QP_TEST(phi3_vocab_should_match_llama_cpp_and_round_trip_whole_texts) {
+    check_whole_texts("models/gguf/ggml-vocab-phi-3.gguf", "phi-3", HX_TOK_ADD_BOS | HX_TOK_SPACE_PREFIX);
+}
+QP_TEST(llama_spm_vocab_should_match_llama_cpp_and_round_trip_whole_texts) {
+    check_whole_texts("models/gguf/ggml-vocab-llama-spm.gguf", "llama-spm", HX_TOK_ADD_BOS | HX_TOK_SPACE_PREFIX);
+}
+QP_TEST(llama3_json_should_match_llama_cpp_and_round_trip_whole_texts) {
+    check_whole_texts("models/tokenizers/llama3/tokenizer.json", "llama3", HX_TOK_ADD_BOS);
+}
+QP_TEST(qwen3_json_should_match_llama_cpp_and_round_trip_whole_texts) {
+    check_whole_texts("models/tokenizers/qwen3/tokenizer.json", "qwen2", HX_TOK_ADD_BOS);
 }

@@ -30,6 +30,7 @@ int hx_cmd_merge(int argc, char **argv);
 int hx_cmd_synth(int argc, char **argv);
 int hx_cmd_gate(int argc, char **argv);
 int hx_cmd_report(int argc, char **argv);
+int hx_cmd_tokenize(int argc, char **argv);
 
 // Prints "qprobe CMD: MSG" to stderr and returns HX_EXIT_USAGE.
 int hx_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

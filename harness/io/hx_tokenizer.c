@@ -533,6 +533,31 @@ int hx_tok_from_gguf(const struct hx_gguf *g, struct hx_tok **out, char *err) {
 // ---------------------------------------------------------------------------------------------
 // Opening any tokenizer file; fitting a model
 
+// The record count of a tokenizer.bin read to its end: the file does not store it, but its
+// records are self-delimiting, so a file that ends exactly after a record has that many.
+static int llama2c_count(const char *path, int *n, char *err) {
+    char *raw;
+    size_t size, pos = 4;
+    int rc = hx_tok__read_file(path, SIZE_MAX / 4, &raw, &size, err);
+    if (rc) return rc;
+    const unsigned char *d = (const unsigned char *)raw;
+    int count = 0;
+    while (size >= 4 && size - pos >= 8 && count < INT32_MAX / 2) {
+        int32_t len = rd_i32(d + pos + 4);
+        if (len < 0 || (size_t)len > size - pos - 8) break;
+        pos += 8 + (size_t)len;
+        count++;
+    }
+    free(raw);
+    if (size < 4 || pos != size || count == 0)
+        return qp_fail(err, QP_EFORMAT,
+                       "cannot read '%s': not a GGUF, tokenizer.json or llama2.c tokenizer.bin (its records do not "
+                       "end at the end of the file)",
+                       path);
+    *n = count;
+    return 0;
+}
+
 int hx_tok_open(const char *path, int n_vocab, struct hx_tok **out, char *err) {
     *out = NULL;
     FILE *f = fopen(path, "rb");
@@ -551,10 +576,10 @@ int hx_tok_open(const char *path, int n_vocab, struct hx_tok **out, char *err) {
     size_t i = 0;
     while (i < got && (head[i] == ' ' || head[i] == '\t' || head[i] == '\n' || head[i] == '\r')) i++;
     if (i < got && head[i] == '{') return hx_tok_load_json(path, out, err);
-    if (n_vocab <= 0)
-        return qp_fail(err, QP_EINVAL,
-                       "cannot read '%s': a llama2.c tokenizer.bin does not store its size; give it with a model (-m)",
-                       path);
+    if (n_vocab <= 0) {
+        int rc = llama2c_count(path, &n_vocab, err);
+        if (rc) return rc;
+    }
     return hx_tok_load_llama2c(path, n_vocab, out, err);
 }
 

@@ -63,7 +63,8 @@ enum {
 
 // Any tokenizer file, by its contents: GGUF (magic "GGUF"; a vocab-only file is fine),
 // tokenizer.json (first non-blank byte '{'), else llama2.c tokenizer.bin, which does not store
-// its size: n_vocab must then be given (> 0); for the other two it may be 0 (not checked).
+// its size: n_vocab > 0 gives it (a model's embedding rows), 0 counts the records to the end of
+// the file. n_vocab is not checked against GGUF or tokenizer.json (see hx_tok_fit_rows).
 int hx_tok_open(const char *path, int n_vocab, struct hx_tok **out, char *err);
 
 // llama2.c tokenizer.bin: int32 max_token_length, then vocab_size records of
