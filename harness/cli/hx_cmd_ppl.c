@@ -192,7 +192,7 @@ int hx_cmd_ppl(int argc, char **argv) {
         hx_usage_error("ppl", "cannot run '%s': %s", model_path, err);
         goto done;
     }
-    po.bos = hx_tok_bos(m->tok);
+    po.bos = hx_tok_bos_added(m->tok);
     struct hx_progress prog;
     hx_progress_init(&prog, "ppl");
     po.progress = hx_progress_cb;

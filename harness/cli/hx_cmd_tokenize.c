@@ -98,12 +98,17 @@ static int tok_open(const struct tok_opts *o, struct hx_model **model, struct hx
     return 0;
 }
 
-// The piece of id with \n, \t, \\ and bytes outside printable UTF-8 escaped, into a malloc'd
-// string.
+// The piece of id (a control token's text with --parse-special) with \n, \t, \\ and bytes
+// outside printable UTF-8 escaped, into a malloc'd string.
 static char *tok_piece_escaped(const struct hx_tok *t, int id, unsigned flags) {
-    char *raw;
-    size_t len;
-    if (hx_tok_decode(t, &id, 1, flags & HX_TOK_PARSE_SPECIAL, &raw, &len)) return NULL;
+    char raw[1024];
+    size_t len = hx_tok_piece(t, -1, id, raw, sizeof raw);
+    int type = hx_tok_type(t, id);
+    if ((flags & HX_TOK_PARSE_SPECIAL) && (type == HX_TOK_CONTROL || type == HX_TOK_UNKNOWN)) {
+        const char *s = hx_tok_str(t, id, &len);
+        len = QP_MIN(len, sizeof raw);
+        memcpy(raw, s, len);
+    }
     char *out = malloc(4 * len + 1);
     size_t w = 0;
     for (size_t i = 0; out && i < len;) {
@@ -122,7 +127,6 @@ static char *tok_piece_escaped(const struct hx_tok *t, int id, unsigned flags) {
         }
     }
     if (out) out[w] = '\0';
-    free(raw);
     return out;
 }
 

@@ -88,8 +88,12 @@ static int json_parse_file(const char *path, size_t limit, cJSON **root, char *e
     const char *end = NULL;
     *root = cJSON_ParseWithLengthOpts(data, size, &end, 0);
     if (!*root) {
-        size_t at = end && end >= data && end <= data + size ? (size_t)(end - data) : size;
-        rc = at >= size ? qp_fail(err, QP_EFORMAT, "cannot read '%s': the JSON ends early (truncated?)", path)
+        size_t at = end && end >= data && end <= data + size ? (size_t)(end - data) : size, last = size;
+        while (last > 0 && (data[last - 1] == ' ' || data[last - 1] == '\n' || data[last - 1] == '\r' ||
+                            data[last - 1] == '\t'))
+            last--;
+        // cJSON stops at the last byte it read: at (or past) the end, the text was cut short.
+        rc = at + 1 >= last ? qp_fail(err, QP_EFORMAT, "cannot read '%s': the JSON ends early (truncated?)", path)
                         : qp_fail(err, QP_EFORMAT, "cannot read '%s': not valid JSON near byte %zu", path, at);
     } else if (!cJSON_IsObject(*root)) {
         cJSON_Delete(*root);
@@ -370,10 +374,9 @@ static int read_post(struct jload *j, const cJSON *p, const char **bos_name) {
     const cJSON *single = cJSON_GetObjectItemCaseSensitive(p, "single");
     const cJSON *first = cJSON_IsArray(single) ? single->child : NULL;
     const cJSON *sp = first ? cJSON_GetObjectItemCaseSensitive(first, "SpecialToken") : NULL;
-    if (sp) {
+    if (sp) { // add_bos is set with the id, once the vocabulary can be searched (read_config)
         *bos_name = jstr(sp, "id");
         if (!*bos_name) return jfail(j, QP_EFORMAT, "post_processor TemplateProcessing names no special token%s", "");
-        j->t->add_bos = 1;
     }
     return 0;
 }
@@ -459,7 +462,7 @@ static int read_config(struct jload *j, const char *bos_from_template) {
     free(cpath);
     const char *bos = bos_from_template ? bos_from_template : config_token(cfg, "bos_token");
     const char *eos = config_token(cfg, "eos_token");
-    if (!rc && !bos_from_template) j->t->add_bos = jbool(cfg, "add_bos_token", 0);
+    if (!rc) j->t->add_bos = bos_from_template ? 1 : jbool(cfg, "add_bos_token", 0);
     if (!rc && bos) rc = token_id(j, bos, "the BOS token", &j->t->bos);
     if (!rc && eos) rc = token_id(j, eos, "the EOS token", &j->t->eos);
     cJSON_Delete(cfg);
@@ -505,6 +508,7 @@ static int load_root(struct jload *j, const cJSON *root) {
     if ((t->meta != HX_META_NONE || t->meta_replace) && j->n_split)
         return jfail(j, QP_ENOTSUP, "Metaspace together with Split expressions is not supported%s", "");
     t->bpe_mode = j->byte_level ? HX_BPE_BYTELEVEL : HX_BPE_CHARS;
+    t->byte_fallback = jbool(model, "byte_fallback", 0);
     // Character mode: "<0xNN>" entries are the byte_fallback tokens.
     for (int id = 0; id < t->n_vocab && t->bpe_mode == HX_BPE_CHARS && t->byte_fallback; id++)
         if (t->types[id] == HX_TOK_NORMAL && hx_tok__byte_token(t->strs + t->off[id], t->off[id + 1] - t->off[id] - 1) >= 0)

@@ -78,7 +78,7 @@ int hx_ppl_run(const struct kn_engine *e, const int *tokens, size_t n_tokens,
             int t = omp_get_thread_num();
             struct hx_chunk ch = hx_chunk_of(o->protocol, n_tokens, ctx, ci);
             memcpy(buf[t], tokens + ch.start, (size_t)ch.len * sizeof(int));
-            if (o->protocol == HX_PROTO_LLAMACPP) buf[t][0] = o->bos;
+            if (o->protocol == HX_PROTO_LLAMACPP && o->bos >= 0) buf[t][0] = o->bos;
             kn_state_reset(st[t]);
             kn_forward(st[t], buf[t], ch.len, logits[t], ch.first, NULL);
             double *out = nll + (size_t)ci * per_chunk;

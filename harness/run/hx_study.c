@@ -192,7 +192,7 @@ static int hx_store_act_stats(struct hx_study *s, char *err) {
     for (int ci = 0; ci < n_chunks && !rc; ci++) {
         struct hx_chunk ch = hx_chunk_of(s->o.protocol, s->n_tokens, s->o.ctx, ci);
         memcpy(buf, s->tokens + ch.start, (size_t)ch.len * sizeof(int));
-        if (s->o.protocol == HX_PROTO_LLAMACPP) buf[0] = s->bos;
+        if (s->o.protocol == HX_PROTO_LLAMACPP && s->bos >= 0) buf[0] = s->bos;
         kn_state_reset(st);
         kn_forward(st, buf, ch.len, NULL, ch.len, &probe);
     }
@@ -350,7 +350,7 @@ int hx_study_open(const struct hx_study_opts *o, struct hx_study **out, char *er
                      o->text_path, s->n_tokens, o->ctx);
         goto done;
     }
-    s->bos = hx_tok_bos(s->m->tok);
+    s->bos = hx_tok_bos_added(s->m->tok); // -1: the vocabulary adds no BOS
     HX_TRY(kn_engine_create(&s->m->w, NULL, &s->ref, msg) ? qp_fail(err, QP_ENOTSUP, "cannot run '%s': %s", o->model_path, msg) : 0);
     HX_TRY(hx_hash_model(o->model_path, model_sha, err));
     HX_TRY(qp_sha256_file(o->text_path, text_sha, err));
