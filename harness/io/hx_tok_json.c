@@ -75,6 +75,27 @@ static int jid(const cJSON *v, int *out) {
 // ---------------------------------------------------------------------------------------------
 // Reading and parsing the file
 
+// 1 when d[0..n) ends inside a string or with an object or array still open: a file cut short,
+// which deserves that message rather than cJSON's position.
+static int json_unclosed(const char *d, size_t n) {
+    long depth = 0;
+    int in_str = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = d[i];
+        if (in_str) {
+            if (c == '\\') i++;
+            else if (c == '"') in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '{' || c == '[') {
+            depth++;
+        } else if (c == '}' || c == ']') {
+            depth--;
+        }
+    }
+    return in_str || depth > 0;
+}
+
 static int json_parse_file(const char *path, size_t limit, cJSON **root, char *err) {
     char *data;
     size_t size;
@@ -88,13 +109,9 @@ static int json_parse_file(const char *path, size_t limit, cJSON **root, char *e
     const char *end = NULL;
     *root = cJSON_ParseWithLengthOpts(data, size, &end, 0);
     if (!*root) {
-        size_t at = end && end >= data && end <= data + size ? (size_t)(end - data) : size, last = size;
-        while (last > 0 && (data[last - 1] == ' ' || data[last - 1] == '\n' || data[last - 1] == '\r' ||
-                            data[last - 1] == '\t'))
-            last--;
-        // cJSON stops at the last byte it read: at (or past) the end, the text was cut short.
-        rc = at + 1 >= last ? qp_fail(err, QP_EFORMAT, "cannot read '%s': the JSON ends early (truncated?)", path)
-                        : qp_fail(err, QP_EFORMAT, "cannot read '%s': not valid JSON near byte %zu", path, at);
+        size_t at = end && end >= data && end <= data + size ? (size_t)(end - data) : size;
+        rc = json_unclosed(data, size) ? qp_fail(err, QP_EFORMAT, "cannot read '%s': the JSON ends early (truncated?)", path)
+                                       : qp_fail(err, QP_EFORMAT, "cannot read '%s': not valid JSON near byte %zu", path, at);
     } else if (!cJSON_IsObject(*root)) {
         cJSON_Delete(*root);
         *root = NULL;
