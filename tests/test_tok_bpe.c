@@ -34,11 +34,6 @@ static struct hx_tok *open_tok(const char *rel) {
     return t;
 }
 
-static char *read_fixture(const char *rel, size_t *len) {
-    char *d = qpt_read_file(qpt_fixture(rel), len);
-    QP_CHECK_MSG(d != NULL, "cannot read fixture %s", rel);
-    return d;
-}
 
 __attribute__((unused)) static const char *write_tmp(const char *name, const void *data, size_t len) {
     static char path[4096];
@@ -50,22 +45,6 @@ __attribute__((unused)) static const char *write_tmp(const char *name, const voi
     return path;
 }
 
-// Whitespace-separated ids of s[0..len) into a malloc'd array.
-static int *parse_ids(const char *s, size_t len, size_t *n) {
-    int *ids = malloc((len / 2 + 1) * sizeof *ids);
-    QP_CHECK(ids != NULL);
-    size_t k = 0, i = 0;
-    while (i < len) {
-        while (i < len && (s[i] == ' ' || s[i] == '\r')) i++;
-        if (i == len) break;
-        long v = 0;
-        QP_CHECK_MSG(s[i] >= '0' && s[i] <= '9', "bad id list near byte %zu", i);
-        while (i < len && s[i] >= '0' && s[i] <= '9') v = v * 10 + (s[i++] - '0');
-        ids[k++] = (int)v;
-    }
-    *n = k;
-    return ids;
-}
 
 // Runs llama.cpp's vectors NAME.gguf.inp/.out (inputs separated by "\n__ggml_vocab_test__\n",
 // the last one ending before the final "\n__ggml_vocab_test__"; one line of ids per input) as
@@ -76,9 +55,9 @@ static int run_vectors(const struct hx_tok *t, const char *name, unsigned flags,
     char rel[256];
     size_t inp_len, out_len;
     snprintf(rel, sizeof rel, "models/gguf/%s.gguf.inp", name);
-    char *inp = read_fixture(rel, &inp_len);
+    char *inp = qpt_read_fixture(rel, &inp_len);
     snprintf(rel, sizeof rel, "models/gguf/%s.gguf.out", name);
-    char *outs = read_fixture(rel, &out_len);
+    char *outs = qpt_read_fixture(rel, &out_len);
     size_t pos = 0, line = 0;
     int bad = 0, cases = 0;
     while (pos < inp_len) {
@@ -90,7 +69,7 @@ static int run_vectors(const struct hx_tok *t, const char *name, unsigned flags,
         const char *eol = memchr(outs + line, '\n', out_len - line);
         size_t line_len = eol ? (size_t)(eol - (outs + line)) : out_len - line;
         size_t n_want, n_got;
-        int *want = parse_ids(outs + line, line_len, &n_want), *got;
+        int *want = qpt_parse_ids(outs + line, line_len, &n_want), *got;
         QP_CHECK(hx_tok_encode(t, inp + pos, len, flags, &got, &n_got) == 0);
         int same = n_got == n_want && memcmp(got, want, n_got * sizeof *got) == 0;
         if (!same) {
@@ -217,7 +196,7 @@ static void check_whole_texts(const char *rel, const char *vocab, unsigned flags
     struct hx_tok *t = open_tok(rel);
     for (size_t k = 0; k < QP_ARRAY_LEN(texts); k++) {
         size_t len, n, back_len, n_ref;
-        char *text = read_fixture(texts[k], &len), *back, sha[65], sha_ref[65];
+        char *text = qpt_read_fixture(texts[k], &len), *back, sha[65], sha_ref[65];
         int *ids;
         double t0 = now_s();
         QP_CHECK(hx_tok_encode(t, text, len, flags & ~(unsigned)HX_TOK_ADD_BOS, &ids, &n) == 0);
@@ -297,7 +276,7 @@ static void expect_refused(const char *file, const char *want, const char *fmt, 
 // by to (same length), in the scratch directory.
 static const char *patched_gpt2_n(const char *name, const char *key, const char *from, const char *to, size_t n) {
     size_t len;
-    char *d = read_fixture("models/gguf/ggml-vocab-gpt-2.gguf", &len);
+    char *d = qpt_read_fixture("models/gguf/ggml-vocab-gpt-2.gguf", &len);
     char *k = memmem(d, len, key, strlen(key));
     QP_CHECK(k != NULL);
     char *at = memmem(k, len - (size_t)(k - d), from, n);
