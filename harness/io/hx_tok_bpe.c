@@ -358,7 +358,7 @@ static int word_ids(const struct hx_tok *t, struct hx_bpe_cache *c, const char *
     uint64_t h = qp_hash_bytes(w, len, c->seed) | 1;
     struct cache_slot *s = cache_find(c, w, len, h);
     if (s && s->hash) {
-        memcpy(out + *n_out, c->ids + s->ids_off, s->n_ids * sizeof *out);
+        if (s->n_ids) memcpy(out + *n_out, c->ids + s->ids_off, s->n_ids * sizeof *out);
         *n_out += s->n_ids;
         return 0;
     }
@@ -374,7 +374,7 @@ static int word_ids(const struct hx_tok *t, struct hx_bpe_cache *c, const char *
         grow((void **)&c->ids, &c->ids_cap, c->ids_len + k, sizeof *c->ids))
         return 0;
     memcpy(c->words + c->words_len, w, len);
-    memcpy(c->ids + c->ids_len, out + before, k * sizeof *out);
+    if (k) memcpy(c->ids + c->ids_len, out + before, k * sizeof *out); // k == 0: no token had the bytes
     *s = (struct cache_slot){h, (uint32_t)c->words_len, (uint32_t)len, (uint32_t)c->ids_len, (uint32_t)k};
     c->words_len += len;
     c->ids_len += k;
