@@ -198,7 +198,7 @@ static int hx_model_tokenizer(struct hx_model *m, const char *tok_path, char *er
     struct hx_tok *t = NULL;
     int rows = m->w.cfg.vocab_size;
     int rc = hx_tok_open(tok_path, rows, &t, err);
-    if (!rc && hx_tok_kind(t) == HX_TOK_SPM && strstr(hx_tok_describe(t), "tokenizer.bin")) {
+    if (!rc && strcmp(hx_tok_source(t), "tokenizer.bin") == 0) {
         // tokenizer.bin does not store its size: a file that also loads with one token more
         // was made for a larger vocabulary (e.g. Llama 2's 32000 with a 512-token model), and
         // its first records would silently stand in for the model's tokens.

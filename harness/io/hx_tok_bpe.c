@@ -479,10 +479,6 @@ size_t hx_bpe_token_bytes(const struct hx_tok *t, int id, char *out, size_t cap)
 // ---------------------------------------------------------------------------------------------
 // Loading: GGUF tokenizer.ggml.* of model "gpt2"
 
-
-
-
-
 int hx_bpe_add_merge(struct hx_tok *t, const char *l, size_t ll, const char *r, size_t rl, int rank,
                      char *scratch, const char *path, char *err) {
     int left = hx_tok__lookup(t, l, ll), right = hx_tok__lookup(t, r, rl);

@@ -83,6 +83,7 @@ struct hx_tok {
     int meta_if_missing;      // Metaspace: prepend only when the text does not start with "▁"
     int meta_replace;         // ' ' becomes "▁" (Metaspace, or the Replace normalizer)
     char pre_name[48];        // "llama-bpe", "tokenizer.json", ...
+    const char *source;       // "tokenizer.bin", "gguf" or "tokenizer.json" (static string)
     char describe[160];
 };
 

@@ -513,6 +513,7 @@ static int load_root(struct jload *j, const cJSON *root) {
     if (rc) return rc;
     struct hx_tok *t = j->t;
     t->kind = HX_TOK_BPE;
+    t->source = "tokenizer.json";
     added_types(j);
     j->first_stage = 1;
     if (!rc) rc = read_normalizer(j, cJSON_GetObjectItemCaseSensitive(root, "normalizer"));

@@ -46,6 +46,7 @@ struct hx_tok *hx_tok__alloc(int n, size_t str_bytes) {
     if (!t) return NULL;
     t->n_vocab = n;
     t->bos = t->eos = t->unk = -1;
+    t->source = "";
     t->strs = malloc(str_bytes + (size_t)n + 1);
     t->off = malloc(((size_t)n + 1) * sizeof *t->off);
     t->scores = calloc((size_t)n, sizeof *t->scores);
@@ -106,17 +107,18 @@ static int is_special_type(int type) {
     return type == HX_TOK_CONTROL || type == HX_TOK_USER_DEFINED || type == HX_TOK_UNKNOWN;
 }
 
-static const struct hx_tok *sort_tok; // qsort has no context argument; set around the call
+// A special token and its string length, for sorting.
+struct spec_key {
+    size_t len;
+    int id;
+};
 
 // llama.cpp's cache_special_tokens order: longer strings first (ties by id here; llama.cpp's
 // std::sort leaves them unspecified).
 static int special_cmp(const void *a, const void *b) {
-    int x = *(const int *)a, y = *(const int *)b;
-    size_t lx, ly;
-    tok_text(sort_tok, x, &lx);
-    tok_text(sort_tok, y, &ly);
-    if (lx != ly) return lx > ly ? -1 : 1;
-    return (x > y) - (x < y);
+    const struct spec_key *x = a, *y = b;
+    if (x->len != y->len) return x->len > y->len ? -1 : 1;
+    return (x->id > y->id) - (x->id < y->id);
 }
 
 // The special tokens, in matching order, and their index by first byte.
@@ -132,15 +134,17 @@ static int tok_build_special(struct hx_tok *t) {
     t->special = malloc(((size_t)n + 1) * sizeof *t->special);
     t->by_byte = malloc(((size_t)n + 1) * sizeof *t->by_byte);
     if (!t->special || !t->by_byte) return QP_ENOMEM;
+    struct spec_key *keys = malloc(((size_t)n + 1) * sizeof *keys);
+    if (!keys) return QP_ENOMEM;
     n = 0;
     for (int id = 0; id < t->n_vocab; id++) {
         size_t len;
         tok_text(t, id, &len);
-        if (is_special_type(t->types[id]) && len > 0) t->special[n++] = id;
+        if (is_special_type(t->types[id]) && len > 0) keys[n++] = (struct spec_key){len, id};
     }
-    sort_tok = t;
-    qsort(t->special, (size_t)n, sizeof *t->special, special_cmp);
-    sort_tok = NULL;
+    qsort(keys, (size_t)n, sizeof *keys, special_cmp);
+    for (int k = 0; k < n; k++) t->special[k] = keys[k].id;
+    free(keys);
     t->n_special = n;
     memset(t->byte_off, 0, sizeof t->byte_off);
     for (int k = 0; k < n; k++) t->byte_off[(unsigned char)t->strs[t->off[t->special[k]]] + 1]++;
@@ -364,6 +368,7 @@ int hx_tok_load_llama2c(const char *path, int vocab_size, struct hx_tok **out, c
     t->eos = 2;
     t->add_bos = 1;
     t->add_space_prefix = 1;
+    t->source = "tokenizer.bin";
     if ((rc = spm_finish(t, path, 1, "llama2.c tokenizer.bin", err))) {
         hx_tok_destroy(t);
         return rc;
@@ -452,6 +457,7 @@ int hx_tok__gguf_tokens(const struct hx_gguf *g, int unescape, struct hx_tok **o
     }
     struct hx_tok *t = hx_tok__alloc((int)n, str_bytes);
     if (!t) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
+    t->source = "gguf";
     for (int i = 0; i < (int)n; i++) {
         const struct hx_gguf_value *s = &tokens->v.arr.items[i];
         const char *p = s->v.str.ptr;
@@ -614,7 +620,7 @@ static int tok_pad(struct hx_tok *t, int rows, const char *path, char *err) {
 
 int hx_tok_fit_rows(struct hx_tok *t, int rows, const char *path, char *err) {
     if (t->n_vocab == rows) return 0;
-    if (t->n_vocab < rows && t->kind == HX_TOK_BPE && strncmp(t->describe, "bpe (tokenizer.json", 19) == 0)
+    if (t->n_vocab < rows && strcmp(t->source, "tokenizer.json") == 0)
         return tok_pad(t, rows, path, err);
     return qp_fail(err, QP_EFORMAT, "cannot read '%s': the tokenizer has %d tokens, the model %d", path, t->n_vocab,
                    rows);
@@ -632,6 +638,7 @@ int hx_tok_adds_bos(const struct hx_tok *t) { return t->add_bos && t->bos >= 0; 
 int hx_tok_bos_added(const struct hx_tok *t) { return hx_tok_adds_bos(t) ? t->bos : -1; }
 const char *hx_tok_describe(const struct hx_tok *t) { return t->describe; }
 const char *hx_tok_pre_name(const struct hx_tok *t) { return t->pre_name; }
+const char *hx_tok_source(const struct hx_tok *t) { return t->source; }
 
 const char *hx_tok_str(const struct hx_tok *t, int id, size_t *len) {
     QP_ASSERT(id >= 0 && id < t->n_vocab);
@@ -828,21 +835,23 @@ int hx_tok_encode(const struct hx_tok *t, const char *text, size_t len, unsigned
 // ---------------------------------------------------------------------------------------------
 // Decoding
 
-// The bytes of one token, whatever came before: control tokens only with special.
+// The bytes of one token, whatever came before: control and unknown tokens only with special
+// (their text), user-defined tokens their text; "<0xNN>" tokens their byte (SPM: any token so
+// spelled, as llama.cpp's token_to_piece; BPE: those typed BYTE); BPE normal tokens their
+// code points mapped back to bytes. Returns the full length; writes at most cap bytes.
 static size_t token_bytes(const struct hx_tok *t, int id, int special, char *out, size_t cap) {
     int type = t->types[id];
     if ((type == HX_TOK_CONTROL || type == HX_TOK_UNKNOWN) && !special) return 0;
     size_t len;
     const char *s = tok_text(t, id, &len);
-    if (type == HX_TOK_BYTE || (t->kind == HX_TOK_SPM && type != HX_TOK_USER_DEFINED)) {
-        int byte = hx_tok__byte_token(s, len);
-        if (byte >= 0 && (type == HX_TOK_BYTE || t->kind == HX_TOK_SPM)) {
-            if (cap) out[0] = (char)byte;
-            return 1;
-        }
+    int byte = type == HX_TOK_BYTE || (t->kind == HX_TOK_SPM && type != HX_TOK_USER_DEFINED)
+                   ? hx_tok__byte_token(s, len)
+                   : -1;
+    if (byte >= 0) {
+        if (cap) out[0] = (char)byte;
+        return 1;
     }
-    if (t->kind == HX_TOK_BPE && type != HX_TOK_USER_DEFINED && type != HX_TOK_CONTROL && type != HX_TOK_UNKNOWN)
-        return hx_bpe_token_bytes(t, id, out, cap);
+    if (t->kind == HX_TOK_BPE && !is_special_type(type)) return hx_bpe_token_bytes(t, id, out, cap);
     if (cap) memcpy(out, s, QP_MIN(len, cap));
     return len;
 }

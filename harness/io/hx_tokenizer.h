@@ -117,6 +117,8 @@ int hx_tok_bos_added(const struct hx_tok *t);
 // One line naming the source and algorithm, e.g. "bpe (gguf gpt2, pre 'llama-bpe', 128256
 // tokens, 280147 merges)". Static storage of the tokenizer.
 const char *hx_tok_describe(const struct hx_tok *t);
+// The kind of file it came from: "tokenizer.bin", "gguf" or "tokenizer.json".
+const char *hx_tok_source(const struct hx_tok *t);
 // The BPE pre-tokenizer name ("llama-bpe", "tokenizer.json"), "" for SPM.
 const char *hx_tok_pre_name(const struct hx_tok *t);
 // The stored string of id (SPM: spaces, not "▁"; BPE: as in the file), its score and type.
