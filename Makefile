@@ -22,7 +22,7 @@ endif
 # The layers, bottom to top (docs/ARCHITECTURE.md): each may include only from the ones before
 # it; make check-layers enforces it.
 LAYERS := kernels quantizers metrics tasks harness/io harness/store harness/run reports harness/cli
-PKGS := sqlite3 libcjson openblas
+PKGS := sqlite3 libcjson openblas libpcre2-8
 # Evaluated lazily (=), so that they see packages the setup step installs first.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -80,7 +80,7 @@ $(DEPS_STAMP):
 	@if ! pkg-config --exists $(PKGS) 2>/dev/null || ! command -v gnuplot >/dev/null 2>&1; then \
 	    sh scripts/setup-deps.sh || exit 1; \
 	fi
-	@pkg-config --exists $(PKGS) || { echo "qprobe: pkg-config cannot find: $(PKGS) (install libsqlite3-dev libcjson-dev libopenblas-dev)" >&2; exit 1; }
+	@pkg-config --exists $(PKGS) || { echo "qprobe: pkg-config cannot find: $(PKGS) (install libsqlite3-dev libcjson-dev libopenblas-dev libpcre2-dev)" >&2; exit 1; }
 	@touch $@
 
 deps: $(DEPS_STAMP)

@@ -196,3 +196,25 @@ char *qpt_db_text(const char *path, const char *sql) {
     sqlite3_close(db);
     return out;
 }
+
+char *qpt_read_fixture(const char *rel, size_t *len) {
+    char *d = qpt_read_file(qpt_fixture(rel), len);
+    QP_CHECK_MSG(d != NULL, "cannot read fixture %s", rel);
+    return d;
+}
+
+int *qpt_parse_ids(const char *s, size_t len, size_t *n) {
+    int *ids = malloc((len / 2 + 1) * sizeof *ids);
+    QP_CHECK(ids != NULL);
+    size_t k = 0, i = 0;
+    while (i < len) {
+        while (i < len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r')) i++;
+        if (i == len) break;
+        long v = 0;
+        QP_CHECK_MSG(s[i] >= '0' && s[i] <= '9', "bad id list near byte %zu", i);
+        while (i < len && s[i] >= '0' && s[i] <= '9') v = v * 10 + (s[i++] - '0');
+        ids[k++] = (int)v;
+    }
+    *n = k;
+    return ids;
+}

@@ -72,6 +72,11 @@ const char *qpt_qprobe(void);
 int qpt_run(const char *cmd, char **out);
 // Reads a whole file; NULL if it cannot. *len set when non-NULL. Caller frees.
 char *qpt_read_file(const char *path, size_t *len);
+// Reads a whole fixture file (skips the case when it is missing, fails when unreadable).
+char *qpt_read_fixture(const char *rel, size_t *len);
+// Whitespace-separated non-negative integers of s[0..len) (token id lists) into a malloc'd
+// array of *n; fails the case on anything else.
+int *qpt_parse_ids(const char *s, size_t len, size_t *n);
 
 // Writes the first n bytes of the shared TinyStories validation text to this case's scratch
 // directory and returns the path (static buffer).

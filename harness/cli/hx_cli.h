@@ -28,6 +28,7 @@ int hx_cmd_merge(int argc, char **argv);
 int hx_cmd_synth(int argc, char **argv);
 int hx_cmd_gate(int argc, char **argv);
 int hx_cmd_report(int argc, char **argv);
+int hx_cmd_tokenize(int argc, char **argv);
 int hx_cmd_gemm_peak(int argc, char **argv);
 
 // Opens a model (+ tokenizer) for cmd; on failure prints the one-line error and returns its exit

@@ -203,7 +203,7 @@ static int ppl_run(struct ppl_state *r) {
     if ((rc = kn_engine_create_opts(w, &r->eo, &r->e, err)))
         return hx_fail("ppl", rc, "cannot run '%s': %s", r->a->model_path, err);
     struct hx_ppl_opts po = r->a->po;
-    po.bos = hx_tok_bos(r->m->tok);
+    po.bos = hx_tok_bos_added(r->m->tok);
     struct hx_progress prog;
     hx_progress_init(&prog, "ppl");
     po.progress = hx_progress_cb;

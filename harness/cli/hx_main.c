@@ -33,6 +33,7 @@ static const struct {
     {"tasks", hx_cmd_tasks, "task suites by log-likelihood: accuracy, flips vs a quantized variant"},
     {"convert", hx_cmd_convert, "write a model as GGUF (f32 or f16)"},
     {"synth", hx_cmd_synth, "write a synthetic Llama model of a real shape as GGUF (speed tests)"},
+    {"tokenize", hx_cmd_tokenize, "the token ids a text becomes with a model's vocabulary (or a tokenizer file)"},
     {"gemm-peak", hx_cmd_gemm_peak, "fp32 matrix-product GFLOP/s of this machine: OpenBLAS and own kernel"},
 };
 

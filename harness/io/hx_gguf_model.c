@@ -171,10 +171,7 @@ static int gguf_tokenizer(struct hx_model *m, const struct hx_gguf *g, const cha
     if (!hx_gguf_find(g, "tokenizer.ggml.model")) return 0;
     int rc = hx_tok_from_gguf(g, &m->tok, err);
     if (rc) return rc;
-    if (hx_tok_n_vocab(m->tok) != m->w.cfg.vocab_size)
-        return qp_fail(err, QP_EFORMAT, "cannot read '%s': the tokenizer has %d tokens, the model %d", path,
-                       hx_tok_n_vocab(m->tok), m->w.cfg.vocab_size);
-    return 0;
+    return hx_tok_fit_rows(m->tok, m->w.cfg.vocab_size, path, err);
 }
 
 int hx_gguf_model_load(struct hx_model *m, const char *path, char *err) {
@@ -272,71 +269,6 @@ static int add_tensor(struct hx_gguf_writer *wr, struct conv *cv, const char *na
     return 0;
 }
 
-// tokenizer.ggml.tokens: spaces back to "▁" (U+2581), llama2.c's "\n<s>\n"/"\n</s>\n" to
-// "<s>"/"</s>".
-static int set_tokens(struct hx_gguf_writer *wr, const struct hx_tok *tok) {
-    int n = hx_tok_n_vocab(tok);
-    if (n < 1) return QP_EINVAL;
-    size_t total = 0;
-    for (int i = 0; i < n; i++) {
-        size_t len;
-        hx_tok_str(tok, i, &len);
-        total += 3 * len;
-    }
-    char **strs = calloc((size_t)n, sizeof *strs);
-    size_t *lens = calloc((size_t)n, sizeof *lens);
-    char *arena = malloc(total ? total : 1);
-    int rc = QP_ENOMEM;
-    if (strs && lens && arena) {
-        char *p = arena;
-        for (int i = 0; i < n; i++) {
-            size_t len;
-            const char *s = hx_tok_str(tok, i, &len);
-            strs[i] = p;
-            if (len == 5 && memcmp(s, "\n<s>\n", 5) == 0) s = "<s>", len = 3;
-            else if (len == 6 && memcmp(s, "\n</s>\n", 6) == 0) s = "</s>", len = 4;
-            for (size_t k = 0; k < len; k++) {
-                if (s[k] == ' ') {
-                    memcpy(p, "\xe2\x96\x81", 3);
-                    p += 3;
-                } else {
-                    *p++ = s[k];
-                }
-            }
-            lens[i] = (size_t)(p - strs[i]);
-        }
-        rc = hx_gguf_writer_set_arr_str(wr, "tokenizer.ggml.tokens", (const char *const *)strs,
-                                        lens, (uint64_t)n);
-    }
-    free(strs);
-    free(lens);
-    free(arena);
-    return rc;
-}
-
-static int set_tokenizer_arrays(struct hx_gguf_writer *wr, const struct hx_tok *tok) {
-    int n = hx_tok_n_vocab(tok);
-    if (n < 1) return QP_EINVAL;
-    float *scores = malloc((size_t)n * sizeof *scores);
-    int32_t *types = malloc((size_t)n * sizeof *types);
-    int rc = QP_ENOMEM;
-    if (scores && types) {
-        for (int i = 0; i < n; i++) {
-            scores[i] = hx_tok_score(tok, i);
-            types[i] = hx_tok_type(tok, i);
-        }
-        rc = set_tokens(wr, tok);
-        if (!rc) rc = hx_gguf_writer_set_arr(wr, "tokenizer.ggml.scores", HX_GGUF_FLOAT32, scores,
-                                             (uint64_t)n);
-        if (!rc) rc = hx_gguf_writer_set_arr(wr, "tokenizer.ggml.token_type", HX_GGUF_INT32,
-                                             types, (uint64_t)n);
-        if (!rc) rc = hx_gguf_writer_set_str(wr, "tokenizer.ggml.model", "llama");
-    }
-    free(scores);
-    free(types);
-    return rc;
-}
-
 // general.name: the file name without directories and ".gguf", or "qprobe".
 static void model_name(const char *path, char *out, size_t cap) {
     const char *base = strrchr(path, '/');
@@ -359,18 +291,18 @@ static int set_keys(struct hx_gguf_writer *wr, const struct kn_weights *w,
     char name[256];
     model_name(path, name, sizeof name);
     int rc = 0;
-    if (tok) rc = set_tokenizer_arrays(wr, tok);
+    if (tok) rc = hx_tok_write_gguf(tok, wr);
     if (!rc) rc = hx_gguf_writer_set_str(wr, "general.architecture", "llama");
     if (!rc) rc = hx_gguf_writer_set_str(wr, "general.name", name);
     if (!rc) rc = hx_gguf_writer_set_u32(wr, "general.file_type", (uint32_t)file_type);
     if (!rc && type < 0) rc = hx_gguf_writer_set_u32(wr, "general.quantization_version", 2);
-    if (tok) {
-        if (!rc) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.unknown_token_id",
-                                             (uint32_t)hx_tok_unk(tok));
-        if (!rc) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.bos_token_id",
-                                             (uint32_t)hx_tok_bos(tok));
-        if (!rc) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.eos_token_id",
-                                             (uint32_t)hx_tok_eos(tok));
+    if (tok) { // ids the vocabulary lacks (-1) are left out, as llama.cpp's converter does
+        if (!rc && hx_tok_unk(tok) >= 0)
+            rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.unknown_token_id", (uint32_t)hx_tok_unk(tok));
+        if (!rc && hx_tok_bos(tok) >= 0)
+            rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.bos_token_id", (uint32_t)hx_tok_bos(tok));
+        if (!rc && hx_tok_eos(tok) >= 0)
+            rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.eos_token_id", (uint32_t)hx_tok_eos(tok));
     }
     if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.context_length", (uint32_t)c->seq_len);
     if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.embedding_length", (uint32_t)c->dim);
@@ -434,6 +366,36 @@ int hx_gguf_model_write(const struct kn_weights *w, const struct hx_tok *tok, co
 int hx_gguf_model_write_as_is(const struct kn_weights *w, const struct hx_tok *tok,
                               const char *path, int file_type, char *err) {
     return hx_gguf_model_write_impl(w, tok, path, -1, file_type, err);
+}
+
+int hx_gguf_vocab_write(const struct hx_tok *tok, const char *path, char *err) {
+    struct hx_gguf_writer *wr;
+    if (hx_gguf_writer_create(&wr)) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    // The smallest Llama shape llama.cpp's hyperparameter loader accepts.
+    static const struct {
+        const char *key;
+        uint32_t v;
+    } hp[] = {{"llama.block_count", 1},     {"llama.context_length", 4096},   {"llama.embedding_length", 64},
+              {"llama.feed_forward_length", 128}, {"llama.attention.head_count", 2}, {"llama.attention.head_count_kv", 2},
+              {"llama.rope.dimension_count", 32}};
+    int rc = hx_tok_write_gguf(tok, wr);
+    if (!rc) rc = hx_gguf_writer_set_str(wr, "general.architecture", "llama");
+    if (!rc) rc = hx_gguf_writer_set_str(wr, "general.name", "qprobe-vocab");
+    for (size_t i = 0; i < QP_ARRAY_LEN(hp) && !rc; i++) rc = hx_gguf_writer_set_u32(wr, hp[i].key, hp[i].v);
+    if (!rc) rc = hx_gguf_writer_set_f32(wr, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.vocab_size", (uint32_t)hx_tok_n_vocab(tok));
+    if (!rc && hx_tok_bos(tok) >= 0) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.bos_token_id", (uint32_t)hx_tok_bos(tok));
+    if (!rc && hx_tok_eos(tok) >= 0) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.eos_token_id", (uint32_t)hx_tok_eos(tok));
+    if (!rc && hx_tok_unk(tok) >= 0)
+        rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.unknown_token_id", (uint32_t)hx_tok_unk(tok));
+    if (rc == QP_ENOTSUP)
+        rc = qp_fail(err, rc, "cannot write '%s': llama.cpp has no pre-tokenizer name for this vocabulary (%s)", path,
+                     hx_tok_describe(tok));
+    else if (rc)
+        rc = qp_fail(err, rc, "cannot write '%s': %s", path, qp_strerror(rc));
+    if (!rc) rc = hx_gguf_writer_write(wr, path, err);
+    hx_gguf_writer_destroy(wr);
+    return rc;
 }
 
 static int hx_gguf_model_write_impl(const struct kn_weights *w, const struct hx_tok *tok,

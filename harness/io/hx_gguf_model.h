@@ -30,6 +30,13 @@ int hx_gguf_model_write(const struct kn_weights *w, const struct hx_tok *tok, co
 int hx_gguf_model_write_as_is(const struct kn_weights *w, const struct hx_tok *tok,
                               const char *path, int file_type, char *err);
 
+// Writes only the vocabulary (no tensors) as a GGUF that llama.cpp's tools load with
+// vocab_only, like its own models/ggml-vocab-*.gguf: tokenizer keys, architecture "llama" with
+// placeholder hyperparameters (llama.cpp requires them; they describe no weights). Returns 0,
+// QP_ENOTSUP (a vocabulary llama.cpp has no name for, see hx_tok_write_gguf), QP_ENOMEM or
+// QP_EIO, with err "cannot write 'PATH': ...".
+int hx_gguf_vocab_write(const struct hx_tok *tok, const char *path, char *err);
+
 // ---------------------------------------------------------------------------------------------
 // Streaming writer, for models too large to hold in memory: the header (key/values and tensor
 // infos) goes out first, then the tensors' bytes in the order the infos list them, as the caller

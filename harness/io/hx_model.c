@@ -177,6 +177,36 @@ static int hx_check_finite(const struct hx_model *m, char *err) {
     return rc;
 }
 
+// The tokenizer given with -z, replacing the model's own: tokenizer.bin, tokenizer.json or a
+// GGUF vocabulary, whose size must fit the embedding rows.
+static int hx_model_tokenizer(struct hx_model *m, const char *tok_path, char *err) {
+    struct hx_tok *t = NULL;
+    int rows = m->w.cfg.vocab_size;
+    int rc = hx_tok_open(tok_path, rows, &t, err);
+    if (!rc && strcmp(hx_tok_source(t), "tokenizer.bin") == 0) {
+        // tokenizer.bin does not store its size: a file that also loads with one token more
+        // was made for a larger vocabulary (e.g. Llama 2's 32000 with a 512-token model), and
+        // its first records would silently stand in for the model's tokens.
+        struct hx_tok *more = NULL;
+        char ignored[QP_ERRLEN];
+        if (hx_tok_load_llama2c(tok_path, rows + 1, &more, ignored) == 0) {
+            hx_tok_destroy(more);
+            rc = qp_fail(err, QP_EFORMAT,
+                         "cannot read '%s': it holds more than the model's %d tokens (a tokenizer for another model?)",
+                         tok_path, rows);
+        }
+    } else if (!rc) {
+        rc = hx_tok_fit_rows(t, rows, tok_path, err);
+    }
+    if (rc) {
+        hx_tok_destroy(t);
+        return rc;
+    }
+    if (m->tok) hx_tok_destroy(m->tok);
+    m->tok = t;
+    return 0;
+}
+
 int hx_model_open(const char *path, const char *tok_path, struct hx_model **out, char *err) {
     *out = NULL;
     enum hx_format fmt = HX_FMT_LLAMA2C;
@@ -198,30 +228,9 @@ int hx_model_open(const char *path, const char *tok_path, struct hx_model **out,
         hx_model_close(m);
         return rc;
     }
-    if (tok_path) {
-        struct hx_tok *t = NULL;
-        rc = hx_tok_load_llama2c(tok_path, m->w.cfg.vocab_size, &t, err);
-        if (rc) {
-            hx_model_close(m);
-            return rc;
-        }
-        // tokenizer.bin does not store its size: a file that also loads with one token more was
-        // made for a larger vocabulary (e.g. Llama 2's 32000 with a 512-token model), and its
-        // first records would silently stand in for the model's tokens.
-        struct hx_tok *more = NULL;
-        char ignored[QP_ERRLEN];
-        if (hx_tok_load_llama2c(tok_path, m->w.cfg.vocab_size + 1, &more, ignored) == 0) {
-            hx_tok_destroy(more);
-            hx_tok_destroy(t);
-            rc = qp_fail(err, QP_EFORMAT,
-                         "cannot read '%s': it holds more than the model's %d tokens (a tokenizer for "
-                         "another model?)",
-                         tok_path, m->w.cfg.vocab_size);
-            hx_model_close(m);
-            return rc;
-        }
-        if (m->tok) hx_tok_destroy(m->tok);
-        m->tok = t;
+    if (tok_path && (rc = hx_model_tokenizer(m, tok_path, err))) {
+        hx_model_close(m);
+        return rc;
     }
     *out = m;
     return 0;

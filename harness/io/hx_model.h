@@ -29,8 +29,9 @@ struct hx_model {
 };
 
 // Opens path (format detected from magic bytes, or a directory holding model.safetensors and
-// config.json). tok_path: a llama2.c tokenizer.bin, or NULL to use the model's own (GGUF) or
-// none. On failure returns a QP_E* code, *out = NULL, and err "cannot read 'PATH': ...".
+// config.json). tok_path: a tokenizer file (llama2.c tokenizer.bin, tokenizer.json or a GGUF
+// vocabulary) that replaces the model's own, or NULL to use the model's own (GGUF keys, or the
+// tokenizer.json beside a safetensors config.json) or none. On failure returns a QP_E* code, *out = NULL, and err "cannot read 'PATH': ...".
 int hx_model_open(const char *path, const char *tok_path, struct hx_model **out, char *err);
 void hx_model_close(struct hx_model *m);
 

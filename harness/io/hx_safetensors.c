@@ -9,7 +9,8 @@
 // their rows are permuted from Hugging Face's rotate-half order into interleaved pairs.
 // Writing does the inverse, atomically (temporary file, fsync, rename).
 //
-// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_model_load.h and cJSON; must not
+// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_model_load.h, hx_tokenizer.h
+// (a tokenizer.json beside config.json is the model's vocabulary) and cJSON; must not
 // depend on quantizers/, metrics/, tasks/, reports/ or SQLite. Assumes a little-endian host
 // (safetensors is little-endian; checked at compile time).
 #include "hx_safetensors.h"
@@ -31,6 +32,7 @@
 
 #include "hx_model.h"
 #include "hx_model_load.h"
+#include "hx_tokenizer.h"
 #include "qp.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes little endian");
@@ -683,6 +685,20 @@ static int st_fill(struct hx_model *m, const struct st_reader *r, int tie, char 
     return 0;
 }
 
+// tokenizer.json beside config.json, when there is one: the model's own vocabulary.
+static int st_tokenizer(struct hx_model *m, const char *cfg_path, char *err) {
+    const char *slash = strrchr(cfg_path, '/');
+    char *tok_path = st_concat(cfg_path, slash ? (size_t)(slash - cfg_path + 1) : 0, "tokenizer.json");
+    if (!tok_path) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", cfg_path);
+    int rc = 0;
+    if (access(tok_path, F_OK) == 0) {
+        rc = hx_tok_load_json(tok_path, &m->tok, err);
+        if (!rc) rc = hx_tok_fit_rows(m->tok, m->w.cfg.vocab_size, tok_path, err);
+    }
+    free(tok_path);
+    return rc;
+}
+
 int hx_safetensors_load(struct hx_model *m, const char *path, char *err) {
     char *st_path, *cfg_path;
     char msg[QP_ERRLEN];
@@ -714,6 +730,7 @@ int hx_safetensors_load(struct hx_model *m, const char *path, char *err) {
                                 err)))
             goto done;
     }
+    if ((rc = st_tokenizer(m, cfg_path, err))) goto done;
     m->format = HX_FMT_SAFETENSORS;
 done:
     cJSON_Delete(r.header);

@@ -54,7 +54,9 @@ int hx_calib_create(const struct hx_tok *tok, const char *text, size_t len, int 
         return qp_fail(err, QP_ENOMEM, "out of memory for calibration windows");
     }
     memcpy(c->tokens, ids, used * sizeof *ids);
-    for (int i = 0; i < ns; i++) c->tokens[(size_t)i * seq_len] = hx_tok_bos(tok);
+    // Each window starts with BOS when the vocabulary adds one (as evaluation chunks do).
+    if (hx_tok_bos_added(tok) >= 0)
+        for (int i = 0; i < ns; i++) c->tokens[(size_t)i * seq_len] = hx_tok_bos_added(tok);
     // The bytes covered: the pieces of the original stream (after BOS, whose following piece
     // drops the SPM prefix space, so the count is in text bytes).
     size_t bytes = 0;

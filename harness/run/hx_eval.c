@@ -52,7 +52,7 @@ static int hx_ppl_chunk(struct kn_state *st, const struct kn_ops *ops, int vocab
                         const struct hx_chunk *ch, const struct hx_ppl_opts *o, int *buf, float *logits,
                         double *out) {
     memcpy(buf, tokens + ch->start, (size_t)ch->len * sizeof(int));
-    if (o->protocol == HX_PROTO_LLAMACPP) buf[0] = o->bos;
+    if (o->protocol == HX_PROTO_LLAMACPP && o->bos >= 0) buf[0] = o->bos;
     kn_state_reset(st);
     kn_forward(st, buf, ch->len, logits, ch->first, NULL);
     int k = 0;

@@ -27,7 +27,8 @@ struct hx_ppl_opts {
     enum hx_protocol protocol;
     int ctx;
     int n_threads;
-    int bos;        // BOS id (llamacpp protocol replaces each chunk's first token with it)
+    int bos;        // BOS id (llamacpp protocol replaces each chunk's first token with it), or -1
+                    // when the vocabulary adds none (Qwen2): chunks then start as the text does
     int max_chunks; // 0 = all
     // Called after each finished chunk from the calling thread: done of total.
     void (*progress)(void *ctx, int done, int total, int64_t tokens_done);

@@ -56,7 +56,7 @@ static void hx_lockstep_chunk(struct hx_lane *ln, const struct kn_config *c, con
                               struct hx_layer_probe *lp, struct met_err *logit_err) {
     struct hx_chunk ch = hx_chunk_of(o->protocol, n_tokens, o->ctx, ci);
     memcpy(ln->buf, tokens + ch.start, (size_t)ch.len * sizeof(int));
-    if (o->protocol == HX_PROTO_LLAMACPP) ln->buf[0] = o->bos;
+    if (o->protocol == HX_PROTO_LLAMACPP && o->bos >= 0) ln->buf[0] = o->bos;
     struct kn_probe probe = {hx_layer_probe_fn, lp, NULL};
     kn_state_reset(ln->ref);
     if (lp) lp->mode = HX_CAPTURE;

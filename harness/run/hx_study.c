@@ -200,7 +200,7 @@ static int hx_store_act_stats(struct hx_study *s, char *err) {
     for (int ci = 0; ci < n_chunks && !rc; ci++) {
         struct hx_chunk ch = hx_chunk_of(s->o.protocol, s->n_tokens, s->o.ctx, ci);
         memcpy(buf, s->tokens + ch.start, (size_t)ch.len * sizeof(int));
-        if (s->o.protocol == HX_PROTO_LLAMACPP) buf[0] = s->bos;
+        if (s->o.protocol == HX_PROTO_LLAMACPP && s->bos >= 0) buf[0] = s->bos;
         kn_state_reset(st);
         kn_forward(st, buf, ch.len, NULL, ch.len, &probe);
     }
@@ -347,7 +347,7 @@ static int hx_study_load(struct hx_study *s, char **text, size_t *len, char *err
     if (hx_ppl_n_chunks(o->protocol, s->n_tokens, o->ctx) < 1)
         return qp_fail(err, QP_EINVAL, "cannot use '%s': %zu tokens, fewer than one window of %d", o->text_path,
                        s->n_tokens, o->ctx);
-    s->bos = hx_tok_bos(s->m->tok);
+    s->bos = hx_tok_bos_added(s->m->tok); // -1: the vocabulary adds no BOS
     if ((rc = kn_engine_create(&s->m->w, NULL, &s->ref, msg)))
         return qp_fail(err, rc == QP_ENOMEM ? rc : QP_ENOTSUP, "cannot run '%s': %s", o->model_path, msg);
     return 0;
