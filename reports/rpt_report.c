@@ -114,6 +114,17 @@ static double ppl_ref_of(const struct rpt_study *s, const struct rpt_variant *v)
 // ---------------------------------------------------------------------------------------------
 // Tables
 
+// The specs of the other variants with variant i's weights, "q6_k, q8_0" ("" when unique).
+static void same_names(const struct rpt_study *s, int i, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = 0;
+    for (int j = 0; j < s->n_v && n < cap - 1; j++) {
+        if (j == i || s->v[j].same_as != s->v[i].same_as) continue;
+        int w = snprintf(out + n, cap - n, "%s%s", n ? ", " : "", s->v[j].spec);
+        n = QP_MIN(cap - 1, n + (size_t)(w > 0 ? w : 0));
+    }
+}
+
 static void table_variants(struct rpt_ctx *c) {
     const struct rpt_study *s = c->s;
     const char *cols[] = {"spec",
@@ -129,6 +140,10 @@ static void table_variants(struct rpt_ctx *c) {
                           "@#top1_stderr",
                           s->n_tasks ? "tasks|tasks (accuracy)" : "@tasks", // shown when there are tasks
                           "#tokens_per_second|tokens/s",
+                          "types|tensors as asked; fallbacks",
+                          "@#tensors", "@#tensors_as_asked", "@fallbacks",
+                          "same_weights|same weights as",
+                          "@weights_sha256",
                           c->has_gate ? "gate" : NULL,
                           NULL};
     struct rpt_table *t = &c->t[T_VARIANTS];
@@ -167,7 +182,16 @@ static void table_variants(struct rpt_ctx *c) {
         }
         rpt_table_text(t, 11, "%s", tasks);
         rpt_table_num(t, 12, v->tokens_per_second, "%.0f");
-        if (c->has_gate) rpt_table_text(t, 13, "%s", v->gate[0] ? v->gate : "no result");
+        if (v->n_tensors) {
+            rpt_table_text(t, 13, "%d of %d%s%s", v->n_asked, v->n_tensors, v->fell[0] ? "; " : "", v->fell);
+            rpt_table_num(t, 14, v->n_tensors, "%.0f");
+            rpt_table_num(t, 15, v->n_asked, "%.0f");
+            rpt_table_text(t, 16, "%s", v->fell);
+        }
+        same_names(s, i, tasks, sizeof tasks);
+        rpt_table_text(t, 17, "%s", tasks);
+        rpt_table_text(t, 18, "%s", v->weights_sha256 ? v->weights_sha256 : "");
+        if (c->has_gate) rpt_table_text(t, 19, "%s", v->gate[0] ? v->gate : "no result");
     }
 }
 
@@ -409,8 +433,9 @@ static void findings_pareto(struct rpt_ctx *c) {
     double *x = calloc((size_t)s->n_v + 1, sizeof *x), *y = calloc((size_t)s->n_v + 1, sizeof *y);
     int *on = calloc((size_t)s->n_v + 1, sizeof *on);
     if (x && y && on) {
+        // One point per group of identical variants, named by the whole group.
         for (int i = 0; i < s->n_v; i++) {
-            x[i] = s->v[i].is_reference ? NAN : s->v[i].bpw;
+            x[i] = s->v[i].is_reference || s->v[i].same_as != i ? NAN : s->v[i].bpw;
             y[i] = rpt_metric_get(&s->v[i], "kld", "mean", NULL);
         }
         rpt_pareto(x, y, s->n_v, 1, on);
@@ -424,7 +449,9 @@ static void findings_pareto(struct rpt_ctx *c) {
                 if (on[i] == 1 && (next < 0 || x[i] < x[next])) next = i;
             if (next < 0) break;
             on[next] = 2;
-            int w = snprintf(list + n, sizeof list - n, "%s`%s` (%.2f)", count ? ", " : "", s->v[next].spec, x[next]);
+            char name[512];
+            rpt_group_label(s, next, "` = `", name, sizeof name);
+            int w = snprintf(list + n, sizeof list - n, "%s`%s` (%.2f)", count ? ", " : "", name, x[next]);
             if (w > 0) n = QP_MIN(sizeof list - 1, n + (size_t)w);
             count++;
         }
@@ -546,6 +573,37 @@ static void findings_misc(struct rpt_ctx *c) {
     }
 }
 
+// Variants that are one model under several names, and tensors that did not get the type their
+// spec asks for: both change what a row of the table means.
+static void findings_identity(struct rpt_ctx *c) {
+    const struct rpt_study *s = c->s;
+    for (int i = 0; i < s->n_v; i++) {
+        const struct rpt_variant *v = &s->v[i];
+        if (v->same_as != i || v->n_same < 2) continue;
+        char names[1024] = "";
+        size_t n = 0;
+        int k = 0;
+        for (int j = i; j < s->n_v && n < sizeof names - 1; j++) {
+            if (s->v[j].same_as != i) continue;
+            k++;
+            int w = snprintf(names + n, sizeof names - n, "%s`%s`", j == i ? "" : k == v->n_same ? " and " : ", ",
+                             s->v[j].spec);
+            n = QP_MIN(sizeof names - 1, n + (size_t)(w > 0 ? w : 0));
+        }
+        finding(c, "Same weights: %s are one model here (equal SHA-256 of the weights as evaluated): their rows "
+                   "are one measurement, drawn once in the figures.", names);
+    }
+    int any = 0;
+    for (int i = 0; i < s->n_v; i++) {
+        const struct rpt_variant *v = &s->v[i];
+        if (!v->n_tensors || v->n_asked == v->n_tensors) continue;
+        if (!any++)
+            finding(c, "Type fallbacks (a block type that does not divide a tensor's rows is replaced, as "
+                       "llama.cpp does):");
+        finding(c, "  - `%s`: %d of %d tensors as asked; %s", v->spec, v->n_asked, v->n_tensors, v->fell);
+    }
+}
+
 static int build_findings(struct rpt_ctx *c) {
     const struct rpt_study *s = c->s;
     double ref = rpt_ref_ppl(s);
@@ -555,6 +613,7 @@ static int build_findings(struct rpt_ctx *c) {
         finding(c, "Reference perplexity %.4f ± %.4f; %d quantized variant%s.", ref, se, s->n_v - 1,
                 s->n_v - 1 == 1 ? "" : "s");
     }
+    findings_identity(c);
     findings_budget(c);
     findings_pareto(c);
     int rc = findings_layers(c);

@@ -231,10 +231,12 @@ static int hx_store_reference(struct hx_study *s, char *err) {
     int rc = hx_ppl_run(s->ref, s->tokens, s->n_tokens, &po, 0, &res, err);
     if (po.progress) hx_progress_end(&prog);
     if (rc) return rc;
+    char digest[65];
+    hx_weights_digest(&s->m->w, 0, 0, NULL, digest);
     HX_TRY(hx_store_begin(s->st, err));
     struct hx_variant_row v = {.spec = "reference", .ord = 0, .is_reference = 1, .bits_per_weight = NAN,
                                .eval_seconds = res.seconds, .tokens = res.tokens_processed,
-                               .quant_seconds = NAN};
+                               .quant_seconds = NAN, .weights_sha256 = digest[0] ? digest : NULL};
     int64_t vid;
     HX_TRY(hx_store_variant_insert(s->st, s->run_id, &v, &vid, err));
     HX_TRY(hx_store_metric(s->st, vid, "ppl", "ppl", met_ppl(&res.nll), met_ppl_stderr(&res.nll), res.nll.n, err));
@@ -807,10 +809,13 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
     }
     if (rc) goto done_tasks;
 
+    char digest[65]; // before the transaction: hashing a large model takes a while
+    hx_weights_digest(qw, act_q8, eo.act_int8, eo.act_scales, digest);
     HX_TRY(hx_store_begin(s->st, err));
     struct hx_variant_row row = {.spec = out->spec, .ord = ord, .bits_per_weight = bpw, .weight_bytes = bytes,
                                  .n_weights = n_weights, .quant_seconds = v ? tq : NAN,
-                                 .eval_seconds = lr.seconds, .tokens = lr.tokens_processed};
+                                 .eval_seconds = lr.seconds, .tokens = lr.tokens_processed,
+                                 .weights_sha256 = digest[0] ? digest : NULL};
     HX_TRY(hx_store_variant_insert(s->st, s->run_id, &row, &vid, err));
     HX_TRY(hx_store_dist(s->st, vid, &d, err));
     HX_TRY(hx_store_metric(s->st, vid, "argmax", "distinct_ref", lr.distinct_argmax_ref, NAN, d.n, err));

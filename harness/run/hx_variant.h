@@ -70,6 +70,13 @@ int hx_pack_rows(int type, const float *x, int64_t rows, int64_t cols, const flo
 // dequantized copy in *owned, which the caller frees with qp_free. 0, QP_ENOTSUP or QP_ENOMEM.
 int hx_tensor_f32(const struct kn_tensor *t, const float **rows, float **owned);
 
+// Which variants are the same model: SHA-256 (hex) over every 2-D weight of w in hx_weight_refs
+// order (its type, shape and bytes as the engine reads them) and the activation quantization the
+// engine runs it with (act_q8, act_int8 and, for KN_ACT_INT8_TENSOR, the act_scales). Two
+// variants with equal digests compute the same numbers: the report draws them once.
+void hx_weights_digest(const struct kn_weights *w, int act_q8, int act_int8, const float *act_scales,
+                       char hex[65]);
+
 // llama.cpp's general.file_type (llama_ftype) for a llama.cpp-format base; 0 otherwise.
 struct qz_base;
 int hx_llama_ftype(const struct qz_base *b);
