@@ -56,6 +56,12 @@ int rpt_dat_close(FILE *f, const char *dir, const char *name, char *err);
 // " %.10g", or " NaN" (declared missing in every script) when v is not finite.
 void rpt_dat_num(FILE *f, double v);
 
+// The range [*lo_keep, *hi_keep] of the n values t (axis units: log10 for a log axis) without
+// their outliers: an extreme value whose gap to its neighbour towards the middle is over 1.5
+// times the span of the values inside it, and over min_gap, is left out, from either end, at
+// most a quarter of the values and never with fewer than four (rpt_trade.c).
+void rpt_fit_clip(const double *t, int n, double min_gap, double *lo_keep, double *hi_keep);
+
 // The bits-per-weight figures (rpt_trade.c): bpw_ppl, bpw_kld, bpw_top1, bpw_task_NAME.
 int rpt_trade_figs(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir, struct rpt_figs *o,
                    char *err);

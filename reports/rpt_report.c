@@ -14,8 +14,10 @@
 
 #include "rpt_figs.h"
 #include "rpt_gnuplot.h"
+#include "rpt_html.h"
 #include "rpt_study.h"
 #include "rpt_table.h"
+#include "rpt_trends.h"
 
 #define RPT_MAX_FINDINGS 64
 
@@ -48,6 +50,7 @@ struct rpt_ctx {
     struct rpt_figs figs;
     struct rpt_gnuplot gp;
     int has_gate;
+    struct rpt_trends *trends; // the history, when written
     char *err;
 };
 
@@ -63,6 +66,8 @@ static void finding(struct rpt_ctx *c, const char *fmt, ...) {
     if (vasprintf(&s, fmt, ap) >= 0) c->findings[c->n_findings++] = s;
     va_end(ap);
 }
+
+static void add_finding(void *ctx, const char *line) { finding(ctx, "%s", line); }
 
 static double col_d(sqlite3_stmt *q, int i) {
     return sqlite3_column_type(q, i) == SQLITE_NULL ? NAN : sqlite3_column_double(q, i);
@@ -692,7 +697,7 @@ static void html_inline(FILE *f, const char *s) {
 
 // Copies the <svg> element of DIR/NAME.svg into f, prefixing its ids (and the references to them)
 // with "NAME-" so that several gnuplot figures can share one page. 0, or -1 when unreadable.
-static int html_svg(FILE *f, const char *dir, const char *name) {
+int rpt_html_svg(FILE *f, const char *dir, const char *name) {
     char path[4352];
     snprintf(path, sizeof path, "%s/%s.svg", dir, name);
     FILE *in = fopen(path, "rb");
@@ -737,7 +742,7 @@ static int html_svg(FILE *f, const char *dir, const char *name) {
     return 0;
 }
 
-static const char rpt_css[] =
+const char rpt_css[] =
     "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;color:#222;background:#f6f7f9}"
     "main{max-width:1280px;margin:0 auto;padding:16px 28px 48px;background:#fff}"
     "h1{font-size:1.6em;margin:.4em 0 .1em}h2{margin-top:1.6em;border-bottom:2px solid #e4e6ea;padding-bottom:.2em}"
@@ -755,7 +760,7 @@ static const char rpt_css[] =
     ".warn{background:#fff4e5;border:1px solid #f0c36d;padding:6px 10px}"
     "nav a{margin-right:1em}ul.findings li{margin:.25em 0}ul.findings ul{margin:.2em 0}";
 
-static const char rpt_js[] =
+const char rpt_js[] =
     "document.querySelectorAll('table.sortable th').forEach(function(th){th.addEventListener('click',function(){"
     "var row=th.parentNode,t=row.closest('table'),b=t.tBodies[0],"
     "i=Array.prototype.indexOf.call(row.children,th),asc=th.getAttribute('data-dir')!=='asc';"
@@ -803,7 +808,8 @@ static int write_html(struct rpt_ctx *c) {
     rpt_html_escape(f, rpt_run_field(s, "created"));
     fprintf(f, "</p>\n<nav><a href=\"#findings\">findings</a><a href=\"#variants\">variants</a>"
                "<a href=\"#figures\">figures</a><a href=\"#tables\">tables</a><a href=\"#protocol\">protocol</a>"
-               "<a href=\"summary.md\">summary.md</a></nav>\n");
+               "<a href=\"summary.md\">summary.md</a>%s</nav>\n",
+            c->trends ? "<a href=\"trends.html\">history (trends.html)</a>" : "");
     if (!c->gp.found)
         fprintf(f, "<p class=\"warn\">gnuplot was not found when this report was written: the figures are "
                    "not rendered. Their scripts are beside this file: run <code>gnuplot NAME.gp</code> there "
@@ -837,7 +843,7 @@ static int write_html(struct rpt_ctx *c) {
         fprintf(f, "<figure id=\"fig-%s\">\n<h3>", g->name);
         rpt_html_escape(f, g->title);
         fprintf(f, "</h3>\n");
-        if (!g->rendered || html_svg(f, dir, g->name) != 0)
+        if (!g->rendered || rpt_html_svg(f, dir, g->name) != 0)
             fprintf(f, "<p class=\"warn\">not rendered: run <code>gnuplot %s.gp</code> in the report folder.</p>\n",
                     g->name);
         fprintf(f, "<figcaption>");
@@ -893,14 +899,14 @@ static int write_csvs(struct rpt_ctx *c) {
     return 0;
 }
 
-static void render(struct rpt_ctx *c, struct rpt_outcome *out) {
+static void render(struct rpt_ctx *c, struct rpt_figs *figs, struct rpt_outcome *out) {
     out->gnuplot_found = c->gp.found;
     out->gnuplot_unusable = c->gp.found && !c->gp.svg && !c->gp.png_term[0];
     if (!c->gp.found || out->gnuplot_unusable) return;
-    for (int i = 0; i < c->figs.n; i++) {
+    for (int i = 0; i < figs->n; i++) {
         char err[QP_ERRLEN];
-        if (rpt_gnuplot_run(&c->gp, c->o->out_dir, c->figs.f[i].name, err) == 0) {
-            c->figs.f[i].rendered = c->gp.svg; // the page inlines the SVG
+        if (rpt_gnuplot_run(&c->gp, c->o->out_dir, figs->f[i].name, err) == 0) {
+            figs->f[i].rendered = c->gp.svg; // the page inlines the SVG
             out->n_rendered++;
         } else {
             if (!out->n_render_failed++) snprintf(out->render_err, sizeof out->render_err, "%s", err);
@@ -942,10 +948,21 @@ int rpt_report_write(const struct rpt_opts *o, struct rpt_outcome *out, char *er
     rpt_gnuplot_probe(&c.gp);
     if ((rc = rpt_figs_write(c.s, &c.gp, o->out_dir, layer_idx, n_layer, &c.figs, err))) goto done;
     out->n_figs = c.figs.n;
-    render(&c, out);
+    render(&c, &c.figs, out);
+    // The history: on a study of several runs, or when asked (--history, --rules).
+    if (o->history || o->rules_path || c.s->n_runs > 1) {
+        if ((rc = rpt_trends_build(c.s, o->rules_path, &c.gp, o->out_dir, &c.trends, err))) goto done;
+        struct rpt_figs *tf = rpt_trends_figs(c.trends);
+        out->n_figs += tf->n;
+        render(&c, tf, out);
+        rpt_trends_findings(c.trends, add_finding, &c);
+        if ((rc = rpt_trends_write_html(c.trends, o->out_dir, err))) goto done;
+        out->n_runs_history = rpt_trends_n_runs(c.trends);
+    }
     if ((rc = write_md(&c))) goto done;
     rc = write_html(&c);
 done:
+    rpt_trends_destroy(c.trends);
     for (int k = 0; k < T_COUNT; k++) rpt_table_deinit(&c.t[k]);
     for (int i = 0; i < c.n_findings; i++) free(c.findings[i]);
     rpt_study_close(c.s);

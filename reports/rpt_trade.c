@@ -72,16 +72,13 @@ static int tr_cmp_double(const void *a, const void *b) {
 // ---------------------------------------------------------------------------------------------
 // Axis ranges
 
-// The y range of the points (in axis units t, log10 for a log axis) after clipping outliers: a
-// value whose gap to its nearest neighbour towards the middle is over 1.5 times the span of all
-// the values inside it, and over min_gap, is clipped, from either end, at most a quarter of the
-// points and never with fewer than four points. *lo_keep / *hi_keep bound the kept values.
-static void tr_fit_clip(const double *t, int n, double min_gap, double *lo_keep, double *hi_keep) {
-    double *u = malloc((size_t)(n > 0 ? n : 1) * sizeof *u);
-    if (!u || n == 0) {
-        free(u);
-        *lo_keep = n ? t[0] : 0;
-        *hi_keep = n ? t[0] : 0;
+void rpt_fit_clip(const double *t, int n, double min_gap, double *lo_keep, double *hi_keep) {
+    *lo_keep = *hi_keep = 0;
+    if (n <= 0) return;
+    double *u = malloc((size_t)n * sizeof *u);
+    if (!u) { // no clipping: the whole range
+        *lo_keep = *hi_keep = t[0];
+        for (int i = 1; i < n; i++) *lo_keep = fmin(*lo_keep, t[i]), *hi_keep = fmax(*hi_keep, t[i]);
         return;
     }
     memcpy(u, t, (size_t)n * sizeof *u);
@@ -116,7 +113,7 @@ static void tr_fit_y(struct tr_point *pt, int n, double ref, int logy, int share
         for (int i = 0; i < n; i++) mag = fmax(mag, fabs(t[i]));
         // Clipping needs a real gap: half a decade on a log axis, a tenth of the values' size
         // on a linear one (0.99 against 0.992 is no outlier).
-        tr_fit_clip(t, n, logy ? 0.5 : 0.1 * mag, &lo, &hi);
+        rpt_fit_clip(t, n, logy ? 0.5 : 0.1 * mag, &lo, &hi);
     }
     free(t);
     for (int i = 0; i < n; i++) {
