@@ -94,7 +94,10 @@ static int rpt_fallback_one(struct rpt_variant *rv, const struct qz_variant *v, 
         snprintf(what, sizeof what, "%.60s→%.60s", want, stored);
         int k = 0;
         while (k < n_fall && strcmp(fall[k].what, what) != 0) k++;
-        if (k == n_fall && n_fall < (int)QP_ARRAY_LEN(fall)) snprintf(fall[n_fall++].what, sizeof fall[0].what, "%s", what);
+        if (k == n_fall && n_fall < (int)QP_ARRAY_LEN(fall)) {
+            snprintf(fall[n_fall].what, sizeof fall[0].what, "%s", what);
+            fall[n_fall++].n = 0;
+        }
         if (k < n_fall) fall[k].n++;
     }
     qsort(fall, (size_t)n_fall, sizeof *fall, rpt_fall_cmp);

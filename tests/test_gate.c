@@ -180,6 +180,8 @@ QP_TEST(baseline_argument_should_tell_reference_run_ids_and_files_apart) {
     struct rpt_gate_baseline b;
     char err[QP_ERRLEN];
     QP_CHECK(rpt_gate_baseline_parse("reference", &b, err) == 0 && b.kind == RPT_GATE_BASE_REFERENCE);
+    QP_CHECK(rpt_gate_baseline_parse("previous", &b, err) == 0 && b.kind == RPT_GATE_BASE_PREVIOUS);
+    QP_CHECK(rpt_gate_baseline_parse("./previous", &b, err) == 0 && b.kind == RPT_GATE_BASE_FILE);
     QP_CHECK(rpt_gate_baseline_parse("12", &b, err) == 0 && b.kind == RPT_GATE_BASE_RUN && b.run_id == 12);
     QP_CHECK(rpt_gate_baseline_parse("./12", &b, err) == 0 && b.kind == RPT_GATE_BASE_FILE);
     QP_CHECK(rpt_gate_baseline_parse("old.sqlite", &b, err) == 0 && b.kind == RPT_GATE_BASE_FILE);
@@ -430,6 +432,52 @@ QP_TEST(baseline_run_should_match_variants_by_spec_and_fail_a_disappeared_one) {
     table_row(out, "rtn:bits=8:group=32:asym", "variant_present", res);
     QP_CHECK_STR_EQ(res, "FAIL");
     QP_CHECK(strstr(out, "q4_0;act=q8: new, no baseline") != NULL);
+    free(out);
+    free(err);
+}
+
+QP_TEST(baseline_previous_should_compare_with_the_run_before_and_exit_0_1_2) {
+    char db[1100], rules[1100], args[8192], sql[512], *out = NULL, *err = NULL;
+    snprintf(db, sizeof db, "%s", tmp_path("previous.sqlite"));
+    snprintf(rules, sizeof rules, "%s", tmp_path("previous.json"));
+    write_file(rules, "{\"defaults\": {\"max_ppl_increase_pct\": 1.0, \"max_kld_mean\": 0.05}}");
+    long long r1 = eval_into(db, "q8_0", "night1");
+    // One run: nothing before it (exit 2, one line naming the database).
+    snprintf(args, sizeof args, "--db '%s' --baseline previous --rules '%s'", db, rules);
+    QP_CHECK_INT_EQ(gate(args, &out, &err), 2);
+    QP_CHECK(strstr(err, "no previous run") && strstr(err, db) && count_str(err, "\n") == 1);
+    free(out);
+    free(err);
+    long long r2 = eval_into(db, "q8_0", "night2");
+    long long r3 = eval_into(db, "q8_0", "night3");
+    QP_CHECK(r1 < r2 && r2 < r3);
+    // The latest run (3) against run 2: the same numbers, 0 % exactly.
+    QP_CHECK_INT_EQ(gate(args, &out, &err), 0);
+    char res[8];
+    QP_CHECK(table_row(out, "q8_0", "max_ppl_increase_pct", res) == 0.0);
+    QP_CHECK_STR_EQ(res, "PASS");
+    char want[64];
+    snprintf(want, sizeof want, "against the previous run %lld", r2);
+    QP_CHECK_MSG(strstr(out, want) != NULL, "no '%s' in:\n%s", want, out);
+    free(out);
+    free(err);
+    // Fixture edit: run 3's perplexity 3 % above run 2's: a regression against the run before...
+    snprintf(sql, sizeof sql,
+             "UPDATE metric SET value = value * 1.03 WHERE suite = 'ppl' AND name = 'ppl' AND variant_id = "
+             "(SELECT id FROM variant WHERE run_id = %lld AND spec = 'q8_0')", r3);
+    sql_exec(db, sql);
+    QP_CHECK_INT_EQ(gate(args, &out, &err), 1);
+    QP_CHECK_NEAR(table_row(out, "q8_0", "max_ppl_increase_pct", res), 3.0, TABLE_TOL);
+    QP_CHECK_STR_EQ(res, "FAIL");
+    free(out);
+    free(err);
+    // ... while run 2 against its previous run, run 1, still passes; run 1 has no previous run.
+    snprintf(args, sizeof args, "--db '%s' --run %lld --baseline previous --rules '%s'", db, r2, rules);
+    QP_CHECK_INT_EQ(gate(args, &out, &err), 0);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "--db '%s' --run %lld --baseline previous --rules '%s'", db, r1, rules);
+    QP_CHECK_INT_EQ(gate(args, &out, &err), 2);
     free(out);
     free(err);
 }
