@@ -60,8 +60,9 @@ _Noreturn void qpt_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2
 
 #define QP_SKIP(...) qpt_skip(__VA_ARGS__)
 
-// Path of a file under the shared fixtures (the FIXTURES make variable, passed to tests in the
-// environment as QP_FIXTURES). Returns one of 8 rotating static buffers; skips the case when the file is missing.
+// Path of a fixture file: the first of QP_FIXTURES (the FIXTURES make variable),
+// QP_ROOT/../shared/fixtures and QP_ROOT/fixtures that has it. Returns one of 8 rotating static
+// buffers; skips the case when the file is in none of them.
 const char *qpt_fixture(const char *rel);
 // A fresh scratch directory for this case (removed by the runner's temporary root).
 const char *qpt_tmpdir(void);
