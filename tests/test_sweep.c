@@ -114,6 +114,29 @@ QP_TEST(malformed_configurations_should_fail_with_the_json_path) {
     }
 }
 
+QP_TEST(variable_defaults_should_apply_when_the_variable_is_unset_or_empty) {
+    char model[1024], dir[1024], text[1024], json[4096], *out = NULL;
+    snprintf(model, sizeof model, "%s", qpt_fixture("models/llama2c/stories260K.bin"));
+    snprintf(text, sizeof text, "%s", qpt_text_prefix(20000));
+    snprintf(dir, sizeof dir, "%.*s", (int)(strrchr(model, '/') - model), model);
+    // "${NAME:-DEFAULT}": the default when NAME is unset...
+    snprintf(json, sizeof json, "{\"model\": \"${QP_NO_SUCH_VAR:-%s}/stories260K.bin\", \"eval\": {\"text\": \"%s\"},"
+                                " \"variants\": [\"q8_0\"]}", dir, text);
+    const char *cfg = tmp("defaults.json");
+    write_file(cfg, json);
+    QP_CHECK_MSG(sweep(cfg, "--dry-run", &out) == 0, "%s", out);
+    free(out);
+    // ... or empty; a value set wins over it.
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "QP_NO_SUCH_VAR= '%s' sweep -c '%s' --dry-run 2>&1", qpt_qprobe(), cfg);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
+    free(out);
+    snprintf(cmd, sizeof cmd, "QP_NO_SUCH_VAR=/nonexistent '%s' sweep -c '%s' --dry-run 2>&1", qpt_qprobe(), cfg);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 2);
+    QP_CHECK_MSG(strstr(out, "cannot read '/nonexistent/stories260K.bin'"), "%s", out);
+    free(out);
+}
+
 QP_TEST(grids_should_expand_in_order_without_duplicates) {
     const char *cfg = small_config("grid.json", "[\"rtn:bits=4:group=32:asym\"]",
                                    ", \"grid\": [{\"method\": \"rtn\", \"bits\": [4, 2], \"group\": [32, \"channel\"],"
