@@ -137,6 +137,28 @@ QP_TEST(variable_defaults_should_apply_when_the_variable_is_unset_or_empty) {
     free(out);
 }
 
+QP_TEST(label_option_should_make_a_separate_run_of_the_same_inputs) {
+    const char *cfg = small_config("label.json", "[\"q8_0\"]", ", \"label\": \"from-config\"");
+    char args[1024], *out = NULL;
+    const char *db = tmp("label.sqlite");
+    snprintf(args, sizeof args, "--db '%s' -t 2 --label night-1", db);
+    QP_CHECK_MSG(sweep(cfg, args, &out) == 0, "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--db '%s' -t 2 --label night-2", db);
+    QP_CHECK_MSG(sweep(cfg, args, &out) == 0, "%s", out);
+    free(out);
+    char *labels = qpt_db_text(db, "SELECT group_concat(label, ',') FROM (SELECT label FROM run ORDER BY id)");
+    QP_CHECK_STR_EQ(labels, "night-1,night-2");
+    free(labels);
+    // Without the option the configuration's label names the run.
+    snprintf(args, sizeof args, "--db '%s' -t 2", db);
+    QP_CHECK_MSG(sweep(cfg, args, &out) == 0, "%s", out);
+    free(out);
+    labels = qpt_db_text(db, "SELECT label FROM run ORDER BY id DESC LIMIT 1");
+    QP_CHECK_STR_EQ(labels, "from-config");
+    free(labels);
+}
+
 QP_TEST(grids_should_expand_in_order_without_duplicates) {
     const char *cfg = small_config("grid.json", "[\"rtn:bits=4:group=32:asym\"]",
                                    ", \"grid\": [{\"method\": \"rtn\", \"bits\": [4, 2], \"group\": [32, \"channel\"],"
