@@ -742,6 +742,24 @@ int rpt_html_svg(FILE *f, const char *dir, const char *name) {
     return 0;
 }
 
+void rpt_html_figures(FILE *f, const char *dir, const struct rpt_figs *figs) {
+    for (int i = 0; i < figs->n; i++) {
+        const struct rpt_fig *g = &figs->f[i];
+        fprintf(f, "<figure id=\"fig-%s\">\n<h3>", g->name);
+        rpt_html_escape(f, g->title);
+        fprintf(f, "</h3>\n");
+        if (!g->rendered || rpt_html_svg(f, dir, g->name) != 0)
+            fprintf(f, "<p class=\"warn\">not rendered: run <code>gnuplot %s.gp</code> in the report folder.</p>\n",
+                    g->name);
+        fprintf(f, "<figcaption>");
+        rpt_html_escape(f, g->caption);
+        fprintf(f, " <span class=\"files\">Files: <a href=\"%s.svg\">svg</a> <a href=\"%s.png\">png</a> "
+                   "<a href=\"%s.gp\">gnuplot script</a> <a href=\"%s.dat\">data</a></span></figcaption>\n"
+                   "</figure>\n",
+                g->name, g->name, g->name, g->name);
+    }
+}
+
 const char rpt_css[] =
     "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;color:#222;background:#f6f7f9}"
     "main{max-width:1280px;margin:0 auto;padding:16px 28px 48px;background:#fff}"
@@ -838,21 +856,7 @@ static int write_html(struct rpt_ctx *c) {
     rpt_table_write_html(&c->t[T_VARIANTS], f, "tbl-variants");
 
     fprintf(f, "<h2 id=\"figures\">Figures</h2>\n");
-    for (int i = 0; i < c->figs.n; i++) {
-        const struct rpt_fig *g = &c->figs.f[i];
-        fprintf(f, "<figure id=\"fig-%s\">\n<h3>", g->name);
-        rpt_html_escape(f, g->title);
-        fprintf(f, "</h3>\n");
-        if (!g->rendered || rpt_html_svg(f, dir, g->name) != 0)
-            fprintf(f, "<p class=\"warn\">not rendered: run <code>gnuplot %s.gp</code> in the report folder.</p>\n",
-                    g->name);
-        fprintf(f, "<figcaption>");
-        rpt_html_escape(f, g->caption);
-        fprintf(f, " <span class=\"files\">Files: <a href=\"%s.svg\">svg</a> <a href=\"%s.png\">png</a> "
-                   "<a href=\"%s.gp\">gnuplot script</a> <a href=\"%s.dat\">data</a></span></figcaption>\n"
-                   "</figure>\n",
-                g->name, g->name, g->name, g->name);
-    }
+    rpt_html_figures(f, dir, &c->figs);
     if (c->figs.n_skipped) {
         fprintf(f, "<p class=\"files\">Not drawn (no data in this run):</p>\n<ul class=\"files\">\n");
         for (int i = 0; i < c->figs.n_skipped; i++) {

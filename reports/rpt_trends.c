@@ -609,20 +609,7 @@ int rpt_trends_write_html(const struct rpt_trends *t, const char *dir, char *err
         tr_html_failures(t, f);
     }
     fprintf(f, "<h2 id=\"figures\">Figures</h2>\n");
-    for (int i = 0; i < t->figs.n; i++) {
-        const struct rpt_fig *g = &t->figs.f[i];
-        fprintf(f, "<figure id=\"fig-%s\">\n<h3>", g->name);
-        rpt_html_escape(f, g->title);
-        fprintf(f, "</h3>\n");
-        if (!g->rendered || rpt_html_svg(f, dir, g->name) != 0)
-            fprintf(f, "<p class=\"warn\">not rendered: run <code>gnuplot %s.gp</code> in the report folder.</p>\n",
-                    g->name);
-        fprintf(f, "<figcaption>");
-        rpt_html_escape(f, g->caption);
-        fprintf(f, " <span class=\"files\">Files: <a href=\"%s.svg\">svg</a> <a href=\"%s.png\">png</a> "
-                   "<a href=\"%s.gp\">gnuplot script</a> <a href=\"%s.dat\">data</a></span></figcaption>\n</figure>\n",
-                g->name, g->name, g->name, g->name);
-    }
+    rpt_html_figures(f, dir, &t->figs);
     fprintf(f, "<p class=\"files\">Written by qprobe %s.</p>\n</main>\n<script>%s</script>\n</body>\n</html>\n",
             qp_version, rpt_js);
     return rpt_file_close(f, dir, "trends.html", err);

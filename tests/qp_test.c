@@ -206,3 +206,11 @@ char *qpt_db_text(const char *path, const char *sql) {
     sqlite3_close(db);
     return out;
 }
+
+void qpt_db_exec(const char *path, const char *sql) {
+    sqlite3 *db;
+    QP_CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    char *msg = NULL;
+    QP_CHECK_MSG(sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK, "%s: %s", sql, msg ? msg : "?");
+    sqlite3_close(db);
+}

@@ -85,5 +85,7 @@ double qpt_json_num(const char *json, const char *key);
 // file can be read, with a 5 s busy timeout; any SQLite error or an empty result fails the case.
 long long qpt_db_int(const char *path, const char *sql);
 char *qpt_db_text(const char *path, const char *sql);
+// Runs SQL statements (a fixture edit) on the database at path; fails the case on an error.
+void qpt_db_exec(const char *path, const char *sql);
 
 #endif

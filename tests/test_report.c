@@ -477,14 +477,6 @@ static void eval_quick(const char *db, const char *spec, const char *label) {
     QP_CHECK_MSG(rc == 0, "qprobe eval -q '%s' --label %s failed (exit %d)", spec, label, rc);
 }
 
-static void db_exec(const char *db, const char *sql) {
-    sqlite3 *h;
-    QP_CHECK(sqlite3_open(db, &h) == SQLITE_OK);
-    char *msg = NULL;
-    QP_CHECK_MSG(sqlite3_exec(h, sql, NULL, NULL, &msg) == SQLITE_OK, "%s: %s", sql, msg ? msg : "?");
-    sqlite3_close(h);
-}
-
 // Field n (0-based) of the CSV line at row (RFC 4180 quoting), into out.
 static void csv_field(const char *row, int n, char *out, size_t cap) {
     size_t k = 0;
@@ -523,7 +515,7 @@ QP_TEST(history_should_show_each_runs_gate_values_from_the_database_and_when_rul
     }
     // Fixture edit: q8_0's mean KLD 100 times larger from run 2 on, a drift past the 8-bit limit
     // (0.002) of examples/gate.json, so that its rule began failing at run 2.
-    db_exec(db, "UPDATE metric SET value = value * 100 WHERE suite = 'kld' AND name = 'mean' AND variant_id IN "
+    qpt_db_exec(db, "UPDATE metric SET value = value * 100 WHERE suite = 'kld' AND name = 'mean' AND variant_id IN "
                 "(SELECT id FROM variant WHERE spec = 'q8_0' AND run_id >= 2)");
     char extra[2048];
     snprintf(extra, sizeof extra, "--rules '%s/examples/gate.json'", getenv("QP_ROOT") ? getenv("QP_ROOT") : ".");
@@ -634,21 +626,20 @@ QP_TEST(identical_variants_and_fallbacks_should_show_in_table_findings_and_figur
     const char *q2 = strstr(csv, "\nq2_k,"), *q4 = strstr(csv, "\nq4_0,"), *q4a = strstr(csv, "\n\"q4_0;act=q8\",");
     if (!q4a) q4a = strstr(csv, "\nq4_0;act=q8,");
     QP_CHECK(q2 && q4 && q4a);
-    csv_field(q2 + 1, c_same, cell, sizeof cell);
-    QP_CHECK_STR_EQ(cell, "q3_k, iq4_nl");
-    csv_field(q2 + 1, c_n, cell, sizeof cell);
-    QP_CHECK_STR_EQ(cell, "37");
-    csv_field(q2 + 1, c_ok, cell, sizeof cell);
-    QP_CHECK_STR_EQ(cell, "0");
-    csv_field(q2 + 1, c_fb, cell, sizeof cell);
-    QP_CHECK_STR_EQ(cell, "q2_k→iq4_nl ×32, q2_k→f16 ×5");
-    // q4_0: the five ffn_down tensors (rows of 172) fall back to f16; no other variant shares it.
-    csv_field(q4 + 1, c_ok, cell, sizeof cell);
-    QP_CHECK_STR_EQ(cell, "32");
-    csv_field(q4 + 1, c_fb, cell, sizeof cell);
-    QP_CHECK_STR_EQ(cell, "q4_0→f16 ×5");
-    csv_field(q4 + 1, c_same, cell, sizeof cell);
-    QP_CHECK_STR_EQ(cell, "");
+    // (row, column, expected cell)
+    const struct {
+        const char *row;
+        int col;
+        const char *want;
+    } cells[] = {
+        {q2, c_same, "q3_k, iq4_nl"}, {q2, c_n, "37"}, {q2, c_ok, "0"}, {q2, c_fb, "q2_k→iq4_nl ×32, q2_k→f16 ×5"},
+        // q4_0: the five ffn_down tensors (rows of 172) fall back to f16; no other variant shares it.
+        {q4, c_ok, "32"}, {q4, c_fb, "q4_0→f16 ×5"}, {q4, c_same, ""},
+    };
+    for (size_t i = 0; i < QP_ARRAY_LEN(cells); i++) {
+        csv_field(cells[i].row + 1, cells[i].col, cell, sizeof cell);
+        QP_CHECK_MSG(strcmp(cell, cells[i].want) == 0, "cell %zu: '%s', want '%s'", i, cell, cells[i].want);
+    }
     free(csv);
     snprintf(path, sizeof path, "%s/summary.md", dir);
     char *md = qpt_read_file(path, NULL);
