@@ -762,7 +762,7 @@ void rpt_html_figures(FILE *f, const char *dir, const struct rpt_figs *figs) {
 
 const char rpt_css[] =
     "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;color:#222;background:#f6f7f9}"
-    "main{max-width:1280px;margin:0 auto;padding:16px 28px 48px;background:#fff}"
+    "main{max-width:1600px;margin:0 auto;padding:16px 28px 48px;background:#fff}"
     "h1{font-size:1.6em;margin:.4em 0 .1em}h2{margin-top:1.6em;border-bottom:2px solid #e4e6ea;padding-bottom:.2em}"
     "h3{margin:1.2em 0 .3em}.sub{color:#666;margin:0 0 1em}"
     "table{border-collapse:collapse;margin:.5em 0 1em;font-size:.88em}"
@@ -776,7 +776,10 @@ const char rpt_css[] =
     ".files{font-size:.85em;color:#666}code{background:#f0f2f5;padding:0 3px;border-radius:3px}"
     ".pass{color:#1a7f37;font-weight:600}.fail{color:#c62828;font-weight:600}"
     ".warn{background:#fff4e5;border:1px solid #f0c36d;padding:6px 10px}"
-    "nav a{margin-right:1em}ul.findings li{margin:.25em 0}ul.findings ul{margin:.2em 0}";
+    "nav a{margin-right:1em}ul.findings li{margin:.25em 0}ul.findings ul{margin:.2em 0}"
+    "details summary{cursor:pointer;color:#555}"
+    "#tbl-variants{font-size:.8em}#tbl-variants td:first-child{white-space:nowrap}#tbl-variants td{max-width:15em}"
+    ".wide{overflow-x:auto}";
 
 const char rpt_js[] =
     "document.querySelectorAll('table.sortable th').forEach(function(th){th.addEventListener('click',function(){"
@@ -834,26 +837,36 @@ static int write_html(struct rpt_ctx *c) {
                    "and write the report again.</p>\n");
 
     fprintf(f, "<h2 id=\"findings\">Findings</h2>\n<ul class=\"findings\">\n");
-    int nested = 0;
+    int nested = 0, folded = 0;
     for (int i = 0; i < c->n_findings; i++) {
         const char *line = c->findings[i];
         int sub = strncmp(line, "  - ", 4) == 0;
-        if (sub && !nested) fputs("<ul>\n", f);
-        if (!sub && nested) fputs("</ul></li>\n", f);
+        if (sub && !nested) {
+            // A long list (one line per variant) is folded, so that the page opens on the
+            // findings, the table and the first figures.
+            int n = 0;
+            while (i + n < c->n_findings && strncmp(c->findings[i + n], "  - ", 4) == 0) n++;
+            folded = n > 6;
+            if (folded) fprintf(f, "<details><summary>%d variants</summary>", n);
+            fputs("<ul>\n", f);
+        }
+        if (!sub && nested) fputs(folded ? "</ul></details></li>\n" : "</ul></li>\n", f);
         else if (!sub && i > 0) fputs("</li>\n", f);
         nested = sub;
         fputs("<li>", f);
         html_inline(f, sub ? line + 4 : line);
         if (sub) fputs("</li>\n", f);
     }
-    if (nested) fputs("</ul>", f);
+    if (nested) fputs(folded ? "</ul></details>" : "</ul>", f);
     if (c->n_findings) fputs("</li>\n", f);
     fprintf(f, "</ul>\n");
 
     fprintf(f, "<h2 id=\"variants\">Variants</h2>\n<p class=\"files\">");
     rpt_html_escape(f, rpt_tables[T_VARIANTS].what);
     fprintf(f, "; click a column to sort — <a href=\"variants.csv\">variants.csv</a></p>\n");
+    fputs("<div class=\"wide\">", f);
     rpt_table_write_html(&c->t[T_VARIANTS], f, "tbl-variants");
+    fputs("</div>\n", f);
 
     fprintf(f, "<h2 id=\"figures\">Figures</h2>\n");
     rpt_html_figures(f, dir, &c->figs);

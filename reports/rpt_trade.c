@@ -32,7 +32,7 @@
 // (pngcairo draws a point about 1.36 pixels tall: 8 points). The width of a character of a spec
 // (lower case, digits, ':', '_') and the line height are slightly generous estimates for that
 // size, so that a label judged free is free.
-#define TR_CHAR_W 6.6
+#define TR_CHAR_W 7.0
 #define TR_LINE_H 14.0
 #define TR_MARK 7.0 // half the side of a point marker (qp_ps), pixels
 

@@ -255,7 +255,7 @@ void rpt_trends_findings(const struct rpt_trends *t, void (*add)(void *ctx, cons
     for (int r = 0; r < t->n_runs; r++) judged += t->runs[r].judged;
     if (!t->has_rules) {
         snprintf(line, sizeof line,
-                 "History: %d runs in the study up to this one (%d with a reference to compare with); the gated "
+                 "History: %d run(s) in the study up to this one (%d with a reference to compare with); the gated "
                  "metrics per variant and run are in `trends.html` (judge them with `--rules`).",
                  t->n_runs, judged);
         add(ctx, line);
@@ -268,11 +268,15 @@ void rpt_trends_findings(const struct rpt_trends *t, void (*add)(void *ctx, cons
             tr_streak_of(t, sp, k, &st);
             failing += st.since >= 0 && st.since <= st.latest && st.latest == t->n_runs - 1;
         }
+    // With one run, when a rule began failing says nothing: the count is enough.
+    int list = failing && t->n_runs > 1;
     snprintf(line, sizeof line,
-             "History: %d runs judged by `%s` (SHA-256 %.12s) against their own references; %d rule%s failing in "
+             "History: %d run%s judged by `%s` (SHA-256 %.12s) against %s own reference%s; %d rule%s failing in "
              "this run (`trends.html`)%s",
-             judged, t->rules_path, t->rules_sha, failing, failing == 1 ? "" : "s", failing ? ":" : ".");
+             judged, judged == 1 ? "" : "s", t->rules_path, t->rules_sha, judged == 1 ? "its" : "their",
+             judged == 1 ? "" : "s", failing, failing == 1 ? "" : "s", list ? ":" : ".");
     add(ctx, line);
+    if (!list) return;
     int shown = 0;
     for (int sp = 0; sp < t->n_specs; sp++)
         for (int k = 0; k < K; k++) {
