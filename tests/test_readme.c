@@ -4,7 +4,8 @@
 //
 // The long commands are shortened with their own options, each named here: the sweep runs one
 // shard of 18 (`--shard 0/18`: the reference and one variant, every diagnostic and both task
-// suites), `eval` and `ppl` one chunk (`--chunks 1`), `synth` one layer (`--layers 1`). FIXTURES
+// suites), `eval` and `ppl` one chunk (`--chunks 1`; `eval` 40 task items, `--task-limit 40`),
+// `synth` one layer (`--layers 1`). FIXTURES
 // is the one the tests use (a fresh clone elsewhere would have `make fixtures` download it).
 #include <sys/stat.h>
 #include <unistd.h>
@@ -38,7 +39,8 @@ static char *usage_block(void) {
 // The shortening of one command (see the header), or "".
 static const char *shortening(const char *line) {
     if (strncmp(line, "$Q sweep ", 9) == 0) return " --shard 0/18";
-    if (strncmp(line, "$Q eval ", 8) == 0 || strncmp(line, "$Q ppl ", 7) == 0) return " --chunks 1";
+    if (strncmp(line, "$Q eval ", 8) == 0) return " --chunks 1 --task-limit 40";
+    if (strncmp(line, "$Q ppl ", 7) == 0) return " --chunks 1";
     if (strncmp(line, "$Q synth ", 9) == 0) return " --layers 1";
     return "";
 }
