@@ -8,9 +8,16 @@
 #   make asan-test     the whole suite under AddressSanitizer + UBSan
 #   V=1                show full commands
 #
-# FIXTURES points at the shared real models and data (never copied into the repository).
+#   make fixtures      the real models and data of fixtures/MANIFEST into FIXTURES (checked,
+#                      downloaded when missing); make -s fixtures-dir prints that folder
+#
+# FIXTURES: where the real models and data are (never copied into the repository). Unless set,
+# the first of ../shared/fixtures and this repository's fixtures/ that exists; fixtures/ when
+# neither does (where `make fixtures` downloads them).
 
-FIXTURES ?= ../shared/fixtures
+ifeq ($(origin FIXTURES),undefined)
+FIXTURES := $(firstword $(wildcard ../shared/fixtures) fixtures)
+endif
 VARIANT ?= release
 BUILD := build/$(VARIANT)
 
@@ -72,7 +79,7 @@ Q := @
 endif
 
 .SECONDARY:
-.PHONY: all test asan-test demo bench clean deps check-fixtures results check-layers
+.PHONY: all test asan-test demo bench clean deps check-fixtures results check-layers fixtures fixtures-dir
 all: $(BIN)
 
 $(DEPS_STAMP):
@@ -145,7 +152,14 @@ asan-test:
 
 check-fixtures:
 	@test -f "$(FIXTURES)/models/llama2c/stories260K.bin" || { \
-	    echo "qprobe: fixtures not found at '$(FIXTURES)' (set FIXTURES=...); the model is llama2.c's stories260K (huggingface.co/karpathy/tinyllamas, stories260K/)" >&2; exit 2; }
+	    echo "qprobe: fixtures not found at '$(FIXTURES)': run 'make fixtures' (downloads them, fixtures/MANIFEST) or set FIXTURES=..." >&2; exit 2; }
+	@scripts/fixtures.sh "$(FIXTURES)" made/tinystories-calib.txt made/tinystories-eval.txt >/dev/null
+
+fixtures:
+	@scripts/fixtures.sh "$(FIXTURES)"
+
+fixtures-dir:
+	@echo "$(abspath $(FIXTURES))"
 
 demo: $(BIN) check-fixtures
 	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" scripts/demo.sh

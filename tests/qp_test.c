@@ -51,11 +51,21 @@ const char *qpt_fixture(const char *rel) {
     static char bufs[8][4096]; // rotating, so that several calls can share one expression
     static int next;
     char *buf = bufs[next++ % 8];
-    const char *root = getenv("QP_FIXTURES");
-    if (!root || !*root) root = "../shared/fixtures";
-    snprintf(buf, sizeof bufs[0], "%s/%s", root, rel);
-    if (access(buf, R_OK) != 0) qpt_skip("fixture '%s' not found (set FIXTURES)", buf);
-    return buf;
+    // The search order of the Makefile: FIXTURES (passed as QP_FIXTURES), ../shared/fixtures,
+    // then the repository's own fixtures/ (its made files, and what `make fixtures` fetched),
+    // per file, so that a made file kept in the repository is found beside a shared folder.
+    const char *env = getenv("QP_FIXTURES"), *repo = getenv("QP_ROOT");
+    if (!repo || !*repo) repo = ".";
+    char roots[3][2048];
+    int n = 0;
+    if (env && *env) snprintf(roots[n++], sizeof roots[0], "%s", env);
+    snprintf(roots[n++], sizeof roots[0], "%s/../shared/fixtures", repo);
+    snprintf(roots[n++], sizeof roots[0], "%s/fixtures", repo);
+    for (int i = 0; i < n; i++) {
+        snprintf(buf, sizeof bufs[0], "%.2000s/%.2000s", roots[i], rel);
+        if (access(buf, R_OK) == 0) return buf;
+    }
+    qpt_skip("fixture '%s' not found in '%s' (run 'make fixtures', or set FIXTURES)", rel, roots[0]);
 }
 
 const char *qpt_tmpdir(void) {
@@ -217,4 +227,12 @@ int *qpt_parse_ids(const char *s, size_t len, size_t *n) {
     }
     *n = k;
     return ids;
+}
+
+void qpt_db_exec(const char *path, const char *sql) {
+    sqlite3 *db;
+    QP_CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    char *msg = NULL;
+    QP_CHECK_MSG(sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK, "%s: %s", sql, msg ? msg : "?");
+    sqlite3_close(db);
 }

@@ -60,8 +60,9 @@ _Noreturn void qpt_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2
 
 #define QP_SKIP(...) qpt_skip(__VA_ARGS__)
 
-// Path of a file under the shared fixtures (the FIXTURES make variable, passed to tests in the
-// environment as QP_FIXTURES). Returns one of 8 rotating static buffers; skips the case when the file is missing.
+// Path of a fixture file: the first of QP_FIXTURES (the FIXTURES make variable),
+// QP_ROOT/../shared/fixtures and QP_ROOT/fixtures that has it. Returns one of 8 rotating static
+// buffers; skips the case when the file is in none of them.
 const char *qpt_fixture(const char *rel);
 // A fresh scratch directory for this case (removed by the runner's temporary root).
 const char *qpt_tmpdir(void);
@@ -89,5 +90,7 @@ double qpt_json_num(const char *json, const char *key);
 // file can be read, with a 5 s busy timeout; any SQLite error or an empty result fails the case.
 long long qpt_db_int(const char *path, const char *sql);
 char *qpt_db_text(const char *path, const char *sql);
+// Runs SQL statements (a fixture edit) on the database at path; fails the case on an error.
+void qpt_db_exec(const char *path, const char *sql);
 
 #endif

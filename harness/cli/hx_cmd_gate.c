@@ -14,13 +14,14 @@
 #include "hx_store.h"
 
 static void rpt_gate_usage(void) {
-    printf("usage: qprobe gate --db STUDY.sqlite [--run ID] --baseline reference|RUN_ID|OTHER.sqlite\n"
+    printf("usage: qprobe gate --db STUDY.sqlite [--run ID] --baseline reference|previous|RUN_ID|OTHER.sqlite\n"
            "                   --rules GATE.json [--junit OUT.xml]\n\n"
            "Checks every variant of one run of a study against a baseline under the limits of a\n"
            "rules file (docs/GATE.md) and prints a table: variant x rule, value, limit, PASS/FAIL.\n\n"
            "      --db FILE         the study database (read only)\n"
            "      --run ID          the run to check (default: the latest, highest id)\n"
            "      --baseline B      reference: the run's own unquantized model;\n"
+           "                        previous: the run before it in the same database;\n"
            "                        RUN_ID: an earlier run of the same database;\n"
            "                        FILE: the latest run of another database with the same model\n"
            "                        (variants are matched by spec)\n"
@@ -70,7 +71,7 @@ int hx_cmd_gate(int argc, char **argv) {
     }
     if (optind < argc) return hx_usage_error("gate", "unexpected argument '%s'", argv[optind]);
     if (!db_path) return hx_usage_error("gate", "no database given (--db FILE)");
-    if (!base_arg) return hx_usage_error("gate", "no baseline given (--baseline reference|RUN_ID|FILE)");
+    if (!base_arg) return hx_usage_error("gate", "no baseline given (--baseline reference|previous|RUN_ID|FILE)");
     if (!rules_path) return hx_usage_error("gate", "no rules given (--rules FILE)");
 
     char err[QP_ERRLEN];

@@ -11,7 +11,8 @@
 #include "rpt_report.h"
 
 static void report_usage(void) {
-    printf("usage: qprobe report --db STUDY.sqlite [--run ID] -o DIR [--variants SPEC,...] [--gate FILE]\n\n"
+    printf("usage: qprobe report --db STUDY.sqlite [--run ID] -o DIR [--variants SPEC,...] [--gate FILE]\n"
+           "                     [--history] [--rules FILE]\n\n"
            "Writes the comparison report of one run of a study database into DIR (docs/REPORT.md):\n"
            "  index.html     self-contained page: findings, sortable variant table, every figure as\n"
            "                 inline SVG, every table, the run's protocol and provenance\n"
@@ -29,22 +30,27 @@ static void report_usage(void) {
            "  -o, --out DIR       output folder (created when missing; files in it are replaced)\n"
            "  --variants LIST     comma-separated specs for the per-layer figure (default: up to 6,\n"
            "                      the worst by mean KLD and the best)\n"
-           "  --gate FILE         JUnit XML of `qprobe gate --junit`: adds a gate column\n\n"
+           "  --gate FILE         JUnit XML of `qprobe gate --junit`: adds a gate column\n"
+           "  --history           write the history page (trends.html) even for a study of one run\n"
+           "                      (written anyway when the study has several runs)\n"
+           "  --rules FILE        gate rules (docs/GATE.md) judging every run of the history\n\n"
            "exit status: 0 written, 2 bad usage or input (an unusable database, an output folder that\n"
            "cannot be created), 3 a runtime failure: out of memory, or written but gnuplot failed on\n"
            "a figure (see DIR/gnuplot.log).\n\n"
            "examples:\n"
            "  qprobe report --db study.sqlite -o report\n"
            "  qprobe report --db study.sqlite --run 2 -o report --gate gate.xml\n"
+           "  qprobe report --db nightly.sqlite -o report --history --rules examples/gate.json\n"
            "  qprobe report --db study.sqlite -o report --variants 'q4_0;act=q8,q4_k_m,rtn:bits=4:group=32:asym'\n");
 }
 
 int hx_cmd_report(int argc, char **argv) {
-    enum { O_DB = 256, O_RUN, O_VARIANTS, O_GATE };
+    enum { O_DB = 256, O_RUN, O_VARIANTS, O_GATE, O_HISTORY, O_RULES };
     static const struct option opts[] = {
         {"db", required_argument, 0, O_DB},     {"run", required_argument, 0, O_RUN},
         {"out", required_argument, 0, 'o'},     {"variants", required_argument, 0, O_VARIANTS},
         {"gate", required_argument, 0, O_GATE}, {"help", no_argument, 0, 'h'},
+        {"history", no_argument, 0, O_HISTORY}, {"rules", required_argument, 0, O_RULES},
         {0, 0, 0, 0}};
     struct rpt_opts o = {0};
     int c, rc, run = 0;
@@ -57,6 +63,8 @@ int hx_cmd_report(int argc, char **argv) {
         case 'o': o.out_dir = optarg; break;
         case O_VARIANTS: o.variants = optarg; break;
         case O_GATE: o.gate_path = optarg; break;
+        case O_HISTORY: o.history = 1; break;
+        case O_RULES: o.rules_path = optarg; break;
         case 'h': report_usage(); return HX_EXIT_OK;
         default: return hx_unknown_option("report", argv);
         }

@@ -21,12 +21,15 @@ static void hx_sweep_on_signal(int sig) {
 }
 
 static void sweep_usage(void) {
-    printf("usage: qprobe sweep -c SWEEP.json [--db FILE] [--resume] [--shard I/N] [-t N] [--dry-run]\n\n"
+    printf("usage: qprobe sweep -c SWEEP.json [--db FILE] [--label TEXT] [--resume] [--shard I/N] [-t N]\n"
+           "                    [--dry-run]\n\n"
            "Quantizes one model under every variant of the configuration (docs/SWEEP.md), evaluates\n"
            "each against the unquantized model on the same windows, and stores every number in the\n"
            "study database, one transaction per variant. The whole configuration is validated first.\n\n"
            "  -c, --config FILE   the sweep configuration (JSON)\n"
            "      --db FILE       study database (overrides the configuration's \"db\")\n"
+           "      --label TEXT    the run's label (overrides the configuration's): a separate run of\n"
+           "                      the same inputs, e.g. one per night in one database\n"
            "      --resume        continue an interrupted sweep: variants already stored are skipped\n"
            "      --shard I/N     run only variants I, I+N, I+2N, ... (0 <= I < N), e.g. one Slurm array\n"
            "                      task each; join the databases with 'qprobe merge'\n"
@@ -55,18 +58,19 @@ static int hx_parse_shard(const char *s, int *i, int *n) {
 }
 
 struct sweep_args {
-    const char *cfg_path, *db;
+    const char *cfg_path, *db, *label;
     int resume, shard_i, shard_n, threads, dry, json;
 };
 
 // Options into a; HX_CLI_HELP when --help was printed, else 0 or a usage error's exit status.
 static int sweep_parse_opts(int argc, char **argv, struct sweep_args *a) {
-    enum { O_DB = 256, O_RESUME, O_SHARD, O_DRY, O_JSON };
+    enum { O_DB = 256, O_RESUME, O_SHARD, O_DRY, O_JSON, O_LABEL };
     static const struct option opts[] = {
         {"config", required_argument, 0, 'c'}, {"db", required_argument, 0, O_DB},
         {"resume", no_argument, 0, O_RESUME},  {"shard", required_argument, 0, O_SHARD},
         {"threads", required_argument, 0, 't'}, {"dry-run", no_argument, 0, O_DRY},
         {"json", no_argument, 0, O_JSON},      {"help", no_argument, 0, 'h'},
+        {"label", required_argument, 0, O_LABEL},
         {0, 0, 0, 0}};
     int c, rc = 0;
     optind = 1;
@@ -83,6 +87,7 @@ static int sweep_parse_opts(int argc, char **argv, struct sweep_args *a) {
         case 't': rc = hx_parse_int("sweep", "-t", optarg, 1, 256, &a->threads); break;
         case O_DRY: a->dry = 1; break;
         case O_JSON: a->json = 1; break;
+        case O_LABEL: a->label = optarg; break;
         case 'h': sweep_usage(); return HX_CLI_HELP;
         default: return hx_unknown_option("sweep", argv);
         }
@@ -100,7 +105,7 @@ static void sweep_study_opts(const struct hx_sweep_config *cfg, const struct swe
     so->tok_path = cfg->tokenizer;
     so->text_path = cfg->text;
     so->db_path = db;
-    so->label = cfg->label;
+    so->label = a->label ? a->label : cfg->label;
     so->config_json = cfg->json;
     so->protocol = cfg->protocol;
     so->ctx = cfg->ctx;

@@ -239,9 +239,11 @@ static int hx_store_reference(struct hx_study *s, char *err) {
     int rc = hx_ppl_run(s->ref, s->tokens, s->n_tokens, &po, 0, &res, err);
     if (po.progress) hx_progress_end(&prog);
     if (rc) return rc;
+    char digest[65];
+    hx_weights_digest(&s->m->w, 0, 0, NULL, digest);
     struct hx_variant_row v = {.spec = "reference", .ord = 0, .is_reference = 1, .bits_per_weight = NAN,
                                .eval_seconds = res.seconds, .tokens = res.tokens_processed,
-                               .quant_seconds = NAN};
+                               .quant_seconds = NAN, .weights_sha256 = digest[0] ? digest : NULL};
     int64_t vid;
     rc = hx_store_begin(s->st, err);
     if (!rc) rc = hx_store_variant_insert(s->st, s->run_id, &v, &vid, err);
@@ -798,9 +800,12 @@ static int hx_vrun_evaluate(struct hx_study *s, struct hx_vrun *r, char *err) {
 static int hx_vrun_store(struct hx_study *s, struct hx_vrun *r, int ord, int64_t *vid,
                          struct hx_variant_outcome *out, char *err) {
     const struct hx_lockstep_result *lr = &r->lr;
+    char digest[65]; // before the transaction: hashing a large model takes a while
+    hx_weights_digest(r->w, r->eo.act_q8, r->eo.act_int8, r->eo.act_scales, digest);
     struct hx_variant_row row = {.spec = r->spec, .ord = ord, .bits_per_weight = r->bpw, .weight_bytes = r->bytes,
                                  .n_weights = r->n_weights, .quant_seconds = r->v ? r->quant_seconds : NAN,
-                                 .eval_seconds = lr->seconds, .tokens = lr->tokens_processed};
+                                 .eval_seconds = lr->seconds, .tokens = lr->tokens_processed,
+                                 .weights_sha256 = digest[0] ? digest : NULL};
     int rc = hx_store_begin(s->st, err);
     if (!rc) rc = hx_store_variant_insert(s->st, s->run_id, &row, vid, err);
     if (!rc) rc = hx_store_dist(s->st, *vid, &r->d, err);

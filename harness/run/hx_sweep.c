@@ -115,8 +115,9 @@ static int hx_cfg_string(struct hx_cfg_ctx *c, const cJSON *obj, const char *pat
     return 0;
 }
 
-// "${NAME}" expanded from the environment, then made relative to the configuration's directory.
-// must_exist: the file (or directory) must be readable.
+// "${NAME}" expanded from the environment ("${NAME:-DEFAULT}": DEFAULT when NAME is unset or
+// empty), then made relative to the configuration's directory. must_exist: the file (or
+// directory) must be readable.
 static int hx_cfg_path(struct hx_cfg_ctx *c, const char *p, const char *value, int must_exist, char **out) {
     char buf[4096];
     size_t n = 0;
@@ -129,7 +130,13 @@ static int hx_cfg_path(struct hx_cfg_ctx *c, const char *p, const char *value, i
             if (len == 0 || len >= sizeof name) return hx_cfg_fail(c, p, "bad variable name in '%s'", value);
             memcpy(name, s + 2, len);
             name[len] = 0;
+            char *dflt = strstr(name, ":-");
+            if (dflt) {
+                *dflt = 0;
+                dflt += 2;
+            }
             const char *v = getenv(name);
+            if (dflt && (!v || !*v)) v = dflt;
             if (!v) return hx_cfg_fail(c, p, "environment variable %s is not set (used in '%s')", name, value);
             size_t vl = strlen(v);
             if (n + vl >= sizeof buf) return hx_cfg_fail(c, p, "path too long");

@@ -8,7 +8,9 @@
 
 #include "hx_calib.h"
 #include "hx_model.h"
+#include "kn_engine.h"
 #include "qp.h"
+#include "qp_sha256.h"
 #include "qz_spec.h"
 
 // One tensor's rows under its resolved base b (rules, keep=, the mix's per-tensor type and the
@@ -92,4 +94,32 @@ int hx_quant_model_create_calib(const struct kn_weights *src, const struct qz_va
         return qp_fail(err, QP_EINVAL, "'%s' needs calibration data (--calib FILE)", spec);
     }
     return hx_calib_quantize(src, v, cal, out, err);
+}
+
+void hx_weights_digest(const struct kn_weights *w, int act_q8, int act_int8, const float *act_scales,
+                       char hex[65]) {
+    int L = w->cfg.n_layers;
+    struct hx_weight_ref *refs = malloc(HX_N_WEIGHTS(L) * sizeof *refs);
+    struct qp_sha256 s;
+    qp_sha256_init(&s);
+    char head[96];
+    int n = snprintf(head, sizeof head, "qprobe-weights 1 act_q8=%d act_int8=%d\n", act_q8, act_int8);
+    qp_sha256_update(&s, head, (size_t)n);
+    if (act_int8 == KN_ACT_INT8_TENSOR && act_scales)
+        qp_sha256_update(&s, act_scales, (size_t)L * KN_LIN_IN_COUNT * sizeof *act_scales);
+    if (!refs) { // out of memory: no digest (stored NULL), never a false match
+        hex[0] = 0;
+        return;
+    }
+    // Cast away const: hx_weight_refs only takes the tensors' addresses.
+    hx_weight_refs((struct kn_weights *)w, refs);
+    for (int i = 0; i < HX_N_WEIGHTS(L); i++) {
+        const struct kn_tensor *t = refs[i].t;
+        n = snprintf(head, sizeof head, "%s %d %lld %lld\n", refs[i].name, t->type, (long long)t->ne0,
+                     (long long)t->ne1);
+        qp_sha256_update(&s, head, (size_t)n);
+        if (t->data) qp_sha256_update(&s, t->data, kn_row_bytes(t->type, t->ne0) * (size_t)t->ne1);
+    }
+    free(refs);
+    qp_sha256_final(&s, hex);
 }

@@ -35,4 +35,11 @@ int hx_quant_model_create(const struct kn_weights *src, const struct qz_variant 
 int hx_quant_model_create_calib(const struct kn_weights *src, const struct qz_variant *v,
                                 const struct hx_calib *cal, struct hx_quant_model **out, char *err);
 
+// Which variants are the same model: SHA-256 (hex) over every 2-D weight of w in hx_weight_refs
+// order (its type, shape and bytes as the engine reads them) and the activation quantization the
+// engine runs it with (act_q8, act_int8 and, for KN_ACT_INT8_TENSOR, the act_scales). Two
+// variants with equal digests compute the same numbers: the report draws them once.
+void hx_weights_digest(const struct kn_weights *w, int act_q8, int act_int8, const float *act_scales,
+                       char hex[65]);
+
 #endif

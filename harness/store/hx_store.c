@@ -21,6 +21,9 @@
 #define HX_STORE_BUSY_MS 10000
 #define HX_STORE_CACHE 24
 
+_Static_assert(QP_ARRAY_LEN(hx_store_migrations) == HX_STORE_SCHEMA_VERSION,
+               "one migration per schema version");
+
 struct hx_store {
     sqlite3 *db;
     char *path;
@@ -366,10 +369,10 @@ int hx_store_variant_insert(struct hx_store *st, int64_t run_id, const struct hx
     int rc = hx_store_exec(st, err,
                            "INSERT INTO variant (run_id, spec, ord, is_reference, bits_per_weight,"
                            " weight_bytes, n_weights, quant_seconds, eval_seconds, tokens,"
-                           " tokens_per_second, finished) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                           "itIIdiiddidt", run_id, v->spec, v->ord, v->is_reference, v->bits_per_weight,
+                           " tokens_per_second, finished, weights_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           "itIIdiiddidtt", run_id, v->spec, v->ord, v->is_reference, v->bits_per_weight,
                            v->weight_bytes, v->n_weights, v->quant_seconds, v->eval_seconds, v->tokens,
-                           tps, now);
+                           tps, now, v->weights_sha256);
     if (!rc) *variant_id = hx_store_last_id(st);
     return rc;
 }

@@ -16,7 +16,7 @@
 struct sqlite3;
 struct hx_store;
 
-#define HX_STORE_SCHEMA_VERSION 1
+#define HX_STORE_SCHEMA_VERSION 2
 
 enum { HX_STORE_READONLY = 1 };
 
@@ -92,6 +92,7 @@ struct hx_variant_row {
     int64_t weight_bytes, n_weights;
     double quant_seconds, eval_seconds;
     int64_t tokens;
+    const char *weights_sha256; // hx_weights_digest of the weights evaluated; NULL: not known
 };
 
 // Inserts the variant row (inside the caller's transaction) and returns its id.

@@ -101,6 +101,10 @@ static const char *const hx_store_migrations[] = {
     "  token INTEGER, nll REAL, nll_ref REAL, kld REAL, dp REAL, top1_same INTEGER,\n"
     "  PRIMARY KEY (variant_id, pos)\n"
     ");\n",
+    // --- version 2: which variants are the same model. SHA-256 over every 2-D weight as the engine
+    // runs it (type, shape, bytes) and the activation quantization it runs with; NULL in rows
+    // stored before version 2.
+    "ALTER TABLE variant ADD COLUMN weights_sha256 TEXT;\n",
 };
 
 #endif
