@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "kn_blocks.h"
+#include "kn_cpu.h"
 #include "kn_qdot.h"
 #include "qp.h"
 
@@ -169,7 +170,31 @@ static int kn_f32_view(struct kn_engine *e, const struct kn_tensor *t, const cha
 // overrides. Both give the same bits.
 #define KN_PREPACK_MAX ((int64_t)256 << 20)
 
-static int kn_stream_choice(const struct kn_weights *w, int *stream, char *err) {
+// kn_engine_defaults: the program's choices (written once before engines are made).
+static enum kn_gemm kn_default_gemm = KN_GEMM_OWN;
+static enum kn_panels kn_default_panels = KN_PANELS_AUTO;
+
+void kn_engine_defaults(enum kn_gemm gemm, enum kn_panels panels) {
+    kn_default_gemm = gemm;
+    kn_default_panels = panels;
+}
+
+int kn_gemm_parse(const char *name, enum kn_gemm *out) {
+    if (!name || !*name || strcmp(name, "own") == 0) *out = KN_GEMM_OWN;
+    else if (strcmp(name, "blas") == 0) *out = KN_GEMM_BLAS;
+    else return QP_EINVAL;
+    return 0;
+}
+
+int kn_panels_parse(const char *name, enum kn_panels *out) {
+    if (!name || !*name) *out = KN_PANELS_AUTO;
+    else if (strcmp(name, "prepack") == 0) *out = KN_PANELS_PREPACK;
+    else if (strcmp(name, "stream") == 0) *out = KN_PANELS_STREAM;
+    else return QP_EINVAL;
+    return 0;
+}
+
+static int kn_stream_choice(const struct kn_weights *w) {
     const struct kn_config *c = &w->cfg;
     int64_t kv = (int64_t)c->n_kv_heads * c->head_size, r16 = KN_NR;
 #define KN_PANEL_BYTES(out, in) ((((int64_t)(out) + r16 - 1) / r16) * r16 * (int64_t)(in) * 4)
@@ -177,12 +202,8 @@ static int kn_stream_choice(const struct kn_weights *w, int *stream, char *err) 
                         2 * KN_PANEL_BYTES(c->hidden_dim, c->dim) + KN_PANEL_BYTES(c->dim, c->hidden_dim);
     int64_t total = per_layer * c->n_layers + KN_PANEL_BYTES(c->vocab_size, c->dim);
 #undef KN_PANEL_BYTES
-    const char *v = getenv("QPROBE_PANELS");
-    if (!v || !*v) *stream = total > KN_PREPACK_MAX;
-    else if (strcmp(v, "stream") == 0) *stream = 1;
-    else if (strcmp(v, "prepack") == 0) *stream = 0;
-    else return qp_fail(err, QP_EINVAL, "QPROBE_PANELS='%s' is not one of prepack, stream", v);
-    return 0;
+    if (kn_default_panels == KN_PANELS_AUTO) return total > KN_PREPACK_MAX;
+    return kn_default_panels == KN_PANELS_STREAM;
 }
 
 int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struct kn_engine **out,
@@ -197,10 +218,7 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
     const struct kn_ops *ops = o->ops;
     int rc = kn_weights_check(w, err);
     if (rc) return rc;
-    if (!ops) {
-        ops = kn_ops_best(err);
-        if (!ops) return QP_ENOTSUP;
-    }
+    if (!ops) ops = kn_ops_best();
     struct kn_engine *e = qp_calloc_array(1, sizeof *e);
     if (!e) return qp_fail(err, QP_ENOMEM, "out of memory");
     e->cfg = w->cfg;
@@ -220,10 +238,7 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
             return qp_fail(err, QP_EINVAL, "static int8 activations need a finite scale >= 0 for every linear input");
         }
     }
-    if ((rc = kn_gemm_from_env(&e->gemm, err))) {
-        qp_free(e);
-        return rc;
-    }
+    e->gemm = kn_default_gemm;
     if (e->gemm == KN_GEMM_BLAS) openblas_set_num_threads(1); // threads are ours (kn_matmul)
     int L = w->cfg.n_layers;
     e->layers = qp_calloc_array((size_t)L, sizeof *e->layers);
@@ -232,10 +247,7 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
         kn_engine_destroy(e);
         return qp_fail(err, QP_ENOMEM, "out of memory");
     }
-    if ((rc = kn_stream_choice(w, &e->stream, err))) {
-        kn_engine_destroy(e);
-        return rc;
-    }
+    e->stream = kn_stream_choice(w);
     char name[64];
     if (!kn_type_has_dequant(w->tok_embd.type)) rc = qp_fail(err, QP_ENOTSUP, "tensor token_embd has a type qprobe cannot read");
     e->tok_embd = w->tok_embd;
@@ -308,17 +320,6 @@ const char *kn_engine_panels(const struct kn_engine *e) {
     return e->gemm != KN_GEMM_OWN ? "none" : e->stream ? "streamed" : "prepacked";
 }
 
-int kn_gemm_from_env(enum kn_gemm *out, char *err) {
-    const char *g = getenv("QPROBE_GEMM");
-    *out = KN_GEMM_OWN;
-    if (!g || !*g || strcmp(g, "own") == 0) return 0;
-    if (strcmp(g, "blas") == 0) {
-        *out = KN_GEMM_BLAS;
-        return 0;
-    }
-    return qp_fail(err, QP_EINVAL, "QPROBE_GEMM='%s' is not one of own, blas", g);
-}
-
 const char *kn_gemm_name(enum kn_gemm g) {
     static char buf[96];
     if (g == KN_GEMM_OWN) return "own";
@@ -334,10 +335,8 @@ const char *kn_blas_coretype_fix(int has_avx512, const char *corename, const cha
     return "SkylakeX";
 }
 
-const char *kn_blas_coretype_needed(void) {
-    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    return kn_blas_coretype_fix(avx512, openblas_get_corename(), getenv("OPENBLAS_CORETYPE"));
+const char *kn_blas_coretype_needed(const char *env) {
+    return kn_blas_coretype_fix(kn_cpu()->avx512, openblas_get_corename(), env);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -429,7 +428,6 @@ void kn_state_destroy(struct kn_state *s) {
 }
 
 void kn_state_reset(struct kn_state *s) { s->n_past = 0; }
-int kn_state_n_past(const struct kn_state *s) { return s->n_past; }
 
 void kn_state_rewind(struct kn_state *s, int n_past) {
     QP_ASSERT(n_past >= 0 && n_past <= s->n_past);

@@ -1,6 +1,6 @@
 // kn_ops.h — the compute kernels of the engine, as a table of function pointers: a scalar
-// reference first, overwritten by the best ISA the CPU and OS support (kn_ops_best), or forced
-// with QPROBE_ISA=ref|avx2|avx512.
+// reference first, overwritten by the best ISA the CPU and OS support (kn_ops_best), or the one
+// the program forces (kn_ops_force: the CLI passes QPROBE_ISA=ref|avx2|avx512).
 //
 // Every kernel is defined by its reference in kn_ops_ref.c, and the SIMD versions perform the
 // *same* floating-point operations in the same order, so all paths give bit-identical results:
@@ -16,6 +16,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kn_types.h"
 
 // Weights of a linear layer are packed into panels of KN_NR output columns: panel p holds
 // columns p*KN_NR .. p*KN_NR+KN_NR-1, stored k-major: wp[(p*n_in + k)*KN_NR + c] = W[p*KN_NR+c][k]
@@ -37,7 +39,7 @@ struct kn_ops {
     void (*pack_f32)(const float *rows, size_t ld, int n_rows, int n_in, float *panel);
     void (*pack_f16)(const uint16_t *rows, size_t ld, int n_rows, int n_in, float *panel);
     // kn_dequantize_row (kn_blocks.h) for a row of n values of a packed type, bit for bit.
-    void (*dequant_row)(int type, const void *src, float *dst, int64_t n);
+    void (*dequant_row)(enum kn_type type, const void *src, float *dst, int64_t n);
 
     // out[i] = w[i] * (x[i] * (1 / sqrtf(sum(x^2)/n + eps))). out may equal x.
     void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
@@ -74,13 +76,16 @@ extern const struct kn_ops kn_ops_avx512;
 void kn_pack_f32_avx2(const float *rows, size_t ld, int n_rows, int n_in, float *panel);
 void kn_pack_f16_avx2(const uint16_t *rows, size_t ld, int n_rows, int n_in, float *panel);
 // AVX2 row dequantization (kn_dequant_avx2.c): Q8_0, Q4_0 and Q4_K, others by the reference.
-void kn_dequant_row_avx2(int type, const void *src, float *dst, int64_t n);
+void kn_dequant_row_avx2(enum kn_type type, const void *src, float *dst, int64_t n);
 
 // The table for an ISA name if this CPU and OS can run it, else NULL.
 const struct kn_ops *kn_ops_for(const char *isa);
-// The best table for this CPU, or the one QPROBE_ISA names. If QPROBE_ISA names an unknown ISA
-// or one the CPU lacks, returns NULL and writes a message into err (QP_ERRLEN bytes).
-const struct kn_ops *kn_ops_best(char *err);
+// Forces the table of kernel level isa ("ref", "avx2", "avx512") for every later kn_ops_best,
+// or (NULL or "") goes back to the best. Call before any engine is made, from one thread.
+// QP_EINVAL (unknown name) or QP_ENOTSUP (the CPU lacks it), with a message in err.
+int kn_ops_force(const char *isa, char *err);
+// The forced table, else the best for this CPU.
+const struct kn_ops *kn_ops_best(void);
 
 // The reference exp, exposed for tests: |rel err| < 2e-7 on [-87, 88]; 0 below -87.
 float kn_expf_ref(float x);

@@ -5,7 +5,9 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "hx_cli.h"
 #include "kn_blocks.h"
+#include "kn_cpu.h"
 #include "kn_ops.h"
 #include "kn_types.h"
 #include "qp.h"
@@ -260,16 +262,35 @@ QP_TEST(expf_ref_should_be_within_two_ulp_of_libm) {
     QP_CHECK(kn_expf_ref(-100.0f) == 0.0f);
 }
 
+// The one CPU probe: every level implies the ones below it, and the tables follow it.
+QP_TEST(cpu_probe_should_order_the_levels_and_agree_with_the_tables) {
+    const struct kn_cpu *c = kn_cpu();
+    QP_CHECK(kn_cpu_has("ref") && !kn_cpu_has("sse9"));
+    QP_CHECK(!c->avx512 || c->avx2);
+    QP_CHECK(!c->avx2 || (c->fma && c->f16c));
+    QP_CHECK(!c->avx512_vnni || c->avx512);
+    QP_CHECK(!c->avx512_bf16 || c->avx512);
+    QP_CHECK(!c->avx_vnni || c->avx2);
+    QP_CHECK_INT_EQ(kn_ops_for("avx2") != NULL, c->avx2);
+    QP_CHECK_INT_EQ(kn_ops_for("avx512") != NULL, c->avx512);
+    char flags[128];
+    QP_CHECK(strlen(kn_cpu_flags(flags, sizeof flags)) > 0);
+    QP_CHECK(strlen(c->model) < sizeof c->model);
+}
+
 QP_TEST(dispatch_should_honour_qprobe_isa) {
     char err[QP_ERRLEN];
+    const char *best = kn_ops_best()->name;
     setenv("QPROBE_ISA", "ref", 1);
-    const struct kn_ops *o = kn_ops_best(err);
-    QP_CHECK(o && strcmp(o->name, "ref") == 0);
+    QP_CHECK(hx_kernel_env(err) == 0); // the CLI passes the variable down with kn_ops_force
+    QP_CHECK_STR_EQ(kn_ops_best()->name, "ref");
     setenv("QPROBE_ISA", "sse9", 1);
-    QP_CHECK(kn_ops_best(err) == NULL);
-    QP_CHECK(strstr(err, "sse9") != NULL);
+    QP_CHECK(hx_kernel_env(err) == QP_EINVAL);
+    QP_CHECK(strstr(err, "QPROBE_ISA") != NULL && strstr(err, "sse9") != NULL);
     unsetenv("QPROBE_ISA");
-    QP_CHECK(kn_ops_best(err) != NULL);
+    QP_CHECK(hx_kernel_env(err) == 0);
+    QP_CHECK_STR_EQ(kn_ops_best()->name, best);
+    QP_CHECK(kn_ops_force("avx9", err) == QP_EINVAL);
 }
 
 static void check_attend_rows(const struct kn_ops *o) {

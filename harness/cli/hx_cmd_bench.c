@@ -180,9 +180,7 @@ int hx_cmd_gemm_peak(int argc, char **argv) {
     }
     if (optind < argc) return hx_usage_error("gemm-peak", "unexpected argument '%s'", argv[optind]);
 
-    char err[QP_ERRLEN];
-    const struct kn_ops *ops = kn_ops_best(err);
-    if (!ops) return hx_usage_error("gemm-peak", "%s", err);
+    const struct kn_ops *ops = kn_ops_best();
 
     // Square sizes for OpenBLAS; engine shapes (n_in -> n_out) for the own kernel.
     static const int sq[] = {2048, 4096};

@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN);
     // OpenBLAS picks its kernels when it loads: if it picked half-speed ones for this CPU, set
     // OPENBLAS_CORETYPE and start again (once: the variable is then set).
-    const char *core = kn_blas_coretype_needed();
+    const char *core = kn_blas_coretype_needed(getenv("OPENBLAS_CORETYPE"));
     if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) execv("/proc/self/exe", argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         hx_main_usage(argc < 2 ? stderr : stdout);
@@ -58,8 +58,12 @@ int main(int argc, char **argv) {
         printf("qprobe %s\n", qp_version);
         return 0;
     }
-    for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++)
-        if (strcmp(argv[1], hx_commands[i].name) == 0) return hx_commands[i].fn(argc - 1, argv + 1);
+    char err[QP_ERRLEN];
+    for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++) {
+        if (strcmp(argv[1], hx_commands[i].name) != 0) continue;
+        if (hx_kernel_env(err)) return hx_usage_error(argv[1], "%s", err);
+        return hx_commands[i].fn(argc - 1, argv + 1);
+    }
     fprintf(stderr, "qprobe: '%s' is not a command; see 'qprobe --help'\n", argv[1]);
     return HX_EXIT_USAGE;
 }
