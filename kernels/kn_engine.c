@@ -24,6 +24,7 @@
 // Types
 
 #define KN_QBLOCK 32 // queries per attention task
+#define KN_NCG 128   // own GEMM: output columns per task (a multiple of KN_NR; see kn_matmul)
 
 struct kn_lin {
     int n_in, n_out;
@@ -74,8 +75,10 @@ struct kn_state {
     size_t actq_stride;
     float *acti8;  // act_int8: fake-quantized input rows (max_batch, max(dim, hidden)), else NULL
     float *scores; // per thread          (n_threads, KN_QBLOCK, max_ctx rounded up to 16)
-    float *pbuf;   // streaming engines, per thread: a panel, then KN_NR dequantized rows
-    size_t pbuf_stride; //                (n_threads, 2 * KN_NR * max(dim, hidden)) floats
+    float *xp;     // own GEMM: the input rows packed for gemm_xp (max_batch rounded up to the
+                   //   table's xmr, max(dim, hidden)), 64-byte aligned
+    float *pbuf;   // streaming engines, per thread: KN_NCG / KN_NR panels, then KN_NR dequantized
+    size_t pbuf_stride; //   rows       (n_threads, (KN_NCG + KN_NR) * max(dim, hidden)) floats
     size_t scores_stride;
     float *kt;     // keys, transposed    (n_layers, n_kv_heads, head_size, max_ctx)
     float *vc;     // values              (n_layers, n_kv_heads, max_ctx, head_size)
@@ -375,8 +378,15 @@ int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n
         return qp_fail(err, QP_ENOMEM, "out of memory for a context of %d tokens", max_ctx);
     }
     s->scores = qp_alloc_array((size_t)n_threads * KN_QBLOCK * s->scores_stride, sizeof(float));
+    if (e->gemm == KN_GEMM_OWN) {
+        size_t xmr = (size_t)e->ops->xmr;
+        if (!(s->xp = qp_alloc_array((B + xmr - 1) / xmr * xmr * QP_MAX(dim, hid), sizeof(float)))) {
+            kn_state_destroy(s);
+            return qp_fail(err, QP_ENOMEM, "out of memory for a context of %d tokens", max_ctx);
+        }
+    }
     if (e->stream && e->gemm == KN_GEMM_OWN) {
-        s->pbuf_stride = 2 * (size_t)KN_NR * QP_MAX(dim, hid);
+        s->pbuf_stride = (size_t)(KN_NCG + KN_NR) * QP_MAX(dim, hid);
         if (!(s->pbuf = qp_alloc_array((size_t)n_threads * s->pbuf_stride, sizeof(float)))) {
             kn_state_destroy(s);
             return qp_fail(err, QP_ENOMEM, "out of memory for panel buffers");
@@ -420,6 +430,7 @@ void kn_state_destroy(struct kn_state *s) {
     qp_free(s->acti8);
     qp_free(s->scores);
     qp_free(s->pbuf);
+    qp_free(s->xp);
     qp_free(s->kt);
     qp_free(s->vc);
     qp_free(s->rope_cos);
@@ -526,25 +537,31 @@ static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const 
         }
         return;
     }
-    if (!lin->wp) { // streaming: each thread builds a panel in its buffer, then runs it
-#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && n_panels > 1)
-        for (int p = 0; p < n_panels; p++) {
-            float *panel = s->pbuf + (size_t)omp_get_thread_num() * s->pbuf_stride;
-            int c0 = p * KN_NR, nc = QP_MIN(KN_NR, lin->n_out - c0);
-            kn_panel(ops, lin, c0, nc, panel, panel + (size_t)KN_NR * lin->n_in);
-            ops->gemm_f32(x, (size_t)lin->n_in, n, panel, lin->n_in, 0, nc, y + c0, (size_t)lin->n_out);
+    // The own GEMM: the n input rows are packed once (row blocks split over threads), then column
+    // groups of KN_NCG outputs go over threads; a streaming engine first builds the group's
+    // panels in the thread's buffer. Every output is the same fma chain whoever computes it.
+    const int xmr = ops->xmr, n_blocks = (n + xmr - 1) / xmr, n_groups = (lin->n_out + KN_NCG - 1) / KN_NCG;
+    const size_t bstride = (size_t)xmr * lin->n_in, pstride = (size_t)KN_NR * lin->n_in;
+#pragma omp parallel num_threads(s->n_threads) if (s->n_threads > 1)
+    {
+#pragma omp for schedule(static)
+        for (int b = 0; b < n_blocks; b++)
+            ops->pack_x(x + (size_t)b * bstride, (size_t)lin->n_in, QP_MIN(xmr, n - b * xmr), lin->n_in,
+                        s->xp + (size_t)b * bstride);
+        // (the implicit barrier above: every row is packed before any product)
+#pragma omp for schedule(static)
+        for (int g = 0; g < n_groups; g++) {
+            const int c0 = g * KN_NCG, nc = QP_MIN(KN_NCG, lin->n_out - c0);
+            const float *wp = lin->wp ? lin->wp + (size_t)(c0 / KN_NR) * pstride : NULL;
+            if (!wp) {
+                float *panels = s->pbuf + (size_t)omp_get_thread_num() * s->pbuf_stride;
+                for (int p = 0; p * KN_NR < nc; p++)
+                    kn_panel(ops, lin, c0 + p * KN_NR, QP_MIN(KN_NR, nc - p * KN_NR), panels + (size_t)p * pstride,
+                             panels + (size_t)KN_NCG * lin->n_in);
+                wp = panels;
+            }
+            ops->gemm_xp(s->xp, n, wp, lin->n_in, nc, y + c0, (size_t)lin->n_out);
         }
-        return;
-    }
-    if (s->n_threads <= 1 || n_panels < 2) {
-        ops->gemm_f32(x, (size_t)lin->n_in, n, lin->wp, lin->n_in, 0, lin->n_out, y,
-                      (size_t)lin->n_out);
-        return;
-    }
-#pragma omp parallel for num_threads(s->n_threads) schedule(static)
-    for (int p = 0; p < n_panels; p++) {
-        int c0 = p * KN_NR, c1 = QP_MIN(c0 + KN_NR, lin->n_out);
-        ops->gemm_f32(x, (size_t)lin->n_in, n, lin->wp, lin->n_in, c0, c1, y, (size_t)lin->n_out);
     }
 }
 

@@ -32,6 +32,16 @@ struct kn_ops {
     void (*gemm_f32)(const float *x, size_t ldx, int n_rows, const float *wp, int n_in, int col0,
                      int col1, float *y, size_t ldy);
 
+    // The same product on activations packed once per product (the engine's path): pack_x
+    // writes x (n_rows, n_in; row r at x + r * ldx) in blocks of xmr rows, k-major inside a
+    // block: xp[(b * n_in + k) * xmr + i] = x[(b * xmr + i) * ldx + k], rows past n_rows zero
+    // (ceil(n_rows / xmr) * xmr * n_in floats, 64-byte aligned). gemm_xp then computes
+    // y[r * ldy + j] for r in [0, n_rows), j in [0, ncols) from the ceil(ncols / KN_NR)
+    // consecutive panels at wp, each output the same fma chain as gemm_f32's.
+    int xmr;
+    void (*pack_x)(const float *x, size_t ldx, int n_rows, int n_in, float *xp);
+    void (*gemm_xp)(const float *xp, int n_rows, const float *wp, int n_in, int ncols, float *y, size_t ldy);
+
     // One panel from weight rows as stored, for engines that build panels as they go instead of
     // holding them: panel (n_in, KN_NR) k-major := rows 0..n_rows-1 (n_rows <= KN_NR; row r
     // starts ld elements after row r-1), columns n_rows..KN_NR-1 zero. Exact conversions
@@ -72,6 +82,8 @@ extern const struct kn_ops kn_ops_ref;
 extern const struct kn_ops kn_ops_avx2;   // only if compiled in; check kn_ops_for
 extern const struct kn_ops kn_ops_avx512;
 
+// pack_x for blocks of mr rows (kn_ops_ref.c), shared by every table.
+void kn_pack_x(int mr, const float *x, size_t ldx, int n_rows, int n_in, float *xp);
 // The AVX2 panel packers (kn_pack_avx2.c), shared by the AVX2 and AVX-512 tables.
 void kn_pack_f32_avx2(const float *rows, size_t ld, int n_rows, int n_in, float *panel);
 void kn_pack_f16_avx2(const uint16_t *rows, size_t ld, int n_rows, int n_in, float *panel);

@@ -85,6 +85,38 @@ static void check_gemm(const struct kn_ops *o) {
             }
 }
 
+// pack_x + gemm_xp (the engine's path) against the reference gemm_f32 (the definition): rows
+// around the tables' block heights, n_in past the k block (512) so that chains resume from y,
+// column counts around the column groups; x misaligned with a row stride.
+static void check_gemm_xp(const struct kn_ops *o) {
+    static const int rows[] = {1, 4, 5, 6, 7, 12, 13, 29};
+    static const int ins[] = {1, 17, 67, 600, 1100};
+    static const int outs[] = {1, 17, 48, 64, 70, 130};
+    for (size_t a = 0; a < QP_ARRAY_LEN(rows); a++)
+        for (size_t b = 0; b < QP_ARRAY_LEN(ins); b++)
+            for (size_t c = 0; c < QP_ARRAY_LEN(outs); c++) {
+                int n = rows[a], k = ins[b], m = outs[c];
+                size_t ldx = (size_t)k + 3, ldy = (size_t)m + 5;
+                float *xbuf = malloc((ldx * n + 1) * sizeof(float)), *x = xbuf + 1, *w = malloc((size_t)m * k * sizeof(float));
+                float *y0 = calloc(ldy * n, sizeof(float)), *y1 = calloc(ldy * n, sizeof(float));
+                float *xp = qp_alloc_array((size_t)(n + o->xmr) * k, sizeof(float));
+                for (size_t i = 0; i < ldx * n; i++) x[i] = frand();
+                for (size_t i = 0; i < (size_t)m * k; i++) w[i] = frand();
+                float *wp = pack(w, m, k);
+                kn_ops_ref.gemm_f32(x, ldx, n, wp, k, 0, m, y0, ldy);
+                o->pack_x(x, ldx, n, k, xp);
+                o->gemm_xp(xp, n, wp, k, m, y1, ldy);
+                size_t at;
+                QP_CHECK_MSG(same_bits(y0, y1, ldy * n, &at), "%s gemm_xp rows %d in %d out %d differs at %zu: %.9g vs %.9g",
+                             o->name, n, k, m, at, y0[at], y1[at]);
+                free(xbuf), free(w), free(y0), free(y1), qp_free(wp), qp_free(xp);
+            }
+}
+
+QP_TEST(gemm_xp_ref_should_equal_reference_gemm_bitwise) { check_gemm_xp(&kn_ops_ref); }
+QP_TEST(gemm_xp_avx2_should_equal_reference_bitwise) { check_gemm_xp(need("avx2")); }
+QP_TEST(gemm_xp_avx512_should_equal_reference_bitwise) { check_gemm_xp(need("avx512")); }
+
 QP_TEST(gemm_avx2_should_equal_reference_bitwise) { check_gemm(need("avx2")); }
 QP_TEST(gemm_avx512_should_equal_reference_bitwise) { check_gemm(need("avx512")); }
 
