@@ -182,6 +182,34 @@ void kn_engine_defaults(enum kn_gemm gemm, enum kn_panels panels) {
     kn_default_panels = panels;
 }
 
+char *kn_engine_kernels(const struct kn_engine *e, char *buf, size_t size) {
+    size_t at = 0;
+#define KN_PUT(...) at += (size_t)snprintf(buf + at, at < size ? size - at : 0, __VA_ARGS__)
+    KN_PUT("ops %s (gemm %s", e->ops->name, e->gemm == KN_GEMM_OWN ? "own" : "openblas");
+    if (e->gemm == KN_GEMM_OWN) KN_PUT(" %dx%d %s", e->ops->xmr, KN_NCG, e->stream ? "streamed" : "prepacked");
+    KN_PUT(", attention, norms)");
+    // the act=q8 kernels, one entry per weight type in the order of first use
+    const struct kn_qtype *seen[16];
+    int n_seen = 0;
+    for (int l = -1; l < e->cfg.n_layers; l++) {
+        const struct kn_layer *ly = l >= 0 ? &e->layers[l] : NULL;
+        const struct kn_lin *lins[] = {l < 0 ? &e->output : &ly->wq, l < 0 ? NULL : &ly->wk, l < 0 ? NULL : &ly->wv,
+                                       l < 0 ? NULL : &ly->wo, l < 0 ? NULL : &ly->gate, l < 0 ? NULL : &ly->up,
+                                       l < 0 ? NULL : &ly->down};
+        for (size_t i = 0; i < QP_ARRAY_LEN(lins); i++) {
+            const struct kn_qtype *qt = lins[i] ? lins[i]->qt : NULL;
+            int known = !qt;
+            for (int k = 0; k < n_seen && !known; k++) known = seen[k] == qt;
+            if (known || n_seen == (int)QP_ARRAY_LEN(seen)) continue;
+            seen[n_seen++] = qt;
+            KN_PUT("%s %s %s", n_seen == 1 ? "; q8" : ",", kn_type_info(qt->wtype)->name, qt->isa);
+        }
+    }
+#undef KN_PUT
+    if (size) buf[at < size ? at : size - 1] = 0;
+    return buf;
+}
+
 int kn_gemm_parse(const char *name, enum kn_gemm *out) {
     if (!name || !*name || strcmp(name, "own") == 0) *out = KN_GEMM_OWN;
     else if (strcmp(name, "blas") == 0) *out = KN_GEMM_BLAS;

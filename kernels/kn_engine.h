@@ -116,6 +116,11 @@ enum kn_gemm kn_engine_gemm(const struct kn_engine *e);
 // "streamed" (built per call, see docs/ENGINE.md); "none" with the BLAS GEMM.
 const char *kn_engine_panels(const struct kn_engine *e);
 
+// The kernel path of each family this engine runs, as one line for logs and the store, e.g.
+// "ops avx512 (gemm 6x64 streamed, attention, norms); q8 q4_0 avx512-vnni, q6_K avx2". Writes at
+// most size bytes into buf and returns buf.
+char *kn_engine_kernels(const struct kn_engine *e, char *buf, size_t size);
+
 // A state for sequences of up to max_ctx positions, processing up to max_batch tokens per call,
 // using n_threads OpenMP threads inside each call (1 = none). Destroy with kn_state_destroy.
 int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n_threads,

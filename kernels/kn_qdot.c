@@ -140,10 +140,26 @@ static const struct kn_qtype kn_qtypes_ref[] = {KN_ENTRIES(ref)};
 static const struct kn_qtype kn_qtypes_avx2[] = {KN_ENTRIES(avx2)};
 _Static_assert(QP_ARRAY_LEN(kn_qtypes_ref) == QP_ARRAY_LEN(kn_qtypes_avx2), "one entry per ISA");
 
+// AVX512-VNNI: the tiles of kn_qdot_avx512.c; quantizers and one-row dot products stay AVX2's
+// (they are memory- or latency-bound, and give the same bits).
+#define KN_ENTRY512(wt, at, w, a, q)                                                           \
+    {wt, at, kn_quant_##q##_avx2, kn_dot_##w##_##a##_avx2, kn_dot_tile_##w##_##a##_avx512, "avx512"}
+static const struct kn_qtype kn_qtypes_avx512[] = {
+    KN_ENTRY512(KN_Q4_0, KN_Q8_0, q4_0, q8_0, q8_0),     KN_ENTRY512(KN_Q4_1, KN_Q8_1, q4_1, q8_1, q8_1),
+    KN_ENTRY512(KN_Q5_0, KN_Q8_0, q5_0, q8_0, q8_0),     KN_ENTRY512(KN_Q5_1, KN_Q8_1, q5_1, q8_1, q8_1),
+    KN_ENTRY512(KN_Q8_0, KN_Q8_0, q8_0, q8_0, q8_0),     KN_ENTRY512(KN_IQ4_NL, KN_Q8_0, iq4_nl, q8_0, q8_0),
+    KN_ENTRY512(KN_Q2_K, KN_Q8_K, q2_K, q8_K, q8_K),     KN_ENTRY512(KN_Q3_K, KN_Q8_K, q3_K, q8_K, q8_K),
+    KN_ENTRY512(KN_Q4_K, KN_Q8_K, q4_K, q8_K, q8_K),     KN_ENTRY512(KN_Q5_K, KN_Q8_K, q5_K, q8_K, q8_K),
+    KN_ENTRY512(KN_Q6_K, KN_Q8_K, q6_K, q8_K, q8_K),
+};
+_Static_assert(QP_ARRAY_LEN(kn_qtypes_ref) == QP_ARRAY_LEN(kn_qtypes_avx512), "one entry per ISA");
+
 const struct kn_qtype *kn_qtype_for_isa(enum kn_type wtype, const char *isa) {
     const struct kn_qtype *table;
     if (strcmp(isa, "ref") == 0)
         table = kn_qtypes_ref;
+    else if (strcmp(isa, "avx512") == 0 && kn_cpu()->avx512_vnni)
+        table = kn_qtypes_avx512;
     else if (strcmp(isa, "avx2") == 0 || strcmp(isa, "avx512") == 0)
         table = kn_cpu()->avx2 ? kn_qtypes_avx2 : kn_qtypes_ref;
     else

@@ -5,7 +5,7 @@
 //
 // Kernels come per ISA: the scalar references ("ref": kn_qdot.c, kn_vecdot.c, kn_vecdot_k.c)
 // define the results, and the AVX2 versions (kn_qdot_avx2.c) return the same bits for every
-// input. There are no AVX-512 versions: on an AVX-512 machine the AVX2 ones run.
+// input, and on CPUs with AVX512-VNNI the tiles of kn_qdot_avx512.c ("avx512") do too.
 // Depends on kernels/ only. Kernels never allocate.
 #ifndef KN_QDOT_H
 #define KN_QDOT_H
@@ -85,5 +85,23 @@ void kn_dot_tile_q5_K_q8_K_avx2(const void *w, size_t w_stride, int n_rows, cons
                                 size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
 void kn_dot_tile_q6_K_q8_K_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
                                 size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+
+
+// The AVX512-VNNI tiles (kn_qdot_avx512.c): call only on a CPU with AVX-512 F/BW/VL/DQ and VNNI.
+#define KN_TILE512(w, a)                                                                       \
+    void kn_dot_tile_##w##_##a##_avx512(const void *w_, size_t w_stride, int n_rows, const void *act, \
+                                        size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+KN_TILE512(q4_0, q8_0)
+KN_TILE512(q4_1, q8_1)
+KN_TILE512(q5_0, q8_0)
+KN_TILE512(q5_1, q8_1)
+KN_TILE512(q8_0, q8_0)
+KN_TILE512(iq4_nl, q8_0)
+KN_TILE512(q2_K, q8_K)
+KN_TILE512(q3_K, q8_K)
+KN_TILE512(q4_K, q8_K)
+KN_TILE512(q5_K, q8_K)
+KN_TILE512(q6_K, q8_K)
+#undef KN_TILE512
 
 #endif

@@ -34,23 +34,6 @@
 // ---------------------------------------------------------------------------------------------
 // Loads and reductions
 
-static inline uint16_t kn_ld16(const uint8_t *p) {
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline float kn_ldf(const uint8_t *p) {
-    float v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline float kn_h2f(const uint8_t *p) { return _cvtsh_ss(kn_ld16(p)); }
-
-static inline __m128i kn_lu128(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
-static inline __m256i kn_lu256(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
-
 // Sum of the 8 int32 lanes (exact: integer).
 static inline int kn_hsum_i32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -241,25 +224,6 @@ static const int kn_l_ybytes[] = {KN_BYTES(q8_0), KN_BYTES(q8_1), KN_BYTES(q8_0)
 _Static_assert(KN_OFF(q4_0, d) == 0 && KN_OFF(q4_1, d) == 0 && KN_OFF(q4_1, m) == 2 && KN_OFF(q5_0, d) == 0 &&
                KN_OFF(q5_1, m) == 2 && KN_OFF(q8_0, d) == 0 && KN_OFF(iq4_nl, d) == 0 && KN_OFF(q8_1, s) == 2,
                "block headers");
-
-// The 16 nibble bytes at qs as 32 bytes in value order: low nibbles (values 0-15), then high
-// nibbles (values 16-31), each in [0, 15].
-static inline __m256i kn_nibbles(const uint8_t *qs) {
-    __m128i b = kn_lu128(qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0x0f));
-}
-
-// Byte j = 0x10 when bit j of the little-endian uint32 at qh is set, else 0 (Q5 fifth bits).
-static inline __m256i kn_fifth_bits(const uint8_t *qh) {
-    uint32_t h;
-    memcpy(&h, qh, 4);
-    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), spread);
-    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
-}
 
 // An activation block as the weight side needs it: its 32 quants, their absolute values, and
 // (Q8_0 weights) both halves widened to int16.
