@@ -533,6 +533,14 @@ static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const 
         // row, bit for bit (dot_tile, kn_qdot.h), whichever thread computes it.
         enum { QGROUP = 16, QTILE = 64 };
         const struct kn_qtype *qt = lin->qt;
+        if (n == 1) { // one token (decoding): one-row dot products, rows over threads; a tile
+                      // would unpack 16 weight rows for a single activation row
+            qt->quantize_act(x, s->actq, lin->n_in);
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1)
+            for (int j = 0; j < lin->n_out; j++)
+                y[j] = qt->dot((const uint8_t *)lin->src.data + (size_t)j * lin->src_row, s->actq, lin->n_in);
+            return;
+        }
         const int n_groups = (lin->n_out + QGROUP - 1) / QGROUP;
 #pragma omp parallel num_threads(s->n_threads) if (s->n_threads > 1)
         {

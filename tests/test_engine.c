@@ -331,6 +331,43 @@ QP_TEST(prefill_should_give_the_same_logits_as_token_by_token_decode) {
     hx_model_close(m);
 }
 
+// act=q8 decodes one token with one-row dot products and prefills with tiles: the same bits, for
+// a legacy type on every act=q8 table this CPU runs (the tables are forced as QPROBE_ISA does).
+QP_TEST(act_q8_prefill_should_give_the_same_logits_as_token_by_token_decode) {
+    struct hx_model *m = open_model(STORIES, TOK512);
+    static const char *const specs[] = {"q4_0", "q8_0"}, *const isas[] = {"ref", "avx2", "avx512"};
+    int V = m->w.cfg.vocab_size, toks[40];
+    for (int i = 0; i < 40; i++) toks[i] = (i * 37 + 11) % V;
+    float *la = malloc(sizeof(float) * 40 * V), *lb = malloc(sizeof(float) * V);
+    for (size_t k = 0; k < QP_ARRAY_LEN(specs); k++) {
+        char err[QP_ERRLEN];
+        struct qz_variant *v;
+        struct hx_quant_model *q;
+        QP_CHECK(qz_variant_parse(specs[k], &v, err) == 0);
+        QP_CHECK_MSG(hx_quant_model_create(&m->w, v, &q, err) == 0, "%s", err);
+        for (size_t i = 0; i < QP_ARRAY_LEN(isas); i++) {
+            const struct kn_ops *ops = kn_ops_for(isas[i]);
+            if (!ops) continue;
+            struct kn_engine_opts o = {.ops = ops, .act_q8 = 1};
+            struct kn_engine *e;
+            struct kn_state *a, *b;
+            QP_CHECK_MSG(kn_engine_create_opts(&q->w, &o, &e, err) == 0, "%s", err);
+            QP_CHECK(kn_state_create(e, 40, 40, 2, &a, err) == 0 && kn_state_create(e, 40, 1, 2, &b, err) == 0);
+            kn_forward(a, toks, 40, la, 0, NULL);
+            for (int p = 0; p < 40; p++) {
+                kn_forward(b, toks + p, 1, lb, 0, NULL);
+                QP_CHECK_MSG(memcmp(lb, la + (size_t)p * V, sizeof(float) * V) == 0, "%s %s: position %d differs",
+                             specs[k], isas[i], p);
+            }
+            kn_state_destroy(a), kn_state_destroy(b), kn_engine_destroy(e);
+        }
+        hx_quant_model_destroy(q);
+        qz_variant_destroy(v);
+    }
+    free(la), free(lb);
+    hx_model_close(m);
+}
+
 // Streamed panels (built per call from the stored rows, as large models run) against prepacked
 // ones: the same logits to the bit, for fp32, fp16 and packed (dequantized) weights, batches of
 // 60 + 40 and 1, one and two threads; and after the model's pages were dropped.

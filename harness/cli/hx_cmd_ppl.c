@@ -252,6 +252,8 @@ int hx_cmd_ppl(int argc, char **argv) {
         cJSON_AddStringToObject(o, "isa", isa);
         cJSON_AddStringToObject(o, "gemm", kn_gemm_name(kn_engine_gemm(e)));
         cJSON_AddStringToObject(o, "panels", kn_engine_panels(e));
+        char kernels[512];
+        cJSON_AddStringToObject(o, "kernels", kn_engine_kernels(e, kernels, sizeof kernels));
         hx_print_json(o);
     } else {
         printf("model       %s (dim %d, %d layers, vocab %d)\n", model_path, m->w.cfg.dim, m->w.cfg.n_layers,
