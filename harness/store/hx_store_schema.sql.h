@@ -101,6 +101,10 @@ static const char *const hx_store_migrations[] = {
     "  token INTEGER, nll REAL, nll_ref REAL, kld REAL, dp REAL, top1_same INTEGER,\n"
     "  PRIMARY KEY (variant_id, pos)\n"
     ");\n",
+    // --- version 2: the CPU and every kernel family's path, next to isa (recorded, not part of
+    // the identity: results do not depend on them)
+    "ALTER TABLE run ADD COLUMN cpu TEXT;     -- CPU model name and feature flags\n"
+    "ALTER TABLE run ADD COLUMN kernels TEXT; -- each kernel family's path (kn_engine_kernels)\n",
 };
 
 #endif
