@@ -42,6 +42,10 @@ struct kn_ops {
     void (*pack_x)(const float *x, size_t ldx, int n_rows, int n_in, float *xp);
     void (*gemm_xp)(const float *xp, int n_rows, const float *wp, int n_in, int ncols, float *y, size_t ldy);
 
+    // The machine's FMA peak for this table's widest vectors: n rounds of 12 independent fma
+    // chains in registers; returns the flops done (2 per lane per fma). For gemm-peak.
+    double (*fma_loop)(long n);
+
     // One panel from weight rows as stored, for engines that build panels as they go instead of
     // holding them: panel (n_in, KN_NR) k-major := rows 0..n_rows-1 (n_rows <= KN_NR; row r
     // starts ld elements after row r-1), columns n_rows..KN_NR-1 zero. Exact conversions

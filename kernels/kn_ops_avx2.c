@@ -406,12 +406,29 @@ static double kn_logsumexp_avx2(const float *x, int n, float *max_out) {
     return log(acc[0]) + (double)mx;
 }
 
+static double kn_fma_loop_avx2(long n) {
+    __m256 acc[12];
+    const __m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-6f);
+#pragma GCC unroll 12
+    for (int k = 0; k < 12; k++) acc[k] = _mm256_set1_ps((float)k);
+    for (long i = 0; i < n; i++)
+#pragma GCC unroll 12
+        for (int k = 0; k < 12; k++) acc[k] = _mm256_fmadd_ps(acc[k], m, c);
+    float out[8];
+    for (int k = 1; k < 12; k++) acc[0] = _mm256_fmadd_ps(acc[0], m, acc[k]);
+    _mm256_storeu_ps(out, acc[0]);
+    volatile float sink = out[0];
+    (void)sink;
+    return 2.0 * 12 * 8 * (double)n;
+}
+
 const struct kn_ops kn_ops_avx2 = {
     .name = "avx2",
     .gemm_f32 = kn_gemm_f32_avx2,
     .xmr = KN_MR,
     .pack_x = kn_pack_x_avx2,
     .gemm_xp = kn_gemm_xp_avx2,
+    .fma_loop = kn_fma_loop_avx2,
     .pack_f32 = kn_pack_f32_avx2,
     .pack_f16 = kn_pack_f16_avx2,
     .dequant_row = kn_dequant_row_avx2,

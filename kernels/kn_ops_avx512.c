@@ -340,12 +340,29 @@ static double kn_logsumexp_avx512(const float *x, int n, float *max_out) {
     return log(acc[0]) + (double)mx;
 }
 
+static double kn_fma_loop_avx512(long n) {
+    __m512 acc[12];
+    const __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-6f);
+#pragma GCC unroll 12
+    for (int k = 0; k < 12; k++) acc[k] = _mm512_set1_ps((float)k);
+    for (long i = 0; i < n; i++)
+#pragma GCC unroll 12
+        for (int k = 0; k < 12; k++) acc[k] = _mm512_fmadd_ps(acc[k], m, c);
+    float out[16];
+    for (int k = 1; k < 12; k++) acc[0] = _mm512_fmadd_ps(acc[0], m, acc[k]);
+    _mm512_storeu_ps(out, acc[0]);
+    volatile float sink = out[0];
+    (void)sink;
+    return 2.0 * 12 * 16 * (double)n;
+}
+
 const struct kn_ops kn_ops_avx512 = {
     .name = "avx512",
     .gemm_f32 = kn_gemm_f32_avx512,
     .xmr = KN_XMR,
     .pack_x = kn_pack_x_avx512,
     .gemm_xp = kn_gemm_xp_avx512,
+    .fma_loop = kn_fma_loop_avx512,
     .pack_f32 = kn_pack_f32_avx2,
     .pack_f16 = kn_pack_f16_avx2,
     .dequant_row = kn_dequant_row_avx2,

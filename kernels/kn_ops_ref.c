@@ -191,12 +191,22 @@ static double kn_logsumexp_ref(const float *x, int n, float *max_out) {
     return log(kn_tree16d(acc)) + (double)mx;
 }
 
+static double kn_fma_loop_ref(long n) {
+    float acc[12] = {0};
+    for (long i = 0; i < n; i++)
+        for (int c = 0; c < 12; c++) acc[c] = fmaf(acc[c], 0.999f, 1e-6f);
+    volatile float sink = acc[0] + acc[11];
+    (void)sink;
+    return 2.0 * 12 * (double)n;
+}
+
 const struct kn_ops kn_ops_ref = {
     .name = "ref",
     .gemm_f32 = kn_gemm_f32_ref,
     .xmr = KN_REF_XMR,
     .pack_x = kn_pack_x_ref,
     .gemm_xp = kn_gemm_xp_ref,
+    .fma_loop = kn_fma_loop_ref,
     .pack_f32 = kn_pack_f32_ref,
     .pack_f16 = kn_pack_f16_ref,
     .dequant_row = kn_dequantize_row,

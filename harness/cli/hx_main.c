@@ -9,7 +9,8 @@
 #include "kn_engine.h"
 #include "qp.h"
 
-int hx_cmd_gemm_peak(int argc, char **argv); // cmd_bench.c
+int hx_cmd_gemm_peak(int argc, char **argv);    // cmd_bench.c
+int hx_cmd_kernel_bench(int argc, char **argv); // cmd_bench.c
 
 static const struct {
     const char *name;
@@ -28,6 +29,7 @@ static const struct {
     {"convert", hx_cmd_convert, "write a model as GGUF (f32 or f16)"},
     {"synth", hx_cmd_synth, "write a synthetic Llama model of a real shape as GGUF (speed tests)"},
     {"gemm-peak", hx_cmd_gemm_peak, "fp32 matrix-product GFLOP/s of this machine: OpenBLAS and own kernel"},
+    {"kernel-bench", hx_cmd_kernel_bench, "every kernel family on every ISA path of this CPU, side by side"},
 };
 
 static void hx_main_usage(FILE *f) {
