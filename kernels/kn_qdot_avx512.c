@@ -166,31 +166,6 @@ __attribute__((always_inline)) static inline void kn_v_rows(int t, const uint8_t
     for (int r = 0; r < na; r++) kn_store16(out + (size_t)r * out_stride, acc[r], m);
 }
 
-__attribute__((always_inline)) static inline void kn_v_tile(int t, const uint8_t *w, size_t w_stride, int n_rows,
-                                                             const uint8_t *act, size_t act_stride, int n_act,
-                                                             int64_t nb, float *out, size_t out_stride) {
-    for (int a0 = 0; a0 < n_act; a0 += KN_VA) {
-        const int na = n_act - a0 < KN_VA ? n_act - a0 : KN_VA;
-        for (int j0 = 0; j0 < n_rows; j0 += KN_VR)
-            kn_v_rows(t, w + (size_t)j0 * w_stride, w_stride, n_rows - j0 < KN_VR ? n_rows - j0 : KN_VR,
-                      act + (size_t)a0 * act_stride, act_stride, na, nb, out + (size_t)a0 * out_stride + j0,
-                      out_stride);
-    }
-}
-
-#define KN_V_LEGACY(wt, at, T)                                                                 \
-    void kn_dot_tile_##wt##_##at##_avx512(const void *w, size_t w_stride, int n_rows,          \
-                                          const void *act, size_t act_stride, int n_act,       \
-                                          int64_t n, float *out, size_t out_stride) {          \
-        kn_v_tile(T, w, w_stride, n_rows, act, act_stride, n_act, n / 32, out, out_stride);    \
-    }
-
-KN_V_LEGACY(q4_0, q8_0, KN_L_Q4_0)
-KN_V_LEGACY(q4_1, q8_1, KN_L_Q4_1)
-KN_V_LEGACY(q5_0, q8_0, KN_L_Q5_0)
-KN_V_LEGACY(q5_1, q8_1, KN_L_Q5_1)
-KN_V_LEGACY(q8_0, q8_0, KN_L_Q8_0)
-KN_V_LEGACY(iq4_nl, q8_0, KN_L_IQ4_NL)
 
 // ---------------------------------------------------------------------------------------------
 // K-quants (references: kn_vecdot_k.c)
@@ -419,17 +394,20 @@ __attribute__((always_inline)) static inline void kn_k_rows(int t, const uint8_t
     }
 }
 
-#define KN_VA_K 64 // activation rows per pass for the k-quants (9 accumulators each)
-
-__attribute__((always_inline)) static inline void kn_k_tile(int t, const uint8_t *w, size_t w_stride, int n_rows,
-                                                             const uint8_t *act, size_t act_stride, int n_act,
-                                                             int64_t nb, float *out, size_t out_stride) {
-    for (int a0 = 0; a0 < n_act; a0 += KN_VA_K) {
-        const int na = n_act - a0 < KN_VA_K ? n_act - a0 : KN_VA_K;
-        for (int j0 = 0; j0 < n_rows; j0 += KN_VR)
-            kn_k_rows(t, w + (size_t)j0 * w_stride, w_stride, n_rows - j0 < KN_VR ? n_rows - j0 : KN_VR,
-                      act + (size_t)a0 * act_stride, act_stride, na, nb, out + (size_t)a0 * out_stride + j0,
-                      out_stride);
+// Passes of KN_VA activation rows times groups of KN_VR weight rows; kq: a k-quant type (t from
+// the KN_K_ enum, nb super-blocks), else a legacy one (KN_L_, nb blocks of 32).
+__attribute__((always_inline)) static inline void kn_v_tile(int kq, int t, const uint8_t *w, size_t w_stride,
+                                                             int n_rows, const uint8_t *act, size_t act_stride,
+                                                             int n_act, int64_t nb, float *out, size_t out_stride) {
+    for (int a0 = 0; a0 < n_act; a0 += KN_VA) {
+        const int na = n_act - a0 < KN_VA ? n_act - a0 : KN_VA;
+        for (int j0 = 0; j0 < n_rows; j0 += KN_VR) {
+            const int m = n_rows - j0 < KN_VR ? n_rows - j0 : KN_VR;
+            const uint8_t *wj = w + (size_t)j0 * w_stride, *aa = act + (size_t)a0 * act_stride;
+            float *o = out + (size_t)a0 * out_stride + j0;
+            if (kq) kn_k_rows(t, wj, w_stride, m, aa, act_stride, na, nb, o, out_stride);
+            else kn_v_rows(t, wj, w_stride, m, aa, act_stride, na, nb, o, out_stride);
+        }
     }
 }
 
@@ -437,7 +415,7 @@ __attribute__((always_inline)) static inline void kn_k_tile(int t, const uint8_t
     void kn_dot_tile_##wt##_q8_K_avx512(const void *w, size_t w_stride, int n_rows,            \
                                         const void *act, size_t act_stride, int n_act,         \
                                         int64_t n, float *out, size_t out_stride) {            \
-        kn_k_tile(T, w, w_stride, n_rows, act, act_stride, n_act, n / KN_QK_K, out, out_stride); \
+        kn_v_tile(1, T, w, w_stride, n_rows, act, act_stride, n_act, n / KN_QK_K, out, out_stride); \
     }
 
 KN_V_KQUANT(q2_K, KN_K_Q2)
@@ -445,3 +423,17 @@ KN_V_KQUANT(q3_K, KN_K_Q3)
 KN_V_KQUANT(q4_K, KN_K_Q4)
 KN_V_KQUANT(q5_K, KN_K_Q5)
 KN_V_KQUANT(q6_K, KN_K_Q6)
+
+#define KN_V_LEGACY(wt, at, T)                                                                 \
+    void kn_dot_tile_##wt##_##at##_avx512(const void *w, size_t w_stride, int n_rows,          \
+                                          const void *act, size_t act_stride, int n_act,       \
+                                          int64_t n, float *out, size_t out_stride) {          \
+        kn_v_tile(0, T, w, w_stride, n_rows, act, act_stride, n_act, n / 32, out, out_stride); \
+    }
+
+KN_V_LEGACY(q4_0, q8_0, KN_L_Q4_0)
+KN_V_LEGACY(q4_1, q8_1, KN_L_Q4_1)
+KN_V_LEGACY(q5_0, q8_0, KN_L_Q5_0)
+KN_V_LEGACY(q5_1, q8_1, KN_L_Q5_1)
+KN_V_LEGACY(q8_0, q8_0, KN_L_Q8_0)
+KN_V_LEGACY(iq4_nl, q8_0, KN_L_IQ4_NL)

@@ -56,13 +56,14 @@ fi
 # ---------------------------------------------------------------------------------------------
 # Runs; each prints one number (tokens/s) or "-" when it failed.
 field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" | tr -d '"'; }
+fieldstr() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"; } # a string field that may hold commas
 median() { tr ' ' '\n' | grep -v '^-*$' | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 act_of() { case $1 in F16 | F32) echo f32 ;; *) echo q8 ;; esac; }
 
-LAST_JSON=
-q_ppl() { # file type
-    LAST_JSON=$("$Q" ppl -m "$1" --text "$TEXT" --ctx 512 --chunks 4 -t "$T" --act "$(act_of "$2")" --json 2>/dev/null) || { echo -; return; }
-    echo "$LAST_JSON" | field tokens_per_s
+q_ppl() { # file type; the JSON is kept in $D/last-ppl.json for the kernel paths
+    "$Q" ppl -m "$1" --text "$TEXT" --ctx 512 --chunks 4 -t "$T" --act "$(act_of "$2")" --json > "$D/last-ppl.json" 2>/dev/null ||
+        { echo -; return; }
+    field tokens_per_s < "$D/last-ppl.json"
 }
 l_ppl() { # file
     "$bin/llama-perplexity" -m "$1" -f "$TEXT" -c 512 -b 512 --chunks 4 -t "$T" 2>&1 |
@@ -78,33 +79,35 @@ l_gen() { # file
     "$bin/llama-bench" -m "$1" -p 0 -n 128 -t "$T" -r 1 -o json 2>/dev/null | field avg_ts | head -1 | grep . || echo -
 }
 
+# measure KIND TYPE FILE: REPS alternating passes of qprobe and (with the peer) llama.cpp; prints
+# the table row (type, act, medians, ratio, the passes).
+measure() {
+    local kind=$1 t=$2 f=$3 qs=() ls=() r qm lm ratio
+    for ((r = 1; r <= REPS; r++)); do
+        if [ "$kind" = prefill ]; then qs+=("$(q_ppl "$f" "$t")"); else qs+=("$(q_gen "$f" "$t")"); fi
+        if [ -n "$bin" ]; then
+            if [ "$kind" = prefill ]; then ls+=("$(l_ppl "$f")"); else ls+=("$(l_gen "$f")"); fi
+        fi
+        echo "bench-peer: $t $kind pass $r: qprobe ${qs[-1]}${bin:+, llama.cpp ${ls[-1]}} tokens/s" >&2
+    done
+    qm=$(echo "${qs[*]}" | median)
+    lm=-
+    [ -n "$bin" ] && lm=$(echo "${ls[*]}" | median)
+    ratio=$(awk -v a="$qm" -v b="$lm" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }')
+    echo "| $t | $(act_of "$t") | $lm | $qm | $ratio | ${ls[*]:-} | ${qs[*]} |"
+}
+
 rows=(); drows=(); kern=()
 for t in $TYPES; do
     f=$(file_of "$t")
     [ -f "$f" ] || { echo "bench-peer: $f missing (needs LLAMA_CPP to make it), skipped" >&2; continue; }
-    qs=(); ls=()
-    for ((r = 1; r <= REPS; r++)); do
-        qs+=("$(q_ppl "$f" "$t")")
-        [ -n "$bin" ] && ls+=("$(l_ppl "$f")")
-        echo "bench-peer: $t prefill pass $r: qprobe ${qs[-1]}${bin:+, llama.cpp ${ls[-1]}} tokens/s" >&2
-    done
-    qm=$(echo "${qs[*]}" | median); lm=$( [ -n "$bin" ] && echo "${ls[*]}" | median || echo -)
-    ratio=$(awk -v a="$qm" -v b="$lm" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }')
-    rows+=("| $t | $(act_of "$t") | $lm | $qm | $ratio | ${ls[*]:-} | ${qs[*]} |")
-    kern+=("| $t | $(echo "$LAST_JSON" | field isa) | $(echo "$LAST_JSON" | field gemm), $(echo "$LAST_JSON" | field panels) panels | $(echo "$LAST_JSON" | field kernels) |")
+    rows+=("$(measure prefill "$t" "$f")")
+    j=$(cat "$D/last-ppl.json" 2>/dev/null || true)
+    kern+=("| $t | $(echo "$j" | field isa) | $(echo "$j" | field gemm), $(echo "$j" | field panels) panels | $(echo "$j" | fieldstr kernels) |")
 done
 for t in $DECODE_TYPES; do
     f=$(file_of "$t")
-    [ -f "$f" ] || continue
-    qs=(); ls=()
-    for ((r = 1; r <= REPS; r++)); do
-        qs+=("$(q_gen "$f" "$t")")
-        [ -n "$bin" ] && ls+=("$(l_gen "$f")")
-        echo "bench-peer: $t decode pass $r: qprobe ${qs[-1]}${bin:+, llama.cpp ${ls[-1]}} tokens/s" >&2
-    done
-    qm=$(echo "${qs[*]}" | median); lm=$( [ -n "$bin" ] && echo "${ls[*]}" | median || echo -)
-    ratio=$(awk -v a="$qm" -v b="$lm" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f", a / b }')
-    drows+=("| $t | $(act_of "$t") | $lm | $qm | $ratio | ${ls[*]:-} | ${qs[*]} |")
+    [ -f "$f" ] && drows+=("$(measure decode "$t" "$f")")
 done
 
 # ---------------------------------------------------------------------------------------------
