@@ -57,26 +57,27 @@ fi
 # Runs; each prints one number (tokens/s) or "-" when it failed.
 field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" | tr -d '"'; }
 fieldstr() { sed -n "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p"; } # a string field that may hold commas
-median() { tr ' ' '\n' | grep -v '^-*$' | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+median() { tr ' ' '\n' | grep -v '^-*$' | sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) printf "%.2f\n", a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+num() { awk '{ if ($1 + 0 == $1 && $1 != "") printf "%.2f\n", $1; else print "-" }'; } # one figure, 2 decimals
 act_of() { case $1 in F16 | F32) echo f32 ;; *) echo q8 ;; esac; }
 
 q_ppl() { # file type; the JSON is kept in $D/last-ppl.json for the kernel paths
     "$Q" ppl -m "$1" --text "$TEXT" --ctx 512 --chunks 4 -t "$T" --act "$(act_of "$2")" --json > "$D/last-ppl.json" 2>/dev/null ||
         { echo -; return; }
-    field tokens_per_s < "$D/last-ppl.json"
+    field tokens_per_s < "$D/last-ppl.json" | num
 }
 l_ppl() { # file
     "$bin/llama-perplexity" -m "$1" -f "$TEXT" -c 512 -b 512 --chunks 4 -t "$T" 2>&1 |
-        sed -n 's/.*prompt eval time.*, *\([0-9.]*\) tokens per second.*/\1/p' | head -1 | grep . || echo -
+        sed -n 's/.*prompt eval time.*, *\([0-9.]*\) tokens per second.*/\1/p' | head -1 | num | grep . || echo -
 }
 PROMPT=$D/prompt.txt
 [ -f "$PROMPT" ] || head -c 2400 "$TEXT" > "$PROMPT" # about 560 tokens; generate keeps the first 512
 q_gen() { # file type
     "$Q" generate -m "$1" --prompt-file "$PROMPT" --prompt-tokens 512 -n 640 -t "$T" --act "$(act_of "$2")" --json 2>/dev/null |
-        field decode_tokens_per_s | grep . || echo -
+        field decode_tokens_per_s | num | grep . || echo -
 }
 l_gen() { # file
-    "$bin/llama-bench" -m "$1" -p 0 -n 128 -t "$T" -r 1 -o json 2>/dev/null | field avg_ts | head -1 | grep . || echo -
+    "$bin/llama-bench" -m "$1" -p 0 -n 128 -t "$T" -r 1 -o json 2>/dev/null | field avg_ts | head -1 | num | grep . || echo -
 }
 
 # measure KIND TYPE FILE: REPS alternating passes of qprobe and (with the peer) llama.cpp; prints
