@@ -123,7 +123,7 @@ section() {
     echo "Measured by \`make bench-peer${bin:+ LLAMA_CPP=...}\` on $(date +%Y-%m-%d): $cpu, $(nproc) CPUs,"
     echo "flags: $flags; load average at the end $load (the note says whether the machine was idle)."
     if [ -n "$bin" ]; then
-        echo "Peer: llama.cpp $(cd "$bin" && (git -C "$(dirname "$(dirname "$bin")")" rev-parse --short=8 HEAD 2>/dev/null || echo '?')) from \`$bin\`."
+        echo "Peer: llama.cpp $(git -C "$(dirname "$(dirname "$bin")")" rev-parse --short=8 HEAD 2>/dev/null || echo '(commit unknown)'), built outside the repository (LLAMA_CPP)."
     else
         echo "No peer: run \`make bench-peer LLAMA_CPP=DIR\` (DIR: a llama.cpp build, e.g. at the golden commit c392e509) to add llama.cpp's columns."
     fi
