@@ -4,6 +4,7 @@
 #   make test          build and run every test case, each in its own process
 #   make demo          run the main job on the fixture model and write report/
 #   make bench         print the speed table
+#   make bench-peer [LLAMA_CPP=DIR]   qprobe and llama.cpp side by side (docs/BENCH.md)
 #   make VARIANT=debug|asan ...   other build variants under build/<variant>/
 #   make asan-test     the whole suite under AddressSanitizer + UBSan
 #   V=1                show full commands
@@ -79,7 +80,7 @@ Q := @
 endif
 
 .SECONDARY:
-.PHONY: all test asan-test demo bench clean deps check-fixtures results check-layers fixtures fixtures-dir
+.PHONY: all test asan-test demo bench bench-peer clean deps check-fixtures results check-layers fixtures fixtures-dir
 all: $(BIN)
 
 $(DEPS_STAMP):
@@ -169,6 +170,9 @@ results: $(BIN) check-fixtures
 
 bench: $(BIN) check-fixtures
 	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" scripts/bench.sh
+
+bench-peer: $(BIN) check-fixtures
+	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" LLAMA_CPP="$(LLAMA_CPP)" scripts/bench-peer.sh
 	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" scripts/quant_ppl.sh
 
 clean:

@@ -131,6 +131,17 @@ QP_TEST(accumulated_error_should_exceed_local_error_at_the_last_layer) {
     sqlite3_close(db);
 }
 
+// The run row records the CPU and each kernel family's path, as it records the ISA.
+QP_TEST(run_row_should_record_cpu_and_kernel_paths) {
+    sqlite3 *db;
+    QP_CHECK(sqlite3_open(small_study(), &db) == SQLITE_OK);
+    QP_CHECK_INT_EQ(query_i64(db, "SELECT count(*) FROM run WHERE cpu LIKE '%;%' AND kernels LIKE 'ops ' || isa || ' (gemm %'"
+                                  " AND kernels LIKE '%; act=q8 %'"),
+                    query_i64(db, "SELECT count(*) FROM run"));
+    QP_CHECK(query_i64(db, "SELECT count(*) FROM run") > 0);
+    sqlite3_close(db);
+}
+
 // Every ```sql block of docs/SCHEMA.md prepares, runs to completion, and returns rows.
 QP_TEST(every_schema_doc_query_should_run_on_a_real_study) {
     char path[1024];

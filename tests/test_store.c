@@ -95,7 +95,7 @@ QP_TEST(store_should_create_schema_wal_and_version) {
     hx_store_close(st);
 }
 
-QP_TEST(version_1_study_should_migrate_to_2_keeping_its_rows_without_weight_digests) {
+QP_TEST(version_1_study_should_migrate_to_the_current_version_keeping_its_rows_without_weight_digests) {
     char err[QP_ERRLEN];
     struct hx_store *st;
     sqlite3 *db;
@@ -110,11 +110,11 @@ QP_TEST(version_1_study_should_migrate_to_2_keeping_its_rows_without_weight_dige
     // Read-only, a version-1 study is refused with the way out in the message.
     QP_CHECK(hx_store_open(db_path("v1.sqlite"), HX_STORE_READONLY, &st, err) == QP_EFORMAT);
     QP_CHECK_MSG(strstr(err, "open it once for writing"), "%s", err);
-    // Opened for writing it becomes version 2: the variant is kept, its digest NULL, and new rows
+    // Opened for writing it becomes the current version: the variant is kept, its digest NULL, and new rows
     // store one.
     QP_CHECK_INT_EQ(hx_store_open(db_path("v1.sqlite"), 0, &st, err), 0);
     db = hx_store_db(st);
-    QP_CHECK_INT_EQ(count_rows(db, "PRAGMA user_version"), 2);
+    QP_CHECK_INT_EQ(count_rows(db, "PRAGMA user_version"), HX_STORE_SCHEMA_VERSION);
     QP_CHECK_INT_EQ(count_rows(db, "SELECT count(*) FROM variant WHERE spec = 'q8_0' AND weights_sha256 IS NULL"), 1);
     struct hx_variant_row v = {.spec = "q4_0", .ord = 2, .bits_per_weight = 4.5, .weights_sha256 = "abc"};
     int64_t vid;

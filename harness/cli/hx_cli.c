@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "hx_model.h"
+#include "kn_engine.h"
 #include "qp.h"
 #include "qp_utf8.h"
 
@@ -66,6 +67,20 @@ int hx_parse_int(const char *cmd, const char *opt, const char *val, int lo, int 
     if (errno || end == val || *end || v < lo || v > hi)
         return hx_usage_error(cmd, "%s '%s': expected an integer in %d..%d", opt, val, lo, hi);
     *out = (int)v;
+    return 0;
+}
+
+int hx_kernel_env(char *err) {
+    const char *isa = getenv("QPROBE_ISA"), *gemm = getenv("QPROBE_GEMM"), *panels = getenv("QPROBE_PANELS");
+    char why[QP_ERRLEN];
+    int rc = kn_ops_force(isa, why);
+    if (rc) return qp_fail(err, rc, "QPROBE_ISA=%s", why);
+    enum kn_gemm g;
+    enum kn_panels p;
+    if (kn_gemm_parse(gemm, &g)) return qp_fail(err, QP_EINVAL, "QPROBE_GEMM='%s' is not one of own, blas", gemm);
+    if (kn_panels_parse(panels, &p))
+        return qp_fail(err, QP_EINVAL, "QPROBE_PANELS='%s' is not one of prepack, stream", panels);
+    kn_engine_defaults(g, p);
     return 0;
 }
 

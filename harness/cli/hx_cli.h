@@ -30,6 +30,7 @@ int hx_cmd_gate(int argc, char **argv);
 int hx_cmd_report(int argc, char **argv);
 int hx_cmd_tokenize(int argc, char **argv);
 int hx_cmd_gemm_peak(int argc, char **argv);
+int hx_cmd_kernel_bench(int argc, char **argv);
 
 // Opens a model (+ tokenizer) for cmd; on failure prints the one-line error and returns its exit
 // status (hx_exit.h). need_tok: fail when the model has no tokenizer.
@@ -58,6 +59,13 @@ void hx_task_list_free(struct hx_task_list *l);
 
 // Parses a positive int option value; returns 0 or prints an error and returns HX_EXIT_USAGE.
 int hx_parse_int(const char *cmd, const char *opt, const char *val, int lo, int hi, int *out);
+
+// Reads the kernel choices from the environment and passes them down to kernels/ (kn_ops_force,
+// kn_engine_defaults): QPROBE_ISA=ref|avx2|avx512 (a kernel level; unset: the best this CPU
+// runs), QPROBE_GEMM=own|blas, QPROBE_PANELS=prepack|stream (unset: by model size). Unset or
+// empty variables leave the defaults. QP_EINVAL or QP_ENOTSUP with a message naming the
+// variable. main() calls it once before running a command.
+int hx_kernel_env(char *err);
 
 // Prints a cJSON object on stdout as one line and deletes it.
 void hx_print_json(struct cJSON *obj);

@@ -264,6 +264,8 @@ static void ppl_print_json(const struct ppl_state *r) {
     cJSON_AddStringToObject(o, "isa", kn_engine_ops(r->e)->name);
     cJSON_AddStringToObject(o, "gemm", kn_gemm_name(kn_engine_gemm(r->e)));
     cJSON_AddStringToObject(o, "panels", kn_engine_panels(r->e));
+    char kernels[512];
+    cJSON_AddStringToObject(o, "kernels", kn_engine_kernels(r->e, kernels, sizeof kernels));
     hx_print_json(o);
 }
 

@@ -35,6 +35,7 @@ static const struct {
     {"synth", hx_cmd_synth, "write a synthetic Llama model of a real shape as GGUF (speed tests)"},
     {"tokenize", hx_cmd_tokenize, "the token ids a text becomes with a model's vocabulary (or a tokenizer file)"},
     {"gemm-peak", hx_cmd_gemm_peak, "fp32 matrix-product GFLOP/s of this machine: OpenBLAS and own kernel"},
+    {"kernel-bench", hx_cmd_kernel_bench, "every kernel family on every ISA path of this CPU, side by side"},
 };
 
 static void hx_main_usage(FILE *f) {
@@ -56,16 +57,15 @@ static void hx_main_usage(FILE *f) {
 // Version, commit, the kernel paths this CPU runs and the one chosen, and the libraries' versions.
 static int hx_main_version(void) {
     static const char *const isas[] = {"ref", "avx2", "avx512"};
-    char err[QP_ERRLEN], supported[64] = "";
+    char supported[64] = "";
     for (size_t i = 0; i < QP_ARRAY_LEN(isas); i++)
         if (kn_ops_for(isas[i]))
             snprintf(supported + strlen(supported), sizeof supported - strlen(supported), "%s%s", i ? " " : "", isas[i]);
-    const struct kn_ops *best = kn_ops_best(err);
+    const struct kn_ops *best = kn_ops_best();
     const char *core = openblas_get_corename(), *config = openblas_get_config();
     printf("qprobe %s (commit %s)\n", qp_version, QP_COMMIT);
     printf("kernels: %s supported; %s chosen%s\n", supported, best ? best->name : "none",
            getenv("QPROBE_ISA") && *getenv("QPROBE_ISA") ? " (QPROBE_ISA)" : "");
-    if (!best) printf("  (%s)\n", err);
     printf("sqlite %s, cjson %s, openblas %s (core %s)\n", sqlite3_libversion(), cJSON_Version(),
            config ? config : "unknown", core ? core : "unknown");
     return HX_EXIT_OK;
@@ -77,15 +77,23 @@ int main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN);
     // OpenBLAS picks its kernels when it loads: if it picked half-speed ones for this CPU, set
     // OPENBLAS_CORETYPE and start again (once: the variable is then set).
-    const char *core = kn_blas_coretype_needed();
+    const char *core = kn_blas_coretype_needed(getenv("OPENBLAS_CORETYPE"));
     if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) execv("/proc/self/exe", argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         hx_main_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? HX_EXIT_USAGE : HX_EXIT_OK;
     }
-    if (strcmp(argv[1], "--version") == 0) return hx_main_version();
-    for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++)
-        if (strcmp(argv[1], hx_commands[i].name) == 0) return hx_commands[i].fn(argc - 1, argv + 1);
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+        char err[QP_ERRLEN];
+        if (hx_kernel_env(err)) return hx_usage_error("--version", "%s", err);
+        return hx_main_version();
+    }
+    char err[QP_ERRLEN];
+    for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++) {
+        if (strcmp(argv[1], hx_commands[i].name) != 0) continue;
+        if (hx_kernel_env(err)) return hx_usage_error(argv[1], "%s", err);
+        return hx_commands[i].fn(argc - 1, argv + 1);
+    }
     fprintf(stderr, "qprobe: '%s' is not a command; see 'qprobe --help'\n", argv[1]);
     return HX_EXIT_USAGE;
 }

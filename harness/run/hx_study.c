@@ -10,7 +10,9 @@
 #include "hx_calib.h"
 #include "hx_progress.h"
 #include "hx_text.h"
+#include "kn_cpu.h"
 #include "kn_engine.h"
+#include "kn_qdot.h"
 #include "hx_lockstep.h"
 #include "met_dist.h"
 #include "met_grid.h"
@@ -387,6 +389,11 @@ static int hx_study_run_row(struct hx_study *s, size_t text_len, const char *cal
     struct hx_chunk ch0 = hx_chunk_of(o->protocol, s->n_tokens, o->ctx, 0);
     int n_chunks = hx_ppl_n_chunks(o->protocol, s->n_tokens, o->ctx);
     if (o->max_chunks > 0) n_chunks = QP_MIN(n_chunks, o->max_chunks);
+    char cpu[256], flags[128], kernels[600], ops_kernels[512];
+    snprintf(cpu, sizeof cpu, "%s; %s", kn_cpu()->model, kn_cpu_flags(flags, sizeof flags));
+    const struct kn_qtype *q8 = kn_qtype_for(KN_Q4_0);
+    snprintf(kernels, sizeof kernels, "%s; act=q8 %s", kn_engine_kernels(s->ref, ops_kernels, sizeof ops_kernels),
+             q8 ? q8->isa : "none");
     struct hx_run_info ri = {
         .label = o->label, .model_path = o->model_path, .model_sha256 = model_sha,
         .model_format = fmt_names[s->m->format], .dim = c->dim, .hidden_dim = c->hidden_dim,
@@ -396,8 +403,8 @@ static int hx_study_run_row(struct hx_study *s, size_t text_len, const char *cal
         .text_path = o->text_path, .text_sha256 = text_sha, .text_bytes = (int64_t)text_len,
         .text_tokens = (int64_t)s->n_tokens, .protocol = hx_protocol_name(o->protocol), .ctx = o->ctx,
         .stride = o->ctx, .score_from = ch0.first, .score_to = ch0.last, .bos = s->bos, .chunks = n_chunks,
-        .isa = kn_engine_ops(s->ref)->name, .gemm = kn_gemm_name(kn_engine_gemm(s->ref)),
-        .threads = o->n_threads, .config = o->config_json, .calib_path = o->calib_path,
+        .isa = kn_engine_ops(s->ref)->name, .gemm = kn_gemm_name(kn_engine_gemm(s->ref)), .cpu = cpu,
+        .kernels = kernels, .threads = o->n_threads, .config = o->config_json, .calib_path = o->calib_path,
         .calib_sha256 = calib_sha, .calib_overlap_bytes = overlap};
     int created;
     return hx_store_run_get(s->st, &ri, &s->run_id, &created, err);

@@ -16,7 +16,7 @@
 struct sqlite3;
 struct hx_store;
 
-#define HX_STORE_SCHEMA_VERSION 2
+#define HX_STORE_SCHEMA_VERSION 3
 
 enum { HX_STORE_READONLY = 1 };
 
@@ -66,6 +66,7 @@ struct hx_run_info {
     const char *calib_path, *calib_sha256;
     int64_t calib_overlap_bytes;
     const char *isa, *gemm;
+    const char *cpu, *kernels; // CPU model and flags; each kernel family's path
     int threads;
     const char *config;
 };
