@@ -25,6 +25,7 @@ const char *qp_strerror(int code) {
     case QP_ENOTSUP: return "not supported";
     case QP_ENOENT: return "not found";
     case QP_EINTR: return "interrupted";
+    case QP_ENUMERIC: return "numeric failure";
     default: return "unknown error";
     }
 }

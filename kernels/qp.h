@@ -24,6 +24,7 @@ enum {
     QP_ENOTSUP = -6,  // valid input that this build does not support
     QP_ENOENT = -7,   // a named key, tensor or file is missing
     QP_EINTR = -8,    // interrupted by a signal (Ctrl-C) before finishing
+    QP_ENUMERIC = -9, // a computation produced NaN or infinity (training diverged): a runtime failure
 };
 
 #define QP_ERRLEN 512

@@ -15,6 +15,7 @@
 
 #include "kn_types.h"
 #include "qp.h"
+#include "qz_qat.h"
 
 // ---------------------------------------------------------------------------------------------
 // Tables.
@@ -299,6 +300,8 @@ static int parse_base(char *s, bool in_rule, struct qz_base *b, char *w) {
             b->ggml_type = mix_names[i].base_type;
             return 0;
         }
+
+    if (strcmp(m, "qat") == 0) return qz_qat_parse(tok + 1, nt - 1, in_rule, b, w, WHY_LEN); // qz_qat.c
 
     const char *method;
     if (strcmp(m, "rtn") == 0) method = "rtn";
@@ -750,6 +753,12 @@ static void print_base(struct sb *o, const struct qz_base *b) {
         }
         if (b->a8 == QZ_A8_TENSOR) sb_add(o, ":act=tensor");
         break;
+    case QZ_QAT: {
+        char t[QZ_QAT_PRINT_MAX];
+        qz_qat_print(b, t, sizeof t);
+        sb_add(o, "%s", t);
+        break;
+    }
     default: QP_ASSERT(!"bad qz_method");
     }
 }

@@ -371,7 +371,7 @@ static int needs_stats(const struct qz_base *b) {
 }
 
 int hx_variant_needs_calib(const struct qz_variant *v) {
-    int any = needs_stats(&v->base) || v->imatrix;
+    int any = needs_stats(&v->base) || v->imatrix || v->base.method == QZ_QAT; // QAT: harness/run/hx_qat.h
     for (int i = 0; i < v->n_rules; i++) any |= needs_stats(&v->rules[i].base);
     return any;
 }

@@ -391,6 +391,7 @@ int hx_study_open(const struct hx_study_opts *o, struct hx_study **out, char *er
             goto done;
         }
         s->cal->n_threads = o->n_threads;
+        s->cal->stop = o->stop; // QAT polls it (hx_qat.h)
     }
     HX_TRY(hx_store_open(o->db_path, 0, &s->st, err));
 

@@ -8,6 +8,7 @@
 #include "hx_calib.h"
 #include "kn_blocks.h"
 #include "hx_model.h"
+#include "hx_qat.h"
 #include "qp.h"
 #include "qz_ggml.h"
 #include "qz_kquants.h"
@@ -265,6 +266,7 @@ int hx_quant_model_create_calib(const struct kn_weights *src, const struct qz_va
         qz_variant_print(v, spec, sizeof spec);
         return qp_fail(err, QP_EINVAL, "'%s' needs calibration data (--calib FILE)", spec);
     }
+    if (v->base.method == QZ_QAT) return hx_qat_model_create(src, v, cal, out, NULL, err); // hx_qat.h
     struct hx_calib_model cm;
     int rc = hx_calib_quantize(src, v, cal, &cm, err);
     if (rc) return rc;
