@@ -37,6 +37,10 @@
 #include "kn_model.h"
 
 #define KN_TRAIN_CHUNK 64 // rows or columns per matrix-product call (see Determinism)
+// Work (multiply-adds) below which a step runs on one thread: on small models (stories260K) the
+// barriers of a parallel region cost more than they save, and far more on a loaded machine
+// (measured 15x slower with 2 threads than 1 on windows of 64 tokens). Does not change any bit.
+#define KN_TRAIN_PAR_WORK ((int64_t)1 << 18)
 
 // What a parameter tensor is. Block tensors carry their layer.
 enum kn_tp_kind {
@@ -96,7 +100,8 @@ struct kn_train;
 struct kn_train64;
 
 // A workspace for windows of up to max_tokens tokens (<= cfg.seq_len), using n_threads OpenMP
-// threads. While it lives OpenBLAS runs single-threaded (openblas_set_num_threads(1); destroy
+// threads (for steps with at least KN_TRAIN_PAR_WORK of work). While it lives OpenBLAS runs
+// single-threaded (openblas_set_num_threads(1); destroy
 // restores the previous count): the products run inside our own threads. It keeps the activations of the last forward (about n_layers · max_tokens ·
 // (6 dim + 2 kv_dim + 3 hidden + n_heads · max_tokens) values plus the logits). L must outlive it.
 // 0, QP_EINVAL or QP_ENOMEM with err.

@@ -41,7 +41,7 @@ struct KT_S {
     KT_R *dx, *dxb, *dq, *dk, *dv, *dmix, *tmp; // (n, D) / (n, KV) / (n, D); tmp (n, max(D, H))
     KT_R *dg, *du, *dh;                          // (n, H)
     KT_R *dxbf;                                  // (n, D)
-    KT_R *scratch;                               // per thread: (nt, 2 max_n)
+    KT_R *scratch;                               // per thread: (nt, max_n, max_n)
     void **allocs;
     int n_allocs;
 };
@@ -108,7 +108,7 @@ int KT_PUB(create)(const struct kn_train_layout *L, int max_tokens, int n_thread
          (t->dv = KT_ST(alloc)(t, n * KV)) && (t->dmix = KT_ST(alloc)(t, n * D)) &&
          (t->tmp = KT_ST(alloc)(t, n * QP_MAX(D, H))) && (t->dg = KT_ST(alloc)(t, n * H)) &&
          (t->du = KT_ST(alloc)(t, n * H)) && (t->dh = KT_ST(alloc)(t, n * H)) &&
-         (t->dxbf = KT_ST(alloc)(t, n * D)) && (t->scratch = KT_ST(alloc)(t, (size_t)n_threads * 2 * n));
+         (t->dxbf = KT_ST(alloc)(t, n * D)) && (t->scratch = KT_ST(alloc)(t, (size_t)n_threads * n * n));
     if (!ok) {
         KT_PUB(destroy)(t);
         return qp_fail(err, QP_ENOMEM, "out of memory for training activations (%d tokens)", max_tokens);
@@ -131,7 +131,7 @@ int KT_PUB(create)(const struct kn_train_layout *L, int max_tokens, int n_thread
 // Y (n, out) = X (n, in) · Wᵀ, W (out, in).
 static void KT_ST(mm_fwd)(const struct KT_S *t, const KT_R *X, int n, const KT_R *W, int out, int in, KT_R *Y) {
     int nc = (out + KN_TRAIN_CHUNK - 1) / KN_TRAIN_CHUNK;
-#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && nc > 1)
+#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && nc > 1 && (int64_t)n * out * in >= KN_TRAIN_PAR_WORK)
     for (int ci = 0; ci < nc; ci++) {
         int r0 = ci * KN_TRAIN_CHUNK, m = QP_MIN(KN_TRAIN_CHUNK, out - r0);
         KT_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, n, m, in, 1, X, in, W + (size_t)r0 * in, in, 0,
@@ -143,7 +143,7 @@ static void KT_ST(mm_fwd)(const struct KT_S *t, const KT_R *X, int n, const KT_R
 static void KT_ST(mm_dx)(const struct KT_S *t, const KT_R *dY, int n, const KT_R *W, int out, int in, KT_R *dX,
                          KT_R beta) {
     int nc = (in + KN_TRAIN_CHUNK - 1) / KN_TRAIN_CHUNK;
-#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && nc > 1)
+#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && nc > 1 && (int64_t)n * out * in >= KN_TRAIN_PAR_WORK)
     for (int ci = 0; ci < nc; ci++) {
         int c0 = ci * KN_TRAIN_CHUNK, m = QP_MIN(KN_TRAIN_CHUNK, in - c0);
         KT_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, m, out, 1, dY, out, W + c0, in, beta, dX + c0, in);
@@ -153,7 +153,7 @@ static void KT_ST(mm_dx)(const struct KT_S *t, const KT_R *dY, int n, const KT_R
 // dW (out, in) += dY (n, out)ᵀ · X (n, in).
 static void KT_ST(mm_dw)(const struct KT_S *t, const KT_R *dY, int n, const KT_R *X, int out, int in, KT_R *dW) {
     int nc = (out + KN_TRAIN_CHUNK - 1) / KN_TRAIN_CHUNK;
-#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && nc > 1)
+#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && nc > 1 && (int64_t)n * out * in >= KN_TRAIN_PAR_WORK)
     for (int ci = 0; ci < nc; ci++) {
         int r0 = ci * KN_TRAIN_CHUNK, m = QP_MIN(KN_TRAIN_CHUNK, out - r0);
         KT_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, m, in, n, 1, dY + r0, out, X, in, 1, dW + (size_t)r0 * in,
@@ -168,7 +168,7 @@ static void KT_ST(mm_dw)(const struct KT_S *t, const KT_R *dY, int n, const KT_R
 static void KT_ST(rmsnorm_fwd)(const struct KT_S *t, const KT_R *x, const KT_R *w, int n, KT_R *y, KT_R *r) {
     int D = t->L->cfg.dim;
     double eps = t->L->cfg.norm_eps;
-#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && n > 1)
+#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && (int64_t)n * D >= KN_TRAIN_PAR_WORK / 4)
     for (int i = 0; i < n; i++) {
         const KT_R *xi = x + (size_t)i * D;
         double ss = 0;
@@ -186,7 +186,7 @@ static void KT_ST(rmsnorm_bwd)(const struct KT_S *t, const KT_R *x, const KT_R *
     int D = t->L->cfg.dim;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < D; j++) dw[j] += dy[(size_t)i * D + j] * x[(size_t)i * D + j] * r[i];
-#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && n > 1)
+#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && (int64_t)n * D >= KN_TRAIN_PAR_WORK / 4)
     for (int i = 0; i < n; i++) {
         const KT_R *xi = x + (size_t)i * D, *dyi = dy + (size_t)i * D;
         double s = 0;
@@ -214,21 +214,22 @@ static void KT_ST(rope)(const struct KT_S *t, KT_R *vec, int n_heads, int pos, i
 // ---------------------------------------------------------------------------------------------
 // Attention
 
-// Forward for one head: p rows and the head's slice of mix.
+// Attention runs per head as matrix products (one single-threaded BLAS call each, so a head's
+// result does not depend on the thread that runs it), over the full n × n square: the causal
+// mask zeroes P above the diagonal, which costs twice the multiply-adds of the triangle but runs
+// at BLAS speed.
+
+// Forward for query head h: P (n, n) = softmax(mask(Q_h K_gᵀ / sqrt(HS))), mix_h = P V_g.
 static void KT_ST(attn_head_fwd)(const struct KT_S *t, const struct KT_ST(layer_acts) *a, int h, int n) {
     const struct kn_config *c = &t->L->cfg;
     int hs = c->head_size, D = c->dim, KV = c->n_kv_heads * hs, g = h / (c->n_heads / c->n_kv_heads);
     KT_R inv = (KT_R)1 / (KT_R)sqrtf((float)hs); // the engine divides by sqrtf(head_size)
+    KT_R *P = a->p + (size_t)h * n * n;
+    const KT_R *Q = a->q + (size_t)h * hs, *K = a->k + (size_t)g * hs, *Vg = a->v + (size_t)g * hs;
+    KT_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, hs, inv, Q, D, K, KV, 0, P, n);
     for (int i = 0; i < n; i++) {
-        const KT_R *qi = a->q + (size_t)i * D + (size_t)h * hs;
-        KT_R *pi = a->p + ((size_t)h * n + i) * n, mx = -INFINITY;
-        for (int j = 0; j <= i; j++) {
-            const KT_R *kj = a->k + (size_t)j * KV + (size_t)g * hs;
-            KT_R s = 0;
-            for (int d = 0; d < hs; d++) s += qi[d] * kj[d];
-            pi[j] = s * inv;
-            if (pi[j] > mx) mx = pi[j];
-        }
+        KT_R *pi = P + (size_t)i * n, mx = -INFINITY;
+        for (int j = 0; j <= i; j++) mx = pi[j] > mx ? pi[j] : mx;
         double sum = 0;
         for (int j = 0; j <= i; j++) {
             pi[j] = KT_EXP(pi[j] - mx);
@@ -236,54 +237,35 @@ static void KT_ST(attn_head_fwd)(const struct KT_S *t, const struct KT_ST(layer_
         }
         KT_R isum = (KT_R)(1.0 / sum);
         for (int j = 0; j <= i; j++) pi[j] *= isum;
-        KT_R *oi = a->mix + (size_t)i * D + (size_t)h * hs;
-        for (int d = 0; d < hs; d++) oi[d] = 0;
-        for (int j = 0; j <= i; j++) {
-            const KT_R *vj = a->v + (size_t)j * KV + (size_t)g * hs;
-            for (int d = 0; d < hs; d++) oi[d] += pi[j] * vj[d];
-        }
+        for (int j = i + 1; j < n; j++) pi[j] = 0;
     }
+    KT_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hs, n, 1, P, n, Vg, KV, 0, a->mix + (size_t)h * hs, D);
 }
 
-// Backward for KV head g and its query heads: reads t->dmix, writes t->dq (those heads' slices,
-// before the inverse RoPE) and t->dk, t->dv (head g's slices). dP and dS rows in scratch.
-static void KT_ST(attn_kv_bwd)(const struct KT_S *t, const struct KT_ST(layer_acts) *a, int g, int n, KT_R *scratch) {
+// Backward for KV head g and its query heads, in head order: reads t->dmix, writes t->dq (those
+// heads' slices, before the inverse RoPE) and t->dk, t->dv (head g's slices). ds: (n, n) scratch.
+//   dP = dO Vᵀ, dV += Pᵀ dO, dS = P ∘ (dP − rowsum(P ∘ dP)) / sqrt(HS), dQ = dS K, dK += dSᵀ Q.
+static void KT_ST(attn_kv_bwd)(const struct KT_S *t, const struct KT_ST(layer_acts) *a, int g, int n, KT_R *ds) {
     const struct kn_config *c = &t->L->cfg;
     int hs = c->head_size, D = c->dim, KV = c->n_kv_heads * hs, group = c->n_heads / c->n_kv_heads;
     KT_R inv = (KT_R)1 / (KT_R)sqrtf((float)hs);
-    for (int j = 0; j < n; j++)
-        for (int d = 0; d < hs; d++) {
-            t->dk[(size_t)j * KV + (size_t)g * hs + d] = 0;
-            t->dv[(size_t)j * KV + (size_t)g * hs + d] = 0;
-        }
-    KT_R *ds = scratch;
+    const KT_R *K = a->k + (size_t)g * hs, *Vg = a->v + (size_t)g * hs;
+    KT_R *dK = t->dk + (size_t)g * hs, *dV = t->dv + (size_t)g * hs;
     for (int h = g * group; h < (g + 1) * group; h++) {
+        const KT_R *P = a->p + (size_t)h * n * n, *dO = t->dmix + (size_t)h * hs, *Q = a->q + (size_t)h * hs;
+        KT_R beta = h == g * group ? 0 : 1;
+        KT_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, hs, 1, dO, D, Vg, KV, 0, ds, n);
+        KT_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, n, hs, n, 1, P, n, dO, D, beta, dV, KV);
         for (int i = 0; i < n; i++) {
-            const KT_R *pi = a->p + ((size_t)h * n + i) * n;
-            const KT_R *doi = t->dmix + (size_t)i * D + (size_t)h * hs;
-            const KT_R *qi = a->q + (size_t)i * D + (size_t)h * hs;
-            double dot = 0; // Σ_j P_ij dP_ij
-            for (int j = 0; j <= i; j++) {
-                const KT_R *vj = a->v + (size_t)j * KV + (size_t)g * hs;
-                KT_R dp = 0;
-                for (int d = 0; d < hs; d++) dp += doi[d] * vj[d];
-                ds[j] = dp;
-                dot += (double)pi[j] * dp;
-                KT_R *dvj = t->dv + (size_t)j * KV + (size_t)g * hs;
-                for (int d = 0; d < hs; d++) dvj[d] += pi[j] * doi[d];
-            }
-            KT_R *dqi = t->dq + (size_t)i * D + (size_t)h * hs;
-            for (int d = 0; d < hs; d++) dqi[d] = 0;
-            for (int j = 0; j <= i; j++) {
-                KT_R dsj = pi[j] * (ds[j] - (KT_R)dot) * inv;
-                const KT_R *kj = a->k + (size_t)j * KV + (size_t)g * hs;
-                KT_R *dkj = t->dk + (size_t)j * KV + (size_t)g * hs;
-                for (int d = 0; d < hs; d++) {
-                    dqi[d] += dsj * kj[d];
-                    dkj[d] += dsj * qi[d];
-                }
-            }
+            const KT_R *pi = P + (size_t)i * n;
+            KT_R *di = ds + (size_t)i * n;
+            double dot = 0;
+            for (int j = 0; j <= i; j++) dot += (double)pi[j] * di[j];
+            for (int j = 0; j <= i; j++) di[j] = pi[j] * (di[j] - (KT_R)dot) * inv;
+            for (int j = i + 1; j < n; j++) di[j] = 0;
         }
+        KT_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hs, n, 1, ds, n, K, KV, 0, t->dq + (size_t)h * hs, D);
+        KT_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, n, hs, n, 1, ds, n, Q, D, beta, dK, KV);
     }
 }
 
@@ -303,12 +285,12 @@ static void KT_ST(block_fwd)(struct KT_S *t, const KT_R *P, int l, KT_R *x, int 
     KT_ST(mm_fwd)(t, a->xb1, n, KT_ST(param)(t, P, KN_TP_WQ, l), D, D, a->q);
     KT_ST(mm_fwd)(t, a->xb1, n, KT_ST(param)(t, P, KN_TP_WK, l), KV, D, a->k);
     KT_ST(mm_fwd)(t, a->xb1, n, KT_ST(param)(t, P, KN_TP_WV, l), KV, D, a->v);
-#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && n > 1)
+#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && (int64_t)n * D >= KN_TRAIN_PAR_WORK / 4)
     for (int i = 0; i < n; i++) {
         KT_ST(rope)(t, a->q + (size_t)i * D, c->n_heads, i, 0);
         KT_ST(rope)(t, a->k + (size_t)i * KV, c->n_kv_heads, i, 0);
     }
-#pragma omp parallel for num_threads(t->nt) schedule(static, 1) if (t->nt > 1)
+#pragma omp parallel for num_threads(t->nt) schedule(static, 1) if (t->nt > 1 && (int64_t)n * n * D >= KN_TRAIN_PAR_WORK)
     for (int h = 0; h < c->n_heads; h++) KT_ST(attn_head_fwd)(t, a, h, n);
     KT_ST(mm_fwd)(t, a->mix, n, KT_ST(param)(t, P, KN_TP_WO, l), D, D, t->tmp);
     for (size_t i = 0; i < (size_t)n * D; i++) x[i] += t->tmp[i];
@@ -373,10 +355,10 @@ static void KT_ST(block_bwd)(struct KT_S *t, const KT_R *P, KT_R *G, int l, int 
     // Attention: x_mid = x_in + W_o mix.
     KT_ST(mm_dw)(t, t->dx, n, a->mix, D, D, KT_ST(grad)(t, G, KN_TP_WO, l));
     KT_ST(mm_dx)(t, t->dx, n, KT_ST(param)(t, P, KN_TP_WO, l), D, D, t->dmix, 0);
-#pragma omp parallel for num_threads(t->nt) schedule(static, 1) if (t->nt > 1)
+#pragma omp parallel for num_threads(t->nt) schedule(static, 1) if (t->nt > 1 && (int64_t)n * n * D >= KN_TRAIN_PAR_WORK)
     for (int g = 0; g < c->n_kv_heads; g++)
-        KT_ST(attn_kv_bwd)(t, a, g, n, t->scratch + (size_t)omp_get_thread_num() * 2 * t->max_n);
-#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && n > 1)
+        KT_ST(attn_kv_bwd)(t, a, g, n, t->scratch + (size_t)omp_get_thread_num() * t->max_n * t->max_n);
+#pragma omp parallel for num_threads(t->nt) schedule(static) if (t->nt > 1 && (int64_t)n * D >= KN_TRAIN_PAR_WORK / 4)
     for (int i = 0; i < n; i++) {
         KT_ST(rope)(t, t->dq + (size_t)i * D, c->n_heads, i, 1);
         KT_ST(rope)(t, t->dk + (size_t)i * KV, c->n_kv_heads, i, 1);
@@ -420,7 +402,7 @@ void KT_PUB(loss)(const KT_R *logits, const KT_R *teacher, const int *targets, i
                   double ce_weight, double scale, int n_threads, KT_R *dlogits, double *rows, double *kl,
                   double *ce) {
     double *row_kl = rows, *row_ce = rows + n;
-#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1 && n > 1)
+#pragma omp parallel for num_threads(n_threads) schedule(static) if (n_threads > 1 && (int64_t)n * vocab >= KN_TRAIN_PAR_WORK / 4)
     for (int i = 0; i < n; i++) {
         const KT_R *z = logits + (size_t)i * vocab, *zt = teacher + (size_t)i * vocab;
         KT_R *dz = dlogits + (size_t)i * vocab;
@@ -431,7 +413,7 @@ void KT_PUB(loss)(const KT_R *logits, const KT_R *teacher, const int *targets, i
         int tg = targets && ce_weight > 0 ? targets[i] : -1;
         for (int v = 0; v < vocab; v++) {
             double lps = z[v] - lzs, lpt = zt[v] - lzt, ps = exp(lps), pt = exp(lpt);
-            if (pt > 0) k += pt * (lpt - lps);
+            if (pt != 0) k += pt * (lpt - lps); // 0 log 0 = 0; a NaN anywhere propagates
             double gz = ps - pt;
             if (v == tg) gz += ce_weight * (ps - 1.0);
             else if (tg >= 0) gz += ce_weight * ps;

@@ -8,12 +8,22 @@
 
 #include "kn_engine.h"
 #include "kn_train.h"
+#include "hx_calib.h"
 #include "hx_model.h"
+#include "hx_qat.h"
+#include "hx_variant.h"
 #include "qp.h"
 #include "qp_test.h"
+#include "qz_qat.h"
+#include "qz_rtn.h"
+#include "qz_spec.h"
+#include "kn_blocks.h"
 
 #define MODEL "models/llama2c/stories260K.bin"
 #define TOK "models/llama2c/tok512.bin"
+#define TEXT "data/tinystories/tinystories_val.txt"
+#define CALIB_BYTES 300000 // calibration from the first bytes of TEXT; evaluation from EVAL_FROM on
+#define EVAL_FROM 400000
 
 // ---------------------------------------------------------------------------------------------
 // A tiny model
@@ -222,4 +232,274 @@ QP_TEST(backward_should_give_the_same_bits_for_1_and_2_threads) {
     qp_free(grads[0]), qp_free(grads[1]), qp_free(teacher), qp_free(dl), qp_free(p);
     kn_train_layout_deinit(&L);
     hx_model_close(m);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake quantizer: STE, LSQ, packing
+
+// A hand-computed group: 3-bit symmetric (codes -3..3), s = 0.5. w/s = 1.8 → q = 2 (inside,
+// ds += 2 − 1.8); −0.4 → 0 (inside, ds += 0 − (−0.4)); 6 → clamped to 3 (dw = 0, ds += 3).
+QP_TEST(qat_gradients_should_pass_inside_the_grid_and_stop_at_clipped_weights) {
+    struct qz_base b;
+    char err[QP_ERRLEN];
+    char *opts[] = {"bits=3", "group=3"};
+    QP_CHECK_MSG(qz_qat_parse(opts, 2, false, &b, err, sizeof err) == 0, "%s", err);
+    const float w[3] = {0.9f, -0.2f, 3.0f}, dout[3] = {1.0f, 1.0f, 1.0f};
+    struct qz_qat_grid g;
+    QP_CHECK(qz_qat_grid_init(&g, &b, w, 1, 3) == 0);
+    g.scale[0] = 0.5f;
+    float y[3], dw[3], ds;
+    qz_qat_fake(&g, w, y, 0, 1);
+    QP_CHECK(y[0] == 1.0f && y[1] == 0.0f && y[2] == 1.5f);
+    qz_qat_grad(&g, w, dout, dw, &ds, NULL, 0, 1);
+    QP_CHECK(dw[0] == 1.0f && dw[1] == 1.0f && dw[2] == 0.0f);
+    QP_CHECK_NEAR(ds, (2 - 1.8) + (0 + 0.4) + 3, 1e-6);
+    QP_CHECK_INT_EQ(qz_qat_count_clipped(&g, w), 1);
+    qz_qat_grid_deinit(&g);
+}
+
+// q4_1's minimum: inside the range it does not move w' (0), at a clamped weight by 1.
+QP_TEST(qat_minimum_gradient_should_count_only_clamped_weights) {
+    struct qz_base b;
+    char err[QP_ERRLEN];
+    char *opts[] = {"q4_1"};
+    QP_CHECK_MSG(qz_qat_parse(opts, 1, false, &b, err, sizeof err) == 0, "%s", err);
+    float w[32], dout[32], dw[32], ds, dm;
+    for (int i = 0; i < 32; i++) w[i] = (float)i / 31.0f, dout[i] = 0.5f;
+    struct qz_qat_grid g;
+    QP_CHECK(qz_qat_grid_init(&g, &b, w, 1, 32) == 0);
+    QP_CHECK(g.min != NULL);
+    w[31] = 2.0f; // now far above the grid's top (d·15 + m ≈ 1)
+    qz_qat_grad(&g, w, dout, dw, &ds, &dm, 0, 1);
+    QP_CHECK(dm == 0.5f && dw[31] == 0.0f && dw[0] == 0.5f);
+    qz_qat_grid_deinit(&g);
+}
+
+// The RTN grid starts as rtn: quantizes (bit for bit), and every llama.cpp grid packs into blocks
+// whose dequantization is the fake quantization, bit for bit.
+QP_TEST(qat_grids_should_start_at_rtn_and_pack_to_their_fake_values) {
+    rng_state = 99;
+    enum { R = 5, C = 96 };
+    float w[R * C], y[R * C], z[R * C];
+    for (int i = 0; i < R * C; i++) w[i] = (float)(0.1 * rng_uniform() + 0.02 * rng_uniform() * rng_uniform());
+    char err[QP_ERRLEN];
+    struct qz_variant *v;
+    QP_CHECK(qz_variant_parse("qat:bits=3:group=32:asym", &v, err) == 0);
+    struct qz_qat_grid g;
+    QP_CHECK(qz_qat_grid_init(&g, &v->base, w, R, C) == 0);
+    qz_qat_fake(&g, w, y, 0, R);
+    struct qz_base rb = qz_qat_ptq_base(&v->base);
+    QP_CHECK(qz_fake_quant(&rb, w, z, R, C, NULL) == 0);
+    QP_CHECK(memcmp(y, z, sizeof y) == 0);
+    qz_qat_grid_deinit(&g);
+    qz_variant_destroy(v);
+    const char *types[] = {"qat:q4_0", "qat:q4_1", "qat:q5_0", "qat:q5_1", "qat:q8_0"};
+    for (size_t k = 0; k < QP_ARRAY_LEN(types); k++) {
+        QP_CHECK(qz_variant_parse(types[k], &v, err) == 0);
+        QP_CHECK(qz_qat_grid_init(&g, &v->base, w, R, C) == 0);
+        for (int64_t i = 0; i < qz_qat_n_groups(&g); i++) g.scale[i] *= 1.0f + 0.01f * (float)(i % 3); // "trained"
+        qz_qat_round_fp16(&g);
+        qz_qat_fake(&g, w, y, 0, R);
+        size_t rb2 = kn_row_bytes(g.type, C);
+        uint8_t *blocks = malloc(R * rb2);
+        qz_qat_pack(&g, w, blocks);
+        for (int r = 0; r < R; r++) kn_dequantize_row(g.type, blocks + r * rb2, z + r * C, C);
+        for (int i = 0; i < R * C; i++)
+            QP_CHECK_MSG(y[i] == z[i], "%s element %d: fake %.9g, packed %.9g", types[k], i, y[i], z[i]);
+        free(blocks);
+        qz_qat_grid_deinit(&g);
+        qz_variant_destroy(v);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The spec
+
+QP_TEST(qat_spec_should_print_canonically_and_refuse_bad_fields_by_name) {
+    char err[QP_ERRLEN], buf[256];
+    struct qz_variant *v;
+    QP_CHECK_MSG(qz_variant_parse("qat:group=32:bits=3:asym:lr=1e-3:seed=7", &v, err) == 0, "%s", err);
+    QP_CHECK(qz_variant_print(v, buf, sizeof buf) > 0);
+    QP_CHECK_STR_EQ(buf, "qat:bits=3:group=32:asym:steps=300:lr=0.001:init=rtn:seed=7:ce=0");
+    QP_CHECK(v->base.method == QZ_QAT && v->base.qat.steps == QZ_QAT_DEFAULT_STEPS);
+    QP_CHECK_NEAR(qz_bits_per_weight(&v->base, 64, 64), 3 + (16.0 + 3) / 32, 1e-12); // as rtn:group=32:asym
+    qz_variant_destroy(v);
+    QP_CHECK(qz_variant_parse("qat:Q4_1:steps=5:init=gptq:ce=0.5", &v, err) == 0);
+    qz_variant_print(v, buf, sizeof buf);
+    QP_CHECK_STR_EQ(buf, "qat:q4_1:steps=5:lr=0.002:init=gptq:seed=1:ce=0.5");
+    QP_CHECK_NEAR(qz_bits_per_weight(&v->base, 64, 64), 5.0, 1e-12); // q4_1: 20 bytes per 32
+    qz_variant_destroy(v);
+    static const struct {
+        const char *spec, *names;
+    } bad[] = {
+        {"qat:bits=3:group=32:steps=0", "steps"},  {"qat:bits=3:group=32:lr=0", "lr"},
+        {"qat:bits=3:group=32:lr=-1", "lr"},       {"qat:bits=3:group=32:init=awq", "init"},
+        {"qat:bits=3", "group"},                   {"qat:q4_k", "q4_0 q4_1"},
+        {"qat:bits=9:group=32", "bits"},           {"q4_0;name~ffn=qat:bits=3:group=32", "name~"},
+        {"qat:q4_0:bits=4", "bits="},
+    };
+    for (size_t i = 0; i < QP_ARRAY_LEN(bad); i++) {
+        QP_CHECK_MSG(qz_variant_parse(bad[i].spec, &v, err) == QP_EINVAL && !v, "'%s' was accepted", bad[i].spec);
+        QP_CHECK_MSG(strstr(err, bad[i].names) && strstr(err, "bad spec"), "'%s': %s", bad[i].spec, err);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Training end to end
+
+// stories260K with calibration windows from the first bytes of tinystories_val.txt.
+struct qat_fixture {
+    struct hx_model *m;
+    struct hx_calib *cal;
+    char *text;
+};
+
+static void qat_fixture_open(struct qat_fixture *f, int n_seqs, int seq_len, int n_threads) {
+    char err[QP_ERRLEN];
+    QP_CHECK_MSG(hx_model_open(qpt_fixture(MODEL), qpt_fixture(TOK), &f->m, err) == 0, "%s", err);
+    size_t len;
+    f->text = qpt_read_file(qpt_fixture(TEXT), &len);
+    QP_CHECK(f->text && len > CALIB_BYTES);
+    QP_CHECK_MSG(hx_calib_create(f->m->tok, f->text, CALIB_BYTES, n_seqs, seq_len, &f->cal, err) == 0, "%s", err);
+    f->cal->n_threads = n_threads;
+}
+
+static void qat_fixture_close(struct qat_fixture *f) {
+    hx_calib_destroy(f->cal);
+    free(f->text);
+    hx_model_close(f->m);
+}
+
+// Every 2-D weight of the variant, as bytes (packed blocks or fp32 values), in model order.
+static int variants_equal(const struct kn_weights *a, const struct kn_weights *b) {
+    struct hx_weight_ref ra[HX_N_WEIGHTS(8)], rb[HX_N_WEIGHTS(8)];
+    hx_weight_refs((struct kn_weights *)a, ra);
+    hx_weight_refs((struct kn_weights *)b, rb);
+    for (int i = 0; i < HX_N_WEIGHTS(a->cfg.n_layers); i++) {
+        const struct kn_tensor *x = ra[i].t, *y = rb[i].t;
+        if (x->type != y->type || memcmp(x->data, y->data, kn_row_bytes(x->type, x->ne0) * (size_t)x->ne1) != 0)
+            return 0;
+    }
+    for (int l = 0; l < a->cfg.n_layers; l++)
+        if (memcmp(a->layers[l].attn_norm.data, b->layers[l].attn_norm.data, (size_t)a->cfg.dim * 4) ||
+            memcmp(a->layers[l].ffn_norm.data, b->layers[l].ffn_norm.data, (size_t)a->cfg.dim * 4))
+            return 0;
+    return memcmp(a->out_norm.data, b->out_norm.data, (size_t)a->cfg.dim * 4) == 0;
+}
+
+// The same spec and seed give the same bits with 1 and 2 threads (an RTN grid and a packed
+// llama.cpp type, 3 steps of 4 windows of 32 tokens), and another seed gives other bits.
+QP_TEST(qat_training_should_give_the_same_weights_for_1_and_2_threads) {
+    const char *specs[][2] = {{"qat:bits=3:group=32:asym:steps=3:seed=5", "qat:bits=3:group=32:asym:steps=3:seed=6"},
+                              {"qat:q4_1:steps=3:seed=5", "qat:q4_1:steps=3:seed=6"}};
+    for (size_t k = 0; k < QP_ARRAY_LEN(specs); k++) {
+        struct hx_quant_model *q[3];
+        for (int run = 0; run < 3; run++) {
+            struct qat_fixture f;
+            qat_fixture_open(&f, 16, 32, run == 1 ? 2 : 1);
+            char err[QP_ERRLEN];
+            struct qz_variant *v;
+            QP_CHECK(qz_variant_parse(specs[k][run == 2], &v, err) == 0);
+            struct hx_qat_info info;
+            QP_CHECK_MSG(hx_qat_model_create(&f.m->w, v, f.cal, &q[run], &info, err) == 0, "%s", err);
+            QP_CHECK(info.steps == 3 && info.tokens == 3 * 4 * 32 && isfinite(info.loss_last));
+            qz_variant_destroy(v);
+            qat_fixture_close(&f);
+        }
+        QP_CHECK_MSG(variants_equal(&q[0]->w, &q[1]->w), "%s: 1 and 2 threads differ", specs[k][0]);
+        QP_CHECK_MSG(!variants_equal(&q[0]->w, &q[2]->w), "%s: the seed changes nothing", specs[k][0]);
+        QP_CHECK(k == 0 || q[0]->w.layers[0].wq.type == KN_Q4_1);
+        for (int run = 0; run < 3; run++) hx_quant_model_destroy(q[run]);
+    }
+}
+
+// A loss that overflows stops the run at that step, with nothing returned: a final-norm weight of
+// 3e38 makes the logits overflow to infinity from the first window on.
+QP_TEST(qat_training_should_stop_with_a_numeric_error_when_the_loss_diverges) {
+    struct qat_fixture f;
+    qat_fixture_open(&f, 4, 32, 1);
+    struct kn_weights w = f.m->w;
+    float *norm = malloc((size_t)w.cfg.dim * sizeof(float));
+    for (int i = 0; i < w.cfg.dim; i++) norm[i] = 3e38f;
+    w.out_norm.data = norm;
+    char err[QP_ERRLEN];
+    struct qz_variant *v;
+    QP_CHECK(qz_variant_parse("qat:bits=3:group=32:steps=4", &v, err) == 0);
+    struct hx_quant_model *q = (struct hx_quant_model *)1;
+    int rc = hx_qat_model_create(&w, v, f.cal, &q, NULL, err);
+    QP_CHECK_MSG(rc == QP_ENUMERIC && q == NULL, "rc %d", rc);
+    QP_CHECK_MSG(strstr(err, "diverged at step 1"), "%s", err);
+    qz_variant_destroy(v);
+    free(norm);
+    qat_fixture_close(&f);
+}
+
+// The stop flag (Ctrl-C in a sweep) ends training before the next step, nothing returned.
+QP_TEST(qat_training_should_stop_when_asked) {
+    struct qat_fixture f;
+    qat_fixture_open(&f, 4, 32, 1);
+    volatile int stop = 1;
+    f.cal->stop = &stop;
+    char err[QP_ERRLEN];
+    struct qz_variant *v;
+    QP_CHECK(qz_variant_parse("qat:bits=3:group=32:steps=4", &v, err) == 0);
+    struct hx_quant_model *q;
+    QP_CHECK(hx_qat_model_create(&f.m->w, v, f.cal, &q, NULL, err) == QP_EINTR && q == NULL);
+    qz_variant_destroy(v);
+    qat_fixture_close(&f);
+}
+
+// A part of TEXT in this case's scratch directory.
+static const char *write_part(const char *name, size_t from, size_t n) {
+    static char path[2][4200];
+    static int k;
+    char *p = path[k++ % 2];
+    size_t len;
+    char *all = qpt_read_file(qpt_fixture(TEXT), &len);
+    QP_CHECK(all && from + n <= len);
+    snprintf(p, 4200, "%s/%s", qpt_tmpdir(), name);
+    FILE *f = fopen(p, "wb");
+    QP_CHECK(f && fwrite(all + from, 1, n, f) == n);
+    fclose(f);
+    free(all);
+    return p;
+}
+
+// `qprobe ppl -q qat:...`: runs with --calib, refuses overlap and bad fields (exit 2), and a
+// diverging run ends with one line naming the step and exit 3. The diverging model is
+// stories260K with its final RMSNorm weights set to 3e38 (the logits overflow).
+QP_TEST(ppl_should_train_qat_and_exit_3_when_training_diverges) {
+    char cal[4200], ev[4200], base[8400], cmd[32768], bad[4200], *out = NULL;
+    snprintf(cal, sizeof cal, "%s", write_part("calib.txt", 0, CALIB_BYTES));
+    snprintf(ev, sizeof ev, "%s", write_part("eval.txt", EVAL_FROM, 60000));
+    snprintf(base, sizeof base, "'%s' ppl -z '%s' --text '%s' -t 1 --chunks 2 --ctx 128 --calib-seqs 8 --calib-len 64",
+             qpt_qprobe(), qpt_fixture(TOK), ev);
+    snprintf(cmd, sizeof cmd, "%s -m '%s' -q 'qat:bits=3:group=32:steps=2' --calib '%s' --json 2>/dev/null", base,
+             qpt_fixture(MODEL), cal);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
+    QP_CHECK_MSG(out && qpt_json_num(out, "ppl") > 1 && qpt_json_num(out, "calib_overlap_bytes") == 0, "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s -m '%s' -q 'qat:bits=3:group=32:steps=2' --calib '%s' 2>&1", base, qpt_fixture(MODEL), ev);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 2);
+    QP_CHECK_MSG(out && strstr(out, "disjoint"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s -m '%s' -q 'qat:bits=3:group=32:steps=0' --calib '%s' 2>&1", base, qpt_fixture(MODEL), cal);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 2);
+    QP_CHECK_MSG(out && strstr(out, "'steps=0'") && strchr(out, '\n') == out + strlen(out) - 1, "%s", out);
+    free(out);
+    // The planted model: llama2.c layout, rms_final after the 7-int header and 259968 floats.
+    size_t len;
+    char *m = qpt_read_file(qpt_fixture(MODEL), &len);
+    QP_CHECK(m && len > 28 + 4 * (259968 + 64));
+    float big = 3e38f;
+    for (int i = 0; i < 64; i++) memcpy(m + 28 + 4 * (259968 + i), &big, 4);
+    snprintf(bad, sizeof bad, "%s/planted.bin", qpt_tmpdir());
+    FILE *f = fopen(bad, "wb");
+    QP_CHECK(f && fwrite(m, 1, len, f) == len);
+    fclose(f);
+    free(m);
+    snprintf(cmd, sizeof cmd, "%s -m '%s' -q 'qat:bits=3:group=32:steps=3' --calib '%s' 2>&1", base, bad, cal);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 3);
+    QP_CHECK_MSG(out && strstr(out, "diverged at step 1") && strchr(out, '\n') == out + strlen(out) - 1, "%s", out);
+    free(out);
 }

@@ -18,6 +18,7 @@ struct cJSON;
 #define HX_EXIT_OK 0
 #define HX_EXIT_FAIL 1
 #define HX_EXIT_USAGE 2
+#define HX_EXIT_RUNTIME 3 // a runtime failure: out of memory, training diverged (QP_ENUMERIC)
 
 int hx_cmd_generate(int argc, char **argv);
 int hx_cmd_ppl(int argc, char **argv);

@@ -177,6 +177,7 @@ int hx_cmd_ppl(int argc, char **argv) {
         double tq = qp_now();
         if ((rc = hx_quant_model_create_calib(&m->w, variant, cal, &qm, err))) {
             hx_usage_error("ppl", "cannot quantize '%s' as '%s': %s", model_path, spec_canon, err);
+            if (rc == QP_ENUMERIC || rc == QP_ENOMEM) status = HX_EXIT_RUNTIME; // QAT diverged, out of memory
             goto done;
         }
         weights = &qm->w;

@@ -34,7 +34,8 @@ static void sweep_usage(void) {
            "      --dry-run       validate and list the variants, run nothing\n"
            "      --json          one JSON line per variant on stdout\n\n"
            "Ctrl-C discards the variant in flight (nothing half-written) and stops; --resume continues.\n"
-           "exit status: 0 done, 2 bad configuration or input, 130 interrupted.\n");
+           "exit status: 0 done, 2 bad configuration or input, 3 runtime failure (out of memory, QAT\n"
+           "diverged), 130 interrupted.\n");
 }
 
 static int hx_parse_shard(const char *s, int *i, int *n) {
@@ -163,6 +164,7 @@ int hx_cmd_sweep(int argc, char **argv) {
         if (rc == QP_EINTR) break;
         if (rc) {
             status = hx_usage_error("sweep", "variant %d '%s': %s", i + 1, cfg->variants[i], err);
+            if (rc == QP_ENUMERIC || rc == QP_ENOMEM) status = HX_EXIT_RUNTIME; // QAT diverged, out of memory
             goto done;
         }
         if (vo.skipped) skipped++;

@@ -133,7 +133,7 @@ static void hx_qat_effective(struct hx_qat *q) {
             memcpy(q->e + tp->off, q->p + tp->off, (size_t)(tp->rows * tp->cols) * sizeof(float));
             continue;
         }
-#pragma omp parallel for num_threads(q->nt) schedule(static) if (q->nt > 1 && tp->rows > 64)
+#pragma omp parallel for num_threads(q->nt) schedule(static) if (q->nt > 1 && tp->rows * tp->cols >= KN_TRAIN_PAR_WORK / 4)
         for (int64_t r = 0; r < tp->rows; r++) qz_qat_fake(&t->grid, q->p + tp->off, q->e + tp->off, r, r + 1);
     }
 }
@@ -211,7 +211,7 @@ static double hx_qat_grid_grads(struct hx_qat *q) {
         struct hx_qat_tensor *t = &q->t[i];
         float *g = q->g + tp->off;
         if (t->mode == HX_QT_GRID) {
-#pragma omp parallel for num_threads(q->nt) schedule(static) if (q->nt > 1 && tp->rows > 64)
+#pragma omp parallel for num_threads(q->nt) schedule(static) if (q->nt > 1 && tp->rows * tp->cols >= KN_TRAIN_PAR_WORK / 4)
             for (int64_t r = 0; r < tp->rows; r++) qz_qat_grad(&t->grid, q->p + tp->off, g, g, t->gs, t->gm, r, r + 1);
             int64_t ng = qz_qat_n_groups(&t->grid);
             double n1 = kn_train_grad_norm(t->gs, (size_t)ng), n2 = t->gm ? kn_train_grad_norm(t->gm, (size_t)ng) : 0;
