@@ -503,3 +503,32 @@ QP_TEST(ppl_should_train_qat_and_exit_3_when_training_diverges) {
     QP_CHECK_MSG(out && strstr(out, "diverged at step 1") && strchr(out, '\n') == out + strlen(out) - 1, "%s", out);
     free(out);
 }
+
+// `qprobe convert -q qat:q4_0 --calib` writes the trained blocks: the GGUF's perplexity is the
+// in-memory variant's, to every digit (same training, same bits).
+QP_TEST(convert_should_write_the_trained_qat_blocks_as_gguf) {
+    char cal[4200], ev[4200], cmd[32768], gguf[4200], *out = NULL;
+    snprintf(cal, sizeof cal, "%s", write_part("calib.txt", 0, CALIB_BYTES));
+    snprintf(ev, sizeof ev, "%s", write_part("eval.txt", EVAL_FROM, 60000));
+    snprintf(gguf, sizeof gguf, "%s/qat.gguf", qpt_tmpdir());
+    const char *train = "--calib-seqs 8 --calib-len 64 -t 1";
+    snprintf(cmd, sizeof cmd, "'%s' convert -m '%s' -z '%s' -o '%s' -q 'qat:q4_0:steps=3' --calib '%s' %s 2>/dev/null",
+             qpt_qprobe(), qpt_fixture(MODEL), qpt_fixture(TOK), gguf, cal, train);
+    QP_CHECK_INT_EQ(qpt_run(cmd, NULL), 0);
+    snprintf(cmd, sizeof cmd, "'%s' ppl -m '%s' --text '%s' -t 1 --chunks 2 --ctx 128 --json", qpt_qprobe(), gguf, ev);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
+    double from_file = qpt_json_num(out, "ppl");
+    free(out);
+    snprintf(cmd, sizeof cmd, "'%s' ppl -m '%s' -z '%s' --text '%s' -t 1 --chunks 2 --ctx 128 -q 'qat:q4_0:steps=3' "
+             "--calib '%s' %s --json 2>/dev/null", qpt_qprobe(), qpt_fixture(MODEL), qpt_fixture(TOK), ev, cal, train);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
+    double in_memory = qpt_json_num(out, "ppl");
+    free(out);
+    QP_CHECK_MSG(from_file == in_memory && from_file > 1, "GGUF %.9g, in memory %.9g", from_file, in_memory);
+    // Without --calib: refused by name.
+    snprintf(cmd, sizeof cmd, "'%s' convert -m '%s' -z '%s' -o '%s' -q 'qat:q4_0' 2>&1", qpt_qprobe(), qpt_fixture(MODEL),
+             qpt_fixture(TOK), gguf);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 2);
+    QP_CHECK_MSG(out && strstr(out, "--calib"), "%s", out);
+    free(out);
+}
