@@ -101,9 +101,10 @@ struct kn_train64;
 
 // A workspace for windows of up to max_tokens tokens (<= cfg.seq_len), using n_threads OpenMP
 // threads (for steps with at least KN_TRAIN_PAR_WORK of work). While it lives OpenBLAS runs
-// single-threaded (openblas_set_num_threads(1); destroy
-// restores the previous count): the products run inside our own threads. It keeps the activations of the last forward (about n_layers · max_tokens ·
-// (6 dim + 2 kv_dim + 3 hidden + n_heads · max_tokens) values plus the logits). L must outlive it.
+// single-threaded (openblas_set_num_threads(1); destroy restores the previous count): the
+// products run inside our own threads. It keeps the activations of the last forward, about
+// n_layers · max_tokens · (6 dim + 2 kv_dim + 3 hidden + n_heads · max_tokens) values, plus the
+// logits and n_threads · max_tokens² of attention scratch. L must outlive it.
 // 0, QP_EINVAL or QP_ENOMEM with err.
 int kn_train_create(const struct kn_train_layout *L, int max_tokens, int n_threads, struct kn_train **out,
                     char *err);

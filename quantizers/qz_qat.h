@@ -16,7 +16,7 @@
 //   options, any order:  steps=N (>= 1, default QZ_QAT_DEFAULT_STEPS), lr=X (> 0, default
 //                        QZ_QAT_DEFAULT_LR), init=rtn|gptq (default rtn), seed=S (default 1),
 //                        ce=X (>= 0, default 0: weight of next-token cross-entropy next to the KL)
-//   Printed canonically with every option: qat:bits=3:group=32:asym:steps=300:lr=0.002:init=rtn:seed=1:ce=0
+//   Printed canonically with every option: qat:bits=3:group=32:asym:steps=300:lr=0.0005:init=rtn:seed=1:ce=0
 //   A `qat:` base is whole-model: refused in a name~ rule.
 //
 // The grid of one group (g = a group of G consecutive weights of a row, or a 32-weight block):
@@ -51,7 +51,7 @@
 enum qz_qat_init { QZ_QAT_INIT_RTN, QZ_QAT_INIT_GPTQ };
 
 #define QZ_QAT_DEFAULT_STEPS 300
-#define QZ_QAT_DEFAULT_LR 0.002
+#define QZ_QAT_DEFAULT_LR 0.0005
 #define QZ_QAT_DEFAULT_SEED 1
 #define QZ_QAT_MIN_SCALE 6e-8f // about fp16's smallest subnormal
 #define QZ_QAT_PRINT_MAX 192   // the longest canonical qat: base, with its NUL

@@ -326,7 +326,7 @@ QP_TEST(qat_spec_should_print_canonically_and_refuse_bad_fields_by_name) {
     qz_variant_destroy(v);
     QP_CHECK(qz_variant_parse("qat:Q4_1:steps=5:init=gptq:ce=0.5", &v, err) == 0);
     qz_variant_print(v, buf, sizeof buf);
-    QP_CHECK_STR_EQ(buf, "qat:q4_1:steps=5:lr=0.002:init=gptq:seed=1:ce=0.5");
+    QP_CHECK_STR_EQ(buf, "qat:q4_1:steps=5:lr=0.0005:init=gptq:seed=1:ce=0.5");
     QP_CHECK_NEAR(qz_bits_per_weight(&v->base, 64, 64), 5.0, 1e-12); // q4_1: 20 bytes per 32
     qz_variant_destroy(v);
     static const struct {
@@ -531,4 +531,67 @@ QP_TEST(convert_should_write_the_trained_qat_blocks_as_gguf) {
     QP_CHECK_INT_EQ(qpt_run(cmd, &out), 2);
     QP_CHECK_MSG(out && strstr(out, "--calib"), "%s", out);
     free(out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// QAT against PTQ where PTQ breaks
+
+#include "hx_lockstep.h"
+#include "hx_tokenizer.h"
+#include "met_dist.h"
+
+struct score {
+    double kld, ppl;
+};
+
+// Mean KLD against the fp32 model and the variant's perplexity on the held-out text (from
+// EVAL_FROM on), llama.cpp's protocol, 40 windows of 256 tokens.
+static struct score heldout_score(const struct hx_model *m, const struct kn_weights *w, const int *toks, size_t n) {
+    char err[QP_ERRLEN];
+    struct kn_engine *ref, *e;
+    QP_CHECK_MSG(kn_engine_create(&m->w, NULL, &ref, err) == 0 && kn_engine_create(w, NULL, &e, err) == 0, "%s", err);
+    struct hx_lockstep_opts lo = {.protocol = HX_PROTO_LLAMACPP, .ctx = 256, .n_threads = 1, .bos = hx_tok_bos(m->tok),
+                                  .max_chunks = 40};
+    struct hx_lockstep_result res;
+    QP_CHECK_MSG(hx_lockstep_run(ref, e, toks, n, &lo, &res, err) == 0, "%s", err);
+    struct met_dist_summary s;
+    met_dist_finish(res.dist, &s);
+    hx_lockstep_result_free(&res);
+    kn_engine_destroy(e);
+    kn_engine_destroy(ref);
+    return (struct score){s.kld_mean, s.ppl_var};
+}
+
+// At 3 bits, group 32, asymmetric, QAT (a short run: 40 steps of 4 windows of 128 tokens,
+// 20,480 training tokens) gives a lower held-out perplexity and mean KLD than RTN, GPTQ and
+// AWQ on the same grid with the same 32 calibration windows. Measured (KLD / PPL): RTN
+// 0.894 / 14.48, GPTQ 0.585 / 10.52, AWQ 0.549 / 10.30, QAT 0.428 / 9.04 (8.7 s of training on
+// one thread of the loaded shared machine, about 2 s idle).
+QP_TEST(qat_should_beat_rtn_gptq_and_awq_on_held_out_text_at_3_bits) {
+    struct qat_fixture f;
+    qat_fixture_open(&f, 32, 128, 1);
+    size_t len = strlen(f.text), n;
+    int *toks;
+    QP_CHECK(hx_tok_encode(f.m->tok, f.text + EVAL_FROM, len - EVAL_FROM, HX_TOK_ADD_BOS | HX_TOK_SPACE_PREFIX, &toks, &n) == 0);
+    const char *specs[] = {"rtn:bits=3:group=32:asym", "gptq:bits=3:group=32:asym", "awq:bits=3:group=32:asym",
+                           "qat:bits=3:group=32:asym:steps=40"};
+    struct score s[4];
+    for (int i = 0; i < 4; i++) {
+        char err[QP_ERRLEN];
+        struct qz_variant *v;
+        struct hx_quant_model *q;
+        QP_CHECK(qz_variant_parse(specs[i], &v, err) == 0);
+        double t0 = qp_now();
+        QP_CHECK_MSG(hx_quant_model_create_calib(&f.m->w, v, f.cal, &q, err) == 0, "%s: %s", specs[i], err);
+        double dt = qp_now() - t0;
+        s[i] = heldout_score(f.m, &q->w, toks, n);
+        fprintf(stderr, "%-40s KLD %.5f PPL %.4f (%.1f s)\n", specs[i], s[i].kld, s[i].ppl, dt);
+        hx_quant_model_destroy(q);
+        qz_variant_destroy(v);
+    }
+    for (int i = 0; i < 3; i++)
+        QP_CHECK_MSG(s[3].kld < s[i].kld && s[3].ppl < s[i].ppl, "qat %.5f / %.4f vs %s %.5f / %.4f", s[3].kld,
+                     s[3].ppl, specs[i], s[i].kld, s[i].ppl);
+    free(toks);
+    qat_fixture_close(&f);
 }
