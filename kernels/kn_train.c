@@ -142,12 +142,6 @@ void kn_train_weights_view(const struct kn_train_layout *L, const float *params,
 #define KT_GEMM cblas_sgemm
 #define KT_EXP expf
 #include "kn_train_impl.h"
-#undef KT_R
-#undef KT_S
-#undef KT_PUB
-#undef KT_ST
-#undef KT_GEMM
-#undef KT_EXP
 
 #define KT_R double
 #define KT_S kn_train64
@@ -156,12 +150,6 @@ void kn_train_weights_view(const struct kn_train_layout *L, const float *params,
 #define KT_GEMM cblas_dgemm
 #define KT_EXP exp
 #include "kn_train_impl.h"
-#undef KT_R
-#undef KT_S
-#undef KT_PUB
-#undef KT_ST
-#undef KT_GEMM
-#undef KT_EXP
 
 // ---------------------------------------------------------------------------------------------
 // Optimizer

@@ -9,6 +9,8 @@
 //   KT_GEMM     cblas_sgemm / cblas_dgemm
 //   KT_EXP      expf / exp
 //
+// It #undefs them at its end, so that the next inclusion can define them again.
+//
 // Shapes: n tokens of a window; D = dim, KV = kv_dim, H = hidden, V = vocab, NH = n_heads,
 // HS = head_size. Every buffer below is row-major, one token per row.
 
@@ -427,3 +429,10 @@ void KT_PUB(loss)(const KT_R *logits, const KT_R *teacher, const int *targets, i
     if (kl) *kl = sk;
     if (ce) *ce = sc;
 }
+
+#undef KT_R
+#undef KT_S
+#undef KT_PUB
+#undef KT_ST
+#undef KT_GEMM
+#undef KT_EXP

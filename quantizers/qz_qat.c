@@ -6,8 +6,6 @@
 // qz_ggml.h) and libc; never on harness/.
 #include "qz_qat.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -47,29 +45,6 @@ static int qat_why(char *why, size_t cap, const char *fmt, ...) {
     return QP_EINVAL;
 }
 
-// Non-negative decimal integer of at most 10 digits; a plain decimal real (no sign, no inf/nan).
-static int qat_int(const char *s, int64_t *out) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 10) return -1;
-    int64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i])) return -1;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return 0;
-}
-
-static int qat_real(const char *s, double *out) {
-    if (!*s || !(isdigit((unsigned char)s[0]) || s[0] == '.')) return -1;
-    errno = 0;
-    char *end;
-    double v = strtod(s, &end);
-    if (*end || errno || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
 // One option "key=value" or flag into b; seen collects the keys given.
 static int qat_opt(const char *t, struct qz_base *b, unsigned *seen, char *why, size_t cap) {
     static const char *const keys[] = {"bits", "group", "asym", "steps", "lr", "init", "seed", "ce", "type"};
@@ -98,22 +73,22 @@ static int qat_opt(const char *t, struct qz_base *b, unsigned *seen, char *why, 
     double rv = 0;
     switch (k) {
     case 0:
-        if (qat_int(val, &iv) || iv < 2 || iv > 8) return qat_why(why, cap, "qat: 'bits=%.12s': bits must be 2..8", val);
+        if (qz_spec_parse_int(val, &iv) || iv < 2 || iv > 8) return qat_why(why, cap, "qat: 'bits=%.12s': bits must be 2..8", val);
         b->bits = (int)iv;
         break;
     case 1:
-        if (qat_int(val, &iv) || iv < 1 || iv > QZ_MAX_GROUP)
+        if (qz_spec_parse_int(val, &iv) || iv < 1 || iv > QZ_MAX_GROUP)
             return qat_why(why, cap, "qat: 'group=%.12s': group must be an integer 1..%d", val, QZ_MAX_GROUP);
         b->group = iv;
         break;
     case 2: b->sym = false; break;
     case 3:
-        if (qat_int(val, &iv) || iv < 1 || iv > QZ_QAT_MAX_STEPS)
+        if (qz_spec_parse_int(val, &iv) || iv < 1 || iv > QZ_QAT_MAX_STEPS)
             return qat_why(why, cap, "qat: 'steps=%.12s': steps must be an integer 1..%d", val, QZ_QAT_MAX_STEPS);
         b->qat.steps = iv;
         break;
     case 4:
-        if (qat_real(val, &rv) || !(rv > 0) || rv > 1)
+        if (qz_spec_parse_real(val, &rv) || !(rv > 0) || rv > 1)
             return qat_why(why, cap, "qat: 'lr=%.12s': lr must be a number > 0 (at most 1)", val);
         b->qat.lr = rv;
         break;
@@ -123,11 +98,11 @@ static int qat_opt(const char *t, struct qz_base *b, unsigned *seen, char *why, 
         else return qat_why(why, cap, "qat: 'init=%.12s': init must be rtn or gptq", val);
         break;
     case 6:
-        if (qat_int(val, &iv)) return qat_why(why, cap, "qat: 'seed=%.12s': seed must be an integer 0..9999999999", val);
+        if (qz_spec_parse_int(val, &iv)) return qat_why(why, cap, "qat: 'seed=%.12s': seed must be an integer 0..9999999999", val);
         b->qat.seed = iv;
         break;
     case 7:
-        if (qat_real(val, &rv) || !(rv >= 0) || rv > 100)
+        if (qz_spec_parse_real(val, &rv) || !(rv >= 0) || rv > 100)
             return qat_why(why, cap, "qat: 'ce=%.12s': ce must be a number in [0, 100]", val);
         b->qat.ce = rv;
         break;
@@ -169,15 +144,8 @@ int qz_qat_parse(char *const *opts, int n, bool in_rule, struct qz_base *b, char
 
 void qz_qat_print(const struct qz_base *b, char *buf, size_t cap) {
     char lr[32], ce[32];
-    // Shortest %g that reads back to the same double, as qz_spec prints reals.
-    for (int p = 1; p <= 17; p++) {
-        snprintf(lr, sizeof lr, "%.*g", p, b->qat.lr);
-        if (strtod(lr, NULL) == b->qat.lr) break;
-    }
-    for (int p = 1; p <= 17; p++) {
-        snprintf(ce, sizeof ce, "%.*g", p, b->qat.ce);
-        if (strtod(ce, NULL) == b->qat.ce) break;
-    }
+    qz_spec_fmt_real(lr, sizeof lr, b->qat.lr);
+    qz_spec_fmt_real(ce, sizeof ce, b->qat.ce);
     char grid[48];
     int ti = qat_type_index(b->ggml_type);
     if (ti >= 0) snprintf(grid, sizeof grid, "%s", qat_types[ti].name);

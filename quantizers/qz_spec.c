@@ -850,3 +850,7 @@ int qz_tensor_class_of(const char *name) {
 const char *qz_tensor_class_name(int tc) {
     return tc >= 0 && tc < QZ_TC_COUNT ? tc_names[tc] : NULL;
 }
+
+int qz_spec_parse_int(const char *s, int64_t *out) { return parse_int(s, out); }
+int qz_spec_parse_real(const char *s, double *out) { return parse_real(s, out); }
+void qz_spec_fmt_real(char *out, size_t cap, double x) { fmt_real(out, cap, x); }

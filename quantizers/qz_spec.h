@@ -170,6 +170,13 @@ const struct qz_base *qz_variant_for_tensor(const struct qz_variant *v, const ch
 // The class of a GGUF tensor name (see enum qz_tensor_class), QZ_TC_OTHER when none fits.
 int qz_tensor_class_of(const char *gguf_name);
 
+// The spec's number syntax, for the methods parsed outside this file (qz_qat.c): a decimal
+// integer of at most 10 digits; a plain decimal real (no sign, hex, inf or nan); 0 or -1. And a
+// real printed in the shortest form that reads back to the same double (%.{1..17}g).
+int qz_spec_parse_int(const char *s, int64_t *out);
+int qz_spec_parse_real(const char *s, double *out);
+void qz_spec_fmt_real(char *out, size_t cap, double x);
+
 // The keep= name of a class ("attn_q"), NULL for QZ_TC_OTHER or out of range.
 const char *qz_tensor_class_name(int tensor_class);
 

@@ -144,6 +144,20 @@ FROM m a JOIN m b ON b.spec IN (replace(substr(a.spec, 1, instr(a.spec, ':steps=
                                 replace(substr(a.spec, 1, instr(a.spec, ':steps=') - 1), 'qat:', 'awq:'))
 WHERE a.spec LIKE 'qat:%' ORDER BY a.ord, b.ord;"
 
+# One model's section: db, a suffix for its title, the table query, what the checks are, the checks query.
+section() {
+    echo
+    echo "## $(sql "$1" "SELECT replace(model_path, rtrim(model_path, replace(model_path, '/', '')), '') FROM run WHERE id = (SELECT max(id) FROM run);")$2"
+    echo
+    sql "$1" "$PROTOCOL"
+    echo
+    sql "$1" "$3"
+    echo
+    echo "Checks ($4):"
+    echo
+    sql "$1" "$5"
+}
+
 SECONDS_SQL="$METRICS
 SELECT group_concat(printf('\`%s\` %.1f s', spec, qs), ', ') FROM m
 WHERE spec LIKE 'gptq:%' OR spec LIKE 'awq:%' OR spec LIKE 'smoothquant:alpha=0.5' OR spec LIKE 'q4_k_m;imatrix';"
@@ -170,16 +184,7 @@ WHERE spec LIKE 'gptq:%' OR spec LIKE 'awq:%' OR spec LIKE 'smoothquant:alpha=0.
     echo "token (dynamic) or, with \`act=tensor\`, one static scale per linear input from calibration."
     for m in "${models[@]}"; do
         db="$OUT/$m.sqlite"
-        echo
-        echo "## $(sql "$db" "SELECT replace(model_path, rtrim(model_path, replace(model_path, '/', '')), '') FROM run WHERE id = (SELECT max(id) FROM run);")"
-        echo
-        sql "$db" "$PROTOCOL"
-        echo
-        sql "$db" "$TABLE"
-        echo
-        echo "Checks (issue 4's evidence; the SmoothQuant α is the best of the sweep on this text):"
-        echo
-        sql "$db" "$CHECKS"
+        section "$db" "" "$TABLE" "issue 4's evidence; the SmoothQuant α is the best of the sweep on this text" "$CHECKS"
         echo
         echo "Quantization time, calibration statistics included ($(sql "$db" "SELECT threads FROM run WHERE id = (SELECT max(id) FROM run);") threads, shared machine): $(sql "$db" "$SECONDS_SQL")."
     done
@@ -194,17 +199,7 @@ WHERE spec LIKE 'gptq:%' OR spec LIKE 'awq:%' OR spec LIKE 'smoothquant:alpha=0.
     echo "training tok/s: steps · 4 · window length / seconds. Configurations: \`examples/qat-stories260K.json\`,"
     echo "\`examples/qat-llama2xs.json\`."
     for m in "${models[@]}"; do
-        db="$OUT/qat-$m.sqlite"
-        echo
-        echo "## $(sql "$db" "SELECT replace(model_path, rtrim(model_path, replace(model_path, '/', '')), '') FROM run WHERE id = (SELECT max(id) FROM run);"), QAT"
-        echo
-        sql "$db" "$PROTOCOL"
-        echo
-        sql "$db" "$QAT_TABLE"
-        echo
-        echo "Checks (issue 19's evidence: QAT against each PTQ method on its grid):"
-        echo
-        sql "$db" "$QAT_CHECKS"
+        section "$OUT/qat-$m.sqlite" ", QAT" "$QAT_TABLE" "issue 19's evidence: QAT against each PTQ method on its grid" "$QAT_CHECKS"
     done
 } > "$DOC.tmp"
 mv "$DOC.tmp" "$DOC"

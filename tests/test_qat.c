@@ -449,29 +449,14 @@ QP_TEST(qat_training_should_stop_when_asked) {
     qat_fixture_close(&f);
 }
 
-// A part of TEXT in this case's scratch directory.
-static const char *write_part(const char *name, size_t from, size_t n) {
-    static char path[2][4200];
-    static int k;
-    char *p = path[k++ % 2];
-    size_t len;
-    char *all = qpt_read_file(qpt_fixture(TEXT), &len);
-    QP_CHECK(all && from + n <= len);
-    snprintf(p, 4200, "%s/%s", qpt_tmpdir(), name);
-    FILE *f = fopen(p, "wb");
-    QP_CHECK(f && fwrite(all + from, 1, n, f) == n);
-    fclose(f);
-    free(all);
-    return p;
-}
 
 // `qprobe ppl -q qat:...`: runs with --calib, refuses overlap and bad fields (exit 2), and a
 // diverging run ends with one line naming the step and exit 3. The diverging model is
 // stories260K with its final RMSNorm weights set to 3e38 (the logits overflow).
 QP_TEST(ppl_should_train_qat_and_exit_3_when_training_diverges) {
     char cal[4200], ev[4200], base[8400], cmd[32768], bad[4200], *out = NULL;
-    snprintf(cal, sizeof cal, "%s", write_part("calib.txt", 0, CALIB_BYTES));
-    snprintf(ev, sizeof ev, "%s", write_part("eval.txt", EVAL_FROM, 60000));
+    snprintf(cal, sizeof cal, "%s", qpt_text_part("calib.txt", 0, CALIB_BYTES));
+    snprintf(ev, sizeof ev, "%s", qpt_text_part("eval.txt", EVAL_FROM, 60000));
     snprintf(base, sizeof base, "'%s' ppl -z '%s' --text '%s' -t 1 --chunks 2 --ctx 128 --calib-seqs 8 --calib-len 64",
              qpt_qprobe(), qpt_fixture(TOK), ev);
     snprintf(cmd, sizeof cmd, "%s -m '%s' -q 'qat:bits=3:group=32:steps=2' --calib '%s' --json 2>/dev/null", base,
@@ -508,8 +493,8 @@ QP_TEST(ppl_should_train_qat_and_exit_3_when_training_diverges) {
 // in-memory variant's, to every digit (same training, same bits).
 QP_TEST(convert_should_write_the_trained_qat_blocks_as_gguf) {
     char cal[4200], ev[4200], cmd[32768], gguf[4200], *out = NULL;
-    snprintf(cal, sizeof cal, "%s", write_part("calib.txt", 0, CALIB_BYTES));
-    snprintf(ev, sizeof ev, "%s", write_part("eval.txt", EVAL_FROM, 60000));
+    snprintf(cal, sizeof cal, "%s", qpt_text_part("calib.txt", 0, CALIB_BYTES));
+    snprintf(ev, sizeof ev, "%s", qpt_text_part("eval.txt", EVAL_FROM, 60000));
     snprintf(gguf, sizeof gguf, "%s/qat.gguf", qpt_tmpdir());
     const char *train = "--calib-seqs 8 --calib-len 64 -t 1";
     snprintf(cmd, sizeof cmd, "'%s' convert -m '%s' -z '%s' -o '%s' -q 'qat:q4_0:steps=3' --calib '%s' %s 2>/dev/null",

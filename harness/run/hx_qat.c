@@ -300,21 +300,6 @@ static int hx_qat_train(struct hx_qat *q, struct hx_qat_info *info, char *err) {
 // ---------------------------------------------------------------------------------------------
 // The packed result
 
-static int hx_qat_keep(struct hx_quant_model *m, void *p) {
-    if (!p) return QP_ENOMEM;
-    if (m->n_owned == m->cap_owned) {
-        int cap = m->cap_owned ? 2 * m->cap_owned : 64;
-        void **nb = realloc(m->owned, (size_t)cap * sizeof *nb);
-        if (!nb) {
-            qp_free(p);
-            return QP_ENOMEM;
-        }
-        m->owned = nb, m->cap_owned = cap;
-    }
-    m->owned[m->n_owned++] = p;
-    return 0;
-}
-
 // Tensor i as its format stores it, into *dst (a buffer owned by m).
 static int hx_qat_store_tensor(struct hx_qat *q, int i, struct hx_quant_model *m, struct kn_tensor *dst) {
     const struct kn_tparam *tp = &q->L.t[i];
@@ -324,7 +309,7 @@ static int hx_qat_store_tensor(struct hx_qat *q, int i, struct hx_quant_model *m
     int type = t->mode == HX_QT_GRID && t->grid.type >= 0 ? t->grid.type : t->mode == HX_QT_F16 ? KN_F16 : KN_F32;
     size_t rb = kn_row_bytes(type, cols);
     void *buf = qp_alloc_array((size_t)rows, rb);
-    if (hx_qat_keep(m, buf)) return QP_ENOMEM;
+    if (hx_quant_model_own(m, buf)) return QP_ENOMEM;
     if (t->mode == HX_QT_GRID && type != KN_F32) qz_qat_pack(&t->grid, lat, buf);
     else if (t->mode == HX_QT_GRID) qz_qat_fake(&t->grid, lat, buf, 0, rows);
     else if (type == KN_F16) hx_pack_rows(KN_F16, lat, rows, cols, NULL, buf);
@@ -348,7 +333,7 @@ static int hx_qat_result(struct hx_qat *q, struct hx_quant_model **out, struct h
     struct hx_quant_model *m = calloc(1, sizeof *m);
     if (!m) return qp_fail(err, QP_ENOMEM, "out of memory");
     struct kn_layer_weights *layers = qp_calloc_array((size_t)q->L.cfg.n_layers, sizeof *layers);
-    int rc = hx_qat_keep(m, layers);
+    int rc = hx_quant_model_own(m, layers);
     struct kn_weights view;
     if (!rc) kn_train_weights_view(&q->L, q->p, layers, &view); // the tensors' places and shapes
     struct kn_tensor *slot[KN_TP_COUNT];

@@ -296,3 +296,5 @@ int hx_quant_model_create_calib(const struct kn_weights *src, const struct qz_va
     *out = q;
     return 0;
 }
+
+int hx_quant_model_own(struct hx_quant_model *q, void *p) { return hx_own(q, p); }

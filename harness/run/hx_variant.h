@@ -38,6 +38,9 @@ struct hx_quant_model {
 int hx_quant_model_create(const struct kn_weights *src, const struct qz_variant *v,
                           struct hx_quant_model **out, char *err);
 void hx_quant_model_destroy(struct hx_quant_model *q);
+// Makes q own p (a qp_alloc buffer; freed with q). 0, or QP_ENOMEM after freeing p (also for
+// p == NULL, so that an allocation can be passed straight in).
+int hx_quant_model_own(struct hx_quant_model *q, void *p);
 
 // The same with calibration data (harness/run/hx_calib.h): gptq, awq and smoothquant bases and rules,
 // and llama.cpp types with ';imatrix', are quantized by hx_calib_quantize; any other variant
