@@ -25,7 +25,8 @@
 // computed by the same call whatever thread runs it). Weight gradients are partitioned by output
 // row, never reduced across threads; attention's backward is partitioned by KV head (a task
 // writes dq of its query heads and dk, dv of its KV head only); RMSNorm weight gradients, the
-// embedding scatter and the loss sums run in token order on one thread. No atomics.
+// embedding scatter and the loss sums run in token order on one thread. No atomics. (The bits do
+// depend on which OpenBLAS kernels run: OPENBLAS_CORETYPE changes their rounding.)
 //
 // Depends on kernels/ (kn_model.h, kn_blocks.h, qp.h), OpenBLAS's cblas and OpenMP.
 #ifndef KN_TRAIN_H

@@ -32,7 +32,8 @@
 //      packed blocks (so `convert` writes them and act=q8 runs them on their blocks).
 // Deterministic: the same spec, seed and calibration windows give the same bits for any thread
 // count (kn_train.h's fixed reduction order; the teacher is the engine, itself thread-count
-// independent; the grid updates are per group).
+// independent; the grid updates are per group). It does depend on OpenBLAS's kernels: another
+// OPENBLAS_CORETYPE rounds the products differently, and training amplifies that (docs/QAT.md).
 //
 // Memory: five fp32 copies of the parameters (latent, fake-quantized, gradient, two AdamW
 // moments), plus one window's activations (kn_train.h) and the teacher engine.
