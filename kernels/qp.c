@@ -26,6 +26,7 @@ const char *qp_strerror(int code) {
     case QP_ENOENT: return "not found";
     case QP_EINTR: return "interrupted";
     case QP_EWRITE: return "write failed";
+    case QP_ENUMERIC: return "numeric failure";
     default: return "unknown error";
     }
 }

@@ -26,6 +26,7 @@ enum {
     QP_EINTR = -8,    // interrupted by a signal (Ctrl-C) before finishing
     QP_EWRITE = -9,   // an I/O failure while running: writing an output or the study database
                       // failed midway (disk full, file too large, device error)
+    QP_ENUMERIC = -10, // a computation produced NaN or infinity (training diverged): a runtime failure
 };
 
 #define QP_ERRLEN 512

@@ -15,6 +15,7 @@
 
 #include "kn_types.h"
 #include "qp.h"
+#include "qz_qat.h"
 
 // ---------------------------------------------------------------------------------------------
 // Tables.
@@ -442,6 +443,7 @@ static int parse_base(char *s, bool in_rule, struct qz_base *b, char *w) {
     const char *m = tok[0];
     if (!*m) return why(w, "missing method");
     if (parse_ggml_name(m, nt, in_rule, b, &rc, w)) return rc;
+    if (strcmp(m, "qat") == 0) return qz_qat_parse(tok + 1, nt - 1, in_rule, b, w, WHY_LEN); // qz_qat.c
     const struct method_desc *md = NULL;
     for (size_t i = 0; i < QP_ARRAY_LEN(methods) && !md; i++)
         if (strcmp(m, methods[i].name) == 0) md = &methods[i];
@@ -833,6 +835,12 @@ static void print_base(struct sb *o, const struct qz_base *b) {
         }
         if (b->a8 == QZ_A8_TENSOR) sb_add(o, ":act=tensor");
         break;
+    case QZ_QAT: {
+        char t[QZ_QAT_PRINT_MAX];
+        qz_qat_print(b, t, sizeof t);
+        sb_add(o, "%s", t);
+        break;
+    }
     default: QP_ASSERT(!"bad qz_method");
     }
 }
@@ -924,3 +932,7 @@ int qz_tensor_class_of(const char *name) {
 const char *qz_tensor_class_name(int tc) {
     return tc >= 0 && tc < QZ_TC_COUNT ? tc_names[tc] : NULL;
 }
+
+int qz_spec_parse_int(const char *s, int64_t *out) { return parse_int(s, out); }
+int qz_spec_parse_real(const char *s, double *out) { return parse_real(s, out); }
+void qz_spec_fmt_real(char *out, size_t cap, double x) { fmt_real(out, cap, x); }

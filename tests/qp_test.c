@@ -130,17 +130,26 @@ char *qpt_read_file(const char *path, size_t *len) {
     return buf;
 }
 
-const char *qpt_text_prefix(size_t n) {
-    static char path[4096 + 64]; // the scratch directory's name plus the file name
+const char *qpt_text_part(const char *name, size_t from, size_t n) {
+    static char path[2][4096 + 64]; // the scratch directory's name plus the file name
+    static int k;
+    char *p = path[k++ % 2];
     size_t len;
     char *all = qpt_read_file(qpt_fixture("data/tinystories/tinystories_val.txt"), &len);
-    if (!all || len < n) qpt_fail(__FILE__, __LINE__, "cannot read %zu bytes of tinystories_val.txt", n);
-    snprintf(path, sizeof path, "%s/eval_%zuB.txt", qpt_tmpdir(), n);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(all, 1, n, f) != n) qpt_fail(__FILE__, __LINE__, "cannot write '%s'", path);
+    if (!all || len < from || len - from < n)
+        qpt_fail(__FILE__, __LINE__, "cannot read bytes [%zu, %zu) of tinystories_val.txt", from, from + n);
+    snprintf(p, sizeof path[0], "%s/%s", qpt_tmpdir(), name);
+    FILE *f = fopen(p, "wb");
+    if (!f || fwrite(all + from, 1, n, f) != n) qpt_fail(__FILE__, __LINE__, "cannot write '%s'", p);
     fclose(f);
     free(all);
-    return path;
+    return p;
+}
+
+const char *qpt_text_prefix(size_t n) {
+    char name[64];
+    snprintf(name, sizeof name, "eval_%zuB.txt", n);
+    return qpt_text_part(name, 0, n);
 }
 
 double qpt_json_num(const char *json, const char *key) {

@@ -82,6 +82,9 @@ int *qpt_parse_ids(const char *s, size_t len, size_t *n);
 // Writes the first n bytes of the shared TinyStories validation text to this case's scratch
 // directory and returns the path (static buffer).
 const char *qpt_text_prefix(size_t n);
+// Writes bytes [from, from + n) of that text to NAME in the scratch directory and returns the path
+// (one of 2 rotating static buffers).
+const char *qpt_text_part(const char *name, size_t from, size_t n);
 // The number after "key": in a one-line JSON object (the --json output of qprobe commands).
 double qpt_json_num(const char *json, const char *key);
 

@@ -2,6 +2,7 @@
 // llama.cpp loads, with its tokenizer; F32 or F16 matrices.
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hx_cli.h"
@@ -10,9 +11,13 @@
 #include "qp.h"
 #include "qz_spec.h"
 #include "hx_variant.h"
+#include "hx_calib.h"
+#include "hx_exit.h"
+#include "hx_tokenizer.h"
 
 static void conv_usage(void) {
-    printf("usage: qprobe convert -m MODEL [-z TOKENIZER] -o OUT.gguf [--type f32|f16 | -q SPEC]\n\n"
+    printf("usage: qprobe convert -m MODEL [-z TOKENIZER] -o OUT.gguf [--type f32|f16 | -q SPEC]\n"
+           "                      [--calib FILE [--calib-seqs N] [--calib-len L] [-t N]]\n\n"
            "Writes MODEL as GGUF (llama architecture, llama.cpp tensor names and tokenizer keys).\n"
            "The file is written atomically: a failed run leaves no partial OUT.\n\n"
            "  -m, --model FILE      llama2.c .bin, GGUF, or safetensors directory\n"
@@ -20,25 +25,57 @@ static void conv_usage(void) {
            "  -o, --output FILE     the GGUF to write\n"
            "      --type T          f32 (default) or f16 for the 2-D weights; norms stay f32\n"
            "  -q, --quant SPEC      quantize first with a llama.cpp-format spec (q8_0, q4_0,\n"
-           "                        q4_k_m, q4_k;name~ffn_down=q6_k, ...) and write its blocks\n\n"
+           "                        q4_k_m, q4_k;name~ffn_down=q6_k, ...) and write its blocks, or\n"
+           "                        train it first with qat: (docs/QAT.md; needs --calib): qat:q4_0\n"
+           "                        and the other llama.cpp grids are written as blocks, qat:bits=B\n"
+           "                        grids as their f32 values\n"
+           "      --calib FILE      training text for qat: (--calib-seqs, default 128 windows of\n"
+           "                        --calib-len tokens, default 512 or the model's context)\n"
+           "  -t, --threads N       threads for qat: training (default all CPUs)\n\n"
            "examples:\n"
            "  qprobe convert -m stories260K.bin -z tok512.bin -o stories260K.gguf\n"
            "  qprobe convert -m ./tinyllama-safetensors -o tinyllama-f16.gguf --type f16\n"
-           "  qprobe convert -m stories260K.gguf -o stories260K-q4_k_m.gguf -q q4_k_m\n");
+           "  qprobe convert -m stories260K.gguf -o stories260K-q4_k_m.gguf -q q4_k_m\n"
+           "  qprobe convert -m stories260K.gguf -o qat-q4_0.gguf -q qat:q4_0 --calib train.txt\n");
+}
+
+// -q qat:...: trains on the calibration windows (harness/run/hx_qat.h), then writes the variant's
+// tensors as they are (blocks for llama.cpp grids, f32 values for RTN grids).
+static int conv_qat(struct hx_model *m, const struct qz_variant *v, const char *calib, int seqs, int len, int threads,
+                    const char *out, char *err) {
+    char *text = NULL, why[QP_ERRLEN];
+    size_t n;
+    struct hx_calib *cal = NULL;
+    struct hx_quant_model *q = NULL;
+    if (!m->tok) return qp_fail(err, QP_EINVAL, "qat: needs the model's tokenizer for --calib (-z TOKENIZER)");
+    int rc = hx_read_text(calib, &text, &n, err);
+    if (!rc && (rc = hx_calib_create(m->tok, text, n, seqs, QP_MIN(len, m->w.cfg.seq_len), &cal, why)))
+        qp_fail(err, rc, "cannot use '%s': %s", calib, why);
+    if (!rc) {
+        cal->n_threads = threads;
+        rc = hx_quant_model_create_calib(&m->w, v, cal, &q, err);
+    }
+    if (!rc) rc = hx_gguf_model_write_as_is(&q->w, m->tok, out, hx_llama_ftype(&v->base), err);
+    hx_quant_model_destroy(q);
+    hx_calib_destroy(cal);
+    free(text);
+    return rc;
 }
 
 int hx_cmd_convert(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"tokenizer", required_argument, 0, 'z'},
         {"output", required_argument, 0, 'o'}, {"type", required_argument, 0, 'T'},
-        {"quant", required_argument, 0, 'q'},
+        {"quant", required_argument, 0, 'q'}, {"calib", required_argument, 0, 'c'},
+        {"calib-seqs", required_argument, 0, 'S'}, {"calib-len", required_argument, 0, 'L'},
+        {"threads", required_argument, 0, 't'},
         {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
-    const char *model_path = NULL, *tok_path = NULL, *out = NULL, *spec = NULL;
+    const char *model_path = NULL, *tok_path = NULL, *out = NULL, *spec = NULL, *calib = NULL;
     enum kn_type type = KN_F32;
-    int c, rc;
+    int c, rc, calib_seqs = HX_CALIB_SEQS, calib_len = HX_CALIB_LEN, threads = qp_cpu_count();
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "m:z:o:q:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "m:z:o:q:t:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm': model_path = optarg; break;
         case 'z': tok_path = optarg; break;
@@ -49,6 +86,10 @@ int hx_cmd_convert(int argc, char **argv) {
             else return hx_usage_error("convert", "--type '%s': expected f32 or f16", optarg);
             break;
         case 'q': spec = optarg; break;
+        case 'c': calib = optarg; break;
+        case 'S': if ((rc = hx_parse_int("convert", "--calib-seqs", optarg, 1, 1 << 20, &calib_seqs))) return rc; break;
+        case 'L': if ((rc = hx_parse_int("convert", "--calib-len", optarg, 2, 1 << 20, &calib_len))) return rc; break;
+        case 't': if ((rc = hx_parse_int("convert", "-t", optarg, 1, 256, &threads))) return rc; break;
         case 'h': conv_usage(); return HX_EXIT_OK;
         default: return hx_unknown_option("convert", argv);
         }
@@ -60,7 +101,11 @@ int hx_cmd_convert(int argc, char **argv) {
     if (spec) {
         if (qz_variant_parse(spec, &v, err)) return hx_usage_error("convert", "%s", err);
         enum qz_method me = v->base.method;
-        if (me != QZ_GGML && me != QZ_GGML_MIX && me != QZ_F16 && me != QZ_F32) {
+        if (me == QZ_QAT && !calib) {
+            qz_variant_destroy(v);
+            return hx_usage_error("convert", "-q '%s': qat: trains on calibration text: add --calib FILE", spec);
+        }
+        if (me != QZ_GGML && me != QZ_GGML_MIX && me != QZ_F16 && me != QZ_F32 && me != QZ_QAT) {
             qz_variant_destroy(v);
             return hx_usage_error("convert", "-q '%s': only llama.cpp formats (f16, q8_0 ... q6_k, iq4_nl, mixes) can be written as GGUF; other specs run as fake quantization", spec);
         }
@@ -70,7 +115,10 @@ int hx_cmd_convert(int argc, char **argv) {
         qz_variant_destroy(v);
         return rc;
     }
-    if (v) {
+    if (v && v->base.method == QZ_QAT) {
+        rc = conv_qat(m, v, calib, calib_seqs, calib_len, threads, out, err);
+        qz_variant_destroy(v);
+    } else if (v) {
         struct hx_quant_model *q = NULL;
         rc = hx_quant_model_create(&m->w, v, &q, err);
         if (!rc) rc = hx_gguf_model_write_as_is(&q->w, m->tok, out, hx_llama_ftype(&v->base), err);

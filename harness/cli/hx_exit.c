@@ -9,7 +9,8 @@
 const char hx_exit_help[] =
     "exit status: 0 ok; 1 a failed check (the gate found a regression); 2 bad usage or input\n"
     "(options, specs, configurations, files that cannot be read or are malformed, an unusable\n"
-    "database); 3 a runtime failure (out of memory, disk full or an I/O error while writing);\n"
+    "database); 3 a runtime failure (out of memory, disk full or an I/O error while writing,\n"
+    "training diverged);\n"
     "130 interrupted.\n";
 
 int hx_exit_status(int code) {
@@ -24,6 +25,7 @@ int hx_exit_status(int code) {
     case QP_EINTR: return HX_EXIT_INTERRUPTED;
     case QP_ENOMEM:
     case QP_EWRITE:
+    case QP_ENUMERIC: // QAT training diverged
     default: return HX_EXIT_RUNTIME;
     }
 }

@@ -50,6 +50,9 @@ struct hx_calib {
     // hx_quant_model_create_calib) with this calibration replaces its contents with the run's
     // per-module records (free them with hx_calib_report_clear).
     struct hx_calib_report *report;
+    // Optional, caller-owned: polled by long calibrated runs (QAT, harness/run/hx_qat.h), which
+    // stop with QP_EINTR once it is nonzero (Ctrl-C). NULL: never stopped.
+    const volatile int *stop;
 };
 
 // Cuts text[0..len) into windows as described above. seq_len must not exceed the context the

@@ -188,7 +188,7 @@ static int hx_needs_stats(const struct qz_base *b) {
 }
 
 int hx_variant_needs_calib(const struct qz_variant *v) {
-    int any = hx_needs_stats(&v->base) || v->imatrix;
+    int any = hx_needs_stats(&v->base) || v->imatrix || v->base.method == QZ_QAT; // QAT: hx_qat.h
     for (int i = 0; i < v->n_rules; i++) any |= hx_needs_stats(&v->rules[i].base);
     return any;
 }

@@ -440,6 +440,7 @@ int hx_study_open(const struct hx_study_opts *o, struct hx_study **out, char *er
         rc = qp_sha256_file(o->calib_path, calib_sha, err);
         if (!rc) rc = hx_calib_prepare(&cs, s->m->tok, s->m->w.cfg.seq_len, o->text_path, text, len, &s->cal,
                                        &overlap, err);
+        if (!rc) s->cal->stop = o->stop; // QAT polls it (hx_qat.h)
     }
     if (!rc) rc = hx_store_open(o->db_path, 0, &s->st, err);
     if (!rc) rc = hx_study_run_row(s, len, o->calib_path ? calib_sha : NULL, overlap, err);

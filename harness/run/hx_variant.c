@@ -8,6 +8,7 @@
 
 #include "hx_calib.h"
 #include "hx_model.h"
+#include "hx_qat.h"
 #include "kn_engine.h"
 #include "qp.h"
 #include "qp_sha256.h"
@@ -93,6 +94,7 @@ int hx_quant_model_create_calib(const struct kn_weights *src, const struct qz_va
         qz_variant_print(v, spec, sizeof spec);
         return qp_fail(err, QP_EINVAL, "'%s' needs calibration data (--calib FILE)", spec);
     }
+    if (v->base.method == QZ_QAT) return hx_qat_model_create(src, v, cal, out, NULL, err); // hx_qat.h
     return hx_calib_quantize(src, v, cal, out, err);
 }
 
@@ -123,3 +125,4 @@ void hx_weights_digest(const struct kn_weights *w, int act_q8, int act_int8, con
     free(refs);
     qp_sha256_final(&s, hex);
 }
+
