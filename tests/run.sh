@@ -8,6 +8,10 @@ limit=${QP_TIMEOUT:-600}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/qprobe-tests.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 export QP_TMP="$tmp"
+# Two cases run at a time on machines with as few as two CPUs, each possibly with two OpenMP
+# threads: threads that spin at barriers while a preempted team member waits for a CPU turn a
+# few seconds into minutes. Results never depend on this (fixed reduction order), only timing.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 
 list="$tmp/cases"
 : > "$list"
