@@ -570,8 +570,14 @@ QP_TEST(synth_command_should_list_its_shapes) {
     QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
     int n;
     const struct hx_synth_shape *s = hx_synth_shapes(&n);
-    QP_CHECK_INT_EQ(n, 3);
+    QP_CHECK_INT_EQ(n, 13); // 3 Llama 2 shapes, 6 of the newer families, 4 small test models (--arch)
     for (int i = 0; i < n; i++) QP_CHECK_MSG(strstr(out, s[i].name), "'%s' not listed", s[i].name);
+    const struct hx_synth_shape *g2 = hx_synth_shape_find("gemma-2-2b"), *q5 = hx_synth_shape_find("qwen2.5-0.5b");
+    QP_CHECK(g2 && g2->arch == KN_ARCH_GEMMA2 && g2->dim == 2304 && g2->head_size == 256 && g2->n_layers == 26 &&
+             g2->vocab_size == 256000 && g2->tied);
+    QP_CHECK(q5 && q5->arch == KN_ARCH_QWEN2 && q5->dim == 896 && q5->n_heads == 14 && q5->n_kv_heads == 2 &&
+             q5->vocab_size == 151936);
+    QP_CHECK(hx_synth_arch_shape("phi3") == hx_synth_shape_find("phi3-tiny") && !hx_synth_arch_shape("mpt"));
     const struct hx_synth_shape *tl = hx_synth_shape_find("tinyllama-1.1b");
     QP_CHECK(tl && tl->dim == 2048 && tl->hidden_dim == 5632 && tl->n_layers == 22 &&
              tl->n_heads == 32 && tl->n_kv_heads == 4 && tl->seq_len == 2048);

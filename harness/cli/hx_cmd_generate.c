@@ -24,7 +24,7 @@ static void gen_usage(void) {
            "  -n, --steps N         positions to run, BOS and prompt included (default 256,\n"
            "                        at most the model's context)\n"
            "  -t, --threads N       threads inside the forward pass (default 1)\n"
-           "      --json            print {text, tokens, tokens_per_s, isa} as one JSON object\n");
+           "      --json            print {text, tokens, ids, tokens_per_s, isa} as one JSON object\n");
 }
 
 // run.c's safe_printf: single bytes that are neither printable nor whitespace are dropped.
@@ -79,6 +79,7 @@ int hx_cmd_generate(int argc, char **argv) {
     char *text = NULL;
     float *logits = NULL;
     int status = HX_EXIT_USAGE;
+    int *gen_ids = NULL;
     const struct kn_config *cfg = &m->w.cfg;
     if (steps > cfg->seq_len) steps = cfg->seq_len;
 
@@ -98,6 +99,8 @@ int hx_cmd_generate(int argc, char **argv) {
     size_t acc_len = 0, acc_cap = 256;
     text = calloc(acc_cap, 1);
     int token = ptoks[0], n_gen = 0;
+    gen_ids = malloc((size_t)steps * sizeof *gen_ids); // the generated ids, for --json
+    if (!gen_ids) goto done;
     double t0 = qp_now();
     // Prompt positions run one by one like run.c; the engine gives the same bits batched.
     for (int pos = 0; pos < steps; pos++) {
@@ -109,7 +112,7 @@ int hx_cmd_generate(int argc, char **argv) {
             next = 0;
             for (int i = 1; i < cfg->vocab_size; i++)
                 if (logits[i] > logits[next]) next = i;
-            n_gen++;
+            gen_ids[n_gen++] = next;
         }
         if (next == hx_tok_bos(m->tok)) break;
         char piece[512];
@@ -122,6 +125,7 @@ int hx_cmd_generate(int argc, char **argv) {
         cJSON *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "text", text);
         cJSON_AddNumberToObject(o, "tokens", n_gen);
+        cJSON_AddItemToObject(o, "ids", cJSON_CreateIntArray(gen_ids, n_gen));
         cJSON_AddNumberToObject(o, "tokens_per_s", dt > 0 ? n_gen / dt : 0);
         cJSON_AddStringToObject(o, "isa", kn_engine_ops(e)->name);
         hx_print_json(o);
@@ -133,6 +137,7 @@ int hx_cmd_generate(int argc, char **argv) {
     }
     status = HX_EXIT_OK;
 done:
+    free(gen_ids);
     free(text);
     qp_free(logits);
     free(ptoks);

@@ -15,6 +15,8 @@
 
 #include <stdint.h>
 
+#include "kn_model.h" // enum kn_arch
+
 // Input channels planted as outliers in every q/k/v/gate/up matrix (the same channels in all
 // layers, as real models' outlier features sit in fixed hidden dimensions).
 #define HX_SYNTH_N_OUTLIERS 4
@@ -23,7 +25,8 @@
 // Degrees of freedom of the Student-t the matrices are drawn from.
 #define HX_SYNTH_DOF 5
 
-// A model shape: the hyperparameters of a real model (layers may be overridden).
+// A model shape: the hyperparameters of a real model (layers may be overridden) and its family's
+// block variant. Fields after rope_theta are 0 for a Llama 2.
 struct hx_synth_shape {
     const char *name;  // "tinyllama-1.1b"
     const char *what;  // one line for --list-shapes
@@ -36,12 +39,26 @@ struct hx_synth_shape {
     int vocab_size;    // must equal the vocabulary file's token count
     float norm_eps;    // layer_norm_rms_epsilon
     float rope_theta;  // rope.freq_base
+    enum kn_arch arch; // the family (general.architecture)
+    int head_size;     // 0: dim / n_heads
+    int tied;          // no output.weight: the embedding is the classifier
+    float llama3_rope; // > 0: Llama 3's rope scaling with this factor (low 1, high 4, 8192), as rope_freqs
+    int rope_ctx_orig; // Phi-3: rope_factors_short/long with this original context (0: none)
+    int swa_window;    // sliding window (Phi-3, Gemma 2)
+    float attn_softcap, final_softcap; // Gemma 2
+    float embd_std;    // token embedding's standard deviation (0: 0.02, Llama's init range)
+    float out_gain;    // classifier (tied: the final norm) times this (0: 1); > 1 makes next-token
+                       // distributions peaked
+    const char *vocab; // default vocabulary, relative to the fixtures (NULL: the Llama 2 SPM one)
 };
 
 // The table of shapes (static, never freed); *n gets its length.
 const struct hx_synth_shape *hx_synth_shapes(int *n);
 // The shape called name, or NULL.
 const struct hx_synth_shape *hx_synth_shape_find(const char *name);
+// The small test model of a family (`qprobe synth --arch A`): "llama", "qwen2", "phi3",
+// "gemma2" (the GGUF architecture names); NULL for another name.
+const struct hx_synth_shape *hx_synth_arch_shape(const char *arch);
 
 struct hx_synth_opts {
     const struct hx_synth_shape *shape;

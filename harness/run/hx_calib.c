@@ -282,7 +282,9 @@ int hx_calib_collect(const struct kn_weights *w, int n_layers_full, const struct
     for (int l = 0; l < cfg->n_layers; l++) {
         if (layer >= 0 && l != layer) continue;
         for (int s = 0; s < HX_CS_COUNT; s++)
-            site_alloc(hx_calib_site(st, l, s), s == HX_CS_FFN_ACT ? cfg->hidden_dim : cfg->dim, want_gram, &fail);
+            site_alloc(hx_calib_site(st, l, s),
+                       s == HX_CS_FFN_ACT ? cfg->hidden_dim : s == HX_CS_ATTN_MIX ? kn_q_dim(cfg) : cfg->dim, want_gram,
+                       &fail);
     }
     if (classifier) site_alloc(hx_calib_site_output(st), cfg->dim, want_gram, &fail);
 
@@ -291,7 +293,8 @@ int hx_calib_collect(const struct kn_weights *w, int n_layers_full, const struct
     struct kn_engine *e = NULL;
     const float *onorm = NULL;
     float *onorm_owned = NULL;
-    double *buf = qp_alloc_array((size_t)cal->seq_len * (size_t)QP_MAX(cfg->dim, cfg->hidden_dim), sizeof(double));
+    double *buf = qp_alloc_array((size_t)cal->seq_len * (size_t)QP_MAX(QP_MAX(cfg->dim, cfg->hidden_dim), kn_q_dim(cfg)),
+                                 sizeof(double));
     struct hx_collect_ctx cc = {.st = st, .layer = layer, .classifier = classifier, .last_layer = cfg->n_layers - 1,
                                 .eps = cfg->norm_eps};
     int rc = 0;

@@ -167,7 +167,7 @@ int hx_lockstep_run(const struct kn_engine *ref, const struct kn_engine *var, co
         for (int l = 0; l < L && !rc; l++)
             for (int s = 0; s < KN_SITE_LOGITS; s++) {
                 int k = hx_layer_index(l, (enum kn_site)s);
-                lp.width[k] = s == KN_SITE_FFN_ACT ? c->hidden_dim : c->dim;
+                lp.width[k] = kn_site_used(c, (enum kn_site)s) ? kn_site_width(c, (enum kn_site)s) : 0;
                 lp.off[k] = total;
                 total += (size_t)ctx * lp.width[k];
             }

@@ -185,7 +185,7 @@ static int hx_store_act_stats(struct hx_study *s, char *err) {
     int *buf = malloc((size_t)s->o.ctx * sizeof(int));
     if (!ap.acc || !buf) rc = qp_fail(err, QP_ENOMEM, "out of memory");
     for (int i = 0; i < n_acc && !rc; i++)
-        if (met_act_init(&ap.acc[i], i % KN_SITE_LOGITS == KN_SITE_FFN_ACT ? c->hidden_dim : c->dim))
+        if (met_act_init(&ap.acc[i], kn_site_width(c, (enum kn_site)(i % KN_SITE_LOGITS))))
             rc = qp_fail(err, QP_ENOMEM, "out of memory");
     if (!rc) rc = kn_state_create(s->ref, s->o.ctx, s->o.ctx, s->o.n_threads, &st, err);
     struct kn_probe probe = {hx_act_probe_fn, &ap, NULL};
@@ -197,6 +197,7 @@ static int hx_store_act_stats(struct hx_study *s, char *err) {
         kn_forward(st, buf, ch.len, NULL, ch.len, &probe);
     }
     for (int i = 0; i < n_acc && !rc && ap.acc; i++) {
+        if (!kn_site_used(c, (enum kn_site)(i % KN_SITE_LOGITS))) continue; // (post-norm sites)
         struct met_act_summary as;
         if ((rc = met_act_finish(&ap.acc[i], &as, err))) break;
         int layer = i / KN_SITE_LOGITS;
@@ -579,11 +580,13 @@ done:
     return rc;
 }
 
-static int hx_store_layers(struct hx_store *st, int64_t vid, const struct hx_lockstep_result *lr, char *err) {
+static int hx_store_layers(struct hx_store *st, int64_t vid, const struct kn_config *c,
+                           const struct hx_lockstep_result *lr, char *err) {
     int rc = 0;
     for (int l = 0; l <= lr->n_layers && !rc; l++)
         for (int site = 0; site < KN_SITE_COUNT && !rc; site++) {
             if ((l == lr->n_layers) != (site == KN_SITE_LOGITS)) continue;
+            if (!kn_site_used(c, (enum kn_site)site)) continue; // the family has no such site
             for (int kind = 0; kind < 2 && !rc; kind++) {
                 if (kind == 1 && site == KN_SITE_LOGITS) continue;
                 const struct met_err *e = (kind ? lr->loc : lr->acc) + hx_layer_index(l, (enum kn_site)site);
@@ -815,7 +818,7 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
     HX_TRY(hx_store_dist(s->st, vid, &d, err));
     HX_TRY(hx_store_metric(s->st, vid, "argmax", "distinct_ref", lr.distinct_argmax_ref, NAN, d.n, err));
     HX_TRY(hx_store_metric(s->st, vid, "argmax", "distinct_var", lr.distinct_argmax_var, NAN, d.n, err));
-    if (lr.acc) HX_TRY(hx_store_layers(s->st, vid, &lr, err));
+    if (lr.acc) HX_TRY(hx_store_layers(s->st, vid, &s->m->w.cfg, &lr, err));
     if (lr.tokens) HX_TRY(hx_store_tokens(s, vid, &lr, err));
     HX_TRY(hx_store_weight_error(s, vid, (struct kn_weights *)qw, v, err));
     if (s->o.sens_chunks > 0)
