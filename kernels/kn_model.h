@@ -101,6 +101,10 @@ struct kn_weights {
     struct kn_tensor out_norm;        // (dim)
     struct kn_tensor output;          // (vocab rows, dim cols); same data as tok_embd when tied
     int tied;                         // 1 when output shares tok_embd's data
+    int embd_only;                    // the source stores no classifier of its own (GGUF without
+                                      // output.weight, Hugging Face without lm_head): quantized as
+                                      // llama.cpp does it, the embedding gets the classifier's type
+                                      // and stays shared
     // RoPE frequency divisors, (head_size / 2) each, or data NULL: rope_freqs (Llama 3's
     // scaling) for every context; rope_short / rope_long (Phi-3) below / above rope_ctx_orig.
     struct kn_tensor rope_freqs, rope_short, rope_long;

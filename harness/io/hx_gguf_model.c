@@ -312,7 +312,7 @@ static int take_layer(struct taken *tk, const struct kn_config *c, int l, struct
 static int take_output(struct taken *tk, struct kn_weights *w, char *err) {
     if (w->cfg.arch == KN_ARCH_GEMMA2 || !hx_gguf_find_tensor(tk->g, "output.weight")) {
         w->output = w->tok_embd;
-        w->tied = 1;
+        w->tied = w->embd_only = 1;
         return 0;
     }
     int rc = take(tk, "output.weight", &w->output, err);

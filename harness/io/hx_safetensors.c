@@ -945,7 +945,7 @@ static int st_fill(struct hx_model *m, const struct st_reader *r, const struct s
     } else {
         if (head && st_mark(tk, head->string)) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", r->path);
         w->output = w->tok_embd;
-        w->tied = 1;
+        w->tied = w->embd_only = 1;
     }
     return st_check_taken(r, tk, fam, err);
 }

@@ -466,6 +466,23 @@ static int cq_fold_norm(struct cq *c, const struct kn_tensor *src, const float *
     return 0;
 }
 
+// A new owned fp32 copy of the v bias (kv_dim) with row (kvh, d) divided by the AWQ scale of mix
+// channel (kvh·grp, d), as the rows of wv are.
+static int cq_fold_bias_v(struct cq *c, const struct kn_tensor *src, const float *s, int hs, int grp,
+                          struct kn_tensor *dst) {
+    const float *v;
+    float *owned;
+    if (hx_tensor_f32(src, &v, &owned)) return qp_fail(c->err, QP_ENOTSUP, "cannot read a bias vector");
+    int64_t n = src->ne0;
+    float *out = qp_alloc_array((size_t)n, sizeof(float));
+    if (out)
+        for (int64_t r = 0; r < n; r++) out[r] = v[r] / s[(r / hs) * grp * hs + r % hs];
+    qp_free(owned);
+    if (cq_own(c->m, out)) return qp_fail(c->err, QP_ENOMEM, "out of memory");
+    *dst = (struct kn_tensor){KN_F32, n, 1, out};
+    return 0;
+}
+
 // Packs x (rows × cols) as type (a llama.cpp type, f16 or bf16) with an optional imatrix.
 static int cq_pack(struct cq *c, int type, const float *x, int64_t rows, int64_t cols, const float *imatrix,
                    const char *name, struct kn_tensor *dst) {
@@ -521,7 +538,7 @@ static int cq_tensor(struct cq *c, const char *name, const struct qz_base *b, co
     }
     case QZ_GGML:
     case QZ_GGML_MIX: {
-        int type = hx_ggml_type_for(&eff, name, c->src->cfg.n_layers, cols);
+        int type = hx_ggml_type_for(&eff, name, c->src, cols);
         float *imx = NULL;
         if (c->v->imatrix && st && type != KN_F16 && type != KN_BF16) {
             imx = qp_alloc_array((size_t)cols, sizeof(float));
@@ -636,11 +653,11 @@ static int cq_awq_group(struct cq *c, struct cq_layer *L, const int *idx, const 
 static int cq_awq_layer(struct cq *c, struct cq_layer *L, struct hx_calib_stats *st) {
     const struct kn_config *cfg = &c->src->cfg;
     int dim = cfg->dim, hid = cfg->hidden_dim, hs = cfg->head_size, grp = cfg->n_heads / cfg->n_kv_heads;
-    int kv_dim = cfg->n_kv_heads * hs;
+    int kv_dim = cfg->n_kv_heads * hs, wmax = QP_MAX(QP_MAX(dim, hid), kn_q_dim(cfg));
     const struct kn_layer_weights *sl = &c->src->layers[L->l];
     struct kn_layer_weights *dl = &c->m->w.layers[L->l];
-    float *sv = qp_alloc_array((size_t)QP_MAX(dim, hid), sizeof(float));
-    float *xm = qp_alloc_array((size_t)QP_MAX(dim, hid), sizeof(float));
+    float *sv = qp_alloc_array((size_t)wmax, sizeof(float));
+    float *xm = qp_alloc_array((size_t)wmax, sizeof(float));
     int rc = sv && xm ? 0 : qp_fail(c->err, QP_ENOMEM, "out of memory");
     // wo: x̄ shared by the query heads of one KV head (so that 1/s folds into the rows of wv).
     if (!rc && L->base[T_O]->method == QZ_AWQ) {
@@ -659,6 +676,8 @@ static int cq_awq_layer(struct cq *c, struct cq_layer *L, struct hx_calib_stats 
             float f = sv[(r / hs) * grp * hs + r % hs]; // v row (kvh, d) feeds mix channel (kvh·grp, d)
             for (int j = 0; j < dim; j++) wv[(size_t)r * dim + j] /= f;
         }
+        // Qwen2's v bias is part of the same rows: 1/s goes into it too (it stays fp32).
+        if (!rc && cfg->has_qkv_bias) rc = cq_fold_bias_v(c, &sl->bv, sv, hs, grp, &dl->bv);
     }
     // w_down: 1/s into the rows of w_up (the input of w_down is silu(gate) · up).
     if (!rc && L->base[T_DOWN]->method == QZ_AWQ) {
@@ -787,6 +806,10 @@ static int cq_layer_run(struct cq *c, int l, struct hx_calib_stats *st) {
 // The classifier: GPTQ / imatrix from its input statistics, AWQ with 1/s folded into the final
 // norm, or data-free.
 static int cq_output(struct cq *c, struct hx_site_stats *st) {
+    if (c->src->embd_only) { // no classifier of its own: the quantized embedding serves (llama.cpp)
+        c->m->w.output = c->m->w.tok_embd;
+        return 0;
+    }
     const char *name = "output.weight";
     const struct qz_base *b = qz_variant_for_tensor(c->v, name, QZ_TC_OUTPUT);
     const struct kn_tensor *t = &c->src->output;

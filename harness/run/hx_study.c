@@ -508,7 +508,7 @@ static int hx_store_weight_error(struct hx_study *s, int64_t vid, struct kn_weig
         struct qz_base base;
         int n_codes = -1;
         if (v) {
-            hx_tensor_base(v, src[i].name, L, t->ne0, &base);
+            hx_tensor_base(v, src[i].name, &s->m->w, t->ne0, &base);
             qz_base_print(&base, format, sizeof format);
             n_codes = s->o.grid ? qz_codes_n(&base) : -1;
         } else {

@@ -90,16 +90,34 @@ static int hx_pack(struct hx_quant_model *q, int type, const float *x, int64_t r
     return 0;
 }
 
-int hx_ggml_type_for(const struct qz_base *b, const char *name, int n_layers, int64_t cols) {
-    int type = b->method == QZ_GGML ? b->ggml_type : qz_mix_type(b->mix, name, n_layers, 1);
+// The name llama.cpp's mix rules see for tensor `name` of w: the fused tensor a Phi-3 part is
+// stored in (q, k, v → attn_qkv; gate, up → ffn_up), else the name itself.
+static const char *hx_mix_name(const struct kn_weights *w, const char *name, char *buf, size_t cap) {
+    int layer;
+    char what[32];
+    if (sscanf(name, "blk.%d.%31[a-z_].weight", &layer, what) != 2) return name;
+    const char *fused = NULL;
+    if (w->cfg.fused_qkv && (!strcmp(what, "attn_q") || !strcmp(what, "attn_k") || !strcmp(what, "attn_v")))
+        fused = "attn_qkv";
+    if (w->cfg.fused_gate_up && (!strcmp(what, "ffn_gate") || !strcmp(what, "ffn_up"))) fused = "ffn_up";
+    if (!fused) return name;
+    snprintf(buf, cap, "blk.%d.%s.weight", layer, fused);
+    return buf;
+}
+
+int hx_ggml_type_for(const struct qz_base *b, const char *name, const struct kn_weights *w, int64_t cols) {
+    char buf[64];
+    int type = b->method == QZ_GGML ? b->ggml_type
+                                    : qz_mix_type(b->mix, hx_mix_name(w, name, buf, sizeof buf), w->cfg.n_layers,
+                                                  !w->embd_only);
     return qz_fallback_type(type, cols);
 }
 
-void hx_tensor_base(const struct qz_variant *v, const char *name, int n_layers, int64_t cols,
+void hx_tensor_base(const struct qz_variant *v, const char *name, const struct kn_weights *w, int64_t cols,
                     struct qz_base *out) {
     *out = *qz_variant_for_tensor(v, name, qz_tensor_class_of(name));
     if (out->method != QZ_GGML && out->method != QZ_GGML_MIX) return;
-    int type = hx_ggml_type_for(out, name, n_layers, cols);
+    int type = hx_ggml_type_for(out, name, w, cols);
     if (type == KN_F16 || type == KN_BF16 || type == KN_F32) {
         qz_base_parse(type == KN_F32 ? "f32" : type == KN_F16 ? "f16" : "bf16", out, NULL);
         return;
@@ -115,11 +133,11 @@ static int hx_quantize_rows(struct hx_quant_model *q, const struct qz_base *b, c
 // lives only while this tensor is quantized, unless the result is that copy (f32 and fake
 // quantization results are fp32 by nature): peak memory stays near source + result.
 static int hx_quantize_tensor(struct hx_quant_model *q, const struct qz_variant *v, const struct kn_tensor *src,
-                              const char *name, int n_layers, struct kn_tensor *dst, char *err) {
+                              const char *name, const struct kn_weights *w, struct kn_tensor *dst, char *err) {
     int64_t rows = src->ne1, cols = src->ne0;
     q->n_weights += rows * cols;
     struct qz_base resolved; // rules, keep=, the mix's per-tensor type and the block fallback applied
-    hx_tensor_base(v, name, n_layers, cols, &resolved);
+    hx_tensor_base(v, name, w, cols, &resolved);
     const float *x;
     float *owned;
     if (hx_tensor_f32(src, &x, &owned))
@@ -211,13 +229,15 @@ int hx_quant_model_create(const struct kn_weights *src, const struct qz_variant 
     if (!refs) rc = qp_fail(err, QP_ENOMEM, "out of memory");
     else hx_weight_refs(&q->w, refs);
     for (int i = 0; i < HX_N_WEIGHTS(L) && !rc; i++) {
+        if (src->embd_only && refs[i].t == &q->w.output) continue; // shares the embedding's result
         struct kn_tensor from = *refs[i].t;
-        rc = hx_quantize_tensor(q, v, &from, refs[i].name, L, refs[i].t, err);
+        rc = hx_quantize_tensor(q, v, &from, refs[i].name, src, refs[i].t, err);
         // A source read from a model file is done with unless the variant kept it as it is.
         if (!rc && refs[i].t->data != from.data && from.data)
             hx_release_source(from.data, kn_row_bytes(from.type, from.ne0) * (size_t)from.ne1);
     }
     free(refs);
+    if (src->embd_only) q->w.output = q->w.tok_embd;
     q->w.tied = !rc && q->w.output.data == q->w.tok_embd.data;
     if (rc) {
         hx_quant_model_destroy(q);

@@ -54,12 +54,15 @@ int hx_quant_model_create_calib(const struct kn_weights *src, const struct qz_va
 // llama.cpp mix resolved to its per-tensor type, and the block fallback for rows the block does
 // not divide (QZ_GGML with the final type, or QZ_F16 when the fallback is f16). Plain data.
 struct qz_base;
-void hx_tensor_base(const struct qz_variant *v, const char *name, int n_layers, int64_t cols,
+struct kn_weights;
+void hx_tensor_base(const struct qz_variant *v, const char *name, const struct kn_weights *w, int64_t cols,
                     struct qz_base *out);
 
 // The llama.cpp type a QZ_GGML or QZ_GGML_MIX base gives tensor `name` (rows of cols values):
 // the mix's per-tensor type, then the block fallback (qz_mix.h).
-int hx_ggml_type_for(const struct qz_base *b, const char *name, int n_layers, int64_t cols);
+// w: the model (its layer count; whether it stores a classifier; Phi-3's fused tensors, whose
+// parts get the fused tensor's type).
+int hx_ggml_type_for(const struct qz_base *b, const char *name, const struct kn_weights *w, int64_t cols);
 
 // Packs rows × cols fp32 values x as `type` (f16, bf16 or a llama.cpp block type; imatrix NULL or
 // cols importances) into out (rows × kn_row_bytes(type, cols) bytes, caller-owned). 0 or the
