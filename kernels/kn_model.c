@@ -21,6 +21,17 @@ const char *kn_arch_name(enum kn_arch a) {
     return (unsigned)a < KN_ARCH_COUNT ? names[a] : "?";
 }
 
+void kn_config_set_family(struct kn_config *c) {
+    int gemma = c->arch == KN_ARCH_GEMMA2;
+    c->rope_neox = c->arch != KN_ARCH_LLAMA;
+    c->has_qkv_bias = c->arch == KN_ARCH_QWEN2;
+    c->fused_qkv = c->fused_gate_up = c->arch == KN_ARCH_PHI3;
+    c->post_norms = gemma;
+    c->act = gemma ? KN_ACT_GELU_TANH : KN_ACT_SILU;
+    c->embd_scale = gemma ? sqrtf((float)c->dim) : 0.0f;
+    c->swa_every = gemma ? 2 : 0;
+}
+
 // A float field that must be finite and >= 0 (0 meaning "off" or "default").
 static int kn_check_opt(float v, const char *what, char *err) {
     if (!(isfinite(v) && v >= 0.0f && v < 1e30f))

@@ -110,6 +110,11 @@ struct kn_weights {
     struct kn_tensor rope_freqs, rope_short, rope_long;
 };
 
+// Sets the fields every model of c->arch has (llama.cpp's graph for the family): rope_neox,
+// has_qkv_bias, fused_qkv/fused_gate_up, post_norms, act, embd_scale (Gemma: sqrt(dim)) and
+// swa_every. The ones a file states (windows, caps, scales, RoPE scaling) are left alone.
+void kn_config_set_family(struct kn_config *c);
+
 // Checks the hyperparameters for consistency and sane ranges (dims > 0 and below fixed
 // limits, n_kv_heads divides n_heads, even head size, the family's fields consistent). Returns 0 or
 // QP_ERANGE with a message (without the file name: the caller prefixes it).

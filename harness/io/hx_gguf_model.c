@@ -131,6 +131,12 @@ static int get_count(const struct hx_gguf *g, const char *key, int def, int *out
     return 0;
 }
 
+// Gemma 2's query scale as llama.cpp picks it by the model size (layer count): 1/sqrt(dim/heads)
+// for the 46-layer 27B, 1/sqrt(head size) otherwise (query_pre_attn_scalar is not stored in GGUF).
+static float gemma2_query_scale(const struct kn_config *c) {
+    return 1.0f / sqrtf((float)(c->n_layers == 46 ? c->dim / c->n_heads : c->head_size));
+}
+
 // rope.scaling.*: linear scaling (a frequency scale) and Phi-3's attention factor and original
 // context; any other scaling type (yarn, longrope as a type) changes the math: refused by name.
 static int get_rope_scaling(const struct hx_gguf *g, struct kn_config *c, char *err) {
@@ -160,26 +166,17 @@ static int get_rope_scaling(const struct hx_gguf *g, struct kn_config *c, char *
 static int get_family(const struct hx_gguf *g, struct kn_config *c, char *err) {
     char key[96];
     int rc = 0;
+    kn_config_set_family(c);
     switch (c->arch) {
     case KN_ARCH_LLAMA: // Mistral too; a window only from qprobe's own files (llama.cpp ignores it)
         return get_count(g, akey(key, sizeof key, c->arch, "attention.sliding_window"), 0, &c->swa_window, err);
-    case KN_ARCH_QWEN2:
-        c->rope_neox = 1;
-        c->has_qkv_bias = 1;
-        return 0;
+    case KN_ARCH_QWEN2: return 0;
     case KN_ARCH_PHI3:
-        c->rope_neox = 1;
-        c->fused_qkv = c->fused_gate_up = 1;
         return get_count(g, akey(key, sizeof key, c->arch, "attention.sliding_window"), 0, &c->swa_window, err);
     case KN_ARCH_GEMMA2:
-        c->rope_neox = 1;
-        c->post_norms = 1;
-        c->act = KN_ACT_GELU_TANH;
-        c->embd_scale = sqrtf((float)c->dim);
-        c->swa_every = 2;
         // llama.cpp picks the query scale by the model size (layer count): 1/sqrt(dim/heads)
         // for the 46-layer 27B, 1/sqrt(head size) otherwise (query_pre_attn_scalar is not stored).
-        c->attn_scale = 1.0f / sqrtf((float)(c->n_layers == 46 ? c->dim / c->n_heads : c->head_size));
+        c->attn_scale = gemma2_query_scale(c);
         if ((rc = get_count(g, akey(key, sizeof key, c->arch, "attention.sliding_window"), 4096, &c->swa_window, err)) ||
             (rc = get_real_pos(g, akey(key, sizeof key, c->arch, "attn_logit_softcapping"), 50.0, &c->attn_softcap,
                                err)) ||
@@ -603,15 +600,9 @@ static void model_name(const char *path, char *out, size_t cap) {
 // config the architecture cannot express is refused instead of written as another model.
 static int family_writable(const struct kn_config *c, const char *path, char *err) {
     struct kn_config want = *c;
-    want.rope_neox = c->arch != KN_ARCH_LLAMA;
-    want.has_qkv_bias = c->arch == KN_ARCH_QWEN2;
-    want.fused_qkv = want.fused_gate_up = c->arch == KN_ARCH_PHI3;
+    kn_config_set_family(&want);
     int gemma = c->arch == KN_ARCH_GEMMA2;
-    want.post_norms = gemma;
-    want.act = gemma ? KN_ACT_GELU_TANH : KN_ACT_SILU;
-    want.embd_scale = gemma ? sqrtf((float)c->dim) : 0.0f;
-    want.swa_every = gemma ? 2 : 0;
-    want.attn_scale = gemma ? 1.0f / sqrtf((float)(c->n_layers == 46 ? c->dim / c->n_heads : c->head_size)) : 0.0f;
+    want.attn_scale = gemma ? gemma2_query_scale(c) : 0.0f;
     if (!gemma) want.attn_softcap = want.final_softcap = 0;
     if (memcmp(&want, c, sizeof want) != 0)
         return qp_fail(err, QP_ENOTSUP, "cannot write '%s': this %s model's block (scales, biases, norms or RoPE) "

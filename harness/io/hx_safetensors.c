@@ -418,19 +418,13 @@ static int st_cfg_family(const cJSON *root, const struct st_family *fam, struct 
                          char *err) {
     int rc, window = 0;
     c->arch = fam->arch;
-    c->rope_neox = fam->arch != KN_ARCH_LLAMA;
-    c->has_qkv_bias = fam->arch == KN_ARCH_QWEN2;
-    c->fused_qkv = c->fused_gate_up = fam->arch == KN_ARCH_PHI3;
+    kn_config_set_family(c);
     const cJSON *sw = st_key(root, "sliding_window");
     if (sw && fam->arch != KN_ARCH_QWEN2 && (rc = st_cfg_int(root, "sliding_window", 0, &window, path, err))) return rc;
     // (Qwen2 configs carry a sliding_window that only use_sliding_window, refused, would apply)
     if (fam->arch != KN_ARCH_QWEN2) c->swa_window = window;
     if (fam->arch != KN_ARCH_GEMMA2) return 0;
     float qpas, cap;
-    c->post_norms = 1;
-    c->act = KN_ACT_GELU_TANH;
-    c->embd_scale = sqrtf((float)c->dim);
-    c->swa_every = 2;
     if ((rc = st_cfg_float(root, "query_pre_attn_scalar", (float)c->head_size, &qpas, path, err))) return rc;
     c->attn_scale = 1.0f / sqrtf(qpas);
     if ((rc = st_cfg_float(root, "attn_logit_softcapping", 0.0f, &cap, path, err))) return rc;
@@ -1226,14 +1220,8 @@ static const struct st_family *st_family_of(const struct kn_weights *w) {
         if (st_families[i].arch == c->arch) fam = &st_families[i];
     if (c->arch == KN_ARCH_LLAMA && c->swa_window > 0) fam = &st_families[1]; // Mistral
     struct kn_config want = *c;
-    want.rope_neox = c->arch != KN_ARCH_LLAMA;
-    want.has_qkv_bias = c->arch == KN_ARCH_QWEN2;
-    want.fused_qkv = want.fused_gate_up = c->arch == KN_ARCH_PHI3;
+    kn_config_set_family(&want);
     int gemma = c->arch == KN_ARCH_GEMMA2;
-    want.post_norms = gemma;
-    want.act = gemma ? KN_ACT_GELU_TANH : KN_ACT_SILU;
-    want.embd_scale = gemma ? sqrtf((float)c->dim) : 0.0f;
-    want.swa_every = gemma ? 2 : 0;
     if (!gemma) want.attn_scale = want.attn_softcap = want.final_softcap = 0;
     if (c->arch == KN_ARCH_QWEN2) want.swa_window = 0;
     if (gemma && !(c->attn_scale > 0)) return NULL;

@@ -46,7 +46,8 @@
 #define SY_VOCAB_LLAMA_SPM "models/gguf/ggml-vocab-llama-spm.gguf"
 #define SY_VOCAB_TINY "golden/ppl/stories260K-F32.gguf" // stories260K's 512 SentencePiece tokens
 #define SY_VOCAB_PHI3 "models/gguf/ggml-vocab-phi-3.gguf"
-#define SY_VOCAB_NONE ""                                // no loadable vocabulary yet (byte-level BPE)
+// The byte-level BPE families (Llama 3, Qwen2, Gemma's own SPM is not in the fixtures) get Llama
+// 2's SPM vocabulary padded to their rows: real text tokenizes, for speed measurements.
 
 // The families' small test models (`--arch`): 512 tokens, 64 wide, GQA 4/2 heads, shapes that
 // exercise each variant (Gemma 2: 26 layers, the only small count llama.cpp builds, and a head
@@ -62,18 +63,18 @@ static const struct hx_synth_shape sy_shapes[] = {
      64, 172, 2, 4, 2, 512, 32000, 1e-5f, 10000.0f, .vocab = SY_VOCAB_LLAMA_SPM},
     {"llama-3.2-1b", "Llama-3.2-1B: 16 layers, GQA 32/8, tied, Llama 3 RoPE scaling, 1.24 B weights",
      2048, 8192, 16, 32, 8, 131072, 128256, 1e-5f, 500000.0f, KN_ARCH_LLAMA, .tied = 1, .llama3_rope = 32.0f,
-     .vocab = SY_VOCAB_NONE},
+     .vocab = SY_VOCAB_LLAMA_SPM, .pad_vocab = 1},
     {"llama-3-8b-block", "Llama-3-8B's width in 2 layers (GQA 32/8), 1.9 B weights (vocab 128256)",
-     4096, 14336, 2, 32, 8, 8192, 128256, 1e-5f, 500000.0f, KN_ARCH_LLAMA, .vocab = SY_VOCAB_NONE},
+     4096, 14336, 2, 32, 8, 8192, 128256, 1e-5f, 500000.0f, KN_ARCH_LLAMA, .vocab = SY_VOCAB_LLAMA_SPM, .pad_vocab = 1},
     {"qwen2.5-0.5b", "Qwen2.5-0.5B: 24 layers, GQA 14/2, q/k/v biases, tied, 0.49 B weights",
-     896, 4864, 24, 14, 2, 32768, 151936, 1e-6f, 1000000.0f, KN_ARCH_QWEN2, .tied = 1, .vocab = SY_VOCAB_NONE},
+     896, 4864, 24, 14, 2, 32768, 151936, 1e-6f, 1000000.0f, KN_ARCH_QWEN2, .tied = 1, .vocab = SY_VOCAB_LLAMA_SPM, .pad_vocab = 1},
     {"qwen2.5-1.5b", "Qwen2.5-1.5B: 28 layers, GQA 12/2, q/k/v biases, tied, 1.54 B weights",
-     1536, 8960, 28, 12, 2, 32768, 151936, 1e-6f, 1000000.0f, KN_ARCH_QWEN2, .tied = 1, .vocab = SY_VOCAB_NONE},
+     1536, 8960, 28, 12, 2, 32768, 151936, 1e-6f, 1000000.0f, KN_ARCH_QWEN2, .tied = 1, .vocab = SY_VOCAB_LLAMA_SPM, .pad_vocab = 1},
     {"phi-3-mini", "Phi-3-mini-4k: 32 layers, MHA 32/32, fused qkv and gate/up, window 2047, 3.82 B weights",
      3072, 8192, 32, 32, 32, 4096, 32064, 1e-5f, 10000.0f, KN_ARCH_PHI3, .swa_window = 2047, .vocab = SY_VOCAB_PHI3},
     {"gemma-2-2b", "Gemma-2-2B: 26 layers, GQA 8/4, head 256, post-norms, soft-caps, 2.61 B weights",
      2304, 9216, 26, 8, 4, 8192, 256000, 1e-6f, 10000.0f, KN_ARCH_GEMMA2, .head_size = 256, .tied = 1,
-     .swa_window = 4096, .attn_softcap = 50.0f, .final_softcap = 30.0f, .vocab = SY_VOCAB_NONE},
+     .swa_window = 4096, .attn_softcap = 50.0f, .final_softcap = 30.0f, .vocab = SY_VOCAB_LLAMA_SPM, .pad_vocab = 1},
     {"llama-tiny", "test model (synth --arch llama): Llama 3 RoPE scaling, theta 5e5, GQA, tied",
      64, 160, 2, 4, 2, 256, 512, 1e-5f, 500000.0f, KN_ARCH_LLAMA, .tied = 1, .llama3_rope = 8.0f,
      .embd_std = 0.5f, .vocab = SY_VOCAB_TINY},
@@ -448,10 +449,56 @@ static int sy_check_vocab(const struct hx_gguf *g, const struct hx_synth_shape *
                        "cannot use '%s' as vocabulary: no string array 'tokenizer.ggml.tokens'",
                        path);
     }
-    if (tok->val.v.arr.n != (uint64_t)sh->vocab_size) {
+    // Fewer tokens than the shape's rows: padded with "[PAD<id>]" tokens (sy_pad_vocab), as
+    // llama.cpp's converter pads a vocabulary smaller than the embedding.
+    if (tok->val.v.arr.n > (uint64_t)sh->vocab_size || (tok->val.v.arr.n < (uint64_t)sh->vocab_size && !sh->pad_vocab)) {
         return qp_fail(err, QP_EFORMAT,
                        "cannot use '%s' as vocabulary: it has %llu tokens, shape '%s' needs %d",
                        path, (unsigned long long)tok->val.v.arr.n, sh->name, sh->vocab_size);
+    }
+    return 0;
+}
+
+// The vocabulary's token, score and type arrays extended to n tokens: ids from the file's count
+// on are "[PAD<id>]", score -1000, type UNUSED (5). The buffers live in *pad (freed by the caller).
+struct sy_pad {
+    struct hx_gguf_value *items;
+    char *text;
+    float *scores;
+    int32_t *types;
+};
+
+static int sy_pad_vocab(struct hx_gguf_kv *kvs, int64_t nk, uint64_t n, struct sy_pad *pad) {
+    for (int64_t i = 0; i < nk; i++) {
+        struct hx_gguf_value *v = &kvs[i].val;
+        if (v->type != HX_GGUF_ARRAY || v->v.arr.n >= n) continue;
+        uint64_t have = v->v.arr.n;
+        if (strcmp(kvs[i].key, "tokenizer.ggml.tokens") == 0 && v->v.arr.type == HX_GGUF_STRING) {
+            pad->items = calloc(n, sizeof *pad->items);
+            pad->text = malloc((size_t)(n - have) * 24);
+            if (!pad->items || !pad->text) return QP_ENOMEM;
+            memcpy(pad->items, v->v.arr.items, (size_t)have * sizeof *pad->items);
+            for (uint64_t k = have; k < n; k++) {
+                char *t = pad->text + (k - have) * 24;
+                pad->items[k].type = HX_GGUF_STRING;
+                pad->items[k].v.str.ptr = t;
+                pad->items[k].v.str.len = (uint64_t)snprintf(t, 24, "[PAD%llu]", (unsigned long long)k);
+            }
+            v->v.arr.items = pad->items;
+        } else if (strcmp(kvs[i].key, "tokenizer.ggml.scores") == 0 && v->v.arr.type == HX_GGUF_FLOAT32) {
+            if (!(pad->scores = malloc((size_t)n * sizeof(float)))) return QP_ENOMEM;
+            memcpy(pad->scores, v->v.arr.data, (size_t)have * sizeof(float));
+            for (uint64_t k = have; k < n; k++) pad->scores[k] = -1000.0f;
+            v->v.arr.data = (const uint8_t *)pad->scores;
+        } else if (strcmp(kvs[i].key, "tokenizer.ggml.token_type") == 0 && v->v.arr.type == HX_GGUF_INT32) {
+            if (!(pad->types = malloc((size_t)n * sizeof(int32_t)))) return QP_ENOMEM;
+            memcpy(pad->types, v->v.arr.data, (size_t)have * sizeof(int32_t));
+            for (uint64_t k = have; k < n; k++) pad->types[k] = 5;
+            v->v.arr.data = (const uint8_t *)pad->types;
+        } else {
+            continue;
+        }
+        v->v.arr.n = n;
     }
     return 0;
 }
@@ -571,16 +618,10 @@ static void sy_config(const struct hx_synth_shape *sh, int n_layers, struct kn_c
         .rope_theta = sh->rope_theta, .arch = sh->arch, .swa_window = sh->swa_window,
         .rope_ctx_orig = sh->rope_ctx_orig,
     };
-    c->rope_neox = sh->arch != KN_ARCH_LLAMA;
-    c->has_qkv_bias = sh->arch == KN_ARCH_QWEN2;
-    c->fused_qkv = c->fused_gate_up = sh->arch == KN_ARCH_PHI3;
+    kn_config_set_family(c);
     if (sh->rope_ctx_orig > 0) // convert_hf_to_gguf.py's longrope attention factor
         c->rope_attn_factor = (float)sqrt(1.0 + log((double)sh->seq_len / sh->rope_ctx_orig) / log(sh->rope_ctx_orig));
     if (sh->arch == KN_ARCH_GEMMA2) {
-        c->post_norms = 1;
-        c->act = KN_ACT_GELU_TANH;
-        c->embd_scale = sqrtf((float)c->dim);
-        c->swa_every = 2;
         c->attn_scale = 1.0f / sqrtf((float)(n_layers == 46 ? c->dim / c->n_heads : c->head_size));
         c->attn_softcap = sh->attn_softcap;
         c->final_softcap = sh->final_softcap;
@@ -707,6 +748,11 @@ int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_sy
         const struct hx_gguf_kv *kv = hx_gguf_kv(voc, i);
         if (strncmp(kv->key, "tokenizer.", 10) == 0) kvs[nk++] = *kv;
     }
+    struct sy_pad pad = {0};
+    if (voc && sy_pad_vocab(kvs, nk, (uint64_t)c.vocab_size, &pad)) {
+        rc = qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+        goto done_pad;
+    }
     kvs[nk++] = sy_kv_str("qprobe.synth.shape", sh->name);
     kvs[nk++] = sy_kv_u64("qprobe.synth.seed", o->seed);
     kvs[nk++] = sy_kv_str("qprobe.synth.generator", SY_GENERATOR);
@@ -726,10 +772,10 @@ int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_sy
     }
 
     // Room for the data, its padding and the header (the vocabulary is about 0.7 MB).
-    if ((rc = sy_check_space(path, data_bytes + (uint64_t)n_t * 32 + (4u << 20), err))) goto done;
-    if ((rc = hx_gguf_stream_open(path, kvs, nk, sts, n_t, &st, err))) goto done;
+    if ((rc = sy_check_space(path, data_bytes + (uint64_t)n_t * 32 + (4u << 20), err))) goto done_pad;
+    if ((rc = hx_gguf_stream_open(path, kvs, nk, sts, n_t, &st, err))) goto done_pad;
     QP_ASSERT(hx_gguf_stream_data_bytes(st) == data_bytes);
-    if ((rc = sy_generate(o, path, st, dists, ts, n_t, outlier, &bufs, chunk, err))) goto done;
+    if ((rc = sy_generate(o, path, st, dists, ts, n_t, outlier, &bufs, chunk, err))) goto done_pad;
     rc = hx_gguf_stream_finish(st, err);
     st = NULL; // freed by finish, whatever it returned
     if (!rc && info) {
@@ -740,6 +786,11 @@ int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_sy
         info->seconds = qp_now() - t0;
     }
 
+done_pad:
+    free(pad.items);
+    free(pad.text);
+    free(pad.scores);
+    free(pad.types);
 done:
     hx_gguf_stream_abort(st); // NULL after finish
     if (voc) hx_gguf_close(voc);

@@ -49,7 +49,8 @@ struct hx_synth_shape {
     float embd_std;    // token embedding's standard deviation (0: 0.02, Llama's init range)
     float out_gain;    // classifier (tied: the final norm) times this (0: 1); > 1 makes next-token
                        // distributions peaked
-    const char *vocab; // default vocabulary, relative to the fixtures (NULL: the Llama 2 SPM one)
+    const char *vocab; // default vocabulary, relative to the fixtures ("": none)
+    int pad_vocab;     // the vocabulary may have fewer tokens: padded with "[PAD<id>]" tokens
 };
 
 // The table of shapes (static, never freed); *n gets its length.

@@ -451,7 +451,7 @@ static float *cq_writable(const float **x, float **scr, size_t n) {
     return *scr;
 }
 
-// A new owned fp32 copy of a 1-D tensor divided by s (a norm with 1/s folded in).
+// A new owned fp32 copy of a 1-D tensor divided by s (a norm, or Qwen2's v bias, with 1/s folded in).
 static int cq_fold_norm(struct cq *c, const struct kn_tensor *src, const float *s, struct kn_tensor *dst) {
     const float *v;
     float *owned;
@@ -460,23 +460,6 @@ static int cq_fold_norm(struct cq *c, const struct kn_tensor *src, const float *
     float *out = qp_alloc_array((size_t)n, sizeof(float));
     if (out)
         for (int64_t j = 0; j < n; j++) out[j] = v[j] / s[j];
-    qp_free(owned);
-    if (cq_own(c->m, out)) return qp_fail(c->err, QP_ENOMEM, "out of memory");
-    *dst = (struct kn_tensor){KN_F32, n, 1, out};
-    return 0;
-}
-
-// A new owned fp32 copy of the v bias (kv_dim) with row (kvh, d) divided by the AWQ scale of mix
-// channel (kvh·grp, d), as the rows of wv are.
-static int cq_fold_bias_v(struct cq *c, const struct kn_tensor *src, const float *s, int hs, int grp,
-                          struct kn_tensor *dst) {
-    const float *v;
-    float *owned;
-    if (hx_tensor_f32(src, &v, &owned)) return qp_fail(c->err, QP_ENOTSUP, "cannot read a bias vector");
-    int64_t n = src->ne0;
-    float *out = qp_alloc_array((size_t)n, sizeof(float));
-    if (out)
-        for (int64_t r = 0; r < n; r++) out[r] = v[r] / s[(r / hs) * grp * hs + r % hs];
     qp_free(owned);
     if (cq_own(c->m, out)) return qp_fail(c->err, QP_ENOMEM, "out of memory");
     *dst = (struct kn_tensor){KN_F32, n, 1, out};
@@ -673,11 +656,11 @@ static int cq_awq_layer(struct cq *c, struct cq_layer *L, struct hx_calib_stats 
         float *wv = rc ? NULL : cq_writable(&L->x[T_V], &L->scr[T_V], (size_t)(kv_dim * dim));
         if (!rc && !wv) rc = qp_fail(c->err, QP_ENOMEM, "out of memory");
         for (int r = 0; !rc && r < kv_dim; r++) {
-            float f = sv[(r / hs) * grp * hs + r % hs]; // v row (kvh, d) feeds mix channel (kvh·grp, d)
-            for (int j = 0; j < dim; j++) wv[(size_t)r * dim + j] /= f;
+            xm[r] = sv[(r / hs) * grp * hs + r % hs]; // v row (kvh, d) feeds mix channel (kvh·grp, d)
+            for (int j = 0; j < dim; j++) wv[(size_t)r * dim + j] /= xm[r];
         }
         // Qwen2's v bias is part of the same rows: 1/s goes into it too (it stays fp32).
-        if (!rc && cfg->has_qkv_bias) rc = cq_fold_bias_v(c, &sl->bv, sv, hs, grp, &dl->bv);
+        if (!rc && cfg->has_qkv_bias) rc = cq_fold_norm(c, &sl->bv, xm, &dl->bv);
     }
     // w_down: 1/s into the rows of w_up (the input of w_down is silu(gate) · up).
     if (!rc && L->base[T_DOWN]->method == QZ_AWQ) {
