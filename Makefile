@@ -4,13 +4,21 @@
 #   make test          build and run every test case, each in its own process
 #   make demo          run the main job on the fixture model and write report/
 #   make bench         print the speed table
+#   make bench-peer [LLAMA_CPP=DIR]   qprobe and llama.cpp side by side (docs/BENCH.md)
 #   make VARIANT=debug|asan ...   other build variants under build/<variant>/
 #   make asan-test     the whole suite under AddressSanitizer + UBSan
 #   V=1                show full commands
 #
-# FIXTURES points at the shared real models and data (never copied into the repository).
+#   make fixtures      the real models and data of fixtures/MANIFEST into FIXTURES (checked,
+#                      downloaded when missing); make -s fixtures-dir prints that folder
+#
+# FIXTURES: where the real models and data are (never copied into the repository). Unless set,
+# the first of ../shared/fixtures and this repository's fixtures/ that exists; fixtures/ when
+# neither does (where `make fixtures` downloads them).
 
-FIXTURES ?= ../shared/fixtures
+ifeq ($(origin FIXTURES),undefined)
+FIXTURES := $(firstword $(wildcard ../shared/fixtures) fixtures)
+endif
 VARIANT ?= release
 BUILD := build/$(VARIANT)
 
@@ -22,7 +30,7 @@ endif
 # The layers, bottom to top (docs/ARCHITECTURE.md): each may include only from the ones before
 # it; make check-layers enforces it.
 LAYERS := kernels quantizers metrics tasks harness/io harness/store harness/run reports harness/cli
-PKGS := sqlite3 libcjson openblas
+PKGS := sqlite3 libcjson openblas libpcre2-8
 # Evaluated lazily (=), so that they see packages the setup step installs first.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -72,7 +80,7 @@ Q := @
 endif
 
 .SECONDARY:
-.PHONY: all test asan-test demo bench clean deps check-fixtures results check-layers
+.PHONY: all test asan-test demo bench bench-peer clean deps check-fixtures results check-layers fixtures fixtures-dir
 all: $(BIN)
 
 $(DEPS_STAMP):
@@ -80,7 +88,7 @@ $(DEPS_STAMP):
 	@if ! pkg-config --exists $(PKGS) 2>/dev/null || ! command -v gnuplot >/dev/null 2>&1; then \
 	    sh scripts/setup-deps.sh || exit 1; \
 	fi
-	@pkg-config --exists $(PKGS) || { echo "qprobe: pkg-config cannot find: $(PKGS) (install libsqlite3-dev libcjson-dev libopenblas-dev)" >&2; exit 1; }
+	@pkg-config --exists $(PKGS) || { echo "qprobe: pkg-config cannot find: $(PKGS) (install libsqlite3-dev libcjson-dev libopenblas-dev libpcre2-dev)" >&2; exit 1; }
 	@touch $@
 
 deps: $(DEPS_STAMP)
@@ -105,13 +113,14 @@ $(BUILD)/kernels/%_avx512.o: kernels/%_avx512.c | $(DEPS_STAMP)
 	@$(if $(Q),echo "  CC      $< (avx512)")
 	$(Q)$(CC) $(CFLAGS_ALL) $(ISA_AVX512) -c $< -o $@
 
-# The commit is compiled into store.o (it is part of every run's identity): rebuild it when HEAD
-# moves, through a stamp that changes only then.
+# The commit is compiled into store.o (it is part of every run's identity) and main.o (qprobe
+# --version): rebuild them when HEAD moves, through a stamp that changes only then.
 COMMIT_STAMP := $(BUILD)/.commit
 $(COMMIT_STAMP): FORCE | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@echo '$(GIT_COMMIT)' | cmp -s - $@ 2>/dev/null || echo '$(GIT_COMMIT)' > $@
 $(BUILD)/harness/store/hx_store.o: $(COMMIT_STAMP)
+$(BUILD)/harness/cli/hx_main.o: $(COMMIT_STAMP)
 .PHONY: FORCE
 FORCE:
 
@@ -144,7 +153,14 @@ asan-test:
 
 check-fixtures:
 	@test -f "$(FIXTURES)/models/llama2c/stories260K.bin" || { \
-	    echo "qprobe: fixtures not found at '$(FIXTURES)' (set FIXTURES=...); the model is llama2.c's stories260K (huggingface.co/karpathy/tinyllamas, stories260K/)" >&2; exit 2; }
+	    echo "qprobe: fixtures not found at '$(FIXTURES)': run 'make fixtures' (downloads them, fixtures/MANIFEST) or set FIXTURES=..." >&2; exit 2; }
+	@scripts/fixtures.sh "$(FIXTURES)" made/tinystories-calib.txt made/tinystories-eval.txt >/dev/null
+
+fixtures:
+	@scripts/fixtures.sh "$(FIXTURES)"
+
+fixtures-dir:
+	@echo "$(abspath $(FIXTURES))"
 
 demo: $(BIN) check-fixtures
 	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" scripts/demo.sh
@@ -154,6 +170,9 @@ results: $(BIN) check-fixtures
 
 bench: $(BIN) check-fixtures
 	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" scripts/bench.sh
+
+bench-peer: $(BIN) check-fixtures
+	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" LLAMA_CPP="$(LLAMA_CPP)" scripts/bench-peer.sh
 	@FIXTURES="$(FIXTURES)" QPROBE="$(BIN)" scripts/quant_ppl.sh
 
 clean:

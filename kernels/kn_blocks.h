@@ -9,7 +9,10 @@
 #ifndef KN_BLOCKS_H
 #define KN_BLOCKS_H
 
+#include <stddef.h>
 #include <stdint.h>
+
+#include "kn_types.h"
 
 #define KN_QK4_0 32
 #define KN_QK4_1 32
@@ -79,6 +82,10 @@ struct kn_block_iq4_nl {
 };
 _Static_assert(sizeof(struct kn_block_iq4_nl) == 18, "iq4_nl block is 18 bytes");
 
+// Byte offset and size of a block field, for SIMD code that walks blocks as bytes.
+#define KN_OFF(type, field) offsetof(struct kn_block_##type, field)
+#define KN_BYTES(type) sizeof(struct kn_block_##type)
+
 // IQ4_NL's 16 levels, ascending (ggml's kvalues_iq4nl).
 extern const int8_t kn_iq4nl_values[16];
 
@@ -88,12 +95,12 @@ extern const int8_t kn_iq4nl_values[16];
 // 1 if kn_dequantize_row supports type in this build: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
 // Q8_0, IQ4_NL, Q8_1 (d * q; ggml itself has no to_float for it), and Q2_K..Q6_K when
 // kernels/kn_blocks_k.h is part of the build.
-int kn_type_has_dequant(int type);
+int kn_type_has_dequant(enum kn_type type);
 
 // Dequantizes n values of a row of `type` from src (packed blocks, 2-byte aligned) into dst
 // (n floats). n must be a multiple of the type's block size and the type supported
 // (kn_type_has_dequant): both are programmer errors and assert.
-void kn_dequantize_row(int type, const void *src, float *dst, int64_t n);
+void kn_dequantize_row(enum kn_type type, const void *src, float *dst, int64_t n);
 
 // ---------------------------------------------------------------------------------------------
 // Reference dot products, as ggml's generic (non-SIMD) ggml_vec_dot_<w>_<a>:
@@ -111,10 +118,10 @@ void kn_dequantize_row(int type, const void *src, float *dst, int64_t n);
 
 // The activation type a weight type is dotted with (KN_Q8_0 or KN_Q8_1), or -1 if wtype has
 // no reference dot product here.
-int kn_vec_dot_act_type(int wtype);
+int kn_vec_dot_act_type(enum kn_type wtype);
 
 // Dot product of one weight row w (n values of wtype) with one activation row act (n values of
 // kn_vec_dot_act_type(wtype)). n a multiple of 32; an unsupported wtype asserts.
-float kn_vec_dot_ref(int wtype, const void *w, const void *act, int64_t n);
+float kn_vec_dot_ref(enum kn_type wtype, const void *w, const void *act, int64_t n);
 
 #endif

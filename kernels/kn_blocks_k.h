@@ -98,11 +98,11 @@ static inline void kn_k4_scale_min(int j, const uint8_t *b, uint8_t *sc, uint8_t
 // Dequantizes n weights (n a multiple of 256) of type KN_Q2_K..KN_Q6_K or KN_Q8_K from src
 // into dst (n floats, caller-owned), bit-exact with llama.cpp's dequantize_row_q*_K.
 // Other types or n % 256 != 0 are programmer errors (assert).
-void kn_dequantize_row_k(int type, const void *src, float *dst, int64_t n);
+void kn_dequantize_row_k(enum kn_type type, const void *src, float *dst, int64_t n);
 
 // Dot product of a weight row of wtype (KN_Q2_K..KN_Q6_K) with a Q8_K activation row, both of
 // n elements (n a multiple of 256), computed exactly as ggml's generic (non-SIMD)
 // ggml_vec_dot_q*_K_q8_K does, same integer and float accumulation order (see kn_vecdot_k.c).
-float kn_vec_dot_k_ref(int wtype, const void *w, const void *act_q8k, int64_t n);
+float kn_vec_dot_k_ref(enum kn_type wtype, const void *w, const void *act_q8k, int64_t n);
 
 #endif

@@ -116,7 +116,7 @@ static void deq_iq4_nl(const struct kn_block_iq4_nl *b, float *y, int64_t nb) {
 // ---------------------------------------------------------------------------------------------
 // Public
 
-int kn_type_has_dequant(int type) {
+int kn_type_has_dequant(enum kn_type type) {
     switch (type) {
     case KN_F32:
     case KN_F16:
@@ -140,7 +140,7 @@ int kn_type_has_dequant(int type) {
     }
 }
 
-void kn_dequantize_row(int type, const void *src, float *dst, int64_t n) {
+void kn_dequantize_row(enum kn_type type, const void *src, float *dst, int64_t n) {
     QP_ASSERT(kn_type_has_dequant(type));
     const struct kn_type_info *ti = kn_type_info(type);
     QP_ASSERT(ti && n >= 0 && n % ti->block_size == 0);

@@ -23,21 +23,21 @@ static inline __m256 kn_i8x8(const uint8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
 
-// Q8_0 (34 bytes: d, 32 int8): y = (float)q * d.
+// Q8_0 (d, 32 int8): y = (float)q * d.
 static void kn_deq_q8_0(const uint8_t *b, float *y, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, b += 34, y += 32) {
+    for (int64_t i = 0; i < nb; i++, b += KN_BYTES(q8_0), y += 32) {
         const __m256 d = _mm256_set1_ps(kn_scale(b));
-        for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(kn_i8x8(b + 2 + 8 * k), d));
+        for (int k = 0; k < 4; k++) _mm256_storeu_ps(y + 8 * k, _mm256_mul_ps(kn_i8x8(b + KN_OFF(q8_0, qs) + 8 * k), d));
     }
 }
 
-// Q4_0 (18 bytes: d, 16 bytes of nibbles): value j from the low nibble of qs[j], value j + 16
+// Q4_0 (d, 16 bytes of nibbles): value j from the low nibble of qs[j], value j + 16
 // from its high nibble; y = (float)(nibble - 8) * d.
 static void kn_deq_q4_0(const uint8_t *b, float *y, int64_t nb) {
     const __m128i m4 = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
-    for (int64_t i = 0; i < nb; i++, b += 18, y += 32) {
+    for (int64_t i = 0; i < nb; i++, b += KN_BYTES(q4_0), y += 32) {
         const __m256 d = _mm256_set1_ps(kn_scale(b));
-        const __m128i qs = _mm_loadu_si128((const __m128i *)(b + 2));
+        const __m128i qs = _mm_loadu_si128((const __m128i *)(b + KN_OFF(q4_0, qs)));
         uint8_t v[32];
         _mm_storeu_si128((__m128i *)v, _mm_sub_epi8(_mm_and_si128(qs, m4), eight));
         _mm_storeu_si128((__m128i *)(v + 16), _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(qs, 4), m4), eight));
@@ -45,13 +45,13 @@ static void kn_deq_q4_0(const uint8_t *b, float *y, int64_t nb) {
     }
 }
 
-// Q4_K (144 bytes): sub-block j of 32 weights has y = (d * sc_j) * q - dmin * m_j, the products
+// Q4_K: sub-block j of 32 weights has y = (d * sc_j) * q - dmin * m_j, the products
 // d * sc_j and dmin * m_j rounded to fp32 first, as in the reference.
 static void kn_deq_q4_K(const uint8_t *b, float *y, int64_t nb) {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    for (int64_t i = 0; i < nb; i++, b += sizeof(struct kn_block_q4_K)) {
-        const float d = kn_scale(b), dmin = kn_scale(b + 2);
-        const uint8_t *sc = b + 4, *q = b + 16;
+    for (int64_t i = 0; i < nb; i++, b += KN_BYTES(q4_K)) {
+        const float d = kn_scale(b + KN_OFF(q4_K, d)), dmin = kn_scale(b + KN_OFF(q4_K, dmin));
+        const uint8_t *sc = b + KN_OFF(q4_K, scales), *q = b + KN_OFF(q4_K, qs);
         for (int j = 0; j < 8; j += 2, q += 32) { // 64 weights: low nibbles of q[0..31], then high
             for (int h = 0; h < 2; h++, y += 32) {
                 uint8_t scale, min;
@@ -68,7 +68,7 @@ static void kn_deq_q4_K(const uint8_t *b, float *y, int64_t nb) {
     }
 }
 
-void kn_dequant_row_avx2(int type, const void *src, float *dst, int64_t n) {
+void kn_dequant_row_avx2(enum kn_type type, const void *src, float *dst, int64_t n) {
     switch (type) {
     case KN_Q8_0: kn_deq_q8_0(src, dst, n / 32); return;
     case KN_Q4_0: kn_deq_q4_0(src, dst, n / 32); return;

@@ -137,7 +137,7 @@ static void kn_deq_q8_K(const struct kn_block_q8_K *x, float *y, int64_t nb) {
 
 // ---------------------------------------------------------------------------------------------
 
-void kn_dequantize_row_k(int type, const void *src, float *dst, int64_t n) {
+void kn_dequantize_row_k(enum kn_type type, const void *src, float *dst, int64_t n) {
     QP_ASSERT(n >= 0 && n % KN_QK_K == 0);
     const int64_t nb = n / KN_QK_K;
     switch (type) {

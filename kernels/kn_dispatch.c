@@ -1,22 +1,14 @@
 // kn_dispatch.c — picks the kernel table: the reference, replaced by the best ISA the CPU and
-// OS support, or the one QPROBE_ISA names. libc and compiler builtins only.
-#include <stdlib.h>
+// OS support (kn_cpu.h), or the one the program forced with kn_ops_force (the CLI passes
+// QPROBE_ISA). libc only.
 #include <string.h>
 
+#include "kn_cpu.h"
 #include "kn_ops.h"
 #include "qp.h"
 
-static int kn_cpu_has(const char *isa) {
-    __builtin_cpu_init();
-    if (strcmp(isa, "ref") == 0) return 1;
-    if (strcmp(isa, "avx2") == 0)
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    if (strcmp(isa, "avx512") == 0)
-        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-               __builtin_cpu_supports("fma");
-    return 0;
-}
+static const char *const kn_isas[] = {"ref", "avx2", "avx512"};
+static const struct kn_ops *kn_forced; // NULL: the best this CPU runs
 
 const struct kn_ops *kn_ops_for(const char *isa) {
     if (!kn_cpu_has(isa)) return NULL;
@@ -26,17 +18,22 @@ const struct kn_ops *kn_ops_for(const char *isa) {
     return NULL;
 }
 
-const struct kn_ops *kn_ops_best(char *err) {
-    const char *forced = getenv("QPROBE_ISA");
-    if (forced && *forced) {
-        if (strcmp(forced, "ref") && strcmp(forced, "avx2") && strcmp(forced, "avx512")) {
-            qp_fail(err, QP_EINVAL, "QPROBE_ISA='%s' is not one of ref, avx2, avx512", forced);
-            return NULL;
-        }
-        const struct kn_ops *o = kn_ops_for(forced);
-        if (!o) qp_fail(err, QP_ENOTSUP, "QPROBE_ISA='%s': this CPU does not support it", forced);
-        return o;
+int kn_ops_force(const char *isa, char *err) {
+    if (!isa || !*isa) {
+        kn_forced = NULL;
+        return 0;
     }
+    int known = 0;
+    for (size_t i = 0; i < QP_ARRAY_LEN(kn_isas); i++) known |= strcmp(isa, kn_isas[i]) == 0;
+    if (!known) return qp_fail(err, QP_EINVAL, "'%s' is not one of ref, avx2, avx512", isa);
+    const struct kn_ops *o = kn_ops_for(isa);
+    if (!o) return qp_fail(err, QP_ENOTSUP, "'%s': this CPU does not support it", isa);
+    kn_forced = o;
+    return 0;
+}
+
+const struct kn_ops *kn_ops_best(void) {
+    if (kn_forced) return kn_forced;
     const struct kn_ops *o = kn_ops_for("avx512");
     if (!o) o = kn_ops_for("avx2");
     if (!o) o = &kn_ops_ref;

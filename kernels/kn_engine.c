@@ -24,6 +24,7 @@
 
 #include "kn_block.h"
 #include "kn_blocks.h"
+#include "kn_cpu.h"
 #include "kn_qdot.h"
 #include "qp.h"
 
@@ -31,6 +32,7 @@
 // Types
 
 #define KN_QBLOCK 32 // queries per attention task
+#define KN_NCG 128   // own GEMM: output columns per task (a multiple of KN_NR; see kn_matmul)
 
 struct kn_lin {
     int n_in, n_out;
@@ -89,8 +91,10 @@ struct kn_state {
     size_t actq_stride;
     float *acti8;  // act_int8: fake-quantized input rows (max_batch, max(dim, hidden)), else NULL
     float *scores; // per thread          (n_threads, KN_QBLOCK, max_ctx rounded up to 16)
-    float *pbuf;   // streaming engines, per thread: a panel, then KN_NR dequantized rows
-    size_t pbuf_stride; //                (n_threads, 2 * KN_NR * max(dim, hidden)) floats
+    float *xp;     // own GEMM: the input rows packed for gemm_xp (max_batch rounded up to the
+                   //   table's xmr, max(dim, hidden)), 64-byte aligned
+    float *pbuf;   // streaming engines, per thread: KN_NCG / KN_NR panels, then KN_NR dequantized
+    size_t pbuf_stride; //   rows       (n_threads, (KN_NCG + KN_NR) * max(dim, hidden)) floats
     size_t scores_stride;
     float *kt;     // keys, transposed    (n_layers, n_kv_heads, head_size, max_ctx)
     float *vc;     // values              (n_layers, n_kv_heads, max_ctx, head_size)
@@ -204,7 +208,59 @@ static int kn_f32_view(struct kn_engine *e, const struct kn_tensor *t, const cha
 // overrides. Both give the same bits.
 #define KN_PREPACK_MAX ((int64_t)256 << 20)
 
-static int kn_stream_choice(const struct kn_weights *w, int *stream, char *err) {
+// kn_engine_defaults: the program's choices (written once before engines are made).
+static enum kn_gemm kn_default_gemm = KN_GEMM_OWN;
+static enum kn_panels kn_default_panels = KN_PANELS_AUTO;
+
+void kn_engine_defaults(enum kn_gemm gemm, enum kn_panels panels) {
+    kn_default_gemm = gemm;
+    kn_default_panels = panels;
+}
+
+char *kn_engine_kernels(const struct kn_engine *e, char *buf, size_t size) {
+    size_t at = 0;
+#define KN_PUT(...) at += (size_t)snprintf(buf + at, at < size ? size - at : 0, __VA_ARGS__)
+    KN_PUT("ops %s (gemm %s", e->ops->name, e->gemm == KN_GEMM_OWN ? "own" : "openblas");
+    if (e->gemm == KN_GEMM_OWN) KN_PUT(" %dx%d %s", e->ops->xmr, KN_NCG, e->stream ? "streamed" : "prepacked");
+    KN_PUT(", attention, norms)");
+    // the act=q8 kernels, one entry per weight type in the order of first use
+    const struct kn_qtype *seen[16];
+    int n_seen = 0;
+    for (int l = -1; l < e->cfg.n_layers; l++) {
+        const struct kn_layer *ly = l >= 0 ? &e->layers[l] : NULL;
+        const struct kn_lin *lins[] = {l < 0 ? &e->output : &ly->wq, l < 0 ? NULL : &ly->wk, l < 0 ? NULL : &ly->wv,
+                                       l < 0 ? NULL : &ly->wo, l < 0 ? NULL : &ly->gate, l < 0 ? NULL : &ly->up,
+                                       l < 0 ? NULL : &ly->down};
+        for (size_t i = 0; i < QP_ARRAY_LEN(lins); i++) {
+            const struct kn_qtype *qt = lins[i] ? lins[i]->qt : NULL;
+            int known = !qt;
+            for (int k = 0; k < n_seen && !known; k++) known = seen[k] == qt;
+            if (known || n_seen == (int)QP_ARRAY_LEN(seen)) continue;
+            seen[n_seen++] = qt;
+            KN_PUT("%s %s %s", n_seen == 1 ? "; q8" : ",", kn_type_info(qt->wtype)->name, qt->isa);
+        }
+    }
+#undef KN_PUT
+    if (size) buf[at < size ? at : size - 1] = 0;
+    return buf;
+}
+
+int kn_gemm_parse(const char *name, enum kn_gemm *out) {
+    if (!name || !*name || strcmp(name, "own") == 0) *out = KN_GEMM_OWN;
+    else if (strcmp(name, "blas") == 0) *out = KN_GEMM_BLAS;
+    else return QP_EINVAL;
+    return 0;
+}
+
+int kn_panels_parse(const char *name, enum kn_panels *out) {
+    if (!name || !*name) *out = KN_PANELS_AUTO;
+    else if (strcmp(name, "prepack") == 0) *out = KN_PANELS_PREPACK;
+    else if (strcmp(name, "stream") == 0) *out = KN_PANELS_STREAM;
+    else return QP_EINVAL;
+    return 0;
+}
+
+static int kn_stream_choice(const struct kn_weights *w) {
     const struct kn_config *c = &w->cfg;
     int64_t kv = kn_kv_dim(c), qd = kn_q_dim(c), r16 = KN_NR;
 #define KN_PANEL_BYTES(out, in) ((((int64_t)(out) + r16 - 1) / r16) * r16 * (int64_t)(in) * 4)
@@ -212,12 +268,8 @@ static int kn_stream_choice(const struct kn_weights *w, int *stream, char *err) 
                         2 * KN_PANEL_BYTES(c->hidden_dim, c->dim) + KN_PANEL_BYTES(c->dim, c->hidden_dim);
     int64_t total = per_layer * c->n_layers + KN_PANEL_BYTES(c->vocab_size, c->dim);
 #undef KN_PANEL_BYTES
-    const char *v = getenv("QPROBE_PANELS");
-    if (!v || !*v) *stream = total > KN_PREPACK_MAX;
-    else if (strcmp(v, "stream") == 0) *stream = 1;
-    else if (strcmp(v, "prepack") == 0) *stream = 0;
-    else return qp_fail(err, QP_EINVAL, "QPROBE_PANELS='%s' is not one of prepack, stream", v);
-    return 0;
+    if (kn_default_panels == KN_PANELS_AUTO) return total > KN_PREPACK_MAX;
+    return kn_default_panels == KN_PANELS_STREAM;
 }
 
 // The optional vectors of layer l (biases, post-norms) as fp32 views, NULL where the family has none.
@@ -247,6 +299,40 @@ static int kn_layer_vectors(struct kn_engine *e, const struct kn_layer_weights *
     return 0;
 }
 
+// Layer l's norms, optional vectors and linears (and W8A8's static scales from act_scales).
+static int kn_layer_prep(struct kn_engine *e, const struct kn_layer_weights *lw, int l, const float *act_scales,
+                         char *err) {
+    struct kn_layer *ly = &e->layers[l];
+    const struct {
+        struct kn_lin *dst;
+        const struct kn_tensor *src;
+        const char *tag;
+    } lins[] = {{&ly->wq, &lw->wq, "attn_q"},          {&ly->wk, &lw->wk, "attn_k"},
+                {&ly->wv, &lw->wv, "attn_v"},          {&ly->wo, &lw->wo, "attn_output"},
+                {&ly->gate, &lw->w_gate, "ffn_gate"},  {&ly->up, &lw->w_up, "ffn_up"},
+                {&ly->down, &lw->w_down, "ffn_down"}};
+    char name[64];
+    snprintf(name, sizeof name, "blk.%d.attn_norm", l);
+    int rc = kn_f32_view(e, &lw->attn_norm, name, &ly->attn_norm, err);
+    if (!rc) {
+        snprintf(name, sizeof name, "blk.%d.ffn_norm", l);
+        rc = kn_f32_view(e, &lw->ffn_norm, name, &ly->ffn_norm, err);
+    }
+    if (!rc) rc = kn_layer_vectors(e, lw, ly, l, err);
+    for (size_t i = 0; i < QP_ARRAY_LEN(lins) && !rc; i++) {
+        snprintf(name, sizeof name, "blk.%d.%s", l, lins[i].tag);
+        rc = kn_lin_init(lins[i].dst, lins[i].src, e, name, err);
+    }
+    if (!rc && e->act_int8 == KN_ACT_INT8_TENSOR) {
+        const float *sc = act_scales + (size_t)l * KN_LIN_IN_COUNT;
+        ly->wq.act_scale = ly->wk.act_scale = ly->wv.act_scale = sc[KN_LIN_IN_ATTN];
+        ly->wo.act_scale = sc[KN_LIN_IN_ATTN_MIX];
+        ly->gate.act_scale = ly->up.act_scale = sc[KN_LIN_IN_FFN];
+        ly->down.act_scale = sc[KN_LIN_IN_FFN_ACT];
+    }
+    return rc;
+}
+
 int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struct kn_engine **out,
                      char *err) {
     struct kn_engine_opts o = {.ops = ops};
@@ -259,10 +345,7 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
     const struct kn_ops *ops = o->ops;
     int rc = kn_weights_check(w, err);
     if (rc) return rc;
-    if (!ops) {
-        ops = kn_ops_best(err);
-        if (!ops) return QP_ENOTSUP;
-    }
+    if (!ops) ops = kn_ops_best();
     struct kn_engine *e = qp_calloc_array(1, sizeof *e);
     if (!e) return qp_fail(err, QP_ENOMEM, "out of memory");
     e->cfg = w->cfg;
@@ -282,10 +365,7 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
             return qp_fail(err, QP_EINVAL, "static int8 activations need a finite scale >= 0 for every linear input");
         }
     }
-    if ((rc = kn_gemm_from_env(&e->gemm, err))) {
-        qp_free(e);
-        return rc;
-    }
+    e->gemm = kn_default_gemm;
     if (e->gemm == KN_GEMM_BLAS) openblas_set_num_threads(1); // threads are ours (kn_matmul)
     int L = w->cfg.n_layers;
     e->layers = qp_calloc_array((size_t)L, sizeof *e->layers);
@@ -294,11 +374,7 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
         kn_engine_destroy(e);
         return qp_fail(err, QP_ENOMEM, "out of memory");
     }
-    if ((rc = kn_stream_choice(w, &e->stream, err))) {
-        kn_engine_destroy(e);
-        return rc;
-    }
-    char name[64];
+    e->stream = kn_stream_choice(w);
     if (!kn_type_has_dequant(w->tok_embd.type)) rc = qp_fail(err, QP_ENOTSUP, "tensor token_embd has a type qprobe cannot read");
     e->tok_embd = w->tok_embd;
     if (!rc) rc = kn_f32_view(e, &w->out_norm, "output_norm", &e->out_norm, err);
@@ -308,37 +384,7 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
     e->rope_short = w->rope_short.data;
     e->rope_long = w->rope_long.data;
     e->attend_capped = strcmp(ops->name, "ref") == 0 ? kn_attend_capped_ref : kn_attend_capped_avx2;
-    for (int l = 0; l < L && !rc; l++) {
-        const struct kn_layer_weights *lw = &w->layers[l];
-        struct kn_layer *ly = &e->layers[l];
-#define KN_PREP(field, src, tag)                                                               \
-        if (!rc) {                                                                             \
-            snprintf(name, sizeof name, "blk.%d.%s", l, tag);                                  \
-            rc = kn_lin_init(&ly->field, &lw->src, e, name, err);                                 \
-        }
-        snprintf(name, sizeof name, "blk.%d.attn_norm", l);
-        rc = kn_f32_view(e, &lw->attn_norm, name, &ly->attn_norm, err);
-        if (!rc) {
-            snprintf(name, sizeof name, "blk.%d.ffn_norm", l);
-            rc = kn_f32_view(e, &lw->ffn_norm, name, &ly->ffn_norm, err);
-        }
-        if (!rc) rc = kn_layer_vectors(e, lw, ly, l, err);
-        KN_PREP(wq, wq, "attn_q")
-        KN_PREP(wk, wk, "attn_k")
-        KN_PREP(wv, wv, "attn_v")
-        KN_PREP(wo, wo, "attn_output")
-        KN_PREP(gate, w_gate, "ffn_gate")
-        KN_PREP(up, w_up, "ffn_up")
-        KN_PREP(down, w_down, "ffn_down")
-#undef KN_PREP
-        if (!rc && e->act_int8 == KN_ACT_INT8_TENSOR) {
-            const float *sc = o->act_scales + (size_t)l * KN_LIN_IN_COUNT;
-            ly->wq.act_scale = ly->wk.act_scale = ly->wv.act_scale = sc[KN_LIN_IN_ATTN];
-            ly->wo.act_scale = sc[KN_LIN_IN_ATTN_MIX];
-            ly->gate.act_scale = ly->up.act_scale = sc[KN_LIN_IN_FFN];
-            ly->down.act_scale = sc[KN_LIN_IN_FFN_ACT];
-        }
-    }
+    for (int l = 0; l < L && !rc; l++) rc = kn_layer_prep(e, &w->layers[l], l, o->act_scales, err);
     if (rc) {
         kn_engine_destroy(e);
         return rc;
@@ -376,17 +422,6 @@ const char *kn_engine_panels(const struct kn_engine *e) {
     return e->gemm != KN_GEMM_OWN ? "none" : e->stream ? "streamed" : "prepacked";
 }
 
-int kn_gemm_from_env(enum kn_gemm *out, char *err) {
-    const char *g = getenv("QPROBE_GEMM");
-    *out = KN_GEMM_OWN;
-    if (!g || !*g || strcmp(g, "own") == 0) return 0;
-    if (strcmp(g, "blas") == 0) {
-        *out = KN_GEMM_BLAS;
-        return 0;
-    }
-    return qp_fail(err, QP_EINVAL, "QPROBE_GEMM='%s' is not one of own, blas", g);
-}
-
 const char *kn_gemm_name(enum kn_gemm g) {
     static char buf[96];
     if (g == KN_GEMM_OWN) return "own";
@@ -402,10 +437,8 @@ const char *kn_blas_coretype_fix(int has_avx512, const char *corename, const cha
     return "SkylakeX";
 }
 
-const char *kn_blas_coretype_needed(void) {
-    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    return kn_blas_coretype_fix(avx512, openblas_get_corename(), getenv("OPENBLAS_CORETYPE"));
+const char *kn_blas_coretype_needed(const char *env) {
+    return kn_blas_coretype_fix(kn_cpu()->avx512, openblas_get_corename(), env);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -472,8 +505,15 @@ int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n
         return qp_fail(err, QP_ENOMEM, "out of memory for a context of %d tokens", max_ctx);
     }
     s->scores = qp_alloc_array((size_t)n_threads * KN_QBLOCK * s->scores_stride, sizeof(float));
+    if (e->gemm == KN_GEMM_OWN) {
+        size_t xmr = (size_t)e->ops->xmr;
+        if (!(s->xp = qp_alloc_array((B + xmr - 1) / xmr * xmr * wmax, sizeof(float)))) {
+            kn_state_destroy(s);
+            return qp_fail(err, QP_ENOMEM, "out of memory for a context of %d tokens", max_ctx);
+        }
+    }
     if (e->stream && e->gemm == KN_GEMM_OWN) {
-        s->pbuf_stride = 2 * (size_t)KN_NR * wmax;
+        s->pbuf_stride = (size_t)(KN_NCG + KN_NR) * wmax;
         if (!(s->pbuf = qp_alloc_array((size_t)n_threads * s->pbuf_stride, sizeof(float)))) {
             kn_state_destroy(s);
             return qp_fail(err, QP_ENOMEM, "out of memory for panel buffers");
@@ -509,6 +549,7 @@ void kn_state_destroy(struct kn_state *s) {
     qp_free(s->acti8);
     qp_free(s->scores);
     qp_free(s->pbuf);
+    qp_free(s->xp);
     qp_free(s->kt);
     qp_free(s->vc);
     qp_free(s->rope_cos);
@@ -517,7 +558,6 @@ void kn_state_destroy(struct kn_state *s) {
 }
 
 void kn_state_reset(struct kn_state *s) { s->n_past = 0; }
-int kn_state_n_past(const struct kn_state *s) { return s->n_past; }
 
 void kn_state_rewind(struct kn_state *s, int n_past) {
     QP_ASSERT(n_past >= 0 && n_past <= s->n_past);
@@ -584,6 +624,14 @@ static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const 
         // row, bit for bit (dot_tile, kn_qdot.h), whichever thread computes it.
         enum { QGROUP = 16, QTILE = 64 };
         const struct kn_qtype *qt = lin->qt;
+        if (n == 1) { // one token (decoding): one-row dot products, rows over threads; a tile
+                      // would unpack 16 weight rows for a single activation row
+            qt->quantize_act(x, s->actq, lin->n_in);
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1)
+            for (int j = 0; j < lin->n_out; j++)
+                y[j] = qt->dot((const uint8_t *)lin->src.data + (size_t)j * lin->src_row, s->actq, lin->n_in);
+            return;
+        }
         const int n_groups = (lin->n_out + QGROUP - 1) / QGROUP;
 #pragma omp parallel num_threads(s->n_threads) if (s->n_threads > 1)
         {
@@ -616,25 +664,31 @@ static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const 
         }
         return;
     }
-    if (!lin->wp) { // streaming: each thread builds a panel in its buffer, then runs it
-#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && n_panels > 1)
-        for (int p = 0; p < n_panels; p++) {
-            float *panel = s->pbuf + (size_t)omp_get_thread_num() * s->pbuf_stride;
-            int c0 = p * KN_NR, nc = QP_MIN(KN_NR, lin->n_out - c0);
-            kn_panel(ops, lin, c0, nc, panel, panel + (size_t)KN_NR * lin->n_in);
-            ops->gemm_f32(x, (size_t)lin->n_in, n, panel, lin->n_in, 0, nc, y + c0, (size_t)lin->n_out);
+    // The own GEMM: the n input rows are packed once (row blocks split over threads), then column
+    // groups of KN_NCG outputs go over threads; a streaming engine first builds the group's
+    // panels in the thread's buffer. Every output is the same fma chain whoever computes it.
+    const int xmr = ops->xmr, n_blocks = (n + xmr - 1) / xmr, n_groups = (lin->n_out + KN_NCG - 1) / KN_NCG;
+    const size_t bstride = (size_t)xmr * lin->n_in, pstride = (size_t)KN_NR * lin->n_in;
+#pragma omp parallel num_threads(s->n_threads) if (s->n_threads > 1)
+    {
+#pragma omp for schedule(static)
+        for (int b = 0; b < n_blocks; b++)
+            ops->pack_x(x + (size_t)b * bstride, (size_t)lin->n_in, QP_MIN(xmr, n - b * xmr), lin->n_in,
+                        s->xp + (size_t)b * bstride);
+        // (the implicit barrier above: every row is packed before any product)
+#pragma omp for schedule(static)
+        for (int g = 0; g < n_groups; g++) {
+            const int c0 = g * KN_NCG, nc = QP_MIN(KN_NCG, lin->n_out - c0);
+            const float *wp = lin->wp ? lin->wp + (size_t)(c0 / KN_NR) * pstride : NULL;
+            if (!wp) {
+                float *panels = s->pbuf + (size_t)omp_get_thread_num() * s->pbuf_stride;
+                for (int p = 0; p * KN_NR < nc; p++)
+                    kn_panel(ops, lin, c0 + p * KN_NR, QP_MIN(KN_NR, nc - p * KN_NR), panels + (size_t)p * pstride,
+                             panels + (size_t)KN_NCG * lin->n_in);
+                wp = panels;
+            }
+            ops->gemm_xp(s->xp, n, wp, lin->n_in, nc, y + c0, (size_t)lin->n_out);
         }
-        return;
-    }
-    if (s->n_threads <= 1 || n_panels < 2) {
-        ops->gemm_f32(x, (size_t)lin->n_in, n, lin->wp, lin->n_in, 0, lin->n_out, y,
-                      (size_t)lin->n_out);
-        return;
-    }
-#pragma omp parallel for num_threads(s->n_threads) schedule(static)
-    for (int p = 0; p < n_panels; p++) {
-        int c0 = p * KN_NR, c1 = QP_MIN(c0 + KN_NR, lin->n_out);
-        ops->gemm_f32(x, (size_t)lin->n_in, n, lin->wp, lin->n_in, c0, c1, y, (size_t)lin->n_out);
     }
 }
 

@@ -55,20 +55,30 @@ struct kn_engine;
 struct kn_state;
 
 // Matrix products: the engine's own kernels (default; bit-identical across ISAs and threads), or
-// OpenBLAS's sgemm (QPROBE_GEMM=blas), whose summation order is OpenBLAS's own: results agree
-// with the own kernels to about 1e-6 relative, not bit for bit.
+// OpenBLAS's sgemm (the CLI's QPROBE_GEMM=blas), whose summation order is OpenBLAS's own:
+// results agree with the own kernels to about 1e-6 relative, not bit for bit.
 enum kn_gemm { KN_GEMM_OWN, KN_GEMM_BLAS };
-int kn_gemm_from_env(enum kn_gemm *out, char *err); // QP_EINVAL for an unknown value
-const char *kn_gemm_name(enum kn_gemm g);            // "own", "openblas (CORE)"
+const char *kn_gemm_name(enum kn_gemm g); // "own", "openblas (CORE)"
+// How the own GEMM holds its fp32 weight panels (docs/ENGINE.md, "Memory"): by model size
+// (auto), prepacked once, or streamed (built per call from the stored weights). Same bits.
+enum kn_panels { KN_PANELS_AUTO, KN_PANELS_PREPACK, KN_PANELS_STREAM };
+
+// The program's choices for every engine made after the call (the CLI passes QPROBE_GEMM and
+// QPROBE_PANELS; the defaults are own and auto). Call from one thread, before making engines.
+void kn_engine_defaults(enum kn_gemm gemm, enum kn_panels panels);
+// Parse the names "own" / "blas" and "prepack" / "stream" ("" or NULL: the default);
+// QP_EINVAL for other names (no message: the caller names its source).
+int kn_gemm_parse(const char *name, enum kn_gemm *out);
+int kn_panels_parse(const char *name, enum kn_panels *out);
 
 // Debian 12's OpenBLAS 0.3.21 does not recognise newer AVX-512 CPUs (AMD Zen 4/5) and silently
 // runs its Haswell kernels at half the fp32 peak; OPENBLAS_CORETYPE=SkylakeX, read when the library
 // loads, restores its AVX-512 kernels. kn_blas_coretype_fix decides: the core type to set when
 // the CPU has AVX-512 (F/BW/VL/DQ), OpenBLAS chose a core without it, and the user did not set
 // OPENBLAS_CORETYPE (env); NULL otherwise. kn_blas_coretype_needed asks it with this machine's
-// values (main() then sets the variable and re-executes itself).
+// values and the variable's value env (main() then sets the variable and re-executes itself).
 const char *kn_blas_coretype_fix(int has_avx512, const char *corename, const char *env);
-const char *kn_blas_coretype_needed(void);
+const char *kn_blas_coretype_needed(const char *env);
 
 struct kn_engine_opts {
     const struct kn_ops *ops; // NULL = kn_ops_best()
@@ -118,13 +128,17 @@ enum kn_gemm kn_engine_gemm(const struct kn_engine *e);
 // "streamed" (built per call, see docs/ENGINE.md); "none" with the BLAS GEMM.
 const char *kn_engine_panels(const struct kn_engine *e);
 
+// The kernel path of each family this engine runs, as one line for logs and the store, e.g.
+// "ops avx512 (gemm 6x64 streamed, attention, norms); q8 q4_0 avx512-vnni, q6_K avx2". Writes at
+// most size bytes into buf and returns buf.
+char *kn_engine_kernels(const struct kn_engine *e, char *buf, size_t size);
+
 // A state for sequences of up to max_ctx positions, processing up to max_batch tokens per call,
 // using n_threads OpenMP threads inside each call (1 = none). Destroy with kn_state_destroy.
 int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n_threads,
                     struct kn_state **out, char *err);
 void kn_state_destroy(struct kn_state *s);
 void kn_state_reset(struct kn_state *s); // forget the sequence (n_past = 0)
-int kn_state_n_past(const struct kn_state *s);
 // Forgets every position from n_past on (0 <= n_past <= current n_past): the next kn_forward
 // continues from there, e.g. to score several continuations after one shared context.
 void kn_state_rewind(struct kn_state *s, int n_past);

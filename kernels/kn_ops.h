@@ -1,6 +1,6 @@
 // kn_ops.h — the compute kernels of the engine, as a table of function pointers: a scalar
-// reference first, overwritten by the best ISA the CPU and OS support (kn_ops_best), or forced
-// with QPROBE_ISA=ref|avx2|avx512.
+// reference first, overwritten by the best ISA the CPU and OS support (kn_ops_best), or the one
+// the program forces (kn_ops_force: the CLI passes QPROBE_ISA=ref|avx2|avx512).
 //
 // Every kernel is defined by its reference in kn_ops_ref.c, and the SIMD versions perform the
 // *same* floating-point operations in the same order, so all paths give bit-identical results:
@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kn_types.h"
+
 // Weights of a linear layer are packed into panels of KN_NR output columns: panel p holds
 // columns p*KN_NR .. p*KN_NR+KN_NR-1, stored k-major: wp[(p*n_in + k)*KN_NR + c] = W[p*KN_NR+c][k]
 // (zero where the column is past n_out). 64-byte aligned.
@@ -30,6 +32,20 @@ struct kn_ops {
     void (*gemm_f32)(const float *x, size_t ldx, int n_rows, const float *wp, int n_in, int col0,
                      int col1, float *y, size_t ldy);
 
+    // The same product on activations packed once per product (the engine's path): pack_x
+    // writes x (n_rows, n_in; row r at x + r * ldx) in blocks of xmr rows, k-major inside a
+    // block: xp[(b * n_in + k) * xmr + i] = x[(b * xmr + i) * ldx + k], rows past n_rows zero
+    // (ceil(n_rows / xmr) * xmr * n_in floats, 64-byte aligned). gemm_xp then computes
+    // y[r * ldy + j] for r in [0, n_rows), j in [0, ncols) from the ceil(ncols / KN_NR)
+    // consecutive panels at wp, each output the same fma chain as gemm_f32's.
+    int xmr;
+    void (*pack_x)(const float *x, size_t ldx, int n_rows, int n_in, float *xp);
+    void (*gemm_xp)(const float *xp, int n_rows, const float *wp, int n_in, int ncols, float *y, size_t ldy);
+
+    // The machine's FMA peak for this table's widest vectors: n rounds of 12 independent fma
+    // chains in registers; returns the flops done (2 per lane per fma). For gemm-peak.
+    double (*fma_loop)(long n);
+
     // One panel from weight rows as stored, for engines that build panels as they go instead of
     // holding them: panel (n_in, KN_NR) k-major := rows 0..n_rows-1 (n_rows <= KN_NR; row r
     // starts ld elements after row r-1), columns n_rows..KN_NR-1 zero. Exact conversions
@@ -37,7 +53,7 @@ struct kn_ops {
     void (*pack_f32)(const float *rows, size_t ld, int n_rows, int n_in, float *panel);
     void (*pack_f16)(const uint16_t *rows, size_t ld, int n_rows, int n_in, float *panel);
     // kn_dequantize_row (kn_blocks.h) for a row of n values of a packed type, bit for bit.
-    void (*dequant_row)(int type, const void *src, float *dst, int64_t n);
+    void (*dequant_row)(enum kn_type type, const void *src, float *dst, int64_t n);
 
     // out[i] = w[i] * (x[i] * (1 / sqrtf(sum(x^2)/n + eps))). out may equal x.
     void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
@@ -70,17 +86,22 @@ extern const struct kn_ops kn_ops_ref;
 extern const struct kn_ops kn_ops_avx2;   // only if compiled in; check kn_ops_for
 extern const struct kn_ops kn_ops_avx512;
 
+// pack_x for blocks of mr rows (kn_ops_ref.c), shared by every table.
+void kn_pack_x(int mr, const float *x, size_t ldx, int n_rows, int n_in, float *xp);
 // The AVX2 panel packers (kn_pack_avx2.c), shared by the AVX2 and AVX-512 tables.
 void kn_pack_f32_avx2(const float *rows, size_t ld, int n_rows, int n_in, float *panel);
 void kn_pack_f16_avx2(const uint16_t *rows, size_t ld, int n_rows, int n_in, float *panel);
 // AVX2 row dequantization (kn_dequant_avx2.c): Q8_0, Q4_0 and Q4_K, others by the reference.
-void kn_dequant_row_avx2(int type, const void *src, float *dst, int64_t n);
+void kn_dequant_row_avx2(enum kn_type type, const void *src, float *dst, int64_t n);
 
 // The table for an ISA name if this CPU and OS can run it, else NULL.
 const struct kn_ops *kn_ops_for(const char *isa);
-// The best table for this CPU, or the one QPROBE_ISA names. If QPROBE_ISA names an unknown ISA
-// or one the CPU lacks, returns NULL and writes a message into err (QP_ERRLEN bytes).
-const struct kn_ops *kn_ops_best(char *err);
+// Forces the table of kernel level isa ("ref", "avx2", "avx512") for every later kn_ops_best,
+// or (NULL or "") goes back to the best. Call before any engine is made, from one thread.
+// QP_EINVAL (unknown name) or QP_ENOTSUP (the CPU lacks it), with a message in err.
+int kn_ops_force(const char *isa, char *err);
+// The forced table, else the best for this CPU.
+const struct kn_ops *kn_ops_best(void);
 
 // The reference exp, exposed for tests: |rel err| < 2e-7 on [-87, 88]; 0 below -87.
 float kn_expf_ref(float x);

@@ -135,6 +135,55 @@ static void kn_gemm_f32_avx2(const float *x, size_t ldx, int n_rows, const float
     }
 }
 
+// GEMM on packed activations (kn_ops.h pack_x / gemm_xp): 6 rows x 16 columns per micro-kernel
+// as above, the rows read from one contiguous stream, k in blocks of KN_KC2 (a chain's value
+// waits in y between blocks, which changes no bit) so that a block of the panel stays in L1.
+
+#define KN_KC2 512
+
+static void kn_xp_tile6(const float *xb, const float *panel, int kc, int k0, float *y, size_t ldy, int mr,
+                        int ncols) {
+    __m256 a[KN_MR][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < KN_MR; r++) {
+        a[r][0] = k0 == 0 || r >= mr ? _mm256_setzero_ps() : kn_load_part(y + r * ldy, ncols);
+        a[r][1] = k0 == 0 || r >= mr || ncols <= 8 ? _mm256_setzero_ps() : kn_load_part(y + r * ldy + 8, ncols - 8);
+    }
+    for (int k = 0; k < kc; k++) {
+        const __m256 w0 = _mm256_load_ps(panel + (size_t)k * KN_NR), w1 = _mm256_load_ps(panel + (size_t)k * KN_NR + 8);
+#pragma GCC unroll 6
+        for (int r = 0; r < KN_MR; r++) {
+            const __m256 b = _mm256_broadcast_ss(xb + (size_t)k * KN_MR + r);
+            a[r][0] = _mm256_fmadd_ps(b, w0, a[r][0]);
+            a[r][1] = _mm256_fmadd_ps(b, w1, a[r][1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < mr; r++) {
+        kn_store_part(y + r * ldy, a[r][0], ncols);
+        if (ncols > 8) kn_store_part(y + r * ldy + 8, a[r][1], ncols - 8);
+    }
+}
+
+static void kn_pack_x_avx2(const float *x, size_t ldx, int n_rows, int n_in, float *xp) {
+    kn_pack_x(KN_MR, x, ldx, n_rows, n_in, xp);
+}
+
+// Loops as kn_ops_avx512.c's: k blocks, row blocks (6 x KN_KC2 packed rows stay in L1), panels.
+static void kn_gemm_xp_avx2(const float *xp, int n_rows, const float *wp, int n_in, int ncols, float *y,
+                            size_t ldy) {
+    for (int k0 = 0; k0 < n_in; k0 += KN_KC2) {
+        const int kc = n_in - k0 < KN_KC2 ? n_in - k0 : KN_KC2;
+        for (int r0 = 0; r0 < n_rows; r0 += KN_MR) {
+            const float *xb = xp + (size_t)(r0 / KN_MR) * n_in * KN_MR + (size_t)k0 * KN_MR;
+            const int mr = n_rows - r0 < KN_MR ? n_rows - r0 : KN_MR;
+            for (int c = 0; c < ncols; c += KN_NR)
+                kn_xp_tile6(xb, wp + (size_t)(c / KN_NR) * n_in * KN_NR + (size_t)k0 * KN_NR, kc, k0,
+                            y + (size_t)r0 * ldy + c, ldy, mr, ncols - c < KN_NR ? ncols - c : KN_NR);
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 static void kn_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps) {
@@ -357,9 +406,29 @@ static double kn_logsumexp_avx2(const float *x, int n, float *max_out) {
     return log(acc[0]) + (double)mx;
 }
 
+static double kn_fma_loop_avx2(long n) {
+    __m256 acc[12];
+    const __m256 m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-6f);
+#pragma GCC unroll 12
+    for (int k = 0; k < 12; k++) acc[k] = _mm256_set1_ps((float)k);
+    for (long i = 0; i < n; i++)
+#pragma GCC unroll 12
+        for (int k = 0; k < 12; k++) acc[k] = _mm256_fmadd_ps(acc[k], m, c);
+    float out[8];
+    for (int k = 1; k < 12; k++) acc[0] = _mm256_fmadd_ps(acc[0], m, acc[k]);
+    _mm256_storeu_ps(out, acc[0]);
+    volatile float sink = out[0];
+    (void)sink;
+    return 2.0 * 12 * 8 * (double)n;
+}
+
 const struct kn_ops kn_ops_avx2 = {
     .name = "avx2",
     .gemm_f32 = kn_gemm_f32_avx2,
+    .xmr = KN_MR,
+    .pack_x = kn_pack_x_avx2,
+    .gemm_xp = kn_gemm_xp_avx2,
+    .fma_loop = kn_fma_loop_avx2,
     .pack_f32 = kn_pack_f32_avx2,
     .pack_f16 = kn_pack_f16_avx2,
     .dequant_row = kn_dequant_row_avx2,

@@ -76,6 +76,90 @@ static void kn_gemm_f32_avx512(const float *x, size_t ldx, int n_rows, const flo
 }
 
 // ---------------------------------------------------------------------------------------------
+// GEMM on packed activations (kn_ops.h pack_x / gemm_xp): KN_XMR rows x up to KN_XNV panels (16
+// columns each) per micro-kernel, k in blocks of KN_KC. Each lane is still one output's fma chain
+// over k from 0.0f: between k blocks the chain's value waits in y and is loaded back, which
+// changes no bit. Packed rows come from one contiguous stream (no cache-set conflicts between
+// rows that are a power of two apart), a k block of the column group's panels stays in L1/L2 for
+// all row blocks, and the 24 accumulators keep both FMA pipes busy.
+
+#ifndef KN_XMR
+#define KN_XMR 6
+#endif
+#ifndef KN_XNV
+#define KN_XNV 4
+#endif
+#ifndef KN_KC
+#define KN_KC 512
+#endif
+
+// Rows r0 .. r0 + mr - 1 (mr <= KN_XMR) times nv panels (w, ps floats apart), k in [k0, k0 + kc):
+// y (mr rows of ldy; the last panel's columns masked by mlast) += on top of its value when
+// k0 > 0, else from 0.
+__attribute__((always_inline)) static inline void kn_xp_micro(int nv, const float *xb, const float *w,
+                                                               size_t ps, int kc, int k0, float *y,
+                                                               size_t ldy, int mr, __mmask16 mlast) {
+    __m512 acc[KN_XMR][KN_XNV];
+#pragma GCC unroll 16
+    for (int r = 0; r < KN_XMR; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            acc[r][v] = k0 == 0 || r >= mr ? _mm512_setzero_ps()
+                                           : _mm512_maskz_loadu_ps(v == nv - 1 ? mlast : 0xffff,
+                                                                   y + (size_t)r * ldy + 16 * v);
+    for (int k = 0; k < kc; k++) {
+        __m512 wv[KN_XNV];
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) wv[v] = _mm512_load_ps(w + (size_t)v * ps + (size_t)k * KN_NR);
+#pragma GCC unroll 16
+        for (int r = 0; r < KN_XMR; r++) {
+            const __m512 b = _mm512_set1_ps(xb[(size_t)k * KN_XMR + r]);
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(b, wv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++)
+            _mm512_mask_storeu_ps(y + (size_t)r * ldy + 16 * v, v == nv - 1 ? mlast : 0xffff, acc[r][v]);
+}
+
+static void kn_pack_x_avx512(const float *x, size_t ldx, int n_rows, int n_in, float *xp) {
+    kn_pack_x(KN_XMR, x, ldx, n_rows, n_in, xp);
+}
+
+// Loops, outside in: k blocks; row blocks (a KN_XMR x KN_KC block of packed rows, 16 KB, stays
+// in L1 for every column group); column groups of KN_XNV panels. So the packed rows stream from
+// L2/L3 once per call, and a k block of all the call's panels (ncols x KN_KC floats: 256 KB for
+// 128 columns) stays in L2.
+static void kn_gemm_xp_avx512(const float *xp, int n_rows, const float *wp, int n_in, int ncols, float *y,
+                              size_t ldy) {
+    const size_t ps = (size_t)n_in * KN_NR;
+    for (int k0 = 0; k0 < n_in; k0 += KN_KC) {
+        const int kc = n_in - k0 < KN_KC ? n_in - k0 : KN_KC;
+        for (int r0 = 0; r0 < n_rows; r0 += KN_XMR) {
+            const int mr = n_rows - r0 < KN_XMR ? n_rows - r0 : KN_XMR;
+            const float *xb = xp + (size_t)(r0 / KN_XMR) * n_in * KN_XMR + (size_t)k0 * KN_XMR;
+            for (int c = 0; c < ncols; c += KN_XNV * KN_NR) {
+                const int nc = ncols - c < KN_XNV * KN_NR ? ncols - c : KN_XNV * KN_NR, nv = (nc + 15) / 16;
+                const __mmask16 ml = kn_mask(nc - 16 * (nv - 1));
+                const float *wk = wp + (size_t)(c / KN_NR) * ps + (size_t)k0 * KN_NR;
+                float *yb = y + (size_t)r0 * ldy + c;
+                if (nv == KN_XNV) kn_xp_micro(KN_XNV, xb, wk, ps, kc, k0, yb, ldy, mr, ml);
+#if KN_XNV > 3
+                else if (nv == 3) kn_xp_micro(3, xb, wk, ps, kc, k0, yb, ldy, mr, ml);
+#endif
+#if KN_XNV > 2
+                else if (nv == 2) kn_xp_micro(2, xb, wk, ps, kc, k0, yb, ldy, mr, ml);
+#endif
+                else kn_xp_micro(1, xb, wk, ps, kc, k0, yb, ldy, mr, ml);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 static void kn_rmsnorm_avx512(float *out, const float *x, const float *w, int n, float eps) {
     __m512 a = _mm512_setzero_ps();
@@ -135,12 +219,88 @@ static void kn_attend_avx512(float *out, const float *q, const float *kt, size_t
     }
 }
 
-// One query at a time: each row is attend()'s computation.
+// softmax of s[0..nk) in place, as kn_attend_avx512 computes it (max, exp(s - max), the 16-lane
+// sum of the exps with masked lanes at +0.0f, division by the sum).
+static void kn_softmax_avx512(float *s, int nk) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    for (int j = 0; j < nk; j += 16) {
+        __mmask16 m = kn_mask(nk - j);
+        vmax = _mm512_mask_max_ps(vmax, m, vmax, _mm512_maskz_loadu_ps(m, s + j));
+    }
+    const __m512 vm = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    __m512 sum16 = _mm512_setzero_ps();
+    for (int j = 0; j < nk; j += 16) {
+        __mmask16 m = kn_mask(nk - j);
+        __m512 e = _mm512_maskz_mov_ps(m, kn_exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), vm)));
+        _mm512_mask_storeu_ps(s + j, m, e);
+        sum16 = _mm512_add_ps(sum16, e);
+    }
+    const __m512 vsum = _mm512_set1_ps(kn_tree16(sum16));
+    for (int j = 0; j < nk; j += 16) {
+        __mmask16 m = kn_mask(nk - j);
+        _mm512_mask_storeu_ps(s + j, m, _mm512_div_ps(_mm512_maskz_loadu_ps(m, s + j), vsum));
+    }
+}
+
+// Four queries at once (as kn_ops_avx2.c's kn_attend4): independent fma chains interleaved to
+// hide the FMA latency, each key and value load serving four queries; lane by lane the
+// operations of the one-query kernel. Query i sees nk0 + i keys.
+static void kn_attend4_avx512(float *out, size_t out_stride, const float *q, size_t q_stride,
+                              const float *kt, size_t kt_stride, const float *v, int head_size, int nk0,
+                              float *scratch, size_t sstride) {
+    const __m512 vdiv = _mm512_set1_ps(sqrtf((float)head_size));
+    const int nk_max = nk0 + 3;
+    for (int j = 0; j < nk_max; j += 16) {
+        const __mmask16 m = kn_mask(nk_max - j);
+        __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int d = 0; d < head_size; d++) {
+            const __m512 k = _mm512_maskz_loadu_ps(m, kt + (size_t)d * kt_stride + j);
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++) a[i] = _mm512_fmadd_ps(_mm512_set1_ps(q[i * q_stride + d]), k, a[i]);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; i++) _mm512_mask_storeu_ps(scratch + i * sstride + j, m, _mm512_div_ps(a[i], vdiv));
+    }
+    for (int i = 0; i < 4; i++) kn_softmax_avx512(scratch + i * sstride, nk0 + i);
+    const float *s0 = scratch, *s1 = scratch + sstride, *s2 = scratch + 2 * sstride, *s3 = scratch + 3 * sstride;
+    for (int d = 0; d < head_size; d += 16) {
+        const __mmask16 m = kn_mask(head_size - d);
+        __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+        int j = 0;
+        for (; j < nk0; j++) {
+            const __m512 vv = _mm512_maskz_loadu_ps(m, v + (size_t)j * head_size + d);
+            a0 = _mm512_fmadd_ps(_mm512_set1_ps(s0[j]), vv, a0);
+            a1 = _mm512_fmadd_ps(_mm512_set1_ps(s1[j]), vv, a1);
+            a2 = _mm512_fmadd_ps(_mm512_set1_ps(s2[j]), vv, a2);
+            a3 = _mm512_fmadd_ps(_mm512_set1_ps(s3[j]), vv, a3);
+        }
+        // The later queries see one, two, three more keys.
+        __m512 vv = _mm512_maskz_loadu_ps(m, v + (size_t)j * head_size + d);
+        a1 = _mm512_fmadd_ps(_mm512_set1_ps(s1[j]), vv, a1);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(s2[j]), vv, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(s3[j]), vv, a3);
+        j++;
+        vv = _mm512_maskz_loadu_ps(m, v + (size_t)j * head_size + d);
+        a2 = _mm512_fmadd_ps(_mm512_set1_ps(s2[j]), vv, a2);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(s3[j]), vv, a3);
+        j++;
+        vv = _mm512_maskz_loadu_ps(m, v + (size_t)j * head_size + d);
+        a3 = _mm512_fmadd_ps(_mm512_set1_ps(s3[j]), vv, a3);
+        _mm512_mask_storeu_ps(out + d, m, a0);
+        _mm512_mask_storeu_ps(out + out_stride + d, m, a1);
+        _mm512_mask_storeu_ps(out + 2 * out_stride + d, m, a2);
+        _mm512_mask_storeu_ps(out + 3 * out_stride + d, m, a3);
+    }
+}
+
 static void kn_attend_rows_avx512(float *out, size_t out_stride, const float *q, size_t q_stride,
                                   int nq, const float *kt, size_t kt_stride, const float *v,
                                   int head_size, int n_keys0, float *scratch, size_t sstride) {
-    (void)sstride;
-    for (int i = 0; i < nq; i++)
+    int i = 0;
+    for (; i + 4 <= nq; i += 4)
+        kn_attend4_avx512(out + (size_t)i * out_stride, out_stride, q + (size_t)i * q_stride, q_stride, kt,
+                          kt_stride, v, head_size, n_keys0 + i, scratch, sstride);
+    for (; i < nq; i++)
         kn_attend_avx512(out + (size_t)i * out_stride, q + (size_t)i * q_stride, kt, kt_stride, v,
                          head_size, n_keys0 + i, scratch);
 }
@@ -180,9 +340,29 @@ static double kn_logsumexp_avx512(const float *x, int n, float *max_out) {
     return log(acc[0]) + (double)mx;
 }
 
+static double kn_fma_loop_avx512(long n) {
+    __m512 acc[12];
+    const __m512 m = _mm512_set1_ps(0.999f), c = _mm512_set1_ps(1e-6f);
+#pragma GCC unroll 12
+    for (int k = 0; k < 12; k++) acc[k] = _mm512_set1_ps((float)k);
+    for (long i = 0; i < n; i++)
+#pragma GCC unroll 12
+        for (int k = 0; k < 12; k++) acc[k] = _mm512_fmadd_ps(acc[k], m, c);
+    float out[16];
+    for (int k = 1; k < 12; k++) acc[0] = _mm512_fmadd_ps(acc[0], m, acc[k]);
+    _mm512_storeu_ps(out, acc[0]);
+    volatile float sink = out[0];
+    (void)sink;
+    return 2.0 * 12 * 16 * (double)n;
+}
+
 const struct kn_ops kn_ops_avx512 = {
     .name = "avx512",
     .gemm_f32 = kn_gemm_f32_avx512,
+    .xmr = KN_XMR,
+    .pack_x = kn_pack_x_avx512,
+    .gemm_xp = kn_gemm_xp_avx512,
+    .fma_loop = kn_fma_loop_avx512,
     .pack_f32 = kn_pack_f32_avx2,
     .pack_f16 = kn_pack_f16_avx2,
     .dequant_row = kn_dequant_row_avx2,

@@ -77,6 +77,38 @@ static void kn_gemm_f32_ref(const float *x, size_t ldx, int n_rows, const float 
     }
 }
 
+void kn_pack_x(int mr, const float *x, size_t ldx, int n_rows, int n_in, float *xp) {
+    for (int r0 = 0; r0 < n_rows; r0 += mr, xp += (size_t)n_in * mr) {
+        const int m = n_rows - r0 < mr ? n_rows - r0 : mr;
+        for (int r = 0; r < mr; r++) {
+            const float *xr = x + (size_t)(r0 + r) * ldx;
+            if (r < m)
+                for (int k = 0; k < n_in; k++) xp[(size_t)k * mr + r] = xr[k];
+            else
+                for (int k = 0; k < n_in; k++) xp[(size_t)k * mr + r] = 0.0f;
+        }
+    }
+}
+
+#define KN_REF_XMR 4
+
+static void kn_pack_x_ref(const float *x, size_t ldx, int n_rows, int n_in, float *xp) {
+    kn_pack_x(KN_REF_XMR, x, ldx, n_rows, n_in, xp);
+}
+
+static void kn_gemm_xp_ref(const float *xp, int n_rows, const float *wp, int n_in, int ncols, float *y,
+                           size_t ldy) {
+    for (int r = 0; r < n_rows; r++) {
+        const float *xb = xp + (size_t)(r / KN_REF_XMR) * n_in * KN_REF_XMR + r % KN_REF_XMR;
+        for (int j = 0; j < ncols; j++) {
+            const float *w = wp + (size_t)(j / KN_NR) * n_in * KN_NR + j % KN_NR;
+            float acc = 0.0f;
+            for (int k = 0; k < n_in; k++) acc = fmaf(xb[(size_t)k * KN_REF_XMR], w[(size_t)k * KN_NR], acc);
+            y[(size_t)r * ldy + j] = acc;
+        }
+    }
+}
+
 static void kn_pack_f32_ref(const float *rows, size_t ld, int n_rows, int n_in, float *panel) {
     for (int k = 0; k < n_in; k++)
         for (int c = 0; c < KN_NR; c++) panel[(size_t)k * KN_NR + c] = c < n_rows ? rows[c * ld + k] : 0.0f;
@@ -159,9 +191,22 @@ static double kn_logsumexp_ref(const float *x, int n, float *max_out) {
     return log(kn_tree16d(acc)) + (double)mx;
 }
 
+static double kn_fma_loop_ref(long n) {
+    float acc[12] = {0};
+    for (long i = 0; i < n; i++)
+        for (int c = 0; c < 12; c++) acc[c] = fmaf(acc[c], 0.999f, 1e-6f);
+    volatile float sink = acc[0] + acc[11];
+    (void)sink;
+    return 2.0 * 12 * (double)n;
+}
+
 const struct kn_ops kn_ops_ref = {
     .name = "ref",
     .gemm_f32 = kn_gemm_f32_ref,
+    .xmr = KN_REF_XMR,
+    .pack_x = kn_pack_x_ref,
+    .gemm_xp = kn_gemm_xp_ref,
+    .fma_loop = kn_fma_loop_ref,
     .pack_f32 = kn_pack_f32_ref,
     .pack_f16 = kn_pack_f16_ref,
     .dequant_row = kn_dequantize_row,

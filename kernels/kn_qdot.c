@@ -13,12 +13,12 @@
 // ones, and the tables at the end pick between them. Depends on kernels/ only.
 #include "kn_qdot.h"
 
-#include <cpuid.h>
 #include <math.h>
 #include <string.h>
 
 #include "kn_blocks.h"
 #include "kn_blocks_k.h"
+#include "kn_cpu.h"
 #include "kn_ops.h"
 #include "kn_types.h"
 #include "qp.h"
@@ -28,44 +28,44 @@
 
 static void kn_quant_q8_0_ref(const float *x, void *y, int64_t n) {
     uint8_t *out = y;
-    for (int64_t b = 0; b < n / 32; b++, out += 34, x += 32) {
+    for (int64_t b = 0; b < n / 32; b++, out += KN_BYTES(q8_0), x += 32) {
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
         float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         uint16_t dh = qp_fp32_to_fp16(d);
-        memcpy(out, &dh, 2);
-        for (int j = 0; j < 32; j++) out[2 + j] = (uint8_t)(int8_t)qp_nearest_int(x[j] * id);
+        memcpy(out + KN_OFF(q8_0, d), &dh, 2);
+        for (int j = 0; j < 32; j++) out[KN_OFF(q8_0, qs) + j] = (uint8_t)(int8_t)qp_nearest_int(x[j] * id);
     }
 }
 
 static void kn_quant_q8_1_ref(const float *x, void *y, int64_t n) {
     uint8_t *out = y;
-    for (int64_t b = 0; b < n / 32; b++, out += 36, x += 32) {
+    for (int64_t b = 0; b < n / 32; b++, out += KN_BYTES(q8_1), x += 32) {
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
         float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int j = 0; j < 32; j++) {
             int q = qp_nearest_int(x[j] * id);
-            out[4 + j] = (uint8_t)(int8_t)q;
+            out[KN_OFF(q8_1, qs) + j] = (uint8_t)(int8_t)q;
             sum += q;
         }
         uint16_t dh = qp_fp32_to_fp16(d), sh = qp_fp32_to_fp16(d * (float)sum);
-        memcpy(out, &dh, 2);
-        memcpy(out + 2, &sh, 2);
+        memcpy(out + KN_OFF(q8_1, d), &dh, 2);
+        memcpy(out + KN_OFF(q8_1, s), &sh, 2);
     }
 }
 
-static void kn_quant_q8_K_ref(const float *x, void *y, int64_t n) {
+void kn_quant_q8_K_ref(const float *x, void *y, int64_t n) {
     uint8_t *out = y;
-    for (int64_t b = 0; b < n / 256; b++, out += 292, x += 256) {
+    for (int64_t b = 0; b < n / 256; b++, out += KN_BYTES(q8_K), x += 256) {
         float amax = 0.0f, m = 0.0f;
         for (int j = 0; j < 256; j++)
             if (fabsf(x[j]) > amax) {
                 amax = fabsf(x[j]);
                 m = x[j];
             }
-        int8_t *qs = (int8_t *)(out + 4);
+        int8_t *qs = (int8_t *)(out + KN_OFF(q8_K, qs));
         int16_t bsums[16];
         float d = 0.0f;
         if (amax == 0.0f) {
@@ -84,8 +84,8 @@ static void kn_quant_q8_K_ref(const float *x, void *y, int64_t n) {
             }
             d = 1.0f / iscale;
         }
-        memcpy(out, &d, 4);
-        memcpy(out + 260, bsums, sizeof bsums);
+        memcpy(out + KN_OFF(q8_K, d), &d, 4);
+        memcpy(out + KN_OFF(q8_K, bsums), bsums, sizeof bsums);
     }
 }
 
@@ -140,21 +140,28 @@ static const struct kn_qtype kn_qtypes_ref[] = {KN_ENTRIES(ref)};
 static const struct kn_qtype kn_qtypes_avx2[] = {KN_ENTRIES(avx2)};
 _Static_assert(QP_ARRAY_LEN(kn_qtypes_ref) == QP_ARRAY_LEN(kn_qtypes_avx2), "one entry per ISA");
 
-// AVX2 and FMA as kn_dispatch.c checks them (OS support included), plus F16C from cpuid leaf 1
-// (not every compiler's __builtin_cpu_supports knows "f16c").
-static int kn_cpu_has_avx2(void) {
-    __builtin_cpu_init();
-    unsigned a, b, c, d;
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
-}
+// AVX512-VNNI: the tiles of kn_qdot_avx512.c; quantizers and one-row dot products stay AVX2's
+// (they are memory- or latency-bound, and give the same bits).
+#define KN_ENTRY512(wt, at, w, a, q)                                                           \
+    {wt, at, kn_quant_##q##_avx2, kn_dot_##w##_##a##_avx2, kn_dot_tile_##w##_##a##_avx512, "avx512"}
+static const struct kn_qtype kn_qtypes_avx512[] = {
+    KN_ENTRY512(KN_Q4_0, KN_Q8_0, q4_0, q8_0, q8_0),     KN_ENTRY512(KN_Q4_1, KN_Q8_1, q4_1, q8_1, q8_1),
+    KN_ENTRY512(KN_Q5_0, KN_Q8_0, q5_0, q8_0, q8_0),     KN_ENTRY512(KN_Q5_1, KN_Q8_1, q5_1, q8_1, q8_1),
+    KN_ENTRY512(KN_Q8_0, KN_Q8_0, q8_0, q8_0, q8_0),     KN_ENTRY512(KN_IQ4_NL, KN_Q8_0, iq4_nl, q8_0, q8_0),
+    KN_ENTRY512(KN_Q2_K, KN_Q8_K, q2_K, q8_K, q8_K),     KN_ENTRY512(KN_Q3_K, KN_Q8_K, q3_K, q8_K, q8_K),
+    KN_ENTRY512(KN_Q4_K, KN_Q8_K, q4_K, q8_K, q8_K),     KN_ENTRY512(KN_Q5_K, KN_Q8_K, q5_K, q8_K, q8_K),
+    KN_ENTRY512(KN_Q6_K, KN_Q8_K, q6_K, q8_K, q8_K),
+};
+_Static_assert(QP_ARRAY_LEN(kn_qtypes_ref) == QP_ARRAY_LEN(kn_qtypes_avx512), "one entry per ISA");
 
-const struct kn_qtype *kn_qtype_for_isa(int wtype, const char *isa) {
+const struct kn_qtype *kn_qtype_for_isa(enum kn_type wtype, const char *isa) {
     const struct kn_qtype *table;
     if (strcmp(isa, "ref") == 0)
         table = kn_qtypes_ref;
+    else if (strcmp(isa, "avx512") == 0 && kn_cpu()->avx512_vnni)
+        table = kn_qtypes_avx512;
     else if (strcmp(isa, "avx2") == 0 || strcmp(isa, "avx512") == 0)
-        table = kn_cpu_has_avx2() ? kn_qtypes_avx2 : kn_qtypes_ref;
+        table = kn_cpu()->avx2 ? kn_qtypes_avx2 : kn_qtypes_ref;
     else
         return NULL;
     for (size_t i = 0; i < QP_ARRAY_LEN(kn_qtypes_ref); i++)
@@ -162,8 +169,6 @@ const struct kn_qtype *kn_qtype_for_isa(int wtype, const char *isa) {
     return NULL;
 }
 
-const struct kn_qtype *kn_qtype_for(int wtype) {
-    char err[QP_ERRLEN];
-    const struct kn_ops *o = kn_ops_best(err);
-    return kn_qtype_for_isa(wtype, o ? o->name : "ref");
+const struct kn_qtype *kn_qtype_for(enum kn_type wtype) {
+    return kn_qtype_for_isa(wtype, kn_ops_best()->name);
 }

@@ -5,7 +5,7 @@
 //
 // Kernels come per ISA: the scalar references ("ref": kn_qdot.c, kn_vecdot.c, kn_vecdot_k.c)
 // define the results, and the AVX2 versions (kn_qdot_avx2.c) return the same bits for every
-// input. There are no AVX-512 versions: on an AVX-512 machine the AVX2 ones run.
+// input, and on CPUs with AVX512-VNNI the tiles of kn_qdot_avx512.c ("avx512") do too.
 // Depends on kernels/ only. Kernels never allocate.
 #ifndef KN_QDOT_H
 #define KN_QDOT_H
@@ -13,9 +13,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kn_types.h"
+
 struct kn_qtype {
-    int wtype;    // weight type (enum kn_type)
-    int act_type; // activation type (KN_Q8_0, KN_Q8_1, KN_Q8_K)
+    enum kn_type wtype;    // weight type
+    enum kn_type act_type; // activation type (KN_Q8_0, KN_Q8_1, KN_Q8_K)
     // y (kn_row_bytes(act_type, n) bytes) := x (n floats) quantized; n a multiple of the block
     void (*quantize_act)(const float *x, void *y, int64_t n);
     // dot product of one weight row and one quantized activation row of n elements
@@ -32,12 +34,16 @@ struct kn_qtype {
 // the names of kn_ops.h) that this CPU runs: "avx2" and "avx512" give the AVX2 kernels when the
 // CPU has AVX2, FMA and F16C, else the reference. NULL when wtype has no quantized-activation
 // path or isa is not one of those names. Static storage: never freed.
-const struct kn_qtype *kn_qtype_for_isa(int wtype, const char *isa);
+const struct kn_qtype *kn_qtype_for_isa(enum kn_type wtype, const char *isa);
 
-// The best entry for this CPU, with kn_ops_best's choice as the ceiling, so that QPROBE_ISA=ref
-// forces the reference kernels here too (an invalid QPROBE_ISA gives the reference). NULL when
-// wtype has no quantized-activation path.
-const struct kn_qtype *kn_qtype_for(int wtype);
+// The best entry for this CPU, with kn_ops_best's choice as the ceiling, so that forcing "ref"
+// (QPROBE_ISA=ref) gives the reference kernels here too. NULL when wtype has no
+// quantized-activation path.
+const struct kn_qtype *kn_qtype_for(enum kn_type wtype);
+
+// The reference q8_K activation quantizer (llama.cpp's quantize_row_q8_K_ref), also the
+// quantizers' (qz_quantize_act_q8_K): x (n floats, n a multiple of 256) into n / 256 blocks at y.
+void kn_quant_q8_K_ref(const float *x, void *y, int64_t n);
 
 // ---------------------------------------------------------------------------------------------
 // The AVX2 kernels (kn_qdot_avx2.c), reached through the tables above; call them directly only
@@ -79,5 +85,23 @@ void kn_dot_tile_q5_K_q8_K_avx2(const void *w, size_t w_stride, int n_rows, cons
                                 size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
 void kn_dot_tile_q6_K_q8_K_avx2(const void *w, size_t w_stride, int n_rows, const void *act,
                                 size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+
+
+// The AVX512-VNNI tiles (kn_qdot_avx512.c): call only on a CPU with AVX-512 F/BW/VL/DQ and VNNI.
+#define KN_TILE512(w, a)                                                                       \
+    void kn_dot_tile_##w##_##a##_avx512(const void *w_, size_t w_stride, int n_rows, const void *act, \
+                                        size_t act_stride, int n_act, int64_t n, float *out, size_t out_stride);
+KN_TILE512(q4_0, q8_0)
+KN_TILE512(q4_1, q8_1)
+KN_TILE512(q5_0, q8_0)
+KN_TILE512(q5_1, q8_1)
+KN_TILE512(q8_0, q8_0)
+KN_TILE512(iq4_nl, q8_0)
+KN_TILE512(q2_K, q8_K)
+KN_TILE512(q3_K, q8_K)
+KN_TILE512(q4_K, q8_K)
+KN_TILE512(q5_K, q8_K)
+KN_TILE512(q6_K, q8_K)
+#undef KN_TILE512
 
 #endif

@@ -28,27 +28,11 @@
 
 #include "kn_avx2.h"
 #include "kn_blocks.h"
+#include "kn_blocks_k.h"
 #include "kn_qdot.h"
 
 // ---------------------------------------------------------------------------------------------
 // Loads and reductions
-
-static inline uint16_t kn_ld16(const uint8_t *p) {
-    uint16_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline float kn_ldf(const uint8_t *p) {
-    float v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline float kn_h2f(const uint8_t *p) { return _cvtsh_ss(kn_ld16(p)); }
-
-static inline __m128i kn_lu128(const uint8_t *p) { return _mm_loadu_si128((const __m128i *)p); }
-static inline __m256i kn_lu256(const uint8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
 // Sum of the 8 int32 lanes (exact: integer).
 static inline int kn_hsum_i32(__m256i v) {
@@ -139,34 +123,34 @@ static inline __m256i kn_q8_block(const __m256 v[4], float id, __m256i q[4]) {
 
 void kn_quant_q8_0_avx2(const float *x, void *vy, int64_t n) {
     uint8_t *y = vy;
-    for (int64_t b = 0; b < n / 32; b++, y += 34, x += 32) {
+    for (int64_t b = 0; b < n / 32; b++, y += KN_BYTES(q8_0), x += 32) {
         __m256 v[4];
         for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
         const float amax = kn_amax32(v);
         const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         const uint16_t dh = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
-        memcpy(y, &dh, 2);
+        memcpy(y + KN_OFF(q8_0, d), &dh, 2);
         __m256i q[4];
-        _mm256_storeu_si256((__m256i *)(y + 2), kn_q8_block(v, id, q));
+        _mm256_storeu_si256((__m256i *)(y + KN_OFF(q8_0, qs)), kn_q8_block(v, id, q));
     }
 }
 
 void kn_quant_q8_1_avx2(const float *x, void *vy, int64_t n) {
     uint8_t *y = vy;
-    for (int64_t b = 0; b < n / 32; b++, y += 36, x += 32) {
+    for (int64_t b = 0; b < n / 32; b++, y += KN_BYTES(q8_1), x += 32) {
         __m256 v[4];
         for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
         const float amax = kn_amax32(v);
         const float d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
         __m256i q[4];
-        _mm256_storeu_si256((__m256i *)(y + 4), kn_q8_block(v, id, q));
+        _mm256_storeu_si256((__m256i *)(y + KN_OFF(q8_1, qs)), kn_q8_block(v, id, q));
         // The reference sums the rounded ints (before the int8 cast).
         const int sum = kn_hsum_i32(_mm256_add_epi32(_mm256_add_epi32(q[0], q[1]),
                                                      _mm256_add_epi32(q[2], q[3])));
         const uint16_t dh = _cvtss_sh(d, _MM_FROUND_TO_NEAREST_INT);
         const uint16_t sh = _cvtss_sh(d * (float)sum, _MM_FROUND_TO_NEAREST_INT);
-        memcpy(y, &dh, 2);
-        memcpy(y + 2, &sh, 2);
+        memcpy(y + KN_OFF(q8_1, d), &dh, 2);
+        memcpy(y + KN_OFF(q8_1, s), &sh, 2);
     }
 }
 
@@ -187,7 +171,7 @@ static inline void kn_bsums(const uint8_t *qs, uint8_t *out) {
 
 void kn_quant_q8_K_avx2(const float *x, void *vy, int64_t n) {
     uint8_t *y = vy;
-    for (int64_t b = 0; b < n / 256; b++, y += 292, x += 256) {
+    for (int64_t b = 0; b < n / 256; b++, y += KN_BYTES(q8_K), x += 256) {
         // amax as the reference's strict "fabsf(x[j]) > amax" scan from 0 (NaNs skipped), and m
         // the first value reaching it.
         __m256 mx = _mm256_setzero_ps();
@@ -195,7 +179,7 @@ void kn_quant_q8_K_avx2(const float *x, void *vy, int64_t n) {
         const float amax = kn_hmax(mx);
         float d = 0.0f;
         if (amax == 0.0f) {
-            memset(y + 4, 0, 256 + 32);
+            memset(y + KN_OFF(q8_K, qs), 0, KN_BYTES(q8_K) - KN_OFF(q8_K, qs));
         } else {
             const __m256 am = _mm256_set1_ps(amax);
             float m = 0.0f;
@@ -215,12 +199,12 @@ void kn_quant_q8_K_avx2(const float *x, void *vy, int64_t n) {
                 for (int k = 0; k < 4; k++)
                     q[k] = _mm256_min_epi32(
                         kn_nearest(_mm256_mul_ps(is, _mm256_loadu_ps(x + 32 * c + 8 * k))), cap);
-                _mm256_storeu_si256((__m256i *)(y + 4 + 32 * c), kn_low_bytes(q[0], q[1], q[2], q[3]));
+                _mm256_storeu_si256((__m256i *)(y + KN_OFF(q8_K, qs) + 32 * c), kn_low_bytes(q[0], q[1], q[2], q[3]));
             }
-            kn_bsums(y + 4, y + 260);
+            kn_bsums(y + KN_OFF(q8_K, qs), y + KN_OFF(q8_K, bsums));
             d = 1.0f / iscale;
         }
-        memcpy(y, &d, 4);
+        memcpy(y + KN_OFF(q8_K, d), &d, 4);
     }
 }
 
@@ -231,27 +215,15 @@ void kn_quant_q8_K_avx2(const float *x, void *vy, int64_t n) {
 
 enum { KN_L_Q4_0, KN_L_Q4_1, KN_L_Q5_0, KN_L_Q5_1, KN_L_Q8_0, KN_L_IQ4_NL };
 
-static const int kn_l_xbytes[] = {18, 20, 22, 24, 34, 18}; // weight block bytes
-static const int kn_l_ybytes[] = {34, 36, 34, 36, 34, 34}; // activation block bytes (q8_0 / q8_1)
-
-// The 16 nibble bytes at qs as 32 bytes in value order: low nibbles (values 0-15), then high
-// nibbles (values 16-31), each in [0, 15].
-static inline __m256i kn_nibbles(const uint8_t *qs) {
-    __m128i b = kn_lu128(qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0x0f));
-}
-
-// Byte j = 0x10 when bit j of the little-endian uint32 at qh is set, else 0 (Q5 fifth bits).
-static inline __m256i kn_fifth_bits(const uint8_t *qh) {
-    uint32_t h;
-    memcpy(&h, qh, 4);
-    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
-    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), spread);
-    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
-    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
-}
+static const int kn_l_xbytes[] = {KN_BYTES(q4_0), KN_BYTES(q4_1), KN_BYTES(q5_0), // weight block bytes
+                                  KN_BYTES(q5_1), KN_BYTES(q8_0), KN_BYTES(iq4_nl)};
+static const int kn_l_ybytes[] = {KN_BYTES(q8_0), KN_BYTES(q8_1), KN_BYTES(q8_0), // activation block bytes
+                                  KN_BYTES(q8_1), KN_BYTES(q8_0), KN_BYTES(q8_0)};
+// Every weight block starts with its fp16 d, and the *_1 types then with m; q8_0 and q8_1
+// activation blocks with d, and q8_1 then with s.
+_Static_assert(KN_OFF(q4_0, d) == 0 && KN_OFF(q4_1, d) == 0 && KN_OFF(q4_1, m) == 2 && KN_OFF(q5_0, d) == 0 &&
+               KN_OFF(q5_1, m) == 2 && KN_OFF(q8_0, d) == 0 && KN_OFF(iq4_nl, d) == 0 && KN_OFF(q8_1, s) == 2,
+               "block headers");
 
 // An activation block as the weight side needs it: its 32 quants, their absolute values, and
 // (Q8_0 weights) both halves widened to int16.
@@ -261,7 +233,7 @@ struct kn_yblk {
 
 __attribute__((always_inline)) static inline struct kn_yblk kn_yprep(int t, const uint8_t *yb) {
     struct kn_yblk v;
-    const uint8_t *qs = yb + (kn_l_ybytes[t] == 36 ? 4 : 2);
+    const uint8_t *qs = yb + (kn_l_ybytes[t] == KN_BYTES(q8_1) ? KN_OFF(q8_1, qs) : KN_OFF(q8_0, qs));
     if (t == KN_L_Q8_0) {
         v.lo16 = _mm256_cvtepi8_epi16(kn_lu128(qs));
         v.hi16 = _mm256_cvtepi8_epi16(kn_lu128(qs + 16));
@@ -284,19 +256,20 @@ __attribute__((always_inline)) static inline struct kn_wblk kn_wprep(int t, cons
     struct kn_wblk v;
     v.w2 = _mm256_setzero_si256();
     switch (t) {
-    case KN_L_Q4_0: v.w = _mm256_sub_epi8(kn_nibbles(xb + 2), _mm256_set1_epi8(8)); break;
-    case KN_L_Q4_1: v.w = kn_nibbles(xb + 4); break;
+    case KN_L_Q4_0: v.w = _mm256_sub_epi8(kn_nibbles(xb + KN_OFF(q4_0, qs)), _mm256_set1_epi8(8)); break;
+    case KN_L_Q4_1: v.w = kn_nibbles(xb + KN_OFF(q4_1, qs)); break;
     case KN_L_Q5_0:
-        v.w = _mm256_sub_epi8(_mm256_or_si256(kn_nibbles(xb + 6), kn_fifth_bits(xb + 2)), _mm256_set1_epi8(16));
+        v.w = _mm256_sub_epi8(_mm256_or_si256(kn_nibbles(xb + KN_OFF(q5_0, qs)), kn_fifth_bits(xb + KN_OFF(q5_0, qh))),
+                              _mm256_set1_epi8(16));
         break;
-    case KN_L_Q5_1: v.w = _mm256_or_si256(kn_nibbles(xb + 8), kn_fifth_bits(xb + 4)); break;
+    case KN_L_Q5_1: v.w = _mm256_or_si256(kn_nibbles(xb + KN_OFF(q5_1, qs)), kn_fifth_bits(xb + KN_OFF(q5_1, qh))); break;
     case KN_L_Q8_0:
-        v.w = _mm256_cvtepi8_epi16(kn_lu128(xb + 2));
-        v.w2 = _mm256_cvtepi8_epi16(kn_lu128(xb + 18));
+        v.w = _mm256_cvtepi8_epi16(kn_lu128(xb + KN_OFF(q8_0, qs)));
+        v.w2 = _mm256_cvtepi8_epi16(kn_lu128(xb + KN_OFF(q8_0, qs) + 16));
         break;
     default: { // KN_L_IQ4_NL
         const __m256i grid = _mm256_broadcastsi128_si256(kn_lu128((const uint8_t *)kn_iq4nl_values));
-        v.w = _mm256_shuffle_epi8(grid, kn_nibbles(xb + 2));
+        v.w = _mm256_shuffle_epi8(grid, kn_nibbles(xb + KN_OFF(iq4_nl, qs)));
         break;
     }
     }
@@ -358,7 +331,7 @@ static inline __m256 kn_h2f1(const uint8_t *p) { return _mm256_set1_ps(kn_h2f(p)
 // remaining blocks go one by one through the same term expression.
 __attribute__((always_inline)) static inline float kn_dot_lg(int t, const uint8_t *x, const uint8_t *y,
                                                               int64_t nb) {
-    const int xs = kn_l_xbytes[t], ys = kn_l_ybytes[t], x1 = ys == 36;
+    const int xs = kn_l_xbytes[t], ys = kn_l_ybytes[t], x1 = ys == KN_BYTES(q8_1);
     float sumf = 0.0f;
     int64_t i = 0;
     for (; i + 8 <= nb; i += 8) {
@@ -400,7 +373,7 @@ __attribute__((always_inline)) static inline void kn_tile_lg(int t, const uint8_
                                                               int n_rows, const uint8_t *act,
                                                               size_t act_stride, int n_act, int64_t nb,
                                                               float *out, size_t out_stride) {
-    const int xs = kn_l_xbytes[t], ys = kn_l_ybytes[t], x1 = ys == 36;
+    const int xs = kn_l_xbytes[t], ys = kn_l_ybytes[t], x1 = ys == KN_BYTES(q8_1);
     struct kn_wblk wv[KN_TB][8];
     __m256 dx[KN_TB], mx[KN_TB], acc[KN_TA];
     for (int a0 = 0; a0 < n_act; a0 += KN_TA) {
@@ -484,9 +457,9 @@ static inline __m256i kn_bcast4(const uint8_t *p) {
 __attribute__((always_inline)) static inline void kn_tr_rows(int t, int ng, const uint8_t *w, size_t w_stride,
                                                               int m, const uint8_t *act, size_t act_stride,
                                                               int na, int64_t nb, float *out, size_t out_stride) {
-    const int xs = kn_l_xbytes[t], ys = kn_l_ybytes[t], x1 = ys == 36, run = kn_tr_run(t);
+    const int xs = kn_l_xbytes[t], ys = kn_l_ybytes[t], x1 = ys == KN_BYTES(q8_1), run = kn_tr_run(t);
     const int biased = t == KN_L_Q4_0 || t == KN_L_Q5_0, sgn = t == KN_L_IQ4_NL; // biased: u = y + 128
-    const int yq = x1 ? 4 : 2; // the quants' offset in an activation block
+    const int yq = x1 ? KN_OFF(q8_1, qs) : KN_OFF(q8_0, qs); // the quants' offset in an activation block
     __m256i wt[KN_TB][2][8], cw[KN_TB][2];
     _Alignas(32) uint8_t yo[KN_TA][KN_TB][32];
     __m256 dx[KN_TB][2], mx[KN_TB][2], acc[KN_TA][2];
@@ -607,7 +580,10 @@ KN_LEGACY(q8_0, q8_0, KN_L_Q8_0, kn_tile_lg)
 KN_LEGACY(iq4_nl, q8_0, KN_L_IQ4_NL, kn_tile_tr)
 
 // ---------------------------------------------------------------------------------------------
-// K-quants (references: kn_vecdot_k.c). Byte offsets: Q8_K d 0, qs 4, bsums 260 (292 bytes).
+// K-quants (references: kn_vecdot_k.c). Blocks are walked as bytes, fields at their offsetof.
+#define KN_Y8K_D KN_OFF(q8_K, d)
+#define KN_Y8K_QS KN_OFF(q8_K, qs)
+#define KN_Y8K_BSUMS KN_OFF(q8_K, bsums)
 //
 // Lane sums. Q3_K..Q6_K accumulate, per super-block, aux32[l] = sum over weights k with
 // k % 8 == l of scale(k) * q8[k] * q[k]. To keep every weight in its lane, each 32-weight chunk
@@ -650,7 +626,7 @@ static inline void kn_scales16(__m256i s, __m256i out[4]) {
             s, _mm256_setr_epi32(2 * p, 2 * p, 2 * p, 2 * p, 2 * p + 1, 2 * p + 1, 2 * p + 1, 2 * p + 1));
 }
 
-// Q2_K (84 bytes: scales 0, qs 16, d 80, dmin 82). The reference sums everything in int:
+// Q2_K. The reference sums everything in int:
 // isum = sum_k (sc[k/16] & 15) * q8[k] * q[k], summs = sum_j bsums[j] * (sc[j] >> 4); any order.
 float kn_dot_q2_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
     const uint8_t *x = w, *y = act;
@@ -659,42 +635,42 @@ float kn_dot_q2_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
     // scale pick for chunk c: int16 lanes of the low half = byte 2c, of the high half = 2c + 1
     const __m256i pick = _mm256_setr_epi8(0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128,
                                           1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128, 1, -128);
-    for (int64_t i = 0; i < nb; i++, x += 84, y += 292) {
-        const __m128i sc = kn_lu128(x);
+    for (int64_t i = 0; i < nb; i++, x += KN_BYTES(q2_K), y += KN_BYTES(q8_K)) {
+        const __m128i sc = kn_lu128(x + KN_OFF(q2_K, scales));
         const __m256i lo4 = _mm256_broadcastsi128_si256(_mm_and_si128(sc, _mm_set1_epi8(0x0f)));
         const __m256i hi4 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(0x0f)));
-        const int summs = kn_hsum_i32(_mm256_madd_epi16(kn_lu256(y + 260), hi4));
+        const int summs = kn_hsum_i32(_mm256_madd_epi16(kn_lu256(y + KN_Y8K_BSUMS), hi4));
         __m256i acc = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
-            const __m256i qv = kn_lu256(x + 16 + 32 * h);
+            const __m256i qv = kn_lu256(x + KN_OFF(q2_K, qs) + 32 * h);
             for (int s = 0; s < 4; s++) {
                 const int c = 4 * h + s; // weights 32c..32c+31: bits 2s of qs[32h + l]
                 const __m256i q = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * s), _mm256_set1_epi8(3));
                 // q in [0, 3]: a maddubs pair is at most 2 * 3 * 128 = 768
-                const __m256i p = _mm256_maddubs_epi16(q, kn_lu256(y + 4 + 32 * c));
+                const __m256i p = _mm256_maddubs_epi16(q, kn_lu256(y + KN_Y8K_QS + 32 * c));
                 const __m256i scv = _mm256_shuffle_epi8(lo4, _mm256_add_epi8(pick, _mm256_set1_epi8((char)(2 * c))));
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, scv));
             }
         }
         const int isum = kn_hsum_i32(acc);
-        const float d8 = kn_ldf(y);
-        const float dall = d8 * kn_h2f(x + 80);
-        const float dmin = d8 * kn_h2f(x + 82);
+        const float d8 = kn_ldf(y + KN_Y8K_D);
+        const float dall = d8 * kn_h2f(x + KN_OFF(q2_K, d));
+        const float dmin = d8 * kn_h2f(x + KN_OFF(q2_K, dmin));
         sumf += dall * (float)isum - dmin * (float)summs;
     }
     return sumf;
 }
 
-// Q3_K (110 bytes: hmask 0, qs 32, scales 96, d 108): q = lo2 | hi << 2, minus 4, in [-4, 3].
+// Q3_K: q = lo2 | hi << 2, minus 4, in [-4, 3].
 float kn_dot_q3_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
     const uint8_t *x = w, *y = act;
     const int64_t nb = n / 256;
     __m256 sums = _mm256_setzero_ps();
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
-    for (int64_t i = 0; i < nb; i++, x += 110, y += 292) {
+    for (int64_t i = 0; i < nb; i++, x += KN_BYTES(q3_K), y += KN_BYTES(q8_K)) {
         // 16 6-bit scales: low nibbles in bytes 0-7, high 2 bits in bytes 8-11 (kn_blocks_k.h)
         uint32_t u[3], s4[4];
-        memcpy(u, x + 96, 12);
+        memcpy(u, x + KN_OFF(q3_K, scales), 12);
         s4[0] = (u[0] & 0x0f0f0f0f) | ((u[2] & 0x03030303) << 4);
         s4[1] = (u[1] & 0x0f0f0f0f) | (((u[2] >> 2) & 0x03030303) << 4);
         s4[2] = ((u[0] >> 4) & 0x0f0f0f0f) | (((u[2] >> 4) & 0x03030303) << 4);
@@ -703,22 +679,22 @@ float kn_dot_q3_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
         kn_scales16(_mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)s4)),
                                      _mm256_set1_epi16(32)),
                     scv);
-        __m256i hm = kn_pairs(kn_lu256(x)); // bit c of byte l: high bit of weight 32c + l
+        __m256i hm = kn_pairs(kn_lu256(x + KN_OFF(q3_K, hmask))); // bit c of byte l: high bit of weight 32c + l
         __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
-            const __m256i qv = kn_pairs(kn_lu256(x + 32 + 32 * h));
+            const __m256i qv = kn_pairs(kn_lu256(x + KN_OFF(q3_K, qs) + 32 * h));
             __m256i p[4];
             for (int s = 0; s < 4; s++) { // chunk 4h + s
                 __m256i q = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * s), m3);
                 q = _mm256_or_si256(q, _mm256_slli_epi16(_mm256_and_si256(hm, one), 2));
                 hm = _mm256_srli_epi16(hm, 1);
                 // q - 4 in [-4, 3]: kn_mul_sx applies
-                p[s] = kn_mul_sx(_mm256_sub_epi8(q, four), kn_pairs(kn_lu256(y + 4 + 32 * (4 * h + s))));
+                p[s] = kn_mul_sx(_mm256_sub_epi8(q, four), kn_pairs(kn_lu256(y + KN_Y8K_QS + 32 * (4 * h + s))));
             }
             kn_lanes_add(p[0], p[1], scv[2 * h], &lo, &hi);
             kn_lanes_add(p[2], p[3], scv[2 * h + 1], &lo, &hi);
         }
-        const float d = kn_h2f(x + 108) * kn_ldf(y);
+        const float d = kn_h2f(x + KN_OFF(q3_K, d)) * kn_ldf(y + KN_Y8K_D);
         sums = _mm256_add_ps(sums, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(kn_lanes_total(lo, hi))));
     }
     return kn_add_lanes(0.0f, sums);
@@ -741,18 +717,21 @@ static inline int kn_q45_scales(const uint8_t *b, const uint8_t *bsums, __m256i 
     return kn_hsum_i32(_mm256_madd_epi16(kn_lu256(bsums), m16));
 }
 
-// Q4_K (144 bytes: d 0, dmin 2, scales 4, qs 16) and Q5_K (176 bytes: ... qh 16, qs 48).
+// Q4_K and Q5_K (the same header: d, dmin, scales; Q5_K then qh; then qs).
+_Static_assert(KN_OFF(q4_K, scales) == KN_OFF(q5_K, scales) && KN_OFF(q4_K, dmin) == KN_OFF(q5_K, dmin) &&
+                   KN_OFF(q4_K, d) == KN_OFF(q5_K, d),
+               "q4_K and q5_K headers");
 // q in [0, 15] (Q4_K) or [0, 31] (Q5_K) unsigned: a maddubs pair is at most 2 * 31 * 128 = 7936.
 __attribute__((always_inline)) static inline float kn_dot_q45(const uint8_t *x, const uint8_t *y, int64_t nb, int q5) {
-    const size_t xbytes = q5 ? 176 : 144;
-    const uint8_t *qs0 = x + (q5 ? 48 : 16);
+    const size_t xbytes = q5 ? KN_BYTES(q5_K) : KN_BYTES(q4_K);
+    const uint8_t *qs0 = x + (q5 ? KN_OFF(q5_K, qs) : KN_OFF(q4_K, qs));
     __m256 sums = _mm256_setzero_ps();
     float sumf = 0.0f;
     const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
-    for (int64_t i = 0; i < nb; i++, x += xbytes, qs0 += xbytes, y += 292) {
+    for (int64_t i = 0; i < nb; i++, x += xbytes, qs0 += xbytes, y += KN_BYTES(q8_K)) {
         __m256i scv[4];
-        const int sumi = kn_q45_scales(x + 4, y + 260, scv);
-        __m256i hm = q5 ? kn_pairs(kn_lu256(x + 16)) : _mm256_setzero_si256(); // bit c: chunk c
+        const int sumi = kn_q45_scales(x + KN_OFF(q4_K, scales), y + KN_Y8K_BSUMS, scv);
+        __m256i hm = q5 ? kn_pairs(kn_lu256(x + KN_OFF(q5_K, qh))) : _mm256_setzero_si256(); // bit c: chunk c
         __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
         for (int h = 0; h < 4; h++) { // qs[32h + l]: weight 64h + l (low), 64h + 32 + l (high)
             const __m256i qv = kn_pairs(kn_lu256(qs0 + 32 * h));
@@ -762,14 +741,14 @@ __attribute__((always_inline)) static inline float kn_dot_q45(const uint8_t *x, 
                 b = _mm256_or_si256(b, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hm, 1), one), 4));
                 hm = _mm256_srli_epi16(hm, 2);
             }
-            const __m256i pa = _mm256_maddubs_epi16(a, kn_pairs(kn_lu256(y + 4 + 64 * h)));
-            const __m256i pb = _mm256_maddubs_epi16(b, kn_pairs(kn_lu256(y + 4 + 64 * h + 32)));
+            const __m256i pa = _mm256_maddubs_epi16(a, kn_pairs(kn_lu256(y + KN_Y8K_QS + 64 * h)));
+            const __m256i pb = _mm256_maddubs_epi16(b, kn_pairs(kn_lu256(y + KN_Y8K_QS + 64 * h + 32)));
             kn_lanes_add(pa, pb, scv[h], &lo, &hi);
         }
-        const float d8 = kn_ldf(y);
-        const float d = kn_h2f(x) * d8;
+        const float d8 = kn_ldf(y + KN_Y8K_D);
+        const float d = kn_h2f(x + KN_OFF(q4_K, d)) * d8;
         sums = _mm256_add_ps(sums, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(kn_lanes_total(lo, hi))));
-        const float dmin = kn_h2f(x + 2) * d8;
+        const float dmin = kn_h2f(x + KN_OFF(q4_K, dmin)) * d8;
         sumf -= dmin * (float)sumi;
     }
     return kn_add_lanes(sumf, sums);
@@ -783,21 +762,22 @@ float kn_dot_q5_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
     return kn_dot_q45(w, act, n / 256, 1);
 }
 
-// Q6_K (210 bytes: ql 0, qh 128, scales 192, d 208): q = lo4 | hi2 << 4, minus 32, in [-32, 31].
+// Q6_K: q = lo4 | hi2 << 4, minus 32, in [-32, 31].
 float kn_dot_q6_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
     const uint8_t *x = w, *y = act;
     const int64_t nb = n / 256;
     __m256 sums = _mm256_setzero_ps();
     const __m256i m4 = _mm256_set1_epi8(0x0f), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
-    for (int64_t i = 0; i < nb; i++, x += 210, y += 292) {
+    for (int64_t i = 0; i < nb; i++, x += KN_BYTES(q6_K), y += KN_BYTES(q8_K)) {
         __m256i scv[4];
-        kn_scales16(_mm256_cvtepi8_epi16(kn_lu128(x + 192)), scv);
+        kn_scales16(_mm256_cvtepi8_epi16(kn_lu128(x + KN_OFF(q6_K, scales))), scv);
         __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             // chunk 4h + s: low 4 bits from ql[64h + 32(s % 2) + l] (high nibble when s >= 2),
             // high 2 bits at bits 2s of qh[32h + l]
-            const __m256i l0 = kn_pairs(kn_lu256(x + 64 * h)), l1 = kn_pairs(kn_lu256(x + 64 * h + 32));
-            const __m256i qh = kn_pairs(kn_lu256(x + 128 + 32 * h));
+            const uint8_t *ql = x + KN_OFF(q6_K, ql) + 64 * h;
+            const __m256i l0 = kn_pairs(kn_lu256(ql)), l1 = kn_pairs(kn_lu256(ql + 32));
+            const __m256i qh = kn_pairs(kn_lu256(x + KN_OFF(q6_K, qh) + 32 * h));
             __m256i q[4];
             q[0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 4), m2));
             q[1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(qh, 2), m2));
@@ -806,11 +786,11 @@ float kn_dot_q6_K_q8_K_avx2(const void *w, const void *act, int64_t n) {
                                    _mm256_and_si256(_mm256_srli_epi16(qh, 2), m2));
             __m256i p[4];
             for (int s = 0; s < 4; s++) // q - 32 in [-32, 31]: kn_mul_sx applies
-                p[s] = kn_mul_sx(_mm256_sub_epi8(q[s], off), kn_pairs(kn_lu256(y + 4 + 32 * (4 * h + s))));
+                p[s] = kn_mul_sx(_mm256_sub_epi8(q[s], off), kn_pairs(kn_lu256(y + KN_Y8K_QS + 32 * (4 * h + s))));
             kn_lanes_add(p[0], p[1], scv[2 * h], &lo, &hi);
             kn_lanes_add(p[2], p[3], scv[2 * h + 1], &lo, &hi);
         }
-        const float d = kn_h2f(x + 208) * kn_ldf(y);
+        const float d = kn_h2f(x + KN_OFF(q6_K, d)) * kn_ldf(y + KN_Y8K_D);
         sums = _mm256_add_ps(sums, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(kn_lanes_total(lo, hi))));
     }
     return kn_add_lanes(0.0f, sums);

@@ -40,7 +40,7 @@ const struct kn_type_info *kn_type_info(int type) {
     return &kn_types[type];
 }
 
-size_t kn_row_bytes(int type, int64_t n) {
+size_t kn_row_bytes(enum kn_type type, int64_t n) {
     const struct kn_type_info *t = kn_type_info(type);
     if (!t || n < 0 || n % t->block_size != 0) return 0;
     return (size_t)(n / t->block_size) * t->block_bytes;

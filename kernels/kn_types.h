@@ -50,10 +50,11 @@ struct kn_type_info {
     size_t block_bytes; // bytes per block
 };
 
-// NULL for ids that are not (or no longer) types.
+// NULL for ids that are not (or no longer) types. Takes an int: it also checks raw ids read from
+// files.
 const struct kn_type_info *kn_type_info(int type);
 
 // Bytes of a row of n elements; 0 when n is not a multiple of the block size or type unknown.
-size_t kn_row_bytes(int type, int64_t n);
+size_t kn_row_bytes(enum kn_type type, int64_t n);
 
 #endif

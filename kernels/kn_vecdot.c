@@ -122,7 +122,7 @@ static float dot_iq4_nl_q8_0(const struct kn_block_iq4_nl *x, const struct kn_bl
 // ---------------------------------------------------------------------------------------------
 // Public
 
-int kn_vec_dot_act_type(int wtype) {
+int kn_vec_dot_act_type(enum kn_type wtype) {
     switch (wtype) {
     case KN_Q4_0:
     case KN_Q5_0:
@@ -137,7 +137,7 @@ int kn_vec_dot_act_type(int wtype) {
     }
 }
 
-float kn_vec_dot_ref(int wtype, const void *w, const void *act, int64_t n) {
+float kn_vec_dot_ref(enum kn_type wtype, const void *w, const void *act, int64_t n) {
     QP_ASSERT(n >= 0 && n % 32 == 0);
     const int64_t nb = n / 32;
     switch (wtype) {

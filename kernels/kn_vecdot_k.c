@@ -156,7 +156,7 @@ static float kn_vd_q6_K(const struct kn_block_q6_K *x, const struct kn_block_q8_
 
 // ---------------------------------------------------------------------------------------------
 
-float kn_vec_dot_k_ref(int wtype, const void *w, const void *act_q8k, int64_t n) {
+float kn_vec_dot_k_ref(enum kn_type wtype, const void *w, const void *act_q8k, int64_t n) {
     QP_ASSERT(n >= 0 && n % KN_QK_K == 0);
     const int64_t nb = n / KN_QK_K;
     const struct kn_block_q8_K *y = act_q8k;

@@ -25,6 +25,8 @@ const char *qp_strerror(int code) {
     case QP_ENOTSUP: return "not supported";
     case QP_ENOENT: return "not found";
     case QP_EINTR: return "interrupted";
+    case QP_EWRITE: return "write failed";
+    case QP_ENUMERIC: return "numeric failure";
     default: return "unknown error";
     }
 }
@@ -73,6 +75,34 @@ void *qp_calloc_array(size_t count, size_t size) {
 }
 
 void qp_free(void *p) { free(p); }
+
+int qp_owned_add(struct qp_owned *o, void *buf) {
+    if (!buf) return QP_ENOMEM;
+    if (o->n == o->cap) {
+        int cap = o->cap ? 2 * o->cap : 16;
+        void **nb = realloc(o->bufs, (size_t)cap * sizeof *nb);
+        if (!nb) {
+            qp_free(buf);
+            return QP_ENOMEM;
+        }
+        o->bufs = nb;
+        o->cap = cap;
+    }
+    o->bufs[o->n++] = buf;
+    return 0;
+}
+
+int qp_owned_has(const struct qp_owned *o, const void *p) {
+    for (int i = 0; i < o->n; i++)
+        if (o->bufs[i] == p) return 1;
+    return 0;
+}
+
+void qp_owned_free(struct qp_owned *o) {
+    for (int i = 0; i < o->n; i++) qp_free(o->bufs[i]);
+    free(o->bufs);
+    memset(o, 0, sizeof *o);
+}
 
 // ---------------------------------------------------------------------------------------------
 // fp16: IEEE binary16. The conversions below are written for exactness, not speed; bulk

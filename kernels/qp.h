@@ -16,7 +16,7 @@
 
 enum {
     QP_OK = 0,
-    QP_EIO = -1,      // cannot open, read, write or map a file
+    QP_EIO = -1,      // cannot open, read or map a file, or create an output (bad path)
     QP_EFORMAT = -2,  // the file or text is not what it claims to be
     QP_ERANGE = -3,   // a size, dimension or offset is out of the supported range
     QP_ENOMEM = -4,   // allocation failed
@@ -24,6 +24,9 @@ enum {
     QP_ENOTSUP = -6,  // valid input that this build does not support
     QP_ENOENT = -7,   // a named key, tensor or file is missing
     QP_EINTR = -8,    // interrupted by a signal (Ctrl-C) before finishing
+    QP_EWRITE = -9,   // an I/O failure while running: writing an output or the study database
+                      // failed midway (disk full, file too large, device error)
+    QP_ENUMERIC = -10, // a computation produced NaN or infinity (training diverged): a runtime failure
 };
 
 #define QP_ERRLEN 512
@@ -59,6 +62,21 @@ void *qp_alloc(size_t bytes);
 void *qp_alloc_array(size_t count, size_t size);  // NULL on overflow or failure
 void *qp_calloc_array(size_t count, size_t size); // zeroed
 void qp_free(void *p);
+
+// A list of owned buffers (each from qp_alloc*), freed together: what a model, a quantized
+// model or any other result made of many allocations keeps so that one call releases it all.
+// Zero-initialise it ({0}); not thread-safe.
+struct qp_owned {
+    void **bufs; // n buffers, cap slots (malloc'd)
+    int n, cap;
+};
+// Takes buf over. 0, or QP_ENOMEM when buf is NULL or the list cannot grow (buf is then freed),
+// so that `if (qp_owned_add(&o, qp_alloc(n))) return QP_ENOMEM;` leaks nothing.
+int qp_owned_add(struct qp_owned *o, void *buf);
+// Whether p is one of the buffers (its start).
+int qp_owned_has(const struct qp_owned *o, const void *p);
+// Frees every buffer and the list; o is left empty and reusable.
+void qp_owned_free(struct qp_owned *o);
 
 // count * size without overflow: 0 and *out set on success, -1 on overflow.
 static inline int qp_mul_overflow(size_t a, size_t b, size_t *out) {

@@ -116,7 +116,8 @@ static int k_nib4(const uint8_t *qs, int k) {
     return (k % 64) < 32 ? qs[32 * h + l] & 15 : qs[32 * h + l] >> 4;
 }
 
-static void decode_block(int type, const void *blk, uint8_t *codes, struct group_val *gv) {
+// The legacy 32-blocks and IQ4_NL: one group per block. 1 when type is one of them.
+static int decode_block32(int type, const void *blk, uint8_t *codes, struct group_val *gv) {
     switch (type) {
     case KN_Q8_0: {
         const struct kn_block_q8_0 *b = blk;
@@ -125,40 +126,47 @@ static void decode_block(int type, const void *blk, uint8_t *codes, struct group
             codes[j] = (uint8_t)(b->qs[j] + 127);
         }
         gv[0] = (struct group_val){VAL_OFFSET, 127, qp_fp16_to_fp32(b->d), 0};
-        return;
+        return 1;
     }
     case KN_Q4_0: {
         const struct kn_block_q4_0 *b = blk;
         for (int j = 0; j < 32; j++) codes[j] = (uint8_t)nibble32(b->qs, j);
         gv[0] = (struct group_val){VAL_OFFSET, 8, qp_fp16_to_fp32(b->d), 0};
-        return;
+        return 1;
     }
     case KN_Q4_1: {
         const struct kn_block_q4_1 *b = blk;
         for (int j = 0; j < 32; j++) codes[j] = (uint8_t)nibble32(b->qs, j);
         gv[0] = (struct group_val){VAL_AFFINE, 0, qp_fp16_to_fp32(b->d), qp_fp16_to_fp32(b->m)};
-        return;
+        return 1;
     }
     case KN_Q5_0: {
         const struct kn_block_q5_0 *b = blk;
         uint32_t qh = load_u32le(b->qh);
         for (int j = 0; j < 32; j++) codes[j] = (uint8_t)(nibble32(b->qs, j) | ((qh >> j) & 1) << 4);
         gv[0] = (struct group_val){VAL_OFFSET, 16, qp_fp16_to_fp32(b->d), 0};
-        return;
+        return 1;
     }
     case KN_Q5_1: {
         const struct kn_block_q5_1 *b = blk;
         uint32_t qh = load_u32le(b->qh);
         for (int j = 0; j < 32; j++) codes[j] = (uint8_t)(nibble32(b->qs, j) | ((qh >> j) & 1) << 4);
         gv[0] = (struct group_val){VAL_AFFINE, 0, qp_fp16_to_fp32(b->d), qp_fp16_to_fp32(b->m)};
-        return;
+        return 1;
     }
     case KN_IQ4_NL: {
         const struct kn_block_iq4_nl *b = blk;
         for (int j = 0; j < 32; j++) codes[j] = (uint8_t)nibble32(b->qs, j);
         gv[0] = (struct group_val){VAL_IQ4NL, 0, qp_fp16_to_fp32(b->d), 0};
-        return;
+        return 1;
     }
+    default: return 0;
+    }
+}
+
+// The k-quant super-blocks of KN_QK_K weights, 8 or 16 groups. 1 when type is one of them.
+static int decode_block_k(int type, const void *blk, uint8_t *codes, struct group_val *gv) {
+    switch (type) {
     case KN_Q2_K: {
         const struct kn_block_q2_K *b = blk;
         float d = qp_fp16_to_fp32(b->d), dmin = qp_fp16_to_fp32(b->dmin);
@@ -166,7 +174,7 @@ static void decode_block(int type, const void *blk, uint8_t *codes, struct group
         for (int j = 0; j < 16; j++)
             gv[j] = (struct group_val){VAL_KMIN, 0, d * (float)(b->scales[j] & 15),
                                        dmin * (float)(b->scales[j] >> 4)};
-        return;
+        return 1;
     }
     case KN_Q3_K: {
         const struct kn_block_q3_K *b = blk;
@@ -177,7 +185,7 @@ static void decode_block(int type, const void *blk, uint8_t *codes, struct group
         }
         for (int j = 0; j < 16; j++)
             gv[j] = (struct group_val){VAL_KOFF, 4, d * (float)q3_scale(j, b->scales), 0};
-        return;
+        return 1;
     }
     case KN_Q4_K: {
         const struct kn_block_q4_K *b = blk;
@@ -188,7 +196,7 @@ static void decode_block(int type, const void *blk, uint8_t *codes, struct group
             kn_k4_scale_min(j, b->scales, &sc, &m);
             gv[j] = (struct group_val){VAL_KMIN, 0, d * (float)sc, dmin * (float)m};
         }
-        return;
+        return 1;
     }
     case KN_Q5_K: {
         const struct kn_block_q5_K *b = blk;
@@ -202,7 +210,7 @@ static void decode_block(int type, const void *blk, uint8_t *codes, struct group
             kn_k4_scale_min(j, b->scales, &sc, &m);
             gv[j] = (struct group_val){VAL_KMIN, 0, d * (float)sc, dmin * (float)m};
         }
-        return;
+        return 1;
     }
     case KN_Q6_K: {
         const struct kn_block_q6_K *b = blk;
@@ -218,9 +226,14 @@ static void decode_block(int type, const void *blk, uint8_t *codes, struct group
         }
         for (int j = 0; j < 16; j++)
             gv[j] = (struct group_val){VAL_KOFF, 32, d * (float)b->scales[j], 0};
-        return;
+        return 1;
     }
+    default: return 0;
     }
+}
+
+static void decode_block(int type, const void *blk, uint8_t *codes, struct group_val *gv) {
+    if (decode_block32(type, blk, codes, gv) || decode_block_k(type, blk, codes, gv)) return;
     QP_ASSERT(!"decode_block: type without codes");
 }
 

@@ -99,21 +99,26 @@ struct gg_desc {
     size_t off2, len2; // high bits (len2 = 0: none)
 };
 
+#define GG_FIELD(T, f) offsetof(struct T, f), sizeof(((struct T *)0)->f)
 static const struct gg_desc gg_descs[] = {
-    {KN_Q4_0, 32, 0, 15, offsetof(struct kn_block_q4_0, qs), 16, 0x11, 0, 0},
-    {KN_Q4_1, 32, 0, 15, offsetof(struct kn_block_q4_1, qs), 16, 0x11, 0, 0},
-    {KN_Q5_0, 32, 0, 31, offsetof(struct kn_block_q5_0, qs), 16, 0x11, offsetof(struct kn_block_q5_0, qh), 4},
-    {KN_Q5_1, 32, 0, 31, offsetof(struct kn_block_q5_1, qs), 16, 0x11, offsetof(struct kn_block_q5_1, qh), 4},
-    {KN_Q8_0, 32, -128, 127, offsetof(struct kn_block_q8_0, qs), 32, 0x01, 0, 0},
-    {KN_IQ4_NL, 32, 0, 15, offsetof(struct kn_block_iq4_nl, qs), 16, 0x11, 0, 0},
-    {KN_Q2_K, KN_QK_K, 0, 3, offsetof(struct kn_block_q2_K, qs), 64, 0x55, 0, 0},
-    {KN_Q3_K, KN_QK_K, 0, 7, offsetof(struct kn_block_q3_K, qs), 64, 0x55, offsetof(struct kn_block_q3_K, hmask), 32},
-    {KN_Q4_K, KN_QK_K, 0, 15, offsetof(struct kn_block_q4_K, qs), 128, 0x11, 0, 0},
-    {KN_Q5_K, KN_QK_K, 0, 31, offsetof(struct kn_block_q5_K, qs), 128, 0x11, offsetof(struct kn_block_q5_K, qh), 32},
-    {KN_Q6_K, KN_QK_K, 0, 63, offsetof(struct kn_block_q6_K, ql), 128, 0x11, offsetof(struct kn_block_q6_K, qh), 64},
+    {KN_Q4_0, 32, 0, 15, GG_FIELD(kn_block_q4_0, qs), 0x11, 0, 0},
+    {KN_Q4_1, 32, 0, 15, GG_FIELD(kn_block_q4_1, qs), 0x11, 0, 0},
+    {KN_Q5_0, 32, 0, 31, GG_FIELD(kn_block_q5_0, qs), 0x11, GG_FIELD(kn_block_q5_0, qh)},
+    {KN_Q5_1, 32, 0, 31, GG_FIELD(kn_block_q5_1, qs), 0x11, GG_FIELD(kn_block_q5_1, qh)},
+    {KN_Q8_0, 32, -128, 127, GG_FIELD(kn_block_q8_0, qs), 0x01, 0, 0},
+    {KN_IQ4_NL, 32, 0, 15, GG_FIELD(kn_block_iq4_nl, qs), 0x11, 0, 0},
+    {KN_Q2_K, KN_QK_K, 0, 3, GG_FIELD(kn_block_q2_K, qs), 0x55, 0, 0},
+    {KN_Q3_K, KN_QK_K, 0, 7, GG_FIELD(kn_block_q3_K, qs), 0x55, GG_FIELD(kn_block_q3_K, hmask)},
+    {KN_Q4_K, KN_QK_K, 0, 15, GG_FIELD(kn_block_q4_K, qs), 0x11, 0, 0},
+    {KN_Q5_K, KN_QK_K, 0, 31, GG_FIELD(kn_block_q5_K, qs), 0x11, GG_FIELD(kn_block_q5_K, qh)},
+    {KN_Q6_K, KN_QK_K, 0, 63, GG_FIELD(kn_block_q6_K, ql), 0x11, GG_FIELD(kn_block_q6_K, qh)},
 };
+#undef GG_FIELD
 
-#define GG_MAX_BLOCK_BYTES 256 // >= every block above (q6_K: 210)
+// Room for any block above (q6_K, the largest, is 210 bytes).
+#define GG_MAX_BLOCK_BYTES 256
+_Static_assert(sizeof(struct kn_block_q6_K) <= GG_MAX_BLOCK_BYTES && sizeof(struct kn_block_q5_K) <= GG_MAX_BLOCK_BYTES,
+               "a block does not fit GG_MAX_BLOCK_BYTES");
 
 static const struct gg_desc *gg_lookup(int type) {
     for (size_t i = 0; i < QP_ARRAY_LEN(gg_descs); i++)
@@ -191,174 +196,221 @@ static int all_finite_d(const double *x, int64_t n) {
     return 1;
 }
 
-int qz_gptq_quantize(const struct qz_base *b, const float *w, int64_t rows, int64_t cols,
-                     const double *h, float *q, struct qz_gptq_info *info, char *err) {
-    double t0 = qp_now();
-    QP_ASSERT(b->method == QZ_GPTQ);
-    if (rows < 1 || cols < 1 || cols > (1 << 20) || rows > (1 << 24))
-        return qp_fail(err, QP_EINVAL, "gptq: shape %lld x %lld out of range", (long long)rows, (long long)cols);
-    const struct gg_desc *gd = NULL;
+// One GPTQ run: the inputs, the derived sizes and every work buffer.
+struct gq {
+    const struct qz_base *b;
+    const float *w;              // (rows, cols) the caller's weights
+    const double *h;             // (cols, cols) the caller's Hessian
+    float *q;                    // (rows, cols) the result
+    int64_t rows, cols;
+    const struct gg_desc *gd;    // llama.cpp target type, or NULL for the integer grid
+    int64_t G, blk, n_groups;    // weights per group, columns per lazy block, groups per row
+    int stat;                    // static groups (fixed before the sweep)
+    uint8_t *dead;               // (cols) input never active: H[i][i] == 0
+    int64_t *perm;               // (cols) processing order → original column
+    struct diag_ix *dx;          // (cols)
+    double *U, *work;            // (cols, cols) upper Cholesky factor of H⁻¹, scratch
+    double *W, *E;               // (rows, cols) working weights; (rows, blk) errors of a block
+    double *obs_row;             // (rows) OBS loss per row
+    float *scratch;              // (threads, G) one group's values per thread
+    struct qz_grid *grids;       // static integer grids, (rows, n_groups), or per-row scratch
+    float *ga, *gb;              // llama.cpp targets: each weight's grid a·k + b, (rows, cols)
+    double mean_diag, damp;
+    int raises;
+    int64_t n_dead;
+};
+
+static void gq_free(struct gq *g) {
+    free(g->dead);
+    free(g->perm);
+    free(g->dx);
+    qp_free(g->U);
+    qp_free(g->work);
+    qp_free(g->W);
+    qp_free(g->E);
+    free(g->obs_row);
+    qp_free(g->scratch);
+    qp_free(g->grids);
+    qp_free(g->ga);
+    qp_free(g->gb);
+}
+
+// The shapes, options and values are usable; the llama.cpp target's description in g->gd.
+static int gq_check(struct gq *g, char *err) {
+    const struct qz_base *b = g->b;
+    if (g->rows < 1 || g->cols < 1 || g->cols > (1 << 20) || g->rows > (1 << 24))
+        return qp_fail(err, QP_EINVAL, "gptq: shape %lld x %lld out of range", (long long)g->rows, (long long)g->cols);
     if (b->ggml_type >= 0) {
-        if (!(gd = gg_lookup(b->ggml_type)))
+        if (!(g->gd = gg_lookup(b->ggml_type)))
             return qp_fail(err, QP_ENOTSUP, "gptq: cannot target type %d", b->ggml_type);
-        if (cols % gd->bs)
+        if (g->cols % g->gd->bs)
             return qp_fail(err, QP_EINVAL, "gptq: rows of %lld weights do not split into %s blocks of %d",
-                           (long long)cols, kn_type_info(gd->type)->name, gd->bs);
+                           (long long)g->cols, kn_type_info(g->gd->type)->name, g->gd->bs);
     } else if (b->bits < 2 || b->bits > 8 || b->group < 1) {
         return qp_fail(err, QP_EINVAL, "gptq: bits %d / group %lld out of range", b->bits, (long long)b->group);
     }
-    if (!all_finite_f(w, rows * cols)) return qp_fail(err, QP_EINVAL, "gptq: the weights hold NaN or inf");
-    if (!all_finite_d(h, cols * cols)) return qp_fail(err, QP_EINVAL, "gptq: the Hessian holds NaN or inf");
+    if (!all_finite_f(g->w, g->rows * g->cols)) return qp_fail(err, QP_EINVAL, "gptq: the weights hold NaN or inf");
+    if (!all_finite_d(g->h, g->cols * g->cols)) return qp_fail(err, QP_EINVAL, "gptq: the Hessian holds NaN or inf");
+    return 0;
+}
 
-    int64_t G = gd ? gd->bs : QP_MIN(b->group, cols); // weights per group (the last may be shorter)
-    int stat = b->static_groups || (gd && b->actorder);
-    int64_t blk = QZ_GPTQ_BLOCK;
-    if (!stat) blk = G >= QZ_GPTQ_BLOCK ? G : G * ((QZ_GPTQ_BLOCK + G - 1) / G);
-    blk = QP_MIN(blk, cols);
-    int64_t n_groups = (cols + G - 1) / G;
-    int n_thr = omp_get_max_threads();
-
+// Group and block sizes, and the buffers.
+static int gq_alloc(struct gq *g, char *err) {
+    int64_t rows = g->rows, cols = g->cols;
+    g->G = g->gd ? g->gd->bs : QP_MIN(g->b->group, cols); // weights per group (the last may be shorter)
+    g->stat = g->b->static_groups || (g->gd && g->b->actorder);
+    g->blk = QZ_GPTQ_BLOCK;
+    if (!g->stat) g->blk = g->G >= QZ_GPTQ_BLOCK ? g->G : g->G * ((QZ_GPTQ_BLOCK + g->G - 1) / g->G);
+    g->blk = QP_MIN(g->blk, cols);
+    g->n_groups = (cols + g->G - 1) / g->G;
     size_t cc = (size_t)(cols * cols), rc_ = (size_t)(rows * cols);
-    uint8_t *dead = calloc((size_t)cols, 1);
-    int64_t *perm = malloc((size_t)cols * sizeof *perm);
-    struct diag_ix *dx = malloc((size_t)cols * sizeof *dx);
-    double *U = qp_alloc_array(cc, sizeof(double));
-    double *work = qp_alloc_array(cc, sizeof(double));
-    double *W = qp_alloc_array(rc_, sizeof(double));
-    double *E = qp_alloc_array((size_t)(rows * blk), sizeof(double));
-    double *obs_row = calloc((size_t)rows, sizeof(double));
-    float *scratch = qp_alloc_array((size_t)n_thr * (size_t)G, sizeof(float));
-    struct qz_grid *grids = gd ? NULL : qp_alloc_array((size_t)(rows * (stat ? n_groups : 1)), sizeof *grids);
-    float *ga = gd ? qp_alloc_array(rc_, sizeof(float)) : NULL, *gb = gd ? qp_alloc_array(rc_, sizeof(float)) : NULL;
-    int rc = 0;
-    if (!dead || !perm || !dx || !U || !work || !W || !E || !obs_row || !scratch || (!gd && !grids) ||
-        (gd && (!ga || !gb))) {
-        rc = qp_fail(err, QP_ENOMEM, "gptq: out of memory for a %lld x %lld layer", (long long)rows, (long long)cols);
-        goto done;
-    }
+    g->dead = calloc((size_t)cols, 1);
+    g->perm = malloc((size_t)cols * sizeof *g->perm);
+    g->dx = malloc((size_t)cols * sizeof *g->dx);
+    g->U = qp_alloc_array(cc, sizeof(double));
+    g->work = qp_alloc_array(cc, sizeof(double));
+    g->W = qp_alloc_array(rc_, sizeof(double));
+    g->E = qp_alloc_array((size_t)(rows * g->blk), sizeof(double));
+    g->obs_row = calloc((size_t)rows, sizeof(double));
+    g->scratch = qp_alloc_array((size_t)omp_get_max_threads() * (size_t)g->G, sizeof(float));
+    if (!g->gd) g->grids = qp_alloc_array((size_t)(rows * (g->stat ? g->n_groups : 1)), sizeof *g->grids);
+    else g->ga = qp_alloc_array(rc_, sizeof(float)), g->gb = qp_alloc_array(rc_, sizeof(float));
+    if (!g->dead || !g->perm || !g->dx || !g->U || !g->work || !g->W || !g->E || !g->obs_row || !g->scratch ||
+        (!g->gd && !g->grids) || (g->gd && (!g->ga || !g->gb)))
+        return qp_fail(err, QP_ENOMEM, "gptq: out of memory for a %lld x %lld layer", (long long)rows, (long long)cols);
+    return 0;
+}
 
-    // Dead inputs, the processing order, and the working weights W[r][i] = w[r][perm[i]].
-    int64_t n_dead = 0;
-    double mean_diag = 0;
+// Dead inputs, the processing order, and the working weights W[r][i] = w[r][perm[i]].
+static void gq_order(struct gq *g) {
+    int64_t rows = g->rows, cols = g->cols;
+    g->mean_diag = 0;
     for (int64_t i = 0; i < cols; i++) {
-        double d = h[i * cols + i];
-        if (d == 0) dead[i] = 1, n_dead++, d = 1;
-        dx[i] = (struct diag_ix){d, i};
-        mean_diag += d;
+        double d = g->h[i * cols + i];
+        if (d == 0) g->dead[i] = 1, g->n_dead++, d = 1;
+        g->dx[i] = (struct diag_ix){d, i};
+        g->mean_diag += d;
     }
-    mean_diag /= (double)cols;
-    if (b->actorder) qsort(dx, (size_t)cols, sizeof *dx, by_diag_desc);
-    for (int64_t i = 0; i < cols; i++) perm[i] = dx[i].i;
+    g->mean_diag /= (double)cols;
+    if (g->b->actorder) qsort(g->dx, (size_t)cols, sizeof *g->dx, by_diag_desc);
+    for (int64_t i = 0; i < cols; i++) g->perm[i] = g->dx[i].i;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t i = 0; i < cols; i++)
-            W[r * cols + i] = dead[perm[i]] ? 0.0 : (double)w[r * cols + perm[i]];
+            g->W[r * cols + i] = g->dead[g->perm[i]] ? 0.0 : (double)g->w[r * cols + g->perm[i]];
+}
 
-    // Static grids, from the original (dead-zeroed) weights in original column order.
-    if (stat) {
-        float *x = scratch;
-        for (int64_t r = 0; r < rows && !rc; r++)
-            for (int64_t g0 = 0; g0 < cols && !rc; g0 += G) {
-                int64_t n = QP_MIN(G, cols - g0);
-                for (int64_t k = 0; k < n; k++) x[k] = dead[g0 + k] ? 0.0f : w[r * cols + g0 + k];
-                if (gd) {
-                    if (gg_block_grid(gd, x, ga + r * cols + g0, gb + r * cols + g0))
-                        rc = qp_fail(err, QP_EINVAL, "gptq: cannot quantize a block of row %lld", (long long)r);
-                } else {
-                    qz_grid_fit(b, x, n, 1.0f, &grids[r * n_groups + g0 / G]);
-                }
-            }
-        if (rc) goto done;
-    }
-
-    // Damping, raised until H + λI factors.
-    double damp = b->damp;
-    int raises = 0;
-    while (inverse_factor(h, perm, dead, cols, damp * mean_diag, U, work)) {
-        if (++raises > QZ_GPTQ_MAX_RAISES) {
-            rc = qp_fail(err, QP_ERANGE, "gptq: the Hessian is not positive definite even with damp=%g", damp);
-            goto done;
+// Static grids, from the original (dead-zeroed) weights in original column order.
+static int gq_static_grids(struct gq *g, char *err) {
+    int64_t cols = g->cols, G = g->G;
+    float *x = g->scratch;
+    for (int64_t r = 0; r < g->rows; r++)
+        for (int64_t g0 = 0; g0 < cols; g0 += G) {
+            int64_t n = QP_MIN(G, cols - g0);
+            for (int64_t k = 0; k < n; k++) x[k] = g->dead[g0 + k] ? 0.0f : g->w[r * cols + g0 + k];
+            if (!g->gd) qz_grid_fit(g->b, x, n, 1.0f, &g->grids[r * g->n_groups + g0 / G]);
+            else if (gg_block_grid(g->gd, x, g->ga + r * cols + g0, g->gb + r * cols + g0))
+                return qp_fail(err, QP_EINVAL, "gptq: cannot quantize a block of row %lld", (long long)r);
         }
-        damp *= 10;
-    }
+    return 0;
+}
 
-    // The sweep. Rows are independent within a block (grids are per row), so they run in
-    // parallel; each row's arithmetic is the same whatever the thread count.
-    for (int64_t i1 = 0; i1 < cols && !rc; i1 += blk) {
-        int64_t i2 = QP_MIN(i1 + blk, cols), cnt = i2 - i1;
+// Damping, raised (×10) until H + λI factors.
+static int gq_factor(struct gq *g, char *err) {
+    g->damp = g->b->damp;
+    while (inverse_factor(g->h, g->perm, g->dead, g->cols, g->damp * g->mean_diag, g->U, g->work)) {
+        if (++g->raises > QZ_GPTQ_MAX_RAISES)
+            return qp_fail(err, QP_ERANGE, "gptq: the Hessian is not positive definite even with damp=%g", g->damp);
+        g->damp *= 10;
+    }
+    return 0;
+}
+
+// Row r over the columns i1..i2 of one block: each weight quantized in order, its error spread
+// over the block's later columns (the rest waits for the lazy batch update). x: G floats of this
+// thread. 1 when llama.cpp's quantizer refused a block.
+static int gq_row(struct gq *g, int64_t r, int64_t i1, int64_t i2, float *x) {
+    int64_t cols = g->cols, G = g->G;
+    double *wr = g->W + r * cols, *er = g->E + r * g->blk, obs = 0;
+    struct qz_grid grid = {0};
+    int bad = 0;
+    for (int64_t i = i1; i < i2; i++) {
+        if (!g->stat && (i % G) == 0) { // a dynamic group starts: fit it to the current values
+            int64_t n = QP_MIN(G, cols - i);
+            for (int64_t k = 0; k < n; k++) x[k] = (float)wr[i + k];
+            if (g->gd) bad |= gg_block_grid(g->gd, x, g->ga + r * cols + i, g->gb + r * cols + i) != 0;
+            else qz_grid_fit(g->b, x, n, 1.0f, &grid);
+        }
+        double wv = wr[i];
+        float qv;
+        if (g->gd) {
+            size_t at = (size_t)(r * cols) + (size_t)(g->stat ? g->perm[i] : i);
+            qv = gg_value(g->gd, g->ga[at], g->gb[at], wv);
+        } else {
+            const struct qz_grid *gg = g->stat ? &g->grids[r * g->n_groups + g->perm[i] / G] : &grid;
+            qv = qz_grid_value(gg, qz_grid_code(gg, (float)wv));
+        }
+        const double *ui = g->U + i * cols;
+        double e = (wv - qv) / ui[i];
+        obs += e * e / 2;
+        g->q[r * cols + g->perm[i]] = qv;
+        er[i - i1] = e;
+        for (int64_t j = i + 1; j < i2; j++) wr[j] -= e * ui[j];
+    }
+    g->obs_row[r] += obs;
+    return bad;
+}
+
+// The sweep. Rows are independent within a block (grids are per row), so they run in parallel;
+// each row's arithmetic is the same whatever the thread count.
+static int gq_sweep(struct gq *g, char *err) {
+    int64_t rows = g->rows, cols = g->cols;
+    for (int64_t i1 = 0; i1 < cols; i1 += g->blk) {
+        int64_t i2 = QP_MIN(i1 + g->blk, cols), cnt = i2 - i1;
         int bad = 0;
 #pragma omp parallel for schedule(static) reduction(| : bad) if (rows * cnt * cnt > (1 << 15))
-        for (int64_t r = 0; r < rows; r++) {
-            double *wr = W + r * cols, *er = E + r * blk, obs = 0;
-            float *x = scratch + (size_t)omp_get_thread_num() * (size_t)G;
-            struct qz_grid g = {0};
-            for (int64_t i = i1; i < i2; i++) {
-                if (!stat && (i % G) == 0) { // a dynamic group starts: fit it to the current values
-                    int64_t n = QP_MIN(G, cols - i);
-                    for (int64_t k = 0; k < n; k++) x[k] = (float)wr[i + k];
-                    if (gd) bad |= gg_block_grid(gd, x, ga + r * cols + i, gb + r * cols + i) != 0;
-                    else qz_grid_fit(b, x, n, 1.0f, &g);
-                }
-                double wv = wr[i];
-                float qv;
-                if (gd) {
-                    size_t at = (size_t)(r * cols) + (size_t)(stat ? perm[i] : i);
-                    qv = gg_value(gd, ga[at], gb[at], wv);
-                } else {
-                    const struct qz_grid *gg = stat ? &grids[r * n_groups + perm[i] / G] : &g;
-                    qv = qz_grid_value(gg, qz_grid_code(gg, (float)wv));
-                }
-                const double *ui = U + i * cols;
-                double e = (wv - qv) / ui[i];
-                obs += e * e / 2;
-                q[r * cols + perm[i]] = qv;
-                er[i - i1] = e;
-                for (int64_t j = i + 1; j < i2; j++) wr[j] -= e * ui[j];
-            }
-            obs_row[r] += obs;
-        }
-        if (bad) rc = qp_fail(err, QP_EINVAL, "gptq: llama.cpp's quantizer refused a block");
-        else if (i2 < cols) // lazy batch update: W[:, i2:] -= E · U[i1:i2, i2:]
+        for (int64_t r = 0; r < rows; r++)
+            bad |= gq_row(g, r, i1, i2, g->scratch + (size_t)omp_get_thread_num() * (size_t)g->G);
+        if (bad) return qp_fail(err, QP_EINVAL, "gptq: llama.cpp's quantizer refused a block");
+        if (i2 < cols) // lazy batch update: W[:, i2:] -= E · U[i1:i2, i2:]
             cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)(cols - i2), (int)cnt, -1.0,
-                        E, (int)blk, U + i1 * cols + i2, (int)cols, 1.0, W + i2, (int)cols);
+                        g->E, (int)g->blk, g->U + i1 * cols + i2, (int)cols, 1.0, g->W + i2, (int)cols);
     }
-    if (rc) goto done;
+    return 0;
+}
 
-    // Loss: ½ Σ_r Δ_r H Δ_rᵀ with Δ = w − q (the caller's weights and H), in fp64.
-    double obs_loss = 0, loss = 0;
-    for (int64_t r = 0; r < rows; r++) obs_loss += obs_row[r];
-    for (size_t k = 0; k < rc_; k++) W[k] = (double)w[k] - (double)q[k];
+// Loss: ½ Σ_r Δ_r H Δ_rᵀ with Δ = w − q (the caller's weights and H), in fp64; W is reused for Δ.
+static int gq_loss(struct gq *g, double *loss, double *obs_loss, char *err) {
+    int64_t rows = g->rows, cols = g->cols;
+    size_t rc_ = (size_t)(rows * cols);
+    *obs_loss = *loss = 0;
+    for (int64_t r = 0; r < rows; r++) *obs_loss += g->obs_row[r];
+    for (size_t k = 0; k < rc_; k++) g->W[k] = (double)g->w[k] - (double)g->q[k];
     double *M = qp_alloc_array(rc_, sizeof(double));
-    if (!M) {
-        rc = qp_fail(err, QP_ENOMEM, "gptq: out of memory for the loss");
-        goto done;
-    }
-    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0, W, (int)cols, h,
-                (int)cols, 0.0, M, (int)cols);
-    for (size_t k = 0; k < rc_; k++) loss += W[k] * M[k];
+    if (!M) return qp_fail(err, QP_ENOMEM, "gptq: out of memory for the loss");
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0, g->W, (int)cols,
+                g->h, (int)cols, 0.0, M, (int)cols);
+    for (size_t k = 0; k < rc_; k++) *loss += g->W[k] * M[k];
     qp_free(M);
-    if (info) {
-        *info = (struct qz_gptq_info){
-            .loss = loss / 2,
-            .obs_loss = obs_loss,
-            .damp = damp,
-            .n_raises = raises,
-            .n_dead = n_dead,
-            .type = gd ? gd->type : -1,
-            .seconds = qp_now() - t0,
-        };
-    }
-done:
-    free(dead);
-    free(perm);
-    free(dx);
-    qp_free(U);
-    qp_free(work);
-    qp_free(W);
-    qp_free(E);
-    free(obs_row);
-    qp_free(scratch);
-    qp_free(grids);
-    qp_free(ga);
-    qp_free(gb);
+    *loss /= 2;
+    return 0;
+}
+
+int qz_gptq_quantize(const struct qz_base *b, const float *w, int64_t rows, int64_t cols,
+                     const double *h, float *q, struct qz_gptq_info *info, char *err) {
+    double t0 = qp_now(), loss = 0, obs_loss = 0;
+    QP_ASSERT(b->method == QZ_GPTQ);
+    struct gq g = {.b = b, .w = w, .h = h, .q = q, .rows = rows, .cols = cols};
+    int rc = gq_check(&g, err);
+    if (rc) return rc;
+    rc = gq_alloc(&g, err);
+    if (!rc) gq_order(&g);
+    if (!rc && g.stat) rc = gq_static_grids(&g, err);
+    if (!rc) rc = gq_factor(&g, err);
+    if (!rc) rc = gq_sweep(&g, err);
+    if (!rc) rc = gq_loss(&g, &loss, &obs_loss, err);
+    if (!rc && info)
+        *info = (struct qz_gptq_info){.loss = loss, .obs_loss = obs_loss, .damp = g.damp, .n_raises = g.raises,
+                                      .n_dead = g.n_dead, .type = g.gd ? g.gd->type : -1, .seconds = qp_now() - t0};
+    gq_free(&g);
     return rc;
 }

@@ -28,6 +28,7 @@
 
 #include "kn_blocks_k.h"
 #include "kn_ops.h"
+#include "kn_qdot.h"
 #include "kn_types.h"
 #include "qp.h"
 #include "qz_kquants.h"
@@ -162,16 +163,14 @@ float qz_make_qkx2_quants_ref(int n, int nmax, const float *x, const float *weig
 }
 
 // The AVX2 search gives the reference's bytes; it runs when the engine's kernel table is an AVX2
-// or AVX-512 one (the CPU has AVX2 and FMA, QPROBE_ISA is not "ref"; an invalid QPROBE_ISA gives
-// the reference, as in kn_qtype_for). Decided once per process; rows quantize on several
-// threads, hence the atomic (every thread that races on the first call decides alike).
+// or AVX-512 one (the CPU has AVX2 and FMA, and the program did not force "ref" with
+// QPROBE_ISA=ref). Decided once per process; rows quantize on several threads, hence the atomic
+// (every thread that races on the first call decides alike).
 static bool qz_qkx2_use_avx2(void) {
     static _Atomic int use = -1; // -1: not decided yet
     int u = atomic_load_explicit(&use, memory_order_relaxed);
     if (u < 0) {
-        char err[QP_ERRLEN];
-        const struct kn_ops *o = kn_ops_best(err);
-        u = o != NULL && strcmp(o->name, "ref") != 0;
+        u = strcmp(kn_ops_best()->name, "ref") != 0;
         atomic_store_explicit(&use, u, memory_order_relaxed);
     }
     return u;
@@ -657,33 +656,6 @@ int qz_quantize_row_k(int type, const float *x, void *y, int64_t n, const float 
 int qz_quantize_act_q8_K(const float *x, void *y, int64_t n) {
     if (n < 0 || n % QZ_QK_K != 0) return QP_EINVAL;
     QP_ASSERT(n == 0 || (x && y));
-    struct kn_block_q8_K *b = y;
-    for (int64_t i = 0; i < n / QZ_QK_K; i++, b++, x += QZ_QK_K) {
-        float max = 0, amax = 0;
-        for (int j = 0; j < QZ_QK_K; j++) {
-            float ax = fabsf(x[j]);
-            if (ax > amax) {
-                amax = ax;
-                max = x[j];
-            }
-        }
-        if (amax == 0) {
-            b->d = 0;
-            memset(b->qs, 0, sizeof b->qs);
-            memset(b->bsums, 0, sizeof b->bsums);
-            continue;
-        }
-        const float iscale = -127.f / max; // ggml: -127 (not -128) keeps |q| <= 127
-        for (int j = 0; j < QZ_QK_K; j++) {
-            int v = qp_nearest_int(iscale * x[j]);
-            b->qs[j] = (int8_t)(v < 127 ? v : 127);
-        }
-        for (int j = 0; j < QZ_QK_K / 16; j++) {
-            int sum = 0;
-            for (int ii = 0; ii < 16; ii++) sum += b->qs[16 * j + ii];
-            b->bsums[j] = (int16_t)sum;
-        }
-        b->d = 1 / iscale;
-    }
+    kn_quant_q8_K_ref(x, y, n); // the one q8_K quantizer (kernels/kn_qdot.c)
     return 0;
 }

@@ -18,15 +18,6 @@ static int qz_mix_base(enum qz_mix mix) {
     }
 }
 
-const char *qz_mix_name(enum qz_mix mix) {
-    switch (mix) {
-    case QZ_MIX_Q3_K_M: return "q3_k_m";
-    case QZ_MIX_Q4_K_M: return "q4_k_m";
-    case QZ_MIX_Q5_K_M: return "q5_k_m";
-    default: return "none";
-    }
-}
-
 int qz_mix_type(enum qz_mix mix, const char *name, int n_layers, int has_output) {
     int base = qz_mix_base(mix);
     if (base < 0) return -1;

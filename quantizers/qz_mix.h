@@ -34,6 +34,4 @@ int qz_mix_type(enum qz_mix mix, const char *name, int n_layers, int has_output)
 // type if its block divides ne0, else the fallback described above.
 int qz_fallback_type(int type, int64_t ne0);
 
-const char *qz_mix_name(enum qz_mix mix); // "q4_k_m", ...
-
 #endif

@@ -387,6 +387,9 @@ int64_t qz_tensor_bits(const struct qz_base *b, int64_t rows, int64_t cols) {
         return grid_bits(b->bits, b->sym, rows * ceil_div(cols, b->group), n) +
                (b->actorder && !b->static_groups ? 32 * cols : 0);
     case QZ_AWQ: return grid_bits(b->bits, b->sym, rows * ceil_div(cols, b->group), n);
+    case QZ_QAT: // as rtn:group=G, or as its llama.cpp type
+        if (b->ggml_type >= 0) return ggml_bits(b->ggml_type, rows, cols);
+        return grid_bits(b->bits, b->sym, rows * ceil_div(cols, b->group), n);
     case QZ_SMOOTHQUANT: return 8 * n + 16 * rows;
     }
     QP_ASSERT(!"bad qz_method");

@@ -11,8 +11,6 @@ static const struct qz_base w8_base = {
     .method = QZ_RTN, .bits = 8, .gran = QZ_CHANNEL, .group = 0, .sym = true, .ggml_type = -1,
 };
 
-const struct qz_base *qz_w8_base(void) { return &w8_base; }
-
 void qz_smooth_scales(const float *act_absmax, int64_t n_in, const float *const *w, const int64_t *rows,
                       int n_w, double alpha, float *s) {
     for (int64_t j = 0; j < n_in; j++) {

@@ -39,7 +39,4 @@ void qz_smooth_fold(float *norm, float *w, int64_t rows, int64_t n_in, const flo
 // src). st may be NULL. Returns qz_fake_quant's code (0, or QP_EINVAL for non-finite weights).
 int qz_w8_channel(const float *src, float *dst, int64_t rows, int64_t cols, struct qz_stats *st);
 
-// The W8 base, for storage accounting (qz_tensor_bits): rtn:bits=8:channel:sym.
-const struct qz_base *qz_w8_base(void);
-
 #endif

@@ -15,6 +15,7 @@
 
 #include "kn_types.h"
 #include "qp.h"
+#include "qz_qat.h"
 
 // ---------------------------------------------------------------------------------------------
 // Tables.
@@ -174,64 +175,65 @@ struct opts {
     int type;
 };
 
-// Parses one option token into o. 0 or QP_EINVAL with the reason in w.
-static int parse_opt(const char *method, const char *t, struct opts *o, char *w) {
+// The option keys, as written.
+static const char *const opt_keys[OPT_COUNT] = {
+    [OPT_BITS] = "bits",         [OPT_TENSOR] = "tensor", [OPT_CHANNEL] = "channel", [OPT_GROUP] = "group",
+    [OPT_SYM] = "sym",           [OPT_ASYM] = "asym",     [OPT_CLIP] = "clip",       [OPT_DQ] = "dq",
+    [OPT_ACTORDER] = "actorder", [OPT_STATIC] = "static", [OPT_DAMP] = "damp",       [OPT_ALPHA] = "alpha",
+    [OPT_ACT] = "act",
+};
+#define OPT_VALUED (BIT(OPT_BITS) | BIT(OPT_GROUP) | BIT(OPT_CLIP) | BIT(OPT_DAMP) | BIT(OPT_ALPHA) | BIT(OPT_ACT))
+
+// The value of option k (checked against its range) into o. 0 or QP_EINVAL with the reason in w.
+static int parse_opt_value(enum opt k, const char *val, const char *q, struct opts *o, char *w) {
+    switch (k) {
+    case OPT_BITS:
+        if (parse_int(val, &o->bits) || o->bits < 2 || o->bits > 8) return why(w, "'%s': bits must be 2..8", q);
+        return 0;
+    case OPT_GROUP:
+        if (parse_int(val, &o->group) || o->group < 1 || o->group > QZ_MAX_GROUP)
+            return why(w, "'%s': group must be an integer 1..%d", q, QZ_MAX_GROUP);
+        return 0;
+    case OPT_CLIP: return strcmp(val, "mse") == 0 ? 0 : why(w, "'%s': clip must be mse", q);
+    case OPT_DAMP:
+        if (parse_real(val, &o->damp) || !(o->damp > 0 && o->damp <= 1))
+            return why(w, "'%s': damp must be a number in (0, 1]", q);
+        return 0;
+    case OPT_ALPHA:
+        if (parse_real(val, &o->alpha) || !(o->alpha >= 0 && o->alpha <= 1))
+            return why(w, "'%s': alpha must be a number in [0, 1]", q);
+        return 0;
+    case OPT_ACT:
+        if (strcmp(val, "token") == 0) o->a8 = QZ_A8_TOKEN;
+        else if (strcmp(val, "tensor") == 0) o->a8 = QZ_A8_TENSOR;
+        else return why(w, "'%s': act must be token or tensor", q);
+        return 0;
+    default: return 0;
+    }
+}
+
+// Parses one option token into o; takes_type: a bare llama.cpp type name is an option (gptq:TYPE).
+// 0 or QP_EINVAL with the reason in w.
+static int parse_opt(const char *method, bool takes_type, const char *t, struct opts *o, char *w) {
     char q[QUOTE_PART + 8];
     quote(q, sizeof q, t, QUOTE_PART);
     if (!*t) return why(w, "empty option after '%s'", method);
     const char *eq = strchr(t, '=');
     size_t klen = eq ? (size_t)(eq - t) : strlen(t);
     const char *val = eq ? eq + 1 : NULL;
-    enum opt k;
-#define KEY(s) (klen == strlen(s) && strncmp(t, s, klen) == 0)
-    if (KEY("bits")) k = OPT_BITS;
-    else if (KEY("tensor")) k = OPT_TENSOR;
-    else if (KEY("channel")) k = OPT_CHANNEL;
-    else if (KEY("group")) k = OPT_GROUP;
-    else if (KEY("sym")) k = OPT_SYM;
-    else if (KEY("asym")) k = OPT_ASYM;
-    else if (KEY("clip")) k = OPT_CLIP;
-    else if (KEY("dq")) k = OPT_DQ;
-    else if (KEY("actorder")) k = OPT_ACTORDER;
-    else if (KEY("static")) k = OPT_STATIC;
-    else if (KEY("damp")) k = OPT_DAMP;
-    else if (KEY("alpha")) k = OPT_ALPHA;
-    else if (KEY("act")) k = OPT_ACT;
-    else if (!eq && strcmp(method, "gptq") == 0 && ggml_lookup(t) >= 0) k = OPT_TYPE;
-    else return why(w, "unknown option '%s' of %s", q, method);
-#undef KEY
+    int k = OPT_COUNT;
+    for (int i = 0; i < OPT_TYPE && k == OPT_COUNT; i++)
+        if (klen == strlen(opt_keys[i]) && strncmp(t, opt_keys[i], klen) == 0) k = i;
+    if (k == OPT_COUNT && !eq && takes_type && ggml_lookup(t) >= 0) k = OPT_TYPE;
+    if (k == OPT_COUNT) return why(w, "unknown option '%s' of %s", q, method);
     if (o->seen & BIT(k)) return why(w, "option '%s' given twice", q);
-    bool wants_value = k == OPT_BITS || k == OPT_GROUP || k == OPT_CLIP || k == OPT_DAMP ||
-                       k == OPT_ALPHA || k == OPT_ACT;
+    bool wants_value = (OPT_VALUED & BIT(k)) != 0;
     if (wants_value && !val) return why(w, "option '%s' needs a value ('%s=...')", q, q);
     if (!wants_value && val) return why(w, "option '%s' takes no value", q);
-    switch (k) {
-    case OPT_BITS:
-        if (parse_int(val, &o->bits) || o->bits < 2 || o->bits > 8)
-            return why(w, "'%s': bits must be 2..8", q);
-        break;
-    case OPT_GROUP:
-        if (parse_int(val, &o->group) || o->group < 1 || o->group > QZ_MAX_GROUP)
-            return why(w, "'%s': group must be an integer 1..%d", q, QZ_MAX_GROUP);
-        break;
-    case OPT_CLIP:
-        if (strcmp(val, "mse") != 0) return why(w, "'%s': clip must be mse", q);
-        break;
-    case OPT_DAMP:
-        if (parse_real(val, &o->damp) || !(o->damp > 0 && o->damp <= 1))
-            return why(w, "'%s': damp must be a number in (0, 1]", q);
-        break;
-    case OPT_ALPHA:
-        if (parse_real(val, &o->alpha) || !(o->alpha >= 0 && o->alpha <= 1))
-            return why(w, "'%s': alpha must be a number in [0, 1]", q);
-        break;
-    case OPT_ACT:
-        if (strcmp(val, "token") == 0) o->a8 = QZ_A8_TOKEN;
-        else if (strcmp(val, "tensor") == 0) o->a8 = QZ_A8_TENSOR;
-        else return why(w, "'%s': act must be token or tensor", q);
-        break;
-    case OPT_TYPE: o->type = ggml_lookup(t); break;
-    default: break;
+    if (k == OPT_TYPE) o->type = ggml_lookup(t);
+    else if (wants_value) {
+        int rc = parse_opt_value((enum opt)k, val, q, o, w);
+        if (rc) return rc;
     }
     o->seen |= BIT(k);
     o->text[k] = t;
@@ -249,137 +251,214 @@ static int check_allowed(const char *method, const struct opts *o, unsigned allo
     return 0;
 }
 
-// Parses a BASE held in s (modified: split in place). in_rule forbids mixes.
-static int parse_base(char *s, bool in_rule, struct qz_base *b, char *w) {
+// Exactly one of the options in `set` given: 0, else the reason in w.
+static int check_one_of(const struct opts *o, unsigned set, const char *none, const char *many, char *w) {
+    unsigned got = o->seen & set;
+    if (!got) return why(w, "%s", none);
+    if (got & (got - 1)) return why(w, "%s", many);
+    return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The method table: each method's name, the options it allows, and what it makes of them (its
+// requirements checked, its fields set on a base that qz_base_init prepared).
+
+struct method_desc {
+    const char *name;
+    enum qz_method method;
+    unsigned allowed; // BIT(OPT_*)
+    int (*finish)(const struct method_desc *m, const struct opts *o, struct qz_base *b, char *w);
+    bool smooth;      // SMOOTHQUANT: smoothquant (true) or w8a8
+};
+
+#define GRAN_OPTS (BIT(OPT_TENSOR) | BIT(OPT_CHANNEL) | BIT(OPT_GROUP))
+#define GPTQ_FLAGS (BIT(OPT_ACTORDER) | BIT(OPT_STATIC) | BIT(OPT_DAMP))
+
+static int finish_plain(const struct method_desc *m, const struct opts *o, struct qz_base *b, char *w) {
+    (void)m, (void)o, (void)b, (void)w;
+    return 0;
+}
+
+static int finish_rtn(const struct method_desc *m, const struct opts *o, struct qz_base *b, char *w) {
+    (void)m;
+    int rc = 0;
+    if (!(o->seen & BIT(OPT_BITS))) return why(w, "rtn needs bits=B");
+    if ((rc = check_one_of(o, GRAN_OPTS, "rtn needs a granularity: tensor, channel or group=G",
+                           "rtn takes one granularity: tensor, channel or group=G", w)))
+        return rc;
+    if ((rc = check_one_of(o, BIT(OPT_SYM) | BIT(OPT_ASYM), "rtn needs sym or asym", "rtn takes one of sym or asym", w)))
+        return rc;
+    unsigned gs = o->seen & GRAN_OPTS;
+    b->bits = (int)o->bits;
+    b->gran = gs == BIT(OPT_TENSOR) ? QZ_TENSOR : gs == BIT(OPT_CHANNEL) ? QZ_CHANNEL : QZ_GROUP;
+    b->group = b->gran == QZ_GROUP ? o->group : 0;
+    b->sym = o->seen & BIT(OPT_SYM);
+    b->clip_mse = o->seen & BIT(OPT_CLIP);
+    return 0;
+}
+
+static int finish_nfp4(const struct method_desc *m, const struct opts *o, struct qz_base *b, char *w) {
+    (void)m, (void)w;
+    if (o->seen & BIT(OPT_GROUP)) b->group = o->group;
+    b->dq = o->seen & BIT(OPT_DQ);
+    return 0;
+}
+
+// gptq and awq on an integer grid: bits=B:group=G, symmetric unless :asym.
+static int finish_grid(const struct method_desc *m, const struct opts *o, struct qz_base *b, char *w) {
+    if ((o->seen & (BIT(OPT_BITS) | BIT(OPT_GROUP))) != (BIT(OPT_BITS) | BIT(OPT_GROUP)))
+        return m->method == QZ_GPTQ ? why(w, "gptq needs bits=B:group=G or a llama.cpp type (gptq:q4_k)")
+                                    : why(w, "%s needs bits=B:group=G", m->name);
+    b->bits = (int)o->bits;
+    b->group = o->group;
+    b->sym = !(o->seen & BIT(OPT_ASYM));
+    return 0;
+}
+
+static int finish_gptq(const struct method_desc *m, const struct opts *o, struct qz_base *b, char *w) {
+    int rc;
+    if (o->seen & BIT(OPT_TYPE)) { // gptq:TYPE: the llama.cpp type's own grid
+        if ((rc = check_allowed("gptq:TYPE", o, BIT(OPT_TYPE) | GPTQ_FLAGS, w))) return rc;
+        b->ggml_type = o->type;
+        b->gran = QZ_TENSOR;
+        b->sym = false;
+    } else {
+        if ((rc = check_allowed(m->name, o, BIT(OPT_BITS) | BIT(OPT_GROUP) | BIT(OPT_ASYM) | GPTQ_FLAGS, w)))
+            return rc;
+        if ((rc = finish_grid(m, o, b, w))) return rc;
+    }
+    b->actorder = o->seen & BIT(OPT_ACTORDER);
+    b->static_groups = o->seen & BIT(OPT_STATIC);
+    b->damp = o->damp;
+    return 0;
+}
+
+static int finish_w8a8(const struct method_desc *m, const struct opts *o, struct qz_base *b, char *w) {
+    (void)w;
+    b->smooth = m->smooth;
+    b->alpha = m->smooth ? o->alpha : 0;
+    b->a8 = o->a8;
+    return 0;
+}
+
+static const struct method_desc methods[] = {
+    {"f32", QZ_F32, 0, finish_plain, false},
+    {"f16", QZ_F16, 0, finish_plain, false},
+    {"bf16", QZ_BF16, 0, finish_plain, false},
+    {"rtn", QZ_RTN, BIT(OPT_BITS) | GRAN_OPTS | BIT(OPT_SYM) | BIT(OPT_ASYM) | BIT(OPT_CLIP), finish_rtn, false},
+    {"nf4", QZ_NF4, BIT(OPT_GROUP) | BIT(OPT_DQ), finish_nfp4, false},
+    {"fp4", QZ_FP4, BIT(OPT_GROUP) | BIT(OPT_DQ), finish_nfp4, false},
+    {"gptq", QZ_GPTQ, BIT(OPT_TYPE) | BIT(OPT_BITS) | BIT(OPT_GROUP) | BIT(OPT_ASYM) | GPTQ_FLAGS, finish_gptq, false},
+    {"awq", QZ_AWQ, BIT(OPT_BITS) | BIT(OPT_GROUP) | BIT(OPT_ASYM), finish_grid, false},
+    {"smoothquant", QZ_SMOOTHQUANT, BIT(OPT_ALPHA) | BIT(OPT_ACT), finish_w8a8, true},
+    {"w8a8", QZ_SMOOTHQUANT, BIT(OPT_ACT), finish_w8a8, false},
+};
+
+void qz_base_init(struct qz_base *b, enum qz_method m) {
     memset(b, 0, sizeof *b);
+    b->method = m;
     b->ggml_type = -1;
     b->gran = QZ_TENSOR;
-    char *tok[MAX_OPTS + 1];
-    int nt = 0;
+    switch (m) {
+    case QZ_F32: b->bits = 32; break;
+    case QZ_F16:
+    case QZ_BF16: b->bits = 16; break;
+    case QZ_NF4:
+    case QZ_FP4:
+        b->bits = 4;
+        b->gran = QZ_GROUP;
+        b->group = NFP4_DEFAULT_GROUP;
+        b->sym = true;
+        break;
+    case QZ_GPTQ:
+        b->gran = QZ_GROUP;
+        b->sym = true;
+        b->damp = GPTQ_DEFAULT_DAMP;
+        break;
+    case QZ_AWQ:
+        b->gran = QZ_GROUP;
+        b->sym = true;
+        break;
+    case QZ_SMOOTHQUANT:
+        b->bits = 8;
+        b->sym = true;
+        b->smooth = true;
+        b->alpha = SQ_DEFAULT_ALPHA;
+        break;
+    default: break;
+    }
+}
+
+const char *qz_method_name(enum qz_method m) {
+    if (m == QZ_GGML) return "ggml";
+    if (m == QZ_GGML_MIX) return "mix";
+    for (size_t i = 0; i < QP_ARRAY_LEN(methods); i++)
+        if (methods[i].method == m) return methods[i].name;
+    return NULL;
+}
+
+// Splits s on ':' in place into tok[0..*nt): the method and its options.
+static int split_opts(char *s, char **tok, int *nt, char *w) {
+    *nt = 0;
     for (char *p = s;;) {
-        if (nt == MAX_OPTS + 1) return why(w, "too many ':' options (at most %d)", MAX_OPTS);
-        tok[nt++] = p;
+        if (*nt == MAX_OPTS + 1) return why(w, "too many ':' options (at most %d)", MAX_OPTS);
+        tok[(*nt)++] = p;
         char *c = strchr(p, ':');
-        if (!c) break;
+        if (!c) return 0;
         *c = 0;
         p = c + 1;
     }
-    const char *m = tok[0];
-    char qm[QUOTE_PART + 8];
-    quote(qm, sizeof qm, m, QUOTE_PART);
-    if (!*m) return why(w, "missing method");
+}
 
-    // Methods without options.
-    static const struct {
-        const char *name;
-        enum qz_method method;
-        int bits;
-    } plain[] = {{"f32", QZ_F32, 32}, {"f16", QZ_F16, 16}, {"bf16", QZ_BF16, 16}};
-    for (size_t i = 0; i < QP_ARRAY_LEN(plain); i++)
-        if (strcmp(m, plain[i].name) == 0) {
-            if (nt > 1) return why(w, "%s takes no options", m);
-            b->method = plain[i].method;
-            b->bits = plain[i].bits;
-            return 0;
-        }
+// A llama.cpp type or mix named m (no options allowed): 1 when it is one (b set or the reason in
+// *rc), 0 when m names neither.
+static int parse_ggml_name(const char *m, int nt, bool in_rule, struct qz_base *b, int *rc, char *w) {
     int type = ggml_lookup(m);
     if (type >= 0) {
-        if (nt > 1) return why(w, "%s takes no options", ggml_name(type));
+        *rc = nt > 1 ? why(w, "%s takes no options", ggml_name(type)) : 0;
         b->method = QZ_GGML;
         b->ggml_type = type;
-        return 0;
+        return 1;
     }
     for (size_t i = 0; i < QP_ARRAY_LEN(mix_names); i++)
         if (strcasecmp(m, mix_names[i].name) == 0) {
-            if (nt > 1) return why(w, "%s takes no options", mix_names[i].name);
-            if (in_rule)
-                return why(w, "'%s' is a whole-model mix; a name~ rule needs one type", mix_names[i].name);
+            if (nt > 1) *rc = why(w, "%s takes no options", mix_names[i].name);
+            else if (in_rule) *rc = why(w, "'%s' is a whole-model mix; a name~ rule needs one type", mix_names[i].name);
+            else *rc = 0;
             b->method = QZ_GGML_MIX;
             b->mix = mix_names[i].mix;
             b->ggml_type = mix_names[i].base_type;
-            return 0;
+            return 1;
         }
-
-    const char *method;
-    if (strcmp(m, "rtn") == 0) method = "rtn";
-    else if (strcmp(m, "nf4") == 0) method = "nf4";
-    else if (strcmp(m, "fp4") == 0) method = "fp4";
-    else if (strcmp(m, "gptq") == 0) method = "gptq";
-    else if (strcmp(m, "awq") == 0) method = "awq";
-    else if (strcmp(m, "smoothquant") == 0) method = "smoothquant";
-    else if (strcmp(m, "w8a8") == 0) method = "w8a8";
-    else return why(w, "unknown method '%s'", qm);
-
-    struct opts o = {.damp = GPTQ_DEFAULT_DAMP, .alpha = SQ_DEFAULT_ALPHA, .type = -1};
-    for (int i = 1; i < nt; i++) {
-        int rc = parse_opt(method, tok[i], &o, w);
-        if (rc) return rc;
-    }
-    int rc;
-    if (strcmp(method, "rtn") == 0) {
-        unsigned g = BIT(OPT_TENSOR) | BIT(OPT_CHANNEL) | BIT(OPT_GROUP);
-        if ((rc = check_allowed(method, &o, BIT(OPT_BITS) | g | BIT(OPT_SYM) | BIT(OPT_ASYM) | BIT(OPT_CLIP), w)))
-            return rc;
-        if (!(o.seen & BIT(OPT_BITS))) return why(w, "rtn needs bits=B");
-        unsigned gs = o.seen & g;
-        if (!gs) return why(w, "rtn needs a granularity: tensor, channel or group=G");
-        if (gs & (gs - 1)) return why(w, "rtn takes one granularity: tensor, channel or group=G");
-        unsigned ss = o.seen & (BIT(OPT_SYM) | BIT(OPT_ASYM));
-        if (!ss) return why(w, "rtn needs sym or asym");
-        if (ss & (ss - 1)) return why(w, "rtn takes one of sym or asym");
-        b->method = QZ_RTN;
-        b->bits = (int)o.bits;
-        b->gran = gs == BIT(OPT_TENSOR) ? QZ_TENSOR : gs == BIT(OPT_CHANNEL) ? QZ_CHANNEL : QZ_GROUP;
-        b->group = b->gran == QZ_GROUP ? o.group : 0;
-        b->sym = ss == BIT(OPT_SYM);
-        b->clip_mse = o.seen & BIT(OPT_CLIP);
-    } else if (strcmp(method, "nf4") == 0 || strcmp(method, "fp4") == 0) {
-        if ((rc = check_allowed(method, &o, BIT(OPT_GROUP) | BIT(OPT_DQ), w))) return rc;
-        b->method = method[0] == 'n' ? QZ_NF4 : QZ_FP4;
-        b->bits = 4;
-        b->gran = QZ_GROUP;
-        b->group = (o.seen & BIT(OPT_GROUP)) ? o.group : NFP4_DEFAULT_GROUP;
-        b->sym = true;
-        b->dq = o.seen & BIT(OPT_DQ);
-    } else if (strcmp(method, "gptq") == 0) {
-        unsigned flags = BIT(OPT_ACTORDER) | BIT(OPT_STATIC) | BIT(OPT_DAMP);
-        b->method = QZ_GPTQ;
-        if (o.seen & BIT(OPT_TYPE)) {
-            if ((rc = check_allowed("gptq:TYPE", &o, BIT(OPT_TYPE) | flags, w))) return rc;
-            b->ggml_type = o.type;
-        } else {
-            if ((rc = check_allowed(method, &o, BIT(OPT_BITS) | BIT(OPT_GROUP) | BIT(OPT_ASYM) | flags, w)))
-                return rc;
-            if ((o.seen & (BIT(OPT_BITS) | BIT(OPT_GROUP))) != (BIT(OPT_BITS) | BIT(OPT_GROUP)))
-                return why(w, "gptq needs bits=B:group=G or a llama.cpp type (gptq:q4_k)");
-            b->bits = (int)o.bits;
-            b->gran = QZ_GROUP;
-            b->group = o.group;
-            b->sym = !(o.seen & BIT(OPT_ASYM));
-        }
-        b->actorder = o.seen & BIT(OPT_ACTORDER);
-        b->static_groups = o.seen & BIT(OPT_STATIC);
-        b->damp = o.damp;
-    } else if (strcmp(method, "awq") == 0) {
-        if ((rc = check_allowed(method, &o, BIT(OPT_BITS) | BIT(OPT_GROUP) | BIT(OPT_ASYM), w))) return rc;
-        if ((o.seen & (BIT(OPT_BITS) | BIT(OPT_GROUP))) != (BIT(OPT_BITS) | BIT(OPT_GROUP)))
-            return why(w, "awq needs bits=B:group=G");
-        b->method = QZ_AWQ;
-        b->bits = (int)o.bits;
-        b->gran = QZ_GROUP;
-        b->group = o.group;
-        b->sym = !(o.seen & BIT(OPT_ASYM));
-    } else { // smoothquant, w8a8
-        bool smooth = strcmp(method, "smoothquant") == 0;
-        if ((rc = check_allowed(method, &o, (smooth ? BIT(OPT_ALPHA) : 0) | BIT(OPT_ACT), w))) return rc;
-        b->method = QZ_SMOOTHQUANT;
-        b->bits = 8;
-        b->sym = true;
-        b->smooth = smooth;
-        b->alpha = smooth ? o.alpha : 0;
-        b->a8 = o.a8;
-    }
     return 0;
+}
+
+// Parses a BASE held in s (modified: split in place). in_rule forbids mixes.
+static int parse_base(char *s, bool in_rule, struct qz_base *b, char *w) {
+    qz_base_init(b, QZ_F32);
+    b->bits = 0;
+    char *tok[MAX_OPTS + 1];
+    int nt, rc = split_opts(s, tok, &nt, w);
+    if (rc) return rc;
+    const char *m = tok[0];
+    if (!*m) return why(w, "missing method");
+    if (parse_ggml_name(m, nt, in_rule, b, &rc, w)) return rc;
+    if (strcmp(m, "qat") == 0) return qz_qat_parse(tok + 1, nt - 1, in_rule, b, w, WHY_LEN); // qz_qat.c
+    const struct method_desc *md = NULL;
+    for (size_t i = 0; i < QP_ARRAY_LEN(methods) && !md; i++)
+        if (strcmp(m, methods[i].name) == 0) md = &methods[i];
+    if (!md) {
+        char qm[QUOTE_PART + 8];
+        quote(qm, sizeof qm, m, QUOTE_PART);
+        return why(w, "unknown method '%s'", qm);
+    }
+    if (!md->allowed && nt > 1) return why(w, "%s takes no options", m);
+    struct opts o = {.damp = GPTQ_DEFAULT_DAMP, .alpha = SQ_DEFAULT_ALPHA, .type = -1};
+    for (int i = 1; i < nt; i++)
+        if ((rc = parse_opt(md->name, (md->allowed & BIT(OPT_TYPE)) != 0, tok[i], &o, w))) return rc;
+    if (md->method != QZ_GPTQ && (rc = check_allowed(md->name, &o, md->allowed, w))) return rc;
+    qz_base_init(b, md->method);
+    return md->finish(md, &o, b, w);
 }
 
 // The full one-line message for a failed parse of spec; it always fits in QP_ERRLEN.
@@ -456,6 +535,10 @@ static uint64_t interval_count(const char *re, long *j) {
     return n;
 }
 
+// Long (about 90 lines) on purpose: one pass over the regex whose bookkeeping per open group
+// (alts, cur, last, nest, group_nest) changes together at every token; split into helpers, those
+// five arrays and the depth would travel as parameters and the rule above would be harder to
+// check against the code.
 static int check_regex(const char *re, char *w) {
     char q[QUOTE_PART + 8];
     quote(q, sizeof q, re, QUOTE_PART);
@@ -575,6 +658,68 @@ static int parse_keep(char *list, unsigned *keep, char *w) {
     }
 }
 
+// A name~REGEX=BASE clause (cl points after "name~", modified in place) into v's next rule. 0,
+// QP_EINVAL with the reason in w (q: the clause quoted), or QP_ENOMEM.
+static int parse_rule(char *re, const char *q, struct qz_variant *v, char *w) {
+    char *eq = strchr(re, '=');
+    if (!eq) return why(w, "rule '%s' needs '=BASE' after the regex", q);
+    *eq = 0;
+    if (!*re) return why(w, "rule '%s' has an empty regex", q);
+    struct qz_rule *r = &v->rules[v->n_rules];
+    int rc = parse_base(eq + 1, true, &r->base, w);
+    if (rc) {
+        char inner[WHY_LEN];
+        memcpy(inner, w, WHY_LEN);
+        return why(w, "rule '%s': %s", q, inner);
+    }
+    if ((rc = check_regex(re, w))) return rc;
+    int rrc = regcomp(&r->re, re, REG_EXTENDED | REG_NOSUB);
+    if (rrc) {
+        char msg[64], qr[QUOTE_PART + 8];
+        regerror(rrc, &r->re, msg, sizeof msg);
+        quote(qr, sizeof qr, re, QUOTE_PART);
+        return why(w, "bad regex '%s' in name~: %s", qr, msg);
+    }
+    r->src = strdup(re);
+    v->n_rules++; // counted even without src, so that destroy frees the compiled regex
+    return r->src ? 0 : QP_ENOMEM;
+}
+
+// One ';' clause (modified in place) into v. 0, QP_EINVAL with the reason in w, or QP_ENOMEM.
+static int parse_clause(char *cl, struct qz_variant *v, bool *act_seen, char *w) {
+    char q[QUOTE_PART + 8];
+    quote(q, sizeof q, cl, QUOTE_PART);
+    if (!*cl) return why(w, "empty clause (stray ';')");
+    if (strncmp(cl, "keep=", 5) == 0) return parse_keep(cl + 5, &v->keep, w);
+    if (strncmp(cl, "act=", 4) == 0) {
+        if (*act_seen) return why(w, "act= given twice");
+        *act_seen = true;
+        if (strcmp(cl + 4, "f32") == 0) v->act = QZ_ACT_F32;
+        else if (strcmp(cl + 4, "q8") == 0) v->act = QZ_ACT_Q8;
+        else return why(w, "'%s': act must be f32 or q8", q);
+        return 0;
+    }
+    if (strcmp(cl, "imatrix") == 0) {
+        if (v->imatrix) return why(w, "imatrix given twice");
+        v->imatrix = true;
+        return 0;
+    }
+    if (strncmp(cl, "name~", 5) == 0) return parse_rule(cl + 5, q, v, w);
+    return why(w, "unknown clause '%s' (keep=, act=, imatrix, name~)", q);
+}
+
+// A new variant with room for one rule per ';' of s; NULL when out of memory.
+static struct qz_variant *variant_alloc(const char *s) {
+    struct qz_variant *v = calloc(1, sizeof *v);
+    int n_clauses = 0;
+    for (const char *c = s; *c; c++) n_clauses += *c == ';';
+    if (v && n_clauses && !(v->rules = calloc((size_t)n_clauses, sizeof *v->rules))) {
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
 int qz_variant_parse(const char *s, struct qz_variant **out, char *err) {
     *out = NULL;
     char w[WHY_LEN] = "";
@@ -585,91 +730,31 @@ int qz_variant_parse(const char *s, struct qz_variant **out, char *err) {
         return spec_fail(err, s, w);
     }
     char *copy = malloc(n + 1);
-    struct qz_variant *v = calloc(1, sizeof *v);
+    struct qz_variant *v = variant_alloc(s);
     if (!copy || !v) {
-        free(copy), free(v);
+        free(copy), qz_variant_destroy(v);
         return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
     }
     memcpy(copy, s, n + 1);
-    int rc = 0, n_clauses = 0;
     bool act_seen = false;
-    for (const char *c = s; *c; c++) n_clauses += *c == ';';
-    if (n_clauses) {
-        v->rules = calloc((size_t)n_clauses, sizeof *v->rules);
-        if (!v->rules) {
-            free(copy), free(v);
-            return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
-        }
-    }
-
     char *next = strchr(copy, ';');
     if (next) *next++ = 0;
-    rc = parse_base(copy, false, &v->base, w);
+    int rc = parse_base(copy, false, &v->base, w);
     while (!rc && next) {
         char *cl = next;
-        next = strchr(cl, ';');
-        if (next) *next++ = 0;
-        char q[QUOTE_PART + 8];
-        quote(q, sizeof q, cl, QUOTE_PART);
-        if (!*cl) {
-            rc = why(w, "empty clause (stray ';')");
-        } else if (strncmp(cl, "keep=", 5) == 0) {
-            rc = parse_keep(cl + 5, &v->keep, w);
-        } else if (strncmp(cl, "act=", 4) == 0) {
-            if (act_seen) rc = why(w, "act= given twice");
-            else if (strcmp(cl + 4, "f32") == 0) v->act = QZ_ACT_F32;
-            else if (strcmp(cl + 4, "q8") == 0) v->act = QZ_ACT_Q8;
-            else rc = why(w, "'%s': act must be f32 or q8", q);
-            act_seen = true;
-        } else if (strcmp(cl, "imatrix") == 0) {
-            if (v->imatrix) rc = why(w, "imatrix given twice");
-            v->imatrix = true;
-        } else if (strncmp(cl, "name~", 5) == 0) {
-            char *re = cl + 5, *eq = strchr(re, '=');
-            if (!eq) {
-                rc = why(w, "rule '%s' needs '=BASE' after the regex", q);
-                break;
-            }
-            *eq = 0;
-            if (!*re) {
-                rc = why(w, "rule '%s' has an empty regex", q);
-                break;
-            }
-            struct qz_rule *r = &v->rules[v->n_rules];
-            if ((rc = parse_base(eq + 1, true, &r->base, w))) {
-                char inner[WHY_LEN];
-                memcpy(inner, w, WHY_LEN);
-                why(w, "rule '%s': %s", q, inner);
-                break;
-            }
-            if ((rc = check_regex(re, w))) break;
-            int rrc = regcomp(&r->re, re, REG_EXTENDED | REG_NOSUB);
-            if (rrc) {
-                char msg[64];
-                regerror(rrc, &r->re, msg, sizeof msg);
-                char qr[QUOTE_PART + 8];
-                quote(qr, sizeof qr, re, QUOTE_PART);
-                rc = why(w, "bad regex '%s' in name~: %s", qr, msg);
-                break;
-            }
-            r->src = strdup(re);
-            v->n_rules++;
-            if (!r->src) {
-                free(copy);
-                qz_variant_destroy(v);
-                return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
-            }
-        } else {
-            rc = why(w, "unknown clause '%s' (keep=, act=, imatrix, name~)", q);
-        }
+        if ((next = strchr(cl, ';'))) *next++ = 0;
+        rc = parse_clause(cl, v, &act_seen, w);
     }
     free(copy);
+    if (rc == QP_ENOMEM) {
+        qz_variant_destroy(v);
+        return qp_fail(err, QP_ENOMEM, "out of memory parsing a spec");
+    }
     if (!rc && v->imatrix && !has_ggml_type(v))
         rc = why(w, "imatrix needs a llama.cpp type (q4_k, q4_k_m, ...) in the base or a rule");
     // The canonical form must be a spec this parser accepts too (parse -> print -> parse):
     // what printing adds (nf4's group, smoothquant's alpha) can make it longer than the input.
-    if (!rc && variant_print_len(v) > QZ_SPEC_MAX)
-        rc = why(w, "canonical form longer than %d bytes", QZ_SPEC_MAX);
+    if (!rc && variant_print_len(v) > QZ_SPEC_MAX) rc = why(w, "canonical form longer than %d bytes", QZ_SPEC_MAX);
     if (rc) {
         qz_variant_destroy(v);
         return spec_fail(err, s, w);
@@ -750,6 +835,12 @@ static void print_base(struct sb *o, const struct qz_base *b) {
         }
         if (b->a8 == QZ_A8_TENSOR) sb_add(o, ":act=tensor");
         break;
+    case QZ_QAT: {
+        char t[QZ_QAT_PRINT_MAX];
+        qz_qat_print(b, t, sizeof t);
+        sb_add(o, "%s", t);
+        break;
+    }
     default: QP_ASSERT(!"bad qz_method");
     }
 }
@@ -841,3 +932,7 @@ int qz_tensor_class_of(const char *name) {
 const char *qz_tensor_class_name(int tc) {
     return tc >= 0 && tc < QZ_TC_COUNT ? tc_names[tc] : NULL;
 }
+
+int qz_spec_parse_int(const char *s, int64_t *out) { return parse_int(s, out); }
+int qz_spec_parse_real(const char *s, double *out) { return parse_real(s, out); }
+void qz_spec_fmt_real(char *out, size_t cap, double x) { fmt_real(out, cap, x); }

@@ -29,6 +29,9 @@
 //            | 'awq:bits=B:group=G' [':asym']
 //            | 'smoothquant' [':alpha=X'] [':act=' A8]                0 <= X <= 1, default 0.5
 //            | 'w8a8' [':act=' A8]             W8A8 without smoothing
+//            | 'qat:bits=B:group=G' [':asym'] QATOPT*   quantization-aware training (qz_qat.h)
+//            | 'qat:' QTYPE QATOPT*           QTYPE: q4_0 q4_1 q5_0 q5_1 q8_0
+//                 QATOPT := ':steps=N' | ':lr=X' | ':init=' ('rtn'|'gptq') | ':seed=S' | ':ce=X'
 //                 A8 := 'token' | 'tensor'     int8 activations: per token, dynamic (default), or
 //                                              per tensor, static (scales from calibration data)
 //
@@ -64,6 +67,7 @@ enum qz_method {
     QZ_AWQ,         // calibrated, implemented elsewhere
     QZ_SMOOTHQUANT, // W8A8 (int8 weights and activations): smoothquant (smooth) or plain w8a8;
                     // implemented elsewhere
+    QZ_QAT,         // quantization-aware training (quantizers/qz_qat.h, harness/run/hx_qat.h)
 };
 
 // W8A8's activation scales: per token (dynamic: each row's own absmax) or per tensor (static:
@@ -113,6 +117,13 @@ struct qz_base {
     double alpha;       // SMOOTHQUANT: migration strength (default 0.5); 0 when !smooth
     bool smooth;        // SMOOTHQUANT: SmoothQuant's smoothing ('smoothquant'), or none ('w8a8')
     enum qz_a8 a8;      // SMOOTHQUANT: activation scales (default QZ_A8_TOKEN)
+    struct qz_qat_opts {  // QAT only (qz_qat.h); zero otherwise
+        int64_t steps;    // optimizer steps, >= 1
+        double lr;        // peak learning rate, > 0
+        int init;         // enum qz_qat_init: QZ_QAT_INIT_RTN, QZ_QAT_INIT_GPTQ
+        int64_t seed;     // order of the training windows
+        double ce;        // weight of next-token cross-entropy next to the KL, >= 0
+    } qat;
 };
 
 // One per-tensor override rule.
@@ -132,6 +143,16 @@ struct qz_variant {
     int n_rules;
     bool imatrix;            // the ';imatrix' clause
 };
+
+// A base of method m with the grammar's defaults (nf4/fp4 group 64, gptq damp 0.01 and
+// symmetric, smoothquant alpha 0.5; ggml_type -1), for building specs as data: set the fields
+// that differ, then qz_base_print. Options the method requires (rtn's bits and granularity, the
+// grid of gptq and awq) are the caller's to set; qz_base_parse of the printed text checks them.
+void qz_base_init(struct qz_base *b, enum qz_method m);
+
+// The method's name as specs write it ("rtn", "gptq", "smoothquant"; "ggml" and "mix" for the
+// llama.cpp types), NULL for an unknown value.
+const char *qz_method_name(enum qz_method m);
 
 // Parses one BASE (no clauses) into *out. 0, or QP_EINVAL with a one-line message in err
 // (QP_ERRLEN bytes, may be NULL). Nothing to free.
@@ -158,6 +179,13 @@ const struct qz_base *qz_variant_for_tensor(const struct qz_variant *v, const ch
 
 // The class of a GGUF tensor name (see enum qz_tensor_class), QZ_TC_OTHER when none fits.
 int qz_tensor_class_of(const char *gguf_name);
+
+// The spec's number syntax, for the methods parsed outside this file (qz_qat.c): a decimal
+// integer of at most 10 digits; a plain decimal real (no sign, hex, inf or nan); 0 or -1. And a
+// real printed in the shortest form that reads back to the same double (%.{1..17}g).
+int qz_spec_parse_int(const char *s, int64_t *out);
+int qz_spec_parse_real(const char *s, double *out);
+void qz_spec_fmt_real(char *out, size_t cap, double x);
 
 // The keep= name of a class ("attn_q"), NULL for QZ_TC_OTHER or out of range.
 const char *qz_tensor_class_name(int tensor_class);

@@ -18,7 +18,7 @@
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-static struct rpt_fig *fig_add(struct rpt_figs *o, const char *name, const char *title, const char *caption) {
+struct rpt_fig *rpt_fig_add(struct rpt_figs *o, const char *name, const char *title, const char *caption) {
     if (o->n == RPT_MAX_FIGS) return NULL;
     struct rpt_fig *f = &o->f[o->n++];
     memset(f, 0, sizeof *f);
@@ -28,8 +28,8 @@ static struct rpt_fig *fig_add(struct rpt_figs *o, const char *name, const char 
     return f;
 }
 
-static void fig_skip(struct rpt_figs *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void fig_skip(struct rpt_figs *o, const char *fmt, ...) {
+
+void rpt_fig_skip(struct rpt_figs *o, const char *fmt, ...) {
     if (o->n_skipped == (int)QP_ARRAY_LEN(o->skipped)) return;
     va_list ap;
     va_start(ap, fmt);
@@ -38,7 +38,7 @@ static void fig_skip(struct rpt_figs *o, const char *fmt, ...) {
 }
 
 // A number for a data file: NaN (declared missing in every script) when not finite.
-static void dat_num(FILE *f, double v) {
+void rpt_dat_num(FILE *f, double v) {
     if (isfinite(v)) fprintf(f, " %.10g", v);
     else fputs(" NaN", f);
 }
@@ -56,8 +56,8 @@ static double col_d(sqlite3_stmt *q, int i) {
     return sqlite3_column_type(q, i) == SQLITE_NULL ? NAN : sqlite3_column_double(q, i);
 }
 
-// Writes the data file name.dat; close with fig_dat_close.
-static FILE *fig_dat_open(const char *dir, const char *name, const char *what, char *err) {
+// Writes the data file name.dat; close with rpt_dat_close.
+FILE *rpt_dat_open(const char *dir, const char *name, const char *what, char *err) {
     char file[96];
     snprintf(file, sizeof file, "%s.dat", name);
     FILE *f = rpt_file_open(dir, file, err);
@@ -65,7 +65,7 @@ static FILE *fig_dat_open(const char *dir, const char *name, const char *what, c
     return f;
 }
 
-static int fig_dat_close(FILE *f, const char *dir, const char *name, char *err) {
+int rpt_dat_close(FILE *f, const char *dir, const char *name, char *err) {
     char file[96];
     snprintf(file, sizeof file, "%s.dat", name);
     return rpt_file_close(f, dir, file, err);
@@ -76,182 +76,6 @@ static void fig_dat_remove(const char *dir, const char *name) {
     char path[4352];
     snprintf(path, sizeof path, "%s/%s.dat", dir, name);
     unlink(path);
-}
-
-// ---------------------------------------------------------------------------------------------
-// 1. Bits per weight vs quality, with the Pareto frontier
-
-struct trade_point {
-    double x, y, se;
-    const char *spec;
-    int level; // label placement: 0 above, 1 below, 2 further above, 3 further below
-};
-
-// Label placement for points sorted by x: a point close in x to the previous one (within 12% of
-// the x range, about the width of a spec label) takes the next level, so that neighbours'
-// labels do not overprint each other.
-static void trade_levels(struct trade_point *pt, int n) {
-    double span = n > 1 ? pt[n - 1].x - pt[0].x : 1.0;
-    if (!(span > 0)) span = 1.0;
-    for (int i = 0; i < n; i++)
-        pt[i].level = i > 0 && pt[i].x - pt[i - 1].x < 0.12 * span ? (pt[i - 1].level + 1) % 4 : 0;
-}
-
-static int trade_cmp(const void *a, const void *b) {
-    const struct trade_point *p = a, *q = b;
-    return (p->x > q->x) - (p->x < q->x);
-}
-
-// One bits-per-weight figure of metric (suite, name). logy: log y axis (points <= 0 dropped).
-// ref: the reference's value, drawn as a horizontal line (NaN: none).
-static int fig_tradeoff(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
-                        struct rpt_figs *o, const char *name, const char *title, const char *ylabel,
-                        const char *suite, const char *metric, int lower_better, int logy, double ref,
-                        const char *ref_label, const char *caption, char *err) {
-    struct trade_point *pt = calloc((size_t)s->n_v + 1, sizeof *pt);
-    double *xs = calloc((size_t)s->n_v + 1, sizeof *xs), *ys = calloc((size_t)s->n_v + 1, sizeof *ys);
-    int *on = calloc((size_t)s->n_v + 1, sizeof *on);
-    int n = 0, rc = 0;
-    if (!pt || !xs || !ys || !on) {
-        rc = qp_fail(err, QP_ENOMEM, "out of memory");
-        goto done;
-    }
-    for (int i = 0; i < s->n_v; i++) {
-        const struct rpt_variant *v = &s->v[i];
-        if (v->is_reference) continue;
-        double se, y = rpt_metric_get(v, suite, metric, &se);
-        if (!isfinite(v->bpw) || !isfinite(y) || (logy && y <= 0)) continue;
-        pt[n] = (struct trade_point){v->bpw, y, isfinite(se) ? se : 0.0, v->spec, 0};
-        n++;
-    }
-    if (n == 0) {
-        fig_skip(o, "%s: no variant has both bits per weight and %s/%s", name, suite, metric);
-        goto done;
-    }
-    qsort(pt, (size_t)n, sizeof *pt, trade_cmp);
-    for (int i = 0; i < n; i++) {
-        xs[i] = pt[i].x;
-        ys[i] = pt[i].y;
-    }
-    rpt_pareto(xs, ys, n, lower_better, on);
-    trade_levels(pt, n);
-
-    FILE *f = fig_dat_open(dir, name, title, err);
-    if (!f) {
-        rc = QP_EIO;
-        goto done;
-    }
-    fprintf(f, "# index 0: every variant — bits_per_weight value stderr spec label_level\n");
-    for (int i = 0; i < n; i++) {
-        dat_num(f, pt[i].x);
-        dat_num(f, pt[i].y);
-        dat_num(f, pt[i].se);
-        fputc(' ', f);
-        rpt_dat_str(f, pt[i].spec);
-        fprintf(f, " %d\n", pt[i].level);
-    }
-    fprintf(f, "\n\n# index 1: the Pareto frontier (no other variant has fewer bits and better quality)\n");
-    for (int i = 0; i < n; i++) {
-        if (!on[i]) continue;
-        dat_num(f, pt[i].x);
-        dat_num(f, pt[i].y);
-        dat_num(f, pt[i].se);
-        fputc(' ', f);
-        rpt_dat_str(f, pt[i].spec);
-        fprintf(f, " %d\n", pt[i].level);
-    }
-    if ((rc = fig_dat_close(f, dir, name, err))) goto done;
-
-    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, RPT_FIG_H, err))) {
-        rc = QP_EIO;
-        goto done;
-    }
-    fprintf(f, "set title ");
-    rpt_gp_str(f, title);
-    fprintf(f, "\nset xlabel \"bits per weight\"\nset ylabel ");
-    rpt_gp_str(f, ylabel);
-    fprintf(f, "\n%sset offsets graph 0.04, graph 0.25, graph 0.12, graph 0.12\n", logy ? "set logscale y\nset format y \"%g\"\n" : "");
-    // Shares (agreement, accuracy) stay within [0, 1] whatever the offsets add.
-    if (!lower_better) fprintf(f, "set yrange [0 < * : * < 1.02]\n");
-    // The key inside, opaque, in the corner variants rarely reach: high bits with low error (top
-    // right) for lower-is-better metrics, high bits with high agreement (bottom right) otherwise.
-    fprintf(f, "set key %s right opaque box lc rgb \"#cccccc\" samplen 2 spacing 1.1\n", lower_better ? "top" : "bottom");
-    fprintf(f, "plot '%s.dat' index 1 using 1:2 with linespoints ls 8 dt 2 lw 1.5 pt 6 ps 2.2 "
-               "title \"Pareto frontier (%s)\", \\\n",
-            name, lower_better ? "fewer bits, lower is better" : "fewer bits, higher is better");
-    fprintf(f, "     '%s.dat' index 0 using 1:2:3 with yerrorbars ls 1 title \"variant ± 1 s.e.\"", name);
-    // Column 5 staggers the labels of close neighbours (above, below, further above, further below).
-    static const double dy[4] = {0.7, -0.8, 1.7, -1.8};
-    int used[4] = {0, 0, 0, 0};
-    for (int i = 0; i < n; i++) used[pt[i].level] = 1;
-    for (int l = 0; l < 4; l++)
-        if (used[l]) fprintf(f, ", \\\n     '%s.dat' index 0 using 1:($5 == %d ? $2 : NaN):4 with labels left offset "
-                   "char 0.9,%.1f font \",11\" tc rgb \"#222222\" notitle", name, l, dy[l]);
-    if (isfinite(ref)) {
-        fprintf(f, ", \\\n     %.10g with lines ls 2 dt 3 title ", ref);
-        rpt_gp_str(f, ref_label);
-    }
-    fputc('\n', f);
-    if ((rc = rpt_gp_end(f, dir, name, err))) goto done;
-    if (!fig_add(o, name, title, caption)) fig_skip(o, "%s: too many figures", name);
-done:
-    free(pt);
-    free(xs);
-    free(ys);
-    free(on);
-    return rc;
-}
-
-static void fig_safe_name(char *out, size_t cap, const char *prefix, const char *s) {
-    size_t n = (size_t)snprintf(out, cap, "%s", prefix);
-    for (; *s && n + 1 < cap; s++) {
-        char c = *s;
-        out[n++] = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ? c : '_';
-    }
-    out[n] = 0;
-}
-
-static int figs_tradeoffs(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
-                          struct rpt_figs *o, char *err) {
-    char label[160];
-    double ref_ppl = rpt_ref_ppl(s);
-    snprintf(label, sizeof label, "reference (%.4f)", ref_ppl);
-    int rc = fig_tradeoff(
-        s, g, dir, o, "bpw_ppl", "Bits per weight vs perplexity", "perplexity (lower is better; log scale)", "ppl",
-        "ppl", 1, 1,
-        ref_ppl, label,
-        "Each point is a variant at its storage cost (bits per weight, scales and minimums included) and its "
-        "perplexity on the run's text (log scale), with ±1 standard error. The dashed line joins the Pareto frontier: the "
-        "variants no other variant beats with fewer bits. The dotted line is the unquantized reference.",
-        err);
-    if (!rc)
-        rc = fig_tradeoff(
-            s, g, dir, o, "bpw_kld", "Bits per weight vs mean KL divergence from the reference",
-            "mean KLD(reference || variant), nats (log scale)", "kld", "mean", 1, 1, NAN, "",
-            "Mean per-token KL divergence of each variant's next-token distribution from the reference's "
-            "(log scale; 0 would be the reference itself), ±1 standard error, with the Pareto frontier.",
-            err);
-    if (!rc)
-        rc = fig_tradeoff(s, g, dir, o, "bpw_top1", "Bits per weight vs top-1 agreement with the reference",
-                          "top-1 agreement (higher is better)", "top1", "agreement", 0, 0, 1.0,
-                          "reference (1, by definition)",
-                          "Share of scored tokens whose most likely next token is the reference's, ±1 "
-                          "standard error, with the Pareto frontier (fewer bits, higher agreement).",
-                          err);
-    for (int t = 0; !rc && t < s->n_tasks; t++) {
-        char name[64], suite[160], title[160], ylabel[200];
-        fig_safe_name(name, sizeof name, "bpw_task_", s->tasks[t]);
-        snprintf(suite, sizeof suite, "task:%s", s->tasks[t]);
-        snprintf(title, sizeof title, "Bits per weight vs accuracy on %s", s->tasks[t]);
-        snprintf(ylabel, sizeof ylabel, "%s accuracy (higher is better)", s->tasks[t]);
-        double ref = s->ref >= 0 ? rpt_metric_get(&s->v[s->ref], suite, "acc", NULL) : NAN;
-        snprintf(label, sizeof label, "reference (%.4f)", ref);
-        rc = fig_tradeoff(s, g, dir, o, name, title, ylabel, suite, "acc", 0, 0, ref, label,
-                          "Task accuracy of each variant (log-likelihood scoring), ±1 standard error, with "
-                          "the Pareto frontier and the reference's accuracy.",
-                          err);
-    }
-    return rc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,7 +128,7 @@ static int figs_layers(const struct rpt_study *s, const struct rpt_gnuplot *g, c
         sel = def;
     }
     if (n_sel == 0) {
-        fig_skip(o, "layers: no per-layer error (table layer_error, site resid_out) in this run");
+        rpt_fig_skip(o, "layers: no per-layer error (table layer_error, site resid_out) in this run");
         return 0;
     }
     const char *name = "layers";
@@ -318,7 +142,7 @@ static int figs_layers(const struct rpt_study *s, const struct rpt_gnuplot *g, c
                          " ORDER BY a.layer",
                          &q, err);
     if (rc) return rc;
-    FILE *f = fig_dat_open(dir, name, title, err);
+    FILE *f = rpt_dat_open(dir, name, title, err);
     if (!f) {
         sqlite3_finalize(q);
         return QP_EIO;
@@ -338,9 +162,9 @@ static int figs_layers(const struct rpt_study *s, const struct rpt_gnuplot *g, c
             }
             double acc = col_d(q, 1), loc = col_d(q, 2);
             fprintf(f, "%d", sqlite3_column_int(q, 0));
-            dat_num(f, acc);
-            dat_num(f, loc);
-            dat_num(f, loc > 0 ? acc / loc : NAN);
+            rpt_dat_num(f, acc);
+            rpt_dat_num(f, loc);
+            rpt_dat_num(f, loc > 0 ? acc / loc : NAN);
             fputc('\n', f);
             rows++;
         }
@@ -348,10 +172,10 @@ static int figs_layers(const struct rpt_study *s, const struct rpt_gnuplot *g, c
         if (rows) blocks[n_blocks++] = sel[k];
     }
     sqlite3_finalize(q);
-    int crc = fig_dat_close(f, dir, name, err);
+    int crc = rpt_dat_close(f, dir, name, err);
     if (rc || crc) return rc ? rc : crc;
     if (n_blocks == 0) {
-        fig_skip(o, "layers: the chosen variants have no per-layer error at site resid_out");
+        rpt_fig_skip(o, "layers: the chosen variants have no per-layer error at site resid_out");
         fig_dat_remove(dir, name);
         return 0;
     }
@@ -380,7 +204,7 @@ static int figs_layers(const struct rpt_study *s, const struct rpt_gnuplot *g, c
     }
     fputc('\n', f);
     if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
-    fig_add(o, name, title,
+    rpt_fig_add(o, name, title,
             "Relative Frobenius error of the residual stream after each block (site resid_out), for the "
             "variants with the largest mean KLD and the best one (or those named by --variants). Accumulated: "
             "the variant run end to end; local: the reference's block input fed to the quantized block, the "
@@ -428,7 +252,7 @@ static int fig_hist_plot(const struct rpt_gnuplot *g, const char *dir, const cha
                          const char *xlabel, const char *ylabel, char (*labels)[200], int n, struct rpt_figs *o,
                          const char *skip, const char *caption, char *err) {
     if (n == 0) {
-        fig_skip(o, "%s", skip);
+        rpt_fig_skip(o, "%s", skip);
         fig_dat_remove(dir, name);
         return 0;
     }
@@ -451,7 +275,7 @@ static int fig_hist_plot(const struct rpt_gnuplot *g, const char *dir, const cha
     }
     fputc('\n', f);
     int rc = rpt_gp_end(f, dir, name, err);
-    if (!rc) fig_add(o, name, title, caption);
+    if (!rc) rpt_fig_add(o, name, title, caption);
     return rc;
 }
 
@@ -467,7 +291,7 @@ static int figs_weight_hist(const struct rpt_study *s, const struct rpt_gnuplot 
     FILE *f = NULL;
     char labels[RPT_TOP_HIST][200];
     int n = 0, step = SQLITE_DONE;
-    if (!rc && !(f = fig_dat_open(dir, name, title, err))) rc = QP_EIO;
+    if (!rc && !(f = rpt_dat_open(dir, name, title, err))) rc = QP_EIO;
     if (!rc) {
         sqlite3_bind_int64(top, 1, s->run_id);
         sqlite3_bind_int(top, 2, RPT_TOP_HIST);
@@ -491,7 +315,7 @@ static int figs_weight_hist(const struct rpt_study *s, const struct rpt_gnuplot 
     sqlite3_finalize(top);
     sqlite3_finalize(h);
     if (f) {
-        int crc = fig_dat_close(f, dir, name, err);
+        int crc = rpt_dat_close(f, dir, name, err);
         if (!rc) rc = crc;
     }
     if (rc) return rc;
@@ -517,7 +341,7 @@ static int figs_act_hist(const struct rpt_study *s, const struct rpt_gnuplot *g,
     FILE *f = NULL;
     char labels[RPT_TOP_HIST][200];
     int n = 0, step = SQLITE_DONE;
-    if (!rc && !(f = fig_dat_open(dir, name, title, err))) rc = QP_EIO;
+    if (!rc && !(f = rpt_dat_open(dir, name, title, err))) rc = QP_EIO;
     if (!rc) {
         sqlite3_bind_int64(top, 1, s->run_id);
         sqlite3_bind_int(top, 2, RPT_TOP_HIST);
@@ -543,7 +367,7 @@ static int figs_act_hist(const struct rpt_study *s, const struct rpt_gnuplot *g,
     sqlite3_finalize(top);
     sqlite3_finalize(h);
     if (f) {
-        int crc = fig_dat_close(f, dir, name, err);
+        int crc = rpt_dat_close(f, dir, name, err);
         if (!rc) rc = crc;
     }
     if (rc) return rc;
@@ -573,7 +397,7 @@ static int figs_grid(const struct rpt_study *s, const struct rpt_gnuplot *g, con
                          &q, err);
     if (rc) return rc;
     sqlite3_bind_int64(q, 1, s->run_id);
-    FILE *f = fig_dat_open(dir, name, title, err);
+    FILE *f = rpt_dat_open(dir, name, title, err);
     if (!f) {
         sqlite3_finalize(q);
         return QP_EIO;
@@ -581,11 +405,11 @@ static int figs_grid(const struct rpt_study *s, const struct rpt_gnuplot *g, con
     fprintf(f, "# bits_per_weight codes_used_per_group n_codes collisions_pct zeroed_pct spec\n");
     int n = 0, step;
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-        dat_num(f, col_d(q, 0));
-        dat_num(f, col_d(q, 2));
-        dat_num(f, col_d(q, 3));
-        dat_num(f, col_d(q, 4));
-        dat_num(f, col_d(q, 5));
+        rpt_dat_num(f, col_d(q, 0));
+        rpt_dat_num(f, col_d(q, 2));
+        rpt_dat_num(f, col_d(q, 3));
+        rpt_dat_num(f, col_d(q, 4));
+        rpt_dat_num(f, col_d(q, 5));
         fputc(' ', f);
         rpt_dat_str(f, (const char *)sqlite3_column_text(q, 1));
         fputc('\n', f);
@@ -593,10 +417,10 @@ static int figs_grid(const struct rpt_study *s, const struct rpt_gnuplot *g, con
     }
     if (step != SQLITE_DONE) rc = fig_db_fail(s, err);
     sqlite3_finalize(q);
-    int crc = fig_dat_close(f, dir, name, err);
+    int crc = rpt_dat_close(f, dir, name, err);
     if (rc || crc) return rc ? rc : crc;
     if (n == 0) {
-        fig_skip(o, "grid: no grid-collapse statistics (grid_stat.codes_used_mean is NULL for every variant)");
+        rpt_fig_skip(o, "grid: no grid-collapse statistics (grid_stat.codes_used_mean is NULL for every variant)");
         fig_dat_remove(dir, name);
         return 0;
     }
@@ -620,7 +444,7 @@ static int figs_grid(const struct rpt_study *s, const struct rpt_gnuplot *g, con
     fprintf(f, lab, 5);
     fputc('\n', f);
     if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
-    fig_add(o, name, title,
+    rpt_fig_add(o, name, title,
             "How much of its grid each variant uses, over all quantized tensors: distinct codes used per group "
             "(against the codes the format has), distinct weights merged into an already used code, and "
             "non-zero weights rounded to zero. Variants without grid statistics are left out.");
@@ -634,10 +458,10 @@ static int figs_tasks(const struct rpt_study *s, const struct rpt_gnuplot *g, co
                       struct rpt_figs *o, char *err) {
     const char *name = "tasks", *title = "Task accuracy (95% intervals) and answer flips vs the reference";
     if (s->n_tasks == 0) {
-        fig_skip(o, "tasks: no task metrics (suite 'task:NAME') in this run");
+        rpt_fig_skip(o, "tasks: no task metrics (suite 'task:NAME') in this run");
         return 0;
     }
-    FILE *f = fig_dat_open(dir, name, title, err);
+    FILE *f = rpt_dat_open(dir, name, title, err);
     if (!f) return QP_EIO;
     int n_suites = QP_MIN(s->n_tasks, 10), rows = 0;
     for (int t = 0; t < n_suites; t++) {
@@ -653,21 +477,21 @@ static int figs_tasks(const struct rpt_study *s, const struct rpt_gnuplot *g, co
             double wrong = rpt_metric_get(v, suite, "flips_to_wrong", NULL);
             // Series side by side around each variant's x.
             fprintf(f, "%.4f", x + (t - (n_suites - 1) / 2.0) * 0.7 / n_suites);
-            dat_num(f, acc);
-            dat_num(f, isfinite(se) ? acc - 1.96 * se : acc);
-            dat_num(f, isfinite(se) ? acc + 1.96 * se : acc);
-            dat_num(f, right);
-            dat_num(f, isfinite(wrong) ? -wrong : NAN);
+            rpt_dat_num(f, acc);
+            rpt_dat_num(f, isfinite(se) ? acc - 1.96 * se : acc);
+            rpt_dat_num(f, isfinite(se) ? acc + 1.96 * se : acc);
+            rpt_dat_num(f, right);
+            rpt_dat_num(f, isfinite(wrong) ? -wrong : NAN);
             fputc(' ', f);
             rpt_dat_str(f, v->spec);
             fputc('\n', f);
             rows += isfinite(acc);
         }
     }
-    int rc = fig_dat_close(f, dir, name, err);
+    int rc = rpt_dat_close(f, dir, name, err);
     if (rc) return rc;
     if (!rows) {
-        fig_skip(o, "tasks: no variant has a task accuracy (metric 'acc')");
+        rpt_fig_skip(o, "tasks: no variant has a task accuracy (metric 'acc')");
         fig_dat_remove(dir, name);
         return 0;
     }
@@ -696,7 +520,7 @@ static int figs_tasks(const struct rpt_study *s, const struct rpt_gnuplot *g, co
     }
     fputc('\n', f);
     if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
-    fig_add(o, name, title,
+    rpt_fig_add(o, name, title,
             "Accuracy of every variant on each task suite with a 95% interval (±1.96 standard errors), and "
             "how many items each variant answers differently from the reference: solid bars up are items the "
             "reference got wrong and the variant right, hatched bars down the reverse.");
@@ -709,24 +533,24 @@ static int figs_tasks(const struct rpt_study *s, const struct rpt_gnuplot *g, co
 static int figs_speed_size(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
                            struct rpt_figs *o, char *err) {
     const char *name = "speed_size", *title = "Throughput and weight size per variant";
-    FILE *f = fig_dat_open(dir, name, title, err);
+    FILE *f = rpt_dat_open(dir, name, title, err);
     if (!f) return QP_EIO;
     fprintf(f, "# x tokens_per_second weight_kib spec\n");
     int rows = 0;
     for (int i = 0; i < s->n_v; i++) {
         const struct rpt_variant *v = &s->v[i];
         fprintf(f, "%d", i);
-        dat_num(f, v->tokens_per_second);
-        dat_num(f, v->weight_bytes > 0 ? (double)v->weight_bytes / 1024.0 : NAN);
+        rpt_dat_num(f, v->tokens_per_second);
+        rpt_dat_num(f, v->weight_bytes > 0 ? (double)v->weight_bytes / 1024.0 : NAN);
         fputc(' ', f);
         rpt_dat_str(f, v->spec);
         fputc('\n', f);
         rows += isfinite(v->tokens_per_second) || v->weight_bytes > 0;
     }
-    int rc = fig_dat_close(f, dir, name, err);
+    int rc = rpt_dat_close(f, dir, name, err);
     if (rc) return rc;
     if (!rows) {
-        fig_skip(o, "speed_size: no variant has tokens/s or weight bytes");
+        rpt_fig_skip(o, "speed_size: no variant has tokens/s or weight bytes");
         fig_dat_remove(dir, name);
         return 0;
     }
@@ -747,7 +571,7 @@ static int figs_speed_size(const struct rpt_study *s, const struct rpt_gnuplot *
                "     '%s.dat' using 1:3:(sprintf(\"%%.0f\", $3)) with labels offset char 0,0.7 font \",9\"\n",
             name, name);
     if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
-    fig_add(o, name, title,
+    rpt_fig_add(o, name, title,
             "Tokens per second of each variant's evaluation as measured in this run (single measurements: "
             "compare within a run, not across machines) and the bytes of its 2-D weights as stored.");
     return 0;
@@ -759,7 +583,7 @@ static int figs_speed_size(const struct rpt_study *s, const struct rpt_gnuplot *
 int rpt_figs_write(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
                    const int *layer_idx, int n_layer, struct rpt_figs *out, char *err) {
     memset(out, 0, sizeof *out);
-    int rc = figs_tradeoffs(s, g, dir, out, err);
+    int rc = rpt_trade_figs(s, g, dir, out, err);
     if (!rc) rc = figs_layers(s, g, dir, out, layer_idx, n_layer, err);
     if (!rc) rc = figs_weight_hist(s, g, dir, out, err);
     if (!rc) rc = figs_act_hist(s, g, dir, out, err);

@@ -22,7 +22,7 @@
 struct rpt_fig {
     char name[64];     // file stem: NAME.gp, NAME.dat, NAME.svg, NAME.png
     char title[160];
-    char caption[640]; // what it shows and how to read it (for the HTML page)
+    char caption[1024]; // what it shows and how to read it (for the HTML page)
     int rendered;      // NAME.svg / NAME.png were written by gnuplot
 };
 
@@ -43,5 +43,27 @@ int rpt_figs_write(const struct rpt_study *s, const struct rpt_gnuplot *g, const
 // s->v of non-reference variants that have per-layer data, worst mean KLD first, the best last.
 // Returns their count (at most max).
 int rpt_figs_default_layer_variants(const struct rpt_study *s, int *idx, int max);
+
+// --- for the figure modules (rpt_figs.c, rpt_trade.c, rpt_trends.c)
+
+// Appends a figure to o (NULL when o is full).
+struct rpt_fig *rpt_fig_add(struct rpt_figs *o, const char *name, const char *title, const char *caption);
+// Records why a figure was not drawn (one line).
+void rpt_fig_skip(struct rpt_figs *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+// DIR/NAME.dat with a header comment; close with rpt_dat_close (QP_EIO with err on a write error).
+FILE *rpt_dat_open(const char *dir, const char *name, const char *what, char *err);
+int rpt_dat_close(FILE *f, const char *dir, const char *name, char *err);
+// " %.10g", or " NaN" (declared missing in every script) when v is not finite.
+void rpt_dat_num(FILE *f, double v);
+
+// The range [*lo_keep, *hi_keep] of the n values t (axis units: log10 for a log axis) without
+// their outliers: an extreme value whose gap to its neighbour towards the middle is over 1.5
+// times the span of the values inside it, and over min_gap, is left out, from either end, at
+// most a quarter of the values and never with fewer than four (rpt_trade.c).
+void rpt_fit_clip(const double *t, int n, double min_gap, double *lo_keep, double *hi_keep);
+
+// The bits-per-weight figures (rpt_trade.c): bpw_ppl, bpw_kld, bpw_top1, bpw_task_NAME.
+int rpt_trade_figs(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir, struct rpt_figs *o,
+                   char *err);
 
 #endif

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "qp.h"
+#include "qp_sha256.h"
 #include "qp_utf8.h"
 #include "hx_store.h"
 
@@ -71,6 +72,8 @@ struct rpt_gate_rules {
     struct rpt_gate_entry defaults;
     struct rpt_gate_entry *entries; // n_entries, in file order
     int n_entries;
+    char *comment;    // the top-level "comment", malloc'd; NULL when none
+    char sha256[65];  // of the document's bytes: names the rule set a run was judged by
 };
 
 static void rpt_gate_entry_deinit(struct rpt_gate_entry *e) {
@@ -83,8 +86,12 @@ void rpt_gate_rules_destroy(struct rpt_gate_rules *rules) {
     rpt_gate_entry_deinit(&rules->defaults);
     for (int i = 0; i < rules->n_entries; i++) rpt_gate_entry_deinit(&rules->entries[i]);
     free(rules->entries);
+    free(rules->comment);
     free(rules);
 }
+
+const char *rpt_gate_rules_comment(const struct rpt_gate_rules *rules) { return rules->comment; }
+const char *rpt_gate_rules_sha256(const struct rpt_gate_rules *rules) { return rules->sha256; }
 
 // ---------------------------------------------------------------------------------------------
 // Rules: parsing and validation
@@ -216,6 +223,7 @@ static int rpt_gate_rules_build(const cJSON *root, const char *name, struct rpt_
         const char *k = it->string ? it->string : "";
         if (strcmp(k, "comment") == 0) {
             if (!cJSON_IsString(it)) return rpt_gate_rules_fail(err, name, key, "must be a string");
+            if (!(r->comment = strdup(it->valuestring))) return qp_fail(err, QP_ENOMEM, "out of memory");
         } else if (strcmp(k, "defaults") == 0) {
             if ((rc = rpt_gate_parse_entry(it, "defaults", 0, name, &r->defaults, err))) return rc;
         } else if (strcmp(k, "variants") == 0) {
@@ -277,6 +285,7 @@ int rpt_gate_rules_parse(const char *text, size_t len, const char *name, struct 
         cJSON_Delete(root);
         return qp_fail(err, QP_ENOMEM, "out of memory");
     }
+    qp_sha256_hex(text, len, r->sha256);
     int rc = rpt_gate_rules_build(root, name, r, err);
     cJSON_Delete(root);
     if (rc) {
@@ -343,9 +352,13 @@ void rpt_gate_rules_for(const struct rpt_gate_rules *rules, const char *spec, st
 int rpt_gate_baseline_parse(const char *arg, struct rpt_gate_baseline *out, char *err) {
     memset(out, 0, sizeof *out);
     if (!arg || !*arg)
-        return qp_fail(err, QP_EINVAL, "empty baseline: expected 'reference', a run id or a database file");
+        return qp_fail(err, QP_EINVAL, "empty baseline: expected 'reference', 'previous', a run id or a database file");
     if (strcmp(arg, "reference") == 0) {
         out->kind = RPT_GATE_BASE_REFERENCE;
+        return 0;
+    }
+    if (strcmp(arg, "previous") == 0) {
+        out->kind = RPT_GATE_BASE_PREVIOUS;
         return 0;
     }
     size_t n = strspn(arg, "0123456789");
@@ -821,16 +834,24 @@ static int rpt_gate_resolve(struct rpt_gate_ctx *g, struct hx_store *st, int64_t
         snprintf(res->baseline, sizeof res->baseline, "the reference of run %lld", (long long)id);
         return 0;
     }
-    if (b->kind == RPT_GATE_BASE_RUN) {
+    if (b->kind == RPT_GATE_BASE_RUN || b->kind == RPT_GATE_BASE_PREVIOUS) {
         int64_t bid;
-        if ((rc = rpt_gate_query_i64(db, path, "SELECT id FROM run WHERE id = ?", NULL, b->run_id, &bid, err)) < 0)
-            return rc;
-        if (rc == 0) return qp_fail(err, QP_ENOENT, "no baseline run %lld in '%s'", (long long)b->run_id, path);
+        if (b->kind == RPT_GATE_BASE_PREVIOUS) {
+            rc = rpt_gate_query_i64(db, path, "SELECT max(id) FROM run WHERE id < ?", NULL, id, &bid, err);
+            if (rc == 0)
+                return qp_fail(err, QP_ENOENT, "run %lld is the first run of '%s': no previous run to compare with",
+                               (long long)id, path);
+        } else {
+            rc = rpt_gate_query_i64(db, path, "SELECT id FROM run WHERE id = ?", NULL, b->run_id, &bid, err);
+            if (rc == 0) return qp_fail(err, QP_ENOENT, "no baseline run %lld in '%s'", (long long)b->run_id, path);
+        }
+        if (rc < 0) return rc;
         if (bid == id) return qp_fail(err, QP_EINVAL, "the baseline run %lld is the current run", (long long)bid);
         if ((rc = rpt_gate_run_load(db, path, bid, brun, err))) return rc;
         g->brun = brun;
         res->base_run_id = bid;
-        snprintf(res->baseline, sizeof res->baseline, "run %lld", (long long)bid);
+        snprintf(res->baseline, sizeof res->baseline, "%srun %lld",
+                 b->kind == RPT_GATE_BASE_PREVIOUS ? "the previous " : "", (long long)bid);
         return 0;
     }
     // Another database: its latest run of the same model.

@@ -55,6 +55,11 @@ int rpt_gate_rules_parse(const char *text, size_t len, const char *name, struct 
 int rpt_gate_rules_load(const char *path, struct rpt_gate_rules **out, char *err);
 void rpt_gate_rules_destroy(struct rpt_gate_rules *rules);
 
+// The rules document's top-level "comment" (NULL when none) and the SHA-256 (hex) of its bytes,
+// which names the rule set in the report's history.
+const char *rpt_gate_rules_comment(const struct rpt_gate_rules *rules);
+const char *rpt_gate_rules_sha256(const struct rpt_gate_rules *rules);
+
 // The limits for a spec: the defaults, then every matching variants[] entry in order.
 void rpt_gate_rules_for(const struct rpt_gate_rules *rules, const char *spec,
                         struct rpt_gate_limits *out);
@@ -66,6 +71,8 @@ enum rpt_gate_base_kind {
     RPT_GATE_BASE_REFERENCE, // the reference variant (is_reference = 1) of the current run
     RPT_GATE_BASE_RUN,       // another run of the same database, variants matched by spec
     RPT_GATE_BASE_FILE,      // the latest run of another database with the same model_sha256
+    RPT_GATE_BASE_PREVIOUS,  // the run before the current one in the same database (the highest
+                             // lower id), variants matched by spec
 };
 
 struct rpt_gate_baseline {
@@ -74,8 +81,8 @@ struct rpt_gate_baseline {
     const char *path; // RPT_GATE_BASE_FILE; borrowed from the caller
 };
 
-// Reads the --baseline argument: "reference", a run id (digits only), or a database path
-// (write ./123 for a file whose name is digits). QP_EINVAL when empty.
+// Reads the --baseline argument: "reference", "previous", a run id (digits only), or a database
+// path (write ./123 or ./previous for a file with such a name). QP_EINVAL when empty.
 int rpt_gate_baseline_parse(const char *arg, struct rpt_gate_baseline *out, char *err);
 
 // ---------------------------------------------------------------------------------------------

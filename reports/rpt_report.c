@@ -14,8 +14,10 @@
 
 #include "rpt_figs.h"
 #include "rpt_gnuplot.h"
+#include "rpt_html.h"
 #include "rpt_study.h"
 #include "rpt_table.h"
+#include "rpt_trends.h"
 
 #define RPT_MAX_FINDINGS 64
 
@@ -48,6 +50,7 @@ struct rpt_ctx {
     struct rpt_figs figs;
     struct rpt_gnuplot gp;
     int has_gate;
+    struct rpt_trends *trends; // the history, when written
     char *err;
 };
 
@@ -63,6 +66,8 @@ static void finding(struct rpt_ctx *c, const char *fmt, ...) {
     if (vasprintf(&s, fmt, ap) >= 0) c->findings[c->n_findings++] = s;
     va_end(ap);
 }
+
+static void add_finding(void *ctx, const char *line) { finding(ctx, "%s", line); }
 
 static double col_d(sqlite3_stmt *q, int i) {
     return sqlite3_column_type(q, i) == SQLITE_NULL ? NAN : sqlite3_column_double(q, i);
@@ -114,6 +119,17 @@ static double ppl_ref_of(const struct rpt_study *s, const struct rpt_variant *v)
 // ---------------------------------------------------------------------------------------------
 // Tables
 
+// The specs of the other variants with variant i's weights, "q6_k, q8_0" ("" when unique).
+static void same_names(const struct rpt_study *s, int i, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = 0;
+    for (int j = 0; j < s->n_v && n < cap - 1; j++) {
+        if (j == i || s->v[j].same_as != s->v[i].same_as) continue;
+        int w = snprintf(out + n, cap - n, "%s%s", n ? ", " : "", s->v[j].spec);
+        n = QP_MIN(cap - 1, n + (size_t)(w > 0 ? w : 0));
+    }
+}
+
 static void table_variants(struct rpt_ctx *c) {
     const struct rpt_study *s = c->s;
     const char *cols[] = {"spec",
@@ -129,6 +145,10 @@ static void table_variants(struct rpt_ctx *c) {
                           "@#top1_stderr",
                           s->n_tasks ? "tasks|tasks (accuracy)" : "@tasks", // shown when there are tasks
                           "#tokens_per_second|tokens/s",
+                          "types|tensors as asked; fallbacks",
+                          "@#tensors", "@#tensors_as_asked", "@fallbacks",
+                          "same_weights|same weights as",
+                          "@weights_sha256",
                           c->has_gate ? "gate" : NULL,
                           NULL};
     struct rpt_table *t = &c->t[T_VARIANTS];
@@ -167,7 +187,16 @@ static void table_variants(struct rpt_ctx *c) {
         }
         rpt_table_text(t, 11, "%s", tasks);
         rpt_table_num(t, 12, v->tokens_per_second, "%.0f");
-        if (c->has_gate) rpt_table_text(t, 13, "%s", v->gate[0] ? v->gate : "no result");
+        if (v->n_tensors) {
+            rpt_table_text(t, 13, "%d of %d%s%s", v->n_asked, v->n_tensors, v->fell[0] ? "; " : "", v->fell);
+            rpt_table_num(t, 14, v->n_tensors, "%.0f");
+            rpt_table_num(t, 15, v->n_asked, "%.0f");
+            rpt_table_text(t, 16, "%s", v->fell);
+        }
+        same_names(s, i, tasks, sizeof tasks);
+        rpt_table_text(t, 17, "%s", tasks);
+        rpt_table_text(t, 18, "%s", v->weights_sha256 ? v->weights_sha256 : "");
+        if (c->has_gate) rpt_table_text(t, 19, "%s", v->gate[0] ? v->gate : "no result");
     }
 }
 
@@ -409,8 +438,9 @@ static void findings_pareto(struct rpt_ctx *c) {
     double *x = calloc((size_t)s->n_v + 1, sizeof *x), *y = calloc((size_t)s->n_v + 1, sizeof *y);
     int *on = calloc((size_t)s->n_v + 1, sizeof *on);
     if (x && y && on) {
+        // One point per group of identical variants, named by the whole group.
         for (int i = 0; i < s->n_v; i++) {
-            x[i] = s->v[i].is_reference ? NAN : s->v[i].bpw;
+            x[i] = s->v[i].is_reference || s->v[i].same_as != i ? NAN : s->v[i].bpw;
             y[i] = rpt_metric_get(&s->v[i], "kld", "mean", NULL);
         }
         rpt_pareto(x, y, s->n_v, 1, on);
@@ -424,7 +454,9 @@ static void findings_pareto(struct rpt_ctx *c) {
                 if (on[i] == 1 && (next < 0 || x[i] < x[next])) next = i;
             if (next < 0) break;
             on[next] = 2;
-            int w = snprintf(list + n, sizeof list - n, "%s`%s` (%.2f)", count ? ", " : "", s->v[next].spec, x[next]);
+            char name[512];
+            rpt_group_label(s, next, "` = `", name, sizeof name);
+            int w = snprintf(list + n, sizeof list - n, "%s`%s` (%.2f)", count ? ", " : "", name, x[next]);
             if (w > 0) n = QP_MIN(sizeof list - 1, n + (size_t)w);
             count++;
         }
@@ -546,6 +578,37 @@ static void findings_misc(struct rpt_ctx *c) {
     }
 }
 
+// Variants that are one model under several names, and tensors that did not get the type their
+// spec asks for: both change what a row of the table means.
+static void findings_identity(struct rpt_ctx *c) {
+    const struct rpt_study *s = c->s;
+    for (int i = 0; i < s->n_v; i++) {
+        const struct rpt_variant *v = &s->v[i];
+        if (v->same_as != i || v->n_same < 2) continue;
+        char names[1024] = "";
+        size_t n = 0;
+        int k = 0;
+        for (int j = i; j < s->n_v && n < sizeof names - 1; j++) {
+            if (s->v[j].same_as != i) continue;
+            k++;
+            int w = snprintf(names + n, sizeof names - n, "%s`%s`", j == i ? "" : k == v->n_same ? " and " : ", ",
+                             s->v[j].spec);
+            n = QP_MIN(sizeof names - 1, n + (size_t)(w > 0 ? w : 0));
+        }
+        finding(c, "Same weights: %s are one model here (equal SHA-256 of the weights as evaluated): their rows "
+                   "are one measurement, drawn once in the figures.", names);
+    }
+    int any = 0;
+    for (int i = 0; i < s->n_v; i++) {
+        const struct rpt_variant *v = &s->v[i];
+        if (!v->n_tensors || v->n_asked == v->n_tensors) continue;
+        if (!any++)
+            finding(c, "Type fallbacks (a block type that does not divide a tensor's rows is replaced, as "
+                       "llama.cpp does):");
+        finding(c, "  - `%s`: %d of %d tensors as asked; %s", v->spec, v->n_asked, v->n_tensors, v->fell);
+    }
+}
+
 static int build_findings(struct rpt_ctx *c) {
     const struct rpt_study *s = c->s;
     double ref = rpt_ref_ppl(s);
@@ -555,6 +618,7 @@ static int build_findings(struct rpt_ctx *c) {
         finding(c, "Reference perplexity %.4f ± %.4f; %d quantized variant%s.", ref, se, s->n_v - 1,
                 s->n_v - 1 == 1 ? "" : "s");
     }
+    findings_identity(c);
     findings_budget(c);
     findings_pareto(c);
     int rc = findings_layers(c);
@@ -633,7 +697,7 @@ static void html_inline(FILE *f, const char *s) {
 
 // Copies the <svg> element of DIR/NAME.svg into f, prefixing its ids (and the references to them)
 // with "NAME-" so that several gnuplot figures can share one page. 0, or -1 when unreadable.
-static int html_svg(FILE *f, const char *dir, const char *name) {
+int rpt_html_svg(FILE *f, const char *dir, const char *name) {
     char path[4352];
     snprintf(path, sizeof path, "%s/%s.svg", dir, name);
     FILE *in = fopen(path, "rb");
@@ -678,9 +742,27 @@ static int html_svg(FILE *f, const char *dir, const char *name) {
     return 0;
 }
 
-static const char rpt_css[] =
+void rpt_html_figures(FILE *f, const char *dir, const struct rpt_figs *figs) {
+    for (int i = 0; i < figs->n; i++) {
+        const struct rpt_fig *g = &figs->f[i];
+        fprintf(f, "<figure id=\"fig-%s\">\n<h3>", g->name);
+        rpt_html_escape(f, g->title);
+        fprintf(f, "</h3>\n");
+        if (!g->rendered || rpt_html_svg(f, dir, g->name) != 0)
+            fprintf(f, "<p class=\"warn\">not rendered: run <code>gnuplot %s.gp</code> in the report folder.</p>\n",
+                    g->name);
+        fprintf(f, "<figcaption>");
+        rpt_html_escape(f, g->caption);
+        fprintf(f, " <span class=\"files\">Files: <a href=\"%s.svg\">svg</a> <a href=\"%s.png\">png</a> "
+                   "<a href=\"%s.gp\">gnuplot script</a> <a href=\"%s.dat\">data</a></span></figcaption>\n"
+                   "</figure>\n",
+                g->name, g->name, g->name, g->name);
+    }
+}
+
+const char rpt_css[] =
     "body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;color:#222;background:#f6f7f9}"
-    "main{max-width:1280px;margin:0 auto;padding:16px 28px 48px;background:#fff}"
+    "main{max-width:1600px;margin:0 auto;padding:16px 28px 48px;background:#fff}"
     "h1{font-size:1.6em;margin:.4em 0 .1em}h2{margin-top:1.6em;border-bottom:2px solid #e4e6ea;padding-bottom:.2em}"
     "h3{margin:1.2em 0 .3em}.sub{color:#666;margin:0 0 1em}"
     "table{border-collapse:collapse;margin:.5em 0 1em;font-size:.88em}"
@@ -694,9 +776,12 @@ static const char rpt_css[] =
     ".files{font-size:.85em;color:#666}code{background:#f0f2f5;padding:0 3px;border-radius:3px}"
     ".pass{color:#1a7f37;font-weight:600}.fail{color:#c62828;font-weight:600}"
     ".warn{background:#fff4e5;border:1px solid #f0c36d;padding:6px 10px}"
-    "nav a{margin-right:1em}ul.findings li{margin:.25em 0}ul.findings ul{margin:.2em 0}";
+    "nav a{margin-right:1em}ul.findings li{margin:.25em 0}ul.findings ul{margin:.2em 0}"
+    "details summary{cursor:pointer;color:#555}"
+    "#tbl-variants{font-size:.8em}#tbl-variants td:first-child{white-space:nowrap}#tbl-variants td{max-width:15em}"
+    ".wide{overflow-x:auto}";
 
-static const char rpt_js[] =
+const char rpt_js[] =
     "document.querySelectorAll('table.sortable th').forEach(function(th){th.addEventListener('click',function(){"
     "var row=th.parentNode,t=row.closest('table'),b=t.tBodies[0],"
     "i=Array.prototype.indexOf.call(row.children,th),asc=th.getAttribute('data-dir')!=='asc';"
@@ -744,50 +829,47 @@ static int write_html(struct rpt_ctx *c) {
     rpt_html_escape(f, rpt_run_field(s, "created"));
     fprintf(f, "</p>\n<nav><a href=\"#findings\">findings</a><a href=\"#variants\">variants</a>"
                "<a href=\"#figures\">figures</a><a href=\"#tables\">tables</a><a href=\"#protocol\">protocol</a>"
-               "<a href=\"summary.md\">summary.md</a></nav>\n");
+               "<a href=\"summary.md\">summary.md</a>%s</nav>\n",
+            c->trends ? "<a href=\"trends.html\">history (trends.html)</a>" : "");
     if (!c->gp.found)
         fprintf(f, "<p class=\"warn\">gnuplot was not found when this report was written: the figures are "
                    "not rendered. Their scripts are beside this file: run <code>gnuplot NAME.gp</code> there "
                    "and write the report again.</p>\n");
 
     fprintf(f, "<h2 id=\"findings\">Findings</h2>\n<ul class=\"findings\">\n");
-    int nested = 0;
+    int nested = 0, folded = 0;
     for (int i = 0; i < c->n_findings; i++) {
         const char *line = c->findings[i];
         int sub = strncmp(line, "  - ", 4) == 0;
-        if (sub && !nested) fputs("<ul>\n", f);
-        if (!sub && nested) fputs("</ul></li>\n", f);
+        if (sub && !nested) {
+            // A long list (one line per variant) is folded, so that the page opens on the
+            // findings, the table and the first figures.
+            int n = 0;
+            while (i + n < c->n_findings && strncmp(c->findings[i + n], "  - ", 4) == 0) n++;
+            folded = n > 6;
+            if (folded) fprintf(f, "<details><summary>%d variants</summary>", n);
+            fputs("<ul>\n", f);
+        }
+        if (!sub && nested) fputs(folded ? "</ul></details></li>\n" : "</ul></li>\n", f);
         else if (!sub && i > 0) fputs("</li>\n", f);
         nested = sub;
         fputs("<li>", f);
         html_inline(f, sub ? line + 4 : line);
         if (sub) fputs("</li>\n", f);
     }
-    if (nested) fputs("</ul>", f);
+    if (nested) fputs(folded ? "</ul></details>" : "</ul>", f);
     if (c->n_findings) fputs("</li>\n", f);
     fprintf(f, "</ul>\n");
 
     fprintf(f, "<h2 id=\"variants\">Variants</h2>\n<p class=\"files\">");
     rpt_html_escape(f, rpt_tables[T_VARIANTS].what);
     fprintf(f, "; click a column to sort — <a href=\"variants.csv\">variants.csv</a></p>\n");
+    fputs("<div class=\"wide\">", f);
     rpt_table_write_html(&c->t[T_VARIANTS], f, "tbl-variants");
+    fputs("</div>\n", f);
 
     fprintf(f, "<h2 id=\"figures\">Figures</h2>\n");
-    for (int i = 0; i < c->figs.n; i++) {
-        const struct rpt_fig *g = &c->figs.f[i];
-        fprintf(f, "<figure id=\"fig-%s\">\n<h3>", g->name);
-        rpt_html_escape(f, g->title);
-        fprintf(f, "</h3>\n");
-        if (!g->rendered || html_svg(f, dir, g->name) != 0)
-            fprintf(f, "<p class=\"warn\">not rendered: run <code>gnuplot %s.gp</code> in the report folder.</p>\n",
-                    g->name);
-        fprintf(f, "<figcaption>");
-        rpt_html_escape(f, g->caption);
-        fprintf(f, " <span class=\"files\">Files: <a href=\"%s.svg\">svg</a> <a href=\"%s.png\">png</a> "
-                   "<a href=\"%s.gp\">gnuplot script</a> <a href=\"%s.dat\">data</a></span></figcaption>\n"
-                   "</figure>\n",
-                g->name, g->name, g->name, g->name);
-    }
+    rpt_html_figures(f, dir, &c->figs);
     if (c->figs.n_skipped) {
         fprintf(f, "<p class=\"files\">Not drawn (no data in this run):</p>\n<ul class=\"files\">\n");
         for (int i = 0; i < c->figs.n_skipped; i++) {
@@ -834,14 +916,14 @@ static int write_csvs(struct rpt_ctx *c) {
     return 0;
 }
 
-static void render(struct rpt_ctx *c, struct rpt_outcome *out) {
+static void render(struct rpt_ctx *c, struct rpt_figs *figs, struct rpt_outcome *out) {
     out->gnuplot_found = c->gp.found;
     out->gnuplot_unusable = c->gp.found && !c->gp.svg && !c->gp.png_term[0];
     if (!c->gp.found || out->gnuplot_unusable) return;
-    for (int i = 0; i < c->figs.n; i++) {
+    for (int i = 0; i < figs->n; i++) {
         char err[QP_ERRLEN];
-        if (rpt_gnuplot_run(&c->gp, c->o->out_dir, c->figs.f[i].name, err) == 0) {
-            c->figs.f[i].rendered = c->gp.svg; // the page inlines the SVG
+        if (rpt_gnuplot_run(&c->gp, c->o->out_dir, figs->f[i].name, err) == 0) {
+            figs->f[i].rendered = c->gp.svg; // the page inlines the SVG
             out->n_rendered++;
         } else {
             if (!out->n_render_failed++) snprintf(out->render_err, sizeof out->render_err, "%s", err);
@@ -883,10 +965,21 @@ int rpt_report_write(const struct rpt_opts *o, struct rpt_outcome *out, char *er
     rpt_gnuplot_probe(&c.gp);
     if ((rc = rpt_figs_write(c.s, &c.gp, o->out_dir, layer_idx, n_layer, &c.figs, err))) goto done;
     out->n_figs = c.figs.n;
-    render(&c, out);
+    render(&c, &c.figs, out);
+    // The history: on a study of several runs, or when asked (--history, --rules).
+    if (o->history || o->rules_path || c.s->n_runs > 1) {
+        if ((rc = rpt_trends_build(c.s, o->rules_path, &c.gp, o->out_dir, &c.trends, err))) goto done;
+        struct rpt_figs *tf = rpt_trends_figs(c.trends);
+        out->n_figs += tf->n;
+        render(&c, tf, out);
+        rpt_trends_findings(c.trends, add_finding, &c);
+        if ((rc = rpt_trends_write_html(c.trends, o->out_dir, err))) goto done;
+        out->n_runs_history = rpt_trends_n_runs(c.trends);
+    }
     if ((rc = write_md(&c))) goto done;
     rc = write_html(&c);
 done:
+    rpt_trends_destroy(c.trends);
     for (int k = 0; k < T_COUNT; k++) rpt_table_deinit(&c.t[k]);
     for (int i = 0; i < c.n_findings; i++) free(c.findings[i]);
     rpt_study_close(c.s);

@@ -16,6 +16,8 @@ struct rpt_opts {
     const char *out_dir;   // created (with its parents) when missing
     const char *variants;  // comma-separated specs for the per-layer figure; NULL: default choice
     const char *gate_path; // JUnit XML of `qprobe gate --junit` for a gate column; NULL: none
+    int history;           // 1: write the history (trends.html) even for a study of one run
+    const char *rules_path; // gate rules judging every run of the history (implies history); NULL
 };
 
 struct rpt_outcome {
@@ -27,6 +29,7 @@ struct rpt_outcome {
     int gnuplot_unusable;         // gnuplot found but it has neither an svg nor a png terminal
     char render_err[QP_ERRLEN];   // the first rendering failure, "" when none
     int n_render_failed;
+    int n_runs_history;           // runs on the history page, 0 when none was written
 };
 
 // Writes the report of o->run_id of o->db_path into o->out_dir. Returns 0 when every file but the

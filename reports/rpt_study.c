@@ -85,12 +85,31 @@ static int rpt_load_run(struct rpt_study *s, int64_t run_id, char *err) {
     return rc;
 }
 
+// Variants with equal weights digests are one model under several names: each points at the
+// first of them (same_as), and all of them know how many they are (n_same).
+static void rpt_group_same(struct rpt_study *s) {
+    for (int i = 0; i < s->n_v; i++) {
+        struct rpt_variant *v = &s->v[i];
+        if (!v->weights_sha256) continue;
+        for (int j = 0; j < i; j++)
+            if (s->v[j].weights_sha256 && strcmp(s->v[j].weights_sha256, v->weights_sha256) == 0) {
+                v->same_as = s->v[j].same_as;
+                break;
+            }
+    }
+    for (int i = 0; i < s->n_v; i++) {
+        int n = 0;
+        for (int j = 0; j < s->n_v; j++) n += s->v[j].same_as == s->v[i].same_as;
+        s->v[i].n_same = n;
+    }
+}
+
 static int rpt_load_variants(struct rpt_study *s, char *err) {
     sqlite3_stmt *q = NULL;
     int rc = 0;
     if (sqlite3_prepare_v2(s->db,
                            "SELECT id, spec, ord, is_reference, bits_per_weight, weight_bytes, n_weights,"
-                           " quant_seconds, eval_seconds, tokens, tokens_per_second"
+                           " quant_seconds, eval_seconds, tokens, tokens_per_second, weights_sha256"
                            " FROM variant WHERE run_id = ? ORDER BY is_reference DESC, ord, id",
                            -1, &q, NULL) != SQLITE_OK)
         return rpt_db_fail(s, err);
@@ -122,11 +141,16 @@ static int rpt_load_variants(struct rpt_study *s, char *err) {
         v->eval_seconds = rpt_col_double(q, 8);
         v->tokens = rpt_col_i64(q, 9);
         v->tokens_per_second = rpt_col_double(q, 10);
+        v->same_as = s->n_v - 1;
+        v->n_same = 1;
+        if (sqlite3_column_type(q, 11) != SQLITE_NULL && !(v->weights_sha256 = rpt_col_strdup(q, 11)))
+            rc = qp_fail(err, QP_ENOMEM, "out of memory");
         if (v->is_reference && s->ref < 0) s->ref = s->n_v - 1;
     }
     if (!rc && step != SQLITE_DONE) rc = rpt_db_fail(s, err);
     sqlite3_finalize(q);
     if (rc) return rc;
+    rpt_group_same(s);
 
     if (sqlite3_prepare_v2(s->db, "SELECT suite, name, value, stderr, n FROM metric WHERE variant_id = ?",
                            -1, &q, NULL) != SQLITE_OK)
@@ -201,6 +225,7 @@ int rpt_study_open(const char *path, int64_t run_id, struct rpt_study **out, cha
     }
     if (!rc) rc = rpt_load_variants(s, err);
     if (!rc) rc = rpt_load_tasks(s, err);
+    if (!rc) rc = rpt_fallback_load(s, err);
     if (rc) {
         rpt_study_close(s);
         return rc;
@@ -223,6 +248,7 @@ void rpt_study_close(struct rpt_study *s) {
         }
         free(s->v[i].metrics);
         free(s->v[i].spec);
+        free(s->v[i].weights_sha256);
     }
     free(s->v);
     for (int i = 0; i < s->n_tasks; i++) free(s->tasks[i]);
@@ -258,6 +284,17 @@ double rpt_ref_ppl(const struct rpt_study *s) {
         if (isfinite(p)) return p;
     }
     return NAN;
+}
+
+void rpt_group_label(const struct rpt_study *s, int i, const char *sep, char *out, size_t cap) {
+    size_t n = 0;
+    out[0] = 0;
+    int lead = s->v[i].same_as;
+    for (int j = 0; j < s->n_v && n + 1 < cap; j++) {
+        if (s->v[j].same_as != lead) continue;
+        int w = snprintf(out + n, cap - n, "%s%s", n ? sep : "", s->v[j].spec);
+        n = QP_MIN(cap - 1, n + (size_t)(w > 0 ? w : 0));
+    }
 }
 
 void rpt_pareto(const double *x, const double *y, int n, int lower_better, int *on) {

@@ -8,6 +8,7 @@
 #ifndef RPT_STUDY_H
 #define RPT_STUDY_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 struct sqlite3;
@@ -31,6 +32,16 @@ struct rpt_variant {
     struct rpt_metric *metrics; // (n_metrics) owned, sorted by (suite, name)
     int n_metrics;
     char gate[8]; // "PASS", "FAIL" or "" (no gate result for this spec)
+    char *weights_sha256; // owned; NULL when not stored (databases before schema version 2)
+    int same_as;          // index in the study's v of the first variant with the same
+                          //   weights_sha256 (the same model); its own index when none
+    int n_same;           // variants of the run that share that digest (1: unique)
+    // Requested vs stored type of each 2-D weight (rpt_fallback_load, from grid_stat): n_tensors
+    // with a stored format (0: none stored, or a variant whose request is unknown: file:, the
+    // reference), n_asked of them as the spec asks; fell: what the others became, most frequent
+    // first, e.g. "q4_k→q5_0 ×29, q6_k→q8_0 ×3" ("" when none).
+    int n_tensors, n_asked;
+    char fell[256];
 };
 
 // A (name, value) pair of the run row, for the protocol and provenance tables.
@@ -73,6 +84,27 @@ double rpt_ref_ppl(const struct rpt_study *s);
 // per variant and rule, <failure> on a failed rule) and marks each variant PASS or FAIL. A spec
 // the file does not name keeps "". 0, or QP_EIO / QP_EFORMAT with a message naming the file.
 int rpt_study_read_gate(struct rpt_study *s, const char *path, char *err);
+
+// The method family of a spec, for the figures' colours and legends: its index into
+// rpt_families (llama.cpp types, RTN, NF4/FP4, GPTQ, AWQ, SmoothQuant/W8A8, QAT, float, other).
+struct rpt_family {
+    const char *name;  // legend text
+    const char *color; // "#rrggbb"
+    int pt;            // gnuplot point type
+};
+enum { RPT_N_FAMILIES = 9 };
+extern const struct rpt_family rpt_families[RPT_N_FAMILIES];
+int rpt_family_of(const char *spec);
+
+// The names of variant i's group of identical variants (same_as), "q2_k = q3_k = iq4_nl" in
+// run order; just its spec when unique. Always NUL-terminated.
+void rpt_group_label(const struct rpt_study *s, int i, const char *sep, char *out, size_t cap);
+
+// Fills n_tensors, n_asked and fell of every variant from the run's grid_stat formats and the
+// spec (quantizers/qz_spec.h): a tensor falls back when its stored format differs from the type
+// the spec asks for it (after rules, keep= and a llama.cpp mix's per-tensor choice). 0 or
+// QP_EIO / QP_ENOMEM with err.
+int rpt_fallback_load(struct rpt_study *s, char *err);
 
 // Pareto frontier over n points (x[i], y[i]): on[i] = 1 when no other point has x <= x[i] and a
 // y at least as good, one of them strictly better. Points with a non-finite x or y are never on

@@ -187,6 +187,13 @@ if [ "$BENCH_TINYLLAMA" != 0 ]; then
     tl_gflops=$(awk -v t="$tl_f16_tps" -v p="$tl_params" 'BEGIN { printf "%.1f", t * 2 * p / 1e9 }')
 fi
 
+# Every kernel family on every ISA path of this CPU (qprobe kernel-bench), and the side-by-side
+# section that scripts/bench-peer.sh writes, kept as it is.
+echo "bench: kernel-bench (about 5 s)" >&2
+kb=$("$Q" kernel-bench)
+peer=""
+[ -f "$out" ] && peer=$(awk '/^<!-- bench-peer/ { on = 1 } on { print } /^<!-- \/bench-peer -->/ { on = 0 }' "$out")
+
 {
     echo "# qprobe benchmarks"
     echo
@@ -286,6 +293,20 @@ fi
         echo "and $(awk -v a="$tl_gflops" -v b="$peak_own_2" 'BEGIN { printf "%.0f", 100 * a / b }') % of the own kernel's ($(printf '%.1f' "$peak_own_2")). The count slightly overstates the work"
         echo "done: in the llamacpp protocol the output head runs on the scored half of each chunk only,"
         echo "and attention (not a matmul with weights) is left out."
+    fi
+    echo
+    echo "## Kernel paths on this CPU"
+    echo
+    echo "\`qprobe kernel-bench\`: each kernel family on each ISA path this CPU runs; dispatch (or"
+    echo "QPROBE_ISA) picks the column marked \*, and the last column says whether that is the fastest."
+    echo
+    echo "$kb"
+    if [ -n "$peer" ]; then
+        echo
+        echo "$peer"
+    else
+        echo
+        echo "(qprobe and llama.cpp side by side: \`make bench-peer LLAMA_CPP=DIR\` adds that section here.)"
     fi
 } > "$out"
 cat "$out"

@@ -6,19 +6,17 @@
 # in report/study.sqlite are not evaluated again.
 set -euo pipefail
 Q=${QPROBE:-build/release/qprobe}
-F=${FIXTURES:-../shared/fixtures}
-# The configuration's ${FIXTURES} and ${QPROBE_DEMO_DATA}: relative paths in it are taken from its
-# own directory (examples/), so these are given relative to that; the report then shows no
-# machine's absolute paths.
+F=${FIXTURES:-$([ -d ../shared/fixtures ] && echo ../shared/fixtures || echo fixtures)}
+# The evaluation and calibration slices of the TinyStories text (fixtures/MANIFEST, cut into
+# fixtures/made/ from F's tinystories_val.txt when missing).
+scripts/fixtures.sh "$F" made/tinystories-calib.txt made/tinystories-eval.txt >/dev/null ||
+    { echo "qprobe demo: the fixtures in '$F' are incomplete (make fixtures)" >&2; exit 2; }
+# The configuration's ${FIXTURES}: relative paths in it are taken from its own directory
+# (examples/), so it is given relative to that; the report then shows no machine's absolute paths.
 export FIXTURES=$(realpath --relative-to=examples "$F")
 export QPROBE_FIXTURES="$F" # where the task suites' data lives
 R=report
-mkdir -p "$R/data"
-# The evaluation and calibration slices of the TinyStories text (see the configuration's comment).
-T="$F/data/tinystories/tinystories_val.txt"
-head -c 300000 "$T" > "$R/data/calib.txt"
-dd if="$T" of="$R/data/eval.txt" bs=1000 skip=400 count=290 status=none
-export QPROBE_DEMO_DATA=$(realpath --relative-to=examples "$R/data")
+mkdir -p "$R"
 
 echo "qprobe demo: sweep (examples/sweep-stories260K.json) into $R/study.sqlite" >&2
 "$Q" sweep -c examples/sweep-stories260K.json --db "$R/study.sqlite" --resume
@@ -36,6 +34,6 @@ if [ "$gate" -eq 2 ]; then
 fi
 
 echo "qprobe demo: report" >&2
-"$Q" report --db "$R/study.sqlite" -o "$R" --gate "$R/gate.xml"
+"$Q" report --db "$R/study.sqlite" -o "$R" --gate "$R/gate.xml" --rules examples/gate.json
 echo "qprobe demo: wrote $R/index.html and $R/summary.md (gate exit status $gate:" \
      "$([ "$gate" -eq 0 ] && echo all variants pass || echo some variants regress, as the example intends))" >&2

@@ -36,14 +36,19 @@ H=$((mid + skip))
 dd if="$T" of="$OUT/data/calib.txt" bs=65536 iflag=count_bytes count="$H" status=none
 dd if="$T" of="$OUT/data/eval.txt" bs=65536 iflag=skip_bytes,count_bytes skip="$H" count=$((TASKS_FROM - H)) status=none
 
-# --- The sweeps, each into a fresh database (the document describes exactly one run per model).
+# --- The sweeps, each into a fresh database (the document describes exactly one run per model):
+# examples/ptq-MODEL.json into MODEL.sqlite, examples/qat-MODEL.json into qat-MODEL.sqlite.
+# RESULTS_THREADS=N overrides the configurations' thread count (the numbers do not depend on it).
 models=(stories260K llama2xs)
-for m in "${models[@]}"; do
-    db="$OUT/$m.sqlite"
-    [ "${RESULTS_REUSE:-0}" = 1 ] && [ -f "$db" ] && continue
-    rm -f "$db" "$db-wal" "$db-shm"
-    echo "results.sh: qprobe sweep -c examples/ptq-$m.json --db $db" >&2
-    "$Q" sweep -c "examples/ptq-$m.json" --db "$db" >&2
+for cfg in ptq qat; do
+    for m in "${models[@]}"; do
+        db="$OUT/$m.sqlite"
+        [ "$cfg" = qat ] && db="$OUT/qat-$m.sqlite"
+        [ "${RESULTS_REUSE:-0}" = 1 ] && [ -f "$db" ] && continue
+        rm -f "$db" "$db-wal" "$db-shm"
+        echo "results.sh: qprobe sweep -c examples/$cfg-$m.json --db $db" >&2
+        "$Q" sweep -c "examples/$cfg-$m.json" --db "$db" ${RESULTS_THREADS:+-t "$RESULTS_THREADS"} >&2
+    done
 done
 
 # --- The document.
@@ -110,6 +115,49 @@ SELECT printf('- best SmoothQuant of the α sweep, \`%s\`, against \`%s\`: mean 
               b.spec, b.base, b.kld, w.kld, b.ppl, w.ppl, CASE WHEN b.kld < w.kld THEN 'lower KLD' ELSE 'not lower' END)
 FROM best b JOIN m w ON w.spec = b.base WHERE b.r = 1;"
 
+# QAT (examples/qat-MODEL.json): the table with training steps and seconds, and the checks
+# against RTN, GPTQ and AWQ on the same grid.
+QAT_TABLE="$METRICS,
+  q AS (SELECT *, CASE WHEN spec LIKE 'qat:%'
+                  THEN CAST(substr(spec, instr(spec, ':steps=') + 7,
+                                   instr(substr(spec, instr(spec, ':steps=') + 7) || ':', ':') - 1) AS INTEGER) END AS steps
+        FROM m)
+SELECT '| spec | bpw | PPL ± | ΔPPL % | mean KLD ± | KLD p99 | top-1 % ± | steps | seconds | training tok/s |'
+UNION ALL SELECT '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
+UNION ALL SELECT * FROM (
+  SELECT CASE WHEN ref THEN printf('| fp32 (reference) | 32 | %.4f ± %.4f | | | | | | | |', ppl, ppl_se)
+         ELSE printf('| \`%s\` | %.3f | %.4f ± %.4f | %+.2f | %.5f ± %.5f | %.4f | %.2f ± %.2f | %s | %.1f | %s |',
+                     spec, bpw, ppl, ppl_se, 100.0 * (ppl / ppl_ref - 1), kld, kld_se, p99, 100.0 * top1,
+                     100.0 * top1_se, coalesce(steps, ''), qs,
+                     CASE WHEN steps IS NULL THEN '' ELSE printf('%.0f', steps * 4.0 *
+                       (SELECT json_extract(config, '\$.calibration.length') FROM run WHERE id = (SELECT max(id) FROM run))
+                       / qs) END) END
+  FROM q ORDER BY ord);"
+
+QAT_CHECKS="$METRICS
+SELECT printf('- \`%s\` against \`%s\`: PPL %.4f vs %.4f, mean KLD %.5f vs %.5f — %s.', a.spec, b.spec, a.ppl, b.ppl,
+              a.kld, b.kld, CASE WHEN a.ppl < b.ppl AND a.kld < b.kld THEN 'lower on both'
+                                 WHEN a.ppl < b.ppl THEN 'lower PPL only' WHEN a.kld < b.kld THEN 'lower KLD only'
+                                 ELSE 'not lower' END)
+FROM m a JOIN m b ON b.spec IN (replace(substr(a.spec, 1, instr(a.spec, ':steps=') - 1), 'qat:', 'rtn:'),
+                                replace(substr(a.spec, 1, instr(a.spec, ':steps=') - 1), 'qat:', 'gptq:'),
+                                replace(substr(a.spec, 1, instr(a.spec, ':steps=') - 1), 'qat:', 'awq:'))
+WHERE a.spec LIKE 'qat:%' ORDER BY a.ord, b.ord;"
+
+# One model's section: db, a suffix for its title, the table query, what the checks are, the checks query.
+section() {
+    echo
+    echo "## $(sql "$1" "SELECT replace(model_path, rtrim(model_path, replace(model_path, '/', '')), '') FROM run WHERE id = (SELECT max(id) FROM run);")$2"
+    echo
+    sql "$1" "$PROTOCOL"
+    echo
+    sql "$1" "$3"
+    echo
+    echo "Checks ($4):"
+    echo
+    sql "$1" "$5"
+}
+
 SECONDS_SQL="$METRICS
 SELECT group_concat(printf('\`%s\` %.1f s', spec, qs), ', ') FROM m
 WHERE spec LIKE 'gptq:%' OR spec LIKE 'awq:%' OR spec LIKE 'smoothquant:alpha=0.5' OR spec LIKE 'q4_k_m;imatrix';"
@@ -136,18 +184,22 @@ WHERE spec LIKE 'gptq:%' OR spec LIKE 'awq:%' OR spec LIKE 'smoothquant:alpha=0.
     echo "token (dynamic) or, with \`act=tensor\`, one static scale per linear input from calibration."
     for m in "${models[@]}"; do
         db="$OUT/$m.sqlite"
-        echo
-        echo "## $(sql "$db" "SELECT replace(model_path, rtrim(model_path, replace(model_path, '/', '')), '') FROM run WHERE id = (SELECT max(id) FROM run);")"
-        echo
-        sql "$db" "$PROTOCOL"
-        echo
-        sql "$db" "$TABLE"
-        echo
-        echo "Checks (issue 4's evidence; the SmoothQuant α is the best of the sweep on this text):"
-        echo
-        sql "$db" "$CHECKS"
+        section "$db" "" "$TABLE" "issue 4's evidence; the SmoothQuant α is the best of the sweep on this text" "$CHECKS"
         echo
         echo "Quantization time, calibration statistics included ($(sql "$db" "SELECT threads FROM run WHERE id = (SELECT max(id) FROM run);") threads, shared machine): $(sql "$db" "$SECONDS_SQL")."
+    done
+    echo
+    echo "# Quantization-aware training against PTQ at 3 and 2 bits"
+    echo
+    echo "\`qat:\` (docs/QAT.md) trains the quantized model to match the fp32 one (KL divergence of the"
+    echo "next-token distributions, straight-through weights, learned group scales) on the same first half of"
+    echo "the text that calibrates GPTQ and AWQ, and is evaluated on the same second half. Every row uses the"
+    echo "same grid: 3 or 2 bits, groups of 32, asymmetric, fp16 scales. steps: optimizer steps of 4 windows;"
+    echo "seconds: the variant's quantization time (training, or GPTQ/AWQ calibration; shared machine);"
+    echo "training tok/s: steps · 4 · window length / seconds. Configurations: \`examples/qat-stories260K.json\`,"
+    echo "\`examples/qat-llama2xs.json\`."
+    for m in "${models[@]}"; do
+        section "$OUT/qat-$m.sqlite" ", QAT" "$QAT_TABLE" "issue 19's evidence: QAT against each PTQ method on its grid" "$QAT_CHECKS"
     done
 } > "$DOC.tmp"
 mv "$DOC.tmp" "$DOC"

@@ -2,7 +2,7 @@
 # setup-deps.sh — installs the Debian packages qprobe builds and runs with, when missing.
 # Called by make when pkg-config or gnuplot cannot find one of them.
 set -e
-PKGS="libsqlite3-dev libcjson-dev libopenblas-dev gnuplot-nox pkg-config"
+PKGS="libsqlite3-dev libcjson-dev libopenblas-dev libpcre2-dev gnuplot-nox pkg-config"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -177,115 +177,134 @@ void task_summarize(struct task_result *r) {
 // ---------------------------------------------------------------------------------------------
 // One item
 
-// Scores item it into ir with worker w. 0, or a QP_E* code with err.
-static int tsc_item(const struct kn_engine *e, const struct task_tok *tok, const struct task_item *it,
-                    int window, struct tsc_worker *w, struct task_item_result *ir, char *err) {
-    const struct kn_config *cfg = kn_engine_config(e);
-    const struct kn_ops *ops = kn_engine_ops(e);
-    int vocab = cfg->vocab_size, nc = it->n_choices, rc = 0;
-    size_t clen = strlen(it->context), ctrim = clen;
-    // lm-eval: the context's trailing whitespace belongs to the continuation.
+// One item's token sequences: each choice's whole sequence (context + choice) and where its
+// continuation starts (p), the shortest such start (L) and the longest sequence (nmax).
+struct tsc_seqs {
+    int nc;
+    struct tsc_toks *whole; // (nc)
+    int *p;                 // (nc) first continuation position of each choice
+    int L, nmax;
+};
+
+static void tsc_seqs_free(struct tsc_seqs *q) {
+    for (int j = 0; q->whole && j < q->nc; j++) free(q->whole[j].t);
+    free(q->whole);
+    free(q->p);
+}
+
+// Encodes the context (its trailing whitespace belonging to the continuation, as lm-eval has
+// it) and context + choice for every choice, and checks the tokens. 0, or a QP_E* code with err.
+static int tsc_seqs_encode(const struct task_tok *tok, const struct task_item *it, int vocab, struct tsc_seqs *q,
+                           char *err) {
+    int nc = q->nc = it->n_choices, rc = 0;
+    size_t clen = strlen(it->context), ctrim = clen, maxc = 0;
     while (ctrim > 0 && strchr(" \t\n\r\v\f", it->context[ctrim - 1])) ctrim--;
-    struct tsc_toks ctx = {0};
-    struct tsc_toks *whole = calloc((size_t)nc, sizeof *whole);
-    int *p = calloc((size_t)nc, sizeof *p);
-    char *buf = NULL;
-    if (!whole || !p) {
-        rc = qp_fail(err, QP_ENOMEM, "out of memory");
-        goto done;
-    }
-    size_t maxc = 0;
     for (int j = 0; j < nc; j++) maxc = QP_MAX(maxc, strlen(it->choices[j]));
-    buf = malloc(clen + maxc + 1);
-    if (!buf) {
-        rc = qp_fail(err, QP_ENOMEM, "out of memory");
-        goto done;
+    struct tsc_toks ctx = {0};
+    char *buf = malloc(clen + maxc + 1);
+    q->whole = calloc((size_t)nc, sizeof *q->whole);
+    q->p = calloc((size_t)nc, sizeof *q->p);
+    if (!buf || !q->whole || !q->p) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    if (!rc) {
+        memcpy(buf, it->context, ctrim);
+        buf[ctrim] = 0;
+        rc = tsc_encode(tok, buf, &ctx, err);
+        memcpy(buf, it->context, clen);
     }
-    memcpy(buf, it->context, ctrim);
-    buf[ctrim] = 0;
-    if ((rc = tsc_encode(tok, buf, &ctx, err))) goto done;
-    memcpy(buf, it->context, clen);
-    int L = INT32_MAX, nmax = 0;
+    q->L = INT32_MAX, q->nmax = 0;
     for (int j = 0; j < nc && !rc; j++) {
         strcpy(buf + clen, it->choices[j]);
-        if ((rc = tsc_encode(tok, buf, &whole[j], err))) break;
-        int n = whole[j].n, k = 0;
-        while (k < n && k < ctx.n && whole[j].t[k] == ctx.t[k]) k++;
+        if ((rc = tsc_encode(tok, buf, &q->whole[j], err))) break;
+        int n = q->whole[j].n, k = 0;
+        while (k < n && k < ctx.n && q->whole[j].t[k] == ctx.t[k]) k++;
         if (k > n - 1) k = n - 1; // at least one continuation token
         if (k < 1) k = 1;         // the first token (BOS) is never scored
-        p[j] = k;
-        L = QP_MIN(L, k);
-        nmax = QP_MAX(nmax, n);
+        q->p[j] = k;
+        q->L = QP_MIN(q->L, k);
+        q->nmax = QP_MAX(q->nmax, n);
     }
-    if (rc) goto done;
     for (int j = 0; j < nc && !rc; j++) {
-        if (whole[j].n < 2) rc = qp_fail(err, QP_EINVAL, "item '%s': choice %d has no token", it->id, j);
-        for (int k = 0; k < whole[j].n && !rc; k++)
-            if (whole[j].t[k] < 0 || whole[j].t[k] >= vocab)
-                rc = qp_fail(err, QP_EINVAL, "item '%s': token %d is outside the model's vocabulary of %d",
-                             it->id, whole[j].t[k], vocab);
+        if (q->whole[j].n < 2) rc = qp_fail(err, QP_EINVAL, "item '%s': choice %d has no token", it->id, j);
+        for (int k = 0; k < q->whole[j].n && !rc; k++)
+            if (q->whole[j].t[k] < 0 || q->whole[j].t[k] >= vocab)
+                rc = qp_fail(err, QP_EINVAL, "item '%s': token %d is outside the model's vocabulary of %d", it->id,
+                             q->whole[j].t[k], vocab);
     }
-    if (rc) goto done;
+    free(ctx.t);
+    free(buf);
+    return rc;
+}
 
-    // Cut D tokens after BOS so that the longest sequence (nmax - 1 positions run) fits.
-    int D = QP_MAX(0, nmax - 1 - window);
-    if (D > L - 1) { // the continuation alone does not fit
-        ir->skipped = 1;
-        ir->cut = D;
-        goto done;
-    }
-    ir->cut = D;
-    int Lk = L - D;
-    ir->ctx_tokens = Lk;
-    // The shared context: BOS, then tokens D+1 .. L-1; logits of its last row kept in w->first.
-    int *shared = whole[0].t; // equal to every whole[j] on [0, L)
+// The shared context: BOS, then tokens D+1 .. L-1 (Lk positions); logits of its last row kept
+// in w->first.
+static void tsc_run_shared(struct tsc_worker *w, const int *shared, int L, int D, int Lk) {
     kn_state_reset(w->st);
     if (Lk == 1) {
         kn_forward(w->st, shared, 1, w->first, 0, NULL);
         w->tokens++;
-    } else {
-        kn_forward(w->st, shared, 1, NULL, 0, NULL);
-        w->tokens++;
-        int rest = Lk - 1; // tokens shared[D+1 .. L)
-        tsc_run(w, shared + D + 1, rest - 1);
-        kn_forward(w->st, shared + L - 1, 1, w->first, 0, NULL);
-        w->tokens++;
+        return;
     }
-    for (int j = 0; j < nc; j++) {
-        const int *t = whole[j].t;
-        int n = whole[j].n, pj = p[j], all_greedy = 1, g;
-        double ll = 0;
-        kn_state_rewind(w->st, Lk);
-        if (pj == L) {
-            ll += tsc_token_ll(ops, w->first, vocab, t[L], &g);
-            all_greedy &= g;
-        }
-        // Feed t[L .. n-1): row of fed index q predicts t[q + 1]; rows with q >= pj - 1 score.
-        for (int a = L; a < n - 1; a += w->max_batch) {
-            int m = QP_MIN(w->max_batch, n - 1 - a);
-            int fl = QP_MAX(0, pj - 1 - a);
-            if (fl >= m) {
-                kn_forward(w->st, t + a, m, NULL, 0, NULL);
-            } else {
-                kn_forward(w->st, t + a, m, w->logits, fl, NULL);
-                for (int r = fl; r < m; r++) {
-                    ll += tsc_token_ll(ops, w->logits + (size_t)(r - fl) * vocab, vocab, t[a + r + 1], &g);
-                    all_greedy &= g;
-                }
+    kn_forward(w->st, shared, 1, NULL, 0, NULL);
+    w->tokens++;
+    int rest = Lk - 1; // tokens shared[D+1 .. L)
+    tsc_run(w, shared + D + 1, rest - 1);
+    kn_forward(w->st, shared + L - 1, 1, w->first, 0, NULL);
+    w->tokens++;
+}
+
+// Choice j after the shared context: its log-likelihood, scored tokens and whether every one of
+// them was the greedy pick.
+static void tsc_score_choice(const struct kn_engine *e, struct tsc_worker *w, const struct tsc_seqs *q, int j,
+                             int Lk, struct task_item_result *ir) {
+    const struct kn_ops *ops = kn_engine_ops(e);
+    int vocab = kn_engine_config(e)->vocab_size, L = q->L;
+    const int *t = q->whole[j].t;
+    int n = q->whole[j].n, pj = q->p[j], all_greedy = 1, g;
+    double ll = 0;
+    kn_state_rewind(w->st, Lk);
+    if (pj == L) {
+        ll += tsc_token_ll(ops, w->first, vocab, t[L], &g);
+        all_greedy &= g;
+    }
+    // Feed t[L .. n-1): row of fed index q predicts t[q + 1]; rows with q >= pj - 1 score.
+    for (int a = L; a < n - 1; a += w->max_batch) {
+        int m = QP_MIN(w->max_batch, n - 1 - a);
+        int fl = QP_MAX(0, pj - 1 - a);
+        if (fl >= m) {
+            kn_forward(w->st, t + a, m, NULL, 0, NULL);
+        } else {
+            kn_forward(w->st, t + a, m, w->logits, fl, NULL);
+            for (int r = fl; r < m; r++) {
+                ll += tsc_token_ll(ops, w->logits + (size_t)(r - fl) * vocab, vocab, t[a + r + 1], &g);
+                all_greedy &= g;
             }
-            w->tokens += m;
         }
-        ir->ll[j] = ll;
-        ir->n_tokens[j] = n - pj;
-        ir->greedy[j] = (unsigned char)all_greedy;
+        w->tokens += m;
     }
-done:
-    free(ctx.t);
-    if (whole)
-        for (int j = 0; j < nc; j++) free(whole[j].t);
-    free(whole);
-    free(p);
-    free(buf);
+    ir->ll[j] = ll;
+    ir->n_tokens[j] = n - pj;
+    ir->greedy[j] = (unsigned char)all_greedy;
+}
+
+// Scores item it into ir with worker w. 0, or a QP_E* code with err.
+static int tsc_item(const struct kn_engine *e, const struct task_tok *tok, const struct task_item *it,
+                    int window, struct tsc_worker *w, struct task_item_result *ir, char *err) {
+    struct tsc_seqs q = {0};
+    int rc = tsc_seqs_encode(tok, it, kn_engine_config(e)->vocab_size, &q, err);
+    if (!rc) {
+        // Cut D tokens after BOS so that the longest sequence (nmax - 1 positions run) fits.
+        int D = QP_MAX(0, q.nmax - 1 - window);
+        ir->cut = D;
+        if (D > q.L - 1) { // the continuation alone does not fit
+            ir->skipped = 1;
+        } else {
+            int Lk = q.L - D;
+            ir->ctx_tokens = Lk;
+            tsc_run_shared(w, q.whole[0].t, q.L, D, Lk); // whole[0] equals every whole[j] on [0, L)
+            for (int j = 0; j < q.nc; j++) tsc_score_choice(e, w, &q, j, Lk, ir);
+        }
+    }
+    tsc_seqs_free(&q);
     return rc;
 }
 

@@ -51,11 +51,21 @@ const char *qpt_fixture(const char *rel) {
     static char bufs[8][4096]; // rotating, so that several calls can share one expression
     static int next;
     char *buf = bufs[next++ % 8];
-    const char *root = getenv("QP_FIXTURES");
-    if (!root || !*root) root = "../shared/fixtures";
-    snprintf(buf, sizeof bufs[0], "%s/%s", root, rel);
-    if (access(buf, R_OK) != 0) qpt_skip("fixture '%s' not found (set FIXTURES)", buf);
-    return buf;
+    // The search order of the Makefile: FIXTURES (passed as QP_FIXTURES), ../shared/fixtures,
+    // then the repository's own fixtures/ (its made files, and what `make fixtures` fetched),
+    // per file, so that a made file kept in the repository is found beside a shared folder.
+    const char *env = getenv("QP_FIXTURES"), *repo = getenv("QP_ROOT");
+    if (!repo || !*repo) repo = ".";
+    char roots[3][2048];
+    int n = 0;
+    if (env && *env) snprintf(roots[n++], sizeof roots[0], "%s", env);
+    snprintf(roots[n++], sizeof roots[0], "%s/../shared/fixtures", repo);
+    snprintf(roots[n++], sizeof roots[0], "%s/fixtures", repo);
+    for (int i = 0; i < n; i++) {
+        snprintf(buf, sizeof bufs[0], "%.2000s/%.2000s", roots[i], rel);
+        if (access(buf, R_OK) == 0) return buf;
+    }
+    qpt_skip("fixture '%s' not found in '%s' (run 'make fixtures', or set FIXTURES)", rel, roots[0]);
 }
 
 const char *qpt_tmpdir(void) {
@@ -120,17 +130,26 @@ char *qpt_read_file(const char *path, size_t *len) {
     return buf;
 }
 
-const char *qpt_text_prefix(size_t n) {
-    static char path[4096 + 64]; // the scratch directory's name plus the file name
+const char *qpt_text_part(const char *name, size_t from, size_t n) {
+    static char path[2][4096 + 64]; // the scratch directory's name plus the file name
+    static int k;
+    char *p = path[k++ % 2];
     size_t len;
     char *all = qpt_read_file(qpt_fixture("data/tinystories/tinystories_val.txt"), &len);
-    if (!all || len < n) qpt_fail(__FILE__, __LINE__, "cannot read %zu bytes of tinystories_val.txt", n);
-    snprintf(path, sizeof path, "%s/eval_%zuB.txt", qpt_tmpdir(), n);
-    FILE *f = fopen(path, "wb");
-    if (!f || fwrite(all, 1, n, f) != n) qpt_fail(__FILE__, __LINE__, "cannot write '%s'", path);
+    if (!all || len < from || len - from < n)
+        qpt_fail(__FILE__, __LINE__, "cannot read bytes [%zu, %zu) of tinystories_val.txt", from, from + n);
+    snprintf(p, sizeof path[0], "%s/%s", qpt_tmpdir(), name);
+    FILE *f = fopen(p, "wb");
+    if (!f || fwrite(all + from, 1, n, f) != n) qpt_fail(__FILE__, __LINE__, "cannot write '%s'", p);
     fclose(f);
     free(all);
-    return path;
+    return p;
+}
+
+const char *qpt_text_prefix(size_t n) {
+    char name[64];
+    snprintf(name, sizeof name, "eval_%zuB.txt", n);
+    return qpt_text_part(name, 0, n);
 }
 
 double qpt_json_num(const char *json, const char *key) {
@@ -195,4 +214,34 @@ char *qpt_db_text(const char *path, const char *sql) {
     sqlite3_finalize(s);
     sqlite3_close(db);
     return out;
+}
+
+char *qpt_read_fixture(const char *rel, size_t *len) {
+    char *d = qpt_read_file(qpt_fixture(rel), len);
+    QP_CHECK_MSG(d != NULL, "cannot read fixture %s", rel);
+    return d;
+}
+
+int *qpt_parse_ids(const char *s, size_t len, size_t *n) {
+    int *ids = malloc((len / 2 + 1) * sizeof *ids);
+    QP_CHECK(ids != NULL);
+    size_t k = 0, i = 0;
+    while (i < len) {
+        while (i < len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r')) i++;
+        if (i == len) break;
+        long v = 0;
+        QP_CHECK_MSG(s[i] >= '0' && s[i] <= '9', "bad id list near byte %zu", i);
+        while (i < len && s[i] >= '0' && s[i] <= '9') v = v * 10 + (s[i++] - '0');
+        ids[k++] = (int)v;
+    }
+    *n = k;
+    return ids;
+}
+
+void qpt_db_exec(const char *path, const char *sql) {
+    sqlite3 *db;
+    QP_CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    char *msg = NULL;
+    QP_CHECK_MSG(sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK, "%s: %s", sql, msg ? msg : "?");
+    sqlite3_close(db);
 }

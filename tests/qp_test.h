@@ -60,8 +60,9 @@ _Noreturn void qpt_skip(const char *fmt, ...) __attribute__((format(printf, 1, 2
 
 #define QP_SKIP(...) qpt_skip(__VA_ARGS__)
 
-// Path of a file under the shared fixtures (the FIXTURES make variable, passed to tests in the
-// environment as QP_FIXTURES). Returns one of 8 rotating static buffers; skips the case when the file is missing.
+// Path of a fixture file: the first of QP_FIXTURES (the FIXTURES make variable),
+// QP_ROOT/../shared/fixtures and QP_ROOT/fixtures that has it. Returns one of 8 rotating static
+// buffers; skips the case when the file is in none of them.
 const char *qpt_fixture(const char *rel);
 // A fresh scratch directory for this case (removed by the runner's temporary root).
 const char *qpt_tmpdir(void);
@@ -72,10 +73,18 @@ const char *qpt_qprobe(void);
 int qpt_run(const char *cmd, char **out);
 // Reads a whole file; NULL if it cannot. *len set when non-NULL. Caller frees.
 char *qpt_read_file(const char *path, size_t *len);
+// Reads a whole fixture file (skips the case when it is missing, fails when unreadable).
+char *qpt_read_fixture(const char *rel, size_t *len);
+// Whitespace-separated non-negative integers of s[0..len) (token id lists) into a malloc'd
+// array of *n; fails the case on anything else.
+int *qpt_parse_ids(const char *s, size_t len, size_t *n);
 
 // Writes the first n bytes of the shared TinyStories validation text to this case's scratch
 // directory and returns the path (static buffer).
 const char *qpt_text_prefix(size_t n);
+// Writes bytes [from, from + n) of that text to NAME in the scratch directory and returns the path
+// (one of 2 rotating static buffers).
+const char *qpt_text_part(const char *name, size_t from, size_t n);
 // The number after "key": in a one-line JSON object (the --json output of qprobe commands).
 double qpt_json_num(const char *json, const char *key);
 
@@ -84,5 +93,7 @@ double qpt_json_num(const char *json, const char *key);
 // file can be read, with a 5 s busy timeout; any SQLite error or an empty result fails the case.
 long long qpt_db_int(const char *path, const char *sql);
 char *qpt_db_text(const char *path, const char *sql);
+// Runs SQL statements (a fixture edit) on the database at path; fails the case on an error.
+void qpt_db_exec(const char *path, const char *sql);
 
 #endif

@@ -1,8 +1,9 @@
 // test_badinput.c — the bad-input catalogue (docs/BADINPUT.md), end to end through the real
 // binary: corrupt, truncated or absurd model files (llama2.c, GGUF, safetensors), tokenizers,
 // texts, specs and options, and study databases that cannot be written. Each must give exit
-// status 2 and exactly one line on stderr that names the file and says why — never a crash, a
-// hang or a partial result — and a study database must afterwards hold no half-written variant.
+// status 2 (3 for a runtime failure: the disk filling up while a variant is stored) and exactly
+// one line on stderr that names the file and says why — never a crash, a hang or a partial
+// result — and a study database must afterwards hold no half-written variant.
 //
 // Inputs are made by corrupting copies of the shared fixtures in this case's scratch directory;
 // the library is used only to write a safetensors copy of the fixture model. Every case runs the
@@ -101,15 +102,19 @@ static int qprobe_err(char **err, const char *prefix, const char *fmt, ...) {
     return rc;
 }
 
-// The catalogue's contract: exit 2, exactly one line on stderr, naming file, saying want.
-// Frees err.
-static void expect_error(int rc, char *err, const char *file, const char *want) {
+// The catalogue's contract: exit status (2 for bad input, 3 for a runtime failure such as a full
+// disk), exactly one line on stderr, naming file, saying want. Frees err.
+static void expect_failure(int rc, int status, char *err, const char *file, const char *want) {
     size_t n = strlen(err);
-    QP_CHECK_MSG(rc == 2, "exit %d, stderr: %s", rc, err);
+    QP_CHECK_MSG(rc == status, "exit %d (expected %d), stderr: %s", rc, status, err);
     QP_CHECK_MSG(n > 0 && err[n - 1] == '\n' && memchr(err, '\n', n) == err + n - 1, "not one line: %s", err);
     QP_CHECK_MSG(!file || strstr(err, file) != NULL, "does not name '%s': %s", file, err);
     QP_CHECK_MSG(strstr(err, want) != NULL, "does not say '%s': %s", want, err);
     free(err);
+}
+
+static void expect_error(int rc, char *err, const char *file, const char *want) {
+    expect_failure(rc, 2, err, file, want);
 }
 
 // Runs `qprobe ppl` on model (with tokenizer tok) and checks the contract for file.
@@ -859,6 +864,6 @@ QP_TEST(disk_full_while_storing_a_variant_should_fail_cleanly_and_store_nothing_
     snprintf(prefix, sizeof prefix, "ulimit -f %d; ", FSIZE_BLOCKS);
     int rc = qprobe_err(&err, prefix, EVAL_FMT, EVAL_ARGS(db, "q4_0"));
     QP_CHECK_MSG(strstr(err, "cannot write '") != NULL, "not a failed write: %s", err);
-    expect_error(rc, err, db, "': disk I/O error");
+    expect_failure(rc, 3, err, db, "': disk I/O error"); // a runtime I/O failure: exit 3 (was 2)
     expect_study_intact(db);
 }

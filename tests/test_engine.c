@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "hx_cli.h"
 #include "hx_eval.h"
 #include "kn_engine.h"
 #include "hx_model.h"
@@ -233,6 +234,22 @@ static char *run_ppl(const char *text, const char *extra, const char *env) {
     return out;
 }
 
+// The CLI reads QPROBE_ISA / QPROBE_GEMM / QPROBE_PANELS and passes them down: a bad value is a
+// usage error (exit 2) naming the variable, before any work.
+QP_TEST(bad_kernel_variables_should_exit_2_naming_the_variable) {
+    static const char *const vars[] = {"QPROBE_ISA=sse9", "QPROBE_GEMM=fast", "QPROBE_PANELS=sometimes"};
+    for (size_t i = 0; i < QP_ARRAY_LEN(vars); i++) {
+        char cmd[4096], *out = NULL;
+        snprintf(cmd, sizeof cmd, "%s '%s' ppl -m '%s' -z '%s' --text /dev/null 2>&1", vars[i], qpt_qprobe(),
+                 qpt_fixture(STORIES), qpt_fixture(TOK512));
+        QP_CHECK_INT_EQ(qpt_run(cmd, &out), 2);
+        char name[32];
+        snprintf(name, sizeof name, "%.*s", (int)(strchr(vars[i], '=') - vars[i]), vars[i]);
+        QP_CHECK_MSG(out && strstr(out, name), "%s: %s", vars[i], out ? out : "(no output)");
+        free(out);
+    }
+}
+
 // golden/ppl/summary.csv: F32, c=512: PPL 4.1051 +/- 0.03404 over 190 chunks, 48450 tokens;
 // F32_c128: 4.2201 +/- 0.03517 over 762 chunks, 48006 tokens. Tolerance 0.05 % (the issue's).
 QP_TEST(ppl_should_reproduce_llamacpp_f32_perplexity_at_ctx_512_and_128) {
@@ -314,6 +331,43 @@ QP_TEST(prefill_should_give_the_same_logits_as_token_by_token_decode) {
     hx_model_close(m);
 }
 
+// act=q8 decodes one token with one-row dot products and prefills with tiles: the same bits, for
+// a legacy type on every act=q8 table this CPU runs (the tables are forced as QPROBE_ISA does).
+QP_TEST(act_q8_prefill_should_give_the_same_logits_as_token_by_token_decode) {
+    struct hx_model *m = open_model(STORIES, TOK512);
+    static const char *const specs[] = {"q4_0", "q8_0"}, *const isas[] = {"ref", "avx2", "avx512"};
+    int V = m->w.cfg.vocab_size, toks[40];
+    for (int i = 0; i < 40; i++) toks[i] = (i * 37 + 11) % V;
+    float *la = malloc(sizeof(float) * 40 * V), *lb = malloc(sizeof(float) * V);
+    for (size_t k = 0; k < QP_ARRAY_LEN(specs); k++) {
+        char err[QP_ERRLEN];
+        struct qz_variant *v;
+        struct hx_quant_model *q;
+        QP_CHECK(qz_variant_parse(specs[k], &v, err) == 0);
+        QP_CHECK_MSG(hx_quant_model_create(&m->w, v, &q, err) == 0, "%s", err);
+        for (size_t i = 0; i < QP_ARRAY_LEN(isas); i++) {
+            const struct kn_ops *ops = kn_ops_for(isas[i]);
+            if (!ops) continue;
+            struct kn_engine_opts o = {.ops = ops, .act_q8 = 1};
+            struct kn_engine *e;
+            struct kn_state *a, *b;
+            QP_CHECK_MSG(kn_engine_create_opts(&q->w, &o, &e, err) == 0, "%s", err);
+            QP_CHECK(kn_state_create(e, 40, 40, 2, &a, err) == 0 && kn_state_create(e, 40, 1, 2, &b, err) == 0);
+            kn_forward(a, toks, 40, la, 0, NULL);
+            for (int p = 0; p < 40; p++) {
+                kn_forward(b, toks + p, 1, lb, 0, NULL);
+                QP_CHECK_MSG(memcmp(lb, la + (size_t)p * V, sizeof(float) * V) == 0, "%s %s: position %d differs",
+                             specs[k], isas[i], p);
+            }
+            kn_state_destroy(a), kn_state_destroy(b), kn_engine_destroy(e);
+        }
+        hx_quant_model_destroy(q);
+        qz_variant_destroy(v);
+    }
+    free(la), free(lb);
+    hx_model_close(m);
+}
+
 // Streamed panels (built per call from the stored rows, as large models run) against prepacked
 // ones: the same logits to the bit, for fp32, fp16 and packed (dequantized) weights, batches of
 // 60 + 40 and 1, one and two threads; and after the model's pages were dropped.
@@ -321,10 +375,12 @@ static float *logits_with(const struct kn_weights *w, const char *panels, int th
                           const int *toks, int n) {
     char err[QP_ERRLEN];
     setenv("QPROBE_PANELS", panels, 1);
+    QP_CHECK(hx_kernel_env(err) == 0); // the CLI's reading of the variable
     struct kn_engine *e;
     struct kn_state *s;
     QP_CHECK_MSG(kn_engine_create(w, NULL, &e, err) == 0, "%s", err);
     unsetenv("QPROBE_PANELS");
+    QP_CHECK(hx_kernel_env(err) == 0);
     QP_CHECK(kn_state_create(e, n, batch, threads, &s, err) == 0);
     int V = w->cfg.vocab_size;
     float *out = malloc(sizeof(float) * n * V);
@@ -368,8 +424,7 @@ QP_TEST(streamed_panels_should_give_the_prepacked_logits_bit_for_bit) {
     }
     setenv("QPROBE_PANELS", "sometimes", 1);
     char err[QP_ERRLEN];
-    struct kn_engine *e = NULL;
-    QP_CHECK(kn_engine_create(&m->w, NULL, &e, err) == QP_EINVAL);
+    QP_CHECK(hx_kernel_env(err) == QP_EINVAL);
     QP_CHECK(strstr(err, "QPROBE_PANELS") != NULL);
     unsetenv("QPROBE_PANELS");
     hx_model_close(m);
@@ -567,18 +622,20 @@ QP_TEST(openblas_gemm_backend_should_agree_with_own_kernels) {
     int n = 128, V = 512, toks[128];
     for (int i = 0; i < n; i++) toks[i] = i == 0 ? 1 : (i * 71 + 3) % V;
     float *a = malloc(sizeof(float) * n * V), *b = malloc(sizeof(float) * n * V);
+    char err[QP_ERRLEN];
     unsetenv("QPROBE_GEMM");
+    QP_CHECK(hx_kernel_env(err) == 0);
     logits_of(qpt_fixture(STORIES), qpt_fixture(TOK512), toks, n, a);
     setenv("QPROBE_GEMM", "blas", 1);
+    QP_CHECK(hx_kernel_env(err) == 0);
     logits_of(qpt_fixture(STORIES), qpt_fixture(TOK512), toks, n, b);
     double worst = 0;
     for (int i = 0; i < n * V; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
     QP_CHECK_MSG(worst < GEMM_BACKEND_LOGIT_TOL, "worst logit difference %.3g", worst);
     setenv("QPROBE_GEMM", "bogus", 1);
-    char err[QP_ERRLEN];
-    enum kn_gemm g;
-    QP_CHECK(kn_gemm_from_env(&g, err) == QP_EINVAL && strstr(err, "bogus"));
+    QP_CHECK(hx_kernel_env(err) == QP_EINVAL && strstr(err, "bogus"));
     unsetenv("QPROBE_GEMM");
+    QP_CHECK(hx_kernel_env(err) == 0);
     free(a), free(b);
 }
 

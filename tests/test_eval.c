@@ -131,6 +131,17 @@ QP_TEST(accumulated_error_should_exceed_local_error_at_the_last_layer) {
     sqlite3_close(db);
 }
 
+// The run row records the CPU and each kernel family's path, as it records the ISA.
+QP_TEST(run_row_should_record_cpu_and_kernel_paths) {
+    sqlite3 *db;
+    QP_CHECK(sqlite3_open(small_study(), &db) == SQLITE_OK);
+    QP_CHECK_INT_EQ(query_i64(db, "SELECT count(*) FROM run WHERE cpu LIKE '%;%' AND kernels LIKE 'ops ' || isa || ' (gemm %'"
+                                  " AND kernels LIKE '%; act=q8 %'"),
+                    query_i64(db, "SELECT count(*) FROM run"));
+    QP_CHECK(query_i64(db, "SELECT count(*) FROM run") > 0);
+    sqlite3_close(db);
+}
+
 // Every ```sql block of docs/SCHEMA.md prepares, runs to completion, and returns rows.
 QP_TEST(every_schema_doc_query_should_run_on_a_real_study) {
     char path[1024];
@@ -246,4 +257,39 @@ QP_TEST(lockstep_should_be_exact_against_itself_and_thread_independent) {
     free(toks);
     free(text);
     hx_model_close(m);
+}
+
+// The suites given are all scored and stored, however many: 65 one-item JSONL suites, one more
+// than the 64 the study once held (and cut silently beyond). One thread: 130 tiny scoring runs
+// would each pay OpenMP's barriers, which on a loaded shared machine cost far more than the work.
+QP_TEST(eval_should_score_every_task_suite_beyond_the_old_cap_of_64) {
+    enum { N_SUITES = 65 };
+    size_t cap = N_SUITES * 600;
+    char *list = calloc(cap, 1), *cmd = malloc(cap + 4096), *out = NULL;
+    QP_CHECK(list && cmd);
+    for (int i = 0; i < N_SUITES; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/suite%02d.jsonl", qpt_tmpdir(), i);
+        FILE *f = fopen(path, "w");
+        QP_CHECK(f != NULL);
+        fprintf(f, "{\"context\": \"Lily saw a\", \"choices\": [\" cat\", \" tree %d\"], \"gold\": 0, \"id\": \"q%d\"}\n",
+                i, i);
+        fclose(f);
+        snprintf(list + strlen(list), cap - strlen(list), "%s%s", i ? "," : "", path);
+    }
+    const char *db = db_path("many_suites.sqlite");
+    snprintf(cmd, cap + 4096,
+             "'%s' eval -m '%s' -z '%s' --text '%s' --db '%s' -q q8_0 --ctx 64 --chunks 1 --layer-chunks 0 "
+             "--act-chunks 0 -t 1 --json --tasks '%s'",
+             qpt_qprobe(), qpt_fixture(MODEL), qpt_fixture(TOK), qpt_text_prefix(20000), db, list);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
+    free(out);
+    QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(DISTINCT m.suite) FROM metric m JOIN variant v ON v.id = m.variant_id"
+                                   " WHERE v.spec = 'q8_0' AND m.suite LIKE 'task:suite%'"),
+                    N_SUITES);
+    QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM task_item t JOIN variant v ON v.id = t.variant_id"
+                                   " WHERE v.is_reference = 1"),
+                    N_SUITES);
+    free(list);
+    free(cmd);
 }

@@ -18,6 +18,7 @@
 
 #include "fuzz/fuzz_gate_rules.c"
 #include "fuzz/fuzz_gguf.c"
+#include "fuzz/fuzz_gguf_bpe.c"
 #include "fuzz/fuzz_llama2c.c"
 #include "fuzz/fuzz_safetensors.c"
 #include "fuzz/fuzz_spec.c"
@@ -25,6 +26,7 @@
 #include "fuzz/fuzz_task_jsonl.c"
 #include "fuzz/fuzz_tokenize.c"
 #include "fuzz/fuzz_tokenizer_bin.c"
+#include "fuzz/fuzz_tokenizer_json.c"
 #include "fuzz/fuzz_util.c"
 
 typedef int (*fuzz_fn)(const uint8_t *data, size_t size);
@@ -104,6 +106,10 @@ QP_TEST(sweep_config_saved_inputs_should_pass_the_fuzz_checks) { replay("sweep_c
 QP_TEST(gate_rules_saved_inputs_should_pass_the_fuzz_checks) { replay("gate_rules", fuzz_gate_rules); }
 
 QP_TEST(task_jsonl_saved_inputs_should_pass_the_fuzz_checks) { replay("task_jsonl", fuzz_task_jsonl); }
+
+QP_TEST(tokenizer_json_saved_inputs_should_pass_the_fuzz_checks) { replay("tokenizer_json", fuzz_tokenizer_json); }
+
+QP_TEST(gguf_bpe_saved_inputs_should_pass_the_fuzz_checks) { replay("gguf_bpe", fuzz_gguf_bpe); }
 
 QP_TEST(tokenize_saved_inputs_should_pass_the_fuzz_checks) {
     char err[QP_ERRLEN] = "";

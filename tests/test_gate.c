@@ -75,14 +75,6 @@ static int gate(const char *args, char **out, char **errout) {
     return rc;
 }
 
-static void sql_exec(const char *db_file, const char *sql) {
-    sqlite3 *db;
-    QP_CHECK(sqlite3_open(db_file, &db) == SQLITE_OK);
-    char *msg = NULL;
-    QP_CHECK_MSG(sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK, "%s: %s", sql, msg ? msg : "?");
-    sqlite3_close(db);
-}
-
 static double sql_f64(const char *db_file, const char *sql) {
     sqlite3 *db;
     sqlite3_stmt *s;
@@ -100,7 +92,7 @@ static void copy_db(const char *from, const char *to) {
     char sql[2200];
     unlink(to);
     snprintf(sql, sizeof sql, "VACUUM INTO '%s'", to);
-    sql_exec(from, sql);
+    qpt_db_exec(from, sql);
 }
 
 // The row of the summary table for (spec, rule): its value (NaN for "-") and result word.
@@ -180,6 +172,8 @@ QP_TEST(baseline_argument_should_tell_reference_run_ids_and_files_apart) {
     struct rpt_gate_baseline b;
     char err[QP_ERRLEN];
     QP_CHECK(rpt_gate_baseline_parse("reference", &b, err) == 0 && b.kind == RPT_GATE_BASE_REFERENCE);
+    QP_CHECK(rpt_gate_baseline_parse("previous", &b, err) == 0 && b.kind == RPT_GATE_BASE_PREVIOUS);
+    QP_CHECK(rpt_gate_baseline_parse("./previous", &b, err) == 0 && b.kind == RPT_GATE_BASE_FILE);
     QP_CHECK(rpt_gate_baseline_parse("12", &b, err) == 0 && b.kind == RPT_GATE_BASE_RUN && b.run_id == 12);
     QP_CHECK(rpt_gate_baseline_parse("./12", &b, err) == 0 && b.kind == RPT_GATE_BASE_FILE);
     QP_CHECK(rpt_gate_baseline_parse("old.sqlite", &b, err) == 0 && b.kind == RPT_GATE_BASE_FILE);
@@ -329,7 +323,7 @@ QP_TEST(junit_should_be_well_formed_with_one_testcase_per_variant_and_rule) {
     // A copy whose q8_0 spec carries every XML special character, a two-byte UTF-8 letter and a
     // byte that is not UTF-8 (0xff): the spec column is free text to the database.
     copy_db(db, copy);
-    sql_exec(copy, "UPDATE variant SET spec = 'q8_0 <&\"''>' || char(233) || CAST(X'ff' AS TEXT) WHERE spec = 'q8_0'");
+    qpt_db_exec(copy, "UPDATE variant SET spec = 'q8_0 <&\"''>' || char(233) || CAST(X'ff' AS TEXT) WHERE spec = 'q8_0'");
     for (int pass = 0; pass < 2; pass++) {
         snprintf(args, sizeof args, "--db '%s' --baseline reference --rules '%s' --junit '%s'", pass ? copy : db,
                  rules, junit);
@@ -416,7 +410,7 @@ QP_TEST(baseline_run_should_match_variants_by_spec_and_fail_a_disappeared_one) {
     snprintf(sql, sizeof sql,
              "UPDATE metric SET value = value / 1.02 WHERE suite = 'ppl' AND name = 'ppl' AND variant_id = "
              "(SELECT id FROM variant WHERE run_id = %lld AND spec = 'q8_0')", r1);
-    sql_exec(db, sql);
+    qpt_db_exec(db, sql);
     snprintf(args, sizeof args, "--db '%s' --baseline %lld --rules '%s'", db, r1, rules);
     QP_CHECK_INT_EQ(gate(args, &out, &err), 1);
     QP_CHECK_NEAR(table_row(out, "q8_0", "max_ppl_increase_pct", res), 2.0, TABLE_TOL);
@@ -430,6 +424,52 @@ QP_TEST(baseline_run_should_match_variants_by_spec_and_fail_a_disappeared_one) {
     table_row(out, "rtn:bits=8:group=32:asym", "variant_present", res);
     QP_CHECK_STR_EQ(res, "FAIL");
     QP_CHECK(strstr(out, "q4_0;act=q8: new, no baseline") != NULL);
+    free(out);
+    free(err);
+}
+
+QP_TEST(baseline_previous_should_compare_with_the_run_before_and_exit_0_1_2) {
+    char db[1100], rules[1100], args[8192], sql[512], *out = NULL, *err = NULL;
+    snprintf(db, sizeof db, "%s", tmp_path("previous.sqlite"));
+    snprintf(rules, sizeof rules, "%s", tmp_path("previous.json"));
+    write_file(rules, "{\"defaults\": {\"max_ppl_increase_pct\": 1.0, \"max_kld_mean\": 0.05}}");
+    long long r1 = eval_into(db, "q8_0", "night1");
+    // One run: nothing before it (exit 2, one line naming the database).
+    snprintf(args, sizeof args, "--db '%s' --baseline previous --rules '%s'", db, rules);
+    QP_CHECK_INT_EQ(gate(args, &out, &err), 2);
+    QP_CHECK(strstr(err, "no previous run") && strstr(err, db) && count_str(err, "\n") == 1);
+    free(out);
+    free(err);
+    long long r2 = eval_into(db, "q8_0", "night2");
+    long long r3 = eval_into(db, "q8_0", "night3");
+    QP_CHECK(r1 < r2 && r2 < r3);
+    // The latest run (3) against run 2: the same numbers, 0 % exactly.
+    QP_CHECK_INT_EQ(gate(args, &out, &err), 0);
+    char res[8];
+    QP_CHECK(table_row(out, "q8_0", "max_ppl_increase_pct", res) == 0.0);
+    QP_CHECK_STR_EQ(res, "PASS");
+    char want[64];
+    snprintf(want, sizeof want, "against the previous run %lld", r2);
+    QP_CHECK_MSG(strstr(out, want) != NULL, "no '%s' in:\n%s", want, out);
+    free(out);
+    free(err);
+    // Fixture edit: run 3's perplexity 3 % above run 2's: a regression against the run before...
+    snprintf(sql, sizeof sql,
+             "UPDATE metric SET value = value * 1.03 WHERE suite = 'ppl' AND name = 'ppl' AND variant_id = "
+             "(SELECT id FROM variant WHERE run_id = %lld AND spec = 'q8_0')", r3);
+    qpt_db_exec(db, sql);
+    QP_CHECK_INT_EQ(gate(args, &out, &err), 1);
+    QP_CHECK_NEAR(table_row(out, "q8_0", "max_ppl_increase_pct", res), 3.0, TABLE_TOL);
+    QP_CHECK_STR_EQ(res, "FAIL");
+    free(out);
+    free(err);
+    // ... while run 2 against its previous run, run 1, still passes; run 1 has no previous run.
+    snprintf(args, sizeof args, "--db '%s' --run %lld --baseline previous --rules '%s'", db, r2, rules);
+    QP_CHECK_INT_EQ(gate(args, &out, &err), 0);
+    free(out);
+    free(err);
+    snprintf(args, sizeof args, "--db '%s' --run %lld --baseline previous --rules '%s'", db, r1, rules);
+    QP_CHECK_INT_EQ(gate(args, &out, &err), 2);
     free(out);
     free(err);
 }
@@ -462,7 +502,7 @@ QP_TEST(baseline_database_should_use_its_latest_run_of_the_same_model) {
     // Fixture edit: run b now claims another model, so the latest run of the same model is a.
     char sql[256];
     snprintf(sql, sizeof sql, "UPDATE run SET model_sha256 = 'another model' WHERE id = %lld", rb);
-    sql_exec(base, sql);
+    qpt_db_exec(base, sql);
     QP_CHECK_INT_EQ(gate(args, &out, &err), 0);
     snprintf(want, sizeof want, "against run %lld of '%s'", ra, base);
     QP_CHECK_MSG(strstr(out, want) != NULL, "%s", out);
@@ -472,7 +512,7 @@ QP_TEST(baseline_database_should_use_its_latest_run_of_the_same_model) {
 
     // ... and with no run of the model left: no baseline, exit 2.
     snprintf(sql, sizeof sql, "UPDATE run SET model_sha256 = 'another model' WHERE id = %lld", ra);
-    sql_exec(base, sql);
+    qpt_db_exec(base, sql);
     QP_CHECK_INT_EQ(gate(args, &out, &err), 2);
     QP_CHECK_MSG(strstr(err, "has no run of the current run's model") != NULL, "%s", err);
     free(out);
@@ -493,7 +533,7 @@ QP_TEST(task_rules_should_judge_recovery_and_significant_flips_per_suite) {
     //   reference  hellaswag acc 0.40            arc acc 0.30
     //   q8_0       hellaswag acc 0.395, p 0.80   arc acc 0.30, p 1
     //   rtn 2-bit  hellaswag acc 0.25,  p 0.001  arc acc 0.31, p 0.02 (significant, but up)
-    sql_exec(db,
+    qpt_db_exec(db,
              "INSERT INTO metric (variant_id, suite, name, value, n) SELECT id, s, n, v, 200 FROM variant, (\n"
              "  SELECT 'reference' AS sp, 'task:hellaswag' AS s, 'acc' AS n, 0.40 AS v UNION ALL\n"
              "  SELECT 'reference', 'task:arc', 'acc', 0.30 UNION ALL\n"
@@ -546,7 +586,7 @@ QP_TEST(gate_should_exit_2_on_bad_db_missing_run_or_missing_baseline) {
     long long run = eval_into(db, "q8_0", NULL);
     // Fixture edit: a copy without a reference row.
     copy_db(db, noref);
-    sql_exec(noref, "UPDATE variant SET is_reference = 0 WHERE spec = 'reference'");
+    qpt_db_exec(noref, "UPDATE variant SET is_reference = 0 WHERE spec = 'reference'");
     struct {
         const char *what;
         char args[2400];

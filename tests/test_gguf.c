@@ -10,7 +10,9 @@
 
 #include "hx_gguf.h"
 #include "hx_gguf_model.h"
+#include "kn_blocks.h"
 #include "hx_model.h"
+#include "hx_model_load.h"
 #include "hx_tokenizer.h"
 #include "kn_types.h"
 #include "qp.h"
@@ -604,7 +606,7 @@ QP_TEST(writer_should_honour_alignment_for_tensors) {
     QP_CHECK(hx_gguf_writer_set_u32(w, "general.alignment", 64) == 0);
     float a[3] = {1, 2, 3};
     uint16_t h[5] = {0x3c00, 0x4000, 0x4200, 0x4400, 0x4500};
-    uint8_t q8[2 * 34];
+    uint8_t q8[2 * sizeof(struct kn_block_q8_0)];
     for (size_t i = 0; i < sizeof q8; i++) q8[i] = (uint8_t)(i * 7);
     float cube[2 * 3 * 4];
     for (int i = 0; i < 24; i++) cube[i] = (float)i;
@@ -618,7 +620,7 @@ QP_TEST(writer_should_honour_alignment_for_tensors) {
     QP_CHECK_INT_EQ(hx_gguf_writer_add_tensor(w, "a", KN_F32, 1, ne_a, a, sizeof a), QP_EINVAL);
     QP_CHECK_INT_EQ(hx_gguf_writer_add_tensor(w, "y", 4, 1, ne_a, a, sizeof a), QP_EINVAL);
     QP_CHECK_INT_EQ(hx_gguf_writer_add_tensor(w, "y", KN_F32, 5, ne_c, a, sizeof a), QP_EINVAL);
-    QP_CHECK_INT_EQ(hx_gguf_writer_add_tensor(w, "y", KN_Q8_0, 1, ne_a, q8, 34), QP_EINVAL);
+    QP_CHECK_INT_EQ(hx_gguf_writer_add_tensor(w, "y", KN_Q8_0, 1, ne_a, q8, sizeof(struct kn_block_q8_0)), QP_EINVAL);
     char *path = tmp_path("aligned.gguf");
     char err[QP_ERRLEN] = "";
     QP_CHECK_MSG(hx_gguf_writer_write(w, path, err) == 0, "%s", err);

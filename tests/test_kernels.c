@@ -5,7 +5,9 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "hx_cli.h"
 #include "kn_blocks.h"
+#include "kn_cpu.h"
 #include "kn_ops.h"
 #include "kn_types.h"
 #include "qp.h"
@@ -82,6 +84,38 @@ static void check_gemm(const struct kn_ops *o) {
                 free(xbuf), free(w), free(y0), free(y1), qp_free(wp);
             }
 }
+
+// pack_x + gemm_xp (the engine's path) against the reference gemm_f32 (the definition): rows
+// around the tables' block heights, n_in past the k block (512) so that chains resume from y,
+// column counts around the column groups; x misaligned with a row stride.
+static void check_gemm_xp(const struct kn_ops *o) {
+    static const int rows[] = {1, 4, 5, 6, 7, 12, 13, 29};
+    static const int ins[] = {1, 17, 67, 600, 1100};
+    static const int outs[] = {1, 17, 48, 64, 70, 130};
+    for (size_t a = 0; a < QP_ARRAY_LEN(rows); a++)
+        for (size_t b = 0; b < QP_ARRAY_LEN(ins); b++)
+            for (size_t c = 0; c < QP_ARRAY_LEN(outs); c++) {
+                int n = rows[a], k = ins[b], m = outs[c];
+                size_t ldx = (size_t)k + 3, ldy = (size_t)m + 5;
+                float *xbuf = malloc((ldx * n + 1) * sizeof(float)), *x = xbuf + 1, *w = malloc((size_t)m * k * sizeof(float));
+                float *y0 = calloc(ldy * n, sizeof(float)), *y1 = calloc(ldy * n, sizeof(float));
+                float *xp = qp_alloc_array((size_t)(n + o->xmr) * k, sizeof(float));
+                for (size_t i = 0; i < ldx * n; i++) x[i] = frand();
+                for (size_t i = 0; i < (size_t)m * k; i++) w[i] = frand();
+                float *wp = pack(w, m, k);
+                kn_ops_ref.gemm_f32(x, ldx, n, wp, k, 0, m, y0, ldy);
+                o->pack_x(x, ldx, n, k, xp);
+                o->gemm_xp(xp, n, wp, k, m, y1, ldy);
+                size_t at;
+                QP_CHECK_MSG(same_bits(y0, y1, ldy * n, &at), "%s gemm_xp rows %d in %d out %d differs at %zu: %.9g vs %.9g",
+                             o->name, n, k, m, at, y0[at], y1[at]);
+                free(xbuf), free(w), free(y0), free(y1), qp_free(wp), qp_free(xp);
+            }
+}
+
+QP_TEST(gemm_xp_ref_should_equal_reference_gemm_bitwise) { check_gemm_xp(&kn_ops_ref); }
+QP_TEST(gemm_xp_avx2_should_equal_reference_bitwise) { check_gemm_xp(need("avx2")); }
+QP_TEST(gemm_xp_avx512_should_equal_reference_bitwise) { check_gemm_xp(need("avx512")); }
 
 QP_TEST(gemm_avx2_should_equal_reference_bitwise) { check_gemm(need("avx2")); }
 QP_TEST(gemm_avx512_should_equal_reference_bitwise) { check_gemm(need("avx512")); }
@@ -260,16 +294,35 @@ QP_TEST(expf_ref_should_be_within_two_ulp_of_libm) {
     QP_CHECK(kn_expf_ref(-100.0f) == 0.0f);
 }
 
+// The one CPU probe: every level implies the ones below it, and the tables follow it.
+QP_TEST(cpu_probe_should_order_the_levels_and_agree_with_the_tables) {
+    const struct kn_cpu *c = kn_cpu();
+    QP_CHECK(kn_cpu_has("ref") && !kn_cpu_has("sse9"));
+    QP_CHECK(!c->avx512 || c->avx2);
+    QP_CHECK(!c->avx2 || (c->fma && c->f16c));
+    QP_CHECK(!c->avx512_vnni || c->avx512);
+    QP_CHECK(!c->avx512_bf16 || c->avx512);
+    QP_CHECK(!c->avx_vnni || c->avx2);
+    QP_CHECK_INT_EQ(kn_ops_for("avx2") != NULL, c->avx2);
+    QP_CHECK_INT_EQ(kn_ops_for("avx512") != NULL, c->avx512);
+    char flags[128];
+    QP_CHECK(strlen(kn_cpu_flags(flags, sizeof flags)) > 0);
+    QP_CHECK(strlen(c->model) < sizeof c->model);
+}
+
 QP_TEST(dispatch_should_honour_qprobe_isa) {
     char err[QP_ERRLEN];
+    const char *best = kn_ops_best()->name;
     setenv("QPROBE_ISA", "ref", 1);
-    const struct kn_ops *o = kn_ops_best(err);
-    QP_CHECK(o && strcmp(o->name, "ref") == 0);
+    QP_CHECK(hx_kernel_env(err) == 0); // the CLI passes the variable down with kn_ops_force
+    QP_CHECK_STR_EQ(kn_ops_best()->name, "ref");
     setenv("QPROBE_ISA", "sse9", 1);
-    QP_CHECK(kn_ops_best(err) == NULL);
-    QP_CHECK(strstr(err, "sse9") != NULL);
+    QP_CHECK(hx_kernel_env(err) == QP_EINVAL);
+    QP_CHECK(strstr(err, "QPROBE_ISA") != NULL && strstr(err, "sse9") != NULL);
     unsetenv("QPROBE_ISA");
-    QP_CHECK(kn_ops_best(err) != NULL);
+    QP_CHECK(hx_kernel_env(err) == 0);
+    QP_CHECK_STR_EQ(kn_ops_best()->name, best);
+    QP_CHECK(kn_ops_force("avx9", err) == QP_EINVAL);
 }
 
 static void check_attend_rows(const struct kn_ops *o) {

@@ -224,7 +224,7 @@ QP_TEST(lsh_near_duplicates_should_equal_exhaustive_on_planted_random_matrix) {
     }
     uint8_t *e0 = malloc(ROWS), *n0 = malloc(ROWS), *e1 = malloc(ROWS), *n1 = malloc(ROWS);
     int64_t p0, p1;
-    const struct kn_ops *ops = kn_ops_best(NULL);
+    const struct kn_ops *ops = kn_ops_best();
     QP_CHECK(ops != NULL);
     QP_CHECK_INT_EQ(met_dup_flags(ops, x, ROWS, COLS, MET_NEAR_EXHAUSTIVE, e0, n0, &p0, NULL), 0);
     QP_CHECK_INT_EQ(met_dup_flags(ops, x, ROWS, COLS, MET_NEAR_LSH, e1, n1, &p1, NULL), 0);

@@ -656,25 +656,11 @@ QP_TEST(imatrix_should_lower_the_kld_of_llamacpp_types) {
 // ---------------------------------------------------------------------------------------------
 // qprobe ppl --calib
 
-static const char *write_part(const char *name, size_t from, size_t n) {
-    static char path[2][4200];
-    static int k;
-    char *p = path[k++ % 2];
-    size_t len;
-    char *all = qpt_read_file(qpt_fixture(TEXT), &len);
-    QP_CHECK(all && from + n <= len);
-    snprintf(p, 4200, "%s/%s", qpt_tmpdir(), name);
-    FILE *f = fopen(p, "wb");
-    QP_CHECK(f && fwrite(all + from, 1, n, f) == n);
-    fclose(f);
-    free(all);
-    return p;
-}
 
 QP_TEST(ppl_should_take_calib_and_refuse_missing_or_overlapping_calibration) {
     char cal[4200], ev[4200], base[8400], cmd[16384], *out = NULL;
-    snprintf(cal, sizeof cal, "%s", write_part("calib.txt", 0, CALIB_BYTES));
-    snprintf(ev, sizeof ev, "%s", write_part("eval.txt", EVAL_FROM, 60000));
+    snprintf(cal, sizeof cal, "%s", qpt_text_part("calib.txt", 0, CALIB_BYTES));
+    snprintf(ev, sizeof ev, "%s", qpt_text_part("eval.txt", EVAL_FROM, 60000));
     snprintf(base, sizeof base, "'%s' ppl -m '%s' -z '%s' --text '%s' -t 2 --chunks 4", qpt_qprobe(), qpt_fixture(MODEL),
              qpt_fixture(TOK), ev);
     // A calibrated spec without --calib: one line, exit 2.

@@ -283,6 +283,16 @@ QP_TEST(dot_tile_k_quants_avx2_should_equal_reference_bit_for_bit) {
     for (size_t i = 0; i < QP_ARRAY_LEN(types); i++) check_dot_tile(types[i], "avx2");
 }
 
+// The AVX512-VNNI tiles (kn_qdot_avx512.c): skipped where the CPU lacks AVX512-VNNI.
+QP_TEST(dot_tile_legacy_avx512_should_equal_reference_bit_for_bit) {
+    static const int types[] = {KN_Q4_0, KN_Q4_1, KN_Q5_0, KN_Q5_1, KN_Q8_0, KN_IQ4_NL};
+    for (size_t i = 0; i < QP_ARRAY_LEN(types); i++) check_dot_tile(types[i], "avx512");
+}
+QP_TEST(dot_tile_k_quants_avx512_should_equal_reference_bit_for_bit) {
+    static const int types[] = {KN_Q2_K, KN_Q3_K, KN_Q4_K, KN_Q5_K, KN_Q6_K};
+    for (size_t i = 0; i < QP_ARRAY_LEN(types); i++) check_dot_tile(types[i], "avx512");
+}
+
 // Extreme integer parts: every weight and activation quant at its most negative / largest value
 // (where maddubs could saturate if misused), for each type.
 static void check_dot_extremes(int wtype, const char *isa) {
@@ -347,6 +357,12 @@ QP_TEST(dot_avx2_should_equal_reference_on_extreme_quants) {
     for (size_t i = 0; i < QP_ARRAY_LEN(types); i++) check_dot_extremes(types[i], "avx2");
 }
 
+QP_TEST(dot_avx512_should_equal_reference_on_extreme_quants) {
+    static const int types[] = {KN_Q4_0, KN_Q4_1, KN_Q5_0, KN_Q5_1, KN_Q8_0, KN_IQ4_NL,
+                                KN_Q2_K, KN_Q3_K, KN_Q4_K, KN_Q5_K, KN_Q6_K};
+    for (size_t i = 0; i < QP_ARRAY_LEN(types); i++) check_dot_extremes(types[i], "avx512");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Activation quantizers
 
@@ -402,7 +418,7 @@ QP_TEST(quant_avx2_should_equal_reference_on_inf_nan_and_signed_zeros) {
 // Tables and dispatch
 
 QP_TEST(qtype_tables_should_pair_every_type_with_the_same_activation_type) {
-    static const int types[] = {KN_Q4_0, KN_Q4_1, KN_Q5_0, KN_Q5_1, KN_Q8_0, KN_IQ4_NL,
+    static const enum kn_type types[] = {KN_Q4_0, KN_Q4_1, KN_Q5_0, KN_Q5_1, KN_Q8_0, KN_IQ4_NL,
                                 KN_Q2_K, KN_Q3_K, KN_Q4_K, KN_Q5_K, KN_Q6_K};
     for (size_t i = 0; i < QP_ARRAY_LEN(types); i++) {
         const struct kn_qtype *r = kn_qtype_for_isa(types[i], "ref");
@@ -418,16 +434,13 @@ QP_TEST(qtype_tables_should_pair_every_type_with_the_same_activation_type) {
     QP_CHECK(kn_qtype_for_isa(KN_Q4_0, "sse9") == NULL);
 }
 
-// Sets QPROBE_ISA to v (NULL: unset) and returns kn_qtype_for(KN_Q4_0)'s ISA.
+// Forces kernel level v (NULL: the best), as the CLI does for QPROBE_ISA, and returns
+// kn_qtype_for(KN_Q4_0)'s ISA.
 static const char *isa_with_env(const char *v) {
-    const char *old = getenv("QPROBE_ISA");
-    char *saved = old ? strdup(old) : NULL;
-    if (v) setenv("QPROBE_ISA", v, 1);
-    else unsetenv("QPROBE_ISA");
+    char err[QP_ERRLEN];
+    QP_CHECK_MSG(kn_ops_force(v, err) == 0, "%s", err);
     const struct kn_qtype *q = kn_qtype_for(KN_Q4_0);
-    if (saved) setenv("QPROBE_ISA", saved, 1);
-    else unsetenv("QPROBE_ISA");
-    free(saved);
+    kn_ops_force(NULL, err);
     QP_CHECK(q != NULL);
     return q->isa;
 }
@@ -436,7 +449,6 @@ QP_TEST(qtype_for_should_follow_qprobe_isa) {
     QP_CHECK_STR_EQ(isa_with_env("ref"), "ref");
     if (!kn_ops_for("avx2") || strcmp(kn_qtype_for_isa(KN_Q4_0, "avx2")->isa, "avx2") != 0)
         QP_SKIP("this CPU cannot run the avx2 act=q8 kernels");
-    QP_CHECK_STR_EQ(isa_with_env(NULL), "avx2");
+    QP_CHECK_STR_EQ(isa_with_env(NULL), kn_qtype_for_isa(KN_Q4_0, kn_ops_best()->name)->isa);
     QP_CHECK_STR_EQ(isa_with_env("avx2"), "avx2");
-    QP_CHECK_STR_EQ(isa_with_env("bogus"), "ref");
 }

@@ -278,7 +278,7 @@ static void check_vec_dot(int wtype) {
     const int atype = kn_vec_dot_act_type(wtype);
     QP_CHECK(atype == KN_Q8_0 || atype == KN_Q8_1);
     static float w[DOT_N], a[DOT_N], wd[DOT_N], ad[DOT_N];
-    static uint8_t wq[DOT_N / 32 * 36], aq[DOT_N / 32 * 36];
+    static uint8_t wq[DOT_N / 32 * sizeof(struct kn_block_q8_1)], aq[DOT_N / 32 * sizeof(struct kn_block_q8_1)];
     for (int trial = 0; trial < 8; trial++) {
         fill_heavy(w, DOT_N, 0.02f);
         fill_heavy(a, DOT_N, 1.0f);
@@ -329,7 +329,7 @@ QP_TEST(vec_dot_should_be_exact_on_small_integers) {
     w[0] = -8.0f, w[32] = -8.0f, a[0] = -127.0f, a[32] = 127.0f;
     double exact = 0.0;
     for (int i = 0; i < 64; i++) exact += (double)w[i] * a[i];
-    uint8_t wq[64 / 32 * 36], aq[64 / 32 * 36];
+    uint8_t wq[64 / 32 * sizeof(struct kn_block_q8_1)], aq[64 / 32 * sizeof(struct kn_block_q8_1)];
     QP_CHECK_INT_EQ(qz_quantize_row(KN_Q4_0, w, wq, 64, NULL), 0);
     QP_CHECK_INT_EQ(qz_quantize_act_row(KN_Q8_0, a, aq, 64), 0);
     QP_CHECK(kn_vec_dot_ref(KN_Q4_0, wq, aq, 64) == (float)exact);
@@ -424,7 +424,7 @@ QP_TEST(imatrix_should_be_ignored_by_q8_0) {
     float x[256], imat[256];
     fill_heavy(x, 256, 0.02f);
     for (int j = 0; j < 256; j++) imat[j] = (float)(urand() * 10.0);
-    uint8_t a[8 * 34], b[8 * 34];
+    uint8_t a[8 * sizeof(struct kn_block_q8_0)], b[8 * sizeof(struct kn_block_q8_0)];
     QP_CHECK_INT_EQ(qz_quantize_row(KN_Q8_0, x, a, 256, NULL), 0);
     QP_CHECK_INT_EQ(qz_quantize_row(KN_Q8_0, x, b, 256, imat), 0);
     QP_CHECK(memcmp(a, b, sizeof a) == 0);

@@ -185,7 +185,7 @@ QP_TEST(k_blocks_should_have_the_type_table_sizes) {
 
 QP_TEST(quantize_row_k_should_reject_other_types_and_bad_lengths) {
     float x[512] = {0};
-    static uint8_t y[2 * 292];
+    static uint8_t y[2 * sizeof(struct kn_block_q8_K)];
     QP_CHECK_INT_EQ(qz_quantize_row_k(KN_Q4_0, x, y, 256, NULL), QP_ENOTSUP);
     QP_CHECK_INT_EQ(qz_quantize_row_k(KN_Q8_K, x, y, 256, NULL), QP_ENOTSUP);
     QP_CHECK_INT_EQ(qz_quantize_row_k(KN_F32, x, y, 256, NULL), QP_ENOTSUP);
@@ -542,15 +542,18 @@ QP_TEST(qkx2_avx2_should_give_the_reference_scale_min_and_quants) {
 }
 
 // Quantizes the rows of x (rows, cols) as type into out (kn_row_bytes(type, cols) * rows bytes
-// of shared memory) in a child process whose QPROBE_ISA is isa (NULL: unset): the search path is
-// picked once per process, so each path gets a fresh one.
+// of shared memory) in a child process whose kernel level is forced to isa (NULL: the best), as
+// the CLI does for QPROBE_ISA: the search path is picked once per process, so each path gets a
+// fresh one.
 static void quantize_in_child(int type, const float *x, int64_t rows, int64_t cols,
                               const char *isa, uint8_t *out) {
     pid_t pid = fork();
     QP_CHECK(pid >= 0);
     if (pid == 0) {
-        if (isa) setenv("QPROBE_ISA", isa, 1);
-        else unsetenv("QPROBE_ISA");
+        char err[QP_ERRLEN];
+        if (kn_ops_force(isa, err)) _exit(1); // what the CLI does with QPROBE_ISA
+        const int want_ref = isa && strcmp(isa, "ref") == 0;
+        if ((strcmp(kn_ops_best()->name, "ref") == 0) != want_ref) _exit(1);
         const size_t rb = kn_row_bytes(type, cols);
         for (int64_t r = 0; r < rows; r++)
             if (qz_quantize_row_k(type, x + r * cols, out + (size_t)r * rb, cols, NULL)) _exit(1);

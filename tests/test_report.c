@@ -15,6 +15,7 @@
 
 #include "qp.h"
 #include "qp_test.h"
+#include "rpt_figs.h"
 #include "rpt_study.h"
 #include "rpt_table.h"
 
@@ -462,6 +463,233 @@ QP_TEST(gate_junit_should_add_a_pass_fail_column) {
     QP_CHECK(strncmp(strchr(rtn, '\r') - 4, "FAIL", 4) == 0);
     QP_CHECK(strncmp(strchr(q4, '\r') - 9, "no result", 9) == 0);
     free(csv);
+}
+
+// ---------------------------------------------------------------------------------------------
+// History, identical variants, fallbacks, fitted axes
+
+// `qprobe eval` of one spec at one chunk of a short text into db, as a run labelled label.
+static void eval_quick(const char *db, const char *spec, const char *label) {
+    int rc = sh(NULL, "'%s' eval -m '%s' -z '%s' --text '%s' --db '%s' -q '%s' --chunks 1 --layer-chunks 0 "
+                      "--act-chunks 0 -t 2 --label '%s' --json >/dev/null",
+                qpt_qprobe(), qpt_fixture("models/llama2c/stories260K.bin"), qpt_fixture("models/llama2c/tok512.bin"),
+                qpt_text_prefix(60000), db, spec, label);
+    QP_CHECK_MSG(rc == 0, "qprobe eval -q '%s' --label %s failed (exit %d)", spec, label, rc);
+}
+
+// Field n (0-based) of the CSV line at row (RFC 4180 quoting), into out.
+static void csv_field(const char *row, int n, char *out, size_t cap) {
+    size_t k = 0;
+    for (int field = 0; *row && *row != '\r' && *row != '\n'; field++) {
+        int quoted = *row == '"';
+        if (quoted) row++;
+        while (*row && (quoted ? !(row[0] == '"' && row[1] != '"') : *row != ',' && *row != '\r' && *row != '\n')) {
+            if (quoted && row[0] == '"') row++; // "" inside a quoted field
+            if (field == n && k + 1 < cap) out[k++] = *row;
+            row++;
+        }
+        if (quoted && *row == '"') row++;
+        if (field == n) break;
+        if (*row == ',') row++;
+    }
+    out[k] = 0;
+}
+
+// The index of a column in a CSV header line.
+static int csv_col(const char *csv, const char *name) {
+    char cell[256];
+    for (int i = 0; i < 64; i++) {
+        csv_field(csv, i, cell, sizeof cell);
+        if (strcmp(cell, name) == 0) return i;
+    }
+    qpt_fail(__FILE__, __LINE__, "no column '%s' in %.200s", name, csv);
+}
+
+QP_TEST(history_should_show_each_runs_gate_values_from_the_database_and_when_rules_began_failing) {
+    char db[4200], sql[1024];
+    snprintf(db, sizeof db, "%s/history.sqlite", qpt_tmpdir());
+    static const char *const labels[] = {"night-1", "night-2", "night-3"};
+    for (int r = 0; r < 3; r++) {
+        eval_quick(db, "q8_0", labels[r]);
+        eval_quick(db, "rtn:bits=2:group=32:asym", labels[r]);
+    }
+    // Fixture edit: q8_0's mean KLD 100 times larger from run 2 on, a drift past the 8-bit limit
+    // (0.002) of examples/gate.json, so that its rule began failing at run 2.
+    qpt_db_exec(db, "UPDATE metric SET value = value * 100 WHERE suite = 'kld' AND name = 'mean' AND variant_id IN "
+                "(SELECT id FROM variant WHERE spec = 'q8_0' AND run_id >= 2)");
+    char extra[2048];
+    snprintf(extra, sizeof extra, "--rules '%s/examples/gate.json'", getenv("QP_ROOT") ? getenv("QP_ROOT") : ".");
+    int rc;
+    char *err = NULL;
+    const char *dir = report(db, "history", extra, &rc, &err);
+    QP_CHECK_MSG(rc == 0, "exit %d: %s", rc, err ? err : "");
+    free(err);
+    QP_CHECK(exists(dir, "trends.html") && exists(dir, "trends.csv"));
+    if (gnuplot_on_path()) QP_CHECK(exists(dir, "trend_max_kld_mean.svg") && exists(dir, "trend_min_top1.png"));
+
+    // Every value of trends.csv against the database: mean KLD, KLD p99 and top-1 as stored, ΔPPL %
+    // from the stored perplexities of the variant and its run's reference.
+    char path[4300];
+    snprintf(path, sizeof path, "%s/trends.csv", dir);
+    char *csv = qpt_read_file(path, NULL);
+    QP_CHECK(csv != NULL);
+    int c_run = csv_col(csv, "run"), c_label = csv_col(csv, "label"), c_spec = csv_col(csv, "spec");
+    int c_rule = csv_col(csv, "rule"), c_value = csv_col(csv, "value"), c_status = csv_col(csv, "status");
+    int c_model = csv_col(csv, "model_sha256");
+    int checked = 0;
+    for (const char *row = strchr(csv, '\n'); row && row[1]; row = strchr(row + 1, '\n')) {
+        char run[32], label[64], spec[128], rule[64], value[64], status[16], model[32];
+        csv_field(row + 1, c_run, run, sizeof run);
+        csv_field(row + 1, c_label, label, sizeof label);
+        csv_field(row + 1, c_spec, spec, sizeof spec);
+        csv_field(row + 1, c_rule, rule, sizeof rule);
+        csv_field(row + 1, c_value, value, sizeof value);
+        csv_field(row + 1, c_status, status, sizeof status);
+        csv_field(row + 1, c_model, model, sizeof model);
+        int r = atoi(run);
+        QP_CHECK(r >= 1 && r <= 3);
+        QP_CHECK_STR_EQ(label, labels[r - 1]);
+        QP_CHECK_INT_EQ((int)strlen(model), 12);
+        if (!value[0]) {
+            QP_CHECK_STR_EQ(status, "SKIP"); // the task rules: no task metrics in these runs
+            continue;
+        }
+        const char *metric = strcmp(rule, "max_kld_mean") == 0 ? "m.suite = 'kld' AND m.name = 'mean'"
+                             : strcmp(rule, "max_kld_p99") == 0 ? "m.suite = 'kld' AND m.name = 'p99'"
+                             : strcmp(rule, "min_top1") == 0    ? "m.suite = 'top1' AND m.name = 'agreement'"
+                                                                : NULL;
+        double want;
+        if (metric) {
+            snprintf(sql, sizeof sql, "SELECT m.value FROM metric m JOIN variant v ON v.id = m.variant_id"
+                                      " WHERE v.run_id = %d AND v.spec = '%s' AND %s", r, spec, metric);
+            want = db_value(db, sql);
+        } else {
+            QP_CHECK_STR_EQ(rule, "max_ppl_increase_pct");
+            snprintf(sql, sizeof sql, "SELECT 100.0 * (m.value - r.value) / r.value FROM metric m"
+                                      " JOIN variant v ON v.id = m.variant_id"
+                                      " JOIN variant rv ON rv.run_id = v.run_id AND rv.is_reference = 1"
+                                      " JOIN metric r ON r.variant_id = rv.id AND r.suite = 'ppl' AND r.name = 'ppl'"
+                                      " WHERE v.run_id = %d AND v.spec = '%s' AND m.suite = 'ppl' AND m.name = 'ppl'",
+                     r, spec);
+            want = db_value(db, sql);
+        }
+        QP_CHECK_MSG(fabs(strtod(value, NULL) - want) <= 1e-9 * fmax(1.0, fabs(want)), "run %d %s %s: %s, database %.10g",
+                     r, spec, rule, value, want);
+        checked++;
+    }
+    QP_CHECK_INT_EQ(checked, 3 * 2 * 4); // 3 runs x 2 variants x 4 rules with values
+    free(csv);
+
+    // When each rule began failing, and by which rules.
+    snprintf(path, sizeof path, "%s/trends.html", dir);
+    char *html = qpt_read_file(path, NULL);
+    QP_CHECK(html != NULL);
+    QP_CHECK(strstr(html, "<td>q8_0</td><td>max_kld_mean</td><td>FAIL</td><td>failing since run 2 (") != NULL);
+    QP_CHECK(strstr(html, "night-2)</td>") != NULL);
+    QP_CHECK(strstr(html, "<td>rtn:bits=2:group=32:asym</td><td>max_kld_mean</td><td>FAIL</td><td>failing since run 1 (") !=
+             NULL);
+    QP_CHECK(strstr(html, "examples/gate.json") && strstr(html, "Regression gate of the example sweep"));
+    free(html);
+    snprintf(path, sizeof path, "%s/summary.md", dir);
+    char *md = qpt_read_file(path, NULL);
+    QP_CHECK(md && strstr(md, "History: 3 runs judged by") && strstr(md, "`q8_0` max_kld_mean: failing since run 2"));
+    free(md);
+    snprintf(path, sizeof path, "%s/index.html", dir);
+    html = qpt_read_file(path, NULL);
+    QP_CHECK(html && strstr(html, "href=\"trends.html\""));
+    free(html);
+}
+
+QP_TEST(identical_variants_and_fallbacks_should_show_in_table_findings_and_figures) {
+    char db[4200];
+    snprintf(db, sizeof db, "%s/same.sqlite", qpt_tmpdir());
+    // On stories260K (rows of 64 and 172 values) every q2_k and q3_k tensor falls back: to iq4_nl
+    // (64) and f16 (172), which is iq4_nl's own result.
+    static const char *const specs[] = {"q2_k", "q3_k", "iq4_nl", "q4_0", "q4_0;act=q8", "rtn:bits=2:group=32:asym"};
+    for (size_t i = 0; i < QP_ARRAY_LEN(specs); i++) eval_quick(db, specs[i], "same");
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT count(DISTINCT weights_sha256) FROM variant WHERE spec IN ('q2_k', 'q3_k', 'iq4_nl')");
+    QP_CHECK(db_value(db, sql) == 1);
+    // The same weights run with int8 activations compute other numbers: another digest.
+    QP_CHECK(db_value(db, "SELECT count(DISTINCT weights_sha256) FROM variant WHERE spec IN ('q4_0', 'q4_0;act=q8')") == 2);
+    QP_CHECK(db_value(db, "SELECT count(*) FROM variant WHERE weights_sha256 IS NULL OR length(weights_sha256) <> 64") == 0);
+
+    int rc;
+    const char *dir = report(db, "same", "", &rc, NULL);
+    QP_CHECK_INT_EQ(rc, 0);
+    char path[4300], cell[512];
+    snprintf(path, sizeof path, "%s/variants.csv", dir);
+    char *csv = qpt_read_file(path, NULL);
+    QP_CHECK(csv != NULL);
+    int c_same = csv_col(csv, "same_weights"), c_n = csv_col(csv, "tensors"), c_ok = csv_col(csv, "tensors_as_asked");
+    int c_fb = csv_col(csv, "fallbacks");
+    const char *q2 = strstr(csv, "\nq2_k,"), *q4 = strstr(csv, "\nq4_0,"), *q4a = strstr(csv, "\n\"q4_0;act=q8\",");
+    if (!q4a) q4a = strstr(csv, "\nq4_0;act=q8,");
+    QP_CHECK(q2 && q4 && q4a);
+    // (row, column, expected cell)
+    const struct {
+        const char *row;
+        int col;
+        const char *want;
+    } cells[] = {
+        {q2, c_same, "q3_k, iq4_nl"}, {q2, c_n, "37"}, {q2, c_ok, "0"}, {q2, c_fb, "q2_k→iq4_nl ×32, q2_k→f16 ×5"},
+        // q4_0: the five ffn_down tensors (rows of 172) fall back to f16; no other variant shares it.
+        {q4, c_ok, "32"}, {q4, c_fb, "q4_0→f16 ×5"}, {q4, c_same, ""},
+    };
+    for (size_t i = 0; i < QP_ARRAY_LEN(cells); i++) {
+        csv_field(cells[i].row + 1, cells[i].col, cell, sizeof cell);
+        QP_CHECK_MSG(strcmp(cell, cells[i].want) == 0, "cell %zu: '%s', want '%s'", i, cell, cells[i].want);
+    }
+    free(csv);
+    snprintf(path, sizeof path, "%s/summary.md", dir);
+    char *md = qpt_read_file(path, NULL);
+    QP_CHECK(md && strstr(md, "Same weights: `q2_k`, `q3_k` and `iq4_nl` are one model here"));
+    QP_CHECK(strstr(md, "`q2_k`: 0 of 37 tensors as asked; q2_k→iq4_nl ×32, q2_k→f16 ×5"));
+    free(md);
+
+    // The figure: one point for the three, named by all of them, coloured by family with a legend.
+    snprintf(path, sizeof path, "%s/bpw_ppl.dat", dir);
+    char *dat = qpt_read_file(path, NULL);
+    QP_CHECK(dat && strstr(dat, "\"q2_k = q3_k = iq4_nl\"") && !strstr(dat, "\"q3_k\""));
+    free(dat);
+    snprintf(path, sizeof path, "%s/bpw_ppl.gp", dir);
+    char *gp = qpt_read_file(path, NULL);
+    QP_CHECK(gp && strstr(gp, "title \"llama.cpp types\"") && strstr(gp, "title \"RTN\""));
+    // 2-bit RTN's perplexity (in the thousands at one chunk) is far above the others (about 8-10):
+    // the axis ends well below it, and the point, at the edge, carries its value.
+    double ppl2 = db_value(db, "SELECT m.value FROM metric m JOIN variant v ON v.id = m.variant_id"
+                               " WHERE v.spec = 'rtn:bits=2:group=32:asym' AND m.suite = 'ppl' AND m.name = 'ppl'");
+    double top = db_value(db, "SELECT max(m.value) FROM metric m JOIN variant v ON v.id = m.variant_id"
+                              " WHERE v.spec <> 'rtn:bits=2:group=32:asym' AND m.suite = 'ppl' AND m.name = 'ppl'");
+    QP_CHECK_MSG(ppl2 > 20 * top, "2-bit perplexity %g, the others up to %g: no outlier to test", ppl2, top);
+    const char *yr = gp ? strstr(gp, "set yrange [") : NULL;
+    QP_CHECK(yr != NULL);
+    double lo = strtod(yr + 12, NULL), hi = strtod(strchr(yr, ':') + 1, NULL);
+    QP_CHECK_MSG(hi < 2 * top && lo > 0, "y range [%g, %g] for values up to %g and one at %g", lo, hi, top, ppl2);
+    char want[128];
+    snprintf(want, sizeof want, "rtn:bits=2:group=32:asym ↑ %.4g", ppl2);
+    QP_CHECK_MSG(strstr(gp, want) != NULL, "no label '%s' in bpw_ppl.gp", want);
+    free(gp);
+}
+
+QP_TEST(axis_fit_should_clip_a_lone_outlier_but_not_a_spread_or_a_tight_cluster) {
+    double lo, hi;
+    // Perplexities 7..17 and one at 2000 (log10 units): 2000 is left out.
+    double ppl[] = {log10(7.2), log10(7.5), log10(8.0), log10(8.6), log10(10.0), log10(11.6), log10(16.9), log10(2009)};
+    rpt_fit_clip(ppl, 8, 0.5, &lo, &hi);
+    QP_CHECK(fabs(hi - log10(16.9)) < 1e-12 && fabs(lo - log10(7.2)) < 1e-12);
+    // Agreement spread evenly from 0.04 to 0.99: nothing is an outlier.
+    double top1[] = {0.04, 0.49, 0.58, 0.70, 0.77, 0.82, 0.89, 0.99};
+    rpt_fit_clip(top1, 8, 0.099, &lo, &hi);
+    QP_CHECK(lo == 0.04 && hi == 0.99);
+    // A tight cluster with a small step is no outlier either (the gap is under min_gap).
+    double tight[] = {0.990, 0.991, 0.992, 0.999};
+    rpt_fit_clip(tight, 4, 0.0999, &lo, &hi);
+    QP_CHECK(lo == 0.990 && hi == 0.999);
+    // Fewer than four values: never clipped.
+    double three[] = {1, 2, 1000};
+    rpt_fit_clip(three, 3, 0.5, &lo, &hi);
+    QP_CHECK(hi == 1000);
 }
 
 // ---------------------------------------------------------------------------------------------

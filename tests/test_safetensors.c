@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "hx_model.h"
+#include "hx_model_load.h"
 #include "hx_safetensors.h"
 #include "kn_model.h"
 #include "qp.h"

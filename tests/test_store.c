@@ -8,6 +8,7 @@
 #include "qp_test.h"
 #include "qp_sha256.h"
 #include "hx_store.h"
+#include "hx_store_schema.sql.h"
 
 static const char *db_path(const char *name) {
     static char buf[512];
@@ -91,6 +92,36 @@ QP_TEST(store_should_create_schema_wal_and_version) {
     hx_store_close(st);
     // Reopening an existing study neither fails nor migrates again.
     QP_CHECK_INT_EQ(hx_store_open(db_path("a.sqlite"), HX_STORE_READONLY, &st, err), 0);
+    hx_store_close(st);
+}
+
+QP_TEST(version_1_study_should_migrate_to_the_current_version_keeping_its_rows_without_weight_digests) {
+    char err[QP_ERRLEN];
+    struct hx_store *st;
+    sqlite3 *db;
+    // A study as qprobe wrote it at schema version 1: migration 0 only, one run and one variant.
+    QP_CHECK(sqlite3_open(db_path("v1.sqlite"), &db) == SQLITE_OK);
+    QP_CHECK(sqlite3_exec(db, hx_store_migrations[0], NULL, NULL, NULL) == SQLITE_OK);
+    QP_CHECK(sqlite3_exec(db, "PRAGMA user_version = 1; PRAGMA application_id = 1903194722;"
+                              "INSERT INTO run (id, identity, created, model_path, model_sha256) VALUES (1, 'x', 't', 'm', 'h');"
+                              "INSERT INTO variant (run_id, spec, ord, finished) VALUES (1, 'q8_0', 1, 't');",
+                          NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    // Read-only, a version-1 study is refused with the way out in the message.
+    QP_CHECK(hx_store_open(db_path("v1.sqlite"), HX_STORE_READONLY, &st, err) == QP_EFORMAT);
+    QP_CHECK_MSG(strstr(err, "open it once for writing"), "%s", err);
+    // Opened for writing it becomes the current version: the variant is kept, its digest NULL, and new rows
+    // store one.
+    QP_CHECK_INT_EQ(hx_store_open(db_path("v1.sqlite"), 0, &st, err), 0);
+    db = hx_store_db(st);
+    QP_CHECK_INT_EQ(count_rows(db, "PRAGMA user_version"), HX_STORE_SCHEMA_VERSION);
+    QP_CHECK_INT_EQ(count_rows(db, "SELECT count(*) FROM variant WHERE spec = 'q8_0' AND weights_sha256 IS NULL"), 1);
+    struct hx_variant_row v = {.spec = "q4_0", .ord = 2, .bits_per_weight = 4.5, .weights_sha256 = "abc"};
+    int64_t vid;
+    QP_CHECK_INT_EQ(hx_store_begin(st, err), 0);
+    QP_CHECK_INT_EQ(hx_store_variant_insert(st, 1, &v, &vid, err), 0);
+    QP_CHECK_INT_EQ(hx_store_commit(st, err), 0);
+    QP_CHECK_INT_EQ(count_rows(db, "SELECT count(*) FROM variant WHERE weights_sha256 = 'abc'"), 1);
     hx_store_close(st);
 }
 

@@ -114,6 +114,51 @@ QP_TEST(malformed_configurations_should_fail_with_the_json_path) {
     }
 }
 
+QP_TEST(variable_defaults_should_apply_when_the_variable_is_unset_or_empty) {
+    char model[1024], dir[1024], text[1024], json[4096], *out = NULL;
+    snprintf(model, sizeof model, "%s", qpt_fixture("models/llama2c/stories260K.bin"));
+    snprintf(text, sizeof text, "%s", qpt_text_prefix(20000));
+    snprintf(dir, sizeof dir, "%.*s", (int)(strrchr(model, '/') - model), model);
+    // "${NAME:-DEFAULT}": the default when NAME is unset...
+    snprintf(json, sizeof json, "{\"model\": \"${QP_NO_SUCH_VAR:-%s}/stories260K.bin\", \"eval\": {\"text\": \"%s\"},"
+                                " \"variants\": [\"q8_0\"]}", dir, text);
+    const char *cfg = tmp("defaults.json");
+    write_file(cfg, json);
+    QP_CHECK_MSG(sweep(cfg, "--dry-run", &out) == 0, "%s", out);
+    free(out);
+    // ... or empty; a value set wins over it.
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "QP_NO_SUCH_VAR= '%s' sweep -c '%s' --dry-run 2>&1", qpt_qprobe(), cfg);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
+    free(out);
+    snprintf(cmd, sizeof cmd, "QP_NO_SUCH_VAR=/nonexistent '%s' sweep -c '%s' --dry-run 2>&1", qpt_qprobe(), cfg);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 2);
+    QP_CHECK_MSG(strstr(out, "cannot read '/nonexistent/stories260K.bin'"), "%s", out);
+    free(out);
+}
+
+QP_TEST(label_option_should_make_a_separate_run_of_the_same_inputs) {
+    const char *cfg = small_config("label.json", "[\"q8_0\"]", ", \"label\": \"from-config\"");
+    char args[1024], *out = NULL;
+    const char *db = tmp("label.sqlite");
+    snprintf(args, sizeof args, "--db '%s' -t 2 --label night-1", db);
+    QP_CHECK_MSG(sweep(cfg, args, &out) == 0, "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "--db '%s' -t 2 --label night-2", db);
+    QP_CHECK_MSG(sweep(cfg, args, &out) == 0, "%s", out);
+    free(out);
+    char *labels = qpt_db_text(db, "SELECT group_concat(label, ',') FROM (SELECT label FROM run ORDER BY id)");
+    QP_CHECK_STR_EQ(labels, "night-1,night-2");
+    free(labels);
+    // Without the option the configuration's label names the run.
+    snprintf(args, sizeof args, "--db '%s' -t 2", db);
+    QP_CHECK_MSG(sweep(cfg, args, &out) == 0, "%s", out);
+    free(out);
+    labels = qpt_db_text(db, "SELECT label FROM run ORDER BY id DESC LIMIT 1");
+    QP_CHECK_STR_EQ(labels, "from-config");
+    free(labels);
+}
+
 QP_TEST(grids_should_expand_in_order_without_duplicates) {
     const char *cfg = small_config("grid.json", "[\"rtn:bits=4:group=32:asym\"]",
                                    ", \"grid\": [{\"method\": \"rtn\", \"bits\": [4, 2], \"group\": [32, \"channel\"],"

@@ -545,7 +545,8 @@ QP_TEST(synth_command_should_refuse_bad_arguments_with_exit_2) {
 
 QP_TEST(synth_command_should_fail_cleanly_when_the_disk_is_full) {
     // A file-size limit makes write() fail with EFBIG (SIGXFSZ ignored) part-way through, as
-    // a full disk does with ENOSPC: one-line error, exit 2, no output and no temporary file.
+    // a full disk does with ENOSPC: one-line error, exit 3 (a runtime failure; it was 2 before the
+    // exit statuses of harness/cli/hx_exit.c), no output and no temporary file.
     char *out = tmp_path("full.gguf");
     char cmd[8192];
     snprintf(cmd, sizeof cmd,
@@ -554,7 +555,7 @@ QP_TEST(synth_command_should_fail_cleanly_when_the_disk_is_full) {
              qpt_qprobe(), out, qpt_fixture(VOCAB_GGUF));
     char *msg = NULL;
     int rc = qpt_run(cmd, &msg);
-    QP_CHECK_MSG(rc == 2, "exit %d: %s", rc, msg ? msg : "");
+    QP_CHECK_MSG(rc == 3, "exit %d: %s", rc, msg ? msg : "");
     QP_CHECK_MSG(msg && strstr(msg, "cannot write '") && strchr(msg, '\n') == msg + strlen(msg) - 1,
                  "%s", msg);
     QP_CHECK(qpt_read_file(out, NULL) == NULL);

@@ -60,28 +60,7 @@ static struct hx_tok *load_gguf(const char *rel, struct hx_gguf **g) {
     return t;
 }
 
-static char *read_fixture(const char *rel, size_t *len) {
-    char *d = qpt_read_file(qpt_fixture(rel), len);
-    QP_CHECK_MSG(d != NULL, "cannot read fixture %s", rel);
-    return d;
-}
 
-// Parses whitespace-separated integers from s[0..len) into a malloc'd array.
-static int *parse_ids(const char *s, size_t len, size_t *n) {
-    int *ids = malloc((len / 2 + 1) * sizeof *ids);
-    QP_CHECK(ids != NULL);
-    size_t k = 0, i = 0;
-    while (i < len) {
-        while (i < len && (s[i] == ' ' || s[i] == '\n' || s[i] == '\r')) i++;
-        if (i == len) break;
-        long v = 0;
-        QP_CHECK_MSG(s[i] >= '0' && s[i] <= '9', "bad id list near byte %zu", i);
-        while (i < len && s[i] >= '0' && s[i] <= '9') v = v * 10 + (s[i++] - '0');
-        ids[k++] = (int)v;
-    }
-    *n = k;
-    return ids;
-}
 
 static void check_ids_equal(const int *got, size_t n_got, const int *want, size_t n_want,
                             const char *what) {
@@ -97,8 +76,8 @@ static void check_ids_equal(const int *got, size_t n_got, const int *want, size_
 static void check_vocab_vectors(const struct hx_tok *t) {
     static const char sep[] = "\n__ggml_vocab_test__\n";
     size_t inp_len, out_len;
-    char *inp = read_fixture("models/gguf/ggml-vocab-llama-spm.gguf.inp", &inp_len);
-    char *outs = read_fixture("models/gguf/ggml-vocab-llama-spm.gguf.out", &out_len);
+    char *inp = qpt_read_fixture("models/gguf/ggml-vocab-llama-spm.gguf.inp", &inp_len);
+    char *outs = qpt_read_fixture("models/gguf/ggml-vocab-llama-spm.gguf.out", &out_len);
     size_t pos = 0, line = 0, n_cases = 0;
     while (pos < inp_len) {
         const char *end = memmem(inp + pos, inp_len - pos, sep, sizeof sep - 1);
@@ -108,7 +87,7 @@ static void check_vocab_vectors(const struct hx_tok *t) {
         const char *eol = memchr(outs + line, '\n', out_len - line);
         size_t line_len = eol ? (size_t)(eol - (outs + line)) : out_len - line;
         size_t n_want, n_got;
-        int *want = parse_ids(outs + line, line_len, &n_want);
+        int *want = qpt_parse_ids(outs + line, line_len, &n_want);
         int *got;
         QP_CHECK(hx_tok_encode(t, inp + pos, len, HX_TOK_SPACE_PREFIX, &got, &n_got) == 0);
         char what[160];
@@ -129,7 +108,7 @@ static void check_vocab_vectors(const struct hx_tok *t) {
 // TinyStories prefix of `bytes` bytes, with one trailing '\n' removed (llama-perplexity's -f).
 static char *stories_prefix(size_t bytes, size_t *len) {
     size_t n;
-    char *d = read_fixture("data/tinystories/tinystories_val.txt", &n);
+    char *d = qpt_read_fixture("data/tinystories/tinystories_val.txt", &n);
     QP_CHECK(n >= bytes);
     if (bytes > 0 && d[bytes - 1] == '\n') bytes--;
     *len = bytes;
@@ -139,8 +118,8 @@ static char *stories_prefix(size_t bytes, size_t *len) {
 static void check_stories(const struct hx_tok *t, size_t bytes, const char *golden) {
     size_t len, glen, n_want, n_got;
     char *text = stories_prefix(bytes, &len);
-    char *g = read_fixture(golden, &glen);
-    int *want = parse_ids(g, glen, &n_want);
+    char *g = qpt_read_fixture(golden, &glen);
+    int *want = qpt_parse_ids(g, glen, &n_want);
     int *got;
     QP_CHECK(hx_tok_encode(t, text, len, HX_TOK_ADD_BOS | HX_TOK_SPACE_PREFIX, &got, &n_got) == 0);
     check_ids_equal(got, n_got, want, n_want, golden);
@@ -405,7 +384,7 @@ static int *naive_encode(const struct hx_tok *t, const char *text, size_t len, s
 QP_TEST(encode_should_match_naive_reference_on_wikitext_slices) {
     struct hx_tok *t = load_llama2c("models/llama2c/tok512.bin", STORIES_VOCAB);
     size_t len;
-    char *text = read_fixture("data/wikitext-2-raw/wiki.test.raw", &len);
+    char *text = qpt_read_fixture("data/wikitext-2-raw/wiki.test.raw", &len);
     uint64_t rng = 12345;
     for (int k = 0; k < 60; k++) {
         rng = rng * 6364136223846793005ull + 1442695040888963407ull;
@@ -430,7 +409,7 @@ QP_TEST(encode_should_match_naive_reference_on_wikitext_slices) {
 static const char *write_newline_vocab(void) {
     static const char *extra[] = {".\n", "\n\n", "\nO", "!\n"};
     size_t len;
-    unsigned char *d = (unsigned char *)read_fixture("models/llama2c/tok512.bin", &len);
+    unsigned char *d = (unsigned char *)qpt_read_fixture("models/llama2c/tok512.bin", &len);
     unsigned char *o = malloc(len + 64);
     QP_CHECK(o != NULL);
     memcpy(o, d, 4);
@@ -490,7 +469,7 @@ QP_TEST(encode_should_match_naive_reference_when_entries_span_newlines) {
     struct hx_tok *t = NULL;
     QP_CHECK_MSG(hx_tok_load_llama2c(write_newline_vocab(), STORIES_VOCAB, &t, err) == 0, "%s", err);
     size_t len;
-    char *text = read_fixture("data/tinystories/tinystories_val.txt", &len);
+    char *text = qpt_read_fixture("data/tinystories/tinystories_val.txt", &len);
     uint64_t rng = 777;
     int n_joined = 0;
     for (int k = 0; k < 60; k++) {
@@ -517,7 +496,7 @@ QP_TEST(encode_should_match_naive_reference_when_entries_span_newlines) {
 QP_TEST(encode_should_round_trip_the_whole_wikitext_file) {
     struct hx_tok *t = load_llama2c("models/llama2c/tokenizer.bin", LLAMA_VOCAB);
     size_t len;
-    char *text = read_fixture("data/wikitext-2-raw/wiki.test.raw", &len);
+    char *text = qpt_read_fixture("data/wikitext-2-raw/wiki.test.raw", &len);
     int *ids;
     size_t n;
     QP_CHECK(hx_tok_encode(t, text, len, HX_TOK_ADD_BOS | HX_TOK_SPACE_PREFIX, &ids, &n) == 0);
@@ -549,8 +528,8 @@ QP_TEST(decode_should_reproduce_the_2000_byte_text) {
     struct hx_tok *t = load_llama2c("models/llama2c/tok512.bin", STORIES_VOCAB);
     size_t len, glen, n;
     char *text = stories_prefix(2000, &len);
-    char *g = read_fixture("golden/ppl/tokens_first2000B.txt", &glen);
-    int *ids = parse_ids(g, glen, &n);
+    char *g = qpt_read_fixture("golden/ppl/tokens_first2000B.txt", &glen);
+    int *ids = qpt_parse_ids(g, glen, &n);
     QP_CHECK_INT_EQ(ids[0], hx_tok_bos(t));
     char *back = malloc(len + 64);
     QP_CHECK(back != NULL);
@@ -613,7 +592,7 @@ static void check_bad_file(const char *name, const void *data, size_t len, int v
 
 QP_TEST(load_llama2c_should_reject_malformed_files_with_a_message) {
     size_t len;
-    unsigned char *good = (unsigned char *)read_fixture("models/llama2c/tok512.bin", &len);
+    unsigned char *good = (unsigned char *)qpt_read_fixture("models/llama2c/tok512.bin", &len);
     // Every truncation point fails cleanly (none may crash or succeed).
     for (size_t cut = 0; cut < len; cut += (cut < 64 ? 1 : 97)) {
         char *path = dup_path(write_tmp("cut.bin", good, cut));
@@ -655,7 +634,7 @@ QP_TEST(load_llama2c_should_reject_malformed_files_with_a_message) {
 
 QP_TEST(load_llama2c_should_accept_tokens_longer_than_max_token_length) {
     size_t len;
-    unsigned char *d = (unsigned char *)read_fixture("models/llama2c/tok512.bin", &len);
+    unsigned char *d = (unsigned char *)qpt_read_fixture("models/llama2c/tok512.bin", &len);
     put_i32(d, 1); // stated max 1, real max 7: still within the file, so accepted
     const char *path = write_tmp("shortmax.bin", d, len);
     char err[QP_ERRLEN] = "";
@@ -699,9 +678,12 @@ static int tok_from_written(const char *name, const char *model, uint64_t n_tok,
 QP_TEST(from_gguf_should_reject_other_models_and_inconsistent_arrays) {
     char err[QP_ERRLEN] = "";
     struct hx_tok *t = NULL;
-    QP_CHECK_INT_EQ(tok_from_written("gpt2.gguf", "gpt2", 4, 4, &t, err), QP_ENOTSUP);
+    QP_CHECK_INT_EQ(tok_from_written("bert.gguf", "bert", 4, 4, &t, err), QP_ENOTSUP);
     QP_CHECK(t == NULL);
-    QP_CHECK_MSG(strstr(err, "'gpt2'") && strstr(err, "gpt2.gguf"), "'%s'", err);
+    QP_CHECK_MSG(strstr(err, "'bert'") && strstr(err, "bert.gguf"), "'%s'", err);
+    // gpt2 is byte-level BPE (test_tok_bpe.c): without merges it cannot be.
+    QP_CHECK_INT_EQ(tok_from_written("gpt2.gguf", "gpt2", 4, 4, &t, err), QP_ENOENT);
+    QP_CHECK_MSG(strstr(err, "tokenizer.ggml.merges") && strstr(err, "gpt2.gguf"), "'%s'", err);
     QP_CHECK_INT_EQ(tok_from_written("nomodel.gguf", NULL, 4, 4, &t, err), QP_ENOENT);
     QP_CHECK_MSG(strstr(err, "tokenizer.ggml.model"), "'%s'", err);
     QP_CHECK_INT_EQ(tok_from_written("mismatch.gguf", "llama", 4, 3, &t, err), QP_EFORMAT);

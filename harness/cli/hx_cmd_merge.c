@@ -21,7 +21,10 @@ static void merge_usage(void) {
     printf("usage: qprobe merge OUT.sqlite IN.sqlite [IN.sqlite ...]\n\n"
            "Joins study databases, e.g. the shards of one sweep, into OUT (created when missing).\n"
            "Every input must hold the same runs (same model, text, protocol and qprobe build); a\n"
-           "variant already in OUT is kept, the others are copied with all their rows.\n");
+           "variant already in OUT is kept, the others are copied with all their rows.\n\n"
+           "examples:\n"
+           "  qprobe merge study.sqlite shard0.sqlite shard1.sqlite shard2.sqlite\n"
+           "  qprobe merge nightly.sqlite tonight.sqlite\n");
 }
 
 // "a, b, c" of table t's columns, and the same list with run_id / variant_id replaced by the new
@@ -53,9 +56,9 @@ static int hx_columns(sqlite3 *db, const char *table, char *cols, char *exprs, s
 static int hx_exec(sqlite3 *db, const char *sql, const char *what, char *err) {
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        qp_fail(err, QP_EIO, "cannot merge %s: %s", what, msg ? msg : "error");
+        int rc = qp_fail(err, hx_store_sqlite_code(db), "cannot merge %s: %s", what, msg ? msg : "error");
         sqlite3_free(msg);
-        return QP_EIO;
+        return rc;
     }
     return 0;
 }
@@ -155,65 +158,64 @@ static int hx_merge_one(struct hx_store *out, const char *in, int *n_copied, int
     return rc;
 }
 
+// Every input must be a study of this schema, none the output, and all must hold the same runs;
+// the exit status.
+static int merge_check_inputs(const char *out_path, char **in, int n_in) {
+    char err[QP_ERRLEN], *first_ids = NULL;
+    int status = HX_EXIT_OK, rc;
+    for (int i = 0; i < n_in && status == HX_EXIT_OK; i++) {
+        struct hx_store *st;
+        if (strcmp(in[i], out_path) == 0) {
+            status = hx_usage_error("merge", "'%s' is both the output and an input", out_path);
+            break;
+        }
+        if ((rc = hx_store_open(in[i], HX_STORE_READONLY, &st, err))) {
+            status = hx_fail("merge", rc, "%s", err);
+            break;
+        }
+        char *ids = hx_identities(hx_store_db(st), "main");
+        hx_store_close(st);
+        if (!ids) status = hx_usage_error("merge", "cannot read '%s': no runs table", in[i]);
+        else if (!first_ids) first_ids = ids;
+        else if (strcmp(ids, first_ids) != 0)
+            status = hx_usage_error("merge", "cannot merge '%s': its runs differ from those of '%s' "
+                                             "(another model, text, protocol or qprobe build)", in[i], in[0]);
+        if (ids != first_ids) free(ids);
+    }
+    free(first_ids);
+    return status;
+}
+
+// One input attached to the output as "src" and merged in; the exit status.
+static int merge_attach_one(struct hx_store *out, const char *in, int *copied, int *kept) {
+    char err[QP_ERRLEN];
+    sqlite3 *db = hx_store_db(out);
+    sqlite3_stmt *s;
+    if (sqlite3_prepare_v2(db, "ATTACH ? AS src", -1, &s, NULL) != SQLITE_OK)
+        return hx_fail("merge", hx_store_sqlite_code(db), "cannot attach '%s': %s", in, sqlite3_errmsg(db));
+    sqlite3_bind_text(s, 1, in, -1, SQLITE_STATIC);
+    int ok = sqlite3_step(s) == SQLITE_DONE;
+    sqlite3_finalize(s);
+    if (!ok) return hx_fail("merge", hx_store_sqlite_code(db), "cannot attach '%s': %s", in, sqlite3_errmsg(db));
+    int rc = hx_merge_one(out, in, copied, kept, err);
+    sqlite3_exec(db, "DETACH src", NULL, NULL, NULL);
+    return rc ? hx_fail("merge", rc, "%s", err) : HX_EXIT_OK;
+}
+
 int hx_cmd_merge(int argc, char **argv) {
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         merge_usage();
-        return 0;
+        return HX_EXIT_OK;
     }
     if (argc < 3) return hx_usage_error("merge", "expected OUT.sqlite and at least one IN.sqlite; see 'qprobe merge --help'");
     const char *out_path = argv[1];
+    int status = merge_check_inputs(out_path, argv + 2, argc - 2), rc;
+    if (status) return status;
     char err[QP_ERRLEN];
-    // Every input must be a study of this schema, and all must hold the same runs.
-    char *first_ids = NULL;
-    for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], out_path) == 0) {
-            free(first_ids);
-            return hx_usage_error("merge", "'%s' is both the output and an input", out_path);
-        }
-        struct hx_store *in;
-        if (hx_store_open(argv[i], HX_STORE_READONLY, &in, err)) {
-            free(first_ids);
-            return hx_usage_error("merge", "%s", err);
-        }
-        char *ids = hx_identities(hx_store_db(in), "main");
-        hx_store_close(in);
-        if (!ids) {
-            free(first_ids);
-            return hx_usage_error("merge", "cannot read '%s': no runs table", argv[i]);
-        }
-        if (!first_ids) {
-            first_ids = ids;
-        } else {
-            int same = strcmp(ids, first_ids) == 0;
-            free(ids);
-            if (!same) {
-                free(first_ids);
-                return hx_usage_error("merge", "cannot merge '%s': its runs differ from those of '%s' "
-                                               "(another model, text, protocol or qprobe build)", argv[i], argv[2]);
-            }
-        }
-    }
-    free(first_ids);
     struct hx_store *out;
-    if (hx_store_open(out_path, 0, &out, err)) return hx_usage_error("merge", "%s", err);
-    int copied = 0, kept = 0, status = HX_EXIT_OK;
-    for (int i = 2; i < argc && status == HX_EXIT_OK; i++) {
-        sqlite3_stmt *s;
-        sqlite3 *db = hx_store_db(out);
-        if (sqlite3_prepare_v2(db, "ATTACH ? AS src", -1, &s, NULL) != SQLITE_OK) {
-            status = hx_usage_error("merge", "cannot attach '%s': %s", argv[i], sqlite3_errmsg(db));
-            break;
-        }
-        sqlite3_bind_text(s, 1, argv[i], -1, SQLITE_STATIC);
-        int ok = sqlite3_step(s) == SQLITE_DONE;
-        sqlite3_finalize(s);
-        if (!ok) {
-            status = hx_usage_error("merge", "cannot attach '%s': %s", argv[i], sqlite3_errmsg(db));
-            break;
-        }
-        if (hx_merge_one(out, argv[i], &copied, &kept, err)) status = hx_usage_error("merge", "%s", err);
-        sqlite3_exec(db, "DETACH src", NULL, NULL, NULL);
-    }
+    if ((rc = hx_store_open(out_path, 0, &out, err))) return hx_fail("merge", rc, "%s", err);
+    int copied = 0, kept = 0;
+    for (int i = 2; i < argc && status == HX_EXIT_OK; i++) status = merge_attach_one(out, argv[i], &copied, &kept);
     hx_store_close(out);
     if (status == HX_EXIT_OK)
         printf("merged %d inputs into %s: %d variants copied, %d already there\n", argc - 2, out_path, copied, kept);

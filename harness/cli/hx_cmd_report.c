@@ -11,7 +11,8 @@
 #include "rpt_report.h"
 
 static void report_usage(void) {
-    printf("usage: qprobe report --db STUDY.sqlite [--run ID] -o DIR [--variants SPEC,...] [--gate FILE]\n\n"
+    printf("usage: qprobe report --db STUDY.sqlite [--run ID] -o DIR [--variants SPEC,...] [--gate FILE]\n"
+           "                     [--history] [--rules FILE]\n\n"
            "Writes the comparison report of one run of a study database into DIR (docs/REPORT.md):\n"
            "  index.html     self-contained page: findings, sortable variant table, every figure as\n"
            "                 inline SVG, every table, the run's protocol and provenance\n"
@@ -29,16 +30,27 @@ static void report_usage(void) {
            "  -o, --out DIR       output folder (created when missing; files in it are replaced)\n"
            "  --variants LIST     comma-separated specs for the per-layer figure (default: up to 6,\n"
            "                      the worst by mean KLD and the best)\n"
-           "  --gate FILE         JUnit XML of `qprobe gate --junit`: adds a gate column\n\n"
-           "exit status: 0 written, 1 written but gnuplot failed on a figure, 2 bad usage or input.\n");
+           "  --gate FILE         JUnit XML of `qprobe gate --junit`: adds a gate column\n"
+           "  --history           write the history page (trends.html) even for a study of one run\n"
+           "                      (written anyway when the study has several runs)\n"
+           "  --rules FILE        gate rules (docs/GATE.md) judging every run of the history\n\n"
+           "exit status: 0 written, 2 bad usage or input (an unusable database, an output folder that\n"
+           "cannot be created), 3 a runtime failure: out of memory, or written but gnuplot failed on\n"
+           "a figure (see DIR/gnuplot.log).\n\n"
+           "examples:\n"
+           "  qprobe report --db study.sqlite -o report\n"
+           "  qprobe report --db study.sqlite --run 2 -o report --gate gate.xml\n"
+           "  qprobe report --db nightly.sqlite -o report --history --rules examples/gate.json\n"
+           "  qprobe report --db study.sqlite -o report --variants 'q4_0;act=q8,q4_k_m,rtn:bits=4:group=32:asym'\n");
 }
 
 int hx_cmd_report(int argc, char **argv) {
-    enum { O_DB = 256, O_RUN, O_VARIANTS, O_GATE };
+    enum { O_DB = 256, O_RUN, O_VARIANTS, O_GATE, O_HISTORY, O_RULES };
     static const struct option opts[] = {
         {"db", required_argument, 0, O_DB},     {"run", required_argument, 0, O_RUN},
         {"out", required_argument, 0, 'o'},     {"variants", required_argument, 0, O_VARIANTS},
         {"gate", required_argument, 0, O_GATE}, {"help", no_argument, 0, 'h'},
+        {"history", no_argument, 0, O_HISTORY}, {"rules", required_argument, 0, O_RULES},
         {0, 0, 0, 0}};
     struct rpt_opts o = {0};
     int c, rc, run = 0;
@@ -51,10 +63,10 @@ int hx_cmd_report(int argc, char **argv) {
         case 'o': o.out_dir = optarg; break;
         case O_VARIANTS: o.variants = optarg; break;
         case O_GATE: o.gate_path = optarg; break;
+        case O_HISTORY: o.history = 1; break;
+        case O_RULES: o.rules_path = optarg; break;
         case 'h': report_usage(); return HX_EXIT_OK;
-        default:
-            return hx_usage_error("report", "unknown or incomplete option '%s'; see 'qprobe report --help'",
-                                  argv[optind - 1]);
+        default: return hx_unknown_option("report", argv);
         }
     }
     if (optind < argc) return hx_usage_error("report", "unexpected argument '%s'", argv[optind]);
@@ -64,7 +76,7 @@ int hx_cmd_report(int argc, char **argv) {
 
     struct rpt_outcome out;
     char err[QP_ERRLEN];
-    if (rpt_report_write(&o, &out, err)) return hx_usage_error("report", "%s", err);
+    if ((rc = rpt_report_write(&o, &out, err))) return hx_fail("report", rc, "%s", err);
     if (!out.gnuplot_found)
         fprintf(stderr, "qprobe report: warning: gnuplot not found on PATH: %d figures written as scripts "
                         "(%s/*.gp) but not rendered; install gnuplot and run them there\n",
@@ -77,5 +89,5 @@ int hx_cmd_report(int argc, char **argv) {
                 out.render_err);
     printf("report of run %lld (%d variants): %d figures, %d rendered, in %s/index.html and %s/summary.md\n",
            (long long)out.run_id, out.n_variants, out.n_figs, out.n_rendered, o.out_dir, o.out_dir);
-    return out.n_render_failed ? HX_EXIT_FAIL : HX_EXIT_OK;
+    return out.n_render_failed ? HX_EXIT_RUNTIME : HX_EXIT_OK; // gnuplot failed: not a failed check
 }

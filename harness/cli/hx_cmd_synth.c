@@ -70,14 +70,20 @@ static void syn_usage(void) {
            "      --layers N        override the shape's layer count (1..1024)\n"
            "  -a, --arch A          the small test model of family A (the shape A-tiny)\n"
            "      --vocab FILE      GGUF whose tokenizer.* keys are copied (default: the shape's,\n"
-           "                        under $QP_FIXTURES or %s; none for byte-level BPE families)\n"
+           "                        under $QPROBE_FIXTURES or %s; none for byte-level BPE families)\n"
            "  -t, --threads N       generation threads (default: all CPUs)\n"
            "      --list-shapes     print the shapes and exit\n"
            "      --json            print the result as one JSON object\n\n"
+           "exit status: 0 written, 2 bad options or vocabulary, an output that cannot be created,\n"
+           "3 out of memory or the disk full, 130 interrupted.\n\n"
            "shapes:\n",
            HX_SYNTH_DOF, HX_SYNTH_N_OUTLIERS, (double)HX_SYNTH_OUTLIER_SCALE,
            SYN_FIXTURES_DEFAULT);
     syn_print_shapes(stdout);
+    printf("\nexamples:\n"
+           "  qprobe synth --list-shapes\n"
+           "  qprobe synth --shape test-tiny -o tiny.gguf --vocab ggml-vocab-llama-spm.gguf\n"
+           "  qprobe synth --shape tinyllama-1.1b --seed 7 --type f16 -o tl.gguf --json\n");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -121,7 +127,39 @@ static void syn_progress_cb(void *ctx, int done, int total, uint64_t bytes) {
     }
 }
 
-int hx_cmd_synth(int argc, char **argv) {
+struct syn_args {
+    const char *shape_name, *arch, *out, *vocab;
+    struct hx_synth_opts o;
+    int json, default_vocab;
+    char vocab_buf[4096];
+};
+
+// The shape (--shape or --arch) and the vocabulary (--vocab, else the shape's under the
+// fixtures; NULL where the shape has none): 0 or a usage error's exit status.
+static int syn_resolve(struct syn_args *a) {
+    if (a->arch && a->shape_name) return hx_usage_error("synth", "give --shape or --arch, not both");
+    if (a->arch && !(a->o.shape = hx_synth_arch_shape(a->arch)))
+        return hx_usage_error("synth", "unknown architecture '%s' (llama, qwen2, phi3, gemma2)", a->arch);
+    if (!a->arch && !a->shape_name)
+        return hx_usage_error("synth", "no shape given (--shape NAME or --arch A); see 'qprobe synth --list-shapes'");
+    if (!a->arch && !(a->o.shape = hx_synth_shape_find(a->shape_name)))
+        return hx_usage_error("synth", "unknown shape '%s'; see 'qprobe synth --list-shapes'", a->shape_name);
+    if (!a->out) return hx_usage_error("synth", "no output given (-o OUT.gguf)");
+    a->default_vocab = a->vocab == NULL;
+    if (a->default_vocab && a->o.shape->vocab && *a->o.shape->vocab) {
+        const char *root = getenv("QPROBE_FIXTURES"); // as the task suites find theirs
+        if (!root || !*root) root = getenv("QP_FIXTURES"); // (the tests' name)
+        if (!root || !*root) root = SYN_FIXTURES_DEFAULT;
+        snprintf(a->vocab_buf, sizeof a->vocab_buf, "%s/%s", root, a->o.shape->vocab);
+        a->vocab = a->vocab_buf;
+    }
+    a->o.vocab = a->vocab; // NULL: no tokenizer keys
+    return 0;
+}
+
+// Options into a; HX_CLI_HELP when --help or --list-shapes printed, else 0 or a usage error's
+// exit status.
+static int syn_parse_opts(int argc, char **argv, struct syn_args *a) {
     static const struct option opts[] = {
         {"shape", required_argument, 0, 's'},  {"seed", required_argument, 0, 'S'},
         {"output", required_argument, 0, 'o'}, {"type", required_argument, 0, 'T'},
@@ -129,113 +167,96 @@ int hx_cmd_synth(int argc, char **argv) {
         {"threads", required_argument, 0, 't'}, {"list-shapes", no_argument, 0, 'l'},
         {"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
         {"arch", required_argument, 0, 'a'},   {0, 0, 0, 0}};
-    const char *shape_name = NULL, *out = NULL, *vocab = NULL, *arch = NULL;
-    struct hx_synth_opts o = {.type = KN_F32, .n_threads = qp_cpu_count()};
-    int json = 0, c, rc;
+    int c, rc = 0;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "s:o:t:a:h", opts, NULL)) != -1) {
+    while (!rc && (c = getopt_long(argc, argv, "s:o:t:a:h", opts, NULL)) != -1) {
         switch (c) {
-        case 's': shape_name = optarg; break;
-        case 'a': arch = optarg; break;
+        case 's': a->shape_name = optarg; break;
+        case 'a': a->arch = optarg; break;
         case 'S':
-            if (syn_parse_seed(optarg, &o.seed))
+            if (syn_parse_seed(optarg, &a->o.seed))
                 return hx_usage_error("synth", "--seed '%s': expected an unsigned 64-bit integer "
                                       "(decimal or 0x hex)", optarg);
             break;
-        case 'o': out = optarg; break;
+        case 'o': a->out = optarg; break;
         case 'T':
-            if (strcmp(optarg, "f32") == 0) o.type = KN_F32;
-            else if (strcmp(optarg, "f16") == 0) o.type = KN_F16;
+            if (strcmp(optarg, "f32") == 0) a->o.type = KN_F32;
+            else if (strcmp(optarg, "f16") == 0) a->o.type = KN_F16;
             else return hx_usage_error("synth", "--type '%s': expected f32 or f16", optarg);
             break;
-        case 'L':
-            if ((rc = hx_parse_int("synth", "--layers", optarg, 1, 1024, &o.n_layers))) return rc;
-            break;
-        case 'V': vocab = optarg; break;
-        case 't':
-            if ((rc = hx_parse_int("synth", "--threads", optarg, 1, 1024, &o.n_threads))) return rc;
-            break;
-        case 'l': syn_print_shapes(stdout); return HX_EXIT_OK;
-        case 'j': json = 1; break;
-        case 'h': syn_usage(); return HX_EXIT_OK;
-        default:
-            return hx_usage_error("synth", "unknown or incomplete option '%s'; "
-                                  "see 'qprobe synth --help'", argv[optind - 1]);
+        case 'L': rc = hx_parse_int("synth", "--layers", optarg, 1, 1024, &a->o.n_layers); break;
+        case 'V': a->vocab = optarg; break;
+        case 't': rc = hx_parse_int("synth", "--threads", optarg, 1, 1024, &a->o.n_threads); break;
+        case 'l': syn_print_shapes(stdout); return HX_CLI_HELP;
+        case 'j': a->json = 1; break;
+        case 'h': syn_usage(); return HX_CLI_HELP;
+        default: return hx_unknown_option("synth", argv);
         }
     }
+    if (rc) return rc;
     if (optind < argc) return hx_usage_error("synth", "unexpected argument '%s'", argv[optind]);
-    if (arch && shape_name) return hx_usage_error("synth", "give --shape or --arch, not both");
-    if (arch && !(o.shape = hx_synth_arch_shape(arch)))
-        return hx_usage_error("synth", "unknown architecture '%s' (llama, qwen2, phi3, gemma2)", arch);
-    if (!arch && !shape_name)
-        return hx_usage_error("synth", "no shape given (--shape NAME or --arch A); "
-                              "see 'qprobe synth --list-shapes'");
-    if (!arch && !(o.shape = hx_synth_shape_find(shape_name)))
-        return hx_usage_error("synth", "unknown shape '%s'; see 'qprobe synth --list-shapes'",
-                              shape_name);
-    if (!out) return hx_usage_error("synth", "no output given (-o OUT.gguf)");
+    return syn_resolve(a);
+}
 
-    char vocab_buf[4096];
-    int default_vocab = vocab == NULL;
-    if (default_vocab && o.shape->vocab && *o.shape->vocab) {
-        const char *root = getenv("QP_FIXTURES");
-        if (!root || !*root) root = SYN_FIXTURES_DEFAULT;
-        snprintf(vocab_buf, sizeof vocab_buf, "%s/%s", root, o.shape->vocab);
-        vocab = vocab_buf;
-    }
-    o.vocab = vocab; // NULL: no tokenizer (byte-level BPE vocabularies are not loadable yet)
 
+// Writes the model, interruptible by SIGINT/SIGTERM; the exit status.
+static int syn_run(struct syn_args *a, struct hx_synth_info *info) {
     struct syn_progress prog = {.tty = isatty(STDERR_FILENO), .t0 = qp_now()};
-    o.progress = syn_progress_cb;
-    o.progress_ctx = &prog;
-    struct hx_synth_info info;
+    a->o.progress = syn_progress_cb;
+    a->o.progress_ctx = &prog;
     char err[QP_ERRLEN];
     syn_stop = 0;
-    o.stop = &syn_stop;
+    a->o.stop = &syn_stop;
     signal(SIGINT, syn_on_signal);
     signal(SIGTERM, syn_on_signal);
-    rc = hx_synth_write(&o, out, &info, err);
+    int rc = hx_synth_write(&a->o, a->out, info, err);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (prog.tty) fprintf(stderr, "\r\033[K");
     if (rc == QP_EINTR) {
-        fprintf(stderr, "qprobe synth: interrupted; '%s' not written\n", out);
-        return 130;
+        fprintf(stderr, "qprobe synth: interrupted; '%s' not written\n", a->out);
+        return HX_EXIT_INTERRUPTED;
     }
-    if (rc) {
-        if (default_vocab && vocab && access(vocab, R_OK) != 0)
-            return hx_usage_error("synth", "%s (pass --vocab FILE or set QP_FIXTURES)", err);
-        return hx_usage_error("synth", "%s", err);
-    }
+    if (rc && a->default_vocab && a->vocab && access(a->vocab, R_OK) != 0)
+        return hx_fail("synth", rc, "%s (pass --vocab FILE or set QPROBE_FIXTURES)", err);
+    return rc ? hx_fail("synth", rc, "%s", err) : HX_EXIT_OK;
+}
 
-    const char *tname = o.type == KN_F16 ? "f16" : "f32";
-    if (json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON *ch = cJSON_CreateArray();
-        for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++)
-            cJSON_AddItemToArray(ch, cJSON_CreateNumber(info.outliers[k]));
-        char seed[32];
-        snprintf(seed, sizeof seed, "%llu", (unsigned long long)o.seed);
-        cJSON_AddStringToObject(j, "path", out);
-        cJSON_AddStringToObject(j, "shape", o.shape->name);
-        cJSON_AddStringToObject(j, "seed", seed); // a string: 64-bit values exceed a double
-        cJSON_AddStringToObject(j, "type", tname);
-        cJSON_AddNumberToObject(j, "layers", info.n_layers);
-        cJSON_AddNumberToObject(j, "params", (double)info.n_params);
-        cJSON_AddNumberToObject(j, "data_bytes", (double)info.data_bytes);
-        cJSON_AddNumberToObject(j, "seconds", info.seconds);
-        cJSON_AddItemToObject(j, "outlier_channels", ch);
-        hx_print_json(j);
-    } else {
-        printf("wrote '%s': %s, %d layers, %s, seed %llu, %.3f B weights, %.2f GB in %.1f s "
-               "(%.0f MB/s)\n",
-               out, o.shape->name, info.n_layers, tname, (unsigned long long)o.seed,
-               (double)info.n_params / 1e9, (double)info.data_bytes / 1e9, info.seconds,
-               info.seconds > 0 ? (double)info.data_bytes / info.seconds / 1e6 : 0.0);
-        printf("outlier input channels (q/k/v/gate/up, x%g):", (double)HX_SYNTH_OUTLIER_SCALE);
-        for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) printf(" %d", info.outliers[k]);
-        printf("\n");
-    }
-    return HX_EXIT_OK;
+static void syn_print_json(const struct syn_args *a, const struct hx_synth_info *info) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON *ch = cJSON_CreateArray();
+    for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) cJSON_AddItemToArray(ch, cJSON_CreateNumber(info->outliers[k]));
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", (unsigned long long)a->o.seed);
+    cJSON_AddStringToObject(j, "path", a->out);
+    cJSON_AddStringToObject(j, "shape", a->o.shape->name);
+    cJSON_AddStringToObject(j, "seed", seed); // a string: 64-bit values exceed a double
+    cJSON_AddStringToObject(j, "type", a->o.type == KN_F16 ? "f16" : "f32");
+    cJSON_AddNumberToObject(j, "layers", info->n_layers);
+    cJSON_AddNumberToObject(j, "params", (double)info->n_params);
+    cJSON_AddNumberToObject(j, "data_bytes", (double)info->data_bytes);
+    cJSON_AddNumberToObject(j, "seconds", info->seconds);
+    cJSON_AddItemToObject(j, "outlier_channels", ch);
+    hx_print_json(j);
+}
+
+static void syn_print_text(const struct syn_args *a, const struct hx_synth_info *info) {
+    printf("wrote '%s': %s, %d layers, %s, seed %llu, %.3f B weights, %.2f GB in %.1f s (%.0f MB/s)\n", a->out,
+           a->o.shape->name, info->n_layers, a->o.type == KN_F16 ? "f16" : "f32", (unsigned long long)a->o.seed,
+           (double)info->n_params / 1e9, (double)info->data_bytes / 1e9, info->seconds,
+           info->seconds > 0 ? (double)info->data_bytes / info->seconds / 1e6 : 0.0);
+    printf("outlier input channels (q/k/v/gate/up, x%g):", (double)HX_SYNTH_OUTLIER_SCALE);
+    for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) printf(" %d", info->outliers[k]);
+    printf("\n");
+}
+
+int hx_cmd_synth(int argc, char **argv) {
+    struct syn_args a = {.o = {.type = KN_F32, .n_threads = qp_cpu_count()}};
+    struct hx_synth_info info;
+    int rc = syn_parse_opts(argc, argv, &a);
+    if (!rc) rc = syn_run(&a, &info);
+    if (!rc && a.json) syn_print_json(&a, &info);
+    else if (!rc) syn_print_text(&a, &info);
+    return rc == HX_CLI_HELP ? HX_EXIT_OK : rc;
 }

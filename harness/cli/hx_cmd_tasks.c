@@ -40,7 +40,11 @@ static void tasks_usage(void) {
            "      --fixtures DIR    where datasets and tinystories_val.txt live (default:\n"
            "                        $QPROBE_FIXTURES, else ../shared/fixtures)\n"
            "  -t, --threads N       threads (default: all CPUs); results are the same for any N\n"
-           "      --json            print the figures as one JSON object\n");
+           "      --json            print the figures as one JSON object\n\n"
+           "examples:\n"
+           "  qprobe tasks -m stories260K.bin -z tok512.bin --suite tinystories-cloze --limit 200\n"
+           "  qprobe tasks -m model.gguf --suite hellaswag -q q4_k_m --json\n"
+           "  qprobe tasks -m model.gguf --suite items.jsonl --lenient -q 'q4_0;act=q8'\n");
 }
 
 static void tasks_print_model(const char *what, const struct task_result *r) {
@@ -97,7 +101,15 @@ static cJSON *tasks_json_paired(const struct met_paired *p) {
 // ---------------------------------------------------------------------------------------------
 // The command
 
-int hx_cmd_tasks(int argc, char **argv) {
+struct tasks_args {
+    const char *model_path, *tok_path, *suite_name, *spec, *fixtures;
+    struct hx_task_read_opts ro;
+    struct hx_tasks_opts to;
+    int json;
+};
+
+// Options into a; HX_CLI_HELP when --help was printed, else 0 or a usage error's exit status.
+static int tasks_parse_opts(int argc, char **argv, struct tasks_args *a) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},    {"tokenizer", required_argument, 0, 'z'},
         {"suite", required_argument, 0, 's'},    {"quant", required_argument, 0, 'q'},
@@ -105,138 +117,146 @@ int hx_cmd_tasks(int argc, char **argv) {
         {"threads", required_argument, 0, 't'},  {"ctx", required_argument, 0, 'c'},
         {"fixtures", required_argument, 0, 'F'}, {"json", no_argument, 0, 'j'},
         {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
-    const char *model_path = NULL, *tok_path = NULL, *suite_name = NULL, *spec = NULL, *fixtures = NULL;
-    struct hx_task_read_opts ro = {0};
-    struct hx_tasks_opts to = {.n_threads = qp_cpu_count()};
-    int json = 0, c, rc;
+    int c, rc = 0;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "m:z:q:t:h", opts, NULL)) != -1) {
+    while (!rc && (c = getopt_long(argc, argv, "m:z:q:t:h", opts, NULL)) != -1) {
         switch (c) {
-        case 'm': model_path = optarg; break;
-        case 'z': tok_path = optarg; break;
-        case 's': suite_name = optarg; break;
-        case 'q': spec = optarg; break;
-        case 'L': if ((rc = hx_parse_int("tasks", "--limit", optarg, 1, 1 << 30, &ro.limit))) return rc; break;
-        case 'l': ro.lenient = 1; break;
-        case 't': if ((rc = hx_parse_int("tasks", "-t", optarg, 1, 256, &to.n_threads))) return rc; break;
-        case 'c': if ((rc = hx_parse_int("tasks", "--ctx", optarg, 2, 1 << 20, &to.window))) return rc; break;
-        case 'F': fixtures = optarg; break;
-        case 'j': json = 1; break;
-        case 'h': tasks_usage(); return 0;
-        default:
-            return hx_usage_error("tasks", "unknown or incomplete option '%s'; see 'qprobe tasks --help'",
-                                  argv[optind - 1]);
+        case 'm': a->model_path = optarg; break;
+        case 'z': a->tok_path = optarg; break;
+        case 's': a->suite_name = optarg; break;
+        case 'q': a->spec = optarg; break;
+        case 'L': rc = hx_parse_int("tasks", "--limit", optarg, 1, 1 << 30, &a->ro.limit); break;
+        case 'l': a->ro.lenient = 1; break;
+        case 't': rc = hx_parse_int("tasks", "-t", optarg, 1, 256, &a->to.n_threads); break;
+        case 'c': rc = hx_parse_int("tasks", "--ctx", optarg, 2, 1 << 20, &a->to.window); break;
+        case 'F': a->fixtures = optarg; break;
+        case 'j': a->json = 1; break;
+        case 'h': tasks_usage(); return HX_CLI_HELP;
+        default: return hx_unknown_option("tasks", argv);
         }
     }
-    if (optind < argc) return hx_usage_error("tasks", "unexpected argument '%s'", argv[optind]);
-    if (!suite_name) return hx_usage_error("tasks", "no suite given (--suite NAME|FILE); see 'qprobe tasks --help'");
-    if (!model_path) return hx_usage_error("tasks", "no model given (-m MODEL); see 'qprobe tasks --help'");
+    if (!rc && optind < argc) rc = hx_usage_error("tasks", "unexpected argument '%s'", argv[optind]);
+    if (!rc && !a->suite_name) rc = hx_usage_error("tasks", "no suite given (--suite NAME|FILE); see 'qprobe tasks --help'");
+    if (!rc && !a->model_path) rc = hx_usage_error("tasks", "no model given (-m MODEL); see 'qprobe tasks --help'");
+    return rc;
+}
 
-    char err[QP_ERRLEN];
-    struct qz_variant *variant = NULL;
-    if (spec && qz_variant_parse(spec, &variant, err)) return hx_usage_error("tasks", "%s", err);
-    struct task_suite *suite = NULL;
-    if (hx_task_open(suite_name, fixtures, &ro, &suite, err)) {
-        qz_variant_destroy(variant);
-        return hx_usage_error("tasks", "%s", err);
-    }
+// What the run made, for the printers.
+struct tasks_state {
+    struct tasks_args *a;
+    struct qz_variant *v;
+    struct task_suite *suite;
     struct hx_model *m;
-    if ((rc = hx_open_model("tasks", model_path, tok_path, 1, &m))) {
-        task_suite_destroy(suite);
-        qz_variant_destroy(variant);
-        return rc;
-    }
-    int status = HX_EXIT_USAGE;
-    struct kn_engine *e_ref = NULL, *e_var = NULL;
-    struct hx_quant_model *qm = NULL;
-    struct task_result *r_ref = NULL, *r_var = NULL;
+    int window;
+    struct kn_engine *e_ref, *e_var;
+    struct hx_quant_model *qm;
+    struct task_result *r_ref, *r_var;
     struct met_paired paired;
-    char spec_canon[1024] = "";
-    int window = to.window ? to.window : m->w.cfg.seq_len;
-    if (window > m->w.cfg.seq_len)
-        fprintf(stderr, "qprobe tasks: warning: --ctx %d exceeds the model's trained context %d\n", window,
-                m->w.cfg.seq_len);
-    if (suite->n_skipped)
-        fprintf(stderr, "qprobe tasks: %lld malformed records skipped (--lenient)\n", (long long)suite->n_skipped);
+    char spec[1024];
+};
 
+static void tasks_state_free(struct tasks_state *r) {
+    task_result_destroy(r->r_ref);
+    task_result_destroy(r->r_var);
+    kn_engine_destroy(r->e_ref);
+    kn_engine_destroy(r->e_var);
+    hx_quant_model_destroy(r->qm);
+    hx_model_close(r->m);
+    task_suite_destroy(r->suite);
+    qz_variant_destroy(r->v);
+}
+
+// The variant quantized, scored and compared with the reference.
+static int tasks_run_variant(struct tasks_state *r, char *err) {
+    struct tasks_args *a = r->a;
+    int rc;
+    qz_variant_print(r->v, r->spec, sizeof r->spec);
+    if ((rc = hx_quant_model_create(&r->m->w, r->v, &r->qm, err)))
+        return hx_fail("tasks", rc, "cannot quantize '%s' as '%s': %s", a->model_path, r->spec, err);
+    struct kn_engine_opts eo = {0};
+    hx_quant_model_engine_opts(r->qm, &eo); // W8A8 variants run with int8 activations
+    if ((rc = kn_engine_create_opts(&r->qm->w, &eo, &r->e_var, err)))
+        return hx_fail("tasks", rc, "cannot run '%s' as '%s': %s", a->model_path, r->spec, err);
+    a->to.label = "tasks variant";
+    if ((rc = hx_tasks_run(r->e_var, r->m->tok, r->suite, &a->to, &r->r_var, err)))
+        return hx_fail("tasks", rc, "cannot score '%s' as '%s': %s", a->suite_name, r->spec, err);
+    if (r->r_ref->sum.n == 0) return hx_usage_error("tasks", "cannot compare: no item was scored");
+    if ((rc = hx_tasks_compare(r->r_ref, r->r_var, 0, NULL, &r->paired, err)))
+        return hx_fail("tasks", rc, "cannot compare: %s", err);
+    return 0;
+}
+
+// The suite and the model opened, the reference scored, then the variant (-q).
+static int tasks_run(struct tasks_state *r) {
+    struct tasks_args *a = r->a;
+    char err[QP_ERRLEN];
+    int rc;
+    if (a->spec && (rc = qz_variant_parse(a->spec, &r->v, err))) return hx_usage_error("tasks", "%s", err);
+    if ((rc = hx_task_open(a->suite_name, a->fixtures, &a->ro, &r->suite, err))) return hx_fail("tasks", rc, "%s", err);
+    if ((rc = hx_open_model("tasks", a->model_path, a->tok_path, 1, &r->m))) return rc;
+    r->window = a->to.window ? a->to.window : r->m->w.cfg.seq_len;
+    if (r->window > r->m->w.cfg.seq_len)
+        fprintf(stderr, "qprobe tasks: warning: --ctx %d exceeds the model's trained context %d\n", r->window,
+                r->m->w.cfg.seq_len);
+    if (r->suite->n_skipped)
+        fprintf(stderr, "qprobe tasks: %lld malformed records skipped (--lenient)\n", (long long)r->suite->n_skipped);
     struct kn_engine_opts eo = {.act_q8 = 0};
-    if ((rc = kn_engine_create_opts(&m->w, &eo, &e_ref, err))) {
-        hx_usage_error("tasks", "cannot run '%s': %s", model_path, err);
-        goto done;
-    }
-    to.label = "tasks reference";
-    if ((rc = hx_tasks_run(e_ref, m->tok, suite, &to, &r_ref, err))) {
-        hx_usage_error("tasks", "cannot score '%s': %s", suite_name, err);
-        goto done;
-    }
-    if (variant) {
-        qz_variant_print(variant, spec_canon, sizeof spec_canon);
-        if ((rc = hx_quant_model_create(&m->w, variant, &qm, err))) {
-            hx_usage_error("tasks", "cannot quantize '%s' as '%s': %s", model_path, spec_canon, err);
-            goto done;
-        }
-        eo.act_q8 = qm->act_q8;
-        eo.act_int8 = qm->act_int8; // W8A8 variants run with int8 activations
-        eo.act_scales = qm->act_scales;
-        if ((rc = kn_engine_create_opts(&qm->w, &eo, &e_var, err))) {
-            hx_usage_error("tasks", "cannot run '%s' as '%s': %s", model_path, spec_canon, err);
-            goto done;
-        }
-        to.label = "tasks variant";
-        if ((rc = hx_tasks_run(e_var, m->tok, suite, &to, &r_var, err))) {
-            hx_usage_error("tasks", "cannot score '%s' as '%s': %s", suite_name, spec_canon, err);
-            goto done;
-        }
-        if (r_ref->sum.n == 0 || hx_tasks_compare(r_ref, r_var, 0, NULL, &paired, err)) {
-            hx_usage_error("tasks", "cannot compare: %s", r_ref->sum.n ? err : "no item was scored");
-            goto done;
-        }
-    }
+    if ((rc = kn_engine_create_opts(&r->m->w, &eo, &r->e_ref, err)))
+        return hx_fail("tasks", rc, "cannot run '%s': %s", a->model_path, err);
+    a->to.label = "tasks reference";
+    if ((rc = hx_tasks_run(r->e_ref, r->m->tok, r->suite, &a->to, &r->r_ref, err)))
+        return hx_fail("tasks", rc, "cannot score '%s': %s", a->suite_name, err);
+    return r->v ? tasks_run_variant(r, err) : 0;
+}
 
-    const char *isa = kn_engine_ops(e_ref)->name;
-    if (json) {
-        cJSON *o = cJSON_CreateObject();
-        cJSON_AddStringToObject(o, "suite", suite->name);
-        cJSON_AddStringToObject(o, "kind", suite->kind == TASK_MC ? "mc" : "cloze");
-        cJSON_AddNumberToObject(o, "n", suite->n_items);
-        cJSON_AddNumberToObject(o, "skipped_records", (double)suite->n_skipped);
-        cJSON_AddStringToObject(o, "model", model_path);
-        cJSON_AddStringToObject(o, "spec", variant ? spec_canon : "");
-        if (qm) cJSON_AddNumberToObject(o, "bits_per_weight", qm->bits_per_weight);
-        cJSON_AddNumberToObject(o, "window", window);
-        cJSON_AddNumberToObject(o, "threads", to.n_threads);
-        cJSON_AddStringToObject(o, "isa", isa);
-        cJSON_AddItemToObject(o, "reference", tasks_json_model(r_ref));
-        if (r_var) {
-            cJSON_AddItemToObject(o, "variant", tasks_json_model(r_var));
-            cJSON_AddItemToObject(o, "paired", tasks_json_paired(&paired));
-        }
-        hx_print_json(o);
-    } else {
-        printf("suite       %s: %s, %d items", suite->name, task_kind_name(suite->kind), suite->n_items);
-        if (suite->n_skipped) printf(" (%lld malformed records skipped)", (long long)suite->n_skipped);
-        printf("\nmodel       %s (dim %d, %d layers, vocab %d), window %d, %d threads, %s\n", model_path,
-               m->w.cfg.dim, m->w.cfg.n_layers, m->w.cfg.vocab_size, window, to.n_threads, isa);
-        tasks_print_model("reference", r_ref);
-        if (r_var) {
-            printf("variant     %s (%.3f bits per weight)\n", spec_canon, qm->bits_per_weight);
-            tasks_print_model("", r_var);
-            printf("flips       correct→wrong %lld, wrong→correct %lld of %lld; McNemar exact p = %.4g\n",
-                   (long long)paired.flips_cw, (long long)paired.flips_wc, (long long)paired.n, paired.mcnemar_p);
-            printf("Δacc        %+.4f, %.0f%% paired bootstrap interval [%+.4f, %+.4f] (%d resamples)\n",
-                   paired.delta, paired.level * 100, paired.ci_lo, paired.ci_hi, paired.n_boot);
-        }
+static void tasks_print_json(const struct tasks_state *r) {
+    const struct tasks_args *a = r->a;
+    const struct task_suite *suite = r->suite;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "suite", suite->name);
+    cJSON_AddStringToObject(o, "kind", suite->kind == TASK_MC ? "mc" : "cloze");
+    cJSON_AddNumberToObject(o, "n", suite->n_items);
+    cJSON_AddNumberToObject(o, "skipped_records", (double)suite->n_skipped);
+    cJSON_AddStringToObject(o, "model", a->model_path);
+    cJSON_AddStringToObject(o, "spec", r->v ? r->spec : "");
+    if (r->qm) cJSON_AddNumberToObject(o, "bits_per_weight", r->qm->bits_per_weight);
+    cJSON_AddNumberToObject(o, "window", r->window);
+    cJSON_AddNumberToObject(o, "threads", a->to.n_threads);
+    cJSON_AddStringToObject(o, "isa", kn_engine_ops(r->e_ref)->name);
+    cJSON_AddItemToObject(o, "reference", tasks_json_model(r->r_ref));
+    if (r->r_var) {
+        cJSON_AddItemToObject(o, "variant", tasks_json_model(r->r_var));
+        cJSON_AddItemToObject(o, "paired", tasks_json_paired(&r->paired));
     }
-    status = HX_EXIT_OK;
-done:
-    task_result_destroy(r_ref);
-    task_result_destroy(r_var);
-    kn_engine_destroy(e_ref);
-    kn_engine_destroy(e_var);
-    hx_quant_model_destroy(qm);
-    hx_model_close(m);
-    task_suite_destroy(suite);
-    qz_variant_destroy(variant);
-    return status;
+    hx_print_json(o);
+}
+
+static void tasks_print_text(const struct tasks_state *r) {
+    const struct task_suite *suite = r->suite;
+    const struct met_paired *p = &r->paired;
+    printf("suite       %s: %s, %d items", suite->name, task_kind_name(suite->kind), suite->n_items);
+    if (suite->n_skipped) printf(" (%lld malformed records skipped)", (long long)suite->n_skipped);
+    printf("\nmodel       %s (dim %d, %d layers, vocab %d), window %d, %d threads, %s\n", r->a->model_path,
+           r->m->w.cfg.dim, r->m->w.cfg.n_layers, r->m->w.cfg.vocab_size, r->window, r->a->to.n_threads,
+           kn_engine_ops(r->e_ref)->name);
+    tasks_print_model("reference", r->r_ref);
+    if (!r->r_var) return;
+    printf("variant     %s (%.3f bits per weight)\n", r->spec, r->qm->bits_per_weight);
+    tasks_print_model("", r->r_var);
+    printf("flips       correct→wrong %lld, wrong→correct %lld of %lld; McNemar exact p = %.4g\n",
+           (long long)p->flips_cw, (long long)p->flips_wc, (long long)p->n, p->mcnemar_p);
+    printf("Δacc        %+.4f, %.0f%% paired bootstrap interval [%+.4f, %+.4f] (%d resamples)\n", p->delta,
+           p->level * 100, p->ci_lo, p->ci_hi, p->n_boot);
+}
+
+int hx_cmd_tasks(int argc, char **argv) {
+    struct tasks_args a = {.to = {.n_threads = qp_cpu_count()}};
+    struct tasks_state r = {.a = &a};
+    int rc = tasks_parse_opts(argc, argv, &a);
+    if (!rc) rc = tasks_run(&r);
+    if (!rc && a.json) tasks_print_json(&r);
+    else if (!rc) tasks_print_text(&r);
+    tasks_state_free(&r);
+    return rc == HX_CLI_HELP ? HX_EXIT_OK : rc;
 }

@@ -1,5 +1,8 @@
-// main.c — the qprobe command line: one binary, subcommands. Only this file calls exit().
+// hx_main.c — the qprobe command line: one binary, subcommands. Only this file calls exit().
+#include <cblas.h>
+#include <cjson/cJSON.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,9 +10,12 @@
 
 #include "hx_cli.h"
 #include "kn_engine.h"
+#include "kn_ops.h"
 #include "qp.h"
 
-int hx_cmd_gemm_peak(int argc, char **argv); // cmd_bench.c
+#ifndef QP_COMMIT
+#define QP_COMMIT "unknown"
+#endif
 
 static const struct {
     const char *name;
@@ -27,7 +33,9 @@ static const struct {
     {"tasks", hx_cmd_tasks, "task suites by log-likelihood: accuracy, flips vs a quantized variant"},
     {"convert", hx_cmd_convert, "write a model as GGUF (f32 or f16)"},
     {"synth", hx_cmd_synth, "write a synthetic Llama model of a real shape as GGUF (speed tests)"},
+    {"tokenize", hx_cmd_tokenize, "the token ids a text becomes with a model's vocabulary (or a tokenizer file)"},
     {"gemm-peak", hx_cmd_gemm_peak, "fp32 matrix-product GFLOP/s of this machine: OpenBLAS and own kernel"},
+    {"kernel-bench", hx_cmd_kernel_bench, "every kernel family on every ISA path of this CPU, side by side"},
 };
 
 static void hx_main_usage(FILE *f) {
@@ -36,10 +44,31 @@ static void hx_main_usage(FILE *f) {
                "commands:\n", qp_version);
     for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++)
         fprintf(f, "  %-10s %s\n", hx_commands[i].name, hx_commands[i].what);
-    fprintf(f, "\nexit status: 0 ok, 1 failed check or regression, 2 bad usage or input.\n"
-               "environment: QPROBE_ISA=ref|avx2|avx512 forces a kernel path (engine and k-quant search);\n"
+    fprintf(f, "\n%s", hx_exit_help);
+    fprintf(f, "environment: QPROBE_ISA=ref|avx2|avx512 forces a kernel path (engine and k-quant search);\n"
                "QPROBE_GEMM=own|blas picks the matrix-product backend (own kernels, default, or OpenBLAS);\n"
-               "QPROBE_PANELS=prepack|stream how the own GEMM holds its weights (default: by model size).\n");
+               "QPROBE_PANELS=prepack|stream how the own GEMM holds its weights (default: by model size).\n\n"
+               "examples:\n"
+               "  qprobe ppl -m stories260K.bin -z tok512.bin --text eval.txt -q q4_k_m\n"
+               "  qprobe sweep -c examples/sweep-stories260K.json --db study.sqlite\n"
+               "  qprobe report --db study.sqlite -o report\n");
+}
+
+// Version, commit, the kernel paths this CPU runs and the one chosen, and the libraries' versions.
+static int hx_main_version(void) {
+    static const char *const isas[] = {"ref", "avx2", "avx512"};
+    char supported[64] = "";
+    for (size_t i = 0; i < QP_ARRAY_LEN(isas); i++)
+        if (kn_ops_for(isas[i]))
+            snprintf(supported + strlen(supported), sizeof supported - strlen(supported), "%s%s", i ? " " : "", isas[i]);
+    const struct kn_ops *best = kn_ops_best();
+    const char *core = openblas_get_corename(), *config = openblas_get_config();
+    printf("qprobe %s (commit %s)\n", qp_version, QP_COMMIT);
+    printf("kernels: %s supported; %s chosen%s\n", supported, best ? best->name : "none",
+           getenv("QPROBE_ISA") && *getenv("QPROBE_ISA") ? " (QPROBE_ISA)" : "");
+    printf("sqlite %s, cjson %s, openblas %s (core %s)\n", sqlite3_libversion(), cJSON_Version(),
+           config ? config : "unknown", core ? core : "unknown");
+    return HX_EXIT_OK;
 }
 
 int main(int argc, char **argv) {
@@ -48,18 +77,23 @@ int main(int argc, char **argv) {
     signal(SIGXFSZ, SIG_IGN);
     // OpenBLAS picks its kernels when it loads: if it picked half-speed ones for this CPU, set
     // OPENBLAS_CORETYPE and start again (once: the variable is then set).
-    const char *core = kn_blas_coretype_needed();
+    const char *core = kn_blas_coretype_needed(getenv("OPENBLAS_CORETYPE"));
     if (core && setenv("OPENBLAS_CORETYPE", core, 1) == 0) execv("/proc/self/exe", argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         hx_main_usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? HX_EXIT_USAGE : HX_EXIT_OK;
     }
-    if (strcmp(argv[1], "--version") == 0) {
-        printf("qprobe %s\n", qp_version);
-        return 0;
+    if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+        char err[QP_ERRLEN];
+        if (hx_kernel_env(err)) return hx_usage_error("--version", "%s", err);
+        return hx_main_version();
     }
-    for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++)
-        if (strcmp(argv[1], hx_commands[i].name) == 0) return hx_commands[i].fn(argc - 1, argv + 1);
+    char err[QP_ERRLEN];
+    for (size_t i = 0; i < QP_ARRAY_LEN(hx_commands); i++) {
+        if (strcmp(argv[1], hx_commands[i].name) != 0) continue;
+        if (hx_kernel_env(err)) return hx_usage_error(argv[1], "%s", err);
+        return hx_commands[i].fn(argc - 1, argv + 1);
+    }
     fprintf(stderr, "qprobe: '%s' is not a command; see 'qprobe --help'\n", argv[1]);
     return HX_EXIT_USAGE;
 }

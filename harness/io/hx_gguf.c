@@ -1054,6 +1054,6 @@ int hx_gguf_writer_write(struct hx_gguf_writer *w, const char *path, char *err) 
     if (bad) unlink(tmp);
     free(h.p);
     free(tmp);
-    if (bad) return qp_fail(err, QP_EIO, "cannot write '%s': %s", path, strerror(e));
+    if (bad) return qp_fail(err, QP_EWRITE, "cannot write '%s': %s", path, strerror(e));
     return 0;
 }

@@ -12,7 +12,7 @@
 // sits in memory (qprobe synth).
 //
 // Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_gguf.h, harness/io/hx_tokenizer.h and
-// harness/io/hx_model.h; not on the engine, the store or any report code.
+// harness/io/hx_model_load.h; not on the engine, the store or any report code.
 #include "hx_gguf_model.h"
 
 #include <errno.h>
@@ -27,6 +27,7 @@
 
 #include "hx_gguf.h"
 #include "hx_model.h"
+#include "hx_model_load.h"
 #include "qp.h"
 #include "hx_tokenizer.h"
 
@@ -350,57 +351,55 @@ static int take_all(struct taken *tk, struct hx_model *m, char *err) {
     return check_all_taken(tk, err);
 }
 
+// general.architecture: one of the families qprobe implements.
+static int gguf_arch(const struct hx_gguf *g, const char *path, enum kn_arch *a, char *err) {
+    const char *arch;
+    size_t arch_len;
+    int rc = hx_gguf_get_str(g, "general.architecture", &arch, &arch_len);
+    if (rc == QP_ENOENT)
+        return qp_fail(err, QP_ENOENT, "cannot read '%s': missing key 'general.architecture'", path);
+    if (rc) return qp_fail(err, QP_EFORMAT, "cannot read '%s': general.architecture is not a string", path);
+    *a = kn_arch_of(g);
+    if (*a == KN_ARCH_COUNT)
+        return qp_fail(err, QP_ENOTSUP,
+                       "cannot read '%s': architecture '%.*s' is not supported (llama, qwen2, phi3, gemma2)", path,
+                       (int)QP_MIN(arch_len, (size_t)64), arch);
+    return 0;
+}
+
+// The file's tokenizer, when it has one; its vocabulary must be the model's.
+static int gguf_tokenizer(struct hx_model *m, const struct hx_gguf *g, const char *path, char *err) {
+    if (!hx_gguf_find(g, "tokenizer.ggml.model")) return 0;
+    int rc = hx_tok_from_gguf(g, &m->tok, err);
+    if (rc) return rc;
+    return hx_tok_fit_rows(m->tok, m->w.cfg.vocab_size, path, err);
+}
+
 int hx_gguf_model_load(struct hx_model *m, const char *path, char *err) {
     struct hx_gguf *g;
     int rc = hx_gguf_open(path, &g, err);
     if (rc) return rc;
     m->gguf = g; // from here on hx_model_close frees whatever this function attached to m
     m->format = HX_FMT_GGUF;
-
-    const char *arch;
-    size_t arch_len;
-    rc = hx_gguf_get_str(g, "general.architecture", &arch, &arch_len);
-    if (rc == QP_ENOENT)
-        return qp_fail(err, QP_ENOENT, "cannot read '%s': missing key 'general.architecture'", path);
-    if (rc) return qp_fail(err, QP_EFORMAT, "cannot read '%s': general.architecture is not a string", path);
     struct kn_weights *w = &m->w;
     struct kn_config *c = &w->cfg;
-    c->arch = kn_arch_of(g);
-    if (c->arch == KN_ARCH_COUNT)
-        return qp_fail(err, QP_ENOTSUP,
-                       "cannot read '%s': architecture '%.*s' is not supported (llama, qwen2, phi3, gemma2)", path,
-                       (int)QP_MIN(arch_len, (size_t)64), arch);
-    if ((rc = get_config(g, c, err))) return rc;
-
-    struct taken tk = {g, qp_calloc_array((size_t)QP_MAX(hx_gguf_n_tensors(g), 1), 1)};
-    if (!tk.used || hx_model_own(m, tk.used)) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
-    if ((rc = take(&tk, "token_embd.weight", &w->tok_embd, err))) return rc;
-    if (w->tok_embd.ne1 < 1 || w->tok_embd.ne1 > INT_MAX) {
-        return qp_fail(err, QP_ERANGE, "cannot read '%s': vocabulary of %lld tokens", path,
-                       (long long)w->tok_embd.ne1);
-    }
-    c->vocab_size = (int)w->tok_embd.ne1;
     char msg[QP_ERRLEN];
+    if ((rc = gguf_arch(g, path, &c->arch, err)) || (rc = get_config(g, c, err))) return rc;
+    struct taken tk = {g, qp_calloc_array((size_t)QP_MAX(hx_gguf_n_tensors(g), 1), 1)};
+    if (qp_owned_add(&m->owned, tk.used)) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
+    if ((rc = take(&tk, "token_embd.weight", &w->tok_embd, err))) return rc;
+    if (w->tok_embd.ne1 < 1 || w->tok_embd.ne1 > INT_MAX)
+        return qp_fail(err, QP_ERANGE, "cannot read '%s': vocabulary of %lld tokens", path, (long long)w->tok_embd.ne1);
+    c->vocab_size = (int)w->tok_embd.ne1;
     if ((rc = kn_config_check(c, msg))) return qp_fail(err, rc, "cannot read '%s': %s", path, msg);
-
     w->layers = qp_calloc_array((size_t)c->n_layers, sizeof *w->layers);
-    if (!w->layers) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
-    if (hx_model_own(m, w->layers)) {
+    if (qp_owned_add(&m->owned, w->layers)) {
         w->layers = NULL;
         return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
     }
     if ((rc = take_all(&tk, m, err))) return rc;
     if ((rc = kn_weights_check(w, msg))) return qp_fail(err, rc, "cannot read '%s': %s", path, msg);
-
-    if (hx_gguf_find(g, "tokenizer.ggml.model")) {
-        if ((rc = hx_tok_from_gguf(g, &m->tok, err))) return rc;
-        if (hx_tok_n_vocab(m->tok) != c->vocab_size) {
-            return qp_fail(err, QP_EFORMAT,
-                           "cannot read '%s': the tokenizer has %d tokens, the model %d", path,
-                           hx_tok_n_vocab(m->tok), c->vocab_size);
-        }
-    }
-    return 0;
+    return gguf_tokenizer(m, g, path, err);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -507,81 +506,6 @@ static int add_tensor(struct hx_gguf_writer *wr, struct conv *cv, const char *na
     return add_rows(wr, cv, name, parts, 1, dst, is_norm, path, err);
 }
 
-// The "[PAD<id>]" text of a padded embedding row beyond the tokenizer's tokens, as llama.cpp's
-// converter names them (type UNUSED, score -1000): buf of at least 24 bytes.
-#define HX_PAD_SCORE -1000.0f
-#define HX_TOKEN_UNUSED 5
-
-// tokenizer.ggml.tokens: spaces back to "▁" (U+2581), llama2.c's "\n<s>\n"/"\n</s>\n" to
-// "<s>"/"</s>"; ids from the tokenizer's size up to n_total are "[PAD<id>]".
-static int set_tokens(struct hx_gguf_writer *wr, const struct hx_tok *tok, int n_total) {
-    int n = hx_tok_n_vocab(tok);
-    if (n < 1 || n_total < n) return QP_EINVAL;
-    size_t total = 24 * (size_t)(n_total - n);
-    for (int i = 0; i < n; i++) {
-        size_t len;
-        hx_tok_str(tok, i, &len);
-        total += 3 * len;
-    }
-    char **strs = calloc((size_t)n_total, sizeof *strs);
-    size_t *lens = calloc((size_t)n_total, sizeof *lens);
-    char *arena = malloc(total ? total : 1);
-    int rc = QP_ENOMEM;
-    if (strs && lens && arena) {
-        char *p = arena;
-        for (int i = 0; i < n; i++) {
-            size_t len;
-            const char *s = hx_tok_str(tok, i, &len);
-            strs[i] = p;
-            if (len == 5 && memcmp(s, "\n<s>\n", 5) == 0) s = "<s>", len = 3;
-            else if (len == 6 && memcmp(s, "\n</s>\n", 6) == 0) s = "</s>", len = 4;
-            for (size_t k = 0; k < len; k++) {
-                if (s[k] == ' ') {
-                    memcpy(p, "\xe2\x96\x81", 3);
-                    p += 3;
-                } else {
-                    *p++ = s[k];
-                }
-            }
-            lens[i] = (size_t)(p - strs[i]);
-        }
-        for (int i = n; i < n_total; i++) {
-            strs[i] = p;
-            lens[i] = (size_t)snprintf(p, 24, "[PAD%d]", i);
-            p += lens[i];
-        }
-        rc = hx_gguf_writer_set_arr_str(wr, "tokenizer.ggml.tokens", (const char *const *)strs,
-                                        lens, (uint64_t)n_total);
-    }
-    free(strs);
-    free(lens);
-    free(arena);
-    return rc;
-}
-
-static int set_tokenizer_arrays(struct hx_gguf_writer *wr, const struct hx_tok *tok, int n_total) {
-    int n = hx_tok_n_vocab(tok);
-    if (n < 1 || n_total < n) return QP_EINVAL;
-    float *scores = malloc((size_t)n_total * sizeof *scores);
-    int32_t *types = malloc((size_t)n_total * sizeof *types);
-    int rc = QP_ENOMEM;
-    if (scores && types) {
-        for (int i = 0; i < n_total; i++) {
-            scores[i] = i < n ? hx_tok_score(tok, i) : HX_PAD_SCORE;
-            types[i] = i < n ? hx_tok_type(tok, i) : HX_TOKEN_UNUSED;
-        }
-        rc = set_tokens(wr, tok, n_total);
-        if (!rc) rc = hx_gguf_writer_set_arr(wr, "tokenizer.ggml.scores", HX_GGUF_FLOAT32, scores,
-                                             (uint64_t)n_total);
-        if (!rc) rc = hx_gguf_writer_set_arr(wr, "tokenizer.ggml.token_type", HX_GGUF_INT32,
-                                             types, (uint64_t)n_total);
-        if (!rc) rc = hx_gguf_writer_set_str(wr, "tokenizer.ggml.model", "llama");
-    }
-    free(scores);
-    free(types);
-    return rc;
-}
-
 // general.name: the file name without directories and ".gguf", or "qprobe".
 static void model_name(const char *path, char *out, size_t cap) {
     const char *base = strrchr(path, '/');
@@ -654,18 +578,18 @@ static int set_keys(struct hx_gguf_writer *wr, const struct kn_weights *w,
     char name[256];
     model_name(path, name, sizeof name);
     int rc = 0;
-    if (tok) rc = set_tokenizer_arrays(wr, tok, c->vocab_size);
+    if (tok) rc = hx_tok_write_gguf(tok, wr);
     if (!rc) rc = hx_gguf_writer_set_str(wr, "general.architecture", kn_arch_name(a));
     if (!rc) rc = hx_gguf_writer_set_str(wr, "general.name", name);
     if (!rc) rc = hx_gguf_writer_set_u32(wr, "general.file_type", (uint32_t)file_type);
     if (!rc && type < 0) rc = hx_gguf_writer_set_u32(wr, "general.quantization_version", 2);
-    if (tok) {
-        if (!rc) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.unknown_token_id",
-                                             (uint32_t)hx_tok_unk(tok));
-        if (!rc) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.bos_token_id",
-                                             (uint32_t)hx_tok_bos(tok));
-        if (!rc) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.eos_token_id",
-                                             (uint32_t)hx_tok_eos(tok));
+    if (tok) { // ids the vocabulary lacks (-1) are left out, as llama.cpp's converter does
+        if (!rc && hx_tok_unk(tok) >= 0)
+            rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.unknown_token_id", (uint32_t)hx_tok_unk(tok));
+        if (!rc && hx_tok_bos(tok) >= 0)
+            rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.bos_token_id", (uint32_t)hx_tok_bos(tok));
+        if (!rc && hx_tok_eos(tok) >= 0)
+            rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.eos_token_id", (uint32_t)hx_tok_eos(tok));
     }
     if (!rc) rc = set_u32(wr, a, "context_length", (uint32_t)c->seq_len);
     if (!rc) rc = set_u32(wr, a, "embedding_length", (uint32_t)c->dim);
@@ -744,7 +668,7 @@ static int hx_gguf_model_write_impl(const struct kn_weights *w, const struct hx_
                                     const char *path, int type, int file_type, char *err);
 
 int hx_gguf_model_write(const struct kn_weights *w, const struct hx_tok *tok, const char *path,
-                        int type, char *err) {
+                        enum kn_type type, char *err) {
     if (type != KN_F32 && type != KN_F16) {
         return qp_fail(err, QP_EINVAL, "cannot write '%s': type %d is not f32 or f16", path,
                        type);
@@ -757,12 +681,42 @@ int hx_gguf_model_write_as_is(const struct kn_weights *w, const struct hx_tok *t
     return hx_gguf_model_write_impl(w, tok, path, -1, file_type, err);
 }
 
+int hx_gguf_vocab_write(const struct hx_tok *tok, const char *path, char *err) {
+    struct hx_gguf_writer *wr;
+    if (hx_gguf_writer_create(&wr)) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    // The smallest Llama shape llama.cpp's hyperparameter loader accepts.
+    static const struct {
+        const char *key;
+        uint32_t v;
+    } hp[] = {{"llama.block_count", 1},     {"llama.context_length", 4096},   {"llama.embedding_length", 64},
+              {"llama.feed_forward_length", 128}, {"llama.attention.head_count", 2}, {"llama.attention.head_count_kv", 2},
+              {"llama.rope.dimension_count", 32}};
+    int rc = hx_tok_write_gguf(tok, wr);
+    if (!rc) rc = hx_gguf_writer_set_str(wr, "general.architecture", "llama");
+    if (!rc) rc = hx_gguf_writer_set_str(wr, "general.name", "qprobe-vocab");
+    for (size_t i = 0; i < QP_ARRAY_LEN(hp) && !rc; i++) rc = hx_gguf_writer_set_u32(wr, hp[i].key, hp[i].v);
+    if (!rc) rc = hx_gguf_writer_set_f32(wr, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.vocab_size", (uint32_t)hx_tok_n_vocab(tok));
+    if (!rc && hx_tok_bos(tok) >= 0) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.bos_token_id", (uint32_t)hx_tok_bos(tok));
+    if (!rc && hx_tok_eos(tok) >= 0) rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.eos_token_id", (uint32_t)hx_tok_eos(tok));
+    if (!rc && hx_tok_unk(tok) >= 0)
+        rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.unknown_token_id", (uint32_t)hx_tok_unk(tok));
+    if (rc == QP_ENOTSUP)
+        rc = qp_fail(err, rc, "cannot write '%s': llama.cpp has no pre-tokenizer name for this vocabulary (%s)", path,
+                     hx_tok_describe(tok));
+    else if (rc)
+        rc = qp_fail(err, rc, "cannot write '%s': %s", path, qp_strerror(rc));
+    if (!rc) rc = hx_gguf_writer_write(wr, path, err);
+    hx_gguf_writer_destroy(wr);
+    return rc;
+}
+
 static int hx_gguf_model_write_impl(const struct kn_weights *w, const struct hx_tok *tok,
                                     const char *path, int type, int file_type, char *err) {
     char msg[QP_ERRLEN];
     int rc = kn_weights_check(w, msg);
     if (rc) return qp_fail(err, QP_EINVAL, "cannot write '%s': %s", path, msg);
-    if (tok && hx_tok_n_vocab(tok) > w->cfg.vocab_size) { // fewer: the rest are padded rows
+    if (tok && hx_tok_n_vocab(tok) != w->cfg.vocab_size) {
         return qp_fail(err, QP_EINVAL,
                        "cannot write '%s': the tokenizer has %d tokens, the model %d", path,
                        hx_tok_n_vocab(tok), w->cfg.vocab_size);
@@ -926,11 +880,13 @@ void hx_gguf_stream_abort(struct hx_gguf_stream *s) {
 }
 
 static int st_io_fail(struct hx_gguf_stream *s, char *err) {
-    int rc = qp_fail(err, QP_EIO, "cannot write '%s': %s", s->path, strerror(s->err_no));
+    int rc = qp_fail(err, QP_EWRITE, "cannot write '%s': %s", s->path, strerror(s->err_no));
     hx_gguf_stream_abort(s);
     return rc;
 }
 
+// About 100 lines: validation, the header (key/values, tensor infos) and the temporary file are
+// written in file order with one failure path (st_free / st_io_fail) that leaves no file behind.
 int hx_gguf_stream_open(const char *path, const struct hx_gguf_kv *kvs, int64_t n_kv,
                         const struct hx_gguf_stream_tensor *tensors, int64_t n_tensors,
                         struct hx_gguf_stream **out, char *err) {
@@ -1041,7 +997,7 @@ uint64_t hx_gguf_stream_data_bytes(const struct hx_gguf_stream *s) { return s->t
 
 int hx_gguf_stream_write(struct hx_gguf_stream *s, const void *data, size_t n, char *err) {
     const uint8_t *p = data;
-    if (s->failed) return qp_fail(err, QP_EIO, "cannot write '%s': %s", s->path,
+    if (s->failed) return qp_fail(err, QP_EWRITE, "cannot write '%s': %s", s->path,
                                   strerror(s->err_no));
     while (n > 0) {
         if (s->cur >= s->n_tensors) {
@@ -1061,7 +1017,7 @@ int hx_gguf_stream_write(struct hx_gguf_stream *s, const void *data, size_t n, c
             s->cur++;
             s->done = 0;
         }
-        if (s->failed) return qp_fail(err, QP_EIO, "cannot write '%s': %s", s->path,
+        if (s->failed) return qp_fail(err, QP_EWRITE, "cannot write '%s': %s", s->path,
                                       strerror(s->err_no));
     }
     return 0;

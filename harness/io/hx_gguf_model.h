@@ -1,4 +1,4 @@
-// gguf_model.h — a Llama model as GGUF: hx_gguf_model_load (declared in model.h) reads one into
+// gguf_model.h — a Llama model as GGUF: hx_gguf_model_load (declared in hx_model_load.h, private to harness/io/) reads one into
 // kn_weights; hx_gguf_model_write writes kn_weights (and a tokenizer) as a GGUF that llama.cpp
 // loads, laid out as llama.cpp's llama2.c converter lays it out.
 // hx_gguf_stream_* writes a GGUF whose tensors are produced piece by piece (qprobe synth),
@@ -18,16 +18,24 @@ struct hx_tok;
 // KN_F16: the type of every 2-D matrix (norm vectors stay F32, as llama.cpp keeps them).
 // tok may be NULL (no tokenizer keys). When w->tied, no output.weight is written.
 // Returns 0, QP_EINVAL (bad type, inconsistent weights or vocabulary), QP_ENOTSUP (a source
-// tensor of a quantized type), QP_ENOMEM or QP_EIO, with err "cannot write 'PATH': ...".
+// tensor of a quantized type), QP_ENOMEM, QP_EIO (cannot create the file) or QP_EWRITE (a
+// write failed: disk full, I/O error), with err "cannot write 'PATH': ...".
 // Nothing of w or tok is modified or kept.
 int hx_gguf_model_write(const struct kn_weights *w, const struct hx_tok *tok, const char *path,
-                        int type, char *err);
+                        enum kn_type type, char *err);
 
 // Writes w with every tensor in the type it has (a quantized variant: llama.cpp block types,
 // f16, f32; norms must be f32), plus general.quantization_version = 2 and the given
 // general.file_type (llama.cpp's llama_ftype number). Same errors as above.
 int hx_gguf_model_write_as_is(const struct kn_weights *w, const struct hx_tok *tok,
                               const char *path, int file_type, char *err);
+
+// Writes only the vocabulary (no tensors) as a GGUF that llama.cpp's tools load with
+// vocab_only, like its own models/ggml-vocab-*.gguf: tokenizer keys, architecture "llama" with
+// placeholder hyperparameters (llama.cpp requires them; they describe no weights). Returns 0,
+// QP_ENOTSUP (a vocabulary llama.cpp has no name for, see hx_tok_write_gguf), QP_ENOMEM or
+// QP_EIO, with err "cannot write 'PATH': ...".
+int hx_gguf_vocab_write(const struct hx_tok *tok, const char *path, char *err);
 
 // ---------------------------------------------------------------------------------------------
 // Streaming writer, for models too large to hold in memory: the header (key/values and tensor
@@ -52,7 +60,7 @@ struct hx_gguf_stream_tensor {
 // elements are taken as raw little-endian bytes) and the tensor infos. Nothing of kvs or
 // tensors is kept (the names are copied). On success *out is the stream, to be ended with
 // hx_gguf_stream_finish or hx_gguf_stream_abort; on failure *out is NULL and no file is left.
-// Errors: QP_EINVAL (bad type, shape or value, duplicate tensor name), QP_ENOMEM, QP_EIO, with
+// Errors: QP_EINVAL (bad type, shape or value, duplicate tensor name), QP_ENOMEM, QP_EIO (cannot create the file), with
 // err "cannot write 'PATH': ...".
 int hx_gguf_stream_open(const char *path, const struct hx_gguf_kv *kvs, int64_t n_kv,
                         const struct hx_gguf_stream_tensor *tensors, int64_t n_tensors,
@@ -60,7 +68,7 @@ int hx_gguf_stream_open(const char *path, const struct hx_gguf_kv *kvs, int64_t 
 
 // Appends n bytes of tensor data; a call may end inside a tensor or span several. Padding
 // between tensors is written here. QP_EINVAL when more bytes arrive than the tensors hold,
-// QP_EIO on a write error (disk full): the stream is then failed and only abort remains.
+// QP_EWRITE on a write error (disk full): the stream is then failed and only abort remains.
 int hx_gguf_stream_write(struct hx_gguf_stream *s, const void *data, size_t n, char *err);
 
 // Total bytes of tensor data the stream expects (sum of the tensors' sizes, without padding).
@@ -68,7 +76,7 @@ uint64_t hx_gguf_stream_data_bytes(const struct hx_gguf_stream *s);
 
 // Checks that every tensor byte arrived, flushes, fsyncs and renames the file into place;
 // frees s in every case (on failure the temporary file is removed). 0, QP_EINVAL (data
-// missing) or QP_EIO.
+// missing) or QP_EWRITE.
 int hx_gguf_stream_finish(struct hx_gguf_stream *s, char *err);
 
 // Removes the temporary file and frees s. s may be NULL.

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "hx_model.h"
+#include "hx_model_load.h"
 #include "qp.h"
 
 static struct kn_tensor hx_f32_tensor(const float **cursor, int64_t ne0, int64_t ne1) {
@@ -30,6 +31,8 @@ static int64_t hx_first_nonfinite(const float *x, int64_t n) {
     return -1;
 }
 
+// About 90 lines: the checks of the header and the file size, then the tensors laid out in the
+// file's fixed order — one read of the format from top to bottom, as llama2.c's run.c has it.
 int hx_llama2c_load(struct hx_model *m, const char *path, char *err) {
     m->format = HX_FMT_LLAMA2C;
     int fd = open(path, O_RDONLY);
@@ -93,7 +96,7 @@ int hx_llama2c_load(struct hx_model *m, const char *path, char *err) {
                        isnan(all[bad]) ? "NaN" : "infinite");
 
     struct kn_layer_weights *layers = qp_calloc_array((size_t)L, sizeof *layers);
-    if (!layers || hx_model_own(m, layers))
+    if (!layers || qp_owned_add(&m->owned, layers))
         return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
     m->w.layers = layers;
 

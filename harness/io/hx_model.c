@@ -1,6 +1,7 @@
 // model.c — opens a model file of any supported format (model.h): detects the format, calls the
 // format's loader, attaches the tokenizer, and owns every resource until hx_model_close.
 #include "hx_model.h"
+#include "hx_model_load.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,21 +19,6 @@
 #include "kn_blocks.h"
 #include "qp.h"
 #include "hx_tokenizer.h"
-
-int hx_model_own(struct hx_model *m, void *buf) {
-    if (m->n_owned == m->cap_owned) {
-        int cap = m->cap_owned ? 2 * m->cap_owned : 16;
-        void **nb = realloc(m->owned, (size_t)cap * sizeof *nb);
-        if (!nb) {
-            qp_free(buf);
-            return QP_ENOMEM;
-        }
-        m->owned = nb;
-        m->cap_owned = cap;
-    }
-    m->owned[m->n_owned++] = buf;
-    return 0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The read-only file mappings of the open models, for hx_release_source: only pages proven to
@@ -85,8 +71,7 @@ void hx_model_close(struct hx_model *m) {
     if (m->tok) hx_tok_destroy(m->tok);
     if (m->gguf) hx_gguf_close(m->gguf);
     if (m->map) munmap(m->map, m->map_len);
-    for (int i = 0; i < m->n_owned; i++) qp_free(m->owned[i]);
-    free(m->owned);
+    qp_owned_free(&m->owned);
     free(m->path);
     free(m);
 }
@@ -210,23 +195,33 @@ static int hx_check_finite(const struct hx_model *m, char *err) {
     return rc;
 }
 
-// The tokenizer of the GGUF file at path, for a model of vocab_size rows (the tokenizer may have
-// fewer tokens: padded embedding rows). Replaces *tok.
-static int hx_tok_open_gguf(const char *path, int vocab_size, struct hx_tok **tok, char *err) {
-    struct hx_gguf *g;
+// The tokenizer given with -z, replacing the model's own: tokenizer.bin, tokenizer.json or a
+// GGUF vocabulary, whose size must fit the embedding rows.
+static int hx_model_tokenizer(struct hx_model *m, const char *tok_path, char *err) {
     struct hx_tok *t = NULL;
-    int rc = hx_gguf_open(path, &g, err);
-    if (rc) return rc;
-    rc = hx_tok_from_gguf(g, &t, err);
-    hx_gguf_close(g);
-    if (!rc && hx_tok_n_vocab(t) > vocab_size) {
-        rc = qp_fail(err, QP_EFORMAT, "cannot read '%s': its %d tokens exceed the model's %d", path, hx_tok_n_vocab(t),
-                     vocab_size);
-        hx_tok_destroy(t);
+    int rows = m->w.cfg.vocab_size;
+    int rc = hx_tok_open(tok_path, rows, &t, err);
+    if (!rc && strcmp(hx_tok_source(t), "tokenizer.bin") == 0) {
+        // tokenizer.bin does not store its size: a file that also loads with one token more
+        // was made for a larger vocabulary (e.g. Llama 2's 32000 with a 512-token model), and
+        // its first records would silently stand in for the model's tokens.
+        struct hx_tok *more = NULL;
+        char ignored[QP_ERRLEN];
+        if (hx_tok_load_llama2c(tok_path, rows + 1, &more, ignored) == 0) {
+            hx_tok_destroy(more);
+            rc = qp_fail(err, QP_EFORMAT,
+                         "cannot read '%s': it holds more than the model's %d tokens (a tokenizer for another model?)",
+                         tok_path, rows);
+        }
+    } else if (!rc) {
+        rc = hx_tok_fit_rows(t, rows, tok_path, err);
     }
-    if (rc) return rc;
-    if (*tok) hx_tok_destroy(*tok);
-    *tok = t;
+    if (rc) {
+        hx_tok_destroy(t);
+        return rc;
+    }
+    if (m->tok) hx_tok_destroy(m->tok);
+    m->tok = t;
     return 0;
 }
 
@@ -251,36 +246,9 @@ int hx_model_open(const char *path, const char *tok_path, struct hx_model **out,
         hx_model_close(m);
         return rc;
     }
-    size_t tl = tok_path ? strlen(tok_path) : 0;
-    if (tok_path && tl > 5 && strcmp(tok_path + tl - 5, ".gguf") == 0) { // a GGUF's own vocabulary
-        if ((rc = hx_tok_open_gguf(tok_path, m->w.cfg.vocab_size, &m->tok, err))) {
-            hx_model_close(m);
-            return rc;
-        }
-    } else if (tok_path) {
-        struct hx_tok *t = NULL;
-        rc = hx_tok_load_llama2c(tok_path, m->w.cfg.vocab_size, &t, err);
-        if (rc) {
-            hx_model_close(m);
-            return rc;
-        }
-        // tokenizer.bin does not store its size: a file that also loads with one token more was
-        // made for a larger vocabulary (e.g. Llama 2's 32000 with a 512-token model), and its
-        // first records would silently stand in for the model's tokens.
-        struct hx_tok *more = NULL;
-        char ignored[QP_ERRLEN];
-        if (hx_tok_load_llama2c(tok_path, m->w.cfg.vocab_size + 1, &more, ignored) == 0) {
-            hx_tok_destroy(more);
-            hx_tok_destroy(t);
-            rc = qp_fail(err, QP_EFORMAT,
-                         "cannot read '%s': it holds more than the model's %d tokens (a tokenizer for "
-                         "another model?)",
-                         tok_path, m->w.cfg.vocab_size);
-            hx_model_close(m);
-            return rc;
-        }
-        if (m->tok) hx_tok_destroy(m->tok);
-        m->tok = t;
+    if (tok_path && (rc = hx_model_tokenizer(m, tok_path, err))) {
+        hx_model_close(m);
+        return rc;
     }
     *out = m;
     return 0;

@@ -10,6 +10,7 @@
 #include <stddef.h>
 
 #include "kn_model.h"
+#include "qp.h"
 
 struct hx_gguf;
 struct hx_tok;
@@ -24,13 +25,13 @@ struct hx_model {
     struct hx_gguf *gguf;     // the reader, when GGUF
     void *map;                // a mapping owned by the model (llama2.c, safetensors)
     size_t map_len;
-    void **owned;             // buffers freed with the model
-    int n_owned, cap_owned;
+    struct qp_owned owned;    // buffers w points into, freed with the model
 };
 
 // Opens path (format detected from magic bytes, or a directory holding model.safetensors and
-// config.json). tok_path: a llama2.c tokenizer.bin, or NULL to use the model's own (GGUF) or
-// none. On failure returns a QP_E* code, *out = NULL, and err "cannot read 'PATH': ...".
+// config.json). tok_path: a tokenizer file (llama2.c tokenizer.bin, tokenizer.json or a GGUF
+// vocabulary) that replaces the model's own, or NULL to use the model's own (GGUF keys, or the
+// tokenizer.json beside a safetensors config.json) or none. On failure returns a QP_E* code, *out = NULL, and err "cannot read 'PATH': ...".
 int hx_model_open(const char *path, const char *tok_path, struct hx_model **out, char *err);
 void hx_model_close(struct hx_model *m);
 
@@ -46,14 +47,7 @@ void hx_model_release_pages(struct hx_model *m);
 // that peak memory is the variant plus one tensor, not source plus variant. Thread-safe.
 void hx_release_source(const void *p, size_t n);
 
-// Registers a buffer allocated with qp_alloc to be freed with the model. 0 or QP_ENOMEM
-// (then the buffer is freed at once).
-int hx_model_own(struct hx_model *m, void *buf);
-
-// Format-specific loaders used by hx_model_open; m is zeroed by the caller except path.
-int hx_llama2c_load(struct hx_model *m, const char *path, char *err);
-int hx_gguf_model_load(struct hx_model *m, const char *path, char *err);
-int hx_safetensors_load(struct hx_model *m, const char *path, char *err);
+// The format loaders are private to harness/io/ (hx_model_load.h).
 
 // ---------------------------------------------------------------------------------------------
 // Naming the weights

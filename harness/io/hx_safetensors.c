@@ -9,7 +9,8 @@
 // their rows are permuted from Hugging Face's rotate-half order into interleaved pairs.
 // Writing does the inverse, atomically (temporary file, fsync, rename).
 //
-// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_model.h and cJSON; must not
+// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_model_load.h, hx_tokenizer.h
+// (a tokenizer.json beside config.json is the model's vocabulary) and cJSON; must not
 // depend on quantizers/, metrics/, tasks/, reports/ or SQLite. Assumes a little-endian host
 // (safetensors is little-endian; checked at compile time).
 #include "hx_safetensors.h"
@@ -30,6 +31,8 @@
 #include <cjson/cJSON.h>
 
 #include "hx_model.h"
+#include "hx_model_load.h"
+#include "hx_tokenizer.h"
 #include "qp.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes little endian");
@@ -702,7 +705,7 @@ static int st_take(struct hx_model *m, const struct st_reader *r, const char *na
     if ((uintptr_t)p % (uintptr_t)e.dt->size != 0) {
         size_t bytes = (size_t)(e.end - e.begin);
         void *copy = qp_alloc(bytes);
-        if (!copy || hx_model_own(m, copy) != 0) // hx_model_own frees copy when it fails
+        if (!copy || qp_owned_add(&m->owned, copy) != 0) // qp_owned_add frees copy when it fails
             return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", r->path);
         memcpy(copy, p, bytes);
         p = copy;
@@ -723,7 +726,7 @@ static int st_qk_convert(struct hx_model *m, struct kn_tensor *t, int n_head, in
     if (qp_mul_overflow((size_t)t->ne0, (size_t)t->ne1, &count))
         return qp_fail(err, QP_ERANGE, "cannot read '%s': tensor '%s' is too large", path, name);
     float *dst = qp_alloc_array(count, sizeof(float));
-    if (!dst || hx_model_own(m, dst) != 0)
+    if (!dst || qp_owned_add(&m->owned, dst) != 0)
         return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
     for (int64_t row = 0; row < t->ne1; row++)
         st_row_to_f32(t->type, t->data, st_qk_src_row(row, head_size, 0), t->ne0,
@@ -794,7 +797,7 @@ static int st_take_mark(struct hx_model *m, const struct st_reader *r, struct st
 static int st_f32_rows(struct hx_model *m, struct kn_tensor *t, int64_t r0, int64_t rows, float add, const char *path,
                        char *err) {
     float *dst = qp_alloc_array((size_t)(rows * t->ne0), sizeof(float));
-    if (!dst || hx_model_own(m, dst) != 0) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
+    if (qp_owned_add(&m->owned, dst)) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
     for (int64_t r = 0; r < rows; r++) {
         float *o = dst + r * t->ne0;
         st_row_to_f32(t->type, t->data, r0 + r, t->ne0, o);
@@ -921,7 +924,7 @@ static int st_fill(struct hx_model *m, const struct st_reader *r, const struct s
     const struct kn_config *c = &w->cfg;
     int rc;
     w->layers = qp_calloc_array((size_t)c->n_layers, sizeof *w->layers);
-    if (!w->layers || hx_model_own(m, w->layers) != 0) {
+    if (!w->layers || qp_owned_add(&m->owned, w->layers) != 0) {
         w->layers = NULL;
         return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", r->path);
     }
@@ -951,7 +954,7 @@ static int st_rope_tensors(struct hx_model *m, const struct st_rope *rope, const
     int half = c->head_size / 2;
     if (rope->llama3) {
         float *f = qp_alloc_array((size_t)half, sizeof(float));
-        if (!f || hx_model_own(m, f)) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
+        if (qp_owned_add(&m->owned, f)) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
         for (int i = 0; i < half; i++) {
             double freq = 1.0 / pow(c->rope_theta, 2.0 * i / c->head_size), wavelen = 2 * M_PI / freq;
             double lo_wl = rope->orig / rope->low, hi_wl = rope->orig / rope->high;
@@ -962,15 +965,30 @@ static int st_rope_tensors(struct hx_model *m, const struct st_rope *rope, const
         m->w.rope_freqs = (struct kn_tensor){KN_F32, half, 1, f};
     }
     if (rope->longs) {
-        float *lf = qp_alloc_array((size_t)half, sizeof(float)), *sf = qp_alloc_array((size_t)half, sizeof(float));
-        if (!lf || hx_model_own(m, lf) || !sf || hx_model_own(m, sf))
-            return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
+        float *lf = qp_alloc_array((size_t)half, sizeof(float));
+        if (qp_owned_add(&m->owned, lf)) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
+        float *sf = qp_alloc_array((size_t)half, sizeof(float));
+        if (qp_owned_add(&m->owned, sf)) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
         memcpy(lf, rope->longs, (size_t)half * sizeof(float));
         memcpy(sf, rope->shorts, (size_t)half * sizeof(float));
         m->w.rope_long = (struct kn_tensor){KN_F32, half, 1, lf};
         m->w.rope_short = (struct kn_tensor){KN_F32, half, 1, sf};
     }
     return 0;
+}
+
+// tokenizer.json beside config.json, when there is one: the model's own vocabulary.
+static int st_tokenizer(struct hx_model *m, const char *cfg_path, char *err) {
+    const char *slash = strrchr(cfg_path, '/');
+    char *tok_path = st_concat(cfg_path, slash ? (size_t)(slash - cfg_path + 1) : 0, "tokenizer.json");
+    if (!tok_path) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", cfg_path);
+    int rc = 0;
+    if (access(tok_path, F_OK) == 0) {
+        rc = hx_tok_load_json(tok_path, &m->tok, err);
+        if (!rc) rc = hx_tok_fit_rows(m->tok, m->w.cfg.vocab_size, tok_path, err);
+    }
+    free(tok_path);
+    return rc;
 }
 
 int hx_safetensors_load(struct hx_model *m, const char *path, char *err) {
@@ -1008,6 +1026,7 @@ int hx_safetensors_load(struct hx_model *m, const char *path, char *err) {
                                 err)))
             goto done;
     }
+    if ((rc = st_tokenizer(m, cfg_path, err))) goto done;
     m->format = HX_FMT_SAFETENSORS;
 done:
     free(rope.longs);
@@ -1110,12 +1129,12 @@ static int st_commit(FILE *f, const char *dir, const char *tmp, const char *fina
     if (fclose(f) != 0 && !e) e = errno;
     if (e || bad) {
         unlink(tmp);
-        return qp_fail(err, QP_EIO, "cannot write '%s': %s", tmp, strerror(e ? e : EIO));
+        return qp_fail(err, QP_EWRITE, "cannot write '%s': %s", tmp, strerror(e ? e : EIO));
     }
     if (rename(tmp, final) != 0) {
         e = errno;
         unlink(tmp);
-        return qp_fail(err, QP_EIO, "cannot rename '%s' to '%s': %s", tmp, final, strerror(e));
+        return qp_fail(err, QP_EWRITE, "cannot rename '%s' to '%s': %s", tmp, final, strerror(e));
     }
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) { // best effort: makes the rename itself durable
@@ -1373,7 +1392,68 @@ static size_t st_wlist(const struct kn_weights *w, struct st_wtensor *ts) {
     return n;
 }
 
-int hx_safetensors_write(const struct kn_weights *w, const char *dir, int type, char *err) {
+// Offsets and the JSON header of ts[0..n) (sorted), padded with spaces so that the data starts
+// 8-byte aligned; *max_ne0 gets the widest row. Only f32/f16/bf16 sources can be written.
+static int st_header(struct st_wtensor *ts, size_t n, enum kn_type type, const char *dir, struct st_text *h,
+                     int64_t *max_ne0, char *err) {
+    uint64_t pos = 0;
+    size_t out_size = (size_t)kn_row_bytes(type, 1);
+    *max_ne0 = 1;
+    st_text_printf(h, "{\"__metadata__\":{\"format\":\"pt\"}");
+    for (size_t i = 0; i < n; i++) {
+        const struct kn_tensor *t = ts[i].t;
+        for (int p = 0; p < ts[i].n_parts; p++) {
+            const struct kn_tensor *tp = ts[i].parts[p];
+            if (tp->type != KN_F32 && tp->type != KN_F16 && tp->type != KN_BF16) {
+                const struct kn_type_info *ti = kn_type_info(tp->type);
+                return qp_fail(err, QP_ENOTSUP,
+                               "cannot write '%s': tensor '%s' has type %s; only f32, f16 and bf16 can be "
+                               "written as safetensors",
+                               dir, ts[i].name, ti ? ti->name : "?");
+            }
+        }
+        uint64_t bytes = (uint64_t)t->ne0 * (uint64_t)ts[i].rows * out_size; // shapes checked above
+        ts[i].begin = pos;
+        ts[i].end = pos += bytes;
+        *max_ne0 = QP_MAX(*max_ne0, t->ne0);
+        if (ts[i].rank == 2)
+            st_text_printf(h, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld,%lld],\"data_offsets\":[%llu,%llu]}",
+                           ts[i].name, st_dtype_name(type), (long long)ts[i].rows, (long long)t->ne0,
+                           (unsigned long long)ts[i].begin, (unsigned long long)ts[i].end);
+        else
+            st_text_printf(h, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld],\"data_offsets\":[%llu,%llu]}",
+                           ts[i].name, st_dtype_name(type), (long long)(t->ne0 * t->ne1),
+                           (unsigned long long)ts[i].begin, (unsigned long long)ts[i].end);
+    }
+    st_text_printf(h, "}");
+    while (!h->oom && h->len % 8 != 0) st_text_printf(h, " ");
+    return 0;
+}
+
+// The tensor list of w sorted by name as Hugging Face writes it (*out, caller frees with
+// qp_free), or a refusal when the family's block has no config.json form.
+static int st_wlist_sorted(const struct kn_weights *w, const char *dir, struct st_wtensor **out, size_t *n,
+                           char *err) {
+    size_t cap = (size_t)w->cfg.n_layers * 13 + 3;
+    struct st_wtensor *ts = qp_calloc_array(cap, sizeof *ts);
+    if (!ts) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", dir);
+    *n = st_wlist(w, ts);
+    QP_ASSERT(*n <= cap);
+    int rope_ok = 1;
+    cJSON_Delete(st_family_of(w) ? st_rope_json(w, &rope_ok) : NULL);
+    if (!st_family_of(w) || !rope_ok) { // refused before any file is written
+        qp_free(ts);
+        return qp_fail(err, QP_ENOTSUP, "cannot write '%s': this %s model's block (scales, biases, norms or RoPE "
+                       "factors) has no config.json form", dir, kn_arch_name(w->cfg.arch));
+    }
+    qsort(ts, *n, sizeof *ts, st_wtensor_cmp);
+    *out = ts;
+    return 0;
+}
+
+// The tensor list, the JSON header, the data and the two atomic renames (model.safetensors,
+// config.json) share one set of buffers and temporary paths, freed in one place at the end.
+int hx_safetensors_write(const struct kn_weights *w, const char *dir, enum kn_type type, char *err) {
     if (type != KN_F32 && type != KN_F16 && type != KN_BF16)
         return qp_fail(err, QP_EINVAL, "cannot write '%s': output type must be f32, f16 or bf16",
                        dir);
@@ -1381,71 +1461,23 @@ int hx_safetensors_write(const struct kn_weights *w, const char *dir, int type, 
     int rc;
     if ((rc = kn_config_check(&w->cfg, msg)) || (rc = kn_weights_check(w, msg)))
         return qp_fail(err, rc, "cannot write '%s': %s", dir, msg);
-    const struct kn_config *c = &w->cfg;
     QP_ASSERT(w->layers != NULL);
-
-    // The tensor list, sorted by name as Hugging Face writes it.
-    size_t n = 0, cap = (size_t)c->n_layers * 13 + 3;
-    struct st_wtensor *ts = qp_calloc_array(cap, sizeof *ts);
-    if (!ts) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", dir);
-    n = st_wlist(w, ts);
-    int rope_ok = 1;
-    cJSON_Delete(st_family_of(w) ? st_rope_json(w, &rope_ok) : NULL);
-    if (!st_family_of(w) || !rope_ok) { // refused before any file is written
-        qp_free(ts);
-        return qp_fail(err, QP_ENOTSUP, "cannot write '%s': this %s model's block (scales, biases, norms or RoPE "
-                       "factors) has no config.json form", dir, kn_arch_name(c->arch));
-    }
-    QP_ASSERT(n <= cap);
-    qsort(ts, n, sizeof *ts, st_wtensor_cmp);
-
-    // Offsets and the header, padded with spaces so that the data starts 8-byte aligned.
+    struct st_wtensor *ts = NULL;
+    size_t n = 0;
+    if ((rc = st_wlist_sorted(w, dir, &ts, &n, err))) return rc;
     struct st_text h = {0};
-    uint64_t pos = 0;
     int64_t max_ne0 = 1;
-    size_t out_size = (size_t)kn_row_bytes(type, 1);
     char *tmp = NULL, *final = NULL;
     float *row32 = NULL;
     void *rowout = NULL;
     FILE *f = NULL;
-    st_text_printf(&h, "{\"__metadata__\":{\"format\":\"pt\"}");
-    for (size_t i = 0; i < n; i++) {
-        const struct kn_tensor *t = ts[i].t;
-        for (int p = 0; p < ts[i].n_parts; p++) {
-            const struct kn_tensor *tp = ts[i].parts[p];
-            if (tp->type != KN_F32 && tp->type != KN_F16 && tp->type != KN_BF16) {
-                const struct kn_type_info *ti = kn_type_info(tp->type);
-                rc = qp_fail(err, QP_ENOTSUP,
-                             "cannot write '%s': tensor '%s' has type %s; only f32, f16 and bf16 can be "
-                             "written as safetensors",
-                             dir, ts[i].name, ti ? ti->name : "?");
-                goto done;
-            }
-        }
-        uint64_t bytes = (uint64_t)t->ne0 * (uint64_t)ts[i].rows * out_size; // shapes checked above
-        ts[i].begin = pos;
-        ts[i].end = pos += bytes;
-        max_ne0 = QP_MAX(max_ne0, t->ne0);
-        if (ts[i].rank == 2)
-            st_text_printf(
-                &h, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld,%lld],\"data_offsets\":[%llu,%llu]}",
-                ts[i].name, st_dtype_name(type), (long long)ts[i].rows, (long long)t->ne0,
-                (unsigned long long)ts[i].begin, (unsigned long long)ts[i].end);
-        else
-            st_text_printf(
-                &h, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%lld],\"data_offsets\":[%llu,%llu]}",
-                ts[i].name, st_dtype_name(type), (long long)(t->ne0 * t->ne1),
-                (unsigned long long)ts[i].begin, (unsigned long long)ts[i].end);
-    }
-    st_text_printf(&h, "}");
-    while (!h.oom && h.len % 8 != 0) st_text_printf(&h, " ");
+    if ((rc = st_header(ts, n, type, dir, &h, &max_ne0, err))) goto done;
     row32 = qp_alloc_array((size_t)max_ne0, sizeof(float));
     rowout = qp_alloc_array((size_t)max_ne0, sizeof(float));
     if (h.oom || !row32 || !rowout) {
         rc = qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", dir);
         goto done;
     }
-
     f = st_create(dir, "model.safetensors", &tmp, &final, err);
     if (!f) {
         rc = tmp ? QP_EIO : QP_ENOMEM;
@@ -1456,8 +1488,7 @@ int hx_safetensors_write(const struct kn_weights *w, const char *dir, int type, 
     fwrite(h.p, 1, h.len, f);
     for (size_t i = 0; i < n && !ferror(f); i++) st_write_tensor(f, &ts[i], type, row32, rowout);
     rc = st_commit(f, dir, tmp, final, err);
-    if (rc) goto done;
-    rc = st_write_config(w, dir, type, err);
+    if (!rc) rc = st_write_config(w, dir, type, err);
 done:
     free(h.p);
     free(tmp);

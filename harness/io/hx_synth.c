@@ -1,4 +1,4 @@
-// synth.c — synthetic Llama models of real shapes as GGUF (synth.h).
+// synth.c — synthetic models of real shapes, of every family, as GGUF (synth.h).
 //
 // Random numbers are counter-based: element i of a tensor is a pure function of (seed, tensor,
 // i), a splitmix64 finalizer applied to (counter * golden ratio) XOR (the tensor's key), so rows
@@ -9,8 +9,8 @@
 // HX_SYNTH_OUTLIER_SCALE. Norm vectors are 1 plus a
 // little t noise; the embedding is normal with standard deviation 0.02 (Llama's init range).
 //
-// The metadata follows llama.cpp's convert_hf_to_gguf.py for a llama model (key names and
-// order), the tokenizer.* keys are copied verbatim from the vocabulary file, and qprobe.synth.*
+// The metadata follows llama.cpp's convert_hf_to_gguf.py for the family (key names and order),
+// the tokenizer.* keys are copied verbatim from the vocabulary file, and qprobe.synth.*
 // keys record how the file was made. Tensor names are llama.cpp's.
 //
 // Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_gguf.h and harness/io/hx_gguf_model.h.
@@ -310,7 +310,8 @@ static void sy_rope_init(struct sy_rope *r, const struct hx_synth_shape *sh, int
 // The tensor list in llama.cpp's names and the converter's order: RoPE factors, token_embd, per
 // layer attn_norm, q, k, v (or attn_qkv), biases, output, post-attention norm, ffn_norm, gate, up
 // (or the fused up), down, post-FFN norm, then output_norm and output (untied). *n_out gets the
-// count; the array is malloc'd (caller frees), NULL when out of memory.
+// count; the array is malloc'd (caller frees), NULL when out of memory. (About 80 lines: the list
+// reads in file order, one SY_ADD per tensor, as the converter writes them.)
 static struct sy_tensor *sy_tensors(const struct hx_synth_shape *sh, const struct kn_config *c, uint64_t seed,
                                     int type, const struct sy_rope *rope, int *n_out) {
     int n = 6 + 16 * c->n_layers;
@@ -523,7 +524,7 @@ static int sy_check_space(const char *path, uint64_t need, char *err) {
     if (statvfs(dir, &vs) != 0) return 0; // the temporary file's creation reports the problem
     uint64_t avail = (uint64_t)vs.f_bavail * (uint64_t)vs.f_frsize;
     if (avail < need) {
-        return qp_fail(err, QP_EIO,
+        return qp_fail(err, QP_EWRITE, // a disk that is full is a runtime failure, as ENOSPC later is
                        "cannot write '%s': needs %.2f GB, only %.2f GB free on its file system",
                        path, (double)need / 1e9, (double)avail / 1e9);
     }
@@ -608,9 +609,14 @@ static int sy_generate(const struct hx_synth_opts *o, const char *path,
     return 0;
 }
 
-// The config a loader derives from the file synth writes for sh (kn_model.h's family fields as
-// llama.cpp's defaults set them), with n_layers layers.
-static void sy_config(const struct hx_synth_shape *sh, int n_layers, struct kn_config *c) {
+// The config a loader derives from the file synth writes for o's shape (kn_model.h's family
+// fields as llama.cpp's defaults set them), checked.
+static int sy_config(const struct hx_synth_opts *o, const char *path, struct kn_config *c, char *err) {
+    const struct hx_synth_shape *sh = o->shape;
+    if (!sh || o->n_threads < 1 || (o->type != KN_F32 && o->type != KN_F16) ||
+        o->n_layers < 0 || o->n_layers > SY_MAX_LAYERS)
+        return qp_fail(err, QP_EINVAL, "cannot write '%s': bad synth options", path);
+    int n_layers = o->n_layers ? o->n_layers : sh->n_layers;
     *c = (struct kn_config){
         .dim = sh->dim, .hidden_dim = sh->hidden_dim, .n_layers = n_layers, .n_heads = sh->n_heads,
         .n_kv_heads = sh->n_kv_heads, .vocab_size = sh->vocab_size, .seq_len = sh->seq_len,
@@ -626,6 +632,11 @@ static void sy_config(const struct hx_synth_shape *sh, int n_layers, struct kn_c
         c->attn_softcap = sh->attn_softcap;
         c->final_softcap = sh->final_softcap;
     }
+    char msg[QP_ERRLEN];
+    int rc = kn_config_check(c, msg);
+    if (rc) return qp_fail(err, QP_EINVAL, "cannot write '%s': %s", path, msg);
+    if (c->head_size / 2 > SY_MAX_HALF) return qp_fail(err, QP_EINVAL, "cannot write '%s': head too large", path);
+    return 0;
 }
 
 // Key names built for the family keys ("ARCH.suffix"), alive as long as the key list.
@@ -641,7 +652,7 @@ static const char *sy_akey(struct sy_keys *k, enum kn_arch a, const char *suffix
 }
 
 // The model's hyperparameter keys in convert_hf_to_gguf.py's order, then the family's own.
-static int64_t sy_model_kvs(struct hx_gguf_kv *kvs, struct sy_keys *k, const struct kn_config *c, int type) {
+static int64_t sy_model_kvs(struct hx_gguf_kv *kvs, struct sy_keys *k, const struct kn_config *c, enum kn_type type) {
     enum kn_arch a = c->arch;
     int64_t nk = 0;
     kvs[nk++] = sy_kv_u32(sy_akey(k, a, "block_count"), (uint32_t)c->n_layers);
@@ -672,86 +683,28 @@ static int64_t sy_model_kvs(struct hx_gguf_kv *kvs, struct sy_keys *k, const str
     return nk;
 }
 
-int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_synth_info *info,
-                   char *err) {
-    double t0 = qp_now();
+// Room for the key/values besides the vocabulary's.
+#define SY_N_KV_OWN 40
+
+// Key/values in convert_hf_to_gguf.py's order, then the vocabulary's tokenizer.* keys as they
+// are (voc may be NULL), then qprobe's record of how the weights were made. kvs has room for
+// hx_gguf_n_kv(voc) + SY_N_KV_OWN; name (96 bytes) holds general.name, keys the family key names,
+// outl32 the outlier channels. Returns the count.
+static int64_t sy_kvs(const struct hx_synth_opts *o, const struct kn_config *c, const struct hx_gguf *voc,
+                      const int32_t *outl32, char *name, struct sy_keys *keys, struct hx_gguf_kv *kvs) {
     const struct hx_synth_shape *sh = o->shape;
-    if (!sh || o->n_threads < 1 || (o->type != KN_F32 && o->type != KN_F16) ||
-        o->n_layers < 0 || o->n_layers > SY_MAX_LAYERS)
-        return qp_fail(err, QP_EINVAL, "cannot write '%s': bad synth options", path);
-    struct kn_config c;
-    sy_config(sh, o->n_layers ? o->n_layers : sh->n_layers, &c);
-    char msg[QP_ERRLEN];
-    int rc = kn_config_check(&c, msg);
-    if (rc) return qp_fail(err, QP_EINVAL, "cannot write '%s': %s", path, msg);
-    if (c.head_size / 2 > SY_MAX_HALF) return qp_fail(err, QP_EINVAL, "cannot write '%s': head too large", path);
-
-    struct hx_gguf *voc = NULL;
-    if (o->vocab) {
-        if ((rc = hx_gguf_open(o->vocab, &voc, err))) return rc;
-        if ((rc = sy_check_vocab(voc, sh, err))) {
-            hx_gguf_close(voc);
-            return rc;
-        }
-    }
-    struct sy_rope *rope = malloc(sizeof *rope);
-    if (!rope) {
-        hx_gguf_close(voc);
-        return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
-    }
-    sy_rope_init(rope, sh, c.head_size);
-    struct sy_keys keys = {0};
-
-    int outl[HX_SYNTH_N_OUTLIERS];
-    hx_synth_outliers(o->seed, c.dim, outl);
-    int32_t outl32[HX_SYNTH_N_OUTLIERS];
-    for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) outl32[k] = outl[k];
-
-    int n_t = 0;
-    struct sy_tensor *ts = sy_tensors(sh, &c, o->seed, o->type, rope, &n_t);
-    int64_t n_kv_max = (voc ? hx_gguf_n_kv(voc) : 0) + 40;
-    struct hx_gguf_kv *kvs = calloc((size_t)n_kv_max, sizeof *kvs);
-    struct hx_gguf_stream_tensor *sts = calloc((size_t)(n_t ? n_t : 1), sizeof *sts);
-    uint8_t *outlier = calloc((size_t)c.dim, 1);
-    // Chunks of about SY_CHUNK_ELEMS elements, at least one row of the widest tensor.
-    struct sy_bufs bufs = {.max_ne0 = 1};
-    for (int i = 0; ts && i < n_t; i++) bufs.max_ne0 = QP_MAX(bufs.max_ne0, ts[i].ne0);
-    int64_t chunk = QP_MAX(SY_CHUNK_ELEMS, bufs.max_ne0);
-    size_t esize = o->type == KN_F16 ? 2 : 4;
-    bufs.out[0] = qp_alloc_array((size_t)chunk, esize);
-    bufs.out[1] = qp_alloc_array((size_t)chunk, esize);
-    if (o->type == KN_F16)
-        bufs.scratch = qp_alloc_array((size_t)o->n_threads * (size_t)bufs.max_ne0, sizeof(float));
-    struct sy_dists *dists = malloc(sizeof *dists);
-    struct hx_gguf_stream *st = NULL;
-    if (!ts || !kvs || !sts || !outlier || !bufs.out[0] || !bufs.out[1] || !dists ||
-        (o->type == KN_F16 && !bufs.scratch)) {
-        rc = qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
-        goto done;
-    }
-    for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) outlier[outl[k]] = 1;
-    sy_dists_init(dists);
-
-    // Key/values in convert_hf_to_gguf.py's order, then the vocabulary's tokenizer.* keys as
-    // they are, then qprobe's record of how the weights were made.
-    char name[96];
-    snprintf(name, sizeof name, "synth-%s", sh->name);
+    snprintf(name, 96, "synth-%s", sh->name);
     // llama.cpp gives "phi3" models' special tokens attributes by text, and fails on a
     // vocabulary without "<|endoftext|>": the small model's name must not say phi3.
     if (sh->arch == KN_ARCH_PHI3 && sh->vocab && strcmp(sh->vocab, SY_VOCAB_PHI3) != 0)
-        snprintf(name, sizeof name, "synth-fused-tiny");
+        snprintf(name, 96, "synth-fused-tiny");
     int64_t nk = 0;
-    kvs[nk++] = sy_kv_str("general.architecture", kn_arch_name(c.arch));
+    kvs[nk++] = sy_kv_str("general.architecture", kn_arch_name(c->arch));
     kvs[nk++] = sy_kv_str("general.name", name);
-    nk += sy_model_kvs(kvs + nk, &keys, &c, o->type);
+    nk += sy_model_kvs(kvs + nk, keys, c, o->type);
     for (int64_t i = 0; voc && i < hx_gguf_n_kv(voc); i++) {
         const struct hx_gguf_kv *kv = hx_gguf_kv(voc, i);
         if (strncmp(kv->key, "tokenizer.", 10) == 0) kvs[nk++] = *kv;
-    }
-    struct sy_pad pad = {0};
-    if (voc && sy_pad_vocab(kvs, nk, (uint64_t)c.vocab_size, &pad)) {
-        rc = qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
-        goto done_pad;
     }
     kvs[nk++] = sy_kv_str("qprobe.synth.shape", sh->name);
     kvs[nk++] = sy_kv_u64("qprobe.synth.seed", o->seed);
@@ -759,49 +712,121 @@ int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_sy
     kvs[nk++] = sy_kv_f32("qprobe.synth.student_t_dof", (float)HX_SYNTH_DOF);
     kvs[nk++] = sy_kv_f32("qprobe.synth.outlier_scale", HX_SYNTH_OUTLIER_SCALE);
     kvs[nk++] = sy_kv_i32s("qprobe.synth.outlier_channels", outl32, HX_SYNTH_N_OUTLIERS);
-    QP_ASSERT(nk <= n_kv_max);
+    QP_ASSERT(nk <= (voc ? hx_gguf_n_kv(voc) : 0) + SY_N_KV_OWN);
+    return nk;
+}
 
-    int64_t n_params = 0;
-    uint64_t data_bytes = 0;
+// The two chunk buffers (about SY_CHUNK_ELEMS elements, at least one row of the widest tensor)
+// and, for f16, one fp32 row per thread. Returns the chunk's elements, or 0 when out of memory.
+static int64_t sy_bufs_alloc(const struct hx_synth_opts *o, const struct sy_tensor *ts, int n_t, struct sy_bufs *b) {
+    b->max_ne0 = 1;
+    for (int i = 0; i < n_t; i++) b->max_ne0 = QP_MAX(b->max_ne0, ts[i].ne0);
+    int64_t chunk = QP_MAX(SY_CHUNK_ELEMS, b->max_ne0);
+    size_t esize = o->type == KN_F16 ? 2 : 4;
+    b->out[0] = qp_alloc_array((size_t)chunk, esize);
+    b->out[1] = qp_alloc_array((size_t)chunk, esize);
+    if (o->type == KN_F16) b->scratch = qp_alloc_array((size_t)o->n_threads * (size_t)b->max_ne0, sizeof(float));
+    return b->out[0] && b->out[1] && (o->type != KN_F16 || b->scratch) ? chunk : 0;
+}
+
+// The tensor infos of the stream; the data bytes and the weight count.
+static void sy_stream_tensors(const struct sy_tensor *ts, int n_t, struct hx_gguf_stream_tensor *sts,
+                              uint64_t *data_bytes, int64_t *n_params) {
+    *data_bytes = 0;
+    *n_params = 0;
     for (int i = 0; i < n_t; i++) {
-        data_bytes += kn_row_bytes(ts[i].type, ts[i].ne0) * (uint64_t)ts[i].ne1;
+        *data_bytes += kn_row_bytes(ts[i].type, ts[i].ne0) * (uint64_t)ts[i].ne1;
         sts[i] = (struct hx_gguf_stream_tensor){
             .name = ts[i].name, .type = ts[i].type, .n_dims = ts[i].ne1 == 1 ? 1 : 2,
             .ne = {ts[i].ne0, ts[i].ne1, 1, 1}};
-        n_params += ts[i].ne0 * ts[i].ne1;
+        *n_params += ts[i].ne0 * ts[i].ne1;
     }
+}
 
-    // Room for the data, its padding and the header (the vocabulary is about 0.7 MB).
-    if ((rc = sy_check_space(path, data_bytes + (uint64_t)n_t * 32 + (4u << 20), err))) goto done_pad;
-    if ((rc = hx_gguf_stream_open(path, kvs, nk, sts, n_t, &st, err))) goto done_pad;
-    QP_ASSERT(hx_gguf_stream_data_bytes(st) == data_bytes);
-    if ((rc = sy_generate(o, path, st, dists, ts, n_t, outlier, &bufs, chunk, err))) goto done_pad;
-    rc = hx_gguf_stream_finish(st, err);
-    st = NULL; // freed by finish, whatever it returned
-    if (!rc && info) {
-        memcpy(info->outliers, outl, sizeof outl);
-        info->n_layers = c.n_layers;
-        info->n_params = n_params;
-        info->data_bytes = data_bytes;
-        info->seconds = qp_now() - t0;
+// The header and every tensor streamed to path (through a temporary file renamed at the end).
+static int sy_stream(const struct hx_synth_opts *o, const char *path, const struct hx_gguf_kv *kvs, int64_t nk,
+                     const struct hx_gguf_stream_tensor *sts, const struct sy_tensor *ts, int n_t, uint64_t data_bytes,
+                     const uint8_t *outlier, struct sy_bufs *bufs, int64_t chunk, char *err) {
+    struct sy_dists *dists = malloc(sizeof *dists);
+    if (!dists) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    sy_dists_init(dists);
+    struct hx_gguf_stream *st = NULL;
+    // Room for the data, its padding and the header (a BPE vocabulary is a few MB).
+    int rc = sy_check_space(path, data_bytes + (uint64_t)n_t * 32 + (16u << 20), err);
+    if (!rc) rc = hx_gguf_stream_open(path, kvs, nk, sts, n_t, &st, err);
+    if (!rc) {
+        QP_ASSERT(hx_gguf_stream_data_bytes(st) == data_bytes);
+        rc = sy_generate(o, path, st, dists, ts, n_t, outlier, bufs, chunk, err);
     }
+    if (!rc) rc = hx_gguf_stream_finish(st, err);
+    else hx_gguf_stream_abort(st);
+    free(dists);
+    return rc;
+}
 
-done_pad:
+// The metadata and the tensors of the model written to path; voc may be NULL.
+static int sy_write(const struct hx_synth_opts *o, const struct kn_config *c, const struct hx_gguf *voc,
+                    const char *path, struct hx_synth_info *info, char *err) {
+    int outl[HX_SYNTH_N_OUTLIERS];
+    int32_t outl32[HX_SYNTH_N_OUTLIERS];
+    hx_synth_outliers(o->seed, c->dim, outl);
+    for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) outl32[k] = outl[k];
+    struct sy_rope *rope = malloc(sizeof *rope);
+    if (rope) sy_rope_init(rope, o->shape, c->head_size);
+    int n_t = 0, rc = 0;
+    struct sy_tensor *ts = rope ? sy_tensors(o->shape, c, o->seed, o->type, rope, &n_t) : NULL;
+    struct hx_gguf_kv *kvs = calloc((size_t)((voc ? hx_gguf_n_kv(voc) : 0) + SY_N_KV_OWN), sizeof *kvs);
+    struct hx_gguf_stream_tensor *sts = calloc((size_t)(n_t ? n_t : 1), sizeof *sts);
+    uint8_t *outlier = calloc((size_t)c->dim, 1);
+    struct sy_bufs bufs = {0};
+    struct sy_pad pad = {0};
+    struct sy_keys keys = {0};
+    int64_t chunk = ts ? sy_bufs_alloc(o, ts, n_t, &bufs) : 0, nk = 0;
+    char name[96];
+    if (ts && kvs) nk = sy_kvs(o, c, voc, outl32, name, &keys, kvs);
+    if (!ts || !kvs || !sts || !outlier || !chunk || (voc && sy_pad_vocab(kvs, nk, (uint64_t)c->vocab_size, &pad)))
+        rc = qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    if (!rc) {
+        for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) outlier[outl[k]] = 1;
+        int64_t n_params;
+        uint64_t data_bytes;
+        sy_stream_tensors(ts, n_t, sts, &data_bytes, &n_params);
+        rc = sy_stream(o, path, kvs, nk, sts, ts, n_t, data_bytes, outlier, &bufs, chunk, err);
+        if (!rc && info)
+            *info = (struct hx_synth_info){.n_layers = c->n_layers, .n_params = n_params, .data_bytes = data_bytes};
+        if (!rc && info) memcpy(info->outliers, outl, sizeof outl);
+    }
     free(pad.items);
     free(pad.text);
     free(pad.scores);
     free(pad.types);
-done:
-    hx_gguf_stream_abort(st); // NULL after finish
-    if (voc) hx_gguf_close(voc);
     free(rope);
     free(ts);
     free(kvs);
     free(sts);
     free(outlier);
-    free(dists);
     qp_free(bufs.out[0]);
     qp_free(bufs.out[1]);
     qp_free(bufs.scratch);
+    return rc;
+}
+
+int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_synth_info *info,
+                   char *err) {
+    double t0 = qp_now();
+    struct kn_config c;
+    struct hx_gguf *voc = NULL;
+    int rc = sy_config(o, path, &c, err);
+    if (rc) return rc;
+    if (o->vocab) {
+        if ((rc = hx_gguf_open(o->vocab, &voc, err))) return rc;
+        if ((rc = sy_check_vocab(voc, o->shape, err))) {
+            hx_gguf_close(voc);
+            return rc;
+        }
+    }
+    rc = sy_write(o, &c, voc, path, info, err);
+    if (!rc && info) info->seconds = qp_now() - t0;
+    if (voc) hx_gguf_close(voc);
     return rc;
 }

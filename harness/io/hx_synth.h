@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "kn_model.h" // enum kn_arch
+#include "kn_types.h"
 
 // Input channels planted as outliers in every q/k/v/gate/up matrix (the same channels in all
 // layers, as real models' outlier features sit in fixed hidden dimensions).
@@ -64,9 +65,9 @@ const struct hx_synth_shape *hx_synth_arch_shape(const char *arch);
 struct hx_synth_opts {
     const struct hx_synth_shape *shape;
     uint64_t seed;
-    int type;          // KN_F32 or KN_F16: the 2-D matrices; norm vectors stay F32
+    enum kn_type type; // KN_F32 or KN_F16: the 2-D matrices; norm vectors stay F32
     int n_layers;      // 0: the shape's own count; else 1..1024
-    const char *vocab; // a GGUF (llama SPM vocabulary) whose tokenizer.* keys are copied
+    const char *vocab; // a GGUF (llama SPM vocabulary) whose tokenizer.* keys are copied; NULL: none
     int n_threads;     // >= 1; the bytes do not depend on it
     // Called after each tensor (done of total tensors, data bytes so far); may be NULL.
     void (*progress)(void *ctx, int done, int total, uint64_t bytes);
@@ -86,8 +87,8 @@ struct hx_synth_info {
 
 // Writes the model described by o to path (atomically: temporary file + rename; on any failure
 // no file and no temporary file is left). info may be NULL. Returns 0, QP_EINVAL (bad options),
-// QP_ENOENT/QP_EFORMAT (vocabulary file unusable), QP_ENOMEM, QP_EIO (cannot create the file,
-// not enough space, write error) or QP_EINTR (o->stop was set), with err "cannot write
+// QP_ENOENT/QP_EFORMAT (vocabulary file unusable), QP_ENOMEM, QP_EIO (cannot create the file),
+// QP_EWRITE (not enough space, a write failed) or QP_EINTR (o->stop was set), with err "cannot write
 // 'PATH': ...", "cannot read 'VOCAB': ..." or "cannot use 'VOCAB' ...". Nothing of o is kept.
 int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_synth_info *info,
                    char *err);

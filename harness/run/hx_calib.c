@@ -21,8 +21,10 @@
 #include "qz_rtn.h"
 #include "qz_smooth.h"
 #include "qz_spec.h"
+#include "hx_model.h"
+#include "hx_qmodel.h"
+#include "hx_text.h"
 #include "hx_tokenizer.h"
-#include "hx_variant.h"
 
 // ---------------------------------------------------------------------------------------------
 // Windows
@@ -52,7 +54,9 @@ int hx_calib_create(const struct hx_tok *tok, const char *text, size_t len, int 
         return qp_fail(err, QP_ENOMEM, "out of memory for calibration windows");
     }
     memcpy(c->tokens, ids, used * sizeof *ids);
-    for (int i = 0; i < ns; i++) c->tokens[(size_t)i * seq_len] = hx_tok_bos(tok);
+    // Each window starts with BOS when the vocabulary adds one (as evaluation chunks do).
+    if (hx_tok_bos_added(tok) >= 0)
+        for (int i = 0; i < ns; i++) c->tokens[(size_t)i * seq_len] = hx_tok_bos_added(tok);
     // The bytes covered: the pieces of the original stream (after BOS, whose following piece
     // drops the SPM prefix space, so the count is in text bytes).
     size_t bytes = 0;
@@ -71,6 +75,42 @@ void hx_calib_destroy(struct hx_calib *c) {
     if (!c) return;
     free(c->tokens);
     free(c);
+}
+
+int hx_calib_prepare(const struct hx_calib_setup *o, const struct hx_tok *tok, int model_ctx, const char *eval_path,
+                     const char *eval_text, size_t eval_len, struct hx_calib **out, int64_t *overlap_bytes,
+                     char *err) {
+    *out = NULL;
+    *overlap_bytes = 0;
+    char *text = NULL, why[QP_ERRLEN];
+    size_t len = 0;
+    int rc = hx_read_text(o->path, &text, &len, err);
+    if (rc) return rc;
+    struct hx_calib *cal = NULL;
+    if ((rc = hx_calib_create(tok, text, len, o->n_seqs, QP_MIN(o->seq_len, model_ctx), &cal, why))) {
+        free(text);
+        return qp_fail(err, rc, "cannot calibrate on '%s': %s", o->path, why);
+    }
+    cal->n_threads = o->n_threads;
+    rc = hx_calib_overlap(text, cal->text_bytes, eval_text, eval_len, overlap_bytes);
+    free(text);
+    if (rc < 0) rc = qp_fail(err, rc, "out of memory comparing '%s' with '%s'", o->path, eval_path);
+    else if (rc > 0 && !o->allow_overlap)
+        rc = qp_fail(err, QP_EINVAL,
+                     "calibration text '%s' and evaluation text '%s' share %lld bytes in runs of %d bytes or more; "
+                     "calibrate on a disjoint text%s", o->path, eval_path, (long long)*overlap_bytes,
+                     HX_OVERLAP_MIN_RUN, o->can_allow ? " (or allow the overlap to record it)" : "");
+    else if (rc > 0) {
+        fprintf(stderr, "qprobe: WARNING: calibration text '%s' overlaps the evaluation text '%s' by %lld bytes; "
+                        "the overlap is recorded with the run\n", o->path, eval_path, (long long)*overlap_bytes);
+        rc = 0;
+    }
+    if (rc) {
+        hx_calib_destroy(cal);
+        return rc;
+    }
+    *out = cal;
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -363,26 +403,9 @@ void hx_calib_stats_free(struct hx_calib_stats *st) {
 // ---------------------------------------------------------------------------------------------
 // The driver: state and helpers
 
-// The methods quantize_calib handles (w8a8 included: it runs here when the variant needs
+// The methods this driver handles (w8a8 included: it runs here when the variant needs
 // calibration for another reason, e.g. act=tensor or ;imatrix in a rule).
 static int is_calibrated(enum qz_method m) { return m == QZ_GPTQ || m == QZ_AWQ || m == QZ_SMOOTHQUANT; }
-
-// Whether b needs activation statistics: everything calibrated but w8a8 with per-token scales.
-static int needs_stats(const struct qz_base *b) {
-    if (b->method == QZ_SMOOTHQUANT) return b->smooth || b->a8 == QZ_A8_TENSOR;
-    return is_calibrated(b->method);
-}
-
-int hx_variant_needs_calib(const struct qz_variant *v) {
-    int any = needs_stats(&v->base) || v->imatrix;
-    for (int i = 0; i < v->n_rules; i++) any |= needs_stats(&v->rules[i].base);
-    return any;
-}
-
-int hx_variant_act_int8(const struct qz_variant *v) {
-    if (v->base.method != QZ_SMOOTHQUANT) return KN_ACT_INT8_OFF;
-    return v->base.a8 == QZ_A8_TENSOR ? KN_ACT_INT8_TENSOR : KN_ACT_INT8_TOKEN;
-}
 
 // The engine's linear inputs are the statistics' sites, in the same order.
 _Static_assert((int)HX_CS_ATTN_IN == (int)KN_LIN_IN_ATTN && (int)HX_CS_ATTN_MIX == (int)KN_LIN_IN_ATTN_MIX &&
@@ -394,29 +417,14 @@ struct cq {
     const struct kn_weights *src;
     const struct qz_variant *v;
     const struct hx_calib *cal;
-    struct hx_calib_model *m;
+    struct hx_quant_model *m;
     enum qz_method family; // QZ_GPTQ, QZ_AWQ, QZ_SMOOTHQUANT, or QZ_F32 (only ;imatrix)
+    struct hx_calib_report rep; // the per-module records (moved to cal->report at the end)
     char *err;
 };
 
-static int cq_own(struct hx_calib_model *m, void *p) {
-    if (!p) return QP_ENOMEM;
-    if (m->n_owned == m->cap_owned) {
-        int cap = m->cap_owned ? 2 * m->cap_owned : 32;
-        void **nb = realloc(m->owned, (size_t)cap * sizeof *nb);
-        if (!nb) {
-            qp_free(p);
-            return QP_ENOMEM;
-        }
-        m->owned = nb;
-        m->cap_owned = cap;
-    }
-    m->owned[m->n_owned++] = p;
-    return 0;
-}
-
-static void cq_module(struct hx_calib_model *m, const char *name, const char *method, double loss, double aux,
-                      double damp) {
+static void cq_module(struct cq *c, const char *name, enum qz_method method, double loss, double aux, double damp) {
+    struct hx_calib_report *m = &c->rep;
     struct hx_calib_module *nb = realloc(m->modules, (size_t)(m->n_modules + 1) * sizeof *nb);
     if (!nb) return; // the record is informative only
     m->modules = nb;
@@ -461,26 +469,16 @@ static int cq_fold_norm(struct cq *c, const struct kn_tensor *src, const float *
     if (out)
         for (int64_t j = 0; j < n; j++) out[j] = v[j] / s[j];
     qp_free(owned);
-    if (cq_own(c->m, out)) return qp_fail(c->err, QP_ENOMEM, "out of memory");
+    if (qp_owned_add(&c->m->owned, out)) return qp_fail(c->err, QP_ENOMEM, "out of memory");
     *dst = (struct kn_tensor){KN_F32, n, 1, out};
-    return 0;
-}
-
-// Packs x (rows × cols) as type (a llama.cpp type, f16 or bf16) with an optional imatrix.
-static int cq_pack(struct cq *c, int type, const float *x, int64_t rows, int64_t cols, const float *imatrix,
-                   const char *name, struct kn_tensor *dst) {
-    size_t rb = kn_row_bytes(type, cols);
-    uint8_t *buf = qp_alloc_array((size_t)rows, rb);
-    if (cq_own(c->m, buf)) return qp_fail(c->err, QP_ENOMEM, "out of memory quantizing %s", name);
-    int rc = hx_pack_rows(type, x, rows, cols, imatrix, buf);
-    if (rc) return qp_fail(c->err, rc, "cannot quantize %s as %s", name, kn_type_info(type)->name);
-    *dst = (struct kn_tensor){type, cols, rows, buf};
-    c->m->bytes += (uint64_t)rb * (uint64_t)rows;
     return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
 // One tensor
+
+static int cq_gptq(struct cq *c, const char *name, const struct qz_base *b, const float *x, int64_t rows,
+                   int64_t cols, struct hx_site_stats *st, struct kn_tensor *dst);
 
 // Quantizes one 2-D weight under b into *dst. x: its fp32 rows (rows × cols), possibly already
 // scaled (AWQ's non-AWQ members, SmoothQuant); *scr: the scratch buffer holding x, or NULL when
@@ -491,80 +489,48 @@ static int cq_tensor(struct cq *c, const char *name, const struct qz_base *b, co
     c->m->n_weights += rows * cols;
     struct qz_base eff = *b;
     if (!st && is_calibrated(b->method)) eff = datafree_base(b);
-    switch (eff.method) {
-    case QZ_F32:
-        if (*scr) {
-            if (cq_own(c->m, *scr)) return qp_fail(c->err, QP_ENOMEM, "out of memory");
-            *scr = NULL;
-        }
-        *dst = (struct kn_tensor){KN_F32, cols, rows, x};
-        c->m->bytes += (uint64_t)(rows * cols) * 4;
-        return 0;
-    case QZ_F16:
-    case QZ_BF16: return cq_pack(c, eff.method == QZ_F16 ? KN_F16 : KN_BF16, x, rows, cols, NULL, name, dst);
-    case QZ_RTN:
-    case QZ_NF4:
-    case QZ_FP4:
-    case QZ_SMOOTHQUANT: {
-        float *out = qp_alloc_array((size_t)(rows * cols), sizeof(float));
-        if (cq_own(c->m, out)) return qp_fail(c->err, QP_ENOMEM, "out of memory quantizing %s", name);
-        struct qz_stats qs;
-        memset(&qs, 0, sizeof qs);
-        int rc = eff.method == QZ_SMOOTHQUANT ? qz_w8_channel(x, out, rows, cols, &qs)
-                                              : qz_fake_quant(&eff, x, out, rows, cols, &qs);
-        if (rc) return qp_fail(c->err, rc, "cannot quantize %s", name);
-        *dst = (struct kn_tensor){KN_F32, cols, rows, out};
-        c->m->bytes += eff.method == QZ_SMOOTHQUANT ? (uint64_t)((qz_tensor_bits(&eff, rows, cols) + 7) / 8)
-                                                    : (uint64_t)qs.bytes;
-        if (eff.method == QZ_SMOOTHQUANT && eff.smooth) cq_module(c->m, name, "smoothquant", 0, eff.alpha, 0);
-        return 0;
-    }
-    case QZ_GGML:
-    case QZ_GGML_MIX: {
-        int type = hx_ggml_type_for(&eff, name, c->src, cols);
-        float *imx = NULL;
-        if (c->v->imatrix && st && type != KN_F16 && type != KN_BF16) {
-            imx = qp_alloc_array((size_t)cols, sizeof(float));
-            if (!imx) return qp_fail(c->err, QP_ENOMEM, "out of memory");
-            for (int64_t j = 0; j < cols; j++) imx[j] = (float)st->mean_sq[j];
-        }
-        int rc = cq_pack(c, type, x, rows, cols, imx, name, dst);
-        qp_free(imx);
-        return rc;
-    }
-    case QZ_GPTQ: {
-        struct qz_base g = eff;
-        int type = -1;
-        if (g.ggml_type >= 0) {
-            type = qz_fallback_type(g.ggml_type, cols);
-            if (type == KN_F16 || type == KN_BF16) return cq_pack(c, type, x, rows, cols, NULL, name, dst);
-            g.ggml_type = type;
-        }
-        size_t cc = (size_t)(cols * cols);
-        double *h = qp_alloc_array(cc, sizeof(double));
-        float *out = qp_alloc_array((size_t)(rows * cols), sizeof(float));
-        if (!h || cq_own(c->m, out)) {
-            qp_free(h);
-            return qp_fail(c->err, QP_ENOMEM, "out of memory quantizing %s", name);
-        }
-        for (size_t k = 0; k < cc; k++) h[k] = 2.0 * st->gram[k]; // H = (2/N) Σ x xᵀ
-        struct qz_gptq_info info;
-        char gerr[QP_ERRLEN];
-        int rc = qz_gptq_quantize(&g, x, rows, cols, h, out, &info, gerr);
-        qp_free(h);
-        if (rc) return qp_fail(c->err, rc, "cannot quantize %s: %s", name, gerr);
-        *dst = (struct kn_tensor){KN_F32, cols, rows, out};
-        c->m->bytes += type >= 0 ? (uint64_t)kn_row_bytes(type, cols) * (uint64_t)rows
-                                 : (uint64_t)((qz_tensor_bits(&g, rows, cols) + 7) / 8);
-        cq_module(c->m, name, "gptq", info.loss, info.obs_loss, info.damp);
-        return 0;
-    }
-    default: { // AWQ is done per group before this (cq_awq_*); without statistics it is RTN above
+    if (eff.method == QZ_GPTQ) return cq_gptq(c, name, &eff, x, rows, cols, st, dst);
+    if (eff.method == QZ_AWQ) { // done per group before this (cq_awq_*); without statistics it is RTN
         char spec[256];
         qz_base_print(b, spec, sizeof spec);
         return qp_fail(c->err, QP_ENOTSUP, "'%s' cannot quantize %s here", spec, name);
     }
+    const double *mean_sq = c->v->imatrix && st ? st->mean_sq : NULL; // llama.cpp types only
+    int rc = hx_quant_model_tensor(c->m, &eff, name, x, scr, rows, cols, mean_sq, dst, c->err);
+    if (!rc && eff.method == QZ_SMOOTHQUANT && eff.smooth) cq_module(c, name, QZ_SMOOTHQUANT, 0, eff.alpha, 0);
+    return rc;
+}
+
+// GPTQ on one tensor with H = 2·C of its input (st); a llama.cpp target type falls back as the
+// data-free types do (f16/bf16 then packed without GPTQ).
+static int cq_gptq(struct cq *c, const char *name, const struct qz_base *b, const float *x, int64_t rows,
+                   int64_t cols, struct hx_site_stats *st, struct kn_tensor *dst) {
+    struct qz_base g = *b;
+    int type = -1;
+    if (g.ggml_type >= 0) {
+        type = qz_fallback_type(g.ggml_type, cols);
+        if (type == KN_F16 || type == KN_BF16)
+            return hx_quant_model_pack(c->m, type, x, rows, cols, NULL, name, dst, c->err);
+        g.ggml_type = type;
     }
+    size_t cc = (size_t)(cols * cols);
+    double *h = qp_alloc_array(cc, sizeof(double));
+    float *out = qp_alloc_array((size_t)(rows * cols), sizeof(float));
+    if (!h || qp_owned_add(&c->m->owned, out)) {
+        qp_free(h);
+        return qp_fail(c->err, QP_ENOMEM, "out of memory quantizing %s", name);
+    }
+    for (size_t k = 0; k < cc; k++) h[k] = 2.0 * st->gram[k]; // H = (2/N) Σ x xᵀ
+    struct qz_gptq_info info;
+    char gerr[QP_ERRLEN];
+    int rc = qz_gptq_quantize(&g, x, rows, cols, h, out, &info, gerr);
+    qp_free(h);
+    if (rc) return qp_fail(c->err, rc, "cannot quantize %s: %s", name, gerr);
+    *dst = (struct kn_tensor){KN_F32, cols, rows, out};
+    c->m->bytes += type >= 0 ? (uint64_t)kn_row_bytes(type, cols) * (uint64_t)rows
+                             : (uint64_t)((qz_tensor_bits(&g, rows, cols) + 7) / 8);
+    cq_module(c, name, QZ_GPTQ, info.loss, info.obs_loss, info.damp);
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -616,14 +582,14 @@ static int cq_awq_group(struct cq *c, struct cq_layer *L, const int *idx, const 
         }
         if (lin[k].b) {
             c->m->n_weights += L->rows[t] * cols;
-            if ((rc = cq_own(c->m, lin[k].out))) {
+            if ((rc = qp_owned_add(&c->m->owned, lin[k].out))) {
                 qp_fail(c->err, QP_ENOMEM, "out of memory");
                 continue;
             }
             *L->dst[t] = (struct kn_tensor){KN_F32, cols, L->rows[t], lin[k].out};
             c->m->bytes += (uint64_t)((qz_tensor_bits(lin[k].b, L->rows[t], cols) + 7) / 8);
             L->done[t] = 1;
-            cq_module(c->m, L->name[t], "awq", lin[k].loss, info.alpha, 0);
+            cq_module(c, L->name[t], QZ_AWQ, lin[k].loss, info.alpha, 0);
         } else { // scaled only: its own quantizer runs on W·diag(s) later
             qp_free(L->scr[t]);
             L->scr[t] = lin[k].out;
@@ -854,68 +820,68 @@ void hx_calib_report_clear(struct hx_calib_report *r) {
     memset(r, 0, sizeof *r);
 }
 
-void hx_calib_model_deinit(struct hx_calib_model *m) {
-    for (int i = 0; i < m->n_owned; i++) qp_free(m->owned[i]);
-    free(m->owned);
-    free(m->modules);
-    memset(m, 0, sizeof *m);
+// The model's layers, the static activation scales when the variant runs with them, and the
+// token embedding (which has no input statistics).
+static int cq_begin(struct cq *c) {
+    int rc = hx_quant_model_begin(c->src, c->v, &c->m, c->err);
+    if (rc) return rc;
+    if (c->m->act_int8 == KN_ACT_INT8_TENSOR &&
+        qp_owned_add(&c->m->owned, c->m->act_scales = qp_calloc_array((size_t)c->src->cfg.n_layers * KN_LIN_IN_COUNT,
+                                                                      sizeof(float))))
+        return qp_fail(c->err, QP_ENOMEM, "out of memory");
+    return cq_embed(c);
 }
 
-int hx_calib_quantize(const struct kn_weights *src, const struct qz_variant *v, const struct hx_calib *cal,
-                      struct hx_calib_model *out, char *err) {
-    double t0 = qp_now();
-    memset(out, 0, sizeof *out);
-    struct cq c = {.src = src, .v = v, .cal = cal, .m = out, .err = err};
-    int rc = cq_family(v, &c.family, err);
-    if (rc) return rc;
-    int L = src->cfg.n_layers;
-    out->w = *src;
-    out->act_q8 = v->act == QZ_ACT_Q8;
-    out->act_int8 = hx_variant_act_int8(v);
-    struct kn_layer_weights *layers = qp_calloc_array((size_t)L, sizeof *layers);
-    if (cq_own(out, layers)) return qp_fail(err, QP_ENOMEM, "out of memory");
-    memcpy(layers, src->layers, (size_t)L * sizeof *layers);
-    out->w.layers = layers;
-    if (out->act_int8 == KN_ACT_INT8_TENSOR &&
-        cq_own(out, out->act_scales = qp_calloc_array((size_t)L * KN_LIN_IN_COUNT, sizeof(float)))) {
-        hx_calib_model_deinit(out);
-        return qp_fail(err, QP_ENOMEM, "out of memory");
-    }
-
-    int sequential = c.family == QZ_GPTQ || c.family == QZ_AWQ;
+// The layers in order, then the classifier. gptq and awq collect each layer's statistics from
+// the model quantized so far (sequential); the others take every site from one pass over the
+// source model.
+static int cq_run(struct cq *c) {
+    int L = c->src->cfg.n_layers, act_q8 = c->m->act_q8, rc = 0;
+    int sequential = c->family == QZ_GPTQ || c->family == QZ_AWQ;
     struct hx_calib_stats st = {0};
-    rc = cq_embed(&c);
-    if (!rc && !sequential) { // one pass over the source model, every site
-        rc = hx_calib_collect(src, L, cal, out->act_q8, -1, 1, 0, &st, err);
+    if (!sequential) { // one pass over the source model, every site
+        rc = hx_calib_collect(c->src, L, c->cal, act_q8, -1, 1, 0, &st, c->err);
         hx_calib_stats_finish(&st);
     }
     for (int l = 0; l < L && !rc; l++) {
         if (sequential) { // the model so far: embedding and layers < l quantized, stop after l
-            struct kn_weights wt = out->w;
+            struct kn_weights wt = c->m->w;
             wt.cfg.n_layers = l + 1;
-            rc = hx_calib_collect(&wt, L, cal, out->act_q8, l, 0, 1, &st, err);
+            rc = hx_calib_collect(&wt, L, c->cal, act_q8, l, 0, 1, &st, c->err);
             hx_calib_stats_finish(&st);
         }
-        if (!rc) rc = cq_layer_run(&c, l, &st);
+        if (!rc) rc = cq_layer_run(c, l, &st);
         if (sequential) hx_calib_stats_free(&st);
     }
     if (!rc && sequential) {
-        rc = hx_calib_collect(&out->w, L, cal, out->act_q8, L, 1, 1, &st, err);
+        rc = hx_calib_collect(&c->m->w, L, c->cal, act_q8, L, 1, 1, &st, c->err);
         hx_calib_stats_finish(&st);
     }
-    if (!rc) rc = cq_output(&c, st.site && hx_calib_site_output(&st)->width ? hx_calib_site_output(&st) : NULL);
+    if (!rc) rc = cq_output(c, st.site && hx_calib_site_output(&st)->width ? hx_calib_site_output(&st) : NULL);
     hx_calib_stats_free(&st);
-    out->w.tied = !rc && out->w.output.data == out->w.tok_embd.data;
-    out->seconds = qp_now() - t0;
-    if (!rc && cal->report) { // a copy for the caller's records
-        struct hx_calib_report *r = cal->report;
-        hx_calib_report_clear(r);
-        r->seconds = out->seconds;
-        if (out->n_modules && (r->modules = malloc((size_t)out->n_modules * sizeof *r->modules))) {
-            memcpy(r->modules, out->modules, (size_t)out->n_modules * sizeof *r->modules);
-            r->n_modules = out->n_modules;
-        }
-    }
-    if (rc) hx_calib_model_deinit(out);
     return rc;
+}
+
+int hx_calib_quantize(const struct kn_weights *src, const struct qz_variant *v, const struct hx_calib *cal,
+                      struct hx_quant_model **out, char *err) {
+    double t0 = qp_now();
+    *out = NULL;
+    struct cq c = {.src = src, .v = v, .cal = cal, .err = err};
+    int rc = cq_family(v, &c.family, err);
+    if (!rc) rc = cq_begin(&c);
+    if (!rc) rc = cq_run(&c);
+    c.rep.seconds = qp_now() - t0;
+    if (!rc && cal->report) { // the records go to the caller
+        hx_calib_report_clear(cal->report);
+        *cal->report = c.rep;
+        memset(&c.rep, 0, sizeof c.rep);
+    }
+    hx_calib_report_clear(&c.rep);
+    if (rc) {
+        hx_quant_model_destroy(c.m);
+        return rc;
+    }
+    hx_quant_model_end(c.m);
+    *out = c.m;
+    return 0;
 }

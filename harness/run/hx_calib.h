@@ -17,7 +17,8 @@
 // (KN_SITE_FFN_ACT), and of the classifier (the last block's output through the final RMSNorm,
 // computed here from KN_SITE_RESID_OUT with the engine's own rmsnorm kernel).
 //
-// Depends on kernels/, quantizers/, harness/io/hx_tokenizer.h and harness/run/hx_variant.h.
+// Depends on kernels/, quantizers/, harness/io/hx_tokenizer.h and harness/run/hx_qmodel.h (the
+// result struct and the tensor-level steps); not on hx_variant.h, which calls into this module.
 #ifndef HX_CALIB_H
 #define HX_CALIB_H
 
@@ -25,7 +26,9 @@
 #include <stdint.h>
 
 #include "kn_model.h"
+#include "qz_spec.h" // enum qz_method
 
+struct hx_quant_model;
 struct hx_tok;
 struct qz_variant;
 
@@ -47,6 +50,9 @@ struct hx_calib {
     // hx_quant_model_create_calib) with this calibration replaces its contents with the run's
     // per-module records (free them with hx_calib_report_clear).
     struct hx_calib_report *report;
+    // Optional, caller-owned: polled by long calibrated runs (QAT, harness/run/hx_qat.h), which
+    // stop with QP_EINTR once it is nonzero (Ctrl-C). NULL: never stopped.
+    const volatile int *stop;
 };
 
 // Cuts text[0..len) into windows as described above. seq_len must not exceed the context the
@@ -73,6 +79,25 @@ void hx_calib_destroy(struct hx_calib *c); // NULL is fine
 #define HX_OVERLAP_MIN_RUN 256
 int hx_calib_overlap(const char *calib_text, size_t n, const char *eval_text, size_t m,
                      int64_t *overlap_bytes);
+
+// ---------------------------------------------------------------------------------------------
+// Calibration for an evaluation, set up the one way every command does it: the calibration
+// text read, cut into windows (seq_len capped at the model's trained context model_ctx), and
+// the bytes those windows cover compared with the evaluation text eval_text[0..eval_len)
+// (hx_calib_overlap). An overlap is refused (QP_EINVAL) unless allow_overlap, which warns on
+// stderr and leaves it for the caller to record. On success *out is new (hx_calib_destroy),
+// *overlap_bytes the overlap; else QP_EIO/QP_EFORMAT (the text cannot be read), QP_EINVAL
+// (too short, overlapping) or QP_ENOMEM with err naming the file, *out = NULL.
+struct hx_calib_setup {
+    const char *path;  // the calibration text
+    int n_seqs, seq_len; // windows asked (HX_CALIB_SEQS, HX_CALIB_LEN by default)
+    int n_threads;     // hx_calib.n_threads
+    int allow_overlap; // 1: record an overlap instead of refusing it
+    int can_allow;     // 1: the refusal says the overlap may be allowed (the caller has an option)
+};
+int hx_calib_prepare(const struct hx_calib_setup *o, const struct hx_tok *tok, int model_ctx, const char *eval_path,
+                     const char *eval_text, size_t eval_len, struct hx_calib **out, int64_t *overlap_bytes,
+                     char *err);
 
 // ---------------------------------------------------------------------------------------------
 // Activation statistics
@@ -123,18 +148,10 @@ void hx_calib_stats_free(struct hx_calib_stats *st);
 // ---------------------------------------------------------------------------------------------
 // Quantizing a model with calibration
 
-// 1 when v needs calibration data: a gptq, awq or smoothquant base or rule, a w8a8:act=tensor
-// base (its static activation scales), or ';imatrix'. Plain w8a8 (act=token) needs none.
-int hx_variant_needs_calib(const struct qz_variant *v);
-// The engine's act_int8 option v runs with (kn_engine.h): KN_ACT_INT8_TOKEN for smoothquant and
-// w8a8 with act=token, KN_ACT_INT8_TENSOR with act=tensor (the quantized model then carries the
-// static scales: hx_calib_model.act_scales, hx_quant_model.act_scales), else KN_ACT_INT8_OFF.
-int hx_variant_act_int8(const struct qz_variant *v);
-
 // What one calibrated tensor got (GPTQ, AWQ or SmoothQuant); the per-module loss record.
 struct hx_calib_module {
     char name[64];      // GGUF name, "blk.3.ffn_down.weight"
-    const char *method; // "gptq", "awq", "smoothquant"
+    enum qz_method method; // QZ_GPTQ, QZ_AWQ, QZ_SMOOTHQUANT (qz_method_name spells it)
     double loss;        // gptq: ½ tr(ΔHΔᵀ) (qz_gptq.h); awq: output MSE (qz_awq.h); sq: 0
     double aux;         // gptq: obs_loss; awq: the group's α; sq: α
     double damp;        // gptq: damping fraction used; else 0
@@ -146,20 +163,6 @@ struct hx_calib_report {
     double seconds; // wall time of the quantization, statistics included
 };
 void hx_calib_report_clear(struct hx_calib_report *r);
-
-struct hx_calib_model {
-    struct kn_weights w; // the quantized model: tensors point into the source or into owned
-    void **owned;        // buffers (qp_alloc) that w points into; freed by hx_calib_model_deinit
-    int n_owned, cap_owned;
-    uint64_t bytes;      // storage of the 2-D weights as quantized (as hx_quant_model counts it)
-    int64_t n_weights;
-    int act_q8, act_int8; // engine options the variant asks for
-    float *act_scales;    // act_int8 == KN_ACT_INT8_TENSOR: the engine's act_scales,
-                          // (n_layers, KN_LIN_IN_COUNT), one of owned; else NULL
-    struct hx_calib_module *modules; // n_modules records (malloc'd)
-    int n_modules;
-    double seconds;      // wall time, statistics included
-};
 
 // Quantizes src under v with the calibration windows cal. Calibrated methods (qz_spec.h):
 //   gptq  — layers in order; the statistics of layer l come from the model whose token
@@ -188,9 +191,9 @@ struct hx_calib_model {
 // Tensors whose base (rules, keep=) is data-free are quantized as hx_quant_model_create does. One
 // calibrated method per spec: mixing gptq, awq and smoothquant gives QP_ENOTSUP, and so do
 // smoothquant or w8a8 in a name~ rule (int8 activations apply to the whole model).
-// On success fills *out (deinit with hx_calib_model_deinit). Returns 0 or QP_E* with err.
+// On success *out is the quantized model (free with hx_quant_model_destroy) and, when
+// cal->report is set, the per-module records are in it. 0 or QP_E* with err, *out = NULL.
 int hx_calib_quantize(const struct kn_weights *src, const struct qz_variant *v, const struct hx_calib *cal,
-                      struct hx_calib_model *out, char *err);
-void hx_calib_model_deinit(struct hx_calib_model *m);
+                      struct hx_quant_model **out, char *err);
 
 #endif

@@ -27,7 +27,8 @@ struct hx_ppl_opts {
     enum hx_protocol protocol;
     int ctx;
     int n_threads;
-    int bos;        // BOS id (llamacpp protocol replaces each chunk's first token with it)
+    int bos;        // BOS id (llamacpp protocol replaces each chunk's first token with it), or -1
+                    // when the vocabulary adds none (Qwen2): chunks then start as the text does
     int max_chunks; // 0 = all
     // Called after each finished chunk from the calling thread: done of total.
     void (*progress)(void *ctx, int done, int total, int64_t tokens_done);
@@ -52,6 +53,14 @@ struct hx_chunk {
     int len, first, last; // score logits at positions first..last (inclusive)
 };
 struct hx_chunk hx_chunk_of(enum hx_protocol p, size_t n_tokens, int ctx, int c);
+
+// What a run of protocol p over tokens makes, checked first (the evaluation and the lockstep
+// share it): ctx in 4..64 × the model's context, at least one window (at most max_chunks when
+// > 0), every token id inside the vocabulary. *n_chunks and *per_chunk (the positions scored
+// per chunk, the room a chunk's results need). 0, QP_EINVAL or QP_EFORMAT with err.
+struct kn_config;
+int hx_ppl_plan(const struct kn_config *c, const int *tokens, size_t n_tokens, enum hx_protocol p, int ctx,
+                int max_chunks, int *n_chunks, int *per_chunk, char *err);
 
 // Runs the protocol. keep_tokens: also return per-token NLLs. 0 or a QP_E* code with err.
 int hx_ppl_run(const struct kn_engine *e, const int *tokens, size_t n_tokens,

@@ -56,7 +56,7 @@ static void hx_lockstep_chunk(struct hx_lane *ln, const struct kn_config *c, con
                               struct hx_layer_probe *lp, struct met_err *logit_err) {
     struct hx_chunk ch = hx_chunk_of(o->protocol, n_tokens, o->ctx, ci);
     memcpy(ln->buf, tokens + ch.start, (size_t)ch.len * sizeof(int));
-    if (o->protocol == HX_PROTO_LLAMACPP) ln->buf[0] = o->bos;
+    if (o->protocol == HX_PROTO_LLAMACPP && o->bos >= 0) ln->buf[0] = o->bos;
     struct kn_probe probe = {hx_layer_probe_fn, lp, NULL};
     kn_state_reset(ln->ref);
     if (lp) lp->mode = HX_CAPTURE;
@@ -125,129 +125,171 @@ static int hx_configs_match(const struct kn_config *a, const struct kn_config *b
            a->n_heads == b->n_heads && a->n_kv_heads == b->n_kv_heads && a->vocab_size == b->vocab_size;
 }
 
+// The run's state: the chunks, their per-token slots, the lanes and the layer probe.
+struct hx_ls {
+    const struct kn_config *c;
+    const int *tokens;
+    size_t n_tokens;
+    const struct hx_lockstep_opts *o;
+    int n_chunks, layer_chunks, threads, outer, per_chunk;
+    struct met_dist_tok *toks; // (n_chunks, per_chunk) slots
+    int *counts;               // filled slots per chunk
+    struct hx_lane *lanes, own, *big; // big: the lane of the layer-error chunks
+    struct hx_layer_probe lp;
+};
+
+// The chunks to run, after the inputs are checked: shapes, context, token ids (hx_ppl_plan).
+static int hx_ls_check(struct hx_ls *ls, const struct kn_engine *var, char *err) {
+    const struct kn_config *c = ls->c;
+    const struct hx_lockstep_opts *o = ls->o;
+    if (!hx_configs_match(c, kn_engine_config(var)))
+        return qp_fail(err, QP_EINVAL, "the variant's shape differs from the reference's");
+    int rc = hx_ppl_plan(c, ls->tokens, ls->n_tokens, o->protocol, o->ctx, o->max_chunks, &ls->n_chunks,
+                         &ls->per_chunk, err);
+    if (rc) return rc;
+    ls->layer_chunks = QP_MIN(QP_MAX(o->layer_chunks, 0), ls->n_chunks);
+    ls->threads = QP_MAX(o->n_threads, 1);
+    ls->outer = ls->n_chunks - ls->layer_chunks >= ls->threads ? ls->threads : 1;
+    return 0;
+}
+
+// The layer probe of the layer-error chunks: the accumulators (accumulated and local error, in
+// res) and room for one chunk of the reference's activations at every site.
+static int hx_ls_probe_init(struct hx_ls *ls, struct hx_lockstep_result *res, char *err) {
+    const struct kn_config *c = ls->c;
+    struct hx_layer_probe *lp = &ls->lp;
+    size_t n_err = (size_t)(c->n_layers + 1) * KN_SITE_COUNT, total = 0;
+    res->acc = calloc(2 * n_err, sizeof *res->acc);
+    lp->off = calloc(n_err, sizeof *lp->off);
+    lp->width = calloc(n_err, sizeof *lp->width);
+    if (!res->acc || !lp->off || !lp->width) return qp_fail(err, QP_ENOMEM, "out of memory");
+    for (int l = 0; l < c->n_layers; l++)
+        for (int s = 0; s < KN_SITE_LOGITS; s++) {
+            int k = hx_layer_index(l, (enum kn_site)s);
+            lp->width[k] = kn_site_used(c, (enum kn_site)s) ? kn_site_width(c, (enum kn_site)s) : 0;
+            lp->off[k] = total;
+            total += (size_t)ls->o->ctx * lp->width[k];
+        }
+    for (size_t i = 0; i < 2 * n_err; i++) met_err_init(&res->acc[i]);
+    res->loc = res->acc + n_err;
+    lp->ctx = ls->o->ctx;
+    lp->err = res->acc;
+    if (!(lp->cap = qp_alloc_array(total, sizeof(float))))
+        return qp_fail(err, QP_ENOMEM, "out of memory for %zu MiB of reference activations",
+                       total * sizeof(float) >> 20);
+    return 0;
+}
+
+// Slots, lanes (one per outer thread) and, for the layer-error chunks, a lane with every thread
+// inside the forward pass.
+static int hx_ls_init(struct hx_ls *ls, const struct kn_engine *ref, const struct kn_engine *var,
+                      struct hx_lockstep_result *res, char *err) {
+    size_t n_slots = (size_t)ls->n_chunks * ls->per_chunk;
+    ls->toks = qp_alloc_array(n_slots, sizeof *ls->toks);
+    ls->counts = calloc((size_t)ls->n_chunks, sizeof(int));
+    ls->lanes = calloc((size_t)ls->outer, sizeof *ls->lanes);
+    int rc = 0;
+    if (!ls->toks || !ls->counts || !ls->lanes) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    if (!rc && met_dist_create((int64_t)n_slots, &res->dist)) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    if (!rc && ls->layer_chunks > 0) rc = hx_ls_probe_init(ls, res, err);
+    for (int t = 0; t < ls->outer && !rc; t++)
+        rc = hx_lane_init(&ls->lanes[t], ref, var, ls->o->ctx, ls->outer == 1 ? ls->threads : 1, err);
+    ls->big = ls->lanes;
+    if (!rc && ls->layer_chunks > 0 && ls->outer > 1) {
+        rc = hx_lane_init(&ls->own, ref, var, ls->o->ctx, ls->threads, err);
+        ls->big = &ls->own;
+    }
+    return rc;
+}
+
+// Every chunk: the layer-error ones first, one at a time, then the rest over the outer threads.
+// Returns the tokens processed.
+static int64_t hx_ls_chunks(struct hx_ls *ls, struct hx_lockstep_result *res) {
+    const struct hx_lockstep_opts *o = ls->o;
+    int done = 0, L = ls->c->n_layers;
+    int64_t processed = 0;
+    struct met_err *logit_err = ls->layer_chunks ? &res->acc[hx_layer_index(L, KN_SITE_LOGITS)] : NULL;
+    for (int ci = 0; ci < ls->layer_chunks && !(o->stop && *o->stop); ci++) {
+        hx_lockstep_chunk(ls->big, ls->c, ls->tokens, ls->n_tokens, o, ci, ls->toks + (size_t)ci * ls->per_chunk,
+                          &ls->counts[ci], &ls->lp, logit_err);
+        done++;
+        processed += hx_chunk_of(o->protocol, ls->n_tokens, o->ctx, ci).len;
+        if (o->progress) o->progress(o->progress_ctx, done, ls->n_chunks, processed);
+    }
+#pragma omp parallel for num_threads(ls->outer) schedule(dynamic, 1) if (ls->outer > 1)
+    for (int ci = ls->layer_chunks; ci < ls->n_chunks; ci++) {
+        int t = omp_get_thread_num();
+        if (o->stop && *o->stop) continue; // interrupted: skip what is left
+        hx_lockstep_chunk(&ls->lanes[t], ls->c, ls->tokens, ls->n_tokens, o, ci,
+                          ls->toks + (size_t)ci * ls->per_chunk, &ls->counts[ci], NULL, NULL);
+#pragma omp critical(hx_lockstep_progress)
+        {
+            done++;
+            processed += hx_chunk_of(o->protocol, ls->n_tokens, o->ctx, ci).len;
+            if (o->progress && omp_get_thread_num() == 0) o->progress(o->progress_ctx, done, ls->n_chunks, processed);
+        }
+    }
+    return processed;
+}
+
+// The per-chunk slots compacted into token order and pushed in that order (the statistics then
+// do not depend on the thread count), with the distinct argmax tokens of both models.
+static int hx_ls_collect(struct hx_ls *ls, struct hx_lockstep_result *res, char *err) {
+    int vocab = ls->c->vocab_size, rc = 0;
+    uint8_t *seen = calloc((size_t)vocab, 1);
+    if (!seen) return qp_fail(err, QP_ENOMEM, "out of memory");
+    size_t w = 0;
+    for (int ci = 0; ci < ls->n_chunks && !rc; ci++)
+        for (int k = 0; k < ls->counts[ci] && !rc; k++, w++) {
+            ls->toks[w] = ls->toks[(size_t)ci * ls->per_chunk + k];
+            if (met_dist_push(res->dist, &ls->toks[w])) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+            seen[ls->toks[w].top_ref] |= 1;
+            seen[ls->toks[w].top_var] |= 2;
+        }
+    res->n_tokens = w;
+    for (int v = 0; v < vocab; v++) {
+        res->distinct_argmax_ref += seen[v] & 1;
+        res->distinct_argmax_var += seen[v] >> 1;
+    }
+    free(seen);
+    return rc;
+}
+
+static void hx_ls_free(struct hx_ls *ls) {
+    for (int t = 0; t < ls->outer && ls->lanes; t++) hx_lane_free(&ls->lanes[t]);
+    hx_lane_free(&ls->own);
+    free(ls->lanes);
+    free(ls->counts);
+    qp_free(ls->toks);
+    qp_free(ls->lp.cap);
+    free(ls->lp.off);
+    free(ls->lp.width);
+}
+
 int hx_lockstep_run(const struct kn_engine *ref, const struct kn_engine *var, const int *tokens,
                     size_t n_tokens, const struct hx_lockstep_opts *o, struct hx_lockstep_result *res,
                     char *err) {
     memset(res, 0, sizeof *res);
-    const struct kn_config *c = kn_engine_config(ref);
-    if (!hx_configs_match(c, kn_engine_config(var)))
-        return qp_fail(err, QP_EINVAL, "the variant's shape differs from the reference's");
-    int ctx = o->ctx, vocab = c->vocab_size, L = c->n_layers;
-    if (ctx < 4 || ctx > c->seq_len * 64)
-        return qp_fail(err, QP_EINVAL, "context %d out of range (4..%d)", ctx, c->seq_len * 64);
-    int n_chunks = hx_ppl_n_chunks(o->protocol, n_tokens, ctx);
-    if (o->max_chunks > 0 && n_chunks > o->max_chunks) n_chunks = o->max_chunks;
-    if (n_chunks < 1)
-        return qp_fail(err, QP_EINVAL, "text has %zu tokens, fewer than one window of %d", n_tokens, ctx);
-    for (size_t i = 0; i < n_tokens; i++)
-        if (tokens[i] < 0 || tokens[i] >= vocab)
-            return qp_fail(err, QP_EFORMAT, "token %d at %zu is outside the model's vocabulary of %d",
-                           tokens[i], i, vocab);
-    int layer_chunks = QP_MIN(QP_MAX(o->layer_chunks, 0), n_chunks);
-    int threads = QP_MAX(o->n_threads, 1);
-    int rest = n_chunks - layer_chunks;
-    int outer = rest >= threads ? threads : 1;
-
-    int per_chunk = o->protocol == HX_PROTO_LLAMACPP ? ctx - 1 - ctx / 2 : ctx - 1;
-    size_t n_slots = (size_t)n_chunks * per_chunk;
-    struct met_dist_tok *toks = qp_alloc_array(n_slots, sizeof *toks);
-    int *counts = calloc((size_t)n_chunks, sizeof(int));
-    struct hx_lane *lanes = calloc((size_t)outer, sizeof *lanes);
-    size_t n_err = (size_t)(L + 1) * KN_SITE_COUNT;
-    struct hx_layer_probe lp = {0};
-    int rc = 0;
-    if (!toks || !counts || !lanes) rc = qp_fail(err, QP_ENOMEM, "out of memory");
-    if (!rc) rc = met_dist_create((int64_t)n_slots, &res->dist) ? qp_fail(err, QP_ENOMEM, "out of memory") : 0;
-    if (!rc && layer_chunks > 0) {
-        res->acc = calloc(2 * n_err, sizeof *res->acc);
-        lp.off = calloc(n_err, sizeof *lp.off);
-        lp.width = calloc(n_err, sizeof *lp.width);
-        if (!res->acc || !lp.off || !lp.width) rc = qp_fail(err, QP_ENOMEM, "out of memory");
-        size_t total = 0;
-        for (int l = 0; l < L && !rc; l++)
-            for (int s = 0; s < KN_SITE_LOGITS; s++) {
-                int k = hx_layer_index(l, (enum kn_site)s);
-                lp.width[k] = kn_site_used(c, (enum kn_site)s) ? kn_site_width(c, (enum kn_site)s) : 0;
-                lp.off[k] = total;
-                total += (size_t)ctx * lp.width[k];
-            }
-        if (!rc) {
-            for (size_t i = 0; i < 2 * n_err; i++) met_err_init(&res->acc[i]);
-            res->loc = res->acc + n_err;
-            lp.ctx = ctx;
-            lp.err = res->acc;
-            if (!(lp.cap = qp_alloc_array(total, sizeof(float))))
-                rc = qp_fail(err, QP_ENOMEM, "out of memory for %zu MiB of reference activations",
-                             total * sizeof(float) >> 20);
-        }
-    }
-    for (int t = 0; t < outer && !rc; t++)
-        rc = hx_lane_init(&lanes[t], ref, var, ctx, outer == 1 ? threads : 1, err);
-    // The layer-error chunks run one at a time with every thread inside the forward pass.
-    struct hx_lane own = {0}, *big = &lanes[0];
-    if (!rc && layer_chunks > 0 && outer > 1) {
-        rc = hx_lane_init(&own, ref, var, ctx, threads, err);
-        big = &own;
-    }
-
+    struct hx_ls ls = {.c = kn_engine_config(ref), .tokens = tokens, .n_tokens = n_tokens, .o = o};
+    int rc = hx_ls_check(&ls, var, err);
+    if (rc) return rc;
+    rc = hx_ls_init(&ls, ref, var, res, err);
     if (!rc) {
         double t0 = qp_now();
-        int done = 0;
-        int64_t processed = 0;
-        struct met_err *logit_err = layer_chunks ? &res->acc[hx_layer_index(L, KN_SITE_LOGITS)] : NULL;
-        for (int ci = 0; ci < layer_chunks && !(o->stop && *o->stop); ci++) {
-            hx_lockstep_chunk(big, c, tokens, n_tokens, o, ci, toks + (size_t)ci * per_chunk,
-                              &counts[ci], &lp, logit_err);
-            done++;
-            processed += hx_chunk_of(o->protocol, n_tokens, ctx, ci).len;
-            if (o->progress) o->progress(o->progress_ctx, done, n_chunks, processed);
-        }
-#pragma omp parallel for num_threads(outer) schedule(dynamic, 1) if (outer > 1)
-        for (int ci = layer_chunks; ci < n_chunks; ci++) {
-            int t = omp_get_thread_num();
-            if (o->stop && *o->stop) continue; // interrupted: skip what is left
-            hx_lockstep_chunk(&lanes[t], c, tokens, n_tokens, o, ci, toks + (size_t)ci * per_chunk,
-                              &counts[ci], NULL, NULL);
-#pragma omp critical(hx_lockstep_progress)
-            {
-                done++;
-                processed += hx_chunk_of(o->protocol, n_tokens, ctx, ci).len;
-                if (o->progress && omp_get_thread_num() == 0) o->progress(o->progress_ctx, done, n_chunks, processed);
-            }
-        }
+        int64_t processed = hx_ls_chunks(&ls, res);
         if (o->stop && *o->stop) rc = qp_fail(err, QP_EINTR, "interrupted");
         res->seconds = qp_now() - t0;
         res->tokens_processed = processed;
-        res->n_chunks = n_chunks;
-        res->n_layers = L;
-        uint8_t *seen = calloc((size_t)vocab, 1);
-        if (!seen) rc = qp_fail(err, QP_ENOMEM, "out of memory");
-        // Compact the per-chunk slots into token order and push them in that order.
-        size_t w = 0;
-        for (int ci = 0; ci < n_chunks && !rc; ci++)
-            for (int k = 0; k < counts[ci] && !rc; k++, w++) {
-                toks[w] = toks[(size_t)ci * per_chunk + k];
-                if (met_dist_push(res->dist, &toks[w])) rc = qp_fail(err, QP_ENOMEM, "out of memory");
-                seen[toks[w].top_ref] |= 1;
-                seen[toks[w].top_var] |= 2;
-            }
-        res->n_tokens = w;
-        for (int v = 0; v < vocab && seen; v++) {
-            res->distinct_argmax_ref += seen[v] & 1;
-            res->distinct_argmax_var += seen[v] >> 1;
-        }
-        free(seen);
-        if (o->progress) o->progress(o->progress_ctx, n_chunks, n_chunks, processed);
+        res->n_chunks = ls.n_chunks;
+        res->n_layers = ls.c->n_layers;
+        if (!rc) rc = hx_ls_collect(&ls, res, err);
+        if (o->progress) o->progress(o->progress_ctx, ls.n_chunks, ls.n_chunks, processed);
     }
-    for (int t = 0; t < outer && lanes; t++) hx_lane_free(&lanes[t]);
-    hx_lane_free(&own);
-    free(lanes);
-    free(counts);
-    if (!rc && o->keep_tokens) res->tokens = toks;
-    else qp_free(toks);
-    qp_free(lp.cap);
-    free(lp.off);
-    free(lp.width);
+    if (!rc && o->keep_tokens) {
+        res->tokens = ls.toks; // the compacted slots, in token order
+        ls.toks = NULL;
+    }
+    hx_ls_free(&ls);
     if (rc) hx_lockstep_result_free(res);
     return rc;
 }

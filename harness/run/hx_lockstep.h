@@ -29,7 +29,7 @@ struct hx_lockstep_opts {
     enum hx_protocol protocol;
     int ctx;
     int n_threads;
-    int bos;
+    int bos; // BOS id put at each chunk start (llamacpp protocol), or -1 when the vocabulary adds none
     int max_chunks;   // 0 = all
     int layer_chunks; // chunks with per-layer error (0 = none)
     int keep_tokens;  // return every scored token's values (res->tokens)

@@ -10,7 +10,9 @@
 #include "hx_calib.h"
 #include "hx_progress.h"
 #include "hx_text.h"
+#include "kn_cpu.h"
 #include "kn_engine.h"
+#include "kn_qdot.h"
 #include "hx_lockstep.h"
 #include "met_dist.h"
 #include "met_grid.h"
@@ -58,7 +60,6 @@ int64_t hx_study_run_id(const struct hx_study *s) { return s->run_id; }
 void hx_study_set_progress_prefix(struct hx_study *s, const char *prefix) {
     snprintf(s->prefix, sizeof s->prefix, "%s", prefix);
 }
-struct hx_store *hx_study_store(struct hx_study *s) { return s->st; }
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -90,10 +91,19 @@ static void hx_progress_maybe(struct hx_study *s, struct hx_progress *p, const c
     *ctx = p;
 }
 
-#define HX_TRY(expr)                                                                           \
-    do {                                                                                       \
-        if ((rc = (expr)) != 0) goto done;                                                     \
-    } while (0)
+// One row of table metric.
+struct hx_metric_row {
+    const char *suite, *name;
+    double value, unc;
+    int64_t n;
+};
+
+static int hx_store_metric_rows(struct hx_store *st, int64_t vid, const struct hx_metric_row *m, int n, char *err) {
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++)
+        rc = hx_store_metric(st, vid, m[i].suite, m[i].name, m[i].value, m[i].unc, m[i].n, err);
+    return rc;
+}
 
 // Stores a histogram (bins of met_outlier.h's fixed log10 edges).
 static int hx_store_log10_hist(struct hx_store *st, int64_t run_id, int64_t variant_id, const char *kind,
@@ -192,7 +202,7 @@ static int hx_store_act_stats(struct hx_study *s, char *err) {
     for (int ci = 0; ci < n_chunks && !rc; ci++) {
         struct hx_chunk ch = hx_chunk_of(s->o.protocol, s->n_tokens, s->o.ctx, ci);
         memcpy(buf, s->tokens + ch.start, (size_t)ch.len * sizeof(int));
-        if (s->o.protocol == HX_PROTO_LLAMACPP) buf[0] = s->bos;
+        if (s->o.protocol == HX_PROTO_LLAMACPP && s->bos >= 0) buf[0] = s->bos;
         kn_state_reset(st);
         kn_forward(st, buf, ch.len, NULL, ch.len, &probe);
     }
@@ -232,18 +242,19 @@ static int hx_store_reference(struct hx_study *s, char *err) {
     int rc = hx_ppl_run(s->ref, s->tokens, s->n_tokens, &po, 0, &res, err);
     if (po.progress) hx_progress_end(&prog);
     if (rc) return rc;
-    HX_TRY(hx_store_begin(s->st, err));
+    char digest[65];
+    hx_weights_digest(&s->m->w, 0, 0, NULL, digest);
     struct hx_variant_row v = {.spec = "reference", .ord = 0, .is_reference = 1, .bits_per_weight = NAN,
                                .eval_seconds = res.seconds, .tokens = res.tokens_processed,
-                               .quant_seconds = NAN};
+                               .quant_seconds = NAN, .weights_sha256 = digest[0] ? digest : NULL};
     int64_t vid;
-    HX_TRY(hx_store_variant_insert(s->st, s->run_id, &v, &vid, err));
-    HX_TRY(hx_store_metric(s->st, vid, "ppl", "ppl", met_ppl(&res.nll), met_ppl_stderr(&res.nll), res.nll.n, err));
-    HX_TRY(hx_store_metric(s->st, vid, "ppl", "nll", met_nll_mean(&res.nll), NAN, res.nll.n, err));
-    HX_TRY(hx_store_weight_stats(s->st, s->run_id, &s->m->w, NULL, err));
-    if (s->o.act_chunks > 0) HX_TRY(hx_store_act_stats(s, err));
-    HX_TRY(hx_store_commit(s->st, err));
-done:
+    rc = hx_store_begin(s->st, err);
+    if (!rc) rc = hx_store_variant_insert(s->st, s->run_id, &v, &vid, err);
+    if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "ppl", met_ppl(&res.nll), met_ppl_stderr(&res.nll), res.nll.n, err);
+    if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "nll", met_nll_mean(&res.nll), NAN, res.nll.n, err);
+    if (!rc) rc = hx_store_weight_stats(s->st, s->run_id, &s->m->w, NULL, err);
+    if (!rc && s->o.act_chunks > 0) rc = hx_store_act_stats(s, err);
+    if (!rc) rc = hx_store_commit(s->st, err);
     if (rc) hx_store_rollback(s->st);
     return rc;
 }
@@ -266,31 +277,32 @@ static int hx_store_task(struct hx_study *s, int64_t vid, int k, const struct ta
     char suite[160];
     snprintf(suite, sizeof suite, "task:%s", s->suites[k]->name);
     const struct task_summary *sm = &r->sum;
-    int rc = 0;
-    HX_TRY(hx_store_metric(s->st, vid, suite, "acc", sm->acc, sm->acc_stderr, sm->n, err));
-    HX_TRY(hx_store_metric(s->st, vid, suite, "acc_norm", sm->acc_norm, sm->acc_norm_stderr, sm->n, err));
-    if (r->kind == TASK_CLOZE) HX_TRY(hx_store_metric(s->st, vid, suite, "target_ppl", sm->target_ppl, NAN, sm->n, err));
-    HX_TRY(hx_store_metric(s->st, vid, suite, "items_per_second", r->seconds > 0 ? sm->n / r->seconds : NAN, NAN, sm->n, err));
+    struct hx_metric_row m[12];
+    int n_m = 0, rc = 0;
+    m[n_m++] = (struct hx_metric_row){suite, "acc", sm->acc, sm->acc_stderr, sm->n};
+    m[n_m++] = (struct hx_metric_row){suite, "acc_norm", sm->acc_norm, sm->acc_norm_stderr, sm->n};
+    if (r->kind == TASK_CLOZE) m[n_m++] = (struct hx_metric_row){suite, "target_ppl", sm->target_ppl, NAN, sm->n};
+    m[n_m++] = (struct hx_metric_row){suite, "items_per_second", r->seconds > 0 ? sm->n / r->seconds : NAN, NAN, sm->n};
     if (ref) {
-        HX_TRY(hx_tasks_compare(ref, r, 0, NULL, pair, err));
-        HX_TRY(hx_store_metric(s->st, vid, suite, "flips_to_wrong", (double)pair->flips_cw, NAN, pair->n, err));
-        HX_TRY(hx_store_metric(s->st, vid, suite, "flips_to_right", (double)pair->flips_wc, NAN, pair->n, err));
-        HX_TRY(hx_store_metric(s->st, vid, suite, "mcnemar_p", pair->mcnemar_p, NAN, pair->n, err));
-        HX_TRY(hx_store_metric(s->st, vid, suite, "dacc", pair->delta, NAN, pair->n, err));
-        HX_TRY(hx_store_metric(s->st, vid, suite, "dacc_lo", pair->ci_lo, NAN, pair->n, err));
-        HX_TRY(hx_store_metric(s->st, vid, suite, "dacc_hi", pair->ci_hi, NAN, pair->n, err));
-        HX_TRY(hx_store_metric(s->st, vid, suite, "recovery", sm->acc / ref->sum.acc, NAN, pair->n, err));
+        if ((rc = hx_tasks_compare(ref, r, 0, NULL, pair, err))) return rc;
+        m[n_m++] = (struct hx_metric_row){suite, "flips_to_wrong", (double)pair->flips_cw, NAN, pair->n};
+        m[n_m++] = (struct hx_metric_row){suite, "flips_to_right", (double)pair->flips_wc, NAN, pair->n};
+        m[n_m++] = (struct hx_metric_row){suite, "mcnemar_p", pair->mcnemar_p, NAN, pair->n};
+        m[n_m++] = (struct hx_metric_row){suite, "dacc", pair->delta, NAN, pair->n};
+        m[n_m++] = (struct hx_metric_row){suite, "dacc_lo", pair->ci_lo, NAN, pair->n};
+        m[n_m++] = (struct hx_metric_row){suite, "dacc_hi", pair->ci_hi, NAN, pair->n};
+        m[n_m++] = (struct hx_metric_row){suite, "recovery", sm->acc / ref->sum.acc, NAN, pair->n};
     }
-    for (int i = 0; i < r->n_items; i++) {
+    rc = hx_store_metric_rows(s->st, vid, m, n_m, err);
+    for (int i = 0; i < r->n_items && !rc; i++) {
         const struct task_item_result *it = &r->items[i];
         if (it->skipped) continue;
-        HX_TRY(hx_store_exec(s->st, err,
-                             "INSERT INTO task_item (variant_id, suite, item, gold, pred, pred_norm, correct,"
-                             " correct_norm, margin) VALUES (?,?,?,?,?,?,?,?,?)",
-                             "itIIIIIId", vid, s->suites[k]->name, i, s->suites[k]->items[i].gold, it->pred,
-                             it->pred_norm, it->correct, it->correct_norm, it->margin));
+        rc = hx_store_exec(s->st, err,
+                           "INSERT INTO task_item (variant_id, suite, item, gold, pred, pred_norm, correct,"
+                           " correct_norm, margin) VALUES (?,?,?,?,?,?,?,?,?)",
+                           "itIIIIIId", vid, s->suites[k]->name, i, s->suites[k]->items[i].gold, it->pred,
+                           it->pred_norm, it->correct, it->correct_norm, it->margin);
     }
-done:
     return rc;
 }
 
@@ -301,24 +313,23 @@ static int hx_study_tasks_open(struct hx_study *s, int64_t ref_id, char *err) {
     s->suites = calloc((size_t)n, sizeof *s->suites);
     s->ref_task = calloc((size_t)n, sizeof *s->ref_task);
     if (!s->suites || !s->ref_task) return qp_fail(err, QP_ENOMEM, "out of memory");
-    for (int k = 0; k < n; k++) {
+    for (int k = 0; k < n && !rc; k++) {
         struct hx_task_read_opts ro = {.limit = s->o.task_limits ? s->o.task_limits[k] : 0};
-        HX_TRY(hx_task_open(s->o.task_suites[k], hx_task_fixtures(s->o.fixtures), &ro, &s->suites[k], err));
+        rc = hx_task_open(s->o.task_suites[k], hx_task_fixtures(s->o.fixtures), &ro, &s->suites[k], err);
     }
-    for (int k = 0; k < n; k++) {
-        HX_TRY(hx_score_suite(s, s->ref, k, "reference", &s->ref_task[k], err));
+    for (int k = 0; k < n && !rc; k++) {
         char suite[160];
         int64_t have = 0;
         snprintf(suite, sizeof suite, "task:%s", s->suites[k]->name);
-        HX_TRY(hx_store_query_i64(s->st, err, &have, NULL,
-                                  "SELECT count(*) FROM metric WHERE variant_id = ? AND suite = ?", "it", ref_id, suite));
-        if (have) continue;
-        HX_TRY(hx_store_begin(s->st, err));
-        rc = hx_store_task(s, ref_id, k, s->ref_task[k], NULL, NULL, err);
+        rc = hx_score_suite(s, s->ref, k, "reference", &s->ref_task[k], err);
+        if (!rc)
+            rc = hx_store_query_i64(s->st, err, &have, NULL,
+                                    "SELECT count(*) FROM metric WHERE variant_id = ? AND suite = ?", "it", ref_id, suite);
+        if (rc || have) continue;
+        rc = hx_store_begin(s->st, err);
+        if (!rc) rc = hx_store_task(s, ref_id, k, s->ref_task[k], NULL, NULL, err);
         if (!rc) rc = hx_store_commit(s->st, err);
-        if (rc) goto done;
     }
-done:
     hx_store_rollback(s->st);
     return rc;
 }
@@ -326,120 +337,115 @@ done:
 // ---------------------------------------------------------------------------------------------
 // Open / close
 
+// The text (one trailing newline dropped, as llama.cpp and `qprobe ppl` do), the model, its
+// tokens and the reference engine. *text is the caller's to free.
+static int hx_study_load(struct hx_study *s, char **text, size_t *len, char *err) {
+    const struct hx_study_opts *o = &s->o;
+    char msg[QP_ERRLEN];
+    int rc = hx_read_text(o->text_path, text, len, err);
+    if (!rc) rc = hx_model_open(o->model_path, o->tok_path, &s->m, err);
+    if (rc) return rc;
+    if (!s->m->tok) return qp_fail(err, QP_EINVAL, "cannot use '%s': no tokenizer (give one with -z)", o->model_path);
+    if (*len > 0 && (*text)[*len - 1] == '\n') (*len)--;
+    if (hx_tok_encode(s->m->tok, *text, *len, HX_TOK_ADD_BOS | HX_TOK_SPACE_PREFIX, &s->tokens, &s->n_tokens))
+        return qp_fail(err, QP_ENOMEM, "out of memory tokenizing '%s'", o->text_path);
+    if (hx_ppl_n_chunks(o->protocol, s->n_tokens, o->ctx) < 1)
+        return qp_fail(err, QP_EINVAL, "cannot use '%s': %zu tokens, fewer than one window of %d", o->text_path,
+                       s->n_tokens, o->ctx);
+    s->bos = hx_tok_bos_added(s->m->tok); // -1: the vocabulary adds no BOS
+    if ((rc = kn_engine_create(&s->m->w, NULL, &s->ref, msg)))
+        return qp_fail(err, rc == QP_ENOMEM ? rc : QP_ENOTSUP, "cannot run '%s': %s", o->model_path, msg);
+    return 0;
+}
+
+// The 2-D weights of the model (the classifier once when tied to the embedding); -1 when out of
+// memory.
+static int64_t hx_study_n_params(struct kn_weights *w) {
+    int n = HX_N_WEIGHTS(w->cfg.n_layers);
+    struct hx_weight_ref *refs = malloc((size_t)n * sizeof *refs);
+    if (!refs) return -1;
+    hx_weight_refs(w, refs);
+    int64_t n_params = 0;
+    for (int i = 0; i < n; i++)
+        if (!(i == 1 && w->tied)) n_params += refs[i].t->ne0 * refs[i].t->ne1;
+    free(refs);
+    return n_params;
+}
+
+// The run's identity: the hashes of model, tokenizer, text and calibration text with the shape
+// and protocol; finds or creates the run row.
+static int hx_study_run_row(struct hx_study *s, size_t text_len, const char *calib_sha, int64_t overlap,
+                            char *err) {
+    const struct hx_study_opts *o = &s->o;
+    const struct kn_config *c = &s->m->w.cfg;
+    static const char *const fmt_names[] = {"llama2c", "gguf", "safetensors"};
+    char model_sha[65], tok_sha[65], text_sha[65];
+    int rc = hx_hash_model(o->model_path, model_sha, err);
+    if (!rc) rc = qp_sha256_file(o->text_path, text_sha, err);
+    if (!rc && o->tok_path) rc = qp_sha256_file(o->tok_path, tok_sha, err);
+    if (rc) return rc;
+    if (!o->tok_path) memcpy(tok_sha, model_sha, sizeof tok_sha); // the model carries its tokenizer
+    int64_t n_params = hx_study_n_params(&s->m->w);
+    if (n_params < 0) return qp_fail(err, QP_ENOMEM, "out of memory");
+    struct hx_chunk ch0 = hx_chunk_of(o->protocol, s->n_tokens, o->ctx, 0);
+    int n_chunks = hx_ppl_n_chunks(o->protocol, s->n_tokens, o->ctx);
+    if (o->max_chunks > 0) n_chunks = QP_MIN(n_chunks, o->max_chunks);
+    char cpu[256], flags[128], kernels[600], ops_kernels[512];
+    snprintf(cpu, sizeof cpu, "%s; %s", kn_cpu()->model, kn_cpu_flags(flags, sizeof flags));
+    const struct kn_qtype *q8 = kn_qtype_for(KN_Q4_0);
+    snprintf(kernels, sizeof kernels, "%s; act=q8 %s", kn_engine_kernels(s->ref, ops_kernels, sizeof ops_kernels),
+             q8 ? q8->isa : "none");
+    struct hx_run_info ri = {
+        .label = o->label, .model_path = o->model_path, .model_sha256 = model_sha,
+        .model_format = fmt_names[s->m->format], .dim = c->dim, .hidden_dim = c->hidden_dim,
+        .n_layers = c->n_layers, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .vocab = c->vocab_size,
+        .seq_len = c->seq_len, .n_params = n_params,
+        .tokenizer = o->tok_path ? o->tok_path : "(model)", .tokenizer_sha256 = tok_sha,
+        .text_path = o->text_path, .text_sha256 = text_sha, .text_bytes = (int64_t)text_len,
+        .text_tokens = (int64_t)s->n_tokens, .protocol = hx_protocol_name(o->protocol), .ctx = o->ctx,
+        .stride = o->ctx, .score_from = ch0.first, .score_to = ch0.last, .bos = s->bos, .chunks = n_chunks,
+        .isa = kn_engine_ops(s->ref)->name, .gemm = kn_gemm_name(kn_engine_gemm(s->ref)), .cpu = cpu,
+        .kernels = kernels, .threads = o->n_threads, .config = o->config_json, .calib_path = o->calib_path,
+        .calib_sha256 = calib_sha, .calib_overlap_bytes = overlap};
+    int created;
+    return hx_store_run_get(s->st, &ri, &s->run_id, &created, err);
+}
+
+// The reference's row of the run (evaluated and stored when the run is new) and its task results.
+static int hx_study_reference(struct hx_study *s, char *err) {
+    int64_t ref_id = 0;
+    int have_ref = hx_store_variant_find(s->st, s->run_id, "reference", &ref_id, err), rc = 0;
+    if (have_ref < 0) return have_ref;
+    if (!have_ref) {
+        rc = hx_store_reference(s, err);
+        if (!rc)
+            rc = hx_store_query_i64(s->st, err, &ref_id, NULL,
+                                    "SELECT id FROM variant WHERE run_id = ? AND is_reference = 1", "i", s->run_id);
+    }
+    if (!rc && s->o.n_tasks > 0) rc = hx_study_tasks_open(s, ref_id, err);
+    return rc;
+}
+
 int hx_study_open(const struct hx_study_opts *o, struct hx_study **out, char *err) {
     *out = NULL;
     struct hx_study *s = calloc(1, sizeof *s);
     if (!s) return qp_fail(err, QP_ENOMEM, "out of memory");
     s->o = *o;
-    char *text = NULL, msg[QP_ERRLEN];
+    char *text = NULL, calib_sha[65];
     size_t len = 0;
-    char model_sha[65], tok_sha[65], text_sha[65], fmt_name[32];
-    int rc;
-    HX_TRY(hx_read_text(o->text_path, &text, &len, err));
-    HX_TRY(hx_model_open(o->model_path, o->tok_path, &s->m, err));
-    if (!s->m->tok) {
-        rc = qp_fail(err, QP_EINVAL, "cannot use '%s': no tokenizer (give one with -z)", o->model_path);
-        goto done;
-    }
-    if (len > 0 && text[len - 1] == '\n') len--; // as llama.cpp and `qprobe ppl`
-    if (hx_tok_encode(s->m->tok, text, len, HX_TOK_ADD_BOS | HX_TOK_SPACE_PREFIX, &s->tokens, &s->n_tokens)) {
-        rc = qp_fail(err, QP_ENOMEM, "out of memory tokenizing '%s'", o->text_path);
-        goto done;
-    }
-    if (hx_ppl_n_chunks(o->protocol, s->n_tokens, o->ctx) < 1) {
-        rc = qp_fail(err, QP_EINVAL, "cannot use '%s': %zu tokens, fewer than one window of %d",
-                     o->text_path, s->n_tokens, o->ctx);
-        goto done;
-    }
-    s->bos = hx_tok_bos(s->m->tok);
-    HX_TRY(kn_engine_create(&s->m->w, NULL, &s->ref, msg) ? qp_fail(err, QP_ENOTSUP, "cannot run '%s': %s", o->model_path, msg) : 0);
-    HX_TRY(hx_hash_model(o->model_path, model_sha, err));
-    HX_TRY(qp_sha256_file(o->text_path, text_sha, err));
-    if (o->tok_path) HX_TRY(qp_sha256_file(o->tok_path, tok_sha, err));
-    else memcpy(tok_sha, model_sha, sizeof tok_sha); // the model carries its tokenizer
-    char calib_sha[65];
     int64_t overlap = 0;
-    if (o->calib_path) {
-        char *ct = NULL;
-        size_t cl = 0;
-        HX_TRY(hx_read_text(o->calib_path, &ct, &cl, err));
-        HX_TRY(qp_sha256_file(o->calib_path, calib_sha, err));
-        rc = hx_calib_overlap(ct, cl, text, len, &overlap);
-        if (rc < 0) {
-            free(ct);
-            goto done;
-        }
-        rc = 0;
-        if (overlap > 0 && !o->allow_overlap) {
-            free(ct);
-            rc = qp_fail(err, QP_EINVAL,
-                         "calibration text '%s' overlaps the evaluation text '%s' (%lld bytes in shared runs); "
-                         "use another part of the text, or allow it explicitly to record the overlap",
-                         o->calib_path, o->text_path, (long long)overlap);
-            goto done;
-        }
-        if (overlap > 0)
-            fprintf(stderr, "qprobe: WARNING: calibration text '%s' overlaps the evaluation text '%s' by %lld "
-                            "bytes; the overlap is recorded with the run\n", o->calib_path, o->text_path,
-                    (long long)overlap);
-        int seq_len = QP_MIN(o->calib_len, s->m->w.cfg.seq_len);
-        rc = hx_calib_create(s->m->tok, ct, cl, o->calib_seqs, seq_len, &s->cal, err);
-        free(ct);
-        if (rc) {
-            char why[QP_ERRLEN];
-            snprintf(why, sizeof why, "%s", err);
-            rc = qp_fail(err, rc, "cannot use '%s': %s", o->calib_path, why);
-            goto done;
-        }
-        s->cal->n_threads = o->n_threads;
+    int rc = hx_study_load(s, &text, &len, err);
+    if (!rc && o->calib_path) {
+        struct hx_calib_setup cs = {.path = o->calib_path, .n_seqs = o->calib_seqs, .seq_len = o->calib_len,
+                                    .n_threads = o->n_threads, .allow_overlap = o->allow_overlap, .can_allow = 1};
+        rc = qp_sha256_file(o->calib_path, calib_sha, err);
+        if (!rc) rc = hx_calib_prepare(&cs, s->m->tok, s->m->w.cfg.seq_len, o->text_path, text, len, &s->cal,
+                                       &overlap, err);
+        if (!rc) s->cal->stop = o->stop; // QAT polls it (hx_qat.h)
     }
-    HX_TRY(hx_store_open(o->db_path, 0, &s->st, err));
-
-    const struct kn_config *c = &s->m->w.cfg;
-    int64_t n_params = 0;
-    {
-        int n = HX_N_WEIGHTS(c->n_layers);
-        struct hx_weight_ref *refs = malloc((size_t)n * sizeof *refs);
-        if (!refs) {
-            rc = qp_fail(err, QP_ENOMEM, "out of memory");
-            goto done;
-        }
-        hx_weight_refs(&s->m->w, refs);
-        for (int i = 0; i < n; i++)
-            if (!(i == 1 && s->m->w.tied)) n_params += refs[i].t->ne0 * refs[i].t->ne1;
-        free(refs);
-    }
-    static const char *const fmt_names[] = {"llama2c", "gguf", "safetensors"};
-    snprintf(fmt_name, sizeof fmt_name, "%s", fmt_names[s->m->format]);
-    struct hx_chunk ch0 = hx_chunk_of(o->protocol, s->n_tokens, o->ctx, 0);
-    int n_chunks = hx_ppl_n_chunks(o->protocol, s->n_tokens, o->ctx);
-    if (o->max_chunks > 0) n_chunks = QP_MIN(n_chunks, o->max_chunks);
-    struct hx_run_info ri = {
-        .label = o->label, .model_path = o->model_path, .model_sha256 = model_sha, .model_format = fmt_name,
-        .dim = c->dim, .hidden_dim = c->hidden_dim, .n_layers = c->n_layers, .n_heads = c->n_heads,
-        .n_kv_heads = c->n_kv_heads, .vocab = c->vocab_size, .seq_len = c->seq_len, .n_params = n_params,
-        .tokenizer = o->tok_path ? o->tok_path : "(model)", .tokenizer_sha256 = tok_sha,
-        .text_path = o->text_path, .text_sha256 = text_sha, .text_bytes = (int64_t)len,
-        .text_tokens = (int64_t)s->n_tokens, .protocol = hx_protocol_name(o->protocol), .ctx = o->ctx,
-        .stride = o->ctx, .score_from = ch0.first, .score_to = ch0.last, .bos = s->bos, .chunks = n_chunks,
-        .isa = kn_engine_ops(s->ref)->name, .gemm = kn_gemm_name(kn_engine_gemm(s->ref)),
-        .threads = o->n_threads, .config = o->config_json, .calib_path = o->calib_path,
-        .calib_sha256 = o->calib_path ? calib_sha : NULL, .calib_overlap_bytes = overlap};
-    int created;
-    HX_TRY(hx_store_run_get(s->st, &ri, &s->run_id, &created, err));
-    int64_t ref_id;
-    int have_ref = hx_store_variant_find(s->st, s->run_id, "reference", &ref_id, err);
-    if (have_ref < 0) {
-        rc = have_ref;
-        goto done;
-    }
-    if (!have_ref) {
-        HX_TRY(hx_store_reference(s, err));
-        HX_TRY(hx_store_query_i64(s->st, err, &ref_id, NULL,
-                                  "SELECT id FROM variant WHERE run_id = ? AND is_reference = 1", "i", s->run_id));
-    }
-    if (o->n_tasks > 0) HX_TRY(hx_study_tasks_open(s, ref_id, err));
-done:
+    if (!rc) rc = hx_store_open(o->db_path, 0, &s->st, err);
+    if (!rc) rc = hx_study_run_row(s, len, o->calib_path ? calib_sha : NULL, overlap, err);
+    if (!rc) rc = hx_study_reference(s, err);
     free(text);
     if (rc) {
         hx_study_close(s);
@@ -557,27 +563,19 @@ static int hx_store_weight_error(struct hx_study *s, int64_t vid, struct kn_weig
 }
 
 static int hx_store_dist(struct hx_store *st, int64_t vid, const struct met_dist_summary *d, char *err) {
-    int rc = 0;
     int64_t n = d->n;
-#define HX_M(suite, name, v, u) HX_TRY(hx_store_metric(st, vid, suite, name, v, u, n, err))
-    HX_M("ppl", "ppl", d->ppl_var, d->ppl_var_unc);
-    HX_M("ppl", "nll", d->nll_var, d->nll_var_unc);
-    HX_M("ppl", "ppl_ref", d->ppl_ref, d->ppl_ref_unc);
-    HX_M("ppl", "ln_ratio", d->ln_ratio, d->ln_ratio_unc);
-    HX_M("ppl", "ratio", d->ppl_ratio, d->ppl_ratio_unc);
-    HX_M("ppl", "diff", d->ppl_diff, d->ppl_diff_unc);
-    HX_M("ppl", "nll_cor", d->nll_cor, NAN);
-    HX_M("kld", "mean", d->kld_mean, d->kld_unc);
-    HX_M("dp", "mean", d->dp_mean, d->dp_unc);
-    HX_M("dp", "rms", d->dp_rms, d->dp_rms_unc);
-    HX_M("top1", "agreement", d->same_top, d->same_top_unc);
+    struct hx_metric_row m[11 + 2 * MET_PCT_N] = {
+        {"ppl", "ppl", d->ppl_var, d->ppl_var_unc, n},       {"ppl", "nll", d->nll_var, d->nll_var_unc, n},
+        {"ppl", "ppl_ref", d->ppl_ref, d->ppl_ref_unc, n},   {"ppl", "ln_ratio", d->ln_ratio, d->ln_ratio_unc, n},
+        {"ppl", "ratio", d->ppl_ratio, d->ppl_ratio_unc, n}, {"ppl", "diff", d->ppl_diff, d->ppl_diff_unc, n},
+        {"ppl", "nll_cor", d->nll_cor, NAN, n},              {"kld", "mean", d->kld_mean, d->kld_unc, n},
+        {"dp", "mean", d->dp_mean, d->dp_unc, n},            {"dp", "rms", d->dp_rms, d->dp_rms_unc, n},
+        {"top1", "agreement", d->same_top, d->same_top_unc, n}};
     for (int k = 0; k < MET_PCT_N; k++) {
-        HX_M("kld", met_pct_name[k], d->kld_pct[k], NAN);
-        HX_M("dp", met_pct_name[k], d->dp_pct[k], NAN);
+        m[11 + 2 * k] = (struct hx_metric_row){"kld", met_pct_name[k], d->kld_pct[k], NAN, n};
+        m[12 + 2 * k] = (struct hx_metric_row){"dp", met_pct_name[k], d->dp_pct[k], NAN, n};
     }
-#undef HX_M
-done:
-    return rc;
+    return hx_store_metric_rows(st, vid, m, (int)QP_ARRAY_LEN(m), err);
 }
 
 static int hx_store_layers(struct hx_store *st, int64_t vid, const struct kn_config *c,
@@ -635,8 +633,8 @@ static int hx_sens_cmp(const void *a, const void *b) {
     return x->tensor - y->tensor;
 }
 
-static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weights *qw, int act_q8,
-                          int act_int8, const float *act_scales, int *worst, char *err) {
+static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weights *qw,
+                          const struct kn_engine_opts *eo, int *worst, char *err) {
     static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
     int L = s->m->w.cfg.n_layers, per = s->o.sens_tensors ? 8 : 1, rc = 0, n = 0;
     struct hx_sens *sv = calloc((size_t)L * per, sizeof *sv);
@@ -657,10 +655,9 @@ static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weigh
                 const struct kn_tensor *from[] = {&q->wq, &q->wk, &q->wv, &q->wo, &q->w_gate, &q->w_up, &q->w_down};
                 *d[t] = *from[t];
             }
-            struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = act_int8, .act_scales = act_scales};
             struct kn_engine *e = NULL;
             struct hx_lockstep_result lr;
-            if ((rc = kn_engine_create_opts(&w, &eo, &e, err))) break;
+            if ((rc = kn_engine_create_opts(&w, eo, &e, err))) break;
             rc = hx_lockstep_run(s->ref, e, s->tokens, s->n_tokens, &lo, &lr, err);
             kn_engine_destroy(e);
             if (rc) break;
@@ -706,162 +703,203 @@ static int hx_parse_file_spec(const char *spec, char *path, size_t cap, int *act
     return 0;
 }
 
-int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_variant_outcome *out,
-                     char *err) {
-    memset(out, 0, sizeof *out);
-    out->worst_layer = -1;
-    struct qz_variant *v = NULL;
-    struct hx_quant_model *qm = NULL;
-    struct hx_model *fm = NULL;
-    struct kn_engine *e = NULL;
-    struct hx_lockstep_result lr = {0};
-    struct hx_calib_report crep = {0};
-    struct task_result *vt[64] = {0};
-    const struct kn_weights *qw = NULL;
-    int act_q8 = 0, rc = 0;
-    double bpw = NAN, tq = qp_now();
-    int64_t bytes = -1, n_weights = -1;
-    if (strncmp(spec, "file:", 5) == 0) {
-        char path[4096], msg[QP_ERRLEN];
-        if (hx_parse_file_spec(spec, path, sizeof path, &act_q8))
-            return qp_fail(err, QP_EINVAL, "bad variant '%s': expected file:PATH[;act=q8]", spec);
-        snprintf(out->spec, sizeof out->spec, "%s", spec);
-        HX_TRY(hx_model_open(path, NULL, &fm, msg) ? qp_fail(err, QP_EINVAL, "%s", msg) : 0);
-        qw = &fm->w;
-        // Checked here, not only in the lockstep, so that the message names the file.
-        const struct kn_config *ref_c = &s->m->w.cfg, *var_c = &qw->cfg;
-        if (var_c->dim != ref_c->dim || var_c->hidden_dim != ref_c->hidden_dim ||
-            var_c->n_layers != ref_c->n_layers || var_c->n_heads != ref_c->n_heads ||
-            var_c->n_kv_heads != ref_c->n_kv_heads || var_c->vocab_size != ref_c->vocab_size) {
-            rc = qp_fail(err, QP_EINVAL,
-                         "cannot use '%s': the variant's shape differs from the reference's (dim %d, "
-                         "hidden %d, layers %d, heads %d/%d, vocab %d; the reference has %d, %d, %d, "
-                         "%d/%d, %d)",
-                         path, var_c->dim, var_c->hidden_dim, var_c->n_layers, var_c->n_heads,
-                         var_c->n_kv_heads, var_c->vocab_size, ref_c->dim, ref_c->hidden_dim,
-                         ref_c->n_layers, ref_c->n_heads, ref_c->n_kv_heads, ref_c->vocab_size);
-            goto done;
-        }
-        // Bits per weight of the file's own 2-D weights, as stored.
-        int n = HX_N_WEIGHTS(qw->cfg.n_layers);
-        struct hx_weight_ref *refs = malloc((size_t)n * sizeof *refs);
-        if (!refs) HX_TRY(qp_fail(err, QP_ENOMEM, "out of memory"));
-        hx_weight_refs(&fm->w, refs);
-        bytes = n_weights = 0;
-        for (int i = 0; i < n; i++) {
-            bytes += (int64_t)kn_row_bytes(refs[i].t->type, refs[i].t->ne0) * refs[i].t->ne1;
-            n_weights += refs[i].t->ne0 * refs[i].t->ne1;
-        }
-        free(refs);
-        bpw = 8.0 * (double)bytes / (double)n_weights;
-    } else {
-        HX_TRY(qz_variant_parse(spec, &v, err));
-        qz_variant_print(v, out->spec, sizeof out->spec);
+// One variant in the making: its weights (a quantized model, or a file's own), what it costs in
+// storage, and what it gave.
+struct hx_vrun {
+    const char *spec;          // canonical (the outcome's)
+    struct qz_variant *v;      // NULL for a file: variant
+    struct hx_model *fm;       // the file of a file: variant
+    struct hx_quant_model *qm; // the quantized model of a spec
+    const struct kn_weights *w;
+    struct kn_engine_opts eo;  // the options the variant runs with
+    double bpw, quant_seconds;
+    int64_t bytes, n_weights;
+    struct kn_engine *e;
+    struct hx_lockstep_result lr;
+    struct met_dist_summary d;
+    struct hx_calib_report crep;
+    struct task_result **tasks; // (o.n_tasks)
+};
+
+static void hx_vrun_free(struct hx_study *s, struct hx_vrun *r) {
+    hx_calib_report_clear(&r->crep);
+    for (int k = 0; r->tasks && k < s->o.n_tasks; k++) task_result_destroy(r->tasks[k]);
+    free(r->tasks);
+    hx_lockstep_result_free(&r->lr);
+    kn_engine_destroy(r->e);
+    hx_quant_model_destroy(r->qm);
+    hx_model_close(r->fm);
+    qz_variant_destroy(r->v);
+}
+
+// A file: variant: the file opened, its shape checked against the reference's (here, not only
+// in the lockstep, so that the message names the file), its bits per weight as stored.
+static int hx_vrun_file(struct hx_study *s, const char *spec, struct hx_vrun *r, char *err) {
+    char path[4096], msg[QP_ERRLEN];
+    if (hx_parse_file_spec(spec, path, sizeof path, &r->eo.act_q8))
+        return qp_fail(err, QP_EINVAL, "bad variant '%s': expected file:PATH[;act=q8]", spec);
+    int rc = hx_model_open(path, NULL, &r->fm, msg);
+    if (rc) return qp_fail(err, rc == QP_ENOMEM ? rc : QP_EINVAL, "%s", msg);
+    r->w = &r->fm->w;
+    const struct kn_config *a = &s->m->w.cfg, *b = &r->w->cfg;
+    if (b->dim != a->dim || b->hidden_dim != a->hidden_dim || b->n_layers != a->n_layers ||
+        b->n_heads != a->n_heads || b->n_kv_heads != a->n_kv_heads || b->vocab_size != a->vocab_size)
+        return qp_fail(err, QP_EINVAL,
+                       "cannot use '%s': the variant's shape differs from the reference's (dim %d, hidden %d, "
+                       "layers %d, heads %d/%d, vocab %d; the reference has %d, %d, %d, %d/%d, %d)",
+                       path, b->dim, b->hidden_dim, b->n_layers, b->n_heads, b->n_kv_heads, b->vocab_size, a->dim,
+                       a->hidden_dim, a->n_layers, a->n_heads, a->n_kv_heads, a->vocab_size);
+    int n = HX_N_WEIGHTS(b->n_layers);
+    struct hx_weight_ref *refs = malloc((size_t)n * sizeof *refs);
+    if (!refs) return qp_fail(err, QP_ENOMEM, "out of memory");
+    hx_weight_refs(&r->fm->w, refs);
+    r->bytes = r->n_weights = 0;
+    for (int i = 0; i < n; i++) {
+        r->bytes += (int64_t)kn_row_bytes(refs[i].t->type, refs[i].t->ne0) * refs[i].t->ne1;
+        r->n_weights += refs[i].t->ne0 * refs[i].t->ne1;
     }
-    int64_t vid;
-    int found = hx_store_variant_find(s->st, s->run_id, out->spec, &vid, err);
-    if (found < 0) HX_TRY(found);
-    if (found) {
-        if (!s->o.resume) {
-            rc = qp_fail(err, QP_EINVAL,
-                         "variant '%s' is already stored in run %lld of '%s' (use --resume to skip it)",
-                         out->spec, (long long)s->run_id, s->o.db_path);
-            goto done;
-        }
-        out->skipped = 1;
-        out->variant_id = vid;
-        goto done;
-    }
-    if (v) {
-        if (hx_variant_needs_calib(v) && !s->cal) {
-            rc = qp_fail(err, QP_EINVAL, "variant '%s' needs calibration text (--calib FILE)", out->spec);
-            goto done;
-        }
-        if (s->cal) s->cal->report = &crep;
-        rc = hx_quant_model_create_calib(&s->m->w, v, s->cal, &qm, err);
-        if (s->cal) s->cal->report = NULL;
-        if (rc) goto done;
-        qw = &qm->w;
-        act_q8 = qm->act_q8;
-        bpw = qm->bits_per_weight;
-        bytes = (int64_t)qm->bytes;
-        n_weights = qm->n_weights;
-    }
-    tq = qp_now() - tq;
-    struct kn_engine_opts eo = {.act_q8 = act_q8, .act_int8 = v ? hx_variant_act_int8(v) : 0,
-                                .act_scales = qm ? qm->act_scales : NULL}; // W8A8's static scales
-    HX_TRY(kn_engine_create_opts(qw, &eo, &e, err));
+    free(refs);
+    r->bpw = 8.0 * (double)r->bytes / (double)r->n_weights;
+    return 0;
+}
+
+// A spec: the model quantized under it (with the study's calibration when it needs one).
+static int hx_vrun_quantize(struct hx_study *s, struct hx_vrun *r, char *err) {
+    if (hx_variant_needs_calib(r->v) && !s->cal)
+        return qp_fail(err, QP_EINVAL, "variant '%s' needs calibration text (--calib FILE)", r->spec);
+    double t0 = qp_now();
+    if (s->cal) s->cal->report = &r->crep;
+    int rc = hx_quant_model_create_calib(&s->m->w, r->v, s->cal, &r->qm, err);
+    if (s->cal) s->cal->report = NULL;
+    if (rc) return rc;
+    r->quant_seconds = qp_now() - t0;
+    r->w = &r->qm->w;
+    hx_quant_model_engine_opts(r->qm, &r->eo);
+    r->bpw = r->qm->bits_per_weight;
+    r->bytes = (int64_t)r->qm->bytes;
+    r->n_weights = r->qm->n_weights;
+    return 0;
+}
+
+// Reference and variant in lockstep over the study's windows, then every task suite.
+static int hx_vrun_evaluate(struct hx_study *s, struct hx_vrun *r, char *err) {
+    int rc = kn_engine_create_opts(r->w, &r->eo, &r->e, err);
+    if (rc) return rc;
     struct hx_lockstep_opts lo = {.protocol = s->o.protocol, .ctx = s->o.ctx, .n_threads = s->o.n_threads,
                                   .bos = s->bos, .max_chunks = s->o.max_chunks,
                                   .layer_chunks = s->o.layer_chunks, .keep_tokens = s->o.keep_tokens,
                                   .stop = s->o.stop};
     struct hx_progress prog;
     char label[600];
-    snprintf(label, sizeof label, "%s%s", s->prefix, out->spec);
+    snprintf(label, sizeof label, "%s%s", s->prefix, r->spec);
     hx_progress_maybe(s, &prog, label, &lo.progress, &lo.progress_ctx);
-    rc = hx_lockstep_run(s->ref, e, s->tokens, s->n_tokens, &lo, &lr, err);
+    rc = hx_lockstep_run(s->ref, r->e, s->tokens, s->n_tokens, &lo, &r->lr, err);
     if (lo.progress) hx_progress_end(&prog);
-    if (rc) goto done;
-    struct met_dist_summary d;
-    met_dist_finish(lr.dist, &d);
-    for (int k = 0; k < s->o.n_tasks && k < 64 && !rc; k++) {
+    if (rc) return rc;
+    met_dist_finish(r->lr.dist, &r->d);
+    if (s->o.n_tasks > 0 && !(r->tasks = calloc((size_t)s->o.n_tasks, sizeof *r->tasks)))
+        return qp_fail(err, QP_ENOMEM, "out of memory");
+    for (int k = 0; k < s->o.n_tasks && !rc; k++) {
         if (s->o.stop && *s->o.stop) rc = qp_fail(err, QP_EINTR, "interrupted");
-        else rc = hx_score_suite(s, e, k, out->spec, &vt[k], err);
+        else rc = hx_score_suite(s, r->e, k, r->spec, &r->tasks[k], err);
     }
-    if (rc) goto done_tasks;
-
-    HX_TRY(hx_store_begin(s->st, err));
-    struct hx_variant_row row = {.spec = out->spec, .ord = ord, .bits_per_weight = bpw, .weight_bytes = bytes,
-                                 .n_weights = n_weights, .quant_seconds = v ? tq : NAN,
-                                 .eval_seconds = lr.seconds, .tokens = lr.tokens_processed};
-    HX_TRY(hx_store_variant_insert(s->st, s->run_id, &row, &vid, err));
-    HX_TRY(hx_store_dist(s->st, vid, &d, err));
-    HX_TRY(hx_store_metric(s->st, vid, "argmax", "distinct_ref", lr.distinct_argmax_ref, NAN, d.n, err));
-    HX_TRY(hx_store_metric(s->st, vid, "argmax", "distinct_var", lr.distinct_argmax_var, NAN, d.n, err));
-    if (lr.acc) HX_TRY(hx_store_layers(s->st, vid, &s->m->w.cfg, &lr, err));
-    if (lr.tokens) HX_TRY(hx_store_tokens(s, vid, &lr, err));
-    HX_TRY(hx_store_weight_error(s, vid, (struct kn_weights *)qw, v, err));
-    if (s->o.sens_chunks > 0)
-        HX_TRY(hx_sensitivity(s, vid, qw, act_q8, eo.act_int8, eo.act_scales, &out->worst_layer, err));
-    for (int i = 0; i < crep.n_modules; i++) { // per-module loss of calibrated methods
-        char suite[32];
-        snprintf(suite, sizeof suite, "calib:%s", crep.modules[i].method);
-        HX_TRY(hx_store_metric(s->st, vid, suite, crep.modules[i].name, crep.modules[i].loss, NAN, -1, err));
-    }
-    for (int k = 0; k < s->o.n_tasks && k < 64; k++) {
-        struct met_paired pair;
-        HX_TRY(hx_store_task(s, vid, k, vt[k], s->ref_task[k], &pair, err));
-        if (k < 8) {
-            out->task_acc[k] = vt[k]->sum.acc;
-            out->task_dacc[k] = pair.delta;
-            out->task_flips_cw[k] = (int)pair.flips_cw;
-        }
-    }
-    HX_TRY(hx_store_commit(s->st, err));
-
-    out->variant_id = vid;
-    out->bits_per_weight = bpw;
-    out->ppl = d.ppl_var;
-    out->ppl_unc = d.ppl_var_unc;
-    out->ppl_ref = d.ppl_ref;
-    out->ln_ratio = d.ln_ratio;
-    out->ln_ratio_unc = d.ln_ratio_unc;
-    out->kld_mean = d.kld_mean;
-    out->kld_unc = d.kld_unc;
-    out->kld_p99 = d.kld_pct[MET_PCT_99];
-    out->same_top = d.same_top;
-    out->same_top_unc = d.same_top_unc;
-    out->seconds = lr.seconds;
-    out->tokens_per_second = lr.seconds > 0 ? (double)lr.tokens_processed / lr.seconds : NAN;
-done:
-done_tasks:
-    hx_calib_report_clear(&crep);
-    for (int k = 0; k < s->o.n_tasks && k < 64; k++) task_result_destroy(vt[k]);
-    hx_store_rollback(s->st);
-    hx_lockstep_result_free(&lr);
-    kn_engine_destroy(e);
-    hx_quant_model_destroy(qm);
-    hx_model_close(fm);
-    qz_variant_destroy(v);
     return rc;
+}
+
+// Everything of the variant in one transaction (a failure rolls all of it back); the tasks'
+// figures also go to out.
+static int hx_vrun_store(struct hx_study *s, struct hx_vrun *r, int ord, int64_t *vid,
+                         struct hx_variant_outcome *out, char *err) {
+    const struct hx_lockstep_result *lr = &r->lr;
+    char digest[65]; // before the transaction: hashing a large model takes a while
+    hx_weights_digest(r->w, r->eo.act_q8, r->eo.act_int8, r->eo.act_scales, digest);
+    struct hx_variant_row row = {.spec = r->spec, .ord = ord, .bits_per_weight = r->bpw, .weight_bytes = r->bytes,
+                                 .n_weights = r->n_weights, .quant_seconds = r->v ? r->quant_seconds : NAN,
+                                 .eval_seconds = lr->seconds, .tokens = lr->tokens_processed,
+                                 .weights_sha256 = digest[0] ? digest : NULL};
+    int rc = hx_store_begin(s->st, err);
+    if (!rc) rc = hx_store_variant_insert(s->st, s->run_id, &row, vid, err);
+    if (!rc) rc = hx_store_dist(s->st, *vid, &r->d, err);
+    if (!rc) rc = hx_store_metric(s->st, *vid, "argmax", "distinct_ref", lr->distinct_argmax_ref, NAN, r->d.n, err);
+    if (!rc) rc = hx_store_metric(s->st, *vid, "argmax", "distinct_var", lr->distinct_argmax_var, NAN, r->d.n, err);
+    if (!rc && lr->acc) rc = hx_store_layers(s->st, *vid, &s->m->w.cfg, lr, err);
+    if (!rc && lr->tokens) rc = hx_store_tokens(s, *vid, lr, err);
+    if (!rc) rc = hx_store_weight_error(s, *vid, (struct kn_weights *)r->w, r->v, err);
+    if (!rc && s->o.sens_chunks > 0) rc = hx_sensitivity(s, *vid, r->w, &r->eo, &out->worst_layer, err);
+    for (int i = 0; i < r->crep.n_modules && !rc; i++) { // per-module loss of calibrated methods
+        char suite[32];
+        snprintf(suite, sizeof suite, "calib:%s", qz_method_name(r->crep.modules[i].method));
+        rc = hx_store_metric(s->st, *vid, suite, r->crep.modules[i].name, r->crep.modules[i].loss, NAN, -1, err);
+    }
+    for (int k = 0; k < s->o.n_tasks && !rc; k++) {
+        struct met_paired pair;
+        rc = hx_store_task(s, *vid, k, r->tasks[k], s->ref_task[k], &pair, err);
+        if (!rc) out->tasks[k] = (struct hx_task_outcome){r->tasks[k]->sum.acc, pair.delta, (int)pair.flips_cw};
+    }
+    if (!rc) rc = hx_store_commit(s->st, err);
+    hx_store_rollback(s->st);
+    return rc;
+}
+
+static void hx_vrun_outcome(const struct hx_vrun *r, int64_t vid, struct hx_variant_outcome *out) {
+    const struct met_dist_summary *d = &r->d;
+    out->variant_id = vid;
+    out->bits_per_weight = r->bpw;
+    out->ppl = d->ppl_var;
+    out->ppl_unc = d->ppl_var_unc;
+    out->ppl_ref = d->ppl_ref;
+    out->ln_ratio = d->ln_ratio;
+    out->ln_ratio_unc = d->ln_ratio_unc;
+    out->kld_mean = d->kld_mean;
+    out->kld_unc = d->kld_unc;
+    out->kld_p99 = d->kld_pct[MET_PCT_99];
+    out->same_top = d->same_top;
+    out->same_top_unc = d->same_top_unc;
+    out->seconds = r->lr.seconds;
+    out->tokens_per_second = r->lr.seconds > 0 ? (double)r->lr.tokens_processed / r->lr.seconds : NAN;
+}
+
+// The variant's canonical spec in out->spec; 1 when it is already stored (skipped under
+// --resume, else refused), 0 when it is to be run.
+static int hx_vrun_find(struct hx_study *s, struct hx_variant_outcome *out, char *err) {
+    int64_t vid;
+    int found = hx_store_variant_find(s->st, s->run_id, out->spec, &vid, err);
+    if (found <= 0) return found;
+    if (!s->o.resume)
+        return qp_fail(err, QP_EINVAL, "variant '%s' is already stored in run %lld of '%s' (use --resume to skip it)",
+                       out->spec, (long long)s->run_id, s->o.db_path);
+    out->skipped = 1;
+    out->variant_id = vid;
+    return 1;
+}
+
+int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_variant_outcome *out,
+                     char *err) {
+    memset(out, 0, sizeof *out);
+    out->worst_layer = -1;
+    struct hx_vrun r = {.spec = out->spec};
+    int rc = 0;
+    if (s->o.n_tasks > 0 && !(out->tasks = calloc((size_t)s->o.n_tasks, sizeof *out->tasks)))
+        return qp_fail(err, QP_ENOMEM, "out of memory");
+    out->n_tasks = s->o.n_tasks;
+    if (strncmp(spec, "file:", 5) == 0) {
+        snprintf(out->spec, sizeof out->spec, "%s", spec);
+        rc = hx_vrun_file(s, spec, &r, err);
+    } else if (!(rc = qz_variant_parse(spec, &r.v, err))) {
+        qz_variant_print(r.v, out->spec, sizeof out->spec);
+    }
+    if (!rc) rc = hx_vrun_find(s, out, err);
+    if (rc == 0 && r.v) rc = hx_vrun_quantize(s, &r, err);
+    if (rc == 0) rc = hx_vrun_evaluate(s, &r, err);
+    int64_t vid = 0;
+    if (rc == 0) rc = hx_vrun_store(s, &r, ord, &vid, out, err);
+    if (rc == 0) hx_vrun_outcome(&r, vid, out);
+    hx_vrun_free(s, &r);
+    return rc < 0 ? rc : 0; // 1: found and skipped
+}
+
+void hx_variant_outcome_clear(struct hx_variant_outcome *o) {
+    free(o->tasks);
+    o->tasks = NULL;
+    o->n_tasks = 0;
 }

@@ -51,13 +51,18 @@ struct hx_study_opts {
 void hx_study_opts_default(struct hx_study_opts *o);
 
 // Opens the study; evaluates and stores the reference when the run is new. On failure returns a
-// QP_E* code with a one-line message in err (QP_EINVAL/QP_EFORMAT/QP_EIO: bad input, exit 2).
+// QP_E* code with a one-line message in err (harness/cli/hx_exit.h maps it to the exit status).
 int hx_study_open(const struct hx_study_opts *o, struct hx_study **out, char *err);
 void hx_study_close(struct hx_study *s);
 // Text shown before the spec in progress lines of the next variants (copied).
 void hx_study_set_progress_prefix(struct hx_study *s, const char *prefix);
 int64_t hx_study_run_id(const struct hx_study *s);
-struct hx_store *hx_study_store(struct hx_study *s);
+
+// One task suite's figures for a variant.
+struct hx_task_outcome {
+    double acc, dacc; // accuracy and its change against the reference
+    int flips_cw;     // items correct under the reference, wrong under the variant
+};
 
 // What one variant gave, for printing (everything is also in the database).
 struct hx_variant_outcome {
@@ -69,16 +74,18 @@ struct hx_variant_outcome {
     double kld_mean, kld_unc, kld_p99, same_top, same_top_unc;
     double tokens_per_second, seconds;
     int worst_layer;       // layer with the highest isolated-sensitivity KLD (-1: not measured)
-    double task_acc[8], task_dacc[8]; // per configured suite (first 8): accuracy and its change
-    int task_flips_cw[8];             // correct under the reference, wrong under the variant
+    struct hx_task_outcome *tasks; // one per configured suite, in order (malloc'd)
+    int n_tasks;
 };
 
 // Quantizes the model under spec, evaluates and stores it. spec is a variant spec
 // (docs/SPECS.md) or "file:PATH[;act=q8]" for a model file that is already quantized (e.g.
 // llama.cpp's own GGUF), evaluated as it is. ord: its position in the sweep. Returns 0, or a
-// QP_E* code with err; QP_EINVAL means a bad spec.
+// QP_E* code with err; QP_EINVAL means a bad spec. Free *out with hx_variant_outcome_clear in
+// either case.
 int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_variant_outcome *out,
                      char *err);
+void hx_variant_outcome_clear(struct hx_variant_outcome *o);
 
 // Stores the outlier statistics of every 2-D weight of w (tables weight_stat and histogram) in
 // run_id, inside the caller's transaction. cb (may be NULL) sees each tensor's statistics and its

@@ -115,8 +115,9 @@ static int hx_cfg_string(struct hx_cfg_ctx *c, const cJSON *obj, const char *pat
     return 0;
 }
 
-// "${NAME}" expanded from the environment, then made relative to the configuration's directory.
-// must_exist: the file (or directory) must be readable.
+// "${NAME}" expanded from the environment ("${NAME:-DEFAULT}": DEFAULT when NAME is unset or
+// empty), then made relative to the configuration's directory. must_exist: the file (or
+// directory) must be readable.
 static int hx_cfg_path(struct hx_cfg_ctx *c, const char *p, const char *value, int must_exist, char **out) {
     char buf[4096];
     size_t n = 0;
@@ -129,7 +130,13 @@ static int hx_cfg_path(struct hx_cfg_ctx *c, const char *p, const char *value, i
             if (len == 0 || len >= sizeof name) return hx_cfg_fail(c, p, "bad variable name in '%s'", value);
             memcpy(name, s + 2, len);
             name[len] = 0;
+            char *dflt = strstr(name, ":-");
+            if (dflt) {
+                *dflt = 0;
+                dflt += 2;
+            }
             const char *v = getenv(name);
+            if (dflt && (!v || !*v)) v = dflt;
             if (!v) return hx_cfg_fail(c, p, "environment variable %s is not set (used in '%s')", name, value);
             size_t vl = strlen(v);
             if (n + vl >= sizeof buf) return hx_cfg_fail(c, p, "path too long");
@@ -188,13 +195,19 @@ static int hx_cfg_axis_value(struct hx_cfg_ctx *c, const char *p, const cJSON *j
     return 0;
 }
 
-static int hx_cfg_axis(struct hx_cfg_ctx *c, const cJSON *g, const char *path, const char *key, int required,
+// Axis key of grid g (its JSON path: path.key); dflt: the one value when absent (NULL: required).
+static int hx_cfg_axis(struct hx_cfg_ctx *c, const cJSON *g, const char *path, const char *key, const char *dflt,
                        struct hx_axis *ax) {
     const cJSON *j = cJSON_GetObjectItemCaseSensitive(g, key), *it;
     char p[256];
     hx_path_join(p, sizeof p, path, key);
     ax->n = 0;
-    if (!j) return required ? hx_cfg_fail(c, p, "missing (required)") : 0;
+    if (!j && !dflt) return hx_cfg_fail(c, p, "missing (required)");
+    if (!j) {
+        ax->n = 1;
+        snprintf(ax->v[0], sizeof ax->v[0], "%s", dflt);
+        return 0;
+    }
     if (!cJSON_IsArray(j)) {
         ax->n = 1;
         return hx_cfg_axis_value(c, p, j, ax->v[0]);
@@ -210,99 +223,180 @@ static int hx_cfg_axis(struct hx_cfg_ctx *c, const cJSON *g, const char *path, c
     return 0;
 }
 
-// group axis values: an integer G → "group=G", "tensor", "channel".
-static int hx_cfg_group_value(struct hx_cfg_ctx *c, const char *p, const char *v, char *out, size_t cap) {
-    if (strcmp(v, "tensor") == 0 || strcmp(v, "channel") == 0) snprintf(out, cap, "%s", v);
-    else if (atoi(v) > 0 && strspn(v, "0123456789") == strlen(v)) snprintf(out, cap, "group=%s", v);
-    else return hx_cfg_fail(c, p, "'%s': must be a positive integer, \"tensor\" or \"channel\"", v);
+// An axis value that must be one of two words: *out = 1 for yes, 0 for no.
+static int hx_cfg_choice(struct hx_cfg_ctx *c, const char *path, const char *key, const char *v, const char *yes,
+                         const char *no, bool *out) {
+    char p[300];
+    hx_path_join(p, sizeof p, path, key);
+    if (strcmp(v, yes) && strcmp(v, no)) return hx_cfg_fail(c, p, "'%s': must be \"%s\" or \"%s\"", v, yes, no);
+    *out = strcmp(v, yes) == 0;
     return 0;
 }
 
-static int hx_cfg_grid(struct hx_cfg_ctx *c, struct hx_sweep_config *cfg, const cJSON *g, const char *path) {
+// v as a positive decimal integer up to QZ_MAX_GROUP, else -1.
+static int64_t hx_axis_count(const char *v) {
+    if (!*v || strspn(v, "0123456789") != strlen(v) || strlen(v) > 10) return -1;
+    int64_t n = strtoll(v, NULL, 10);
+    return n >= 1 && n <= QZ_MAX_GROUP ? n : -1;
+}
+
+// A positive integer axis value (bits); anything else is refused naming the axis.
+static int hx_cfg_count(struct hx_cfg_ctx *c, const char *path, const char *key, const char *v, int64_t *out) {
+    char p[300];
+    hx_path_join(p, sizeof p, path, key);
+    if ((*out = hx_axis_count(v)) < 0) return hx_cfg_fail(c, p, "'%s': must be a positive integer", v);
+    return 0;
+}
+
+// group axis values: an integer G (QZ_GROUP), or, where the method takes them, "tensor" and
+// "channel".
+static int hx_cfg_group(struct hx_cfg_ctx *c, const char *path, const char *v, bool grans, struct qz_base *b) {
+    if (grans && (strcmp(v, "tensor") == 0 || strcmp(v, "channel") == 0)) {
+        b->gran = strcmp(v, "tensor") == 0 ? QZ_TENSOR : QZ_CHANNEL;
+        b->group = 0;
+        return 0;
+    }
+    char p[300];
+    hx_path_join(p, sizeof p, path, "group");
+    if ((b->group = hx_axis_count(v)) < 0)
+        return hx_cfg_fail(c, p, "'%s': must be a positive integer%s", v, grans ? ", \"tensor\" or \"channel\"" : "");
+    b->gran = QZ_GROUP;
+    return 0;
+}
+
+// A grid being expanded: its path, its clauses (keep=, act=) as a template variant whose base
+// each point replaces, and the configuration the points go into.
+struct hx_grid {
+    struct hx_cfg_ctx *c;
+    struct hx_sweep_config *cfg;
+    const char *path;
+    struct qz_variant *tmpl[HX_AXIS_MAX]; // one per act value
+    int n_act;
+};
+
+// Adds the variant of base b under every act value of the grid; what names the point in
+// messages: the canonical spec (what), or the path of the value that made it (at).
+static int hx_grid_add(struct hx_grid *g, const struct qz_base *b, const char *at) {
+    for (int a = 0; a < g->n_act; a++) {
+        struct qz_variant v = *g->tmpl[a]; // the template's clauses (it has no rules), this base
+        v.base = *b;
+        char spec[1024], q[1200];
+        if (qz_variant_print(&v, spec, sizeof spec) < 0) return hx_cfg_fail(g->c, g->path, "spec too long");
+        if (at) snprintf(q, sizeof q, "%s", at);
+        else snprintf(q, sizeof q, "%s (%s)", g->path, spec);
+        int rc = hx_cfg_add_variant(g->c, g->cfg, q, spec);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+// rtn, gptq, awq: bits × group × sym × clip (rtn) × actorder (gptq).
+static int hx_grid_int(struct hx_grid *g, const cJSON *j, enum qz_method m) {
+    struct hx_axis bits, group, sym, clip, actorder;
+    int rc = hx_cfg_axis(g->c, j, g->path, "bits", NULL, &bits);
+    if (!rc) rc = hx_cfg_axis(g->c, j, g->path, "group", NULL, &group);
+    if (!rc) rc = hx_cfg_axis(g->c, j, g->path, "sym", m == QZ_RTN ? "sym" : "asym", &sym);
+    if (!rc) rc = hx_cfg_axis(g->c, j, g->path, "clip", "none", &clip);
+    if (!rc) rc = hx_cfg_axis(g->c, j, g->path, "actorder", "false", &actorder);
+    for (int bi = 0; bi < bits.n && !rc; bi++)
+        for (int gi = 0; gi < group.n && !rc; gi++)
+            for (int si = 0; si < sym.n && !rc; si++)
+                for (int ki = 0; ki < clip.n && !rc; ki++)
+                    for (int oi = 0; oi < actorder.n && !rc; oi++) {
+                        struct qz_base b;
+                        int64_t nbits;
+                        qz_base_init(&b, m);
+                        rc = hx_cfg_count(g->c, g->path, "bits", bits.v[bi], &nbits);
+                        b.bits = (int)nbits;
+                        if (!rc) rc = hx_cfg_group(g->c, g->path, group.v[gi], m == QZ_RTN, &b);
+                        if (!rc) rc = hx_cfg_choice(g->c, g->path, "sym", sym.v[si], "sym", "asym", &b.sym);
+                        if (!rc && m == QZ_RTN) rc = hx_cfg_choice(g->c, g->path, "clip", clip.v[ki], "mse", "none", &b.clip_mse);
+                        if (!rc && m != QZ_RTN)
+                            rc = hx_cfg_choice(g->c, g->path, "actorder", actorder.v[oi], "true", "false", &b.actorder);
+                        if (!rc && m == QZ_AWQ && b.actorder) rc = hx_cfg_fail(g->c, g->path, "actorder: only gptq takes it");
+                        if (!rc) rc = hx_grid_add(g, &b, NULL);
+                    }
+    return rc;
+}
+
+// nf4, fp4: group × dq.
+static int hx_grid_nfp4(struct hx_grid *g, const cJSON *j, enum qz_method m) {
+    struct hx_axis group, dq;
+    int rc = hx_cfg_axis(g->c, j, g->path, "group", "64", &group);
+    if (!rc) rc = hx_cfg_axis(g->c, j, g->path, "dq", "false", &dq);
+    for (int gi = 0; gi < group.n && !rc; gi++)
+        for (int d = 0; d < dq.n && !rc; d++) {
+            struct qz_base b;
+            qz_base_init(&b, m);
+            rc = hx_cfg_group(g->c, g->path, group.v[gi], false, &b);
+            if (!rc) rc = hx_cfg_choice(g->c, g->path, "dq", dq.v[d], "true", "false", &b.dq);
+            if (!rc) rc = hx_grid_add(g, &b, NULL);
+        }
+    return rc;
+}
+
+// ggml: one llama.cpp type or mix per value of types.
+static int hx_grid_ggml(struct hx_grid *g, const cJSON *j) {
+    struct hx_axis types;
+    int rc = hx_cfg_axis(g->c, j, g->path, "types", NULL, &types);
+    for (int t = 0; t < types.n && !rc; t++) {
+        char q[300], msg[QP_ERRLEN];
+        snprintf(q, sizeof q, "%s.types[%d]", g->path, t);
+        struct qz_base b;
+        if (qz_base_parse(types.v[t], &b, msg)) return hx_cfg_fail(g->c, q, "%s", msg);
+        rc = hx_grid_add(g, &b, q);
+    }
+    return rc;
+}
+
+// The grid's clauses: keep (a keep= list) and act values, each as a template variant.
+static int hx_grid_clauses(struct hx_grid *g, const cJSON *j) {
+    struct hx_axis act;
+    const char *keep = NULL;
+    int rc = hx_cfg_axis(g->c, j, g->path, "act", "f32", &act);
+    if (!rc) rc = hx_cfg_string(g->c, j, g->path, "keep", 0, &keep);
+    for (int a = 0; a < act.n && !rc; a++) {
+        char p[300], text[512], msg[QP_ERRLEN];
+        snprintf(p, sizeof p, "%s.act", g->path);
+        if (strcmp(act.v[a], "f32") && strcmp(act.v[a], "q8"))
+            return hx_cfg_fail(g->c, p, "'%s': must be \"f32\" or \"q8\"", act.v[a]);
+        snprintf(text, sizeof text, "f32%s%s%s", keep ? ";keep=" : "", keep ? keep : "",
+                 strcmp(act.v[a], "q8") == 0 ? ";act=q8" : "");
+        if (qz_variant_parse(text, &g->tmpl[a], msg)) return hx_cfg_fail(g->c, g->path, "keep: %s", msg);
+        g->n_act = a + 1;
+    }
+    return rc;
+}
+
+static int hx_cfg_grid(struct hx_cfg_ctx *c, struct hx_sweep_config *cfg, const cJSON *j, const char *path) {
     static const char *const keys[] = {"method", "bits", "group", "sym", "clip", "dq", "types", "act",
                                        "keep", "actorder", NULL};
-    if (!cJSON_IsObject(g)) return hx_cfg_fail(c, path, "must be an object, not %s", hx_json_type(g));
-    int rc = hx_cfg_keys(c, g, path, keys);
+    static const struct {
+        const char *name;
+        enum qz_method method;
+    } grid_methods[] = {{"rtn", QZ_RTN}, {"gptq", QZ_GPTQ}, {"awq", QZ_AWQ},
+                        {"nf4", QZ_NF4}, {"fp4", QZ_FP4},   {"ggml", QZ_GGML}};
+    if (!cJSON_IsObject(j)) return hx_cfg_fail(c, path, "must be an object, not %s", hx_json_type(j));
     const char *method;
-    if (!rc) rc = hx_cfg_string(c, g, path, "method", 1, &method);
+    int rc = hx_cfg_keys(c, j, path, keys);
+    if (!rc) rc = hx_cfg_string(c, j, path, "method", 1, &method);
     if (rc) return rc;
-    struct hx_axis bits, group, sym, clip, dq, types, act, actorder;
-    const char *keep = NULL;
-    rc = hx_cfg_axis(c, g, path, "act", 0, &act);
-    if (!rc) rc = hx_cfg_string(c, g, path, "keep", 0, &keep);
-    if (rc) return rc;
-    if (act.n == 0) act.n = 1, strcpy(act.v[0], "f32");
-    char suffix[HX_AXIS_MAX][128];
-    for (int a = 0; a < act.n; a++) {
-        if (strcmp(act.v[a], "f32") && strcmp(act.v[a], "q8")) {
-            char p[300];
-            snprintf(p, sizeof p, "%s.act", path);
-            return hx_cfg_fail(c, p, "'%s': must be \"f32\" or \"q8\"", act.v[a]);
-        }
-        snprintf(suffix[a], sizeof suffix[a], "%s%s%s", keep ? ";keep=" : "", keep ? keep : "",
-                 strcmp(act.v[a], "q8") == 0 ? ";act=q8" : "");
+    int mi = -1;
+    for (size_t i = 0; i < QP_ARRAY_LEN(grid_methods) && mi < 0; i++)
+        if (strcmp(method, grid_methods[i].name) == 0) mi = (int)i;
+    if (mi < 0) {
+        char p[300];
+        snprintf(p, sizeof p, "%s.method", path);
+        return hx_cfg_fail(c, p, "'%s': expected rtn, nf4, fp4, ggml, gptq or awq", method);
     }
-    char spec[512], gv[80], p[300];
-    snprintf(p, sizeof p, "%s.group", path);
-    if (strcmp(method, "rtn") == 0 || strcmp(method, "gptq") == 0 || strcmp(method, "awq") == 0) {
-        int is_rtn = strcmp(method, "rtn") == 0;
-        if ((rc = hx_cfg_axis(c, g, path, "bits", 1, &bits)) || (rc = hx_cfg_axis(c, g, path, "group", 1, &group)) ||
-            (rc = hx_cfg_axis(c, g, path, "sym", 0, &sym)) || (rc = hx_cfg_axis(c, g, path, "clip", 0, &clip)) ||
-            (rc = hx_cfg_axis(c, g, path, "actorder", 0, &actorder)))
-            return rc;
-        if (sym.n == 0) sym.n = 1, strcpy(sym.v[0], is_rtn ? "sym" : "asym");
-        if (clip.n == 0) clip.n = 1, strcpy(clip.v[0], "none");
-        if (actorder.n == 0) actorder.n = 1, strcpy(actorder.v[0], "false");
-        for (int b = 0; b < bits.n; b++)
-            for (int gi = 0; gi < group.n; gi++)
-                for (int s = 0; s < sym.n; s++)
-                    for (int k = 0; k < clip.n; k++)
-                        for (int o = 0; o < actorder.n; o++)
-                            for (int a = 0; a < act.n; a++) {
-                                if ((rc = hx_cfg_group_value(c, p, group.v[gi], gv, sizeof gv))) return rc;
-                                int sym_flag = strcmp(sym.v[s], "sym") == 0;
-                                if (is_rtn)
-                                    snprintf(spec, sizeof spec, "rtn:bits=%s:%s:%s%s%s", bits.v[b], gv, sym.v[s],
-                                             strcmp(clip.v[k], "mse") == 0 ? ":clip=mse" : "", suffix[a]);
-                                else
-                                    snprintf(spec, sizeof spec, "%s:bits=%s:%s%s%s%s", method, bits.v[b], gv,
-                                             sym_flag ? "" : ":asym",
-                                             strcmp(actorder.v[o], "true") == 0 ? ":actorder" : "", suffix[a]);
-                                char q[900];
-                                snprintf(q, sizeof q, "%s (%s)", path, spec);
-                                if ((rc = hx_cfg_add_variant(c, cfg, q, spec))) return rc;
-                            }
-        return 0;
-    }
-    if (strcmp(method, "nf4") == 0 || strcmp(method, "fp4") == 0) {
-        if ((rc = hx_cfg_axis(c, g, path, "group", 0, &group)) || (rc = hx_cfg_axis(c, g, path, "dq", 0, &dq)))
-            return rc;
-        if (group.n == 0) group.n = 1, strcpy(group.v[0], "64");
-        if (dq.n == 0) dq.n = 1, strcpy(dq.v[0], "false");
-        for (int gi = 0; gi < group.n; gi++)
-            for (int d = 0; d < dq.n; d++)
-                for (int a = 0; a < act.n; a++) {
-                    snprintf(spec, sizeof spec, "%s:group=%s%s%s", method, group.v[gi],
-                             strcmp(dq.v[d], "true") == 0 ? ":dq" : "", suffix[a]);
-                    char q[900];
-                    snprintf(q, sizeof q, "%s (%s)", path, spec);
-                    if ((rc = hx_cfg_add_variant(c, cfg, q, spec))) return rc;
-                }
-        return 0;
-    }
-    if (strcmp(method, "ggml") == 0) {
-        if ((rc = hx_cfg_axis(c, g, path, "types", 1, &types))) return rc;
-        for (int t = 0; t < types.n; t++)
-            for (int a = 0; a < act.n; a++) {
-                snprintf(spec, sizeof spec, "%s%s", types.v[t], suffix[a]);
-                char q[300];
-                snprintf(q, sizeof q, "%s.types[%d]", path, t);
-                if ((rc = hx_cfg_add_variant(c, cfg, q, spec))) return rc;
-            }
-        return 0;
-    }
-    snprintf(p, sizeof p, "%s.method", path);
-    return hx_cfg_fail(c, p, "'%s': expected rtn, nf4, fp4, ggml, gptq or awq", method);
+    struct hx_grid g = {.c = c, .cfg = cfg, .path = path};
+    enum qz_method m = grid_methods[mi].method;
+    rc = hx_grid_clauses(&g, j);
+    if (!rc && m == QZ_GGML) rc = hx_grid_ggml(&g, j);
+    else if (!rc && (m == QZ_NF4 || m == QZ_FP4)) rc = hx_grid_nfp4(&g, j, m);
+    else if (!rc) rc = hx_grid_int(&g, j, m);
+    for (int a = 0; a < g.n_act; a++) qz_variant_destroy(g.tmpl[a]);
+    return rc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -312,26 +406,18 @@ void hx_sweep_config_free(struct hx_sweep_config *c) {
     if (!c) return;
     free(c->path), free(c->json), free(c->model), free(c->tokenizer), free(c->text), free(c->calib);
     free(c->db), free(c->label);
-    for (int i = 0; i < c->n_tasks; i++) free(c->tasks[i].suite);
-    free(c->tasks);
+    for (int i = 0; i < c->n_tasks; i++) free(c->task_names[i]);
+    free(c->task_names);
+    free(c->task_limits);
     for (int i = 0; i < c->n_variants; i++) free(c->variants[i]);
     free(c->variants);
     free(c);
 }
 
-static int hx_cfg_parse(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_config *cfg) {
-    static const char *const top[] = {"model", "tokenizer", "eval", "calibration", "tasks", "variants",
-                                      "grid", "diagnostics", "threads", "db", "label", "comment", NULL};
-    static const char *const eval_keys[] = {"text", "protocol", "ctx", "chunks", NULL};
-    static const char *const calib_keys[] = {"text", "sequences", "length", "allow_overlap", NULL};
-    static const char *const diag_keys[] = {"layer_chunks", "act_chunks", "sensitivity_chunks",
-                                            "sensitivity_tensors", "keep_tokens", "grid", NULL};
-    static const char *const task_keys[] = {"suite", "limit", NULL};
-    if (!cJSON_IsObject(root)) return hx_cfg_fail(c, "(top level)", "must be an object, not %s", hx_json_type(root));
-    int rc = hx_cfg_keys(c, root, "", top);
+// model, tokenizer, db, label, comment, threads.
+static int hx_cfg_top(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_config *cfg) {
     const char *s;
-    const cJSON *o;
-    if (rc) return rc;
+    int rc;
     if ((rc = hx_cfg_string(c, root, "", "model", 1, &s)) || (rc = hx_cfg_path(c, "model", s, 1, &cfg->model))) return rc;
     if ((rc = hx_cfg_string(c, root, "", "tokenizer", 0, &s))) return rc;
     if (s && (rc = hx_cfg_path(c, "tokenizer", s, 1, &cfg->tokenizer))) return rc;
@@ -340,71 +426,97 @@ static int hx_cfg_parse(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep
     if ((rc = hx_cfg_string(c, root, "", "label", 0, &s))) return rc;
     if (s && !(cfg->label = strdup(s))) return qp_fail(c->err, QP_ENOMEM, "out of memory");
     if ((rc = hx_cfg_string(c, root, "", "comment", 0, &s))) return rc;
-    if ((rc = hx_cfg_int(c, root, "", "threads", 0, 256, &cfg->threads))) return rc;
+    return hx_cfg_int(c, root, "", "threads", 0, 256, &cfg->threads);
+}
 
+// "eval": {"text", "protocol", "ctx", "chunks"} (required).
+static int hx_cfg_eval(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_config *cfg) {
+    static const char *const keys[] = {"text", "protocol", "ctx", "chunks", NULL};
+    const char *s;
+    const cJSON *o;
+    int rc;
     if ((rc = hx_cfg_object(c, root, "", "eval", &o))) return rc;
     if (!o) return hx_cfg_fail(c, "eval", "missing (required: {\"text\": FILE, ...})");
-    if ((rc = hx_cfg_keys(c, o, "eval", eval_keys))) return rc;
+    if ((rc = hx_cfg_keys(c, o, "eval", keys))) return rc;
     if ((rc = hx_cfg_string(c, o, "eval", "text", 1, &s)) || (rc = hx_cfg_path(c, "eval.text", s, 1, &cfg->text))) return rc;
     if ((rc = hx_cfg_string(c, o, "eval", "protocol", 0, &s))) return rc;
     if (s && hx_protocol_parse(s, &cfg->protocol)) return hx_cfg_fail(c, "eval.protocol", "'%s': expected \"llamacpp\" or \"full\"", s);
     if ((rc = hx_cfg_int(c, o, "eval", "ctx", 4, 1 << 20, &cfg->ctx))) return rc;
-    if ((rc = hx_cfg_int(c, o, "eval", "chunks", 0, 1 << 30, &cfg->max_chunks))) return rc;
+    return hx_cfg_int(c, o, "eval", "chunks", 0, 1 << 30, &cfg->max_chunks);
+}
 
-    if ((rc = hx_cfg_object(c, root, "", "calibration", &o))) return rc;
-    if (o) {
-        if ((rc = hx_cfg_keys(c, o, "calibration", calib_keys))) return rc;
-        if ((rc = hx_cfg_string(c, o, "calibration", "text", 1, &s)) ||
-            (rc = hx_cfg_path(c, "calibration.text", s, 1, &cfg->calib)))
-            return rc;
-        if ((rc = hx_cfg_int(c, o, "calibration", "sequences", 1, 1 << 20, &cfg->calib_sequences))) return rc;
-        if ((rc = hx_cfg_int(c, o, "calibration", "length", 2, 1 << 20, &cfg->calib_length))) return rc;
-        if ((rc = hx_cfg_bool(c, o, "calibration", "allow_overlap", &cfg->calib_allow_overlap))) return rc;
-    }
+// "calibration": {"text", "sequences", "length", "allow_overlap"} (optional).
+static int hx_cfg_calib(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_config *cfg) {
+    static const char *const keys[] = {"text", "sequences", "length", "allow_overlap", NULL};
+    const char *s;
+    const cJSON *o;
+    int rc = hx_cfg_object(c, root, "", "calibration", &o);
+    if (rc || !o) return rc;
+    if ((rc = hx_cfg_keys(c, o, "calibration", keys))) return rc;
+    if ((rc = hx_cfg_string(c, o, "calibration", "text", 1, &s)) ||
+        (rc = hx_cfg_path(c, "calibration.text", s, 1, &cfg->calib)))
+        return rc;
+    if ((rc = hx_cfg_int(c, o, "calibration", "sequences", 1, 1 << 20, &cfg->calib_sequences))) return rc;
+    if ((rc = hx_cfg_int(c, o, "calibration", "length", 2, 1 << 20, &cfg->calib_length))) return rc;
+    return hx_cfg_bool(c, o, "calibration", "allow_overlap", &cfg->calib_allow_overlap);
+}
 
-    if ((rc = hx_cfg_object(c, root, "", "diagnostics", &o))) return rc;
-    if (o) {
-        if ((rc = hx_cfg_keys(c, o, "diagnostics", diag_keys)) ||
-            (rc = hx_cfg_int(c, o, "diagnostics", "layer_chunks", 0, 1 << 30, &cfg->layer_chunks)) ||
-            (rc = hx_cfg_int(c, o, "diagnostics", "act_chunks", 0, 1 << 30, &cfg->act_chunks)) ||
-            (rc = hx_cfg_int(c, o, "diagnostics", "sensitivity_chunks", 0, 1 << 30, &cfg->sens_chunks)) ||
-            (rc = hx_cfg_bool(c, o, "diagnostics", "sensitivity_tensors", &cfg->sens_tensors)) ||
-            (rc = hx_cfg_bool(c, o, "diagnostics", "keep_tokens", &cfg->keep_tokens)) ||
-            (rc = hx_cfg_bool(c, o, "diagnostics", "grid", &cfg->grid)))
-            return rc;
-    }
+// "diagnostics": {...} (optional).
+static int hx_cfg_diag(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_config *cfg) {
+    static const char *const keys[] = {"layer_chunks", "act_chunks", "sensitivity_chunks",
+                                       "sensitivity_tensors", "keep_tokens", "grid", NULL};
+    const cJSON *o;
+    int rc = hx_cfg_object(c, root, "", "diagnostics", &o);
+    if (rc || !o) return rc;
+    if ((rc = hx_cfg_keys(c, o, "diagnostics", keys)) ||
+        (rc = hx_cfg_int(c, o, "diagnostics", "layer_chunks", 0, 1 << 30, &cfg->layer_chunks)) ||
+        (rc = hx_cfg_int(c, o, "diagnostics", "act_chunks", 0, 1 << 30, &cfg->act_chunks)) ||
+        (rc = hx_cfg_int(c, o, "diagnostics", "sensitivity_chunks", 0, 1 << 30, &cfg->sens_chunks)) ||
+        (rc = hx_cfg_bool(c, o, "diagnostics", "sensitivity_tensors", &cfg->sens_tensors)) ||
+        (rc = hx_cfg_bool(c, o, "diagnostics", "keep_tokens", &cfg->keep_tokens)))
+        return rc;
+    return hx_cfg_bool(c, o, "diagnostics", "grid", &cfg->grid);
+}
 
+// "tasks": ["suite", {"suite": ..., "limit": N}, ...] (optional; as many as given).
+static int hx_cfg_tasks(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_config *cfg) {
+    static const char *const keys[] = {"suite", "limit", NULL};
     const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(root, "tasks"), *it;
     if (tasks && !cJSON_IsArray(tasks)) return hx_cfg_fail(c, "tasks", "must be an array, not %s", hx_json_type(tasks));
-    if (tasks && cJSON_GetArraySize(tasks) > 0) {
-        cfg->tasks = calloc((size_t)cJSON_GetArraySize(tasks), sizeof *cfg->tasks);
-        if (!cfg->tasks) return qp_fail(c->err, QP_ENOMEM, "out of memory");
+    int n = tasks ? cJSON_GetArraySize(tasks) : 0, rc = 0;
+    if (n > 0) {
+        cfg->task_names = calloc((size_t)n, sizeof *cfg->task_names);
+        cfg->task_limits = calloc((size_t)n, sizeof *cfg->task_limits);
+        if (!cfg->task_names || !cfg->task_limits) return qp_fail(c->err, QP_ENOMEM, "out of memory");
     }
     cJSON_ArrayForEach(it, tasks) {
         char p[64];
+        const char *s;
         snprintf(p, sizeof p, "tasks[%d]", cfg->n_tasks);
-        struct hx_sweep_task *t = &cfg->tasks[cfg->n_tasks];
-        if (cJSON_IsString(it)) {
-            s = it->valuestring;
-        } else if (cJSON_IsObject(it)) {
-            if ((rc = hx_cfg_keys(c, it, p, task_keys)) || (rc = hx_cfg_string(c, it, p, "suite", 1, &s)) ||
-                (rc = hx_cfg_int(c, it, p, "limit", 0, 1 << 30, &t->limit)))
-                return rc;
-        } else {
+        int *limit = &cfg->task_limits[cfg->n_tasks];
+        if (cJSON_IsString(it)) s = it->valuestring;
+        else if (!cJSON_IsObject(it))
             return hx_cfg_fail(c, p, "must be a suite name or {\"suite\": ..., \"limit\": N}, not %s", hx_json_type(it));
-        }
+        else if ((rc = hx_cfg_keys(c, it, p, keys)) || (rc = hx_cfg_string(c, it, p, "suite", 1, &s)) ||
+                 (rc = hx_cfg_int(c, it, p, "limit", 0, 1 << 30, limit)))
+            return rc;
         // A name without '/' or '.jsonl' is a built-in suite or a dataset; a path is resolved.
+        char **name = &cfg->task_names[cfg->n_tasks];
         if (strchr(s, '/') || strstr(s, ".jsonl")) {
-            if ((rc = hx_cfg_path(c, p, s, 1, &t->suite))) return rc;
-        } else if (!(t->suite = strdup(s))) {
+            if ((rc = hx_cfg_path(c, p, s, 1, name))) return rc;
+        } else if (!(*name = strdup(s))) {
             return qp_fail(c->err, QP_ENOMEM, "out of memory");
         }
         cfg->n_tasks++;
     }
+    return 0;
+}
 
-    const cJSON *vars = cJSON_GetObjectItemCaseSensitive(root, "variants");
+// "variants": [spec, ...] and "grid": [{...}, ...]; at least one variant in all.
+static int hx_cfg_variants(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_config *cfg) {
+    const cJSON *vars = cJSON_GetObjectItemCaseSensitive(root, "variants"), *it;
     if (vars && !cJSON_IsArray(vars)) return hx_cfg_fail(c, "variants", "must be an array of spec strings, not %s", hx_json_type(vars));
-    int i = 0;
+    int i = 0, rc;
     cJSON_ArrayForEach(it, vars) {
         char p[64];
         snprintf(p, sizeof p, "variants[%d]", i++);
@@ -422,6 +534,20 @@ static int hx_cfg_parse(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep
     if (cfg->n_variants == 0)
         return hx_cfg_fail(c, vars ? "variants" : "(top level)", "no variants: give \"variants\" and/or \"grid\"");
     return 0;
+}
+
+static int hx_cfg_parse(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_config *cfg) {
+    static const char *const top[] = {"model", "tokenizer", "eval", "calibration", "tasks", "variants",
+                                      "grid", "diagnostics", "threads", "db", "label", "comment", NULL};
+    if (!cJSON_IsObject(root)) return hx_cfg_fail(c, "(top level)", "must be an object, not %s", hx_json_type(root));
+    int rc = hx_cfg_keys(c, root, "", top);
+    if (!rc) rc = hx_cfg_top(c, root, cfg);
+    if (!rc) rc = hx_cfg_eval(c, root, cfg);
+    if (!rc) rc = hx_cfg_calib(c, root, cfg);
+    if (!rc) rc = hx_cfg_diag(c, root, cfg);
+    if (!rc) rc = hx_cfg_tasks(c, root, cfg);
+    if (!rc) rc = hx_cfg_variants(c, root, cfg);
+    return rc;
 }
 
 int hx_sweep_config_load(const char *path, struct hx_sweep_config **out, char *err) {

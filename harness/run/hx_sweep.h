@@ -8,11 +8,6 @@
 
 #include "hx_eval.h"
 
-struct hx_sweep_task {
-    char *suite; // a built-in suite, a dataset name, or a JSONL path (resolved)
-    int limit;   // 0 = all items
-};
-
 struct hx_sweep_config {
     char *path;              // the configuration file
     char *json;              // its text, stored with the run
@@ -25,7 +20,9 @@ struct hx_sweep_config {
     enum hx_protocol protocol;
     int ctx, max_chunks, threads; // threads 0 = all CPUs
     int layer_chunks, act_chunks, sens_chunks, sens_tensors, keep_tokens, grid;
-    struct hx_sweep_task *tasks;
+    char **task_names;       // n_tasks suites: a built-in suite, a dataset name, or a JSONL path
+                             // (resolved); as many as the file lists
+    int *task_limits;        // items per suite (0 = all)
     int n_tasks;
     char **variants;         // canonical specs, in order, duplicates removed
     int n_variants;

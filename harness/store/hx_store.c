@@ -21,6 +21,9 @@
 #define HX_STORE_BUSY_MS 10000
 #define HX_STORE_CACHE 24
 
+_Static_assert(QP_ARRAY_LEN(hx_store_migrations) == HX_STORE_SCHEMA_VERSION,
+               "one migration per schema version");
+
 struct hx_store {
     sqlite3 *db;
     char *path;
@@ -36,16 +39,30 @@ struct hx_store {
 // ---------------------------------------------------------------------------------------------
 // Errors and statements
 
+// A disk that fills up or fails while the study is written is a runtime failure (QP_EWRITE,
+// exit 3), so is memory (QP_ENOMEM); a database that cannot be used at all (read-only, locked by
+// another writer, not a database, corrupt) is bad input (QP_EIO, exit 2).
+int hx_store_sqlite_code(sqlite3 *db) {
+    switch (sqlite3_errcode(db) & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_IOERR: return QP_EWRITE;
+    case SQLITE_NOMEM: return QP_ENOMEM;
+    default: return QP_EIO;
+    }
+}
+
+static int hx_store_code(struct hx_store *st) { return hx_store_sqlite_code(st->db); }
+
 static int hx_store_fail(struct hx_store *st, char *err, const char *what) {
-    return qp_fail(err, QP_EIO, "cannot %s '%s': %s", what, st->path, sqlite3_errmsg(st->db));
+    return qp_fail(err, hx_store_code(st), "cannot %s '%s': %s", what, st->path, sqlite3_errmsg(st->db));
 }
 
 static int hx_store_raw(struct hx_store *st, const char *sql, char *err, const char *what) {
     char *msg = NULL;
     if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        qp_fail(err, QP_EIO, "cannot %s '%s': %s", what, st->path, msg ? msg : "error");
+        int rc = qp_fail(err, hx_store_code(st), "cannot %s '%s': %s", what, st->path, msg ? msg : "error");
         sqlite3_free(msg);
-        return QP_EIO;
+        return rc;
     }
     return 0;
 }
@@ -317,15 +334,15 @@ int hx_store_run_get(struct hx_store *st, const struct hx_run_info *ri, int64_t 
             " hidden_dim, n_layers, n_heads, n_kv_heads, vocab, seq_len, n_params, tokenizer,"
             " tokenizer_sha256, text_path, text_sha256, text_bytes, text_tokens, protocol, ctx,"
             " stride, score_from, score_to, bos, chunks, calib_path, calib_sha256,"
-            " calib_overlap_bytes, qprobe_version, qprobe_commit, isa, gemm, threads, host, config)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            "ttttttIIIIIIIittttiitIIIIIIttittttItt", id, now, ri->label, ri->model_path,
+            " calib_overlap_bytes, qprobe_version, qprobe_commit, isa, gemm, threads, host, config, cpu,"
+            " kernels) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "ttttttIIIIIIIittttiitIIIIIIttittttItttt", id, now, ri->label, ri->model_path,
             ri->model_sha256, ri->model_format, ri->dim, ri->hidden_dim, ri->n_layers, ri->n_heads,
             ri->n_kv_heads, ri->vocab, ri->seq_len, ri->n_params, ri->tokenizer, ri->tokenizer_sha256,
             ri->text_path, ri->text_sha256, ri->text_bytes, ri->text_tokens, ri->protocol, ri->ctx,
             ri->stride, ri->score_from, ri->score_to, ri->bos, ri->chunks, ri->calib_path,
             ri->calib_sha256, ri->calib_overlap_bytes, qp_version, QP_COMMIT, ri->isa, ri->gemm,
-            ri->threads, host[0] ? host : NULL, ri->config);
+            ri->threads, host[0] ? host : NULL, ri->config, ri->cpu, ri->kernels);
         if (!rc) {
             *run_id = hx_store_last_id(st);
             *created = 1;
@@ -352,10 +369,10 @@ int hx_store_variant_insert(struct hx_store *st, int64_t run_id, const struct hx
     int rc = hx_store_exec(st, err,
                            "INSERT INTO variant (run_id, spec, ord, is_reference, bits_per_weight,"
                            " weight_bytes, n_weights, quant_seconds, eval_seconds, tokens,"
-                           " tokens_per_second, finished) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                           "itIIdiiddidt", run_id, v->spec, v->ord, v->is_reference, v->bits_per_weight,
+                           " tokens_per_second, finished, weights_sha256) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                           "itIIdiiddidtt", run_id, v->spec, v->ord, v->is_reference, v->bits_per_weight,
                            v->weight_bytes, v->n_weights, v->quant_seconds, v->eval_seconds, v->tokens,
-                           tps, now);
+                           tps, now, v->weights_sha256);
     if (!rc) *variant_id = hx_store_last_id(st);
     return rc;
 }

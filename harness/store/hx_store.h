@@ -16,7 +16,7 @@
 struct sqlite3;
 struct hx_store;
 
-#define HX_STORE_SCHEMA_VERSION 1
+#define HX_STORE_SCHEMA_VERSION 3
 
 enum { HX_STORE_READONLY = 1 };
 
@@ -27,6 +27,10 @@ enum { HX_STORE_READONLY = 1 };
 int hx_store_open(const char *path, int flags, struct hx_store **out, char *err);
 void hx_store_close(struct hx_store *st);
 struct sqlite3 *hx_store_db(struct hx_store *st); // for queries (reports, gate, tests)
+// The QP_E* code of db's last SQLite error: QP_EWRITE for a disk that fills up or fails
+// (SQLITE_FULL, SQLITE_IOERR: a runtime failure), QP_ENOMEM, else QP_EIO (a database that cannot
+// be used: read-only, locked, not a database, corrupt: bad input).
+int hx_store_sqlite_code(struct sqlite3 *db);
 const char *hx_store_path(const struct hx_store *st);
 
 // Transactions. begin takes the write lock at once (BEGIN IMMEDIATE, waiting up to the busy
@@ -37,7 +41,8 @@ void hx_store_rollback(struct hx_store *st);
 
 // Runs one SQL statement with parameters bound from a format string, one letter per '?':
 //   'i' int64_t, 'I' int (promoted), 'd' double (NaN and ±Inf stored as NULL), 't' const char *
-//   (NULL → NULL). Rows, if any, are ignored. 0 or QP_EIO with err.
+//   (NULL → NULL). Rows, if any, are ignored. 0 or QP_EIO (the database cannot be
+//   used: read-only, locked, corrupt), QP_EWRITE (disk full or I/O error) or QP_ENOMEM, with err.
 int hx_store_exec(struct hx_store *st, char *err, const char *sql, const char *fmt, ...);
 // The same for a statement whose first column of the first row is an integer: *out (0 and
 // *found = 0 when there is no row; found may be NULL).
@@ -61,6 +66,7 @@ struct hx_run_info {
     const char *calib_path, *calib_sha256;
     int64_t calib_overlap_bytes;
     const char *isa, *gemm;
+    const char *cpu, *kernels; // CPU model and flags; each kernel family's path
     int threads;
     const char *config;
 };
@@ -87,6 +93,7 @@ struct hx_variant_row {
     int64_t weight_bytes, n_weights;
     double quant_seconds, eval_seconds;
     int64_t tokens;
+    const char *weights_sha256; // hx_weights_digest of the weights evaluated; NULL: not known
 };
 
 // Inserts the variant row (inside the caller's transaction) and returns its id.

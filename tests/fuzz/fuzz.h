@@ -29,6 +29,8 @@ int fuzz_tokenize(const uint8_t *data, size_t size);
 int fuzz_sweep_config(const uint8_t *data, size_t size);
 int fuzz_gate_rules(const uint8_t *data, size_t size);
 int fuzz_task_jsonl(const uint8_t *data, size_t size);
+int fuzz_tokenizer_json(const uint8_t *data, size_t size);
+int fuzz_gguf_bpe(const uint8_t *data, size_t size);
 
 // fuzz_tokenize encodes with a real tokenizer: this llama2.c tokenizer.bin of vocab_size tokens.
 // Without a call, the first fuzz_tokenize loads $QP_FIXTURES/models/llama2c/tok512.bin (512

@@ -19,14 +19,16 @@
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_DIR := build/fuzz
-FUZZ_ALL := gguf safetensors llama2c tokenizer_bin spec tokenize sweep_config gate_rules task_jsonl
+FUZZ_ALL := gguf safetensors llama2c tokenizer_bin spec tokenize sweep_config gate_rules task_jsonl \
+            tokenizer_json gguf_bpe
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 
 FUZZ_LIB_SRC := kernels/qp.c kernels/kn_types.c kernels/kn_model.c harness/io/hx_gguf.c \
                 harness/io/hx_gguf_model.c harness/io/hx_model.c harness/io/hx_llama2c.c harness/io/hx_safetensors.c \
-                harness/io/hx_tokenizer.c quantizers/qz_spec.c kernels/kn_dequant.c kernels/kn_dequant_k.c \
+                harness/io/hx_tokenizer.c harness/io/hx_tok_spm.c harness/io/hx_tok_bpe.c \
+                harness/io/hx_tok_pre.c harness/io/hx_tok_json.c quantizers/qz_spec.c kernels/kn_dequant.c kernels/kn_dequant_k.c \
                 harness/cli/hx_cli.c harness/run/hx_sweep.c harness/store/hx_store.c kernels/qp_sha256.c reports/rpt_gate.c \
-                harness/io/hx_task_io.c tasks/task.c tasks/task_builtin.c harness/io/hx_text.c \
+                harness/io/hx_task_io.c tasks/task.c tasks/task_builtin.c harness/io/hx_text.c harness/cli/hx_exit.c \
                 kernels/qp_utf8.c
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
 FUZZ_UTIL_OBJ := $(FUZZ_DIR)/obj/tests/fuzz/fuzz_util.o
@@ -49,6 +51,8 @@ FUZZ_MAXLEN_tokenize := 1024
 FUZZ_MAXLEN_sweep_config := 4096
 FUZZ_MAXLEN_gate_rules := 4096
 FUZZ_MAXLEN_task_jsonl := 4096
+FUZZ_MAXLEN_tokenizer_json := 8192
+FUZZ_MAXLEN_gguf_bpe := 4096
 
 # Shared fixture directories added as read-only seed directories (skipped when absent; larger
 # files are cut to the target's max_len).

@@ -118,13 +118,13 @@ uint32_t fuzz_touch(const void *p, size_t n) {
 // Encodes text with every flag combination and checks the ids.
 static void fz_check_encode(const struct hx_tok *t, const char *text, size_t len) {
     int n_vocab = hx_tok_n_vocab(t);
-    for (unsigned flags = 0; flags < 4; flags++) {
+    for (unsigned flags = 0; flags < 8; flags++) {
         int *ids = NULL;
         size_t n = 0;
         int rc = hx_tok_encode(t, text, len, flags, &ids, &n);
         FUZZ_CHECK(rc == 0, "encoding %zu bytes failed: %d", len, rc);
-        FUZZ_CHECK(n <= len + 2, "%zu ids for %zu bytes", n, len);
-        if (flags & HX_TOK_ADD_BOS) FUZZ_CHECK(n >= 1 && ids[0] == hx_tok_bos(t), "no BOS");
+        FUZZ_CHECK(n <= 2 * len + 2, "%zu ids for %zu bytes", n, len);
+        if ((flags & HX_TOK_ADD_BOS) && hx_tok_adds_bos(t)) FUZZ_CHECK(n >= 1 && ids[0] == hx_tok_bos(t), "no BOS");
         int prev = -1;
         for (size_t i = 0; i < n; i++) {
             FUZZ_CHECK(ids[i] >= 0 && ids[i] < n_vocab, "id %d at %zu outside vocabulary of %d",
@@ -134,6 +134,12 @@ static void fz_check_encode(const struct hx_tok *t, const char *text, size_t len
             FUZZ_CHECK(got <= sizeof piece, "piece of %zu bytes into 8", got);
             prev = ids[i];
         }
+        char *back = NULL;
+        size_t back_len = 0;
+        FUZZ_CHECK(hx_tok_decode(t, ids, n, flags, &back, &back_len) == 0 && back && back[back_len] == 0,
+                   "decoding %zu ids failed", n);
+        fuzz_touch(back, back_len);
+        free(back);
         free(ids);
     }
 }
@@ -141,9 +147,11 @@ static void fz_check_encode(const struct hx_tok *t, const char *text, size_t len
 void fuzz_check_tok(const struct hx_tok *t, const uint8_t *text, size_t len) {
     int n = hx_tok_n_vocab(t);
     FUZZ_CHECK(n > 0, "vocabulary of %d tokens", n);
-    FUZZ_CHECK(hx_tok_bos(t) >= 0 && hx_tok_bos(t) < n, "bos %d", hx_tok_bos(t));
-    FUZZ_CHECK(hx_tok_eos(t) >= 0 && hx_tok_eos(t) < n, "eos %d", hx_tok_eos(t));
-    FUZZ_CHECK(hx_tok_unk(t) >= 0 && hx_tok_unk(t) < n, "unk %d", hx_tok_unk(t));
+    // -1: the vocabulary has none (BPE files often lack unk, Qwen2 a BOS).
+    FUZZ_CHECK(hx_tok_bos(t) >= -1 && hx_tok_bos(t) < n, "bos %d", hx_tok_bos(t));
+    FUZZ_CHECK(hx_tok_eos(t) >= -1 && hx_tok_eos(t) < n, "eos %d", hx_tok_eos(t));
+    FUZZ_CHECK(hx_tok_unk(t) >= -1 && hx_tok_unk(t) < n, "unk %d", hx_tok_unk(t));
+    FUZZ_CHECK(!hx_tok_adds_bos(t) || hx_tok_bos(t) >= 0, "adds a BOS it does not have");
     // Token strings are NUL-terminated copies; read each (bounded, so that huge forged
     // vocabularies stay fast) and ask for its piece after BOS and after another token.
     int limit = n < 4096 ? n : 4096;
@@ -201,8 +209,7 @@ static void fz_check_tensor(const struct hx_model *m, const struct kn_tensor *t,
             return;
         }
     }
-    int owned = 0;
-    for (int i = 0; i < m->n_owned && !owned; i++) owned = m->owned[i] == t->data;
+    int owned = qp_owned_has(&m->owned, t->data);
     FUZZ_CHECK(owned, "%s (layer %d): %zu bytes neither inside the file nor in a buffer the "
                "model owns", what, layer, bytes);
     fuzz_touch(p, bytes);

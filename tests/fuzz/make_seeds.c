@@ -17,6 +17,8 @@
 
 #include "hx_gguf.h"
 #include "hx_gguf_model.h"
+#include "kn_blocks.h"
+#include "kn_blocks_k.h"
 #include "kn_types.h"
 #include "hx_model.h"
 #include "qp.h"
@@ -152,7 +154,7 @@ static int make_values_gguf(const char *path, char *err) {
     struct hx_gguf_value outer = {.type = HX_GGUF_ARRAY,
                                   .v.arr = {.type = HX_GGUF_ARRAY, .n = 2, .items = inner}};
     rc |= hx_gguf_writer_set_value(w, "arr.nested", &outer);
-    static uint8_t q8[34], q4k[144], f16[2 * 3 * 2];
+    static uint8_t q8[sizeof(struct kn_block_q8_0)], q4k[sizeof(struct kn_block_q4_K)], f16[2 * 3 * 2];
     int64_t ne_q8[1] = {32}, ne_q4k[2] = {256, 1}, ne_f16[3] = {3, 2, 1};
     for (size_t i = 0; i < sizeof q8; i++) q8[i] = (uint8_t)(i * 5);
     for (size_t i = 0; i < sizeof q4k; i++) q4k[i] = (uint8_t)(i * 3);
