@@ -19,6 +19,7 @@
 #include "qz_spec.h"
 #include "hx_tokenizer.h"
 #include "kn_engine.h"
+#include "kn_train.h"
 #include "qp.h"
 #include "qp_sha256.h"
 #include "qp_test.h"
@@ -364,6 +365,39 @@ QP_TEST(fused_tensor_of_the_wrong_size_should_be_refused_by_name) {
     char args[9000];
     snprintf(args, sizeof args, "ppl -m '%s' --text '%s'", m, qpt_text_prefix(ARCH_TEXT_BYTES));
     expect_refused(args, "tensor 'blk.0.attn_qkv.weight' has shape (96, 64), expected (128, 64)");
+}
+
+// QAT's training forward is Llama 2's block: every other family (and Llama 3's RoPE scaling) is
+// refused before any training, with one line naming the family and what it has, exit 2.
+QP_TEST(qat_should_refuse_every_family_but_llama2_by_name) {
+    static const struct {
+        const char *arch, *needle;
+    } fams[] = {{"qwen2", "this qwen2 model has rotate-half RoPE"},
+                {"phi3", "this phi3 model has rotate-half RoPE"},
+                {"gemma2", "this gemma2 model has rotate-half RoPE"},
+                {"llama", "this llama model has RoPE scaling"}};
+    const char *text = qpt_text_prefix(ARCH_TEXT_BYTES);
+    for (size_t i = 0; i < sizeof fams / sizeof fams[0]; i++) {
+        const char *m = synth_arch_layers(fams[i].arch, NULL, strcmp(fams[i].arch, "gemma2") == 0 ? 2 : 0);
+        char args[9000];
+        snprintf(args, sizeof args, "convert -m '%s' -o '%s/qat.gguf' -q 'qat:q4_0:steps=2' --calib '%s' "
+                 "--calib-seqs 2 --calib-len 32 -t 1", m, qpt_tmpdir(), text);
+        expect_refused(args, fams[i].needle);
+        expect_refused(args, "qat: training implements the Llama 2 block only");
+    }
+    // The same check in kernels/, before any buffer: a family field alone is enough.
+    struct kn_config c = {.dim = 64, .hidden_dim = 160, .n_layers = 1, .n_heads = 4, .n_kv_heads = 4,
+                          .vocab_size = 32, .seq_len = 32, .head_size = 16, .norm_eps = 1e-5f, .rope_theta = 1e4f};
+    char err[QP_ERRLEN];
+    QP_CHECK_INT_EQ(kn_train_block_check(&c, 0, err), 0);
+    c.post_norms = 1;
+    QP_CHECK_INT_EQ(kn_train_block_check(&c, 0, err), QP_ENOTSUP);
+    QP_CHECK_MSG(strstr(err, "post-norms") != NULL, "%s", err);
+    c.post_norms = 0;
+    QP_CHECK_INT_EQ(kn_train_block_check(&c, 1, err), QP_ENOTSUP);
+    c.head_size = 32;
+    QP_CHECK_INT_EQ(kn_train_block_check(&c, 0, err), QP_ENOTSUP);
+    QP_CHECK_MSG(strstr(err, "head size") != NULL, "%s", err);
 }
 
 QP_TEST(config_with_biases_the_family_lacks_should_be_refused_by_name) {
