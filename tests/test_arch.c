@@ -526,6 +526,9 @@ static void every_command(const char *arch) {
     int post = strcmp(arch, "gemma2") == 0;
     QP_CHECK_INT_EQ((int)qpt_db_int(db, "SELECT COUNT(*) FROM layer_error WHERE site = 'attn_post_norm'") > 0, post);
     QP_CHECK(qpt_db_int(db, "SELECT COUNT(*) FROM layer_error WHERE site = 'attn_mix' AND kind = 'local'") > 0);
+    char *fam = qpt_db_text(db, "SELECT arch FROM run"); // recorded with the run (schema version 4)
+    QP_CHECK_STR_EQ(fam, arch);
+    free(fam);
     // tasks with a variant, and a sweep of two variants with its own database
     snprintf(cmd, sizeof cmd, "QPROBE_FIXTURES='%s' '%s' tasks -m '%s' --suite tinystories-cloze --limit 2 -q q4_0 -t 2 --json 2>&1",
              getenv("QP_FIXTURES") ? getenv("QP_FIXTURES") : "../shared/fixtures", qpt_qprobe(), m);

@@ -397,7 +397,7 @@ static int hx_study_run_row(struct hx_study *s, size_t text_len, const char *cal
              q8 ? q8->isa : "none");
     struct hx_run_info ri = {
         .label = o->label, .model_path = o->model_path, .model_sha256 = model_sha,
-        .model_format = fmt_names[s->m->format], .dim = c->dim, .hidden_dim = c->hidden_dim,
+        .model_format = fmt_names[s->m->format], .arch = kn_arch_name(c->arch), .dim = c->dim, .hidden_dim = c->hidden_dim,
         .n_layers = c->n_layers, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .vocab = c->vocab_size,
         .seq_len = c->seq_len, .n_params = n_params,
         .tokenizer = o->tok_path ? o->tok_path : "(model)", .tokenizer_sha256 = tok_sha,
