@@ -10,10 +10,12 @@
 // little t noise; the embedding is normal with standard deviation 0.02 (Llama's init range).
 //
 // The metadata follows llama.cpp's convert_hf_to_gguf.py for the family (key names and order),
-// the tokenizer.* keys are copied verbatim from the vocabulary file, and qprobe.synth.*
+// the tokenizer.* keys are copied verbatim from the vocabulary file (a tokenizer.json is converted
+// to them first, sy_vocab_open), and qprobe.synth.*
 // keys record how the file was made. Tensor names are llama.cpp's.
 //
-// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_gguf.h and harness/io/hx_gguf_model.h.
+// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_gguf.h, hx_gguf_model.h and
+// hx_tokenizer.h (a tokenizer.json vocabulary is converted to GGUF keys).
 #include "hx_synth.h"
 
 #include <errno.h>
@@ -24,9 +26,11 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "hx_gguf.h"
 #include "hx_gguf_model.h"
+#include "hx_tokenizer.h"
 #include "kn_model.h"
 #include "kn_types.h"
 #include "qp.h"
@@ -46,8 +50,13 @@
 #define SY_VOCAB_LLAMA_SPM "models/gguf/ggml-vocab-llama-spm.gguf"
 #define SY_VOCAB_TINY "golden/ppl/stories260K-F32.gguf" // stories260K's 512 SentencePiece tokens
 #define SY_VOCAB_PHI3 "models/gguf/ggml-vocab-phi-3.gguf"
-// The byte-level BPE families (Llama 3, Qwen2, Gemma's own SPM is not in the fixtures) get Llama
-// 2's SPM vocabulary padded to their rows: real text tokenizes, for speed measurements.
+// The byte-level BPE families' own tokenizer.json (converted to tokenizer.ggml.* keys as llama.cpp's
+// converter writes them): Llama 3's 128256 tokens; Qwen3's, whose 151643-token vocabulary Qwen2.5
+// shares (its added tokens go to 151668), padded with "[PAD<id>]" to Qwen2.5's 151936 rows.
+#define SY_VOCAB_LLAMA3 "models/tokenizers/llama3/tokenizer.json"
+#define SY_VOCAB_QWEN "models/tokenizers/qwen3/tokenizer.json"
+// Gemma's own SentencePiece vocabulary is not in the fixtures: Gemma 2 gets Llama 2's SPM
+// vocabulary padded to its 256000 rows (real text tokenizes, for speed measurements).
 
 // The families' small test models (`--arch`): 512 tokens, 64 wide, GQA 4/2 heads, shapes that
 // exercise each variant (Gemma 2: 26 layers, the only small count llama.cpp builds, and a head
@@ -63,13 +72,13 @@ static const struct hx_synth_shape sy_shapes[] = {
      64, 172, 2, 4, 2, 512, 32000, 1e-5f, 10000.0f, .vocab = SY_VOCAB_LLAMA_SPM},
     {"llama-3.2-1b", "Llama-3.2-1B: 16 layers, GQA 32/8, tied, Llama 3 RoPE scaling, 1.24 B weights",
      2048, 8192, 16, 32, 8, 131072, 128256, 1e-5f, 500000.0f, KN_ARCH_LLAMA, .tied = 1, .llama3_rope = 32.0f,
-     .vocab = SY_VOCAB_LLAMA_SPM, .pad_vocab = 1},
+     .vocab = SY_VOCAB_LLAMA3},
     {"llama-3-8b-block", "Llama-3-8B's width in 2 layers (GQA 32/8), 1.9 B weights (vocab 128256)",
-     4096, 14336, 2, 32, 8, 8192, 128256, 1e-5f, 500000.0f, KN_ARCH_LLAMA, .vocab = SY_VOCAB_LLAMA_SPM, .pad_vocab = 1},
+     4096, 14336, 2, 32, 8, 8192, 128256, 1e-5f, 500000.0f, KN_ARCH_LLAMA, .vocab = SY_VOCAB_LLAMA3},
     {"qwen2.5-0.5b", "Qwen2.5-0.5B: 24 layers, GQA 14/2, q/k/v biases, tied, 0.49 B weights",
-     896, 4864, 24, 14, 2, 32768, 151936, 1e-6f, 1000000.0f, KN_ARCH_QWEN2, .tied = 1, .vocab = SY_VOCAB_LLAMA_SPM, .pad_vocab = 1},
+     896, 4864, 24, 14, 2, 32768, 151936, 1e-6f, 1000000.0f, KN_ARCH_QWEN2, .tied = 1, .vocab = SY_VOCAB_QWEN},
     {"qwen2.5-1.5b", "Qwen2.5-1.5B: 28 layers, GQA 12/2, q/k/v biases, tied, 1.54 B weights",
-     1536, 8960, 28, 12, 2, 32768, 151936, 1e-6f, 1000000.0f, KN_ARCH_QWEN2, .tied = 1, .vocab = SY_VOCAB_LLAMA_SPM, .pad_vocab = 1},
+     1536, 8960, 28, 12, 2, 32768, 151936, 1e-6f, 1000000.0f, KN_ARCH_QWEN2, .tied = 1, .vocab = SY_VOCAB_QWEN},
     {"phi-3-mini", "Phi-3-mini-4k: 32 layers, MHA 32/32, fused qkv and gate/up, window 2047, 3.82 B weights",
      3072, 8192, 32, 32, 32, 4096, 32064, 1e-5f, 10000.0f, KN_ARCH_PHI3, .swa_window = 2047, .vocab = SY_VOCAB_PHI3},
     {"gemma-2-2b", "Gemma-2-2B: 26 layers, GQA 8/4, head 256, post-norms, soft-caps, 2.61 B weights",
@@ -431,7 +440,7 @@ static struct hx_gguf_kv sy_kv_i32s(const char *key, const int32_t *data, uint64
     return kv;
 }
 
-// Checks that vocab is a llama (SPM) vocabulary of the shape's size.
+// Checks that vocab is a llama (SPM) or gpt2 (byte-level BPE) vocabulary of the shape's size.
 static int sy_check_vocab(const struct hx_gguf *g, const struct hx_synth_shape *sh, char *err) {
     const char *path = hx_gguf_path(g), *model;
     size_t len;
@@ -439,9 +448,9 @@ static int sy_check_vocab(const struct hx_gguf *g, const struct hx_synth_shape *
     if (rc) return qp_fail(err, rc == QP_ENOENT ? QP_ENOENT : QP_EFORMAT,
                            "cannot use '%s' as vocabulary: no string key 'tokenizer.ggml.model'",
                            path);
-    if (len != 5 || memcmp(model, "llama", 5) != 0) {
+    if (!(len == 5 && memcmp(model, "llama", 5) == 0) && !(len == 4 && memcmp(model, "gpt2", 4) == 0)) {
         return qp_fail(err, QP_EFORMAT,
-                       "cannot use '%s' as vocabulary: tokenizer model '%.*s' is not 'llama'",
+                       "cannot use '%s' as vocabulary: tokenizer model '%.*s' is not 'llama' or 'gpt2'",
                        path, (int)QP_MIN(len, (size_t)64), model);
     }
     const struct hx_gguf_kv *tok = hx_gguf_find(g, "tokenizer.ggml.tokens");
@@ -811,6 +820,36 @@ static int sy_write(const struct hx_synth_opts *o, const struct kn_config *c, co
     return rc;
 }
 
+// Whether the file at path starts with GGUF's magic.
+static int sy_is_gguf(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char magic[4] = {0};
+    int yes = f && fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    if (f) fclose(f);
+    return yes;
+}
+
+// The vocabulary as GGUF keys: a GGUF as it is; any other tokenizer file (tokenizer.json,
+// tokenizer.bin) loaded, padded to the shape's rows (hx_tok_fit_rows, as llama.cpp's converter
+// pads), written as a vocab-only GGUF next to path (hx_gguf_vocab_write: the keys llama.cpp's
+// converter writes) and opened; the file is removed at once (the mapping stays valid).
+static int sy_vocab_open(const struct hx_synth_opts *o, const char *path, struct hx_gguf **out, char *err) {
+    *out = NULL;
+    if (sy_is_gguf(o->vocab)) return hx_gguf_open(o->vocab, out, err);
+    struct hx_tok *tok = NULL;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.vocab.tmp", path);
+    int rc = hx_tok_open(o->vocab, 0, &tok, err);
+    if (!rc) rc = hx_tok_fit_rows(tok, o->shape->vocab_size, o->vocab, err);
+    if (!rc && (rc = hx_gguf_vocab_write(tok, tmp, err)) == QP_ENOTSUP)
+        rc = qp_fail(err, rc, "cannot use '%s' as vocabulary: llama.cpp has no pre-tokenizer name for it", o->vocab);
+    hx_tok_destroy(tok);
+    if (rc) return rc;
+    rc = hx_gguf_open(tmp, out, err);
+    unlink(tmp);
+    return rc;
+}
+
 int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_synth_info *info,
                    char *err) {
     double t0 = qp_now();
@@ -819,7 +858,7 @@ int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_sy
     int rc = sy_config(o, path, &c, err);
     if (rc) return rc;
     if (o->vocab) {
-        if ((rc = hx_gguf_open(o->vocab, &voc, err))) return rc;
+        if ((rc = sy_vocab_open(o, path, &voc, err))) return rc;
         if ((rc = sy_check_vocab(voc, o->shape, err))) {
             hx_gguf_close(voc);
             return rc;

@@ -1,15 +1,17 @@
-// synth.h — synthetic Llama models of real shapes (TinyLlama-1.1B, Llama-2-7B blocks, a tiny
-// test shape) written as GGUF files that qprobe and llama.cpp load: deterministic heavy-tailed
-// weights from a seed, a few planted outlier input channels, and a real 32,000-token vocabulary
-// copied from a GGUF vocabulary file. Used to measure speed at realistic sizes, not quality.
+// synth.h — synthetic models of real shapes (TinyLlama-1.1B, Llama-3.2-1B, Qwen2.5, Phi-3-mini,
+// Gemma-2-2B, 7B/8B blocks, a tiny test shape) and the small test model of each family, written as
+// GGUF files that qprobe and llama.cpp load: deterministic heavy-tailed weights from a seed, a few
+// planted outlier input channels, and the family's real vocabulary where the fixtures have one (a
+// GGUF's tokenizer.* keys copied, or a tokenizer.json converted to them). Used to measure speed at
+// realistic sizes and to compare the families with llama.cpp, not quality.
 //
 // Weights are a pure function of (seed, tensor, element): any thread count gives the same
 // bytes, and changing the layer count leaves the layers both files share identical.
 // The file is generated tensor by tensor, a few megabytes at a time, and streamed to disk
 // (hx_gguf_stream_*), so a 4.4 GB model needs only that much memory.
 //
-// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_gguf.h and harness/io/hx_gguf_model.h;
-// not on the engine, the tokenizer or any command code.
+// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_gguf.h, hx_gguf_model.h and
+// hx_tokenizer.h (to convert a tokenizer.json vocabulary); not on the engine or any command code.
 #ifndef HX_SYNTH_H
 #define HX_SYNTH_H
 
@@ -37,7 +39,7 @@ struct hx_synth_shape {
     int n_heads;
     int n_kv_heads;
     int seq_len;       // context_length
-    int vocab_size;    // must equal the vocabulary file's token count
+    int vocab_size;    // embedding rows: the vocabulary's token count, or more (padded)
     float norm_eps;    // layer_norm_rms_epsilon
     float rope_theta;  // rope.freq_base
     enum kn_arch arch; // the family (general.architecture)
@@ -51,7 +53,8 @@ struct hx_synth_shape {
     float out_gain;    // classifier (tied: the final norm) times this (0: 1); > 1 makes next-token
                        // distributions peaked
     const char *vocab; // default vocabulary, relative to the fixtures ("": none)
-    int pad_vocab;     // the vocabulary may have fewer tokens: padded with "[PAD<id>]" tokens
+    int pad_vocab;     // a GGUF vocabulary may have fewer tokens: padded with "[PAD<id>]" tokens
+                       // (a tokenizer.json always is, as llama.cpp's converter pads it)
 };
 
 // The table of shapes (static, never freed); *n gets its length.
@@ -67,7 +70,8 @@ struct hx_synth_opts {
     uint64_t seed;
     enum kn_type type; // KN_F32 or KN_F16: the 2-D matrices; norm vectors stay F32
     int n_layers;      // 0: the shape's own count; else 1..1024
-    const char *vocab; // a GGUF (llama SPM vocabulary) whose tokenizer.* keys are copied; NULL: none
+    const char *vocab; // a GGUF (llama SPM or gpt2 BPE vocabulary) whose tokenizer.* keys are
+                       // copied, or a tokenizer.json converted to them; NULL: none
     int n_threads;     // >= 1; the bytes do not depend on it
     // Called after each tensor (done of total tensors, data bytes so far); may be NULL.
     void (*progress)(void *ctx, int done, int total, uint64_t bytes);
