@@ -293,6 +293,53 @@ QP_TEST(phi3_safetensors_should_match_llamacpp_ppl_and_greedy_tokens) { safetens
 QP_TEST(gemma2_safetensors_should_match_llamacpp_ppl_and_greedy_tokens) { safetensors_vs_llamacpp("gemma2"); }
 
 // ---------------------------------------------------------------------------------------------
+// Generation ends at EOS as well as BOS
+
+// The id after "tokenizer.ggml.eos_token_id" (a UINT32 value) in the GGUF at path set to id.
+static void set_eos_id(const char *path, uint32_t id) {
+    size_t len;
+    char *b = qpt_read_file(path, &len);
+    const char *key = "tokenizer.ggml.eos_token_id";
+    char *p = b ? memmem(b, len, key, strlen(key)) : NULL;
+    QP_CHECK_MSG(p != NULL, "no %s in %s", key, path);
+    uint32_t type;
+    memcpy(&type, p + strlen(key), 4);
+    QP_CHECK_INT_EQ((int)type, 4); // GGUF UINT32
+    memcpy(p + strlen(key) + 4, &id, 4);
+    FILE *f = fopen(path, "wb");
+    QP_CHECK(f && fwrite(b, 1, len, f) == len);
+    fclose(f);
+    free(b);
+}
+
+// Greedy generation of the Llama test model, then the same model whose vocabulary names the k-th
+// generated id its EOS: generation ends at that id's first occurrence, which counts among the
+// generated ids but is not printed (as at BOS). (After "Once upon a time" this model's first token
+// is its real EOS, 2: nothing is generated.)
+QP_TEST(generate_should_stop_at_the_vocabularys_eos) {
+    const char *m = synth_arch("llama", NULL);
+    int ids[128], again[128];
+    char cmd[9000], *out = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' generate -m '%s' -p 'Once upon a time' -n 64 --json 2>/dev/null", qpt_qprobe(), m);
+    run_ok(cmd, &out);
+    QP_CHECK_MSG(strstr(out, "\"tokens\":1,\"ids\":[2]") && strstr(out, "\"text\":\"Once upon a time\""), "%s", out);
+    free(out);
+    int n = greedy_of(m, "The little dog", NULL, ids, 128);
+    QP_CHECK_MSG(n > 8, "%d tokens", n);
+    int k = 1; // the first generated id after the first that has not come before
+    for (int seen = 1; k < n && seen; k += seen) {
+        seen = 0;
+        for (int i = 0; i < k; i++) seen |= ids[i] == ids[k];
+    }
+    QP_CHECK_MSG(k < n, "every generated id repeats the first");
+    set_eos_id(m, (uint32_t)ids[k]);
+    int n2 = greedy_of(m, "The little dog", NULL, again, 128);
+    QP_CHECK_MSG(n2 == k + 1, "with EOS = %d: %d tokens generated, expected %d (the EOS counted, not printed)", ids[k],
+                 n2, k + 1);
+    for (int i = 0; i <= k; i++) QP_CHECK_INT_EQ(again[i], ids[i]);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Bad input: one line on stderr naming the file and the problem, exit status 2.
 
 static void expect_refused(const char *args, const char *needle) {

@@ -1,6 +1,7 @@
 // cmd_generate.c — `qprobe generate`: greedy decoding as llama2.c's run.c does it (-t 0): the
 // prompt is encoded with BOS and a space prefix, every position (BOS and prompt included)
-// counts toward -n, generation stops early at BOS, and pieces are printed as run.c's
+// counts toward -n, generation stops early at BOS (and at EOS, which run.c does not check: a
+// vocabulary's end of text ends generation, as in llama.cpp), and pieces are printed as run.c's
 // safe_printf prints them, followed by one newline.
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -34,6 +35,7 @@ static void gen_usage(void) {
            "                        activations quantized per block, as llama.cpp's CPU backend\n"
            "      --json            print {text, tokens, ids, tokens_per_s, decode_tokens_per_s,\n"
            "                        prompt_tokens, prompt_seconds, isa, kernels} as one JSON object\n\n"
+           "Generation stops early at BOS or, where the vocabulary defines one, EOS.\n\n"
            "examples:\n"
            "  qprobe generate -m stories260K.bin -z tok512.bin -p 'Once upon a time' -n 64\n"
            "  qprobe generate -m model.gguf -p 'The capital of France is' -n 32 -t 2 --json\n"
@@ -105,7 +107,7 @@ struct gen_result {
 };
 
 // Runs the prompt ptoks[0..n_prompt) as one batch, then greedy steps one token at a time, up to
-// steps positions, until BOS; pieces go into r->text as run.c prints them.
+// steps positions, until BOS or EOS; pieces go into r->text as run.c prints them.
 static void gen_run(const struct hx_model *m, struct kn_state *s, const int *ptoks, int n_prompt, int steps,
                     float *logits, struct gen_result *r) {
     const struct kn_config *cfg = &m->w.cfg;
@@ -129,7 +131,7 @@ static void gen_run(const struct hx_model *m, struct kn_state *s, const int *pto
                 if (logits[i] > logits[next]) next = i;
             r->ids[r->n_gen++] = next;
         }
-        if (next == hx_tok_bos(m->tok)) break;
+        if (next == hx_tok_bos(m->tok) || next == hx_tok_eos(m->tok)) break; // (-1: no such token)
         char piece[512];
         size_t len = hx_tok_piece(m->tok, token, next, piece, sizeof piece);
         gen_emit(piece, len, &r->text, &acc_len, &acc_cap);
