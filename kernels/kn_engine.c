@@ -1,10 +1,17 @@
-// kn_engine.c — the Llama forward pass (kn_engine.h). Reads top to bottom: types, weight
-// preparation, state, the block, the forward pass.
+// kn_engine.c — the forward pass of every family (kn_engine.h). Reads top to bottom: types,
+// weight preparation, state, the block, the forward pass.
 //
 // Numerics follow llama2.c's run.c: RMSNorm as w * (x * 1/sqrt(mean(x^2) + eps)); RoPE on
 // adjacent pairs with frequencies 1/theta^(2i/head_size) computed in float; attention scores
 // divided by sqrt(head_size); SwiGLU as silu(gate) * up. Every dot product and sum has the fixed
 // order kn_ops.h defines, so any ISA and any thread count give the same bits.
+// The family variants (kn_model.h) follow llama.cpp's graphs at the golden commit: biases added
+// after the product, before RoPE; rotate-half RoPE pairs (i, i + head/2); RoPE angles divided by
+// the frequency factors and times the linear scale, cos/sin times the attention factor; Gemma 2's
+// queries times attn_scale after RoPE, scores soft-capped before the softmax, post-norms on the
+// block outputs before the residual add, embeddings times embd_scale, logits soft-capped; a
+// sliding window keeps the last swa_window keys. The element-wise math beyond Llama's lives in
+// kn_block.c (plain C: the same bits on every ISA).
 #include "kn_engine.h"
 
 #include <cblas.h>
@@ -15,6 +22,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "kn_block.h"
 #include "kn_blocks.h"
 #include "kn_cpu.h"
 #include "kn_qdot.h"
@@ -41,6 +49,8 @@ struct kn_lin {
 
 struct kn_layer {
     const float *attn_norm, *ffn_norm; // (dim)
+    const float *bq, *bk, *bv;         // (q_dim), (kv_dim), (kv_dim) or NULL
+    const float *attn_post, *ffn_post; // (dim) or NULL
     struct kn_lin wq, wk, wv, wo, gate, up, down;
 };
 
@@ -53,6 +63,12 @@ struct kn_engine {
     int stream;   // own GEMM: 1 = panels built per call from the stored weights, 0 = prepacked
     struct kn_tensor tok_embd; // (vocab, dim) as stored: rows are converted as tokens come
     const float *out_norm; // (dim)
+    // RoPE frequency divisors (head_size / 2) or NULL: rope_freqs for every context, else
+    // rope_short / rope_long chosen by the state's context (kn_state_create).
+    const float *rope_freqs, *rope_short, *rope_long;
+    // Soft-capped attention (kn_block.h): the FMA build with the AVX2/AVX-512 tables (same bits).
+    void (*attend_capped)(float *out, const float *q, const float *kt, size_t kt_stride, const float *v,
+                          int head_size, int n_keys, float cap, float *scratch);
     struct kn_layer *layers;
     struct kn_lin output;
     void **owned; // fp32 copies of non-F32 vectors, freed on destroy
@@ -64,12 +80,12 @@ struct kn_state {
     int max_ctx, max_batch, n_threads, n_past;
     float *x;      // residual stream     (max_batch, dim)
     float *xb;     // normed input        (max_batch, dim)
-    float *q;      // queries             (max_batch, dim)
+    float *q;      // queries             (max_batch, q_dim)
     float *k;      // new keys            (max_batch, kv_dim)
     float *v;      // new values          (max_batch, kv_dim)
-    float *mix;    // attention output    (max_batch, dim)
+    float *mix;    // attention output    (max_batch, q_dim)
     float *proj;   // wo / w_down output  (max_batch, dim)
-    float *hb;     // gate, then SwiGLU   (max_batch, hidden)
+    float *hb;     // gate, then gated    (max_batch, hidden)
     float *hb2;    // up                  (max_batch, hidden)
     uint8_t *actq; // quantized activations for packed weights (max_batch, 2 * max(dim, hidden) bytes)
     size_t actq_stride;
@@ -85,11 +101,30 @@ struct kn_state {
     float *rope_cos, *rope_sin; // (max_ctx, head_size / 2)
 };
 
+// The widest row any linear reads or the activation buffers hold: dim, hidden_dim or q_dim.
+static size_t kn_max_width(const struct kn_config *c) {
+    return (size_t)QP_MAX(QP_MAX(c->dim, c->hidden_dim), kn_q_dim(c));
+}
+
 const char *kn_site_name(enum kn_site s) {
-    static const char *names[KN_SITE_COUNT] = {"block_in", "attn_norm", "attn_mix", "attn_out",
-                                               "ffn_norm", "ffn_act", "mlp_out", "resid_out",
-                                               "logits"};
+    static const char *names[KN_SITE_COUNT] = {"block_in", "attn_norm",     "attn_mix", "attn_out",
+                                               "attn_post_norm", "ffn_norm", "ffn_act", "mlp_out",
+                                               "ffn_post_norm",  "resid_out", "logits"};
     return (unsigned)s < KN_SITE_COUNT ? names[s] : "?";
+}
+
+int kn_site_used(const struct kn_config *c, enum kn_site s) {
+    if (s == KN_SITE_ATTN_POST || s == KN_SITE_MLP_POST) return c->post_norms;
+    return (unsigned)s < KN_SITE_COUNT;
+}
+
+int kn_site_width(const struct kn_config *c, enum kn_site s) {
+    switch (s) {
+    case KN_SITE_ATTN_MIX: return kn_q_dim(c);
+    case KN_SITE_FFN_ACT: return c->hidden_dim;
+    case KN_SITE_LOGITS: return c->vocab_size;
+    default: return c->dim;
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -227,14 +262,75 @@ int kn_panels_parse(const char *name, enum kn_panels *out) {
 
 static int kn_stream_choice(const struct kn_weights *w) {
     const struct kn_config *c = &w->cfg;
-    int64_t kv = (int64_t)c->n_kv_heads * c->head_size, r16 = KN_NR;
+    int64_t kv = kn_kv_dim(c), qd = kn_q_dim(c), r16 = KN_NR;
 #define KN_PANEL_BYTES(out, in) ((((int64_t)(out) + r16 - 1) / r16) * r16 * (int64_t)(in) * 4)
-    int64_t per_layer = 2 * KN_PANEL_BYTES(c->dim, c->dim) + 2 * KN_PANEL_BYTES(kv, c->dim) +
+    int64_t per_layer = KN_PANEL_BYTES(qd, c->dim) + KN_PANEL_BYTES(c->dim, qd) + 2 * KN_PANEL_BYTES(kv, c->dim) +
                         2 * KN_PANEL_BYTES(c->hidden_dim, c->dim) + KN_PANEL_BYTES(c->dim, c->hidden_dim);
     int64_t total = per_layer * c->n_layers + KN_PANEL_BYTES(c->vocab_size, c->dim);
 #undef KN_PANEL_BYTES
     if (kn_default_panels == KN_PANELS_AUTO) return total > KN_PREPACK_MAX;
     return kn_default_panels == KN_PANELS_STREAM;
+}
+
+// The optional vectors of layer l (biases, post-norms) as fp32 views, NULL where the family has none.
+static int kn_layer_vectors(struct kn_engine *e, const struct kn_layer_weights *lw, struct kn_layer *ly, int l,
+                            char *err) {
+    const struct kn_config *c = &e->cfg;
+    const struct {
+        const struct kn_tensor *t;
+        const float **dst;
+        const char *tag;
+        int want;
+    } v[] = {
+        {&lw->bq, &ly->bq, "attn_q.bias", c->has_qkv_bias},
+        {&lw->bk, &ly->bk, "attn_k.bias", c->has_qkv_bias},
+        {&lw->bv, &ly->bv, "attn_v.bias", c->has_qkv_bias},
+        {&lw->attn_post_norm, &ly->attn_post, "post_attention_norm", c->post_norms},
+        {&lw->ffn_post_norm, &ly->ffn_post, "post_ffw_norm", c->post_norms},
+    };
+    char name[64];
+    for (size_t i = 0; i < QP_ARRAY_LEN(v); i++) {
+        *v[i].dst = NULL;
+        if (!v[i].want) continue;
+        snprintf(name, sizeof name, "blk.%d.%s", l, v[i].tag);
+        int rc = kn_f32_view(e, v[i].t, name, v[i].dst, err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+// Layer l's norms, optional vectors and linears (and W8A8's static scales from act_scales).
+static int kn_layer_prep(struct kn_engine *e, const struct kn_layer_weights *lw, int l, const float *act_scales,
+                         char *err) {
+    struct kn_layer *ly = &e->layers[l];
+    const struct {
+        struct kn_lin *dst;
+        const struct kn_tensor *src;
+        const char *tag;
+    } lins[] = {{&ly->wq, &lw->wq, "attn_q"},          {&ly->wk, &lw->wk, "attn_k"},
+                {&ly->wv, &lw->wv, "attn_v"},          {&ly->wo, &lw->wo, "attn_output"},
+                {&ly->gate, &lw->w_gate, "ffn_gate"},  {&ly->up, &lw->w_up, "ffn_up"},
+                {&ly->down, &lw->w_down, "ffn_down"}};
+    char name[64];
+    snprintf(name, sizeof name, "blk.%d.attn_norm", l);
+    int rc = kn_f32_view(e, &lw->attn_norm, name, &ly->attn_norm, err);
+    if (!rc) {
+        snprintf(name, sizeof name, "blk.%d.ffn_norm", l);
+        rc = kn_f32_view(e, &lw->ffn_norm, name, &ly->ffn_norm, err);
+    }
+    if (!rc) rc = kn_layer_vectors(e, lw, ly, l, err);
+    for (size_t i = 0; i < QP_ARRAY_LEN(lins) && !rc; i++) {
+        snprintf(name, sizeof name, "blk.%d.%s", l, lins[i].tag);
+        rc = kn_lin_init(lins[i].dst, lins[i].src, e, name, err);
+    }
+    if (!rc && e->act_int8 == KN_ACT_INT8_TENSOR) {
+        const float *sc = act_scales + (size_t)l * KN_LIN_IN_COUNT;
+        ly->wq.act_scale = ly->wk.act_scale = ly->wv.act_scale = sc[KN_LIN_IN_ATTN];
+        ly->wo.act_scale = sc[KN_LIN_IN_ATTN_MIX];
+        ly->gate.act_scale = ly->up.act_scale = sc[KN_LIN_IN_FFN];
+        ly->down.act_scale = sc[KN_LIN_IN_FFN_ACT];
+    }
+    return rc;
 }
 
 int kn_engine_create(const struct kn_weights *w, const struct kn_ops *ops, struct kn_engine **out,
@@ -273,47 +369,22 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
     if (e->gemm == KN_GEMM_BLAS) openblas_set_num_threads(1); // threads are ours (kn_matmul)
     int L = w->cfg.n_layers;
     e->layers = qp_calloc_array((size_t)L, sizeof *e->layers);
-    e->owned = qp_calloc_array((size_t)(2 * L + 2), sizeof(void *));
+    e->owned = qp_calloc_array((size_t)(7 * L + 4), sizeof(void *)); // every vector a layer and the model have
     if (!e->layers || !e->owned) {
         kn_engine_destroy(e);
         return qp_fail(err, QP_ENOMEM, "out of memory");
     }
     e->stream = kn_stream_choice(w);
-    char name[64];
     if (!kn_type_has_dequant(w->tok_embd.type)) rc = qp_fail(err, QP_ENOTSUP, "tensor token_embd has a type qprobe cannot read");
     e->tok_embd = w->tok_embd;
     if (!rc) rc = kn_f32_view(e, &w->out_norm, "output_norm", &e->out_norm, err);
     if (!rc) rc = kn_lin_init(&e->output, &w->output, e, "output", err);
-    for (int l = 0; l < L && !rc; l++) {
-        const struct kn_layer_weights *lw = &w->layers[l];
-        struct kn_layer *ly = &e->layers[l];
-#define KN_PREP(field, src, tag)                                                               \
-        if (!rc) {                                                                             \
-            snprintf(name, sizeof name, "blk.%d.%s", l, tag);                                  \
-            rc = kn_lin_init(&ly->field, &lw->src, e, name, err);                                 \
-        }
-        snprintf(name, sizeof name, "blk.%d.attn_norm", l);
-        rc = kn_f32_view(e, &lw->attn_norm, name, &ly->attn_norm, err);
-        if (!rc) {
-            snprintf(name, sizeof name, "blk.%d.ffn_norm", l);
-            rc = kn_f32_view(e, &lw->ffn_norm, name, &ly->ffn_norm, err);
-        }
-        KN_PREP(wq, wq, "attn_q")
-        KN_PREP(wk, wk, "attn_k")
-        KN_PREP(wv, wv, "attn_v")
-        KN_PREP(wo, wo, "attn_output")
-        KN_PREP(gate, w_gate, "ffn_gate")
-        KN_PREP(up, w_up, "ffn_up")
-        KN_PREP(down, w_down, "ffn_down")
-#undef KN_PREP
-        if (!rc && e->act_int8 == KN_ACT_INT8_TENSOR) {
-            const float *sc = o->act_scales + (size_t)l * KN_LIN_IN_COUNT;
-            ly->wq.act_scale = ly->wk.act_scale = ly->wv.act_scale = sc[KN_LIN_IN_ATTN];
-            ly->wo.act_scale = sc[KN_LIN_IN_ATTN_MIX];
-            ly->gate.act_scale = ly->up.act_scale = sc[KN_LIN_IN_FFN];
-            ly->down.act_scale = sc[KN_LIN_IN_FFN_ACT];
-        }
-    }
+    // (the rope factors are F32, kn_weights_check says so)
+    e->rope_freqs = w->rope_freqs.data;
+    e->rope_short = w->rope_short.data;
+    e->rope_long = w->rope_long.data;
+    e->attend_capped = strcmp(ops->name, "ref") == 0 ? kn_attend_capped_ref : kn_attend_capped_avx2;
+    for (int l = 0; l < L && !rc; l++) rc = kn_layer_prep(e, &w->layers[l], l, o->act_scales, err);
     if (rc) {
         kn_engine_destroy(e);
         return rc;
@@ -373,6 +444,34 @@ const char *kn_blas_coretype_needed(const char *env) {
 // ---------------------------------------------------------------------------------------------
 // State
 
+// RoPE tables as llama2.c computes them: in float, freq = 1 / theta^(2i / head_size), angle
+// pos * freq. The family variants as llama.cpp's rope: the angle divided by the frequency factor
+// (Llama 3's rope_freqs; Phi-3's rope_long when the context exceeds rope_ctx_orig, as llama.cpp
+// chooses by its context size, else rope_short), times the linear scale; cos and sin times the
+// attention factor. Without any of them the tables are llama2.c's, bit for bit.
+static void kn_rope_tables(struct kn_state *s) {
+    const struct kn_engine *e = s->e;
+    const struct kn_config *c = &e->cfg;
+    size_t half = (size_t)c->head_size / 2;
+    int ctx_orig = c->rope_ctx_orig > 0 ? c->rope_ctx_orig : c->seq_len;
+    const float *ff = e->rope_freqs ? e->rope_freqs : s->max_ctx > ctx_orig && e->rope_long ? e->rope_long
+                                                                                           : e->rope_short;
+    float fscale = c->rope_freq_scale > 0 ? c->rope_freq_scale : 1.0f;
+    float mscale = c->rope_attn_factor > 0 ? c->rope_attn_factor : 1.0f;
+    for (int pos = 0; pos < s->max_ctx; pos++) {
+        for (size_t i = 0; i < half; i++) {
+            float freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_size);
+            float val = (float)pos * freq;
+            if (ff) val = val / ff[i];
+            if (fscale != 1.0f) val = val * fscale;
+            float co = cosf(val), si = sinf(val);
+            if (mscale != 1.0f) co *= mscale, si *= mscale;
+            s->rope_cos[(size_t)pos * half + i] = co;
+            s->rope_sin[(size_t)pos * half + i] = si;
+        }
+    }
+}
+
 int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n_threads,
                     struct kn_state **out, char *err) {
     *out = NULL;
@@ -387,34 +486,34 @@ int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n
     s->max_batch = max_batch;
     s->n_threads = n_threads;
     size_t B = (size_t)max_batch, dim = (size_t)c->dim, hid = (size_t)c->hidden_dim;
-    size_t kv_dim = (size_t)c->n_kv_heads * c->head_size;
+    size_t kv_dim = (size_t)kn_kv_dim(c), q_dim = (size_t)kn_q_dim(c), wmax = kn_max_width(c);
     size_t cache = (size_t)c->n_layers * kv_dim * (size_t)max_ctx;
     s->scores_stride = ((size_t)max_ctx + 15) & ~(size_t)15;
     s->x = qp_alloc_array(B * dim, sizeof(float));
     s->xb = qp_alloc_array(B * dim, sizeof(float));
-    s->q = qp_alloc_array(B * dim, sizeof(float));
+    s->q = qp_alloc_array(B * q_dim, sizeof(float));
     s->k = qp_alloc_array(B * kv_dim, sizeof(float));
     s->v = qp_alloc_array(B * kv_dim, sizeof(float));
-    s->mix = qp_alloc_array(B * dim, sizeof(float));
+    s->mix = qp_alloc_array(B * q_dim, sizeof(float));
     s->proj = qp_alloc_array(B * dim, sizeof(float));
     s->hb = qp_alloc_array(B * hid, sizeof(float));
     s->hb2 = qp_alloc_array(B * hid, sizeof(float));
-    s->actq_stride = 2 * QP_MAX(dim, hid) + 512; // >= any q8 activation row (at most 1.15 B/elem)
+    s->actq_stride = 2 * wmax + 512; // >= any q8 activation row (at most 1.15 B/elem)
     s->actq = qp_alloc_array(B, s->actq_stride);
-    if (e->act_int8 && !(s->acti8 = qp_alloc_array(B * QP_MAX(dim, hid), sizeof(float)))) {
+    if (e->act_int8 && !(s->acti8 = qp_alloc_array(B * wmax, sizeof(float)))) {
         kn_state_destroy(s);
         return qp_fail(err, QP_ENOMEM, "out of memory for a context of %d tokens", max_ctx);
     }
     s->scores = qp_alloc_array((size_t)n_threads * KN_QBLOCK * s->scores_stride, sizeof(float));
     if (e->gemm == KN_GEMM_OWN) {
         size_t xmr = (size_t)e->ops->xmr;
-        if (!(s->xp = qp_alloc_array((B + xmr - 1) / xmr * xmr * QP_MAX(dim, hid), sizeof(float)))) {
+        if (!(s->xp = qp_alloc_array((B + xmr - 1) / xmr * xmr * wmax, sizeof(float)))) {
             kn_state_destroy(s);
             return qp_fail(err, QP_ENOMEM, "out of memory for a context of %d tokens", max_ctx);
         }
     }
     if (e->stream && e->gemm == KN_GEMM_OWN) {
-        s->pbuf_stride = (size_t)(KN_NCG + KN_NR) * QP_MAX(dim, hid);
+        s->pbuf_stride = (size_t)(KN_NCG + KN_NR) * wmax;
         if (!(s->pbuf = qp_alloc_array((size_t)n_threads * s->pbuf_stride, sizeof(float)))) {
             kn_state_destroy(s);
             return qp_fail(err, QP_ENOMEM, "out of memory for panel buffers");
@@ -430,15 +529,7 @@ int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n
         kn_state_destroy(s);
         return qp_fail(err, QP_ENOMEM, "out of memory for a context of %d tokens", max_ctx);
     }
-    // RoPE tables as llama2.c computes them: in float, freq = 1 / theta^(2i / head_size).
-    for (int pos = 0; pos < max_ctx; pos++) {
-        for (size_t i = 0; i < half; i++) {
-            float freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_size);
-            float val = (float)pos * freq;
-            s->rope_cos[(size_t)pos * half + i] = cosf(val);
-            s->rope_sin[(size_t)pos * half + i] = sinf(val);
-        }
-    }
+    kn_rope_tables(s);
     *out = s;
     return 0;
 }
@@ -601,15 +692,17 @@ static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const 
     }
 }
 
+// Rotates the heads of one row: pairs (2i, 2i + 1), or (i, i + head/2) for rope_neox.
 static void kn_rope(const struct kn_state *s, float *vec, int n_heads, int pos) {
-    int hs = s->e->cfg.head_size, half = hs / 2;
+    int hs = s->e->cfg.head_size, half = hs / 2, neox = s->e->cfg.rope_neox;
     const float *fc = s->rope_cos + (size_t)pos * half, *fs = s->rope_sin + (size_t)pos * half;
     for (int h = 0; h < n_heads; h++) {
         float *v = vec + (size_t)h * hs;
         for (int i = 0; i < half; i++) {
-            float v0 = v[2 * i], v1 = v[2 * i + 1];
-            v[2 * i] = v0 * fc[i] - v1 * fs[i];
-            v[2 * i + 1] = v0 * fs[i] + v1 * fc[i];
+            int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+            float v0 = v[a], v1 = v[b];
+            v[a] = v0 * fc[i] - v1 * fs[i];
+            v[b] = v0 * fs[i] + v1 * fc[i];
         }
     }
 }
@@ -619,47 +712,69 @@ static inline void kn_probe_call(const struct kn_probe *p, enum kn_site site, in
     if (p && p->fn) p->fn(p->ctx, site, layer, x, n, width, pos0);
 }
 
-static void kn_block(struct kn_state *s, int l, int n, const struct kn_probe *probe) {
-    const struct kn_engine *e = s->e;
-    const struct kn_config *c = &e->cfg;
-    const struct kn_ops *ops = e->ops;
-    const struct kn_layer *ly = &e->layers[l];
-    int dim = c->dim, hs = c->head_size, hid = c->hidden_dim;
-    int kv_dim = c->n_kv_heads * hs, group = c->n_heads / c->n_kv_heads;
-    int pos0 = s->n_past;
-    size_t cache_l = (size_t)l * kv_dim * s->max_ctx;
-
-    if (probe && probe->inject) probe->inject(probe->ctx, l, s->x, n, dim, pos0);
-    kn_probe_call(probe, KN_SITE_BLOCK_IN, l, s->x, n, dim, pos0);
-    // Row-wise steps go over threads by rows: each row's result does not depend on who computes it.
+// out (n, width) = rmsnorm of x's rows times w, rows split over threads (each row's result does
+// not depend on who computes it). out may equal x.
+static void kn_norm_rows(const struct kn_state *s, float *out, const float *x, const float *w, int n, int width) {
+    const struct kn_ops *ops = s->e->ops;
+    float eps = s->e->cfg.norm_eps;
 #pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && n > 1)
-    for (int i = 0; i < n; i++)
-        ops->rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, ly->attn_norm, dim, c->norm_eps);
-    kn_probe_call(probe, KN_SITE_ATTN_NORM, l, s->xb, n, dim, pos0);
+    for (int i = 0; i < n; i++) ops->rmsnorm(out + (size_t)i * width, x + (size_t)i * width, w, width, eps);
+}
 
-    kn_matmul(s, &ly->wq, s->xb, s->q, n);
-    kn_matmul(s, &ly->wk, s->xb, s->k, n);
-    kn_matmul(s, &ly->wv, s->xb, s->v, n);
-
-    // RoPE, then append keys (transposed) and values to the cache.
+// Biases, RoPE (and Gemma's query scale) on the n new rows, then keys (transposed) and values
+// appended to layer l's cache.
+static void kn_qkv_finish(struct kn_state *s, const struct kn_layer *ly, int n, size_t cache_l) {
+    const struct kn_config *c = &s->e->cfg;
+    int hs = c->head_size, kv_dim = kn_kv_dim(c), q_dim = kn_q_dim(c), pos0 = s->n_past;
 #pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && n > 1)
     for (int i = 0; i < n; i++) {
         int pos = pos0 + i;
-        kn_rope(s, s->q + (size_t)i * dim, c->n_heads, pos);
-        kn_rope(s, s->k + (size_t)i * kv_dim, c->n_kv_heads, pos);
+        float *q = s->q + (size_t)i * q_dim, *k = s->k + (size_t)i * kv_dim, *v = s->v + (size_t)i * kv_dim;
+        if (ly->bq) {
+            for (int j = 0; j < q_dim; j++) q[j] = q[j] + ly->bq[j];
+            for (int j = 0; j < kv_dim; j++) k[j] = k[j] + ly->bk[j];
+            for (int j = 0; j < kv_dim; j++) v[j] = v[j] + ly->bv[j];
+        }
+        kn_rope(s, q, c->n_heads, pos);
+        kn_rope(s, k, c->n_kv_heads, pos);
+        if (c->attn_scale > 0)
+            for (int j = 0; j < q_dim; j++) q[j] = q[j] * c->attn_scale;
         for (int h = 0; h < c->n_kv_heads; h++) {
             float *kt = s->kt + cache_l + (size_t)h * hs * s->max_ctx;
             float *vc = s->vc + cache_l + (size_t)h * s->max_ctx * hs;
-            const float *kr = s->k + (size_t)i * kv_dim + (size_t)h * hs;
-            const float *vr = s->v + (size_t)i * kv_dim + (size_t)h * hs;
+            const float *kr = k + (size_t)h * hs, *vr = v + (size_t)h * hs;
             for (int d = 0; d < hs; d++) kt[(size_t)d * s->max_ctx + pos] = kr[d];
             memcpy(vc + (size_t)pos * hs, vr, (size_t)hs * sizeof(float));
         }
     }
+}
 
-    // Attention: one (head, block of up to KN_QBLOCK queries) per task; each task writes its own
-    // output slice, and every query's result is the one-query kernel's (kn_ops.h). Tasks are
-    // dealt round robin: later query blocks see more keys, so contiguous shares would be uneven.
+// Attention of nq queries (rows i0.., head h) whose keys start at the window's first position or
+// are soft-capped: one query at a time, each over its own key range [k0, pos].
+static void kn_attend_window(const struct kn_state *s, int h, int i0, int nq, const float *kt, const float *vc,
+                             int window, float *scratch) {
+    const struct kn_config *c = &s->e->cfg;
+    int hs = c->head_size, q_dim = kn_q_dim(c);
+    for (int i = i0; i < i0 + nq; i++) {
+        int pos = s->n_past + i, k0 = window > 0 && pos - window + 1 > 0 ? pos - window + 1 : 0;
+        float *out = s->mix + (size_t)i * q_dim + (size_t)h * hs;
+        const float *q = s->q + (size_t)i * q_dim + (size_t)h * hs;
+        if (c->attn_softcap > 0)
+            s->e->attend_capped(out, q, kt + k0, (size_t)s->max_ctx, vc + (size_t)k0 * hs, hs, pos - k0 + 1,
+                             c->attn_softcap, scratch);
+        else
+            s->e->ops->attend(out, q, kt + k0, (size_t)s->max_ctx, vc + (size_t)k0 * hs, hs, pos - k0 + 1, scratch);
+    }
+}
+
+// Attention: one (head, block of up to KN_QBLOCK queries) per task; each task writes its own
+// output slice, and every query's result is the one-query kernel's (kn_ops.h). Tasks are
+// dealt round robin: later query blocks see more keys, so contiguous shares would be uneven.
+// Blocks that a sliding window cuts, and soft-capped scores, go one query at a time.
+static void kn_attention(struct kn_state *s, int l, int n, size_t cache_l) {
+    const struct kn_config *c = &s->e->cfg;
+    int hs = c->head_size, q_dim = kn_q_dim(c), group = c->n_heads / c->n_kv_heads, pos0 = s->n_past;
+    int window = kn_layer_swa(c, l) ? c->swa_window : 0;
     int n_qblocks = (n + KN_QBLOCK - 1) / KN_QBLOCK;
     int tasks = n_qblocks * c->n_heads;
 #pragma omp parallel for num_threads(s->n_threads) schedule(static, 1) if (s->n_threads > 1 && tasks > 1)
@@ -669,29 +784,72 @@ static void kn_block(struct kn_state *s, int l, int n, const struct kn_probe *pr
         float *scratch = s->scores + (size_t)omp_get_thread_num() * KN_QBLOCK * s->scores_stride;
         const float *kt = s->kt + cache_l + (size_t)kvh * hs * s->max_ctx;
         const float *vc = s->vc + cache_l + (size_t)kvh * s->max_ctx * hs;
-        ops->attend_rows(s->mix + (size_t)i0 * dim + (size_t)h * hs, (size_t)dim,
-                         s->q + (size_t)i0 * dim + (size_t)h * hs, (size_t)dim, nq, kt,
-                         (size_t)s->max_ctx, vc, hs, pos0 + i0 + 1, scratch, s->scores_stride);
+        int cut = window > 0 && pos0 + i0 + nq - window > 0; // the last query's window starts after 0
+        if (cut || c->attn_softcap > 0) {
+            kn_attend_window(s, h, i0, nq, kt, vc, window, scratch);
+            continue;
+        }
+        s->e->ops->attend_rows(s->mix + (size_t)i0 * q_dim + (size_t)h * hs, (size_t)q_dim,
+                               s->q + (size_t)i0 * q_dim + (size_t)h * hs, (size_t)q_dim, nq, kt,
+                               (size_t)s->max_ctx, vc, hs, pos0 + i0 + 1, scratch, s->scores_stride);
     }
-    kn_probe_call(probe, KN_SITE_ATTN_MIX, l, s->mix, n, dim, pos0);
+}
+
+// The MLP's gating: hb = act(hb) * hb2, rows split over threads.
+static void kn_gate(const struct kn_state *s, int n) {
+    int hid = s->e->cfg.hidden_dim, gelu = s->e->cfg.act == KN_ACT_GELU_TANH;
+    const struct kn_ops *ops = s->e->ops;
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && n > 1)
+    for (int i = 0; i < n; i++) {
+        float *h = s->hb + (size_t)i * hid;
+        if (gelu) kn_gelu_gate(h, h, s->hb2 + (size_t)i * hid, hid);
+        else ops->swiglu(h, h, s->hb2 + (size_t)i * hid, hid);
+    }
+}
+
+// x += proj, after the post-norm (post_norms) probed at post_site.
+static void kn_residual(struct kn_state *s, int l, int n, const float *post, enum kn_site post_site,
+                        const struct kn_probe *probe) {
+    int dim = s->e->cfg.dim;
+    if (post) {
+        kn_norm_rows(s, s->proj, s->proj, post, n, dim);
+        kn_probe_call(probe, post_site, l, s->proj, n, dim, s->n_past);
+    }
+    for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] = s->x[i] + s->proj[i];
+}
+
+static void kn_block(struct kn_state *s, int l, int n, const struct kn_probe *probe) {
+    const struct kn_engine *e = s->e;
+    const struct kn_config *c = &e->cfg;
+    const struct kn_layer *ly = &e->layers[l];
+    int dim = c->dim, hid = c->hidden_dim, pos0 = s->n_past;
+    size_t cache_l = (size_t)l * kn_kv_dim(c) * s->max_ctx;
+
+    if (probe && probe->inject) probe->inject(probe->ctx, l, s->x, n, dim, pos0);
+    kn_probe_call(probe, KN_SITE_BLOCK_IN, l, s->x, n, dim, pos0);
+    kn_norm_rows(s, s->xb, s->x, ly->attn_norm, n, dim);
+    kn_probe_call(probe, KN_SITE_ATTN_NORM, l, s->xb, n, dim, pos0);
+
+    kn_matmul(s, &ly->wq, s->xb, s->q, n);
+    kn_matmul(s, &ly->wk, s->xb, s->k, n);
+    kn_matmul(s, &ly->wv, s->xb, s->v, n);
+    kn_qkv_finish(s, ly, n, cache_l);
+    kn_attention(s, l, n, cache_l);
+    kn_probe_call(probe, KN_SITE_ATTN_MIX, l, s->mix, n, kn_q_dim(c), pos0);
 
     kn_matmul(s, &ly->wo, s->mix, s->proj, n);
     kn_probe_call(probe, KN_SITE_ATTN_OUT, l, s->proj, n, dim, pos0);
-    for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] = s->x[i] + s->proj[i];
+    kn_residual(s, l, n, ly->attn_post, KN_SITE_ATTN_POST, probe);
 
-#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && n > 1)
-    for (int i = 0; i < n; i++)
-        ops->rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, ly->ffn_norm, dim, c->norm_eps);
+    kn_norm_rows(s, s->xb, s->x, ly->ffn_norm, n, dim);
     kn_probe_call(probe, KN_SITE_FFN_NORM, l, s->xb, n, dim, pos0);
     kn_matmul(s, &ly->gate, s->xb, s->hb, n);
     kn_matmul(s, &ly->up, s->xb, s->hb2, n);
-#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && n > 1)
-    for (int i = 0; i < n; i++)
-        ops->swiglu(s->hb + (size_t)i * hid, s->hb + (size_t)i * hid, s->hb2 + (size_t)i * hid, hid);
+    kn_gate(s, n);
     kn_probe_call(probe, KN_SITE_FFN_ACT, l, s->hb, n, hid, pos0);
     kn_matmul(s, &ly->down, s->hb, s->proj, n);
     kn_probe_call(probe, KN_SITE_MLP_OUT, l, s->proj, n, dim, pos0);
-    for (size_t i = 0; i < (size_t)n * dim; i++) s->x[i] = s->x[i] + s->proj[i];
+    kn_residual(s, l, n, ly->ffn_post, KN_SITE_MLP_POST, probe);
     kn_probe_call(probe, KN_SITE_RESID_OUT, l, s->x, n, dim, pos0);
 }
 
@@ -707,7 +865,10 @@ void kn_forward(struct kn_state *s, const int *tokens, int n, float *logits, int
     int dim = c->dim;
     for (int i = 0; i < n; i++) {
         QP_ASSERT(tokens[i] >= 0 && tokens[i] < c->vocab_size);
-        kn_row_f32(&e->tok_embd, tokens[i], s->x + (size_t)i * dim);
+        float *x = s->x + (size_t)i * dim;
+        kn_row_f32(&e->tok_embd, tokens[i], x);
+        if (c->embd_scale > 0)
+            for (int j = 0; j < dim; j++) x[j] = x[j] * c->embd_scale;
     }
     for (int l = 0; l < c->n_layers; l++) kn_block(s, l, n, probe);
 
@@ -716,6 +877,10 @@ void kn_forward(struct kn_state *s, const int *tokens, int n, float *logits, int
         for (int i = first_logit; i < n; i++)
             e->ops->rmsnorm(s->xb + (size_t)i * dim, s->x + (size_t)i * dim, e->out_norm, dim, c->norm_eps);
         kn_matmul(s, &e->output, s->xb + (size_t)first_logit * dim, logits, m);
+        if (c->final_softcap > 0) {
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1 && m > 1)
+            for (int i = 0; i < m; i++) kn_softcap(logits + (size_t)i * c->vocab_size, c->vocab_size, c->final_softcap);
+        }
         kn_probe_call(probe, KN_SITE_LOGITS, c->n_layers, logits, m, c->vocab_size, s->n_past + first_logit);
     }
     s->n_past += n;

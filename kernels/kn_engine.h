@@ -1,6 +1,8 @@
 // kn_engine.h — the transformer forward pass: Llama blocks (RMSNorm, RoPE, grouped-query
-// causal attention, SwiGLU MLP) over whole windows (prefill) or one token at a time (decode),
-// with a KV cache and probe hooks.
+// causal attention, SwiGLU MLP) and the variants of the other families in kn_model.h (biases,
+// rotate-half RoPE and scaled frequencies, GELU gating, post-norms, soft-capping, sliding
+// windows) over whole windows (prefill) or one token at a time (decode), with a KV cache and
+// probe hooks.
 //
 // An engine holds the prepared weights (packed into the GEMM panel layout, fp32) and is shared
 // read-only; a state holds one sequence's activations and KV cache and belongs to one caller.
@@ -12,21 +14,31 @@
 #include "kn_model.h"
 #include "kn_ops.h"
 
-// Probe sites, in the order the forward pass reaches them within a layer.
+// Probe sites, in the order the forward pass reaches them within a layer. Every family has the
+// same sites with the same meaning; the post-norm sites exist only in families with post-norms
+// (kn_site_used), so per-layer reports compare across families.
 enum kn_site {
     KN_SITE_BLOCK_IN,  // residual stream entering the block           (n, dim)
     KN_SITE_ATTN_NORM, // normed input of wq/wk/wv                      (n, dim)
-    KN_SITE_ATTN_MIX,  // attention-weighted values, input of wo        (n, dim)
+    KN_SITE_ATTN_MIX,  // attention-weighted values, input of wo        (n, q_dim)
     KN_SITE_ATTN_OUT,  // wo output, before the residual add            (n, dim)
+    KN_SITE_ATTN_POST, // attn_out through the post-attention norm      (n, dim)   post_norms only
     KN_SITE_FFN_NORM,  // normed input of w_gate/w_up                   (n, dim)
-    KN_SITE_FFN_ACT,   // SwiGLU activations, input of w_down           (n, hidden)
+    KN_SITE_FFN_ACT,   // gated activations, input of w_down            (n, hidden)
     KN_SITE_MLP_OUT,   // w_down output, before the residual add        (n, dim)
+    KN_SITE_MLP_POST,  // mlp_out through the post-FFN norm             (n, dim)   post_norms only
     KN_SITE_RESID_OUT, // residual stream leaving the block             (n, dim)
     KN_SITE_LOGITS,    // final logits (layer = n_layers)               (n, vocab)
     KN_SITE_COUNT
 };
 
+// Names: "block_in", "attn_norm", "attn_mix", "attn_out", "attn_post_norm", "ffn_norm", "ffn_act",
+// "mlp_out", "ffn_post_norm", "resid_out", "logits".
 const char *kn_site_name(enum kn_site s);
+// Does a model of this config reach site s? (All but the post-norm sites: always.)
+int kn_site_used(const struct kn_config *c, enum kn_site s);
+// Row width at site s: q_dim at ATTN_MIX, hidden_dim at FFN_ACT, vocab_size at LOGITS, else dim.
+int kn_site_width(const struct kn_config *c, enum kn_site s);
 
 // A probe is called at every site with the rows of this call (positions pos0..pos0+n-1). It may
 // read x but not keep the pointer. No probe, no cost.

@@ -36,9 +36,39 @@ int kn_train_index(const struct kn_train_layout *L, int kind, int layer) {
     }
 }
 
+int kn_train_block_check(const struct kn_config *c, int rope_factors, char *err) {
+    // Each block variant field of kn_config (kn_config_set_family and the loaders set them) with
+    // what it adds; the training forward implements none of them.
+    const struct {
+        int set;
+        const char *what;
+    } f[] = {
+        {c->rope_neox, "rotate-half RoPE"},
+        {c->has_qkv_bias, "q/k/v biases"},
+        {c->fused_qkv || c->fused_gate_up, "fused qkv and gate/up tensors"},
+        {c->post_norms, "post-norms"},
+        {c->act != KN_ACT_SILU, "GELU gating"},
+        {c->embd_scale > 0, "a scaled embedding"},
+        {c->attn_scale > 0, "a query scale"},
+        {c->attn_softcap > 0 || c->final_softcap > 0, "soft-capping"},
+        {c->swa_window > 0, "a sliding window"},
+        {(c->rope_freq_scale > 0 && c->rope_freq_scale != 1.0f) ||
+             (c->rope_attn_factor > 0 && c->rope_attn_factor != 1.0f) || rope_factors,
+         "RoPE scaling"},
+        {c->head_size * c->n_heads != c->dim, "a head size apart from dim / heads"},
+    };
+    for (size_t i = 0; i < QP_ARRAY_LEN(f); i++)
+        if (f[i].set)
+            return qp_fail(err, QP_ENOTSUP,
+                           "qat: training implements the Llama 2 block only; this %s model has %s",
+                           kn_arch_name(c->arch), f[i].what);
+    return 0;
+}
+
 int kn_train_layout_init(struct kn_train_layout *L, const struct kn_config *cfg, int tied, char *err) {
     memset(L, 0, sizeof *L);
     int rc = kn_config_check(cfg, err);
+    if (!rc) rc = kn_train_block_check(cfg, 0, err);
     if (rc) return rc;
     L->cfg = *cfg;
     L->tied = tied ? 1 : 0;

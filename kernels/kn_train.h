@@ -76,7 +76,13 @@ struct kn_train_layout {
     size_t n_floats;        // size of the flat array
 };
 
-// Fills L for cfg (checked with kn_config_check). 0, QP_ERANGE or QP_ENOMEM with err.
+// 0 when the block of cfg is the one this module trains (Llama 2's: no field of the block
+// variants set, q width = dim; rope_factors: the model has RoPE frequency factor tensors), else
+// QP_ENOTSUP with "qat: ... this FAMILY model has FEATURE" in err.
+int kn_train_block_check(const struct kn_config *cfg, int rope_factors, char *err);
+
+// Fills L for cfg (checked with kn_config_check and kn_train_block_check). 0, QP_ERANGE,
+// QP_ENOTSUP or QP_ENOMEM with err.
 int kn_train_layout_init(struct kn_train_layout *L, const struct kn_config *cfg, int tied, char *err);
 void kn_train_layout_deinit(struct kn_train_layout *L);
 // Index into L->t of a tensor (layer ignored for non-block kinds); -1 for KN_TP_OUTPUT when tied.

@@ -35,6 +35,8 @@ int qz_mix_type(enum qz_mix mix, const char *name, int n_layers, int has_output)
         return qz_use_more_bits(layer, n_layers) ? KN_Q6_K : base;
     }
     if (strstr(name, "attn_output.weight") && mix == QZ_MIX_Q3_K_M) return KN_Q4_K;
+    if (strstr(name, "attn_qkv.weight")) // Phi-3's fused q/k/v
+        return mix == QZ_MIX_Q3_K_M ? KN_Q4_K : mix == QZ_MIX_Q4_K_M ? KN_Q5_K : KN_Q6_K;
     return base;
 }
 

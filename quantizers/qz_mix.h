@@ -11,7 +11,10 @@
 //              q4_k_m / q5_k_m: q6_k where use_more_bits, else the mix's base type
 //   ffn_down:  q3_k_m: q5_k for i < n/16, else q4_k; q4_k_m / q5_k_m: q6_k where use_more_bits
 //   attn_output: q3_k_m: q4_k
+//   attn_qkv (Phi-3's fused q/k/v): q3_k_m: q4_k, q4_k_m: q5_k, q5_k_m: q6_k
 //   everything else: the base type (q3_k, q4_k, q5_k)
+// (llama.cpp's other per-architecture rules concern Falcon, experts and the 70B attn_v, none of
+// which qprobe loads.)
 // Fallback (qz_fallback_type): a type whose block does not divide the row goes, as llama.cpp's
 // chain goes, q2_k/q3_k → iq4_nl, q4_k → q5_0, q5_k → q5_1, q6_k → q8_0; when that does not
 // fit either, or for the legacy 32-blocks (which llama.cpp refuses), f16 — the choice the

@@ -310,3 +310,9 @@ peer=""
     fi
 } > "$out"
 cat "$out"
+
+# The model families (Llama 3, Qwen2.5, Phi-3, Gemma 2 shapes): a section of their own, written to
+# docs/BENCH-FAMILIES.md. BENCH_FAMILIES=0 skips it.
+if [ "${BENCH_FAMILIES:-1}" != 0 ]; then
+    QPROBE="$Q" FIXTURES="$F" scripts/bench-families.sh
+fi

@@ -125,6 +125,36 @@ QP_TEST(version_1_study_should_migrate_to_the_current_version_keeping_its_rows_w
     hx_store_close(st);
 }
 
+// Version 4 records the model family with the run: a version-3 run keeps NULL, a new run stores
+// the name; the family is not part of the run's identity (the model's hash already fixes it).
+QP_TEST(version_3_study_should_migrate_to_version_4_and_new_runs_should_record_their_family) {
+    char err[QP_ERRLEN];
+    struct hx_store *st;
+    sqlite3 *db;
+    QP_CHECK(sqlite3_open(db_path("v3.sqlite"), &db) == SQLITE_OK);
+    for (int i = 0; i < 3; i++) QP_CHECK(sqlite3_exec(db, hx_store_migrations[i], NULL, NULL, NULL) == SQLITE_OK);
+    QP_CHECK(sqlite3_exec(db, "PRAGMA user_version = 3; PRAGMA application_id = 1903194722;"
+                              "INSERT INTO run (id, identity, created, model_path, model_sha256) VALUES (1, 'x', 't', 'm', 'h');",
+                          NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_close(db);
+    QP_CHECK_INT_EQ(hx_store_open(db_path("v3.sqlite"), 0, &st, err), 0);
+    db = hx_store_db(st);
+    QP_CHECK_INT_EQ(count_rows(db, "PRAGMA user_version"), 4);
+    QP_CHECK_INT_EQ(count_rows(db, "SELECT count(*) FROM run WHERE id = 1 AND arch IS NULL"), 1);
+    struct hx_run_info ri = {.model_path = "q.gguf", .model_sha256 = "abcd", .arch = "qwen2", .protocol = "llama.cpp"};
+    char id_qwen[65], id_none[65];
+    hx_run_identity(&ri, id_qwen);
+    int64_t run_id;
+    int created;
+    QP_CHECK_INT_EQ(hx_store_run_get(st, &ri, &run_id, &created, err), 0);
+    QP_CHECK(created && run_id != 1);
+    QP_CHECK_INT_EQ(count_rows(db, "SELECT count(*) FROM run WHERE arch = 'qwen2'"), 1);
+    ri.arch = NULL;
+    hx_run_identity(&ri, id_none);
+    QP_CHECK_STR_EQ(id_qwen, id_none);
+    hx_store_close(st);
+}
+
 QP_TEST(store_should_refuse_newer_schema_and_foreign_databases) {
     char err[QP_ERRLEN];
     struct hx_store *st;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "hx_gguf.h"
 #include "hx_gguf_model.h"
@@ -571,8 +572,14 @@ QP_TEST(synth_command_should_list_its_shapes) {
     QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
     int n;
     const struct hx_synth_shape *s = hx_synth_shapes(&n);
-    QP_CHECK_INT_EQ(n, 3);
+    QP_CHECK_INT_EQ(n, 13); // 3 Llama 2 shapes, 6 of the newer families, 4 small test models (--arch)
     for (int i = 0; i < n; i++) QP_CHECK_MSG(strstr(out, s[i].name), "'%s' not listed", s[i].name);
+    const struct hx_synth_shape *g2 = hx_synth_shape_find("gemma-2-2b"), *q5 = hx_synth_shape_find("qwen2.5-0.5b");
+    QP_CHECK(g2 && g2->arch == KN_ARCH_GEMMA2 && g2->dim == 2304 && g2->head_size == 256 && g2->n_layers == 26 &&
+             g2->vocab_size == 256000 && g2->tied);
+    QP_CHECK(q5 && q5->arch == KN_ARCH_QWEN2 && q5->dim == 896 && q5->n_heads == 14 && q5->n_kv_heads == 2 &&
+             q5->vocab_size == 151936);
+    QP_CHECK(hx_synth_arch_shape("phi3") == hx_synth_shape_find("phi3-tiny") && !hx_synth_arch_shape("mpt"));
     const struct hx_synth_shape *tl = hx_synth_shape_find("tinyllama-1.1b");
     QP_CHECK(tl && tl->dim == 2048 && tl->hidden_dim == 5632 && tl->n_layers == 22 &&
              tl->n_heads == 32 && tl->n_kv_heads == 4 && tl->seq_len == 2048);
@@ -641,4 +648,74 @@ QP_TEST(synth_command_should_stop_on_sigterm_and_leave_no_file) {
     QP_CHECK_INT_EQ(count_entries(qpt_tmpdir(), ".tmp."), 0);
     free(res);
     free(out);
+}
+
+// The real shapes of the byte-level BPE families carry their real vocabulary: a synthesized
+// Qwen2.5-0.5B (Qwen3's tokenizer.json, 151643 + added tokens, padded to the 151936 embedding rows)
+// tokenizes text -- special tokens, UTF-8, digits and runs of spaces included -- exactly as the
+// tokenizer.json itself does, and the padded rows are "[PAD<id>]" tokens as llama.cpp's converter
+// writes them. One layer keeps the model at 0.3 GB. (Llama-3.2-1B and the Llama-3-8B block take
+// Llama 3's tokenizer.json through the same conversion: checked here by the shape table; their
+// files, 0.65 GB and more with one layer, are too large for a unit test. docs/SYNTH.md has the
+// manual comparison with llama-tokenize.)
+QP_TEST(real_bpe_shapes_should_tokenize_with_their_familys_tokenizer_json) {
+    static const struct {
+        const char *shape, *tok;
+        int rows;
+    } s[] = {{"qwen2.5-0.5b", "models/tokenizers/qwen3/tokenizer.json", 151936}};
+    static const char *const llama3[] = {"llama-3.2-1b", "llama-3-8b-block"};
+    for (size_t i = 0; i < sizeof llama3 / sizeof llama3[0]; i++) {
+        const struct hx_synth_shape *sh = hx_synth_shape_find(llama3[i]);
+        QP_CHECK(sh && strcmp(sh->vocab, "models/tokenizers/llama3/tokenizer.json") == 0 && sh->vocab_size == 128256);
+    }
+    QP_CHECK(strcmp(hx_synth_shape_find("qwen2.5-1.5b")->vocab, s[0].tok) == 0);
+    // A tokenizer.json larger than the shape's rows: one line naming both counts, exit 2, no file.
+    char *small = tmp_path("small.gguf"), bad[9000], *msg = NULL;
+    snprintf(bad, sizeof bad, "'%s' synth --shape test-tiny --vocab '%s' -o '%s' 2>&1 >/dev/null", qpt_qprobe(),
+             qpt_fixture(s[0].tok), small);
+    QP_CHECK_INT_EQ(qpt_run(bad, &msg), 2);
+    QP_CHECK_MSG(msg && strstr(msg, "the tokenizer has 151669 tokens, the model 32000") && access(small, F_OK) != 0,
+                 "%s", msg ? msg : "");
+    free(msg);
+    free(small);
+    char text[4200];
+    snprintf(text, sizeof text, "%s", qpt_text_prefix(3000));
+    FILE *f = fopen(text, "ab");
+    QP_CHECK(f != NULL);
+    fputs("\nSpecial <|endoftext|> \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e \xc3\xbc" "ber caf\xc3\xa9 12345 \t   spaces\n", f);
+    fclose(f);
+    for (size_t i = 0; i < sizeof s / sizeof s[0]; i++) {
+        const char *tok = qpt_fixture(s[i].tok);
+        char *model = tmp_path("real.gguf"), cmd[16384], *by_model = NULL, *by_json = NULL;
+        snprintf(cmd, sizeof cmd, "QPROBE_FIXTURES='%s' '%s' synth --shape %s --layers 1 --type f16 -t 2 -o '%s' >/dev/null 2>&1",
+                 getenv("QP_FIXTURES") ? getenv("QP_FIXTURES") : "../shared/fixtures", qpt_qprobe(), s[i].shape, model);
+        QP_CHECK_MSG(qpt_run(cmd, NULL) == 0, "%s", cmd);
+        for (int special = 0; special < 2; special++) {
+            const char *ps = special ? "--parse-special" : "";
+            snprintf(cmd, sizeof cmd, "'%s' tokenize -m '%s' --text '%s' --ids %s", qpt_qprobe(), model, text, ps);
+            QP_CHECK_INT_EQ(qpt_run(cmd, &by_model), 0);
+            snprintf(cmd, sizeof cmd, "'%s' tokenize -z '%s' --text '%s' --ids %s", qpt_qprobe(), tok, text, ps);
+            QP_CHECK_INT_EQ(qpt_run(cmd, &by_json), 0);
+            QP_CHECK_MSG(strlen(by_model) > 500 && strcmp(by_model, by_json) == 0, "%s: the model's vocabulary "
+                         "tokenizes otherwise than %s:\n%.300s\n%.300s", s[i].shape, tok, by_model, by_json);
+            free(by_model);
+            free(by_json);
+        }
+        // The vocabulary as stored: the model's rows, the padded ones "[PAD<id>]".
+        char err[QP_ERRLEN];
+        struct hx_gguf *g;
+        QP_CHECK_MSG(hx_gguf_open(model, &g, err) == 0, "%s", err);
+        const struct hx_gguf_kv *toks = hx_gguf_find(g, "tokenizer.ggml.tokens");
+        const char *pre;
+        size_t len;
+        QP_CHECK(toks && toks->val.v.arr.n == (uint64_t)s[i].rows);
+        QP_CHECK(hx_gguf_get_str(g, "tokenizer.ggml.model", &pre, &len) == 0 && len == 4 && !memcmp(pre, "gpt2", 4));
+        const struct hx_gguf_value *last = &toks->val.v.arr.items[s[i].rows - 1];
+        char want[32];
+        snprintf(want, sizeof want, "[PAD%d]", s[i].rows - 1);
+        QP_CHECK_MSG(last->v.str.len == strlen(want) && !memcmp(last->v.str.ptr, want, strlen(want)), "%.*s",
+                     (int)last->v.str.len, last->v.str.ptr);
+        hx_gguf_close(g);
+        free(model);
+    }
 }

@@ -1,6 +1,7 @@
 // cmd_generate.c — `qprobe generate`: greedy decoding as llama2.c's run.c does it (-t 0): the
 // prompt is encoded with BOS and a space prefix, every position (BOS and prompt included)
-// counts toward -n, generation stops early at BOS, and pieces are printed as run.c's
+// counts toward -n, generation stops early at BOS (and at EOS, which run.c does not check: a
+// vocabulary's end of text ends generation, as in llama.cpp), and pieces are printed as run.c's
 // safe_printf prints them, followed by one newline.
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -32,8 +33,9 @@ static void gen_usage(void) {
            "  -t, --threads N       threads inside the forward pass (default 1)\n"
            "      --act A           f32 (default) or q8: packed weight types run on their blocks with\n"
            "                        activations quantized per block, as llama.cpp's CPU backend\n"
-           "      --json            print {text, tokens, tokens_per_s, decode_tokens_per_s, prompt_tokens,\n"
-           "                        prompt_seconds, isa, kernels} as one JSON object\n\n"
+           "      --json            print {text, tokens, ids, tokens_per_s, decode_tokens_per_s,\n"
+           "                        prompt_tokens, prompt_seconds, isa, kernels} as one JSON object\n\n"
+           "Generation stops early at BOS or, where the vocabulary defines one, EOS.\n\n"
            "examples:\n"
            "  qprobe generate -m stories260K.bin -z tok512.bin -p 'Once upon a time' -n 64\n"
            "  qprobe generate -m model.gguf -p 'The capital of France is' -n 32 -t 2 --json\n"
@@ -99,12 +101,13 @@ static int gen_parse(int argc, char **argv, struct gen_opts *o) {
 
 struct gen_result {
     char *text;
+    int *ids; // the generated ids (steps), for --json
     int n_gen, n_prompt;
     double seconds, prompt_seconds;
 };
 
 // Runs the prompt ptoks[0..n_prompt) as one batch, then greedy steps one token at a time, up to
-// steps positions; pieces go into r->text as run.c prints them.
+// steps positions, until BOS or EOS; pieces go into r->text as run.c prints them.
 static void gen_run(const struct hx_model *m, struct kn_state *s, const int *ptoks, int n_prompt, int steps,
                     float *logits, struct gen_result *r) {
     const struct kn_config *cfg = &m->w.cfg;
@@ -126,9 +129,9 @@ static void gen_run(const struct hx_model *m, struct kn_state *s, const int *pto
             next = 0;
             for (int i = 1; i < cfg->vocab_size; i++)
                 if (logits[i] > logits[next]) next = i;
-            r->n_gen++;
+            r->ids[r->n_gen++] = next;
         }
-        if (next == hx_tok_bos(m->tok)) break;
+        if (next == hx_tok_bos(m->tok) || next == hx_tok_eos(m->tok)) break; // (-1: no such token)
         char piece[512];
         size_t len = hx_tok_piece(m->tok, token, next, piece, sizeof piece);
         gen_emit(piece, len, &r->text, &acc_len, &acc_cap);
@@ -145,6 +148,7 @@ static void gen_print(const struct gen_opts *o, const struct gen_result *r, cons
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "text", r->text);
         cJSON_AddNumberToObject(j, "tokens", r->n_gen);
+        cJSON_AddItemToObject(j, "ids", cJSON_CreateIntArray(r->ids, r->n_gen));
         cJSON_AddNumberToObject(j, "tokens_per_s", tps);
         cJSON_AddNumberToObject(j, "decode_tokens_per_s", tps);
         cJSON_AddNumberToObject(j, "prompt_tokens", r->n_prompt);
@@ -191,6 +195,14 @@ int hx_cmd_generate(int argc, char **argv) {
         goto done;
     }
     if (o.prompt_tokens && (size_t)o.prompt_tokens < n_prompt) n_prompt = (size_t)o.prompt_tokens;
+    if (n_prompt == 0) { // an empty prompt and a vocabulary that adds no BOS (Qwen2)
+        status = hx_usage_error("generate", "empty prompt, and the vocabulary adds no BOS to start from");
+        goto done;
+    }
+    if (!(res.ids = malloc((size_t)steps * sizeof *res.ids))) {
+        status = hx_fail("generate", QP_ENOMEM, "out of memory");
+        goto done;
+    }
     if ((rc = kn_engine_create_opts(&m->w, &eo, &e, err)) || (rc = kn_state_create(e, steps, steps, o.threads, &s, err))) {
         status = hx_fail("generate", rc, "%s", err);
         goto done;
@@ -202,6 +214,7 @@ int hx_cmd_generate(int argc, char **argv) {
     gen_run(m, s, ptoks, (int)n_prompt, steps, logits, &res);
     gen_print(&o, &res, e);
 done:
+    free(res.ids);
     free(res.text);
     free(ptext);
     qp_free(logits);

@@ -16,7 +16,6 @@
 #include "qp.h"
 #include "hx_synth.h"
 
-#define SYN_VOCAB_REL "models/gguf/ggml-vocab-llama-spm.gguf"
 #define SYN_FIXTURES_DEFAULT "../shared/fixtures"
 
 // Set by SIGINT/SIGTERM: the write stops between chunks and removes its temporary file.
@@ -32,18 +31,19 @@ static void syn_on_signal(int sig) {
 
 // Weights of a shape with n_layers layers (norms included).
 static int64_t syn_params(const struct hx_synth_shape *s, int n_layers) {
-    int64_t d = s->dim, f = s->hidden_dim, kv = (int64_t)s->n_kv_heads * (s->dim / s->n_heads);
-    int64_t layer = 2 * d * d + 2 * d * kv + 3 * d * f + 2 * d;
-    return 2 * (int64_t)s->vocab_size * d + n_layers * layer + d;
+    int64_t hs = s->head_size ? s->head_size : s->dim / s->n_heads;
+    int64_t d = s->dim, f = s->hidden_dim, kv = (int64_t)s->n_kv_heads * hs, q = (int64_t)s->n_heads * hs;
+    int64_t layer = 2 * d * q + 2 * d * kv + 3 * d * f + 2 * d;
+    return (s->tied ? 1 : 2) * (int64_t)s->vocab_size * d + n_layers * layer + d;
 }
 
 static void syn_print_shapes(FILE *f) {
     int n;
     const struct hx_synth_shape *s = hx_synth_shapes(&n);
-    fprintf(f, "  %-16s %5s %6s %6s %5s %4s %5s %6s %9s  %s\n", "shape", "dim", "ffn", "layers",
+    fprintf(f, "  %-16s %-6s %5s %6s %6s %5s %4s %6s %6s %9s  %s\n", "shape", "arch", "dim", "ffn", "layers",
             "heads", "kv", "ctx", "vocab", "f32 GB", "");
     for (int i = 0; i < n; i++) {
-        fprintf(f, "  %-16s %5d %6d %6d %5d %4d %5d %6d %9.2f  %s\n", s[i].name, s[i].dim,
+        fprintf(f, "  %-16s %-6s %5d %6d %6d %5d %4d %6d %6d %9.2f  %s\n", s[i].name, kn_arch_name(s[i].arch), s[i].dim,
                 s[i].hidden_dim, s[i].n_layers, s[i].n_heads, s[i].n_kv_heads, s[i].seq_len,
                 s[i].vocab_size, (double)syn_params(&s[i], s[i].n_layers) * 4 / 1e9, s[i].what);
     }
@@ -52,10 +52,13 @@ static void syn_print_shapes(FILE *f) {
 static void syn_usage(void) {
     printf("usage: qprobe synth --shape NAME [--seed S] -o OUT.gguf [--type f32|f16] [--layers N]\n"
            "                    [--vocab FILE] [-t N] [--json]\n"
+           "       qprobe synth --arch llama|qwen2|phi3|gemma2 -o OUT.gguf [--seed S] ...\n"
            "       qprobe synth --list-shapes\n\n"
-           "Writes a Llama model of a real shape with deterministic synthetic weights as GGUF\n"
-           "(llama.cpp key and tensor names, the real 32000-token Llama vocabulary), for speed\n"
-           "measurements at realistic sizes. Matrices are Student-t (nu = %d) scaled by\n"
+           "Writes a model of a real shape with deterministic synthetic weights as GGUF\n"
+           "(llama.cpp key and tensor names, the family's vocabulary where one is available), for\n"
+           "speed measurements at realistic sizes; --arch A writes the small test model of a family\n"
+           "(512 tokens, peaked next-token distributions) that tests compare with llama.cpp.\n"
+           "Matrices are Student-t (nu = %d) scaled by\n"
            "1/sqrt(fan_in); %d input channels of every q/k/v/gate/up matrix are scaled x%g and\n"
            "recorded in 'qprobe.synth.outlier_channels'. Same seed, same bytes, for any -t.\n"
            "The file is streamed tensor by tensor and renamed into place when complete; a\n"
@@ -65,8 +68,9 @@ static void syn_usage(void) {
            "  -o, --output FILE     the GGUF to write\n"
            "      --type T          f32 (default) or f16 for the matrices; norms stay f32\n"
            "      --layers N        override the shape's layer count (1..1024)\n"
-           "      --vocab FILE      GGUF whose tokenizer.* keys are copied (default:\n"
-           "                        $QP_FIXTURES or %s, then %s)\n"
+           "  -a, --arch A          the small test model of family A (the shape A-tiny)\n"
+           "      --vocab FILE      GGUF whose tokenizer.* keys are copied, or a tokenizer.json converted\n"
+           "                        to them (default: the shape's, under $QPROBE_FIXTURES or %s)\n"
            "  -t, --threads N       generation threads (default: all CPUs)\n"
            "      --list-shapes     print the shapes and exit\n"
            "      --json            print the result as one JSON object\n\n"
@@ -74,7 +78,7 @@ static void syn_usage(void) {
            "3 out of memory or the disk full, 130 interrupted.\n\n"
            "shapes:\n",
            HX_SYNTH_DOF, HX_SYNTH_N_OUTLIERS, (double)HX_SYNTH_OUTLIER_SCALE,
-           SYN_FIXTURES_DEFAULT, SYN_VOCAB_REL);
+           SYN_FIXTURES_DEFAULT);
     syn_print_shapes(stdout);
     printf("\nexamples:\n"
            "  qprobe synth --list-shapes\n"
@@ -124,11 +128,34 @@ static void syn_progress_cb(void *ctx, int done, int total, uint64_t bytes) {
 }
 
 struct syn_args {
-    const char *shape_name, *out, *vocab;
+    const char *shape_name, *arch, *out, *vocab;
     struct hx_synth_opts o;
     int json, default_vocab;
     char vocab_buf[4096];
 };
+
+// The shape (--shape or --arch) and the vocabulary (--vocab, else the shape's under the
+// fixtures; NULL where the shape has none): 0 or a usage error's exit status.
+static int syn_resolve(struct syn_args *a) {
+    if (a->arch && a->shape_name) return hx_usage_error("synth", "give --shape or --arch, not both");
+    if (a->arch && !(a->o.shape = hx_synth_arch_shape(a->arch)))
+        return hx_usage_error("synth", "unknown architecture '%s' (llama, qwen2, phi3, gemma2)", a->arch);
+    if (!a->arch && !a->shape_name)
+        return hx_usage_error("synth", "no shape given (--shape NAME or --arch A); see 'qprobe synth --list-shapes'");
+    if (!a->arch && !(a->o.shape = hx_synth_shape_find(a->shape_name)))
+        return hx_usage_error("synth", "unknown shape '%s'; see 'qprobe synth --list-shapes'", a->shape_name);
+    if (!a->out) return hx_usage_error("synth", "no output given (-o OUT.gguf)");
+    a->default_vocab = a->vocab == NULL;
+    if (a->default_vocab && a->o.shape->vocab && *a->o.shape->vocab) {
+        const char *root = getenv("QPROBE_FIXTURES"); // as the task suites find theirs
+        if (!root || !*root) root = getenv("QP_FIXTURES"); // (the tests' name)
+        if (!root || !*root) root = SYN_FIXTURES_DEFAULT;
+        snprintf(a->vocab_buf, sizeof a->vocab_buf, "%s/%s", root, a->o.shape->vocab);
+        a->vocab = a->vocab_buf;
+    }
+    a->o.vocab = a->vocab; // NULL: no tokenizer keys
+    return 0;
+}
 
 // Options into a; HX_CLI_HELP when --help or --list-shapes printed, else 0 or a usage error's
 // exit status.
@@ -139,13 +166,14 @@ static int syn_parse_opts(int argc, char **argv, struct syn_args *a) {
         {"layers", required_argument, 0, 'L'}, {"vocab", required_argument, 0, 'V'},
         {"threads", required_argument, 0, 't'}, {"list-shapes", no_argument, 0, 'l'},
         {"json", no_argument, 0, 'j'},         {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"arch", required_argument, 0, 'a'},   {0, 0, 0, 0}};
     int c, rc = 0;
     optind = 1;
     opterr = 0;
-    while (!rc && (c = getopt_long(argc, argv, "s:o:t:h", opts, NULL)) != -1) {
+    while (!rc && (c = getopt_long(argc, argv, "s:o:t:a:h", opts, NULL)) != -1) {
         switch (c) {
         case 's': a->shape_name = optarg; break;
+        case 'a': a->arch = optarg; break;
         case 'S':
             if (syn_parse_seed(optarg, &a->o.seed))
                 return hx_usage_error("synth", "--seed '%s': expected an unsigned 64-bit integer "
@@ -168,21 +196,9 @@ static int syn_parse_opts(int argc, char **argv, struct syn_args *a) {
     }
     if (rc) return rc;
     if (optind < argc) return hx_usage_error("synth", "unexpected argument '%s'", argv[optind]);
-    if (!a->shape_name)
-        return hx_usage_error("synth", "no shape given (--shape NAME); see 'qprobe synth --list-shapes'");
-    if (!(a->o.shape = hx_synth_shape_find(a->shape_name)))
-        return hx_usage_error("synth", "unknown shape '%s'; see 'qprobe synth --list-shapes'", a->shape_name);
-    if (!a->out) return hx_usage_error("synth", "no output given (-o OUT.gguf)");
-    a->default_vocab = a->vocab == NULL;
-    if (a->default_vocab) {
-        const char *root = getenv("QP_FIXTURES");
-        if (!root || !*root) root = SYN_FIXTURES_DEFAULT;
-        snprintf(a->vocab_buf, sizeof a->vocab_buf, "%s/%s", root, SYN_VOCAB_REL);
-        a->vocab = a->vocab_buf;
-    }
-    a->o.vocab = a->vocab;
-    return 0;
+    return syn_resolve(a);
 }
+
 
 // Writes the model, interruptible by SIGINT/SIGTERM; the exit status.
 static int syn_run(struct syn_args *a, struct hx_synth_info *info) {
@@ -202,8 +218,8 @@ static int syn_run(struct syn_args *a, struct hx_synth_info *info) {
         fprintf(stderr, "qprobe synth: interrupted; '%s' not written\n", a->out);
         return HX_EXIT_INTERRUPTED;
     }
-    if (rc && a->default_vocab && access(a->vocab, R_OK) != 0)
-        return hx_fail("synth", rc, "%s (pass --vocab FILE or set QP_FIXTURES)", err);
+    if (rc && a->default_vocab && a->vocab && access(a->vocab, R_OK) != 0)
+        return hx_fail("synth", rc, "%s (pass --vocab FILE or set QPROBE_FIXTURES)", err);
     return rc ? hx_fail("synth", rc, "%s", err) : HX_EXIT_OK;
 }
 

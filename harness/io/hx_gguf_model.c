@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,6 +70,18 @@ static int get_real(const struct hx_gguf *g, const char *key, double def, float 
     return 0;
 }
 
+// The family of a GGUF file by general.architecture, KN_ARCH_COUNT when unknown or absent.
+static enum kn_arch kn_arch_of(const struct hx_gguf *g) {
+    const char *arch;
+    size_t len;
+    if (hx_gguf_get_str(g, "general.architecture", &arch, &len)) return KN_ARCH_COUNT;
+    for (int a = 0; a < KN_ARCH_COUNT; a++) {
+        const char *n = kn_arch_name((enum kn_arch)a);
+        if (len == strlen(n) && memcmp(arch, n, len) == 0) return (enum kn_arch)a;
+    }
+    return KN_ARCH_COUNT;
+}
+
 // Fills t from the tensor called name, which must have at most 2 dimensions.
 static int get_tensor(const struct hx_gguf *g, const char *name, struct kn_tensor *t, char *err) {
     const struct hx_gguf_tensor *gt = hx_gguf_find_tensor(g, name);
@@ -86,83 +99,271 @@ static int get_tensor(const struct hx_gguf *g, const char *name, struct kn_tenso
     return 0;
 }
 
-// general.architecture must be "llama".
-static int gguf_arch(const struct hx_gguf *g, const char *path, char *err) {
-    const char *arch;
-    size_t arch_len;
-    int rc = hx_gguf_get_str(g, "general.architecture", &arch, &arch_len);
-    if (rc == QP_ENOENT)
-        return qp_fail(err, QP_ENOENT, "cannot read '%s': missing key 'general.architecture'", path);
-    if (rc) return qp_fail(err, QP_EFORMAT, "cannot read '%s': general.architecture is not a string", path);
-    if (arch_len != 5 || memcmp(arch, "llama", 5) != 0)
-        return qp_fail(err, QP_ENOTSUP, "cannot read '%s': architecture '%.*s' is not supported (only 'llama')", path,
-                       (int)QP_MIN(arch_len, (size_t)64), arch);
-    return 0;
+// ---------------------------------------------------------------------------------------------
+// The families' keys
+
+// "ARCH.suffix" into buf.
+static const char *akey(char *buf, size_t cap, enum kn_arch a, const char *suffix) {
+    snprintf(buf, cap, "%s.%s", kn_arch_name(a), suffix);
+    return buf;
 }
 
-// The hyperparameters (llama.* keys) into c; the vocabulary comes from the embedding later.
-static int gguf_config(const struct hx_gguf *g, const char *path, struct kn_config *c, char *err) {
-    int rc, rope_dims;
-    if ((rc = get_dim(g, "llama.embedding_length", -1, &c->dim, err)) ||
-        (rc = get_dim(g, "llama.feed_forward_length", -1, &c->hidden_dim, err)) ||
-        (rc = get_dim(g, "llama.block_count", -1, &c->n_layers, err)) ||
-        (rc = get_dim(g, "llama.attention.head_count", -1, &c->n_heads, err)) ||
-        (rc = get_dim(g, "llama.attention.head_count_kv", c->n_heads, &c->n_kv_heads, err)) ||
-        (rc = get_dim(g, "llama.context_length", -1, &c->seq_len, err)) ||
-        (rc = get_real(g, "llama.attention.layer_norm_rms_epsilon", HX_NORM_EPS_DEFAULT, &c->norm_eps, err)) ||
-        (rc = get_real(g, "llama.rope.freq_base", HX_ROPE_THETA_DEFAULT, &c->rope_theta, err)))
-        return rc;
-    c->head_size = c->dim / c->n_heads;
-    if ((rc = get_dim(g, "llama.rope.dimension_count", c->head_size, &rope_dims, err))) return rc;
-    if (rope_dims != c->head_size)
-        return qp_fail(err, QP_ENOTSUP, "cannot read '%s': partial RoPE (%d of %d head dimensions) is not supported",
-                       path, rope_dims, c->head_size);
-    return 0;
-}
-
-// Every block's tensors, blk.L.NAME.weight.
-static int gguf_layers(const struct hx_gguf *g, struct kn_weights *w, char *err) {
-    static const struct {
-        const char *name;
-        size_t off;
-    } names[] = {
-        {"attn_norm", offsetof(struct kn_layer_weights, attn_norm)},
-        {"attn_q", offsetof(struct kn_layer_weights, wq)},
-        {"attn_k", offsetof(struct kn_layer_weights, wk)},
-        {"attn_v", offsetof(struct kn_layer_weights, wv)},
-        {"attn_output", offsetof(struct kn_layer_weights, wo)},
-        {"ffn_norm", offsetof(struct kn_layer_weights, ffn_norm)},
-        {"ffn_gate", offsetof(struct kn_layer_weights, w_gate)},
-        {"ffn_down", offsetof(struct kn_layer_weights, w_down)},
-        {"ffn_up", offsetof(struct kn_layer_weights, w_up)},
-    };
-    int rc = 0;
-    for (int l = 0; l < w->cfg.n_layers && !rc; l++)
-        for (size_t i = 0; i < QP_ARRAY_LEN(names) && !rc; i++) {
-            char name[64];
-            snprintf(name, sizeof name, "blk.%d.%s.weight", l, names[i].name);
-            rc = get_tensor(g, name, (struct kn_tensor *)((char *)&w->layers[l] + names[i].off), err);
-        }
+// A float key that must be finite and >= 0 when present (def when absent).
+static int get_real_pos(const struct hx_gguf *g, const char *key, double def, float *out, char *err) {
+    int rc = get_real(g, key, def, out, err);
+    if (!rc && !(isfinite(*out) && *out >= 0.0f))
+        return qp_fail(err, QP_ERANGE, "cannot read '%s': %s = %g is out of range", hx_gguf_path(g), key,
+                       (double)*out);
     return rc;
 }
 
-// The classifier: output.weight, or the embedding when the file has none (tied). llama.cpp's
-// llama2.c converter stores a tied classifier as an explicit copy of the embedding: recognise
-// it, so that the model is treated (and quantized) as tied.
-static int gguf_output(const struct hx_gguf *g, struct kn_weights *w, char *err) {
-    if (!hx_gguf_find_tensor(g, "output.weight")) {
-        w->output = w->tok_embd;
-        w->tied = 1;
+// An integer key that may be 0 (def when absent).
+static int get_count(const struct hx_gguf *g, const char *key, int def, int *out, char *err) {
+    int64_t v;
+    int rc = hx_gguf_get_int(g, key, &v);
+    if (rc == QP_ENOENT) {
+        *out = def;
         return 0;
     }
-    int rc = get_tensor(g, "output.weight", &w->output, err);
+    if (rc || v < 0 || v > INT_MAX)
+        return qp_fail(err, rc ? QP_EFORMAT : QP_ERANGE, "cannot read '%s': key '%s' is not a count", hx_gguf_path(g),
+                       key);
+    *out = (int)v;
+    return 0;
+}
+
+// Gemma 2's query scale as llama.cpp picks it by the model size (layer count): 1/sqrt(dim/heads)
+// for the 46-layer 27B, 1/sqrt(head size) otherwise (query_pre_attn_scalar is not stored in GGUF).
+static float gemma2_query_scale(const struct kn_config *c) {
+    return 1.0f / sqrtf((float)(c->n_layers == 46 ? c->dim / c->n_heads : c->head_size));
+}
+
+// rope.scaling.*: linear scaling (a frequency scale) and Phi-3's attention factor and original
+// context; any other scaling type (yarn, longrope as a type) changes the math: refused by name.
+static int get_rope_scaling(const struct hx_gguf *g, struct kn_config *c, char *err) {
+    char key[96];
+    const char *path = hx_gguf_path(g), *type;
+    size_t len;
+    int rc = hx_gguf_get_str(g, akey(key, sizeof key, c->arch, "rope.scaling.type"), &type, &len);
+    int linear = rc == QP_ENOENT || (rc == 0 && ((len == 6 && memcmp(type, "linear", 6) == 0) ||
+                                                 (len == 4 && memcmp(type, "none", 4) == 0)));
+    if (rc && rc != QP_ENOENT) return qp_fail(err, QP_EFORMAT, "cannot read '%s': key '%s' is not a string", path, key);
+    if (!linear)
+        return qp_fail(err, QP_ENOTSUP, "cannot read '%s': key '%s' = '%.*s' is not supported (only linear)", path, key,
+                       (int)QP_MIN(len, (size_t)32), type);
+    float factor;
+    if ((rc = get_real_pos(g, akey(key, sizeof key, c->arch, "rope.scaling.factor"), 0.0, &factor, err))) return rc;
+    c->rope_freq_scale = factor > 0 && factor != 1.0f ? 1.0f / factor : 0.0f;
+    if ((rc = get_real_pos(g, akey(key, sizeof key, c->arch, "rope.scaling.attn_factor"), 0.0, &c->rope_attn_factor,
+                           err)) ||
+        (rc = get_count(g, akey(key, sizeof key, c->arch, "rope.scaling.original_context_length"), 0,
+                        &c->rope_ctx_orig, err)))
+        return rc;
+    return 0;
+}
+
+// The family's block variant, from llama.cpp's defaults and keys (llama-model.cpp at the golden
+// commit): RoPE type, biases, fusing, Gemma 2's scales, caps and alternating window.
+static int get_family(const struct hx_gguf *g, struct kn_config *c, char *err) {
+    char key[96];
+    int rc = 0;
+    kn_config_set_family(c);
+    switch (c->arch) {
+    case KN_ARCH_LLAMA: // Mistral too; a window only from qprobe's own files (llama.cpp ignores it)
+        return get_count(g, akey(key, sizeof key, c->arch, "attention.sliding_window"), 0, &c->swa_window, err);
+    case KN_ARCH_QWEN2: return 0;
+    case KN_ARCH_PHI3:
+        return get_count(g, akey(key, sizeof key, c->arch, "attention.sliding_window"), 0, &c->swa_window, err);
+    case KN_ARCH_GEMMA2:
+        // llama.cpp picks the query scale by the model size (layer count): 1/sqrt(dim/heads)
+        // for the 46-layer 27B, 1/sqrt(head size) otherwise (query_pre_attn_scalar is not stored).
+        c->attn_scale = gemma2_query_scale(c);
+        if ((rc = get_count(g, akey(key, sizeof key, c->arch, "attention.sliding_window"), 4096, &c->swa_window, err)) ||
+            (rc = get_real_pos(g, akey(key, sizeof key, c->arch, "attn_logit_softcapping"), 50.0, &c->attn_softcap,
+                               err)) ||
+            (rc = get_real_pos(g, akey(key, sizeof key, c->arch, "final_logit_softcapping"), 30.0,
+                               &c->final_softcap, err)))
+            return rc;
+        return 0;
+    default: return qp_fail(err, QP_ENOTSUP, "cannot read '%s': unknown architecture", hx_gguf_path(g));
+    }
+}
+
+static int get_config(const struct hx_gguf *g, struct kn_config *c, char *err) {
+    char k[12][96];
+    enum kn_arch a = c->arch;
+    int rc;
+    if ((rc = get_dim(g, akey(k[0], 96, a, "embedding_length"), -1, &c->dim, err)) ||
+        (rc = get_dim(g, akey(k[1], 96, a, "feed_forward_length"), -1, &c->hidden_dim, err)) ||
+        (rc = get_dim(g, akey(k[2], 96, a, "block_count"), -1, &c->n_layers, err)) ||
+        (rc = get_dim(g, akey(k[3], 96, a, "attention.head_count"), -1, &c->n_heads, err)) ||
+        (rc = get_dim(g, akey(k[4], 96, a, "attention.head_count_kv"), c->n_heads, &c->n_kv_heads, err)) ||
+        (rc = get_dim(g, akey(k[5], 96, a, "context_length"), -1, &c->seq_len, err)) ||
+        (rc = get_real(g, akey(k[6], 96, a, "attention.layer_norm_rms_epsilon"), HX_NORM_EPS_DEFAULT, &c->norm_eps,
+                       err)) ||
+        (rc = get_real(g, akey(k[7], 96, a, "rope.freq_base"), HX_ROPE_THETA_DEFAULT, &c->rope_theta, err)))
+        return rc;
+    const char *path = hx_gguf_path(g);
+    int key_len, val_len, rope_dims;
+    if ((rc = get_dim(g, akey(k[8], 96, a, "attention.key_length"), c->dim / c->n_heads, &key_len, err)) ||
+        (rc = get_dim(g, akey(k[9], 96, a, "attention.value_length"), key_len, &val_len, err)))
+        return rc;
+    if (val_len != key_len)
+        return qp_fail(err, QP_ENOTSUP, "cannot read '%s': key '%s' (%d) differs from the key length %d", path, k[9],
+                       val_len, key_len);
+    c->head_size = key_len;
+    if ((rc = get_dim(g, akey(k[10], 96, a, "rope.dimension_count"), c->head_size, &rope_dims, err))) return rc;
+    if (rope_dims != c->head_size)
+        return qp_fail(err, QP_ENOTSUP, "cannot read '%s': partial RoPE (%d of %d head dimensions) is not supported",
+                       path, rope_dims, c->head_size);
+    if ((rc = get_rope_scaling(g, c, err))) return rc;
+    return get_family(g, c, err);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The families' tensors
+
+// The tensors a loader took, to find the ones it did not (which would change the math).
+struct taken {
+    const struct hx_gguf *g;
+    uint8_t *used; // (n_tensors)
+};
+
+static int take(struct taken *tk, const char *name, struct kn_tensor *t, char *err) {
+    int rc = get_tensor(tk->g, name, t, err);
+    if (!rc) tk->used[hx_gguf_find_tensor(tk->g, name) - hx_gguf_tensor(tk->g, 0)] = 1;
+    return rc;
+}
+
+// An optional tensor: absent leaves t zeroed.
+static int take_opt(struct taken *tk, const char *name, struct kn_tensor *t, char *err) {
+    if (!hx_gguf_find_tensor(tk->g, name)) return 0;
+    return take(tk, name, t, err);
+}
+
+// Rows [r0, r0 + rows) of t as a tensor of their own (rows are whole blocks in every type).
+static struct kn_tensor row_view(const struct kn_tensor *t, int64_t r0, int64_t rows) {
+    size_t rb = kn_row_bytes(t->type, t->ne0);
+    return (struct kn_tensor){t->type, t->ne0, rows, (const uint8_t *)t->data + (size_t)r0 * rb};
+}
+
+// Phi-3's fused attn_qkv (q_dim + 2 kv_dim rows) and ffn_up (gate then up, 2 hidden rows),
+// split into views. A fused tensor of another size is refused by name.
+static int take_fused(struct taken *tk, const struct kn_config *c, int l, struct kn_layer_weights *L, char *err) {
+    char name[64];
+    struct kn_tensor t;
+    int64_t q = kn_q_dim(c), kv = kn_kv_dim(c);
+    int rc;
+    snprintf(name, sizeof name, "blk.%d.attn_qkv.weight", l);
+    if ((rc = take(tk, name, &t, err))) return rc;
+    if (t.ne1 != q + 2 * kv || t.ne0 != c->dim)
+        return qp_fail(err, QP_EFORMAT, "cannot read '%s': tensor '%s' has shape (%lld, %lld), expected (%lld, %d)",
+                       hx_gguf_path(tk->g), name, (long long)t.ne1, (long long)t.ne0, (long long)(q + 2 * kv), c->dim);
+    L->wq = row_view(&t, 0, q);
+    L->wk = row_view(&t, q, kv);
+    L->wv = row_view(&t, q + kv, kv);
+    snprintf(name, sizeof name, "blk.%d.ffn_up.weight", l);
+    if ((rc = take(tk, name, &t, err))) return rc;
+    if (t.ne1 != 2 * (int64_t)c->hidden_dim || t.ne0 != c->dim)
+        return qp_fail(err, QP_EFORMAT, "cannot read '%s': tensor '%s' has shape (%lld, %lld), expected (%lld, %d)",
+                       hx_gguf_path(tk->g), name, (long long)t.ne1, (long long)t.ne0, 2 * (long long)c->hidden_dim,
+                       c->dim);
+    L->w_gate = row_view(&t, 0, c->hidden_dim);
+    L->w_up = row_view(&t, c->hidden_dim, c->hidden_dim);
+    return 0;
+}
+
+static int take_layer(struct taken *tk, const struct kn_config *c, int l, struct kn_layer_weights *L, char *err) {
+    const struct {
+        const char *name;
+        size_t off;
+        int want; // 1 always, else the flag that asks for it
+    } names[] = {
+        {"attn_norm.weight", offsetof(struct kn_layer_weights, attn_norm), 1},
+        {"attn_q.weight", offsetof(struct kn_layer_weights, wq), !c->fused_qkv},
+        {"attn_k.weight", offsetof(struct kn_layer_weights, wk), !c->fused_qkv},
+        {"attn_v.weight", offsetof(struct kn_layer_weights, wv), !c->fused_qkv},
+        {"attn_output.weight", offsetof(struct kn_layer_weights, wo), 1},
+        {"ffn_norm.weight", offsetof(struct kn_layer_weights, ffn_norm), 1},
+        {"ffn_gate.weight", offsetof(struct kn_layer_weights, w_gate), !c->fused_gate_up},
+        {"ffn_down.weight", offsetof(struct kn_layer_weights, w_down), 1},
+        {"ffn_up.weight", offsetof(struct kn_layer_weights, w_up), !c->fused_gate_up},
+        {"attn_q.bias", offsetof(struct kn_layer_weights, bq), c->has_qkv_bias},
+        {"attn_k.bias", offsetof(struct kn_layer_weights, bk), c->has_qkv_bias},
+        {"attn_v.bias", offsetof(struct kn_layer_weights, bv), c->has_qkv_bias},
+        {"post_attention_norm.weight", offsetof(struct kn_layer_weights, attn_post_norm), c->post_norms},
+        {"post_ffw_norm.weight", offsetof(struct kn_layer_weights, ffn_post_norm), c->post_norms},
+    };
+    int rc;
+    for (size_t i = 0; i < QP_ARRAY_LEN(names); i++) {
+        if (!names[i].want) continue;
+        char name[80];
+        snprintf(name, sizeof name, "blk.%d.%s", l, names[i].name);
+        if ((rc = take(tk, name, (struct kn_tensor *)((char *)L + names[i].off), err))) return rc;
+    }
+    if ((c->fused_qkv || c->fused_gate_up) && (rc = take_fused(tk, c, l, L, err))) return rc;
+    return 0;
+}
+
+// The classifier: its own output.weight, or the embedding (tied: the small Llama 3.2, Qwen2 and
+// always Gemma 2, whose llama.cpp graph ignores an output.weight).
+static int take_output(struct taken *tk, struct kn_weights *w, char *err) {
+    if (w->cfg.arch == KN_ARCH_GEMMA2 || !hx_gguf_find_tensor(tk->g, "output.weight")) {
+        w->output = w->tok_embd;
+        w->tied = w->embd_only = 1;
+        return 0;
+    }
+    int rc = take(tk, "output.weight", &w->output, err);
     if (rc) return rc;
+    // llama.cpp's llama2.c converter stores a tied classifier as an explicit copy of the
+    // embedding: recognise it, so that the model is treated (and quantized) as tied.
     size_t bytes = kn_row_bytes(w->tok_embd.type, w->tok_embd.ne0) * (size_t)w->tok_embd.ne1;
     if (w->output.type == w->tok_embd.type && w->output.ne0 == w->tok_embd.ne0 && w->output.ne1 == w->tok_embd.ne1 &&
         bytes > 0 && memcmp(w->output.data, w->tok_embd.data, bytes) == 0) {
         w->output.data = w->tok_embd.data;
         w->tied = 1;
     }
+    return 0;
+}
+
+// Every tensor of the file must have been taken: one the block does not use (attention biases in
+// a llama file, an unknown norm) would make qprobe evaluate a different model than llama.cpp.
+static int check_all_taken(const struct taken *tk, char *err) {
+    for (int64_t i = 0; i < hx_gguf_n_tensors(tk->g); i++)
+        if (!tk->used[i])
+            return qp_fail(err, QP_ENOTSUP, "cannot read '%s': tensor '%s' is not part of a '%s' block qprobe implements",
+                           hx_gguf_path(tk->g), hx_gguf_tensor(tk->g, i)->name, kn_arch_name(kn_arch_of(tk->g)));
+    return 0;
+}
+
+static int take_all(struct taken *tk, struct hx_model *m, char *err) {
+    struct kn_weights *w = &m->w;
+    const struct kn_config *c = &w->cfg;
+    int rc;
+    for (int l = 0; l < c->n_layers; l++)
+        if ((rc = take_layer(tk, c, l, &w->layers[l], err))) return rc;
+    if ((rc = take(tk, "output_norm.weight", &w->out_norm, err)) || (rc = take_output(tk, w, err))) return rc;
+    // llama.cpp names the per-model RoPE factors without a layer.
+    if ((rc = take_opt(tk, "rope_freqs.weight", &w->rope_freqs, err)) ||
+        (rc = take_opt(tk, "rope_factors_short.weight", &w->rope_short, err)) ||
+        (rc = take_opt(tk, "rope_factors_long.weight", &w->rope_long, err)))
+        return rc;
+    return check_all_taken(tk, err);
+}
+
+// general.architecture: one of the families qprobe implements.
+static int gguf_arch(const struct hx_gguf *g, const char *path, enum kn_arch *a, char *err) {
+    const char *arch;
+    size_t arch_len;
+    int rc = hx_gguf_get_str(g, "general.architecture", &arch, &arch_len);
+    if (rc == QP_ENOENT)
+        return qp_fail(err, QP_ENOENT, "cannot read '%s': missing key 'general.architecture'", path);
+    if (rc) return qp_fail(err, QP_EFORMAT, "cannot read '%s': general.architecture is not a string", path);
+    *a = kn_arch_of(g);
+    if (*a == KN_ARCH_COUNT)
+        return qp_fail(err, QP_ENOTSUP,
+                       "cannot read '%s': architecture '%.*s' is not supported (llama, qwen2, phi3, gemma2)", path,
+                       (int)QP_MIN(arch_len, (size_t)64), arch);
     return 0;
 }
 
@@ -183,9 +384,10 @@ int hx_gguf_model_load(struct hx_model *m, const char *path, char *err) {
     struct kn_weights *w = &m->w;
     struct kn_config *c = &w->cfg;
     char msg[QP_ERRLEN];
-    if ((rc = gguf_arch(g, path, err)) || (rc = gguf_config(g, path, c, err)) ||
-        (rc = get_tensor(g, "token_embd.weight", &w->tok_embd, err)))
-        return rc;
+    if ((rc = gguf_arch(g, path, &c->arch, err)) || (rc = get_config(g, c, err))) return rc;
+    struct taken tk = {g, qp_calloc_array((size_t)QP_MAX(hx_gguf_n_tensors(g), 1), 1)};
+    if (qp_owned_add(&m->owned, tk.used)) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
+    if ((rc = take(&tk, "token_embd.weight", &w->tok_embd, err))) return rc;
     if (w->tok_embd.ne1 < 1 || w->tok_embd.ne1 > INT_MAX)
         return qp_fail(err, QP_ERANGE, "cannot read '%s': vocabulary of %lld tokens", path, (long long)w->tok_embd.ne1);
     c->vocab_size = (int)w->tok_embd.ne1;
@@ -195,9 +397,7 @@ int hx_gguf_model_load(struct hx_model *m, const char *path, char *err) {
         w->layers = NULL;
         return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
     }
-    if ((rc = gguf_layers(g, w, err)) || (rc = get_tensor(g, "output_norm.weight", &w->out_norm, err)) ||
-        (rc = gguf_output(g, w, err)))
-        return rc;
+    if ((rc = take_all(&tk, m, err))) return rc;
     if ((rc = kn_weights_check(w, msg))) return qp_fail(err, rc, "cannot read '%s': %s", path, msg);
     return gguf_tokenizer(m, g, path, err);
 }
@@ -237,36 +437,73 @@ static float src_elem(int type, const void *data, size_t i) {
     }
 }
 
-// Adds t as name, stored as type dst (KN_F32 or KN_F16). 1-D when t->ne1 == 1 and is_norm.
+// t's data as type dst (t's own type when dst < 0): the tensor itself, or a converted copy in cv.
+// Only F32, F16 and BF16 convert. NULL with err set and *rc the error.
+static const void *tensor_as(struct conv *cv, const char *name, const struct kn_tensor *t, int dst,
+                             const char *path, int *rc, char *err) {
+    if (dst < 0 || t->type == dst) return t->data;
+    if (t->type != KN_F32 && t->type != KN_F16 && t->type != KN_BF16) {
+        const struct kn_type_info *ti = kn_type_info(t->type);
+        *rc = qp_fail(err, QP_ENOTSUP, "cannot write '%s': tensor '%s' has type %s; only f32, f16 and bf16 tensors "
+                      "can be written", path, name, ti ? ti->name : "unknown");
+        return NULL;
+    }
+    size_t n = (size_t)t->ne0 * (size_t)t->ne1; // shapes checked by kn_weights_check
+    void *out = conv_alloc(cv, n * (dst == KN_F32 ? 4 : 2));
+    if (!out) {
+        *rc = qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        float x = src_elem(t->type, t->data, i);
+        if (dst == KN_F32) ((float *)out)[i] = x;
+        else ((uint16_t *)out)[i] = qp_fp32_to_fp16(x);
+    }
+    return out;
+}
+
+// Adds the row-wise concatenation of parts[0..n) (same width) as one tensor name of type dst
+// (the parts' own type when dst < 0, which must then be the same for all). 1-D when is_norm.
+static int add_rows(struct hx_gguf_writer *wr, struct conv *cv, const char *name, const struct kn_tensor *const *parts,
+                    int n, int dst, int is_norm, const char *path, char *err) {
+    int type = dst >= 0 ? dst : parts[0]->type;
+    int64_t rows = 0;
+    for (int i = 0; i < n; i++) {
+        if (parts[i]->ne0 != parts[0]->ne0 || (dst < 0 && parts[i]->type != type))
+            return qp_fail(err, QP_ENOTSUP, "cannot write '%s': the parts of fused tensor '%s' differ in type or width",
+                           path, name);
+        rows += parts[i]->ne1;
+    }
+    size_t rb = kn_row_bytes(type, parts[0]->ne0);
+    const void *data = NULL;
+    int rc = 0;
+    if (n == 1) {
+        data = tensor_as(cv, name, parts[0], type, path, &rc, err);
+        if (!data) return rc;
+    } else {
+        uint8_t *cat = conv_alloc(cv, rb * (size_t)rows);
+        if (!cat) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+        size_t at = 0;
+        for (int i = 0; i < n; i++) {
+            const void *d = tensor_as(cv, name, parts[i], type, path, &rc, err);
+            if (!d) return rc;
+            memcpy(cat + at, d, rb * (size_t)parts[i]->ne1);
+            at += rb * (size_t)parts[i]->ne1;
+        }
+        data = cat;
+    }
+    int64_t ne[2] = {parts[0]->ne0, rows};
+    rc = hx_gguf_writer_add_tensor(wr, name, type, is_norm ? 1 : 2, ne, data, rb * (size_t)rows);
+    if (rc) return qp_fail(err, rc, "cannot write '%s': cannot add tensor '%s': %s", path, name, qp_strerror(rc));
+    return 0;
+}
+
+// Adds t as name, stored as type dst (KN_F32 or KN_F16; < 0: as it is). 1-D when is_norm.
 static int add_tensor(struct hx_gguf_writer *wr, struct conv *cv, const char *name,
                       const struct kn_tensor *t, int dst, int is_norm, const char *path,
                       char *err) {
-    if (dst < 0) dst = t->type; // as stored (quantized variants)
-    if (t->type != dst && t->type != KN_F32 && t->type != KN_F16 && t->type != KN_BF16) {
-        const struct kn_type_info *ti = kn_type_info(t->type);
-        return qp_fail(err, QP_ENOTSUP,
-                       "cannot write '%s': tensor '%s' has type %s; only f32, f16 and bf16 "
-                       "tensors can be written",
-                       path, name, ti ? ti->name : "unknown");
-    }
-    int64_t ne[2] = {t->ne0, t->ne1};
-    size_t n = (size_t)t->ne0 * (size_t)t->ne1; // shapes checked by kn_weights_check
-    const void *data = t->data;
-    if (t->type != dst) {
-        void *out = conv_alloc(cv, n * (dst == KN_F32 ? 4 : 2));
-        if (!out) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
-        for (size_t i = 0; i < n; i++) {
-            float x = src_elem(t->type, t->data, i);
-            if (dst == KN_F32) ((float *)out)[i] = x;
-            else ((uint16_t *)out)[i] = qp_fp32_to_fp16(x);
-        }
-        data = out;
-    }
-    int rc = hx_gguf_writer_add_tensor(wr, name, dst, is_norm ? 1 : 2, ne, data,
-                                       kn_row_bytes(dst, t->ne0) * (size_t)t->ne1);
-    if (rc) return qp_fail(err, rc, "cannot write '%s': cannot add tensor '%s': %s", path, name,
-                           qp_strerror(rc));
-    return 0;
+    const struct kn_tensor *parts[1] = {t};
+    return add_rows(wr, cv, name, parts, 1, dst, is_norm, path, err);
 }
 
 // general.name: the file name without directories and ".gguf", or "qprobe".
@@ -283,16 +520,66 @@ static void model_name(const char *path, char *out, size_t cap) {
     out[len] = 0;
 }
 
+// The block variant a file of c's architecture implies when read back (get_family), so that a
+// config the architecture cannot express is refused instead of written as another model.
+static int family_writable(const struct kn_config *c, const char *path, char *err) {
+    struct kn_config want = *c;
+    kn_config_set_family(&want);
+    int gemma = c->arch == KN_ARCH_GEMMA2;
+    want.attn_scale = gemma ? gemma2_query_scale(c) : 0.0f;
+    if (!gemma) want.attn_softcap = want.final_softcap = 0;
+    if (memcmp(&want, c, sizeof want) != 0)
+        return qp_fail(err, QP_ENOTSUP, "cannot write '%s': this %s model's block (scales, biases, norms or RoPE) "
+                       "cannot be expressed in a GGUF '%s' file", path, kn_arch_name(c->arch), kn_arch_name(c->arch));
+    if ((c->arch == KN_ARCH_QWEN2 || c->arch == KN_ARCH_PHI3) && c->head_size * c->n_heads != c->dim)
+        return qp_fail(err, QP_ENOTSUP, "cannot write '%s': llama.cpp's %s needs head size = dim / heads", path,
+                       kn_arch_name(c->arch));
+    return 0;
+}
+
+static int set_u32(struct hx_gguf_writer *wr, enum kn_arch a, const char *suffix, uint32_t v) {
+    char key[96];
+    return hx_gguf_writer_set_u32(wr, akey(key, sizeof key, a, suffix), v);
+}
+
+static int set_f32(struct hx_gguf_writer *wr, enum kn_arch a, const char *suffix, float v) {
+    char key[96];
+    return hx_gguf_writer_set_f32(wr, akey(key, sizeof key, a, suffix), v);
+}
+
+// The family's own keys (llama: only those a Llama 2 file does not have).
+static int set_family_keys(struct hx_gguf_writer *wr, const struct kn_config *c) {
+    enum kn_arch a = c->arch;
+    int rc = 0;
+    if (!rc && c->head_size * c->n_heads != c->dim) rc = set_u32(wr, a, "attention.key_length", (uint32_t)c->head_size);
+    if (!rc && c->head_size * c->n_heads != c->dim) rc = set_u32(wr, a, "attention.value_length", (uint32_t)c->head_size);
+    if (!rc && c->rope_freq_scale > 0 && c->rope_freq_scale != 1.0f) {
+        char key[96];
+        rc = hx_gguf_writer_set_str(wr, akey(key, sizeof key, a, "rope.scaling.type"), "linear");
+        if (!rc) rc = set_f32(wr, a, "rope.scaling.factor", 1.0f / c->rope_freq_scale);
+    }
+    if (!rc && c->rope_attn_factor > 0) rc = set_f32(wr, a, "rope.scaling.attn_factor", c->rope_attn_factor);
+    if (!rc && c->rope_ctx_orig > 0) rc = set_u32(wr, a, "rope.scaling.original_context_length", (uint32_t)c->rope_ctx_orig);
+    if (!rc && (a == KN_ARCH_PHI3 || a == KN_ARCH_GEMMA2 || c->swa_window > 0)) // phi3: 0 means none
+        rc = set_u32(wr, a, "attention.sliding_window", (uint32_t)c->swa_window);
+    if (!rc && a == KN_ARCH_GEMMA2) {
+        rc = set_f32(wr, a, "attn_logit_softcapping", c->attn_softcap);
+        if (!rc) rc = set_f32(wr, a, "final_logit_softcapping", c->final_softcap);
+    }
+    return rc;
+}
+
 // Key/values in the order llama.cpp's llama2.c converter writes them (tokenizer first), plus
-// general.file_type and (when not the default) rope.freq_base.
+// general.file_type, rope.freq_base (for llama only when not the default) and the family's keys.
 static int set_keys(struct hx_gguf_writer *wr, const struct kn_weights *w,
                     const struct hx_tok *tok, const char *path, int type, int file_type) {
     const struct kn_config *c = &w->cfg;
+    enum kn_arch a = c->arch;
     char name[256];
     model_name(path, name, sizeof name);
     int rc = 0;
     if (tok) rc = hx_tok_write_gguf(tok, wr);
-    if (!rc) rc = hx_gguf_writer_set_str(wr, "general.architecture", "llama");
+    if (!rc) rc = hx_gguf_writer_set_str(wr, "general.architecture", kn_arch_name(a));
     if (!rc) rc = hx_gguf_writer_set_str(wr, "general.name", name);
     if (!rc) rc = hx_gguf_writer_set_u32(wr, "general.file_type", (uint32_t)file_type);
     if (!rc && type < 0) rc = hx_gguf_writer_set_u32(wr, "general.quantization_version", 2);
@@ -304,50 +591,76 @@ static int set_keys(struct hx_gguf_writer *wr, const struct kn_weights *w,
         if (!rc && hx_tok_eos(tok) >= 0)
             rc = hx_gguf_writer_set_u32(wr, "tokenizer.ggml.eos_token_id", (uint32_t)hx_tok_eos(tok));
     }
-    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.context_length", (uint32_t)c->seq_len);
-    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.embedding_length", (uint32_t)c->dim);
-    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.feed_forward_length", (uint32_t)c->hidden_dim);
-    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.attention.head_count", (uint32_t)c->n_heads);
-    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.attention.head_count_kv",
-                                         (uint32_t)c->n_kv_heads);
-    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.block_count", (uint32_t)c->n_layers);
-    if (!rc) rc = hx_gguf_writer_set_u32(wr, "llama.rope.dimension_count", (uint32_t)c->head_size);
-    if (!rc) rc = hx_gguf_writer_set_f32(wr, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
-    if (!rc && c->rope_theta != (float)HX_ROPE_THETA_DEFAULT)
-        rc = hx_gguf_writer_set_f32(wr, "llama.rope.freq_base", c->rope_theta);
+    if (!rc) rc = set_u32(wr, a, "context_length", (uint32_t)c->seq_len);
+    if (!rc) rc = set_u32(wr, a, "embedding_length", (uint32_t)c->dim);
+    if (!rc) rc = set_u32(wr, a, "feed_forward_length", (uint32_t)c->hidden_dim);
+    if (!rc) rc = set_u32(wr, a, "attention.head_count", (uint32_t)c->n_heads);
+    if (!rc) rc = set_u32(wr, a, "attention.head_count_kv", (uint32_t)c->n_kv_heads);
+    if (!rc) rc = set_u32(wr, a, "block_count", (uint32_t)c->n_layers);
+    if (!rc) rc = set_u32(wr, a, "rope.dimension_count", (uint32_t)c->head_size);
+    if (!rc) rc = set_f32(wr, a, "attention.layer_norm_rms_epsilon", c->norm_eps);
+    if (!rc && (a != KN_ARCH_LLAMA || c->rope_theta != (float)HX_ROPE_THETA_DEFAULT))
+        rc = set_f32(wr, a, "rope.freq_base", c->rope_theta);
+    if (!rc) rc = set_family_keys(wr, c);
     return rc;
 }
 
-// Tensors in the converter's order: embedding, final norm, classifier, then per layer
-// q, k, v, output, attn_norm, gate, down, up, ffn_norm.
+// A layer's tensors in the converter's order: q, k, v (or the fused qkv), biases, output,
+// attn_norm, post-attention norm, gate, down, up (or the fused gate/up), ffn_norm, post-FFN norm.
+static int add_layer(struct hx_gguf_writer *wr, struct conv *cv, const struct kn_config *c,
+                     const struct kn_layer_weights *L, int l, int type, const char *path, char *err) {
+    const struct kn_tensor *qkv[3] = {&L->wq, &L->wk, &L->wv}, *gu[2] = {&L->w_gate, &L->w_up};
+    const struct {
+        const char *name;
+        const struct kn_tensor *const *parts;
+        int n, norm, want;
+    } list[] = {
+        {"attn_qkv.weight", qkv, 3, 0, c->fused_qkv},
+        {"attn_q.weight", &qkv[0], 1, 0, !c->fused_qkv},
+        {"attn_k.weight", &qkv[1], 1, 0, !c->fused_qkv},
+        {"attn_v.weight", &qkv[2], 1, 0, !c->fused_qkv},
+        {"attn_q.bias", (const struct kn_tensor *const[]){&L->bq}, 1, 1, c->has_qkv_bias},
+        {"attn_k.bias", (const struct kn_tensor *const[]){&L->bk}, 1, 1, c->has_qkv_bias},
+        {"attn_v.bias", (const struct kn_tensor *const[]){&L->bv}, 1, 1, c->has_qkv_bias},
+        {"attn_output.weight", (const struct kn_tensor *const[]){&L->wo}, 1, 0, 1},
+        {"attn_norm.weight", (const struct kn_tensor *const[]){&L->attn_norm}, 1, 1, 1},
+        {"post_attention_norm.weight", (const struct kn_tensor *const[]){&L->attn_post_norm}, 1, 1, c->post_norms},
+        {"ffn_gate.weight", &gu[0], 1, 0, !c->fused_gate_up},
+        {"ffn_down.weight", (const struct kn_tensor *const[]){&L->w_down}, 1, 0, 1},
+        {"ffn_up.weight", gu, 2, 0, c->fused_gate_up},
+        {"ffn_up.weight", &gu[1], 1, 0, !c->fused_gate_up},
+        {"ffn_norm.weight", (const struct kn_tensor *const[]){&L->ffn_norm}, 1, 1, 1},
+        {"post_ffw_norm.weight", (const struct kn_tensor *const[]){&L->ffn_post_norm}, 1, 1, c->post_norms},
+    };
+    for (size_t i = 0; i < QP_ARRAY_LEN(list); i++) {
+        if (!list[i].want) continue;
+        char name[80];
+        snprintf(name, sizeof name, "blk.%d.%s", l, list[i].name);
+        int rc = add_rows(wr, cv, name, list[i].parts, list[i].n, list[i].norm ? KN_F32 : type, list[i].norm, path, err);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+// Tensors in the converter's order: RoPE factors, embedding, final norm, classifier (untied,
+// and never for Gemma 2, whose graph reads the embedding), then the layers.
 static int add_tensors(struct hx_gguf_writer *wr, struct conv *cv, const struct kn_weights *w,
                        int type, const char *path, char *err) {
     int rc;
+    const struct kn_tensor *rope[] = {&w->rope_freqs, &w->rope_long, &w->rope_short};
+    static const char *rope_names[] = {"rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"};
+    for (int i = 0; i < 3; i++)
+        if (rope[i]->data && (rc = add_tensor(wr, cv, rope_names[i], rope[i], KN_F32, 1, path, err))) return rc;
     if ((rc = add_tensor(wr, cv, "token_embd.weight", &w->tok_embd, type, 0, path, err)) ||
         (rc = add_tensor(wr, cv, "output_norm.weight", &w->out_norm, KN_F32, 1, path, err)))
         return rc;
+    if (!w->tied && w->cfg.arch == KN_ARCH_GEMMA2)
+        return qp_fail(err, QP_ENOTSUP, "cannot write '%s': a gemma2 file has no classifier of its own (untied "
+                       "output, e.g. after AWQ on the classifier)", path);
     if (!w->tied && (rc = add_tensor(wr, cv, "output.weight", &w->output, type, 0, path, err)))
         return rc;
-    for (int l = 0; l < w->cfg.n_layers; l++) {
-        const struct kn_layer_weights *L = &w->layers[l];
-        const struct {
-            const char *name;
-            const struct kn_tensor *t;
-            int norm;
-        } list[] = {
-            {"attn_q", &L->wq, 0},        {"attn_k", &L->wk, 0},       {"attn_v", &L->wv, 0},
-            {"attn_output", &L->wo, 0},   {"attn_norm", &L->attn_norm, 1},
-            {"ffn_gate", &L->w_gate, 0},  {"ffn_down", &L->w_down, 0}, {"ffn_up", &L->w_up, 0},
-            {"ffn_norm", &L->ffn_norm, 1},
-        };
-        for (size_t i = 0; i < QP_ARRAY_LEN(list); i++) {
-            char name[64];
-            snprintf(name, sizeof name, "blk.%d.%s.weight", l, list[i].name);
-            rc = add_tensor(wr, cv, name, list[i].t, list[i].norm ? KN_F32 : type, list[i].norm,
-                            path, err);
-            if (rc) return rc;
-        }
-    }
+    for (int l = 0; l < w->cfg.n_layers; l++)
+        if ((rc = add_layer(wr, cv, &w->cfg, &w->layers[l], l, type, path, err))) return rc;
     return 0;
 }
 
@@ -408,6 +721,7 @@ static int hx_gguf_model_write_impl(const struct kn_weights *w, const struct hx_
                        "cannot write '%s': the tokenizer has %d tokens, the model %d", path,
                        hx_tok_n_vocab(tok), w->cfg.vocab_size);
     }
+    if ((rc = family_writable(&w->cfg, path, err))) return rc;
     struct hx_gguf_writer *wr;
     if (hx_gguf_writer_create(&wr))
         return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);

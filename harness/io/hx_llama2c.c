@@ -66,6 +66,9 @@ int hx_llama2c_load(struct hx_model *m, const char *path, char *err) {
     c->vocab_size = h[5] == INT32_MIN ? 0 : (h[5] < 0 ? -h[5] : h[5]);
     c->seq_len = h[6];
     c->head_size = c->n_heads > 0 ? c->dim / c->n_heads : 0;
+    if (c->n_heads > 0 && c->dim % c->n_heads != 0) // (other formats may have heads of any size)
+        return qp_fail(err, QP_ERANGE, "cannot read '%s': not a llama2.c checkpoint: n_heads %d does not divide dim %d",
+                       path, c->n_heads, c->dim);
     c->norm_eps = 1e-5f;
     c->rope_theta = 10000.0f;
     char why[QP_ERRLEN];

@@ -166,13 +166,31 @@ static int hx_check_finite(const struct hx_model *m, char *err) {
             if (t->data) hx_release_source(t->data, kn_row_bytes(t->type, t->ne0) * (size_t)t->ne1);
         }
     for (int l = 0; l < L && !rc; l++) {
-        char name[64];
-        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
-        rc = hx_check_tensor(m->path, name, &w.layers[l].attn_norm, err);
-        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
-        if (!rc) rc = hx_check_tensor(m->path, name, &w.layers[l].ffn_norm, err);
+        const struct kn_layer_weights *lw = &w.layers[l];
+        const struct {
+            const char *tag;
+            const struct kn_tensor *t;
+        } vec[] = {{"attn_norm.weight", &lw->attn_norm},        {"ffn_norm.weight", &lw->ffn_norm},
+                   {"attn_q.bias", &lw->bq},                   {"attn_k.bias", &lw->bk},
+                   {"attn_v.bias", &lw->bv},                   {"post_attention_norm.weight", &lw->attn_post_norm},
+                   {"post_ffw_norm.weight", &lw->ffn_post_norm}};
+        for (size_t i = 0; i < QP_ARRAY_LEN(vec) && !rc; i++) {
+            char name[80];
+            snprintf(name, sizeof name, "blk.%d.%s", l, vec[i].tag);
+            if (vec[i].t->data) rc = hx_check_tensor(m->path, name, vec[i].t, err);
+        }
     }
     if (!rc) rc = hx_check_tensor(m->path, "output_norm.weight", &w.out_norm, err);
+    const struct kn_tensor *rope[] = {&w.rope_freqs, &w.rope_short, &w.rope_long};
+    static const char *rope_names[] = {"rope_freqs.weight", "rope_factors_short.weight", "rope_factors_long.weight"};
+    for (int i = 0; i < 3 && !rc; i++) // a zero or negative divisor is as bad as a NaN
+        if (rope[i]->data) {
+            rc = hx_check_tensor(m->path, rope_names[i], rope[i], err);
+            for (int64_t j = 0; !rc && j < rope[i]->ne0; j++)
+                if (!(((const float *)rope[i]->data)[j] > 0))
+                    rc = qp_fail(err, QP_EFORMAT, "cannot read '%s': tensor %s has a factor <= 0 at %lld", m->path,
+                                 rope_names[i], (long long)j);
+        }
     free(refs);
     return rc;
 }

@@ -1,4 +1,4 @@
-// synth.c — synthetic Llama models of real shapes as GGUF (synth.h).
+// synth.c — synthetic models of real shapes, of every family, as GGUF (synth.h).
 //
 // Random numbers are counter-based: element i of a tensor is a pure function of (seed, tensor,
 // i), a splitmix64 finalizer applied to (counter * golden ratio) XOR (the tensor's key), so rows
@@ -9,11 +9,13 @@
 // HX_SYNTH_OUTLIER_SCALE. Norm vectors are 1 plus a
 // little t noise; the embedding is normal with standard deviation 0.02 (Llama's init range).
 //
-// The metadata follows llama.cpp's convert_hf_to_gguf.py for a llama model (key names and
-// order), the tokenizer.* keys are copied verbatim from the vocabulary file, and qprobe.synth.*
+// The metadata follows llama.cpp's convert_hf_to_gguf.py for the family (key names and order),
+// the tokenizer.* keys are copied verbatim from the vocabulary file (a tokenizer.json is converted
+// to them first, sy_vocab_open), and qprobe.synth.*
 // keys record how the file was made. Tensor names are llama.cpp's.
 //
-// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_gguf.h and harness/io/hx_gguf_model.h.
+// Depends on kernels/ (qp.h, kn_types.h, kn_model.h), harness/io/hx_gguf.h, hx_gguf_model.h and
+// hx_tokenizer.h (a tokenizer.json vocabulary is converted to GGUF keys).
 #include "hx_synth.h"
 
 #include <errno.h>
@@ -24,15 +26,19 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include "hx_gguf.h"
 #include "hx_gguf_model.h"
+#include "hx_tokenizer.h"
 #include "kn_model.h"
 #include "kn_types.h"
 #include "qp.h"
 
 #define SY_EMBD_STD 0.02f   // token embedding: normal, Llama's initializer_range
 #define SY_NORM_NOISE 0.02f // norm weights: 1 + this * (unit-variance t)
+#define SY_BIAS_SCALE 0.5f  // q/k/v biases: this * (unit-variance t)
+#define SY_MAX_HALF 4096    // head_size / 2 of any shape
 #define SY_CHUNK_ELEMS ((int64_t)1 << 21) // elements generated per write (8 MB of f32)
 #define SY_MAX_LAYERS 1024
 #define SY_GOLDEN 0x9e3779b97f4a7c15ull
@@ -41,14 +47,64 @@
 // ---------------------------------------------------------------------------------------------
 // Shapes: the one table (cmd_synth prints it for --help and --list-shapes)
 
+#define SY_VOCAB_LLAMA_SPM "models/gguf/ggml-vocab-llama-spm.gguf"
+#define SY_VOCAB_TINY "golden/ppl/stories260K-F32.gguf" // stories260K's 512 SentencePiece tokens
+#define SY_VOCAB_PHI3 "models/gguf/ggml-vocab-phi-3.gguf"
+// The byte-level BPE families' own tokenizer.json (converted to tokenizer.ggml.* keys as llama.cpp's
+// converter writes them): Llama 3's 128256 tokens; Qwen3's, whose 151643-token vocabulary Qwen2.5
+// shares (its added tokens go to 151668), padded with "[PAD<id>]" to Qwen2.5's 151936 rows.
+#define SY_VOCAB_LLAMA3 "models/tokenizers/llama3/tokenizer.json"
+#define SY_VOCAB_QWEN "models/tokenizers/qwen3/tokenizer.json"
+// Gemma's own SentencePiece vocabulary is not in the fixtures: Gemma 2 gets Llama 2's SPM
+// vocabulary padded to its 256000 rows (real text tokenizes, for speed measurements).
+
+// The families' small test models (`--arch`): 512 tokens, 64 wide, GQA 4/2 heads, shapes that
+// exercise each variant (Gemma 2: 26 layers, the only small count llama.cpp builds, and a head
+// of 32 so that q_dim = 128 differs from dim; Phi-3: long RoPE factors in use above a context
+// of 64; windows shorter than a 128-token context), with a classifier (or tied embedding) large
+// enough that next-token distributions are peaked and a wrong sign or scale shows.
 static const struct hx_synth_shape sy_shapes[] = {
     {"tinyllama-1.1b", "TinyLlama-1.1B: 22 layers, GQA 32/4 heads, 1.10 B weights",
-     2048, 5632, 22, 32, 4, 2048, 32000, 1e-5f, 10000.0f},
+     2048, 5632, 22, 32, 4, 2048, 32000, 1e-5f, 10000.0f, .vocab = SY_VOCAB_LLAMA_SPM},
     {"llama-7b-block", "Llama-2-7B's width in 2 layers (MHA 32/32), 0.67 B weights",
-     4096, 11008, 2, 32, 32, 4096, 32000, 1e-5f, 10000.0f},
+     4096, 11008, 2, 32, 32, 4096, 32000, 1e-5f, 10000.0f, .vocab = SY_VOCAB_LLAMA_SPM},
     {"test-tiny", "for tests: dim 64, 2 layers, GQA 4/2 heads, 4.1 M weights (mostly vocab)",
-     64, 172, 2, 4, 2, 512, 32000, 1e-5f, 10000.0f},
+     64, 172, 2, 4, 2, 512, 32000, 1e-5f, 10000.0f, .vocab = SY_VOCAB_LLAMA_SPM},
+    {"llama-3.2-1b", "Llama-3.2-1B: 16 layers, GQA 32/8, tied, Llama 3 RoPE scaling, 1.24 B weights",
+     2048, 8192, 16, 32, 8, 131072, 128256, 1e-5f, 500000.0f, KN_ARCH_LLAMA, .tied = 1, .llama3_rope = 32.0f,
+     .vocab = SY_VOCAB_LLAMA3},
+    {"llama-3-8b-block", "Llama-3-8B's width in 2 layers (GQA 32/8), 1.9 B weights (vocab 128256)",
+     4096, 14336, 2, 32, 8, 8192, 128256, 1e-5f, 500000.0f, KN_ARCH_LLAMA, .vocab = SY_VOCAB_LLAMA3},
+    {"qwen2.5-0.5b", "Qwen2.5-0.5B: 24 layers, GQA 14/2, q/k/v biases, tied, 0.49 B weights",
+     896, 4864, 24, 14, 2, 32768, 151936, 1e-6f, 1000000.0f, KN_ARCH_QWEN2, .tied = 1, .vocab = SY_VOCAB_QWEN},
+    {"qwen2.5-1.5b", "Qwen2.5-1.5B: 28 layers, GQA 12/2, q/k/v biases, tied, 1.54 B weights",
+     1536, 8960, 28, 12, 2, 32768, 151936, 1e-6f, 1000000.0f, KN_ARCH_QWEN2, .tied = 1, .vocab = SY_VOCAB_QWEN},
+    {"phi-3-mini", "Phi-3-mini-4k: 32 layers, MHA 32/32, fused qkv and gate/up, window 2047, 3.82 B weights",
+     3072, 8192, 32, 32, 32, 4096, 32064, 1e-5f, 10000.0f, KN_ARCH_PHI3, .swa_window = 2047, .vocab = SY_VOCAB_PHI3},
+    {"gemma-2-2b", "Gemma-2-2B: 26 layers, GQA 8/4, head 256, post-norms, soft-caps, 2.61 B weights",
+     2304, 9216, 26, 8, 4, 8192, 256000, 1e-6f, 10000.0f, KN_ARCH_GEMMA2, .head_size = 256, .tied = 1,
+     .swa_window = 4096, .attn_softcap = 50.0f, .final_softcap = 30.0f, .vocab = SY_VOCAB_LLAMA_SPM, .pad_vocab = 1},
+    {"llama-tiny", "test model (synth --arch llama): Llama 3 RoPE scaling, theta 5e5, GQA, tied",
+     64, 160, 2, 4, 2, 256, 512, 1e-5f, 500000.0f, KN_ARCH_LLAMA, .tied = 1, .llama3_rope = 8.0f,
+     .embd_std = 0.5f, .vocab = SY_VOCAB_TINY},
+    {"qwen2-tiny", "test model (synth --arch qwen2): q/k/v biases, rotate-half RoPE, tied",
+     64, 160, 2, 4, 2, 256, 512, 1e-6f, 1000000.0f, KN_ARCH_QWEN2, .tied = 1, .embd_std = 0.5f,
+     .vocab = SY_VOCAB_TINY},
+    {"phi3-tiny", "test model (synth --arch phi3): fused qkv and gate/up, window 40, long/short RoPE",
+     64, 160, 2, 4, 2, 256, 512, 1e-5f, 10000.0f, KN_ARCH_PHI3, .rope_ctx_orig = 64, .swa_window = 40,
+     .out_gain = 4.0f, .vocab = SY_VOCAB_TINY},
+    {"gemma2-tiny", "test model (synth --arch gemma2): 26 layers, head 32, post-norms, caps 3/10, window 32",
+     64, 128, 26, 4, 2, 256, 512, 1e-6f, 10000.0f, KN_ARCH_GEMMA2, .head_size = 32, .tied = 1, .swa_window = 32,
+     .attn_softcap = 3.0f, .final_softcap = 10.0f, .embd_std = 0.125f, .out_gain = 4.0f, .vocab = SY_VOCAB_TINY},
 };
+
+const struct hx_synth_shape *hx_synth_arch_shape(const char *arch) {
+    static const char *const names[][2] = {
+        {"llama", "llama-tiny"}, {"qwen2", "qwen2-tiny"}, {"phi3", "phi3-tiny"}, {"gemma2", "gemma2-tiny"}};
+    for (size_t i = 0; i < QP_ARRAY_LEN(names); i++)
+        if (strcmp(arch, names[i][0]) == 0) return hx_synth_shape_find(names[i][1]);
+    return NULL;
+}
 
 const struct hx_synth_shape *hx_synth_shapes(int *n) {
     *n = (int)QP_ARRAY_LEN(sy_shapes);
@@ -155,20 +211,33 @@ void hx_synth_outliers(uint64_t seed, int dim, int out[HX_SYNTH_N_OUTLIERS]) {
 
 enum sy_kind {
     SY_EMBD, SY_ATTN_NORM, SY_Q, SY_K, SY_V, SY_O, SY_FFN_NORM, SY_GATE, SY_UP, SY_DOWN,
-    SY_OUT_NORM, SY_OUTPUT,
+    SY_OUT_NORM, SY_OUTPUT, SY_BQ, SY_BK, SY_BV, SY_POST_ATTN, SY_POST_FFN,
+    SY_FIXED, // values computed, not drawn (RoPE factors)
 };
 
+#define SY_MAX_PARTS 3
+
+// A tensor to generate: one kind, or the row-wise concatenation of parts (a fused attn_qkv or
+// gate/up), each part drawn exactly as its unfused tensor would be.
 struct sy_tensor {
     char name[48];
     enum sy_kind kind;
     int64_t ne0;  // input width (contiguous)
-    int64_t ne1;  // rows (outputs); 1 for norm vectors
+    int64_t ne1;  // rows (outputs); 1 for vectors
     int type;     // stored type
     uint64_t key; // its random stream
+    float gain;   // embedding: its standard deviation; matrices and biases: a multiplier
+    const float *fixed; // SY_FIXED: the values (ne0)
+    int n_parts;  // > 0: fused
+    struct { enum sy_kind kind; int64_t rows; uint64_t key; } part[SY_MAX_PARTS];
 };
 
 static int sy_is_norm(enum sy_kind k) {
-    return k == SY_ATTN_NORM || k == SY_FFN_NORM || k == SY_OUT_NORM;
+    return k == SY_ATTN_NORM || k == SY_FFN_NORM || k == SY_OUT_NORM || k == SY_POST_ATTN || k == SY_POST_FFN;
+}
+
+static int sy_is_vector(enum sy_kind k) {
+    return sy_is_norm(k) || k == SY_BQ || k == SY_BK || k == SY_BV || k == SY_FIXED;
 }
 
 static int sy_has_outliers(enum sy_kind k) {
@@ -189,36 +258,81 @@ static void sy_dists_init(struct sy_dists *d) {
     sy_qtab_init(&d->normal, sy_tail_normal, 12.0, 1.0);
 }
 
-// Row `row` of t into out (t->ne0 floats). outlier: (ne0) 1 for the planted input channels.
-static void sy_row(const struct sy_dists *d, const struct sy_tensor *t, int64_t row,
-                   const uint8_t *outlier, float *out) {
-    uint64_t base = (uint64_t)row * (uint64_t)t->ne0;
-    if (t->kind == SY_EMBD) {
-        for (int64_t c = 0; c < t->ne0; c++)
-            out[c] = SY_EMBD_STD * sy_draw(&d->normal, t->key, base + (uint64_t)c);
-    } else if (sy_is_norm(t->kind)) {
-        for (int64_t c = 0; c < t->ne0; c++)
-            out[c] = 1.0f + SY_NORM_NOISE * sy_draw(&d->t5, t->key, base + (uint64_t)c);
+// Row `row` of an unfused tensor of this kind, key and width into out.
+static void sy_row_of(const struct sy_dists *d, enum sy_kind kind, uint64_t key, int64_t ne0, float gain,
+                      int64_t row, const uint8_t *outlier, float *out) {
+    uint64_t base = (uint64_t)row * (uint64_t)ne0;
+    if (kind == SY_EMBD) {
+        float sd = gain > 0 ? gain : SY_EMBD_STD;
+        for (int64_t c = 0; c < ne0; c++) out[c] = sd * sy_draw(&d->normal, key, base + (uint64_t)c);
+    } else if (sy_is_norm(kind)) {
+        float g = gain > 0 ? gain : 1.0f;
+        for (int64_t c = 0; c < ne0; c++)
+            out[c] = g * (1.0f + SY_NORM_NOISE * sy_draw(&d->t5, key, base + (uint64_t)c));
+    } else if (kind == SY_BQ || kind == SY_BK || kind == SY_BV) {
+        for (int64_t c = 0; c < ne0; c++) out[c] = SY_BIAS_SCALE * sy_draw(&d->t5, key, base + (uint64_t)c);
     } else {
-        float s = 1.0f / sqrtf((float)t->ne0);
-        int planted = sy_has_outliers(t->kind);
-        for (int64_t c = 0; c < t->ne0; c++) {
-            float x = s * sy_draw(&d->t5, t->key, base + (uint64_t)c);
+        float s = (gain > 0 ? gain : 1.0f) / sqrtf((float)ne0);
+        int planted = sy_has_outliers(kind);
+        for (int64_t c = 0; c < ne0; c++) {
+            float x = s * sy_draw(&d->t5, key, base + (uint64_t)c);
             out[c] = planted && outlier[c] ? x * HX_SYNTH_OUTLIER_SCALE : x;
         }
     }
 }
 
-// The tensor list in llama.cpp's names: token_embd, per layer attn_norm, q, k, v, output,
-// ffn_norm, gate, up, down, then output_norm and output. *n_out gets the count; the array is
-// malloc'd (caller frees), NULL when out of memory.
-static struct sy_tensor *sy_tensors(const struct kn_config *c, uint64_t seed, int type,
-                                    int *n_out) {
-    int n = 3 + 9 * c->n_layers;
+// Row `row` of t into out (t->ne0 floats). outlier: (ne0) 1 for the planted input channels.
+static void sy_row(const struct sy_dists *d, const struct sy_tensor *t, int64_t row,
+                   const uint8_t *outlier, float *out) {
+    if (t->kind == SY_FIXED) {
+        memcpy(out, t->fixed, (size_t)t->ne0 * sizeof(float));
+        return;
+    }
+    if (!t->n_parts) {
+        sy_row_of(d, t->kind, t->key, t->ne0, t->gain, row, outlier, out);
+        return;
+    }
+    int p = 0;
+    while (row >= t->part[p].rows) row -= t->part[p++].rows;
+    sy_row_of(d, t->part[p].kind, t->part[p].key, t->ne0, t->gain, row, outlier, out);
+}
+
+// The RoPE factor vectors of a shape (head_size / 2 each): Llama 3's rope_freqs as
+// convert_hf_to_gguf.py computes them (factor, low 1, high 4, original context 8192); Phi-3-like
+// short factors near 1 and long factors growing to 4 over the low frequencies.
+struct sy_rope {
+    float freqs[SY_MAX_HALF], shorts[SY_MAX_HALF], longs[SY_MAX_HALF];
+};
+
+static void sy_rope_init(struct sy_rope *r, const struct hx_synth_shape *sh, int head_size) {
+    int half = head_size / 2;
+    for (int i = 0; i < half; i++) {
+        double freq = 1.0 / pow(sh->rope_theta, 2.0 * i / head_size), wavelen = 2 * M_PI / freq;
+        double f = sh->llama3_rope, old = 8192, low = old / 1.0, high = old / 4.0, smooth = (old / wavelen - 1) / (4 - 1);
+        r->freqs[i] = (float)(wavelen < high ? 1.0 : wavelen > low ? f : 1.0 / ((1 - smooth) / f + smooth));
+        double u = half > 1 ? (double)i / (half - 1) : 0;
+        r->shorts[i] = (float)(1.0 + 0.05 * u);
+        r->longs[i] = (float)(1.0 + 3.0 * u * u);
+    }
+}
+
+// The tensor list in llama.cpp's names and the converter's order: RoPE factors, token_embd, per
+// layer attn_norm, q, k, v (or attn_qkv), biases, output, post-attention norm, ffn_norm, gate, up
+// (or the fused up), down, post-FFN norm, then output_norm and output (untied). *n_out gets the
+// count; the array is malloc'd (caller frees), NULL when out of memory. (About 80 lines: the list
+// reads in file order, one SY_ADD per tensor, as the converter writes them.)
+static struct sy_tensor *sy_tensors(const struct hx_synth_shape *sh, const struct kn_config *c, uint64_t seed,
+                                    int type, const struct sy_rope *rope, int *n_out) {
+    int n = 6 + 16 * c->n_layers;
     struct sy_tensor *ts = calloc((size_t)n, sizeof *ts);
     if (!ts) return NULL;
-    int64_t dim = c->dim, hid = c->hidden_dim, kv = (int64_t)c->n_kv_heads * c->head_size;
+    int64_t dim = c->dim, hid = c->hidden_dim, kv = kn_kv_dim(c), q = kn_q_dim(c), half = c->head_size / 2;
     int i = 0;
+    // Streams of the Llama 2 kinds as before the families came (same seed, same bytes); the
+    // newer kinds in a range of their own.
+#define SY_KEY(kind_, layer_)                                                                  \
+    sy_key(seed, ((kind_) >= 16 || (kind_) == SY_BQ || (kind_) == SY_BK || (kind_) == SY_BV ? (1ull << 40) : 0) + \
+                     (uint64_t)((layer_) + 1) * 16 + (uint64_t)(kind_))
 #define SY_ADD(kind_, layer_, ne0_, ne1_, ...)                                                  \
     do {                                                                                       \
         struct sy_tensor *t_ = &ts[i++];                                                       \
@@ -226,26 +340,66 @@ static struct sy_tensor *sy_tensors(const struct kn_config *c, uint64_t seed, in
         t_->kind = kind_;                                                                      \
         t_->ne0 = ne0_;                                                                        \
         t_->ne1 = ne1_;                                                                        \
-        t_->type = sy_is_norm(kind_) ? KN_F32 : type;                                          \
-        t_->key = sy_key(seed, (uint64_t)((layer_) + 1) * 16 + (uint64_t)(kind_));             \
+        t_->type = sy_is_vector(kind_) ? KN_F32 : type;                                        \
+        t_->key = SY_KEY(kind_, layer_);                                                       \
     } while (0)
+    if (sh->llama3_rope > 0) {
+        SY_ADD(SY_FIXED, -1, half, 1, "rope_freqs.weight");
+        ts[i - 1].fixed = rope->freqs;
+    }
+    if (sh->rope_ctx_orig > 0) {
+        SY_ADD(SY_FIXED, -1, half, 1, "rope_factors_long.weight");
+        ts[i - 1].fixed = rope->longs;
+        SY_ADD(SY_FIXED, -1, half, 1, "rope_factors_short.weight");
+        ts[i - 1].fixed = rope->shorts;
+    }
     SY_ADD(SY_EMBD, -1, dim, c->vocab_size, "token_embd.weight");
+    ts[i - 1].gain = sh->embd_std;
     for (int l = 0; l < c->n_layers; l++) {
         SY_ADD(SY_ATTN_NORM, l, dim, 1, "blk.%d.attn_norm.weight", l);
-        SY_ADD(SY_Q, l, dim, dim, "blk.%d.attn_q.weight", l);
-        SY_ADD(SY_K, l, dim, kv, "blk.%d.attn_k.weight", l);
-        SY_ADD(SY_V, l, dim, kv, "blk.%d.attn_v.weight", l);
-        SY_ADD(SY_O, l, dim, dim, "blk.%d.attn_output.weight", l);
+        if (c->fused_qkv) {
+            SY_ADD(SY_Q, l, dim, q + 2 * kv, "blk.%d.attn_qkv.weight", l);
+            struct sy_tensor *t = &ts[i - 1];
+            t->n_parts = 3;
+            t->part[0].kind = SY_Q, t->part[0].rows = q, t->part[0].key = SY_KEY(SY_Q, l);
+            t->part[1].kind = SY_K, t->part[1].rows = kv, t->part[1].key = SY_KEY(SY_K, l);
+            t->part[2].kind = SY_V, t->part[2].rows = kv, t->part[2].key = SY_KEY(SY_V, l);
+        } else {
+            SY_ADD(SY_Q, l, dim, q, "blk.%d.attn_q.weight", l);
+            SY_ADD(SY_K, l, dim, kv, "blk.%d.attn_k.weight", l);
+            SY_ADD(SY_V, l, dim, kv, "blk.%d.attn_v.weight", l);
+        }
+        if (c->has_qkv_bias) {
+            SY_ADD(SY_BQ, l, q, 1, "blk.%d.attn_q.bias", l);
+            SY_ADD(SY_BK, l, kv, 1, "blk.%d.attn_k.bias", l);
+            SY_ADD(SY_BV, l, kv, 1, "blk.%d.attn_v.bias", l);
+        }
+        SY_ADD(SY_O, l, q, dim, "blk.%d.attn_output.weight", l);
+        if (c->post_norms) SY_ADD(SY_POST_ATTN, l, dim, 1, "blk.%d.post_attention_norm.weight", l);
         SY_ADD(SY_FFN_NORM, l, dim, 1, "blk.%d.ffn_norm.weight", l);
-        SY_ADD(SY_GATE, l, dim, hid, "blk.%d.ffn_gate.weight", l);
-        SY_ADD(SY_UP, l, dim, hid, "blk.%d.ffn_up.weight", l);
+        if (c->fused_gate_up) {
+            SY_ADD(SY_GATE, l, dim, 2 * hid, "blk.%d.ffn_up.weight", l);
+            struct sy_tensor *t = &ts[i - 1];
+            t->n_parts = 2;
+            t->part[0].kind = SY_GATE, t->part[0].rows = hid, t->part[0].key = SY_KEY(SY_GATE, l);
+            t->part[1].kind = SY_UP, t->part[1].rows = hid, t->part[1].key = SY_KEY(SY_UP, l);
+        } else {
+            SY_ADD(SY_GATE, l, dim, hid, "blk.%d.ffn_gate.weight", l);
+            SY_ADD(SY_UP, l, dim, hid, "blk.%d.ffn_up.weight", l);
+        }
         SY_ADD(SY_DOWN, l, hid, dim, "blk.%d.ffn_down.weight", l);
+        if (c->post_norms) SY_ADD(SY_POST_FFN, l, dim, 1, "blk.%d.post_ffw_norm.weight", l);
     }
     SY_ADD(SY_OUT_NORM, -1, dim, 1, "output_norm.weight");
-    SY_ADD(SY_OUTPUT, -1, dim, c->vocab_size, "output.weight");
+    if (sh->tied) ts[i - 1].gain = sh->out_gain; // the classifier is the embedding: scale its input
+    if (!sh->tied) {
+        SY_ADD(SY_OUTPUT, -1, dim, c->vocab_size, "output.weight");
+        ts[i - 1].gain = sh->out_gain;
+    }
 #undef SY_ADD
-    QP_ASSERT(i == n);
-    *n_out = n;
+#undef SY_KEY
+    QP_ASSERT(i <= n);
+    *n_out = i;
     return ts;
 }
 
@@ -286,7 +440,7 @@ static struct hx_gguf_kv sy_kv_i32s(const char *key, const int32_t *data, uint64
     return kv;
 }
 
-// Checks that vocab is a llama (SPM) vocabulary of the shape's size.
+// Checks that vocab is a llama (SPM) or gpt2 (byte-level BPE) vocabulary of the shape's size.
 static int sy_check_vocab(const struct hx_gguf *g, const struct hx_synth_shape *sh, char *err) {
     const char *path = hx_gguf_path(g), *model;
     size_t len;
@@ -294,9 +448,9 @@ static int sy_check_vocab(const struct hx_gguf *g, const struct hx_synth_shape *
     if (rc) return qp_fail(err, rc == QP_ENOENT ? QP_ENOENT : QP_EFORMAT,
                            "cannot use '%s' as vocabulary: no string key 'tokenizer.ggml.model'",
                            path);
-    if (len != 5 || memcmp(model, "llama", 5) != 0) {
+    if (!(len == 5 && memcmp(model, "llama", 5) == 0) && !(len == 4 && memcmp(model, "gpt2", 4) == 0)) {
         return qp_fail(err, QP_EFORMAT,
-                       "cannot use '%s' as vocabulary: tokenizer model '%.*s' is not 'llama'",
+                       "cannot use '%s' as vocabulary: tokenizer model '%.*s' is not 'llama' or 'gpt2'",
                        path, (int)QP_MIN(len, (size_t)64), model);
     }
     const struct hx_gguf_kv *tok = hx_gguf_find(g, "tokenizer.ggml.tokens");
@@ -305,10 +459,56 @@ static int sy_check_vocab(const struct hx_gguf *g, const struct hx_synth_shape *
                        "cannot use '%s' as vocabulary: no string array 'tokenizer.ggml.tokens'",
                        path);
     }
-    if (tok->val.v.arr.n != (uint64_t)sh->vocab_size) {
+    // Fewer tokens than the shape's rows: padded with "[PAD<id>]" tokens (sy_pad_vocab), as
+    // llama.cpp's converter pads a vocabulary smaller than the embedding.
+    if (tok->val.v.arr.n > (uint64_t)sh->vocab_size || (tok->val.v.arr.n < (uint64_t)sh->vocab_size && !sh->pad_vocab)) {
         return qp_fail(err, QP_EFORMAT,
                        "cannot use '%s' as vocabulary: it has %llu tokens, shape '%s' needs %d",
                        path, (unsigned long long)tok->val.v.arr.n, sh->name, sh->vocab_size);
+    }
+    return 0;
+}
+
+// The vocabulary's token, score and type arrays extended to n tokens: ids from the file's count
+// on are "[PAD<id>]", score -1000, type UNUSED (5). The buffers live in *pad (freed by the caller).
+struct sy_pad {
+    struct hx_gguf_value *items;
+    char *text;
+    float *scores;
+    int32_t *types;
+};
+
+static int sy_pad_vocab(struct hx_gguf_kv *kvs, int64_t nk, uint64_t n, struct sy_pad *pad) {
+    for (int64_t i = 0; i < nk; i++) {
+        struct hx_gguf_value *v = &kvs[i].val;
+        if (v->type != HX_GGUF_ARRAY || v->v.arr.n >= n) continue;
+        uint64_t have = v->v.arr.n;
+        if (strcmp(kvs[i].key, "tokenizer.ggml.tokens") == 0 && v->v.arr.type == HX_GGUF_STRING) {
+            pad->items = calloc(n, sizeof *pad->items);
+            pad->text = malloc((size_t)(n - have) * 24);
+            if (!pad->items || !pad->text) return QP_ENOMEM;
+            memcpy(pad->items, v->v.arr.items, (size_t)have * sizeof *pad->items);
+            for (uint64_t k = have; k < n; k++) {
+                char *t = pad->text + (k - have) * 24;
+                pad->items[k].type = HX_GGUF_STRING;
+                pad->items[k].v.str.ptr = t;
+                pad->items[k].v.str.len = (uint64_t)snprintf(t, 24, "[PAD%llu]", (unsigned long long)k);
+            }
+            v->v.arr.items = pad->items;
+        } else if (strcmp(kvs[i].key, "tokenizer.ggml.scores") == 0 && v->v.arr.type == HX_GGUF_FLOAT32) {
+            if (!(pad->scores = malloc((size_t)n * sizeof(float)))) return QP_ENOMEM;
+            memcpy(pad->scores, v->v.arr.data, (size_t)have * sizeof(float));
+            for (uint64_t k = have; k < n; k++) pad->scores[k] = -1000.0f;
+            v->v.arr.data = (const uint8_t *)pad->scores;
+        } else if (strcmp(kvs[i].key, "tokenizer.ggml.token_type") == 0 && v->v.arr.type == HX_GGUF_INT32) {
+            if (!(pad->types = malloc((size_t)n * sizeof(int32_t)))) return QP_ENOMEM;
+            memcpy(pad->types, v->v.arr.data, (size_t)have * sizeof(int32_t));
+            for (uint64_t k = have; k < n; k++) pad->types[k] = 5;
+            v->v.arr.data = (const uint8_t *)pad->types;
+        } else {
+            continue;
+        }
+        v->v.arr.n = n;
     }
     return 0;
 }
@@ -418,45 +618,100 @@ static int sy_generate(const struct hx_synth_opts *o, const char *path,
     return 0;
 }
 
-// The model's configuration from the shape and the options.
+// The config a loader derives from the file synth writes for o's shape (kn_model.h's family
+// fields as llama.cpp's defaults set them), checked.
 static int sy_config(const struct hx_synth_opts *o, const char *path, struct kn_config *c, char *err) {
     const struct hx_synth_shape *sh = o->shape;
-    if (!sh || !o->vocab || o->n_threads < 1 || (o->type != KN_F32 && o->type != KN_F16) ||
+    if (!sh || o->n_threads < 1 || (o->type != KN_F32 && o->type != KN_F16) ||
         o->n_layers < 0 || o->n_layers > SY_MAX_LAYERS)
         return qp_fail(err, QP_EINVAL, "cannot write '%s': bad synth options", path);
+    int n_layers = o->n_layers ? o->n_layers : sh->n_layers;
     *c = (struct kn_config){
-        .dim = sh->dim, .hidden_dim = sh->hidden_dim,
-        .n_layers = o->n_layers ? o->n_layers : sh->n_layers, .n_heads = sh->n_heads,
+        .dim = sh->dim, .hidden_dim = sh->hidden_dim, .n_layers = n_layers, .n_heads = sh->n_heads,
         .n_kv_heads = sh->n_kv_heads, .vocab_size = sh->vocab_size, .seq_len = sh->seq_len,
-        .head_size = sh->dim / sh->n_heads, .norm_eps = sh->norm_eps, .rope_theta = sh->rope_theta,
+        .head_size = sh->head_size ? sh->head_size : sh->dim / sh->n_heads, .norm_eps = sh->norm_eps,
+        .rope_theta = sh->rope_theta, .arch = sh->arch, .swa_window = sh->swa_window,
+        .rope_ctx_orig = sh->rope_ctx_orig,
     };
+    kn_config_set_family(c);
+    if (sh->rope_ctx_orig > 0) // convert_hf_to_gguf.py's longrope attention factor
+        c->rope_attn_factor = (float)sqrt(1.0 + log((double)sh->seq_len / sh->rope_ctx_orig) / log(sh->rope_ctx_orig));
+    if (sh->arch == KN_ARCH_GEMMA2) {
+        c->attn_scale = 1.0f / sqrtf((float)(n_layers == 46 ? c->dim / c->n_heads : c->head_size));
+        c->attn_softcap = sh->attn_softcap;
+        c->final_softcap = sh->final_softcap;
+    }
     char msg[QP_ERRLEN];
     int rc = kn_config_check(c, msg);
-    return rc ? qp_fail(err, QP_EINVAL, "cannot write '%s': %s", path, msg) : 0;
+    if (rc) return qp_fail(err, QP_EINVAL, "cannot write '%s': %s", path, msg);
+    if (c->head_size / 2 > SY_MAX_HALF) return qp_fail(err, QP_EINVAL, "cannot write '%s': head too large", path);
+    return 0;
 }
 
+// Key names built for the family keys ("ARCH.suffix"), alive as long as the key list.
+struct sy_keys {
+    char name[24][64];
+    int n;
+};
+
+static const char *sy_akey(struct sy_keys *k, enum kn_arch a, const char *suffix) {
+    QP_ASSERT(k->n < 24);
+    snprintf(k->name[k->n], sizeof k->name[0], "%s.%s", kn_arch_name(a), suffix);
+    return k->name[k->n++];
+}
+
+// The model's hyperparameter keys in convert_hf_to_gguf.py's order, then the family's own.
+static int64_t sy_model_kvs(struct hx_gguf_kv *kvs, struct sy_keys *k, const struct kn_config *c, enum kn_type type) {
+    enum kn_arch a = c->arch;
+    int64_t nk = 0;
+    kvs[nk++] = sy_kv_u32(sy_akey(k, a, "block_count"), (uint32_t)c->n_layers);
+    kvs[nk++] = sy_kv_u32(sy_akey(k, a, "context_length"), (uint32_t)c->seq_len);
+    kvs[nk++] = sy_kv_u32(sy_akey(k, a, "embedding_length"), (uint32_t)c->dim);
+    kvs[nk++] = sy_kv_u32(sy_akey(k, a, "feed_forward_length"), (uint32_t)c->hidden_dim);
+    kvs[nk++] = sy_kv_u32(sy_akey(k, a, "attention.head_count"), (uint32_t)c->n_heads);
+    kvs[nk++] = sy_kv_u32(sy_akey(k, a, "attention.head_count_kv"), (uint32_t)c->n_kv_heads);
+    kvs[nk++] = sy_kv_f32(sy_akey(k, a, "rope.freq_base"), c->rope_theta);
+    kvs[nk++] = sy_kv_f32(sy_akey(k, a, "attention.layer_norm_rms_epsilon"), c->norm_eps);
+    kvs[nk++] = sy_kv_u32("general.file_type", type == KN_F16 ? 1 : 0); // llama_ftype
+    kvs[nk++] = sy_kv_u32(sy_akey(k, a, "vocab_size"), (uint32_t)c->vocab_size);
+    kvs[nk++] = sy_kv_u32(sy_akey(k, a, "rope.dimension_count"), (uint32_t)c->head_size);
+    if (c->head_size * c->n_heads != c->dim) {
+        kvs[nk++] = sy_kv_u32(sy_akey(k, a, "attention.key_length"), (uint32_t)c->head_size);
+        kvs[nk++] = sy_kv_u32(sy_akey(k, a, "attention.value_length"), (uint32_t)c->head_size);
+    }
+    if (c->rope_ctx_orig > 0) {
+        kvs[nk++] = sy_kv_u32(sy_akey(k, a, "rope.scaling.original_context_length"), (uint32_t)c->rope_ctx_orig);
+        kvs[nk++] = sy_kv_f32(sy_akey(k, a, "rope.scaling.attn_factor"), c->rope_attn_factor);
+    }
+    if (a == KN_ARCH_PHI3 || a == KN_ARCH_GEMMA2)
+        kvs[nk++] = sy_kv_u32(sy_akey(k, a, "attention.sliding_window"), (uint32_t)c->swa_window);
+    if (a == KN_ARCH_GEMMA2) {
+        kvs[nk++] = sy_kv_f32(sy_akey(k, a, "attn_logit_softcapping"), c->attn_softcap);
+        kvs[nk++] = sy_kv_f32(sy_akey(k, a, "final_logit_softcapping"), c->final_softcap);
+    }
+    return nk;
+}
+
+// Room for the key/values besides the vocabulary's.
+#define SY_N_KV_OWN 40
+
 // Key/values in convert_hf_to_gguf.py's order, then the vocabulary's tokenizer.* keys as they
-// are, then qprobe's record of how the weights were made. kvs has room for hx_gguf_n_kv(voc) + 32;
-// name (96 bytes) holds general.name, outl32 the outlier channels. Returns the count.
+// are (voc may be NULL), then qprobe's record of how the weights were made. kvs has room for
+// hx_gguf_n_kv(voc) + SY_N_KV_OWN; name (96 bytes) holds general.name, keys the family key names,
+// outl32 the outlier channels. Returns the count.
 static int64_t sy_kvs(const struct hx_synth_opts *o, const struct kn_config *c, const struct hx_gguf *voc,
-                      const int32_t *outl32, char *name, struct hx_gguf_kv *kvs) {
+                      const int32_t *outl32, char *name, struct sy_keys *keys, struct hx_gguf_kv *kvs) {
     const struct hx_synth_shape *sh = o->shape;
     snprintf(name, 96, "synth-%s", sh->name);
+    // llama.cpp gives "phi3" models' special tokens attributes by text, and fails on a
+    // vocabulary without "<|endoftext|>": the small model's name must not say phi3.
+    if (sh->arch == KN_ARCH_PHI3 && sh->vocab && strcmp(sh->vocab, SY_VOCAB_PHI3) != 0)
+        snprintf(name, 96, "synth-fused-tiny");
     int64_t nk = 0;
-    kvs[nk++] = sy_kv_str("general.architecture", "llama");
+    kvs[nk++] = sy_kv_str("general.architecture", kn_arch_name(c->arch));
     kvs[nk++] = sy_kv_str("general.name", name);
-    kvs[nk++] = sy_kv_u32("llama.block_count", (uint32_t)c->n_layers);
-    kvs[nk++] = sy_kv_u32("llama.context_length", (uint32_t)c->seq_len);
-    kvs[nk++] = sy_kv_u32("llama.embedding_length", (uint32_t)c->dim);
-    kvs[nk++] = sy_kv_u32("llama.feed_forward_length", (uint32_t)c->hidden_dim);
-    kvs[nk++] = sy_kv_u32("llama.attention.head_count", (uint32_t)c->n_heads);
-    kvs[nk++] = sy_kv_u32("llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
-    kvs[nk++] = sy_kv_f32("llama.rope.freq_base", c->rope_theta);
-    kvs[nk++] = sy_kv_f32("llama.attention.layer_norm_rms_epsilon", c->norm_eps);
-    kvs[nk++] = sy_kv_u32("general.file_type", o->type == KN_F16 ? 1 : 0); // llama_ftype
-    kvs[nk++] = sy_kv_u32("llama.vocab_size", (uint32_t)c->vocab_size);
-    kvs[nk++] = sy_kv_u32("llama.rope.dimension_count", (uint32_t)c->head_size);
-    for (int64_t i = 0; i < hx_gguf_n_kv(voc); i++) {
+    nk += sy_model_kvs(kvs + nk, keys, c, o->type);
+    for (int64_t i = 0; voc && i < hx_gguf_n_kv(voc); i++) {
         const struct hx_gguf_kv *kv = hx_gguf_kv(voc, i);
         if (strncmp(kv->key, "tokenizer.", 10) == 0) kvs[nk++] = *kv;
     }
@@ -466,7 +721,7 @@ static int64_t sy_kvs(const struct hx_synth_opts *o, const struct kn_config *c, 
     kvs[nk++] = sy_kv_f32("qprobe.synth.student_t_dof", (float)HX_SYNTH_DOF);
     kvs[nk++] = sy_kv_f32("qprobe.synth.outlier_scale", HX_SYNTH_OUTLIER_SCALE);
     kvs[nk++] = sy_kv_i32s("qprobe.synth.outlier_channels", outl32, HX_SYNTH_N_OUTLIERS);
-    QP_ASSERT(nk <= hx_gguf_n_kv(voc) + 32);
+    QP_ASSERT(nk <= (voc ? hx_gguf_n_kv(voc) : 0) + SY_N_KV_OWN);
     return nk;
 }
 
@@ -505,8 +760,8 @@ static int sy_stream(const struct hx_synth_opts *o, const char *path, const stru
     if (!dists) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
     sy_dists_init(dists);
     struct hx_gguf_stream *st = NULL;
-    // Room for the data, its padding and the header (the vocabulary is about 0.7 MB).
-    int rc = sy_check_space(path, data_bytes + (uint64_t)n_t * 32 + (4u << 20), err);
+    // Room for the data, its padding and the header (a BPE vocabulary is a few MB).
+    int rc = sy_check_space(path, data_bytes + (uint64_t)n_t * 32 + (16u << 20), err);
     if (!rc) rc = hx_gguf_stream_open(path, kvs, nk, sts, n_t, &st, err);
     if (!rc) {
         QP_ASSERT(hx_gguf_stream_data_bytes(st) == data_bytes);
@@ -518,42 +773,43 @@ static int sy_stream(const struct hx_synth_opts *o, const char *path, const stru
     return rc;
 }
 
-int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_synth_info *info,
-                   char *err) {
-    double t0 = qp_now();
-    struct kn_config c;
-    struct hx_gguf *voc;
-    int rc = sy_config(o, path, &c, err);
-    if (rc || (rc = hx_gguf_open(o->vocab, &voc, err))) return rc;
-    if ((rc = sy_check_vocab(voc, o->shape, err))) {
-        hx_gguf_close(voc);
-        return rc;
-    }
+// The metadata and the tensors of the model written to path; voc may be NULL.
+static int sy_write(const struct hx_synth_opts *o, const struct kn_config *c, const struct hx_gguf *voc,
+                    const char *path, struct hx_synth_info *info, char *err) {
     int outl[HX_SYNTH_N_OUTLIERS];
     int32_t outl32[HX_SYNTH_N_OUTLIERS];
-    hx_synth_outliers(o->seed, c.dim, outl);
+    hx_synth_outliers(o->seed, c->dim, outl);
     for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) outl32[k] = outl[k];
-    int n_t = 0;
-    struct sy_tensor *ts = sy_tensors(&c, o->seed, o->type, &n_t);
-    struct hx_gguf_kv *kvs = calloc((size_t)(hx_gguf_n_kv(voc) + 32), sizeof *kvs);
+    struct sy_rope *rope = malloc(sizeof *rope);
+    if (rope) sy_rope_init(rope, o->shape, c->head_size);
+    int n_t = 0, rc = 0;
+    struct sy_tensor *ts = rope ? sy_tensors(o->shape, c, o->seed, o->type, rope, &n_t) : NULL;
+    struct hx_gguf_kv *kvs = calloc((size_t)((voc ? hx_gguf_n_kv(voc) : 0) + SY_N_KV_OWN), sizeof *kvs);
     struct hx_gguf_stream_tensor *sts = calloc((size_t)(n_t ? n_t : 1), sizeof *sts);
-    uint8_t *outlier = calloc((size_t)c.dim, 1);
+    uint8_t *outlier = calloc((size_t)c->dim, 1);
     struct sy_bufs bufs = {0};
-    int64_t chunk = ts ? sy_bufs_alloc(o, ts, n_t, &bufs) : 0;
-    if (!ts || !kvs || !sts || !outlier || !chunk) rc = qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    struct sy_pad pad = {0};
+    struct sy_keys keys = {0};
+    int64_t chunk = ts ? sy_bufs_alloc(o, ts, n_t, &bufs) : 0, nk = 0;
+    char name[96];
+    if (ts && kvs) nk = sy_kvs(o, c, voc, outl32, name, &keys, kvs);
+    if (!ts || !kvs || !sts || !outlier || !chunk || (voc && sy_pad_vocab(kvs, nk, (uint64_t)c->vocab_size, &pad)))
+        rc = qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
     if (!rc) {
-        char name[96];
         for (int k = 0; k < HX_SYNTH_N_OUTLIERS; k++) outlier[outl[k]] = 1;
-        int64_t nk = sy_kvs(o, &c, voc, outl32, name, kvs), n_params;
+        int64_t n_params;
         uint64_t data_bytes;
         sy_stream_tensors(ts, n_t, sts, &data_bytes, &n_params);
         rc = sy_stream(o, path, kvs, nk, sts, ts, n_t, data_bytes, outlier, &bufs, chunk, err);
         if (!rc && info)
-            *info = (struct hx_synth_info){.n_layers = c.n_layers, .n_params = n_params, .data_bytes = data_bytes,
-                                           .seconds = qp_now() - t0};
+            *info = (struct hx_synth_info){.n_layers = c->n_layers, .n_params = n_params, .data_bytes = data_bytes};
         if (!rc && info) memcpy(info->outliers, outl, sizeof outl);
     }
-    hx_gguf_close(voc);
+    free(pad.items);
+    free(pad.text);
+    free(pad.scores);
+    free(pad.types);
+    free(rope);
     free(ts);
     free(kvs);
     free(sts);
@@ -561,5 +817,55 @@ int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_sy
     qp_free(bufs.out[0]);
     qp_free(bufs.out[1]);
     qp_free(bufs.scratch);
+    return rc;
+}
+
+// Whether the file at path starts with GGUF's magic.
+static int sy_is_gguf(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char magic[4] = {0};
+    int yes = f && fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    if (f) fclose(f);
+    return yes;
+}
+
+// The vocabulary as GGUF keys: a GGUF as it is; any other tokenizer file (tokenizer.json,
+// tokenizer.bin) loaded, padded to the shape's rows (hx_tok_fit_rows, as llama.cpp's converter
+// pads), written as a vocab-only GGUF next to path (hx_gguf_vocab_write: the keys llama.cpp's
+// converter writes) and opened; the file is removed at once (the mapping stays valid).
+static int sy_vocab_open(const struct hx_synth_opts *o, const char *path, struct hx_gguf **out, char *err) {
+    *out = NULL;
+    if (sy_is_gguf(o->vocab)) return hx_gguf_open(o->vocab, out, err);
+    struct hx_tok *tok = NULL;
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.vocab.tmp", path);
+    int rc = hx_tok_open(o->vocab, 0, &tok, err);
+    if (!rc) rc = hx_tok_fit_rows(tok, o->shape->vocab_size, o->vocab, err);
+    if (!rc && (rc = hx_gguf_vocab_write(tok, tmp, err)) == QP_ENOTSUP)
+        rc = qp_fail(err, rc, "cannot use '%s' as vocabulary: llama.cpp has no pre-tokenizer name for it", o->vocab);
+    hx_tok_destroy(tok);
+    if (rc) return rc;
+    rc = hx_gguf_open(tmp, out, err);
+    unlink(tmp);
+    return rc;
+}
+
+int hx_synth_write(const struct hx_synth_opts *o, const char *path, struct hx_synth_info *info,
+                   char *err) {
+    double t0 = qp_now();
+    struct kn_config c;
+    struct hx_gguf *voc = NULL;
+    int rc = sy_config(o, path, &c, err);
+    if (rc) return rc;
+    if (o->vocab) {
+        if ((rc = sy_vocab_open(o, path, &voc, err))) return rc;
+        if ((rc = sy_check_vocab(voc, o->shape, err))) {
+            hx_gguf_close(voc);
+            return rc;
+        }
+    }
+    rc = sy_write(o, &c, voc, path, info, err);
+    if (!rc && info) info->seconds = qp_now() - t0;
+    if (voc) hx_gguf_close(voc);
     return rc;
 }

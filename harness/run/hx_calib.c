@@ -322,7 +322,9 @@ int hx_calib_collect(const struct kn_weights *w, int n_layers_full, const struct
     for (int l = 0; l < cfg->n_layers; l++) {
         if (layer >= 0 && l != layer) continue;
         for (int s = 0; s < HX_CS_COUNT; s++)
-            site_alloc(hx_calib_site(st, l, s), s == HX_CS_FFN_ACT ? cfg->hidden_dim : cfg->dim, want_gram, &fail);
+            site_alloc(hx_calib_site(st, l, s),
+                       s == HX_CS_FFN_ACT ? cfg->hidden_dim : s == HX_CS_ATTN_MIX ? kn_q_dim(cfg) : cfg->dim, want_gram,
+                       &fail);
     }
     if (classifier) site_alloc(hx_calib_site_output(st), cfg->dim, want_gram, &fail);
 
@@ -331,7 +333,8 @@ int hx_calib_collect(const struct kn_weights *w, int n_layers_full, const struct
     struct kn_engine *e = NULL;
     const float *onorm = NULL;
     float *onorm_owned = NULL;
-    double *buf = qp_alloc_array((size_t)cal->seq_len * (size_t)QP_MAX(cfg->dim, cfg->hidden_dim), sizeof(double));
+    double *buf = qp_alloc_array((size_t)cal->seq_len * (size_t)QP_MAX(QP_MAX(cfg->dim, cfg->hidden_dim), kn_q_dim(cfg)),
+                                 sizeof(double));
     struct hx_collect_ctx cc = {.st = st, .layer = layer, .classifier = classifier, .last_layer = cfg->n_layers - 1,
                                 .eps = cfg->norm_eps};
     int rc = 0;
@@ -456,7 +459,7 @@ static float *cq_writable(const float **x, float **scr, size_t n) {
     return *scr;
 }
 
-// A new owned fp32 copy of a 1-D tensor divided by s (a norm with 1/s folded in).
+// A new owned fp32 copy of a 1-D tensor divided by s (a norm, or Qwen2's v bias, with 1/s folded in).
 static int cq_fold_norm(struct cq *c, const struct kn_tensor *src, const float *s, struct kn_tensor *dst) {
     const float *v;
     float *owned;
@@ -599,11 +602,11 @@ static int cq_awq_group(struct cq *c, struct cq_layer *L, const int *idx, const 
 static int cq_awq_layer(struct cq *c, struct cq_layer *L, struct hx_calib_stats *st) {
     const struct kn_config *cfg = &c->src->cfg;
     int dim = cfg->dim, hid = cfg->hidden_dim, hs = cfg->head_size, grp = cfg->n_heads / cfg->n_kv_heads;
-    int kv_dim = cfg->n_kv_heads * hs;
+    int kv_dim = cfg->n_kv_heads * hs, wmax = QP_MAX(QP_MAX(dim, hid), kn_q_dim(cfg));
     const struct kn_layer_weights *sl = &c->src->layers[L->l];
     struct kn_layer_weights *dl = &c->m->w.layers[L->l];
-    float *sv = qp_alloc_array((size_t)QP_MAX(dim, hid), sizeof(float));
-    float *xm = qp_alloc_array((size_t)QP_MAX(dim, hid), sizeof(float));
+    float *sv = qp_alloc_array((size_t)wmax, sizeof(float));
+    float *xm = qp_alloc_array((size_t)wmax, sizeof(float));
     int rc = sv && xm ? 0 : qp_fail(c->err, QP_ENOMEM, "out of memory");
     // wo: x̄ shared by the query heads of one KV head (so that 1/s folds into the rows of wv).
     if (!rc && L->base[T_O]->method == QZ_AWQ) {
@@ -619,9 +622,11 @@ static int cq_awq_layer(struct cq *c, struct cq_layer *L, struct hx_calib_stats 
         float *wv = rc ? NULL : cq_writable(&L->x[T_V], &L->scr[T_V], (size_t)(kv_dim * dim));
         if (!rc && !wv) rc = qp_fail(c->err, QP_ENOMEM, "out of memory");
         for (int r = 0; !rc && r < kv_dim; r++) {
-            float f = sv[(r / hs) * grp * hs + r % hs]; // v row (kvh, d) feeds mix channel (kvh·grp, d)
-            for (int j = 0; j < dim; j++) wv[(size_t)r * dim + j] /= f;
+            xm[r] = sv[(r / hs) * grp * hs + r % hs]; // v row (kvh, d) feeds mix channel (kvh·grp, d)
+            for (int j = 0; j < dim; j++) wv[(size_t)r * dim + j] /= xm[r];
         }
+        // Qwen2's v bias is part of the same rows: 1/s goes into it too (it stays fp32).
+        if (!rc && cfg->has_qkv_bias) rc = cq_fold_norm(c, &sl->bv, xm, &dl->bv);
     }
     // w_down: 1/s into the rows of w_up (the input of w_down is silu(gate) · up).
     if (!rc && L->base[T_DOWN]->method == QZ_AWQ) {
@@ -750,6 +755,10 @@ static int cq_layer_run(struct cq *c, int l, struct hx_calib_stats *st) {
 // The classifier: GPTQ / imatrix from its input statistics, AWQ with 1/s folded into the final
 // norm, or data-free.
 static int cq_output(struct cq *c, struct hx_site_stats *st) {
+    if (c->src->embd_only) { // no classifier of its own: the quantized embedding serves (llama.cpp)
+        c->m->w.output = c->m->w.tok_embd;
+        return 0;
+    }
     const char *name = "output.weight";
     const struct qz_base *b = qz_variant_for_tensor(c->v, name, QZ_TC_OUTPUT);
     const struct kn_tensor *t = &c->src->output;

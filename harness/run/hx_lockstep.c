@@ -166,7 +166,7 @@ static int hx_ls_probe_init(struct hx_ls *ls, struct hx_lockstep_result *res, ch
     for (int l = 0; l < c->n_layers; l++)
         for (int s = 0; s < KN_SITE_LOGITS; s++) {
             int k = hx_layer_index(l, (enum kn_site)s);
-            lp->width[k] = s == KN_SITE_FFN_ACT ? c->hidden_dim : c->dim;
+            lp->width[k] = kn_site_used(c, (enum kn_site)s) ? kn_site_width(c, (enum kn_site)s) : 0;
             lp->off[k] = total;
             total += (size_t)ls->o->ctx * lp->width[k];
         }

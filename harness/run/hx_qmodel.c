@@ -115,7 +115,7 @@ int hx_quant_model_pack(struct hx_quant_model *q, enum kn_type type, const float
 // A llama.cpp type (mix resolved, fallback applied), with the importance matrix from mean_sq.
 static int hx_quant_model_ggml(struct hx_quant_model *q, const struct qz_base *b, const char *name, const float *x,
                                int64_t rows, int64_t cols, const double *mean_sq, struct kn_tensor *dst, char *err) {
-    enum kn_type type = hx_ggml_type_for(b, name, q->w.cfg.n_layers, cols);
+    enum kn_type type = hx_ggml_type_for(b, name, &q->w, cols);
     float *imx = NULL;
     if (mean_sq && type != KN_F16 && type != KN_BF16) {
         imx = qp_alloc_array((size_t)cols, sizeof(float));
@@ -198,16 +198,34 @@ int hx_variant_act_int8(const struct qz_variant *v) {
     return v->base.a8 == QZ_A8_TENSOR ? KN_ACT_INT8_TENSOR : KN_ACT_INT8_TOKEN;
 }
 
-enum kn_type hx_ggml_type_for(const struct qz_base *b, const char *name, int n_layers, int64_t cols) {
-    int type = b->method == QZ_GGML ? b->ggml_type : qz_mix_type(b->mix, name, n_layers, 1);
+// The name llama.cpp's mix rules see for tensor `name` of w: the fused tensor a Phi-3 part is
+// stored in (q, k, v → attn_qkv; gate, up → ffn_up), else the name itself.
+static const char *hx_mix_name(const struct kn_weights *w, const char *name, char *buf, size_t cap) {
+    int layer;
+    char what[32];
+    if (sscanf(name, "blk.%d.%31[a-z_].weight", &layer, what) != 2) return name;
+    const char *fused = NULL;
+    if (w->cfg.fused_qkv && (!strcmp(what, "attn_q") || !strcmp(what, "attn_k") || !strcmp(what, "attn_v")))
+        fused = "attn_qkv";
+    if (w->cfg.fused_gate_up && (!strcmp(what, "ffn_gate") || !strcmp(what, "ffn_up"))) fused = "ffn_up";
+    if (!fused) return name;
+    snprintf(buf, cap, "blk.%d.%s.weight", layer, fused);
+    return buf;
+}
+
+enum kn_type hx_ggml_type_for(const struct qz_base *b, const char *name, const struct kn_weights *w, int64_t cols) {
+    char buf[64];
+    int type = b->method == QZ_GGML ? b->ggml_type
+                                    : qz_mix_type(b->mix, hx_mix_name(w, name, buf, sizeof buf), w->cfg.n_layers,
+                                                  !w->embd_only);
     return (enum kn_type)qz_fallback_type(type, cols);
 }
 
-void hx_tensor_base(const struct qz_variant *v, const char *name, int n_layers, int64_t cols,
+void hx_tensor_base(const struct qz_variant *v, const char *name, const struct kn_weights *w, int64_t cols,
                     struct qz_base *out) {
     *out = *qz_variant_for_tensor(v, name, qz_tensor_class_of(name));
     if (out->method != QZ_GGML && out->method != QZ_GGML_MIX) return;
-    enum kn_type type = hx_ggml_type_for(out, name, n_layers, cols);
+    enum kn_type type = hx_ggml_type_for(out, name, w, cols);
     if (type == KN_F16 || type == KN_BF16 || type == KN_F32) {
         qz_base_parse(type == KN_F32 ? "f32" : type == KN_F16 ? "f16" : "bf16", out, NULL);
         return;

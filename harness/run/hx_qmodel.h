@@ -76,12 +76,13 @@ int hx_variant_act_int8(const struct qz_variant *v);
 // The base format tensor `name` (cols per row) gets under v: rules and keep= applied, a
 // llama.cpp mix resolved to its per-tensor type, and the block fallback for rows the block does
 // not divide (QZ_GGML with the final type, or QZ_F16 when the fallback is f16). Plain data.
-void hx_tensor_base(const struct qz_variant *v, const char *name, int n_layers, int64_t cols,
+void hx_tensor_base(const struct qz_variant *v, const char *name, const struct kn_weights *w, int64_t cols,
                     struct qz_base *out);
 
 // The llama.cpp type a QZ_GGML or QZ_GGML_MIX base gives tensor `name` (rows of cols values):
-// the mix's per-tensor type, then the block fallback (qz_mix.h).
-enum kn_type hx_ggml_type_for(const struct qz_base *b, const char *name, int n_layers, int64_t cols);
+// the mix's per-tensor type, then the block fallback (qz_mix.h). w: the model (its layer count;
+// whether it stores a classifier; Phi-3's fused tensors, whose parts get the fused tensor's type).
+enum kn_type hx_ggml_type_for(const struct qz_base *b, const char *name, const struct kn_weights *w, int64_t cols);
 
 // Packs rows × cols fp32 values x as `type` (f16, bf16 or a llama.cpp block type; imatrix NULL or
 // cols importances) into out (rows × kn_row_bytes(type, cols) bytes, caller-owned). 0 or the

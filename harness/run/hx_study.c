@@ -195,7 +195,7 @@ static int hx_store_act_stats(struct hx_study *s, char *err) {
     int *buf = malloc((size_t)s->o.ctx * sizeof(int));
     if (!ap.acc || !buf) rc = qp_fail(err, QP_ENOMEM, "out of memory");
     for (int i = 0; i < n_acc && !rc; i++)
-        if (met_act_init(&ap.acc[i], i % KN_SITE_LOGITS == KN_SITE_FFN_ACT ? c->hidden_dim : c->dim))
+        if (met_act_init(&ap.acc[i], kn_site_width(c, (enum kn_site)(i % KN_SITE_LOGITS))))
             rc = qp_fail(err, QP_ENOMEM, "out of memory");
     if (!rc) rc = kn_state_create(s->ref, s->o.ctx, s->o.ctx, s->o.n_threads, &st, err);
     struct kn_probe probe = {hx_act_probe_fn, &ap, NULL};
@@ -207,6 +207,7 @@ static int hx_store_act_stats(struct hx_study *s, char *err) {
         kn_forward(st, buf, ch.len, NULL, ch.len, &probe);
     }
     for (int i = 0; i < n_acc && !rc && ap.acc; i++) {
+        if (!kn_site_used(c, (enum kn_site)(i % KN_SITE_LOGITS))) continue; // (post-norm sites)
         struct met_act_summary as;
         if ((rc = met_act_finish(&ap.acc[i], &as, err))) break;
         int layer = i / KN_SITE_LOGITS;
@@ -396,7 +397,7 @@ static int hx_study_run_row(struct hx_study *s, size_t text_len, const char *cal
              q8 ? q8->isa : "none");
     struct hx_run_info ri = {
         .label = o->label, .model_path = o->model_path, .model_sha256 = model_sha,
-        .model_format = fmt_names[s->m->format], .dim = c->dim, .hidden_dim = c->hidden_dim,
+        .model_format = fmt_names[s->m->format], .arch = kn_arch_name(c->arch), .dim = c->dim, .hidden_dim = c->hidden_dim,
         .n_layers = c->n_layers, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads, .vocab = c->vocab_size,
         .seq_len = c->seq_len, .n_params = n_params,
         .tokenizer = o->tok_path ? o->tok_path : "(model)", .tokenizer_sha256 = tok_sha,
@@ -513,7 +514,7 @@ static int hx_store_weight_error(struct hx_study *s, int64_t vid, struct kn_weig
         struct qz_base base;
         int n_codes = -1;
         if (v) {
-            hx_tensor_base(v, src[i].name, L, t->ne0, &base);
+            hx_tensor_base(v, src[i].name, &s->m->w, t->ne0, &base);
             qz_base_print(&base, format, sizeof format);
             n_codes = s->o.grid ? qz_codes_n(&base) : -1;
         } else {
@@ -577,11 +578,13 @@ static int hx_store_dist(struct hx_store *st, int64_t vid, const struct met_dist
     return hx_store_metric_rows(st, vid, m, (int)QP_ARRAY_LEN(m), err);
 }
 
-static int hx_store_layers(struct hx_store *st, int64_t vid, const struct hx_lockstep_result *lr, char *err) {
+static int hx_store_layers(struct hx_store *st, int64_t vid, const struct kn_config *c,
+                           const struct hx_lockstep_result *lr, char *err) {
     int rc = 0;
     for (int l = 0; l <= lr->n_layers && !rc; l++)
         for (int site = 0; site < KN_SITE_COUNT && !rc; site++) {
             if ((l == lr->n_layers) != (site == KN_SITE_LOGITS)) continue;
+            if (!kn_site_used(c, (enum kn_site)site)) continue; // the family has no such site
             for (int kind = 0; kind < 2 && !rc; kind++) {
                 if (kind == 1 && site == KN_SITE_LOGITS) continue;
                 const struct met_err *e = (kind ? lr->loc : lr->acc) + hx_layer_index(l, (enum kn_site)site);
@@ -819,7 +822,7 @@ static int hx_vrun_store(struct hx_study *s, struct hx_vrun *r, int ord, int64_t
     if (!rc) rc = hx_store_dist(s->st, *vid, &r->d, err);
     if (!rc) rc = hx_store_metric(s->st, *vid, "argmax", "distinct_ref", lr->distinct_argmax_ref, NAN, r->d.n, err);
     if (!rc) rc = hx_store_metric(s->st, *vid, "argmax", "distinct_var", lr->distinct_argmax_var, NAN, r->d.n, err);
-    if (!rc && lr->acc) rc = hx_store_layers(s->st, *vid, lr, err);
+    if (!rc && lr->acc) rc = hx_store_layers(s->st, *vid, &s->m->w.cfg, lr, err);
     if (!rc && lr->tokens) rc = hx_store_tokens(s, *vid, lr, err);
     if (!rc) rc = hx_store_weight_error(s, *vid, (struct kn_weights *)r->w, r->v, err);
     if (!rc && s->o.sens_chunks > 0) rc = hx_sensitivity(s, *vid, r->w, &r->eo, &out->worst_layer, err);

@@ -44,7 +44,7 @@ static int hx_quantize_tensor(struct hx_quant_model *q, const struct qz_variant 
     int64_t rows = src->ne1, cols = src->ne0;
     q->n_weights += rows * cols;
     struct qz_base resolved;
-    hx_tensor_base(v, name, q->w.cfg.n_layers, cols, &resolved);
+    hx_tensor_base(v, name, &q->w, cols, &resolved);
     const float *x;
     float *owned;
     if (hx_tensor_f32(src, &x, &owned))
@@ -69,6 +69,7 @@ int hx_quant_model_create(const struct kn_weights *src, const struct qz_variant 
     if (!refs) rc = qp_fail(err, QP_ENOMEM, "out of memory");
     else hx_weight_refs(&q->w, refs);
     for (int i = 0; i < HX_N_WEIGHTS(L) && !rc; i++) {
+        if (src->embd_only && refs[i].t == &q->w.output) continue; // shares the embedding's result
         struct kn_tensor from = *refs[i].t;
         rc = hx_quantize_tensor(q, v, &from, refs[i].name, refs[i].t, err);
         // A source read from a model file is done with unless the variant kept it as it is.
@@ -76,6 +77,7 @@ int hx_quant_model_create(const struct kn_weights *src, const struct qz_variant 
             hx_release_source(from.data, kn_row_bytes(from.type, from.ne0) * (size_t)from.ne1);
     }
     free(refs);
+    if (src->embd_only) q->w.output = q->w.tok_embd;
     if (rc) {
         hx_quant_model_destroy(q);
         return rc;

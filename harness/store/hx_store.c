@@ -335,14 +335,14 @@ int hx_store_run_get(struct hx_store *st, const struct hx_run_info *ri, int64_t 
             " tokenizer_sha256, text_path, text_sha256, text_bytes, text_tokens, protocol, ctx,"
             " stride, score_from, score_to, bos, chunks, calib_path, calib_sha256,"
             " calib_overlap_bytes, qprobe_version, qprobe_commit, isa, gemm, threads, host, config, cpu,"
-            " kernels) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            "ttttttIIIIIIIittttiitIIIIIIttittttItttt", id, now, ri->label, ri->model_path,
+            " kernels, arch) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "ttttttIIIIIIIittttiitIIIIIIttittttItttt" "t", id, now, ri->label, ri->model_path,
             ri->model_sha256, ri->model_format, ri->dim, ri->hidden_dim, ri->n_layers, ri->n_heads,
             ri->n_kv_heads, ri->vocab, ri->seq_len, ri->n_params, ri->tokenizer, ri->tokenizer_sha256,
             ri->text_path, ri->text_sha256, ri->text_bytes, ri->text_tokens, ri->protocol, ri->ctx,
             ri->stride, ri->score_from, ri->score_to, ri->bos, ri->chunks, ri->calib_path,
             ri->calib_sha256, ri->calib_overlap_bytes, qp_version, QP_COMMIT, ri->isa, ri->gemm,
-            ri->threads, host[0] ? host : NULL, ri->config, ri->cpu, ri->kernels);
+            ri->threads, host[0] ? host : NULL, ri->config, ri->cpu, ri->kernels, ri->arch);
         if (!rc) {
             *run_id = hx_store_last_id(st);
             *created = 1;

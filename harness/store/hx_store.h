@@ -16,7 +16,7 @@
 struct sqlite3;
 struct hx_store;
 
-#define HX_STORE_SCHEMA_VERSION 3
+#define HX_STORE_SCHEMA_VERSION 4
 
 enum { HX_STORE_READONLY = 1 };
 
@@ -56,6 +56,7 @@ int64_t hx_store_last_id(struct hx_store *st);
 struct hx_run_info {
     const char *label;
     const char *model_path, *model_sha256, *model_format;
+    const char *arch; // the model family (kn_arch_name); recorded, implied by model_sha256
     int dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab, seq_len;
     int64_t n_params;
     const char *tokenizer, *tokenizer_sha256;
@@ -73,7 +74,8 @@ struct hx_run_info {
 
 // The identity of a run: SHA-256 over model/tokenizer/text/calibration hashes, the protocol
 // fields, the qprobe version and commit, and the label (hex, 65 bytes). Thread count, ISA and
-// host are recorded but not part of it: results do not depend on them. Neither is the sweep
+// host are recorded but not part of it: results do not depend on them. Nor is the family (arch):
+// the model's hash already fixes it. Neither is the sweep
 // configuration: a sweep extended by more variants, or `eval` runs of single variants, add to the
 // same run (the configuration stored is the one that created the run).
 void hx_run_identity(const struct hx_run_info *ri, char hex[65]);
