@@ -115,6 +115,8 @@ void task_result_destroy(struct task_result *r) {
     free(r->ll_store);
     free(r->ntok_store);
     free(r->greedy_store);
+    for (int i = 0; r->gen_text && i < r->n_items; i++) free(r->gen_text[i]);
+    free(r->gen_text);
     free(r);
 }
 
@@ -316,6 +318,8 @@ int task_score(const struct kn_engine *e, const struct task_suite *s, const stru
     *out = NULL;
     const struct kn_config *cfg = kn_engine_config(e);
     int window = o->window > 0 ? o->window : cfg->seq_len;
+    if (s->generate || s->kind == TASK_GEN)
+        return qp_fail(err, QP_EINVAL, "suite '%s' is scored by generation (task_gen_score)", s->name);
     if (window < 2 || window > (1 << 20)) return qp_fail(err, QP_EINVAL, "window %d out of range (2..%d)", window, 1 << 20);
     int threads = o->n_threads < 1 ? 1 : o->n_threads;
     struct task_result *r;

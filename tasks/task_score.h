@@ -35,6 +35,11 @@ struct task_tok {
     // token count n; when n > cap only cap tokens were written and the scorer calls again with
     // room for n. A negative QP_E* code on failure. Called from several threads at once.
     int (*encode)(void *ctx, const char *text, int add_bos, int *out, int cap);
+    // Generation only (task_gen.h): the text of ids[0..n) as they continue a text (a leading
+    // space kept), into *text (malloc'd); 0 or a negative QP_E* code. And the ids that end a
+    // generation (EOS; BOS, as llama2.c stops at it), -1 for none.
+    int (*decode)(void *ctx, const int *ids, int n, char **text);
+    int stop_ids[2];
     void *ctx;
 };
 
@@ -75,7 +80,7 @@ struct task_summary {
 };
 
 struct task_result {
-    enum task_kind kind;
+    enum task_kind kind;            // TASK_GEN for every result of task_gen_score
     int n_items;
     struct task_item_result *items; // (n_items) aligned with the suite's items
     struct task_summary sum;
@@ -86,9 +91,11 @@ struct task_result {
     double *ll_store;
     int *ntok_store;
     unsigned char *greedy_store;
+    char **gen_text;                // task_gen_score: (n_items) each item's generated text, cut at
+                                    // its stop string (owned); NULL for log-likelihood results
 };
 
-// Scores every item of s. 0, or QP_EINVAL (bad window or a token outside the model's
+// Scores every item of s (a suite scored by log-likelihood: not s->generate). 0, or QP_EINVAL (bad window or a token outside the model's
 // vocabulary), QP_ENOMEM, or the tokenizer's error; message in err. *out freed by the caller
 // with task_result_destroy.
 int task_score(const struct kn_engine *e, const struct task_suite *s, const struct task_tok *tok,

@@ -283,10 +283,15 @@ static int hx_store_task(struct hx_study *s, int64_t vid, int k, const struct ta
     char suite[160];
     snprintf(suite, sizeof suite, "task:%s", s->suites[k]->name);
     const struct task_summary *sm = &r->sum;
-    struct hx_metric_row m[12];
+    struct hx_metric_row m[14];
     int n_m = 0, rc = 0;
     m[n_m++] = (struct hx_metric_row){suite, "acc", sm->acc, sm->acc_stderr, sm->n};
-    m[n_m++] = (struct hx_metric_row){suite, "acc_norm", sm->acc_norm, sm->acc_norm_stderr, sm->n};
+    if (r->kind == TASK_GEN) { // scored by generation (task_gen.h): acc is the exact match
+        m[n_m++] = (struct hx_metric_row){suite, "exact_match", sm->acc, sm->acc_stderr, sm->n};
+        m[n_m++] = (struct hx_metric_row){suite, "contains", sm->acc_norm, sm->acc_norm_stderr, sm->n};
+    } else {
+        m[n_m++] = (struct hx_metric_row){suite, "acc_norm", sm->acc_norm, sm->acc_norm_stderr, sm->n};
+    }
     if (r->kind == TASK_CLOZE) m[n_m++] = (struct hx_metric_row){suite, "target_ppl", sm->target_ppl, NAN, sm->n};
     m[n_m++] = (struct hx_metric_row){suite, "items_per_second", r->seconds > 0 ? sm->n / r->seconds : NAN, NAN, sm->n};
     if (ref) {
