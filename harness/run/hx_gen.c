@@ -321,8 +321,11 @@ static uint64_t hx_gen_rng(uint64_t *s) {
 }
 
 // The next token from one row of logits: argmax (first index on ties) or, at temperature T > 0,
-// a draw from softmax(x / T) in fp64 (one uniform number u per step, the first index whose
-// cumulative mass exceeds u times the total). *lp = log p(token) at temperature 1.
+// a draw from softmax(x / T) by the Gumbel-max trick: argmax_j of (x_j - max) / T + g_j with
+// g_j = -log(-log(u_j)), one uniform u_j in (0, 1) per vocabulary entry and step, in fp64. Two
+// models fed the same stream pick the same token unless their perturbed maxima differ, which
+// couples them far more tightly than an inverse-CDF draw over token ids (whose mismatch grows
+// with the CDF differences summed over the whole vocabulary). *lp = log p(token) at T = 1.
 static int hx_gen_pick(const struct kn_ops *ops, const float *row, int vocab, double T, uint64_t *rng, double *lp) {
     float mx;
     double lse = ops->logsumexp(row, vocab, &mx);
@@ -330,16 +333,11 @@ static int hx_gen_pick(const struct kn_ops *ops, const float *row, int vocab, do
     if (T <= 0) {
         while (row[pick] != mx) pick++;
     } else {
-        double total = 0, u = (double)(hx_gen_rng(rng) >> 11) * 0x1.0p-53, acc = 0;
-        for (int j = 0; j < vocab; j++) total += exp(((double)row[j] - mx) / T);
-        u *= total;
-        pick = vocab - 1;
+        double best = -INFINITY;
         for (int j = 0; j < vocab; j++) {
-            acc += exp(((double)row[j] - mx) / T);
-            if (acc > u) {
-                pick = j;
-                break;
-            }
+            double u = ((double)(hx_gen_rng(rng) >> 11) + 0.5) * 0x1.0p-53; // in (0, 1)
+            double v = ((double)row[j] - mx) / T - log(-log(u));
+            if (v > best) best = v, pick = j;
         }
     }
     *lp = (double)row[pick] - lse;

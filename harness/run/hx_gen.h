@@ -15,7 +15,8 @@
 // Determinism: prompts run in parallel, one engine state per thread (with fewer prompts than
 // threads, one state with the threads inside the forward pass); each prompt is computed by one
 // state in a fixed order, so every token and number is the same for any thread count. Sampling
-// draws from a splitmix64 stream seeded by (seed, prompt index), never shared between prompts.
+// (Gumbel-max, hx_gen.c) draws from a splitmix64 stream seeded by (seed, prompt index), never
+// shared between prompts and the same for the reference and every variant.
 // Depends on kernels/, metrics/met_gen.h, harness/io (tokenizer) and harness/store.
 #ifndef HX_GEN_H
 #define HX_GEN_H
