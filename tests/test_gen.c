@@ -224,3 +224,33 @@ QP_TEST(prompts_file_should_give_the_prompts_and_reject_bad_files_with_file_and_
         free(out);
     }
 }
+
+QP_TEST(sweep_config_should_take_a_generate_section) {
+    const char *cfg = tmp_path("sweep.json"), *db = tmp_path("sweep.sqlite");
+    char model[1024], text[1024];
+    snprintf(model, sizeof model, "%s", qpt_fixture(MODEL));
+    snprintf(text, sizeof text, "%s", eval_text());
+    FILE *f = fopen(cfg, "w");
+    fprintf(f, "{\"model\": \"%s\", \"tokenizer\": \"%s\", \"eval\": {\"text\": \"%s\", \"chunks\": 2},"
+               " \"diagnostics\": {\"layer_chunks\": 0, \"act_chunks\": 0},"
+               " \"generate\": {\"prompts\": 4, \"tokens\": 16, \"k\": 8, \"comment\": \"tiny\"},"
+               " \"variants\": [\"q8_0\", \"q4_0\"], \"threads\": 2}\n",
+            model, qpt_fixture(TOK), text);
+    fclose(f);
+    char cmd[4096], *out = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' sweep -c '%s' --db '%s' --json 2>/dev/null", qpt_qprobe(), cfg, db);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
+    QP_CHECK_MSG(strstr(out, "\"gen_median_first_div\":"), "%s", out);
+    free(out);
+    QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM gen_item"), 3 * 4);
+    QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM metric WHERE suite = 'gen' AND name = 'k' AND value = 8"), 2);
+    // An unknown key is refused with its JSON path before any work.
+    f = fopen(cfg, "w");
+    fprintf(f, "{\"model\": \"%s\", \"eval\": {\"text\": \"%s\"}, \"generate\": {\"prompt\": 4},"
+               " \"variants\": [\"q8_0\"]}\n", model, text);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "'%s' sweep -c '%s' --db '%s' 2>&1", qpt_qprobe(), cfg, tmp_path("bad.sqlite"));
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 2);
+    QP_CHECK_MSG(strstr(out, "generate.prompt: unknown key"), "%s", out);
+    free(out);
+}
