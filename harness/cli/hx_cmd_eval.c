@@ -181,6 +181,11 @@ static int eval_check_args(struct eval_args *a, char *variant, size_t cap) {
     if (!!a->spec == !!a->vs) return hx_usage_error("eval", "give exactly one variant: -q SPEC or --vs FILE");
     if (a->act && !a->vs) return hx_usage_error("eval", "--act goes with --vs; with -q say ';act=q8' in the spec");
     if (so->sens_tensors && !so->sens_chunks) so->sens_chunks = 1;
+    const struct hx_gen_opts *g = &so->gen;
+    if (!g->n_prompts && !g->prompts_path && (g->temperature > 0 || g->seed != 1 || g->k != HX_GEN_K ||
+                                              g->prompt_tokens != HX_GEN_PROMPT_TOKENS))
+        return hx_usage_error("eval", "--gen-temp, --gen-seed, --gen-k and --gen-prompt-tokens go with --generate N:L "
+                                      "or --prompts FILE");
     so->quiet = a->json;
     if (a->vs) {
         if (strlen(a->vs) > 4000) return hx_usage_error("eval", "--vs path too long");
