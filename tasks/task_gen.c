@@ -1,7 +1,6 @@
 // task_gen.c — scoring by greedy generation (task_gen.h). Depends on tasks/ and kernels/.
 #include "task_gen.h"
 
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -224,6 +223,24 @@ static int tg_item(const struct kn_engine *e, const struct task_tok *tok, const 
 // ---------------------------------------------------------------------------------------------
 // The suite
 
+// What the items need.
+struct tg_loop {
+    const struct kn_engine *e;
+    const struct task_tok *tok;
+    const struct task_suite *s;
+    int gen_kind, window;
+    struct tg_worker *w;
+    struct task_result *r;
+};
+
+static int tg_loop_item(void *ctx, int i, int t, int64_t *tokens, char *err) {
+    struct tg_loop *lp = ctx;
+    int64_t before = lp->w[t].tokens;
+    int rc = tg_item(lp->e, lp->tok, &lp->s->items[i], lp->gen_kind, lp->window, &lp->w[t], lp->r, i, err);
+    *tokens = lp->w[t].tokens - before;
+    return rc;
+}
+
 static void tg_workers_free(struct tg_worker *w, int n) {
     for (int t = 0; w && t < n; t++) {
         kn_state_destroy(w[t].st);
@@ -256,29 +273,9 @@ int task_gen_score(const struct kn_engine *e, const struct task_suite *s, const 
             rc = qp_fail(err, QP_ENOMEM, "out of memory for logits");
     }
     if (!rc) {
+        struct tg_loop lp = {e, tok, s, gen_kind, window, w, r};
         double t0 = qp_now();
-        int done = 0, stop = 0, bad = n;
-#pragma omp parallel for num_threads(outer) schedule(dynamic, 1) if (outer > 1)
-        for (int i = 0; i < n; i++) {
-            int t = omp_get_thread_num(), halt;
-#pragma omp atomic read
-            halt = stop;
-            if (halt) continue;
-            char ierr[QP_ERRLEN];
-            int irc = tg_item(e, tok, &s->items[i], gen_kind, window, &w[t], r, i, ierr);
-#pragma omp critical(task_gen_progress)
-            {
-                if (irc && i < bad) {
-                    bad = i;
-                    rc = irc;
-                    if (err) snprintf(err, QP_ERRLEN, "%s", ierr);
-#pragma omp atomic write
-                    stop = 1;
-                }
-                done++;
-                if (o->progress && omp_get_thread_num() == 0) o->progress(o->progress_ctx, done, n, 0);
-            }
-        }
+        rc = task_for_items(n, outer, tg_loop_item, &lp, o, err);
         r->seconds = qp_now() - t0;
         for (int t = 0; t < outer; t++) r->tokens_processed += w[t].tokens;
         if (!rc && o->progress) o->progress(o->progress_ctx, n, n, r->tokens_processed);

@@ -101,6 +101,13 @@ struct task_result {
 int task_score(const struct kn_engine *e, const struct task_suite *s, const struct task_tok *tok,
                const struct task_score_opts *o, struct task_result **out, char *err);
 
+// The item loop both scorers share: fn(ctx, i, thread, &tokens, err) for every i < n on outer
+// OpenMP threads (dynamic schedule; thread in 0..outer-1), adding the tokens each call ran to
+// the progress count (o->progress from the calling thread). After a failure no new item starts;
+// the code of the lowest failing index is returned with its message in err.
+typedef int (*task_item_fn)(void *ctx, int i, int thread, int64_t *tokens, char *err);
+int task_for_items(int n, int outer, task_item_fn fn, void *ctx, const struct task_score_opts *o, char *err);
+
 // A zeroed result shaped for s (items' arrays allocated), e.g. to fill log-likelihoods by hand.
 // 0 or QP_ENOMEM. Free with task_result_destroy.
 int task_result_create(const struct task_suite *s, struct task_result **out);

@@ -29,30 +29,7 @@ struct hx_lines {
 
 static int hx_lines_open(const char *path, struct hx_lines *L, char *err) {
     memset(L, 0, sizeof *L);
-    FILE *f = fopen(path, "rb");
-    if (!f) return qp_fail(err, QP_EIO, "cannot read '%s': %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0, got;
-    char *b = malloc(cap);
-    while (b && (got = fread(b + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (cap - n < 2) {
-            char *nb = cap > SIZE_MAX / 4 ? NULL : realloc(b, cap * 2);
-            if (!nb) free(b);
-            b = nb;
-            cap *= 2;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!b) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
-    if (bad) {
-        free(b);
-        return qp_fail(err, QP_EIO, "cannot read '%s': read error (is it a directory?)", path);
-    }
-    b[n] = 0;
-    L->buf = b;
-    L->len = n;
-    return 0;
+    return hx_read_bytes(path, &L->buf, &L->len, err);
 }
 
 // The next line (without '\n' and a trailing '\r'); 0 at the end of the file.

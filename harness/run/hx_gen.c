@@ -12,6 +12,7 @@
 #include <sqlite3.h>
 
 #include "hx_store.h"
+#include "hx_text.h"
 #include "hx_tokenizer.h"
 #include "kn_engine.h"
 #include "qp.h"
@@ -118,34 +119,6 @@ int hx_gen_prompts_from_text(const int *tokens, size_t n_tokens, int bos, const 
     return 0;
 }
 
-// The file's bytes, NUL-terminated.
-static int hx_gen_slurp(const char *path, char **buf, size_t *len, char *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return qp_fail(err, QP_EIO, "cannot read '%s': %s", path, strerror(errno));
-    size_t cap = 4096, n = 0, got;
-    char *b = malloc(cap);
-    while (b && (got = fread(b + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (cap - n < 2) {
-            char *nb = realloc(b, cap * 2);
-            if (!nb) free(b);
-            b = nb;
-            cap *= 2;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!b) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
-    if (bad) {
-        free(b);
-        return qp_fail(err, QP_EIO, "cannot read '%s': read error (is it a directory?)", path);
-    }
-    b[n] = 0;
-    *buf = b;
-    *len = n;
-    return 0;
-}
-
 // Line s[0..n) (number line) as a prompt's text: the line itself, or a JSONL record's "prompt".
 // *text malloc'd. QP_EFORMAT with "PATH:LINE: ..." when malformed.
 static int hx_gen_line_text(const char *path, int64_t line, const char *s, size_t n, int jsonl, char **text,
@@ -196,7 +169,7 @@ int hx_gen_prompts_read(const char *path, const struct hx_tok *tok, int ctx, con
     char *buf = NULL;
     size_t len = 0;
     memset(out, 0, sizeof *out);
-    int rc = hx_gen_slurp(path, &buf, &len, err);
+    int rc = hx_read_bytes(path, &buf, &len, err);
     if (rc) return rc;
     int cap = 0, jsonl = -1;
     int64_t line = 0;
