@@ -159,14 +159,12 @@ static int rpt_gen_decide(const struct rpt_study *s, const struct rpt_gate_rules
     if (!(dppl <= lim.ppl_pct && kld <= lim.kld)) return 0; // not harmless (or not measured)
     char why[1400];
     size_t len = 0;
-    rpt_gen_cat(why, sizeof why, &len, "Silent degradation: `%s` looks harmless teacher-forced (ΔPPL %+.2f%%, mean KLD "
-                "%.4g, limits %.3g%% and %.3g) but ", v->spec, dppl, kld, lim.ppl_pct, lim.kld);
-    size_t start = len;
+    rpt_gen_cat(why, sizeof why, &len, "`%s`: ΔPPL %+.2f%% (limit %.3g%%), mean KLD %.4g (limit %.3g), but ", v->spec,
+                dppl, lim.ppl_pct, kld, lim.kld);
     int gen = rpt_gen_diverges(v, &lim, why, sizeof why, &len);
     int flips = rpt_gen_flips(s, v, why, sizeof why, &len, gen);
     if (!gen && !flips) return 0;
-    (void)start;
-    rpt_gen_cat(why, sizeof why, &len, "%s.", gen ? " (evidence: index.html, \"Silent degradation\")" : "");
+    rpt_gen_cat(why, sizeof why, &len, ".");
     g->silent[i] = 1;
     return (g->why[i] = strdup(why)) ? 0 : QP_ENOMEM;
 }
@@ -189,9 +187,23 @@ int rpt_gen_build(const struct rpt_study *s, const char *rules_path, struct rpt_
         if (s->v[i].is_reference) continue;
         any_gen |= isfinite(rpt_metric_get(&s->v[i], "gen", "prompts", NULL));
         if ((rc = rpt_gen_decide(s, rules, g, i))) rc = qp_fail(err, rc, "out of memory");
-        else if (g->silent[i]) finding(ctx, g->why[i]);
     }
-    if (!rc && any_gen && !rpt_gen_n_silent(g))
+    int n = rc ? 0 : rpt_gen_n_silent(g);
+    if (n) { // a heading, then one sub-item per variant (the page folds long lists)
+        char head[400];
+        snprintf(head, sizeof head, "Silent degradation in %d variant%s: perplexity and KLD within their limits%s, "
+                 "yet free-running generation diverges from the reference's or task answers flip (evidence: "
+                 "index.html, \"Silent degradation\"):", n, n == 1 ? "" : "s",
+                 rules ? " (the rules' for each spec)" : " (3 % and 0.05 without --rules)");
+        finding(ctx, head);
+        for (int i = 0; i < s->n_v; i++) {
+            if (!g->silent[i]) continue;
+            char item[1500];
+            snprintf(item, sizeof item, "  - %s", g->why[i]);
+            finding(ctx, item);
+        }
+    }
+    if (!rc && any_gen && !n)
         finding(ctx, "Generation: no variant whose perplexity and KLD look harmless diverges in free-running "
                      "generation (table \"Generation\").");
     if (!rc) rpt_gen_table(s, g, t);

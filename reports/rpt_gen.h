@@ -33,7 +33,7 @@ struct rpt_gen; // opaque
 
 // Reads the run's generation metrics: fills table t (initialized here; one row per variant with
 // generation metrics), decides the detector for every variant, and reports findings through
-// finding(ctx, line). rules_path: gate rules for the limits (NULL: the defaults). 0, or QP_EFORMAT
+// finding(ctx, line): a heading line, then "  - `SPEC`: ..." per flagged variant. rules_path: gate rules for the limits (NULL: the defaults). 0, or QP_EFORMAT
 // / QP_EIO (bad rules) / QP_ENOMEM with err. Free *out with rpt_gen_destroy.
 int rpt_gen_build(const struct rpt_study *s, const char *rules_path, struct rpt_table *t,
                   void (*finding)(void *, const char *), void *ctx, struct rpt_gen **out, char *err);

@@ -133,8 +133,9 @@ QP_TEST(detector_should_flag_a_planted_variant_and_not_q8_0) {
     char path[1024];
     snprintf(path, sizeof path, "%s/summary.md", rep);
     char *md = qpt_read_file(path, NULL);
-    QP_CHECK(md && strstr(md, "Silent degradation: `" PLANTED "` looks harmless"));
-    QP_CHECK(!strstr(md, "Silent degradation: `q8_0`"));
+    QP_CHECK(md && strstr(md, "- Silent degradation in 1 variant: "));
+    QP_CHECK(strstr(md, "  - `" PLANTED "`: ΔPPL +") && strstr(md, "median first divergence at token"));
+    QP_CHECK(!strstr(md, "  - `q8_0`: ΔPPL"));
     free(md);
     snprintf(path, sizeof path, "%s/index.html", rep);
     char *html = qpt_read_file(path, NULL);
@@ -253,4 +254,19 @@ QP_TEST(sweep_config_should_take_a_generate_section) {
     QP_CHECK_INT_EQ(qpt_run(cmd, &out), 2);
     QP_CHECK_MSG(strstr(out, "generate.prompt: unknown key"), "%s", out);
     free(out);
+}
+
+QP_TEST(merge_should_carry_the_generation_rows) {
+    const char *a = tmp_path("m1.sqlite"), *b = tmp_path("m2.sqlite"), *out = tmp_path("merged.sqlite");
+    free(eval_gen(a, "q8_0", "--generate 4:16", 2));
+    free(eval_gen(b, "q4_0", "--generate 4:16", 2));
+    char cmd[4096], *o = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' merge '%s' '%s' '%s' 2>&1", qpt_qprobe(), out, a, b);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &o), 0);
+    free(o);
+    // The reference's rows once (the second input's reference is kept, not copied), and each
+    // variant's, with their first divergences.
+    QP_CHECK_INT_EQ(qpt_db_int(out, "SELECT count(*) FROM gen_item"), 3 * 4);
+    QP_CHECK_INT_EQ(qpt_db_int(out, "SELECT count(*) FROM gen_item g JOIN variant v ON v.id = g.variant_id"
+                                    " WHERE v.spec = 'q4_0'"), 4);
 }
