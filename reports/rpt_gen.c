@@ -283,7 +283,8 @@ int rpt_gen_write_html(const struct rpt_gen *g, const struct rpt_study *s, FILE 
         fputs("<h3>", f);
         rpt_html_escape(f, s->v[i].spec);
         fputs("</h3>\n<p>", f);
-        rpt_html_escape(f, g->why[i]);
+        // The finding without its "`SPEC`: " (the heading names the spec).
+        rpt_html_escape(f, g->why[i] + strlen(s->v[i].spec) + 4);
         fputs("</p>\n", f);
         if (s->ref >= 0) rc = rpt_gen_evidence(s, i, f, err);
     }
