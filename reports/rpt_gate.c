@@ -47,6 +47,9 @@ static const struct rpt_gate_rule_info {
     [RPT_GATE_TOP1] = {"min_top1", 1, 0, RPT_GATE_SHARE},
     [RPT_GATE_RECOVERY] = {"min_recovery", 1, 1, RPT_GATE_NONNEG},
     [RPT_GATE_FLIPS] = {"max_significant_flips", 0, 0, RPT_GATE_INTEGER},
+    [RPT_GATE_IDENTICAL] = {"min_identical_share", 1, 0, RPT_GATE_SHARE},
+    [RPT_GATE_LOOP_INC] = {"max_loop_rate_increase", 0, 0, RPT_GATE_SHARE},
+    [RPT_GATE_FIRST_DIV] = {"min_median_first_divergence", 1, 0, RPT_GATE_NONNEG},
 };
 
 const char *rpt_gate_rule_key(enum rpt_gate_rule rule) {
@@ -762,6 +765,44 @@ static int rpt_gate_check_flips(struct rpt_gate_ctx *g, const struct rpt_gate_va
     return rc;
 }
 
+// A generation rule: metric gen/NAME of the variant; skipped when the variant has no generation
+// metrics (generation is optional, as tasks are).
+static int rpt_gate_check_gen(struct rpt_gate_ctx *g, const struct rpt_gate_variant *v, int rule, double limit,
+                              const char *name) {
+    const char *key = rpt_gate_info[rule].key;
+    double x, n;
+    int rc = rpt_gate_metric(g->cur, v->id, "gen", "prompts", &n, g->err);
+    if (rc < 0) return rc;
+    if (rc == 0) return rpt_gate_add(g->res, v->spec, key, RPT_GATE_SKIP, NAN, limit, g->err, "no generation metrics");
+    if ((rc = rpt_gate_metric(g->cur, v->id, "gen", name, &x, g->err)) < 0) return rc;
+    if (rc == 0)
+        return rpt_gate_add(g->res, v->spec, key, RPT_GATE_FAIL, NAN, limit, g->err, "no gen/%s stored for the variant",
+                            name);
+    int pass = rpt_gate_passes(rule, x, limit);
+    return rpt_gate_add(g->res, v->spec, key, pass ? RPT_GATE_PASS : RPT_GATE_FAIL, x, limit, g->err,
+                        "gen/%s %.6g%s, %.0f prompts", name, x,
+                        pass ? "" : rpt_gate_info[rule].is_min ? " < limit" : " > limit", n);
+}
+
+int rpt_gate_silent(const struct rpt_gate_check *checks, int n, char *what, size_t cap) {
+    int tf = 0, tf_fail = 0, bad = 0;
+    size_t len = 0;
+    what[0] = 0;
+    for (int i = 0; i < n; i++) {
+        const struct rpt_gate_check *c = &checks[i];
+        int r = rpt_gate_rule_find(c->rule);
+        if (r == RPT_GATE_PPL_INCREASE || r == RPT_GATE_KLD_MEAN) {
+            tf += c->status == RPT_GATE_PASS;
+            tf_fail += c->status == RPT_GATE_FAIL;
+        } else if ((r == RPT_GATE_IDENTICAL || r == RPT_GATE_LOOP_INC || r == RPT_GATE_FIRST_DIV || r == RPT_GATE_FLIPS) &&
+                   c->status == RPT_GATE_FAIL) {
+            int w = snprintf(what + len, cap - len, "%s%s", bad++ ? ", " : "", c->rule);
+            len = QP_MIN(cap - 1, len + (size_t)(w > 0 ? w : 0));
+        }
+    }
+    return tf > 0 && tf_fail == 0 && bad > 0;
+}
+
 static int rpt_gate_check_variant(struct rpt_gate_ctx *g, const struct rpt_gate_variant *v,
                                   const struct rpt_gate_rules *rules) {
     struct rpt_gate_limits lim;
@@ -773,7 +814,7 @@ static int rpt_gate_check_variant(struct rpt_gate_ctx *g, const struct rpt_gate_
         int j = rpt_gate_run_find(g->brun, v->spec);
         b = j >= 0 ? &g->brun->v[j] : NULL;
     }
-    int any = 0, rc = 0, before = g->res->n_fail;
+    int any = 0, rc = 0, before = g->res->n_fail, first = g->res->n_checks;
     for (int k = 0; k < RPT_GATE_N_RULES; k++) any |= lim.set[k];
     if (!any) return rpt_gate_note(g->res, g->err, "%s: no limit applies", v->spec);
     if (!b && (rc = rpt_gate_note(g->res, g->err, "%s: new, no baseline: checked against absolute rules only", v->spec)))
@@ -788,9 +829,17 @@ static int rpt_gate_check_variant(struct rpt_gate_ctx *g, const struct rpt_gate_
         case RPT_GATE_TOP1: rc = rpt_gate_check_metric(g, v, k, l, "top1", "agreement"); break;
         case RPT_GATE_RECOVERY: rc = rpt_gate_check_recovery(g, v, b, l); break;
         case RPT_GATE_FLIPS: rc = rpt_gate_check_flips(g, v, l); break;
+        case RPT_GATE_IDENTICAL: rc = rpt_gate_check_gen(g, v, k, l, "identical_share"); break;
+        case RPT_GATE_LOOP_INC: rc = rpt_gate_check_gen(g, v, k, l, "loop_rate_increase"); break;
+        case RPT_GATE_FIRST_DIV: rc = rpt_gate_check_gen(g, v, k, l, "median_first_div"); break;
         case RPT_GATE_N_RULES: QP_ASSERT(!"bad rule"); break;
         }
     }
+    char what[200];
+    if (!rc && rpt_gate_silent(g->res->checks + first, g->res->n_checks - first, what, sizeof what))
+        rc = rpt_gate_note(g->res, g->err,
+                           "%s: silent degradation: perplexity and KLD pass their limits, but %s fail%s "
+                           "(docs/GENERATION.md)", v->spec, what, strchr(what, ',') ? "" : "s");
     g->res->n_variants++;
     if (g->res->n_fail > before) g->res->n_variants_fail++;
     return rc;

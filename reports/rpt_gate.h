@@ -28,8 +28,19 @@ enum rpt_gate_rule {
     RPT_GATE_TOP1,         // min_top1: metric top1/agreement, in [0, 1]
     RPT_GATE_RECOVERY,     // min_recovery: worst acc / baseline acc over the task suites
     RPT_GATE_FLIPS,        // max_significant_flips: task suites with McNemar p < 0.05, acc down
+    // Free-running generation against the reference (docs/GENERATION.md), metrics gen/NAME:
+    RPT_GATE_IDENTICAL,    // min_identical_share: share of prompts continued identically over L tokens
+    RPT_GATE_LOOP_INC,     // max_loop_rate_increase: loop rate minus the reference's
+    RPT_GATE_FIRST_DIV,    // min_median_first_divergence: median first differing position (tokens)
     RPT_GATE_N_RULES
 };
+
+// Silent degradation (docs/GATE.md): the teacher-forced rules pass (max_ppl_increase_pct and
+// max_kld_mean, those of them that are set, at least one) while a generation rule or
+// max_significant_flips fails. 1 when the checks of one variant, checks[0..n), say so; then
+// what[] names the failed rules ("min_identical_share, max_significant_flips").
+struct rpt_gate_check;
+int rpt_gate_silent(const struct rpt_gate_check *checks, int n, char *what, size_t cap);
 
 // The significance level of max_significant_flips.
 #define RPT_GATE_FLIP_ALPHA 0.05

@@ -13,6 +13,7 @@
 #include <sqlite3.h>
 
 #include "rpt_figs.h"
+#include "rpt_gen.h"
 #include "rpt_gnuplot.h"
 #include "rpt_html.h"
 #include "rpt_study.h"
@@ -22,7 +23,7 @@
 #define RPT_MAX_FINDINGS 64
 
 // The tables of the report, each written as NAME.csv (and shown in index.html).
-enum { T_VARIANTS, T_LAYERS, T_SENS, T_WEIGHTS, T_ACTS, T_GRID, T_TASKS, T_COUNT };
+enum { T_VARIANTS, T_LAYERS, T_SENS, T_WEIGHTS, T_ACTS, T_GRID, T_TASKS, T_GEN, T_COUNT };
 
 static const struct {
     const char *file, *title, *what;
@@ -39,6 +40,9 @@ static const struct {
                                           "weights) and, where stored, grid collapse"},
     {"tasks", "Tasks", "task accuracy with its standard error, answer flips against the reference, McNemar's "
                        "p and the 95% interval of the accuracy change"},
+    {"generation", "Generation", "free-running continuations of each variant against the reference's "
+                                 "(docs/GENERATION.md): where they split, identical share, loops, the "
+                                 "reference's NLL of the variant's text"},
 };
 
 struct rpt_ctx {
@@ -51,6 +55,7 @@ struct rpt_ctx {
     struct rpt_gnuplot gp;
     int has_gate;
     struct rpt_trends *trends; // the history, when written
+    struct rpt_gen *gen;       // generation and the silent-degradation detector
     char *err;
 };
 
@@ -624,6 +629,7 @@ static int build_findings(struct rpt_ctx *c) {
     int rc = findings_layers(c);
     if (!rc) rc = findings_outliers(c);
     if (!rc) findings_misc(c);
+    if (!rc) rc = rpt_gen_build(c->s, c->o->rules_path, &c->t[T_GEN], add_finding, c, &c->gen, c->err);
     return rc;
 }
 
@@ -860,6 +866,8 @@ static int write_html(struct rpt_ctx *c) {
     if (nested) fputs(folded ? "</ul></details>" : "</ul>", f);
     if (c->n_findings) fputs("</li>\n", f);
     fprintf(f, "</ul>\n");
+    char gen_err[QP_ERRLEN];
+    int gen_rc = c->gen ? rpt_gen_write_html(c->gen, s, f, gen_err) : 0;
 
     fprintf(f, "<h2 id=\"variants\">Variants</h2>\n<p class=\"files\">");
     rpt_html_escape(f, rpt_tables[T_VARIANTS].what);
@@ -896,7 +904,8 @@ static int write_html(struct rpt_ctx *c) {
     fprintf(f, "</tbody></table>\n<p class=\"files\">Written by qprobe %s from run %lld of %d in the study.</p>\n",
             qp_version, (long long)s->run_id, s->n_runs);
     fprintf(f, "</main>\n<script>%s</script>\n</body>\n</html>\n", rpt_js);
-    return rpt_file_close(f, dir, "index.html", c->err);
+    int rc = rpt_file_close(f, dir, "index.html", c->err);
+    return gen_rc ? qp_fail(c->err, gen_rc, "%s", gen_err) : rc;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -980,6 +989,7 @@ int rpt_report_write(const struct rpt_opts *o, struct rpt_outcome *out, char *er
     rc = write_html(&c);
 done:
     rpt_trends_destroy(c.trends);
+    rpt_gen_destroy(c.gen);
     for (int k = 0; k < T_COUNT; k++) rpt_table_deinit(&c.t[k]);
     for (int i = 0; i < c.n_findings; i++) free(c.findings[i]);
     rpt_study_close(c.s);

@@ -57,12 +57,16 @@ static const struct {
     [RPT_GATE_TOP1] = {"top-1 agreement with the reference", "top-1 agreement", 0},
     [RPT_GATE_RECOVERY] = {"worst task recovery (accuracy / the reference's)", "recovery", 0},
     [RPT_GATE_FLIPS] = {"task suites with significant answer flips", "suites", 0},
+    [RPT_GATE_IDENTICAL] = {"share of prompts continued identically", "identical share", 0},
+    [RPT_GATE_LOOP_INC] = {"loop rate minus the reference's", "loop rate increase", 0},
+    [RPT_GATE_FIRST_DIV] = {"median first divergence of the continuations", "tokens", 0},
 };
 
 // Limits no value can fail: every check is computed, none is judged.
 static const char tr_measure_rules[] =
     "{\"defaults\": {\"max_ppl_increase_pct\": 1e300, \"max_kld_mean\": 1e300, \"max_kld_p99\": 1e300,"
-    " \"min_top1\": 0, \"min_recovery\": 0, \"max_significant_flips\": 1000000000}}";
+    " \"min_top1\": 0, \"min_recovery\": 0, \"max_significant_flips\": 1000000000,"
+    " \"min_identical_share\": 0, \"max_loop_rate_increase\": 1, \"min_median_first_divergence\": 0}}";
 
 static size_t tr_cell(const struct rpt_trends *t, int run, int spec, int rule) {
     return ((size_t)run * (size_t)t->n_specs + (size_t)spec) * K + (size_t)rule;

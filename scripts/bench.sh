@@ -54,6 +54,20 @@ for base in f32 q8_0 q4_0 q4_k rtn:bits=4:group=32:sym; do
 done
 
 # ---------------------------------------------------------------------------------------------
+# Generation (docs/GENERATION.md): greedy decode with the KV cache, one token per forward pass,
+# as `eval --generate` runs it; the faster of two runs per thread count.
+gen_rows=()
+for t in 1 2; do
+    best=""
+    for rep in 1 2; do
+        j=$("$Q" generate -m "$M" -z "$Z" -p "Once upon a time" -n 512 -t "$t" --json 2>/dev/null)
+        tps=$(echo "$j" | field decode_tokens_per_s)
+        if [ -z "$best" ] || awk -v a="$tps" -v b="$best" 'BEGIN { exit !(a > b) }'; then best=$tps; bj=$j; fi
+    done
+    gen_rows+=("| stories260K f32 | $t | $(echo "$bj" | field prompt_tokens) | $(echo "$bj" | field tokens) | $(printf '%.0f' "$best") | $(echo "$bj" | field isa) |")
+done
+
+# ---------------------------------------------------------------------------------------------
 # The machine's fp32 GEMM peak (qprobe gemm-peak): OpenBLAS and the own kernel, 1 and 2 threads.
 echo "bench: gemm-peak (about 25 s)" >&2
 gp=$("$Q" gemm-peak -t 2 --json 2>/dev/null)
@@ -224,6 +238,17 @@ peer=""
     echo "| spec | act | bits/weight | seconds | tokens/s | ppl |"
     echo "|---|---|---:|---:|---:|---:|"
     printf '%s\n' "${fmt_rows[@]}"
+    echo
+    echo "## Generation"
+    echo
+    echo "\`qprobe generate -m stories260K.bin -z tok512.bin -p 'Once upon a time' -n 512 -t N --json\`:"
+    echo "greedy decode with the KV cache, one token per forward pass (the loop \`eval --generate\` runs"
+    echo "per prompt, docs/GENERATION.md); tokens/s of the decode alone, the faster of two runs. The"
+    echo "story may end (BOS) before 512 positions."
+    echo
+    echo "| model | threads | prompt tokens | generated tokens | tokens/s | isa |"
+    echo "|---|---:|---:|---:|---:|---|"
+    printf '%s\n' "${gen_rows[@]}"
     echo
     echo "## GEMM peak of this machine"
     echo

@@ -11,7 +11,9 @@
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-const char *task_kind_name(enum task_kind k) { return k == TASK_MC ? "multiple choice" : "cloze"; }
+const char *task_kind_name(enum task_kind k) {
+    return k == TASK_MC ? "multiple choice" : k == TASK_CLOZE ? "cloze" : "generate until";
+}
 
 static char *task_strdup(const char *s) {
     size_t n = strlen(s) + 1;
@@ -26,6 +28,8 @@ static void task_item_free(struct task_item *it) {
     if (it->choices)
         for (int j = 0; j < it->n_choices; j++) free(it->choices[j]);
     free(it->choices);
+    for (int j = 0; j < it->n_until; j++) free(it->until[j]);
+    free(it->until);
     memset(it, 0, sizeof *it);
 }
 
@@ -105,6 +109,29 @@ int task_suite_add_cloze(struct task_suite *s, const char *id, const char *conte
     if (!id || !context || !target) return qp_fail(err, QP_EINVAL, "missing id, context or target");
     if (!target[0]) return qp_fail(err, QP_EINVAL, "the target is empty");
     return task_suite_push(s, id, context, &target, 1, 0, line, err);
+}
+
+int task_suite_add_gen(struct task_suite *s, const char *id, const char *prompt, const char *answer,
+                       const char *const *until, int n_until, int max_tokens, int64_t line, char *err) {
+    if (s->kind != TASK_GEN) return qp_fail(err, QP_EINVAL, "a generate-until item in a %s suite", task_kind_name(s->kind));
+    if (!id || !prompt || !answer) return qp_fail(err, QP_EINVAL, "missing id, prompt or answer");
+    if (!answer[strspn(answer, " \t\r\n\v\f")]) return qp_fail(err, QP_EINVAL, "the answer is empty");
+    if (max_tokens < 0 || max_tokens > 4096) return qp_fail(err, QP_EINVAL, "max_tokens %d is outside 1..4096", max_tokens);
+    for (int j = 0; j < n_until; j++)
+        if (!until[j] || !until[j][0]) return qp_fail(err, QP_EINVAL, "stop string %d of \"until\" is empty", j);
+    int rc = task_suite_push(s, id, prompt, &answer, 1, 0, line, err);
+    if (rc) return rc;
+    struct task_item *it = &s->items[s->n_items - 1];
+    it->max_tokens = max_tokens;
+    it->until = calloc((size_t)(n_until > 0 ? n_until : 1), sizeof *it->until);
+    int ok = it->until != NULL;
+    for (int j = 0; ok && j < n_until; j++, it->n_until++) ok = (it->until[j] = task_strdup(until[j])) != NULL;
+    if (!ok) {
+        task_item_free(it);
+        s->n_items--;
+        return qp_fail(err, QP_ENOMEM, "out of memory");
+    }
+    return 0;
 }
 
 void task_suite_truncate(struct task_suite *s, int n) {

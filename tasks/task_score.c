@@ -115,6 +115,8 @@ void task_result_destroy(struct task_result *r) {
     free(r->ll_store);
     free(r->ntok_store);
     free(r->greedy_store);
+    for (int i = 0; r->gen_text && i < r->n_items; i++) free(r->gen_text[i]);
+    free(r->gen_text);
     free(r);
 }
 
@@ -311,11 +313,61 @@ static int tsc_item(const struct kn_engine *e, const struct task_tok *tok, const
 // ---------------------------------------------------------------------------------------------
 // The suite
 
+int task_for_items(int n, int outer, task_item_fn fn, void *ctx, const struct task_score_opts *o, char *err) {
+    int done = 0, stop = 0, bad = n, rc = 0; // bad: the first failing item (its message in err)
+    int64_t toks_done = 0;
+#pragma omp parallel for num_threads(outer) schedule(dynamic, 1) if (outer > 1)
+    for (int i = 0; i < n; i++) {
+        int t = omp_get_thread_num(), halt;
+#pragma omp atomic read
+        halt = stop;
+        if (halt) continue;
+        char ierr[QP_ERRLEN];
+        int64_t toks = 0;
+        int irc = fn(ctx, i, t, &toks, ierr);
+#pragma omp critical(task_for_items)
+        {
+            if (irc && i < bad) {
+                bad = i;
+                rc = irc;
+                if (err) snprintf(err, QP_ERRLEN, "%s", ierr);
+#pragma omp atomic write
+                stop = 1;
+            }
+            done++;
+            toks_done += toks;
+            if (o->progress && omp_get_thread_num() == 0) o->progress(o->progress_ctx, done, n, toks_done);
+        }
+    }
+    return rc;
+}
+
+// What task_score's items need.
+struct tsc_loop {
+    const struct kn_engine *e;
+    const struct task_tok *tok;
+    const struct task_suite *s;
+    int window;
+    struct tsc_worker *w;
+    struct task_result *r;
+};
+
+static int tsc_loop_item(void *ctx, int i, int t, int64_t *tokens, char *err) {
+    struct tsc_loop *lp = ctx;
+    int64_t before = lp->w[t].tokens;
+    int rc = tsc_item(lp->e, lp->tok, &lp->s->items[i], lp->window, &lp->w[t], &lp->r->items[i], err);
+    if (!rc && !lp->r->items[i].skipped) task_item_decide(&lp->s->items[i], lp->s->kind, &lp->r->items[i]);
+    *tokens = lp->w[t].tokens - before;
+    return rc;
+}
+
 int task_score(const struct kn_engine *e, const struct task_suite *s, const struct task_tok *tok,
                const struct task_score_opts *o, struct task_result **out, char *err) {
     *out = NULL;
     const struct kn_config *cfg = kn_engine_config(e);
     int window = o->window > 0 ? o->window : cfg->seq_len;
+    if (s->generate || s->kind == TASK_GEN)
+        return qp_fail(err, QP_EINVAL, "suite '%s' is scored by generation (task_gen_score)", s->name);
     if (window < 2 || window > (1 << 20)) return qp_fail(err, QP_EINVAL, "window %d out of range (2..%d)", window, 1 << 20);
     int threads = o->n_threads < 1 ? 1 : o->n_threads;
     struct task_result *r;
@@ -338,33 +390,9 @@ int task_score(const struct kn_engine *e, const struct task_suite *s, const stru
         }
     }
     if (!rc) {
+        struct tsc_loop lp = {e, tok, s, window, w, r};
         double t0 = qp_now();
-        int done = 0, stop = 0, bad = n; // bad: the first failing item (its message in err)
-        int64_t toks_done = 0;
-#pragma omp parallel for num_threads(outer) schedule(dynamic, 1) if (outer > 1)
-        for (int i = 0; i < n; i++) {
-            int t = omp_get_thread_num(), halt;
-#pragma omp atomic read
-            halt = stop;
-            if (halt) continue;
-            char ierr[QP_ERRLEN];
-            int64_t before = w[t].tokens;
-            int irc = tsc_item(e, tok, &s->items[i], window, &w[t], &r->items[i], ierr);
-            if (!irc && !r->items[i].skipped) task_item_decide(&s->items[i], s->kind, &r->items[i]);
-#pragma omp critical(task_score_progress)
-            {
-                if (irc && i < bad) {
-                    bad = i;
-                    rc = irc;
-                    if (err) snprintf(err, QP_ERRLEN, "%s", ierr);
-#pragma omp atomic write
-                    stop = 1;
-                }
-                done++;
-                toks_done += w[t].tokens - before;
-                if (o->progress && omp_get_thread_num() == 0) o->progress(o->progress_ctx, done, n, toks_done);
-            }
-        }
+        rc = task_for_items(n, outer, tsc_loop_item, &lp, o, err);
         r->seconds = qp_now() - t0;
         for (int t = 0; t < outer; t++) r->tokens_processed += w[t].tokens;
         if (!rc && o->progress) o->progress(o->progress_ctx, n, n, r->tokens_processed);

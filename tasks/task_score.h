@@ -35,6 +35,11 @@ struct task_tok {
     // token count n; when n > cap only cap tokens were written and the scorer calls again with
     // room for n. A negative QP_E* code on failure. Called from several threads at once.
     int (*encode)(void *ctx, const char *text, int add_bos, int *out, int cap);
+    // Generation only (task_gen.h): the text of ids[0..n) as they continue a text (a leading
+    // space kept), into *text (malloc'd); 0 or a negative QP_E* code. And the ids that end a
+    // generation (EOS; BOS, as llama2.c stops at it), -1 for none.
+    int (*decode)(void *ctx, const int *ids, int n, char **text);
+    int stop_ids[2];
     void *ctx;
 };
 
@@ -75,7 +80,7 @@ struct task_summary {
 };
 
 struct task_result {
-    enum task_kind kind;
+    enum task_kind kind;            // TASK_GEN for every result of task_gen_score
     int n_items;
     struct task_item_result *items; // (n_items) aligned with the suite's items
     struct task_summary sum;
@@ -86,13 +91,22 @@ struct task_result {
     double *ll_store;
     int *ntok_store;
     unsigned char *greedy_store;
+    char **gen_text;                // task_gen_score: (n_items) each item's generated text, cut at
+                                    // its stop string (owned); NULL for log-likelihood results
 };
 
-// Scores every item of s. 0, or QP_EINVAL (bad window or a token outside the model's
+// Scores every item of s (a suite scored by log-likelihood: not s->generate). 0, or QP_EINVAL (bad window or a token outside the model's
 // vocabulary), QP_ENOMEM, or the tokenizer's error; message in err. *out freed by the caller
 // with task_result_destroy.
 int task_score(const struct kn_engine *e, const struct task_suite *s, const struct task_tok *tok,
                const struct task_score_opts *o, struct task_result **out, char *err);
+
+// The item loop both scorers share: fn(ctx, i, thread, &tokens, err) for every i < n on outer
+// OpenMP threads (dynamic schedule; thread in 0..outer-1), adding the tokens each call ran to
+// the progress count (o->progress from the calling thread). After a failure no new item starts;
+// the code of the lowest failing index is returned with its message in err.
+typedef int (*task_item_fn)(void *ctx, int i, int thread, int64_t *tokens, char *err);
+int task_for_items(int n, int outer, task_item_fn fn, void *ctx, const struct task_score_opts *o, char *err);
 
 // A zeroed result shaped for s (items' arrays allocated), e.g. to fill log-likelihoods by hand.
 // 0 or QP_ENOMEM. Free with task_result_destroy.

@@ -93,7 +93,7 @@ static const char *small_study(void) {
     char cmd[4096], *out = NULL;
     snprintf(cmd, sizeof cmd,
              "'%s' eval -m '%s' -z '%s' --text '%s' --db '%s' -q 'rtn:bits=3:group=32:asym' --chunks 6 "
-             "--layer-chunks 2 --sensitivity 2 --sensitivity-tensors --keep-tokens -t 2 --json",
+             "--layer-chunks 2 --sensitivity 2 --sensitivity-tensors --keep-tokens --generate 4:16 -t 2 --json",
              qpt_qprobe(), qpt_fixture(MODEL), qpt_fixture(TOK), qpt_text_prefix(60000), db);
     QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
     QP_CHECK(qpt_json_num(out, "kld_mean") > 0);

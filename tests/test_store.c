@@ -127,7 +127,7 @@ QP_TEST(version_1_study_should_migrate_to_the_current_version_keeping_its_rows_w
 
 // Version 4 records the model family with the run: a version-3 run keeps NULL, a new run stores
 // the name; the family is not part of the run's identity (the model's hash already fixes it).
-QP_TEST(version_3_study_should_migrate_to_version_4_and_new_runs_should_record_their_family) {
+QP_TEST(version_3_study_should_migrate_to_the_current_version_and_new_runs_should_record_their_family) {
     char err[QP_ERRLEN];
     struct hx_store *st;
     sqlite3 *db;
@@ -139,7 +139,7 @@ QP_TEST(version_3_study_should_migrate_to_version_4_and_new_runs_should_record_t
     sqlite3_close(db);
     QP_CHECK_INT_EQ(hx_store_open(db_path("v3.sqlite"), 0, &st, err), 0);
     db = hx_store_db(st);
-    QP_CHECK_INT_EQ(count_rows(db, "PRAGMA user_version"), 4);
+    QP_CHECK_INT_EQ(count_rows(db, "PRAGMA user_version"), HX_STORE_SCHEMA_VERSION);
     QP_CHECK_INT_EQ(count_rows(db, "SELECT count(*) FROM run WHERE id = 1 AND arch IS NULL"), 1);
     struct hx_run_info ri = {.model_path = "q.gguf", .model_sha256 = "abcd", .arch = "qwen2", .protocol = "llama.cpp"};
     char id_qwen[65], id_none[65];

@@ -14,7 +14,7 @@
 // Tables whose rows belong to a variant (column variant_id) or to a run (column run_id, with
 // variant_id NULL where the table has one).
 static const char *const hx_variant_tables[] = {"metric", "layer_error", "sensitivity", "grid_stat",
-                                                "task_item", "token", "histogram"};
+                                                "task_item", "token", "histogram", "gen_item"};
 static const char *const hx_run_tables[] = {"weight_stat", "act_stat", "histogram"};
 
 static void merge_usage(void) {

@@ -127,6 +127,7 @@ static void sweep_study_opts(const struct hx_sweep_config *cfg, const struct swe
     so->task_suites = (const char *const *)cfg->task_names;
     so->task_limits = cfg->task_limits;
     so->n_tasks = cfg->n_tasks;
+    so->gen = cfg->gen;
 }
 
 static int sweep_is_mine(const struct sweep_args *a, int i) { return i % a->shard_n == a->shard_i; }
@@ -148,6 +149,10 @@ static void sweep_print_json(int index, const struct hx_variant_outcome *vo) {
         cJSON_AddNumberToObject(o, "ppl", vo->ppl);
         cJSON_AddNumberToObject(o, "kld_mean", vo->kld_mean);
         cJSON_AddNumberToObject(o, "top1", vo->same_top);
+        if (vo->gen_prompts) {
+            cJSON_AddNumberToObject(o, "gen_median_first_div", vo->gen.median_first_div);
+            cJSON_AddNumberToObject(o, "gen_identical_share", vo->gen.identical_share);
+        }
     }
     hx_print_json(o);
 }
@@ -163,6 +168,9 @@ static void sweep_print_text(const char *prefix, const struct hx_variant_outcome
     for (int t = 0; t < vo->n_tasks; t++)
         printf("  %s %.3f (%+.3f, %d flipped)", cfg->task_names[t], vo->tasks[t].acc, vo->tasks[t].dacc,
                vo->tasks[t].flips_cw);
+    if (vo->gen_prompts)
+        printf("  generate: split at %.0f (median), %.0f%% identical", vo->gen.median_first_div,
+               100 * vo->gen.identical_share);
     printf("\n");
 }
 

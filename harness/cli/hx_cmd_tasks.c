@@ -25,12 +25,15 @@ static void tasks_usage(void) {
     printf("usage: qprobe tasks -m MODEL [-z TOKENIZER] --suite NAME|FILE [-q SPEC] [--limit N]\n"
            "                    [--lenient] [-t N] [--ctx N] [--fixtures DIR] [--json]\n\n"
            "Scores a task suite by log-likelihood (as lm-evaluation-harness) on the model and, with -q,\n"
-           "on its quantized variant, and says which answers flipped. See docs/TASKS.md.\n\n"
+           "on its quantized variant, and says which answers flipped. A cloze suite is also scored in its\n"
+           "greedy form (the generated last word, exact match); generate-until suites (JSONL with\n"
+           "\"prompt\", \"answer\", \"until\") and NAME-greedy are scored by generation. See docs/TASKS.md.\n\n"
            "  -m, --model FILE      llama2.c .bin, GGUF, or safetensors directory\n"
            "  -z, --tokenizer FILE  llama2.c tokenizer.bin (GGUF models carry their own)\n"
            "      --suite S         built-in: tinystories-cloze, tinystories-nextsent;\n"
            "                        dataset: lambada, hellaswag, piqa, arc-easy, boolq (files under\n"
-           "                        the fixtures directory); or a JSONL file of items\n"
+           "                        the fixtures directory); a cloze suite + -greedy (lambada-greedy);\n"
+           "                        or a JSONL file of items\n"
            "  -q, --quant SPEC      also score the model quantized as SPEC (e.g. q4_0;act=q8, q4_k_m)\n"
            "                        and compare it with the unquantized reference\n"
            "      --limit N         only the first N items\n"
@@ -50,7 +53,9 @@ static void tasks_usage(void) {
 static void tasks_print_model(const char *what, const struct task_result *r) {
     const struct task_summary *s = &r->sum;
     double ips = r->seconds > 0 ? r->n_items / r->seconds : 0;
-    if (r->kind == TASK_MC)
+    if (r->kind == TASK_GEN)
+        printf("%-11s exact match %.4f ± %.4f   contains %.4f", what, s->acc, s->acc_stderr, s->acc_norm);
+    else if (r->kind == TASK_MC)
         printf("%-11s acc %.4f ± %.4f   acc_norm %.4f ± %.4f", what, s->acc, s->acc_stderr, s->acc_norm,
                s->acc_norm_stderr);
     else
@@ -65,9 +70,11 @@ static cJSON *tasks_json_model(const struct task_result *r) {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "scored", s->n);
     cJSON_AddNumberToObject(o, "too_long", s->n_skipped);
-    cJSON_AddNumberToObject(o, "acc", s->acc);
-    cJSON_AddNumberToObject(o, "acc_stderr", s->acc_stderr);
-    if (r->kind == TASK_MC) {
+    cJSON_AddNumberToObject(o, r->kind == TASK_GEN ? "exact_match" : "acc", s->acc);
+    cJSON_AddNumberToObject(o, r->kind == TASK_GEN ? "exact_match_stderr" : "acc_stderr", s->acc_stderr);
+    if (r->kind == TASK_GEN) {
+        cJSON_AddNumberToObject(o, "contains", s->acc_norm);
+    } else if (r->kind == TASK_MC) {
         cJSON_AddNumberToObject(o, "acc_norm", s->acc_norm);
         cJSON_AddNumberToObject(o, "acc_norm_stderr", s->acc_norm_stderr);
     } else {
@@ -153,12 +160,17 @@ struct tasks_state {
     struct hx_quant_model *qm;
     struct task_result *r_ref, *r_var;
     struct met_paired paired;
+    // A cloze suite's greedy form beside its log-likelihood acc (NULL otherwise).
+    struct task_result *g_ref, *g_var;
+    struct met_paired g_paired;
     char spec[1024];
 };
 
 static void tasks_state_free(struct tasks_state *r) {
     task_result_destroy(r->r_ref);
     task_result_destroy(r->r_var);
+    task_result_destroy(r->g_ref);
+    task_result_destroy(r->g_var);
     kn_engine_destroy(r->e_ref);
     kn_engine_destroy(r->e_var);
     hx_quant_model_destroy(r->qm);
@@ -184,6 +196,10 @@ static int tasks_run_variant(struct tasks_state *r, char *err) {
     if (r->r_ref->sum.n == 0) return hx_usage_error("tasks", "cannot compare: no item was scored");
     if ((rc = hx_tasks_compare(r->r_ref, r->r_var, 0, NULL, &r->paired, err)))
         return hx_fail("tasks", rc, "cannot compare: %s", err);
+    if (r->g_ref && (rc = hx_tasks_run_greedy(r->e_var, r->m->tok, r->suite, &a->to, &r->g_var, err)))
+        return hx_fail("tasks", rc, "cannot score '%s' greedily as '%s': %s", a->suite_name, r->spec, err);
+    if (r->g_ref && r->g_ref->sum.n && (rc = hx_tasks_compare(r->g_ref, r->g_var, 0, NULL, &r->g_paired, err)))
+        return hx_fail("tasks", rc, "cannot compare: %s", err);
     return 0;
 }
 
@@ -207,6 +223,11 @@ static int tasks_run(struct tasks_state *r) {
     a->to.label = "tasks reference";
     if ((rc = hx_tasks_run(r->e_ref, r->m->tok, r->suite, &a->to, &r->r_ref, err)))
         return hx_fail("tasks", rc, "cannot score '%s': %s", a->suite_name, err);
+    // A cloze suite: its greedy form beside (lm-eval's lambada_openai acc is the log-likelihood
+    // is_greedy; the generated word is the exact match).
+    if (r->suite->kind == TASK_CLOZE && !r->suite->generate &&
+        (rc = hx_tasks_run_greedy(r->e_ref, r->m->tok, r->suite, &a->to, &r->g_ref, err)))
+        return hx_fail("tasks", rc, "cannot score '%s' greedily: %s", a->suite_name, err);
     return r->v ? tasks_run_variant(r, err) : 0;
 }
 
@@ -215,7 +236,8 @@ static void tasks_print_json(const struct tasks_state *r) {
     const struct task_suite *suite = r->suite;
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "suite", suite->name);
-    cJSON_AddStringToObject(o, "kind", suite->kind == TASK_MC ? "mc" : "cloze");
+    cJSON_AddStringToObject(o, "kind", suite->kind == TASK_MC ? "mc" : suite->kind == TASK_CLOZE ? "cloze" : "gen");
+    cJSON_AddBoolToObject(o, "generate", suite->generate);
     cJSON_AddNumberToObject(o, "n", suite->n_items);
     cJSON_AddNumberToObject(o, "skipped_records", (double)suite->n_skipped);
     cJSON_AddStringToObject(o, "model", a->model_path);
@@ -229,7 +251,22 @@ static void tasks_print_json(const struct tasks_state *r) {
         cJSON_AddItemToObject(o, "variant", tasks_json_model(r->r_var));
         cJSON_AddItemToObject(o, "paired", tasks_json_paired(&r->paired));
     }
+    if (r->g_ref) { // the greedy form of a cloze suite
+        cJSON *g = cJSON_AddObjectToObject(o, "greedy");
+        cJSON_AddItemToObject(g, "reference", tasks_json_model(r->g_ref));
+        if (r->g_var) {
+            cJSON_AddItemToObject(g, "variant", tasks_json_model(r->g_var));
+            cJSON_AddItemToObject(g, "paired", tasks_json_paired(&r->g_paired));
+        }
+    }
     hx_print_json(o);
+}
+
+static void tasks_print_paired(const char *what, const struct met_paired *p) {
+    printf("%sflips%*s correct→wrong %lld, wrong→correct %lld of %lld; McNemar exact p = %.4g\n", what,
+           (int)(7 - strlen(what)), "", (long long)p->flips_cw, (long long)p->flips_wc, (long long)p->n, p->mcnemar_p);
+    printf("%sΔacc%*s %+.4f, %.0f%% paired bootstrap interval [%+.4f, %+.4f] (%d resamples)\n", what,
+           (int)(8 - strlen(what)), "", p->delta, p->level * 100, p->ci_lo, p->ci_hi, p->n_boot);
 }
 
 static void tasks_print_text(const struct tasks_state *r) {
@@ -241,13 +278,13 @@ static void tasks_print_text(const struct tasks_state *r) {
            r->m->w.cfg.dim, r->m->w.cfg.n_layers, r->m->w.cfg.vocab_size, r->window, r->a->to.n_threads,
            kn_engine_ops(r->e_ref)->name);
     tasks_print_model("reference", r->r_ref);
+    if (r->g_ref) tasks_print_model("  greedy", r->g_ref);
     if (!r->r_var) return;
     printf("variant     %s (%.3f bits per weight)\n", r->spec, r->qm->bits_per_weight);
     tasks_print_model("", r->r_var);
-    printf("flips       correct→wrong %lld, wrong→correct %lld of %lld; McNemar exact p = %.4g\n",
-           (long long)p->flips_cw, (long long)p->flips_wc, (long long)p->n, p->mcnemar_p);
-    printf("Δacc        %+.4f, %.0f%% paired bootstrap interval [%+.4f, %+.4f] (%d resamples)\n", p->delta,
-           p->level * 100, p->ci_lo, p->ci_hi, p->n_boot);
+    if (r->g_var) tasks_print_model("  greedy", r->g_var);
+    tasks_print_paired("", p);
+    if (r->g_var && r->g_ref->sum.n) tasks_print_paired("greedy ", &r->g_paired);
 }
 
 int hx_cmd_tasks(int argc, char **argv) {

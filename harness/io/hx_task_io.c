@@ -29,30 +29,7 @@ struct hx_lines {
 
 static int hx_lines_open(const char *path, struct hx_lines *L, char *err) {
     memset(L, 0, sizeof *L);
-    FILE *f = fopen(path, "rb");
-    if (!f) return qp_fail(err, QP_EIO, "cannot read '%s': %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0, got;
-    char *b = malloc(cap);
-    while (b && (got = fread(b + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (cap - n < 2) {
-            char *nb = cap > SIZE_MAX / 4 ? NULL : realloc(b, cap * 2);
-            if (!nb) free(b);
-            b = nb;
-            cap *= 2;
-        }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (!b) return qp_fail(err, QP_ENOMEM, "cannot read '%s': out of memory", path);
-    if (bad) {
-        free(b);
-        return qp_fail(err, QP_EIO, "cannot read '%s': read error (is it a directory?)", path);
-    }
-    b[n] = 0;
-    L->buf = b;
-    L->len = n;
-    return 0;
+    return hx_read_bytes(path, &L->buf, &L->len, err);
 }
 
 // The next line (without '\n' and a trailing '\r'); 0 at the end of the file.
@@ -246,7 +223,66 @@ static void hx_stem(const char *path, char *buf, size_t cap) {
 // ---------------------------------------------------------------------------------------------
 // Generic JSONL
 
+// The suite of a generic JSONL file: made by its first item, whose kind every later one must have.
+static int hx_generic_suite(struct hx_reader *r, enum task_kind kind, int64_t line, char *msg) {
+    if (!r->suite) {
+        char name[256];
+        hx_stem(r->path, name, sizeof name);
+        if (task_suite_create(name, kind, &r->suite)) return qp_fail(msg, QP_ENOMEM, "out of memory");
+        r->suite->generate = kind == TASK_GEN;
+        r->kind_line = line;
+    } else if (r->suite->kind != kind) {
+        return qp_fail(msg, QP_EFORMAT, "a %s item in a %s file (line %lld set the kind)", task_kind_name(kind),
+                       task_kind_name(r->suite->kind), (long long)r->kind_line);
+    }
+    return 0;
+}
+
+// "id": a string or an integer, else the line number, into id (64 bytes) or *ids.
+static int hx_generic_id(const cJSON *obj, int64_t line, char id[64], const char **ids, char *msg) {
+    const cJSON *idv = cJSON_GetObjectItemCaseSensitive(obj, "id");
+    int iv;
+    *ids = id;
+    if (!idv) snprintf(id, 64, "%lld", (long long)line);
+    else if (cJSON_IsString(idv) && idv->valuestring) *ids = idv->valuestring;
+    else if (!hx_json_int(idv, &iv)) snprintf(id, 64, "%d", iv);
+    else return qp_fail(msg, QP_EFORMAT, "\"id\" is not a string or an integer");
+    return 0;
+}
+
+// {"prompt", "answer", "until": [str, ...] or str, "max_tokens", "id"}: a generate-until item.
+static int hx_gen_item(struct hx_reader *r, const cJSON *obj, int64_t line, char *msg) {
+    const char *prompt, *answer, *ids;
+    char id[64];
+    int rc = hx_get_str(obj, "prompt", &prompt, msg), max_tokens = 0, n = 0;
+    if (!rc) rc = hx_get_str(obj, "answer", &answer, msg);
+    if (!rc) rc = hx_generic_suite(r, TASK_GEN, line, msg);
+    if (!rc) rc = hx_generic_id(obj, line, id, &ids, msg);
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(obj, "max_tokens");
+    if (!rc && mt && (hx_json_int(mt, &max_tokens) || max_tokens < 1))
+        rc = qp_fail(msg, QP_EFORMAT, "\"max_tokens\" is not a positive integer");
+    const cJSON *until = cJSON_GetObjectItemCaseSensitive(obj, "until"), *u;
+    if (!rc && until && !cJSON_IsArray(until) && !cJSON_IsString(until))
+        rc = qp_fail(msg, QP_EFORMAT, "\"until\" is not an array of strings");
+    if (rc) return rc;
+    int cap = until && cJSON_IsArray(until) ? cJSON_GetArraySize(until) : 1;
+    const char **stops = malloc((size_t)QP_MAX(cap, 1) * sizeof *stops);
+    if (!stops) return qp_fail(msg, QP_ENOMEM, "out of memory");
+    if (until && cJSON_IsString(until)) stops[n++] = until->valuestring;
+    else if (until) cJSON_ArrayForEach(u, until) {
+        if (!cJSON_IsString(u)) {
+            free(stops);
+            return qp_fail(msg, QP_EFORMAT, "\"until\"[%d] is not a string", n);
+        }
+        stops[n++] = u->valuestring;
+    }
+    rc = hx_add_rc(task_suite_add_gen(r->suite, ids, prompt, answer, stops, n, max_tokens, line, msg));
+    free(stops);
+    return rc;
+}
+
 static int hx_generic_item(struct hx_reader *r, const cJSON *obj, int64_t line, char *msg) {
+    if (cJSON_GetObjectItemCaseSensitive(obj, "prompt")) return hx_gen_item(r, obj, line, msg);
     const char *context;
     int rc = hx_get_str(obj, "context", &context, msg);
     if (rc) return rc;
@@ -255,23 +291,10 @@ static int hx_generic_item(struct hx_reader *r, const cJSON *obj, int64_t line, 
     if (choices && target) return qp_fail(msg, QP_EFORMAT, "has both \"choices\" and \"target\"");
     if (!choices && !target) return qp_fail(msg, QP_EFORMAT, "has neither \"choices\" (multiple choice) nor \"target\" (cloze)");
     enum task_kind kind = choices ? TASK_MC : TASK_CLOZE;
-    if (!r->suite) {
-        char name[256];
-        hx_stem(r->path, name, sizeof name);
-        if (task_suite_create(name, kind, &r->suite)) return qp_fail(msg, QP_ENOMEM, "out of memory");
-        r->kind_line = line;
-    } else if (r->suite->kind != kind) {
-        return qp_fail(msg, QP_EFORMAT, "a %s item in a %s file (line %lld set the kind)", task_kind_name(kind),
-                       task_kind_name(r->suite->kind), (long long)r->kind_line);
-    }
+    if ((rc = hx_generic_suite(r, kind, line, msg))) return rc;
     char id[64];
-    const cJSON *idv = cJSON_GetObjectItemCaseSensitive(obj, "id");
-    const char *ids = id;
-    int iv;
-    if (!idv) snprintf(id, sizeof id, "%lld", (long long)line);
-    else if (cJSON_IsString(idv) && idv->valuestring) ids = idv->valuestring;
-    else if (!hx_json_int(idv, &iv)) snprintf(id, sizeof id, "%d", iv);
-    else return qp_fail(msg, QP_EFORMAT, "\"id\" is not a string or an integer");
+    const char *ids;
+    if ((rc = hx_generic_id(obj, line, id, &ids, msg))) return rc;
 
     if (kind == TASK_CLOZE) {
         if (!cJSON_IsString(target) || !target->valuestring) return qp_fail(msg, QP_EFORMAT, "\"target\" is not a string");
@@ -596,9 +619,39 @@ static const struct {
 
 #define HX_TINYSTORIES "data/tinystories/tinystories_val.txt"
 
+// "NAME-greedy": the cloze suite NAME (built-in or dataset) in its greedy form (task_gen.h),
+// named NAME-greedy.
+static int hx_task_open_greedy(const char *suite, const char *fixtures, const struct hx_task_read_opts *o,
+                               struct task_suite **out, char *err) {
+    size_t n = strlen(suite) - strlen("-greedy");
+    char base[256];
+    if (n >= sizeof base) return qp_fail(err, QP_EINVAL, "suite name '%s' is too long", suite);
+    memcpy(base, suite, n);
+    base[n] = 0;
+    int rc = hx_task_open(base, fixtures, o, out, err);
+    if (rc) return rc;
+    char *name = strdup(suite);
+    if (!name || (*out)->kind != TASK_CLOZE) {
+        free(name);
+        rc = name ? qp_fail(err, QP_EINVAL, "suite '%s': '%s' is %s, not cloze: it has no greedy form", suite, base,
+                            task_kind_name((*out)->kind))
+                  : qp_fail(err, QP_ENOMEM, "out of memory");
+        task_suite_destroy(*out);
+        *out = NULL;
+        return rc;
+    }
+    free((*out)->name);
+    (*out)->name = name;
+    (*out)->generate = 1;
+    return 0;
+}
+
 int hx_task_open(const char *suite, const char *fixtures, const struct hx_task_read_opts *o,
                  struct task_suite **out, char *err) {
     static const struct hx_task_read_opts none = {0};
+    size_t sl = strlen(suite);
+    if (sl > 7 && strcmp(suite + sl - 7, "-greedy") == 0 && access(suite, F_OK) != 0)
+        return hx_task_open_greedy(suite, fixtures, o, out, err);
     *out = NULL;
     if (!o) o = &none;
     fixtures = hx_task_fixtures(fixtures);

@@ -10,7 +10,7 @@
 #include "qp.h"
 #include "qp_utf8.h"
 
-int hx_read_text(const char *path, char **buf, size_t *len, char *err) {
+int hx_read_bytes(const char *path, char **buf, size_t *len, char *err) {
     *buf = NULL;
     *len = 0;
     FILE *f = fopen(path, "rb");
@@ -39,6 +39,17 @@ int hx_read_text(const char *path, char **buf, size_t *len, char *err) {
         return qp_fail(err, QP_EIO, "cannot read '%s': %s", path,
                        bad_errno ? strerror(bad_errno) : "read error");
     }
+    b[n] = 0;
+    *buf = b;
+    *len = n;
+    return 0;
+}
+
+int hx_read_text(const char *path, char **buf, size_t *len, char *err) {
+    char *b;
+    size_t n;
+    int rc = hx_read_bytes(path, &b, &n, err);
+    if (rc) return rc;
     if (n == 0) {
         free(b);
         return qp_fail(err, QP_EFORMAT, "cannot use '%s': the text is empty", path);
@@ -52,7 +63,6 @@ int hx_read_text(const char *path, char **buf, size_t *len, char *err) {
         free(b);
         return qp_fail(err, QP_EFORMAT, "cannot use '%s': contains NUL bytes (not a text file)", path);
     }
-    b[n] = 0;
     *buf = b;
     *len = n;
     return 0;

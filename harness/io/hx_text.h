@@ -10,4 +10,9 @@
 // length. 0, QP_EIO, QP_ENOMEM or QP_EFORMAT.
 int hx_read_text(const char *path, char **buf, size_t *len, char *err);
 
+// Reads a whole file as it is (empty, NUL bytes and any encoding accepted), for readers that
+// check line by line and name the line. *buf malloc'd (NUL-terminated), *len its length. 0,
+// QP_EIO ("cannot read 'PATH': CAUSE", e.g. a directory) or QP_ENOMEM.
+int hx_read_bytes(const char *path, char **buf, size_t *len, char *err);
+
 #endif

@@ -42,6 +42,12 @@ struct hx_study {
     struct hx_calib *cal;          // calibration windows (NULL: none given)
     struct task_suite **suites;    // (o.n_tasks)
     struct task_result **ref_task; // the reference's results per suite
+    // Generation (o.gen on): the prompts, the reference's continuations, the setup they are stored
+    // under.
+    int gen_on;
+    struct hx_gen_prompts gen_prompts;
+    struct hx_gen_conts gen_ref;
+    char gen_setup[256];
 };
 
 void hx_study_opts_default(struct hx_study_opts *o) {
@@ -54,6 +60,7 @@ void hx_study_opts_default(struct hx_study_opts *o) {
     o->grid = 1;
     o->calib_seqs = 128;
     o->calib_len = 512;
+    hx_gen_opts_default(&o->gen);
 }
 
 int64_t hx_study_run_id(const struct hx_study *s) { return s->run_id; }
@@ -277,10 +284,15 @@ static int hx_store_task(struct hx_study *s, int64_t vid, int k, const struct ta
     char suite[160];
     snprintf(suite, sizeof suite, "task:%s", s->suites[k]->name);
     const struct task_summary *sm = &r->sum;
-    struct hx_metric_row m[12];
+    struct hx_metric_row m[14];
     int n_m = 0, rc = 0;
     m[n_m++] = (struct hx_metric_row){suite, "acc", sm->acc, sm->acc_stderr, sm->n};
-    m[n_m++] = (struct hx_metric_row){suite, "acc_norm", sm->acc_norm, sm->acc_norm_stderr, sm->n};
+    if (r->kind == TASK_GEN) { // scored by generation (task_gen.h): acc is the exact match
+        m[n_m++] = (struct hx_metric_row){suite, "exact_match", sm->acc, sm->acc_stderr, sm->n};
+        m[n_m++] = (struct hx_metric_row){suite, "contains", sm->acc_norm, sm->acc_norm_stderr, sm->n};
+    } else {
+        m[n_m++] = (struct hx_metric_row){suite, "acc_norm", sm->acc_norm, sm->acc_norm_stderr, sm->n};
+    }
     if (r->kind == TASK_CLOZE) m[n_m++] = (struct hx_metric_row){suite, "target_ppl", sm->target_ppl, NAN, sm->n};
     m[n_m++] = (struct hx_metric_row){suite, "items_per_second", r->seconds > 0 ? sm->n / r->seconds : NAN, NAN, sm->n};
     if (ref) {
@@ -331,6 +343,50 @@ static int hx_study_tasks_open(struct hx_study *s, int64_t ref_id, char *err) {
         if (!rc) rc = hx_store_commit(s->st, err);
     }
     hx_store_rollback(s->st);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generation: the prompts and the reference's continuations (docs/GENERATION.md)
+
+// The reference's continuations of this setup: read from the study when stored, else generated
+// and stored (with its own summary metrics when it has none yet) in one transaction.
+static int hx_study_gen_open(struct hx_study *s, int64_t ref_id, char *err) {
+    const struct hx_gen_opts *g = &s->o.gen;
+    s->gen_on = g->n_prompts > 0 || g->prompts_path;
+    if (!s->gen_on) return 0;
+    int rc = g->prompts_path
+                 ? hx_gen_prompts_read(g->prompts_path, s->m->tok, s->m->w.cfg.seq_len, g, &s->gen_prompts, err)
+                 : hx_gen_prompts_from_text(s->tokens, s->n_tokens, s->bos, s->m->tok, g, &s->gen_prompts, err);
+    if (rc) return rc;
+    hx_gen_setup(&s->gen_prompts, g, s->gen_setup, sizeof s->gen_setup);
+    int have = hx_gen_load_ref(s->st, ref_id, s->gen_setup, s->gen_prompts.n, &s->gen_ref, err);
+    if (have) return have < 0 ? have : 0;
+    struct hx_progress prog;
+    void (*fn)(void *, int, int, int64_t);
+    void *ctx;
+    hx_progress_maybe(s, &prog, "reference generate", &fn, &ctx);
+    rc = hx_gen_run(s->ref, s->m->tok, &s->gen_prompts, g, s->o.n_threads, fn, ctx, &s->gen_ref, err);
+    if (fn) hx_progress_end(&prog);
+    int64_t stored = 0;
+    if (!rc)
+        rc = hx_store_query_i64(s->st, err, &stored, NULL,
+                                "SELECT count(*) FROM metric WHERE variant_id = ? AND suite = 'gen'", "i", ref_id);
+    struct met_gen_pair *pairs = rc ? NULL : calloc((size_t)s->gen_prompts.n, sizeof *pairs);
+    double *scratch = rc ? NULL : calloc((size_t)s->gen_prompts.n, sizeof *scratch);
+    if (!rc && (!pairs || !scratch)) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    if (!rc) rc = hx_store_begin(s->st, err);
+    if (!rc) rc = hx_gen_store(s->st, ref_id, s->gen_setup, s->m->tok, &s->gen_prompts, &s->gen_ref, NULL, err);
+    if (!rc && !stored) {
+        struct met_gen_summary sum; // the reference against itself: its own loop, distinct, EOS, NLL
+        hx_gen_compare(&s->gen_ref, &s->gen_ref, s->gen_ref.nll_self, g->k, pairs);
+        met_gen_summarize(pairs, s->gen_prompts.n, g->n_tokens, scratch, &sum);
+        rc = hx_gen_store_summary(s->st, ref_id, &sum, g, &s->gen_ref, 1, err);
+    }
+    if (!rc) rc = hx_store_commit(s->st, err);
+    hx_store_rollback(s->st);
+    free(pairs);
+    free(scratch);
     return rc;
 }
 
@@ -423,6 +479,7 @@ static int hx_study_reference(struct hx_study *s, char *err) {
                                     "SELECT id FROM variant WHERE run_id = ? AND is_reference = 1", "i", s->run_id);
     }
     if (!rc && s->o.n_tasks > 0) rc = hx_study_tasks_open(s, ref_id, err);
+    if (!rc) rc = hx_study_gen_open(s, ref_id, err);
     return rc;
 }
 
@@ -463,6 +520,8 @@ void hx_study_close(struct hx_study *s) {
     }
     free(s->suites);
     free(s->ref_task);
+    hx_gen_prompts_free(&s->gen_prompts);
+    hx_gen_conts_free(&s->gen_ref);
     hx_calib_destroy(s->cal);
     hx_store_close(s->st);
     kn_engine_destroy(s->ref);
@@ -719,12 +778,17 @@ struct hx_vrun {
     struct met_dist_summary d;
     struct hx_calib_report crep;
     struct task_result **tasks; // (o.n_tasks)
+    struct hx_gen_conts gen;    // the variant's continuations (gen_on)
+    struct met_gen_pair *gen_pairs; // (prompts) against the reference's
+    struct met_gen_summary gen_sum;
 };
 
 static void hx_vrun_free(struct hx_study *s, struct hx_vrun *r) {
     hx_calib_report_clear(&r->crep);
     for (int k = 0; r->tasks && k < s->o.n_tasks; k++) task_result_destroy(r->tasks[k]);
     free(r->tasks);
+    hx_gen_conts_free(&r->gen);
+    free(r->gen_pairs);
     hx_lockstep_result_free(&r->lr);
     kn_engine_destroy(r->e);
     hx_quant_model_destroy(r->qm);
@@ -781,6 +845,32 @@ static int hx_vrun_quantize(struct hx_study *s, struct hx_vrun *r, char *err) {
     return 0;
 }
 
+// The variant's continuations, the reference's NLL of them (the step that needs the reference
+// model), and the comparison with the reference's continuations.
+static int hx_vrun_generate(struct hx_study *s, struct hx_vrun *r, char *err) {
+    if (s->o.stop && *s->o.stop) return qp_fail(err, QP_EINTR, "interrupted");
+    const struct hx_gen_prompts *p = &s->gen_prompts;
+    char label[700];
+    snprintf(label, sizeof label, "%s%s generate", s->prefix, r->spec);
+    struct hx_progress prog;
+    void (*fn)(void *, int, int, int64_t);
+    void *ctx;
+    hx_progress_maybe(s, &prog, label, &fn, &ctx);
+    int rc = hx_gen_run(r->e, s->m->tok, p, &s->o.gen, s->o.n_threads, fn, ctx, &r->gen, err);
+    if (fn) hx_progress_end(&prog);
+    double *nll = calloc((size_t)p->n, sizeof *nll), *scratch = calloc((size_t)p->n, sizeof *scratch);
+    if (!rc && (!nll || !scratch || !(r->gen_pairs = calloc((size_t)p->n, sizeof *r->gen_pairs))))
+        rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    if (!rc) rc = hx_gen_score(s->ref, p, &r->gen, s->o.n_threads, nll, err);
+    if (!rc) {
+        hx_gen_compare(&s->gen_ref, &r->gen, nll, s->o.gen.k, r->gen_pairs);
+        met_gen_summarize(r->gen_pairs, p->n, s->o.gen.n_tokens, scratch, &r->gen_sum);
+    }
+    free(nll);
+    free(scratch);
+    return rc;
+}
+
 // Reference and variant in lockstep over the study's windows, then every task suite.
 static int hx_vrun_evaluate(struct hx_study *s, struct hx_vrun *r, char *err) {
     int rc = kn_engine_create_opts(r->w, &r->eo, &r->e, err);
@@ -803,6 +893,7 @@ static int hx_vrun_evaluate(struct hx_study *s, struct hx_vrun *r, char *err) {
         if (s->o.stop && *s->o.stop) rc = qp_fail(err, QP_EINTR, "interrupted");
         else rc = hx_score_suite(s, r->e, k, r->spec, &r->tasks[k], err);
     }
+    if (!rc && s->gen_on) rc = hx_vrun_generate(s, r, err);
     return rc;
 }
 
@@ -836,6 +927,9 @@ static int hx_vrun_store(struct hx_study *s, struct hx_vrun *r, int ord, int64_t
         rc = hx_store_task(s, *vid, k, r->tasks[k], s->ref_task[k], &pair, err);
         if (!rc) out->tasks[k] = (struct hx_task_outcome){r->tasks[k]->sum.acc, pair.delta, (int)pair.flips_cw};
     }
+    if (!rc && r->gen_pairs)
+        rc = hx_gen_store(s->st, *vid, s->gen_setup, s->m->tok, &s->gen_prompts, &r->gen, r->gen_pairs, err);
+    if (!rc && r->gen_pairs) rc = hx_gen_store_summary(s->st, *vid, &r->gen_sum, &s->o.gen, &r->gen, 0, err);
     if (!rc) rc = hx_store_commit(s->st, err);
     hx_store_rollback(s->st);
     return rc;
@@ -856,6 +950,10 @@ static void hx_vrun_outcome(const struct hx_vrun *r, int64_t vid, struct hx_vari
     out->same_top = d->same_top;
     out->same_top_unc = d->same_top_unc;
     out->seconds = r->lr.seconds;
+    if (r->gen_pairs) {
+        out->gen_prompts = r->gen_sum.n;
+        out->gen = r->gen_sum;
+    }
     out->tokens_per_second = r->lr.seconds > 0 ? (double)r->lr.tokens_processed / r->lr.seconds : NAN;
 }
 
@@ -894,6 +992,7 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
     int64_t vid = 0;
     if (rc == 0) rc = hx_vrun_store(s, &r, ord, &vid, out, err);
     if (rc == 0) hx_vrun_outcome(&r, vid, out);
+    if (rc == 0) out->gen_tokens = s->o.gen.n_tokens;
     hx_vrun_free(s, &r);
     return rc < 0 ? rc : 0; // 1: found and skipped
 }

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "hx_eval.h"
+#include "hx_gen.h"
 
 struct hx_study;
 struct hx_store;
@@ -45,6 +46,9 @@ struct hx_study_opts {
     // refused unless allow_overlap, which records the overlap with the run instead.
     const char *calib_path;
     int calib_seqs, calib_len, allow_overlap;
+    // Free-running generation against the reference (docs/GENERATION.md): on when gen.n_prompts
+    // > 0 or gen.prompts_path is set.
+    struct hx_gen_opts gen;
 };
 
 // Defaults for everything but the paths.
@@ -76,6 +80,9 @@ struct hx_variant_outcome {
     int worst_layer;       // layer with the highest isolated-sensitivity KLD (-1: not measured)
     struct hx_task_outcome *tasks; // one per configured suite, in order (malloc'd)
     int n_tasks;
+    int gen_prompts;               // 0: no generation measured
+    struct met_gen_summary gen;    // the variant's continuations against the reference's
+    int gen_tokens;                // L
 };
 
 // Quantizes the model under spec, evaluates and stores it. spec is a variant spec

@@ -405,7 +405,7 @@ static int hx_cfg_grid(struct hx_cfg_ctx *c, struct hx_sweep_config *cfg, const 
 void hx_sweep_config_free(struct hx_sweep_config *c) {
     if (!c) return;
     free(c->path), free(c->json), free(c->model), free(c->tokenizer), free(c->text), free(c->calib);
-    free(c->db), free(c->label);
+    free(c->db), free(c->label), free(c->gen_prompts_file);
     for (int i = 0; i < c->n_tasks; i++) free(c->task_names[i]);
     free(c->task_names);
     free(c->task_limits);
@@ -512,6 +512,39 @@ static int hx_cfg_tasks(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep
     return 0;
 }
 
+// "generate": {"prompts", "tokens", "prompt_tokens", "k", "temperature", "seed", "prompts_file"}
+// (optional): free-running generation against the reference (docs/GENERATION.md).
+static int hx_cfg_generate(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_config *cfg) {
+    static const char *const keys[] = {"prompts", "tokens", "prompt_tokens", "k", "temperature", "seed",
+                                       "prompts_file", "comment", NULL};
+    const cJSON *o;
+    const char *s, *comment;
+    int rc = hx_cfg_object(c, root, "", "generate", &o), seed = 1;
+    struct hx_gen_opts *g = &cfg->gen;
+    if (rc || !o) return rc;
+    if ((rc = hx_cfg_keys(c, o, "generate", keys)) ||
+        (rc = hx_cfg_int(c, o, "generate", "prompts", 1, 100000, &g->n_prompts)) ||
+        (rc = hx_cfg_int(c, o, "generate", "tokens", 1, 1 << 20, &g->n_tokens)) ||
+        (rc = hx_cfg_int(c, o, "generate", "prompt_tokens", 1, 1 << 20, &g->prompt_tokens)) ||
+        (rc = hx_cfg_int(c, o, "generate", "k", 1, 1 << 20, &g->k)) ||
+        (rc = hx_cfg_int(c, o, "generate", "seed", 0, INT32_MAX, &seed)) ||
+        (rc = hx_cfg_string(c, o, "generate", "prompts_file", 0, &s)) ||
+        (rc = hx_cfg_string(c, o, "generate", "comment", 0, &comment)))
+        return rc;
+    g->seed = (uint64_t)seed;
+    if (s) {
+        if ((rc = hx_cfg_path(c, "generate.prompts_file", s, 1, &cfg->gen_prompts_file))) return rc;
+        g->prompts_path = cfg->gen_prompts_file;
+    }
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(o, "temperature");
+    if (t && !(cJSON_IsNumber(t) && t->valuedouble >= 0 && t->valuedouble <= 100))
+        return hx_cfg_fail(c, "generate.temperature", "must be a number in 0..100 (0: greedy)");
+    if (t) g->temperature = t->valuedouble;
+    if (!g->n_prompts && !g->prompts_path)
+        return hx_cfg_fail(c, "generate", "give \"prompts\": N (cut from the evaluation text) or \"prompts_file\"");
+    return 0;
+}
+
 // "variants": [spec, ...] and "grid": [{...}, ...]; at least one variant in all.
 static int hx_cfg_variants(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_config *cfg) {
     const cJSON *vars = cJSON_GetObjectItemCaseSensitive(root, "variants"), *it;
@@ -538,7 +571,7 @@ static int hx_cfg_variants(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sw
 
 static int hx_cfg_parse(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_config *cfg) {
     static const char *const top[] = {"model", "tokenizer", "eval", "calibration", "tasks", "variants",
-                                      "grid", "diagnostics", "threads", "db", "label", "comment", NULL};
+                                      "grid", "diagnostics", "threads", "db", "label", "comment", "generate", NULL};
     if (!cJSON_IsObject(root)) return hx_cfg_fail(c, "(top level)", "must be an object, not %s", hx_json_type(root));
     int rc = hx_cfg_keys(c, root, "", top);
     if (!rc) rc = hx_cfg_top(c, root, cfg);
@@ -546,6 +579,7 @@ static int hx_cfg_parse(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep
     if (!rc) rc = hx_cfg_calib(c, root, cfg);
     if (!rc) rc = hx_cfg_diag(c, root, cfg);
     if (!rc) rc = hx_cfg_tasks(c, root, cfg);
+    if (!rc) rc = hx_cfg_generate(c, root, cfg);
     if (!rc) rc = hx_cfg_variants(c, root, cfg);
     return rc;
 }
@@ -561,6 +595,7 @@ int hx_sweep_config_load(const char *path, struct hx_sweep_config **out, char *e
     cfg->grid = 1;
     cfg->calib_sequences = 128;
     cfg->calib_length = 512;
+    hx_gen_opts_default(&cfg->gen);
     size_t len;
     int rc = hx_read_text(path, &cfg->json, &len, err);
     char *dcopy = strdup(path);

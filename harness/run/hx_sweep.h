@@ -7,6 +7,7 @@
 #define HX_SWEEP_H
 
 #include "hx_eval.h"
+#include "hx_gen.h"
 
 struct hx_sweep_config {
     char *path;              // the configuration file
@@ -26,6 +27,11 @@ struct hx_sweep_config {
     int n_tasks;
     char **variants;         // canonical specs, in order, duplicates removed
     int n_variants;
+    // "generate": {"prompts": N, "tokens": L, "prompt_tokens": P, "k": K, "temperature": T,
+    // "seed": S, "prompts_file": FILE} (docs/GENERATION.md); gen.prompts_path points into
+    // gen_prompts_file (resolved).
+    struct hx_gen_opts gen;
+    char *gen_prompts_file;
 };
 
 // Loads and validates path. Relative paths in the file are relative to the file's directory;

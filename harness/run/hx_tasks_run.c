@@ -8,6 +8,7 @@
 #include "kn_engine.h"
 #include "qp.h"
 #include "hx_tokenizer.h"
+#include "task_gen.h"
 
 // ---------------------------------------------------------------------------------------------
 // Tokenizer callback
@@ -28,16 +29,25 @@ static int hx_tasks_encode(void *ctx, const char *text, int add_bos, int *out, i
     return (int)n;
 }
 
+static int hx_tasks_decode(void *ctx, const int *ids, int n, char **text) {
+    size_t len;
+    return hx_tok_decode(ctx, ids, (size_t)n, 0, text, &len);
+}
+
 void hx_tasks_tok(const struct hx_tok *t, struct task_tok *out) {
     out->encode = hx_tasks_encode;
+    out->decode = hx_tasks_decode;
+    out->stop_ids[0] = hx_tok_eos(t);
+    out->stop_ids[1] = hx_tok_bos(t);
     out->ctx = (void *)t;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Runs
 
-int hx_tasks_run(const struct kn_engine *e, const struct hx_tok *tok, const struct task_suite *s,
-                 const struct hx_tasks_opts *o, struct task_result **out, char *err) {
+// Scores s by log-likelihood, or by generation when greedy.
+static int hx_tasks_score(const struct kn_engine *e, const struct hx_tok *tok, const struct task_suite *s, int greedy,
+                          const struct hx_tasks_opts *o, struct task_result **out, char *err) {
     struct task_tok tt;
     hx_tasks_tok(tok, &tt);
     struct task_score_opts so = {.window = o->window, .n_threads = o->n_threads};
@@ -47,9 +57,19 @@ int hx_tasks_run(const struct kn_engine *e, const struct hx_tok *tok, const stru
         so.progress = hx_progress_cb;
         so.progress_ctx = &prog;
     }
-    int rc = task_score(e, s, &tt, &so, out, err);
+    int rc = greedy ? task_gen_score(e, s, &tt, &so, out, err) : task_score(e, s, &tt, &so, out, err);
     if (o->label) hx_progress_end(&prog);
     return rc;
+}
+
+int hx_tasks_run(const struct kn_engine *e, const struct hx_tok *tok, const struct task_suite *s,
+                 const struct hx_tasks_opts *o, struct task_result **out, char *err) {
+    return hx_tasks_score(e, tok, s, s->generate, o, out, err);
+}
+
+int hx_tasks_run_greedy(const struct kn_engine *e, const struct hx_tok *tok, const struct task_suite *s,
+                        const struct hx_tasks_opts *o, struct task_result **out, char *err) {
+    return hx_tasks_score(e, tok, s, 1, o, out, err);
 }
 
 int hx_tasks_compare(const struct task_result *ref, const struct task_result *var, int norm,

@@ -24,10 +24,15 @@ struct hx_tasks_opts {
 // Hugging Face's Llama tokenizer) encode a prompt. t must outlive the callback's use.
 void hx_tasks_tok(const struct hx_tok *t, struct task_tok *out);
 
-// Scores every item of s with engine e. 0 or a QP_E* code with err; *out freed by the caller
+// Scores every item of s with engine e (by generation when s->generate, task_gen.h). 0 or a QP_E* code with err; *out freed by the caller
 // with task_result_destroy.
 int hx_tasks_run(const struct kn_engine *e, const struct hx_tok *tok, const struct task_suite *s,
                  const struct hx_tasks_opts *o, struct task_result **out, char *err);
+
+// The greedy form of a cloze suite s (task_gen.h: the greedy continuation's words against the
+// target's), whatever s->generate says. Same conventions as hx_tasks_run.
+int hx_tasks_run_greedy(const struct kn_engine *e, const struct hx_tok *tok, const struct task_suite *s,
+                        const struct hx_tasks_opts *o, struct task_result **out, char *err);
 
 // Paired statistics of var against ref (same suite) over the items scored in both, on
 // correctness (norm = 0) or acc_norm correctness (norm = 1). po may be NULL (defaults).

@@ -112,6 +112,25 @@ static const char *const hx_store_migrations[] = {
     // --- version 4: the model family (recorded, not part of the identity: the model's SHA-256,
     // config.json included for safetensors, already fixes it); NULL in runs stored before
     "ALTER TABLE run ADD COLUMN arch TEXT;    -- llama, qwen2, phi3, gemma2 (GGUF general.architecture)\n",
+    // --- version 5: free-running generation (docs/GENERATION.md): one row per (variant, setup,
+    // prompt) with the continuation, its description and the comparison with the reference's.
+    "CREATE TABLE gen_item (\n"
+    "  variant_id INTEGER NOT NULL REFERENCES variant(id),\n"
+    "  setup TEXT NOT NULL,              -- prompts, L, temperature, seed (hx_gen_setup)\n"
+    "  prompt INTEGER NOT NULL,          -- 0-based\n"
+    "  prompt_text TEXT,\n"
+    "  tokens TEXT NOT NULL,             -- the continuation's ids, space-separated, stop token included\n"
+    "  text TEXT,                        -- the continuation decoded (stop token left out)\n"
+    "  n_tokens INTEGER,\n"
+    "  eos_pos INTEGER,                  -- position of the stop token; NULL: none within L\n"
+    "  loop_start INTEGER, loop_period INTEGER, -- the cycle it ends in; NULL: none\n"
+    "  distinct_1 REAL, distinct_2 REAL,\n"
+    "  nll_self REAL,                    -- mean NLL per token under the model that generated it\n"
+    "  ref_nll REAL,                     -- ... under the reference; NULL: not scored yet\n"
+    "  first_div INTEGER,                -- first position differing from the reference's; NULL: identical\n"
+    "  agree_k REAL,                     -- agreement with the reference's in the first K tokens\n"
+    "  PRIMARY KEY (variant_id, setup, prompt)\n"
+    ");\n",
 };
 
 #endif
