@@ -103,8 +103,7 @@ static int rpt_fallback_one(struct rpt_variant *rv, const struct qz_variant *v, 
     qsort(fall, (size_t)n_fall, sizeof *fall, rpt_fall_cmp);
     size_t len = 0;
     for (int k = 0; k < n_fall && len < sizeof rv->fell - 1; k++) {
-        int w = snprintf(rv->fell + len, sizeof rv->fell - len, "%s%s ×%d", k ? ", " : "", fall[k].what, fall[k].n);
-        len = QP_MIN(sizeof rv->fell - 1, len + (size_t)(w > 0 ? w : 0));
+        rpt_catf(rv->fell, sizeof rv->fell, &len, "%s%s ×%d", k ? ", " : "", fall[k].what, fall[k].n);
     }
     return step == SQLITE_DONE ? 0 : -1;
 }

@@ -2,7 +2,6 @@
 #include "rpt_gen.h"
 
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,16 +94,6 @@ static void rpt_gen_limits_for(const struct rpt_gate_rules *rules, const char *s
 #undef RPT_GEN_LIM
 }
 
-// Appends printf text to buf[0..cap) at *len.
-static void rpt_gen_cat(char *buf, size_t cap, size_t *len, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
-static void rpt_gen_cat(char *buf, size_t cap, size_t *len, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int w = vsnprintf(buf + *len, cap - *len, fmt, ap);
-    va_end(ap);
-    *len = QP_MIN(cap - 1, *len + (size_t)(w > 0 ? w : 0));
-}
-
 // What diverges in v's generation (nothing when it does not): the reasons into why.
 static int rpt_gen_diverges(const struct rpt_variant *v, const struct rpt_gen_limits *lim, char *why, size_t cap,
                             size_t *len) {
@@ -113,17 +102,17 @@ static int rpt_gen_diverges(const struct rpt_variant *v, const struct rpt_gen_li
     double inc = rpt_metric_get(v, "gen", "loop_rate_increase", NULL);
     int bad = 0;
     if (isfinite(fd) && isfinite(lim->first_div) && fd < lim->first_div) {
-        rpt_gen_cat(why, cap, len, "its continuations split from the reference's early: median first divergence at "
+        rpt_catf(why, cap, len, "its continuations split from the reference's early: median first divergence at "
                     "token %.0f of %.0f (limit %.0f), %.0f of %.0f prompts identical", fd, L, lim->first_div,
                     share * n, n);
         bad = 1;
     } else if (isfinite(share) && isfinite(lim->identical) && share < lim->identical) {
-        rpt_gen_cat(why, cap, len, "only %.0f of %.0f continuations are identical to the reference's (%.0f%%, limit "
+        rpt_catf(why, cap, len, "only %.0f of %.0f continuations are identical to the reference's (%.0f%%, limit "
                     "%.0f%%)", share * n, n, 100 * share, 100 * lim->identical);
         bad = 1;
     }
     if (isfinite(inc) && isfinite(lim->loop_inc) && inc > lim->loop_inc) {
-        rpt_gen_cat(why, cap, len, "%sit falls into loops in %.0f%% more prompts than the reference", bad ? "; " : "",
+        rpt_catf(why, cap, len, "%sit falls into loops in %.0f%% more prompts than the reference", bad ? "; " : "",
                     100 * inc);
         bad = 1;
     }
@@ -140,7 +129,7 @@ static int rpt_gen_flips(const struct rpt_study *s, const struct rpt_variant *v,
         double p = rpt_metric_get(v, suite, "mcnemar_p", NULL), acc = rpt_metric_get(v, suite, "acc", NULL);
         double ref = rpt_metric_get(&s->v[s->ref], suite, "acc", NULL);
         if (!(p < RPT_GATE_FLIP_ALPHA && acc < ref)) continue;
-        rpt_gen_cat(why, cap, len, "%stask `%s` flips significantly (McNemar p = %.3g, %.0f right→wrong, acc %.3f vs "
+        rpt_catf(why, cap, len, "%stask `%s` flips significantly (McNemar p = %.3g, %.0f right→wrong, acc %.3f vs "
                     "%.3f)", after || n ? "; " : "", s->tasks[k], p, rpt_metric_get(v, suite, "flips_to_wrong", NULL),
                     acc, ref);
         n++;
@@ -159,12 +148,12 @@ static int rpt_gen_decide(const struct rpt_study *s, const struct rpt_gate_rules
     if (!(dppl <= lim.ppl_pct && kld <= lim.kld)) return 0; // not harmless (or not measured)
     char why[1400];
     size_t len = 0;
-    rpt_gen_cat(why, sizeof why, &len, "`%s`: ΔPPL %+.2f%% (limit %.3g%%), mean KLD %.4g (limit %.3g), but ", v->spec,
+    rpt_catf(why, sizeof why, &len, "`%s`: ΔPPL %+.2f%% (limit %.3g%%), mean KLD %.4g (limit %.3g), but ", v->spec,
                 dppl, lim.ppl_pct, kld, lim.kld);
     int gen = rpt_gen_diverges(v, &lim, why, sizeof why, &len);
     int flips = rpt_gen_flips(s, v, why, sizeof why, &len, gen);
     if (!gen && !flips) return 0;
-    rpt_gen_cat(why, sizeof why, &len, ".");
+    rpt_catf(why, sizeof why, &len, ".");
     g->silent[i] = 1;
     return (g->why[i] = strdup(why)) ? 0 : QP_ENOMEM;
 }

@@ -3,6 +3,7 @@
 #include "rpt_report.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -128,11 +129,8 @@ static double ppl_ref_of(const struct rpt_study *s, const struct rpt_variant *v)
 static void same_names(const struct rpt_study *s, int i, char *out, size_t cap) {
     size_t n = 0;
     out[0] = 0;
-    for (int j = 0; j < s->n_v && n < cap - 1; j++) {
-        if (j == i || s->v[j].same_as != s->v[i].same_as) continue;
-        int w = snprintf(out + n, cap - n, "%s%s", n ? ", " : "", s->v[j].spec);
-        n = QP_MIN(cap - 1, n + (size_t)(w > 0 ? w : 0));
-    }
+    for (int j = 0; j < s->n_v && n < cap - 1; j++)
+        if (j != i && s->v[j].same_as == s->v[i].same_as) rpt_catf(out, cap, &n, "%s%s", n ? ", " : "", s->v[j].spec);
 }
 
 static void table_variants(struct rpt_ctx *c) {
@@ -186,9 +184,7 @@ static void table_variants(struct rpt_ctx *c) {
             char suite[160];
             snprintf(suite, sizeof suite, "task:%s", s->tasks[k]);
             double acc = rpt_metric_get(v, suite, "acc", NULL);
-            if (!isfinite(acc)) continue;
-            int w = snprintf(tasks + n, sizeof tasks - n, "%s%s %.1f%%", n ? "; " : "", s->tasks[k], 100 * acc);
-            n = QP_MIN(sizeof tasks - 1, n + (size_t)(w > 0 ? w : 0));
+            if (isfinite(acc)) rpt_catf(tasks, sizeof tasks, &n, "%s%s %.1f%%", n ? "; " : "", s->tasks[k], 100 * acc);
         }
         rpt_table_text(t, 11, "%s", tasks);
         rpt_table_num(t, 12, v->tokens_per_second, "%.0f");
@@ -205,131 +201,128 @@ static void table_variants(struct rpt_ctx *c) {
     }
 }
 
-static int table_layers(struct rpt_ctx *c) {
-    const char *cols[] = {"spec", "#layer", "site", "#accumulated|accumulated rel. err", "#local|local rel. err",
-                          "#accumulation_factor|accumulation factor", "#cosine|cosine (accumulated)", NULL};
-    struct rpt_table *t = &c->t[T_LAYERS];
+// Ends a query: 0 when it ran to its end (or stopped at a row on purpose), else the database's
+// error. Finalizes q either way.
+static int query_end(struct rpt_ctx *c, sqlite3_stmt *q, int step) {
+    int rc = step == SQLITE_DONE || step == SQLITE_ROW ? 0 : db_fail(c);
+    sqlite3_finalize(q);
+    return rc;
+}
+
+// Fills table k (columns cols) with one row per result row of sql (the run id bound to ?1), each
+// set by row(). 0, QP_ENOMEM or the database's error.
+static int table_query(struct rpt_ctx *c, int k, const char *const *cols, const char *sql,
+                       void (*row)(struct rpt_table *t, sqlite3_stmt *q)) {
+    struct rpt_table *t = &c->t[k];
     if (rpt_table_init(t, cols)) return QP_ENOMEM;
     sqlite3_stmt *q;
-    int rc = prepare(c,
-                     "SELECT v.spec, a.layer, a.site, a.rel_err, l.rel_err, a.cosine FROM layer_error a"
-                     " JOIN variant v ON v.id = a.variant_id"
-                     " LEFT JOIN layer_error l ON l.variant_id = a.variant_id AND l.layer = a.layer"
-                     "  AND l.site = a.site AND l.kind = 'local'"
-                     " WHERE v.run_id = ? AND a.kind = 'accumulated' AND a.site IN ('resid_out', 'logits')"
-                     " ORDER BY v.ord, v.id, a.layer, a.site",
-                     &q);
+    int rc = prepare(c, sql, &q);
     if (rc) return rc;
     int step;
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
         if (rpt_table_row(t) < 0) break;
-        double acc = col_d(q, 3), loc = col_d(q, 4);
-        rpt_table_text(t, 0, "%s", col_t(q, 0));
-        rpt_table_num(t, 1, col_d(q, 1), "%.0f");
-        rpt_table_text(t, 2, "%s", col_t(q, 2));
-        rpt_table_num(t, 3, acc, "%.4f");
-        rpt_table_num(t, 4, loc, "%.4f");
-        rpt_table_num(t, 5, loc > 0 ? acc / loc : NAN, "%.2f");
-        rpt_table_num(t, 6, col_d(q, 5), "%.5f");
+        row(t, q);
     }
-    rc = step == SQLITE_DONE || step == SQLITE_ROW ? 0 : db_fail(c);
-    sqlite3_finalize(q);
-    return rc;
+    return query_end(c, q, step);
+}
+
+// Sets cells [0, n) of the last row from result columns [0, n) as they are: fmt[i] "%s" a text,
+// any other a number's format.
+static void row_as_is(struct rpt_table *t, sqlite3_stmt *q, const char *const *fmt, int n) {
+    for (int i = 0; i < n; i++) {
+        if (strcmp(fmt[i], "%s") == 0) rpt_table_text(t, i, "%s", col_t(q, i));
+        else rpt_table_num(t, i, col_d(q, i), fmt[i]);
+    }
+}
+
+// spec, layer, site as the first three cells.
+static const char *const spec_layer_site[] = {"%s", "%.0f", "%s"};
+
+static void row_layers(struct rpt_table *t, sqlite3_stmt *q) {
+    double acc = col_d(q, 3), loc = col_d(q, 4);
+    row_as_is(t, q, spec_layer_site, 3);
+    rpt_table_num(t, 3, acc, "%.4f");
+    rpt_table_num(t, 4, loc, "%.4f");
+    rpt_table_num(t, 5, loc > 0 ? acc / loc : NAN, "%.2f");
+    rpt_table_num(t, 6, col_d(q, 5), "%.5f");
+}
+
+static int table_layers(struct rpt_ctx *c) {
+    const char *cols[] = {"spec", "#layer", "site", "#accumulated|accumulated rel. err", "#local|local rel. err",
+                          "#accumulation_factor|accumulation factor", "#cosine|cosine (accumulated)", NULL};
+    return table_query(c, T_LAYERS, cols,
+                       "SELECT v.spec, a.layer, a.site, a.rel_err, l.rel_err, a.cosine FROM layer_error a"
+                       " JOIN variant v ON v.id = a.variant_id"
+                       " LEFT JOIN layer_error l ON l.variant_id = a.variant_id AND l.layer = a.layer"
+                       "  AND l.site = a.site AND l.kind = 'local'"
+                       " WHERE v.run_id = ? AND a.kind = 'accumulated' AND a.site IN ('resid_out', 'logits')"
+                       " ORDER BY v.ord, v.id, a.layer, a.site",
+                       row_layers);
+}
+
+static void row_sensitivity(struct rpt_table *t, sqlite3_stmt *q) {
+    double kld = col_d(q, 3), se = col_d(q, 4);
+    row_as_is(t, q, spec_layer_site, 3); // the third is the tensor
+    if (isfinite(kld)) rpt_table_numtext(t, 3, kld, isfinite(se) ? "%.5g ± %.2g" : "%.5g", kld, se);
+    rpt_table_num(t, 4, se, "%g");
+    double top1 = col_d(q, 5);
+    rpt_table_numtext(t, 5, top1, "%.2f", 100 * top1);
+    rpt_table_num(t, 6, col_d(q, 6), "%.0f");
 }
 
 static int table_sensitivity(struct rpt_ctx *c) {
     const char *cols[] = {"spec", "#layer", "tensor", "#kld_mean|mean KLD ±", "@#kld_stderr", "#top1|top-1 %",
                           "#rank", NULL};
-    struct rpt_table *t = &c->t[T_SENS];
-    if (rpt_table_init(t, cols)) return QP_ENOMEM;
-    sqlite3_stmt *q;
-    int rc = prepare(c,
-                     "SELECT v.spec, s.layer, s.tensor, s.kld_mean, s.kld_stderr, s.top1, s.rank"
-                     " FROM sensitivity s JOIN variant v ON v.id = s.variant_id WHERE v.run_id = ?"
-                     " ORDER BY v.ord, v.id, s.tensor <> '', s.layer, s.tensor",
-                     &q);
-    if (rc) return rc;
-    int step;
-    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-        if (rpt_table_row(t) < 0) break;
-        double kld = col_d(q, 3), se = col_d(q, 4);
-        rpt_table_text(t, 0, "%s", col_t(q, 0));
-        rpt_table_num(t, 1, col_d(q, 1), "%.0f");
-        rpt_table_text(t, 2, "%s", col_t(q, 2));
-        if (isfinite(kld)) rpt_table_numtext(t, 3, kld, isfinite(se) ? "%.5g ± %.2g" : "%.5g", kld, se);
-        rpt_table_num(t, 4, se, "%g");
-        double top1 = col_d(q, 5);
-        rpt_table_numtext(t, 5, top1, "%.2f", 100 * top1);
-        rpt_table_num(t, 6, col_d(q, 6), "%.0f");
-    }
-    rc = step == SQLITE_DONE || step == SQLITE_ROW ? 0 : db_fail(c);
-    sqlite3_finalize(q);
-    return rc;
+    return table_query(c, T_SENS, cols,
+                       "SELECT v.spec, s.layer, s.tensor, s.kld_mean, s.kld_stderr, s.top1, s.rank"
+                       " FROM sensitivity s JOIN variant v ON v.id = s.variant_id WHERE v.run_id = ?"
+                       " ORDER BY v.ord, v.id, s.tensor <> '', s.layer, s.tensor",
+                       row_sensitivity);
+}
+
+static void row_weights(struct rpt_table *t, sqlite3_stmt *q) {
+    static const char *const fmt[] = {"%s", "%.0f", "%.0f", "%.4g", "%.2f", "%.4g", "%.2f"};
+    row_as_is(t, q, fmt, 7);
+    double f3 = col_d(q, 7), f6 = col_d(q, 8);
+    rpt_table_numtext(t, 7, f3, "%.3f", 100 * f3);
+    rpt_table_numtext(t, 8, f6, "%.4f", 100 * f6);
+    rpt_table_text(t, 9, "%s", col_t(q, 9));
 }
 
 static int table_weights(struct rpt_ctx *c) {
     const char *cols[] = {"tensor", "#rows", "#cols", "#std|σ", "#kurtosis", "#max_abs|max |w|",
                           "#max_over_std|max / σ", "#frac_3sigma|> 3σ %", "#frac_6sigma|> 6σ %",
                           "outlier_channels|outlier input channels", NULL};
-    struct rpt_table *t = &c->t[T_WEIGHTS];
-    if (rpt_table_init(t, cols)) return QP_ENOMEM;
-    sqlite3_stmt *q;
-    int rc = prepare(c,
-                     "SELECT tensor, rows, cols, std, kurtosis, max_abs, max_over_std, frac_3sigma, frac_6sigma,"
-                     " outlier_channels FROM weight_stat WHERE run_id = ? ORDER BY kurtosis DESC, tensor",
-                     &q);
-    if (rc) return rc;
-    int step;
-    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-        if (rpt_table_row(t) < 0) break;
-        rpt_table_text(t, 0, "%s", col_t(q, 0));
-        rpt_table_num(t, 1, col_d(q, 1), "%.0f");
-        rpt_table_num(t, 2, col_d(q, 2), "%.0f");
-        rpt_table_num(t, 3, col_d(q, 3), "%.4g");
-        rpt_table_num(t, 4, col_d(q, 4), "%.2f");
-        rpt_table_num(t, 5, col_d(q, 5), "%.4g");
-        rpt_table_num(t, 6, col_d(q, 6), "%.2f");
-        double f3 = col_d(q, 7), f6 = col_d(q, 8);
-        rpt_table_numtext(t, 7, f3, "%.3f", 100 * f3);
-        rpt_table_numtext(t, 8, f6, "%.4f", 100 * f6);
-        rpt_table_text(t, 9, "%s", col_t(q, 9));
-    }
-    rc = step == SQLITE_DONE || step == SQLITE_ROW ? 0 : db_fail(c);
-    sqlite3_finalize(q);
-    return rc;
+    return table_query(c, T_WEIGHTS, cols,
+                       "SELECT tensor, rows, cols, std, kurtosis, max_abs, max_over_std, frac_3sigma, frac_6sigma,"
+                       " outlier_channels FROM weight_stat WHERE run_id = ? ORDER BY kurtosis DESC, tensor",
+                       row_weights);
+}
+
+static void row_acts(struct rpt_table *t, sqlite3_stmt *q) {
+    static const char *const fmt[] = {"%.0f", "%s", "%.0f", "%.0f", "%.2f", "%.4g", "%.4g"};
+    double mx = col_d(q, 5), med = col_d(q, 6);
+    row_as_is(t, q, fmt, 7);
+    rpt_table_num(t, 7, med > 0 ? mx / med : NAN, "%.2f");
+    rpt_table_text(t, 8, "%s", col_t(q, 7));
 }
 
 static int table_acts(struct rpt_ctx *c) {
     const char *cols[] = {"#layer", "site", "#width", "#rows", "#kurtosis", "#max_abs|max |x|",
                           "#median_channel_absmax|median channel absmax", "#max_over_median|max / median",
                           "top_channels|top channels [channel, absmax]", NULL};
-    struct rpt_table *t = &c->t[T_ACTS];
-    if (rpt_table_init(t, cols)) return QP_ENOMEM;
-    sqlite3_stmt *q;
-    int rc = prepare(c,
-                     "SELECT layer, site, width, rows, kurtosis, max_abs, median_channel_absmax, top_channels"
-                     " FROM act_stat WHERE run_id = ?"
-                     " ORDER BY CASE WHEN median_channel_absmax > 0 THEN max_abs / median_channel_absmax END DESC,"
-                     " layer, site",
-                     &q);
-    if (rc) return rc;
-    int step;
-    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-        if (rpt_table_row(t) < 0) break;
-        double mx = col_d(q, 5), med = col_d(q, 6);
-        rpt_table_num(t, 0, col_d(q, 0), "%.0f");
-        rpt_table_text(t, 1, "%s", col_t(q, 1));
-        rpt_table_num(t, 2, col_d(q, 2), "%.0f");
-        rpt_table_num(t, 3, col_d(q, 3), "%.0f");
-        rpt_table_num(t, 4, col_d(q, 4), "%.2f");
-        rpt_table_num(t, 5, mx, "%.4g");
-        rpt_table_num(t, 6, med, "%.4g");
-        rpt_table_num(t, 7, med > 0 ? mx / med : NAN, "%.2f");
-        rpt_table_text(t, 8, "%s", col_t(q, 7));
-    }
-    rc = step == SQLITE_DONE || step == SQLITE_ROW ? 0 : db_fail(c);
-    sqlite3_finalize(q);
-    return rc;
+    return table_query(c, T_ACTS, cols,
+                       "SELECT layer, site, width, rows, kurtosis, max_abs, median_channel_absmax, top_channels"
+                       " FROM act_stat WHERE run_id = ?"
+                       " ORDER BY CASE WHEN median_channel_absmax > 0 THEN max_abs / median_channel_absmax END DESC,"
+                       " layer, site",
+                       row_acts);
+}
+
+static void row_grid(struct rpt_table *t, sqlite3_stmt *q) {
+    static const char *const fmt[] = {"%s", "%.3f", "%s", "%.4f", "%.2f", "%.0f", "%.0f", "%.3f", "%.3f", "%.3f",
+                                      "%.3f"};
+    row_as_is(t, q, fmt, (int)QP_ARRAY_LEN(fmt));
 }
 
 static int table_grid(struct rpt_ctx *c) {
@@ -337,44 +330,22 @@ static int table_grid(struct rpt_ctx *c) {
                           "#codes_used_mean|codes used / group", "#codes_used_min|fewest codes in a group",
                           "#n_codes|codes of the format", "#collisions_pct|collisions %", "#zeroed_pct|zeroed %",
                           "#clipped_pct|clipped %", "#entropy_bits|code entropy, bits", NULL};
-    struct rpt_table *t = &c->t[T_GRID];
-    if (rpt_table_init(t, cols)) return QP_ENOMEM;
-    sqlite3_stmt *q;
     // Collapse columns are NULL for variants (or tensors) without grid data: each aggregate sums
     // only the tensors that have it, and stays NULL when none has.
-    int rc = prepare(c,
-                     "SELECT v.spec, v.bits_per_weight, group_concat(DISTINCT g.format),"
-                     " sum(g.rel_err * g.weights) / sum(CASE WHEN g.rel_err IS NOT NULL THEN g.weights END),"
-                     " sum(g.codes_used_mean * g.groups)"
-                     "  / sum(CASE WHEN g.codes_used_mean IS NOT NULL THEN g.groups END),"
-                     " min(g.codes_used_min), max(CASE WHEN g.codes_used_mean IS NOT NULL THEN g.n_codes END),"
-                     " 100.0 * sum(g.collisions) / sum(CASE WHEN g.collisions IS NOT NULL THEN g.weights END),"
-                     " 100.0 * sum(g.zeroed) / sum(CASE WHEN g.zeroed IS NOT NULL THEN g.weights END),"
-                     " 100.0 * sum(g.clipped) / sum(CASE WHEN g.clipped IS NOT NULL THEN g.weights END),"
-                     " sum(g.entropy_bits * g.weights)"
-                     "  / sum(CASE WHEN g.entropy_bits IS NOT NULL THEN g.weights END)"
-                     " FROM grid_stat g JOIN variant v ON v.id = g.variant_id WHERE v.run_id = ?"
-                     " GROUP BY v.id ORDER BY v.ord, v.id",
-                     &q);
-    if (rc) return rc;
-    int step;
-    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-        if (rpt_table_row(t) < 0) break;
-        rpt_table_text(t, 0, "%s", col_t(q, 0));
-        rpt_table_num(t, 1, col_d(q, 1), "%.3f");
-        rpt_table_text(t, 2, "%s", col_t(q, 2));
-        rpt_table_num(t, 3, col_d(q, 3), "%.4f");
-        rpt_table_num(t, 4, col_d(q, 4), "%.2f");
-        rpt_table_num(t, 5, col_d(q, 5), "%.0f");
-        rpt_table_num(t, 6, col_d(q, 6), "%.0f");
-        rpt_table_num(t, 7, col_d(q, 7), "%.3f");
-        rpt_table_num(t, 8, col_d(q, 8), "%.3f");
-        rpt_table_num(t, 9, col_d(q, 9), "%.3f");
-        rpt_table_num(t, 10, col_d(q, 10), "%.3f");
-    }
-    rc = step == SQLITE_DONE || step == SQLITE_ROW ? 0 : db_fail(c);
-    sqlite3_finalize(q);
-    return rc;
+    return table_query(c, T_GRID, cols,
+                       "SELECT v.spec, v.bits_per_weight, group_concat(DISTINCT g.format),"
+                       " sum(g.rel_err * g.weights) / sum(CASE WHEN g.rel_err IS NOT NULL THEN g.weights END),"
+                       " sum(g.codes_used_mean * g.groups)"
+                       "  / sum(CASE WHEN g.codes_used_mean IS NOT NULL THEN g.groups END),"
+                       " min(g.codes_used_min), max(CASE WHEN g.codes_used_mean IS NOT NULL THEN g.n_codes END),"
+                       " 100.0 * sum(g.collisions) / sum(CASE WHEN g.collisions IS NOT NULL THEN g.weights END),"
+                       " 100.0 * sum(g.zeroed) / sum(CASE WHEN g.zeroed IS NOT NULL THEN g.weights END),"
+                       " 100.0 * sum(g.clipped) / sum(CASE WHEN g.clipped IS NOT NULL THEN g.weights END),"
+                       " sum(g.entropy_bits * g.weights)"
+                       "  / sum(CASE WHEN g.entropy_bits IS NOT NULL THEN g.weights END)"
+                       " FROM grid_stat g JOIN variant v ON v.id = g.variant_id WHERE v.run_id = ?"
+                       " GROUP BY v.id ORDER BY v.ord, v.id",
+                       row_grid);
 }
 
 static void table_tasks(struct rpt_ctx *c) {
@@ -461,8 +432,7 @@ static void findings_pareto(struct rpt_ctx *c) {
             on[next] = 2;
             char name[512];
             rpt_group_label(s, next, "` = `", name, sizeof name);
-            int w = snprintf(list + n, sizeof list - n, "%s`%s` (%.2f)", count ? ", " : "", name, x[next]);
-            if (w > 0) n = QP_MIN(sizeof list - 1, n + (size_t)w);
+            rpt_catf(list, sizeof list, &n, "%s`%s` (%.2f)", count ? ", " : "", name, x[next]);
             count++;
         }
         if (count)
@@ -474,76 +444,78 @@ static void findings_pareto(struct rpt_ctx *c) {
     free(on);
 }
 
-static int findings_layers(struct rpt_ctx *c) {
+// Runs sql (the run id bound to ?1) and hands each result row to say(), at most limit of them.
+static int findings_query(struct rpt_ctx *c, const char *sql, int limit,
+                          void (*say)(struct rpt_ctx *c, sqlite3_stmt *q, int i)) {
     sqlite3_stmt *q;
-    int rc = prepare(c,
-                     "SELECT v.spec, s.layer, s.kld_mean, s.kld_stderr, s.top1,"
-                     " (SELECT t.tensor FROM sensitivity t WHERE t.variant_id = s.variant_id AND t.tensor <> ''"
-                     "  ORDER BY t.rank LIMIT 1)"
-                     " FROM sensitivity s JOIN variant v ON v.id = s.variant_id"
-                     " WHERE v.run_id = ? AND s.tensor = '' AND s.rank = 1 ORDER BY v.ord, v.id",
-                     &q);
+    int rc = prepare(c, sql, &q);
     if (rc) return rc;
-    int step, n = 0;
-    while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-        if (!n++) finding(c, "Worst layer per variant (quantized alone, isolated sensitivity):");
-        const char *tensor = col_t(q, 5);
-        finding(c, "  - `%s`: layer %d (mean KLD %.5g ± %.2g, top-1 %.1f%%)%s%s%s", col_t(q, 0),
-                sqlite3_column_int(q, 1), col_d(q, 2), col_d(q, 3), 100 * col_d(q, 4),
-                *tensor ? "; worst tensor alone: `" : "", tensor, *tensor ? "`" : "");
-    }
-    rc = step == SQLITE_DONE ? 0 : db_fail(c);
-    sqlite3_finalize(q);
-    if (rc) return rc;
+    int step = SQLITE_DONE, n = 0;
+    while (n < limit && (step = sqlite3_step(q)) == SQLITE_ROW) say(c, q, n++);
+    return query_end(c, q, step);
+}
 
-    // The largest accumulation factor at the last block's output.
-    rc = prepare(c,
-                 "SELECT v.spec, a.layer, a.rel_err, l.rel_err FROM layer_error a"
-                 " JOIN variant v ON v.id = a.variant_id"
-                 " JOIN layer_error l ON l.variant_id = a.variant_id AND l.layer = a.layer AND l.site = a.site"
-                 "  AND l.kind = 'local'"
-                 " WHERE v.run_id = ? AND a.kind = 'accumulated' AND a.site = 'resid_out' AND l.rel_err > 0"
-                 "  AND a.layer = (SELECT max(layer) FROM layer_error WHERE variant_id = a.variant_id"
-                 "                 AND site = 'resid_out')"
-                 " ORDER BY a.rel_err / l.rel_err DESC LIMIT 1",
-                 &q);
+static void say_worst_layer(struct rpt_ctx *c, sqlite3_stmt *q, int i) {
+    if (!i) finding(c, "Worst layer per variant (quantized alone, isolated sensitivity):");
+    const char *tensor = col_t(q, 5);
+    finding(c, "  - `%s`: layer %d (mean KLD %.5g ± %.2g, top-1 %.1f%%)%s%s%s", col_t(q, 0),
+            sqlite3_column_int(q, 1), col_d(q, 2), col_d(q, 3), 100 * col_d(q, 4),
+            *tensor ? "; worst tensor alone: `" : "", tensor, *tensor ? "`" : "");
+}
+
+static void say_accumulation(struct rpt_ctx *c, sqlite3_stmt *q, int i) {
+    (void)i;
+    finding(c, "Largest error accumulation: under `%s` the residual stream after the last block (layer %d) is "
+               "off by %.3f relative, %.2f× the %.3f that block adds by itself.",
+            col_t(q, 0), sqlite3_column_int(q, 1), col_d(q, 2), col_d(q, 2) / col_d(q, 3), col_d(q, 3));
+}
+
+static int findings_layers(struct rpt_ctx *c) {
+    int rc = findings_query(c,
+                            "SELECT v.spec, s.layer, s.kld_mean, s.kld_stderr, s.top1,"
+                            " (SELECT t.tensor FROM sensitivity t WHERE t.variant_id = s.variant_id"
+                            "  AND t.tensor <> '' ORDER BY t.rank LIMIT 1)"
+                            " FROM sensitivity s JOIN variant v ON v.id = s.variant_id"
+                            " WHERE v.run_id = ? AND s.tensor = '' AND s.rank = 1 ORDER BY v.ord, v.id",
+                            INT_MAX, say_worst_layer);
     if (rc) return rc;
-    if ((step = sqlite3_step(q)) == SQLITE_ROW)
-        finding(c, "Largest error accumulation: under `%s` the residual stream after the last block (layer %d) is "
-                   "off by %.3f relative, %.2f× the %.3f that block adds by itself.",
-                col_t(q, 0), sqlite3_column_int(q, 1), col_d(q, 2), col_d(q, 2) / col_d(q, 3), col_d(q, 3));
-    rc = step == SQLITE_DONE || step == SQLITE_ROW ? 0 : db_fail(c);
-    sqlite3_finalize(q);
-    return rc;
+    // The largest accumulation factor at the last block's output.
+    return findings_query(c,
+                          "SELECT v.spec, a.layer, a.rel_err, l.rel_err FROM layer_error a"
+                          " JOIN variant v ON v.id = a.variant_id"
+                          " JOIN layer_error l ON l.variant_id = a.variant_id AND l.layer = a.layer"
+                          "  AND l.site = a.site AND l.kind = 'local'"
+                          " WHERE v.run_id = ? AND a.kind = 'accumulated' AND a.site = 'resid_out' AND l.rel_err > 0"
+                          "  AND a.layer = (SELECT max(layer) FROM layer_error WHERE variant_id = a.variant_id"
+                          "                 AND site = 'resid_out')"
+                          " ORDER BY a.rel_err / l.rel_err DESC LIMIT 1",
+                          1, say_accumulation);
+}
+
+static void say_heaviest_weights(struct rpt_ctx *c, sqlite3_stmt *q, int i) {
+    (void)i;
+    finding(c, "Heaviest-tailed weights: `%s` (kurtosis %.1f, normal = 3; largest weight %.1fσ).", col_t(q, 0),
+            col_d(q, 1), col_d(q, 2));
+}
+
+static void say_extreme_acts(struct rpt_ctx *c, sqlite3_stmt *q, int i) {
+    (void)i;
+    finding(c, "Most extreme activations: `blk.%d.%s`, whose largest channel reaches %.1f× the median "
+               "channel's absmax (kurtosis %.1f).",
+            sqlite3_column_int(q, 0), col_t(q, 1), col_d(q, 2), col_d(q, 3));
 }
 
 static int findings_outliers(struct rpt_ctx *c) {
-    sqlite3_stmt *q;
-    int rc = prepare(c,
-                     "SELECT tensor, kurtosis, max_over_std FROM weight_stat WHERE run_id = ?"
-                     " AND kurtosis IS NOT NULL ORDER BY kurtosis DESC LIMIT 1",
-                     &q);
+    int rc = findings_query(c,
+                            "SELECT tensor, kurtosis, max_over_std FROM weight_stat WHERE run_id = ?"
+                            " AND kurtosis IS NOT NULL ORDER BY kurtosis DESC LIMIT 1",
+                            1, say_heaviest_weights);
     if (rc) return rc;
-    int step;
-    if ((step = sqlite3_step(q)) == SQLITE_ROW)
-        finding(c, "Heaviest-tailed weights: `%s` (kurtosis %.1f, normal = 3; largest weight %.1fσ).", col_t(q, 0),
-                col_d(q, 1), col_d(q, 2));
-    rc = step == SQLITE_DONE || step == SQLITE_ROW ? 0 : db_fail(c);
-    sqlite3_finalize(q);
-    if (rc) return rc;
-    rc = prepare(c,
-                 "SELECT layer, site, max_abs / median_channel_absmax, kurtosis FROM act_stat"
-                 " WHERE run_id = ? AND median_channel_absmax > 0"
-                 " ORDER BY max_abs / median_channel_absmax DESC LIMIT 1",
-                 &q);
-    if (rc) return rc;
-    if ((step = sqlite3_step(q)) == SQLITE_ROW)
-        finding(c, "Most extreme activations: `blk.%d.%s`, whose largest channel reaches %.1f× the median "
-                   "channel's absmax (kurtosis %.1f).",
-                sqlite3_column_int(q, 0), col_t(q, 1), col_d(q, 2), col_d(q, 3));
-    rc = step == SQLITE_DONE || step == SQLITE_ROW ? 0 : db_fail(c);
-    sqlite3_finalize(q);
-    return rc;
+    return findings_query(c,
+                          "SELECT layer, site, max_abs / median_channel_absmax, kurtosis FROM act_stat"
+                          " WHERE run_id = ? AND median_channel_absmax > 0"
+                          " ORDER BY max_abs / median_channel_absmax DESC LIMIT 1",
+                          1, say_extreme_acts);
 }
 
 static void findings_misc(struct rpt_ctx *c) {
@@ -596,9 +568,7 @@ static void findings_identity(struct rpt_ctx *c) {
         for (int j = i; j < s->n_v && n < sizeof names - 1; j++) {
             if (s->v[j].same_as != i) continue;
             k++;
-            int w = snprintf(names + n, sizeof names - n, "%s`%s`", j == i ? "" : k == v->n_same ? " and " : ", ",
-                             s->v[j].spec);
-            n = QP_MIN(sizeof names - 1, n + (size_t)(w > 0 ? w : 0));
+            rpt_catf(names, sizeof names, &n, "%s`%s`", j == i ? "" : k == v->n_same ? " and " : ", ", s->v[j].spec);
         }
         finding(c, "Same weights: %s are one model here (equal SHA-256 of the weights as evaluated): their rows "
                    "are one measurement, drawn once in the figures.", names);
@@ -815,11 +785,9 @@ static void html_table_section(struct rpt_ctx *c, FILE *f, int k) {
     if (fold) fprintf(f, "</details>\n");
 }
 
-static int write_html(struct rpt_ctx *c) {
+// The page's head, title, subtitle (model, text, protocol) and navigation.
+static void html_head(struct rpt_ctx *c, FILE *f) {
     const struct rpt_study *s = c->s;
-    const char *dir = c->o->out_dir;
-    FILE *f = rpt_file_open(dir, "index.html", c->err);
-    if (!f) return QP_EIO;
     fprintf(f, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
                "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>qprobe report — ");
     rpt_html_escape(f, rpt_run_field(s, "model_path"));
@@ -841,7 +809,10 @@ static int write_html(struct rpt_ctx *c) {
         fprintf(f, "<p class=\"warn\">gnuplot was not found when this report was written: the figures are "
                    "not rendered. Their scripts are beside this file: run <code>gnuplot NAME.gp</code> there "
                    "and write the report again.</p>\n");
+}
 
+// The findings as a list; the "  - " lines after a finding are its sub-list.
+static void html_findings(struct rpt_ctx *c, FILE *f) {
     fprintf(f, "<h2 id=\"findings\">Findings</h2>\n<ul class=\"findings\">\n");
     int nested = 0, folded = 0;
     for (int i = 0; i < c->n_findings; i++) {
@@ -866,9 +837,10 @@ static int write_html(struct rpt_ctx *c) {
     if (nested) fputs(folded ? "</ul></details>" : "</ul>", f);
     if (c->n_findings) fputs("</li>\n", f);
     fprintf(f, "</ul>\n");
-    char gen_err[QP_ERRLEN];
-    int gen_rc = c->gen ? rpt_gen_write_html(c->gen, s, f, gen_err) : 0;
+}
 
+// The variants table, the figures and what was not drawn, then the other tables.
+static void html_body(struct rpt_ctx *c, FILE *f) {
     fprintf(f, "<h2 id=\"variants\">Variants</h2>\n<p class=\"files\">");
     rpt_html_escape(f, rpt_tables[T_VARIANTS].what);
     fprintf(f, "; click a column to sort — <a href=\"variants.csv\">variants.csv</a></p>\n");
@@ -877,7 +849,7 @@ static int write_html(struct rpt_ctx *c) {
     fputs("</div>\n", f);
 
     fprintf(f, "<h2 id=\"figures\">Figures</h2>\n");
-    rpt_html_figures(f, dir, &c->figs);
+    rpt_html_figures(f, c->o->out_dir, &c->figs);
     if (c->figs.n_skipped) {
         fprintf(f, "<p class=\"files\">Not drawn (no data in this run):</p>\n<ul class=\"files\">\n");
         for (int i = 0; i < c->figs.n_skipped; i++) {
@@ -890,7 +862,11 @@ static int write_html(struct rpt_ctx *c) {
 
     fprintf(f, "<h2 id=\"tables\">Tables</h2>\n");
     for (int k = T_LAYERS; k < T_COUNT; k++) html_table_section(c, f, k);
+}
 
+// Every column of the run row, and the page's end.
+static void html_protocol(struct rpt_ctx *c, FILE *f) {
+    const struct rpt_study *s = c->s;
     fprintf(f, "<h2 id=\"protocol\">Protocol and provenance</h2>\n<p class=\"files\">Every column of the run "
                "row (table <code>run</code>): what every number above depends on.</p>\n"
                "<table class=\"sortable\" id=\"tbl-run\"><thead><tr><th>field</th><th>value</th></tr></thead><tbody>\n");
@@ -904,6 +880,18 @@ static int write_html(struct rpt_ctx *c) {
     fprintf(f, "</tbody></table>\n<p class=\"files\">Written by qprobe %s from run %lld of %d in the study.</p>\n",
             qp_version, (long long)s->run_id, s->n_runs);
     fprintf(f, "</main>\n<script>%s</script>\n</body>\n</html>\n", rpt_js);
+}
+
+static int write_html(struct rpt_ctx *c) {
+    const char *dir = c->o->out_dir;
+    FILE *f = rpt_file_open(dir, "index.html", c->err);
+    if (!f) return QP_EIO;
+    html_head(c, f);
+    html_findings(c, f);
+    char gen_err[QP_ERRLEN];
+    int gen_rc = c->gen ? rpt_gen_write_html(c->gen, c->s, f, gen_err) : 0;
+    html_body(c, f);
+    html_protocol(c, f);
     int rc = rpt_file_close(f, dir, "index.html", c->err);
     return gen_rc ? qp_fail(c->err, gen_rc, "%s", gen_err) : rc;
 }

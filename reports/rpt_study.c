@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -286,15 +287,20 @@ double rpt_ref_ppl(const struct rpt_study *s) {
     return NAN;
 }
 
+void rpt_catf(char *buf, size_t cap, size_t *len, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(buf + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    *len = QP_MIN(cap - 1, *len + (size_t)(w > 0 ? w : 0));
+}
+
 void rpt_group_label(const struct rpt_study *s, int i, const char *sep, char *out, size_t cap) {
     size_t n = 0;
     out[0] = 0;
     int lead = s->v[i].same_as;
-    for (int j = 0; j < s->n_v && n + 1 < cap; j++) {
-        if (s->v[j].same_as != lead) continue;
-        int w = snprintf(out + n, cap - n, "%s%s", n ? sep : "", s->v[j].spec);
-        n = QP_MIN(cap - 1, n + (size_t)(w > 0 ? w : 0));
-    }
+    for (int j = 0; j < s->n_v && n + 1 < cap; j++)
+        if (s->v[j].same_as == lead) rpt_catf(out, cap, &n, "%s%s", n ? sep : "", s->v[j].spec);
 }
 
 void rpt_pareto(const double *x, const double *y, int n, int lower_better, int *on) {

@@ -96,6 +96,10 @@ enum { RPT_N_FAMILIES = 9 };
 extern const struct rpt_family rpt_families[RPT_N_FAMILIES];
 int rpt_family_of(const char *spec);
 
+// Appends printf text to buf (capacity cap) at *len, and moves *len past it; text that does not
+// fit is cut, buf stays NUL-terminated (*len stops at cap - 1). *len < cap on entry.
+void rpt_catf(char *buf, size_t cap, size_t *len, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
 // The names of variant i's group of identical variants (same_as), "q2_k = q3_k = iq4_nl" in
 // run order; just its spec when unique. Always NUL-terminated.
 void rpt_group_label(const struct rpt_study *s, int i, const char *sep, char *out, size_t cap);
