@@ -78,6 +78,23 @@ static void fig_dat_remove(const char *dir, const char *name) {
     unlink(path);
 }
 
+// A figure with nothing to draw: listed with the reason why, its data file removed. Returns 0.
+static int fig_nothing(struct rpt_figs *o, const char *dir, const char *name, const char *why) {
+    rpt_fig_skip(o, "%s", why);
+    fig_dat_remove(dir, name);
+    return 0;
+}
+
+// Starts NAME.gp as a multiplot of rows × cols panels under title; the caller ends its line.
+static FILE *gp_multiplot(const struct rpt_gnuplot *g, const char *dir, const char *name, const char *title,
+                          int width, int height, int rows, int cols, char *err) {
+    FILE *f = rpt_gp_begin(g, dir, name, title, width, height, err);
+    if (!f) return NULL;
+    fprintf(f, "set multiplot layout %d,%d title ", rows, cols);
+    rpt_gp_str(f, title);
+    return f;
+}
+
 // ---------------------------------------------------------------------------------------------
 // 2. Per-layer error accumulation
 
@@ -120,19 +137,10 @@ int rpt_figs_default_layer_variants(const struct rpt_study *s, int *idx, int max
     return k;
 }
 
-static int figs_layers(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
-                       struct rpt_figs *o, const int *sel, int n_sel, char *err) {
-    int def[6];
-    if (n_sel == 0) {
-        n_sel = rpt_figs_default_layer_variants(s, def, 6);
-        sel = def;
-    }
-    if (n_sel == 0) {
-        rpt_fig_skip(o, "layers: no per-layer error (table layer_error, site resid_out) in this run");
-        return 0;
-    }
-    const char *name = "layers";
-    const char *title = "Per-layer error accumulation through the residual stream";
+// Writes layers.dat: one block per variant of sel that has resid_out errors, their indexes into
+// blocks (*n_blocks of them).
+static int layers_dat(const struct rpt_study *s, const char *dir, const char *name, const char *title,
+                      const int *sel, int n_sel, int *blocks, int *n_blocks, char *err) {
     sqlite3_stmt *q = NULL;
     int rc = fig_prepare(s,
                          "SELECT a.layer, a.rel_err, l.rel_err FROM layer_error a"
@@ -147,7 +155,7 @@ static int figs_layers(const struct rpt_study *s, const struct rpt_gnuplot *g, c
         sqlite3_finalize(q);
         return QP_EIO;
     }
-    int blocks[RPT_MAX_LAYER_VARIANTS], n_blocks = 0;
+    *n_blocks = 0;
     for (int k = 0; k < n_sel && k < RPT_MAX_LAYER_VARIANTS; k++) {
         const struct rpt_variant *v = &s->v[sel[k]];
         sqlite3_reset(q);
@@ -155,8 +163,8 @@ static int figs_layers(const struct rpt_study *s, const struct rpt_gnuplot *g, c
         int rows = 0, step;
         while ((step = sqlite3_step(q)) == SQLITE_ROW) {
             if (rows == 0) {
-                if (n_blocks) fputs("\n\n", f);
-                fprintf(f, "# index %d: ", n_blocks);
+                if (*n_blocks) fputs("\n\n", f);
+                fprintf(f, "# index %d: ", *n_blocks);
                 rpt_dat_str(f, v->spec);
                 fprintf(f, " — layer accumulated_rel_err local_rel_err accumulation_factor\n");
             }
@@ -169,20 +177,18 @@ static int figs_layers(const struct rpt_study *s, const struct rpt_gnuplot *g, c
             rows++;
         }
         if (step != SQLITE_DONE) rc = fig_db_fail(s, err);
-        if (rows) blocks[n_blocks++] = sel[k];
+        if (rows) blocks[(*n_blocks)++] = sel[k];
     }
     sqlite3_finalize(q);
     int crc = rpt_dat_close(f, dir, name, err);
-    if (rc || crc) return rc ? rc : crc;
-    if (n_blocks == 0) {
-        rpt_fig_skip(o, "layers: the chosen variants have no per-layer error at site resid_out");
-        fig_dat_remove(dir, name);
-        return 0;
-    }
+    return rc ? rc : crc;
+}
 
-    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, 760, err))) return QP_EIO;
-    fprintf(f, "set multiplot layout 2,1 title ");
-    rpt_gp_str(f, title);
+// layers.gp: accumulated and local error above, their ratio below, one colour per block.
+static int layers_plot(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir, const char *name,
+                       const char *title, const int *blocks, int n_blocks, char *err) {
+    FILE *f = gp_multiplot(g, dir, name, title, RPT_FIG_W, 760, 2, 1, err);
+    if (!f) return QP_EIO;
     fprintf(f, "\nset xtics 1\nset offsets 0.15, 0.15, 0, 0\nset key outside right top vertical\n"
                "set lmargin 12\nset rmargin 34\n");
     fprintf(f, "set ylabel \"relative error ‖Δh‖ / ‖h‖\"\nset yrange [0:*]\n"
@@ -203,7 +209,28 @@ static int figs_layers(const struct rpt_study *s, const struct rpt_gnuplot *g, c
         rpt_gp_str(f, s->v[blocks[k]].spec);
     }
     fputc('\n', f);
-    if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
+    return rpt_gp_end(f, dir, name, err);
+}
+
+static int figs_layers(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
+                       struct rpt_figs *o, const int *sel, int n_sel, char *err) {
+    int def[6];
+    if (n_sel == 0) {
+        n_sel = rpt_figs_default_layer_variants(s, def, 6);
+        sel = def;
+    }
+    if (n_sel == 0) {
+        rpt_fig_skip(o, "layers: no per-layer error (table layer_error, site resid_out) in this run");
+        return 0;
+    }
+    const char *name = "layers";
+    const char *title = "Per-layer error accumulation through the residual stream";
+    int blocks[RPT_MAX_LAYER_VARIANTS], n_blocks = 0;
+    int rc = layers_dat(s, dir, name, title, sel, n_sel, blocks, &n_blocks, err);
+    if (rc) return rc;
+    if (n_blocks == 0)
+        return fig_nothing(o, dir, name, "layers: the chosen variants have no per-layer error at site resid_out");
+    if ((rc = layers_plot(s, g, dir, name, title, blocks, n_blocks, err))) return rc;
     rpt_fig_add(o, name, title,
             "Relative Frobenius error of the residual stream after each block (site resid_out), for the "
             "variants with the largest mean KLD and the best one (or those named by --variants). Accumulated: "
@@ -251,11 +278,7 @@ static int hist_block(const struct rpt_study *s, sqlite3_stmt *q, FILE *f) {
 static int fig_hist_plot(const struct rpt_gnuplot *g, const char *dir, const char *name, const char *title,
                          const char *xlabel, const char *ylabel, char (*labels)[200], int n, struct rpt_figs *o,
                          const char *skip, const char *caption, char *err) {
-    if (n == 0) {
-        rpt_fig_skip(o, "%s", skip);
-        fig_dat_remove(dir, name);
-        return 0;
-    }
+    if (n == 0) return fig_nothing(o, dir, name, skip);
     FILE *f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, RPT_FIG_H + 20 * n, err);
     if (!f) return QP_EIO;
     fprintf(f, "set title ");
@@ -279,36 +302,39 @@ static int fig_hist_plot(const struct rpt_gnuplot *g, const char *dir, const cha
     return rc;
 }
 
-static int figs_weight_hist(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
-                            struct rpt_figs *o, char *err) {
-    const char *name = "weight_hist", *title = "Weight magnitude histograms of the heaviest-tailed tensors";
+// Where a histogram figure's blocks come from: the top RPT_TOP_HIST subjects of top_sql (run id
+// ?1, limit ?2), each with its bins from hist_sql (run id ?1, subject ?2). describe() names a row
+// of top: its subject, the rest of its block's comment line, its legend label.
+struct hist_src {
+    const char *top_sql, *hist_sql;
+    void (*describe)(sqlite3_stmt *top, char *subject, size_t subject_cap, char *head, size_t head_cap,
+                     char *label, size_t label_cap);
+};
+
+// Writes NAME.dat: one block per subject that has bins, its label into labels[*n].
+static int hist_dat(const struct rpt_study *s, const char *dir, const char *name, const char *title,
+                    const struct hist_src *src, char (*labels)[200], int *n, char *err) {
     sqlite3_stmt *top = NULL, *h = NULL;
-    int rc = fig_prepare(s, "SELECT tensor, kurtosis, max_over_std FROM weight_stat WHERE run_id = ?"
-                            " AND kurtosis IS NOT NULL ORDER BY kurtosis DESC, tensor LIMIT ?", &top, err);
-    if (!rc)
-        rc = fig_prepare(s, "SELECT bin, lo, hi, count FROM histogram WHERE run_id = ? AND variant_id IS NULL"
-                            " AND kind = 'weight_log10_abs' AND subject = ? ORDER BY bin", &h, err);
+    int rc = fig_prepare(s, src->top_sql, &top, err);
+    if (!rc) rc = fig_prepare(s, src->hist_sql, &h, err);
     FILE *f = NULL;
-    char labels[RPT_TOP_HIST][200];
-    int n = 0, step = SQLITE_DONE;
+    int step = SQLITE_DONE;
+    *n = 0;
     if (!rc && !(f = rpt_dat_open(dir, name, title, err))) rc = QP_EIO;
     if (!rc) {
         sqlite3_bind_int64(top, 1, s->run_id);
         sqlite3_bind_int(top, 2, RPT_TOP_HIST);
         while (!rc && (step = sqlite3_step(top)) == SQLITE_ROW) {
-            const char *tensor = (const char *)sqlite3_column_text(top, 0);
+            char subject[512], head[200], label[200];
+            src->describe(top, subject, sizeof subject, head, sizeof head, label, sizeof label);
             sqlite3_reset(h);
             sqlite3_bind_int64(h, 1, s->run_id);
-            sqlite3_bind_text(h, 2, tensor, -1, SQLITE_TRANSIENT);
-            if (n) fputs("\n\n", f);
-            fprintf(f, "# index %d: %s (kurtosis %.3g) — log10|w| count\n", n, tensor, col_d(top, 1));
+            sqlite3_bind_text(h, 2, subject, -1, SQLITE_TRANSIENT);
+            if (*n) fputs("\n\n", f);
+            fprintf(f, "# index %d: %s %s\n", *n, subject, head);
             int rows = hist_block(s, h, f);
             if (rows < 0) rc = fig_db_fail(s, err);
-            else if (rows > 0) {
-                snprintf(labels[n], sizeof labels[n], "%s (kurtosis %.1f, max %.1fσ)", tensor, col_d(top, 1),
-                         col_d(top, 2));
-                n++;
-            }
+            else if (rows > 0) snprintf(labels[(*n)++], sizeof labels[0], "%s", label);
         }
         if (!rc && step != SQLITE_DONE) rc = fig_db_fail(s, err);
     }
@@ -318,6 +344,29 @@ static int figs_weight_hist(const struct rpt_study *s, const struct rpt_gnuplot 
         int crc = rpt_dat_close(f, dir, name, err);
         if (!rc) rc = crc;
     }
+    return rc;
+}
+
+// A row of weight_stat: tensor, kurtosis, max_over_std.
+static void describe_weight(sqlite3_stmt *top, char *subject, size_t subject_cap, char *head, size_t head_cap,
+                            char *label, size_t label_cap) {
+    const char *tensor = (const char *)sqlite3_column_text(top, 0);
+    snprintf(subject, subject_cap, "%s", tensor);
+    snprintf(head, head_cap, "(kurtosis %.3g) — log10|w| count", col_d(top, 1));
+    snprintf(label, label_cap, "%s (kurtosis %.1f, max %.1fσ)", tensor, col_d(top, 1), col_d(top, 2));
+}
+
+static int figs_weight_hist(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
+                            struct rpt_figs *o, char *err) {
+    const char *name = "weight_hist", *title = "Weight magnitude histograms of the heaviest-tailed tensors";
+    static const struct hist_src src = {
+        "SELECT tensor, kurtosis, max_over_std FROM weight_stat WHERE run_id = ?"
+        " AND kurtosis IS NOT NULL ORDER BY kurtosis DESC, tensor LIMIT ?",
+        "SELECT bin, lo, hi, count FROM histogram WHERE run_id = ? AND variant_id IS NULL"
+        " AND kind = 'weight_log10_abs' AND subject = ? ORDER BY bin",
+        describe_weight};
+    char labels[RPT_TOP_HIST][200];
+    int n, rc = hist_dat(s, dir, name, title, &src, labels, &n, err);
     if (rc) return rc;
     return fig_hist_plot(g, dir, name, title, "log10 |w|  (quarter-decade bins)", "weights per bin (log scale)",
                          labels, n, o,
@@ -328,48 +377,26 @@ static int figs_weight_hist(const struct rpt_study *s, const struct rpt_gnuplot 
                          err);
 }
 
+// A row of act_stat: layer, site, max / median channel absmax.
+static void describe_act(sqlite3_stmt *top, char *subject, size_t subject_cap, char *head, size_t head_cap,
+                         char *label, size_t label_cap) {
+    snprintf(subject, subject_cap, "blk.%d.%s", sqlite3_column_int(top, 0), (const char *)sqlite3_column_text(top, 1));
+    snprintf(head, head_cap, "(max / median channel absmax %.3g) — log10(channel absmax) count", col_d(top, 2));
+    snprintf(label, label_cap, "%s (max = %.1f × median channel)", subject, col_d(top, 2));
+}
+
 static int figs_act_hist(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
                          struct rpt_figs *o, char *err) {
     const char *name = "act_hist", *title = "Activation channel absmax histograms of the most extreme sites";
-    sqlite3_stmt *top = NULL, *h = NULL;
-    int rc = fig_prepare(s, "SELECT layer, site, max_abs / median_channel_absmax, kurtosis FROM act_stat"
-                            " WHERE run_id = ? AND median_channel_absmax > 0"
-                            " ORDER BY max_abs / median_channel_absmax DESC, layer, site LIMIT ?", &top, err);
-    if (!rc)
-        rc = fig_prepare(s, "SELECT bin, lo, hi, count FROM histogram WHERE run_id = ? AND variant_id IS NULL"
-                            " AND kind = 'act_channel_absmax_log10' AND subject = ? ORDER BY bin", &h, err);
-    FILE *f = NULL;
+    static const struct hist_src src = {
+        "SELECT layer, site, max_abs / median_channel_absmax, kurtosis FROM act_stat"
+        " WHERE run_id = ? AND median_channel_absmax > 0"
+        " ORDER BY max_abs / median_channel_absmax DESC, layer, site LIMIT ?",
+        "SELECT bin, lo, hi, count FROM histogram WHERE run_id = ? AND variant_id IS NULL"
+        " AND kind = 'act_channel_absmax_log10' AND subject = ? ORDER BY bin",
+        describe_act};
     char labels[RPT_TOP_HIST][200];
-    int n = 0, step = SQLITE_DONE;
-    if (!rc && !(f = rpt_dat_open(dir, name, title, err))) rc = QP_EIO;
-    if (!rc) {
-        sqlite3_bind_int64(top, 1, s->run_id);
-        sqlite3_bind_int(top, 2, RPT_TOP_HIST);
-        while (!rc && (step = sqlite3_step(top)) == SQLITE_ROW) {
-            char subject[160];
-            snprintf(subject, sizeof subject, "blk.%d.%s", sqlite3_column_int(top, 0),
-                     (const char *)sqlite3_column_text(top, 1));
-            sqlite3_reset(h);
-            sqlite3_bind_int64(h, 1, s->run_id);
-            sqlite3_bind_text(h, 2, subject, -1, SQLITE_TRANSIENT);
-            if (n) fputs("\n\n", f);
-            fprintf(f, "# index %d: %s (max / median channel absmax %.3g) — log10(channel absmax) count\n", n,
-                    subject, col_d(top, 2));
-            int rows = hist_block(s, h, f);
-            if (rows < 0) rc = fig_db_fail(s, err);
-            else if (rows > 0) {
-                snprintf(labels[n], sizeof labels[n], "%s (max = %.1f × median channel)", subject, col_d(top, 2));
-                n++;
-            }
-        }
-        if (!rc && step != SQLITE_DONE) rc = fig_db_fail(s, err);
-    }
-    sqlite3_finalize(top);
-    sqlite3_finalize(h);
-    if (f) {
-        int crc = rpt_dat_close(f, dir, name, err);
-        if (!rc) rc = crc;
-    }
+    int n, rc = hist_dat(s, dir, name, title, &src, labels, &n, err);
     if (rc) return rc;
     return fig_hist_plot(g, dir, name, title, "log10 (channel absmax)", "channels per bin (log scale)", labels, n,
                          o, "act_hist: no activation statistics or histograms (tables act_stat, histogram) in this run",
@@ -419,14 +446,10 @@ static int figs_grid(const struct rpt_study *s, const struct rpt_gnuplot *g, con
     sqlite3_finalize(q);
     int crc = rpt_dat_close(f, dir, name, err);
     if (rc || crc) return rc ? rc : crc;
-    if (n == 0) {
-        rpt_fig_skip(o, "grid: no grid-collapse statistics (grid_stat.codes_used_mean is NULL for every variant)");
-        fig_dat_remove(dir, name);
-        return 0;
-    }
-    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W + 200, 520, err))) return QP_EIO;
-    fprintf(f, "set multiplot layout 1,3 title ");
-    rpt_gp_str(f, title);
+    if (n == 0)
+        return fig_nothing(o, dir, name,
+                           "grid: no grid-collapse statistics (grid_stat.codes_used_mean is NULL for every variant)");
+    if (!(f = gp_multiplot(g, dir, name, title, RPT_FIG_W + 200, 520, 1, 3, err))) return QP_EIO;
     fprintf(f, "\nset xlabel \"bits per weight\"\nset offsets graph 0.05, graph 0.3, graph 0.1, graph 0.1\n"
                "set key bottom right\n");
     const char *lab = "'grid.dat' using 1:%d:6 with labels left offset char 0.6,0.5 font \",9\" tc rgb \"#222222\" notitle";
@@ -490,14 +513,8 @@ static int figs_tasks(const struct rpt_study *s, const struct rpt_gnuplot *g, co
     }
     int rc = rpt_dat_close(f, dir, name, err);
     if (rc) return rc;
-    if (!rows) {
-        rpt_fig_skip(o, "tasks: no variant has a task accuracy (metric 'acc')");
-        fig_dat_remove(dir, name);
-        return 0;
-    }
-    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, 800, err))) return QP_EIO;
-    fprintf(f, "set multiplot layout 2,1 title ");
-    rpt_gp_str(f, title);
+    if (!rows) return fig_nothing(o, dir, name, "tasks: no variant has a task accuracy (metric 'acc')");
+    if (!(f = gp_multiplot(g, dir, name, title, RPT_FIG_W, 800, 2, 1, err))) return QP_EIO;
     double bw = 0.7 / n_suites;
     fprintf(f, "\nset xrange [-0.6:%d.6]\nset key outside right top vertical\nset rmargin 26\nset lmargin 12\n"
                "set xtics rotate by -25 font \",9\"\nset bmargin 6\n", s->n_v - 1);
@@ -549,14 +566,8 @@ static int figs_speed_size(const struct rpt_study *s, const struct rpt_gnuplot *
     }
     int rc = rpt_dat_close(f, dir, name, err);
     if (rc) return rc;
-    if (!rows) {
-        rpt_fig_skip(o, "speed_size: no variant has tokens/s or weight bytes");
-        fig_dat_remove(dir, name);
-        return 0;
-    }
-    if (!(f = rpt_gp_begin(g, dir, name, title, RPT_FIG_W, 760, err))) return QP_EIO;
-    fprintf(f, "set multiplot layout 2,1 title ");
-    rpt_gp_str(f, title);
+    if (!rows) return fig_nothing(o, dir, name, "speed_size: no variant has tokens/s or weight bytes");
+    if (!(f = gp_multiplot(g, dir, name, title, RPT_FIG_W, 760, 2, 1, err))) return QP_EIO;
     fprintf(f, "\nset xrange [-0.6:%d.6]\nset style fill solid 0.75 border -1\nset boxwidth 0.6\n"
                "set xtics rotate by -25 font \",9\"\nset bmargin 6\nset lmargin 12\nset yrange [0:*]\n"
                "set offsets 0, 0, graph 0.12, 0\n", s->n_v - 1);
