@@ -105,54 +105,36 @@ static void rpt_group_same(struct rpt_study *s) {
     }
 }
 
-static int rpt_load_variants(struct rpt_study *s, char *err) {
-    sqlite3_stmt *q = NULL;
+// Appends the variant of result row q (rpt_load_variants' columns) to s->v, which has room.
+static int rpt_variant_read(struct rpt_study *s, sqlite3_stmt *q, char *err) {
     int rc = 0;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT id, spec, ord, is_reference, bits_per_weight, weight_bytes, n_weights,"
-                           " quant_seconds, eval_seconds, tokens, tokens_per_second, weights_sha256"
-                           " FROM variant WHERE run_id = ? ORDER BY is_reference DESC, ord, id",
-                           -1, &q, NULL) != SQLITE_OK)
-        return rpt_db_fail(s, err);
-    sqlite3_bind_int64(q, 1, s->run_id);
-    int step, cap = 0;
-    s->ref = -1;
-    while (!rc && (step = sqlite3_step(q)) == SQLITE_ROW) {
-        if (s->n_v == cap) {
-            cap = cap ? 2 * cap : 16;
-            struct rpt_variant *nv = realloc(s->v, (size_t)cap * sizeof *nv);
-            if (!nv) {
-                rc = qp_fail(err, QP_ENOMEM, "out of memory");
-                break;
-            }
-            s->v = nv;
-        }
-        struct rpt_variant *v = &s->v[s->n_v];
-        memset(v, 0, sizeof *v);
-        v->id = sqlite3_column_int64(q, 0);
-        v->spec = rpt_col_strdup(q, 1);
-        s->n_v++;
-        if (!v->spec) rc = qp_fail(err, QP_ENOMEM, "out of memory");
-        v->ord = sqlite3_column_int(q, 2);
-        v->is_reference = sqlite3_column_int(q, 3);
-        v->bpw = rpt_col_double(q, 4);
-        v->weight_bytes = rpt_col_i64(q, 5);
-        v->n_weights = rpt_col_i64(q, 6);
-        v->quant_seconds = rpt_col_double(q, 7);
-        v->eval_seconds = rpt_col_double(q, 8);
-        v->tokens = rpt_col_i64(q, 9);
-        v->tokens_per_second = rpt_col_double(q, 10);
-        v->same_as = s->n_v - 1;
-        v->n_same = 1;
-        if (sqlite3_column_type(q, 11) != SQLITE_NULL && !(v->weights_sha256 = rpt_col_strdup(q, 11)))
-            rc = qp_fail(err, QP_ENOMEM, "out of memory");
-        if (v->is_reference && s->ref < 0) s->ref = s->n_v - 1;
-    }
-    if (!rc && step != SQLITE_DONE) rc = rpt_db_fail(s, err);
-    sqlite3_finalize(q);
-    if (rc) return rc;
-    rpt_group_same(s);
+    struct rpt_variant *v = &s->v[s->n_v];
+    memset(v, 0, sizeof *v);
+    v->id = sqlite3_column_int64(q, 0);
+    v->spec = rpt_col_strdup(q, 1);
+    s->n_v++;
+    if (!v->spec) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    v->ord = sqlite3_column_int(q, 2);
+    v->is_reference = sqlite3_column_int(q, 3);
+    v->bpw = rpt_col_double(q, 4);
+    v->weight_bytes = rpt_col_i64(q, 5);
+    v->n_weights = rpt_col_i64(q, 6);
+    v->quant_seconds = rpt_col_double(q, 7);
+    v->eval_seconds = rpt_col_double(q, 8);
+    v->tokens = rpt_col_i64(q, 9);
+    v->tokens_per_second = rpt_col_double(q, 10);
+    v->same_as = s->n_v - 1;
+    v->n_same = 1;
+    if (sqlite3_column_type(q, 11) != SQLITE_NULL && !(v->weights_sha256 = rpt_col_strdup(q, 11)))
+        rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    if (v->is_reference && s->ref < 0) s->ref = s->n_v - 1;
+    return rc;
+}
 
+// Every metric of every variant, each variant's sorted by (suite, name).
+static int rpt_load_metrics(struct rpt_study *s, char *err) {
+    sqlite3_stmt *q = NULL;
+    int rc = 0, step = SQLITE_DONE;
     if (sqlite3_prepare_v2(s->db, "SELECT suite, name, value, stderr, n FROM metric WHERE variant_id = ?",
                            -1, &q, NULL) != SQLITE_OK)
         return rpt_db_fail(s, err);
@@ -184,6 +166,37 @@ static int rpt_load_variants(struct rpt_study *s, char *err) {
     }
     sqlite3_finalize(q);
     return rc;
+}
+
+static int rpt_load_variants(struct rpt_study *s, char *err) {
+    sqlite3_stmt *q = NULL;
+    int rc = 0;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT id, spec, ord, is_reference, bits_per_weight, weight_bytes, n_weights,"
+                           " quant_seconds, eval_seconds, tokens, tokens_per_second, weights_sha256"
+                           " FROM variant WHERE run_id = ? ORDER BY is_reference DESC, ord, id",
+                           -1, &q, NULL) != SQLITE_OK)
+        return rpt_db_fail(s, err);
+    sqlite3_bind_int64(q, 1, s->run_id);
+    int step, cap = 0;
+    s->ref = -1;
+    while (!rc && (step = sqlite3_step(q)) == SQLITE_ROW) {
+        if (s->n_v == cap) {
+            cap = cap ? 2 * cap : 16;
+            struct rpt_variant *nv = realloc(s->v, (size_t)cap * sizeof *nv);
+            if (!nv) {
+                rc = qp_fail(err, QP_ENOMEM, "out of memory");
+                break;
+            }
+            s->v = nv;
+        }
+        rc = rpt_variant_read(s, q, err);
+    }
+    if (!rc && step != SQLITE_DONE) rc = rpt_db_fail(s, err);
+    sqlite3_finalize(q);
+    if (rc) return rc;
+    rpt_group_same(s);
+    return rpt_load_metrics(s, err);
 }
 
 static int rpt_load_tasks(struct rpt_study *s, char *err) {

@@ -441,22 +441,13 @@ static void tr_fit(const struct rpt_trends *t, int k, int *logy, double *lo, dou
     *hi = *logy ? pow(10, b) : b;
 }
 
-static int tr_figure(struct rpt_trends *t, const struct rpt_gnuplot *g, const char *dir, int k, char *err) {
-    int logy, any;
-    double lo, hi;
-    tr_fit(t, k, &logy, &lo, &hi, &any);
-    if (!any) return 0;
-    char name[64], title[200];
-    snprintf(name, sizeof name, "trend_%s", rpt_gate_rule_key((enum rpt_gate_rule)k));
-    snprintf(title, sizeof title, "History: %s", tr_rule_text[k].title);
+// Writes NAME.dat for rule k: one block per variant with values (blocks[sp] its index, -1 when
+// none), values beyond [lo, hi] drawn at the edge.
+static int tr_figure_dat(const struct rpt_trends *t, const char *dir, const char *name, const char *title, int k,
+                         double lo, double hi, int *blocks, char *err) {
     FILE *f = rpt_dat_open(dir, name, title, err);
     if (!f) return QP_EIO;
     int block = 0;
-    int *blocks = calloc((size_t)t->n_specs + 1, sizeof *blocks);
-    if (!blocks) {
-        fclose(f);
-        return qp_fail(err, QP_ENOMEM, "out of memory");
-    }
     for (int sp = 0; sp < t->n_specs; sp++) {
         int rows = 0;
         for (int r = 0; r < t->n_runs; r++) rows += isfinite(t->value[tr_cell(t, r, sp, k)]);
@@ -475,15 +466,15 @@ static int tr_figure(struct rpt_trends *t, const struct rpt_gnuplot *g, const ch
         }
         block++;
     }
-    int rc = rpt_dat_close(f, dir, name, err);
-    if (rc) {
-        free(blocks);
-        return rc;
-    }
-    if (!(f = rpt_gp_begin(g, dir, name, title, 1100, 600, err))) {
-        free(blocks);
-        return QP_EIO;
-    }
+    return rpt_dat_close(f, dir, name, err);
+}
+
+// Writes NAME.gp for rule k: a line per variant over the runs, failed checks circled in red.
+static int tr_figure_plot(const struct rpt_trends *t, const struct rpt_gnuplot *g, const char *dir,
+                          const char *name, const char *title, int k, int logy, double lo, double hi,
+                          const int *blocks, char *err) {
+    FILE *f = rpt_gp_begin(g, dir, name, title, 1100, 600, err);
+    if (!f) return QP_EIO;
     fprintf(f, "set title ");
     rpt_gp_str(f, title);
     fprintf(f, "\nset ylabel ");
@@ -514,8 +505,23 @@ static int tr_figure(struct rpt_trends *t, const struct rpt_gnuplot *g, const ch
     }
     if (t->has_rules) fprintf(f, ", \\\n     NaN with points pt 6 ps 2.2 lw 2 lc rgb \"#d62728\" title \"fails its rule\"");
     fputc('\n', f);
+    return rpt_gp_end(f, dir, name, err);
+}
+
+static int tr_figure(struct rpt_trends *t, const struct rpt_gnuplot *g, const char *dir, int k, char *err) {
+    int logy, any;
+    double lo, hi;
+    tr_fit(t, k, &logy, &lo, &hi, &any);
+    if (!any) return 0;
+    char name[64], title[200];
+    snprintf(name, sizeof name, "trend_%s", rpt_gate_rule_key((enum rpt_gate_rule)k));
+    snprintf(title, sizeof title, "History: %s", tr_rule_text[k].title);
+    int *blocks = calloc((size_t)t->n_specs + 1, sizeof *blocks);
+    if (!blocks) return qp_fail(err, QP_ENOMEM, "out of memory");
+    int rc = tr_figure_dat(t, dir, name, title, k, lo, hi, blocks, err);
+    if (!rc) rc = tr_figure_plot(t, g, dir, name, title, k, logy, lo, hi, blocks, err);
     free(blocks);
-    if ((rc = rpt_gp_end(f, dir, name, err))) return rc;
+    if (rc) return rc;
     char caption[1024];
     snprintf(caption, sizeof caption,
              "%s of every variant in each run of the study, as `qprobe gate --baseline reference` computes it for "
