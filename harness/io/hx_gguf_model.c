@@ -885,55 +885,30 @@ static int st_io_fail(struct hx_gguf_stream *s, char *err) {
     return rc;
 }
 
-// About 100 lines: validation, the header (key/values, tensor infos) and the temporary file are
-// written in file order with one failure path (st_free / st_io_fail) that leaves no file behind.
-int hx_gguf_stream_open(const char *path, const struct hx_gguf_kv *kvs, int64_t n_kv,
-                        const struct hx_gguf_stream_tensor *tensors, int64_t n_tensors,
-                        struct hx_gguf_stream **out, char *err) {
-    *out = NULL;
-    if (n_kv < 0 || n_tensors < 0 || (n_kv > 0 && !kvs) || (n_tensors > 0 && !tensors))
-        return qp_fail(err, QP_EINVAL, "cannot write '%s': bad key or tensor list", path);
-    struct hx_gguf_stream *s = calloc(1, sizeof *s);
-    if (!s) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
-    size_t plen = strlen(path);
-    s->path = strdup(path);
-    s->tmp = malloc(plen + 16);
-    s->sizes = calloc(n_tensors ? (size_t)n_tensors : 1, sizeof *s->sizes);
-    s->names = calloc(n_tensors ? (size_t)n_tensors : 1, sizeof *s->names);
-    if (!s->path || !s->tmp || !s->sizes || !s->names) {
-        st_free(s);
-        return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
-    }
-    s->n_tensors = n_tensors;
-    // Validate everything before creating the file.
+// Checks every tensor (type and shape, unique names) before the file is created, and fills
+// s->sizes, s->names and s->total. 0 or QP_EINVAL / QP_ENOMEM; s is then still to be freed.
+static int st_check_tensors(struct hx_gguf_stream *s, const char *path, const struct hx_gguf_stream_tensor *tensors,
+                            int64_t n_tensors, char *err) {
     for (int64_t i = 0; i < n_tensors; i++) {
         const struct hx_gguf_stream_tensor *t = &tensors[i];
         s->sizes[i] = st_tensor_bytes(t);
-        if (s->sizes[i] == 0) {
-            int rc = qp_fail(err, QP_EINVAL, "cannot write '%s': tensor '%s' has a bad type or "
-                             "shape", path, t->name ? t->name : "(null)");
-            st_free(s);
-            return rc;
-        }
-        for (int64_t j = 0; j < i; j++) {
-            if (strcmp(tensors[j].name, t->name) == 0) {
-                int rc = qp_fail(err, QP_EINVAL, "cannot write '%s': duplicate tensor '%s'",
-                                 path, t->name);
-                st_free(s);
-                return rc;
-            }
-        }
-        if (!(s->names[i] = strdup(t->name))) {
-            st_free(s);
-            return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
-        }
-        if (__builtin_add_overflow(s->total, s->sizes[i], &s->total)) {
-            st_free(s);
+        if (s->sizes[i] == 0)
+            return qp_fail(err, QP_EINVAL, "cannot write '%s': tensor '%s' has a bad type or shape", path,
+                           t->name ? t->name : "(null)");
+        for (int64_t j = 0; j < i; j++)
+            if (strcmp(tensors[j].name, t->name) == 0)
+                return qp_fail(err, QP_EINVAL, "cannot write '%s': duplicate tensor '%s'", path, t->name);
+        if (!(s->names[i] = strdup(t->name))) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+        if (__builtin_add_overflow(s->total, s->sizes[i], &s->total))
             return qp_fail(err, QP_EINVAL, "cannot write '%s': the tensors are too large", path);
-        }
     }
+    return 0;
+}
 
-    snprintf(s->tmp, plen + 16, "%s.tmp.XXXXXX", path);
+// Creates the temporary file beside path (s->tmp) and opens s->f on it. 0, or QP_EIO /
+// QP_EWRITE with s freed.
+static int st_create(struct hx_gguf_stream *s, const char *path, size_t tmp_cap, char *err) {
+    snprintf(s->tmp, tmp_cap, "%s.tmp.XXXXXX", path);
     int fd = mkstemp(s->tmp);
     if (fd < 0) {
         int rc = qp_fail(err, QP_EIO, "cannot write '%s': %s", path, strerror(errno));
@@ -950,8 +925,13 @@ int hx_gguf_stream_open(const char *path, const struct hx_gguf_kv *kvs, int64_t 
         return st_io_fail(s, err);
     }
     setvbuf(s->f, NULL, _IOFBF, HX_STREAM_BUF);
+    return 0;
+}
 
-    // Header: magic, version, counts, key/values, tensor infos, padding.
+// Writes the header: magic, version, counts, key/values, tensor infos, padding to the data.
+// 0, or an error with the file removed and s freed.
+static int st_header(struct hx_gguf_stream *s, const char *path, const struct hx_gguf_kv *kvs, int64_t n_kv,
+                     const struct hx_gguf_stream_tensor *tensors, int64_t n_tensors, char *err) {
     st_put(s, "GGUF", 4);
     st_u32(s, 3);
     st_u64(s, (uint64_t)n_tensors);
@@ -960,15 +940,13 @@ int hx_gguf_stream_open(const char *path, const struct hx_gguf_kv *kvs, int64_t 
         const struct hx_gguf_kv *kv = &kvs[i];
         if (!kv->key) {
             hx_gguf_stream_abort(s);
-            return qp_fail(err, QP_EINVAL, "cannot write '%s': key %lld has no name", path,
-                           (long long)i);
+            return qp_fail(err, QP_EINVAL, "cannot write '%s': key %lld has no name", path, (long long)i);
         }
         st_str(s, kv->key, strlen(kv->key));
         st_u32(s, (uint32_t)kv->val.type);
         if (st_value(s, &kv->val, 1)) {
             hx_gguf_stream_abort(s);
-            return qp_fail(err, QP_EINVAL, "cannot write '%s': key '%s' has a malformed value",
-                           path, kv->key);
+            return qp_fail(err, QP_EINVAL, "cannot write '%s': key '%s' has a malformed value", path, kv->key);
         }
     }
     uint64_t off = 0;
@@ -989,6 +967,36 @@ int hx_gguf_stream_open(const char *path, const struct hx_gguf_kv *kvs, int64_t 
     }
     st_zeros(s, (HX_STREAM_ALIGN - (size_t)at % HX_STREAM_ALIGN) % HX_STREAM_ALIGN);
     if (s->failed) return st_io_fail(s, err);
+    return 0;
+}
+
+// Validation, then the temporary file and the header in file order; every failure leaves no
+// file behind (st_free / st_io_fail / hx_gguf_stream_abort).
+int hx_gguf_stream_open(const char *path, const struct hx_gguf_kv *kvs, int64_t n_kv,
+                        const struct hx_gguf_stream_tensor *tensors, int64_t n_tensors,
+                        struct hx_gguf_stream **out, char *err) {
+    *out = NULL;
+    if (n_kv < 0 || n_tensors < 0 || (n_kv > 0 && !kvs) || (n_tensors > 0 && !tensors))
+        return qp_fail(err, QP_EINVAL, "cannot write '%s': bad key or tensor list", path);
+    struct hx_gguf_stream *s = calloc(1, sizeof *s);
+    if (!s) return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    size_t plen = strlen(path);
+    s->path = strdup(path);
+    s->tmp = malloc(plen + 16);
+    s->sizes = calloc(n_tensors ? (size_t)n_tensors : 1, sizeof *s->sizes);
+    s->names = calloc(n_tensors ? (size_t)n_tensors : 1, sizeof *s->names);
+    if (!s->path || !s->tmp || !s->sizes || !s->names) {
+        st_free(s);
+        return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    }
+    s->n_tensors = n_tensors;
+    int rc = st_check_tensors(s, path, tensors, n_tensors, err);
+    if (rc) {
+        st_free(s);
+        return rc;
+    }
+    if ((rc = st_create(s, path, plen + 16, err))) return rc;
+    if ((rc = st_header(s, path, kvs, n_kv, tensors, n_tensors, err))) return rc;
     *out = s;
     return 0;
 }

@@ -21,6 +21,7 @@
 #include <errno.h>
 #include <math.h>
 #include <omp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -316,91 +317,104 @@ static void sy_rope_init(struct sy_rope *r, const struct hx_synth_shape *sh, int
     }
 }
 
+// The tensor list being built: room for n (sy_tensors counts), i used.
+struct sy_list {
+    struct sy_tensor *ts;
+    int i, n;
+    uint64_t seed;
+    int type; // the stored type of matrices
+};
+
+// The random stream of tensor kind in layer (-1: not in a layer). The Llama 2 kinds keep their
+// streams from before the families came (same seed, same bytes); the newer kinds have a range
+// of their own.
+static uint64_t sy_key_of(uint64_t seed, enum sy_kind kind, int layer) {
+    int newer = kind >= 16 || kind == SY_BQ || kind == SY_BK || kind == SY_BV;
+    return sy_key(seed, (newer ? (1ull << 40) : 0) + (uint64_t)(layer + 1) * 16 + (uint64_t)kind);
+}
+
+// Appends tensor (name printf-style) of kind in layer, ne0 wide and ne1 rows; returns it.
+static struct sy_tensor *sy_add(struct sy_list *L, enum sy_kind kind, int layer, int64_t ne0, int64_t ne1,
+                                const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static struct sy_tensor *sy_add(struct sy_list *L, enum sy_kind kind, int layer, int64_t ne0, int64_t ne1,
+                                const char *fmt, ...) {
+    QP_ASSERT(L->i < L->n);
+    struct sy_tensor *t = &L->ts[L->i++];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(t->name, sizeof t->name, fmt, ap);
+    va_end(ap);
+    t->kind = kind;
+    t->ne0 = ne0;
+    t->ne1 = ne1;
+    t->type = sy_is_vector(kind) ? KN_F32 : L->type;
+    t->key = sy_key_of(L->seed, kind, layer);
+    return t;
+}
+
+// Makes t a fused tensor of n parts of layer: kinds[k] with rows[k] rows each, in that order.
+static void sy_fuse(const struct sy_list *L, struct sy_tensor *t, int layer, const enum sy_kind *kinds,
+                    const int64_t *rows, int n) {
+    t->n_parts = n;
+    for (int k = 0; k < n; k++) {
+        t->part[k].kind = kinds[k];
+        t->part[k].rows = rows[k];
+        t->part[k].key = sy_key_of(L->seed, kinds[k], layer);
+    }
+}
+
+// The tensors of block l, in the converter's order.
+static void sy_layer_tensors(struct sy_list *L, const struct kn_config *c, int l) {
+    int64_t dim = c->dim, hid = c->hidden_dim, kv = kn_kv_dim(c), q = kn_q_dim(c);
+    sy_add(L, SY_ATTN_NORM, l, dim, 1, "blk.%d.attn_norm.weight", l);
+    if (c->fused_qkv) {
+        struct sy_tensor *t = sy_add(L, SY_Q, l, dim, q + 2 * kv, "blk.%d.attn_qkv.weight", l);
+        sy_fuse(L, t, l, (const enum sy_kind[]){SY_Q, SY_K, SY_V}, (const int64_t[]){q, kv, kv}, 3);
+    } else {
+        sy_add(L, SY_Q, l, dim, q, "blk.%d.attn_q.weight", l);
+        sy_add(L, SY_K, l, dim, kv, "blk.%d.attn_k.weight", l);
+        sy_add(L, SY_V, l, dim, kv, "blk.%d.attn_v.weight", l);
+    }
+    if (c->has_qkv_bias) {
+        sy_add(L, SY_BQ, l, q, 1, "blk.%d.attn_q.bias", l);
+        sy_add(L, SY_BK, l, kv, 1, "blk.%d.attn_k.bias", l);
+        sy_add(L, SY_BV, l, kv, 1, "blk.%d.attn_v.bias", l);
+    }
+    sy_add(L, SY_O, l, q, dim, "blk.%d.attn_output.weight", l);
+    if (c->post_norms) sy_add(L, SY_POST_ATTN, l, dim, 1, "blk.%d.post_attention_norm.weight", l);
+    sy_add(L, SY_FFN_NORM, l, dim, 1, "blk.%d.ffn_norm.weight", l);
+    if (c->fused_gate_up) {
+        struct sy_tensor *t = sy_add(L, SY_GATE, l, dim, 2 * hid, "blk.%d.ffn_up.weight", l);
+        sy_fuse(L, t, l, (const enum sy_kind[]){SY_GATE, SY_UP}, (const int64_t[]){hid, hid}, 2);
+    } else {
+        sy_add(L, SY_GATE, l, dim, hid, "blk.%d.ffn_gate.weight", l);
+        sy_add(L, SY_UP, l, dim, hid, "blk.%d.ffn_up.weight", l);
+    }
+    sy_add(L, SY_DOWN, l, hid, dim, "blk.%d.ffn_down.weight", l);
+    if (c->post_norms) sy_add(L, SY_POST_FFN, l, dim, 1, "blk.%d.post_ffw_norm.weight", l);
+}
+
 // The tensor list in llama.cpp's names and the converter's order: RoPE factors, token_embd, per
 // layer attn_norm, q, k, v (or attn_qkv), biases, output, post-attention norm, ffn_norm, gate, up
 // (or the fused up), down, post-FFN norm, then output_norm and output (untied). *n_out gets the
-// count; the array is malloc'd (caller frees), NULL when out of memory. (About 80 lines: the list
-// reads in file order, one SY_ADD per tensor, as the converter writes them.)
+// count; the array is malloc'd (caller frees), NULL when out of memory.
 static struct sy_tensor *sy_tensors(const struct hx_synth_shape *sh, const struct kn_config *c, uint64_t seed,
                                     int type, const struct sy_rope *rope, int *n_out) {
-    int n = 6 + 16 * c->n_layers;
-    struct sy_tensor *ts = calloc((size_t)n, sizeof *ts);
-    if (!ts) return NULL;
-    int64_t dim = c->dim, hid = c->hidden_dim, kv = kn_kv_dim(c), q = kn_q_dim(c), half = c->head_size / 2;
-    int i = 0;
-    // Streams of the Llama 2 kinds as before the families came (same seed, same bytes); the
-    // newer kinds in a range of their own.
-#define SY_KEY(kind_, layer_)                                                                  \
-    sy_key(seed, ((kind_) >= 16 || (kind_) == SY_BQ || (kind_) == SY_BK || (kind_) == SY_BV ? (1ull << 40) : 0) + \
-                     (uint64_t)((layer_) + 1) * 16 + (uint64_t)(kind_))
-#define SY_ADD(kind_, layer_, ne0_, ne1_, ...)                                                  \
-    do {                                                                                       \
-        struct sy_tensor *t_ = &ts[i++];                                                       \
-        snprintf(t_->name, sizeof t_->name, __VA_ARGS__);                                      \
-        t_->kind = kind_;                                                                      \
-        t_->ne0 = ne0_;                                                                        \
-        t_->ne1 = ne1_;                                                                        \
-        t_->type = sy_is_vector(kind_) ? KN_F32 : type;                                        \
-        t_->key = SY_KEY(kind_, layer_);                                                       \
-    } while (0)
-    if (sh->llama3_rope > 0) {
-        SY_ADD(SY_FIXED, -1, half, 1, "rope_freqs.weight");
-        ts[i - 1].fixed = rope->freqs;
-    }
+    struct sy_list L = {.n = 6 + 16 * c->n_layers, .seed = seed, .type = type};
+    if (!(L.ts = calloc((size_t)L.n, sizeof *L.ts))) return NULL;
+    int64_t dim = c->dim, half = c->head_size / 2;
+    if (sh->llama3_rope > 0) sy_add(&L, SY_FIXED, -1, half, 1, "rope_freqs.weight")->fixed = rope->freqs;
     if (sh->rope_ctx_orig > 0) {
-        SY_ADD(SY_FIXED, -1, half, 1, "rope_factors_long.weight");
-        ts[i - 1].fixed = rope->longs;
-        SY_ADD(SY_FIXED, -1, half, 1, "rope_factors_short.weight");
-        ts[i - 1].fixed = rope->shorts;
+        sy_add(&L, SY_FIXED, -1, half, 1, "rope_factors_long.weight")->fixed = rope->longs;
+        sy_add(&L, SY_FIXED, -1, half, 1, "rope_factors_short.weight")->fixed = rope->shorts;
     }
-    SY_ADD(SY_EMBD, -1, dim, c->vocab_size, "token_embd.weight");
-    ts[i - 1].gain = sh->embd_std;
-    for (int l = 0; l < c->n_layers; l++) {
-        SY_ADD(SY_ATTN_NORM, l, dim, 1, "blk.%d.attn_norm.weight", l);
-        if (c->fused_qkv) {
-            SY_ADD(SY_Q, l, dim, q + 2 * kv, "blk.%d.attn_qkv.weight", l);
-            struct sy_tensor *t = &ts[i - 1];
-            t->n_parts = 3;
-            t->part[0].kind = SY_Q, t->part[0].rows = q, t->part[0].key = SY_KEY(SY_Q, l);
-            t->part[1].kind = SY_K, t->part[1].rows = kv, t->part[1].key = SY_KEY(SY_K, l);
-            t->part[2].kind = SY_V, t->part[2].rows = kv, t->part[2].key = SY_KEY(SY_V, l);
-        } else {
-            SY_ADD(SY_Q, l, dim, q, "blk.%d.attn_q.weight", l);
-            SY_ADD(SY_K, l, dim, kv, "blk.%d.attn_k.weight", l);
-            SY_ADD(SY_V, l, dim, kv, "blk.%d.attn_v.weight", l);
-        }
-        if (c->has_qkv_bias) {
-            SY_ADD(SY_BQ, l, q, 1, "blk.%d.attn_q.bias", l);
-            SY_ADD(SY_BK, l, kv, 1, "blk.%d.attn_k.bias", l);
-            SY_ADD(SY_BV, l, kv, 1, "blk.%d.attn_v.bias", l);
-        }
-        SY_ADD(SY_O, l, q, dim, "blk.%d.attn_output.weight", l);
-        if (c->post_norms) SY_ADD(SY_POST_ATTN, l, dim, 1, "blk.%d.post_attention_norm.weight", l);
-        SY_ADD(SY_FFN_NORM, l, dim, 1, "blk.%d.ffn_norm.weight", l);
-        if (c->fused_gate_up) {
-            SY_ADD(SY_GATE, l, dim, 2 * hid, "blk.%d.ffn_up.weight", l);
-            struct sy_tensor *t = &ts[i - 1];
-            t->n_parts = 2;
-            t->part[0].kind = SY_GATE, t->part[0].rows = hid, t->part[0].key = SY_KEY(SY_GATE, l);
-            t->part[1].kind = SY_UP, t->part[1].rows = hid, t->part[1].key = SY_KEY(SY_UP, l);
-        } else {
-            SY_ADD(SY_GATE, l, dim, hid, "blk.%d.ffn_gate.weight", l);
-            SY_ADD(SY_UP, l, dim, hid, "blk.%d.ffn_up.weight", l);
-        }
-        SY_ADD(SY_DOWN, l, hid, dim, "blk.%d.ffn_down.weight", l);
-        if (c->post_norms) SY_ADD(SY_POST_FFN, l, dim, 1, "blk.%d.post_ffw_norm.weight", l);
-    }
-    SY_ADD(SY_OUT_NORM, -1, dim, 1, "output_norm.weight");
-    if (sh->tied) ts[i - 1].gain = sh->out_gain; // the classifier is the embedding: scale its input
-    if (!sh->tied) {
-        SY_ADD(SY_OUTPUT, -1, dim, c->vocab_size, "output.weight");
-        ts[i - 1].gain = sh->out_gain;
-    }
-#undef SY_ADD
-#undef SY_KEY
-    QP_ASSERT(i <= n);
-    *n_out = i;
-    return ts;
+    sy_add(&L, SY_EMBD, -1, dim, c->vocab_size, "token_embd.weight")->gain = sh->embd_std;
+    for (int l = 0; l < c->n_layers; l++) sy_layer_tensors(&L, c, l);
+    struct sy_tensor *t = sy_add(&L, SY_OUT_NORM, -1, dim, 1, "output_norm.weight");
+    if (sh->tied) t->gain = sh->out_gain; // the classifier is the embedding: scale its input
+    else sy_add(&L, SY_OUTPUT, -1, dim, c->vocab_size, "output.weight")->gain = sh->out_gain;
+    *n_out = L.i;
+    return L.ts;
 }
 
 // ---------------------------------------------------------------------------------------------
