@@ -535,96 +535,123 @@ static uint64_t interval_count(const char *re, long *j) {
     return n;
 }
 
-// Long (about 90 lines) on purpose: one pass over the regex whose bookkeeping per open group
-// (alts, cur, last, nest, group_nest) changes together at every token; split into helpers, those
-// five arrays and the depth would travel as parameters and the rule above would be harder to
-// check against the code.
+// The bookkeeping of check_regex's one pass, per open group (index = depth): size of the
+// alternatives so far and of the current branch; the size and the copying-repetition nesting of
+// the last atom; the deepest nesting inside the group.
+struct re_scan {
+    uint64_t alts[RE_MAX_DEPTH + 1], cur[RE_MAX_DEPTH + 1], last[RE_MAX_DEPTH + 1];
+    int nest[RE_MAX_DEPTH + 1], group_nest[RE_MAX_DEPTH + 1];
+    uint64_t copies; // nodes made by copying, in the whole regex
+    int d;           // the depth: open groups
+    int after_rep;   // the previous token was a repetition operator
+};
+
+// An atom of one node (a character, an escape, a bracket expression) ends the current branch.
+static void re_atom(struct re_scan *r) {
+    r->last[r->d] = 1, r->nest[r->d] = 0;
+    r->cur[r->d] += 1;
+}
+
+// The repetition at re[i] ('*', '?', '+' or an interval): 1 adds one node, > 1 copies the last
+// atom that many times, 0 when re[i] is none (then re[i] is an atom or a group token). *i moves
+// to an interval's '}'; a '{' that is no interval counts as an atom (*atom = 1).
+static uint64_t re_repetition(const char *re, long *i, int *atom) {
+    char c = re[*i];
+    *atom = 0;
+    if (c == '*' || c == '?') return 1;
+    if (c == '+') return 2;
+    if (c != '{' || !(isdigit((unsigned char)re[*i + 1]) || re[*i + 1] == ',')) return 0;
+    // {n}, {n,}, {n,m} or glibc's {,m} (n = 0); anything else is left to regcomp.
+    long j = *i + 1;
+    uint64_t n = interval_count(re, &j), m = n;
+    if (re[j] == ',') {
+        j++;
+        // {n,} is n copies and a star
+        m = isdigit((unsigned char)re[j]) ? interval_count(re, &j) : n + 1;
+    }
+    if (re[j] != '}') {
+        *atom = 1;
+        return 0;
+    }
+    *i = j;
+    uint64_t top = QP_MAX(n, m);
+    return top <= 1 ? 1 : top + 1; // {0}, {1}, {0,1}, {1,1}: no copies
+}
+
+// Applies a repetition (mult from re_repetition) to the last atom. 0, or the rule it breaks.
+static int re_repeat(struct re_scan *r, uint64_t mult, const char *q, char *w) {
+    int d = r->d;
+    if (r->after_rep) return why(w, "regex '%s' has repetition operators in a row", q);
+    r->after_rep = 1;
+    if (mult == 1) {
+        r->cur[d] += 1;
+        return 0;
+    }
+    // The operand is copied: the branch grows by (mult - 1) times it. last[d] <= RE_MAX_COPIES +
+    // (regex length) and mult <= 2^20 + 1: no overflow.
+    r->copies += r->last[d] * (mult - 1);
+    if (r->copies > RE_MAX_COPIES)
+        return why(w, "regex '%s' repeats too much (over %d copied nodes)", q, RE_MAX_COPIES);
+    r->cur[d] += r->last[d] * (mult - 1);
+    r->last[d] *= mult;
+    if (++r->nest[d] > RE_MAX_NESTED) return why(w, "regex '%s' nests more than %d repetitions", q, RE_MAX_NESTED);
+    return 0;
+}
+
+// The token at re[*i] that is not a repetition: an escape, a bracket expression, a group's
+// start or end, an alternation, or a plain character. 0, 1 to stop the scan (an unterminated
+// bracket, left to regcomp), or the rule it breaks.
+static int re_token(struct re_scan *r, const char *re, long *i, const char *q, char *w) {
+    char c = re[*i];
+    int d = r->d;
+    if (c == '\\') {
+        if (re[*i + 1] >= '1' && re[*i + 1] <= '9')
+            return why(w, "regex '%s' has a back-reference (\\%c)", q, re[*i + 1]);
+        if (re[*i + 1]) (*i)++;
+        re_atom(r);
+    } else if (c == '[') {
+        long e = bracket_end(re, *i);
+        if (e < 0) return 1; // unterminated: regcomp refuses it
+        *i = e;
+        re_atom(r);
+    } else if (c == '(') {
+        if (d == RE_MAX_DEPTH) return why(w, "regex '%s' nests groups deeper than %d", q, RE_MAX_DEPTH);
+        d = ++r->d;
+        r->alts[d] = r->cur[d] = r->last[d] = 0;
+        r->nest[d] = r->group_nest[d] = 0;
+    } else if (c == ')' && d > 0) {
+        uint64_t g = r->alts[d] + r->cur[d] + 1;
+        int gn = r->group_nest[d];
+        d = --r->d;
+        r->last[d] = g, r->nest[d] = gn;
+        r->cur[d] += g;
+    } else if (c == '|') {
+        r->alts[d] += r->cur[d];
+        r->cur[d] = r->last[d] = 0;
+        r->nest[d] = 0;
+    } else {
+        re_atom(r);
+    }
+    return 0;
+}
+
+// One pass over the regex, token by token, sizing each branch as regcomp would build it.
 static int check_regex(const char *re, char *w) {
     char q[QUOTE_PART + 8];
     quote(q, sizeof q, re, QUOTE_PART);
-    // Per open group: size of the alternatives so far and of the current branch; the size and
-    // the copying-repetition nesting of the last atom; the deepest nesting inside the group.
-    uint64_t alts[RE_MAX_DEPTH + 1] = {0}, cur[RE_MAX_DEPTH + 1] = {0};
-    uint64_t last[RE_MAX_DEPTH + 1] = {0};
-    int nest[RE_MAX_DEPTH + 1] = {0}, group_nest[RE_MAX_DEPTH + 1] = {0};
-    uint64_t copies = 0; // nodes made by copying, in the whole regex
-    int d = 0, after_rep = 0; // after_rep: the previous token was a repetition operator
+    struct re_scan r;
+    memset(&r, 0, sizeof r);
     for (long i = 0; re[i]; i++) {
-        char c = re[i];
-        uint64_t mult = 0; // a repetition of the last atom: 1 adds one node, > 1 copies it
-        if (c == '\\') {
-            if (re[i + 1] >= '1' && re[i + 1] <= '9')
-                return why(w, "regex '%s' has a back-reference (\\%c)", q, re[i + 1]);
-            if (re[i + 1]) i++;
-            last[d] = 1, nest[d] = 0;
-            cur[d] += 1;
-        } else if (c == '[') {
-            long e = bracket_end(re, i);
-            if (e < 0) break; // unterminated: regcomp refuses it
-            i = e;
-            last[d] = 1, nest[d] = 0;
-            cur[d] += 1;
-        } else if (c == '(') {
-            if (d == RE_MAX_DEPTH)
-                return why(w, "regex '%s' nests groups deeper than %d", q, RE_MAX_DEPTH);
-            d++;
-            alts[d] = cur[d] = last[d] = 0;
-            nest[d] = group_nest[d] = 0;
-        } else if (c == ')' && d > 0) {
-            uint64_t g = alts[d] + cur[d] + 1;
-            int gn = group_nest[d];
-            d--;
-            last[d] = g, nest[d] = gn;
-            cur[d] += g;
-        } else if (c == '|') {
-            alts[d] += cur[d];
-            cur[d] = last[d] = 0;
-            nest[d] = 0;
-        } else if (c == '*' || c == '?') {
-            mult = 1;
-        } else if (c == '+') {
-            mult = 2;
-        } else if (c == '{' && (isdigit((unsigned char)re[i + 1]) || re[i + 1] == ',')) {
-            // {n}, {n,}, {n,m} or glibc's {,m} (n = 0); anything else is left to regcomp.
-            long j = i + 1;
-            uint64_t n = interval_count(re, &j), m = n;
-            if (re[j] == ',') {
-                j++;
-                // {n,} is n copies and a star
-                m = isdigit((unsigned char)re[j]) ? interval_count(re, &j) : n + 1;
-            }
-            if (re[j] == '}') {
-                uint64_t top = QP_MAX(n, m);
-                mult = top <= 1 ? 1 : top + 1; // {0}, {1}, {0,1}, {1,1}: no copies
-                i = j;
-            } else {
-                last[d] = 1, nest[d] = 0;
-                cur[d] += 1;
-            }
-        } else {
-            last[d] = 1, nest[d] = 0;
-            cur[d] += 1;
-        }
+        int atom, rc;
+        uint64_t mult = re_repetition(re, &i, &atom);
+        if (atom) re_atom(&r);
         if (mult) {
-            if (after_rep) return why(w, "regex '%s' has repetition operators in a row", q);
-            after_rep = 1;
-            if (mult > 1) { // the operand is copied: the branch grows by (mult - 1) times it
-                // last[d] <= RE_MAX_COPIES + (regex length) and mult <= 2^20 + 1: no overflow.
-                copies += last[d] * (mult - 1);
-                if (copies > RE_MAX_COPIES)
-                    return why(w, "regex '%s' repeats too much (over %d copied nodes)", q,
-                               RE_MAX_COPIES);
-                cur[d] += last[d] * (mult - 1);
-                last[d] *= mult;
-                if (++nest[d] > RE_MAX_NESTED)
-                    return why(w, "regex '%s' nests more than %d repetitions", q, RE_MAX_NESTED);
-            } else {
-                cur[d] += 1;
-            }
+            if ((rc = re_repeat(&r, mult, q, w))) return rc;
         } else {
-            after_rep = 0;
+            r.after_rep = 0;
+            if (!atom && (rc = re_token(&r, re, &i, q, w))) return rc > 0 ? 0 : rc;
         }
-        group_nest[d] = QP_MAX(group_nest[d], nest[d]);
+        r.group_nest[r.d] = QP_MAX(r.group_nest[r.d], r.nest[r.d]);
     }
     return 0;
 }
