@@ -58,11 +58,33 @@ float qz_make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float 
     return scale;
 }
 
-// The imatrix variant (ggml's make_qkx3_quants, weights given): as qkx2, but grid values are
-// clamped before rounding (v <= 0 gives 0), so an extreme min cannot overflow the rounding.
-float qz_make_qkx3_quants(int n, int nmax, const float *x, const float *weights,
-                                 uint8_t *L, float *the_min, uint8_t *Laux, float rmin,
-                                 float rdelta, int nstep) {
+// Weighted sums of x over its levels L (n of them, in index order), for the least-squares fit.
+static void qkx_sums(int n, const float *x, const float *weights, const uint8_t *L, float *sum_l, float *sum_l2,
+                     float *sum_xl) {
+    float sl = 0, sl2 = 0, sxl = 0;
+    for (int i = 0; i < n; i++) {
+        float w = weights[i], l = (float)L[i];
+        sl += w * l;
+        sl2 += w * l * l;
+        sxl += w * l * x[i];
+    }
+    *sum_l = sl, *sum_l2 = sl2, *sum_xl = sxl;
+}
+
+// The weighted error of x ~ scale*L + min: absolute if use_mad, else squared.
+static float qkx_error(int n, const float *x, const float *weights, const uint8_t *L, float scale, float min,
+                       bool use_mad) {
+    float e = 0;
+    for (int i = 0; i < n; i++) {
+        float diff = scale * (float)L[i] + min - x[i];
+        diff = use_mad ? fabsf(diff) : diff * diff;
+        e += weights[i] * diff;
+    }
+    return e;
+}
+
+float qz_make_qkx_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                         uint8_t *Laux, float rmin, float rdelta, int nstep, bool use_mad, bool clamp_first) {
     float min = x[0], max = x[0];
     float sum_w = weights[0];
     float sum_x = sum_w * x[0];
@@ -74,54 +96,45 @@ float qz_make_qkx3_quants(int n, int nmax, const float *x, const float *weights,
         sum_x += w * x[i];
     }
     if (min > 0) min = 0;
-    if (max <= min) {
+    if (max == min) { // (max >= min here: min was lowered to 0 at most)
         memset(L, 0, (size_t)n);
         *the_min = -min;
         return 0.f;
     }
     float iscale = (float)nmax / (max - min);
     float scale = 1 / iscale;
-    float best_mse = 0;
-    for (int i = 0; i < n; i++) {
-        int l = qp_nearest_int(iscale * (x[i] - min));
-        L[i] = (uint8_t)qz_clampi(l, 0, nmax);
-        float diff = scale * (float)L[i] + min - x[i];
-        best_mse += weights[i] * (diff * diff);
-    }
+    for (int i = 0; i < n; i++) L[i] = (uint8_t)qz_clampi(qp_nearest_int(iscale * (x[i] - min)), 0, nmax);
+    float best_error = qkx_error(n, x, weights, L, scale, min, use_mad);
     for (int is = 0; is <= nstep; is++) {
         iscale = (rmin + rdelta * (float)is + (float)nmax) / (max - min);
-        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
         for (int i = 0; i < n; i++) {
             const float v = iscale * (x[i] - min);
-            const int l = v > 0 ? qp_nearest_int(v < (float)nmax ? v : (float)nmax) : 0;
-            Laux[i] = (uint8_t)l;
-            float w = weights[i];
-            sum_l += w * (float)l;
-            sum_l2 += w * (float)l * (float)l;
-            sum_xl += w * (float)l * x[i];
+            Laux[i] = (uint8_t)(clamp_first ? (v > 0 ? qp_nearest_int(v < (float)nmax ? v : (float)nmax) : 0)
+                                            : qz_clampi(qp_nearest_int(v), 0, nmax));
         }
+        float sum_l, sum_l2, sum_xl;
+        qkx_sums(n, x, weights, Laux, &sum_l, &sum_l2, &sum_xl);
         float D = sum_w * sum_l2 - sum_l * sum_l;
-        if (D > 0) {
-            float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
-            float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
-            if (this_min > 0) {
-                this_min = 0;
-                this_scale = sum_xl / sum_l2;
-            }
-            float mse = 0;
-            for (int i = 0; i < n; i++) {
-                float diff = this_scale * (float)Laux[i] + this_min - x[i];
-                mse += weights[i] * (diff * diff);
-            }
-            if (mse < best_mse) {
-                memcpy(L, Laux, (size_t)n);
-                best_mse = mse;
-                scale = this_scale;
-                min = this_min;
-            }
+        if (!(D > 0)) continue;
+        float this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+        float this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+        if (this_min > 0) {
+            this_min = 0;
+            this_scale = sum_xl / sum_l2;
+        }
+        float cur_error = qkx_error(n, x, weights, Laux, this_scale, this_min, use_mad);
+        if (cur_error < best_error) {
+            memcpy(L, Laux, (size_t)n);
+            best_error = cur_error;
+            scale = this_scale;
+            min = this_min;
         }
     }
     *the_min = -min;
     return scale;
 }
 
+float qz_make_qkx3_quants(int n, int nmax, const float *x, const float *weights, uint8_t *L, float *the_min,
+                          uint8_t *Laux, float rmin, float rdelta, int nstep) {
+    return qz_make_qkx_quants(n, nmax, x, weights, L, the_min, Laux, rmin, rdelta, nstep, false, true);
+}
