@@ -12,6 +12,7 @@
 // The build has -ffp-contract=off, so no multiply-add is fused behind our back.
 // Depends on kernels/ (qp.h, kn_types.h, kn_blocks.h) and libc.
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -78,55 +79,58 @@ static int best_index_iq4(const int8_t *val, float x) {
 // ---------------------------------------------------------------------------------------------
 // Reference (no imatrix) block quantizers: quantize_row_<t>_ref for one block.
 
-static void ref_q4_0(const float *x, struct kn_block_q4_0 *y) {
+// Q4_0 / Q5_0: levels 0..2*half-1 around half, d = max / -half (the signed absmax maps to the
+// lowest level). Returns d.
+static float ref_sym(const float *x, int half, uint8_t *L) {
     const float max = signed_absmax(x, QK);
-    const float d = max / -8.0f;
+    const float d = max / -(float)half;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y->d = qp_fp32_to_fp16(d);
-    uint8_t L[QK];
-    for (int j = 0; j < QK; j++) L[j] = (uint8_t)QP_MIN(15, trunc_int(x[j] * id + 8.5f));
-    pack_nibbles(L, y->qs);
+    for (int j = 0; j < QK; j++) L[j] = (uint8_t)QP_MIN(2 * half - 1, trunc_int(x[j] * id + ((float)half + 0.5f)));
+    return d;
 }
 
-static void ref_q4_1(const float *x, struct kn_block_q4_1 *y) {
+// Q4_1 / Q5_1: levels 0..nmax from the block's min, d = (max - min) / nmax, each level at most
+// top (ggml clamps Q4_1's, not Q5_1's: INT_MAX). Returns d; *min_out gets the min.
+static float ref_asym(const float *x, int nmax, int top, uint8_t *L, float *min_out) {
     float min = FLT_MAX, max = -FLT_MAX;
     for (int j = 0; j < QK; j++) {
         if (x[j] < min) min = x[j];
         if (x[j] > max) max = x[j];
     }
-    const float d = (max - min) / 15.0f;
+    const float d = (max - min) / (float)nmax;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y->d = qp_fp32_to_fp16(d);
-    y->m = qp_fp32_to_fp16(min);
+    for (int j = 0; j < QK; j++) L[j] = (uint8_t)QP_MIN(top, trunc_int((x[j] - min) * id + 0.5f));
+    *min_out = min;
+    return d;
+}
+
+static void ref_q4_0(const float *x, struct kn_block_q4_0 *y) {
     uint8_t L[QK];
-    for (int j = 0; j < QK; j++) L[j] = (uint8_t)QP_MIN(15, trunc_int((x[j] - min) * id + 0.5f));
+    y->d = qp_fp32_to_fp16(ref_sym(x, 8, L));
+    pack_nibbles(L, y->qs);
+}
+
+static void ref_q4_1(const float *x, struct kn_block_q4_1 *y) {
+    uint8_t L[QK];
+    float min;
+    y->d = qp_fp32_to_fp16(ref_asym(x, 15, 15, L, &min));
+    y->m = qp_fp32_to_fp16(min);
     pack_nibbles(L, y->qs);
 }
 
 static void ref_q5_0(const float *x, struct kn_block_q5_0 *y) {
-    const float max = signed_absmax(x, QK);
-    const float d = max / -16.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y->d = qp_fp32_to_fp16(d);
     uint8_t L[QK];
-    for (int j = 0; j < QK; j++) L[j] = (uint8_t)QP_MIN(31, trunc_int(x[j] * id + 16.5f));
+    y->d = qp_fp32_to_fp16(ref_sym(x, 16, L));
     pack_nibbles(L, y->qs);
     put_qh(y->qh, high_bits(L));
 }
 
 static void ref_q5_1(const float *x, struct kn_block_q5_1 *y) {
-    float min = FLT_MAX, max = -FLT_MAX;
-    for (int j = 0; j < QK; j++) {
-        if (x[j] < min) min = x[j];
-        if (x[j] > max) max = x[j];
-    }
-    const float d = (max - min) / 31.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    y->d = qp_fp32_to_fp16(d);
-    y->m = qp_fp32_to_fp16(min);
     uint8_t L[QK];
+    float min;
     // No clamp here in ggml: (max - min) * id + 0.5 stays below 32.
-    for (int j = 0; j < QK; j++) L[j] = (uint8_t)trunc_int((x[j] - min) * id + 0.5f);
+    y->d = qp_fp32_to_fp16(ref_asym(x, 31, INT_MAX, L, &min));
+    y->m = qp_fp32_to_fp16(min);
     pack_nibbles(L, y->qs);
     put_qh(y->qh, high_bits(L));
 }
@@ -168,21 +172,23 @@ static void imp_q5_0(const float *x, const float *w, struct kn_block_q5_0 *y) {
     put_qh(y->qh, high_bits(L));
 }
 
-static void imp_q4_1(const float *x, const float *w, struct kn_block_q4_1 *y) {
-    uint8_t L[QK], Laux[QK];
+// Q4_1 / Q5_1 with weights: levels 0..nmax from make_qkx3_quants' scale and min.
+static void imp_asym(const float *x, const float *w, int nmax, uint8_t *L, uint16_t *d, uint16_t *m) {
+    uint8_t Laux[QK];
     float min;
-    const float d = qz_make_qkx3_quants(QK, 15, x, w, L, &min, Laux, -0.9f, 0.05f, 36);
-    y->d = qp_fp32_to_fp16(d);
-    y->m = qp_fp32_to_fp16(-min);
+    *d = qp_fp32_to_fp16(qz_make_qkx3_quants(QK, nmax, x, w, L, &min, Laux, -0.9f, 0.05f, 36));
+    *m = qp_fp32_to_fp16(-min);
+}
+
+static void imp_q4_1(const float *x, const float *w, struct kn_block_q4_1 *y) {
+    uint8_t L[QK];
+    imp_asym(x, w, 15, L, &y->d, &y->m);
     pack_nibbles(L, y->qs);
 }
 
 static void imp_q5_1(const float *x, const float *w, struct kn_block_q5_1 *y) {
-    uint8_t L[QK], Laux[QK];
-    float min;
-    const float d = qz_make_qkx3_quants(QK, 31, x, w, L, &min, Laux, -0.9f, 0.05f, 36);
-    y->d = qp_fp32_to_fp16(d);
-    y->m = qp_fp32_to_fp16(-min);
+    uint8_t L[QK];
+    imp_asym(x, w, 31, L, &y->d, &y->m);
     pack_nibbles(L, y->qs);
     put_qh(y->qh, high_bits(L));
 }
