@@ -311,28 +311,6 @@ static int walk_nfp4(const struct qz_base *b, const float *w, int64_t rows, int6
     return 0;
 }
 
-// The dq absmax values of every block (row-major block order), as qz_fake_quant computes them.
-static float *nfp4_dq_absmax(const struct qz_base *b, const float *w, int64_t rows, int64_t cols) {
-    int64_t gs = b->group, per_row = (cols + gs - 1) / gs, nb = rows * per_row;
-    float *am = qp_alloc_array((size_t)nb + 1, sizeof(float));
-    float *amq = qp_alloc_array((size_t)nb + 1, sizeof(float));
-    if (!am || !amq) {
-        qp_free(am), qp_free(amq);
-        return NULL;
-    }
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < per_row; j++) {
-            const float *x = w + r * cols + j * gs;
-            int64_t n = QP_MIN(gs, cols - j * gs);
-            float m = 0;
-            for (int64_t k = 0; k < n; k++) m = fmaxf(m, fabsf(x[k]));
-            am[r * per_row + j] = m;
-        }
-    qz_double_quant_absmax(am, amq, nb);
-    qp_free(am);
-    return amq;
-}
-
 static int walk_ggml(int type, const float *w, int64_t rows, int64_t cols, struct walk *wk,
                      void *rowbuf) {
     const struct ggml_fmt *f = ggml_fmt_of(type);
@@ -398,7 +376,7 @@ int qz_codes_walk(const struct qz_base *b, const float *w, int64_t rows, int64_t
         cap = b->gran == QZ_TENSOR ? rows * cols : b->gran == QZ_CHANNEL ? cols : QP_MIN(b->group, cols);
     } else {
         cap = QP_MIN(b->group, cols);
-        if (b->dq && rows * cols > 0 && !(amq = nfp4_dq_absmax(b, w, rows, cols)))
+        if (b->dq && rows * cols > 0 && !(amq = qz_nfp4_dq_absmax(w, rows, cols, b->group)))
             return qp_fail(err, QP_ENOMEM, "cannot allocate the dq absmax of '%s'", name);
     }
     wk.codes = qp_alloc((size_t)cap + 1);

@@ -260,24 +260,8 @@ static int nfp4_tensor(const struct qz_base *b, const float *src, float *dst, in
     int64_t per_row = ceil_div(cols, gs), nb = rows * per_row;
     const float *table = b->method == QZ_NF4 ? qz_nf4_table : qz_fp4_table;
     int (*code_of)(float) = b->method == QZ_NF4 ? nf4_code : fp4_code;
-    float *am = NULL, *amq = NULL;
-    if (b->dq && nb > 0) {
-        am = qp_alloc_array((size_t)nb, sizeof(float));
-        amq = qp_alloc_array((size_t)nb, sizeof(float));
-        if (!am || !amq) {
-            qp_free(am), qp_free(amq);
-            return QP_ENOMEM;
-        }
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t j = 0; j < per_row; j++) {
-                const float *x = src + r * cols + j * gs;
-                int64_t n = QP_MIN(gs, cols - j * gs);
-                float m = 0;
-                for (int64_t k = 0; k < n; k++) m = fmaxf(m, fabsf(x[k]));
-                am[r * per_row + j] = m;
-            }
-        double_quant(am, amq, nb);
-    }
+    float *amq = NULL;
+    if (b->dq && nb > 0 && !(amq = qz_nfp4_dq_absmax(src, rows, cols, gs))) return QP_ENOMEM;
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < per_row; j++) {
             int64_t off = r * cols + j * gs, n = QP_MIN(gs, cols - j * gs);
@@ -294,7 +278,7 @@ static int nfp4_tensor(const struct qz_base *b, const float *src, float *dst, in
                 acc_add(a, xk, y[k], c, 0);
             }
         }
-    qp_free(am), qp_free(amq);
+    qp_free(amq);
     return 0;
 }
 
@@ -302,7 +286,26 @@ int qz_nf4_code(float v) { return nf4_code(v); }
 
 int qz_fp4_code(float v) { return fp4_code(v); }
 
-void qz_double_quant_absmax(const float *am, float *amq, int64_t nb) { double_quant(am, amq, nb); }
+float *qz_nfp4_dq_absmax(const float *w, int64_t rows, int64_t cols, int64_t group) {
+    int64_t per_row = ceil_div(cols, group), nb = rows * per_row;
+    float *am = qp_alloc_array((size_t)nb + 1, sizeof(float));
+    float *amq = qp_alloc_array((size_t)nb + 1, sizeof(float));
+    if (!am || !amq) {
+        qp_free(am), qp_free(amq);
+        return NULL;
+    }
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < per_row; j++) {
+            const float *x = w + r * cols + j * group;
+            int64_t n = QP_MIN(group, cols - j * group);
+            float m = 0;
+            for (int64_t k = 0; k < n; k++) m = fmaxf(m, fabsf(x[k]));
+            am[r * per_row + j] = m;
+        }
+    double_quant(am, amq, nb);
+    qp_free(am);
+    return amq;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Public entry points.

@@ -130,9 +130,10 @@ void qz_rtn_group_grid(const struct qz_base *b, const float *x, int64_t n, struc
 int qz_nf4_code(float v);
 int qz_fp4_code(float v);
 
-// dq: the stored (double-quantized) absmax values amq[0..nb) of the exact block absmax values
-// am[0..nb) (the tensor's blocks in row-major order), as qz_fake_quant computes them with :dq.
-// am and amq are caller-owned; nothing is allocated.
-void qz_double_quant_absmax(const float *am, float *amq, int64_t nb);
+// dq: the stored (double-quantized) absmax values of the blocks of group values of w (rows, cols)
+// — ceil(cols / group) per row, in row-major block order — as qz_fake_quant computes them with
+// :dq. Returns an array from qp_alloc (free with qp_free; at least one element), NULL when out of
+// memory.
+float *qz_nfp4_dq_absmax(const float *w, int64_t rows, int64_t cols, int64_t group);
 
 #endif
