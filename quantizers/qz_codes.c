@@ -164,6 +164,15 @@ static int decode_block32(int type, const void *blk, uint8_t *codes, struct grou
     }
 }
 
+// The 8 groups of a Q4_K / Q5_K super-block: 6-bit scales and mins packed in scales.
+static void k4_groups(const uint8_t *scales, float d, float dmin, struct group_val *gv) {
+    for (int j = 0; j < 8; j++) {
+        uint8_t sc, m;
+        kn_k4_scale_min(j, scales, &sc, &m);
+        gv[j] = (struct group_val){VAL_KMIN, 0, d * (float)sc, dmin * (float)m};
+    }
+}
+
 // The k-quant super-blocks of KN_QK_K weights, 8 or 16 groups. 1 when type is one of them.
 static int decode_block_k(int type, const void *blk, uint8_t *codes, struct group_val *gv) {
     switch (type) {
@@ -191,11 +200,7 @@ static int decode_block_k(int type, const void *blk, uint8_t *codes, struct grou
         const struct kn_block_q4_K *b = blk;
         float d = qp_fp16_to_fp32(b->d), dmin = qp_fp16_to_fp32(b->dmin);
         for (int k = 0; k < KN_QK_K; k++) codes[k] = (uint8_t)k_nib4(b->qs, k);
-        for (int j = 0; j < 8; j++) {
-            uint8_t sc, m;
-            kn_k4_scale_min(j, b->scales, &sc, &m);
-            gv[j] = (struct group_val){VAL_KMIN, 0, d * (float)sc, dmin * (float)m};
-        }
+        k4_groups(b->scales, d, dmin, gv);
         return 1;
     }
     case KN_Q5_K: {
@@ -205,11 +210,7 @@ static int decode_block_k(int type, const void *blk, uint8_t *codes, struct grou
             int hbit = (b->qh[k % 32] >> (k / 32)) & 1;
             codes[k] = (uint8_t)(k_nib4(b->qs, k) | hbit << 4);
         }
-        for (int j = 0; j < 8; j++) {
-            uint8_t sc, m;
-            kn_k4_scale_min(j, b->scales, &sc, &m);
-            gv[j] = (struct group_val){VAL_KMIN, 0, d * (float)sc, dmin * (float)m};
-        }
+        k4_groups(b->scales, d, dmin, gv);
         return 1;
     }
     case KN_Q6_K: {

@@ -50,17 +50,6 @@ static uint32_t high_bits(const uint8_t *L) {
     return qh;
 }
 
-// The value of largest magnitude, with its sign; the first one wins ties.
-static float signed_absmax(const float *x, int n) {
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < n; j++) {
-        if (amax < fabsf(x[j])) {
-            amax = fabsf(x[j]);
-            max = x[j];
-        }
-    }
-    return max;
-}
 
 // Index of the level of `val` (16 ascending values) nearest to x; ties go up (the pre-2025
 // binary search of ggml's best_index_int8, kept for its exact tie and rounding behaviour).
@@ -82,7 +71,7 @@ static int best_index_iq4(const int8_t *val, float x) {
 // Q4_0 / Q5_0: levels 0..2*half-1 around half, d = max / -half (the signed absmax maps to the
 // lowest level). Returns d.
 static float ref_sym(const float *x, int half, uint8_t *L) {
-    const float max = signed_absmax(x, QK);
+    const float max = qz_signed_absmax(x, QK);
     const float d = max / -(float)half;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     for (int j = 0; j < QK; j++) L[j] = (uint8_t)QP_MIN(2 * half - 1, trunc_int(x[j] * id + ((float)half + 0.5f)));
@@ -208,16 +197,9 @@ static void iq4_nl_block(const float *x, const float *qw, int ntry, struct kn_bl
     for (int j = 0; j < QK; j++)
         weight[j] = qw ? qw[j] * sqrtf(sigma2 + x[j] * x[j]) : x[j] * x[j];
 
-    float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < QK; j++) {
-        const float ax = fabsf(x[j]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[j];
-        }
-    }
+    const float max = qz_signed_absmax(x, QK);
     float scale = 0.0f;
-    if (amax >= QZ_GROUP_MAX_EPS) {
+    if (fabsf(max) >= QZ_GROUP_MAX_EPS) {
         float d = ntry > 0 ? -max / (float)values[0] : max / (float)values[0];
         float id = 1.0f / d;
         float sumqx = 0.0f, sumq2 = 0.0f;

@@ -44,15 +44,8 @@
 // Q3_K's sub-block fit (ggml's make_q3_quants with do_rmse): start from -nmax/max, then up to
 // 5 rounds of coordinate descent on the x^2-weighted error. L in 0..2*nmax-1.
 static float qz_make_q3_quants(int n, int nmax, const float *x, int8_t *L) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < QZ_GROUP_MAX_EPS) {
+    float max = qz_signed_absmax(x, n);
+    if (fabsf(max) < QZ_GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
     }

@@ -13,15 +13,8 @@
 // ggml's make_qx_quants with rmse_type 1: weights qw[i], or x[i]^2 when qw is NULL; tries
 // iscale = -(nmax + 0.1*is)/max for is = -9..9 and keeps the best weighted least-squares fit.
 float qz_make_qx_quants(int n, int nmax, const float *x, int8_t *L, const float *qw) {
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < QZ_GROUP_MAX_EPS) {
+    float max = qz_signed_absmax(x, n);
+    if (fabsf(max) < QZ_GROUP_MAX_EPS) {
         memset(L, 0, (size_t)n);
         return 0.f;
     }

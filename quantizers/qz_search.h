@@ -4,6 +4,7 @@
 #ifndef QZ_SEARCH_H
 #define QZ_SEARCH_H
 
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
@@ -11,6 +12,20 @@
 #include "qp.h" // qp_nearest_int
 
 static inline int qz_clampi(int v, int lo, int hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+// The value of largest magnitude among x[0..n), with its sign; the first one wins ties, NaN is
+// passed over, 0 when none is above 0 in magnitude.
+static inline float qz_signed_absmax(const float *x, int n) {
+    float amax = 0.0f, max = 0.0f;
+    for (int i = 0; i < n; i++) {
+        float ax = fabsf(x[i]);
+        if (ax > amax) {
+            amax = ax;
+            max = x[i];
+        }
+    }
+    return max;
+}
 
 
 // Symmetric levels: L[i] in 0..2*nmax-1 (value L - nmax) for n values; returns the scale.
