@@ -104,6 +104,42 @@ static const char *report(const char *db, const char *sub, const char *extra, in
     return dir;
 }
 
+// The file NAME of report folder dir, read whole (free it); NULL when missing.
+static char *read_out(const char *dir, const char *name) {
+    char path[8192];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    return qpt_read_file(path, NULL);
+}
+
+// Writes the report of db into scratch/out (checking that it succeeds) and reads its file NAME.
+static char *report_file(const char *db, const char *name) {
+    int rc;
+    const char *dir = report(db, "out", "", &rc, NULL);
+    QP_CHECK_INT_EQ(rc, 0);
+    char *text = read_out(dir, name);
+    QP_CHECK_MSG(text != NULL, "no %s in %s", name, dir);
+    return text;
+}
+
+// Opens db read-only into *h and prepares sql on it (both checked).
+static sqlite3_stmt *db_query(const char *db, sqlite3 **h, const char *sql) {
+    QP_CHECK(sqlite3_open_v2(db, h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
+    sqlite3_stmt *q;
+    QP_CHECK_MSG(sqlite3_prepare_v2(*h, sql, -1, &q, NULL) == SQLITE_OK, "%s", sqlite3_errmsg(*h));
+    return q;
+}
+
+// index.html, summary.md and every table's CSV file are in dir.
+static void check_pages_and_tables(const char *dir) {
+    QP_CHECK(exists(dir, "index.html"));
+    QP_CHECK(exists(dir, "summary.md"));
+    for (size_t i = 0; i < QP_ARRAY_LEN(csvs); i++) {
+        char f[64];
+        snprintf(f, sizeof f, "%s.csv", csvs[i]);
+        QP_CHECK_MSG(exists(dir, f), "missing %s", f);
+    }
+}
+
 static int gnuplot_on_path(void) { return sh(NULL, "command -v gnuplot >/dev/null 2>&1") == 0; }
 
 // The field after the col-th '|' of a Markdown table row (0 = the first cell), trimmed.
@@ -132,13 +168,7 @@ QP_TEST(report_should_write_html_md_csv_and_both_image_formats_of_every_figure) 
     QP_CHECK_MSG(rc == 0, "qprobe report exit %d: %s", rc, err ? err : "");
     QP_CHECK_MSG(err && err[0] == 0, "unexpected stderr: %s", err);
     free(err);
-    QP_CHECK(exists(dir, "index.html"));
-    QP_CHECK(exists(dir, "summary.md"));
-    for (size_t i = 0; i < QP_ARRAY_LEN(csvs); i++) {
-        char f[64];
-        snprintf(f, sizeof f, "%s.csv", csvs[i]);
-        QP_CHECK_MSG(exists(dir, f), "missing %s", f);
-    }
+    check_pages_and_tables(dir);
     for (size_t i = 0; i < QP_ARRAY_LEN(eval_figs); i++) {
         static const char *const ext[] = {"svg", "png", "gp", "dat"};
         for (size_t e = 0; e < QP_ARRAY_LEN(ext); e++) {
@@ -148,9 +178,7 @@ QP_TEST(report_should_write_html_md_csv_and_both_image_formats_of_every_figure) 
         }
     }
     // The page is self-contained: every figure inline, nothing loaded from elsewhere.
-    char path[4300];
-    snprintf(path, sizeof path, "%s/index.html", dir);
-    char *html = qpt_read_file(path, NULL);
+    char *html = read_out(dir, "index.html");
     QP_CHECK(html != NULL);
     int svgs = 0;
     for (const char *p = html; (p = strstr(p, "<svg")) != NULL; p++) svgs++;
@@ -161,31 +189,20 @@ QP_TEST(report_should_write_html_md_csv_and_both_image_formats_of_every_figure) 
     for (size_t i = 0; i < QP_ARRAY_LEN(study_specs); i++) QP_CHECK_MSG(strstr(html, study_specs[i]), "%s", study_specs[i]);
     free(html);
     // A PNG is a PNG.
-    snprintf(path, sizeof path, "%s/bpw_kld.png", dir);
-    char *png = qpt_read_file(path, NULL);
+    char *png = read_out(dir, "bpw_kld.png");
     QP_CHECK(png && memcmp(png, "\x89PNG\r\n\x1a\n", 8) == 0);
     free(png);
 }
 
 QP_TEST(summary_md_should_show_the_ppl_and_kld_stored_in_the_database) {
     const char *db = study_db();
-    int rc;
-    const char *dir = report(db, "out", "", &rc, NULL);
-    QP_CHECK_INT_EQ(rc, 0);
-    char path[4300];
-    snprintf(path, sizeof path, "%s/summary.md", dir);
-    char *md = qpt_read_file(path, NULL);
-    QP_CHECK(md != NULL);
-
+    char *md = report_file(db, "summary.md");
     sqlite3 *h;
-    QP_CHECK(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
-    sqlite3_stmt *q;
-    QP_CHECK(sqlite3_prepare_v2(h,
-                                "SELECT v.spec, p.value, k.value FROM variant v"
-                                " JOIN metric p ON p.variant_id = v.id AND p.suite = 'ppl' AND p.name = 'ppl'"
-                                " LEFT JOIN metric k ON k.variant_id = v.id AND k.suite = 'kld' AND k.name = 'mean'"
-                                " WHERE v.run_id = (SELECT max(id) FROM run) ORDER BY v.ord, v.id",
-                                -1, &q, NULL) == SQLITE_OK);
+    sqlite3_stmt *q = db_query(db, &h,
+                               "SELECT v.spec, p.value, k.value FROM variant v"
+                               " JOIN metric p ON p.variant_id = v.id AND p.suite = 'ppl' AND p.name = 'ppl'"
+                               " LEFT JOIN metric k ON k.variant_id = v.id AND k.suite = 'kld' AND k.name = 'mean'"
+                               " WHERE v.run_id = (SELECT max(id) FROM run) ORDER BY v.ord, v.id");
     int rows = 0, with_kld = 0;
     while (sqlite3_step(q) == SQLITE_ROW) {
         const char *spec = (const char *)sqlite3_column_text(q, 0);
@@ -227,24 +244,15 @@ QP_TEST(summary_md_should_show_the_ppl_and_kld_stored_in_the_database) {
 
 QP_TEST(variants_csv_should_hold_the_database_values_at_full_precision) {
     const char *db = study_db();
-    int rc;
-    const char *dir = report(db, "out", "", &rc, NULL);
-    QP_CHECK_INT_EQ(rc, 0);
-    char path[4300];
-    snprintf(path, sizeof path, "%s/variants.csv", dir);
-    char *csv = qpt_read_file(path, NULL);
-    QP_CHECK(csv != NULL);
+    char *csv = report_file(db, "variants.csv");
     const char *head = "spec,bits_per_weight,weight_bytes,ppl,ppl_stderr,dppl_pct,kld_mean,kld_stderr,";
     QP_CHECK(strncmp(csv, head, strlen(head)) == 0);
 
     sqlite3 *h;
-    QP_CHECK(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK);
-    sqlite3_stmt *q;
-    QP_CHECK(sqlite3_prepare_v2(h,
-                                "SELECT v.spec, v.bits_per_weight, k.value FROM variant v"
-                                " JOIN metric k ON k.variant_id = v.id AND k.suite = 'kld' AND k.name = 'mean'"
-                                " WHERE v.run_id = (SELECT max(id) FROM run)",
-                                -1, &q, NULL) == SQLITE_OK);
+    sqlite3_stmt *q = db_query(db, &h,
+                               "SELECT v.spec, v.bits_per_weight, k.value FROM variant v"
+                               " JOIN metric k ON k.variant_id = v.id AND k.suite = 'kld' AND k.name = 'mean'"
+                               " WHERE v.run_id = (SELECT max(id) FROM run)");
     int rows = 0;
     while (sqlite3_step(q) == SQLITE_ROW) {
         const char *spec = (const char *)sqlite3_column_text(q, 0);
@@ -281,19 +289,11 @@ QP_TEST(report_without_gnuplot_should_warn_once_and_still_write_html_md_csv) {
     QP_CHECK_MSG(count_lines(err) == 1 && strstr(err, "warning") && strstr(err, "gnuplot"),
                  "expected one warning line about gnuplot, got: %s", err ? err : "(none)");
     free(err);
-    QP_CHECK(exists(dir, "index.html"));
-    QP_CHECK(exists(dir, "summary.md"));
-    for (size_t i = 0; i < QP_ARRAY_LEN(csvs); i++) {
-        char f[64];
-        snprintf(f, sizeof f, "%s.csv", csvs[i]);
-        QP_CHECK_MSG(exists(dir, f), "missing %s", f);
-    }
+    check_pages_and_tables(dir);
     // The scripts are there to be run later; nothing was rendered.
     QP_CHECK(exists(dir, "bpw_ppl.gp") && exists(dir, "bpw_ppl.dat"));
     QP_CHECK(!exists(dir, "bpw_ppl.svg") && !exists(dir, "bpw_ppl.png"));
-    char path[4300];
-    snprintf(path, sizeof path, "%s/index.html", dir);
-    char *html = qpt_read_file(path, NULL);
+    char *html = read_out(dir, "index.html");
     QP_CHECK(html && strstr(html, "gnuplot bpw_ppl.gp") && !strstr(html, "<svg"));
     free(html);
 }
@@ -375,9 +375,7 @@ QP_TEST(variants_option_should_choose_the_per_layer_figure_variants) {
     int rc;
     const char *dir = report(db, "chosen", "--variants 'rtn:bits=3:group=32:asym,q8_0'", &rc, NULL);
     QP_CHECK_INT_EQ(rc, 0);
-    char path[4300];
-    snprintf(path, sizeof path, "%s/layers.dat", dir);
-    char *dat = qpt_read_file(path, NULL);
+    char *dat = read_out(dir, "layers.dat");
     QP_CHECK(dat != NULL);
     int blocks = 0;
     for (const char *p = dat; (p = strstr(p, "# index ")) != NULL; p++) blocks++;
@@ -409,16 +407,14 @@ QP_TEST(grid_and_task_data_should_add_their_figures_tables_and_findings) {
     QP_CHECK_MSG(rc == 0, "exit %d: %s", rc, err ? err : "");
     free(err);
     QP_CHECK(exists(dir, "grid.gp") && exists(dir, "tasks.gp") && exists(dir, "bpw_task_tinystories-cloze.gp"));
-    char path[4300], want[256];
-    snprintf(path, sizeof path, "%s/tasks.csv", dir);
-    char *csv = qpt_read_file(path, NULL);
+    char want[256];
+    char *csv = read_out(dir, "tasks.csv");
     double acc = db_value(db, "SELECT m.value FROM metric m JOIN variant v ON v.id = m.variant_id"
                               " WHERE v.spec = 'q8_0' AND m.suite = 'task:tinystories-cloze' AND m.name = 'acc'");
     snprintf(want, sizeof want, "q8_0,tinystories-cloze,%g", acc);
     QP_CHECK_MSG(csv && strstr(csv, want), "no '%s' in tasks.csv:\n%s", want, csv ? csv : "");
     free(csv);
-    snprintf(path, sizeof path, "%s/grid.csv", dir);
-    csv = qpt_read_file(path, NULL);
+    csv = read_out(dir, "grid.csv");
     // One row per variant: the fewest codes any group of any tensor uses, over the tensors with codes.
     double cmin = db_value(db, "SELECT min(g.codes_used_min) FROM grid_stat g JOIN variant v ON v.id = g.variant_id"
                                " WHERE v.spec = 'q4_0;act=q8'");
@@ -452,9 +448,7 @@ QP_TEST(gate_junit_should_add_a_pass_fail_column) {
     int rc;
     const char *dir = report(db, "gated", extra, &rc, NULL);
     QP_CHECK_INT_EQ(rc, 0);
-    char path[4300];
-    snprintf(path, sizeof path, "%s/variants.csv", dir);
-    char *csv = qpt_read_file(path, NULL);
+    char *csv = read_out(dir, "variants.csv");
     QP_CHECK(csv != NULL);
     const char *q8 = strstr(csv, "\nq8_0,"), *rtn = strstr(csv, "\nrtn:bits=3:group=32:asym,");
     const char *q4 = strstr(csv, "\nq4_0;act=q8,");
@@ -529,9 +523,7 @@ QP_TEST(history_should_show_each_runs_gate_values_from_the_database_and_when_rul
 
     // Every value of trends.csv against the database: mean KLD, KLD p99 and top-1 as stored, ΔPPL %
     // from the stored perplexities of the variant and its run's reference.
-    char path[4300];
-    snprintf(path, sizeof path, "%s/trends.csv", dir);
-    char *csv = qpt_read_file(path, NULL);
+    char *csv = read_out(dir, "trends.csv");
     QP_CHECK(csv != NULL);
     int c_run = csv_col(csv, "run"), c_label = csv_col(csv, "label"), c_spec = csv_col(csv, "spec");
     int c_rule = csv_col(csv, "rule"), c_value = csv_col(csv, "value"), c_status = csv_col(csv, "status");
@@ -581,8 +573,7 @@ QP_TEST(history_should_show_each_runs_gate_values_from_the_database_and_when_rul
     free(csv);
 
     // When each rule began failing, and by which rules.
-    snprintf(path, sizeof path, "%s/trends.html", dir);
-    char *html = qpt_read_file(path, NULL);
+    char *html = read_out(dir, "trends.html");
     QP_CHECK(html != NULL);
     QP_CHECK(strstr(html, "<td>q8_0</td><td>max_kld_mean</td><td>FAIL</td><td>failing since run 2 (") != NULL);
     QP_CHECK(strstr(html, "night-2)</td>") != NULL);
@@ -590,12 +581,10 @@ QP_TEST(history_should_show_each_runs_gate_values_from_the_database_and_when_rul
              NULL);
     QP_CHECK(strstr(html, "examples/gate.json") && strstr(html, "Regression gate of the example sweep"));
     free(html);
-    snprintf(path, sizeof path, "%s/summary.md", dir);
-    char *md = qpt_read_file(path, NULL);
+    char *md = read_out(dir, "summary.md");
     QP_CHECK(md && strstr(md, "History: 3 runs judged by") && strstr(md, "`q8_0` max_kld_mean: failing since run 2"));
     free(md);
-    snprintf(path, sizeof path, "%s/index.html", dir);
-    html = qpt_read_file(path, NULL);
+    html = read_out(dir, "index.html");
     QP_CHECK(html && strstr(html, "href=\"trends.html\""));
     free(html);
 }
@@ -617,9 +606,8 @@ QP_TEST(identical_variants_and_fallbacks_should_show_in_table_findings_and_figur
     int rc;
     const char *dir = report(db, "same", "", &rc, NULL);
     QP_CHECK_INT_EQ(rc, 0);
-    char path[4300], cell[512];
-    snprintf(path, sizeof path, "%s/variants.csv", dir);
-    char *csv = qpt_read_file(path, NULL);
+    char cell[512];
+    char *csv = read_out(dir, "variants.csv");
     QP_CHECK(csv != NULL);
     int c_same = csv_col(csv, "same_weights"), c_n = csv_col(csv, "tensors"), c_ok = csv_col(csv, "tensors_as_asked");
     int c_fb = csv_col(csv, "fallbacks");
@@ -641,19 +629,16 @@ QP_TEST(identical_variants_and_fallbacks_should_show_in_table_findings_and_figur
         QP_CHECK_MSG(strcmp(cell, cells[i].want) == 0, "cell %zu: '%s', want '%s'", i, cell, cells[i].want);
     }
     free(csv);
-    snprintf(path, sizeof path, "%s/summary.md", dir);
-    char *md = qpt_read_file(path, NULL);
+    char *md = read_out(dir, "summary.md");
     QP_CHECK(md && strstr(md, "Same weights: `q2_k`, `q3_k` and `iq4_nl` are one model here"));
     QP_CHECK(strstr(md, "`q2_k`: 0 of 37 tensors as asked; q2_k→iq4_nl ×32, q2_k→f16 ×5"));
     free(md);
 
     // The figure: one point for the three, named by all of them, coloured by family with a legend.
-    snprintf(path, sizeof path, "%s/bpw_ppl.dat", dir);
-    char *dat = qpt_read_file(path, NULL);
+    char *dat = read_out(dir, "bpw_ppl.dat");
     QP_CHECK(dat && strstr(dat, "\"q2_k = q3_k = iq4_nl\"") && !strstr(dat, "\"q3_k\""));
     free(dat);
-    snprintf(path, sizeof path, "%s/bpw_ppl.gp", dir);
-    char *gp = qpt_read_file(path, NULL);
+    char *gp = read_out(dir, "bpw_ppl.gp");
     QP_CHECK(gp && strstr(gp, "title \"llama.cpp types\"") && strstr(gp, "title \"RTN\""));
     // 2-bit RTN's perplexity (in the thousands at one chunk) is far above the others (about 8-10):
     // the axis ends well below it, and the point, at the edge, carries its value.
