@@ -176,8 +176,9 @@ static char *read_squeezed(const char *path) {
 static const char *join(const char *dir, const char *name) {
     static char buf[4][4096];
     static int k;
-    char *b = buf[k++ % 4];
-    snprintf(b, 4096, "%s/%s", dir, name);
+    char *b = buf[k++ % 4], t[4096];
+    snprintf(t, sizeof t, "%s/%s", dir, name); // (dir may be an older result, in buf too)
+    memcpy(b, t, sizeof t);
     return b;
 }
 
@@ -199,6 +200,23 @@ static struct hx_model *load(const char *path, int *rc, char *err) {
         return NULL;
     }
     return m;
+}
+
+// Loads path, which must succeed (the failure's message otherwise).
+static struct hx_model *load_ok(const char *path) {
+    char err[QP_ERRLEN];
+    int rc;
+    struct hx_model *m = load(path, &rc, err);
+    QP_CHECK_MSG(m, "load failed: %s", err);
+    return m;
+}
+
+// Writes w as safetensors of type into a new scratch folder "out", which must succeed; returns it.
+static const char *write_out(const struct kn_weights *w, int type) {
+    char err[QP_ERRLEN];
+    const char *dir = subdir("out");
+    QP_CHECK_MSG(hx_safetensors_write(w, dir, type, err) == 0, "write: %s", err);
+    return dir;
 }
 
 // Element i of an F32/F16/BF16 tensor; BF16 decoded here by shifting, independently of qp.c.
@@ -316,10 +334,7 @@ QP_TEST(load_should_read_hand_built_f32_untied) {
     const char *dir = subdir("m");
     build_file(join(dir, "model.safetensors"), &(struct build_opt){0});
     write_config(dir, "\"hidden_size\": 8,\n  ", NH, 0);
-    char err[QP_ERRLEN];
-    int rc;
-    struct hx_model *m = load(dir, &rc, err);
-    QP_CHECK_MSG(m, "load failed: %s", err);
+    struct hx_model *m = load_ok(dir);
     check_tiny(m, KN_F32, 0);
     QP_CHECK(m->w.cfg.norm_eps == 1e-5f);
     QP_CHECK(m->w.cfg.rope_theta == 10000.0f); // default
@@ -336,10 +351,7 @@ QP_TEST(load_should_read_hand_built_bf16_tied_from_file_path) {
                "\"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"num_key_value_heads\": 1, "
                "\"vocab_size\": 16, \"max_position_embeddings\": 32, \"rope_theta\": 500000.0, "
                "\"rope_scaling\": null}");
-    char err[QP_ERRLEN];
-    int rc;
-    struct hx_model *m = load(join(dir, "weights.safetensors"), &rc, err);
-    QP_CHECK_MSG(m, "load failed: %s", err);
+    struct hx_model *m = load_ok(join(dir, "weights.safetensors"));
     check_tiny(m, KN_BF16, 1);
     QP_CHECK(m->w.cfg.norm_eps == 1e-6f);
     QP_CHECK(m->w.cfg.rope_theta == 500000.0f);
@@ -354,10 +366,7 @@ QP_TEST(load_should_tie_when_config_says_so_even_with_lm_head) {
     const char *dir = subdir("m");
     build_file(join(dir, "model.safetensors"), &(struct build_opt){0});
     write_config(dir, "\"hidden_size\": 8,\n  ", NH, 1);
-    char err[QP_ERRLEN];
-    int rc;
-    struct hx_model *m = load(dir, &rc, err);
-    QP_CHECK_MSG(m, "load failed: %s", err);
+    struct hx_model *m = load_ok(dir);
     check_tiny(m, KN_F32, 1);
     hx_model_close(m);
 }
@@ -370,10 +379,9 @@ QP_TEST(write_should_round_trip_a_loaded_bf16_model_as_bf16_and_f32) {
     const char *dir = subdir("m");
     build_file(join(dir, "model.safetensors"), &(struct build_opt){.bf16 = 1, .tied = 1});
     write_config(dir, "\"hidden_size\": 8,\n  ", NH, 1);
+    struct hx_model *m = load_ok(dir);
     char err[QP_ERRLEN];
     int rc;
-    struct hx_model *m = load(dir, &rc, err);
-    QP_CHECK_MSG(m, "load failed: %s", err);
     const int types[2] = {KN_BF16, KN_F32};
     for (int k = 0; k < 2; k++) {
         const char *out = subdir(k ? "out32" : "out16");
@@ -507,12 +515,8 @@ static void check_same_weights(const struct kn_weights *a, const struct kn_weigh
 QP_TEST(write_then_load_should_be_bit_exact_for_f32_untied) {
     struct mem_model mm;
     mem_model_init(&mm, 0, 1);
-    char err[QP_ERRLEN];
-    const char *dir = subdir("out");
-    QP_CHECK_MSG(hx_safetensors_write(&mm.w, dir, KN_F32, err) == 0, "write: %s", err);
-    int rc;
-    struct hx_model *m = load(dir, &rc, err);
-    QP_CHECK_MSG(m, "load failed: %s", err);
+    const char *dir = write_out(&mm.w, KN_F32);
+    struct hx_model *m = load_ok(dir);
     check_same_weights(&mm.w, &m->w);
     hx_model_close(m);
     mem_model_deinit(&mm);
@@ -521,12 +525,8 @@ QP_TEST(write_then_load_should_be_bit_exact_for_f32_untied) {
 QP_TEST(write_then_load_should_be_bit_exact_for_f32_tied) {
     struct mem_model mm;
     mem_model_init(&mm, 1, 1);
-    char err[QP_ERRLEN];
-    const char *dir = subdir("out");
-    QP_CHECK_MSG(hx_safetensors_write(&mm.w, dir, KN_F32, err) == 0, "write: %s", err);
-    int rc;
-    struct hx_model *m = load(dir, &rc, err);
-    QP_CHECK_MSG(m, "load failed: %s", err);
+    const char *dir = write_out(&mm.w, KN_F32);
+    struct hx_model *m = load_ok(dir);
     check_same_weights(&mm.w, &m->w);
     hx_model_close(m);
     // config.json says tied, and no lm_head.weight was written.
@@ -545,9 +545,7 @@ QP_TEST(write_then_load_should_be_bit_exact_for_f32_tied) {
 QP_TEST(write_should_sort_tensors_and_pad_header_to_8_bytes) {
     struct mem_model mm;
     mem_model_init(&mm, 0, 0);
-    char err[QP_ERRLEN];
-    const char *dir = subdir("out");
-    QP_CHECK_MSG(hx_safetensors_write(&mm.w, dir, KN_BF16, err) == 0, "write: %s", err);
+    const char *dir = write_out(&mm.w, KN_BF16);
     size_t len;
     char *st = qpt_read_file(join(dir, "model.safetensors"), &len);
     QP_CHECK(st && len > 8);
@@ -590,12 +588,8 @@ QP_TEST(write_should_sort_tensors_and_pad_header_to_8_bytes) {
 QP_TEST(write_f16_then_load_should_round_each_value_to_f16) {
     struct mem_model mm;
     mem_model_init(&mm, 0, 0);
-    char err[QP_ERRLEN];
-    const char *dir = subdir("out");
-    QP_CHECK_MSG(hx_safetensors_write(&mm.w, dir, KN_F16, err) == 0, "write: %s", err);
-    int rc;
-    struct hx_model *m = load(dir, &rc, err);
-    QP_CHECK_MSG(m, "load failed: %s", err);
+    const char *dir = write_out(&mm.w, KN_F16);
+    struct hx_model *m = load_ok(dir);
     QP_CHECK_INT_EQ(m->w.tok_embd.type, KN_F16);
     QP_CHECK_INT_EQ(m->w.layers[0].wq.type, KN_F32); // Q/K converted on load
     const struct kn_tensor *pairs[][2] = {{&mm.w.tok_embd, &m->w.tok_embd},
@@ -648,10 +642,7 @@ QP_TEST(write_then_load_should_reproduce_stories260K_bit_for_bit) {
     char err[QP_ERRLEN];
     int rc = hx_model_open(path, NULL, &src, err);
     QP_CHECK_MSG(rc == 0, "open: %s", err);
-    const char *dir = subdir("out");
-    QP_CHECK_MSG(hx_safetensors_write(&src->w, dir, KN_F32, err) == 0, "write: %s", err);
-    struct hx_model *m = load(dir, &rc, err);
-    QP_CHECK_MSG(m, "load failed: %s", err);
+    struct hx_model *m = load_ok(write_out(&src->w, KN_F32));
     check_same_weights(&src->w, &m->w);
     hx_model_close(m);
     hx_model_close(src);
