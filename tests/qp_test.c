@@ -111,6 +111,28 @@ int qpt_run(const char *cmd, char **out) {
     return -1;
 }
 
+const char *qpt_write_tmp(const char *name, const void *data, size_t len) {
+    static char path[8192];
+    snprintf(path, sizeof path, "%s/%s", qpt_tmpdir(), name);
+    FILE *f = fopen(path, "wb");
+    QP_CHECK(f != NULL);
+    QP_CHECK(fwrite(data, 1, len, f) == len);
+    QP_CHECK(fclose(f) == 0);
+    return path;
+}
+
+double qpt_urand(struct qpt_rng *r) {
+    r->s ^= r->s << 13;
+    r->s ^= r->s >> 7;
+    r->s ^= r->s << 17;
+    return ((double)(r->s >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+double qpt_gauss(struct qpt_rng *r) {
+    double u1 = qpt_urand(r), u2 = qpt_urand(r); // in this order (the cases' data depend on it)
+    return sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+}
+
 char *qpt_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;

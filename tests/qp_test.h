@@ -8,6 +8,7 @@
 #define QP_TEST_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,6 +79,18 @@ char *qpt_read_fixture(const char *rel, size_t *len);
 // Whitespace-separated non-negative integers of s[0..len) (token id lists) into a malloc'd
 // array of *n; fails the case on anything else.
 int *qpt_parse_ids(const char *s, size_t len, size_t *n);
+
+// Writes len bytes of data to NAME in the scratch directory and returns the path (static buffer);
+// fails the case when it cannot.
+const char *qpt_write_tmp(const char *name, const void *data, size_t len);
+
+// A case's deterministic random numbers: xorshift64 from a nonzero seed, e.g.
+// `static struct qpt_rng rng = {0x9e3779b97f4a7c15ull};`.
+struct qpt_rng {
+    uint64_t s;
+};
+double qpt_urand(struct qpt_rng *r); // uniform in (0, 1), 53 bits
+double qpt_gauss(struct qpt_rng *r); // standard normal (Box-Muller over two qpt_urand draws)
 
 // Writes the first n bytes of the shared TinyStories validation text to this case's scratch
 // directory and returns the path (static buffer).

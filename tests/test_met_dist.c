@@ -24,14 +24,9 @@
 // Summary values: one-pass sums (module) vs two-pass (test) over a few hundred O(1) values.
 #define TOL_SUM 1e-10
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static double urand(void) { // (0, 1)
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return ((rng >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-static double gauss(void) { return sqrt(-2.0 * log(urand())) * cos(2.0 * M_PI * urand()); }
+static struct qpt_rng rng = {0x9e3779b97f4a7c15ull};
+static double urand(void) { return qpt_urand(&rng); } // (0, 1)
+static double gauss(void) { return qpt_gauss(&rng); }
 
 // ---------------------------------------------------------------------------------------------
 // Independent reference computations

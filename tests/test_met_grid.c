@@ -15,14 +15,8 @@
 #include "qp.h"
 #include "qp_test.h"
 
-static uint64_t rng = 0xd1b54a32d192ed03ull;
-static double urand(void) { // (0, 1)
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return ((double)(rng >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-static double gauss(void) { return sqrt(-2.0 * log(urand())) * cos(2.0 * M_PI * urand()); }
+static struct qpt_rng rng = {0xd1b54a32d192ed03ull};
+static double gauss(void) { return qpt_gauss(&rng); }
 
 // ---------------------------------------------------------------------------------------------
 // Grid statistics

@@ -15,14 +15,8 @@
 // they agree to ~1e-14.
 #define TOL 1e-12
 
-static uint64_t rng = 0xd1b54a32d192ed03ull;
-static double urand(void) { // (0, 1)
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return ((rng >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-static double gauss(void) { return sqrt(-2.0 * log(urand())) * cos(2.0 * M_PI * urand()); }
+static struct qpt_rng rng = {0xd1b54a32d192ed03ull};
+static double gauss(void) { return qpt_gauss(&rng); }
 
 // ref ~ N(0, 1) with one large channel, var = ref + noise*N(0, 1); both (rows, width).
 static void make_pair(int rows, int width, double noise, float **ref, float **var) {

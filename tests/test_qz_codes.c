@@ -29,14 +29,8 @@
 #include "qz_rtn.h"
 #include "qz_spec.h"
 
-static uint64_t rng = 0x6a09e667f3bcc909ull;
-static double urand(void) { // (0, 1)
-    rng ^= rng << 13;
-    rng ^= rng >> 7;
-    rng ^= rng << 17;
-    return ((double)(rng >> 11) + 0.5) * (1.0 / 9007199254740992.0);
-}
-static double gauss(void) { return sqrt(-2.0 * log(urand())) * cos(2.0 * M_PI * urand()); }
+static struct qpt_rng rng = {0x6a09e667f3bcc909ull};
+static double gauss(void) { return qpt_gauss(&rng); }
 
 static struct qz_base base(const char *spec) {
     char err[QP_ERRLEN];

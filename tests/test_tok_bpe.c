@@ -35,16 +35,6 @@ static struct hx_tok *open_tok(const char *rel) {
 }
 
 
-__attribute__((unused)) static const char *write_tmp(const char *name, const void *data, size_t len) {
-    static char path[4096];
-    snprintf(path, sizeof path, "%s/%s", qpt_tmpdir(), name);
-    FILE *f = fopen(path, "wb");
-    QP_CHECK(f != NULL);
-    QP_CHECK(fwrite(data, 1, len, f) == len);
-    QP_CHECK(fclose(f) == 0);
-    return path;
-}
-
 
 // Runs llama.cpp's vectors NAME.gguf.inp/.out (inputs separated by "\n__ggml_vocab_test__\n",
 // the last one ending before the final "\n__ggml_vocab_test__"; one line of ids per input) as
@@ -282,7 +272,7 @@ static const char *patched_gpt2_n(const char *name, const char *key, const char 
     char *at = memmem(k, len - (size_t)(k - d), from, n);
     QP_CHECK(at != NULL);
     memcpy(at, to, n);
-    const char *p = write_tmp(name, d, len);
+    const char *p = qpt_write_tmp(name, d, len);
     free(d);
     return p;
 }
@@ -292,7 +282,7 @@ static const char *patched_gpt2(const char *name, const char *key, const char *f
     return patched_gpt2_n(name, key, from, to, strlen(from));
 }
 
-static const char *text_file(void) { return write_tmp("text.txt", "Hello world\n", 12); }
+static const char *text_file(void) { return qpt_write_tmp("text.txt", "Hello world\n", 12); }
 
 QP_TEST(gguf_merge_naming_an_unknown_token_should_be_refused_naming_it) {
     // The first merge "Ġ t" becomes "ɠ t": U+0260 is no token of GPT-2's.
@@ -326,7 +316,7 @@ QP_TEST(vocabulary_larger_than_the_embedding_should_be_refused) {
                    qpt_fixture("models/llama2c/stories260K.bin"), voc, text_file());
 }
 
-static const char *json_file(const char *name, const char *json) { return write_tmp(name, json, strlen(json)); }
+static const char *json_file(const char *name, const char *json) { return qpt_write_tmp(name, json, strlen(json)); }
 
 #define JSON_HEAD "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [\"a b\"]}, "
 
@@ -486,7 +476,7 @@ QP_TEST(metaspace_tokenizer_json_should_merge_by_rank_with_byte_fallback) {
              "\"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}]}}");
     char err[QP_ERRLEN];
     struct hx_tok *t = NULL;
-    QP_CHECK_MSG(hx_tok_load_json(write_tmp("tokenizer.json", json, strlen(json)), &t, err) == 0, "%s", err);
+    QP_CHECK_MSG(hx_tok_load_json(qpt_write_tmp("tokenizer.json", json, strlen(json)), &t, err) == 0, "%s", err);
     int ids[32];
     size_t n;
     // "ab a\n": ▁ab▁a<0x0A>; "a b" (rank 0) before "▁ a" (rank 1): ▁ ab ▁a \n -> ▁ab (rank 2).
@@ -512,7 +502,7 @@ QP_TEST(tokenize_command_should_print_what_the_library_encodes) {
     char cmd[8192], *out = NULL, want[256];
     static const char text[] = "Hello, y'all! <|im_end|>\n";
     snprintf(cmd, sizeof cmd, "'%s' tokenize -z '%s' --text '%s' --json", qpt_qprobe(), voc,
-             write_tmp("t.txt", text, sizeof text - 1));
+             qpt_write_tmp("t.txt", text, sizeof text - 1));
     QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
     struct hx_tok *t = open_tok("models/tokenizers/qwen3/tokenizer.json");
     int ids[32];
@@ -525,7 +515,7 @@ QP_TEST(tokenize_command_should_print_what_the_library_encodes) {
     hx_tok_destroy(t);
     // -z with a llama2.c tokenizer.bin alone: its records are counted.
     snprintf(cmd, sizeof cmd, "'%s' tokenize -z '%s' --text '%s'", qpt_qprobe(), qpt_fixture("models/llama2c/tok512.bin"),
-             write_tmp("u.txt", "Once", 4));
+             qpt_write_tmp("u.txt", "Once", 4));
     QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
     QP_CHECK_MSG(strncmp(out, "1 ", 2) == 0, "%s", out);
     free(out);

@@ -19,16 +19,6 @@
 #define STORIES_VOCAB 512
 
 
-static const char *write_tmp(const char *name, const void *data, size_t len) {
-    static char path[4096];
-    snprintf(path, sizeof path, "%s/%s", qpt_tmpdir(), name);
-    FILE *f = fopen(path, "wb");
-    QP_CHECK(f != NULL);
-    QP_CHECK(fwrite(data, 1, len, f) == len);
-    QP_CHECK(fclose(f) == 0);
-    return path;
-}
-
 static void put_i32(unsigned char *p, int32_t v) {
     uint32_t u;
     memcpy(&u, &v, 4);
@@ -430,7 +420,7 @@ static const char *write_newline_vocab(void) {
         }
         ip += 8 + (size_t)l;
     }
-    const char *path = write_tmp("newline.bin", o, op);
+    const char *path = qpt_write_tmp("newline.bin", o, op);
     free(o);
     free(d);
     return path;
@@ -577,7 +567,7 @@ QP_TEST(piece_should_decode_byte_tokens_and_drop_space_after_bos) {
 
 static void check_bad_file(const char *name, const void *data, size_t len, int vocab, int want_rc,
                            const char *want_msg) {
-    char *path = dup_path(write_tmp(name, data, len));
+    char *path = dup_path(qpt_write_tmp(name, data, len));
     char err[QP_ERRLEN] = "";
     struct hx_tok *t = (struct hx_tok *)&err; // must be reset to NULL
     int rc = hx_tok_load_llama2c(path, vocab, &t, err);
@@ -595,7 +585,7 @@ QP_TEST(load_llama2c_should_reject_malformed_files_with_a_message) {
     unsigned char *good = (unsigned char *)qpt_read_fixture("models/llama2c/tok512.bin", &len);
     // Every truncation point fails cleanly (none may crash or succeed).
     for (size_t cut = 0; cut < len; cut += (cut < 64 ? 1 : 97)) {
-        char *path = dup_path(write_tmp("cut.bin", good, cut));
+        char *path = dup_path(qpt_write_tmp("cut.bin", good, cut));
         char err[QP_ERRLEN] = "";
         struct hx_tok *t = NULL;
         int rc = hx_tok_load_llama2c(path, STORIES_VOCAB, &t, err);
@@ -636,7 +626,7 @@ QP_TEST(load_llama2c_should_accept_tokens_longer_than_max_token_length) {
     size_t len;
     unsigned char *d = (unsigned char *)qpt_read_fixture("models/llama2c/tok512.bin", &len);
     put_i32(d, 1); // stated max 1, real max 7: still within the file, so accepted
-    const char *path = write_tmp("shortmax.bin", d, len);
+    const char *path = qpt_write_tmp("shortmax.bin", d, len);
     char err[QP_ERRLEN] = "";
     struct hx_tok *t = NULL;
     QP_CHECK_MSG(hx_tok_load_llama2c(path, STORIES_VOCAB, &t, err) == 0, "%s", err);
