@@ -419,12 +419,20 @@ struct e2e {
 #define E2E_CTX 256
 #define E2E_CHUNKS 60
 
-static void e2e_open(struct e2e *E) {
-    memset(E, 0, sizeof *E);
+// The fixture model with its tokenizer (checked); close with hx_model_close.
+static struct hx_model *open_fixture_model(void) {
     char path[4096], tok[4096], err[QP_ERRLEN];
     snprintf(path, sizeof path, "%s", qpt_fixture(MODEL));
     snprintf(tok, sizeof tok, "%s", qpt_fixture(TOK));
-    QP_CHECK_MSG(hx_model_open(path, tok, &E->m, err) == 0, "%s", err);
+    struct hx_model *m;
+    QP_CHECK_MSG(hx_model_open(path, tok, &m, err) == 0, "%s", err);
+    return m;
+}
+
+static void e2e_open(struct e2e *E) {
+    memset(E, 0, sizeof *E);
+    char err[QP_ERRLEN];
+    E->m = open_fixture_model();
     size_t len;
     E->text = qpt_read_file(qpt_fixture(TEXT), &len);
     QP_CHECK(E->text && len > EVAL_FROM);
@@ -706,11 +714,8 @@ QP_TEST(ppl_should_take_calib_and_refuse_missing_or_overlapping_calibration) {
 // Windows run in parallel lanes and are merged in window order: the quantized model must be the
 // same bits with 1 and 2 threads.
 QP_TEST(calibrated_quantization_should_not_depend_on_the_thread_count) {
-    char path[4096], tok[4096], err[QP_ERRLEN];
-    snprintf(path, sizeof path, "%s", qpt_fixture(MODEL));
-    snprintf(tok, sizeof tok, "%s", qpt_fixture(TOK));
-    struct hx_model *m;
-    QP_CHECK_MSG(hx_model_open(path, tok, &m, err) == 0, "%s", err);
+    char err[QP_ERRLEN];
+    struct hx_model *m = open_fixture_model();
     size_t len;
     char *text = qpt_read_file(qpt_fixture(TEXT), &len);
     struct hx_calib *cal;
@@ -768,11 +773,8 @@ static void cap_probe(void *ctx, enum kn_site site, int layer, const float *x, i
 // option states (scale = max|x| / 127, rint(x / scale) · scale); without it wo · mix. The
 // classifier's input is not quantized: logits = output · rmsnorm(last block's output).
 QP_TEST(act_int8_should_quantize_each_input_row_of_the_block_linears_to_int8) {
-    char path[4096], tok[4096], err[QP_ERRLEN];
-    snprintf(path, sizeof path, "%s", qpt_fixture(MODEL));
-    snprintf(tok, sizeof tok, "%s", qpt_fixture(TOK));
-    struct hx_model *m;
-    QP_CHECK_MSG(hx_model_open(path, tok, &m, err) == 0, "%s", err);
+    char err[QP_ERRLEN];
+    struct hx_model *m = open_fixture_model();
     const struct kn_config *c = &m->w.cfg;
     QP_CHECK(c->dim == 64);
     int toks[16];
@@ -854,11 +856,8 @@ static void cap2_probe(void *ctx, enum kn_site site, int layer, const float *x, 
 // w_down input) makes that linear's input 0, so the block's MLP output is exactly 0. Bad tables
 // are refused.
 QP_TEST(act_int8_tensor_should_quantize_with_the_static_scale_and_saturate) {
-    char path[4096], tok[4096], err[QP_ERRLEN];
-    snprintf(path, sizeof path, "%s", qpt_fixture(MODEL));
-    snprintf(tok, sizeof tok, "%s", qpt_fixture(TOK));
-    struct hx_model *m;
-    QP_CHECK_MSG(hx_model_open(path, tok, &m, err) == 0, "%s", err);
+    char err[QP_ERRLEN];
+    struct hx_model *m = open_fixture_model();
     const struct kn_config *c = &m->w.cfg;
     QP_CHECK(c->dim == 64 && c->n_layers >= 2);
     int toks[16];
@@ -933,11 +932,8 @@ QP_TEST(act_int8_tensor_should_quantize_with_the_static_scale_and_saturate) {
 // gives per-channel int8 weights (the same as qz_w8_channel), fp32 embedding and classifier and
 // per-token int8 activations; in a name~ rule it is refused.
 QP_TEST(w8a8_static_scales_should_be_the_calibration_absmax_over_127) {
-    char path[4096], tok[4096], err[QP_ERRLEN];
-    snprintf(path, sizeof path, "%s", qpt_fixture(MODEL));
-    snprintf(tok, sizeof tok, "%s", qpt_fixture(TOK));
-    struct hx_model *m;
-    QP_CHECK_MSG(hx_model_open(path, tok, &m, err) == 0, "%s", err);
+    char err[QP_ERRLEN];
+    struct hx_model *m = open_fixture_model();
     const struct kn_config *c = &m->w.cfg;
     size_t len;
     char *text = qpt_read_file(qpt_fixture(TEXT), &len);
