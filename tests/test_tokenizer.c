@@ -288,7 +288,8 @@ QP_TEST(encode_should_treat_lower_one_eighth_block_in_text_as_space) {
 }
 
 // The plain specification: scan all adjacent pairs, merge the best (leftmost on ties), repeat.
-// O(n^2); only for short texts.
+// O(n^2); only for short texts. (About 80 lines on purpose: the reference reads top to bottom —
+// units, merges, ids — as one piece to check by eye against the description above.)
 static int *naive_encode(const struct hx_tok *t, const char *text, size_t len, size_t *n_out) {
     size_t blen = len + 1;
     char *buf = malloc(blen);

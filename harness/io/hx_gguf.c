@@ -980,57 +980,37 @@ static int writer_alignment(const struct hx_gguf_writer *w, size_t *out) {
     return 0;
 }
 
-int hx_gguf_writer_write(struct hx_gguf_writer *w, const char *path, char *err) {
-    size_t align;
-    if (writer_alignment(w, &align)) {
-        return qp_fail(err, QP_EINVAL,
-                       "cannot write '%s': general.alignment must be a power-of-two uint32",
-                       path);
-    }
-    // Header and tensor infos, in memory; offsets relative to the data section.
-    struct buf h = {0};
-    buf_put(&h, HX_GGUF_MAGIC, 4);
-    buf_u32(&h, 3);
-    buf_u64(&h, w->n_tensors);
-    buf_u64(&h, w->n_kv);
+// The header and tensor infos into h (offsets relative to the data section); h->oom on failure.
+static void writer_header(const struct hx_gguf_writer *w, size_t align, struct buf *h) {
+    buf_put(h, HX_GGUF_MAGIC, 4);
+    buf_u32(h, 3);
+    buf_u64(h, w->n_tensors);
+    buf_u64(h, w->n_kv);
     for (size_t i = 0; i < w->n_kv; i++) {
-        buf_str(&h, w->kvs[i].key, strlen(w->kvs[i].key));
-        buf_put(&h, w->kvs[i].val.p, w->kvs[i].val.n);
+        buf_str(h, w->kvs[i].key, strlen(w->kvs[i].key));
+        buf_put(h, w->kvs[i].val.p, w->kvs[i].val.n);
     }
     uint64_t off = 0;
     for (size_t i = 0; i < w->n_tensors; i++) {
         const struct wtensor *t = &w->tensors[i];
-        buf_str(&h, t->name, strlen(t->name));
-        buf_u32(&h, (uint32_t)t->n_dims);
-        for (int d = 0; d < t->n_dims; d++) buf_u64(&h, (uint64_t)t->ne[d]);
-        buf_u32(&h, (uint32_t)t->type);
-        buf_u64(&h, off);
+        buf_str(h, t->name, strlen(t->name));
+        buf_u32(h, (uint32_t)t->n_dims);
+        for (int d = 0; d < t->n_dims; d++) buf_u64(h, (uint64_t)t->ne[d]);
+        buf_u32(h, (uint32_t)t->type);
+        buf_u64(h, off);
         off += t->nbytes + (align - t->nbytes % align) % align;
     }
-    if (h.oom) {
-        free(h.p);
-        return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
-    }
+}
 
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 16);
-    if (!tmp) {
-        free(h.p);
-        return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
-    }
-    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(h.p);
-        free(tmp);
-        return qp_fail(err, QP_EIO, "cannot write '%s': %s", path, strerror(e));
-    }
+// Writes header h and the tensors' data, each padded to align, into the temporary file tmp
+// (opened on fd), then renames it to path; the temporary file is removed on any failure.
+static int writer_file(const struct hx_gguf_writer *w, const struct buf *h, size_t align, int fd, const char *tmp,
+                       const char *path, char *err) {
     fchmod(fd, 0644);
     FILE *f = fdopen(fd, "wb");
     int bad = f == NULL;
     if (!f) close(fd);
-    if (!bad) bad = write_all(f, h.p, h.n) || write_zeros(f, (align - h.n % align) % align);
+    if (!bad) bad = write_all(f, h->p, h->n) || write_zeros(f, (align - h->n % align) % align);
     for (size_t i = 0; !bad && i < w->n_tensors; i++) {
         const struct wtensor *t = &w->tensors[i];
         bad = write_all(f, t->data, t->nbytes) ||
@@ -1052,8 +1032,34 @@ int hx_gguf_writer_write(struct hx_gguf_writer *w, const char *path, char *err) 
         bad = 1;
     }
     if (bad) unlink(tmp);
-    free(h.p);
-    free(tmp);
     if (bad) return qp_fail(err, QP_EWRITE, "cannot write '%s': %s", path, strerror(e));
     return 0;
+}
+
+int hx_gguf_writer_write(struct hx_gguf_writer *w, const char *path, char *err) {
+    size_t align;
+    if (writer_alignment(w, &align)) {
+        return qp_fail(err, QP_EINVAL,
+                       "cannot write '%s': general.alignment must be a power-of-two uint32",
+                       path);
+    }
+    struct buf h = {0};
+    writer_header(w, align, &h);
+    if (h.oom) {
+        free(h.p);
+        return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    }
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 16);
+    if (!tmp) {
+        free(h.p);
+        return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
+    }
+    snprintf(tmp, plen + 16, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp), rc;
+    if (fd < 0) rc = qp_fail(err, QP_EIO, "cannot write '%s': %s", path, strerror(errno));
+    else rc = writer_file(w, &h, align, fd, tmp, path, err);
+    free(h.p);
+    free(tmp);
+    return rc;
 }
