@@ -302,25 +302,27 @@ static int fig_hist_plot(const struct rpt_gnuplot *g, const char *dir, const cha
     return rc;
 }
 
-// Where a histogram figure's blocks come from: the top RPT_TOP_HIST subjects of top_sql (run id
-// ?1, limit ?2), each with its bins from hist_sql (run id ?1, subject ?2). describe() names a row
-// of top: its subject, the rest of its block's comment line, its legend label.
+// A histogram figure: its blocks are the top RPT_TOP_HIST subjects of top_sql (run id ?1, limit
+// ?2), each with its bins from hist_sql (run id ?1, subject ?2). describe() names a row of top:
+// its subject, the rest of its block's comment line, its legend label. skip: the reason listed
+// when no subject has bins.
 struct hist_src {
+    const char *name, *title, *xlabel, *ylabel, *skip, *caption;
     const char *top_sql, *hist_sql;
     void (*describe)(sqlite3_stmt *top, char *subject, size_t subject_cap, char *head, size_t head_cap,
                      char *label, size_t label_cap);
 };
 
-// Writes NAME.dat: one block per subject that has bins, its label into labels[*n].
-static int hist_dat(const struct rpt_study *s, const char *dir, const char *name, const char *title,
-                    const struct hist_src *src, char (*labels)[200], int *n, char *err) {
+// Writes src's NAME.dat: one block per subject that has bins, its label into labels[*n].
+static int hist_dat(const struct rpt_study *s, const char *dir, const struct hist_src *src, char (*labels)[200],
+                    int *n, char *err) {
     sqlite3_stmt *top = NULL, *h = NULL;
     int rc = fig_prepare(s, src->top_sql, &top, err);
     if (!rc) rc = fig_prepare(s, src->hist_sql, &h, err);
     FILE *f = NULL;
     int step = SQLITE_DONE;
     *n = 0;
-    if (!rc && !(f = rpt_dat_open(dir, name, title, err))) rc = QP_EIO;
+    if (!rc && !(f = rpt_dat_open(dir, src->name, src->title, err))) rc = QP_EIO;
     if (!rc) {
         sqlite3_bind_int64(top, 1, s->run_id);
         sqlite3_bind_int(top, 2, RPT_TOP_HIST);
@@ -341,7 +343,7 @@ static int hist_dat(const struct rpt_study *s, const char *dir, const char *name
     sqlite3_finalize(top);
     sqlite3_finalize(h);
     if (f) {
-        int crc = rpt_dat_close(f, dir, name, err);
+        int crc = rpt_dat_close(f, dir, src->name, err);
         if (!rc) rc = crc;
     }
     return rc;
@@ -356,26 +358,18 @@ static void describe_weight(sqlite3_stmt *top, char *subject, size_t subject_cap
     snprintf(label, label_cap, "%s (kurtosis %.1f, max %.1fσ)", tensor, col_d(top, 1), col_d(top, 2));
 }
 
-static int figs_weight_hist(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
-                            struct rpt_figs *o, char *err) {
-    const char *name = "weight_hist", *title = "Weight magnitude histograms of the heaviest-tailed tensors";
-    static const struct hist_src src = {
-        "SELECT tensor, kurtosis, max_over_std FROM weight_stat WHERE run_id = ?"
-        " AND kurtosis IS NOT NULL ORDER BY kurtosis DESC, tensor LIMIT ?",
-        "SELECT bin, lo, hi, count FROM histogram WHERE run_id = ? AND variant_id IS NULL"
-        " AND kind = 'weight_log10_abs' AND subject = ? ORDER BY bin",
-        describe_weight};
-    char labels[RPT_TOP_HIST][200];
-    int n, rc = hist_dat(s, dir, name, title, &src, labels, &n, err);
-    if (rc) return rc;
-    return fig_hist_plot(g, dir, name, title, "log10 |w|  (quarter-decade bins)", "weights per bin (log scale)",
-                         labels, n, o,
-                         "weight_hist: no weight statistics or histograms (tables weight_stat, histogram) in this run",
-                         "Histogram of log10 |w| of the unquantized weights for the tensors with the largest kurtosis "
-                         "(normal = 3): a long right tail means a few large weights that stretch a quantization "
-                         "group's range and cost the small weights their resolution.",
-                         err);
-}
+static const struct hist_src weight_hist = {
+    "weight_hist", "Weight magnitude histograms of the heaviest-tailed tensors", "log10 |w|  (quarter-decade bins)",
+    "weights per bin (log scale)",
+    "weight_hist: no weight statistics or histograms (tables weight_stat, histogram) in this run",
+    "Histogram of log10 |w| of the unquantized weights for the tensors with the largest kurtosis "
+    "(normal = 3): a long right tail means a few large weights that stretch a quantization "
+    "group's range and cost the small weights their resolution.",
+    "SELECT tensor, kurtosis, max_over_std FROM weight_stat WHERE run_id = ?"
+    " AND kurtosis IS NOT NULL ORDER BY kurtosis DESC, tensor LIMIT ?",
+    "SELECT bin, lo, hi, count FROM histogram WHERE run_id = ? AND variant_id IS NULL"
+    " AND kind = 'weight_log10_abs' AND subject = ? ORDER BY bin",
+    describe_weight};
 
 // A row of act_stat: layer, site, max / median channel absmax.
 static void describe_act(sqlite3_stmt *top, char *subject, size_t subject_cap, char *head, size_t head_cap,
@@ -385,25 +379,28 @@ static void describe_act(sqlite3_stmt *top, char *subject, size_t subject_cap, c
     snprintf(label, label_cap, "%s (max = %.1f × median channel)", subject, col_d(top, 2));
 }
 
-static int figs_act_hist(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir,
-                         struct rpt_figs *o, char *err) {
-    const char *name = "act_hist", *title = "Activation channel absmax histograms of the most extreme sites";
-    static const struct hist_src src = {
-        "SELECT layer, site, max_abs / median_channel_absmax, kurtosis FROM act_stat"
-        " WHERE run_id = ? AND median_channel_absmax > 0"
-        " ORDER BY max_abs / median_channel_absmax DESC, layer, site LIMIT ?",
-        "SELECT bin, lo, hi, count FROM histogram WHERE run_id = ? AND variant_id IS NULL"
-        " AND kind = 'act_channel_absmax_log10' AND subject = ? ORDER BY bin",
-        describe_act};
+static const struct hist_src act_hist = {
+    "act_hist", "Activation channel absmax histograms of the most extreme sites", "log10 (channel absmax)",
+    "channels per bin (log scale)",
+    "act_hist: no activation statistics or histograms (tables act_stat, histogram) in this run",
+    "Histogram over channels of each channel's largest |activation| in the reference, for the probe "
+    "sites whose largest channel is furthest above the median channel. Isolated channels far to the "
+    "right are the activation outliers that per-tensor activation quantization (act=q8) must cover.",
+    "SELECT layer, site, max_abs / median_channel_absmax, kurtosis FROM act_stat"
+    " WHERE run_id = ? AND median_channel_absmax > 0"
+    " ORDER BY max_abs / median_channel_absmax DESC, layer, site LIMIT ?",
+    "SELECT bin, lo, hi, count FROM histogram WHERE run_id = ? AND variant_id IS NULL"
+    " AND kind = 'act_channel_absmax_log10' AND subject = ? ORDER BY bin",
+    describe_act};
+
+// The histogram figure src: its data, then its plot (or the reason it is not drawn).
+static int figs_hist(const struct rpt_study *s, const struct rpt_gnuplot *g, const char *dir, struct rpt_figs *o,
+                     const struct hist_src *src, char *err) {
     char labels[RPT_TOP_HIST][200];
-    int n, rc = hist_dat(s, dir, name, title, &src, labels, &n, err);
+    int n, rc = hist_dat(s, dir, src, labels, &n, err);
     if (rc) return rc;
-    return fig_hist_plot(g, dir, name, title, "log10 (channel absmax)", "channels per bin (log scale)", labels, n,
-                         o, "act_hist: no activation statistics or histograms (tables act_stat, histogram) in this run",
-                         "Histogram over channels of each channel's largest |activation| in the reference, for the probe "
-                         "sites whose largest channel is furthest above the median channel. Isolated channels far to the "
-                         "right are the activation outliers that per-tensor activation quantization (act=q8) must cover.",
-                         err);
+    return fig_hist_plot(g, dir, src->name, src->title, src->xlabel, src->ylabel, labels, n, o, src->skip,
+                         src->caption, err);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -596,8 +593,8 @@ int rpt_figs_write(const struct rpt_study *s, const struct rpt_gnuplot *g, const
     memset(out, 0, sizeof *out);
     int rc = rpt_trade_figs(s, g, dir, out, err);
     if (!rc) rc = figs_layers(s, g, dir, out, layer_idx, n_layer, err);
-    if (!rc) rc = figs_weight_hist(s, g, dir, out, err);
-    if (!rc) rc = figs_act_hist(s, g, dir, out, err);
+    if (!rc) rc = figs_hist(s, g, dir, out, &weight_hist, err);
+    if (!rc) rc = figs_hist(s, g, dir, out, &act_hist, err);
     if (!rc) rc = figs_grid(s, g, dir, out, err);
     if (!rc) rc = figs_tasks(s, g, dir, out, err);
     if (!rc) rc = figs_speed_size(s, g, dir, out, err);
