@@ -292,8 +292,7 @@ static int walk_nfp4(const struct qz_base *b, const float *w, int64_t rows, int6
         for (int64_t j = 0; j < per_row; j++) {
             const float *x = w + r * cols + j * gs;
             int64_t n = QP_MIN(gs, cols - j * gs);
-            float amax = 0;
-            for (int64_t k = 0; k < n; k++) amax = fmaxf(amax, fabsf(x[k]));
+            float amax = qz_block_absmax(x, n);
             float scale = amq ? amq[r * per_row + j] : amax; // as qz_fake_quant: codes from the
             float inv = amax > 0 ? 1.0f / amax : 0.0f;        // exact absmax, values from the stored
             for (int64_t k = 0; k < n; k++) {

@@ -267,8 +267,7 @@ static int nfp4_tensor(const struct qz_base *b, const float *src, float *dst, in
             int64_t off = r * cols + j * gs, n = QP_MIN(gs, cols - j * gs);
             const float *x = src + off;
             float *y = dst + off;
-            float amax = 0;
-            for (int64_t k = 0; k < n; k++) amax = fmaxf(amax, fabsf(x[k]));
+            float amax = qz_block_absmax(x, n);
             float scale = b->dq ? amq[r * per_row + j] : amax; // the stored absmax
             float inv = amax > 0 ? 1.0f / amax : 0.0f;         // codes from the exact absmax
             for (int64_t k = 0; k < n; k++) {
@@ -286,6 +285,12 @@ int qz_nf4_code(float v) { return nf4_code(v); }
 
 int qz_fp4_code(float v) { return fp4_code(v); }
 
+float qz_block_absmax(const float *x, int64_t n) {
+    float m = 0;
+    for (int64_t k = 0; k < n; k++) m = fmaxf(m, fabsf(x[k]));
+    return m;
+}
+
 float *qz_nfp4_dq_absmax(const float *w, int64_t rows, int64_t cols, int64_t group) {
     int64_t per_row = ceil_div(cols, group), nb = rows * per_row;
     float *am = qp_alloc_array((size_t)nb + 1, sizeof(float));
@@ -296,11 +301,7 @@ float *qz_nfp4_dq_absmax(const float *w, int64_t rows, int64_t cols, int64_t gro
     }
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < per_row; j++) {
-            const float *x = w + r * cols + j * group;
-            int64_t n = QP_MIN(group, cols - j * group);
-            float m = 0;
-            for (int64_t k = 0; k < n; k++) m = fmaxf(m, fabsf(x[k]));
-            am[r * per_row + j] = m;
+            am[r * per_row + j] = qz_block_absmax(w + r * cols + j * group, QP_MIN(group, cols - j * group));
         }
     double_quant(am, amq, nb);
     qp_free(am);

@@ -130,6 +130,10 @@ void qz_rtn_group_grid(const struct qz_base *b, const float *x, int64_t n, struc
 int qz_nf4_code(float v);
 int qz_fp4_code(float v);
 
+// The largest |x[k]| of x[0..n) (0 for n = 0; NaN is passed over, as fmaxf does): a block's
+// absmax as NF4/FP4 scale by it.
+float qz_block_absmax(const float *x, int64_t n);
+
 // dq: the stored (double-quantized) absmax values of the blocks of group values of w (rows, cols)
 // — ceil(cols / group) per row, in row-major block order — as qz_fake_quant computes them with
 // :dq. Returns an array from qp_alloc (free with qp_free; at least one element), NULL when out of
