@@ -21,7 +21,6 @@
 #include "rpt_table.h"
 #include "rpt_trends.h"
 
-#define RPT_MAX_FINDINGS 64
 
 // The tables of the report, each written as NAME.csv (and shown in index.html).
 enum { T_VARIANTS, T_LAYERS, T_SENS, T_WEIGHTS, T_ACTS, T_GRID, T_TASKS, T_GEN, T_COUNT };
@@ -50,8 +49,9 @@ struct rpt_ctx {
     const struct rpt_opts *o;
     struct rpt_study *s;
     struct rpt_table t[T_COUNT];
-    char *findings[RPT_MAX_FINDINGS]; // Markdown-ish lines: `code` spans only
-    int n_findings;
+    char **findings; // Markdown-ish lines: `code` spans only (n_findings of cap_findings)
+    int n_findings, cap_findings;
+    int findings_oom; // a finding could not be stored: the report fails (never a silent cut)
     struct rpt_figs figs;
     struct rpt_gnuplot gp;
     int has_gate;
@@ -65,11 +65,21 @@ struct rpt_ctx {
 
 static void finding(struct rpt_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void finding(struct rpt_ctx *c, const char *fmt, ...) {
-    if (c->n_findings == RPT_MAX_FINDINGS) return;
+    if (c->n_findings == c->cap_findings) {
+        int cap = c->cap_findings ? 2 * c->cap_findings : 64;
+        char **nf = realloc(c->findings, (size_t)cap * sizeof *nf);
+        if (!nf) {
+            c->findings_oom = 1;
+            return;
+        }
+        c->findings = nf;
+        c->cap_findings = cap;
+    }
     va_list ap;
     va_start(ap, fmt);
     char *s = NULL;
     if (vasprintf(&s, fmt, ap) >= 0) c->findings[c->n_findings++] = s;
+    else c->findings_oom = 1;
     va_end(ap);
 }
 
@@ -973,6 +983,10 @@ int rpt_report_write(const struct rpt_opts *o, struct rpt_outcome *out, char *er
         if ((rc = rpt_trends_write_html(c.trends, o->out_dir, err))) goto done;
         out->n_runs_history = rpt_trends_n_runs(c.trends);
     }
+    if (c.findings_oom) {
+        rc = qp_fail(err, QP_ENOMEM, "out of memory collecting the findings");
+        goto done;
+    }
     if ((rc = write_md(&c))) goto done;
     rc = write_html(&c);
 done:
@@ -980,6 +994,7 @@ done:
     rpt_gen_destroy(c.gen);
     for (int k = 0; k < T_COUNT; k++) rpt_table_deinit(&c.t[k]);
     for (int i = 0; i < c.n_findings; i++) free(c.findings[i]);
+    free(c.findings);
     rpt_study_close(c.s);
     return rc;
 }

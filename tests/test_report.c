@@ -793,3 +793,31 @@ QP_TEST(variant_lists_should_match_specs_that_contain_commas) {
     QP_CHECK(strstr(err, "'output'") != NULL);
     rpt_study_close(s);
 }
+
+// Every finding reaches the report, however many there are (there used to be a silent cut at 64):
+// the study's variant with a layer ranking is copied 70 times, each copy one more "worst layer"
+// line.
+QP_TEST(every_finding_should_reach_the_report_when_there_are_many) {
+    char db[4200], sql[1024];
+    snprintf(db, sizeof db, "%s/many.sqlite", qpt_tmpdir());
+    QP_CHECK_INT_EQ(sh(NULL, "cp '%s' '%s'", study_db(), db), 0);
+    for (int k = 0; k < 70; k++) {
+        snprintf(sql, sizeof sql,
+                 "INSERT INTO variant (run_id, spec, ord, is_reference, bits_per_weight, weight_bytes, n_weights,"
+                 " finished) SELECT run_id, 'copy-%d', 100 + %d, 0, bits_per_weight, weight_bytes, n_weights, finished"
+                 " FROM variant WHERE spec = 'q8_0';"
+                 "INSERT INTO sensitivity SELECT (SELECT id FROM variant WHERE spec = 'copy-%d'), layer, tensor,"
+                 " kld_mean, kld_stderr, top1, tokens, rank FROM sensitivity"
+                 " WHERE variant_id = (SELECT id FROM variant WHERE spec = 'q8_0');",
+                 k, k, k);
+        qpt_db_exec(db, sql);
+    }
+    char *md = report_file(db, "summary.md");
+    for (int k = 0; k < 70; k++) {
+        char want[64];
+        snprintf(want, sizeof want, "`copy-%d`: layer", k);
+        QP_CHECK_MSG(strstr(md, want) != NULL, "no finding for copy-%d in summary.md", k);
+    }
+    QP_CHECK_MSG(strstr(md, "Reference perplexity") != NULL, "the last finding is missing");
+    free(md);
+}
