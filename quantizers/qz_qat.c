@@ -236,19 +236,23 @@ int qz_qat_grid_init(struct qz_qat_grid *g, const struct qz_base *b, const float
 // The unclamped code of w in a group (as a float: no int overflow), and its clamped value.
 static inline float qat_raw(float w, float s, float z, float m) { return s != 0 ? roundf((w - m) / s) + z : z; }
 
-void qz_qat_fake(const struct qz_qat_grid *g, const float *w, float *out, int64_t r0, int64_t r1) {
+void qz_qat_fake_rows(const struct qz_qat_grid *g, const float *w, int64_t r0, int64_t r1, float *out) {
     float lo = (float)g->qmin, hi = (float)g->qmax;
     for (int64_t r = r0; r < r1; r++)
         for (int64_t j = 0; j < g->gpr; j++) {
             int64_t gi = r * g->gpr + j, c0 = j * g->group, n = QP_MIN(g->group, g->cols - c0);
             float s = g->scale[gi], z = g->zero[gi], m = g->min ? g->min[gi] : 0.0f;
             const float *x = w + r * g->cols + c0;
-            float *y = out + r * g->cols + c0;
+            float *y = out + (r - r0) * g->cols + c0;
             for (int64_t k = 0; k < n; k++) {
                 float q = fminf(fmaxf(qat_raw(x[k], s, z, m), lo), hi);
                 y[k] = g->min ? (q - z) * s + m : (q - z) * s;
             }
         }
+}
+
+void qz_qat_fake(const struct qz_qat_grid *g, const float *w, float *out, int64_t r0, int64_t r1) {
+    if (r1 > r0) qz_qat_fake_rows(g, w, r0, r1, out + r0 * g->cols);
 }
 
 void qz_qat_grad(const struct qz_qat_grid *g, const float *w, const float *dout, float *dw, float *dscale,
