@@ -403,6 +403,45 @@ QP_TEST(qat_gradients_should_pass_inside_the_grid_and_stop_at_clipped_weights) {
     qz_qat_grid_deinit(&g);
 }
 
+// The fake quantizer (SSE2 and scalar, no libm) gives the float of its definition,
+// fminf(fmaxf(roundf((w − m)/s) + z, qmin), qmax) then (q − z)·s (+ m), bit for bit: every grid
+// kind, random weights with ties (k + 0.5 steps), zeros of both signs, huge, infinite and NaN
+// weights, and a group whose scale is 0.
+QP_TEST(qat_fake_quantization_should_equal_its_roundf_definition_bit_for_bit) {
+    enum { R = 3, C = 101 }; // a group of 32 and a partial one: both SSE2 and scalar paths
+    const char *specs[] = {"qat:bits=3:group=32", "qat:bits=3:group=32:asym", "qat:bits=2:group=16:asym",
+                           "qat:bits=8:group=64", "qat:q4_0", "qat:q4_1", "qat:q5_0", "qat:q5_1", "qat:q8_0"};
+    float w[R * 128], y[R * 128];
+    rng_state = 5;
+    for (size_t k = 0; k < QP_ARRAY_LEN(specs); k++) {
+        char err[QP_ERRLEN];
+        struct qz_variant *v;
+        QP_CHECK(qz_variant_parse(specs[k], &v, err) == 0);
+        int cols = v->base.ggml_type >= 0 ? 96 : C;
+        for (int i = 0; i < R * cols; i++) w[i] = (float)(0.1 * rng_uniform());
+        struct qz_qat_grid g;
+        QP_CHECK(qz_qat_grid_init(&g, &v->base, w, R, cols) == 0);
+        float s0 = g.scale[0], m0 = g.min ? g.min[0] : 0.0f;
+        for (int i = 0; i < 16; i++) w[i] = (float)(i - 8) * 0.5f * s0 + m0; // exact ties and integers
+        const float special[] = {0.0f, -0.0f, 1e30f, -1e30f, INFINITY, -INFINITY, NAN, 3e-39f, -3e-39f};
+        for (size_t i = 0; i < QP_ARRAY_LEN(special); i++) w[16 + i] = special[i];
+        g.scale[g.gpr] = 0.0f; // row 1's first group
+        qz_qat_fake(&g, w, y, 0, R);
+        float lo = (float)g.qmin, hi = (float)g.qmax;
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < cols; c++) {
+                int64_t gi = r * g.gpr + c / g.group;
+                float sc = g.scale[gi], z = g.zero[gi], m = g.min ? g.min[gi] : 0.0f, x = w[r * cols + c];
+                float q = fminf(fmaxf(sc != 0 ? roundf((x - m) / sc) + z : z, lo), hi);
+                float want = g.min ? (q - z) * sc + m : (q - z) * sc, got = y[r * cols + c];
+                QP_CHECK_MSG(memcmp(&want, &got, 4) == 0, "%s [%d][%d] w=%.9g: %.9g, want %.9g", specs[k], r, c, x,
+                             got, want);
+            }
+        qz_qat_grid_deinit(&g);
+        qz_variant_destroy(v);
+    }
+}
+
 // q4_1's minimum: inside the range it does not move w' (0), at a clamped weight by 1.
 QP_TEST(qat_minimum_gradient_should_count_only_clamped_weights) {
     struct qz_base b;
