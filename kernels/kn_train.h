@@ -95,13 +95,8 @@ struct kn_train_layout {
     float *rope_freqs, *rope_short, *rope_long;
 };
 
-// 0 when the block of cfg is one this module trains, else QP_ENOTSUP with "qat: ... this FAMILY
-// model has FEATURE" in err. Every family of kn_model.h is trained (the function stays as the
-// one place a future block variant is refused until its backward pass exists).
-int kn_train_block_check(const struct kn_config *cfg, char *err);
-
-// Fills L for cfg (checked with kn_config_check and kn_train_block_check). 0, QP_ERANGE,
-// QP_ENOTSUP or QP_ENOMEM with err.
+// Fills L for cfg (checked with kn_config_check; every family of kn_model.h trains). 0, QP_ERANGE
+// or QP_ENOMEM with err.
 int kn_train_layout_init(struct kn_train_layout *L, const struct kn_config *cfg, int tied, char *err);
 void kn_train_layout_deinit(struct kn_train_layout *L);
 // Copies the model's RoPE frequency factors into L (each NULL or head_size / 2 floats; short and

@@ -384,7 +384,6 @@ int hx_qat_model_create(const struct kn_weights *src, const struct qz_variant *v
     QP_ASSERT(v->base.method == QZ_QAT);
     if (v->n_rules || v->imatrix)
         return qp_fail(err, QP_EINVAL, "qat trains the whole model on one grid: name~ rules and ;imatrix are not supported");
-    if (kn_train_block_check(&src->cfg, err)) return QP_ENOTSUP;
     if (!cal || cal->n_seqs < 1) return qp_fail(err, QP_EINVAL, "qat needs calibration text (--calib FILE)");
     struct hx_qat q = {.src = src, .v = v, .cal = cal, .nt = cal->n_threads > 0 ? cal->n_threads : 1};
     double t0 = qp_now();

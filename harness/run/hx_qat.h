@@ -71,9 +71,8 @@ struct hx_qat_info {
 
 // Trains src under v (base method QZ_QAT) on cal and returns the packed variant in *out (free with
 // hx_quant_model_destroy). info may be NULL. n_threads: OpenMP threads (cal->n_threads when 0).
-// 0, or with err: QP_EINVAL (a variant QAT does not take: name~ rules, ;imatrix), QP_ENOTSUP (a
-// block variant the training forward does not implement, kn_train_block_check: none of today's
-// families), QP_ENUMERIC
+// Every family of kernels/kn_model.h trains (kn_train.h). 0, or with err: QP_EINVAL (a variant QAT
+// does not take: name~ rules, ;imatrix), QP_ENUMERIC
 // (the loss became NaN or infinite: "training diverged at step N"), QP_EINTR (stopped), QP_ENOMEM.
 int hx_qat_model_create(const struct kn_weights *src, const struct qz_variant *v, const struct hx_calib *cal,
                         struct hx_quant_model **out, struct hx_qat_info *info, char *err);
