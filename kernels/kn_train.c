@@ -2,7 +2,7 @@
 // and to the engine's weights, the body in fp32 and fp64 (kn_train_impl.h, included twice), the
 // gradient norm and AdamW.
 //
-// Depends on kernels/ (kn_model.h, kn_blocks.h, qp.h), OpenBLAS's cblas and OpenMP.
+// Depends on kernels/ (kn_model.h, kn_blocks.h, kn_engine.h for the RoPE tables, qp.h), OpenBLAS's cblas and OpenMP.
 #include "kn_train.h"
 
 #include <cblas.h>
@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kn_blocks.h"
+#include "kn_engine.h"
 #include "kn_types.h"
 #include "qp.h"
 

@@ -37,7 +37,7 @@
 // embedding scatter and the loss sums run in token order on one thread. No atomics. (The bits do
 // depend on which OpenBLAS kernels run: OPENBLAS_CORETYPE changes their rounding.)
 //
-// Depends on kernels/ (kn_model.h, kn_blocks.h, qp.h), OpenBLAS's cblas and OpenMP.
+// Depends on kernels/ (kn_model.h, kn_blocks.h, kn_engine.h for the RoPE tables, qp.h), OpenBLAS's cblas and OpenMP.
 #ifndef KN_TRAIN_H
 #define KN_TRAIN_H
 

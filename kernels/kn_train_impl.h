@@ -122,29 +122,19 @@ static int KT_ST(alloc_work)(struct KT_S *t) {
     return ok ? 0 : -1;
 }
 
-// The engine's RoPE tables (kn_engine.c, kn_rope_tables), computed the same way in float, so that
-// both see the same angles: the frequency factor is rope_freqs, else rope_long when the window
-// exceeds the original context (as the engine chooses by its context size), else rope_short.
-static void KT_ST(rope_tables)(struct KT_S *t) {
+// The engine's RoPE tables (kn_rope_tables_fill, in float), so that both see the same angles —
+// the long factors when the window exceeds the original context, as the engine chooses by its
+// context. 0 or -1 (out of memory).
+static int KT_ST(rope_tables)(struct KT_S *t) {
     const struct kn_train_layout *L = t->L;
-    const struct kn_config *c = &L->cfg;
-    size_t half = (size_t)c->head_size / 2;
-    int ctx_orig = c->rope_ctx_orig > 0 ? c->rope_ctx_orig : c->seq_len;
-    const float *ff = L->rope_freqs ? L->rope_freqs : t->max_n > ctx_orig && L->rope_long ? L->rope_long
-                                                                                         : L->rope_short;
-    float fscale = c->rope_freq_scale > 0 ? c->rope_freq_scale : 1.0f;
-    float mscale = c->rope_attn_factor > 0 ? c->rope_attn_factor : 1.0f;
-    for (size_t pos = 0; pos < (size_t)t->max_n; pos++)
-        for (size_t i = 0; i < half; i++) {
-            float freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_size);
-            float val = (float)pos * freq;
-            if (ff) val = val / ff[i];
-            if (fscale != 1.0f) val = val * fscale;
-            float co = cosf(val), si = sinf(val);
-            if (mscale != 1.0f) co *= mscale, si *= mscale;
-            t->rope_cos[pos * half + i] = co;
-            t->rope_sin[pos * half + i] = si;
-        }
+    size_t m = (size_t)t->max_n * (size_t)(L->cfg.head_size / 2);
+    float *co = qp_alloc_array(m ? m : 1, sizeof(float)), *si = qp_alloc_array(m ? m : 1, sizeof(float));
+    if (co && si) {
+        kn_rope_tables_fill(&L->cfg, L->rope_freqs, L->rope_short, L->rope_long, t->max_n, co, si);
+        for (size_t i = 0; i < m; i++) t->rope_cos[i] = co[i], t->rope_sin[i] = si[i];
+    }
+    qp_free(co), qp_free(si);
+    return co && si ? 0 : -1;
 }
 
 int KT_PUB(create)(const struct kn_train_layout *L, int max_tokens, int n_threads, struct KT_S **out,
@@ -171,11 +161,10 @@ int KT_PUB(create)(const struct kn_train_layout *L, int max_tokens, int n_thread
         KT_PUB(destroy)(t);
         return qp_fail(err, QP_ENOMEM, "out of memory");
     }
-    if (KT_ST(alloc_layers)(t) || KT_ST(alloc_work)(t)) {
+    if (KT_ST(alloc_layers)(t) || KT_ST(alloc_work)(t) || KT_ST(rope_tables)(t)) {
         KT_PUB(destroy)(t);
         return qp_fail(err, QP_ENOMEM, "out of memory for training activations (%d tokens)", max_tokens);
     }
-    KT_ST(rope_tables)(t);
     *out = t;
     return 0;
 }
