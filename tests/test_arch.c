@@ -416,23 +416,29 @@ QP_TEST(fused_tensor_of_the_wrong_size_should_be_refused_by_name) {
 
 // QAT trains every family (kernels/kn_train.h): `convert -q qat:q4_0 --calib` trains the small
 // model of each and writes a GGUF (Phi-3's q/k/v and gate/up fused again; the tied embedding of
-// the Llama 3, Qwen2 and Gemma 2 models trained tied and kept shared) that qprobe loads and runs.
+// the Llama 3, Qwen2 and Gemma 2 models trained tied and kept shared; biases and post-norms in
+// f32) whose perplexity is the in-memory variant's, to every digit (same training, same bits).
 QP_TEST(qat_should_train_every_family_and_write_it_as_gguf) {
     static const char *const arches[] = {"llama", "qwen2", "phi3", "gemma2"};
-    const char *text = qpt_text_prefix(ARCH_TEXT_BYTES);
+    const char *text = qpt_text_prefix(ARCH_TEXT_BYTES), *eval = qpt_text_part("eval.txt", 100000, 20000);
+    const char *train = "-q 'qat:q4_0:steps=2' --calib-seqs 2 --calib-len 32 -t 1";
     for (size_t i = 0; i < sizeof arches / sizeof arches[0]; i++) {
         const char *m = synth_arch_layers(arches[i], NULL, strcmp(arches[i], "gemma2") == 0 ? 2 : 0);
         char out[4300], cmd[9000], *json = NULL;
         snprintf(out, sizeof out, "%s/qat-%s.gguf", qpt_tmpdir(), arches[i]);
-        snprintf(cmd, sizeof cmd, "'%s' convert -m '%s' -o '%s' -q 'qat:q4_0:steps=2' --calib '%s' "
-                 "--calib-seqs 2 --calib-len 32 -t 1 2>&1", qpt_qprobe(), m, out, text);
+        snprintf(cmd, sizeof cmd, "'%s' convert -m '%s' -o '%s' %s --calib '%s' 2>&1", qpt_qprobe(), m, out, train, text);
         run_ok(cmd, NULL);
-        snprintf(cmd, sizeof cmd, "'%s' ppl -m '%s' --text '%s' --chunks 1 --ctx 64 -t 1 --json", qpt_qprobe(), out,
-                 qpt_text_part("eval.txt", 100000, 20000));
+        snprintf(cmd, sizeof cmd, "'%s' ppl -m '%s' --text '%s' --chunks 1 --ctx 64 -t 1 --json", qpt_qprobe(), out, eval);
         run_ok(cmd, &json);
-        double ppl = qpt_json_num(json, "ppl");
-        QP_CHECK_MSG(isfinite(ppl) && ppl > 1, "%s: %s", arches[i], json);
+        double from_file = qpt_json_num(json, "ppl");
         free(json);
+        snprintf(cmd, sizeof cmd, "'%s' ppl -m '%s' --text '%s' --chunks 1 --ctx 64 %s --calib '%s' --json 2>/dev/null",
+                 qpt_qprobe(), m, eval, train, text);
+        run_ok(cmd, &json);
+        double in_memory = qpt_json_num(json, "ppl");
+        free(json);
+        QP_CHECK_MSG(isfinite(from_file) && from_file > 1 && from_file == in_memory, "%s: GGUF %.9g, in memory %.9g",
+                     arches[i], from_file, in_memory);
     }
 }
 
