@@ -449,16 +449,14 @@ const char *kn_blas_coretype_needed(const char *env) {
 // (Llama 3's rope_freqs; Phi-3's rope_long when the context exceeds rope_ctx_orig, as llama.cpp
 // chooses by its context size, else rope_short), times the linear scale; cos and sin times the
 // attention factor. Without any of them the tables are llama2.c's, bit for bit.
-static void kn_rope_tables(struct kn_state *s) {
-    const struct kn_engine *e = s->e;
-    const struct kn_config *c = &e->cfg;
+void kn_rope_tables_fill(const struct kn_config *c, const float *freqs, const float *fshort, const float *flong,
+                         int n_ctx, float *cos_out, float *sin_out) {
     size_t half = (size_t)c->head_size / 2;
     int ctx_orig = c->rope_ctx_orig > 0 ? c->rope_ctx_orig : c->seq_len;
-    const float *ff = e->rope_freqs ? e->rope_freqs : s->max_ctx > ctx_orig && e->rope_long ? e->rope_long
-                                                                                           : e->rope_short;
+    const float *ff = freqs ? freqs : n_ctx > ctx_orig && flong ? flong : fshort;
     float fscale = c->rope_freq_scale > 0 ? c->rope_freq_scale : 1.0f;
     float mscale = c->rope_attn_factor > 0 ? c->rope_attn_factor : 1.0f;
-    for (int pos = 0; pos < s->max_ctx; pos++) {
+    for (int pos = 0; pos < n_ctx; pos++) {
         for (size_t i = 0; i < half; i++) {
             float freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->head_size);
             float val = (float)pos * freq;
@@ -466,8 +464,8 @@ static void kn_rope_tables(struct kn_state *s) {
             if (fscale != 1.0f) val = val * fscale;
             float co = cosf(val), si = sinf(val);
             if (mscale != 1.0f) co *= mscale, si *= mscale;
-            s->rope_cos[(size_t)pos * half + i] = co;
-            s->rope_sin[(size_t)pos * half + i] = si;
+            cos_out[(size_t)pos * half + i] = co;
+            sin_out[(size_t)pos * half + i] = si;
         }
     }
 }
@@ -529,7 +527,7 @@ int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n
         kn_state_destroy(s);
         return qp_fail(err, QP_ENOMEM, "out of memory for a context of %d tokens", max_ctx);
     }
-    kn_rope_tables(s);
+    kn_rope_tables_fill(c, e->rope_freqs, e->rope_short, e->rope_long, max_ctx, s->rope_cos, s->rope_sin);
     *out = s;
     return 0;
 }

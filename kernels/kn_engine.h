@@ -133,6 +133,13 @@ const char *kn_engine_panels(const struct kn_engine *e);
 // most size bytes into buf and returns buf.
 char *kn_engine_kernels(const struct kn_engine *e, char *buf, size_t size);
 
+// The RoPE tables of a context of n_ctx positions, (n_ctx, head_size / 2) cos and sin each, as
+// the engine computes them (kn_engine.c): frequency factors freqs for every context, else flong
+// above the config's original context and fshort below (any may be NULL), the linear scale and the
+// attention factor. The training forward (kn_train.h) uses the same tables.
+void kn_rope_tables_fill(const struct kn_config *c, const float *freqs, const float *fshort, const float *flong,
+                         int n_ctx, float *cos_out, float *sin_out);
+
 // A state for sequences of up to max_ctx positions, processing up to max_batch tokens per call,
 // using n_threads OpenMP threads inside each call (1 = none). Destroy with kn_state_destroy.
 int kn_state_create(const struct kn_engine *e, int max_ctx, int max_batch, int n_threads,

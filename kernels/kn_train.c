@@ -2,7 +2,7 @@
 // and to the engine's weights, the body in fp32 and fp64 (kn_train_impl.h, included twice), the
 // gradient norm and AdamW.
 //
-// Depends on kernels/ (kn_model.h, kn_blocks.h, qp.h), OpenBLAS's cblas and OpenMP.
+// Depends on kernels/ (kn_model.h, kn_blocks.h, kn_engine.h for the RoPE tables, qp.h), OpenBLAS's cblas and OpenMP.
 #include "kn_train.h"
 
 #include <cblas.h>
@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kn_blocks.h"
+#include "kn_engine.h"
 #include "kn_types.h"
 #include "qp.h"
 
@@ -19,74 +20,64 @@
 // Layout
 
 static const char *const kn_tp_names[KN_TP_COUNT] = {
-    "token_embd", "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
-    "ffn_norm", "ffn_gate", "ffn_down", "ffn_up", "output_norm", "output"};
+    "token_embd", "attn_norm", "attn_q",      "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_down",
+    "ffn_up",     "output_norm", "output",    "attn_q", "attn_k", "attn_v",      "post_attention_norm", "post_ffw_norm"};
 
-#define KN_TP_PER_LAYER 9 // attn_norm .. ffn_up
+static int kn_tp_is_bias(int kind) { return kind == KN_TP_BQ || kind == KN_TP_BK || kind == KN_TP_BV; }
 
 int kn_train_index(const struct kn_train_layout *L, int kind, int layer) {
-    int nl = L->cfg.n_layers;
+    int nl = L->cfg.n_layers, pl = L->per_layer;
     switch (kind) {
     case KN_TP_EMBED: return 0;
-    case KN_TP_OUT_NORM: return 1 + KN_TP_PER_LAYER * nl;
-    case KN_TP_OUTPUT: return L->tied ? -1 : 2 + KN_TP_PER_LAYER * nl;
+    case KN_TP_OUT_NORM: return 1 + pl * nl;
+    case KN_TP_OUTPUT: return L->tied ? -1 : 2 + pl * nl;
     default:
-        QP_ASSERT(kind > KN_TP_EMBED && kind < KN_TP_OUT_NORM && layer >= 0 && layer < nl);
-        return 1 + KN_TP_PER_LAYER * layer + (kind - KN_TP_ATTN_NORM);
+        QP_ASSERT(kind > KN_TP_EMBED && kind < KN_TP_COUNT && L->slot[kind] >= 0 && layer >= 0 && layer < nl);
+        return 1 + pl * layer + L->slot[kind];
     }
 }
 
-int kn_train_block_check(const struct kn_config *c, int rope_factors, char *err) {
-    // Each block variant field of kn_config (kn_config_set_family and the loaders set them) with
-    // what it adds; the training forward implements none of them.
-    const struct {
-        int set;
-        const char *what;
-    } f[] = {
-        {c->rope_neox, "rotate-half RoPE"},
-        {c->has_qkv_bias, "q/k/v biases"},
-        {c->fused_qkv || c->fused_gate_up, "fused qkv and gate/up tensors"},
-        {c->post_norms, "post-norms"},
-        {c->act != KN_ACT_SILU, "GELU gating"},
-        {c->embd_scale > 0, "a scaled embedding"},
-        {c->attn_scale > 0, "a query scale"},
-        {c->attn_softcap > 0 || c->final_softcap > 0, "soft-capping"},
-        {c->swa_window > 0, "a sliding window"},
-        {(c->rope_freq_scale > 0 && c->rope_freq_scale != 1.0f) ||
-             (c->rope_attn_factor > 0 && c->rope_attn_factor != 1.0f) || rope_factors,
-         "RoPE scaling"},
-        {c->head_size * c->n_heads != c->dim, "a head size apart from dim / heads"},
-    };
-    for (size_t i = 0; i < QP_ARRAY_LEN(f); i++)
-        if (f[i].set)
-            return qp_fail(err, QP_ENOTSUP,
-                           "qat: training implements the Llama 2 block only; this %s model has %s",
-                           kn_arch_name(c->arch), f[i].what);
-    return 0;
+// Every block variant field of kn_config has its forward and backward in kn_train_impl.h: RoPE
+// pairs, scaling and factors, biases, post-norms, GELU, scaled embeddings and queries, soft-caps,
+// sliding windows, head sizes apart from dim / heads (fused tensors are the loaders' views). A
+// field added for a new family changes the struct's size and stops this build: train it in
+// kn_train_impl.h (with its gradient check and engine comparison in tests/test_qat.c), or refuse
+// it by name in kn_train_layout_init, before it is silently trained as something it is not.
+_Static_assert(sizeof(struct kn_config) == 104,
+               "kn_config has a new block variant field: implement it in kn_train_impl.h or refuse it");
+
+// The block tensors of cfg's family, in their order within a block; returns how many.
+static int kn_train_block_kinds(const struct kn_config *c, int kinds[KN_TP_COUNT]) {
+    int n = 0;
+    for (int k = KN_TP_ATTN_NORM; k <= KN_TP_UP; k++) kinds[n++] = k;
+    if (c->has_qkv_bias) kinds[n++] = KN_TP_BQ, kinds[n++] = KN_TP_BK, kinds[n++] = KN_TP_BV;
+    if (c->post_norms) kinds[n++] = KN_TP_ATTN_POST, kinds[n++] = KN_TP_FFN_POST;
+    return n;
 }
 
 int kn_train_layout_init(struct kn_train_layout *L, const struct kn_config *cfg, int tied, char *err) {
     memset(L, 0, sizeof *L);
     int rc = kn_config_check(cfg, err);
-    if (!rc) rc = kn_train_block_check(cfg, 0, err);
     if (rc) return rc;
     L->cfg = *cfg;
     L->tied = tied ? 1 : 0;
-    int nl = cfg->n_layers;
-    L->n_tensors = 2 + KN_TP_PER_LAYER * nl + (L->tied ? 0 : 1);
+    int nl = cfg->n_layers, kinds[KN_TP_COUNT];
+    L->per_layer = kn_train_block_kinds(cfg, kinds);
+    for (int k = 0; k < KN_TP_COUNT; k++) L->slot[k] = -1;
+    for (int j = 0; j < L->per_layer; j++) L->slot[kinds[j]] = j;
+    L->n_tensors = 2 + L->per_layer * nl + (L->tied ? 0 : 1);
     L->t = qp_calloc_array((size_t)L->n_tensors, sizeof *L->t);
     if (!L->t) return qp_fail(err, QP_ENOMEM, "out of memory");
-    int64_t D = cfg->dim, H = cfg->hidden_dim, KV = (int64_t)cfg->n_kv_heads * cfg->head_size;
-    int64_t V = cfg->vocab_size;
-    const int64_t shape[KN_TP_COUNT][2] = {{V, D}, {1, D}, {D, D}, {KV, D}, {KV, D}, {D, D},
-                                           {1, D}, {H, D}, {D, H}, {H, D}, {1, D}, {V, D}};
+    int64_t D = cfg->dim, H = cfg->hidden_dim, KV = kn_kv_dim(cfg), QD = kn_q_dim(cfg), V = cfg->vocab_size;
+    const int64_t shape[KN_TP_COUNT][2] = {{V, D}, {1, D},  {QD, D}, {KV, D}, {KV, D}, {D, QD},
+                                           {1, D}, {H, D},  {D, H},  {H, D},  {1, D},  {V, D},
+                                           {1, QD}, {1, KV}, {1, KV}, {1, D},  {1, D}};
     size_t off = 0;
     for (int i = 0; i < L->n_tensors; i++) {
         struct kn_tparam *p = &L->t[i];
         if (i == 0) p->kind = KN_TP_EMBED, p->layer = -1;
-        else if (i <= KN_TP_PER_LAYER * nl)
-            p->kind = KN_TP_ATTN_NORM + (i - 1) % KN_TP_PER_LAYER, p->layer = (i - 1) / KN_TP_PER_LAYER;
-        else p->kind = i == 1 + KN_TP_PER_LAYER * nl ? KN_TP_OUT_NORM : KN_TP_OUTPUT, p->layer = -1;
+        else if (i <= L->per_layer * nl) p->kind = kinds[(i - 1) % L->per_layer], p->layer = (i - 1) / L->per_layer;
+        else p->kind = i == 1 + L->per_layer * nl ? KN_TP_OUT_NORM : KN_TP_OUTPUT, p->layer = -1;
         p->rows = shape[p->kind][0];
         p->cols = shape[p->kind][1];
         p->off = off;
@@ -98,23 +89,50 @@ int kn_train_layout_init(struct kn_train_layout *L, const struct kn_config *cfg,
 
 void kn_train_layout_deinit(struct kn_train_layout *L) {
     qp_free(L->t);
+    qp_free(L->rope_freqs), qp_free(L->rope_short), qp_free(L->rope_long);
     memset(L, 0, sizeof *L);
+}
+
+int kn_train_layout_rope(struct kn_train_layout *L, const float *freqs, const float *fshort, const float *flong,
+                         char *err) {
+    if (!fshort != !flong) return qp_fail(err, QP_EINVAL, "rope_factors_short and rope_factors_long come as a pair");
+    const float *src[3] = {freqs, fshort, flong};
+    float **dst[3] = {&L->rope_freqs, &L->rope_short, &L->rope_long};
+    size_t half = (size_t)L->cfg.head_size / 2;
+    for (int i = 0; i < 3; i++) {
+        qp_free(*dst[i]);
+        *dst[i] = NULL;
+        if (!src[i]) continue;
+        if (!(*dst[i] = qp_alloc_array(half, sizeof(float)))) return qp_fail(err, QP_ENOMEM, "out of memory");
+        memcpy(*dst[i], src[i], half * sizeof(float));
+    }
+    return 0;
 }
 
 void kn_train_tensor_name(const struct kn_train_layout *L, int i, char *buf, size_t cap) {
     const struct kn_tparam *p = &L->t[i];
-    if (p->layer >= 0) snprintf(buf, cap, "blk.%d.%s.weight", p->layer, kn_tp_names[p->kind]);
+    const char *suffix = kn_tp_is_bias(p->kind) ? "bias" : "weight";
+    if (p->layer >= 0) snprintf(buf, cap, "blk.%d.%s.%s", p->layer, kn_tp_names[p->kind], suffix);
     else snprintf(buf, cap, "%s.weight", kn_tp_names[p->kind]);
 }
 
-// The source tensor of parameter p in w.
-static const struct kn_tensor *kn_train_src(const struct kn_weights *w, const struct kn_tparam *p) {
+// The tensor of kind in layer lw (block kinds only).
+static struct kn_tensor *kn_train_block_tensor(struct kn_layer_weights *lw, int kind) {
+    struct kn_tensor *by_kind[KN_TP_COUNT] = {
+        [KN_TP_ATTN_NORM] = &lw->attn_norm, [KN_TP_WQ] = &lw->wq,        [KN_TP_WK] = &lw->wk,
+        [KN_TP_WV] = &lw->wv,               [KN_TP_WO] = &lw->wo,        [KN_TP_FFN_NORM] = &lw->ffn_norm,
+        [KN_TP_GATE] = &lw->w_gate,         [KN_TP_DOWN] = &lw->w_down,  [KN_TP_UP] = &lw->w_up,
+        [KN_TP_BQ] = &lw->bq,               [KN_TP_BK] = &lw->bk,        [KN_TP_BV] = &lw->bv,
+        [KN_TP_ATTN_POST] = &lw->attn_post_norm, [KN_TP_FFN_POST] = &lw->ffn_post_norm};
+    QP_ASSERT(by_kind[kind] != NULL);
+    return by_kind[kind];
+}
+
+struct kn_tensor *kn_train_slot(const struct kn_train_layout *L, int i, struct kn_weights *w) {
+    const struct kn_tparam *p = &L->t[i];
     if (p->layer < 0)
         return p->kind == KN_TP_EMBED ? &w->tok_embd : p->kind == KN_TP_OUT_NORM ? &w->out_norm : &w->output;
-    const struct kn_layer_weights *lw = &w->layers[p->layer];
-    const struct kn_tensor *by_kind[KN_TP_COUNT] = {
-        NULL, &lw->attn_norm, &lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->ffn_norm, &lw->w_gate, &lw->w_down, &lw->w_up};
-    return by_kind[p->kind];
+    return kn_train_block_tensor(&w->layers[p->layer], p->kind);
 }
 
 int kn_train_params_from(const struct kn_train_layout *L, const struct kn_weights *w, float *params,
@@ -124,11 +142,12 @@ int kn_train_params_from(const struct kn_train_layout *L, const struct kn_weight
     char name[64];
     for (int i = 0; i < L->n_tensors; i++) {
         const struct kn_tparam *p = &L->t[i];
-        const struct kn_tensor *s = kn_train_src(w, p);
+        const struct kn_tensor *s = kn_train_slot(L, i, (struct kn_weights *)w); // (read only)
         kn_train_tensor_name(L, i, name, sizeof name);
         if (s->ne0 != p->cols || s->ne1 != p->rows)
             return qp_fail(err, QP_ERANGE, "tensor %s has shape %lld x %lld, expected %lld x %lld", name,
                            (long long)s->ne1, (long long)s->ne0, (long long)p->rows, (long long)p->cols);
+        if (!s->data) return qp_fail(err, QP_ERANGE, "tensor %s is missing", name);
         if (!kn_type_has_dequant(s->type)) return qp_fail(err, QP_ENOTSUP, "tensor %s has a type qprobe cannot read", name);
         size_t rb = kn_row_bytes(s->type, s->ne0);
         for (int64_t r = 0; r < p->rows; r++)
@@ -140,26 +159,22 @@ int kn_train_params_from(const struct kn_train_layout *L, const struct kn_weight
 void kn_train_weights_view(const struct kn_train_layout *L, const float *params,
                            struct kn_layer_weights *layers, struct kn_weights *w) {
     memset(w, 0, sizeof *w);
+    memset(layers, 0, (size_t)L->cfg.n_layers * sizeof *layers);
     w->cfg = L->cfg;
     w->layers = layers;
     for (int i = 0; i < L->n_tensors; i++) {
         const struct kn_tparam *p = &L->t[i];
-        struct kn_tensor t = {.type = KN_F32, .ne0 = p->cols, .ne1 = p->rows, .data = params + p->off};
-        if (p->layer < 0) {
-            if (p->kind == KN_TP_EMBED) w->tok_embd = t;
-            else if (p->kind == KN_TP_OUT_NORM) w->out_norm = t;
-            else w->output = t;
-            continue;
-        }
-        struct kn_layer_weights *lw = &layers[p->layer];
-        struct kn_tensor *by_kind[KN_TP_COUNT] = {NULL, &lw->attn_norm, &lw->wq, &lw->wk, &lw->wv, &lw->wo,
-                                                  &lw->ffn_norm, &lw->w_gate, &lw->w_down, &lw->w_up};
-        *by_kind[p->kind] = t;
+        *kn_train_slot(L, i, w) = (struct kn_tensor){.type = KN_F32, .ne0 = p->cols, .ne1 = p->rows, .data = params + p->off};
     }
     if (L->tied) {
         w->output = w->tok_embd;
         w->tied = 1;
     }
+    int64_t half = L->cfg.head_size / 2;
+    const float *f[3] = {L->rope_freqs, L->rope_short, L->rope_long};
+    struct kn_tensor *rt[3] = {&w->rope_freqs, &w->rope_short, &w->rope_long};
+    for (int k = 0; k < 3; k++)
+        if (f[k]) *rt[k] = (struct kn_tensor){.type = KN_F32, .ne0 = half, .ne1 = 1, .data = f[k]};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -171,6 +186,8 @@ void kn_train_weights_view(const struct kn_train_layout *L, const float *params,
 #define KT_ST(x) kt32_##x
 #define KT_GEMM cblas_sgemm
 #define KT_EXP expf
+#define KT_TANH tanhf
+#define KT_F32 1
 #include "kn_train_impl.h"
 
 #define KT_R double
@@ -179,7 +196,29 @@ void kn_train_weights_view(const struct kn_train_layout *L, const float *params,
 #define KT_ST(x) kt64_##x
 #define KT_GEMM cblas_dgemm
 #define KT_EXP exp
+#define KT_TANH tanh
+#define KT_F32 0
 #include "kn_train_impl.h"
+
+int kn_train_set_wsrc(struct kn_train *t, const struct kn_train_wsrc *ws, char *err) {
+    const struct kn_train_layout *L = t->L;
+    qp_free(t->derived), qp_free(t->wbuf);
+    t->derived = NULL, t->wbuf = NULL;
+    t->ws = *ws;
+    size_t most = 0;
+    unsigned char *d = qp_calloc_array((size_t)L->n_tensors, 1);
+    if (!d) return qp_fail(err, QP_ENOMEM, "out of memory");
+    for (int i = 0; i < L->n_tensors; i++) {
+        d[i] = L->t[i].rows > 1 && ws->derived(ws->ctx, i);
+        if (d[i]) most = QP_MAX(most, (size_t)(L->t[i].rows * L->t[i].cols));
+    }
+    if (most && !(t->wbuf = qp_alloc_array(most, sizeof(float)))) {
+        qp_free(d);
+        return qp_fail(err, QP_ENOMEM, "out of memory for effective weights (%zu values)", most);
+    }
+    t->derived = d;
+    return 0;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Optimizer

@@ -1,4 +1,4 @@
-// kn_train.h — the backward pass of the Llama block, for training (quantization-aware training,
+// kn_train.h — the backward pass of the engine's block (every family), for training (quantization-aware training,
 // harness/run/hx_qat.h): a training forward that keeps the activations the gradients need, the
 // backward pass that turns dL/dlogits into dL/dparameter for every parameter, the distillation
 // loss (KL(teacher ‖ student), optionally plus next-token cross-entropy) with its gradient, and
@@ -9,12 +9,21 @@
 // gradient-check test compares against central finite differences). Sums that need it (RMSNorm's
 // sum of squares, softmax denominators, the loss, the gradient norm) are taken in fp64 in both.
 //
-// The model is the engine's Llama block (kn_engine.h): RMSNorm w·(x·1/sqrt(mean x² + eps)),
-// interleaved RoPE with the engine's float tables (freq = 1/theta^(2i/head_size), cosf/sinf of
-// pos·freq), grouped-query causal attention with scores divided by sqrt(head_size), SwiGLU
-// silu(gate)·up, final RMSNorm and the classifier, tied (output = tok_embd) or not. The training
-// forward's logits equal kn_forward's up to rounding (the engine sums in 16-lane fp32 trees and
-// uses its own exp; tests/test_qat.c states the tolerance).
+// The model is the engine's block (kn_engine.h) with its family variants (kn_model.h): RMSNorm
+// w·(x·1/sqrt(mean x² + eps)); q/k/v biases (Qwen2) added before RoPE; RoPE on adjacent pairs or
+// rotated halves (rope_neox) with the engine's float tables (freq = 1/theta^(2i/head_size), the
+// angle pos·freq divided by the frequency factor — Llama 3's rope_freqs, Phi-3's short or long
+// factors chosen by the window length as the engine chooses by its context — and times the linear
+// scale, cos and sin times the attention factor); queries times attn_scale (Gemma 2) after RoPE;
+// grouped-query causal attention over all keys or a sliding window (every layer, or layers
+// l % swa_every == 0), scores divided by sqrt(head_size) — or, soft-capped (Gemma 2), capped as
+// c·tanh(s/c) and not divided, as the engine does; the attention output n_heads · head_size wide;
+// post-norms (Gemma 2) on the attention and MLP outputs before the residual adds; SwiGLU
+// silu(gate)·up or GELU-tanh gating; embeddings times embd_scale; final RMSNorm, the classifier,
+// tied (output = tok_embd) or not, and soft-capped logits. Fused tensors (Phi-3) are the loaders'
+// views, trained as the separate matrices they are. The training forward's logits equal
+// kn_forward's up to rounding (the engine sums in 16-lane fp32 trees and uses its own exp and
+// tanh; tests/test_qat.c states the tolerance).
 //
 // Parameters live in one flat array (struct kn_train_layout): every tensor at a 64-byte aligned
 // offset, row-major as kn_model.h stores it. Gradients use the same layout.
@@ -28,7 +37,7 @@
 // embedding scatter and the loss sums run in token order on one thread. No atomics. (The bits do
 // depend on which OpenBLAS kernels run: OPENBLAS_CORETYPE changes their rounding.)
 //
-// Depends on kernels/ (kn_model.h, kn_blocks.h, qp.h), OpenBLAS's cblas and OpenMP.
+// Depends on kernels/ (kn_model.h, kn_blocks.h, kn_engine.h for the RoPE tables, qp.h), OpenBLAS's cblas and OpenMP.
 #ifndef KN_TRAIN_H
 #define KN_TRAIN_H
 
@@ -47,16 +56,21 @@
 enum kn_tp_kind {
     KN_TP_EMBED,     // token embedding (vocab, dim)
     KN_TP_ATTN_NORM, // (dim)
-    KN_TP_WQ,        // (dim, dim)
+    KN_TP_WQ,        // (q_dim, dim), q_dim = n_heads · head_size
     KN_TP_WK,        // (kv_dim, dim)
     KN_TP_WV,        // (kv_dim, dim)
-    KN_TP_WO,        // (dim, dim)
+    KN_TP_WO,        // (dim, q_dim)
     KN_TP_FFN_NORM,  // (dim)
     KN_TP_GATE,      // (hidden, dim)
     KN_TP_DOWN,      // (dim, hidden)
     KN_TP_UP,        // (hidden, dim)
     KN_TP_OUT_NORM,  // (dim)
     KN_TP_OUTPUT,    // classifier (vocab, dim); absent when tied
+    KN_TP_BQ,        // (q_dim) q bias, has_qkv_bias only
+    KN_TP_BK,        // (kv_dim)
+    KN_TP_BV,        // (kv_dim)
+    KN_TP_ATTN_POST, // (dim) post-attention norm, post_norms only
+    KN_TP_FFN_POST,  // (dim) post-FFN norm
     KN_TP_COUNT
 };
 
@@ -70,33 +84,40 @@ struct kn_tparam {
 struct kn_train_layout {
     struct kn_config cfg;
     int tied;               // 1: the classifier is tok_embd (its gradient adds into it)
-    int n_tensors;          // 1 + 9 n_layers + 1 + (tied ? 0 : 1)
+    int per_layer;          // tensors per block: 9, + 3 biases, + 2 post-norms
+    int slot[KN_TP_COUNT];  // a block tensor's place among its block's (-1: the family has none)
+    int n_tensors;          // 1 + per_layer · n_layers + 1 + (tied ? 0 : 1)
     struct kn_tparam *t;    // n_tensors entries: embed, per layer (attn_norm wq wk wv wo ffn_norm
-                            // gate down up), out_norm, output
+                            // gate down up [bq bk bv] [attn_post ffn_post]), out_norm, output
     size_t n_floats;        // size of the flat array
+    // RoPE frequency factors (head_size / 2 each, owned copies; NULL when the model has none):
+    // fixed, not trained (kn_train_layout_rope).
+    float *rope_freqs, *rope_short, *rope_long;
 };
 
-// 0 when the block of cfg is the one this module trains (Llama 2's: no field of the block
-// variants set, q width = dim; rope_factors: the model has RoPE frequency factor tensors), else
-// QP_ENOTSUP with "qat: ... this FAMILY model has FEATURE" in err.
-int kn_train_block_check(const struct kn_config *cfg, int rope_factors, char *err);
-
-// Fills L for cfg (checked with kn_config_check and kn_train_block_check). 0, QP_ERANGE,
-// QP_ENOTSUP or QP_ENOMEM with err.
+// Fills L for cfg (checked with kn_config_check; every family of kn_model.h trains). 0, QP_ERANGE
+// or QP_ENOMEM with err.
 int kn_train_layout_init(struct kn_train_layout *L, const struct kn_config *cfg, int tied, char *err);
 void kn_train_layout_deinit(struct kn_train_layout *L);
+// Copies the model's RoPE frequency factors into L (each NULL or head_size / 2 floats; short and
+// long come as a pair). Workspaces created afterwards use them. 0 or QP_ENOMEM / QP_EINVAL.
+int kn_train_layout_rope(struct kn_train_layout *L, const float *freqs, const float *fshort, const float *flong,
+                         char *err);
 // Index into L->t of a tensor (layer ignored for non-block kinds); -1 for KN_TP_OUTPUT when tied.
 int kn_train_index(const struct kn_train_layout *L, int kind, int layer);
-// GGUF-style name of tensor i ("blk.3.attn_q.weight"), into buf (cap bytes).
+// GGUF-style name of tensor i ("blk.3.attn_q.weight", "blk.3.attn_q.bias"), into buf (cap bytes).
 void kn_train_tensor_name(const struct kn_train_layout *L, int i, char *buf, size_t cap);
+
+// The tensor of w that parameter i is (w->layers must have cfg.n_layers entries).
+struct kn_tensor *kn_train_slot(const struct kn_train_layout *L, int i, struct kn_weights *w);
 
 // The flat fp32 parameters of w (any type with a dequantizer; tied as L says — when L is untied
 // and w tied, output gets a copy of the embedding). params: L->n_floats floats, caller-owned.
 // 0 or QP_ENOTSUP (a type qprobe cannot read) / QP_ERANGE (shapes do not match L) with err.
 int kn_train_params_from(const struct kn_train_layout *L, const struct kn_weights *w, float *params,
                          char *err);
-// A kn_weights view of flat fp32 params (F32 tensors pointing into params; layers: cfg.n_layers
-// entries, caller-owned). Valid while params lives.
+// A kn_weights view of flat fp32 params (F32 tensors pointing into params, the RoPE factors into
+// L; layers: cfg.n_layers entries, caller-owned). Valid while params and L live.
 void kn_train_weights_view(const struct kn_train_layout *L, const float *params,
                            struct kn_layer_weights *layers, struct kn_weights *w);
 
@@ -110,8 +131,9 @@ struct kn_train64;
 // threads (for steps with at least KN_TRAIN_PAR_WORK of work). While it lives OpenBLAS runs
 // single-threaded (openblas_set_num_threads(1); destroy restores the previous count): the
 // products run inside our own threads. It keeps the activations of the last forward, about
-// n_layers · max_tokens · (6 dim + 2 kv_dim + 3 hidden + n_heads · max_tokens) values, plus the
-// logits and n_threads · max_tokens² of attention scratch. L must outlive it.
+// n_layers · max_tokens · (4 dim + 2 q_dim + 2 kv_dim + 3 hidden + n_heads · max_tokens) values
+// (+ 2 dim with post-norms), plus the logits and n_threads · max_tokens² of attention scratch
+// (twice with soft-capped scores). L must outlive it.
 // 0, QP_EINVAL or QP_ENOMEM with err.
 int kn_train_create(const struct kn_train_layout *L, int max_tokens, int n_threads, struct kn_train **out,
                     char *err);
@@ -120,13 +142,36 @@ int kn_train64_create(const struct kn_train_layout *L, int max_tokens, int n_thr
 void kn_train_destroy(struct kn_train *t);
 void kn_train64_destroy(struct kn_train64 *t);
 
+// Effective weights. Quantization-aware training multiplies with weights derived from the
+// parameters (their fake quantization), not with the parameters themselves. Rather than a stored
+// copy of every derived tensor (a fifth fp32 copy of the model next to the parameters, their
+// gradients and two AdamW moments), the fp32 workspace asks for them when it needs them: each
+// derived 2-D tensor is computed into one scratch buffer (the size of the largest derived tensor)
+// just before its product — in the forward, and again in the backward where dX needs the
+// weights — and the embedding's rows one token at a time. The values are the callback's, so the
+// bits are those of a stored copy.
+struct kn_train_wsrc {
+    // 1 when tensor i (an index into L->t) is derived; asked once per tensor, by
+    // kn_train_set_wsrc. Only tensors of more than one row may be.
+    int (*derived)(void *ctx, int i);
+    // Rows [r0, r1) of tensor i's effective weights, from the flat params, into out (row r at
+    // out + (r − r0) · cols). Called from several threads at once on disjoint row ranges; a row's
+    // values must not depend on the range it comes in.
+    void (*rows)(void *ctx, int i, const float *params, int64_t r0, int64_t r1, float *out);
+    void *ctx;
+};
+
+// Sets the effective weights of t (ws copied; ctx must outlive t). 0 or QP_ENOMEM with err.
+int kn_train_set_wsrc(struct kn_train *t, const struct kn_train_wsrc *ws, char *err);
+
 // Runs tokens[0..n) at positions 0..n-1 with params; returns the logits (n, vocab), owned by t
 // and valid until the next forward. Token ids must lie in [0, vocab) (asserted).
 const float *kn_train_forward(struct kn_train *t, const float *params, const int *tokens, int n);
 const double *kn_train64_forward(struct kn_train64 *t, const double *params, const int *tokens, int n);
 
 // Adds dL/dparams into grads (flat, L's layout) for dlogits = dL/dlogits (n, vocab) of the last
-// forward, which must have run with the same params.
+// forward, which must have run with the same params. With effective weights (kn_train_set_wsrc),
+// a derived tensor's gradient is dL/d(effective weights): the caller maps it to the parameters.
 void kn_train_backward(struct kn_train *t, const float *params, const float *dlogits, float *grads);
 void kn_train64_backward(struct kn_train64 *t, const double *params, const double *dlogits,
                          double *grads);

@@ -89,6 +89,9 @@ static inline int64_t qz_qat_n_groups(const struct qz_qat_grid *g) { return g->r
 
 // out = w' (rows × cols) for the latent weights w under the current grid. Rows [r0, r1).
 void qz_qat_fake(const struct qz_qat_grid *g, const float *w, float *out, int64_t r0, int64_t r1);
+// The same values of rows [r0, r1) of the whole tensor w, written compactly: row r at
+// out + (r − r0) · cols (training computes them per tensor or per token row, kernels/kn_train.h).
+void qz_qat_fake_rows(const struct qz_qat_grid *g, const float *w, int64_t r0, int64_t r1, float *out);
 // The gradients above for rows [r0, r1): dw = STE gradient (overwritten), dscale and dmin (per
 // group, may be NULL; dmin ignored without min) overwritten for those rows' groups.
 void qz_qat_grad(const struct qz_qat_grid *g, const float *w, const float *dout, float *dw, float *dscale,

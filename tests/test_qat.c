@@ -11,6 +11,7 @@
 #include "hx_calib.h"
 #include "hx_model.h"
 #include "hx_qat.h"
+#include "hx_synth.h"
 #include "hx_variant.h"
 #include "qp.h"
 #include "qp_test.h"
@@ -36,24 +37,71 @@ static double rng_uniform(void) { // xorshift64*, in [-1, 1)
     return (double)((rng_state * 2685821657736338717ull) >> 11) / 9007199254740992.0 * 2.0 - 1.0;
 }
 
-// 2 layers, dim 16, 4 query heads over 2 KV heads (head size 4), hidden 24, vocab 11.
-static struct kn_config tiny_config(void) {
+// The tiny model of each family the training implements: 2 layers, dim 16, 4 query heads over 2
+// KV heads, hidden 24, vocab 11, windows of 6 tokens, and the family's block variant with values
+// small enough that every one of them shows in 6 tokens (a window of 3 keys, the long RoPE factors
+// above an original context of 4).
+enum tiny_family { TINY_LLAMA2, TINY_LLAMA3, TINY_QWEN2, TINY_PHI3, TINY_GEMMA2, TINY_COUNT };
+static const char *const tiny_names[TINY_COUNT] = {"llama2", "llama3+mistral", "qwen2", "phi3", "gemma2"};
+
+static struct kn_config tiny_config_of(int fam) {
     struct kn_config c = {.dim = 16, .hidden_dim = 24, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
                           .vocab_size = 11, .seq_len = 8, .head_size = 4, .norm_eps = 1e-5f,
                           .rope_theta = 10000.0f};
+    const enum kn_arch arch[TINY_COUNT] = {KN_ARCH_LLAMA, KN_ARCH_LLAMA, KN_ARCH_QWEN2, KN_ARCH_PHI3, KN_ARCH_GEMMA2};
+    c.arch = arch[fam];
+    kn_config_set_family(&c);
+    switch (fam) {
+    case TINY_LLAMA3: // rope_freqs (tiny_rope), linear scaling, a head size apart from dim / heads,
+                      // and Mistral's window on every layer
+        c.rope_theta = 500000.0f, c.rope_freq_scale = 0.5f, c.head_size = 6, c.swa_window = 3;
+        break;
+    case TINY_PHI3: // short/long factors with the attention factor, window on every layer
+        c.rope_ctx_orig = 4, c.rope_attn_factor = 1.2f, c.swa_window = 4;
+        break;
+    case TINY_GEMMA2: // head 8 (q width 32), query_pre_attn_scalar 8, caps, window on even layers
+        c.head_size = 8, c.attn_scale = 1.0f / sqrtf(8.0f), c.attn_softcap = 3.0f, c.final_softcap = 10.0f;
+        c.swa_window = 3;
+        break;
+    default: break;
+    }
     return c;
 }
 
-// Random parameters: matrices ~ U(-0.5, 0.5), norms 1 + U(-0.3, 0.3).
+
+// The layout of the tiny model of fam with its RoPE factors (Llama 3: rope_freqs in [1, 4];
+// Phi-3: short factors in [1, 1.5], long in [1, 6]).
+static void tiny_layout(struct kn_train_layout *L, int fam, int tied) {
+    struct kn_config c = tiny_config_of(fam);
+    char err[QP_ERRLEN];
+    QP_CHECK_MSG(kn_train_layout_init(L, &c, tied, err) == 0, "%s", err);
+    float f1[4], f2[4];
+    for (int i = 0; i < c.head_size / 2; i++) f1[i] = 1.0f + 0.75f * (float)i, f2[i] = 1.0f + 0.125f * (float)i;
+    if (fam == TINY_LLAMA3) QP_CHECK(kn_train_layout_rope(L, f1, NULL, NULL, err) == 0);
+    if (fam == TINY_PHI3) {
+        for (int i = 0; i < 2; i++) f1[i] = 1.0f + 2.5f * (float)(i + 1);
+        QP_CHECK(kn_train_layout_rope(L, NULL, f2, f1, err) == 0);
+    }
+}
+
+// Random parameters: matrices and biases ~ U(-0.5, 0.5), norms 1 + U(-0.3, 0.3).
 static void tiny_params(const struct kn_train_layout *L, double *p, uint64_t seed) {
     rng_state = seed;
     for (size_t i = 0; i < L->n_floats; i++) p[i] = 0;
     for (int i = 0; i < L->n_tensors; i++) {
         const struct kn_tparam *t = &L->t[i];
-        int norm = t->rows == 1;
+        int norm = t->rows == 1 && t->kind != KN_TP_BQ && t->kind != KN_TP_BK && t->kind != KN_TP_BV;
         for (int64_t k = 0; k < t->rows * t->cols; k++)
             p[t->off + k] = norm ? 1.0 + 0.3 * rng_uniform() : 0.5 * rng_uniform();
     }
+}
+
+// The parameters of the tiny model of c, counted from its shapes (not from the layout).
+static int tiny_n_params(const struct kn_config *c, int tied) {
+    int D = c->dim, QD = kn_q_dim(c), KV = kn_kv_dim(c), H = c->hidden_dim;
+    int layer = 2 * D + QD * D + 2 * KV * D + D * QD + 3 * H * D + (c->has_qkv_bias ? QD + 2 * KV : 0) +
+                (c->post_norms ? 2 * D : 0);
+    return c->vocab_size * D * (tied ? 1 : 2) + D + c->n_layers * layer;
 }
 
 static const int tiny_tokens[6] = {1, 4, 7, 4, 10, 0};
@@ -67,16 +115,15 @@ static double tiny_loss(struct kn_train64 *t, const double *p, const double *tea
     return kl + 0.5 * ce;
 }
 
-static void gradient_check(int tied) {
-    struct kn_config c = tiny_config();
+static void gradient_check(int fam, int tied) {
     struct kn_train_layout L;
     char err[QP_ERRLEN];
-    QP_CHECK_MSG(kn_train_layout_init(&L, &c, tied, err) == 0, "%s", err);
+    tiny_layout(&L, fam, tied);
     struct kn_train64 *t;
     QP_CHECK_MSG(kn_train64_create(&L, 6, 1, &t, err) == 0, "%s", err);
     double *p = calloc(L.n_floats, sizeof(double)), *g = calloc(L.n_floats, sizeof(double));
     double teacher[6 * 11], dlogits[6 * 11], rows[12];
-    tiny_params(&L, p, 42 + tied);
+    tiny_params(&L, p, 42 + tied + 10 * fam);
     for (int i = 0; i < 6 * 11; i++) teacher[i] = 2.0 * rng_uniform();
     tiny_loss(t, p, teacher, dlogits, rows);
     kn_train64_backward(t, p, dlogits, g);
@@ -103,30 +150,38 @@ static void gradient_check(int tied) {
             double rel = fabs(an - fd) / fmax(fmax(fabs(an), fabs(fd)), 1e-6);
             char name[64];
             kn_train_tensor_name(&L, i, name, sizeof name);
-            QP_CHECK_MSG(rel <= 1e-4, "%s[%lld]: analytic %.12g, finite differences %.12g (rel %.3g)", name,
-                         (long long)k, an, fd, rel);
+            QP_CHECK_MSG(rel <= 1e-4, "%s %s[%lld]: analytic %.12g, finite differences %.12g (rel %.3g)",
+                         tiny_names[fam], name, (long long)k, an, fd, rel);
             if (rel > worst) worst = rel;
             n_checked++;
         }
     }
-    QP_CHECK(n_checked == (int)(11 * 16 * (tied ? 1 : 2) + 16 + 2 * (16 + 256 + 128 + 128 + 256 + 16 + 3 * 384)));
-    printf("  %d parameters, worst relative error %.3g\n", n_checked, worst);
+    QP_CHECK_INT_EQ(n_checked, tiny_n_params(&L.cfg, tied));
+    printf("  %s%s: %d parameters, worst relative error %.3g\n", tiny_names[fam], tied ? " (tied)" : "", n_checked,
+           worst);
     free(p);
     free(g);
     kn_train64_destroy(t);
     kn_train_layout_deinit(&L);
 }
 
-QP_TEST(backward_should_match_finite_differences_for_every_parameter_untied) { gradient_check(0); }
-QP_TEST(backward_should_match_finite_differences_for_every_parameter_tied) { gradient_check(1); }
+QP_TEST(backward_should_match_finite_differences_for_every_parameter_untied) { gradient_check(TINY_LLAMA2, 0); }
+QP_TEST(backward_should_match_finite_differences_for_every_parameter_tied) { gradient_check(TINY_LLAMA2, 1); }
+// Llama 3's rope_freqs, linear RoPE scaling, head size 6 (q width 24 ≠ dim), Mistral's window.
+QP_TEST(llama3_backward_should_match_finite_differences_for_every_parameter) { gradient_check(TINY_LLAMA3, 0); }
+// q/k/v biases (trained), rotate-half RoPE, tied.
+QP_TEST(qwen2_backward_should_match_finite_differences_for_every_parameter) { gradient_check(TINY_QWEN2, 1); }
+// Rotate-half RoPE with the long factors and the attention factor, a window on every layer.
+QP_TEST(phi3_backward_should_match_finite_differences_for_every_parameter) { gradient_check(TINY_PHI3, 0); }
+// √dim embeddings, GELU-tanh, post-norms, both soft-caps, the query scale, windows on even layers.
+QP_TEST(gemma2_backward_should_match_finite_differences_for_every_parameter) { gradient_check(TINY_GEMMA2, 1); }
 
-// The fp32 path computes what the fp64 specification computes: logits and every gradient within
-// fp32 rounding (relative 1e-3 of the largest gradient of the tensor: long fp32 sums).
-QP_TEST(fp32_training_path_should_match_the_fp64_specification) {
-    struct kn_config c = tiny_config();
+// The fp32 path computes what the fp64 specification computes, in every family: logits and every
+// gradient within fp32 rounding (relative 1e-3 of the largest gradient of the tensor: long fp32 sums).
+static void fp32_matches_fp64(int fam, int tied) {
     struct kn_train_layout L;
     char err[QP_ERRLEN];
-    QP_CHECK_MSG(kn_train_layout_init(&L, &c, 0, err) == 0, "%s", err);
+    tiny_layout(&L, fam, tied);
     struct kn_train64 *t64;
     struct kn_train *t32;
     QP_CHECK(kn_train64_create(&L, 6, 1, &t64, err) == 0 && kn_train_create(&L, 6, 1, &t32, err) == 0);
@@ -140,7 +195,7 @@ QP_TEST(fp32_training_path_should_match_the_fp64_specification) {
     for (int i = 0; i < 66; i++) teacher[i] = teacherf[i] = (float)(2.0 * rng_uniform());
     const double *z = kn_train64_forward(t64, p, tiny_tokens, 6);
     const float *zf = kn_train_forward(t32, pf, tiny_tokens, 6);
-    for (int i = 0; i < 66; i++) QP_CHECK_NEAR(zf[i], z[i], 1e-5);
+    for (int i = 0; i < 66; i++) QP_CHECK_MSG(fabs(zf[i] - z[i]) <= 1e-5, "%s logit %d: %.9g vs %.9g", tiny_names[fam], i, zf[i], z[i]);
     double kl, klf;
     kn_train64_loss(z, teacher, tiny_targets, 6, 11, 0.5, 1.0, 1, dl, rows, &kl, NULL);
     kn_train_loss(zf, teacherf, tiny_targets, 6, 11, 0.5, 1.0, 1, dlf, rows, &klf, NULL);
@@ -152,13 +207,55 @@ QP_TEST(fp32_training_path_should_match_the_fp64_specification) {
         double gmax = 0;
         for (int64_t k = 0; k < tp->rows * tp->cols; k++) gmax = fmax(gmax, fabs(g[tp->off + k]));
         for (int64_t k = 0; k < tp->rows * tp->cols; k++)
-            QP_CHECK_MSG(fabs(gf[tp->off + k] - g[tp->off + k]) <= 1e-3 * gmax, "tensor %d element %lld: %.9g vs %.9g",
-                         i, (long long)k, gf[tp->off + k], g[tp->off + k]);
+            QP_CHECK_MSG(fabs(gf[tp->off + k] - g[tp->off + k]) <= 1e-3 * gmax, "%s tensor %d element %lld: %.9g vs %.9g",
+                         tiny_names[fam], i, (long long)k, gf[tp->off + k], g[tp->off + k]);
     }
     free(p), free(g), free(pf), free(gf);
     kn_train64_destroy(t64);
     kn_train_destroy(t32);
     kn_train_layout_deinit(&L);
+}
+
+QP_TEST(fp32_training_path_should_match_the_fp64_specification) {
+    for (int fam = 0; fam < TINY_COUNT; fam++) fp32_matches_fp64(fam, fam == TINY_QWEN2 || fam == TINY_GEMMA2);
+}
+
+// The training forward is the engine's forward on the tiny model of every family (the engine
+// reads the same fp32 parameters through kn_train_weights_view, RoPE factors included): logits
+// within 2e-6 of the largest |logit|. Measured worst 3.3e-7 relative (Gemma 2: the engine's
+// tanh polynomial, exp and 16-lane sums against tanhf, expf and fp64 sums).
+QP_TEST(training_forward_should_give_the_engine_logits_in_every_family) {
+    for (int fam = 0; fam < TINY_COUNT; fam++) {
+        int tied = fam == TINY_QWEN2 || fam == TINY_GEMMA2;
+        struct kn_train_layout L;
+        char err[QP_ERRLEN];
+        tiny_layout(&L, fam, tied);
+        double *p = calloc(L.n_floats, sizeof(double));
+        float *pf = calloc(L.n_floats, sizeof(float)), ze[66];
+        tiny_params(&L, p, 3 + fam);
+        for (size_t i = 0; i < L.n_floats; i++) pf[i] = (float)p[i];
+        struct kn_layer_weights layers[2];
+        struct kn_weights view;
+        kn_train_weights_view(&L, pf, layers, &view);
+        struct kn_engine *e;
+        struct kn_state *s;
+        QP_CHECK_MSG(kn_engine_create(&view, NULL, &e, err) == 0, "%s: %s", tiny_names[fam], err);
+        QP_CHECK(kn_state_create(e, 6, 6, 1, &s, err) == 0); // context 6: Phi-3's long factors, as training's
+        kn_forward(s, tiny_tokens, 6, ze, 0, NULL);
+        struct kn_train *t;
+        QP_CHECK(kn_train_create(&L, 6, 1, &t, err) == 0);
+        const float *zt = kn_train_forward(t, pf, tiny_tokens, 6);
+        double worst = 0, zmax = 0;
+        for (int i = 0; i < 66; i++) worst = fmax(worst, fabs(zt[i] - ze[i])), zmax = fmax(zmax, fabs(ze[i]));
+        printf("  %s: max |logit difference| %.3g, max |logit| %.3g\n", tiny_names[fam], worst, zmax);
+        QP_CHECK_MSG(worst <= 2e-6 * zmax, "%s: max |training logit - engine logit| = %.3g (max |logit| %.3g)",
+                     tiny_names[fam], worst, zmax);
+        kn_train_destroy(t);
+        kn_state_destroy(s);
+        kn_engine_destroy(e);
+        free(p), free(pf);
+        kn_train_layout_deinit(&L);
+    }
 }
 
 // The training forward is the engine's forward: on stories260K, 96 tokens, logits within 5e-6 of
@@ -234,6 +331,54 @@ QP_TEST(backward_should_give_the_same_bits_for_1_and_2_threads) {
     hx_model_close(m);
 }
 
+// Effective weights computed when the products need them (kn_train_set_wsrc) give the bits of a
+// stored copy: stories260K, every matrix "quantized" to multiples of 1/64 by a callback, against
+// the same values stored as the parameters — logits and every gradient, 1 and 2 threads.
+static int wsrc_derived(void *ctx, int i) {
+    (void)ctx;
+    return i >= 0;
+}
+static void wsrc_rows(void *ctx, int i, const float *params, int64_t r0, int64_t r1, float *out) {
+    const struct kn_train_layout *L = ctx;
+    const float *w = params + L->t[i].off + r0 * L->t[i].cols;
+    for (int64_t k = 0; k < (r1 - r0) * L->t[i].cols; k++) out[k] = roundf(w[k] * 64.0f) / 64.0f;
+}
+
+QP_TEST(effective_weights_on_the_fly_should_give_the_bits_of_a_stored_copy) {
+    char err[QP_ERRLEN];
+    struct hx_model *m;
+    QP_CHECK_MSG(hx_model_open(qpt_fixture(MODEL), qpt_fixture(TOK), &m, err) == 0, "%s", err);
+    struct kn_train_layout L;
+    QP_CHECK(kn_train_layout_init(&L, &m->w.cfg, 0, err) == 0);
+    float *p = qp_alloc_array(L.n_floats, sizeof(float)), *pe = qp_alloc_array(L.n_floats, sizeof(float));
+    QP_CHECK_MSG(kn_train_params_from(&L, &m->w, p, err) == 0, "%s", err);
+    memcpy(pe, p, L.n_floats * sizeof(float));
+    for (int i = 0; i < L.n_tensors; i++)
+        if (L.t[i].rows > 1) wsrc_rows(&L, i, p, 0, L.t[i].rows, pe + L.t[i].off);
+    int tokens[128];
+    for (int i = 0; i < 128; i++) tokens[i] = i == 0 ? 1 : (i * 29 + 3) % 512;
+    float *dl = qp_alloc_array(128 * 512, sizeof(float));
+    for (int i = 0; i < 128 * 512; i++) dl[i] = (float)((i * 7919) % 1000 - 500) / 1e5f;
+    for (int nt = 1; nt <= 2; nt++) {
+        struct kn_train *a, *b;
+        QP_CHECK(kn_train_create(&L, 128, nt, &a, err) == 0 && kn_train_create(&L, 128, nt, &b, err) == 0);
+        struct kn_train_wsrc ws = {.derived = wsrc_derived, .rows = wsrc_rows, .ctx = &L};
+        QP_CHECK(kn_train_set_wsrc(b, &ws, err) == 0);
+        float *ga = qp_calloc_array(L.n_floats, sizeof(float)), *gb = qp_calloc_array(L.n_floats, sizeof(float));
+        const float *za = kn_train_forward(a, pe, tokens, 128), *zb = kn_train_forward(b, p, tokens, 128);
+        QP_CHECK(memcmp(za, zb, 128 * 512 * sizeof(float)) == 0);
+        kn_train_backward(a, pe, dl, ga);
+        kn_train_backward(b, p, dl, gb);
+        QP_CHECK_MSG(memcmp(ga, gb, L.n_floats * sizeof(float)) == 0, "%d threads: gradients differ", nt);
+        QP_CHECK(memcmp(pe, p, L.n_floats * sizeof(float)) != 0); // the callback did change the weights
+        qp_free(ga), qp_free(gb);
+        kn_train_destroy(a), kn_train_destroy(b);
+    }
+    qp_free(p), qp_free(pe), qp_free(dl);
+    kn_train_layout_deinit(&L);
+    hx_model_close(m);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The fake quantizer: STE, LSQ, packing
 
@@ -256,6 +401,45 @@ QP_TEST(qat_gradients_should_pass_inside_the_grid_and_stop_at_clipped_weights) {
     QP_CHECK_NEAR(ds, (2 - 1.8) + (0 + 0.4) + 3, 1e-6);
     QP_CHECK_INT_EQ(qz_qat_count_clipped(&g, w), 1);
     qz_qat_grid_deinit(&g);
+}
+
+// The fake quantizer (SSE2 and scalar, no libm) gives the float of its definition,
+// fminf(fmaxf(roundf((w − m)/s) + z, qmin), qmax) then (q − z)·s (+ m), bit for bit: every grid
+// kind, random weights with ties (k + 0.5 steps), zeros of both signs, huge, infinite and NaN
+// weights, and a group whose scale is 0.
+QP_TEST(qat_fake_quantization_should_equal_its_roundf_definition_bit_for_bit) {
+    enum { R = 3, C = 101 }; // a group of 32 and a partial one: both SSE2 and scalar paths
+    const char *specs[] = {"qat:bits=3:group=32", "qat:bits=3:group=32:asym", "qat:bits=2:group=16:asym",
+                           "qat:bits=8:group=64", "qat:q4_0", "qat:q4_1", "qat:q5_0", "qat:q5_1", "qat:q8_0"};
+    float w[R * 128], y[R * 128];
+    rng_state = 5;
+    for (size_t k = 0; k < QP_ARRAY_LEN(specs); k++) {
+        char err[QP_ERRLEN];
+        struct qz_variant *v;
+        QP_CHECK(qz_variant_parse(specs[k], &v, err) == 0);
+        int cols = v->base.ggml_type >= 0 ? 96 : C;
+        for (int i = 0; i < R * cols; i++) w[i] = (float)(0.1 * rng_uniform());
+        struct qz_qat_grid g;
+        QP_CHECK(qz_qat_grid_init(&g, &v->base, w, R, cols) == 0);
+        float s0 = g.scale[0], m0 = g.min ? g.min[0] : 0.0f;
+        for (int i = 0; i < 16; i++) w[i] = (float)(i - 8) * 0.5f * s0 + m0; // exact ties and integers
+        const float special[] = {0.0f, -0.0f, 1e30f, -1e30f, INFINITY, -INFINITY, NAN, 3e-39f, -3e-39f};
+        for (size_t i = 0; i < QP_ARRAY_LEN(special); i++) w[16 + i] = special[i];
+        g.scale[g.gpr] = 0.0f; // row 1's first group
+        qz_qat_fake(&g, w, y, 0, R);
+        float lo = (float)g.qmin, hi = (float)g.qmax;
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < cols; c++) {
+                int64_t gi = r * g.gpr + c / g.group;
+                float sc = g.scale[gi], z = g.zero[gi], m = g.min ? g.min[gi] : 0.0f, x = w[r * cols + c];
+                float q = fminf(fmaxf(sc != 0 ? roundf((x - m) / sc) + z : z, lo), hi);
+                float want = g.min ? (q - z) * sc + m : (q - z) * sc, got = y[r * cols + c];
+                QP_CHECK_MSG(memcmp(&want, &got, 4) == 0, "%s [%d][%d] w=%.9g: %.9g, want %.9g", specs[k], r, c, x,
+                             got, want);
+            }
+        qz_qat_grid_deinit(&g);
+        qz_variant_destroy(v);
+    }
 }
 
 // q4_1's minimum: inside the range it does not move w' (0), at a clamped weight by 1.
@@ -411,6 +595,71 @@ QP_TEST(qat_training_should_give_the_same_weights_for_1_and_2_threads) {
         QP_CHECK(k == 0 || q[0]->w.layers[0].wq.type == KN_Q4_1);
         for (int run = 0; run < 3; run++) hx_quant_model_destroy(q[run]);
     }
+}
+
+// Every trained tensor of two variants of one model (matrices packed or fp32, norms, biases)
+// has the same type and bytes.
+static int trained_equal(const struct kn_weights *a, const struct kn_weights *b) {
+    struct kn_train_layout L;
+    char err[QP_ERRLEN];
+    QP_CHECK_MSG(kn_train_layout_init(&L, &a->cfg, a->tied, err) == 0, "%s", err);
+    int same = a->tied == b->tied;
+    for (int i = 0; i < L.n_tensors && same; i++) {
+        const struct kn_tensor *x = kn_train_slot(&L, i, (struct kn_weights *)a), *y = kn_train_slot(&L, i, (struct kn_weights *)b);
+        same = x->type == y->type && x->ne0 == y->ne0 && x->ne1 == y->ne1 &&
+               memcmp(x->data, y->data, kn_row_bytes(x->type, x->ne0) * (size_t)x->ne1) == 0;
+    }
+    kn_train_layout_deinit(&L);
+    return same;
+}
+
+// The small model of a family (`qprobe synth --arch A --seed 1`, 2 layers), written once per case.
+static const char *family_model(const char *arch) {
+    static char path[4200];
+    snprintf(path, sizeof path, "%s/qat-%s.gguf", qpt_tmpdir(), arch);
+    const struct hx_synth_shape *sh = hx_synth_arch_shape(arch);
+    struct hx_synth_opts o = {.shape = sh, .seed = 1, .type = KN_F32, .n_layers = 2, .vocab = qpt_fixture(sh->vocab),
+                              .n_threads = 1};
+    char err[QP_ERRLEN];
+    QP_CHECK_MSG(hx_synth_write(&o, path, NULL, err) == 0, "%s", err);
+    return path;
+}
+
+// Training is deterministic in every family: the small model of each (Llama 3 RoPE scaling,
+// Qwen2 biases, Phi-3 fused tensors, windows and long RoPE factors, Gemma 2 everything), 3 steps of
+// 4 windows of 128 tokens (enough that the products, the attention heads and the effective
+// weights run split over threads), gives the same bits with 1 and 2 threads — every trained
+// tensor, biases and post-norms included — and lowers the distillation loss.
+QP_TEST(qat_training_should_give_the_same_weights_for_1_and_2_threads_in_every_family) {
+    static const char *const arches[] = {"llama", "qwen2", "phi3", "gemma2"};
+    size_t len;
+    char *text = qpt_read_file(qpt_fixture(TEXT), &len);
+    QP_CHECK(text && len > CALIB_BYTES);
+    for (size_t k = 0; k < QP_ARRAY_LEN(arches); k++) {
+        char err[QP_ERRLEN];
+        struct hx_model *m;
+        QP_CHECK_MSG(hx_model_open(family_model(arches[k]), NULL, &m, err) == 0, "%s", err);
+        struct hx_quant_model *q[2];
+        struct hx_qat_info info[2];
+        for (int run = 0; run < 2; run++) {
+            struct hx_calib *cal;
+            QP_CHECK_MSG(hx_calib_create(m->tok, text, CALIB_BYTES, 8, 128, &cal, err) == 0, "%s", err);
+            cal->n_threads = run + 1;
+            struct qz_variant *v;
+            QP_CHECK(qz_variant_parse("qat:bits=3:group=32:asym:steps=3", &v, err) == 0);
+            QP_CHECK_MSG(hx_qat_model_create(&m->w, v, cal, &q[run], &info[run], err) == 0, "%s: %s", arches[k], err);
+            qz_variant_destroy(v);
+            hx_calib_destroy(cal);
+        }
+        printf("  %s: loss %.5f -> %.5f\n", arches[k], info[0].loss_first, info[0].loss_last);
+        QP_CHECK_MSG(trained_equal(&q[0]->w, &q[1]->w), "%s: 1 and 2 threads differ", arches[k]);
+        QP_CHECK_MSG(info[0].loss_last < info[0].loss_first, "%s: loss %.5f -> %.5f", arches[k], info[0].loss_first,
+                     info[0].loss_last);
+        QP_CHECK(q[0]->w.tied == m->w.embd_only);
+        for (int run = 0; run < 2; run++) hx_quant_model_destroy(q[run]);
+        hx_model_close(m);
+    }
+    free(text);
 }
 
 // A loss that overflows stops the run at that step, with nothing returned: a final-norm weight of

@@ -36,11 +36,14 @@ struct hx_qat_tensor {
 enum { HX_QT_F32, HX_QT_F16, HX_QT_GRID };
 
 struct hx_qat {
+    const struct kn_weights *src;
     const struct qz_variant *v;
     const struct hx_calib *cal;
     int nt;
     struct kn_train_layout L;
-    float *p, *e, *g, *m1, *m2;  // latent, effective (fake-quantized), gradient, AdamW moments (n_floats)
+    float *p, *g, *m1, *m2;      // latent, gradient, AdamW moments (n_floats); the effective
+                                 // (fake-quantized) weights are computed when the products need
+                                 // them (hx_qat_wsrc_*), never stored for the whole model
     struct hx_qat_tensor *t;     // L.n_tensors
     struct kn_engine *teacher;
     struct kn_state *ts;
@@ -52,19 +55,32 @@ struct hx_qat {
     uint64_t rng;
 };
 
-static void hx_qat_free(struct hx_qat *q) {
+// Everything only training needs: the gradients, the optimizer state, the teacher and the
+// workspace (freed before the result is packed, so that the peak is the training's, not the
+// training's plus the packed model's).
+static void hx_qat_free_training(struct hx_qat *q) {
     if (q->t)
         for (int i = 0; i < q->L.n_tensors; i++) {
             struct hx_qat_tensor *t = &q->t[i];
-            qz_qat_grid_deinit(&t->grid);
             qp_free(t->gs), qp_free(t->gm), qp_free(t->ms), qp_free(t->vs), qp_free(t->mm), qp_free(t->vm);
+            t->gs = t->gm = t->ms = t->vs = t->mm = t->vm = NULL;
         }
-    free(q->t);
-    qp_free(q->p), qp_free(q->e), qp_free(q->g), qp_free(q->m1), qp_free(q->m2);
+    qp_free(q->g), qp_free(q->m1), qp_free(q->m2);
+    q->g = q->m1 = q->m2 = NULL;
     kn_state_destroy(q->ts);
     kn_engine_destroy(q->teacher);
     kn_train_destroy(q->tr);
+    q->ts = NULL, q->teacher = NULL, q->tr = NULL;
     qp_free(q->tlogits), qp_free(q->dlogits), qp_free(q->rows);
+    q->tlogits = q->dlogits = NULL, q->rows = NULL;
+}
+
+static void hx_qat_free(struct hx_qat *q) {
+    hx_qat_free_training(q);
+    if (q->t)
+        for (int i = 0; i < q->L.n_tensors; i++) qz_qat_grid_deinit(&q->t[i].grid);
+    free(q->t);
+    qp_free(q->p);
     free(q->order);
     free(q->targets);
     kn_train_layout_deinit(&q->L);
@@ -123,44 +139,45 @@ static int hx_qat_grids(struct hx_qat *q, char *err) {
     return 0;
 }
 
-// e = the fake-quantized latent weights (rows over threads; each row's result is the same
-// whoever computes it).
-static void hx_qat_effective(struct hx_qat *q) {
-    for (int i = 0; i < q->L.n_tensors; i++) {
-        const struct kn_tparam *tp = &q->L.t[i];
-        struct hx_qat_tensor *t = &q->t[i];
-        if (t->mode != HX_QT_GRID) {
-            memcpy(q->e + tp->off, q->p + tp->off, (size_t)(tp->rows * tp->cols) * sizeof(float));
-            continue;
-        }
-#pragma omp parallel for num_threads(q->nt) schedule(static) if (q->nt > 1 && tp->rows * tp->cols >= KN_TRAIN_PAR_WORK / 4)
-        for (int64_t r = 0; r < tp->rows; r++) qz_qat_fake(&t->grid, q->p + tp->off, q->e + tp->off, r, r + 1);
-    }
+// The effective weights the training multiplies with (kn_train_wsrc): a tensor on a grid is its
+// fake quantization under the current grid, computed from the latent weights row by row.
+static int hx_qat_wsrc_derived(void *ctx, int i) { return ((struct hx_qat *)ctx)->t[i].mode == HX_QT_GRID; }
+
+static void hx_qat_wsrc_rows(void *ctx, int i, const float *params, int64_t r0, int64_t r1, float *out) {
+    struct hx_qat *q = ctx;
+    qz_qat_fake_rows(&q->t[i].grid, params + q->L.t[i].off, r0, r1, out);
 }
 
 static int hx_qat_setup(struct hx_qat *q, const struct kn_weights *src, char *err) {
     const struct kn_config *c = &src->cfg;
     int T = q->cal->seq_len, rc;
-    if ((rc = kn_train_layout_init(&q->L, c, 0, err))) return rc;
+    // Untied, as every variant stores the classifier, unless the source has none of its own
+    // (embd_only): then, as llama.cpp and the other variants do, the trained embedding serves.
+    if ((rc = kn_train_layout_init(&q->L, c, src->embd_only, err)) ||
+        (rc = kn_train_layout_rope(&q->L, src->rope_freqs.data, src->rope_short.data, src->rope_long.data, err)))
+        return rc;
     size_t n = q->L.n_floats;
     q->t = calloc((size_t)q->L.n_tensors, sizeof *q->t);
-    q->p = qp_alloc_array(n, 4), q->e = qp_alloc_array(n, 4), q->g = qp_alloc_array(n, 4);
+    q->p = qp_alloc_array(n, 4);
+    if (!q->t || !q->p) return qp_fail(err, QP_ENOMEM, "out of memory for training (%zu parameters)", n);
+    // The latent weights first: init=gptq quantizes a whole GPTQ variant, which should not sit
+    // next to the gradient and the optimizer state (the peak stays the training's).
+    if ((rc = hx_qat_latent(q, src, err)) || (rc = hx_qat_grids(q, err))) return rc;
+    q->g = qp_alloc_array(n, 4);
     q->m1 = qp_calloc_array(n, 4), q->m2 = qp_calloc_array(n, 4);
     q->tlogits = qp_alloc_array((size_t)T * c->vocab_size, 4);
     q->dlogits = qp_alloc_array((size_t)T * c->vocab_size, 4);
     q->rows = qp_alloc_array((size_t)2 * T, sizeof(double));
     q->order = malloc((size_t)q->cal->n_seqs * sizeof(int));
     q->targets = malloc((size_t)T * sizeof(int));
-    if (!q->t || !q->p || !q->e || !q->g || !q->m1 || !q->m2 || !q->tlogits || !q->dlogits || !q->rows || !q->order ||
-        !q->targets)
+    if (!q->g || !q->m1 || !q->m2 || !q->tlogits || !q->dlogits || !q->rows || !q->order || !q->targets)
         return qp_fail(err, QP_ENOMEM, "out of memory for training (%zu parameters)", n);
-    if ((rc = hx_qat_latent(q, src, err)) || (rc = hx_qat_grids(q, err))) return rc;
     if ((rc = kn_engine_create(src, NULL, &q->teacher, err)) ||
         (rc = kn_state_create(q->teacher, T, T, q->nt, &q->ts, err)) ||
         (rc = kn_train_create(&q->L, T, q->nt, &q->tr, err)))
         return rc;
-    hx_qat_effective(q);
-    return 0;
+    struct kn_train_wsrc ws = {.derived = hx_qat_wsrc_derived, .rows = hx_qat_wsrc_rows, .ctx = q};
+    return kn_train_set_wsrc(q->tr, &ws, err);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -194,11 +211,11 @@ static double hx_qat_window_grad(struct hx_qat *q, int w, double scale) {
     const int *tok = q->cal->tokens + (size_t)w * T;
     kn_state_reset(q->ts);
     kn_forward(q->ts, tok, T, q->tlogits, 0, NULL);
-    const float *z = kn_train_forward(q->tr, q->e, tok, T);
+    const float *z = kn_train_forward(q->tr, q->p, tok, T);
     for (int i = 0; i < T; i++) q->targets[i] = i + 1 < T ? tok[i + 1] : -1; // the last: KL only
     double ce_w = q->v->base.qat.ce, kl, ce;
     kn_train_loss(z, q->tlogits, q->targets, T, V, ce_w, scale, q->nt, q->dlogits, q->rows, &kl, &ce);
-    kn_train_backward(q->tr, q->e, q->dlogits, q->g);
+    kn_train_backward(q->tr, q->p, q->dlogits, q->g);
     return kl + ce_w * ce;
 }
 
@@ -251,7 +268,6 @@ static double hx_qat_step(struct hx_qat *q, int64_t t, int64_t *draws) {
         if (t2->gm) kn_adamw_update(&o, t2->grid.min, t2->gm, t2->mm, t2->vm, ng, gscale, 0, q->nt);
         qz_qat_project(&t2->grid);
     }
-    hx_qat_effective(q);
     return loss;
 }
 
@@ -332,32 +348,27 @@ static int hx_qat_store_tensor(struct hx_qat *q, int i, struct hx_quant_model *m
 static int hx_qat_result(struct hx_qat *q, struct hx_quant_model **out, struct hx_qat_info *info, char *err) {
     struct hx_quant_model *m = calloc(1, sizeof *m);
     if (!m) return qp_fail(err, QP_ENOMEM, "out of memory");
-    struct kn_layer_weights *layers = qp_calloc_array((size_t)q->L.cfg.n_layers, sizeof *layers);
+    int nl = q->L.cfg.n_layers;
+    struct kn_layer_weights *layers = qp_calloc_array((size_t)nl, sizeof *layers);
     int rc = qp_owned_add(&m->owned, layers);
-    struct kn_weights view;
-    if (!rc) kn_train_weights_view(&q->L, q->p, layers, &view); // the tensors' places and shapes
-    struct kn_tensor *slot[KN_TP_COUNT];
+    if (!rc) { // the source's tensors where nothing was trained (the RoPE factors)
+        m->w = *q->src;
+        memcpy(layers, q->src->layers, (size_t)nl * sizeof *layers);
+        m->w.layers = layers;
+    }
     for (int i = 0; i < q->L.n_tensors && !rc; i++) {
-        const struct kn_tparam *tp = &q->L.t[i];
-        struct kn_layer_weights *lw = tp->layer >= 0 ? &layers[tp->layer] : NULL;
-        slot[KN_TP_EMBED] = &view.tok_embd, slot[KN_TP_OUT_NORM] = &view.out_norm, slot[KN_TP_OUTPUT] = &view.output;
-        if (lw) {
-            slot[KN_TP_ATTN_NORM] = &lw->attn_norm, slot[KN_TP_WQ] = &lw->wq, slot[KN_TP_WK] = &lw->wk;
-            slot[KN_TP_WV] = &lw->wv, slot[KN_TP_WO] = &lw->wo, slot[KN_TP_FFN_NORM] = &lw->ffn_norm;
-            slot[KN_TP_GATE] = &lw->w_gate, slot[KN_TP_DOWN] = &lw->w_down, slot[KN_TP_UP] = &lw->w_up;
-        }
         if (q->t[i].mode == HX_QT_GRID) {
             qz_qat_round_fp16(&q->t[i].grid);
-            info->n_clipped += qz_qat_count_clipped(&q->t[i].grid, q->p + tp->off);
+            info->n_clipped += qz_qat_count_clipped(&q->t[i].grid, q->p + q->L.t[i].off);
         }
-        rc = hx_qat_store_tensor(q, i, m, slot[tp->kind]);
+        rc = hx_qat_store_tensor(q, i, m, kn_train_slot(&q->L, i, &m->w));
     }
     if (rc) {
         hx_quant_model_destroy(m);
         return qp_fail(err, rc, "out of memory storing the trained model");
     }
-    m->w = view;
-    m->w.tied = 0;
+    if (q->L.tied) m->w.output = m->w.tok_embd;
+    m->w.tied = q->L.tied;
     m->act_q8 = q->v->act == QZ_ACT_Q8;
     m->bits_per_weight = m->n_weights ? 8.0 * (double)m->bytes / (double)m->n_weights : 0;
     *out = m;
@@ -373,14 +384,13 @@ int hx_qat_model_create(const struct kn_weights *src, const struct qz_variant *v
     QP_ASSERT(v->base.method == QZ_QAT);
     if (v->n_rules || v->imatrix)
         return qp_fail(err, QP_EINVAL, "qat trains the whole model on one grid: name~ rules and ;imatrix are not supported");
-    int rope_factors = src->rope_freqs.data || src->rope_short.data || src->rope_long.data;
-    if (kn_train_block_check(&src->cfg, rope_factors, err)) return QP_ENOTSUP;
     if (!cal || cal->n_seqs < 1) return qp_fail(err, QP_EINVAL, "qat needs calibration text (--calib FILE)");
-    struct hx_qat q = {.v = v, .cal = cal, .nt = cal->n_threads > 0 ? cal->n_threads : 1};
+    struct hx_qat q = {.src = src, .v = v, .cal = cal, .nt = cal->n_threads > 0 ? cal->n_threads : 1};
     double t0 = qp_now();
     int rc = hx_qat_setup(&q, src, err);
     info->init_seconds = qp_now() - t0;
     if (!rc) rc = hx_qat_train(&q, info, err);
+    hx_qat_free_training(&q);
     if (!rc) rc = hx_qat_result(&q, out, info, err);
     if (!rc && cal->report) { // no per-module losses: QAT trains the model as a whole
         hx_calib_report_clear(cal->report);

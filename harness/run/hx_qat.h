@@ -5,7 +5,9 @@
 //
 // The loop, step by step:
 //   1. Student: the source model's parameters, untied (the embedding and the classifier are two
-//      tensors, as every variant stores them), as fp32 latent weights; with init=gptq, the
+//      tensors, as every variant stores them) unless the source stores no classifier of its own
+//      (embd_only: the trained embedding serves, as in every variant of such a model), as fp32
+//      latent weights — biases (Qwen2) and norms (post-norms too) included; with init=gptq, the
 //      parameters of the GPTQ variant with the same grid (hx_calib_quantize) instead.
 //      Every 2-D weight the variant quantizes gets a learnable grid (qz_qat_grid: per-group scales,
 //      fitted by RTN or llama.cpp's quantizer); rows a llama.cpp type cannot hold (blocks of 32)
@@ -15,7 +17,8 @@
 //      refusal and BOS handling as GPTQ/AWQ), in an order drawn from the spec's seed (a fresh
 //      permutation per pass over the windows). Per window: the teacher's logits come from the
 //      engine on the unquantized model (computed on the fly, never stored beyond the window);
-//      the student runs kernels/kn_train.h's forward on its fake-quantized weights; the loss is
+//      the student runs kernels/kn_train.h's forward on its fake-quantized weights (computed per
+//      tensor when a product needs them, kn_train_wsrc); the loss is
 //      the mean over tokens of KL(teacher ‖ student) plus ce × next-token cross-entropy.
 //   3. Gradients: kn_train_backward gives dL/dw'; qz_qat_grad turns them into the latent weights'
 //      straight-through gradients and the scales' (and minima's) LSQ gradients.
@@ -35,8 +38,12 @@
 // independent; the grid updates are per group). It does depend on OpenBLAS's kernels: another
 // OPENBLAS_CORETYPE rounds the products differently, and training amplifies that (docs/QAT.md).
 //
-// Memory: five fp32 copies of the parameters (latent, fake-quantized, gradient, two AdamW
-// moments), plus one window's activations (kn_train.h) and the teacher engine.
+// Memory: four fp32 copies of the parameters (latent, gradient, two AdamW moments; the
+// fake-quantized weights are never stored for the whole model, only the largest tensor's at a
+// time), the grids (per group: scale, zero-point, their gradient and two moments), one window's
+// activations (kn_train.h) and the teacher engine (reading the source's weights as stored). The
+// gradient and optimizer state are freed before the result is packed, and allocated only after
+// an init=gptq variant is done with, so neither adds to the peak.
 //
 // Depends on kernels/, quantizers/, harness/run/hx_calib.h and hx_variant.h.
 #ifndef HX_QAT_H
@@ -64,9 +71,8 @@ struct hx_qat_info {
 
 // Trains src under v (base method QZ_QAT) on cal and returns the packed variant in *out (free with
 // hx_quant_model_destroy). info may be NULL. n_threads: OpenMP threads (cal->n_threads when 0).
-// 0, or with err: QP_EINVAL (a variant QAT does not take: name~ rules, ;imatrix), QP_ENOTSUP (a
-// family whose block the training forward does not implement: anything but Llama 2's, see
-// kn_train_block_check), QP_ENUMERIC
+// Every family of kernels/kn_model.h trains (kn_train.h). 0, or with err: QP_EINVAL (a variant QAT
+// does not take: name~ rules, ;imatrix), QP_ENUMERIC
 // (the loss became NaN or infinite: "training diverged at step N"), QP_EINTR (stopped), QP_ENOMEM.
 int hx_qat_model_create(const struct kn_weights *src, const struct qz_variant *v, const struct hx_calib *cal,
                         struct hx_quant_model **out, struct hx_qat_info *info, char *err);
