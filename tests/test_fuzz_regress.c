@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fuzz/fuzz_config_json.c"
 #include "fuzz/fuzz_gate_rules.c"
 #include "fuzz/fuzz_gguf.c"
 #include "fuzz/fuzz_gguf_bpe.c"
@@ -23,6 +24,7 @@
 #include "fuzz/fuzz_safetensors.c"
 #include "fuzz/fuzz_spec.c"
 #include "fuzz/fuzz_sweep_config.c"
+#include "fuzz/fuzz_task_dataset.c"
 #include "fuzz/fuzz_task_jsonl.c"
 #include "fuzz/fuzz_tokenize.c"
 #include "fuzz/fuzz_tokenizer_bin.c"
@@ -110,6 +112,10 @@ QP_TEST(task_jsonl_saved_inputs_should_pass_the_fuzz_checks) { replay("task_json
 QP_TEST(tokenizer_json_saved_inputs_should_pass_the_fuzz_checks) { replay("tokenizer_json", fuzz_tokenizer_json); }
 
 QP_TEST(gguf_bpe_saved_inputs_should_pass_the_fuzz_checks) { replay("gguf_bpe", fuzz_gguf_bpe); }
+
+QP_TEST(config_json_saved_inputs_should_pass_the_fuzz_checks) { replay("config_json", fuzz_config_json); }
+
+QP_TEST(task_dataset_saved_inputs_should_pass_the_fuzz_checks) { replay("task_dataset", fuzz_task_dataset); }
 
 QP_TEST(tokenize_saved_inputs_should_pass_the_fuzz_checks) {
     char err[QP_ERRLEN] = "";
