@@ -809,7 +809,31 @@ QP_TEST(read_only_study_database_should_be_refused_and_left_unchanged) {
         QP_CHECK(chmod(dir, 0700) == 0);
     }
     QP_CHECK(err != NULL && chmod(db, 0644) == 0);
-    expect_error(rc, err, db, "readonly database");
+    expect_error(rc, err, db, "the study database is read-only (Permission denied)");
+    expect_study_intact(db);
+}
+
+QP_TEST(read_only_directory_should_be_refused_before_the_model_is_opened) {
+    const char *db = study_db("rodir.sqlite");
+    const char *dir = qpt_tmpdir();
+    QP_CHECK(chmod(db, 0666) == 0); // the file writable: only the directory is read-only
+    // The model and text do not exist: an error about the database shows it was refused first,
+    // before any model was loaded or reference evaluated.
+    char cmd[16384], *err = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' eval -m /nonexistent/model.bin --text /nonexistent/text.txt --db '%s' -q q4_0 2>&1 >/dev/null",
+             qpt_qprobe(), db);
+    int rc;
+    if (geteuid() == 0) {
+        QP_CHECK(chmod(dir, 0755) == 0);
+        open_ancestors(dir);
+        rc = run_as_nobody(cmd, &err);
+    } else {
+        QP_CHECK(chmod(dir, 0555) == 0);
+        rc = qpt_run(cmd, &err);
+        QP_CHECK(chmod(dir, 0700) == 0);
+    }
+    QP_CHECK(err != NULL && chmod(db, 0644) == 0);
+    expect_error(rc, err, db, "is read-only (Permission denied); SQLite keeps the study's journal (-wal, -shm) beside it");
     expect_study_intact(db);
 }
 
