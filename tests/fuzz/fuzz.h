@@ -33,6 +33,7 @@ int fuzz_tokenizer_json(const uint8_t *data, size_t size);
 int fuzz_gguf_bpe(const uint8_t *data, size_t size);
 int fuzz_config_json(const uint8_t *data, size_t size);
 int fuzz_task_dataset(const uint8_t *data, size_t size);
+int fuzz_text(const uint8_t *data, size_t size);
 
 // fuzz_tokenize encodes with a real tokenizer: this llama2.c tokenizer.bin of vocab_size tokens.
 // Without a call, the first fuzz_tokenize loads $QP_FIXTURES/models/llama2c/tok512.bin (512

@@ -24,7 +24,7 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_DIR := build/fuzz
 FUZZ_ALL := gguf safetensors llama2c tokenizer_bin spec tokenize sweep_config gate_rules task_jsonl \
-            tokenizer_json gguf_bpe config_json task_dataset
+            tokenizer_json gguf_bpe config_json task_dataset text
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 
 # The whole library (LIB_SRC), compiled with the fuzz flags into one archive: a target links
@@ -57,6 +57,7 @@ FUZZ_MAXLEN_tokenizer_json := 8192
 FUZZ_MAXLEN_gguf_bpe := 4096
 FUZZ_MAXLEN_config_json := 4096
 FUZZ_MAXLEN_task_dataset := 4096
+FUZZ_MAXLEN_text := 1024
 
 # Shared fixture directories added as read-only seed directories (skipped when absent; larger
 # files are cut to the target's max_len).

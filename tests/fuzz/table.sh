@@ -6,7 +6,8 @@
 #                      seconds, executions, edges, features, corpus entries, result
 #   CORPUS_DIR/NAME/   the repository's minimised corpus (its file count is the corpus size)
 # Replaces the lines between "<!-- fuzz-table -->" and "<!-- /fuzz-table -->" in DOC with a
-# Markdown table: per target the sessions, total executions and seconds across all of them,
+# Markdown table: per target the sessions, total executions and hours (wall time of the
+# single-threaded fuzzer, at nice 19 on a shared machine) across all of them,
 # the corpus kept, the most edges and features a session reached, and the sessions that ended
 # in a finding (crash, leak, timeout, failed check). Later sessions append to the logs, so the
 # totals grow; nothing in the table is typed by hand.
@@ -21,7 +22,7 @@ grep -q '^<!-- fuzz-table -->$' "$doc" || { echo "$doc: no '<!-- fuzz-table -->'
 table=$(mktemp)
 trap 'rm -f "$table" "$table.doc"' EXIT
 {
-    echo "| target | sessions | executions | CPU hours | corpus | edges | features | findings |"
+    echo "| target | sessions | executions | hours | corpus | edges | features | findings |"
     echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     for f in "$logs"/*.tsv; do
         [ -f "$f" ] || continue
@@ -31,6 +32,7 @@ trap 'rm -f "$table" "$table.doc"' EXIT
             { n++; secs += $3; runs += $4; if ($5 > cov) cov = $5; if ($6 > ft) ft = $6
               if ($8 != "ok") bad++ }
             END {
+                if (n == 0) exit
                 # thousands separated by spaces: 12 345 678
                 s = sprintf("%d", runs); r = ""
                 while (length(s) > 3) { r = " " substr(s, length(s) - 2) r; s = substr(s, 1, length(s) - 3) }
