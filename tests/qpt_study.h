@@ -10,6 +10,7 @@
 #define QPT_STUDY_H
 
 #include <fcntl.h>
+#include <libgen.h>
 #include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -72,6 +73,29 @@ static inline int qpt_sweep(const char *env, const char *cfg, const char *db, in
         if (!*err) *err = strdup("");
     }
     return rc;
+}
+
+// The fault-injection shim of the build under test (tests/fault/qp_fault.c), beside its test
+// binaries: QP_BIN's directory/tests/libqpfault.so; NULL when it was not built.
+static inline const char *qpt_fault_so(void) {
+    static char path[4096];
+    char bin[4096];
+    snprintf(bin, sizeof bin, "%s", qpt_qprobe());
+    snprintf(path, sizeof path, "%s/tests/libqpfault.so", dirname(bin));
+    return access(path, R_OK) == 0 ? path : NULL;
+}
+
+// The shell environment of a run under the shim: QP_FAULT=fault, its report to report (may be
+// NULL). ASan insists on coming first in the library list; the shim is not instrumented and
+// needs no such place.
+static inline void qpt_fault_env(char *env, size_t cap, const char *fault, const char *report) {
+    const char *so = qpt_fault_so();
+    QP_CHECK(so != NULL);
+    int n = snprintf(env, cap,
+                     "QP_FAULT='%s' QP_FAULT_REPORT='%s' LD_PRELOAD='%s' "
+                     "ASAN_OPTIONS=\"${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0\"",
+                     fault, report ? report : "", so);
+    QP_CHECK(n > 0 && (size_t)n < cap);
 }
 
 // Copies a file (the study database; a missing source makes a missing copy).
@@ -157,6 +181,22 @@ static inline void qpt_check_consistent(const char *db, const char *when) {
     QP_CHECK_MSG(qpt_db_int(db, "SELECT count(*) FROM variant v WHERE NOT EXISTS"
                                 " (SELECT 1 FROM metric m WHERE m.variant_id = v.id)") == 0,
                  "%s: a variant without metrics", when);
+}
+
+// Every variant stored in db is identical to the one in ref (the undisturbed run). Returns how
+// many variants db holds (0 when it has no schema yet).
+static inline int qpt_check_stored_intact(const char *db, const char *ref, const char *what) {
+    if (qpt_db_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'variant'") == 0) return 0;
+    char *specs = qpt_db_text(db, "SELECT coalesce(group_concat(spec, char(10)), '') FROM variant");
+    int n = 0;
+    for (char *save = NULL, *sp = strtok_r(specs, "\n", &save); sp; sp = strtok_r(NULL, "\n", &save), n++) {
+        char *a = qpt_variant_fingerprint(db, sp), *b = qpt_variant_fingerprint(ref, sp);
+        QP_CHECK_MSG(strcmp(a, b) == 0, "%s: stored variant '%s' differs from the undisturbed run's", what, sp);
+        free(a);
+        free(b);
+    }
+    free(specs);
+    return n;
 }
 
 // Lines of text (stderr) counted.

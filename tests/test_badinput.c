@@ -142,6 +142,15 @@ static void expect_text_rejected(const char *text, const char *want) {
     expect_error(rc, err, text, want);
 }
 
+// `qprobe ppl` of the fixture model and tokenizer on a short text with extra options opts must
+// fail naming file (an option or a spec) and saying want.
+static void expect_ppl_opts_rejected(const char *opts, const char *file, const char *want) {
+    char *err;
+    int rc = qprobe_err(&err, "", "ppl -m '%s' -z '%s' --text '%s' %s", qpt_fixture(STORIES), qpt_fixture(TOK512),
+                        qpt_text_prefix(1500), opts);
+    expect_error(rc, err, file, want);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers: GGUF layout (of the trusted fixtures; every offset is a file offset)
 
@@ -200,6 +209,13 @@ static size_t gg_tensor(const uint8_t *b, const char *name, size_t *data_at) {
     QP_CHECK_MSG(found != 0, "no tensor '%s' in the fixture", name);
     if (data_at) *data_at = (pos + 31) / 32 * 32 + (size_t)rel;
     return found;
+}
+
+// Offset of the data-offset field of tensor name's info (after its name, n_dims, dims, type).
+static size_t gg_tensor_offset_at(const uint8_t *b, const char *name) {
+    size_t info = gg_tensor(b, name, NULL);
+    size_t p = info + 8 + (size_t)get_u64(b, info);
+    return p + 4 + 8 * (size_t)get_u32(b, p) + 4;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -559,9 +575,7 @@ QP_TEST(gguf_tensor_not_aligned_to_its_element_size_should_be_rejected) {
     size_t at = gg_key(b, "llama.block_count");
     memcpy(b + at + 8, "general.alignment", strlen("general.alignment"));
     put_u32(b, gg_value(b, "general.alignment"), 1);
-    size_t info = gg_tensor(b, "token_embd.weight", NULL);
-    size_t p = info + 8 + (size_t)get_u64(b, info);
-    size_t off_at = p + 4 + 8 * (size_t)get_u32(b, p) + 4; // after name, n_dims, dims, type
+    size_t off_at = gg_tensor_offset_at(b, "token_embd.weight");
     put_u64(b, off_at, get_u64(b, off_at) + 2);
     expect_rejected(scratch("misaligned.gguf", b, len),
                     "tensor 'token_embd.weight' starts at file offset 14154, not aligned to the 4 bytes of its f32 "
@@ -572,9 +586,7 @@ QP_TEST(gguf_tensor_not_aligned_to_its_element_size_should_be_rejected) {
 QP_TEST(gguf_tensor_offset_off_the_alignment_should_be_rejected) {
     size_t len;
     uint8_t *b = fixture_bytes(GGUF, &len);
-    size_t info = gg_tensor(b, "token_embd.weight", NULL);
-    size_t p = info + 8 + (size_t)get_u64(b, info);
-    size_t off_at = p + 4 + 8 * (size_t)get_u32(b, p) + 4;
+    size_t off_at = gg_tensor_offset_at(b, "token_embd.weight");
     put_u64(b, off_at, get_u64(b, off_at) + 4);
     expect_rejected(scratch("offset.gguf", b, len),
                     "tensor 'token_embd.weight' has offset 4, not a multiple of the alignment 32");
@@ -804,24 +816,15 @@ QP_TEST(group_larger_than_the_row_should_be_rejected_naming_the_tensor) {
 }
 
 QP_TEST(zero_context_should_be_refused) {
-    char *err;
-    int rc = qprobe_err(&err, "", "ppl -m '%s' -z '%s' --text '%s' --ctx 0", qpt_fixture(STORIES),
-                        qpt_fixture(TOK512), qpt_text_prefix(1500));
-    expect_error(rc, err, "--ctx '0'", "expected an integer in 4..");
+    expect_ppl_opts_rejected("--ctx 0", "--ctx '0'", "expected an integer in 4..");
 }
 
 QP_TEST(zero_threads_should_be_refused) {
-    char *err;
-    int rc = qprobe_err(&err, "", "ppl -m '%s' -z '%s' --text '%s' -t 0", qpt_fixture(STORIES),
-                        qpt_fixture(TOK512), qpt_text_prefix(1500));
-    expect_error(rc, err, "-t '0'", "expected an integer in 1..256");
+    expect_ppl_opts_rejected("-t 0", "-t '0'", "expected an integer in 1..256");
 }
 
 QP_TEST(negative_chunk_count_should_be_refused) {
-    char *err;
-    int rc = qprobe_err(&err, "", "ppl -m '%s' -z '%s' --text '%s' --chunks -1", qpt_fixture(STORIES),
-                        qpt_fixture(TOK512), qpt_text_prefix(1500));
-    expect_error(rc, err, "--chunks '-1'", "expected an integer in 1..");
+    expect_ppl_opts_rejected("--chunks -1", "--chunks '-1'", "expected an integer in 1..");
 }
 
 QP_TEST(unknown_options_and_commands_should_exit_2) {
@@ -876,21 +879,12 @@ QP_TEST(convert_into_a_missing_directory_should_be_rejected) {
     expect_error(rc, err, out, "No such file or directory");
 }
 
-// ---------------------------------------------------------------------------------------------
-// Study databases
-
 QP_TEST(qat_spec_with_zero_steps_should_be_rejected_naming_the_field) {
-    char *err;
-    int rc = qprobe_err(&err, "", "ppl -m '%s' -z '%s' --text '%s' -q qat:q4_0:steps=0", qpt_fixture(STORIES),
-                        qpt_fixture(TOK512), qpt_text_prefix(1500));
-    expect_error(rc, err, "qat:q4_0:steps=0", "'steps=0': steps must be an integer 1..100000000");
+    expect_ppl_opts_rejected("-q qat:q4_0:steps=0", "qat:q4_0:steps=0", "'steps=0': steps must be an integer 1..100000000");
 }
 
 QP_TEST(qat_spec_without_calibration_text_should_be_rejected) {
-    char *err;
-    int rc = qprobe_err(&err, "", "ppl -m '%s' -z '%s' --text '%s' -q qat:q4_0", qpt_fixture(STORIES),
-                        qpt_fixture(TOK512), qpt_text_prefix(1500));
-    expect_error(rc, err, "qat:q4_0", "needs calibration data: add --calib FILE");
+    expect_ppl_opts_rejected("-q qat:q4_0", "qat:q4_0", "needs calibration data: add --calib FILE");
 }
 
 QP_TEST(sweep_grid_with_a_bad_activation_should_be_rejected_with_its_json_path) {
@@ -928,6 +922,9 @@ QP_TEST(task_dataset_with_a_broken_record_should_be_rejected_naming_file_and_lin
     expect_error(rc, err, "ARC-Easy-Test.jsonl:2:", "answerKey");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Study databases
+
 QP_TEST(study_database_that_is_a_directory_should_be_refused) {
     const char *dir = scratch_path("a_directory.sqlite");
     QP_CHECK(mkdir(dir, 0755) == 0);
@@ -945,56 +942,54 @@ QP_TEST(merge_of_a_file_that_is_not_a_database_should_be_rejected) {
     QP_CHECK_MSG(access(out, F_OK) != 0, "a failed merge left '%s'", out);
 }
 
-QP_TEST(read_only_study_database_should_be_refused_and_left_unchanged) {
-    const char *db = study_db("ro.sqlite");
-    const char *text = qpt_text_prefix(1500);
-    const char *dir = qpt_tmpdir();
-    QP_CHECK(chmod(db, 0444) == 0 && chmod(text, 0644) == 0);
-    char cmd[16384], *err = NULL;
-    snprintf(cmd, sizeof cmd, "'%s' " EVAL_FMT " 2>&1 >/dev/null", qpt_qprobe(), EVAL_ARGS(db, "q4_0"));
+// Runs cmd (stderr to its stdout) with the directory dir read-only for it: as nobody with dir
+// 0755 (root's) when the tests run as root — permission bits do not bind root —, else with dir
+// made 0555 for the run. As root, probe (a shell test) must first pass for nobody, or the case
+// is skipped: nobody must reach the database, the fixtures and the binary.
+static int run_with_dir_read_only(const char *cmd, const char *dir, const char *probe, char **err) {
     int rc;
     if (geteuid() == 0) {
-        // Permission bits do not bind root: run as nobody, with the directory readable but not
-        // writable for it (no journal can be created next to the database either).
         QP_CHECK(chmod(dir, 0755) == 0);
         open_ancestors(dir);
-        char probe[16384], *out = NULL;
-        snprintf(probe, sizeof probe, "test -r '%s' && test -r '%s' && test -r '%s' && test -x '%s'", db, text,
-                 qpt_fixture(STORIES), qpt_qprobe());
+        char *out = NULL;
         int reach = run_as_nobody(probe, &out);
         free(out);
         if (reach != 0) QP_SKIP("user nobody cannot reach the database, the fixtures or QP_BIN");
-        rc = run_as_nobody(cmd, &err);
+        rc = run_as_nobody(cmd, err);
     } else {
         QP_CHECK(chmod(dir, 0555) == 0);
-        rc = qpt_run(cmd, &err);
+        rc = qpt_run(cmd, err);
         QP_CHECK(chmod(dir, 0700) == 0);
     }
-    QP_CHECK(err != NULL && chmod(db, 0644) == 0);
+    QP_CHECK(*err != NULL);
+    return rc;
+}
+
+QP_TEST(read_only_study_database_should_be_refused_and_left_unchanged) {
+    const char *db = study_db("ro.sqlite");
+    const char *text = qpt_text_prefix(1500);
+    QP_CHECK(chmod(db, 0444) == 0 && chmod(text, 0644) == 0);
+    char cmd[16384], probe[16384], *err = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' " EVAL_FMT " 2>&1 >/dev/null", qpt_qprobe(), EVAL_ARGS(db, "q4_0"));
+    snprintf(probe, sizeof probe, "test -r '%s' && test -r '%s' && test -r '%s' && test -x '%s'", db, text,
+             qpt_fixture(STORIES), qpt_qprobe());
+    int rc = run_with_dir_read_only(cmd, qpt_tmpdir(), probe, &err);
+    QP_CHECK(chmod(db, 0644) == 0);
     expect_error(rc, err, db, "the study database is read-only (Permission denied)");
     expect_study_intact(db);
 }
 
 QP_TEST(read_only_directory_should_be_refused_before_the_model_is_opened) {
     const char *db = study_db("rodir.sqlite");
-    const char *dir = qpt_tmpdir();
     QP_CHECK(chmod(db, 0666) == 0); // the file writable: only the directory is read-only
     // The model and text do not exist: an error about the database shows it was refused first,
     // before any model was loaded or reference evaluated.
-    char cmd[16384], *err = NULL;
+    char cmd[16384], probe[8192], *err = NULL;
     snprintf(cmd, sizeof cmd, "'%s' eval -m /nonexistent/model.bin --text /nonexistent/text.txt --db '%s' -q q4_0 2>&1 >/dev/null",
              qpt_qprobe(), db);
-    int rc;
-    if (geteuid() == 0) {
-        QP_CHECK(chmod(dir, 0755) == 0);
-        open_ancestors(dir);
-        rc = run_as_nobody(cmd, &err);
-    } else {
-        QP_CHECK(chmod(dir, 0555) == 0);
-        rc = qpt_run(cmd, &err);
-        QP_CHECK(chmod(dir, 0700) == 0);
-    }
-    QP_CHECK(err != NULL && chmod(db, 0644) == 0);
+    snprintf(probe, sizeof probe, "test -w '%s' && test -x '%s'", db, qpt_qprobe());
+    int rc = run_with_dir_read_only(cmd, qpt_tmpdir(), probe, &err);
+    QP_CHECK(chmod(db, 0644) == 0);
     expect_error(rc, err, db, "is read-only (Permission denied); SQLite keeps the study's journal (-wal, -shm) beside it");
     expect_study_intact(db);
 }

@@ -82,20 +82,35 @@ static void check_same_numbers(const char *db, const char *ref, const char *what
     free(b);
 }
 
+// One round of a race: a fresh database db, the two processes start() starts together (a, b),
+// both must exit 0, and the database must be consistent. what names the round.
+struct race {
+    char db[1024], what[64];
+};
+
+static void race_start(struct race *rc, int r) {
+    snprintf(rc->db, sizeof rc->db, "%s", qpt_scratch("together.sqlite"));
+    snprintf(rc->what, sizeof rc->what, "round %d", r);
+    qpt_db_remove(rc->db);
+}
+
+static void race_finish(const struct race *rc, pid_t a, pid_t b) {
+    int ra = reap(a, "a"), rb = reap(b, "b");
+    QP_CHECK_MSG(ra == 0 && rb == 0, "%s: exit %d and %d", rc->what, ra, rb);
+    qpt_check_consistent(rc->db, rc->what);
+}
+
 QP_TEST(two_evals_of_a_new_study_should_both_store_their_variant) {
     char seq[1024];
     snprintf(seq, sizeof seq, "%s", qpt_scratch("sequential.sqlite"));
     QP_CHECK_INT_EQ(reap(spawn_eval("s1", seq, "q8_0"), "s1"), 0);
     QP_CHECK_INT_EQ(reap(spawn_eval("s2", seq, "q4_0"), "s2"), 0);
     for (int r = 0; r < rounds(); r++) {
-        char db[1024], what[64];
-        snprintf(db, sizeof db, "%s", qpt_scratch("together.sqlite"));
-        snprintf(what, sizeof what, "round %d", r);
-        qpt_db_remove(db);
+        struct race rc;
+        race_start(&rc, r);
+        const char *db = rc.db, *what = rc.what;
         pid_t a = spawn_eval("a", db, "q8_0"), b = spawn_eval("b", db, "q4_0");
-        int ra = reap(a, "a"), rb = reap(b, "b");
-        QP_CHECK_MSG(ra == 0 && rb == 0, "%s: exit %d and %d", what, ra, rb);
-        qpt_check_consistent(db, what);
+        race_finish(&rc, a, b);
         QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM variant WHERE spec = 'reference'"), 1);
         QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM variant"), 3);
         QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM run"), 1);
@@ -109,14 +124,11 @@ QP_TEST(two_sweeps_of_one_configuration_should_store_each_variant_once) {
     snprintf(seq, sizeof seq, "%s", qpt_scratch("sequential.sqlite"));
     QP_CHECK_INT_EQ(qpt_sweep(NULL, cfg, seq, 0, NULL, NULL), 0);
     for (int r = 0; r < rounds(); r++) {
-        char db[1024], what[64];
-        snprintf(db, sizeof db, "%s", qpt_scratch("together.sqlite"));
-        snprintf(what, sizeof what, "round %d", r);
-        qpt_db_remove(db);
+        struct race rc;
+        race_start(&rc, r);
+        const char *db = rc.db, *what = rc.what;
         pid_t a = spawn_sweep("a", cfg, db, NULL), b = spawn_sweep("b", cfg, db, NULL);
-        int ra = reap(a, "a"), rb = reap(b, "b");
-        QP_CHECK_MSG(ra == 0 && rb == 0, "%s: exit %d and %d", what, ra, rb);
-        qpt_check_consistent(db, what);
+        race_finish(&rc, a, b);
         QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM variant"), 4);
         check_same_numbers(db, seq, what);
     }
@@ -129,14 +141,11 @@ QP_TEST(two_sweeps_into_different_runs_of_one_database_should_both_finish) {
     QP_CHECK_INT_EQ(reap(spawn_sweep("s1", cfg, seq, "first"), "s1"), 0);
     QP_CHECK_INT_EQ(reap(spawn_sweep("s2", cfg, seq, "second"), "s2"), 0);
     for (int r = 0; r < rounds(); r++) {
-        char db[1024], what[64];
-        snprintf(db, sizeof db, "%s", qpt_scratch("together.sqlite"));
-        snprintf(what, sizeof what, "round %d", r);
-        qpt_db_remove(db);
+        struct race rc;
+        race_start(&rc, r);
+        const char *db = rc.db, *what = rc.what;
         pid_t a = spawn_sweep("a", cfg, db, "first"), b = spawn_sweep("b", cfg, db, "second");
-        int ra = reap(a, "a"), rb = reap(b, "b");
-        QP_CHECK_MSG(ra == 0 && rb == 0, "%s: exit %d and %d", what, ra, rb);
-        qpt_check_consistent(db, what);
+        race_finish(&rc, a, b);
         QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM run"), 2);
         QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM variant"), 6);
         // Each run's numbers as in the sequential database (the fingerprint is per spec; compare

@@ -14,7 +14,6 @@
 // many variants were stored); the case prints how the moments fell.
 // make test: 10 timed + 4 in commits; make reliability (QP_RELIABILITY=1): 40 + 10.
 // Depends on qpt_study.h.
-#include <libgen.h>
 #include <signal.h>
 #include <time.h>
 
@@ -44,14 +43,6 @@ static pid_t start(const char *cfg, const char *db, char *const env[]) {
     return pid;
 }
 
-static const char *fault_so(void) {
-    static char path[4096];
-    char bin[4096];
-    snprintf(bin, sizeof bin, "%s", qpt_qprobe());
-    snprintf(path, sizeof path, "%s/tests/libqpfault.so", dirname(bin));
-    return access(path, R_OK) == 0 ? path : NULL;
-}
-
 struct crash {
     char cfg[1024], ref[1024];
     char *ref_fp;
@@ -66,17 +57,7 @@ static void judge(struct crash *c, const char *db, const char *what) {
     int stored = 0;
     if (access(db, F_OK) == 0) {
         qpt_check_consistent(db, what);
-        if (qpt_db_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'variant'") > 0) {
-            stored = (int)qpt_db_int(db, "SELECT count(*) FROM variant");
-            char *specs = qpt_db_text(db, "SELECT coalesce(group_concat(spec, char(10)), '') FROM variant");
-            for (char *save = NULL, *sp = strtok_r(specs, "\n", &save); sp; sp = strtok_r(NULL, "\n", &save)) {
-                char *a = qpt_variant_fingerprint(db, sp), *b = qpt_variant_fingerprint(c->ref, sp);
-                QP_CHECK_MSG(strcmp(a, b) == 0, "%s: stored variant '%s' differs from the uninterrupted run's", what, sp);
-                free(a);
-                free(b);
-            }
-            free(specs);
-        }
+        stored = qpt_check_stored_intact(db, c->ref, what);
     }
     c->phase[stored]++;
     c->kills++;
@@ -106,7 +87,7 @@ static void kill_at_write(struct crash *c, long long n) {
     char what[96], fault[96], preload[4200], asan[] = "ASAN_OPTIONS=verify_asan_link_order=0";
     snprintf(what, sizeof what, "kill at write %lld of %lld", n, c->writes);
     snprintf(fault, sizeof fault, "QP_FAULT=op=write,n=%lld,err=kill", n);
-    snprintf(preload, sizeof preload, "LD_PRELOAD=%s", fault_so());
+    snprintf(preload, sizeof preload, "LD_PRELOAD=%s", qpt_fault_so());
     char *env[] = {fault, preload, asan, NULL};
     const char *db = qpt_scratch("killed.sqlite");
     qpt_db_remove(db);
@@ -130,11 +111,10 @@ QP_TEST(sigkill_at_many_moments_should_lose_nothing_finished_and_resume_identica
 
     for (int i = 0; i < n_timed; i++) kill_timed(&c, c.seconds * (i + 0.5) / n_timed);
 
-    if (fault_so()) { // the writes of an uninterrupted run, counted by the shim
+    if (qpt_fault_so()) { // the writes of an uninterrupted run, counted by the shim
         char env[8192], report[1024];
         snprintf(report, sizeof report, "%s", qpt_scratch("count.report"));
-        snprintf(env, sizeof env, "QP_FAULT=count QP_FAULT_REPORT='%s' LD_PRELOAD='%s' "
-                 "ASAN_OPTIONS=\"${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0\"", report, fault_so());
+        qpt_fault_env(env, sizeof env, "count", report);
         const char *db = qpt_scratch("counted.sqlite");
         QP_CHECK_INT_EQ(qpt_sweep(env, c.cfg, db, 0, NULL, NULL), 0);
         char *r = qpt_read_file(report, NULL);

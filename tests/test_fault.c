@@ -15,8 +15,6 @@
 // make test samples positions; make reliability (QP_RELIABILITY=1) tries every position of
 // every operation with each error and mode. Depends on qpt_study.h; the shim is found beside
 // the test binaries of the qprobe under test (QP_BIN's build directory).
-#include <libgen.h>
-
 #include "qpt_study.h"
 
 enum { OP_WRITE, OP_SYNC, OP_TRUNCATE, OP_N };
@@ -39,21 +37,14 @@ struct fstudy {
 
 // libqpfault.so of the build under test; skips when it was not built.
 static const char *fault_so(void) {
-    static char path[4096];
-    char bin[4096];
-    snprintf(bin, sizeof bin, "%s", qpt_qprobe());
-    snprintf(path, sizeof path, "%s/tests/libqpfault.so", dirname(bin));
-    if (access(path, R_OK) != 0) QP_SKIP("%s not built (make builds it with the tests)", path);
-    return path;
+    const char *so = qpt_fault_so();
+    if (!so) QP_SKIP("libqpfault.so not built beside %s (make builds it with the tests)", qpt_qprobe());
+    return so;
 }
 
-// The environment of a run under the shim. ASan insists on coming first in the library list;
-// the shim is not instrumented and needs no such place.
 static void fault_env(char *env, size_t cap, const char *fault, const char *report) {
-    snprintf(env, cap,
-             "QP_FAULT='%s' QP_FAULT_REPORT='%s' LD_PRELOAD='%s' "
-             "ASAN_OPTIONS=\"${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0\"",
-             fault, report, fault_so());
+    fault_so();
+    qpt_fault_env(env, cap, fault, report);
 }
 
 // The report the shim wrote at exit: operations seen, faults fired.
@@ -138,19 +129,6 @@ static void check_reported_stored(const char *out, const char *db, const char *w
     }
 }
 
-// Every variant stored is identical to the undisturbed run's.
-static void check_stored_intact(const struct fstudy *s, const char *db, const char *what) {
-    if (qpt_db_int(db, "SELECT count(*) FROM sqlite_master WHERE name = 'variant'") == 0) return; // no schema yet
-    char *specs = qpt_db_text(db, "SELECT coalesce(group_concat(spec, char(10)), '') FROM variant");
-    for (char *save = NULL, *sp = strtok_r(specs, "\n", &save); sp; sp = strtok_r(NULL, "\n", &save)) {
-        char *a = qpt_variant_fingerprint(db, sp), *b = qpt_variant_fingerprint(s->ref_fp_db, sp);
-        QP_CHECK_MSG(strcmp(a, b) == 0, "%s: stored variant '%s' differs from the undisturbed run's", what, sp);
-        free(a);
-        free(b);
-    }
-    free(specs);
-}
-
 // One fault: the run, the database it leaves, and the resumed run.
 static void fault_one(struct fstudy *s, int op, long long n, int full, int once) {
     char fault[128], what[160], env[8192];
@@ -180,7 +158,7 @@ static void fault_one(struct fstudy *s, int op, long long n, int full, int once)
     if (stat(db, &sb) == 0 && sb.st_size > 0) {
         qpt_check_consistent(db, what);
         check_reported_stored(out, db, what);
-        check_stored_intact(s, db, what);
+        qpt_check_stored_intact(db, s->ref_fp_db, what);
     }
     free(out);
     free(err);
@@ -241,7 +219,7 @@ QP_TEST(fault_shim_without_configuration_should_change_nothing) {
     const char *plain = qpt_scratch("plain.sqlite"), *shimmed = qpt_scratch("shimmed.sqlite");
     QP_CHECK_INT_EQ(qpt_sweep(NULL, cfg, plain, 0, NULL, NULL), 0);
     snprintf(env, sizeof env, "LD_PRELOAD='%s' ASAN_OPTIONS=\"${ASAN_OPTIONS:+$ASAN_OPTIONS:}verify_asan_link_order=0\"",
-             fault_so());
+             fault_so()); // the shim loaded, QP_FAULT unset
     QP_CHECK_INT_EQ(qpt_sweep(env, cfg, shimmed, 0, NULL, NULL), 0);
     char *a = qpt_study_fingerprint(plain), *b = qpt_study_fingerprint(shimmed);
     QP_CHECK_STR_EQ(a, b);

@@ -22,20 +22,6 @@
 
 enum { FD_LAMBADA, FD_HELLASWAG, FD_PIQA, FD_ARC, FD_BOOLQ, FD_N };
 
-static int fd_check_suite(const struct task_suite *s) {
-    for (int i = 0; i < s->n_items; i++) {
-        const struct task_item *it = &s->items[i];
-        FUZZ_CHECK(it->context != NULL && it->choices != NULL, "item %d without context or choices", i);
-        if (s->kind == TASK_CLOZE) {
-            FUZZ_CHECK(it->n_choices == 1 && it->choices[0][0], "cloze item %d without a target", i);
-        } else {
-            FUZZ_CHECK(it->n_choices >= 2 && it->gold >= 0 && it->gold < it->n_choices, "bad item %d", i);
-            for (int k = 0; k < it->n_choices; k++) FUZZ_CHECK(it->choices[k][0], "empty choice in item %d", i);
-        }
-    }
-    return s->n_items;
-}
-
 static int fd_read(int kind, const char *path, const char *labels, const struct hx_task_read_opts *o,
                    struct task_suite **s, char *err) {
     switch (kind) {
@@ -77,7 +63,7 @@ int fuzz_task_dataset(const uint8_t *data, size_t size) {
             FUZZ_CHECK(strstr(err, path) || strstr(err, lpath), "message names no file: %s", err);
             continue;
         }
-        int items = fd_check_suite(s);
+        int items = fuzz_check_suite(s);
         if (mode == 0) strict_items = items;
         if (mode == 1) FUZZ_CHECK(items >= strict_items, "lenient read gave %d items, strict %d", items, strict_items);
         if (mode == 2) FUZZ_CHECK(items <= 1, "limit 1 gave %d items", items);
