@@ -121,7 +121,7 @@ static inline void qpt_db_remove(const char *db) {
 
 // Everything stored of one variant, as one text: its row's numbers and every row of metric,
 // layer_error, sensitivity, grid_stat, histogram and task_item (and, for the reference, the
-// run's weight and activation statistics). Two runs that computed the same numbers give the same
+// run's weight and activation statistics); speeds (seconds, items per second) left out. Two runs that computed the same numbers give the same
 // text; "" when the variant is not stored. Caller frees.
 static inline char *qpt_variant_fingerprint(const char *db, const char *spec) {
     char sql[4096], q[600];
@@ -134,6 +134,7 @@ static inline char *qpt_variant_fingerprint(const char *db, const char *spec) {
              " SELECT 'v' || quote(bits_per_weight) || quote(weight_bytes) || quote(n_weights) || quote(tokens)"
              "   || quote(weights_sha256) || is_reference AS x FROM v"
              " UNION ALL SELECT 'm' || m.suite || m.name || quote(m.value) || quote(m.stderr) || quote(m.n) FROM metric m JOIN v ON v.id = m.variant_id"
+             "   WHERE m.name <> 'items_per_second'" // a speed, not a result
              " UNION ALL SELECT 'l' || l.layer || l.site || l.kind || quote(l.rel_err) || quote(l.cosine) FROM layer_error l JOIN v ON v.id = l.variant_id"
              " UNION ALL SELECT 's' || s.layer || s.tensor || quote(s.kld_mean) || s.rank FROM sensitivity s JOIN v ON v.id = s.variant_id"
              " UNION ALL SELECT 'g' || g.tensor || g.format || quote(g.rmse) || quote(g.codes_used_mean) FROM grid_stat g JOIN v ON v.id = g.variant_id"

@@ -2,8 +2,9 @@
 # main Makefile.
 #
 #   make reliability     every storage-fault position (tests/test_fault.c), kill -9 at 50
-#                        moments (tests/test_crash.c) and the concurrent-writer cases, with
-#                        QP_RELIABILITY=1; prints each case's summary. About half an hour on 2 cores.
+#                        moments (tests/test_crash.c) and the concurrent-writer races 20 times
+#                        each, with QP_RELIABILITY=1; prints each case's summary. About 40
+#                        minutes on 2 busy cores.
 #
 # libqpfault.so (tests/fault/qp_fault.c) is a test-only SQLite VFS shim that a test preloads into
 # the real qprobe (LD_PRELOAD) to fail the N-th write, sync or truncate; it is built with the
@@ -14,7 +15,9 @@ RELIABILITY_CASES := \
     test_fault:storage_faults_while_storing_variants_should_fail_cleanly_and_resume_identically \
     test_fault:storage_faults_while_creating_a_study_should_fail_cleanly_and_resume_identically \
     test_crash:sigkill_at_many_moments_should_lose_nothing_finished_and_resume_identically \
-    test_concurrent:two_evals_of_a_new_study_should_both_store_their_variant
+    test_concurrent:two_evals_of_a_new_study_should_both_store_their_variant \
+    test_concurrent:two_sweeps_of_one_configuration_should_store_each_variant_once \
+    test_concurrent:two_sweeps_into_different_runs_of_one_database_should_both_finish
 
 .PHONY: reliability
 

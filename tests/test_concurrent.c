@@ -1,6 +1,7 @@
 // test_concurrent.c — two qprobe processes writing one study at the same time, and studies that
 // cannot be written at all. Two `eval`s of different variants started together on a new study
-// (both evaluate the reference; one stores it, the other uses that row), two sweeps of the same
+// (both evaluate the reference and score it on a task suite; one stores each, the other uses
+// those rows), two sweeps of the same
 // configuration with --resume (each variant stored once), and two sweeps into different runs
 // of one database: every process exits 0, nothing is lost or stored twice, the database passes
 // its integrity check and holds exactly the numbers of the same work done one process at a
@@ -57,14 +58,19 @@ static int reap(pid_t pid, const char *out) {
     return rc;
 }
 
-// `qprobe eval` of spec into db on the fixture study (the text and options of qpt_study_config).
+// `qprobe eval` of spec into db on the fixture study (the text and options of qpt_study_config),
+// with 8 items of a built-in task suite (the reference's task rows are stored once per run too).
 static pid_t spawn_eval(const char *out, const char *db, const char *spec) {
     static char model[1024], tok[1024], text[1024];
     snprintf(model, sizeof model, "%s", qpt_fixture("models/llama2c/stories260K.bin"));
     snprintf(tok, sizeof tok, "%s", qpt_fixture("models/llama2c/tok512.bin"));
     snprintf(text, sizeof text, "%s", qpt_text_prefix(30000));
+    static char fixtures[1024];
+    snprintf(fixtures, sizeof fixtures, "%s", qpt_fixture("data/tinystories/tinystories_val.txt"));
+    *strstr(fixtures, "/data/tinystories/") = 0;
+    setenv("QPROBE_FIXTURES", fixtures, 1); // where eval finds the built-in suite's text
     char *argv[] = {"qprobe", "eval", "-m", model, "-z", tok, "--text", text, "--db", (char *)db, "-q", (char *)spec,
-                    "--ctx", "128", "--act-chunks", "1", "-t", "1", NULL};
+                    "--ctx", "128", "--act-chunks", "1", "-t", "1", "--tasks", "tinystories-cloze", "--task-limit", "8", NULL};
     return spawn(out, argv);
 }
 
@@ -114,6 +120,7 @@ QP_TEST(two_evals_of_a_new_study_should_both_store_their_variant) {
         QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM variant WHERE spec = 'reference'"), 1);
         QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM variant"), 3);
         QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM run"), 1);
+        QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM task_item"), 3 * 8);
         check_same_numbers(db, seq, what);
     }
 }

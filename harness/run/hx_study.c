@@ -351,15 +351,16 @@ static int hx_study_tasks_open(struct hx_study *s, int64_t ref_id, char *err) {
         int64_t have = 0;
         snprintf(suite, sizeof suite, "task:%s", s->suites[k]->name);
         rc = hx_score_suite(s, s->ref, k, "reference", &s->ref_task[k], err);
+        // Looked up under the write lock: another process scoring the same suite may store it
+        // first, and then its rows are kept.
+        if (!rc) rc = hx_store_begin(s->st, err);
         if (!rc)
             rc = hx_store_query_i64(s->st, err, &have, NULL,
                                     "SELECT count(*) FROM metric WHERE variant_id = ? AND suite = ?", "it", ref_id, suite);
-        if (rc || have) continue;
-        rc = hx_store_begin(s->st, err);
-        if (!rc) rc = hx_store_task(s, ref_id, k, s->ref_task[k], NULL, NULL, err);
+        if (!rc && !have) rc = hx_store_task(s, ref_id, k, s->ref_task[k], NULL, NULL, err);
         if (!rc) rc = hx_store_commit(s->st, err);
+        hx_store_rollback(s->st);
     }
-    hx_store_rollback(s->st);
     return rc;
 }
 

@@ -307,10 +307,15 @@ int hx_store_open(const char *path, int flags, struct hx_store **out, char *err)
     int timeout_ms = st->timeout_ms = tmo && atoi(tmo) > 0 ? atoi(tmo) : HX_STORE_BUSY_MS;
     sqlite3_busy_timeout(st->db, timeout_ms);
     sqlite3_extended_result_codes(st->db, 1);
+    // The three read in one read transaction: another process creating the study commits its
+    // tables, user_version and application_id at once, and separate reads could see the tables
+    // without the id ("not a qprobe study").
     int version = 0, app = 0, n_tables = 0;
+    if ((rc = hx_store_raw(st, "BEGIN", err, "read"))) goto fail;
     if ((rc = hx_store_pragma_int(st, "PRAGMA user_version", &version, err))) goto fail;
     if ((rc = hx_store_pragma_int(st, "PRAGMA application_id", &app, err))) goto fail;
     if ((rc = hx_store_pragma_int(st, "SELECT count(*) FROM sqlite_master", &n_tables, err))) goto fail;
+    if ((rc = hx_store_raw(st, "COMMIT", err, "read"))) goto fail;
     if (n_tables > 0 && app != HX_STORE_APP_ID) {
         rc = qp_fail(err, QP_EFORMAT, "cannot use '%s': a SQLite database, but not a qprobe study", path);
         goto fail;
