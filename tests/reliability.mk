@@ -31,4 +31,4 @@ $(FAULT_SO): tests/fault/qp_fault.c | $(DEPS_STAMP)
 
 reliability: check-layers $(BIN) $(TEST_BIN) $(FAULT_SO)
 	@QP_FIXTURES="$(abspath $(FIXTURES))" QP_BIN="$(abspath $(BIN))" QP_ROOT="$(CURDIR)" QP_RELIABILITY=1 \
-	    sh tests/reliability.sh $(BUILD)/tests $(RELIABILITY_CASES)
+	    sh tests/reliability.sh $(abspath $(BUILD)/tests) $(RELIABILITY_CASES)
