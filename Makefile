@@ -7,6 +7,7 @@
 #   make bench-peer [LLAMA_CPP=DIR]   qprobe and llama.cpp side by side (docs/BENCH.md)
 #   make VARIANT=debug|asan ...   other build variants under build/<variant>/
 #   make asan-test     the whole suite under AddressSanitizer + UBSan
+#   make reliability   every storage-fault position, kill -9 at 50 moments, concurrent writers
 #   V=1                show full commands
 #
 #   make fixtures      the real models and data of fixtures/MANIFEST into FIXTURES (checked,
@@ -180,3 +181,4 @@ clean:
 
 -include $(LIB_OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(TEST_BIN:=.d) $(TEST_FW:.o=.d)
 -include tests/fuzz/fuzz.mk
+include tests/reliability.mk

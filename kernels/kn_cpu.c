@@ -36,7 +36,7 @@ static void kn_cpu_probe(struct kn_cpu *c) {
     c->avx512_vnni = c->avx512 && (c7 & (1u << 11));
     c->avx512_bf16 = c->avx512 && (a71 & (1u << 5));
     c->avx_vnni = c->avx2 && (a71 & (1u << 4));
-    if (__get_cpuid_max(0x80000000u, NULL) >= 0x80000004u) {
+    if ((unsigned)__get_cpuid_max(0x80000000u, NULL) >= 0x80000004u) { // clang: int, gcc: unsigned
         unsigned r[12];
         for (unsigned i = 0; i < 3; i++) __get_cpuid(0x80000002u + i, &r[4 * i], &r[4 * i + 1], &r[4 * i + 2], &r[4 * i + 3]);
         memcpy(c->model, r, 48);

@@ -142,6 +142,15 @@ static void expect_text_rejected(const char *text, const char *want) {
     expect_error(rc, err, text, want);
 }
 
+// `qprobe ppl` of the fixture model and tokenizer on a short text with extra options opts must
+// fail naming file (an option or a spec) and saying want.
+static void expect_ppl_opts_rejected(const char *opts, const char *file, const char *want) {
+    char *err;
+    int rc = qprobe_err(&err, "", "ppl -m '%s' -z '%s' --text '%s' %s", qpt_fixture(STORIES), qpt_fixture(TOK512),
+                        qpt_text_prefix(1500), opts);
+    expect_error(rc, err, file, want);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers: GGUF layout (of the trusted fixtures; every offset is a file offset)
 
@@ -200,6 +209,13 @@ static size_t gg_tensor(const uint8_t *b, const char *name, size_t *data_at) {
     QP_CHECK_MSG(found != 0, "no tensor '%s' in the fixture", name);
     if (data_at) *data_at = (pos + 31) / 32 * 32 + (size_t)rel;
     return found;
+}
+
+// Offset of the data-offset field of tensor name's info (after its name, n_dims, dims, type).
+static size_t gg_tensor_offset_at(const uint8_t *b, const char *name) {
+    size_t info = gg_tensor(b, name, NULL);
+    size_t p = info + 8 + (size_t)get_u64(b, info);
+    return p + 4 + 8 * (size_t)get_u32(b, p) + 4;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -551,6 +567,32 @@ QP_TEST(gguf_alignment_not_a_power_of_two_should_be_rejected) {
     free(b);
 }
 
+QP_TEST(gguf_tensor_not_aligned_to_its_element_size_should_be_rejected) {
+    // general.alignment 1 (a power of two, so accepted) lets a tensor start anywhere: the first
+    // F32 tensor moved 2 bytes on would be read as floats at a misaligned address.
+    size_t len;
+    uint8_t *b = fixture_bytes(GGUF, &len);
+    size_t at = gg_key(b, "llama.block_count");
+    memcpy(b + at + 8, "general.alignment", strlen("general.alignment"));
+    put_u32(b, gg_value(b, "general.alignment"), 1);
+    size_t off_at = gg_tensor_offset_at(b, "token_embd.weight");
+    put_u64(b, off_at, get_u64(b, off_at) + 2);
+    expect_rejected(scratch("misaligned.gguf", b, len),
+                    "tensor 'token_embd.weight' starts at file offset 14154, not aligned to the 4 bytes of its f32 "
+                    "elements (general.alignment 1)");
+    free(b);
+}
+
+QP_TEST(gguf_tensor_offset_off_the_alignment_should_be_rejected) {
+    size_t len;
+    uint8_t *b = fixture_bytes(GGUF, &len);
+    size_t off_at = gg_tensor_offset_at(b, "token_embd.weight");
+    put_u64(b, off_at, get_u64(b, off_at) + 4);
+    expect_rejected(scratch("offset.gguf", b, len),
+                    "tensor 'token_embd.weight' has offset 4, not a multiple of the alignment 32");
+    free(b);
+}
+
 QP_TEST(gguf_duplicate_tensor_name_should_be_rejected) {
     size_t len;
     uint8_t *b = fixture_bytes(GGUF, &len);
@@ -643,12 +685,87 @@ QP_TEST(safetensors_header_that_is_not_json_should_be_rejected) {
     free(b);
 }
 
+// A safetensors directory of the fixture whose config.json has edit applied: the text from is
+// replaced by to (which must occur).
+static const char *safetensors_config_edited(const char *dir_name, const char *from, const char *to, char *cfg,
+                                             size_t cap) {
+    const char *dir = safetensors_dir(dir_name);
+    snprintf(cfg, cap, "%s/config.json", dir);
+    char *text = qpt_read_file(cfg, NULL);
+    QP_CHECK(text != NULL);
+    char *at = strstr(text, from);
+    QP_CHECK_MSG(at != NULL, "no '%s' in the written config.json: %s", from, text);
+    FILE *f = fopen(cfg, "w");
+    QP_CHECK(f != NULL);
+    fprintf(f, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    QP_CHECK(fclose(f) == 0);
+    free(text);
+    return dir;
+}
+
+QP_TEST(safetensors_config_with_a_fractional_size_should_be_rejected) {
+    char cfg[4200];
+    const char *dir = safetensors_config_edited("st_frac", "\"hidden_size\":\t64", "\"hidden_size\":\t64.5", cfg, sizeof cfg);
+    expect_ppl_rejected(dir, qpt_fixture(TOK512), cfg, "key 'hidden_size' is not a non-negative integer");
+}
+
+QP_TEST(safetensors_config_cut_short_should_be_rejected) {
+    char cfg[4200];
+    const char *dir = safetensors_config_edited("st_cut", "\"hidden_size\":\t64", "\"hidden_size\":\t64}", cfg, sizeof cfg);
+    // Cut the file right after that brace's key: the object no longer closes.
+    char *text = qpt_read_file(cfg, NULL);
+    QP_CHECK(text != NULL);
+    char *brace = strstr(text, "64}");
+    QP_CHECK(brace != NULL);
+    FILE *f = fopen(cfg, "w");
+    QP_CHECK(f && fwrite(text, 1, (size_t)(brace - text) + 2, f) == (size_t)(brace - text) + 2 && fclose(f) == 0);
+    free(text);
+    expect_ppl_rejected(dir, qpt_fixture(TOK512), cfg, "JSON");
+}
+
 QP_TEST(safetensors_directory_without_config_json_should_be_rejected) {
     const char *dir = safetensors_dir("st_nocfg");
     char cfg[4200];
     snprintf(cfg, sizeof cfg, "%s/config.json", dir);
     QP_CHECK(unlink(cfg) == 0);
     expect_ppl_rejected(dir, qpt_fixture(TOK512), cfg, "No such file or directory");
+}
+
+// ---------------------------------------------------------------------------------------------
+// tokenizer.json and GGUF BPE vocabularies (refused by `ppl -z` and `tokenize -z`)
+
+QP_TEST(tokenizer_json_cut_short_should_be_rejected) {
+    size_t len;
+    char *t = qpt_read_fixture("models/tokenizers/llama3/tokenizer.json", &len);
+    expect_tok_rejected(scratch("cut.json", t, len / 2), "the JSON ends early (truncated?)");
+    free(t);
+}
+
+// The gpt-2 vocabulary GGUF with the bytes at the first occurrence of from replaced by to (same
+// length); refused by `qprobe tokenize` (its 50257 tokens do not fit the fixture model).
+static void expect_bpe_vocab_rejected(const char *name, const void *from, const void *to, size_t n, const char *want) {
+    size_t len;
+    uint8_t *b = fixture_bytes("models/gguf/ggml-vocab-gpt-2.gguf", &len);
+    uint8_t *at = memmem(b, len, from, n);
+    QP_CHECK_MSG(at != NULL, "%s: pattern not in the fixture", name);
+    memcpy(at, to, n);
+    const char *path = scratch(name, b, len);
+    free(b);
+    char *err;
+    int rc = qprobe_err(&err, "", "tokenize -z '%s' --text '%s'", path, scratch("t.txt", "Hello world", 11));
+    expect_error(rc, err, path, want);
+}
+
+QP_TEST(gguf_bpe_merge_without_a_space_should_be_rejected_naming_it) {
+    expect_bpe_vocab_rejected("merge.gguf", "\xc4\xa0 t", "\xc4\xa0_t", 4,
+                              "merge 0 '\xc4\xa0_t' is not two tokens separated by a space");
+}
+
+QP_TEST(gguf_bpe_eos_id_outside_the_vocabulary_should_be_rejected) {
+    // tokenizer.ggml.eos_token_id (uint32 50256) made 0x00ffc450
+    expect_bpe_vocab_rejected("eos.gguf", "eos_token_id\x04\x00\x00\x00\x50\xc4\x00\x00",
+                              "eos_token_id\x04\x00\x00\x00\x50\xc4\xff\x00", 20,
+                              "token id 16761936 is outside the vocabulary of 50257");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -699,24 +816,15 @@ QP_TEST(group_larger_than_the_row_should_be_rejected_naming_the_tensor) {
 }
 
 QP_TEST(zero_context_should_be_refused) {
-    char *err;
-    int rc = qprobe_err(&err, "", "ppl -m '%s' -z '%s' --text '%s' --ctx 0", qpt_fixture(STORIES),
-                        qpt_fixture(TOK512), qpt_text_prefix(1500));
-    expect_error(rc, err, "--ctx '0'", "expected an integer in 4..");
+    expect_ppl_opts_rejected("--ctx 0", "--ctx '0'", "expected an integer in 4..");
 }
 
 QP_TEST(zero_threads_should_be_refused) {
-    char *err;
-    int rc = qprobe_err(&err, "", "ppl -m '%s' -z '%s' --text '%s' -t 0", qpt_fixture(STORIES),
-                        qpt_fixture(TOK512), qpt_text_prefix(1500));
-    expect_error(rc, err, "-t '0'", "expected an integer in 1..256");
+    expect_ppl_opts_rejected("-t 0", "-t '0'", "expected an integer in 1..256");
 }
 
 QP_TEST(negative_chunk_count_should_be_refused) {
-    char *err;
-    int rc = qprobe_err(&err, "", "ppl -m '%s' -z '%s' --text '%s' --chunks -1", qpt_fixture(STORIES),
-                        qpt_fixture(TOK512), qpt_text_prefix(1500));
-    expect_error(rc, err, "--chunks '-1'", "expected an integer in 1..");
+    expect_ppl_opts_rejected("--chunks -1", "--chunks '-1'", "expected an integer in 1..");
 }
 
 QP_TEST(unknown_options_and_commands_should_exit_2) {
@@ -771,8 +879,59 @@ QP_TEST(convert_into_a_missing_directory_should_be_rejected) {
     expect_error(rc, err, out, "No such file or directory");
 }
 
+QP_TEST(qat_spec_with_zero_steps_should_be_rejected_naming_the_field) {
+    expect_ppl_opts_rejected("-q qat:q4_0:steps=0", "qat:q4_0:steps=0", "'steps=0': steps must be an integer 1..100000000");
+}
+
+QP_TEST(qat_spec_without_calibration_text_should_be_rejected) {
+    expect_ppl_opts_rejected("-q qat:q4_0", "qat:q4_0", "needs calibration data: add --calib FILE");
+}
+
+QP_TEST(sweep_grid_with_a_bad_activation_should_be_rejected_with_its_json_path) {
+    char json[8192];
+    snprintf(json, sizeof json,
+             "{\"model\": \"%s\", \"tokenizer\": \"%s\", \"eval\": {\"text\": \"%s\", \"ctx\": 128},\n"
+             " \"variants\": [\"q8_0\"], \"grid\": [{\"method\": \"ggml\", \"types\": [\"q4_0\"], \"act\": [\"f32\", \"int4\"]}]}\n",
+             qpt_fixture(STORIES), qpt_fixture(TOK512), qpt_text_prefix(1500));
+    const char *cfg = scratch("grid.json", json, strlen(json));
+    char *err;
+    int rc = qprobe_err(&err, "", "sweep -c '%s' --db '%s'", cfg, scratch_path("grid.sqlite"));
+    expect_error(rc, err, cfg, "grid[0].act");
+    QP_CHECK(access(scratch_path("grid.sqlite"), F_OK) != 0);
+}
+
+QP_TEST(task_dataset_with_a_broken_record_should_be_rejected_naming_file_and_line) {
+    // A fixtures directory whose ARC-Easy test file has a record without its answer key.
+    char dir[4096], path[4200];
+    snprintf(dir, sizeof dir, "%s", scratch_path("fx"));
+    snprintf(path, sizeof path, "%s/data", dir);
+    QP_CHECK(mkdir(dir, 0755) == 0 && mkdir(path, 0755) == 0);
+    snprintf(path, sizeof path, "%s/data/arc_easy", dir);
+    QP_CHECK(mkdir(path, 0755) == 0);
+    static const char arc[] =
+        "{\"id\":\"a\",\"question\":{\"stem\":\"Which is a fruit?\",\"choices\":[{\"text\":\"apple\",\"label\":\"A\"},"
+        "{\"text\":\"rock\",\"label\":\"B\"}]},\"answerKey\":\"A\"}\n"
+        "{\"id\":\"b\",\"question\":{\"stem\":\"Which is blue?\",\"choices\":[{\"text\":\"sky\",\"label\":\"A\"},"
+        "{\"text\":\"grass\",\"label\":\"B\"}]}}\n";
+    snprintf(path, sizeof path, "%s/data/arc_easy/ARC-Easy-Test.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    QP_CHECK(f && fputs(arc, f) >= 0 && fclose(f) == 0);
+    char *err;
+    int rc = qprobe_err(&err, "", "tasks -m '%s' -z '%s' --suite arc-easy --fixtures '%s'", qpt_fixture(STORIES),
+                        qpt_fixture(TOK512), dir);
+    expect_error(rc, err, "ARC-Easy-Test.jsonl:2:", "answerKey");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Study databases
+
+QP_TEST(study_database_that_is_a_directory_should_be_refused) {
+    const char *dir = scratch_path("a_directory.sqlite");
+    QP_CHECK(mkdir(dir, 0755) == 0);
+    char *err;
+    int rc = qprobe_err(&err, "", EVAL_FMT, EVAL_ARGS(dir, "q4_0"));
+    expect_error(rc, err, dir, "Is a directory");
+}
 
 QP_TEST(merge_of_a_file_that_is_not_a_database_should_be_rejected) {
     const char *junk = scratch("junk.sqlite", "this is not SQLite, only text pretending\n", 41);
@@ -783,33 +942,55 @@ QP_TEST(merge_of_a_file_that_is_not_a_database_should_be_rejected) {
     QP_CHECK_MSG(access(out, F_OK) != 0, "a failed merge left '%s'", out);
 }
 
-QP_TEST(read_only_study_database_should_be_refused_and_left_unchanged) {
-    const char *db = study_db("ro.sqlite");
-    const char *text = qpt_text_prefix(1500);
-    const char *dir = qpt_tmpdir();
-    QP_CHECK(chmod(db, 0444) == 0 && chmod(text, 0644) == 0);
-    char cmd[16384], *err = NULL;
-    snprintf(cmd, sizeof cmd, "'%s' " EVAL_FMT " 2>&1 >/dev/null", qpt_qprobe(), EVAL_ARGS(db, "q4_0"));
+// Runs cmd (stderr to its stdout) with the directory dir read-only for it: as nobody with dir
+// 0755 (root's) when the tests run as root — permission bits do not bind root —, else with dir
+// made 0555 for the run. As root, probe (a shell test) must first pass for nobody, or the case
+// is skipped: nobody must reach the database, the fixtures and the binary.
+static int run_with_dir_read_only(const char *cmd, const char *dir, const char *probe, char **err) {
     int rc;
     if (geteuid() == 0) {
-        // Permission bits do not bind root: run as nobody, with the directory readable but not
-        // writable for it (no journal can be created next to the database either).
         QP_CHECK(chmod(dir, 0755) == 0);
         open_ancestors(dir);
-        char probe[16384], *out = NULL;
-        snprintf(probe, sizeof probe, "test -r '%s' && test -r '%s' && test -r '%s' && test -x '%s'", db, text,
-                 qpt_fixture(STORIES), qpt_qprobe());
+        char *out = NULL;
         int reach = run_as_nobody(probe, &out);
         free(out);
         if (reach != 0) QP_SKIP("user nobody cannot reach the database, the fixtures or QP_BIN");
-        rc = run_as_nobody(cmd, &err);
+        rc = run_as_nobody(cmd, err);
     } else {
         QP_CHECK(chmod(dir, 0555) == 0);
-        rc = qpt_run(cmd, &err);
+        rc = qpt_run(cmd, err);
         QP_CHECK(chmod(dir, 0700) == 0);
     }
-    QP_CHECK(err != NULL && chmod(db, 0644) == 0);
-    expect_error(rc, err, db, "readonly database");
+    QP_CHECK(*err != NULL);
+    return rc;
+}
+
+QP_TEST(read_only_study_database_should_be_refused_and_left_unchanged) {
+    const char *db = study_db("ro.sqlite");
+    const char *text = qpt_text_prefix(1500);
+    QP_CHECK(chmod(db, 0444) == 0 && chmod(text, 0644) == 0);
+    char cmd[16384], probe[16384], *err = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' " EVAL_FMT " 2>&1 >/dev/null", qpt_qprobe(), EVAL_ARGS(db, "q4_0"));
+    snprintf(probe, sizeof probe, "test -r '%s' && test -r '%s' && test -r '%s' && test -x '%s'", db, text,
+             qpt_fixture(STORIES), qpt_qprobe());
+    int rc = run_with_dir_read_only(cmd, qpt_tmpdir(), probe, &err);
+    QP_CHECK(chmod(db, 0644) == 0);
+    expect_error(rc, err, db, "the study database is read-only (Permission denied)");
+    expect_study_intact(db);
+}
+
+QP_TEST(read_only_directory_should_be_refused_before_the_model_is_opened) {
+    const char *db = study_db("rodir.sqlite");
+    QP_CHECK(chmod(db, 0666) == 0); // the file writable: only the directory is read-only
+    // The model and text do not exist: an error about the database shows it was refused first,
+    // before any model was loaded or reference evaluated.
+    char cmd[16384], probe[8192], *err = NULL;
+    snprintf(cmd, sizeof cmd, "'%s' eval -m /nonexistent/model.bin --text /nonexistent/text.txt --db '%s' -q q4_0 2>&1 >/dev/null",
+             qpt_qprobe(), db);
+    snprintf(probe, sizeof probe, "test -w '%s' && test -x '%s'", db, qpt_qprobe());
+    int rc = run_with_dir_read_only(cmd, qpt_tmpdir(), probe, &err);
+    QP_CHECK(chmod(db, 0644) == 0);
+    expect_error(rc, err, db, "is read-only (Permission denied); SQLite keeps the study's journal (-wal, -shm) beside it");
     expect_study_intact(db);
 }
 

@@ -1,108 +1,137 @@
-// test_crash.c — crash safety: a sweep killed with SIGKILL at 20 pseudo-random moments never
-// leaves a corrupt database, never loses a finished variant, and `--resume` ends with numbers
-// identical to an uninterrupted run.
-#include <fcntl.h>
+// test_crash.c — crash safety: `qprobe sweep` of eight variants on a new study, killed with
+// SIGKILL at moments spread over its whole run — the reference pass, each variant's
+// quantization, evaluation and diagnostics, and inside commits — never leaves a corrupt
+// database, never a variant without its rows, never one that differs from an uninterrupted
+// run's, and `--resume` then ends with numbers identical to an uninterrupted run.
+//
+// Two kinds of moment, each run starting from an empty database:
+//   - timed: SIGKILL from this process at evenly spread fractions of the uninterrupted run's
+//     duration (wherever the run is then: mostly computation);
+//   - in a commit: the fault shim (tests/fault/qp_fault.c, err=kill) makes qprobe kill itself at
+//     its N-th write to the database or its WAL, N spread evenly over all the writes of the run,
+//     so that the kill falls between the pages of a transaction or of a checkpoint.
+// After each kill the database's state names the phase the kill hit (no reference yet, or how
+// many variants were stored); the case prints how the moments fell.
+// make test: 10 timed + 4 in commits; make reliability (QP_RELIABILITY=1): 40 + 10.
+// Depends on qpt_study.h.
 #include <signal.h>
-#include <stdint.h>
-#include <sys/wait.h>
-#include <unistd.h>
+#include <time.h>
 
-#include "qp_test.h"
+#include "qpt_study.h"
 
-#define KILLS 20
+#define SPECS "\"q8_0\", \"q4_0;act=q8\", \"rtn:bits=4:group=32:asym\", \"rtn:bits=3:group=32:sym\", \"nf4\", " \
+              "\"q4_k\", \"q5_1\", \"rtn:bits=2:group=16:asym\""
+#define N_VARIANTS 9 // with the reference
 
-static const char *tmp(const char *name) {
-    static char buf[4][512];
-    static int k;
-    k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", qpt_tmpdir(), name);
-    return buf[k];
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static char *config(void) {
-    char json[8192];
-    char model[1024], tok[1024], text[1024];
-    snprintf(model, sizeof model, "%s", qpt_fixture("models/llama2c/stories260K.bin"));
-    snprintf(tok, sizeof tok, "%s", qpt_fixture("models/llama2c/tok512.bin"));
-    snprintf(text, sizeof text, "%s", qpt_text_prefix(30000));
-    snprintf(json, sizeof json,
-             "{\"model\": \"%s\", \"tokenizer\": \"%s\", \"eval\": {\"text\": \"%s\", \"ctx\": 128, \"chunks\": 6},\n"
-             " \"diagnostics\": {\"layer_chunks\": 1, \"act_chunks\": 1, \"sensitivity_chunks\": 1},\n"
-             " \"variants\": [\"q8_0\", \"q4_0;act=q8\", \"rtn:bits=4:group=32:asym\", \"rtn:bits=3:group=32:sym\","
-             " \"nf4\", \"q4_k\", \"q5_1\", \"rtn:bits=2:group=16:asym\"]}\n",
-             model, tok, text);
-    char *path = strdup(tmp("crash.json"));
-    FILE *f = fopen(path, "w");
-    QP_CHECK(f != NULL);
-    fputs(json, f);
-    fclose(f);
-    return path;
-}
-
-static pid_t start(const char *cfg, const char *db, int resume) {
+// Starts the sweep (stdout and stderr discarded) with the environment entries env (may be NULL).
+static pid_t start(const char *cfg, const char *db, char *const env[]) {
     pid_t pid = fork();
     QP_CHECK(pid >= 0);
     if (pid == 0) {
         int fd = open("/dev/null", O_WRONLY);
         dup2(fd, 1), dup2(fd, 2);
-        execl(qpt_qprobe(), "qprobe", "sweep", "-c", cfg, "--db", db, "-t", "1", resume ? "--resume" : NULL,
-              (char *)NULL);
+        for (int i = 0; env && env[i]; i++) putenv(env[i]);
+        execl(qpt_qprobe(), "qprobe", "sweep", "-c", cfg, "--db", db, "-t", "1", "--resume", (char *)NULL);
         _exit(127);
     }
     return pid;
 }
 
-static char *fingerprint(const char *db_path) {
-    static const char *sql =
-        "SELECT group_concat(x, '|') FROM (SELECT v.spec || m.suite || m.name || quote(m.value) || quote(m.stderr) AS x"
-        " FROM metric m JOIN variant v ON v.id = m.variant_id"
-        " UNION ALL SELECT v.spec || l.layer || l.site || l.kind || quote(l.rel_err) FROM layer_error l JOIN variant v ON v.id = l.variant_id"
-        " UNION ALL SELECT v.spec || s.layer || s.tensor || quote(s.kld_mean) FROM sensitivity s JOIN variant v ON v.id = s.variant_id"
-        " UNION ALL SELECT 'w' || tensor || quote(kurtosis) FROM weight_stat ORDER BY x)";
-    return qpt_db_text(db_path, sql);
+struct crash {
+    char cfg[1024], ref[1024];
+    char *ref_fp;
+    double seconds;   // the uninterrupted run
+    long long writes; // its writes (0: the shim is not built)
+    int phase[N_VARIANTS + 1], kills;
+};
+
+// After a kill: consistent, every stored variant as in the uninterrupted run; then resumed to the
+// same numbers. Counts the phase (variants stored) the kill fell in.
+static void judge(struct crash *c, const char *db, const char *what) {
+    int stored = 0;
+    if (access(db, F_OK) == 0) {
+        qpt_check_consistent(db, what);
+        stored = qpt_check_stored_intact(db, c->ref, what);
+    }
+    c->phase[stored]++;
+    c->kills++;
+    char *err;
+    int rc = qpt_sweep(NULL, c->cfg, db, 1, NULL, &err);
+    QP_CHECK_MSG(rc == 0, "%s: --resume: exit %d: %s", what, rc, err);
+    free(err);
+    char *fp = qpt_study_fingerprint(db);
+    QP_CHECK_MSG(strcmp(fp, c->ref_fp) == 0, "%s: resumed numbers differ from the uninterrupted run", what);
+    free(fp);
 }
 
-QP_TEST(sigkill_at_twenty_moments_should_lose_nothing_finished_and_resume_identically) {
-    char *cfg = config();
-    char ref_db[512], db[512];
-    snprintf(ref_db, sizeof ref_db, "%s", tmp("ref.sqlite"));
-    snprintf(db, sizeof db, "%s", tmp("killed.sqlite"));
-    int status;
-    pid_t pid = start(cfg, ref_db, 0);
-    waitpid(pid, &status, 0);
-    QP_CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "uninterrupted sweep failed: %d", status);
-    int64_t total = qpt_db_int(ref_db, "SELECT count(*) FROM variant");
-    QP_CHECK_INT_EQ(total, 9);
+static void kill_timed(struct crash *c, double at) {
+    char what[96];
+    snprintf(what, sizeof what, "kill at %.0f ms", 1000 * at);
+    const char *db = qpt_scratch("killed.sqlite");
+    qpt_db_remove(db);
+    pid_t pid = start(c->cfg, db, NULL);
+    usleep((useconds_t)(at * 1e6));
+    kill(pid, SIGKILL);
+    int st;
+    QP_CHECK(waitpid(pid, &st, 0) == pid);
+    judge(c, db, what);
+}
 
-    uint64_t seed = 0x9e3779b97f4a7c15ull;
-    int64_t stored = 0;
-    int kills = 0;
-    for (int i = 0; i < KILLS; i++) {
-        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17; // xorshift: reproducible moments
-        useconds_t delay = 20000 + (useconds_t)(seed % 700000);   // 20 ms .. 720 ms
-        pid = start(cfg, db, 1);
-        usleep(delay);
-        if (kill(pid, SIGKILL) == 0) kills++;
-        waitpid(pid, &status, 0);
-        if (access(db, F_OK) != 0) continue; // killed before the database was created
-        QP_CHECK_MSG(qpt_db_int(db, "SELECT count(*) FROM pragma_integrity_check WHERE integrity_check = 'ok'") == 1,
-                     "integrity check failed after kill %d", i);
-        int64_t now = qpt_db_int(db, "SELECT count(*) FROM variant");
-        QP_CHECK_MSG(now >= stored, "kill %d: %lld variants, fewer than the %lld stored before", i, (long long)now,
-                     (long long)stored);
-        // No variant row without its metrics: each variant is all or nothing.
-        QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM variant v WHERE NOT EXISTS"
-                                  " (SELECT 1 FROM metric m WHERE m.variant_id = v.id)"), 0);
-        stored = now;
+static void kill_at_write(struct crash *c, long long n) {
+    char what[96], fault[96], preload[4200], asan[] = "ASAN_OPTIONS=verify_asan_link_order=0";
+    snprintf(what, sizeof what, "kill at write %lld of %lld", n, c->writes);
+    snprintf(fault, sizeof fault, "QP_FAULT=op=write,n=%lld,err=kill", n);
+    snprintf(preload, sizeof preload, "LD_PRELOAD=%s", qpt_fault_so());
+    char *env[] = {fault, preload, asan, NULL};
+    const char *db = qpt_scratch("killed.sqlite");
+    qpt_db_remove(db);
+    pid_t pid = start(c->cfg, db, env);
+    int st;
+    QP_CHECK(waitpid(pid, &st, 0) == pid);
+    QP_CHECK_MSG(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL, "%s: the run was not killed (status %d)", what, st);
+    judge(c, db, what);
+}
+
+QP_TEST(sigkill_at_many_moments_should_lose_nothing_finished_and_resume_identically) {
+    int all = qpt_reliability(), n_timed = all ? 40 : 10, n_writes = all ? 10 : 4;
+    struct crash c = {0};
+    snprintf(c.cfg, sizeof c.cfg, "%s", qpt_study_config("crash.json", 6, SPECS));
+    snprintf(c.ref, sizeof c.ref, "%s", qpt_scratch("uninterrupted.sqlite"));
+    double t0 = now_s();
+    QP_CHECK_INT_EQ(qpt_sweep(NULL, c.cfg, c.ref, 0, NULL, NULL), 0);
+    c.seconds = now_s() - t0;
+    QP_CHECK_INT_EQ(qpt_db_int(c.ref, "SELECT count(*) FROM variant"), N_VARIANTS);
+    c.ref_fp = qpt_study_fingerprint(c.ref);
+
+    for (int i = 0; i < n_timed; i++) kill_timed(&c, c.seconds * (i + 0.5) / n_timed);
+
+    if (qpt_fault_so()) { // the writes of an uninterrupted run, counted by the shim
+        char env[8192], report[1024];
+        snprintf(report, sizeof report, "%s", qpt_scratch("count.report"));
+        qpt_fault_env(env, sizeof env, "count", report);
+        const char *db = qpt_scratch("counted.sqlite");
+        QP_CHECK_INT_EQ(qpt_sweep(env, c.cfg, db, 0, NULL, NULL), 0);
+        char *r = qpt_read_file(report, NULL);
+        QP_CHECK(r && sscanf(r, "write %lld", &c.writes) == 1 && c.writes > n_writes);
+        free(r);
+        for (int j = 0; j < n_writes; j++) kill_at_write(&c, 1 + (long long)((double)c.writes * (j + 0.5) / n_writes));
+    } else {
+        fprintf(stderr, "libqpfault.so not built: no kills inside commits\n");
     }
-    QP_CHECK(kills >= KILLS / 2);
-    pid = start(cfg, db, 1);
-    waitpid(pid, &status, 0);
-    QP_CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "resume failed: %d", status);
-    QP_CHECK_INT_EQ(qpt_db_int(db, "SELECT count(*) FROM variant"), total);
-    char *a = fingerprint(ref_db), *b = fingerprint(db);
-    QP_CHECK_MSG(strcmp(a, b) == 0, "resumed numbers differ from the uninterrupted run");
-    free(a);
-    free(b);
-    free(cfg);
+    fprintf(stderr, "%d kills (uninterrupted run %.2f s, %lld writes): before the reference was stored %d", c.kills,
+            c.seconds, c.writes, c.phase[0]);
+    for (int k = 1; k <= N_VARIANTS; k++)
+        if (c.phase[k]) fprintf(stderr, ", with the reference and %d variants stored %d", k - 1, c.phase[k]);
+    fprintf(stderr, "; every one consistent and resumed identically\n");
+    // The moments must reach past the reference into the variants: else the spread failed.
+    int beyond = 0;
+    for (int k = 2; k <= N_VARIANTS; k++) beyond += c.phase[k];
+    QP_CHECK_MSG(beyond >= c.kills / 3, "only %d of %d kills fell after the first variant", beyond, c.kills);
+    free(c.ref_fp);
 }

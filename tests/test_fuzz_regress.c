@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fuzz/fuzz_config_json.c"
 #include "fuzz/fuzz_gate_rules.c"
 #include "fuzz/fuzz_gguf.c"
 #include "fuzz/fuzz_gguf_bpe.c"
@@ -23,7 +24,9 @@
 #include "fuzz/fuzz_safetensors.c"
 #include "fuzz/fuzz_spec.c"
 #include "fuzz/fuzz_sweep_config.c"
+#include "fuzz/fuzz_task_dataset.c"
 #include "fuzz/fuzz_task_jsonl.c"
+#include "fuzz/fuzz_text.c"
 #include "fuzz/fuzz_tokenize.c"
 #include "fuzz/fuzz_tokenizer_bin.c"
 #include "fuzz/fuzz_tokenizer_json.c"
@@ -110,6 +113,12 @@ QP_TEST(task_jsonl_saved_inputs_should_pass_the_fuzz_checks) { replay("task_json
 QP_TEST(tokenizer_json_saved_inputs_should_pass_the_fuzz_checks) { replay("tokenizer_json", fuzz_tokenizer_json); }
 
 QP_TEST(gguf_bpe_saved_inputs_should_pass_the_fuzz_checks) { replay("gguf_bpe", fuzz_gguf_bpe); }
+
+QP_TEST(config_json_saved_inputs_should_pass_the_fuzz_checks) { replay("config_json", fuzz_config_json); }
+
+QP_TEST(task_dataset_saved_inputs_should_pass_the_fuzz_checks) { replay("task_dataset", fuzz_task_dataset); }
+
+QP_TEST(text_saved_inputs_should_pass_the_fuzz_checks) { replay("text", fuzz_text); }
 
 QP_TEST(tokenize_saved_inputs_should_pass_the_fuzz_checks) {
     char err[QP_ERRLEN] = "";
@@ -323,4 +332,30 @@ QP_TEST(tokenizer_load_should_not_crawl_on_tokens_that_collide_in_plain_fnv) {
     free(ids);
     hx_tok_destroy(t);
     unlink(path);
+}
+
+// A sweep configuration's integer beyond long long (fuzz_sweep_config: "ctx": 9.2e21 was cast to
+// long long before its range was checked, undefined behaviour) and a grid axis beyond int are
+// refused as out of range.
+QP_TEST(sweep_config_numbers_beyond_the_integer_types_should_be_refused) {
+    static const char *const bad[] = {
+        "\"eval\": {\"text\": \"%s\", \"ctx\": 9223372036854775808128}, \"variants\": [\"q8_0\"]",
+        "\"eval\": {\"text\": \"%s\", \"ctx\": -1e300}, \"variants\": [\"q8_0\"]",
+        "\"eval\": {\"text\": \"%s\"}, \"grid\": [{\"method\": \"rtn\", \"bits\": [1e300], \"group\": [32]}]",
+    };
+    static const char *const want[] = {"eval.ctx: must be an integer in", "eval.ctx: must be an integer in",
+                                       "grid[0].bits"};
+    char model[FUZZ_PATH_MAX], text[FUZZ_PATH_MAX];
+    snprintf(model, sizeof model, "%s", qpt_fixture("models/llama2c/stories260K.bin"));
+    snprintf(text, sizeof text, "%s", qpt_fixture("data/tinystories/tinystories_val.txt"));
+    for (size_t i = 0; i < QP_ARRAY_LEN(bad); i++) {
+        char json[3 * FUZZ_PATH_MAX], body[2 * FUZZ_PATH_MAX], path[FUZZ_PATH_MAX], err[QP_ERRLEN] = "";
+        snprintf(body, sizeof body, bad[i], text);
+        int n = snprintf(json, sizeof json, "{\"model\": \"%s\", %s}", model, body);
+        fuzz_write("big.json", json, (size_t)n, path);
+        struct hx_sweep_config *cfg = NULL;
+        int rc = hx_sweep_config_load(path, &cfg, err);
+        QP_CHECK_MSG(rc != 0 && cfg == NULL, "config %zu accepted", i);
+        QP_CHECK_MSG(strstr(err, want[i]) != NULL, "config %zu: %s", i, err);
+    }
 }

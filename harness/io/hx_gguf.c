@@ -484,6 +484,20 @@ static int parse_tensors(struct hx_gguf *g, struct rd *r, uint64_t n) {
                            "extends past end of file",
                            r->path, t->name, t->nbytes, (unsigned long long)t->offset);
         }
+        // The mapping starts on a page, so the file offset decides how the data is aligned. Its
+        // elements (or the fp16 fields of its blocks) are read in place: a general.alignment of 1
+        // or 2 could put an F32 tensor at an odd address (a misaligned load; fuzz_gguf found
+        // it). No writer makes such files (ggml and gguf-py align to 32); they are refused.
+        const struct kn_type_info *ti = kn_type_info(t->type);
+        size_t need = ti->block_bytes & (~ti->block_bytes + 1); // lowest set bit: 2 for 18-byte q4_0 blocks
+        need = need > 8 ? 8 : need ? need : 1;
+        if ((g->data_offset + t->offset) % need != 0) {
+            return qp_fail(r->err, QP_EFORMAT,
+                           "cannot read '%s': tensor '%.100s' starts at file offset %llu, not "
+                           "aligned to the %zu bytes of its %s elements (general.alignment %zu)",
+                           r->path, t->name, (unsigned long long)(g->data_offset + t->offset), need,
+                           ti->name, a);
+        }
         t->data = r->p + g->data_offset + t->offset;
     }
     return 0;

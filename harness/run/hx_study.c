@@ -191,16 +191,24 @@ static void hx_act_probe_fn(void *p, enum kn_site site, int layer, const float *
     met_act_add(&ap->acc[layer * KN_SITE_LOGITS + site], x, n);
 }
 
-static int hx_store_act_stats(struct hx_study *s, char *err) {
+// The reference's activation statistics over the first act_chunks chunks: one summary per
+// (layer, site) into *out ((n_layers, KN_SITE_LOGITS), malloc'd; NULL and *n = 0 when there are
+// none). Computed before the reference's transaction, so that the write lock is held only while
+// rows are written (another process storing into the same study waits that long, not for the
+// forward passes).
+static int hx_act_stats(struct hx_study *s, struct met_act_summary **out, int *n_out, char *err) {
     const struct kn_config *c = &s->m->w.cfg;
+    *out = NULL;
+    *n_out = 0;
     int n_chunks = QP_MIN(s->o.act_chunks, hx_ppl_n_chunks(s->o.protocol, s->n_tokens, s->o.ctx));
     if (s->o.max_chunks > 0) n_chunks = QP_MIN(n_chunks, s->o.max_chunks);
     if (n_chunks < 1) return 0;
     int n_acc = c->n_layers * KN_SITE_LOGITS, rc = 0;
     struct hx_act_probe ap = {calloc((size_t)n_acc, sizeof(struct met_act))};
+    struct met_act_summary *sums = calloc((size_t)n_acc, sizeof *sums);
     struct kn_state *st = NULL;
     int *buf = malloc((size_t)s->o.ctx * sizeof(int));
-    if (!ap.acc || !buf) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    if (!ap.acc || !buf || !sums) rc = qp_fail(err, QP_ENOMEM, "out of memory");
     for (int i = 0; i < n_acc && !rc; i++)
         if (met_act_init(&ap.acc[i], kn_site_width(c, (enum kn_site)(i % KN_SITE_LOGITS))))
             rc = qp_fail(err, QP_ENOMEM, "out of memory");
@@ -213,30 +221,43 @@ static int hx_store_act_stats(struct hx_study *s, char *err) {
         kn_state_reset(st);
         kn_forward(st, buf, ch.len, NULL, ch.len, &probe);
     }
-    for (int i = 0; i < n_acc && !rc && ap.acc; i++) {
-        if (!kn_site_used(c, (enum kn_site)(i % KN_SITE_LOGITS))) continue; // (post-norm sites)
-        struct met_act_summary as;
-        if ((rc = met_act_finish(&ap.acc[i], &as, err))) break;
-        int layer = i / KN_SITE_LOGITS;
-        const char *site = kn_site_name((enum kn_site)(i % KN_SITE_LOGITS));
-        char top[1024], subject[96];
-        size_t k = (size_t)snprintf(top, sizeof top, "[");
-        for (int j = 0; j < as.n_top && k < sizeof top - 40; j++)
-            k += (size_t)snprintf(top + k, sizeof top - k, "%s[%lld,%.6g]", j ? "," : "",
-                                  (long long)as.top_chan[j], (double)as.top_absmax[j]);
-        snprintf(top + k, sizeof top - k, "]");
-        rc = hx_store_exec(s->st, err,
-                           "INSERT INTO act_stat (run_id, layer, site, width, rows, kurtosis, max_abs,"
-                           " median_channel_absmax, top_channels) VALUES (?,?,?,?,?,?,?,?,?)",
-                           "iItiiddd" "t", s->run_id, layer, site, as.width, as.rows, as.kurtosis, as.absmax,
-                           as.median_chan_absmax, top);
-        snprintf(subject, sizeof subject, "blk.%d.%s", layer, site);
-        if (!rc) rc = hx_store_log10_hist(s->st, s->run_id, 0, "act_channel_absmax_log10", subject, as.chan_hist, err);
-    }
+    for (int i = 0; i < n_acc && !rc; i++)
+        if (kn_site_used(c, (enum kn_site)(i % KN_SITE_LOGITS))) // (post-norm sites)
+            rc = met_act_finish(&ap.acc[i], &sums[i], err);
     for (int i = 0; i < n_acc && ap.acc; i++) met_act_deinit(&ap.acc[i]);
     free(ap.acc);
     free(buf);
     kn_state_destroy(st);
+    if (rc) {
+        free(sums);
+        return rc;
+    }
+    *out = sums;
+    *n_out = n_acc;
+    return 0;
+}
+
+static int hx_store_act_stats(struct hx_study *s, const struct met_act_summary *sums, int n, char *err) {
+    int rc = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        if (!kn_site_used(&s->m->w.cfg, (enum kn_site)(i % KN_SITE_LOGITS))) continue; // never finished
+        const struct met_act_summary *as = &sums[i];
+        int layer = i / KN_SITE_LOGITS;
+        const char *site = kn_site_name((enum kn_site)(i % KN_SITE_LOGITS));
+        char top[1024], subject[96];
+        size_t k = (size_t)snprintf(top, sizeof top, "[");
+        for (int j = 0; j < as->n_top && k < sizeof top - 40; j++)
+            k += (size_t)snprintf(top + k, sizeof top - k, "%s[%lld,%.6g]", j ? "," : "",
+                                  (long long)as->top_chan[j], (double)as->top_absmax[j]);
+        snprintf(top + k, sizeof top - k, "]");
+        rc = hx_store_exec(s->st, err,
+                           "INSERT INTO act_stat (run_id, layer, site, width, rows, kurtosis, max_abs,"
+                           " median_channel_absmax, top_channels) VALUES (?,?,?,?,?,?,?,?,?)",
+                           "iItiiddd" "t", s->run_id, layer, site, as->width, as->rows, as->kurtosis, as->absmax,
+                           as->median_chan_absmax, top);
+        snprintf(subject, sizeof subject, "blk.%d.%s", layer, site);
+        if (!rc) rc = hx_store_log10_hist(s->st, s->run_id, 0, "act_channel_absmax_log10", subject, as->chan_hist, err);
+    }
     return rc;
 }
 
@@ -255,14 +276,25 @@ static int hx_store_reference(struct hx_study *s, char *err) {
                                .eval_seconds = res.seconds, .tokens = res.tokens_processed,
                                .quant_seconds = NAN, .weights_sha256 = digest[0] ? digest : NULL};
     int64_t vid;
-    rc = hx_store_begin(s->st, err);
-    if (!rc) rc = hx_store_variant_insert(s->st, s->run_id, &v, &vid, err);
-    if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "ppl", met_ppl(&res.nll), met_ppl_stderr(&res.nll), res.nll.n, err);
-    if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "nll", met_nll_mean(&res.nll), NAN, res.nll.n, err);
-    if (!rc) rc = hx_store_weight_stats(s->st, s->run_id, &s->m->w, NULL, err);
-    if (!rc && s->o.act_chunks > 0) rc = hx_store_act_stats(s, err);
+    struct met_act_summary *acts = NULL;
+    int n_acts = 0, stored = 0;
+    if (s->o.act_chunks > 0) rc = hx_act_stats(s, &acts, &n_acts, err);
+    if (!rc) rc = hx_store_begin(s->st, err);
+    // Another process evaluating the same new run (two `eval`s of different variants started
+    // together) may have stored the reference meanwhile: then its row is used, and this one's
+    // numbers, the same, are dropped (under the write lock, so that exactly one is stored).
+    if (!rc) stored = rc = hx_store_variant_find(s->st, s->run_id, "reference", &vid, err);
+    if (rc == 1) rc = 0;
+    if (!rc && !stored) {
+        rc = hx_store_variant_insert(s->st, s->run_id, &v, &vid, err);
+        if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "ppl", met_ppl(&res.nll), met_ppl_stderr(&res.nll), res.nll.n, err);
+        if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "nll", met_nll_mean(&res.nll), NAN, res.nll.n, err);
+        if (!rc) rc = hx_store_weight_stats(s->st, s->run_id, &s->m->w, NULL, err);
+        if (!rc) rc = hx_store_act_stats(s, acts, n_acts, err);
+    }
     if (!rc) rc = hx_store_commit(s->st, err);
     if (rc) hx_store_rollback(s->st);
+    free(acts);
     return rc;
 }
 
@@ -334,15 +366,16 @@ static int hx_study_tasks_open(struct hx_study *s, int64_t ref_id, char *err) {
         int64_t have = 0;
         snprintf(suite, sizeof suite, "task:%s", s->suites[k]->name);
         rc = hx_score_suite(s, s->ref, k, "reference", &s->ref_task[k], err);
+        // Looked up under the write lock: another process scoring the same suite may store it
+        // first, and then its rows are kept.
+        if (!rc) rc = hx_store_begin(s->st, err);
         if (!rc)
             rc = hx_store_query_i64(s->st, err, &have, NULL,
                                     "SELECT count(*) FROM metric WHERE variant_id = ? AND suite = ?", "it", ref_id, suite);
-        if (rc || have) continue;
-        rc = hx_store_begin(s->st, err);
-        if (!rc) rc = hx_store_task(s, ref_id, k, s->ref_task[k], NULL, NULL, err);
+        if (!rc && !have) rc = hx_store_task(s, ref_id, k, s->ref_task[k], NULL, NULL, err);
         if (!rc) rc = hx_store_commit(s->st, err);
+        hx_store_rollback(s->st);
     }
-    hx_store_rollback(s->st);
     return rc;
 }
 
@@ -491,7 +524,10 @@ int hx_study_open(const struct hx_study_opts *o, struct hx_study **out, char *er
     char *text = NULL, calib_sha[65];
     size_t len = 0;
     int64_t overlap = 0;
-    int rc = hx_study_load(s, &text, &len, err);
+    // The database first: one that cannot be written (read-only, locked out, not a study) is
+    // refused before the model is loaded and the reference evaluated.
+    int rc = hx_store_open(o->db_path, 0, &s->st, err);
+    if (!rc) rc = hx_study_load(s, &text, &len, err);
     if (!rc && o->calib_path) {
         struct hx_calib_setup cs = {.path = o->calib_path, .n_seqs = o->calib_seqs, .seq_len = o->calib_len,
                                     .n_threads = o->n_threads, .allow_overlap = o->allow_overlap, .can_allow = 1};
@@ -500,7 +536,6 @@ int hx_study_open(const struct hx_study_opts *o, struct hx_study **out, char *er
                                        &overlap, err);
         if (!rc) s->cal->stop = o->stop; // QAT polls it (hx_qat.h)
     }
-    if (!rc) rc = hx_store_open(o->db_path, 0, &s->st, err);
     if (!rc) rc = hx_study_run_row(s, len, o->calib_path ? calib_sha : NULL, overlap, err);
     if (!rc) rc = hx_study_reference(s, err);
     free(text);
@@ -692,9 +727,10 @@ static int hx_sens_cmp(const void *a, const void *b) {
     return x->tensor - y->tensor;
 }
 
-static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weights *qw,
-                          const struct kn_engine_opts *eo, int *worst, char *err) {
-    static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+// Computed before the variant's transaction (it runs the engine once per layer or tensor), so
+// that the write lock is held only while rows are written. *out: n entries, malloc'd, unsorted.
+static int hx_sensitivity(struct hx_study *s, const struct kn_weights *qw, const struct kn_engine_opts *eo,
+                          struct hx_sens **out, int *n_out, char *err) {
     int L = s->m->w.cfg.n_layers, per = s->o.sens_tensors ? 8 : 1, rc = 0, n = 0;
     struct hx_sens *sv = calloc((size_t)L * per, sizeof *sv);
     struct kn_layer_weights *layers = malloc((size_t)L * sizeof *layers);
@@ -725,23 +761,32 @@ static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weigh
             sv[n++] = (struct hx_sens){l, t, d.kld_mean, d.kld_unc, d.same_top, d.n};
             hx_lockstep_result_free(&lr);
         }
-    if (!rc) {
-        // Rank layers among layers, and each layer's tensors among all tensors.
-        qsort(sv, (size_t)n, sizeof *sv, hx_sens_cmp);
-        int rank_l = 0, rank_t = 0;
-        *worst = -1;
-        for (int i = 0; i < n && !rc; i++) {
-            int rank = sv[i].tensor < 0 ? ++rank_l : ++rank_t;
-            if (sv[i].tensor < 0 && rank == 1) *worst = sv[i].layer;
-            rc = hx_store_exec(s->st, err,
-                               "INSERT INTO sensitivity (variant_id, layer, tensor, kld_mean, kld_stderr, top1,"
-                               " tokens, rank) VALUES (?,?,?,?,?,?,?,?)",
-                               "iItdddiI", vid, sv[i].layer, sv[i].tensor < 0 ? "" : what[sv[i].tensor],
-                               sv[i].kld, sv[i].kld_unc, sv[i].top1, sv[i].n, rank);
-        }
-    }
-    free(sv);
     free(layers);
+    if (rc) {
+        free(sv);
+        sv = NULL;
+        n = 0;
+    }
+    *out = sv;
+    *n_out = n;
+    return rc;
+}
+
+// Ranks layers among layers, and each layer's tensors among all tensors, and stores them.
+static int hx_store_sensitivity(struct hx_study *s, int64_t vid, struct hx_sens *sv, int n, int *worst, char *err) {
+    static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    qsort(sv, (size_t)n, sizeof *sv, hx_sens_cmp);
+    int rank_l = 0, rank_t = 0, rc = 0;
+    *worst = -1;
+    for (int i = 0; i < n && !rc; i++) {
+        int rank = sv[i].tensor < 0 ? ++rank_l : ++rank_t;
+        if (sv[i].tensor < 0 && rank == 1) *worst = sv[i].layer;
+        rc = hx_store_exec(s->st, err,
+                           "INSERT INTO sensitivity (variant_id, layer, tensor, kld_mean, kld_stderr, top1,"
+                           " tokens, rank) VALUES (?,?,?,?,?,?,?,?)",
+                           "iItdddiI", vid, sv[i].layer, sv[i].tensor < 0 ? "" : what[sv[i].tensor],
+                           sv[i].kld, sv[i].kld_unc, sv[i].top1, sv[i].n, rank);
+    }
     return rc;
 }
 
@@ -897,6 +942,18 @@ static int hx_vrun_evaluate(struct hx_study *s, struct hx_vrun *r, char *err) {
     return rc;
 }
 
+// A variant found stored (how: "" at the start, or how it came to be stored meanwhile): 1 and
+// out->skipped under --resume, else refused.
+static int hx_vrun_found(struct hx_study *s, const char *spec, int64_t vid, const char *how,
+                         struct hx_variant_outcome *out, char *err) {
+    if (!s->o.resume)
+        return qp_fail(err, QP_EINVAL, "variant '%s' is already stored in run %lld of '%s'%s (use --resume to skip it)",
+                       spec, (long long)s->run_id, s->o.db_path, how);
+    out->skipped = 1;
+    out->variant_id = vid;
+    return 1;
+}
+
 // Everything of the variant in one transaction (a failure rolls all of it back); the tasks'
 // figures also go to out.
 static int hx_vrun_store(struct hx_study *s, struct hx_vrun *r, int ord, int64_t *vid,
@@ -908,7 +965,19 @@ static int hx_vrun_store(struct hx_study *s, struct hx_vrun *r, int ord, int64_t
                                  .n_weights = r->n_weights, .quant_seconds = r->v ? r->quant_seconds : NAN,
                                  .eval_seconds = lr->seconds, .tokens = lr->tokens_processed,
                                  .weights_sha256 = digest[0] ? digest : NULL};
-    int rc = hx_store_begin(s->st, err);
+    struct hx_sens *sens = NULL;
+    int n_sens = 0, rc = s->o.sens_chunks > 0 ? hx_sensitivity(s, r->w, &r->eo, &sens, &n_sens, err) : 0;
+    if (!rc) rc = hx_store_begin(s->st, err);
+    // Stored meanwhile by another process on the same study (the same spec in the same run):
+    // refused as any stored variant is (skipped under --resume), and nothing written twice.
+    int64_t other;
+    int found = rc ? 0 : hx_store_variant_find(s->st, s->run_id, r->spec, &other, err);
+    if (found < 0) rc = found;
+    else if (found) {
+        hx_store_rollback(s->st);
+        free(sens);
+        return hx_vrun_found(s, r->spec, other, " by another process while this one evaluated it", out, err);
+    }
     if (!rc) rc = hx_store_variant_insert(s->st, s->run_id, &row, vid, err);
     if (!rc) rc = hx_store_dist(s->st, *vid, &r->d, err);
     if (!rc) rc = hx_store_metric(s->st, *vid, "argmax", "distinct_ref", lr->distinct_argmax_ref, NAN, r->d.n, err);
@@ -916,7 +985,7 @@ static int hx_vrun_store(struct hx_study *s, struct hx_vrun *r, int ord, int64_t
     if (!rc && lr->acc) rc = hx_store_layers(s->st, *vid, &s->m->w.cfg, lr, err);
     if (!rc && lr->tokens) rc = hx_store_tokens(s, *vid, lr, err);
     if (!rc) rc = hx_store_weight_error(s, *vid, (struct kn_weights *)r->w, r->v, err);
-    if (!rc && s->o.sens_chunks > 0) rc = hx_sensitivity(s, *vid, r->w, &r->eo, &out->worst_layer, err);
+    if (!rc && s->o.sens_chunks > 0) rc = hx_store_sensitivity(s, *vid, sens, n_sens, &out->worst_layer, err);
     for (int i = 0; i < r->crep.n_modules && !rc; i++) { // per-module loss of calibrated methods
         char suite[32];
         snprintf(suite, sizeof suite, "calib:%s", qz_method_name(r->crep.modules[i].method));
@@ -932,6 +1001,7 @@ static int hx_vrun_store(struct hx_study *s, struct hx_vrun *r, int ord, int64_t
     if (!rc && r->gen_pairs) rc = hx_gen_store_summary(s->st, *vid, &r->gen_sum, &s->o.gen, &r->gen, 0, err);
     if (!rc) rc = hx_store_commit(s->st, err);
     hx_store_rollback(s->st);
+    free(sens);
     return rc;
 }
 
@@ -963,12 +1033,7 @@ static int hx_vrun_find(struct hx_study *s, struct hx_variant_outcome *out, char
     int64_t vid;
     int found = hx_store_variant_find(s->st, s->run_id, out->spec, &vid, err);
     if (found <= 0) return found;
-    if (!s->o.resume)
-        return qp_fail(err, QP_EINVAL, "variant '%s' is already stored in run %lld of '%s' (use --resume to skip it)",
-                       out->spec, (long long)s->run_id, s->o.db_path);
-    out->skipped = 1;
-    out->variant_id = vid;
-    return 1;
+    return hx_vrun_found(s, out->spec, vid, "", out, err);
 }
 
 int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_variant_outcome *out,

@@ -3,7 +3,9 @@
 
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <limits.h>
 #include <libgen.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,7 +88,8 @@ static int hx_cfg_int(struct hx_cfg_ctx *c, const cJSON *obj, const char *path, 
     char p[256];
     hx_path_join(p, sizeof p, path, key);
     double v = cJSON_IsNumber(j) ? j->valuedouble : 0;
-    if (!cJSON_IsNumber(j) || v != (double)(long long)v || v < lo || v > hi)
+    // The range first: converting a double beyond long long (9.2e21) is undefined (fuzz_sweep_config).
+    if (!cJSON_IsNumber(j) || !(v >= lo && v <= hi) || v != (double)(long long)v)
         return hx_cfg_fail(c, p, "must be an integer in %d..%d", lo, hi);
     *out = (int)v;
     return 0;
@@ -188,7 +191,8 @@ struct hx_axis {
 
 // One axis value as text: an integer, a non-empty string (< 64 bytes) or a boolean.
 static int hx_cfg_axis_value(struct hx_cfg_ctx *c, const char *p, const cJSON *j, char out[64]) {
-    if (cJSON_IsNumber(j) && j->valuedouble == (double)(int)j->valuedouble) snprintf(out, 64, "%d", (int)j->valuedouble);
+    double d = cJSON_IsNumber(j) ? j->valuedouble : NAN; // in int range before the cast (as hx_cfg_int)
+    if (d >= INT_MIN && d <= INT_MAX && d == (double)(int)d) snprintf(out, 64, "%d", (int)d);
     else if (cJSON_IsString(j) && *j->valuestring && strlen(j->valuestring) < 64) snprintf(out, 64, "%s", j->valuestring);
     else if (cJSON_IsBool(j)) snprintf(out, 64, "%s", cJSON_IsTrue(j) ? "true" : "false");
     else return hx_cfg_fail(c, p, "must be an integer, a string or a boolean, not %s", hx_json_type(j));

@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <sqlite3.h>
 
@@ -28,6 +30,7 @@ struct hx_store {
     sqlite3 *db;
     char *path;
     int in_txn;
+    int timeout_ms; // how long a writer waits for another one's write lock
     // Prepared statements keyed by the SQL text's address (callers pass string literals).
     struct {
         const char *sql;
@@ -53,14 +56,63 @@ int hx_store_sqlite_code(sqlite3 *db) {
 
 static int hx_store_code(struct hx_store *st) { return hx_store_sqlite_code(st->db); }
 
+// Who holds the write lock of the study at path, for the message of a writer that gave up
+// waiting: "pid N: COMMAND LINE", or "" when it cannot be told. A study is in WAL mode, where the
+// write lock is a POSIX lock on byte 120 of PATH-shm (SQLite's WAL_WRITE_LOCK); Linux lists every
+// such lock with its owner in /proc/locks ("N: POSIX ADVISORY WRITE PID MAJ:MIN:INODE START END").
+static void hx_store_lock_holder(const char *path, char *who, size_t cap) {
+    who[0] = 0;
+    char shm[4200], line[256];
+    struct stat sb;
+    snprintf(shm, sizeof shm, "%s-shm", path);
+    FILE *f = stat(shm, &sb) == 0 ? fopen("/proc/locks", "r") : NULL;
+    if (!f) return;
+    int pid = 0;
+    while (!pid && fgets(line, sizeof line, f)) {
+        char kind[16], mode[16], end[24];
+        unsigned maj, min;
+        unsigned long long ino, start;
+        int p;
+        if (strstr(line, "->") ||
+            sscanf(line, "%*d: %15s %*s %15s %d %x:%x:%llu %llu %23s", kind, mode, &p, &maj, &min, &ino, &start, end) != 8)
+            continue;
+        unsigned long long last = strcmp(end, "EOF") == 0 ? ~0ull : strtoull(end, NULL, 10);
+        if (strcmp(kind, "POSIX") == 0 && strcmp(mode, "WRITE") == 0 && ino == (unsigned long long)sb.st_ino &&
+            maj == major(sb.st_dev) && min == minor(sb.st_dev) && start <= 120 && last >= 120 && p != getpid())
+            pid = p;
+    }
+    fclose(f);
+    if (!pid) return;
+    char cmd[160] = "", proc[64];
+    snprintf(proc, sizeof proc, "/proc/%d/cmdline", pid);
+    FILE *c = fopen(proc, "r");
+    size_t n = c ? fread(cmd, 1, sizeof cmd - 1, c) : 0;
+    if (c) fclose(c);
+    for (size_t i = 0; i < n; i++) // arguments are NUL-separated; the message stays one line
+        if ((unsigned char)cmd[i] < 0x20) cmd[i] = i + 1 < n ? ' ' : 0;
+    cmd[n] = 0;
+    snprintf(who, cap, "pid %d%s%s", pid, cmd[0] ? ": " : "", cmd);
+}
+
+static int hx_store_fail_msg(struct hx_store *st, char *err, const char *what, const char *msg) {
+    if ((sqlite3_errcode(st->db) & 0xff) != SQLITE_BUSY)
+        return qp_fail(err, hx_store_code(st), "cannot %s '%s': %s", what, st->path, msg);
+    char who[200];
+    hx_store_lock_holder(st->path, who, sizeof who);
+    return qp_fail(err, hx_store_code(st),
+                   "cannot %s '%s': %s: another process is writing to it%s%s%s and held it longer than this one "
+                   "waits (%.1f s; QPROBE_DB_TIMEOUT_MS sets it)",
+                   what, st->path, msg, who[0] ? " (" : "", who, who[0] ? ")" : "", st->timeout_ms / 1000.0);
+}
+
 static int hx_store_fail(struct hx_store *st, char *err, const char *what) {
-    return qp_fail(err, hx_store_code(st), "cannot %s '%s': %s", what, st->path, sqlite3_errmsg(st->db));
+    return hx_store_fail_msg(st, err, what, sqlite3_errmsg(st->db));
 }
 
 static int hx_store_raw(struct hx_store *st, const char *sql, char *err, const char *what) {
     char *msg = NULL;
     if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        int rc = qp_fail(err, hx_store_code(st), "cannot %s '%s': %s", what, st->path, msg ? msg : "error");
+        int rc = hx_store_fail_msg(st, err, what, msg ? msg : "error");
         sqlite3_free(msg);
         return rc;
     }
@@ -188,19 +240,63 @@ static int hx_store_migrate(struct hx_store *st, int from, char *err) {
     return rc;
 }
 
+// Before a study is opened for writing: the file, when it exists, and its directory must be
+// writable — SQLite creates the WAL and shared-memory files beside the database — so that a
+// read-only file or directory is refused at once, naming which, instead of failing when the
+// first result is stored (or with SQLite's "unable to open database file"). access() checks
+// the real user's permission bits and a read-only file system (EROFS); root passes the bits.
+static int hx_store_check_writable(const char *path, char *err) {
+    if (strcmp(path, ":memory:") == 0 || path[0] == 0) return 0;
+    struct stat sb;
+    int exists = stat(path, &sb) == 0;
+    if (exists && S_ISDIR(sb.st_mode)) return qp_fail(err, QP_EIO, "cannot open '%s': Is a directory", path);
+    if (exists && access(path, W_OK) != 0)
+        return qp_fail(err, QP_EIO, "cannot write '%s': the study database is read-only (%s)", path, strerror(errno));
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", (int)(slash == path ? 1 : slash - path), path);
+    if (access(dir, W_OK) != 0) {
+        if (errno == ENOENT && !exists) return qp_fail(err, QP_EIO, "cannot create '%s': %s", path, strerror(errno));
+        return qp_fail(err, QP_EIO,
+                       "cannot write '%s': its directory '%s' is read-only (%s); SQLite keeps the "
+                       "study's journal (-wal, -shm) beside it",
+                       path, dir, strerror(errno));
+    }
+    return 0;
+}
+
+// PRAGMA journal_mode = WAL needs the database to itself for a moment, and SQLite does not wait
+// for it through the busy handler: when another process is creating or opening the same new
+// study at the same time, the pragma is retried until the busy timeout has passed.
+static int hx_store_wal(struct hx_store *st, int timeout_ms, char *err) {
+    double t0 = qp_now();
+    for (int delay_ms = 1;; delay_ms = delay_ms < 64 ? delay_ms * 2 : 64) {
+        char *msg = NULL;
+        int rc = sqlite3_exec(st->db, "PRAGMA journal_mode = WAL", NULL, NULL, &msg);
+        sqlite3_free(msg);
+        if (rc == SQLITE_OK) return 0;
+        if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) break;
+        if ((qp_now() - t0) * 1000.0 > timeout_ms) break;
+        sqlite3_sleep(delay_ms);
+    }
+    return hx_store_fail(st, err, "open");
+}
+
 int hx_store_open(const char *path, int flags, struct hx_store **out, char *err) {
     *out = NULL;
     int ro = flags & HX_STORE_READONLY;
     struct stat sb;
     if (ro && stat(path, &sb) != 0)
         return qp_fail(err, QP_EIO, "cannot open '%s': %s", path, strerror(errno));
+    int rc = ro ? 0 : hx_store_check_writable(path, err);
+    if (rc) return rc;
     struct hx_store *st = calloc(1, sizeof *st);
     if (!st || !(st->path = strdup(path))) {
         free(st);
         return qp_fail(err, QP_ENOMEM, "out of memory");
     }
     int oflags = ro ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-    int rc = 0;
     if (sqlite3_open_v2(path, &st->db, oflags | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         rc = st->db ? hx_store_fail(st, err, "open")
                     : qp_fail(err, QP_ENOMEM, "cannot open '%s': out of memory", path);
@@ -208,12 +304,18 @@ int hx_store_open(const char *path, int flags, struct hx_store **out, char *err)
     }
     // How long to wait for another writer (QPROBE_DB_TIMEOUT_MS overrides, e.g. for tests).
     const char *tmo = getenv("QPROBE_DB_TIMEOUT_MS");
-    sqlite3_busy_timeout(st->db, tmo && atoi(tmo) > 0 ? atoi(tmo) : HX_STORE_BUSY_MS);
+    int timeout_ms = st->timeout_ms = tmo && atoi(tmo) > 0 ? atoi(tmo) : HX_STORE_BUSY_MS;
+    sqlite3_busy_timeout(st->db, timeout_ms);
     sqlite3_extended_result_codes(st->db, 1);
+    // The three read in one read transaction: another process creating the study commits its
+    // tables, user_version and application_id at once, and separate reads could see the tables
+    // without the id ("not a qprobe study").
     int version = 0, app = 0, n_tables = 0;
+    if ((rc = hx_store_raw(st, "BEGIN", err, "read"))) goto fail;
     if ((rc = hx_store_pragma_int(st, "PRAGMA user_version", &version, err))) goto fail;
     if ((rc = hx_store_pragma_int(st, "PRAGMA application_id", &app, err))) goto fail;
     if ((rc = hx_store_pragma_int(st, "SELECT count(*) FROM sqlite_master", &n_tables, err))) goto fail;
+    if ((rc = hx_store_raw(st, "COMMIT", err, "read"))) goto fail;
     if (n_tables > 0 && app != HX_STORE_APP_ID) {
         rc = qp_fail(err, QP_EFORMAT, "cannot use '%s': a SQLite database, but not a qprobe study", path);
         goto fail;
@@ -232,7 +334,7 @@ int hx_store_open(const char *path, int flags, struct hx_store **out, char *err)
             goto fail;
         }
     } else {
-        if ((rc = hx_store_raw(st, "PRAGMA journal_mode = WAL", err, "open"))) goto fail;
+        if ((rc = hx_store_wal(st, timeout_ms, err))) goto fail;
         // Every commit reaches the disk: a result reported as stored survives a power cut too.
         if ((rc = hx_store_raw(st, "PRAGMA synchronous = FULL", err, "open"))) goto fail;
         if (version < HX_STORE_SCHEMA_VERSION && (rc = hx_store_migrate(st, version, err))) goto fail;

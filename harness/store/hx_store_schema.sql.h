@@ -107,8 +107,8 @@ static const char *const hx_store_migrations[] = {
     "ALTER TABLE variant ADD COLUMN weights_sha256 TEXT;\n",
     // --- version 3: the CPU and every kernel family's path, next to isa (recorded, not part of
     // the identity: results do not depend on them)
-    "ALTER TABLE run ADD COLUMN cpu TEXT;     -- CPU model name and feature flags\n"
-    "ALTER TABLE run ADD COLUMN kernels TEXT; -- each kernel family's path (kn_engine_kernels)\n",
+    ("ALTER TABLE run ADD COLUMN cpu TEXT;     -- CPU model name and feature flags\n"
+     "ALTER TABLE run ADD COLUMN kernels TEXT; -- each kernel family's path (kn_engine_kernels)\n"),
     // --- version 4: the model family (recorded, not part of the identity: the model's SHA-256,
     // config.json included for safetensors, already fixes it); NULL in runs stored before
     "ALTER TABLE run ADD COLUMN arch TEXT;    -- llama, qwen2, phi3, gemma2 (GGUF general.architecture)\n",

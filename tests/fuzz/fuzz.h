@@ -16,6 +16,7 @@
 
 struct hx_model;
 struct hx_tok;
+struct task_suite;
 
 // ---------------------------------------------------------------------------------------------
 // Targets
@@ -31,6 +32,9 @@ int fuzz_gate_rules(const uint8_t *data, size_t size);
 int fuzz_task_jsonl(const uint8_t *data, size_t size);
 int fuzz_tokenizer_json(const uint8_t *data, size_t size);
 int fuzz_gguf_bpe(const uint8_t *data, size_t size);
+int fuzz_config_json(const uint8_t *data, size_t size);
+int fuzz_task_dataset(const uint8_t *data, size_t size);
+int fuzz_text(const uint8_t *data, size_t size);
 
 // fuzz_tokenize encodes with a real tokenizer: this llama2.c tokenizer.bin of vocab_size tokens.
 // Without a call, the first fuzz_tokenize loads $QP_FIXTURES/models/llama2c/tok512.bin (512
@@ -80,5 +84,9 @@ void fuzz_check_model(const struct hx_model *m, size_t file_size);
 // encoding `text` (and a fixed sample) gives at most len + 2 ids, all in range, starting with
 // BOS when asked for.
 void fuzz_check_tok(const struct hx_tok *t, const uint8_t *text, size_t len);
+
+// Checks a task suite a reader accepted: every item has a context and choices; multiple choice
+// has >= 2 non-empty choices and gold in range, cloze one non-empty target. Returns the items.
+int fuzz_check_suite(const struct task_suite *s);
 
 #endif

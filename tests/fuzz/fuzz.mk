@@ -6,7 +6,11 @@
 #   make fuzz-smoke                                            5 s per target (CI)
 #   make fuzz-build                                            only build build/fuzz/fuzz_NAME
 #   make fuzz-seeds                                            rewrite tests/fuzz/corpus/ seeds
+#   make fuzz FUZZ_RECORD=1 ...     also log each run in tests/fuzz/log/NAME.tsv (the campaign)
+#   make fuzz-merge [FUZZ_TARGETS=...]   minimise the grown corpus into tests/fuzz/corpus/NAME
+#   make fuzz-table                 regenerate docs/FUZZ.md's table from tests/fuzz/log/
 #
+# A dictionary tests/fuzz/dict/NAME.dict, when present, is passed to the target (-dict).
 # Each target links the parser sources it needs (FUZZ_LIB_SRC), compiled here with clang and
 # -fsanitize=fuzzer-no-link,address,undefined into build/fuzz/obj/; the rest of qprobe is not
 # linked. A run starts from the seeds in tests/fuzz/corpus/NAME (plus shared fixture files
@@ -20,17 +24,15 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_DIR := build/fuzz
 FUZZ_ALL := gguf safetensors llama2c tokenizer_bin spec tokenize sweep_config gate_rules task_jsonl \
-            tokenizer_json gguf_bpe
+            tokenizer_json gguf_bpe config_json task_dataset text
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 
-FUZZ_LIB_SRC := kernels/qp.c kernels/kn_types.c kernels/kn_model.c harness/io/hx_gguf.c \
-                harness/io/hx_gguf_model.c harness/io/hx_model.c harness/io/hx_llama2c.c harness/io/hx_safetensors.c \
-                harness/io/hx_tokenizer.c harness/io/hx_tok_spm.c harness/io/hx_tok_bpe.c \
-                harness/io/hx_tok_pre.c harness/io/hx_tok_json.c quantizers/qz_spec.c kernels/kn_dequant.c kernels/kn_dequant_k.c \
-                harness/cli/hx_cli.c harness/run/hx_sweep.c harness/store/hx_store.c kernels/qp_sha256.c reports/rpt_gate.c \
-                harness/io/hx_task_io.c tasks/task.c tasks/task_builtin.c harness/io/hx_text.c harness/cli/hx_exit.c \
-                kernels/qp_utf8.c
+# The whole library (LIB_SRC), compiled with the fuzz flags into one archive: a target links
+# what it calls and nothing else, and a parser that starts calling another module needs no edit
+# here (a hand-kept list of sources rotted as the CLI helpers grew).
+FUZZ_LIB_SRC := $(LIB_SRC)
 FUZZ_LIB_OBJ := $(FUZZ_LIB_SRC:%.c=$(FUZZ_DIR)/obj/%.o)
+FUZZ_LIB := $(FUZZ_DIR)/libqprobe_fuzz.a
 FUZZ_UTIL_OBJ := $(FUZZ_DIR)/obj/tests/fuzz/fuzz_util.o
 FUZZ_TARGET_OBJ := $(FUZZ_ALL:%=$(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o)
 FUZZ_BINS := $(FUZZ_ALL:%=$(FUZZ_DIR)/fuzz_%)
@@ -53,6 +55,9 @@ FUZZ_MAXLEN_gate_rules := 4096
 FUZZ_MAXLEN_task_jsonl := 4096
 FUZZ_MAXLEN_tokenizer_json := 8192
 FUZZ_MAXLEN_gguf_bpe := 4096
+FUZZ_MAXLEN_config_json := 4096
+FUZZ_MAXLEN_task_dataset := 4096
+FUZZ_MAXLEN_text := 1024
 
 # Shared fixture directories added as read-only seed directories (skipped when absent; larger
 # files are cut to the target's max_len).
@@ -62,7 +67,8 @@ FUZZ_EXTRA_tokenize = $(FIXTURES)/data/tinystories
 
 FUZZ_RUNS := $(FUZZ_TARGETS:%=fuzz-run-%)
 
-.PHONY: fuzz fuzz-smoke fuzz-build fuzz-seeds $(FUZZ_ALL:%=fuzz-run-%)
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-seeds fuzz-merge fuzz-table fuzz-list $(FUZZ_ALL:%=fuzz-run-%) \
+        $(FUZZ_ALL:%=fuzz-merge-%)
 
 fuzz-build: $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
 
@@ -72,16 +78,49 @@ fuzz-smoke:
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=5
 
 $(FUZZ_RUNS): fuzz-run-%: $(FUZZ_DIR)/fuzz_%
-	@QP_FIXTURES="$(abspath $(FIXTURES))" sh tests/fuzz/run.sh $* $< $(FUZZ_SECONDS) \
+	@QP_FIXTURES="$(abspath $(FIXTURES))" FUZZ_DICT=tests/fuzz/dict/$*.dict \
+	    $(if $(FUZZ_RECORD),FUZZ_RECORD=tests/fuzz/log/$*.tsv) sh tests/fuzz/run.sh $* $< $(FUZZ_SECONDS) \
 	    $(FUZZ_MAXLEN_$*) $(FUZZ_DIR) tests/fuzz/corpus/$* $(FUZZ_EXTRA_$*)
+
+# Adds to tests/fuzz/corpus/NAME the inputs of the grown corpus that reach coverage the
+# repository's corpus does not (libFuzzer -merge=1: smallest such inputs first); the seeds stay.
+fuzz-merge: $(FUZZ_TARGETS:%=fuzz-merge-%)
+$(FUZZ_TARGETS:%=fuzz-merge-%): fuzz-merge-%: $(FUZZ_DIR)/fuzz_%
+	@mkdir -p tests/fuzz/corpus/$* $(FUZZ_DIR)/corpus/$*
+	@n0=$$(ls tests/fuzz/corpus/$* | wc -l); \
+	QP_FIXTURES="$(abspath $(FIXTURES))" TMPDIR=$$( [ -w /dev/shm ] && echo /dev/shm || echo /tmp ) \
+	    $< -merge=1 -max_len=$(FUZZ_MAXLEN_$*) -timeout=10 -rss_limit_mb=2048 tests/fuzz/corpus/$* \
+	    $(FUZZ_DIR)/corpus/$* > $(FUZZ_DIR)/logs/$*.merge.log 2>&1 || { tail -n 20 $(FUZZ_DIR)/logs/$*.merge.log; exit 1; }; \
+	echo "fuzz-merge $*: $$n0 -> $$(ls tests/fuzz/corpus/$* | wc -l) inputs in tests/fuzz/corpus/$*"
+
+fuzz-list:
+	@echo $(FUZZ_ALL)
+
+fuzz-table:
+	@sh tests/fuzz/table.sh tests/fuzz/log tests/fuzz/corpus docs/FUZZ.md
 
 $(FUZZ_DIR)/obj/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZCC  $<")
 	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -c $< -o $@
 
+# Per-ISA files with their ISA's flags, as in the main build.
+$(FUZZ_DIR)/obj/%_avx2.o: %_avx2.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZCC  $< (avx2)")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(ISA_AVX2) -c $< -o $@
+
+$(FUZZ_DIR)/obj/%_avx512.o: %_avx512.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZCC  $< (avx512)")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) $(ISA_AVX512) -c $< -o $@
+
+$(FUZZ_LIB): $(FUZZ_LIB_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
 $(FUZZ_BINS): $(FUZZ_DIR)/fuzz_%: $(FUZZ_DIR)/obj/tests/fuzz/fuzz_%.o $(FUZZ_UTIL_OBJ) \
-                                   $(FUZZ_LIB_OBJ)
+                                   $(FUZZ_LIB)
 	@$(if $(Q),echo "  FUZZLD  $@")
 	$(Q)$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -fopenmp -o $@ $^ $(PKG_LIBS) -lm
 

@@ -14,20 +14,6 @@
 #include "task.h"
 #include "hx_task_io.h"
 
-static int fj_check_suite(const struct task_suite *s) {
-    for (int i = 0; i < s->n_items; i++) {
-        const struct task_item *it = &s->items[i];
-        FUZZ_CHECK(it->context != NULL && it->choices != NULL, "item %d without context or choices", i);
-        if (s->kind == TASK_CLOZE) {
-            FUZZ_CHECK(it->n_choices == 1 && it->choices[0][0], "cloze item %d without a target", i);
-        } else {
-            FUZZ_CHECK(it->n_choices >= 2 && it->gold >= 0 && it->gold < it->n_choices, "bad item %d", i);
-            for (int k = 0; k < it->n_choices; k++) FUZZ_CHECK(it->choices[k][0], "empty choice in item %d", i);
-        }
-    }
-    return s->n_items;
-}
-
 int fuzz_task_jsonl(const uint8_t *data, size_t size) {
     char path[FUZZ_PATH_MAX], err[QP_ERRLEN] = "";
     fuzz_write("suite.jsonl", data, size, path);
@@ -43,7 +29,7 @@ int fuzz_task_jsonl(const uint8_t *data, size_t size) {
             FUZZ_CHECK(strstr(err, path) != NULL, "message does not name the file: %s", err);
             continue;
         }
-        int n = fj_check_suite(s);
+        int n = fuzz_check_suite(s);
         if (!lenient) strict_items = n;
         else FUZZ_CHECK(n >= strict_items, "lenient read gave %d items, strict %d", n, strict_items);
         task_suite_destroy(s);

@@ -1,9 +1,9 @@
 // fuzz_util.c — helpers shared by the fuzz targets (see fuzz.h): failure reports, a scratch
-// directory for the inputs the readers want as files, and checks of loaded models and
-// tokenizers that every file-format target runs.
+// directory for the inputs the readers want as files, and checks of loaded models, tokenizers
+// and task suites that the targets share.
 //
-// Depends on libc/POSIX, kernels/ (qp.h, kn_model.h, kn_types.h) and the harness headers
-// (model.h, gguf.h, tokenizer.h); nothing else.
+// Depends on libc/POSIX, kernels/ (qp.h, kn_model.h, kn_types.h), the harness headers
+// (model.h, gguf.h, tokenizer.h) and tasks/task.h (struct fields only); nothing else.
 #include "fuzz.h"
 
 #include <errno.h>
@@ -20,6 +20,7 @@
 #include "hx_model.h"
 #include "qp.h"
 #include "hx_tokenizer.h"
+#include "task.h"
 
 #define FZ_MAX_NAMES 16 // distinct scratch file names per process
 #define FZ_NAME_LEN 64
@@ -244,4 +245,18 @@ void fuzz_check_model(const struct hx_model *m, size_t file_size) {
         static const uint8_t text[] = "The cat sat.";
         fuzz_check_tok(m->tok, text, sizeof text - 1);
     }
+}
+
+int fuzz_check_suite(const struct task_suite *s) {
+    for (int i = 0; i < s->n_items; i++) {
+        const struct task_item *it = &s->items[i];
+        FUZZ_CHECK(it->context != NULL && it->choices != NULL, "item %d without context or choices", i);
+        if (s->kind == TASK_CLOZE) {
+            FUZZ_CHECK(it->n_choices == 1 && it->choices[0][0], "cloze item %d without a target", i);
+        } else {
+            FUZZ_CHECK(it->n_choices >= 2 && it->gold >= 0 && it->gold < it->n_choices, "bad item %d", i);
+            for (int k = 0; k < it->n_choices; k++) FUZZ_CHECK(it->choices[k][0], "empty choice in item %d", i);
+        }
+    }
+    return s->n_items;
 }
