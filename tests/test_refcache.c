@@ -1,0 +1,215 @@
+// test_refcache.c — the reference cache (harness/run/hx_refcache.h) and a variant evaluated
+// against it alone (hx_refeval.h): the same figures as the lockstep for every variant of the demo
+// sweep (NLL, Δp, top-1 and the per-layer errors bit for bit, KLD within met_dist.h's bound per
+// token), and a foreign, truncated or corrupt cache refused in one line.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hx_calib.h"
+#include "hx_lockstep.h"
+#include "hx_model.h"
+#include "hx_refcache.h"
+#include "hx_refeval.h"
+#include "hx_sweep.h"
+#include "hx_tokenizer.h"
+#include "hx_variant.h"
+#include "kn_engine.h"
+#include "qp.h"
+#include "qp_test.h"
+#include "qz_spec.h"
+
+#define MODEL "models/llama2c/stories260K.bin"
+#define TOK "models/llama2c/tok512.bin"
+#define CTX 512
+#define CHUNKS 6
+#define LAYER_CHUNKS 2
+
+// The model, the demo's evaluation text tokenized, the reference engine.
+struct fx {
+    struct hx_model *m;
+    int *toks;
+    size_t n;
+    struct kn_engine *ref;
+};
+
+static void fx_open(struct fx *f) {
+    char err[QP_ERRLEN];
+    QP_CHECK_MSG(hx_model_open(qpt_fixture(MODEL), qpt_fixture(TOK), &f->m, err) == 0, "%s", err);
+    size_t len;
+    char *text = qpt_read_fixture("made/tinystories-eval.txt", &len);
+    QP_CHECK(hx_tok_encode(f->m->tok, text, len, HX_TOK_ADD_BOS | HX_TOK_SPACE_PREFIX, &f->toks, &f->n) == 0);
+    free(text);
+    QP_CHECK_MSG(kn_engine_create(&f->m->w, NULL, &f->ref, err) == 0, "%s", err);
+}
+
+static void fx_close(struct fx *f) {
+    kn_engine_destroy(f->ref);
+    free(f->toks);
+    hx_model_close(f->m);
+}
+
+static struct hx_refcache_id fx_id(const struct fx *f, const char *text_sha) {
+    return (struct hx_refcache_id){.model_sha256 = "m", .tokenizer_sha256 = "t", .text_sha256 = text_sha,
+                                   .gemm = "own", .protocol = HX_PROTO_LLAMACPP, .ctx = CTX, .bos = 1,
+                                   .n_chunks = CHUNKS, .layer_chunks = LAYER_CHUNKS, .n_tokens = f->n};
+}
+
+static struct hx_refcache *fx_cache(const struct fx *f, const char *dir, const char *text_sha) {
+    char err[QP_ERRLEN];
+    struct hx_refcache_id id = fx_id(f, text_sha);
+    struct hx_refcache_build b = {.ref = f->ref, .tokens = f->toks, .n_tokens = f->n, .n_threads = 2, .quiet = 1};
+    struct hx_refcache *rc;
+    QP_CHECK_MSG(hx_refcache_build(dir, &id, &b, &rc, err) == 0, "%s", err);
+    return rc;
+}
+
+// Per scored token (in the protocol's order) the bound of met_dist.h from the exact rows of both
+// models: the oracle the cached KLD is held to.
+static double *token_bounds(const struct fx *f, const struct kn_engine *var, size_t *n_out) {
+    char err[QP_ERRLEN];
+    int V = f->m->w.cfg.vocab_size;
+    struct kn_state *a, *b;
+    QP_CHECK(kn_state_create(f->ref, CTX, CTX, 2, &a, err) == 0);
+    QP_CHECK(kn_state_create(var, CTX, CTX, 2, &b, err) == 0);
+    float *la = malloc(sizeof(float) * CTX * V), *lb = malloc(sizeof(float) * CTX * V);
+    double *bound = malloc(sizeof(double) * CHUNKS * CTX);
+    int buf[CTX];
+    size_t n = 0;
+    for (int c = 0; c < CHUNKS; c++) {
+        struct hx_chunk ch = hx_chunk_of(HX_PROTO_LLAMACPP, f->n, CTX, c);
+        memcpy(buf, f->toks + ch.start, sizeof buf);
+        buf[0] = 1;
+        kn_state_reset(a), kn_state_reset(b);
+        kn_forward(a, buf, CTX, la, ch.first, NULL);
+        kn_forward(b, buf, CTX, lb, ch.first, NULL);
+        for (int j = ch.first; j <= ch.last; j++)
+            bound[n++] = met_dist_cached_bound(la + (size_t)(j - ch.first) * V, lb + (size_t)(j - ch.first) * V, V);
+    }
+    kn_state_destroy(a), kn_state_destroy(b);
+    free(la), free(lb);
+    *n_out = n;
+    return bound;
+}
+
+// The cached run against the lockstep: per token and per layer.
+static void compare_runs(const char *spec, const struct hx_lockstep_result *l, const struct hx_lockstep_result *c,
+                         const double *bound, size_t nb) {
+    QP_CHECK_INT_EQ(l->n_tokens, c->n_tokens);
+    QP_CHECK_INT_EQ(l->n_tokens, nb);
+    double sum_l = 0, sum_c = 0, sum_b = 0, worst = 0;
+    for (size_t i = 0; i < nb; i++) {
+        const struct met_dist_tok *a = &l->tokens[i], *b = &c->tokens[i];
+        QP_CHECK_MSG(a->nll_ref == b->nll_ref && a->nll_var == b->nll_var && a->dp == b->dp, "%s: token %zu", spec, i);
+        QP_CHECK(a->top_ref == b->top_ref && a->top_var == b->top_var && a->same_top == b->same_top);
+        QP_CHECK_MSG(fabs(a->kld - b->kld) <= bound[i], "%s: token %zu: KLD %.12g vs %.12g, bound %.3g", spec, i,
+                     b->kld, a->kld, bound[i]);
+        sum_l += a->kld, sum_c += b->kld, sum_b += bound[i];
+        if (bound[i] > 0) worst = fmax(worst, fabs(a->kld - b->kld) / bound[i]);
+    }
+    QP_CHECK(l->distinct_argmax_ref == c->distinct_argmax_ref && l->distinct_argmax_var == c->distinct_argmax_var);
+    size_t n_err = 2 * (size_t)(l->n_layers + 1) * KN_SITE_COUNT;
+    QP_CHECK_MSG(memcmp(l->acc, c->acc, n_err * sizeof *l->acc) == 0, "%s: layer errors differ", spec);
+    fprintf(stderr, "%-28s mean KLD lockstep %.8f cache %.8f (rel %+.1e, bound %.1e), worst |err|/bound %.3f\n",
+            spec, sum_l / nb, sum_c / nb, (sum_c - sum_l) / sum_l, sum_b / nb, worst);
+}
+
+// The demo sweep's variants, as its configuration expands them.
+static struct hx_sweep_config *demo_variants(void) {
+    char err[QP_ERRLEN], root[1024];
+    const char *model = qpt_fixture(MODEL);
+    snprintf(root, sizeof root, "%.*s", (int)(strlen(model) - strlen(MODEL) - 1), model);
+    setenv("FIXTURES", root, 1);
+    struct hx_sweep_config *cfg;
+    QP_CHECK_MSG(hx_sweep_config_load("examples/sweep-stories260K.json", &cfg, err) == 0, "%s", err);
+    return cfg;
+}
+
+QP_TEST(cached_figures_should_equal_the_lockstep_for_every_demo_variant) {
+    struct fx f;
+    fx_open(&f);
+    struct hx_refcache *rc = fx_cache(&f, qpt_tmpdir(), "x");
+    struct hx_sweep_config *cfg = demo_variants();
+    char err[QP_ERRLEN];
+    size_t clen;
+    char *ctext = qpt_read_fixture("made/tinystories-calib.txt", &clen);
+    struct hx_calib *cal;
+    QP_CHECK(hx_calib_create(f.m->tok, ctext, clen, 16, 256, &cal, err) == 0);
+    struct hx_lockstep_opts o = {.protocol = HX_PROTO_LLAMACPP, .ctx = CTX, .n_threads = 2, .bos = 1,
+                                 .max_chunks = CHUNKS, .layer_chunks = LAYER_CHUNKS, .keep_tokens = 1};
+    QP_CHECK(cfg->n_variants >= 18);
+    for (int i = 0; i < cfg->n_variants; i++) {
+        struct qz_variant *v;
+        struct hx_quant_model *q;
+        struct kn_engine *e;
+        QP_CHECK_MSG(qz_variant_parse(cfg->variants[i], &v, err) == 0, "%s", err);
+        QP_CHECK_MSG(hx_quant_model_create_calib(&f.m->w, v, cal, &q, err) == 0, "%s: %s", cfg->variants[i], err);
+        struct kn_engine_opts eo = {0};
+        hx_quant_model_engine_opts(q, &eo);
+        QP_CHECK(kn_engine_create_opts(&q->w, &eo, &e, err) == 0);
+        struct hx_lockstep_result l, c;
+        QP_CHECK_MSG(hx_lockstep_run(f.ref, e, f.toks, f.n, &o, &l, err) == 0, "%s", err);
+        QP_CHECK_MSG(hx_refeval_run(rc, e, f.toks, f.n, &o, &c, err) == 0, "%s", err);
+        size_t nb;
+        double *bound = token_bounds(&f, e, &nb);
+        compare_runs(cfg->variants[i], &l, &c, bound, nb);
+        free(bound);
+        hx_lockstep_result_free(&l), hx_lockstep_result_free(&c);
+        kn_engine_destroy(e);
+        hx_quant_model_destroy(q);
+        qz_variant_destroy(v);
+    }
+    hx_calib_destroy(cal);
+    free(ctext);
+    hx_sweep_config_free(cfg);
+    hx_refcache_close(rc);
+    fx_close(&f);
+}
+
+// Copies file a to b.
+static void copy_file(const char *a, const char *b) {
+    size_t n;
+    char *s = qpt_read_file(a, &n);
+    QP_CHECK(s != NULL);
+    FILE *o = fopen(b, "wb");
+    QP_CHECK(o && fwrite(s, 1, n, o) == n);
+    fclose(o);
+    free(s);
+}
+
+QP_TEST(a_foreign_truncated_or_corrupt_cache_should_be_refused_in_one_line) {
+    struct fx f;
+    fx_open(&f);
+    char dir[1024], path[1200], err[QP_ERRLEN];
+    snprintf(dir, sizeof dir, "%s", qpt_tmpdir());
+    struct hx_refcache *rc = fx_cache(&f, dir, "text-a");
+    snprintf(path, sizeof path, "%s", hx_refcache_path(rc));
+    int64_t bytes = hx_refcache_bytes(rc);
+    hx_refcache_close(rc);
+    struct hx_refcache_id a = fx_id(&f, "text-a"), b = fx_id(&f, "text-b");
+    // Text b has no cache; text a's file put where b's belongs is foreign.
+    QP_CHECK_INT_EQ(hx_refcache_open(dir, &b, &f.m->w.cfg, &rc, err), 0);
+    struct hx_refcache *rb = fx_cache(&f, dir, "text-b");
+    char pb[1200];
+    snprintf(pb, sizeof pb, "%s", hx_refcache_path(rb));
+    hx_refcache_close(rb);
+    copy_file(path, pb);
+    QP_CHECK_INT_EQ(hx_refcache_open(dir, &b, &f.m->w.cfg, &rc, err), QP_EFORMAT);
+    QP_CHECK_MSG(strstr(err, "another model, text") && !strchr(err, '\n'), "%s", err);
+    // Truncated.
+    QP_CHECK(truncate(path, bytes - 4096) == 0);
+    QP_CHECK_INT_EQ(hx_refcache_open(dir, &a, &f.m->w.cfg, &rc, err), QP_EFORMAT);
+    QP_CHECK_MSG(strstr(err, "truncated") && strstr(err, path), "%s", err);
+    // Whole length, one byte changed in the body.
+    QP_CHECK(truncate(path, 0) == 0);
+    rc = fx_cache(&f, dir, "text-a"); // rebuilt in place (the empty file was refused)
+    hx_refcache_close(rc);
+    FILE *fp = fopen(path, "r+b");
+    QP_CHECK(fp && fseek(fp, 5000, SEEK_SET) == 0);
+    int ch = fgetc(fp);
+    fseek(fp, 5000, SEEK_SET);
+    fputc(ch ^ 1, fp);
+    fclose(fp);
+    QP_CHECK_INT_EQ(hx_refcache_open(dir, &a, &f.m->w.cfg, &rc, err), QP_EFORMAT);
+    QP_CHECK_MSG(strstr(err, "corrupt"), "%s", err);
+    fx_close(&f);
+}
