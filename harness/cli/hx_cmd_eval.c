@@ -276,6 +276,7 @@ static int eval_run(struct eval_args *a, const char *variant, struct hx_task_lis
     if (rc) return hx_fail("eval", rc, "%s", err);
     struct hx_variant_outcome vo;
     rc = hx_study_variant(s, variant, 1, &vo, err);
+    if (!rc) rc = hx_study_finish(s, &vo, err); // the reference's NLL of the continuations
     int status = rc ? hx_fail("eval", rc, "%s", err) : HX_EXIT_OK;
     if (!rc && a->json) eval_print_json(&vo, hx_study_run_id(s));
     else if (!rc) eval_print_text(&vo, hx_study_run_id(s), a->so.db_path);

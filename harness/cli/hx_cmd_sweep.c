@@ -215,6 +215,8 @@ static int sweep_run(const struct hx_sweep_config *cfg, const struct sweep_args 
         fprintf(stderr, "qprobe sweep: %d variants%s into run %lld of %s\n", mine,
                 a->shard_n > 1 ? " (this shard)" : "", (long long)hx_study_run_id(s), db);
     int status = sweep_variants(s, cfg, a, mine, &stored, &skipped);
+    if (status == HX_EXIT_OK && !hx_sweep_stop && (rc = hx_study_finish(s, NULL, err)))
+        status = rc == QP_EINTR ? HX_EXIT_INTERRUPTED : hx_fail("sweep", rc, "%s", err);
     if (status == HX_EXIT_OK && hx_sweep_stop) {
         fprintf(stderr, "qprobe sweep: interrupted: %d variants stored, the one in flight discarded; "
                         "run again with --resume to continue\n", stored);

@@ -57,6 +57,8 @@ struct hx_refcache {
     size_t map_bytes;
     double seconds;
     int64_t tokens_processed;
+    enum hx_protocol protocol; // the chunks' scored counts
+    size_t n_tokens;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -207,6 +209,8 @@ int hx_refcache_open(const char *dir, const struct hx_refcache_id *id, const str
         return qp_fail(err, QP_ENOMEM, "out of memory");
     }
     int r = hx_refcache_shape_of(id, c, &rc->sh, err);
+    rc->protocol = id->protocol;
+    rc->n_tokens = id->n_tokens;
     hx_rc_layout_of(&rc->sh, &rc->lay);
     hx_rc_identity(id, c, &rc->sh, idt, HX_RC_ID_MAX);
     hx_rc_path(dir, idt, rc->path, sizeof rc->path);
@@ -260,7 +264,8 @@ int hx_refcache_chunk(const struct hx_refcache *rc, int c, const struct met_dist
     const unsigned char *p = rc->base + hx_rc_chunk_off(&rc->lay, c);
     *recs = (const struct met_dist_ref *)p;
     *codes = (const uint16_t *)(p + (size_t)rc->sh.per_chunk * sizeof(struct met_dist_ref));
-    return rc->sh.per_chunk;
+    struct hx_chunk ch = hx_chunk_of(rc->protocol, rc->n_tokens, rc->sh.ctx, c);
+    return ch.last - ch.first + 1;
 }
 
 const float *hx_refcache_block_in(const struct hx_refcache *rc, int c, int layer) {

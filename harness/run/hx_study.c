@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <sqlite3.h>
+
 #include "hx_calib.h"
 #include "hx_progress.h"
 #include "hx_text.h"
@@ -14,6 +16,8 @@
 #include "kn_engine.h"
 #include "kn_qdot.h"
 #include "hx_lockstep.h"
+#include "hx_refcache.h"
+#include "hx_refeval.h"
 #include "met_dist.h"
 #include "met_grid.h"
 #include "met_layer.h"
@@ -34,9 +38,16 @@ struct hx_study {
     struct hx_model *m;
     int *tokens;
     size_t n_tokens;
-    struct kn_engine *ref; // the reference: the model as loaded, fp32 activations
+    struct kn_engine *ref; // the reference: the model as loaded, fp32 activations; NULL once
+                           // released (hx_study_ref_release), made again when needed (hx_study_ref)
+    const struct kn_ops *ops; // its kernel table (static: outlives the engine)
     struct hx_store *st;
-    int64_t run_id;
+    int64_t run_id, ref_id;
+    // The reference cache (hx_refcache.h): what every variant is compared with.
+    struct hx_refcache *rc;
+    char rc_dir[4200];
+    char model_sha[65], tok_sha[65], text_sha[65];
+    struct hx_refcache_id rc_id;
     int bos;
     char prefix[64];
     struct hx_calib *cal;          // calibration windows (NULL: none given)
@@ -96,6 +107,22 @@ static void hx_progress_maybe(struct hx_study *s, struct hx_progress *p, const c
     hx_progress_init(p, label);
     *fn = hx_progress_cb;
     *ctx = p;
+}
+
+// The reference engine, made again when it was released. 0 or a QP_E* code with err.
+static int hx_study_ref(struct hx_study *s, char *err) {
+    if (s->ref) return 0;
+    char msg[QP_ERRLEN];
+    int rc = kn_engine_create(&s->m->w, NULL, &s->ref, msg);
+    return rc ? qp_fail(err, rc == QP_ENOMEM ? rc : QP_ENOTSUP, "cannot run '%s': %s", s->o.model_path, msg) : 0;
+}
+
+// The reference engine released and the model file's pages dropped from the process: variants
+// then run with one model in memory (the quantizers fault in what they read, one tensor at a time).
+static void hx_study_ref_release(struct hx_study *s) {
+    kn_engine_destroy(s->ref);
+    s->ref = NULL;
+    hx_model_release_pages(s->m);
 }
 
 // One row of table metric.
@@ -196,7 +223,8 @@ static int hx_store_act_stats(struct hx_study *s, char *err) {
     int n_chunks = QP_MIN(s->o.act_chunks, hx_ppl_n_chunks(s->o.protocol, s->n_tokens, s->o.ctx));
     if (s->o.max_chunks > 0) n_chunks = QP_MIN(n_chunks, s->o.max_chunks);
     if (n_chunks < 1) return 0;
-    int n_acc = c->n_layers * KN_SITE_LOGITS, rc = 0;
+    int n_acc = c->n_layers * KN_SITE_LOGITS, rc = hx_study_ref(s, err);
+    if (rc) return rc;
     struct hx_act_probe ap = {calloc((size_t)n_acc, sizeof(struct met_act))};
     struct kn_state *st = NULL;
     int *buf = malloc((size_t)s->o.ctx * sizeof(int));
@@ -240,25 +268,27 @@ static int hx_store_act_stats(struct hx_study *s, char *err) {
     return rc;
 }
 
+// The reference's row, from the cache (its perplexity: met_token_nll of every scored token, as
+// `qprobe ppl` computes it), with the weight and activation statistics, in one transaction.
 static int hx_store_reference(struct hx_study *s, char *err) {
-    struct hx_ppl_opts po = {.protocol = s->o.protocol, .ctx = s->o.ctx, .n_threads = s->o.n_threads,
-                             .bos = s->bos, .max_chunks = s->o.max_chunks};
-    struct hx_progress prog;
-    hx_progress_maybe(s, &prog, "reference", &po.progress, &po.progress_ctx);
-    struct hx_ppl_result res;
-    int rc = hx_ppl_run(s->ref, s->tokens, s->n_tokens, &po, 0, &res, err);
-    if (po.progress) hx_progress_end(&prog);
-    if (rc) return rc;
+    struct met_nll nll = {0};
+    for (int c = 0; c < hx_refcache_shape(s->rc)->n_chunks; c++) {
+        const struct met_dist_ref *recs;
+        const uint16_t *codes;
+        int n = hx_refcache_chunk(s->rc, c, &recs, &codes);
+        for (int k = 0; k < n; k++) met_nll_add(&nll, recs[k].nll_ppl);
+    }
     char digest[65];
     hx_weights_digest(&s->m->w, 0, 0, NULL, digest);
     struct hx_variant_row v = {.spec = "reference", .ord = 0, .is_reference = 1, .bits_per_weight = NAN,
-                               .eval_seconds = res.seconds, .tokens = res.tokens_processed,
-                               .quant_seconds = NAN, .weights_sha256 = digest[0] ? digest : NULL};
+                               .eval_seconds = hx_refcache_seconds(s->rc),
+                               .tokens = hx_refcache_tokens_processed(s->rc), .quant_seconds = NAN,
+                               .weights_sha256 = digest[0] ? digest : NULL};
     int64_t vid;
-    rc = hx_store_begin(s->st, err);
+    int rc = hx_store_begin(s->st, err);
     if (!rc) rc = hx_store_variant_insert(s->st, s->run_id, &v, &vid, err);
-    if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "ppl", met_ppl(&res.nll), met_ppl_stderr(&res.nll), res.nll.n, err);
-    if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "nll", met_nll_mean(&res.nll), NAN, res.nll.n, err);
+    if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "ppl", met_ppl(&nll), met_ppl_stderr(&nll), nll.n, err);
+    if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "nll", met_nll_mean(&nll), NAN, nll.n, err);
     if (!rc) rc = hx_store_weight_stats(s->st, s->run_id, &s->m->w, NULL, err);
     if (!rc && s->o.act_chunks > 0) rc = hx_store_act_stats(s, err);
     if (!rc) rc = hx_store_commit(s->st, err);
@@ -318,8 +348,49 @@ static int hx_store_task(struct hx_study *s, int64_t vid, int k, const struct ta
     return rc;
 }
 
-// Loads the configured suites and scores the reference on each; stores the reference's results
-// where they are missing (a run created without tasks gets them later).
+// The reference's results of suite k as stored before (its task_item rows and its accuracy):
+// what the paired statistics of every variant need. 1 and *out, 0 when not stored, < 0 on error.
+static int hx_task_load(struct hx_study *s, int64_t ref_id, int k, struct task_result **out, char *err) {
+    char suite[160];
+    double acc = NAN;
+    int64_t have = 0;
+    snprintf(suite, sizeof suite, "task:%s", s->suites[k]->name);
+    int rc = hx_store_query_i64(s->st, err, &have, NULL,
+                                "SELECT count(*) FROM metric WHERE variant_id = ? AND suite = ?", "it", ref_id, suite);
+    if (rc || !have) return rc;
+    if (task_result_create(s->suites[k], out)) return qp_fail(err, QP_ENOMEM, "out of memory");
+    struct task_result *r = *out;
+    for (int i = 0; i < r->n_items; i++) r->items[i].skipped = 1; // skipped items have no row
+    sqlite3 *db = hx_store_db(s->st);
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT item, pred, pred_norm, correct, correct_norm, margin, NULL FROM task_item"
+                               " WHERE variant_id = ?1 AND suite = ?2 UNION ALL SELECT -1, 0, 0, 0, 0, 0, value"
+                               " FROM metric WHERE variant_id = ?1 AND suite = ?3 AND name = 'acc'",
+                           -1, &q, NULL) != SQLITE_OK)
+        return qp_fail(err, hx_store_sqlite_code(db), "cannot read '%s': %s", s->o.db_path, sqlite3_errmsg(db));
+    sqlite3_bind_int64(q, 1, ref_id);
+    sqlite3_bind_text(q, 2, s->suites[k]->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, suite, -1, SQLITE_STATIC);
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        int i = sqlite3_column_int(q, 0);
+        if (i < 0) acc = sqlite3_column_double(q, 6);
+        if (i < 0 || i >= r->n_items) continue;
+        struct task_item_result *it = &r->items[i];
+        it->skipped = 0;
+        it->pred = sqlite3_column_int(q, 1);
+        it->pred_norm = sqlite3_column_int(q, 2);
+        it->correct = sqlite3_column_int(q, 3);
+        it->correct_norm = sqlite3_column_int(q, 4);
+        it->margin = sqlite3_column_double(q, 5);
+        r->sum.n++;
+    }
+    sqlite3_finalize(q);
+    r->sum.acc = acc;
+    return 1;
+}
+
+// Loads the configured suites and the reference's results on each: as stored, or scored (and
+// stored) when the run has none yet (a run created without tasks gets them later).
 static int hx_study_tasks_open(struct hx_study *s, int64_t ref_id, char *err) {
     int n = s->o.n_tasks, rc = 0;
     s->suites = calloc((size_t)n, sizeof *s->suites);
@@ -330,15 +401,18 @@ static int hx_study_tasks_open(struct hx_study *s, int64_t ref_id, char *err) {
         rc = hx_task_open(s->o.task_suites[k], hx_task_fixtures(s->o.fixtures), &ro, &s->suites[k], err);
     }
     for (int k = 0; k < n && !rc; k++) {
-        char suite[160];
-        int64_t have = 0;
-        snprintf(suite, sizeof suite, "task:%s", s->suites[k]->name);
-        rc = hx_score_suite(s, s->ref, k, "reference", &s->ref_task[k], err);
-        if (!rc)
-            rc = hx_store_query_i64(s->st, err, &have, NULL,
-                                    "SELECT count(*) FROM metric WHERE variant_id = ? AND suite = ?", "it", ref_id, suite);
-        if (rc || have) continue;
-        rc = hx_store_begin(s->st, err);
+        int have = hx_task_load(s, ref_id, k, &s->ref_task[k], err);
+        if (have) {
+            rc = have < 0 ? have : 0;
+            continue;
+        }
+        if (s->o.cache_read_only)
+            rc = qp_fail(err, QP_ENOENT, "the reference of run %lld in '%s' has no results of task suite '%s' "
+                         "(score them with 'qprobe sweep --reference-only')", (long long)s->run_id, s->o.db_path,
+                         s->suites[k]->name);
+        if (!rc) rc = hx_study_ref(s, err);
+        if (!rc) rc = hx_score_suite(s, s->ref, k, "reference", &s->ref_task[k], err);
+        if (!rc) rc = hx_store_begin(s->st, err);
         if (!rc) rc = hx_store_task(s, ref_id, k, s->ref_task[k], NULL, NULL, err);
         if (!rc) rc = hx_store_commit(s->st, err);
     }
@@ -362,6 +436,10 @@ static int hx_study_gen_open(struct hx_study *s, int64_t ref_id, char *err) {
     hx_gen_setup(&s->gen_prompts, g, s->gen_setup, sizeof s->gen_setup);
     int have = hx_gen_load_ref(s->st, ref_id, s->gen_setup, s->gen_prompts.n, &s->gen_ref, err);
     if (have) return have < 0 ? have : 0;
+    if (s->o.cache_read_only)
+        return qp_fail(err, QP_ENOENT, "the reference of run %lld in '%s' has no continuations of '%s' (generate them "
+                       "with 'qprobe sweep --reference-only')", (long long)s->run_id, s->o.db_path, s->gen_setup);
+    if ((rc = hx_study_ref(s, err))) return rc;
     struct hx_progress prog;
     void (*fn)(void *, int, int, int64_t);
     void *ctx;
@@ -411,6 +489,7 @@ static int hx_study_load(struct hx_study *s, char **text, size_t *len, char *err
     s->bos = hx_tok_bos_added(s->m->tok); // -1: the vocabulary adds no BOS
     if ((rc = kn_engine_create(&s->m->w, NULL, &s->ref, msg)))
         return qp_fail(err, rc == QP_ENOMEM ? rc : QP_ENOTSUP, "cannot run '%s': %s", o->model_path, msg);
+    s->ops = kn_engine_ops(s->ref);
     return 0;
 }
 
@@ -435,12 +514,12 @@ static int hx_study_run_row(struct hx_study *s, size_t text_len, const char *cal
     const struct hx_study_opts *o = &s->o;
     const struct kn_config *c = &s->m->w.cfg;
     static const char *const fmt_names[] = {"llama2c", "gguf", "safetensors"};
-    char model_sha[65], tok_sha[65], text_sha[65];
+    char *model_sha = s->model_sha, *tok_sha = s->tok_sha, *text_sha = s->text_sha;
     int rc = hx_hash_model(o->model_path, model_sha, err);
     if (!rc) rc = qp_sha256_file(o->text_path, text_sha, err);
     if (!rc && o->tok_path) rc = qp_sha256_file(o->tok_path, tok_sha, err);
     if (rc) return rc;
-    if (!o->tok_path) memcpy(tok_sha, model_sha, sizeof tok_sha); // the model carries its tokenizer
+    if (!o->tok_path) memcpy(tok_sha, model_sha, 65); // the model carries its tokenizer
     int64_t n_params = hx_study_n_params(&s->m->w);
     if (n_params < 0) return qp_fail(err, QP_ENOMEM, "out of memory");
     struct hx_chunk ch0 = hx_chunk_of(o->protocol, s->n_tokens, o->ctx, 0);
@@ -467,12 +546,46 @@ static int hx_study_run_row(struct hx_study *s, size_t text_len, const char *cal
     return hx_store_run_get(s->st, &ri, &s->run_id, &created, err);
 }
 
-// The reference's row of the run (evaluated and stored when the run is new) and its task results.
+// The reference cache of this run: opened when it is there and whole, else built by one reference
+// pass (a foreign, truncated or corrupt file is named in one line and replaced), or refused when
+// this study may only read it (a shard, cache_read_only).
+static int hx_study_cache(struct hx_study *s, char *err) {
+    const struct hx_study_opts *o = &s->o;
+    if (o->refcache_dir) snprintf(s->rc_dir, sizeof s->rc_dir, "%s", o->refcache_dir);
+    else hx_refcache_dir_for(o->db_path, s->rc_dir, sizeof s->rc_dir);
+    int n_chunks = hx_ppl_n_chunks(o->protocol, s->n_tokens, o->ctx);
+    if (o->max_chunks > 0) n_chunks = QP_MIN(n_chunks, o->max_chunks);
+    s->rc_id = (struct hx_refcache_id){.model_sha256 = s->model_sha, .tokenizer_sha256 = s->tok_sha,
+                                       .text_sha256 = s->text_sha, .gemm = kn_gemm_name(kn_engine_gemm(s->ref)),
+                                       .protocol = o->protocol, .ctx = o->ctx, .bos = s->bos, .n_chunks = n_chunks,
+                                       .layer_chunks = o->layer_chunks, .n_tokens = s->n_tokens};
+    int rc = hx_refcache_open(s->rc_dir, &s->rc_id, &s->m->w.cfg, &s->rc, err);
+    if (rc == 1) return 0;
+    if (o->cache_read_only)
+        return rc < 0 ? rc
+                      : qp_fail(err, QP_ENOENT, "no reference cache for this run in '%s': run 'qprobe sweep "
+                                "--reference-only' first, or give --build-reference", s->rc_dir);
+    if (rc < 0 && !o->quiet) fprintf(stderr, "qprobe: %s; rebuilding it\n", err);
+    struct hx_refcache_build b = {.ref = s->ref, .tokens = s->tokens, .n_tokens = s->n_tokens,
+                                  .n_threads = o->n_threads, .quiet = o->quiet, .stop = o->stop};
+    struct hx_progress prog;
+    hx_progress_maybe(s, &prog, "reference", &b.progress, &b.progress_ctx);
+    rc = hx_refcache_build(s->rc_dir, &s->rc_id, &b, &s->rc, err);
+    if (b.progress) hx_progress_end(&prog);
+    return rc;
+}
+
+// The reference's part of the run: its cache, its row (stored when the run is new), its task
+// results and continuations; then the reference engine is released: variants run alone.
 static int hx_study_reference(struct hx_study *s, char *err) {
     int64_t ref_id = 0;
     int have_ref = hx_store_variant_find(s->st, s->run_id, "reference", &ref_id, err), rc = 0;
     if (have_ref < 0) return have_ref;
-    if (!have_ref) {
+    if (!have_ref && s->o.cache_read_only)
+        return qp_fail(err, QP_ENOENT, "run %lld of '%s' has no reference yet: give --reference-db with the "
+                       "database of 'qprobe sweep --reference-only'", (long long)s->run_id, s->o.db_path);
+    rc = hx_study_cache(s, err);
+    if (!rc && !have_ref) {
         rc = hx_store_reference(s, err);
         if (!rc)
             rc = hx_store_query_i64(s->st, err, &ref_id, NULL,
@@ -480,6 +593,8 @@ static int hx_study_reference(struct hx_study *s, char *err) {
     }
     if (!rc && s->o.n_tasks > 0) rc = hx_study_tasks_open(s, ref_id, err);
     if (!rc) rc = hx_study_gen_open(s, ref_id, err);
+    s->ref_id = ref_id;
+    hx_study_ref_release(s);
     return rc;
 }
 
@@ -524,6 +639,7 @@ void hx_study_close(struct hx_study *s) {
     hx_gen_conts_free(&s->gen_ref);
     hx_calib_destroy(s->cal);
     hx_store_close(s->st);
+    hx_refcache_close(s->rc);
     kn_engine_destroy(s->ref);
     free(s->tokens);
     hx_model_close(s->m);
@@ -591,7 +707,7 @@ static int hx_store_weight_error(struct hx_study *s, int64_t vid, struct kn_weig
         int have_vc = 0;
         if (!rc && s->o.grid && src[i].layer < 0) {
             char msg[QP_ERRLEN];
-            if (met_vec_collapse(kn_engine_ops(s->ref), a, b, t->ne1, t->ne0, MET_NEAR_AUTO, &vc, msg) == 0) have_vc = 1;
+            if (met_vec_collapse(s->ops, a, b, t->ne1, t->ne0, MET_NEAR_AUTO, &vc, msg) == 0) have_vc = 1;
         }
         if (!rc)
             rc = hx_store_exec(s->st, err,
@@ -615,6 +731,8 @@ static int hx_store_weight_error(struct hx_study *s, int64_t vid, struct kn_weig
         if (have_grid || n_codes > 0) met_grid_deinit(&g);
         qp_free(oa);
         qp_free(ob);
+        // The source's pages go again (one model in memory); unless the variant runs on them.
+        if (t->data != dst[i].t->data) hx_release_source(t->data, kn_row_bytes(t->type, t->ne0) * (size_t)t->ne1);
     }
     free(src);
     free(dst);
@@ -717,7 +835,7 @@ static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weigh
             struct kn_engine *e = NULL;
             struct hx_lockstep_result lr;
             if ((rc = kn_engine_create_opts(&w, eo, &e, err))) break;
-            rc = hx_lockstep_run(s->ref, e, s->tokens, s->n_tokens, &lo, &lr, err);
+            rc = hx_refeval_run(s->rc, e, s->tokens, s->n_tokens, &lo, &lr, err);
             kn_engine_destroy(e);
             if (rc) break;
             struct met_dist_summary d;
@@ -837,6 +955,7 @@ static int hx_vrun_quantize(struct hx_study *s, struct hx_vrun *r, char *err) {
     if (s->cal) s->cal->report = NULL;
     if (rc) return rc;
     r->quant_seconds = qp_now() - t0;
+    hx_model_release_pages(s->m); // what calibration read of the source (the variant's own kept parts fault back)
     r->w = &r->qm->w;
     hx_quant_model_engine_opts(r->qm, &r->eo);
     r->bpw = r->qm->bits_per_weight;
@@ -858,15 +977,13 @@ static int hx_vrun_generate(struct hx_study *s, struct hx_vrun *r, char *err) {
     hx_progress_maybe(s, &prog, label, &fn, &ctx);
     int rc = hx_gen_run(r->e, s->m->tok, p, &s->o.gen, s->o.n_threads, fn, ctx, &r->gen, err);
     if (fn) hx_progress_end(&prog);
-    double *nll = calloc((size_t)p->n, sizeof *nll), *scratch = calloc((size_t)p->n, sizeof *scratch);
-    if (!rc && (!nll || !scratch || !(r->gen_pairs = calloc((size_t)p->n, sizeof *r->gen_pairs))))
+    double *scratch = calloc((size_t)p->n, sizeof *scratch);
+    if (!rc && (!scratch || !(r->gen_pairs = calloc((size_t)p->n, sizeof *r->gen_pairs))))
         rc = qp_fail(err, QP_ENOMEM, "out of memory");
-    if (!rc) rc = hx_gen_score(s->ref, p, &r->gen, s->o.n_threads, nll, err);
     if (!rc) {
-        hx_gen_compare(&s->gen_ref, &r->gen, nll, s->o.gen.k, r->gen_pairs);
+        hx_gen_compare(&s->gen_ref, &r->gen, NULL, s->o.gen.k, r->gen_pairs); // ref_nll: hx_study_finish
         met_gen_summarize(r->gen_pairs, p->n, s->o.gen.n_tokens, scratch, &r->gen_sum);
     }
-    free(nll);
     free(scratch);
     return rc;
 }
@@ -883,7 +1000,7 @@ static int hx_vrun_evaluate(struct hx_study *s, struct hx_vrun *r, char *err) {
     char label[600];
     snprintf(label, sizeof label, "%s%s", s->prefix, r->spec);
     hx_progress_maybe(s, &prog, label, &lo.progress, &lo.progress_ctx);
-    rc = hx_lockstep_run(s->ref, r->e, s->tokens, s->n_tokens, &lo, &r->lr, err);
+    rc = hx_refeval_run(s->rc, r->e, s->tokens, s->n_tokens, &lo, &r->lr, err);
     if (lo.progress) hx_progress_end(&prog);
     if (rc) return rc;
     met_dist_finish(r->lr.dist, &r->d);
@@ -995,6 +1112,82 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
     if (rc == 0) out->gen_tokens = s->o.gen.n_tokens;
     hx_vrun_free(s, &r);
     return rc < 0 ? rc : 0; // 1: found and skipped
+}
+
+// ---------------------------------------------------------------------------------------------
+// The end of a study: the reference's NLL of the variants' continuations
+
+// The variants of this run whose continuations have no reference NLL yet: their ids (malloc'd, *n).
+static int hx_gen_unscored(struct hx_study *s, int64_t **ids, int *n, char *err) {
+    sqlite3 *db = hx_store_db(s->st);
+    sqlite3_stmt *q = NULL;
+    *ids = NULL;
+    *n = 0;
+    if (sqlite3_prepare_v2(db, "SELECT DISTINCT g.variant_id FROM gen_item g JOIN variant v ON v.id = g.variant_id"
+                               " WHERE v.run_id = ? AND v.is_reference = 0 AND g.setup = ? AND g.ref_nll IS NULL"
+                               " ORDER BY g.variant_id", -1, &q, NULL) != SQLITE_OK)
+        return qp_fail(err, hx_store_sqlite_code(db), "cannot read '%s': %s", s->o.db_path, sqlite3_errmsg(db));
+    sqlite3_bind_int64(q, 1, s->run_id);
+    sqlite3_bind_text(q, 2, s->gen_setup, -1, SQLITE_STATIC);
+    int rc = 0;
+    while (!rc && sqlite3_step(q) == SQLITE_ROW) {
+        int64_t *g = realloc(*ids, (size_t)(*n + 1) * sizeof **ids);
+        if (!g) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+        else (*ids = g)[(*n)++] = sqlite3_column_int64(q, 0);
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+// Variant vid's continuations scored by the reference: gen_item.ref_nll and the metrics
+// gen/ref_nll and gen/ref_nll_increase, in one transaction. *sum: its summary.
+static int hx_gen_score_variant(struct hx_study *s, int64_t vid, struct met_gen_summary *sum, char *err) {
+    const struct hx_gen_prompts *p = &s->gen_prompts;
+    struct hx_gen_conts c;
+    int rc = hx_gen_load_ref(s->st, vid, s->gen_setup, p->n, &c, err); // any variant's rows
+    if (rc <= 0) return rc ? rc : qp_fail(err, QP_EFORMAT, "variant %lld has no continuations", (long long)vid);
+    double *nll = calloc((size_t)p->n, sizeof *nll), *scratch = calloc((size_t)p->n, sizeof *scratch);
+    struct met_gen_pair *pairs = calloc((size_t)p->n, sizeof *pairs);
+    rc = nll && scratch && pairs ? hx_gen_score(s->ref, p, &c, s->o.n_threads, nll, err)
+                                 : qp_fail(err, QP_ENOMEM, "out of memory");
+    if (!rc) {
+        hx_gen_compare(&s->gen_ref, &c, nll, s->o.gen.k, pairs);
+        met_gen_summarize(pairs, p->n, s->o.gen.n_tokens, scratch, sum);
+        rc = hx_store_begin(s->st, err);
+    }
+    for (int i = 0; i < p->n && !rc; i++)
+        rc = hx_store_exec(s->st, err, "UPDATE gen_item SET ref_nll = ? WHERE variant_id = ? AND setup = ? AND prompt = ?",
+                           "ditI", nll[i], vid, s->gen_setup, i);
+    if (!rc)
+        rc = hx_store_exec(s->st, err, "DELETE FROM metric WHERE variant_id = ? AND suite = 'gen' AND name IN"
+                           " ('ref_nll', 'ref_nll_increase')", "i", vid);
+    if (!rc) rc = hx_store_metric(s->st, vid, "gen", "ref_nll", sum->ref_nll_var, NAN, sum->n, err);
+    if (!rc)
+        rc = hx_store_metric(s->st, vid, "gen", "ref_nll_increase", sum->ref_nll_var - sum->ref_nll_ref, NAN, sum->n,
+                             err);
+    if (!rc) rc = hx_store_commit(s->st, err);
+    hx_store_rollback(s->st);
+    free(nll), free(scratch), free(pairs);
+    hx_gen_conts_free(&c);
+    return rc;
+}
+
+int hx_study_finish(struct hx_study *s, struct hx_variant_outcome *vo, char *err) {
+    if (!s->gen_on) return 0;
+    int64_t *ids;
+    int n, rc = hx_gen_unscored(s, &ids, &n, err);
+    if (!rc && n > 0) rc = hx_study_ref(s, err);
+    if (!rc && n > 0 && !s->o.quiet)
+        fprintf(stderr, "qprobe: the reference scores the continuations of %d variant%s\n", n, n > 1 ? "s" : "");
+    for (int i = 0; i < n && !rc; i++) {
+        if (s->o.stop && *s->o.stop) rc = qp_fail(err, QP_EINTR, "interrupted");
+        struct met_gen_summary sum;
+        if (!rc) rc = hx_gen_score_variant(s, ids[i], &sum, err);
+        if (!rc && vo && vo->variant_id == ids[i]) vo->gen.ref_nll_var = sum.ref_nll_var;
+    }
+    free(ids);
+    hx_study_ref_release(s);
+    return rc;
 }
 
 void hx_variant_outcome_clear(struct hx_variant_outcome *o) {

@@ -33,6 +33,11 @@ struct hx_study_opts {
     int keep_tokens;  // store every scored token (table token)
     int grid;         // grid-collapse statistics per tensor (default on)
     int resume;       // a variant already stored is skipped instead of refused
+    // The reference cache (hx_refcache.h): its directory (NULL: DB.refcache), and whether this
+    // study may only read it (a shard: refuses to run when the cache or the run's reference row is
+    // missing, never runs the reference model).
+    const char *refcache_dir;
+    int cache_read_only;
     int quiet;        // no progress on stderr
     const volatile int *stop;    // set by a signal handler: the variant in flight is discarded
     // Task suites scored for the reference and every variant (docs/TASKS.md): names as
@@ -93,6 +98,13 @@ struct hx_variant_outcome {
 int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_variant_outcome *out,
                      char *err);
 void hx_variant_outcome_clear(struct hx_variant_outcome *o);
+
+// The end of a study (after the variants): with generation on, the reference model is loaded
+// once more and scores the continuations of every variant of the run whose reference NLL is
+// missing (gen_item.ref_nll NULL; the metrics gen/ref_nll and gen/ref_nll_increase), one
+// transaction per variant; variants are stored without it so that they run alone. vo (may be
+// NULL): an outcome to update when its variant is among them. 0 or a QP_E* code with err.
+int hx_study_finish(struct hx_study *s, struct hx_variant_outcome *vo, char *err);
 
 // Stores the outlier statistics of every 2-D weight of w (tables weight_stat and histogram) in
 // run_id, inside the caller's transaction. cb (may be NULL) sees each tensor's statistics and its
