@@ -32,7 +32,9 @@ static const struct {
     {"layers", "Per-layer error", "relative error of the residual stream after each block (resid_out) and of "
                                   "the logits; accumulated = end to end, local = the block alone"},
     {"sensitivity", "Isolated sensitivity", "mean KLD and top-1 agreement when only this layer (tensor "
-                                            "empty) or only this tensor is quantized; rank 1 = most harmful"},
+                                            "empty) or only this tensor is quantized; rank 1 = most harmful; "
+                                            "method estimate: the variant's KLD split among layers by their "
+                                            "local error (no top-1)"},
     {"weights", "Weight outliers", "statistics of the unquantized weights, heaviest tails first"},
     {"activations", "Activation outliers", "the reference's activations at each probe site, most extreme "
                                            "channel first"},
@@ -239,13 +241,13 @@ static int table_layers(struct rpt_ctx *c) {
 
 static int table_sensitivity(struct rpt_ctx *c) {
     const char *cols[] = {"spec", "#layer", "tensor", "#kld_mean|mean KLD ±", "@#kld_stderr", "#top1|top-1 %",
-                          "#rank", NULL};
+                          "#rank", "method", NULL};
     struct rpt_table *t = &c->t[T_SENS];
     if (rpt_table_init(t, cols)) return QP_ENOMEM;
     sqlite3_stmt *q;
     int rc = prepare(c,
-                     "SELECT v.spec, s.layer, s.tensor, s.kld_mean, s.kld_stderr, s.top1, s.rank"
-                     " FROM sensitivity s JOIN variant v ON v.id = s.variant_id WHERE v.run_id = ?"
+                     "SELECT v.spec, s.layer, s.tensor, s.kld_mean, s.kld_stderr, s.top1, s.rank,"
+                     " coalesce(s.method, 'exact') FROM sensitivity s JOIN variant v ON v.id = s.variant_id WHERE v.run_id = ?"
                      " ORDER BY v.ord, v.id, s.tensor <> '', s.layer, s.tensor",
                      &q);
     if (rc) return rc;
@@ -261,6 +263,7 @@ static int table_sensitivity(struct rpt_ctx *c) {
         double top1 = col_d(q, 5);
         rpt_table_numtext(t, 5, top1, "%.2f", 100 * top1);
         rpt_table_num(t, 6, col_d(q, 6), "%.0f");
+        rpt_table_text(t, 7, "%s", col_t(q, 7));
     }
     rc = step == SQLITE_DONE || step == SQLITE_ROW ? 0 : db_fail(c);
     sqlite3_finalize(q);
@@ -479,18 +482,22 @@ static int findings_layers(struct rpt_ctx *c) {
     int rc = prepare(c,
                      "SELECT v.spec, s.layer, s.kld_mean, s.kld_stderr, s.top1,"
                      " (SELECT t.tensor FROM sensitivity t WHERE t.variant_id = s.variant_id AND t.tensor <> ''"
-                     "  ORDER BY t.rank LIMIT 1)"
+                     "  ORDER BY t.rank LIMIT 1), coalesce(s.method, 'exact')"
                      " FROM sensitivity s JOIN variant v ON v.id = s.variant_id"
                      " WHERE v.run_id = ? AND s.tensor = '' AND s.rank = 1 ORDER BY v.ord, v.id",
                      &q);
     if (rc) return rc;
     int step, n = 0;
     while ((step = sqlite3_step(q)) == SQLITE_ROW) {
-        if (!n++) finding(c, "Worst layer per variant (quantized alone, isolated sensitivity):");
+        if (!n++) finding(c, "Worst layer per variant (isolated sensitivity: quantized alone, or estimated):");
         const char *tensor = col_t(q, 5);
-        finding(c, "  - `%s`: layer %d (mean KLD %.5g ± %.2g, top-1 %.1f%%)%s%s%s", col_t(q, 0),
-                sqlite3_column_int(q, 1), col_d(q, 2), col_d(q, 3), 100 * col_d(q, 4),
-                *tensor ? "; worst tensor alone: `" : "", tensor, *tensor ? "`" : "");
+        if (strcmp(col_t(q, 6), "estimate") == 0)
+            finding(c, "  - `%s`: layer %d (estimated from the local errors: %.5g of the variant's mean KLD)",
+                    col_t(q, 0), sqlite3_column_int(q, 1), col_d(q, 2));
+        else
+            finding(c, "  - `%s`: layer %d (mean KLD %.5g ± %.2g, top-1 %.1f%%)%s%s%s", col_t(q, 0),
+                    sqlite3_column_int(q, 1), col_d(q, 2), col_d(q, 3), 100 * col_d(q, 4),
+                    *tensor ? "; worst tensor alone: `" : "", tensor, *tensor ? "`" : "");
     }
     rc = step == SQLITE_DONE ? 0 : db_fail(c);
     sqlite3_finalize(q);

@@ -253,7 +253,9 @@ static void eval_print_text(const struct hx_variant_outcome *vo, int64_t run_id,
            vo->ln_ratio, vo->ln_ratio_unc);
     printf("KLD         mean %.6f ± %.6f, p99 %.6f\n", vo->kld_mean, vo->kld_unc, vo->kld_p99);
     printf("top-1       %.3f%% ± %.3f%% agreement with the reference\n", 100 * vo->same_top, 100 * vo->same_top_unc);
-    if (vo->worst_layer >= 0) printf("sensitivity layer %d hurts most when quantized alone\n", vo->worst_layer);
+    if (vo->worst_layer >= 0)
+        printf("sensitivity layer %d hurts most when quantized alone%s\n", vo->worst_layer,
+               vo->worst_estimated ? " (estimated from the local errors; --sensitivity N measures it)" : "");
     if (vo->gen_prompts) {
         const struct met_gen_summary *g = &vo->gen;
         printf("generate    %d prompts x %d tokens: median first divergence %.1f, %.0f%% identical, loops %.0f%% "

@@ -116,6 +116,7 @@ static void sweep_study_opts(const struct hx_sweep_config *cfg, const struct swe
     so->act_chunks = cfg->act_chunks;
     so->sens_chunks = cfg->sens_chunks;
     so->sens_tensors = cfg->sens_tensors;
+    so->sens_estimate = cfg->sens_estimate;
     so->keep_tokens = cfg->keep_tokens;
     so->grid = cfg->grid;
     so->resume = a->resume;

@@ -69,6 +69,7 @@ void hx_study_opts_default(struct hx_study_opts *o) {
     o->layer_chunks = 1;
     o->act_chunks = 4;
     o->grid = 1;
+    o->sens_estimate = 1;
     o->calib_seqs = 128;
     o->calib_len = 512;
     hx_gen_opts_default(&o->gen);
@@ -795,8 +796,16 @@ static int hx_store_tokens(struct hx_study *s, int64_t vid, const struct hx_lock
     return 0;
 }
 
-// Isolated sensitivity: the reference with only layer l (or one tensor of it) taken from the
-// quantized model, mean KLD over sens_chunks chunks. Rank 1 = the most harmful.
+// Isolated sensitivity, per layer (and, exact only, per tensor): how much KLD the variant's
+// quantization of that layer alone costs. Rank 1 = the most harmful.
+//  - exact (opt-in, sens_chunks > 0): the reference with only layer l (or one tensor of it) taken
+//    from the quantized model, its mean KLD against the cache over sens_chunks chunks: one full
+//    pass per layer (and tensor);
+//  - estimate (the default, free): the variant's own mean KLD split among the layers in
+//    proportion to their local error energy at the residual stream leaving the block,
+//    w_l = |y_l(var, x_ref) - y_l(ref)|^2 / |y_l(ref)|^2 from the local pass (the squared local
+//    relative error at resid_out): the relative perturbation a layer adds, given exact input.
+//    Its agreement with the exact ranking is measured in docs/SWEEP.md ("Sensitivity").
 struct hx_sens {
     int layer, tensor; // tensor -1: the whole layer
     double kld, kld_unc, top1;
@@ -810,9 +819,63 @@ static int hx_sens_cmp(const void *a, const void *b) {
     return x->tensor - y->tensor;
 }
 
+// sv[0..n) ranked (layers among layers, each layer's tensors among all tensors) and stored with
+// method; *worst: the rank-1 layer.
+static int hx_sens_store(struct hx_study *s, int64_t vid, struct hx_sens *sv, int n, const char *method, int *worst,
+                         char *err) {
+    static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    qsort(sv, (size_t)n, sizeof *sv, hx_sens_cmp);
+    int rank_l = 0, rank_t = 0, rc = 0;
+    *worst = -1;
+    for (int i = 0; i < n && !rc; i++) {
+        int rank = sv[i].tensor < 0 ? ++rank_l : ++rank_t;
+        if (sv[i].tensor < 0 && rank == 1) *worst = sv[i].layer;
+        rc = hx_store_exec(s->st, err,
+                           "INSERT INTO sensitivity (variant_id, layer, tensor, kld_mean, kld_stderr, top1,"
+                           " tokens, rank, method) VALUES (?,?,?,?,?,?,?,?,?)",
+                           "iItdddiIt", vid, sv[i].layer, sv[i].tensor < 0 ? "" : what[sv[i].tensor], sv[i].kld,
+                           sv[i].kld_unc, sv[i].top1, sv[i].n, rank, method);
+    }
+    return rc;
+}
+
+static int hx_sensitivity_estimate(struct hx_study *s, int64_t vid, const struct hx_lockstep_result *lr,
+                                   double kld_mean, int *worst, char *err) {
+    int L = lr->n_layers;
+    struct hx_sens *sv = calloc((size_t)L, sizeof *sv);
+    if (!sv) return qp_fail(err, QP_ENOMEM, "out of memory");
+    double total = 0;
+    for (int l = 0; l < L; l++) {
+        const struct met_err *e = &lr->loc[hx_layer_index(l, KN_SITE_RESID_OUT)];
+        sv[l] = (struct hx_sens){l, -1, e->rr > 0 ? e->sse / e->rr : 0, NAN, NAN, e->rows};
+        total += sv[l].kld;
+    }
+    for (int l = 0; l < L; l++) sv[l].kld = total > 0 ? kld_mean * sv[l].kld / total : 0;
+    int rc = hx_sens_store(s, vid, sv, L, "estimate", worst, err);
+    free(sv);
+    return rc;
+}
+
+// The model with only layer l (t < 0) or its tensor t taken from qw, in w (layers: room for
+// n_layers).
+static void hx_sens_model(const struct kn_weights *src, const struct kn_weights *qw, int l, int t,
+                          struct kn_layer_weights *layers, struct kn_weights *w) {
+    *w = *src;
+    memcpy(layers, src->layers, (size_t)src->cfg.n_layers * sizeof *layers);
+    w->layers = layers;
+    if (t < 0) {
+        layers[l] = qw->layers[l];
+        return;
+    }
+    struct kn_tensor *d[] = {&layers[l].wq, &layers[l].wk, &layers[l].wv, &layers[l].wo,
+                             &layers[l].w_gate, &layers[l].w_up, &layers[l].w_down};
+    const struct kn_layer_weights *q = &qw->layers[l];
+    const struct kn_tensor *from[] = {&q->wq, &q->wk, &q->wv, &q->wo, &q->w_gate, &q->w_up, &q->w_down};
+    *d[t] = *from[t];
+}
+
 static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weights *qw,
                           const struct kn_engine_opts *eo, int *worst, char *err) {
-    static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
     int L = s->m->w.cfg.n_layers, per = s->o.sens_tensors ? 8 : 1, rc = 0, n = 0;
     struct hx_sens *sv = calloc((size_t)L * per, sizeof *sv);
     struct kn_layer_weights *layers = malloc((size_t)L * sizeof *layers);
@@ -821,43 +884,21 @@ static int hx_sensitivity(struct hx_study *s, int64_t vid, const struct kn_weigh
                                   .bos = s->bos, .max_chunks = s->o.sens_chunks, .stop = s->o.stop};
     for (int l = 0; l < L && !rc; l++)
         for (int t = -1; t < (s->o.sens_tensors ? 7 : 0) && !rc; t++) {
-            struct kn_weights w = s->m->w;
-            memcpy(layers, s->m->w.layers, (size_t)L * sizeof *layers);
-            w.layers = layers;
-            if (t < 0) layers[l] = qw->layers[l];
-            else {
-                struct kn_tensor *d[] = {&layers[l].wq, &layers[l].wk, &layers[l].wv, &layers[l].wo,
-                                         &layers[l].w_gate, &layers[l].w_up, &layers[l].w_down};
-                const struct kn_layer_weights *q = &qw->layers[l];
-                const struct kn_tensor *from[] = {&q->wq, &q->wk, &q->wv, &q->wo, &q->w_gate, &q->w_up, &q->w_down};
-                *d[t] = *from[t];
-            }
+            struct kn_weights w;
+            hx_sens_model(&s->m->w, qw, l, t, layers, &w);
             struct kn_engine *e = NULL;
             struct hx_lockstep_result lr;
             if ((rc = kn_engine_create_opts(&w, eo, &e, err))) break;
             rc = hx_refeval_run(s->rc, e, s->tokens, s->n_tokens, &lo, &lr, err);
             kn_engine_destroy(e);
+            hx_model_release_pages(s->m); // the source's layers went through this pass
             if (rc) break;
             struct met_dist_summary d;
             met_dist_finish(lr.dist, &d);
             sv[n++] = (struct hx_sens){l, t, d.kld_mean, d.kld_unc, d.same_top, d.n};
             hx_lockstep_result_free(&lr);
         }
-    if (!rc) {
-        // Rank layers among layers, and each layer's tensors among all tensors.
-        qsort(sv, (size_t)n, sizeof *sv, hx_sens_cmp);
-        int rank_l = 0, rank_t = 0;
-        *worst = -1;
-        for (int i = 0; i < n && !rc; i++) {
-            int rank = sv[i].tensor < 0 ? ++rank_l : ++rank_t;
-            if (sv[i].tensor < 0 && rank == 1) *worst = sv[i].layer;
-            rc = hx_store_exec(s->st, err,
-                               "INSERT INTO sensitivity (variant_id, layer, tensor, kld_mean, kld_stderr, top1,"
-                               " tokens, rank) VALUES (?,?,?,?,?,?,?,?)",
-                               "iItdddiI", vid, sv[i].layer, sv[i].tensor < 0 ? "" : what[sv[i].tensor],
-                               sv[i].kld, sv[i].kld_unc, sv[i].top1, sv[i].n, rank);
-        }
-    }
+    if (!rc) rc = hx_sens_store(s, vid, sv, n, "exact", worst, err);
     free(sv);
     free(layers);
     return rc;
@@ -1034,6 +1075,10 @@ static int hx_vrun_store(struct hx_study *s, struct hx_vrun *r, int ord, int64_t
     if (!rc && lr->tokens) rc = hx_store_tokens(s, *vid, lr, err);
     if (!rc) rc = hx_store_weight_error(s, *vid, (struct kn_weights *)r->w, r->v, err);
     if (!rc && s->o.sens_chunks > 0) rc = hx_sensitivity(s, *vid, r->w, &r->eo, &out->worst_layer, err);
+    else if (!rc && s->o.sens_estimate && lr->acc) {
+        rc = hx_sensitivity_estimate(s, *vid, lr, r->d.kld_mean, &out->worst_layer, err);
+        out->worst_estimated = 1;
+    }
     for (int i = 0; i < r->crep.n_modules && !rc; i++) { // per-module loss of calibrated methods
         char suite[32];
         snprintf(suite, sizeof suite, "calib:%s", qz_method_name(r->crep.modules[i].method));

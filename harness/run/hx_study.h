@@ -30,6 +30,8 @@ struct hx_study_opts {
     int act_chunks;   // chunks of the reference with activation statistics (default 4; 0 = off)
     int sens_chunks;  // isolated sensitivity per layer on this many chunks (0 = off)
     int sens_tensors; // ... and per tensor of each layer
+    int sens_estimate; // without sens_chunks: the free per-layer estimate from the local errors
+                       // (default on; needs layer_chunks > 0)
     int keep_tokens;  // store every scored token (table token)
     int grid;         // grid-collapse statistics per tensor (default on)
     int resume;       // a variant already stored is skipped instead of refused
@@ -83,6 +85,7 @@ struct hx_variant_outcome {
     double kld_mean, kld_unc, kld_p99, same_top, same_top_unc;
     double tokens_per_second, seconds;
     int worst_layer;       // layer with the highest isolated-sensitivity KLD (-1: not measured)
+    int worst_estimated;   // ... from the free estimate (not the exact per-layer passes)
     struct hx_task_outcome *tasks; // one per configured suite, in order (malloc'd)
     int n_tasks;
     int gen_prompts;               // 0: no generation measured
