@@ -76,6 +76,7 @@ void hx_study_opts_default(struct hx_study_opts *o) {
 }
 
 int64_t hx_study_run_id(const struct hx_study *s) { return s->run_id; }
+const char *hx_study_refcache_path(const struct hx_study *s) { return s->rc ? hx_refcache_path(s->rc) : ""; }
 void hx_study_set_progress_prefix(struct hx_study *s, const char *prefix) {
     snprintf(s->prefix, sizeof s->prefix, "%s", prefix);
 }

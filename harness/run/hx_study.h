@@ -68,6 +68,8 @@ void hx_study_close(struct hx_study *s);
 // Text shown before the spec in progress lines of the next variants (copied).
 void hx_study_set_progress_prefix(struct hx_study *s, const char *prefix);
 int64_t hx_study_run_id(const struct hx_study *s);
+// The reference cache's file (valid while the study is open).
+const char *hx_study_refcache_path(const struct hx_study *s);
 
 // One task suite's figures for a variant.
 struct hx_task_outcome {
