@@ -213,3 +213,94 @@ QP_TEST(a_foreign_truncated_or_corrupt_cache_should_be_refused_in_one_line) {
     QP_CHECK_MSG(strstr(err, "corrupt"), "%s", err);
     fx_close(&f);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Through the binary: rebuild, refusal, kill -9, two builders
+
+// `qprobe eval` of spec into db with the cache in dir (NULL: beside db); extra options; stderr
+// and stdout into *out. The exit status.
+static int eval_run(const char *db, const char *dir, const char *spec, const char *text, const char *extra, char **out) {
+    char cmd[8192], model[1024], tok[1024], rc[1200] = "";
+    snprintf(model, sizeof model, "%s", qpt_fixture(MODEL));
+    snprintf(tok, sizeof tok, "%s", qpt_fixture(TOK));
+    if (dir) snprintf(rc, sizeof rc, "--refcache '%s/%s'", qpt_tmpdir(), dir);
+    snprintf(cmd, sizeof cmd, "'%s' eval -m '%s' -z '%s' --text '%s' --db '%s/%s' -q '%s' %s %s -t 2 --json 2>&1",
+             qpt_qprobe(), model, tok, text, qpt_tmpdir(), db, spec, rc, extra ? extra : "");
+    return qpt_run(cmd, out);
+}
+
+// The files of directory dir (in the case's tmpdir) whose name contains part.
+static int count_files(const char *dir, const char *part) {
+    char cmd[2048], *out = NULL;
+    snprintf(cmd, sizeof cmd, "ls '%s/%s' 2>/dev/null | grep -c -- '%s'", qpt_tmpdir(), dir, part);
+    qpt_run(cmd, &out);
+    int n = out ? atoi(out) : -1;
+    free(out);
+    return n;
+}
+
+QP_TEST(a_truncated_cache_should_be_rebuilt_by_eval_and_refused_by_a_shard) {
+    const char *text = qpt_text_prefix(60000);
+    char *out = NULL, cmd[4096];
+    QP_CHECK_INT_EQ(eval_run("a.sqlite", NULL, "q4_0", text, "--chunks 4", &out), 0);
+    double kld = qpt_json_num(out, "kld_mean");
+    free(out);
+    snprintf(cmd, sizeof cmd, "f=$(ls '%s'/a.sqlite.refcache/*.qpref) && truncate -s -10000 \"$f\"", qpt_tmpdir());
+    QP_CHECK_INT_EQ(qpt_run(cmd, NULL), 0);
+    // A shard (read-only use) refuses it in one line naming the file...
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && printf '{\"model\": \"%s\", \"tokenizer\": \"%s\", \"eval\": {\"text\": \"%s\", \"chunks\": 4},"
+             " \"variants\": [\"q8_0\", \"q4_0\"]}' > s.json && '%s' sweep -c s.json --db a.sqlite --shard 1/2 2>&1",
+             qpt_tmpdir(), qpt_fixture(MODEL), qpt_fixture(TOK), text, qpt_qprobe());
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 2);
+    QP_CHECK_MSG(strstr(out, "truncated") && strstr(out, ".qpref") && !strstr(out, "rebuilding"), "%s", out);
+    free(out);
+    // ... eval names it and builds it again; the numbers are those of the first.
+    QP_CHECK_INT_EQ(eval_run("a.sqlite", NULL, "q8_0", text, "--chunks 4", &out), 0);
+    QP_CHECK_MSG(strstr(out, "truncated") && strstr(out, "rebuilding"), "%s", out);
+    free(out);
+    QP_CHECK_INT_EQ(eval_run("b.sqlite", NULL, "q4_0", text, "--chunks 4", &out), 0);
+    QP_CHECK_NEAR(qpt_json_num(out, "kld_mean"), kld, 0);
+    free(out);
+}
+
+QP_TEST(kill_9_during_the_reference_pass_should_leave_nothing_a_resume_trusts) {
+    const char *text = qpt_text_prefix(700000);
+    char cmd[8192], *out = NULL;
+    // The reference pass over 150 chunks; killed as soon as its temporary file appears.
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && ('%s' eval -m '%s' -z '%s' --text '%s' --db k.sqlite -q q4_0 --chunks 150 -t 2 >/dev/null 2>&1 &"
+             " pid=$!; for i in $(seq 2000); do ls k.sqlite.refcache 2>/dev/null | grep -q tmp && break; sleep 0.005; done;"
+             " kill -9 $pid; wait $pid; ls k.sqlite.refcache)",
+             qpt_tmpdir(), qpt_qprobe(), qpt_fixture(MODEL), qpt_fixture(TOK), text);
+    qpt_run(cmd, &out);
+    QP_CHECK_MSG(out && strstr(out, ".tmp.") && !strstr(out, ".qpref\n"), "after kill -9: %s", out ? out : "");
+    free(out);
+    // Resuming builds it again (the leftover removed) and gives a clean run's numbers.
+    QP_CHECK_INT_EQ(eval_run("k.sqlite", NULL, "q4_0", text, "--chunks 150 --resume", &out), 0);
+    double kld = qpt_json_num(out, "kld_mean");
+    free(out);
+    QP_CHECK_INT_EQ(count_files("k.sqlite.refcache", ".tmp."), 0);
+    QP_CHECK_INT_EQ(count_files("k.sqlite.refcache", ".qpref"), 2); // the cache and its lock
+    QP_CHECK_INT_EQ(eval_run("clean.sqlite", NULL, "q4_0", text, "--chunks 150", &out), 0);
+    QP_CHECK_NEAR(qpt_json_num(out, "kld_mean"), kld, 0);
+    free(out);
+}
+
+QP_TEST(two_processes_building_one_cache_should_both_use_it) {
+    const char *text = qpt_text_prefix(400000);
+    char cmd[8192], *out = NULL, model[1024], tok[1024];
+    snprintf(model, sizeof model, "%s", qpt_fixture(MODEL));
+    snprintf(tok, sizeof tok, "%s", qpt_fixture(TOK));
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && for d in x y; do '%s' eval -m '%s' -z '%s' --text '%s' --db $d.sqlite --refcache rc -q q4_0 "
+             "--chunks 120 -t 1 --json > $d.out 2>$d.err & done; wait; cat x.out y.out",
+             qpt_tmpdir(), qpt_qprobe(), model, tok, text);
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
+    const char *second = out ? strstr(out + 1, "{\"spec\"") : NULL;
+    QP_CHECK_MSG(second, "%s", out ? out : "");
+    QP_CHECK(qpt_json_num(out, "kld_mean") == qpt_json_num(second, "kld_mean"));
+    free(out);
+    QP_CHECK_INT_EQ(count_files("rc", ".qpref"), 2); // one cache and its lock
+    QP_CHECK_INT_EQ(count_files("rc", ".tmp."), 0);
+}

@@ -567,7 +567,7 @@ static int hx_study_cache(struct hx_study *s, char *err) {
         return rc < 0 ? rc
                       : qp_fail(err, QP_ENOENT, "no reference cache for this run in '%s': run 'qprobe sweep "
                                 "--reference-only' first, or give --build-reference", s->rc_dir);
-    if (rc < 0 && !o->quiet) fprintf(stderr, "qprobe: %s; rebuilding it\n", err);
+    if (rc < 0) fprintf(stderr, "qprobe: %s; rebuilding it\n", err); // even when quiet: a warning
     struct hx_refcache_build b = {.ref = s->ref, .tokens = s->tokens, .n_tokens = s->n_tokens,
                                   .n_threads = o->n_threads, .quiet = o->quiet, .stop = o->stop};
     struct hx_progress prog;
