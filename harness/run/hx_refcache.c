@@ -59,6 +59,7 @@ struct hx_refcache {
     int64_t tokens_processed;
     enum hx_protocol protocol; // the chunks' scored counts
     size_t n_tokens;
+    int built;                 // this process ran the reference pass
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -248,6 +249,7 @@ const char *hx_refcache_path(const struct hx_refcache *rc) { return rc->path; }
 double hx_refcache_seconds(const struct hx_refcache *rc) { return rc->seconds; }
 int64_t hx_refcache_tokens_processed(const struct hx_refcache *rc) { return rc->tokens_processed; }
 int64_t hx_refcache_bytes(const struct hx_refcache *rc) { return rc->lay.file_bytes; }
+int hx_refcache_built(const struct hx_refcache *rc) { return rc->built; }
 
 static int64_t hx_rc_chunk_off(const struct hx_rc_layout *l, int c) { return HX_RC_PAGE + (int64_t)c * l->chunk_bytes; }
 static int64_t hx_rc_layer_off(const struct hx_rc_layout *l, int c) { return l->layers_off + (int64_t)c * l->layer_bytes; }
@@ -369,7 +371,7 @@ static int hx_rcw_lane_init(struct hx_rcw_lane *ln, const struct hx_rcw *w, int 
 // Chunk ci through the reference: its scored tokens encoded and written; for a layer chunk
 // (probe set) its activations by the probe and its logits at the compare positions. Returns the
 // tokens run.
-static int hx_rcw_chunk(struct hx_rcw *w, struct hx_rcw_lane *ln, int ci, const struct kn_probe *probe) {
+static int hx_rcw_chunk(struct hx_rcw *w, struct hx_rcw_lane *ln, int ci, const struct kn_probe *probe, int layers) {
     const struct hx_refcache_shape *s = w->sh;
     const struct kn_ops *ops = kn_engine_ops(w->b->ref);
     struct hx_chunk ch = hx_chunk_of(w->id->protocol, w->b->n_tokens, s->ctx, ci);
@@ -387,7 +389,7 @@ static int hx_rcw_chunk(struct hx_rcw *w, struct hx_rcw_lane *ln, int ci, const 
     int64_t off = hx_rc_chunk_off(w->lay, ci);
     hx_rcw_write(w, ln->recs, (size_t)k * sizeof *ln->recs, off);
     hx_rcw_write(w, ln->codes, (size_t)k * V * 2, off + (int64_t)s->per_chunk * (int64_t)sizeof *ln->recs);
-    for (int c = s->cmp_logit0; probe && c < s->n_cmp; c++) {
+    for (int c = s->cmp_logit0; layers && c < s->n_cmp; c++) {
         int pos = (c + 1) * s->stride - 1;
         if (pos >= ch.len) break;
         hx_rcw_write(w, ln->logits + (size_t)(pos - ch.first) * V, (size_t)V * 4,
@@ -396,23 +398,36 @@ static int hx_rcw_chunk(struct hx_rcw *w, struct hx_rcw_lane *ln, int ci, const 
     return ch.len;
 }
 
-// Every chunk: the layer chunks one at a time (threads inside the forward pass, the capture
-// probe on), then the rest over the outer threads. Returns the tokens run.
+// The probe of the chunks run one at a time: the capture (layer chunks) and the caller's extra.
+static void hx_rcw_both(void *p, enum kn_site site, int layer, const float *x, int n, int width, int pos0) {
+    struct hx_rcw *w = p;
+    if (w->chunk < w->sh->layer_chunks) hx_rcw_probe(w, site, layer, x, n, width, pos0);
+    if (w->chunk < w->b->extra_chunks) w->b->extra->fn(w->b->extra->ctx, site, layer, x, n, width, pos0);
+}
+
+// The chunks run one at a time (threads inside the forward pass): the layer chunks and those of
+// the extra probe.
+static int hx_rcw_seq(const struct hx_rcw *w) {
+    return QP_MIN(QP_MAX(w->sh->layer_chunks, w->b->extra ? w->b->extra_chunks : 0), w->sh->n_chunks);
+}
+
+// Every chunk: the first ones one at a time (the capture and extra probes on), then the rest over
+// the outer threads. Returns the tokens run.
 static int64_t hx_rcw_run(struct hx_rcw *w, struct hx_rcw_lane *lanes, int outer, struct hx_rcw_lane *big) {
     const struct hx_refcache_build *b = w->b;
     const struct hx_refcache_shape *s = w->sh;
-    int done = 0;
+    int done = 0, seq = hx_rcw_seq(w);
     int64_t processed = 0;
-    struct kn_probe probe = {hx_rcw_probe, w, NULL};
-    for (int ci = 0; ci < s->layer_chunks && !(b->stop && *b->stop); ci++) {
+    struct kn_probe probe = {hx_rcw_both, w, NULL};
+    for (int ci = 0; ci < seq && !(b->stop && *b->stop); ci++) {
         w->chunk = ci;
-        processed += hx_rcw_chunk(w, big, ci, &probe);
+        processed += hx_rcw_chunk(w, big, ci, &probe, ci < s->layer_chunks);
         if (b->progress) b->progress(b->progress_ctx, ++done, s->n_chunks, processed);
     }
 #pragma omp parallel for num_threads(outer) schedule(dynamic, 1) if (outer > 1)
-    for (int ci = s->layer_chunks; ci < s->n_chunks; ci++) {
+    for (int ci = seq; ci < s->n_chunks; ci++) {
         if (b->stop && *b->stop) continue;
-        int n = hx_rcw_chunk(w, &lanes[omp_get_thread_num()], ci, NULL);
+        int n = hx_rcw_chunk(w, &lanes[omp_get_thread_num()], ci, NULL, 0);
 #pragma omp critical(hx_rcw_progress)
         {
             processed += n;
@@ -427,13 +442,13 @@ static int64_t hx_rcw_run(struct hx_rcw *w, struct hx_rcw_lane *lanes, int outer
 static int hx_rcw_fill(struct hx_rcw *w, const char *idt, const char *path, char *err) {
     const struct hx_refcache_build *b = w->b;
     const struct hx_refcache_shape *s = w->sh;
-    int threads = QP_MAX(b->n_threads, 1), rest = s->n_chunks - s->layer_chunks;
+    int threads = QP_MAX(b->n_threads, 1), seq = hx_rcw_seq(w), rest = s->n_chunks - seq;
     int outer = rest >= threads ? threads : 1, rc = 0;
     struct hx_rcw_lane *lanes = calloc((size_t)outer + 1, sizeof *lanes), *big = NULL;
     if (!lanes) return qp_fail(err, QP_ENOMEM, "out of memory");
     for (int t = 0; t < outer && !rc; t++) rc = hx_rcw_lane_init(&lanes[t], w, outer == 1 ? threads : 1, err);
     big = outer == 1 ? &lanes[0] : &lanes[outer];
-    if (!rc && outer > 1 && s->layer_chunks > 0) rc = hx_rcw_lane_init(big, w, threads, err);
+    if (!rc && outer > 1 && seq > 0) rc = hx_rcw_lane_init(big, w, threads, err);
     struct hx_rc_header h = {.magic = HX_RC_MAGIC, .version = HX_REFCACHE_VERSION, .byte_order = HX_RC_BYTE_ORDER,
                              .file_bytes = w->lay->file_bytes};
     if (!rc) {
@@ -535,6 +550,7 @@ int hx_refcache_build(const char *dir, const struct hx_refcache_id *id, const st
         rc = hx_rc_write(dir, path, idt, &w, err);
         if (!rc) rc = hx_refcache_open(dir, id, c, out, err);
         if (rc == 0 && !*out) rc = qp_fail(err, QP_EIO, "reference cache '%s' vanished after it was written", path);
+        if (*out) (*out)->built = 1;
     }
     flock(lock, LOCK_UN);
     close(lock);

@@ -88,11 +88,17 @@ struct hx_refcache_build {
     const volatile int *stop;
     void (*progress)(void *ctx, int done, int total, int64_t tokens_done);
     void *progress_ctx;
+    // Optional: a probe the reference pass also runs on its first extra_chunks chunks, in chunk
+    // order, one chunk at a time (the reference's activation statistics, on the way).
+    const struct kn_probe *extra;
+    int extra_chunks;
 };
 int hx_refcache_build(const char *dir, const struct hx_refcache_id *id, const struct hx_refcache_build *b,
                       struct hx_refcache **out, char *err);
 
 void hx_refcache_close(struct hx_refcache *rc); // NULL is fine
+// 1 when this process built it (hx_refcache_build ran the pass), 0 when it was opened.
+int hx_refcache_built(const struct hx_refcache *rc);
 
 const struct hx_refcache_shape *hx_refcache_shape(const struct hx_refcache *rc);
 const char *hx_refcache_path(const struct hx_refcache *rc);

@@ -33,8 +33,15 @@
 #include "hx_tokenizer.h"
 #include "hx_variant.h"
 
+// Activation statistics: a probe on the reference over the first act_chunks chunks.
+struct hx_act_probe {
+    struct met_act *acc; // (n_layers, KN_SITE_LOGITS)
+};
+
 struct hx_study {
     struct hx_study_opts o;
+    struct hx_act_probe act; // the reference's activation statistics while they are collected
+    int act_done;            // ... collected by the cache's reference pass
     struct hx_model *m;
     int *tokens;
     size_t n_tokens;
@@ -206,10 +213,6 @@ int hx_store_weight_stats(struct hx_store *st, int64_t run_id, struct kn_weights
     return rc;
 }
 
-// Activation statistics: a probe on the reference over the first act_chunks chunks.
-struct hx_act_probe {
-    struct met_act *acc; // (n_layers, KN_SITE_LOGITS)
-};
 
 static void hx_act_probe_fn(void *p, enum kn_site site, int layer, const float *x, int n, int width,
                             int pos0) {
@@ -220,22 +223,38 @@ static void hx_act_probe_fn(void *p, enum kn_site site, int layer, const float *
     met_act_add(&ap->acc[layer * KN_SITE_LOGITS + site], x, n);
 }
 
-static int hx_store_act_stats(struct hx_study *s, char *err) {
+// The chunks with activation statistics.
+static int hx_act_chunks(const struct hx_study *s) {
+    int n = QP_MIN(s->o.act_chunks, hx_ppl_n_chunks(s->o.protocol, s->n_tokens, s->o.ctx));
+    return s->o.max_chunks > 0 ? QP_MIN(n, s->o.max_chunks) : n;
+}
+
+// The accumulators of every site, (n_layers, KN_SITE_LOGITS). 0 or QP_ENOMEM with err.
+static int hx_act_open(struct hx_study *s, char *err) {
     const struct kn_config *c = &s->m->w.cfg;
-    int n_chunks = QP_MIN(s->o.act_chunks, hx_ppl_n_chunks(s->o.protocol, s->n_tokens, s->o.ctx));
-    if (s->o.max_chunks > 0) n_chunks = QP_MIN(n_chunks, s->o.max_chunks);
-    if (n_chunks < 1) return 0;
-    int n_acc = c->n_layers * KN_SITE_LOGITS, rc = hx_study_ref(s, err);
-    if (rc) return rc;
-    struct hx_act_probe ap = {calloc((size_t)n_acc, sizeof(struct met_act))};
+    int n_acc = c->n_layers * KN_SITE_LOGITS;
+    if (!(s->act.acc = calloc((size_t)n_acc, sizeof(struct met_act)))) return qp_fail(err, QP_ENOMEM, "out of memory");
+    for (int i = 0; i < n_acc; i++)
+        if (met_act_init(&s->act.acc[i], kn_site_width(c, (enum kn_site)(i % KN_SITE_LOGITS))))
+            return qp_fail(err, QP_ENOMEM, "out of memory");
+    return 0;
+}
+
+static void hx_act_close(struct hx_study *s) {
+    for (int i = 0; s->act.acc && i < s->m->w.cfg.n_layers * KN_SITE_LOGITS; i++) met_act_deinit(&s->act.acc[i]);
+    free(s->act.acc);
+    s->act.acc = NULL;
+    s->act_done = 0;
+}
+
+// The reference over the first act chunks with the statistics probe (when the cache's reference
+// pass did not collect them on its way).
+static int hx_act_pass(struct hx_study *s, int n_chunks, char *err) {
     struct kn_state *st = NULL;
-    int *buf = malloc((size_t)s->o.ctx * sizeof(int));
-    if (!ap.acc || !buf) rc = qp_fail(err, QP_ENOMEM, "out of memory");
-    for (int i = 0; i < n_acc && !rc; i++)
-        if (met_act_init(&ap.acc[i], kn_site_width(c, (enum kn_site)(i % KN_SITE_LOGITS))))
-            rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    int *buf = malloc((size_t)s->o.ctx * sizeof(int)), rc = hx_study_ref(s, err);
+    if (!rc && !buf) rc = qp_fail(err, QP_ENOMEM, "out of memory");
     if (!rc) rc = kn_state_create(s->ref, s->o.ctx, s->o.ctx, s->o.n_threads, &st, err);
-    struct kn_probe probe = {hx_act_probe_fn, &ap, NULL};
+    struct kn_probe probe = {hx_act_probe_fn, &s->act, NULL};
     for (int ci = 0; ci < n_chunks && !rc; ci++) {
         struct hx_chunk ch = hx_chunk_of(s->o.protocol, s->n_tokens, s->o.ctx, ci);
         memcpy(buf, s->tokens + ch.start, (size_t)ch.len * sizeof(int));
@@ -243,10 +262,25 @@ static int hx_store_act_stats(struct hx_study *s, char *err) {
         kn_state_reset(st);
         kn_forward(st, buf, ch.len, NULL, ch.len, &probe);
     }
-    for (int i = 0; i < n_acc && !rc && ap.acc; i++) {
+    free(buf);
+    kn_state_destroy(st);
+    return rc;
+}
+
+// Activation statistics of the reference: table act_stat and its histograms.
+static int hx_store_act_stats(struct hx_study *s, char *err) {
+    const struct kn_config *c = &s->m->w.cfg;
+    int n_chunks = hx_act_chunks(s), n_acc = c->n_layers * KN_SITE_LOGITS, rc = 0;
+    if (n_chunks < 1) return 0;
+    if (!s->act_done) {
+        hx_act_close(s);
+        rc = hx_act_open(s, err);
+        if (!rc) rc = hx_act_pass(s, n_chunks, err);
+    }
+    for (int i = 0; i < n_acc && !rc; i++) {
         if (!kn_site_used(c, (enum kn_site)(i % KN_SITE_LOGITS))) continue; // (post-norm sites)
         struct met_act_summary as;
-        if ((rc = met_act_finish(&ap.acc[i], &as, err))) break;
+        if ((rc = met_act_finish(&s->act.acc[i], &as, err))) break;
         int layer = i / KN_SITE_LOGITS;
         const char *site = kn_site_name((enum kn_site)(i % KN_SITE_LOGITS));
         char top[1024], subject[96];
@@ -263,10 +297,7 @@ static int hx_store_act_stats(struct hx_study *s, char *err) {
         snprintf(subject, sizeof subject, "blk.%d.%s", layer, site);
         if (!rc) rc = hx_store_log10_hist(s->st, s->run_id, 0, "act_channel_absmax_log10", subject, as.chan_hist, err);
     }
-    for (int i = 0; i < n_acc && ap.acc; i++) met_act_deinit(&ap.acc[i]);
-    free(ap.acc);
-    free(buf);
-    kn_state_destroy(st);
+    hx_act_close(s);
     return rc;
 }
 
@@ -551,7 +582,7 @@ static int hx_study_run_row(struct hx_study *s, size_t text_len, const char *cal
 // The reference cache of this run: opened when it is there and whole, else built by one reference
 // pass (a foreign, truncated or corrupt file is named in one line and replaced), or refused when
 // this study may only read it (a shard, cache_read_only).
-static int hx_study_cache(struct hx_study *s, char *err) {
+static int hx_study_cache(struct hx_study *s, int want_act, char *err) {
     const struct hx_study_opts *o = &s->o;
     if (o->refcache_dir) snprintf(s->rc_dir, sizeof s->rc_dir, "%s", o->refcache_dir);
     else hx_refcache_dir_for(o->db_path, s->rc_dir, sizeof s->rc_dir);
@@ -570,10 +601,18 @@ static int hx_study_cache(struct hx_study *s, char *err) {
     if (rc < 0) fprintf(stderr, "qprobe: %s; rebuilding it\n", err); // even when quiet: a warning
     struct hx_refcache_build b = {.ref = s->ref, .tokens = s->tokens, .n_tokens = s->n_tokens,
                                   .n_threads = o->n_threads, .quiet = o->quiet, .stop = o->stop};
+    struct kn_probe act = {hx_act_probe_fn, &s->act, NULL};
+    if (want_act && hx_act_chunks(s) > 0) { // the reference's activation statistics on the way
+        hx_act_close(s);
+        if ((rc = hx_act_open(s, err))) return rc;
+        b.extra = &act;
+        b.extra_chunks = hx_act_chunks(s);
+    }
     struct hx_progress prog;
     hx_progress_maybe(s, &prog, "reference", &b.progress, &b.progress_ctx);
     rc = hx_refcache_build(s->rc_dir, &s->rc_id, &b, &s->rc, err);
     if (b.progress) hx_progress_end(&prog);
+    s->act_done = !rc && b.extra && hx_refcache_built(s->rc); // (not when another process built it)
     return rc;
 }
 
@@ -586,7 +625,7 @@ static int hx_study_reference(struct hx_study *s, char *err) {
     if (!have_ref && s->o.cache_read_only)
         return qp_fail(err, QP_ENOENT, "run %lld of '%s' has no reference yet: give --reference-db with the "
                        "database of 'qprobe sweep --reference-only'", (long long)s->run_id, s->o.db_path);
-    rc = hx_study_cache(s, err);
+    rc = hx_study_cache(s, !have_ref, err);
     if (!rc && !have_ref) {
         rc = hx_store_reference(s, err);
         if (!rc)
@@ -642,6 +681,7 @@ void hx_study_close(struct hx_study *s) {
     hx_calib_destroy(s->cal);
     hx_store_close(s->st);
     hx_refcache_close(s->rc);
+    if (s->m) hx_act_close(s);
     kn_engine_destroy(s->ref);
     free(s->tokens);
     hx_model_close(s->m);
