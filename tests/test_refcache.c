@@ -120,7 +120,10 @@ static struct hx_sweep_config *demo_variants(void) {
     snprintf(root, sizeof root, "%.*s", (int)(strlen(model) - strlen(MODEL) - 1), model);
     setenv("FIXTURES", root, 1);
     struct hx_sweep_config *cfg;
-    QP_CHECK_MSG(hx_sweep_config_load("examples/sweep-stories260K.json", &cfg, err) == 0, "%s", err);
+    char path[1200];
+    const char *qp_root = getenv("QP_ROOT");
+    snprintf(path, sizeof path, "%s/examples/sweep-stories260K.json", qp_root && *qp_root ? qp_root : ".");
+    QP_CHECK_MSG(hx_sweep_config_load(path, &cfg, err) == 0, "%s", err);
     return cfg;
 }
 
