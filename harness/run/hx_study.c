@@ -1046,8 +1046,8 @@ static int hx_vrun_quantize(struct hx_study *s, struct hx_vrun *r, char *err) {
     return 0;
 }
 
-// The variant's continuations, the reference's NLL of them (the step that needs the reference
-// model), and the comparison with the reference's continuations.
+// The variant's continuations and their comparison with the reference's; the reference's NLL of
+// them (the step that needs the reference model) comes in hx_study_finish.
 static int hx_vrun_generate(struct hx_study *s, struct hx_vrun *r, char *err) {
     if (s->o.stop && *s->o.stop) return qp_fail(err, QP_EINTR, "interrupted");
     const struct hx_gen_prompts *p = &s->gen_prompts;
@@ -1070,7 +1070,7 @@ static int hx_vrun_generate(struct hx_study *s, struct hx_vrun *r, char *err) {
     return rc;
 }
 
-// Reference and variant in lockstep over the study's windows, then every task suite.
+// The variant alone over the study's windows against the reference cache, then every task suite.
 static int hx_vrun_evaluate(struct hx_study *s, struct hx_vrun *r, char *err) {
     int rc = kn_engine_create_opts(r->w, &r->eo, &r->e, err);
     if (rc) return rc;

@@ -2,12 +2,15 @@
 // database: what `qprobe eval` (one variant) and `qprobe sweep` (many) are made of.
 //
 // Opening a study loads the model and the text, finds or creates the run in the database
-// (store.h) and, once per run, stores the reference: its perplexity, the weight outlier
-// statistics of every tensor and the activation outlier statistics of every probe site.
-// Each variant is then quantized, evaluated against the reference in lockstep (lockstep.h) and
-// stored in ONE transaction: the variant row, its distribution metrics, per-layer errors,
-// isolated sensitivities, per-tensor grid-collapse and weight error, and (optionally) every
-// scored token. A failure or a kill before the commit leaves nothing of that variant behind.
+// (store.h), opens or builds the run's reference cache (hx_refcache.h: one reference pass per
+// run) and, once per run, stores the reference: its perplexity, the weight outlier statistics of
+// every tensor and the activation outlier statistics of every probe site; then the reference
+// engine is released. Each variant is then quantized, evaluated alone against the cache
+// (hx_refeval.h) and stored in ONE transaction: the variant row, its distribution metrics,
+// per-layer errors, isolated sensitivities (estimated, or exact when asked), per-tensor
+// grid-collapse and weight error, and (optionally) every scored token. A failure or a kill before
+// the commit leaves nothing of that variant behind. hx_study_finish ends a study: the reference's
+// NLL of the variants' continuations, with the reference loaded once.
 // Depends on kernels/, quantizers/, metrics/ and the harness modules it names.
 #ifndef HX_STUDY_H
 #define HX_STUDY_H
