@@ -8,6 +8,7 @@
 #include "hx_calib.h"
 #include "hx_lockstep.h"
 #include "hx_model.h"
+#include "hx_plan.h"
 #include "hx_refcache.h"
 #include "hx_refeval.h"
 #include "hx_sweep.h"
@@ -306,4 +307,51 @@ QP_TEST(two_processes_building_one_cache_should_both_use_it) {
     free(out);
     QP_CHECK_INT_EQ(count_files("rc", ".qpref"), 2); // one cache and its lock
     QP_CHECK_INT_EQ(count_files("rc", ".tmp."), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The plan (hx_plan.h)
+
+QP_TEST(a_budget_should_drop_optional_diagnostics_in_order_and_say_which) {
+    struct fx f;
+    fx_open(&f);
+    char err[QP_ERRLEN], notes[1024];
+    static const char *const specs[] = {"q8_0", "gptq:bits=4:group=32", "rtn:bits=4:group=32:asym"};
+    struct hx_plan_in in = {.w = &f.m->w, .n_chunks = 60, .ctx = 512, .n_threads = 2, .calib_seqs = 32,
+                            .calib_len = 512, .variants = specs, .n_variants = 3};
+    struct hx_plan_diag d = {.layer_chunks = 2, .act_chunks = 4, .sens_chunks = 4, .sens_tensors = 1, .grid = 1,
+                             .gen_prompts = 32, .gen_tokens = 64, .gen_prompt_tokens = 32};
+    // A slow machine (1 ms a token, 1 s a pass), so that the diagnostics weigh.
+    struct hx_plan_speed sp = {.tok_s = 1e-3, .pass_s = 1, .read_ns = 1, .gflops = 1};
+    struct hx_plan p;
+    QP_CHECK_MSG(hx_plan_make(&in, &d, &sp, &p, err) == 0, "%s", err);
+    QP_CHECK(p.n == 3 && p.ref > 0 && p.rows[1].quant > p.rows[0].quant); // GPTQ's calibration passes
+    for (int i = 0; i < 3; i++)
+        QP_CHECK(p.rows[i].eval > 0 && p.rows[i].diag > 0 &&
+                 fabs(p.rows[i].total - p.rows[i].quant - p.rows[i].eval - p.rows[i].diag) < 1e-6);
+    double full = p.total, sens = 3 * (5 * 8 * 4 * (512e-3 + 1));
+    // A budget that exact sensitivity alone breaks: it goes, nothing else.
+    QP_CHECK(hx_plan_fit(&in, &d, &sp, &p, full - sens / 2, notes, sizeof notes) == 1);
+    QP_CHECK_MSG(strstr(notes, "exact sensitivity replaced by the estimate") && !strchr(notes, ';'), "%s", notes);
+    QP_CHECK(d.sens_chunks == 0 && d.sens_estimate == 1 && d.gen_prompts == 32 && d.grid == 1);
+    // One that nothing fits: everything optional goes, in order, and it says it does not fit.
+    QP_CHECK(hx_plan_fit(&in, &d, &sp, &p, 1, notes, sizeof notes) == 0);
+    QP_CHECK_MSG(strstr(notes, "generation on 16 prompts") && strstr(notes, "generation off") &&
+                 strstr(notes, "grid-collapse statistics off") && strstr(notes, "per-layer error on 1 chunk"), "%s", notes);
+    QP_CHECK(d.gen_prompts == 0 && !d.grid && d.act_chunks == 1 && d.layer_chunks == 1);
+    free(p.rows);
+    fx_close(&f);
+}
+
+QP_TEST(plan_should_list_every_variant_and_run_nothing) {
+    char cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && printf '{\"model\": \"%s\", \"tokenizer\": \"%s\", \"eval\": {\"text\": \"%s\", \"chunks\": 4},"
+             " \"variants\": [\"q8_0\", \"q4_k_m\", \"nf4\"]}' > p.json && '%s' sweep -c p.json --db p.sqlite --plan"
+             " --budget 5 && test ! -e p.sqlite",
+             qpt_tmpdir(), qpt_fixture(MODEL), qpt_fixture(TOK), qpt_text_prefix(60000), qpt_qprobe());
+    QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
+    QP_CHECK_MSG(out && strstr(out, "reference pass") && strstr(out, "q8_0") && strstr(out, "q4_k_m") &&
+                 strstr(out, "nf4:group=64") && strstr(out, "total"), "%s", out ? out : "");
+    free(out);
 }
