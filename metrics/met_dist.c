@@ -80,6 +80,90 @@ void met_dist_token(const float *ref, const float *var, int vocab, int token,
 }
 
 // ---------------------------------------------------------------------------------------------
+// The reference in 16 bits (met_dist.h)
+
+void met_dist_ref_encode(const float *ref, int vocab, int token, struct met_dist_ref *out, uint16_t *codes) {
+    QP_ASSERT(vocab > 0 && token >= 0 && token < vocab);
+    float mr = ref[0];
+    int ir = 0, finite = 1;
+    for (int i = 1; i < vocab; i++)
+        if (ref[i] > mr) mr = ref[i], ir = i;
+    // The same sum, in the same order, as met_dist_token's S_r: nll_ref comes out bit-identical.
+    double sr = 0, xmin = 0;
+    for (int i = 0; i < vocab; i++) {
+        double xr = (double)ref[i] - (double)mr;
+        finite &= isfinite(xr) != 0;
+        sr += exp(xr);
+        if (xr < xmin) xmin = xr;
+    }
+    out->nll_ref = -(((double)ref[token] - (double)mr) - log(sr));
+    out->top_ref = ir;
+    out->x_min = finite ? xmin : 0.0;
+    out->flags = finite ? 0 : MET_DIST_REF_NONFINITE;
+    out->nll_ppl = NAN;
+    double inv = finite && xmin < 0 ? MET_DIST_CODE_MAX / -xmin : 0.0;
+    for (int i = 0; i < vocab; i++) {
+        double q = finite && inv > 0 ? floor(((double)ref[i] - (double)mr - xmin) * inv + 0.5) : MET_DIST_CODE_MAX;
+        codes[i] = (uint16_t)(q < 0 ? 0 : q > MET_DIST_CODE_MAX ? MET_DIST_CODE_MAX : q);
+    }
+}
+
+// The grid value of code q: x_min + q * h.
+static inline double ref_x(double xmin, double h, uint16_t q) { return xmin + (double)q * h; }
+
+void met_dist_token_cached(const struct met_dist_ref *r, const uint16_t *codes, const float *var, int vocab,
+                           int token, struct met_dist_tok *out) {
+    QP_ASSERT(vocab > 0 && token >= 0 && token < vocab);
+    float mv = var[0];
+    int iv = 0;
+    for (int i = 1; i < vocab; i++)
+        if (var[i] > mv) mv = var[i], iv = i;
+    // As met_dist_token, with x_r from the codes: S_v is summed exactly as there, so nll_var
+    // and Δp are bit-identical; T and S_r^ use the grid values (p^ and log p^ from the same x^).
+    double h = r->x_min / -(double)MET_DIST_CODE_MAX, sr = 0, sv = 0, t = 0;
+    for (int i = 0; i < vocab; i++) {
+        double xr = ref_x(r->x_min, h, codes[i]), xv = (double)var[i] - (double)mv;
+        double er = exp(xr);
+        sr += er;
+        sv += exp(xv);
+        if (er > 0) t += er * (xr - xv);
+    }
+    double lsv = log(sv), lp_var = ((double)var[token] - (double)mv) - lsv;
+    out->nll_ref = r->nll_ref;
+    out->nll_var = -lp_var;
+    out->kld = r->flags & MET_DIST_REF_NONFINITE ? NAN : t / sr + (lsv - log(sr));
+    out->dp = exp(lp_var) - exp(-r->nll_ref);
+    out->top_ref = r->top_ref;
+    out->top_var = iv;
+    out->same_top = r->top_ref == iv;
+}
+
+double met_dist_cached_bound(const float *ref, const float *var, int vocab) {
+    struct met_dist_tok t;
+    met_dist_token(ref, var, vocab, 0, &t);
+    float mr = ref[0], mv = var[0];
+    for (int i = 1; i < vocab; i++) {
+        if (ref[i] > mr) mr = ref[i];
+        if (var[i] > mv) mv = var[i];
+    }
+    double sr = 0, sv = 0, xmin = 0, xmax = 0;
+    for (int i = 0; i < vocab; i++) {
+        double xr = (double)ref[i] - mr, xv = (double)var[i] - mv;
+        sr += exp(xr);
+        sv += exp(xv);
+        xmin = fmin(xmin, xr);
+        xmax = fmax(xmax, -xv);
+    }
+    double lsr = log(sr), lsv = log(sv), m = 0;
+    for (int i = 0; i < vocab; i++) {
+        double lp = (double)ref[i] - mr - lsr, lq = (double)var[i] - mv - lsv;
+        m += exp(lp) * fabs(lp - lq - t.kld);
+    }
+    double g = expm1(2.0 * (-xmin / (2.0 * MET_DIST_CODE_MAX)));
+    return g * m + g * g + vocab * ldexp(1.0, -50) * (1.0 + fmax(-xmin, xmax));
+}
+
+// ---------------------------------------------------------------------------------------------
 // Accumulator
 
 int met_dist_create(int64_t n_hint, struct met_dist **out) {

@@ -41,6 +41,49 @@ void met_dist_token(const float *ref, const float *var, int vocab, int token,
                     struct met_dist_tok *out);
 
 // ---------------------------------------------------------------------------------------------
+// The reference's distribution kept in 16 bits (the reference cache, harness/run/hx_refcache.h)
+//
+// A variant can then be compared with a reference that is no longer in memory. Per scored token
+// the reference row is kept as
+//  - exactly (fp64 / int): nll_ref, its argmax, and x_min = min_i (l_i - max l) (<= 0);
+//  - per vocabulary entry a code q_i in 0..65535 with x_i = l_i - max l rounded to the grid
+//    x_min + q * h, h = -x_min / 65535 (round to nearest): |x^_i - x_i| <= eps = h / 2.
+// The variant's row is never rounded. KLD is computed *consistently* from the codes:
+// p^_i = exp(x^_i) / sum_j exp(x^_j), KLD^ = sum_i p^_i (log p^_i - log p_var(i)). Then, exactly,
+//   KLD^ - KLD = KL(p^ || p) + sum_i (p^_i - p_i)(d_i - KLD),   d_i = log p_i - log p_var(i),
+// and since p^_i / p_i = exp(e_i - c) with |e_i - c| <= 2 eps,
+//   |KLD^ - KLD| <= (e^{2 eps} - 1) * sum_i p_i |d_i - KLD| + (e^{2 eps} - 1)^2
+// (plus the rounding of the fp64 sums, both ways about vocab * 1e-16 * |x|). The first term is
+// small for a good variant (its log ratios d_i are nearly constant); met_dist_cached_bound
+// evaluates the bound from both exact rows (the tests' oracle). nll_ref, nll_var, Δp and top-1
+// come out bit-identical to met_dist_token's.
+// A row with a non-finite logit or max is flagged (MET_DIST_REF_NONFINITE): its KLD is NaN, as
+// met_dist_token gives it.
+
+#define MET_DIST_CODE_MAX 65535
+#define MET_DIST_REF_NONFINITE 1
+
+struct met_dist_ref {
+    double nll_ref;  // -log p_ref(token), exactly as met_dist_token computes it
+    double x_min;    // min_i (l_i - max l), <= 0; the codes' grid
+    double nll_ppl;  // met_token_nll's value (the reference's own perplexity, metrics/met_ppl.h)
+    int32_t top_ref; // argmax (lowest index on ties)
+    int32_t flags;   // MET_DIST_REF_*
+};
+
+// Encodes the reference row ref (vocab floats) for the correct next token: *out and codes
+// (vocab values). nll_ppl is left to the caller. Pure and reentrant.
+void met_dist_ref_encode(const float *ref, int vocab, int token, struct met_dist_ref *out, uint16_t *codes);
+
+// Every per-token statistic of the variant row var against the encoded reference (r, codes).
+void met_dist_token_cached(const struct met_dist_ref *r, const uint16_t *codes, const float *var, int vocab,
+                           int token, struct met_dist_tok *out);
+
+// The bound above for one token, from the exact rows (tests): eps of the encoding of ref, and
+// (e^{2 eps} - 1) * sum p_i |d_i - KLD| + (e^{2 eps} - 1)^2 + vocab * 2^-50 * (1 + max|x|), the fp64 rounding.
+double met_dist_cached_bound(const float *ref, const float *var, int vocab);
+
+// ---------------------------------------------------------------------------------------------
 // Percentile levels reported for the KLD and Δp series (llama.cpp prints all but p25/p75 for
 // KLD, and all of them for Δp). MIN and MAX are the extreme values, MEDIAN llama.cpp's median,
 // the others met_quantile_sorted() at met_pct_fraction[k].

@@ -32,7 +32,9 @@ static const struct {
     {"layers", "Per-layer error", "relative error of the residual stream after each block (resid_out) and of "
                                   "the logits; accumulated = end to end, local = the block alone"},
     {"sensitivity", "Isolated sensitivity", "mean KLD and top-1 agreement when only this layer (tensor "
-                                            "empty) or only this tensor is quantized; rank 1 = most harmful"},
+                                            "empty) or only this tensor is quantized; rank 1 = most harmful; "
+                                            "method estimate: the variant's KLD split among layers by their "
+                                            "local error (no top-1)"},
     {"weights", "Weight outliers", "statistics of the unquantized weights, heaviest tails first"},
     {"activations", "Activation outliers", "the reference's activations at each probe site, most extreme "
                                            "channel first"},
@@ -278,14 +280,15 @@ static void row_sensitivity(struct rpt_table *t, sqlite3_stmt *q) {
     double top1 = col_d(q, 5);
     rpt_table_numtext(t, 5, top1, "%.2f", 100 * top1);
     rpt_table_num(t, 6, col_d(q, 6), "%.0f");
+    rpt_table_text(t, 7, "%s", col_t(q, 7));
 }
 
 static int table_sensitivity(struct rpt_ctx *c) {
     const char *cols[] = {"spec", "#layer", "tensor", "#kld_mean|mean KLD ±", "@#kld_stderr", "#top1|top-1 %",
-                          "#rank", NULL};
+                          "#rank", "method", NULL};
     return table_query(c, T_SENS, cols,
-                       "SELECT v.spec, s.layer, s.tensor, s.kld_mean, s.kld_stderr, s.top1, s.rank"
-                       " FROM sensitivity s JOIN variant v ON v.id = s.variant_id WHERE v.run_id = ?"
+                       "SELECT v.spec, s.layer, s.tensor, s.kld_mean, s.kld_stderr, s.top1, s.rank,"
+                       " coalesce(s.method, 'exact') FROM sensitivity s JOIN variant v ON v.id = s.variant_id WHERE v.run_id = ?"
                        " ORDER BY v.ord, v.id, s.tensor <> '', s.layer, s.tensor",
                        row_sensitivity);
 }
@@ -466,8 +469,13 @@ static int findings_query(struct rpt_ctx *c, const char *sql, int limit,
 }
 
 static void say_worst_layer(struct rpt_ctx *c, sqlite3_stmt *q, int i) {
-    if (!i) finding(c, "Worst layer per variant (quantized alone, isolated sensitivity):");
+    if (!i) finding(c, "Worst layer per variant (isolated sensitivity: quantized alone, or estimated):");
     const char *tensor = col_t(q, 5);
+    if (strcmp(col_t(q, 6), "estimate") == 0) {
+        finding(c, "  - `%s`: layer %d (estimated from the local errors: %.5g of the variant's mean KLD)",
+                col_t(q, 0), sqlite3_column_int(q, 1), col_d(q, 2));
+        return;
+    }
     finding(c, "  - `%s`: layer %d (mean KLD %.5g ± %.2g, top-1 %.1f%%)%s%s%s", col_t(q, 0),
             sqlite3_column_int(q, 1), col_d(q, 2), col_d(q, 3), 100 * col_d(q, 4),
             *tensor ? "; worst tensor alone: `" : "", tensor, *tensor ? "`" : "");
@@ -484,7 +492,7 @@ static int findings_layers(struct rpt_ctx *c) {
     int rc = findings_query(c,
                             "SELECT v.spec, s.layer, s.kld_mean, s.kld_stderr, s.top1,"
                             " (SELECT t.tensor FROM sensitivity t WHERE t.variant_id = s.variant_id"
-                            "  AND t.tensor <> '' ORDER BY t.rank LIMIT 1)"
+                            "  AND t.tensor <> '' ORDER BY t.rank LIMIT 1), coalesce(s.method, 'exact')"
                             " FROM sensitivity s JOIN variant v ON v.id = s.variant_id"
                             " WHERE v.run_id = ? AND s.tensor = '' AND s.rank = 1 ORDER BY v.ord, v.id",
                             INT_MAX, say_worst_layer);

@@ -2,7 +2,8 @@
 # bench.sh — `make bench`: speed figures, printed as tables and written to docs/BENCH.md
 # (a generated file: edit this script, not the document).
 # Environment: QPROBE (the binary), FIXTURES; BENCH_TINYLLAMA=0 skips the TinyLlama-1.1B section;
-# BENCH_CHUNKS (default 4) sets its 512-token chunks. Run on an idle machine; figures vary ±5 %.
+# BENCH_CHUNKS (default 4) sets its 512-token chunks; BENCH_SWEEP=0 skips the sweep section
+# (scripts/bench-sweep.sh, about 30 minutes more). Run on an idle machine; figures vary ±5 %.
 # Takes about 15 minutes on 2 CPUs: stories260K 3 min, gemm-peak 25 s, TinyLlama 11 rows
 # of about 1 minute each (its 2.2 GB synthetic model is written once, into build/bench/).
 set -euo pipefail
@@ -207,6 +208,8 @@ echo "bench: kernel-bench (about 5 s)" >&2
 kb=$("$Q" kernel-bench)
 peer=""
 [ -f "$out" ] && peer=$(awk '/^<!-- bench-peer/ { on = 1 } on { print } /^<!-- \/bench-peer -->/ { on = 0 }' "$out")
+sweep_sec=""
+[ -f "$out" ] && sweep_sec=$(awk '/^<!-- bench-sweep/ { on = 1 } on { print } /^<!-- \/bench-sweep -->/ { on = 0 }' "$out")
 
 {
     echo "# qprobe benchmarks"
@@ -333,8 +336,18 @@ peer=""
         echo
         echo "(qprobe and llama.cpp side by side: \`make bench-peer LLAMA_CPP=DIR\` adds that section here.)"
     fi
+    if [ -n "$sweep_sec" ]; then
+        echo
+        echo "$sweep_sec"
+    fi
 } > "$out"
 cat "$out"
+
+# The nightly-window sweep of the TinyLlama shape (issue 18): its own section of docs/BENCH.md,
+# written by scripts/bench-sweep.sh. BENCH_SWEEP=0 skips it.
+if [ "${BENCH_SWEEP:-1}" != 0 ]; then
+    QPROBE="$Q" FIXTURES="$F" scripts/bench-sweep.sh
+fi
 
 # The model families (Llama 3, Qwen2.5, Phi-3, Gemma 2 shapes): a section of their own, written to
 # docs/BENCH-FAMILIES.md. BENCH_FAMILIES=0 skips it.

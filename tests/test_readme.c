@@ -38,7 +38,7 @@ static char *usage_block(void) {
 
 // The shortening of one command (see the header), or "".
 static const char *shortening(const char *line) {
-    if (strncmp(line, "$Q sweep ", 9) == 0) return " --shard 0/18";
+    if (strncmp(line, "$Q sweep ", 9) == 0) return " --shard 0/18 --build-reference"; // a shard that may run the reference
     if (strncmp(line, "$Q eval ", 8) == 0) return " --chunks 1 --task-limit 40";
     if (strncmp(line, "$Q ppl ", 7) == 0) return " --chunks 1";
     if (strncmp(line, "$Q synth ", 9) == 0) return " --layers 1";

@@ -180,12 +180,24 @@ QP_TEST(three_shards_merged_should_equal_the_unsharded_run) {
     snprintf(args, sizeof args, "--db '%s' -t 2", tmp("full.sqlite"));
     QP_CHECK_MSG(sweep(cfg, args, &out) == 0, "%s", out);
     free(out);
+    // A shard without a reference is refused in one line (it never runs the reference itself)...
+    snprintf(args, sizeof args, "--db '%s' --shard 0/3 -t 1", tmp("lonely.sqlite"));
+    QP_CHECK_INT_EQ(sweep(cfg, args, &out), 2);
+    QP_CHECK_MSG(strstr(out, "no reference yet") && strstr(out, "--reference-db"), "%s", out);
+    free(out);
+    // ... the reference job fills the cache once; the shards read it (no cache of their own).
+    snprintf(args, sizeof args, "--db '%s' --reference-only -t 2", tmp("ref.sqlite"));
+    QP_CHECK_MSG(sweep(cfg, args, &out) == 0 && strstr(out, ".qpref"), "%s", out);
+    free(out);
     for (int i = 0; i < 3; i++) {
         char db[64];
         snprintf(db, sizeof db, "shard%d.sqlite", i);
-        snprintf(args, sizeof args, "--db '%s' --shard %d/3 -t 1", tmp(db), i);
+        snprintf(args, sizeof args, "--db '%s' --shard %d/3 --reference-db '%s' -t 1", tmp(db), i, tmp("ref.sqlite"));
         QP_CHECK_MSG(sweep(cfg, args, &out) == 0, "%s", out);
         free(out);
+        char dir[600];
+        snprintf(dir, sizeof dir, "%s.refcache", tmp(db));
+        QP_CHECK_MSG(access(dir, F_OK) != 0, "shard %d made a cache of its own", i);
     }
     char cmd[4096];
     snprintf(cmd, sizeof cmd, "'%s' merge '%s' '%s' '%s' '%s'", qpt_qprobe(), tmp("merged.sqlite"), tmp("shard0.sqlite"),

@@ -572,7 +572,7 @@ QP_TEST(synth_command_should_list_its_shapes) {
     QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);
     int n;
     const struct hx_synth_shape *s = hx_synth_shapes(&n);
-    QP_CHECK_INT_EQ(n, 13); // 3 Llama 2 shapes, 6 of the newer families, 4 small test models (--arch)
+    QP_CHECK_INT_EQ(n, 14); // 4 Llama 2 shapes, 6 of the newer families, 4 small test models (--arch)
     for (int i = 0; i < n; i++) QP_CHECK_MSG(strstr(out, s[i].name), "'%s' not listed", s[i].name);
     const struct hx_synth_shape *g2 = hx_synth_shape_find("gemma-2-2b"), *q5 = hx_synth_shape_find("qwen2.5-0.5b");
     QP_CHECK(g2 && g2->arch == KN_ARCH_GEMMA2 && g2->dim == 2304 && g2->head_size == 256 && g2->n_layers == 26 &&
@@ -586,6 +586,8 @@ QP_TEST(synth_command_should_list_its_shapes) {
     const struct hx_synth_shape *l7 = hx_synth_shape_find("llama-7b-block");
     QP_CHECK(l7 && l7->dim == 4096 && l7->hidden_dim == 11008 && l7->n_layers == 2 &&
              l7->n_heads == 32 && l7->n_kv_heads == 32 && l7->seq_len == 4096);
+    const struct hx_synth_shape *f7 = hx_synth_shape_find("llama-2-7b"); // the whole model (issue 18's 7B check)
+    QP_CHECK(f7 && f7->dim == 4096 && f7->hidden_dim == 11008 && f7->n_layers == 32 && f7->n_kv_heads == 32);
     free(out);
     snprintf(cmd, sizeof cmd, "'%s' synth --help", qpt_qprobe());
     QP_CHECK_INT_EQ(qpt_run(cmd, &out), 0);

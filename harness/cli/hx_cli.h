@@ -25,6 +25,9 @@ int hx_cmd_eval(int argc, char **argv);
 int hx_cmd_inspect(int argc, char **argv);
 int hx_cmd_sweep(int argc, char **argv);
 int hx_cmd_merge(int argc, char **argv);
+// Merges the study in_path into out_path (created when missing) as `qprobe merge` does, printing
+// nothing but an error (as cmd); the exit status. For `sweep --reference-db`.
+int hx_merge_into(const char *cmd, const char *out_path, const char *in_path);
 int hx_cmd_synth(int argc, char **argv);
 int hx_cmd_gate(int argc, char **argv);
 int hx_cmd_report(int argc, char **argv);

@@ -52,6 +52,8 @@ static void eval_usage(void) {
            "      --gen-seed S        sampling seed (default 1)\n"
            "      --gen-k K           agreement in the first K tokens (default 16)\n"
            "      --gen-prompt-tokens P  tokens per prompt cut from the text (default 32)\n"
+           "      --refcache DIR      the reference cache's directory (default: DB.refcache): the\n"
+           "                          reference is run once per run and cached there (docs/SWEEP.md)\n"
            "      --label TEXT        a label, part of the run's identity\n"
            "      --resume            skip (instead of refusing) a variant already stored\n"
            "  -t, --threads N         threads (default: all CPUs); results are the same for any N\n"
@@ -77,7 +79,7 @@ struct eval_args {
 // The long options without a short letter.
 enum eval_opt { O_TEXT = 256, O_DB, O_VS, O_ACT, O_CTX, O_PROTO, O_CHUNKS, O_LAYER, O_ACTCH, O_SENS,
                 O_SENS_T, O_KEEP, O_LABEL, O_RESUME, O_JSON, O_TASKS, O_TLIMIT, O_CALIB, O_CSEQS, O_CLEN, O_OVERLAP,
-                O_GEN, O_PROMPTS, O_GTEMP, O_GSEED, O_GK, O_GPT };
+                O_GEN, O_PROMPTS, O_GTEMP, O_GSEED, O_GK, O_GPT, O_RCDIR };
 
 // One of the generation options (docs/GENERATION.md) into g: 0 or a usage error's status.
 static int eval_gen_opt(int opt, const char *val, struct hx_gen_opts *g) {
@@ -122,6 +124,7 @@ static int eval_parse_opts(int argc, char **argv, struct eval_args *a) {
         {"generate", required_argument, 0, O_GEN}, {"prompts", required_argument, 0, O_PROMPTS},
         {"gen-temp", required_argument, 0, O_GTEMP}, {"gen-seed", required_argument, 0, O_GSEED},
         {"gen-k", required_argument, 0, O_GK},     {"gen-prompt-tokens", required_argument, 0, O_GPT},
+        {"refcache", required_argument, 0, O_RCDIR},
         {0, 0, 0, 0}};
     struct hx_study_opts *so = &a->so;
     int c, rc = 0;
@@ -152,6 +155,7 @@ static int eval_parse_opts(int argc, char **argv, struct eval_args *a) {
         case O_SENS_T: so->sens_tensors = 1; break;
         case O_KEEP: so->keep_tokens = 1; break;
         case O_LABEL: so->label = optarg; break;
+        case O_RCDIR: so->refcache_dir = optarg; break;
         case O_RESUME: so->resume = 1; break;
         case 't': rc = hx_parse_int("eval", "-t", optarg, 1, 256, &so->n_threads); break;
         case O_JSON: a->json = 1; break;
@@ -253,7 +257,9 @@ static void eval_print_text(const struct hx_variant_outcome *vo, int64_t run_id,
            vo->ln_ratio, vo->ln_ratio_unc);
     printf("KLD         mean %.6f ± %.6f, p99 %.6f\n", vo->kld_mean, vo->kld_unc, vo->kld_p99);
     printf("top-1       %.3f%% ± %.3f%% agreement with the reference\n", 100 * vo->same_top, 100 * vo->same_top_unc);
-    if (vo->worst_layer >= 0) printf("sensitivity layer %d hurts most when quantized alone\n", vo->worst_layer);
+    if (vo->worst_layer >= 0)
+        printf("sensitivity layer %d hurts most when quantized alone%s\n", vo->worst_layer,
+               vo->worst_estimated ? " (estimated from the local errors; --sensitivity N measures it)" : "");
     if (vo->gen_prompts) {
         const struct met_gen_summary *g = &vo->gen;
         printf("generate    %d prompts x %d tokens: median first divergence %.1f, %.0f%% identical, loops %.0f%% "
@@ -276,6 +282,7 @@ static int eval_run(struct eval_args *a, const char *variant, struct hx_task_lis
     if (rc) return hx_fail("eval", rc, "%s", err);
     struct hx_variant_outcome vo;
     rc = hx_study_variant(s, variant, 1, &vo, err);
+    if (!rc) rc = hx_study_finish(s, &vo, err); // the reference's NLL of the continuations
     int status = rc ? hx_fail("eval", rc, "%s", err) : HX_EXIT_OK;
     if (!rc && a->json) eval_print_json(&vo, hx_study_run_id(s));
     else if (!rc) eval_print_text(&vo, hx_study_run_id(s), a->so.db_path);

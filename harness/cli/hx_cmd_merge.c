@@ -202,6 +202,18 @@ static int merge_attach_one(struct hx_store *out, const char *in, int *copied, i
     return rc ? hx_fail("merge", rc, "%s", err) : HX_EXIT_OK;
 }
 
+int hx_merge_into(const char *cmd, const char *out_path, const char *in_path) {
+    char *in[] = {(char *)in_path};
+    int status = merge_check_inputs(out_path, in, 1), rc, copied = 0, kept = 0;
+    if (status) return status;
+    char err[QP_ERRLEN];
+    struct hx_store *out;
+    if ((rc = hx_store_open(out_path, 0, &out, err))) return hx_fail(cmd, rc, "%s", err);
+    status = merge_attach_one(out, in_path, &copied, &kept);
+    hx_store_close(out);
+    return status;
+}
+
 int hx_cmd_merge(int argc, char **argv) {
     if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
         merge_usage();

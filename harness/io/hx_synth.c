@@ -69,6 +69,8 @@ static const struct hx_synth_shape sy_shapes[] = {
      2048, 5632, 22, 32, 4, 2048, 32000, 1e-5f, 10000.0f, .vocab = SY_VOCAB_LLAMA_SPM},
     {"llama-7b-block", "Llama-2-7B's width in 2 layers (MHA 32/32), 0.67 B weights",
      4096, 11008, 2, 32, 32, 4096, 32000, 1e-5f, 10000.0f, .vocab = SY_VOCAB_LLAMA_SPM},
+    {"llama-2-7b", "Llama-2-7B: 32 layers, MHA 32/32, 6.74 B weights (F16: 13.5 GB)",
+     4096, 11008, 32, 32, 32, 4096, 32000, 1e-5f, 10000.0f, .vocab = SY_VOCAB_LLAMA_SPM},
     {"test-tiny", "for tests: dim 64, 2 layers, GQA 4/2 heads, 4.1 M weights (mostly vocab)",
      64, 172, 2, 4, 2, 512, 32000, 1e-5f, 10000.0f, .vocab = SY_VOCAB_LLAMA_SPM},
     {"llama-3.2-1b", "Llama-3.2-1B: 16 layers, GQA 32/8, tied, Llama 3 RoPE scaling, 1.24 B weights",

@@ -184,6 +184,7 @@ int hx_calib_overlap(const char *calib_text, size_t n, const char *eval_text, si
 // depend on the thread count (up to OpenBLAS's own dsyrk rounding).
 struct hx_lane {
     struct kn_state *s;
+    float *x;                   // a layer pass: this window's residual stream, (seq_len, dim)
     struct hx_calib_stats part; // this window's sums and maxima (no gram), same layout as the totals
     float **rows;               // per site with gram: the window's rows (seq_len, width), else NULL
     float *normed;              // (seq_len, dim) the classifier's input
@@ -192,6 +193,8 @@ struct hx_lane {
 
 struct hx_collect_ctx {
     struct hx_calib_stats *st;
+    int offset;     // a layer pass: the model's layer that the view's layer 0 is (else 0)
+    int capture;    // a layer pass: the view's output replaces the lane's x
     int layer;      // the layer collected, or -1 for all
     int classifier; // collect the classifier's input at the last block's output
     int last_layer;
@@ -238,6 +241,8 @@ static void lane_site(struct hx_lane *ln, int idx, const float *x, int n, int po
 static void collect_probe(void *ctx, enum kn_site site, int layer, const float *x, int n, int width, int pos0) {
     struct hx_lane *ln = ctx;
     const struct hx_collect_ctx *c = ln->cc;
+    layer += c->offset;
+    if (c->capture && site == KN_SITE_RESID_OUT) memcpy(ln->x + (size_t)pos0 * width, x, (size_t)n * width * sizeof(float));
     if (c->classifier && site == KN_SITE_RESID_OUT && layer == c->last_layer) {
         for (int r = 0; r < n; r++)
             c->ops->rmsnorm(ln->normed + (size_t)(pos0 + r) * width, x + (size_t)r * width, c->out_norm, width, c->eps);
@@ -253,6 +258,13 @@ static void collect_probe(void *ctx, enum kn_site site, int layer, const float *
     if (s < 0) return;
     QP_ASSERT(!ln->part.site[layer * HX_CS_COUNT + s].width || ln->part.site[layer * HX_CS_COUNT + s].width == width);
     lane_site(ln, layer * HX_CS_COUNT + s, x, n, pos0);
+}
+
+// A layer pass: the window's residual stream as the block input of the view's only layer.
+static void collect_inject(void *ctx, int layer, float *x, int n, int width, int pos0) {
+    (void)layer;
+    struct hx_lane *ln = ctx;
+    memcpy(x, ln->x + (size_t)pos0 * width, (size_t)n * width * sizeof(float));
 }
 
 static void lane_free(struct hx_lane *ln) {
@@ -308,18 +320,49 @@ static void lane_merge(struct hx_lane *ln, struct hx_calib_stats *st, double *bu
     }
 }
 
-int hx_calib_collect(const struct kn_weights *w, int n_layers_full, const struct hx_calib *cal, int act_q8,
-                     int layer, int classifier, int want_gram, struct hx_calib_stats *st, char *err) {
+// A pass over the calibration windows through w. view (may be NULL): w is a one-layer view of
+// the model's layer view->layer, fed each window's residual stream view->x (NULL: the embeddings,
+// for layer 0), and with view->capture its output replaces view->x. The rest as hx_calib_collect.
+struct hx_view {
+    int layer, capture;
+    float *x; // (n_seqs, seq_len, dim)
+};
+
+// Every window through the engine, one lane per thread; each lane's sums merged in window order.
+static void collect_windows(const struct hx_calib *cal, struct hx_lane *lanes, int n_lanes, const struct hx_view *view,
+                            struct hx_calib_stats *st, double *buf, int dim) {
+    // The lanes are the parallelism here: OpenBLAS's own threads would only spin beside them
+    // (its dsyrk on one window is ~1 ms), so it runs on one thread until the windows are done.
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    for (int i0 = 0; i0 < cal->n_seqs; i0 += n_lanes) {
+        int nb = QP_MIN(n_lanes, cal->n_seqs - i0);
+#pragma omp parallel for num_threads(nb) schedule(static, 1) if (nb > 1)
+        for (int t = 0; t < nb; t++) {
+            struct hx_lane *ln = &lanes[t];
+            ln->x = view && view->x ? view->x + (size_t)(i0 + t) * cal->seq_len * dim : NULL;
+            struct kn_probe probe = {collect_probe, ln, view && view->x && view->layer > 0 ? collect_inject : NULL};
+            kn_state_reset(ln->s);
+            kn_forward(ln->s, cal->tokens + (size_t)(i0 + t) * cal->seq_len, cal->seq_len, NULL, cal->seq_len, &probe);
+        }
+        for (int t = 0; t < nb; t++) lane_merge(&lanes[t], st, buf);
+    }
+    openblas_set_num_threads(blas_threads);
+}
+
+static int collect_run(const struct kn_weights *w, int n_layers_full, const struct hx_calib *cal, int act_q8,
+                       int layer, int classifier, int want_gram, const struct hx_view *view,
+                       struct hx_calib_stats *st, char *err) {
     const struct kn_config *cfg = &w->cfg;
-    QP_ASSERT(cfg->n_layers <= n_layers_full && layer <= cfg->n_layers); // layer == n_layers: none
-    QP_ASSERT(!classifier || cfg->n_layers == n_layers_full);
-    int fail = 0;
+    int off = view ? view->layer : 0, fail = 0;
+    QP_ASSERT(off + cfg->n_layers <= n_layers_full && layer <= n_layers_full); // layer == n_layers: none
+    QP_ASSERT(!classifier || off + cfg->n_layers == n_layers_full);
     if (!st->site) {
         st->n_layers = n_layers_full;
         st->site = calloc((size_t)n_layers_full * HX_CS_COUNT + 1, sizeof *st->site);
         if (!st->site) return qp_fail(err, QP_ENOMEM, "out of memory for calibration statistics");
     }
-    for (int l = 0; l < cfg->n_layers; l++) {
+    for (int l = off; l < off + cfg->n_layers; l++) {
         if (layer >= 0 && l != layer) continue;
         for (int s = 0; s < HX_CS_COUNT; s++)
             site_alloc(hx_calib_site(st, l, s),
@@ -335,8 +378,8 @@ int hx_calib_collect(const struct kn_weights *w, int n_layers_full, const struct
     float *onorm_owned = NULL;
     double *buf = qp_alloc_array((size_t)cal->seq_len * (size_t)QP_MAX(QP_MAX(cfg->dim, cfg->hidden_dim), kn_q_dim(cfg)),
                                  sizeof(double));
-    struct hx_collect_ctx cc = {.st = st, .layer = layer, .classifier = classifier, .last_layer = cfg->n_layers - 1,
-                                .eps = cfg->norm_eps};
+    struct hx_collect_ctx cc = {.st = st, .offset = off, .capture = view && view->capture, .layer = layer,
+                                .classifier = classifier, .last_layer = off + cfg->n_layers - 1, .eps = cfg->norm_eps};
     int rc = 0;
     if (fail || !lanes || !buf) rc = qp_fail(err, QP_ENOMEM, "out of memory for calibration statistics");
     if (!rc && classifier && hx_tensor_f32(&w->out_norm, &onorm, &onorm_owned))
@@ -346,22 +389,7 @@ int hx_calib_collect(const struct kn_weights *w, int n_layers_full, const struct
     if (!rc) rc = kn_engine_create_opts(w, &eo, &e, err);
     if (!rc) cc.ops = kn_engine_ops(e);
     for (int t = 0; t < n_lanes && !rc; t++) rc = lane_init(&lanes[t], e, cal, &cc, err);
-    // The lanes are the parallelism here: OpenBLAS's own threads would only spin beside them
-    // (its dsyrk on one window is ~1 ms), so it runs on one thread until the windows are done.
-    int blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-    for (int i0 = 0; i0 < cal->n_seqs && !rc; i0 += n_lanes) {
-        int nb = QP_MIN(n_lanes, cal->n_seqs - i0);
-#pragma omp parallel for num_threads(nb) schedule(static, 1) if (nb > 1)
-        for (int t = 0; t < nb; t++) {
-            struct kn_probe probe = {collect_probe, &lanes[t], NULL};
-            kn_state_reset(lanes[t].s);
-            kn_forward(lanes[t].s, cal->tokens + (size_t)(i0 + t) * cal->seq_len, cal->seq_len, NULL, cal->seq_len,
-                       &probe);
-        }
-        for (int t = 0; t < nb; t++) lane_merge(&lanes[t], st, buf);
-    }
-    openblas_set_num_threads(blas_threads);
+    if (!rc) collect_windows(cal, lanes, n_lanes, view, st, buf, cfg->dim);
     for (int t = 0; lanes && t < n_lanes; t++) lane_free(&lanes[t]);
     free(lanes);
     kn_engine_destroy(e);
@@ -369,6 +397,22 @@ int hx_calib_collect(const struct kn_weights *w, int n_layers_full, const struct
     qp_free(onorm_owned);
     if (rc) hx_calib_stats_free(st);
     return rc;
+}
+
+int hx_calib_collect(const struct kn_weights *w, int n_layers_full, const struct hx_calib *cal, int act_q8,
+                     int layer, int classifier, int want_gram, struct hx_calib_stats *st, char *err) {
+    return collect_run(w, n_layers_full, cal, act_q8, layer, classifier, want_gram, NULL, st, err);
+}
+
+// A one-layer view of w's layer l, with Gemma 2's alternating window as layer l has it.
+static void layer_view(const struct kn_weights *w, int l, struct kn_weights *v) {
+    *v = *w;
+    v->cfg.n_layers = 1;
+    v->layers = &w->layers[l];
+    if (v->cfg.swa_window > 0 && v->cfg.swa_every > 1) {
+        if (kn_layer_swa(&w->cfg, l)) v->cfg.swa_every = 1;
+        else v->cfg.swa_window = 0;
+    }
 }
 
 void hx_calib_stats_finish(struct hx_calib_stats *st) {
@@ -833,29 +877,45 @@ static int cq_begin(struct cq *c) {
 }
 
 // The layers in order, then the classifier. gptq and awq collect each layer's statistics from
-// the model quantized so far (sequential); the others take every site from one pass over the
-// source model.
+// the model quantized so far (sequential): the windows' residual streams entering layer l are
+// kept (n_seqs x seq_len x dim floats), layer l's statistics come from one pass of the source
+// layer over them, and the quantized layer then carries them to layer l + 1 (its last pass also
+// collects the classifier's input): two one-layer passes per layer, the same bits as running
+// layers 0..l each time (which cost L(L+1)/2 layer passes). The others take every site from one
+// pass over the source model.
+static int cq_sequential(struct cq *c, int act_q8, struct hx_calib_stats *st) {
+    int L = c->src->cfg.n_layers, rc = 0;
+    size_t n = (size_t)c->cal->n_seqs * c->cal->seq_len * c->src->cfg.dim;
+    struct hx_view view = {.x = qp_alloc_array(n, sizeof(float))};
+    if (!view.x) return qp_fail(c->err, QP_ENOMEM, "out of memory for %zu MiB of calibration activations", n >> 18);
+    for (int l = 0; l < L && !rc; l++) {
+        struct kn_weights v;
+        view.layer = l;
+        view.capture = 0;
+        layer_view(&c->m->w, l, &v); // layer l still the source's
+        rc = collect_run(&v, L, c->cal, act_q8, l, 0, 1, &view, st, c->err);
+        hx_calib_stats_finish(st);
+        if (!rc) rc = cq_layer_run(c, l, st);
+        hx_calib_stats_free(st);
+        view.capture = 1;
+        layer_view(&c->m->w, l, &v); // now quantized: carry the windows on
+        if (!rc) rc = collect_run(&v, L, c->cal, act_q8, L, l == L - 1, 1, &view, st, c->err);
+        if (!rc && l == L - 1) hx_calib_stats_finish(st);
+        else hx_calib_stats_free(st);
+    }
+    qp_free(view.x);
+    return rc;
+}
+
 static int cq_run(struct cq *c) {
     int L = c->src->cfg.n_layers, act_q8 = c->m->act_q8, rc = 0;
-    int sequential = c->family == QZ_GPTQ || c->family == QZ_AWQ;
     struct hx_calib_stats st = {0};
-    if (!sequential) { // one pass over the source model, every site
+    if (c->family == QZ_GPTQ || c->family == QZ_AWQ) {
+        rc = cq_sequential(c, act_q8, &st);
+    } else { // one pass over the source model, every site
         rc = hx_calib_collect(c->src, L, c->cal, act_q8, -1, 1, 0, &st, c->err);
         hx_calib_stats_finish(&st);
-    }
-    for (int l = 0; l < L && !rc; l++) {
-        if (sequential) { // the model so far: embedding and layers < l quantized, stop after l
-            struct kn_weights wt = c->m->w;
-            wt.cfg.n_layers = l + 1;
-            rc = hx_calib_collect(&wt, L, c->cal, act_q8, l, 0, 1, &st, c->err);
-            hx_calib_stats_finish(&st);
-        }
-        if (!rc) rc = cq_layer_run(c, l, &st);
-        if (sequential) hx_calib_stats_free(&st);
-    }
-    if (!rc && sequential) {
-        rc = hx_calib_collect(&c->m->w, L, c->cal, act_q8, L, 1, 1, &st, c->err);
-        hx_calib_stats_finish(&st);
+        for (int l = 0; l < L && !rc; l++) rc = cq_layer_run(c, l, &st);
     }
     if (!rc) rc = cq_output(c, st.site && hx_calib_site_output(&st)->width ? hx_calib_site_output(&st) : NULL);
     hx_calib_stats_free(&st);

@@ -232,19 +232,18 @@ static int64_t hx_ls_chunks(struct hx_ls *ls, struct hx_lockstep_result *res) {
     return processed;
 }
 
-// The per-chunk slots compacted into token order and pushed in that order (the statistics then
-// do not depend on the thread count), with the distinct argmax tokens of both models.
-static int hx_ls_collect(struct hx_ls *ls, struct hx_lockstep_result *res, char *err) {
-    int vocab = ls->c->vocab_size, rc = 0;
+int hx_lockstep_collect(struct met_dist_tok *toks, const int *counts, int n_chunks, int per_chunk, int vocab,
+                        struct hx_lockstep_result *res, char *err) {
+    int rc = 0;
     uint8_t *seen = calloc((size_t)vocab, 1);
     if (!seen) return qp_fail(err, QP_ENOMEM, "out of memory");
     size_t w = 0;
-    for (int ci = 0; ci < ls->n_chunks && !rc; ci++)
-        for (int k = 0; k < ls->counts[ci] && !rc; k++, w++) {
-            ls->toks[w] = ls->toks[(size_t)ci * ls->per_chunk + k];
-            if (met_dist_push(res->dist, &ls->toks[w])) rc = qp_fail(err, QP_ENOMEM, "out of memory");
-            seen[ls->toks[w].top_ref] |= 1;
-            seen[ls->toks[w].top_var] |= 2;
+    for (int ci = 0; ci < n_chunks && !rc; ci++)
+        for (int k = 0; k < counts[ci] && !rc; k++, w++) {
+            toks[w] = toks[(size_t)ci * per_chunk + k];
+            if (met_dist_push(res->dist, &toks[w])) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+            seen[toks[w].top_ref] |= 1;
+            seen[toks[w].top_var] |= 2;
         }
     res->n_tokens = w;
     for (int v = 0; v < vocab; v++) {
@@ -282,7 +281,7 @@ int hx_lockstep_run(const struct kn_engine *ref, const struct kn_engine *var, co
         res->tokens_processed = processed;
         res->n_chunks = ls.n_chunks;
         res->n_layers = ls.c->n_layers;
-        if (!rc) rc = hx_ls_collect(&ls, res, err);
+        if (!rc) rc = hx_lockstep_collect(ls.toks, ls.counts, ls.n_chunks, ls.per_chunk, ls.c->vocab_size, res, err);
         if (o->progress) o->progress(o->progress_ctx, ls.n_chunks, ls.n_chunks, processed);
     }
     if (!rc && o->keep_tokens) {

@@ -59,6 +59,12 @@ int hx_lockstep_run(const struct kn_engine *ref, const struct kn_engine *var, co
                     char *err);
 void hx_lockstep_result_free(struct hx_lockstep_result *res);
 
+// The per-chunk slots toks ((n_chunks, per_chunk), counts[c] filled in chunk c) compacted into
+// token order and pushed into res->dist in that order (so the statistics do not depend on the
+// thread count), with the distinct argmax tokens of both models. Shared with hx_refeval.c.
+int hx_lockstep_collect(struct met_dist_tok *toks, const int *counts, int n_chunks, int per_chunk, int vocab,
+                        struct hx_lockstep_result *res, char *err);
+
 static inline int hx_layer_index(int layer, enum kn_site site) {
     return layer * KN_SITE_COUNT + (int)site;
 }

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <sqlite3.h>
+
 #include "hx_calib.h"
 #include "hx_progress.h"
 #include "hx_text.h"
@@ -14,6 +16,8 @@
 #include "kn_engine.h"
 #include "kn_qdot.h"
 #include "hx_lockstep.h"
+#include "hx_refcache.h"
+#include "hx_refeval.h"
 #include "met_dist.h"
 #include "met_grid.h"
 #include "met_layer.h"
@@ -29,14 +33,28 @@
 #include "hx_tokenizer.h"
 #include "hx_variant.h"
 
+// Activation statistics: a probe on the reference over the first act_chunks chunks.
+struct hx_act_probe {
+    struct met_act *acc; // (n_layers, KN_SITE_LOGITS)
+};
+
 struct hx_study {
     struct hx_study_opts o;
+    struct hx_act_probe act; // the reference's activation statistics while they are collected
+    int act_done;            // ... collected by the cache's reference pass
     struct hx_model *m;
     int *tokens;
     size_t n_tokens;
-    struct kn_engine *ref; // the reference: the model as loaded, fp32 activations
+    struct kn_engine *ref; // the reference: the model as loaded, fp32 activations; NULL once
+                           // released (hx_study_ref_release), made again when needed (hx_study_ref)
+    const struct kn_ops *ops; // its kernel table (static: outlives the engine)
     struct hx_store *st;
-    int64_t run_id;
+    int64_t run_id, ref_id;
+    // The reference cache (hx_refcache.h): what every variant is compared with.
+    struct hx_refcache *rc;
+    char rc_dir[4200];
+    char model_sha[65], tok_sha[65], text_sha[65];
+    struct hx_refcache_id rc_id;
     int bos;
     char prefix[64];
     struct hx_calib *cal;          // calibration windows (NULL: none given)
@@ -58,12 +76,14 @@ void hx_study_opts_default(struct hx_study_opts *o) {
     o->layer_chunks = 1;
     o->act_chunks = 4;
     o->grid = 1;
+    o->sens_estimate = 1;
     o->calib_seqs = 128;
     o->calib_len = 512;
     hx_gen_opts_default(&o->gen);
 }
 
 int64_t hx_study_run_id(const struct hx_study *s) { return s->run_id; }
+const char *hx_study_refcache_path(const struct hx_study *s) { return s->rc ? hx_refcache_path(s->rc) : ""; }
 void hx_study_set_progress_prefix(struct hx_study *s, const char *prefix) {
     snprintf(s->prefix, sizeof s->prefix, "%s", prefix);
 }
@@ -96,6 +116,22 @@ static void hx_progress_maybe(struct hx_study *s, struct hx_progress *p, const c
     hx_progress_init(p, label);
     *fn = hx_progress_cb;
     *ctx = p;
+}
+
+// The reference engine, made again when it was released. 0 or a QP_E* code with err.
+static int hx_study_ref(struct hx_study *s, char *err) {
+    if (s->ref) return 0;
+    char msg[QP_ERRLEN];
+    int rc = kn_engine_create(&s->m->w, NULL, &s->ref, msg);
+    return rc ? qp_fail(err, rc == QP_ENOMEM ? rc : QP_ENOTSUP, "cannot run '%s': %s", s->o.model_path, msg) : 0;
+}
+
+// The reference engine released and the model file's pages dropped from the process: variants
+// then run with one model in memory (the quantizers fault in what they read, one tensor at a time).
+static void hx_study_ref_release(struct hx_study *s) {
+    kn_engine_destroy(s->ref);
+    s->ref = NULL;
+    hx_model_release_pages(s->m);
 }
 
 // One row of table metric.
@@ -177,10 +213,6 @@ int hx_store_weight_stats(struct hx_store *st, int64_t run_id, struct kn_weights
     return rc;
 }
 
-// Activation statistics: a probe on the reference over the first act_chunks chunks.
-struct hx_act_probe {
-    struct met_act *acc; // (n_layers, KN_SITE_LOGITS)
-};
 
 static void hx_act_probe_fn(void *p, enum kn_site site, int layer, const float *x, int n, int width,
                             int pos0) {
@@ -191,29 +223,38 @@ static void hx_act_probe_fn(void *p, enum kn_site site, int layer, const float *
     met_act_add(&ap->acc[layer * KN_SITE_LOGITS + site], x, n);
 }
 
-// The reference's activation statistics over the first act_chunks chunks: one summary per
-// (layer, site) into *out ((n_layers, KN_SITE_LOGITS), malloc'd; NULL and *n = 0 when there are
-// none). Computed before the reference's transaction, so that the write lock is held only while
-// rows are written (another process storing into the same study waits that long, not for the
-// forward passes).
-static int hx_act_stats(struct hx_study *s, struct met_act_summary **out, int *n_out, char *err) {
+// The chunks with activation statistics.
+static int hx_act_chunks(const struct hx_study *s) {
+    int n = QP_MIN(s->o.act_chunks, hx_ppl_n_chunks(s->o.protocol, s->n_tokens, s->o.ctx));
+    return s->o.max_chunks > 0 ? QP_MIN(n, s->o.max_chunks) : n;
+}
+
+// The accumulators of every site, (n_layers, KN_SITE_LOGITS). 0 or QP_ENOMEM with err.
+static int hx_act_open(struct hx_study *s, char *err) {
     const struct kn_config *c = &s->m->w.cfg;
-    *out = NULL;
-    *n_out = 0;
-    int n_chunks = QP_MIN(s->o.act_chunks, hx_ppl_n_chunks(s->o.protocol, s->n_tokens, s->o.ctx));
-    if (s->o.max_chunks > 0) n_chunks = QP_MIN(n_chunks, s->o.max_chunks);
-    if (n_chunks < 1) return 0;
-    int n_acc = c->n_layers * KN_SITE_LOGITS, rc = 0;
-    struct hx_act_probe ap = {calloc((size_t)n_acc, sizeof(struct met_act))};
-    struct met_act_summary *sums = calloc((size_t)n_acc, sizeof *sums);
+    int n_acc = c->n_layers * KN_SITE_LOGITS;
+    if (!(s->act.acc = calloc((size_t)n_acc, sizeof(struct met_act)))) return qp_fail(err, QP_ENOMEM, "out of memory");
+    for (int i = 0; i < n_acc; i++)
+        if (met_act_init(&s->act.acc[i], kn_site_width(c, (enum kn_site)(i % KN_SITE_LOGITS))))
+            return qp_fail(err, QP_ENOMEM, "out of memory");
+    return 0;
+}
+
+static void hx_act_close(struct hx_study *s) {
+    for (int i = 0; s->act.acc && i < s->m->w.cfg.n_layers * KN_SITE_LOGITS; i++) met_act_deinit(&s->act.acc[i]);
+    free(s->act.acc);
+    s->act.acc = NULL;
+    s->act_done = 0;
+}
+
+// The reference over the first act chunks with the statistics probe (when the cache's reference
+// pass did not collect them on its way).
+static int hx_act_pass(struct hx_study *s, int n_chunks, char *err) {
     struct kn_state *st = NULL;
-    int *buf = malloc((size_t)s->o.ctx * sizeof(int));
-    if (!ap.acc || !buf || !sums) rc = qp_fail(err, QP_ENOMEM, "out of memory");
-    for (int i = 0; i < n_acc && !rc; i++)
-        if (met_act_init(&ap.acc[i], kn_site_width(c, (enum kn_site)(i % KN_SITE_LOGITS))))
-            rc = qp_fail(err, QP_ENOMEM, "out of memory");
+    int *buf = malloc((size_t)s->o.ctx * sizeof(int)), rc = hx_study_ref(s, err);
+    if (!rc && !buf) rc = qp_fail(err, QP_ENOMEM, "out of memory");
     if (!rc) rc = kn_state_create(s->ref, s->o.ctx, s->o.ctx, s->o.n_threads, &st, err);
-    struct kn_probe probe = {hx_act_probe_fn, &ap, NULL};
+    struct kn_probe probe = {hx_act_probe_fn, &s->act, NULL};
     for (int ci = 0; ci < n_chunks && !rc; ci++) {
         struct hx_chunk ch = hx_chunk_of(s->o.protocol, s->n_tokens, s->o.ctx, ci);
         memcpy(buf, s->tokens + ch.start, (size_t)ch.len * sizeof(int));
@@ -221,64 +262,71 @@ static int hx_act_stats(struct hx_study *s, struct met_act_summary **out, int *n
         kn_state_reset(st);
         kn_forward(st, buf, ch.len, NULL, ch.len, &probe);
     }
-    for (int i = 0; i < n_acc && !rc; i++)
-        if (kn_site_used(c, (enum kn_site)(i % KN_SITE_LOGITS))) // (post-norm sites)
-            rc = met_act_finish(&ap.acc[i], &sums[i], err);
-    for (int i = 0; i < n_acc && ap.acc; i++) met_act_deinit(&ap.acc[i]);
-    free(ap.acc);
     free(buf);
     kn_state_destroy(st);
-    if (rc) {
-        free(sums);
-        return rc;
-    }
-    *out = sums;
-    *n_out = n_acc;
-    return 0;
+    return rc;
 }
 
-static int hx_store_act_stats(struct hx_study *s, const struct met_act_summary *sums, int n, char *err) {
-    int rc = 0;
-    for (int i = 0; i < n && !rc; i++) {
-        if (!kn_site_used(&s->m->w.cfg, (enum kn_site)(i % KN_SITE_LOGITS))) continue; // never finished
-        const struct met_act_summary *as = &sums[i];
+// The reference's activation accumulators filled: by the cache's reference pass on its way, or
+// else by a pass of their own. Run before the reference's transaction, so that the write lock is
+// held only while rows are written (another process storing into the same study waits that
+// long, not for the forward passes).
+static int hx_act_ready(struct hx_study *s, char *err) {
+    int n_chunks = hx_act_chunks(s), rc = 0;
+    if (n_chunks < 1 || s->act_done) return 0;
+    hx_act_close(s);
+    rc = hx_act_open(s, err);
+    if (!rc) rc = hx_act_pass(s, n_chunks, err);
+    if (!rc) s->act_done = 1;
+    return rc;
+}
+
+// Activation statistics of the reference (hx_act_ready first): table act_stat and its histograms.
+static int hx_store_act_stats(struct hx_study *s, char *err) {
+    const struct kn_config *c = &s->m->w.cfg;
+    int n_acc = c->n_layers * KN_SITE_LOGITS, rc = 0;
+    if (hx_act_chunks(s) < 1 || !s->act.acc) return 0;
+    for (int i = 0; i < n_acc && !rc; i++) {
+        if (!kn_site_used(c, (enum kn_site)(i % KN_SITE_LOGITS))) continue; // (post-norm sites)
+        struct met_act_summary as;
+        if ((rc = met_act_finish(&s->act.acc[i], &as, err))) break;
         int layer = i / KN_SITE_LOGITS;
         const char *site = kn_site_name((enum kn_site)(i % KN_SITE_LOGITS));
         char top[1024], subject[96];
         size_t k = (size_t)snprintf(top, sizeof top, "[");
-        for (int j = 0; j < as->n_top && k < sizeof top - 40; j++)
+        for (int j = 0; j < as.n_top && k < sizeof top - 40; j++)
             k += (size_t)snprintf(top + k, sizeof top - k, "%s[%lld,%.6g]", j ? "," : "",
-                                  (long long)as->top_chan[j], (double)as->top_absmax[j]);
+                                  (long long)as.top_chan[j], (double)as.top_absmax[j]);
         snprintf(top + k, sizeof top - k, "]");
         rc = hx_store_exec(s->st, err,
                            "INSERT INTO act_stat (run_id, layer, site, width, rows, kurtosis, max_abs,"
                            " median_channel_absmax, top_channels) VALUES (?,?,?,?,?,?,?,?,?)",
-                           "iItiiddd" "t", s->run_id, layer, site, as->width, as->rows, as->kurtosis, as->absmax,
-                           as->median_chan_absmax, top);
+                           "iItiiddd" "t", s->run_id, layer, site, as.width, as.rows, as.kurtosis, as.absmax,
+                           as.median_chan_absmax, top);
         snprintf(subject, sizeof subject, "blk.%d.%s", layer, site);
-        if (!rc) rc = hx_store_log10_hist(s->st, s->run_id, 0, "act_channel_absmax_log10", subject, as->chan_hist, err);
+        if (!rc) rc = hx_store_log10_hist(s->st, s->run_id, 0, "act_channel_absmax_log10", subject, as.chan_hist, err);
     }
     return rc;
 }
 
+// The reference's row, from the cache (its perplexity: met_token_nll of every scored token, as
+// `qprobe ppl` computes it), with the weight and activation statistics, in one transaction.
 static int hx_store_reference(struct hx_study *s, char *err) {
-    struct hx_ppl_opts po = {.protocol = s->o.protocol, .ctx = s->o.ctx, .n_threads = s->o.n_threads,
-                             .bos = s->bos, .max_chunks = s->o.max_chunks};
-    struct hx_progress prog;
-    hx_progress_maybe(s, &prog, "reference", &po.progress, &po.progress_ctx);
-    struct hx_ppl_result res;
-    int rc = hx_ppl_run(s->ref, s->tokens, s->n_tokens, &po, 0, &res, err);
-    if (po.progress) hx_progress_end(&prog);
-    if (rc) return rc;
+    struct met_nll nll = {0};
+    for (int c = 0; c < hx_refcache_shape(s->rc)->n_chunks; c++) {
+        const struct met_dist_ref *recs;
+        const uint16_t *codes;
+        int n = hx_refcache_chunk(s->rc, c, &recs, &codes);
+        for (int k = 0; k < n; k++) met_nll_add(&nll, recs[k].nll_ppl);
+    }
     char digest[65];
     hx_weights_digest(&s->m->w, 0, 0, NULL, digest);
     struct hx_variant_row v = {.spec = "reference", .ord = 0, .is_reference = 1, .bits_per_weight = NAN,
-                               .eval_seconds = res.seconds, .tokens = res.tokens_processed,
-                               .quant_seconds = NAN, .weights_sha256 = digest[0] ? digest : NULL};
+                               .eval_seconds = hx_refcache_seconds(s->rc),
+                               .tokens = hx_refcache_tokens_processed(s->rc), .quant_seconds = NAN,
+                               .weights_sha256 = digest[0] ? digest : NULL};
     int64_t vid;
-    struct met_act_summary *acts = NULL;
-    int n_acts = 0, stored = 0;
-    if (s->o.act_chunks > 0) rc = hx_act_stats(s, &acts, &n_acts, err);
+    int stored = 0, rc = s->o.act_chunks > 0 ? hx_act_ready(s, err) : 0;
     if (!rc) rc = hx_store_begin(s->st, err);
     // Another process evaluating the same new run (two `eval`s of different variants started
     // together) may have stored the reference meanwhile: then its row is used, and this one's
@@ -287,14 +335,14 @@ static int hx_store_reference(struct hx_study *s, char *err) {
     if (rc == 1) rc = 0;
     if (!rc && !stored) {
         rc = hx_store_variant_insert(s->st, s->run_id, &v, &vid, err);
-        if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "ppl", met_ppl(&res.nll), met_ppl_stderr(&res.nll), res.nll.n, err);
-        if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "nll", met_nll_mean(&res.nll), NAN, res.nll.n, err);
+        if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "ppl", met_ppl(&nll), met_ppl_stderr(&nll), nll.n, err);
+        if (!rc) rc = hx_store_metric(s->st, vid, "ppl", "nll", met_nll_mean(&nll), NAN, nll.n, err);
         if (!rc) rc = hx_store_weight_stats(s->st, s->run_id, &s->m->w, NULL, err);
-        if (!rc) rc = hx_store_act_stats(s, acts, n_acts, err);
+        if (!rc && s->o.act_chunks > 0) rc = hx_store_act_stats(s, err);
     }
     if (!rc) rc = hx_store_commit(s->st, err);
     if (rc) hx_store_rollback(s->st);
-    free(acts);
+    hx_act_close(s);
     return rc;
 }
 
@@ -350,8 +398,49 @@ static int hx_store_task(struct hx_study *s, int64_t vid, int k, const struct ta
     return rc;
 }
 
-// Loads the configured suites and scores the reference on each; stores the reference's results
-// where they are missing (a run created without tasks gets them later).
+// The reference's results of suite k as stored before (its task_item rows and its accuracy):
+// what the paired statistics of every variant need. 1 and *out, 0 when not stored, < 0 on error.
+static int hx_task_load(struct hx_study *s, int64_t ref_id, int k, struct task_result **out, char *err) {
+    char suite[160];
+    double acc = NAN;
+    int64_t have = 0;
+    snprintf(suite, sizeof suite, "task:%s", s->suites[k]->name);
+    int rc = hx_store_query_i64(s->st, err, &have, NULL,
+                                "SELECT count(*) FROM metric WHERE variant_id = ? AND suite = ?", "it", ref_id, suite);
+    if (rc || !have) return rc;
+    if (task_result_create(s->suites[k], out)) return qp_fail(err, QP_ENOMEM, "out of memory");
+    struct task_result *r = *out;
+    for (int i = 0; i < r->n_items; i++) r->items[i].skipped = 1; // skipped items have no row
+    sqlite3 *db = hx_store_db(s->st);
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(db, "SELECT item, pred, pred_norm, correct, correct_norm, margin, NULL FROM task_item"
+                               " WHERE variant_id = ?1 AND suite = ?2 UNION ALL SELECT -1, 0, 0, 0, 0, 0, value"
+                               " FROM metric WHERE variant_id = ?1 AND suite = ?3 AND name = 'acc'",
+                           -1, &q, NULL) != SQLITE_OK)
+        return qp_fail(err, hx_store_sqlite_code(db), "cannot read '%s': %s", s->o.db_path, sqlite3_errmsg(db));
+    sqlite3_bind_int64(q, 1, ref_id);
+    sqlite3_bind_text(q, 2, s->suites[k]->name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(q, 3, suite, -1, SQLITE_STATIC);
+    while (sqlite3_step(q) == SQLITE_ROW) {
+        int i = sqlite3_column_int(q, 0);
+        if (i < 0) acc = sqlite3_column_double(q, 6);
+        if (i < 0 || i >= r->n_items) continue;
+        struct task_item_result *it = &r->items[i];
+        it->skipped = 0;
+        it->pred = sqlite3_column_int(q, 1);
+        it->pred_norm = sqlite3_column_int(q, 2);
+        it->correct = sqlite3_column_int(q, 3);
+        it->correct_norm = sqlite3_column_int(q, 4);
+        it->margin = sqlite3_column_double(q, 5);
+        r->sum.n++;
+    }
+    sqlite3_finalize(q);
+    r->sum.acc = acc;
+    return 1;
+}
+
+// Loads the configured suites and the reference's results on each: as stored, or scored (and
+// stored) when the run has none yet (a run created without tasks gets them later).
 static int hx_study_tasks_open(struct hx_study *s, int64_t ref_id, char *err) {
     int n = s->o.n_tasks, rc = 0;
     s->suites = calloc((size_t)n, sizeof *s->suites);
@@ -363,16 +452,26 @@ static int hx_study_tasks_open(struct hx_study *s, int64_t ref_id, char *err) {
     }
     for (int k = 0; k < n && !rc; k++) {
         char suite[160];
-        int64_t have = 0;
+        int64_t n_rows = 0;
         snprintf(suite, sizeof suite, "task:%s", s->suites[k]->name);
-        rc = hx_score_suite(s, s->ref, k, "reference", &s->ref_task[k], err);
-        // Looked up under the write lock: another process scoring the same suite may store it
-        // first, and then its rows are kept.
+        int have = hx_task_load(s, ref_id, k, &s->ref_task[k], err);
+        if (have) {
+            rc = have < 0 ? have : 0;
+            continue;
+        }
+        if (s->o.cache_read_only)
+            rc = qp_fail(err, QP_ENOENT, "the reference of run %lld in '%s' has no results of task suite '%s' "
+                         "(score them with 'qprobe sweep --reference-only')", (long long)s->run_id, s->o.db_path,
+                         s->suites[k]->name);
+        if (!rc) rc = hx_study_ref(s, err);
+        if (!rc) rc = hx_score_suite(s, s->ref, k, "reference", &s->ref_task[k], err);
+        // Looked up again under the write lock: another process scoring the same suite may have
+        // stored it meanwhile, and then its rows are kept.
         if (!rc) rc = hx_store_begin(s->st, err);
         if (!rc)
-            rc = hx_store_query_i64(s->st, err, &have, NULL,
+            rc = hx_store_query_i64(s->st, err, &n_rows, NULL,
                                     "SELECT count(*) FROM metric WHERE variant_id = ? AND suite = ?", "it", ref_id, suite);
-        if (!rc && !have) rc = hx_store_task(s, ref_id, k, s->ref_task[k], NULL, NULL, err);
+        if (!rc && !n_rows) rc = hx_store_task(s, ref_id, k, s->ref_task[k], NULL, NULL, err);
         if (!rc) rc = hx_store_commit(s->st, err);
         hx_store_rollback(s->st);
     }
@@ -395,6 +494,10 @@ static int hx_study_gen_open(struct hx_study *s, int64_t ref_id, char *err) {
     hx_gen_setup(&s->gen_prompts, g, s->gen_setup, sizeof s->gen_setup);
     int have = hx_gen_load_ref(s->st, ref_id, s->gen_setup, s->gen_prompts.n, &s->gen_ref, err);
     if (have) return have < 0 ? have : 0;
+    if (s->o.cache_read_only)
+        return qp_fail(err, QP_ENOENT, "the reference of run %lld in '%s' has no continuations of '%s' (generate them "
+                       "with 'qprobe sweep --reference-only')", (long long)s->run_id, s->o.db_path, s->gen_setup);
+    if ((rc = hx_study_ref(s, err))) return rc;
     struct hx_progress prog;
     void (*fn)(void *, int, int, int64_t);
     void *ctx;
@@ -444,6 +547,7 @@ static int hx_study_load(struct hx_study *s, char **text, size_t *len, char *err
     s->bos = hx_tok_bos_added(s->m->tok); // -1: the vocabulary adds no BOS
     if ((rc = kn_engine_create(&s->m->w, NULL, &s->ref, msg)))
         return qp_fail(err, rc == QP_ENOMEM ? rc : QP_ENOTSUP, "cannot run '%s': %s", o->model_path, msg);
+    s->ops = kn_engine_ops(s->ref);
     return 0;
 }
 
@@ -468,12 +572,12 @@ static int hx_study_run_row(struct hx_study *s, size_t text_len, const char *cal
     const struct hx_study_opts *o = &s->o;
     const struct kn_config *c = &s->m->w.cfg;
     static const char *const fmt_names[] = {"llama2c", "gguf", "safetensors"};
-    char model_sha[65], tok_sha[65], text_sha[65];
+    char *model_sha = s->model_sha, *tok_sha = s->tok_sha, *text_sha = s->text_sha;
     int rc = hx_hash_model(o->model_path, model_sha, err);
     if (!rc) rc = qp_sha256_file(o->text_path, text_sha, err);
     if (!rc && o->tok_path) rc = qp_sha256_file(o->tok_path, tok_sha, err);
     if (rc) return rc;
-    if (!o->tok_path) memcpy(tok_sha, model_sha, sizeof tok_sha); // the model carries its tokenizer
+    if (!o->tok_path) memcpy(tok_sha, model_sha, 65); // the model carries its tokenizer
     int64_t n_params = hx_study_n_params(&s->m->w);
     if (n_params < 0) return qp_fail(err, QP_ENOMEM, "out of memory");
     struct hx_chunk ch0 = hx_chunk_of(o->protocol, s->n_tokens, o->ctx, 0);
@@ -500,12 +604,54 @@ static int hx_study_run_row(struct hx_study *s, size_t text_len, const char *cal
     return hx_store_run_get(s->st, &ri, &s->run_id, &created, err);
 }
 
-// The reference's row of the run (evaluated and stored when the run is new) and its task results.
+// The reference cache of this run: opened when it is there and whole, else built by one reference
+// pass (a foreign, truncated or corrupt file is named in one line and replaced), or refused when
+// this study may only read it (a shard, cache_read_only).
+static int hx_study_cache(struct hx_study *s, int want_act, char *err) {
+    const struct hx_study_opts *o = &s->o;
+    if (o->refcache_dir) snprintf(s->rc_dir, sizeof s->rc_dir, "%s", o->refcache_dir);
+    else hx_refcache_dir_for(o->db_path, s->rc_dir, sizeof s->rc_dir);
+    int n_chunks = hx_ppl_n_chunks(o->protocol, s->n_tokens, o->ctx);
+    if (o->max_chunks > 0) n_chunks = QP_MIN(n_chunks, o->max_chunks);
+    s->rc_id = (struct hx_refcache_id){.model_sha256 = s->model_sha, .tokenizer_sha256 = s->tok_sha,
+                                       .text_sha256 = s->text_sha, .gemm = kn_gemm_name(kn_engine_gemm(s->ref)),
+                                       .protocol = o->protocol, .ctx = o->ctx, .bos = s->bos, .n_chunks = n_chunks,
+                                       .layer_chunks = o->layer_chunks, .n_tokens = s->n_tokens};
+    int rc = hx_refcache_open(s->rc_dir, &s->rc_id, &s->m->w.cfg, &s->rc, err);
+    if (rc == 1) return 0;
+    if (o->cache_read_only)
+        return rc < 0 ? rc
+                      : qp_fail(err, QP_ENOENT, "no reference cache for this run in '%s': run 'qprobe sweep "
+                                "--reference-only' first, or give --build-reference", s->rc_dir);
+    if (rc < 0) fprintf(stderr, "qprobe: %s; rebuilding it\n", err); // even when quiet: a warning
+    struct hx_refcache_build b = {.ref = s->ref, .tokens = s->tokens, .n_tokens = s->n_tokens,
+                                  .n_threads = o->n_threads, .quiet = o->quiet, .stop = o->stop};
+    struct kn_probe act = {hx_act_probe_fn, &s->act, NULL};
+    if (want_act && hx_act_chunks(s) > 0) { // the reference's activation statistics on the way
+        hx_act_close(s);
+        if ((rc = hx_act_open(s, err))) return rc;
+        b.extra = &act;
+        b.extra_chunks = hx_act_chunks(s);
+    }
+    struct hx_progress prog;
+    hx_progress_maybe(s, &prog, "reference", &b.progress, &b.progress_ctx);
+    rc = hx_refcache_build(s->rc_dir, &s->rc_id, &b, &s->rc, err);
+    if (b.progress) hx_progress_end(&prog);
+    s->act_done = !rc && b.extra && hx_refcache_built(s->rc); // (not when another process built it)
+    return rc;
+}
+
+// The reference's part of the run: its cache, its row (stored when the run is new), its task
+// results and continuations; then the reference engine is released: variants run alone.
 static int hx_study_reference(struct hx_study *s, char *err) {
     int64_t ref_id = 0;
     int have_ref = hx_store_variant_find(s->st, s->run_id, "reference", &ref_id, err), rc = 0;
     if (have_ref < 0) return have_ref;
-    if (!have_ref) {
+    if (!have_ref && s->o.cache_read_only)
+        return qp_fail(err, QP_ENOENT, "run %lld of '%s' has no reference yet: give --reference-db with the "
+                       "database of 'qprobe sweep --reference-only'", (long long)s->run_id, s->o.db_path);
+    rc = hx_study_cache(s, !have_ref, err);
+    if (!rc && !have_ref) {
         rc = hx_store_reference(s, err);
         if (!rc)
             rc = hx_store_query_i64(s->st, err, &ref_id, NULL,
@@ -513,6 +659,8 @@ static int hx_study_reference(struct hx_study *s, char *err) {
     }
     if (!rc && s->o.n_tasks > 0) rc = hx_study_tasks_open(s, ref_id, err);
     if (!rc) rc = hx_study_gen_open(s, ref_id, err);
+    s->ref_id = ref_id;
+    hx_study_ref_release(s);
     return rc;
 }
 
@@ -559,6 +707,8 @@ void hx_study_close(struct hx_study *s) {
     hx_gen_conts_free(&s->gen_ref);
     hx_calib_destroy(s->cal);
     hx_store_close(s->st);
+    hx_refcache_close(s->rc);
+    if (s->m) hx_act_close(s);
     kn_engine_destroy(s->ref);
     free(s->tokens);
     hx_model_close(s->m);
@@ -626,7 +776,7 @@ static int hx_store_weight_error(struct hx_study *s, int64_t vid, struct kn_weig
         int have_vc = 0;
         if (!rc && s->o.grid && src[i].layer < 0) {
             char msg[QP_ERRLEN];
-            if (met_vec_collapse(kn_engine_ops(s->ref), a, b, t->ne1, t->ne0, MET_NEAR_AUTO, &vc, msg) == 0) have_vc = 1;
+            if (met_vec_collapse(s->ops, a, b, t->ne1, t->ne0, MET_NEAR_AUTO, &vc, msg) == 0) have_vc = 1;
         }
         if (!rc)
             rc = hx_store_exec(s->st, err,
@@ -650,6 +800,8 @@ static int hx_store_weight_error(struct hx_study *s, int64_t vid, struct kn_weig
         if (have_grid || n_codes > 0) met_grid_deinit(&g);
         qp_free(oa);
         qp_free(ob);
+        // The source's pages go again (one model in memory); unless the variant runs on them.
+        if (t->data != dst[i].t->data) hx_release_source(t->data, kn_row_bytes(t->type, t->ne0) * (size_t)t->ne1);
     }
     free(src);
     free(dst);
@@ -712,8 +864,16 @@ static int hx_store_tokens(struct hx_study *s, int64_t vid, const struct hx_lock
     return 0;
 }
 
-// Isolated sensitivity: the reference with only layer l (or one tensor of it) taken from the
-// quantized model, mean KLD over sens_chunks chunks. Rank 1 = the most harmful.
+// Isolated sensitivity, per layer (and, exact only, per tensor): how much KLD the variant's
+// quantization of that layer alone costs. Rank 1 = the most harmful.
+//  - exact (opt-in, sens_chunks > 0): the reference with only layer l (or one tensor of it) taken
+//    from the quantized model, its mean KLD against the cache over sens_chunks chunks: one full
+//    pass per layer (and tensor);
+//  - estimate (the default, free): the variant's own mean KLD split among the layers in
+//    proportion to their local error energy at the residual stream leaving the block,
+//    w_l = |y_l(var, x_ref) - y_l(ref)|^2 / |y_l(ref)|^2 from the local pass (the squared local
+//    relative error at resid_out): the relative perturbation a layer adds, given exact input.
+//    Its agreement with the exact ranking is measured in docs/SWEEP.md ("Sensitivity").
 struct hx_sens {
     int layer, tensor; // tensor -1: the whole layer
     double kld, kld_unc, top1;
@@ -727,8 +887,64 @@ static int hx_sens_cmp(const void *a, const void *b) {
     return x->tensor - y->tensor;
 }
 
-// Computed before the variant's transaction (it runs the engine once per layer or tensor), so
-// that the write lock is held only while rows are written. *out: n entries, malloc'd, unsorted.
+// sv[0..n) ranked (layers among layers, each layer's tensors among all tensors) and stored with
+// method; *worst: the rank-1 layer.
+static int hx_sens_store(struct hx_study *s, int64_t vid, struct hx_sens *sv, int n, const char *method, int *worst,
+                         char *err) {
+    static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    qsort(sv, (size_t)n, sizeof *sv, hx_sens_cmp);
+    int rank_l = 0, rank_t = 0, rc = 0;
+    *worst = -1;
+    for (int i = 0; i < n && !rc; i++) {
+        int rank = sv[i].tensor < 0 ? ++rank_l : ++rank_t;
+        if (sv[i].tensor < 0 && rank == 1) *worst = sv[i].layer;
+        rc = hx_store_exec(s->st, err,
+                           "INSERT INTO sensitivity (variant_id, layer, tensor, kld_mean, kld_stderr, top1,"
+                           " tokens, rank, method) VALUES (?,?,?,?,?,?,?,?,?)",
+                           "iItdddiIt", vid, sv[i].layer, sv[i].tensor < 0 ? "" : what[sv[i].tensor], sv[i].kld,
+                           sv[i].kld_unc, sv[i].top1, sv[i].n, rank, method);
+    }
+    return rc;
+}
+
+static int hx_sensitivity_estimate(struct hx_study *s, int64_t vid, const struct hx_lockstep_result *lr,
+                                   double kld_mean, int *worst, char *err) {
+    int L = lr->n_layers;
+    struct hx_sens *sv = calloc((size_t)L, sizeof *sv);
+    if (!sv) return qp_fail(err, QP_ENOMEM, "out of memory");
+    double total = 0;
+    for (int l = 0; l < L; l++) {
+        const struct met_err *e = &lr->loc[hx_layer_index(l, KN_SITE_RESID_OUT)];
+        sv[l] = (struct hx_sens){l, -1, e->rr > 0 ? e->sse / e->rr : 0, NAN, NAN, e->rows};
+        total += sv[l].kld;
+    }
+    for (int l = 0; l < L; l++) sv[l].kld = total > 0 ? kld_mean * sv[l].kld / total : 0;
+    int rc = hx_sens_store(s, vid, sv, L, "estimate", worst, err);
+    free(sv);
+    return rc;
+}
+
+// The model with only layer l (t < 0) or its tensor t taken from qw, in w (layers: room for
+// n_layers).
+static void hx_sens_model(const struct kn_weights *src, const struct kn_weights *qw, int l, int t,
+                          struct kn_layer_weights *layers, struct kn_weights *w) {
+    *w = *src;
+    memcpy(layers, src->layers, (size_t)src->cfg.n_layers * sizeof *layers);
+    w->layers = layers;
+    if (t < 0) {
+        layers[l] = qw->layers[l];
+        return;
+    }
+    struct kn_tensor *d[] = {&layers[l].wq, &layers[l].wk, &layers[l].wv, &layers[l].wo,
+                             &layers[l].w_gate, &layers[l].w_up, &layers[l].w_down};
+    const struct kn_layer_weights *q = &qw->layers[l];
+    const struct kn_tensor *from[] = {&q->wq, &q->wk, &q->wv, &q->wo, &q->w_gate, &q->w_up, &q->w_down};
+    *d[t] = *from[t];
+}
+
+// Exact sensitivity, computed before the variant's transaction (it runs the engine once per
+// layer or tensor), so that the write lock is held only while rows are written. *out: n entries,
+// malloc'd, unsorted (hx_sens_store ranks them).
 static int hx_sensitivity(struct hx_study *s, const struct kn_weights *qw, const struct kn_engine_opts *eo,
                           struct hx_sens **out, int *n_out, char *err) {
     int L = s->m->w.cfg.n_layers, per = s->o.sens_tensors ? 8 : 1, rc = 0, n = 0;
@@ -739,22 +955,14 @@ static int hx_sensitivity(struct hx_study *s, const struct kn_weights *qw, const
                                   .bos = s->bos, .max_chunks = s->o.sens_chunks, .stop = s->o.stop};
     for (int l = 0; l < L && !rc; l++)
         for (int t = -1; t < (s->o.sens_tensors ? 7 : 0) && !rc; t++) {
-            struct kn_weights w = s->m->w;
-            memcpy(layers, s->m->w.layers, (size_t)L * sizeof *layers);
-            w.layers = layers;
-            if (t < 0) layers[l] = qw->layers[l];
-            else {
-                struct kn_tensor *d[] = {&layers[l].wq, &layers[l].wk, &layers[l].wv, &layers[l].wo,
-                                         &layers[l].w_gate, &layers[l].w_up, &layers[l].w_down};
-                const struct kn_layer_weights *q = &qw->layers[l];
-                const struct kn_tensor *from[] = {&q->wq, &q->wk, &q->wv, &q->wo, &q->w_gate, &q->w_up, &q->w_down};
-                *d[t] = *from[t];
-            }
+            struct kn_weights w;
+            hx_sens_model(&s->m->w, qw, l, t, layers, &w);
             struct kn_engine *e = NULL;
             struct hx_lockstep_result lr;
             if ((rc = kn_engine_create_opts(&w, eo, &e, err))) break;
-            rc = hx_lockstep_run(s->ref, e, s->tokens, s->n_tokens, &lo, &lr, err);
+            rc = hx_refeval_run(s->rc, e, s->tokens, s->n_tokens, &lo, &lr, err);
             kn_engine_destroy(e);
+            hx_model_release_pages(s->m); // the source's layers went through this pass
             if (rc) break;
             struct met_dist_summary d;
             met_dist_finish(lr.dist, &d);
@@ -769,24 +977,6 @@ static int hx_sensitivity(struct hx_study *s, const struct kn_weights *qw, const
     }
     *out = sv;
     *n_out = n;
-    return rc;
-}
-
-// Ranks layers among layers, and each layer's tensors among all tensors, and stores them.
-static int hx_store_sensitivity(struct hx_study *s, int64_t vid, struct hx_sens *sv, int n, int *worst, char *err) {
-    static const char *what[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
-    qsort(sv, (size_t)n, sizeof *sv, hx_sens_cmp);
-    int rank_l = 0, rank_t = 0, rc = 0;
-    *worst = -1;
-    for (int i = 0; i < n && !rc; i++) {
-        int rank = sv[i].tensor < 0 ? ++rank_l : ++rank_t;
-        if (sv[i].tensor < 0 && rank == 1) *worst = sv[i].layer;
-        rc = hx_store_exec(s->st, err,
-                           "INSERT INTO sensitivity (variant_id, layer, tensor, kld_mean, kld_stderr, top1,"
-                           " tokens, rank) VALUES (?,?,?,?,?,?,?,?)",
-                           "iItdddiI", vid, sv[i].layer, sv[i].tensor < 0 ? "" : what[sv[i].tensor],
-                           sv[i].kld, sv[i].kld_unc, sv[i].top1, sv[i].n, rank);
-    }
     return rc;
 }
 
@@ -882,6 +1072,7 @@ static int hx_vrun_quantize(struct hx_study *s, struct hx_vrun *r, char *err) {
     if (s->cal) s->cal->report = NULL;
     if (rc) return rc;
     r->quant_seconds = qp_now() - t0;
+    hx_model_release_pages(s->m); // what calibration read of the source (the variant's own kept parts fault back)
     r->w = &r->qm->w;
     hx_quant_model_engine_opts(r->qm, &r->eo);
     r->bpw = r->qm->bits_per_weight;
@@ -890,8 +1081,8 @@ static int hx_vrun_quantize(struct hx_study *s, struct hx_vrun *r, char *err) {
     return 0;
 }
 
-// The variant's continuations, the reference's NLL of them (the step that needs the reference
-// model), and the comparison with the reference's continuations.
+// The variant's continuations and their comparison with the reference's; the reference's NLL of
+// them (the step that needs the reference model) comes in hx_study_finish.
 static int hx_vrun_generate(struct hx_study *s, struct hx_vrun *r, char *err) {
     if (s->o.stop && *s->o.stop) return qp_fail(err, QP_EINTR, "interrupted");
     const struct hx_gen_prompts *p = &s->gen_prompts;
@@ -903,20 +1094,18 @@ static int hx_vrun_generate(struct hx_study *s, struct hx_vrun *r, char *err) {
     hx_progress_maybe(s, &prog, label, &fn, &ctx);
     int rc = hx_gen_run(r->e, s->m->tok, p, &s->o.gen, s->o.n_threads, fn, ctx, &r->gen, err);
     if (fn) hx_progress_end(&prog);
-    double *nll = calloc((size_t)p->n, sizeof *nll), *scratch = calloc((size_t)p->n, sizeof *scratch);
-    if (!rc && (!nll || !scratch || !(r->gen_pairs = calloc((size_t)p->n, sizeof *r->gen_pairs))))
+    double *scratch = calloc((size_t)p->n, sizeof *scratch);
+    if (!rc && (!scratch || !(r->gen_pairs = calloc((size_t)p->n, sizeof *r->gen_pairs))))
         rc = qp_fail(err, QP_ENOMEM, "out of memory");
-    if (!rc) rc = hx_gen_score(s->ref, p, &r->gen, s->o.n_threads, nll, err);
     if (!rc) {
-        hx_gen_compare(&s->gen_ref, &r->gen, nll, s->o.gen.k, r->gen_pairs);
+        hx_gen_compare(&s->gen_ref, &r->gen, NULL, s->o.gen.k, r->gen_pairs); // ref_nll: hx_study_finish
         met_gen_summarize(r->gen_pairs, p->n, s->o.gen.n_tokens, scratch, &r->gen_sum);
     }
-    free(nll);
     free(scratch);
     return rc;
 }
 
-// Reference and variant in lockstep over the study's windows, then every task suite.
+// The variant alone over the study's windows against the reference cache, then every task suite.
 static int hx_vrun_evaluate(struct hx_study *s, struct hx_vrun *r, char *err) {
     int rc = kn_engine_create_opts(r->w, &r->eo, &r->e, err);
     if (rc) return rc;
@@ -928,7 +1117,7 @@ static int hx_vrun_evaluate(struct hx_study *s, struct hx_vrun *r, char *err) {
     char label[600];
     snprintf(label, sizeof label, "%s%s", s->prefix, r->spec);
     hx_progress_maybe(s, &prog, label, &lo.progress, &lo.progress_ctx);
-    rc = hx_lockstep_run(s->ref, r->e, s->tokens, s->n_tokens, &lo, &r->lr, err);
+    rc = hx_refeval_run(s->rc, r->e, s->tokens, s->n_tokens, &lo, &r->lr, err);
     if (lo.progress) hx_progress_end(&prog);
     if (rc) return rc;
     met_dist_finish(r->lr.dist, &r->d);
@@ -985,7 +1174,11 @@ static int hx_vrun_store(struct hx_study *s, struct hx_vrun *r, int ord, int64_t
     if (!rc && lr->acc) rc = hx_store_layers(s->st, *vid, &s->m->w.cfg, lr, err);
     if (!rc && lr->tokens) rc = hx_store_tokens(s, *vid, lr, err);
     if (!rc) rc = hx_store_weight_error(s, *vid, (struct kn_weights *)r->w, r->v, err);
-    if (!rc && s->o.sens_chunks > 0) rc = hx_store_sensitivity(s, *vid, sens, n_sens, &out->worst_layer, err);
+    if (!rc && s->o.sens_chunks > 0) rc = hx_sens_store(s, *vid, sens, n_sens, "exact", &out->worst_layer, err);
+    else if (!rc && s->o.sens_estimate && lr->acc) {
+        rc = hx_sensitivity_estimate(s, *vid, lr, r->d.kld_mean, &out->worst_layer, err);
+        out->worst_estimated = 1;
+    }
     for (int i = 0; i < r->crep.n_modules && !rc; i++) { // per-module loss of calibrated methods
         char suite[32];
         snprintf(suite, sizeof suite, "calib:%s", qz_method_name(r->crep.modules[i].method));
@@ -1060,6 +1253,82 @@ int hx_study_variant(struct hx_study *s, const char *spec, int ord, struct hx_va
     if (rc == 0) out->gen_tokens = s->o.gen.n_tokens;
     hx_vrun_free(s, &r);
     return rc < 0 ? rc : 0; // 1: found and skipped
+}
+
+// ---------------------------------------------------------------------------------------------
+// The end of a study: the reference's NLL of the variants' continuations
+
+// The variants of this run whose continuations have no reference NLL yet: their ids (malloc'd, *n).
+static int hx_gen_unscored(struct hx_study *s, int64_t **ids, int *n, char *err) {
+    sqlite3 *db = hx_store_db(s->st);
+    sqlite3_stmt *q = NULL;
+    *ids = NULL;
+    *n = 0;
+    if (sqlite3_prepare_v2(db, "SELECT DISTINCT g.variant_id FROM gen_item g JOIN variant v ON v.id = g.variant_id"
+                               " WHERE v.run_id = ? AND v.is_reference = 0 AND g.setup = ? AND g.ref_nll IS NULL"
+                               " ORDER BY g.variant_id", -1, &q, NULL) != SQLITE_OK)
+        return qp_fail(err, hx_store_sqlite_code(db), "cannot read '%s': %s", s->o.db_path, sqlite3_errmsg(db));
+    sqlite3_bind_int64(q, 1, s->run_id);
+    sqlite3_bind_text(q, 2, s->gen_setup, -1, SQLITE_STATIC);
+    int rc = 0;
+    while (!rc && sqlite3_step(q) == SQLITE_ROW) {
+        int64_t *g = realloc(*ids, (size_t)(*n + 1) * sizeof **ids);
+        if (!g) rc = qp_fail(err, QP_ENOMEM, "out of memory");
+        else (*ids = g)[(*n)++] = sqlite3_column_int64(q, 0);
+    }
+    sqlite3_finalize(q);
+    return rc;
+}
+
+// Variant vid's continuations scored by the reference: gen_item.ref_nll and the metrics
+// gen/ref_nll and gen/ref_nll_increase, in one transaction. *sum: its summary.
+static int hx_gen_score_variant(struct hx_study *s, int64_t vid, struct met_gen_summary *sum, char *err) {
+    const struct hx_gen_prompts *p = &s->gen_prompts;
+    struct hx_gen_conts c;
+    int rc = hx_gen_load_ref(s->st, vid, s->gen_setup, p->n, &c, err); // any variant's rows
+    if (rc <= 0) return rc ? rc : qp_fail(err, QP_EFORMAT, "variant %lld has no continuations", (long long)vid);
+    double *nll = calloc((size_t)p->n, sizeof *nll), *scratch = calloc((size_t)p->n, sizeof *scratch);
+    struct met_gen_pair *pairs = calloc((size_t)p->n, sizeof *pairs);
+    rc = nll && scratch && pairs ? hx_gen_score(s->ref, p, &c, s->o.n_threads, nll, err)
+                                 : qp_fail(err, QP_ENOMEM, "out of memory");
+    if (!rc) {
+        hx_gen_compare(&s->gen_ref, &c, nll, s->o.gen.k, pairs);
+        met_gen_summarize(pairs, p->n, s->o.gen.n_tokens, scratch, sum);
+        rc = hx_store_begin(s->st, err);
+    }
+    for (int i = 0; i < p->n && !rc; i++)
+        rc = hx_store_exec(s->st, err, "UPDATE gen_item SET ref_nll = ? WHERE variant_id = ? AND setup = ? AND prompt = ?",
+                           "ditI", nll[i], vid, s->gen_setup, i);
+    if (!rc)
+        rc = hx_store_exec(s->st, err, "DELETE FROM metric WHERE variant_id = ? AND suite = 'gen' AND name IN"
+                           " ('ref_nll', 'ref_nll_increase')", "i", vid);
+    if (!rc) rc = hx_store_metric(s->st, vid, "gen", "ref_nll", sum->ref_nll_var, NAN, sum->n, err);
+    if (!rc)
+        rc = hx_store_metric(s->st, vid, "gen", "ref_nll_increase", sum->ref_nll_var - sum->ref_nll_ref, NAN, sum->n,
+                             err);
+    if (!rc) rc = hx_store_commit(s->st, err);
+    hx_store_rollback(s->st);
+    free(nll), free(scratch), free(pairs);
+    hx_gen_conts_free(&c);
+    return rc;
+}
+
+int hx_study_finish(struct hx_study *s, struct hx_variant_outcome *vo, char *err) {
+    if (!s->gen_on) return 0;
+    int64_t *ids;
+    int n, rc = hx_gen_unscored(s, &ids, &n, err);
+    if (!rc && n > 0) rc = hx_study_ref(s, err);
+    if (!rc && n > 0 && !s->o.quiet)
+        fprintf(stderr, "qprobe: the reference scores the continuations of %d variant%s\n", n, n > 1 ? "s" : "");
+    for (int i = 0; i < n && !rc; i++) {
+        if (s->o.stop && *s->o.stop) rc = qp_fail(err, QP_EINTR, "interrupted");
+        struct met_gen_summary sum;
+        if (!rc) rc = hx_gen_score_variant(s, ids[i], &sum, err);
+        if (!rc && vo && vo->variant_id == ids[i]) vo->gen.ref_nll_var = sum.ref_nll_var;
+    }
+    free(ids);
+    hx_study_ref_release(s);
+    return rc;
 }
 
 void hx_variant_outcome_clear(struct hx_variant_outcome *o) {

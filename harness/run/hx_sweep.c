@@ -468,7 +468,8 @@ static int hx_cfg_calib(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep
 // "diagnostics": {...} (optional).
 static int hx_cfg_diag(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_config *cfg) {
     static const char *const keys[] = {"layer_chunks", "act_chunks", "sensitivity_chunks",
-                                       "sensitivity_tensors", "keep_tokens", "grid", NULL};
+                                       "sensitivity_tensors", "sensitivity_estimate", "keep_tokens", "grid",
+                                       NULL};
     const cJSON *o;
     int rc = hx_cfg_object(c, root, "", "diagnostics", &o);
     if (rc || !o) return rc;
@@ -477,6 +478,7 @@ static int hx_cfg_diag(struct hx_cfg_ctx *c, const cJSON *root, struct hx_sweep_
         (rc = hx_cfg_int(c, o, "diagnostics", "act_chunks", 0, 1 << 30, &cfg->act_chunks)) ||
         (rc = hx_cfg_int(c, o, "diagnostics", "sensitivity_chunks", 0, 1 << 30, &cfg->sens_chunks)) ||
         (rc = hx_cfg_bool(c, o, "diagnostics", "sensitivity_tensors", &cfg->sens_tensors)) ||
+        (rc = hx_cfg_bool(c, o, "diagnostics", "sensitivity_estimate", &cfg->sens_estimate)) ||
         (rc = hx_cfg_bool(c, o, "diagnostics", "keep_tokens", &cfg->keep_tokens)))
         return rc;
     return hx_cfg_bool(c, o, "diagnostics", "grid", &cfg->grid);
@@ -597,6 +599,7 @@ int hx_sweep_config_load(const char *path, struct hx_sweep_config **out, char *e
     cfg->layer_chunks = 1;
     cfg->act_chunks = 4;
     cfg->grid = 1;
+    cfg->sens_estimate = 1;
     cfg->calib_sequences = 128;
     cfg->calib_length = 512;
     hx_gen_opts_default(&cfg->gen);

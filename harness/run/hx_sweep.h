@@ -20,7 +20,7 @@ struct hx_sweep_config {
     char *label;
     enum hx_protocol protocol;
     int ctx, max_chunks, threads; // threads 0 = all CPUs
-    int layer_chunks, act_chunks, sens_chunks, sens_tensors, keep_tokens, grid;
+    int layer_chunks, act_chunks, sens_chunks, sens_tensors, sens_estimate, keep_tokens, grid;
     char **task_names;       // n_tasks suites: a built-in suite, a dataset name, or a JSONL path
                              // (resolved); as many as the file lists
     int *task_limits;        // items per suite (0 = all)

@@ -16,7 +16,7 @@
 struct sqlite3;
 struct hx_store;
 
-#define HX_STORE_SCHEMA_VERSION 5
+#define HX_STORE_SCHEMA_VERSION 6
 
 enum { HX_STORE_READONLY = 1 };
 

@@ -131,6 +131,11 @@ static const char *const hx_store_migrations[] = {
     "  agree_k REAL,                     -- agreement with the reference's in the first K tokens\n"
     "  PRIMARY KEY (variant_id, setup, prompt)\n"
     ");\n",
+    // --- version 6: how a sensitivity row was measured: 'exact' (only that layer or tensor
+    // quantized, the KLD of a full pass) or 'estimate' (the variant's KLD split among layers by
+    // their local error, docs/SWEEP.md "Sensitivity"); rows stored before version 6 are exact.
+    "ALTER TABLE sensitivity ADD COLUMN method TEXT;\n"
+    "UPDATE sensitivity SET method = 'exact';\n",
 };
 
 #endif
