@@ -98,13 +98,22 @@ static void fstudy_setup(struct fstudy *s, int fresh) {
                  s->ops[OP_WRITE], s->ops[OP_SYNC]);
 }
 
-// The error line of a failed sweep: one line, besides the header the sweep prints once the
-// study is open, naming the database and the storage error.
+// A line the sweep prints on stderr as it goes: the plan, the budget's notes, the header once the
+// study is open, the ETA after each variant.
+static int is_progress_line(const char *line) {
+    const char *end = strchr(line, '\n');
+    if (!end) return 0;
+    if (strncmp(line, "plan: ", 6) == 0 || strncmp(line, "budget: ", 8) == 0) return 1;
+    if (strncmp(line, "qprobe sweep: ", 14) != 0) return 0;
+    const char *hdr = strstr(line, " variants into run "), *eta = strstr(line, "; ETA ");
+    return (hdr && hdr < end) || (eta && eta < end);
+}
+
+// The error line of a failed sweep: one line, besides its progress lines, naming the database and
+// the storage error.
 static void check_error_line(const char *err, const char *db, const char *what) {
     const char *line = err;
-    if (strncmp(line, "qprobe sweep: ", 14) == 0 && strstr(line, " variants into run ") &&
-        strchr(line, '\n') && strstr(line, " variants into run ") < strchr(line, '\n'))
-        line = strchr(line, '\n') + 1;
+    while (is_progress_line(line)) line = strchr(line, '\n') + 1;
     QP_CHECK_MSG(qpt_count_lines(line) == 1 && line[strlen(line) - 1] == '\n', "%s: not one error line: %s", what, err);
     QP_CHECK_MSG(strncmp(line, "qprobe sweep: ", 14) == 0, "%s: %s", what, err);
     char base[1024];

@@ -806,7 +806,8 @@ QP_TEST(every_finding_should_reach_the_report_when_there_are_many) {
                  "INSERT INTO variant (run_id, spec, ord, is_reference, bits_per_weight, weight_bytes, n_weights,"
                  " finished) SELECT run_id, 'copy-%d', 100 + %d, 0, bits_per_weight, weight_bytes, n_weights, finished"
                  " FROM variant WHERE spec = 'q8_0';"
-                 "INSERT INTO sensitivity SELECT (SELECT id FROM variant WHERE spec = 'copy-%d'), layer, tensor,"
+                 "INSERT INTO sensitivity (variant_id, layer, tensor, kld_mean, kld_stderr, top1, tokens, rank)"
+                 " SELECT (SELECT id FROM variant WHERE spec = 'copy-%d'), layer, tensor,"
                  " kld_mean, kld_stderr, top1, tokens, rank FROM sensitivity"
                  " WHERE variant_id = (SELECT id FROM variant WHERE spec = 'q8_0');",
                  k, k, k);
