@@ -1002,3 +1002,36 @@ QP_TEST(w8a8_static_scales_should_be_the_calibration_absmax_over_127) {
     free(text);
     hx_model_close(m);
 }
+
+// The caller's stop flag (Ctrl-C) is polled after every layer of a calibrated quantization: a
+// raised flag stops GPTQ, AWQ and SmoothQuant after their first layer with QP_EINTR and nothing
+// returned (a 7B GPTQ runs for many minutes; waiting for its end was the old behaviour).
+QP_TEST(calibrated_quantization_should_stop_after_a_layer_when_asked) {
+    char err[QP_ERRLEN];
+    struct hx_model *m = open_fixture_model();
+    size_t len;
+    char *text = qpt_read_file(qpt_fixture(TEXT), &len);
+    struct hx_calib *cal;
+    QP_CHECK(hx_calib_create(m->tok, text, CALIB_BYTES, 4, 64, &cal, err) == 0);
+    static const char *const specs[] = {"gptq:bits=4:group=32", "awq:bits=4:group=32", "smoothquant:alpha=0.5"};
+    volatile int stop = 1;
+    cal->stop = &stop;
+    for (size_t i = 0; i < QP_ARRAY_LEN(specs); i++) {
+        struct qz_variant *v;
+        struct hx_quant_model *q = NULL;
+        QP_CHECK_MSG(qz_variant_parse(specs[i], &v, err) == 0, "%s: %s", specs[i], err);
+        QP_CHECK_INT_EQ(hx_quant_model_create_calib(&m->w, v, cal, &q, err), QP_EINTR);
+        QP_CHECK_MSG(q == NULL && strstr(err, "interrupted after layer 1 of "), "%s: %s", specs[i], err);
+        qz_variant_destroy(v);
+    }
+    stop = 0; // lowered again: the same calibration quantizes to the end
+    struct qz_variant *v;
+    struct hx_quant_model *q = NULL;
+    QP_CHECK(qz_variant_parse(specs[0], &v, err) == 0);
+    QP_CHECK_MSG(hx_quant_model_create_calib(&m->w, v, cal, &q, err) == 0 && q, "%s", err);
+    hx_quant_model_destroy(q);
+    qz_variant_destroy(v);
+    hx_calib_destroy(cal);
+    free(text);
+    hx_model_close(m);
+}

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "kn_blocks.h"
+#include "hx_progress.h"
 #include "kn_engine.h"
 #include "qp.h"
 #include "qz_awq.h"
@@ -883,7 +884,14 @@ static int cq_begin(struct cq *c) {
 // collects the classifier's input): two one-layer passes per layer, the same bits as running
 // layers 0..l each time (which cost L(L+1)/2 layer passes). The others take every site from one
 // pass over the source model.
-static int cq_sequential(struct cq *c, int act_q8, struct hx_calib_stats *st) {
+// After layer l of L: QP_EINTR when the caller's stop flag is up, else 0 (progress reported).
+static int cq_layer_done(struct cq *c, struct hx_progress *prog, int l, int L) {
+    if (c->cal->progress_label) hx_progress_cb(prog, l + 1, L, 0);
+    if (c->cal->stop && *c->cal->stop) return qp_fail(c->err, QP_EINTR, "interrupted after layer %d of %d", l + 1, L);
+    return 0;
+}
+
+static int cq_sequential(struct cq *c, int act_q8, struct hx_calib_stats *st, struct hx_progress *prog) {
     int L = c->src->cfg.n_layers, rc = 0;
     size_t n = (size_t)c->cal->n_seqs * c->cal->seq_len * c->src->cfg.dim;
     struct hx_view view = {.x = qp_alloc_array(n, sizeof(float))};
@@ -902,6 +910,7 @@ static int cq_sequential(struct cq *c, int act_q8, struct hx_calib_stats *st) {
         if (!rc) rc = collect_run(&v, L, c->cal, act_q8, L, l == L - 1, 1, &view, st, c->err);
         if (!rc && l == L - 1) hx_calib_stats_finish(st);
         else hx_calib_stats_free(st);
+        if (!rc) rc = cq_layer_done(c, prog, l, L);
     }
     qp_free(view.x);
     return rc;
@@ -910,13 +919,22 @@ static int cq_sequential(struct cq *c, int act_q8, struct hx_calib_stats *st) {
 static int cq_run(struct cq *c) {
     int L = c->src->cfg.n_layers, act_q8 = c->m->act_q8, rc = 0;
     struct hx_calib_stats st = {0};
+    struct hx_progress prog;
+    if (c->cal->progress_label) {
+        hx_progress_init(&prog, c->cal->progress_label);
+        prog.unit = "layers";
+    }
     if (c->family == QZ_GPTQ || c->family == QZ_AWQ) {
-        rc = cq_sequential(c, act_q8, &st);
+        rc = cq_sequential(c, act_q8, &st, &prog);
     } else { // one pass over the source model, every site
         rc = hx_calib_collect(c->src, L, c->cal, act_q8, -1, 1, 0, &st, c->err);
         hx_calib_stats_finish(&st);
-        for (int l = 0; l < L && !rc; l++) rc = cq_layer_run(c, l, &st);
+        for (int l = 0; l < L && !rc; l++) {
+            rc = cq_layer_run(c, l, &st);
+            if (!rc) rc = cq_layer_done(c, &prog, l, L);
+        }
     }
+    if (c->cal->progress_label) hx_progress_end(&prog);
     if (!rc) rc = cq_output(c, st.site && hx_calib_site_output(&st)->width ? hx_calib_site_output(&st) : NULL);
     hx_calib_stats_free(&st);
     return rc;

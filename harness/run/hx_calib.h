@@ -50,9 +50,13 @@ struct hx_calib {
     // hx_quant_model_create_calib) with this calibration replaces its contents with the run's
     // per-module records (free them with hx_calib_report_clear).
     struct hx_calib_report *report;
-    // Optional, caller-owned: polled by long calibrated runs (QAT, harness/run/hx_qat.h), which
-    // stop with QP_EINTR once it is nonzero (Ctrl-C). NULL: never stopped.
+    // Optional, caller-owned: polled by long calibrated runs (QAT, harness/run/hx_qat.h; GPTQ,
+    // AWQ and SmoothQuant after each layer), which stop with QP_EINTR once it is nonzero
+    // (Ctrl-C). NULL: never stopped.
     const volatile int *stop;
+    // Optional: set, calibrated quantization reports its layers done on stderr (hx_progress.h)
+    // under this label (e.g. "[3/8] gptq:bits=4:group=128"). NULL: silent.
+    const char *progress_label;
 };
 
 // Cuts text[0..len) into windows as described above. seq_len must not exceed the context the

@@ -8,6 +8,7 @@
 
 void hx_progress_init(struct hx_progress *p, const char *label) {
     p->label = label;
+    p->unit = "chunks";
     p->tty = isatty(STDERR_FILENO);
     p->t0 = qp_now();
     p->last_decile = 0;
@@ -18,15 +19,17 @@ void hx_progress_cb(void *ctx, int done, int total, int64_t tokens) {
     double dt = qp_now() - p->t0;
     double rate = dt > 0 ? (double)tokens / dt : 0;
     double eta = done > 0 ? dt * (total - done) / done : 0;
+    char speed[48] = ""; // no tokens counted (layers of a quantizer): no rate
+    if (tokens > 0) snprintf(speed, sizeof speed, ", %.0f tok/s", rate);
     if (p->tty) {
         int width = 30, fill = total ? done * width / total : width;
-        fprintf(stderr, "\r%s [%.*s%*s] %d/%d  %.0f tok/s  ETA %.0fs ", p->label, fill,
-                "##############################", width - fill, "", done, total, rate, eta);
+        fprintf(stderr, "\r%s [%.*s%*s] %d/%d %s%s, ETA %.0fs ", p->label, fill, "##############################",
+                width - fill, "", done, total, p->unit, speed, eta);
         fflush(stderr);
     } else {
         int decile = total ? done * 4 / total : 4; // quiet: at 25 % steps
         if (decile > p->last_decile && done < total) {
-            fprintf(stderr, "%s: %d/%d chunks, %.0f tok/s\n", p->label, done, total, rate);
+            fprintf(stderr, "%s: %d/%d %s%s\n", p->label, done, total, p->unit, speed);
             p->last_decile = decile;
         }
     }

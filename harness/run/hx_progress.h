@@ -7,6 +7,7 @@
 
 struct hx_progress {
     const char *label;
+    const char *unit; // what done and total count: "chunks" (hx_progress_init's default), "layers"
     int tty;
     double t0;
     int last_decile;

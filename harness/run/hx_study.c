@@ -1067,9 +1067,11 @@ static int hx_vrun_quantize(struct hx_study *s, struct hx_vrun *r, char *err) {
     if (hx_variant_needs_calib(r->v) && !s->cal)
         return qp_fail(err, QP_EINVAL, "variant '%s' needs calibration text (--calib FILE)", r->spec);
     double t0 = qp_now();
-    if (s->cal) s->cal->report = &r->crep;
+    char label[700];
+    snprintf(label, sizeof label, "%s%s quantize", s->prefix, r->spec);
+    if (s->cal) s->cal->report = &r->crep, s->cal->progress_label = s->o.quiet ? NULL : label;
     int rc = hx_quant_model_create_calib(&s->m->w, r->v, s->cal, &r->qm, err);
-    if (s->cal) s->cal->report = NULL;
+    if (s->cal) s->cal->report = NULL, s->cal->progress_label = NULL;
     if (rc) return rc;
     r->quant_seconds = qp_now() - t0;
     hx_model_release_pages(s->m); // what calibration read of the source (the variant's own kept parts fault back)
