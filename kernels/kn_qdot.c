@@ -140,6 +140,25 @@ void kn_q4_0x16_pack(const void *w, size_t w_stride, int n_rows, int64_t n, void
     }
 }
 
+size_t kn_q8_0x16_bytes(int64_t n) { return ((size_t)(n / 32) * 16 * KN_BYTES(q8_0) + 63) & ~(size_t)63; }
+
+void kn_q8_0x16_pack(const void *w, size_t w_stride, int n_rows, int64_t n, void *dst) {
+    const int64_t nb = n / 32;
+    const size_t gb = kn_q8_0x16_bytes(n);
+    for (int g = 0; g * 16 < n_rows; g++) {
+        uint8_t *q = (uint8_t *)dst + (size_t)g * gb, *d = q + nb * 512;
+        memset(q, 0, gb);
+        for (int j = 0; j < 16 && g * 16 + j < n_rows; j++) {
+            const uint8_t *row = (const uint8_t *)w + (size_t)(g * 16 + j) * w_stride;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *blk = row + b * KN_BYTES(q8_0);
+                for (int v = 0; v < 32; v++) q[b * 512 + 64 * (v / 4) + 4 * j + v % 4] = blk[KN_OFF(q8_0, qs) + v] ^ 0x80;
+                memcpy(d + b * 32 + 2 * j, blk + KN_OFF(q8_0, d), 2);
+            }
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Tables, one per ISA, in the same order
 
@@ -171,7 +190,9 @@ static const struct kn_qtype kn_qtypes_avx512[] = {
      kn_q4_0x16_bytes, kn_q4_0x16_pack, kn_dot_x16_q4_0_q8_0_avx512},
        KN_ENTRY512(KN_Q4_1, KN_Q8_1, q4_1, q8_1, q8_1),
     KN_ENTRY512(KN_Q5_0, KN_Q8_0, q5_0, q8_0, q8_0),     KN_ENTRY512(KN_Q5_1, KN_Q8_1, q5_1, q8_1, q8_1),
-    KN_ENTRY512(KN_Q8_0, KN_Q8_0, q8_0, q8_0, q8_0),     KN_ENTRY512(KN_IQ4_NL, KN_Q8_0, iq4_nl, q8_0, q8_0),
+    {KN_Q8_0, KN_Q8_0, kn_quant_q8_0_avx2, kn_dot_q8_0_q8_0_avx2, kn_dot_tile_q8_0_q8_0_avx512, "avx512",
+     kn_q8_0x16_bytes, kn_q8_0x16_pack, kn_dot_x16_q8_0_q8_0_avx512},
+       KN_ENTRY512(KN_IQ4_NL, KN_Q8_0, iq4_nl, q8_0, q8_0),
     KN_ENTRY512(KN_Q2_K, KN_Q8_K, q2_K, q8_K, q8_K),     KN_ENTRY512(KN_Q3_K, KN_Q8_K, q3_K, q8_K, q8_K),
     KN_ENTRY512(KN_Q4_K, KN_Q8_K, q4_K, q8_K, q8_K),     KN_ENTRY512(KN_Q5_K, KN_Q8_K, q5_K, q8_K, q8_K),
     KN_ENTRY512(KN_Q6_K, KN_Q8_K, q6_K, q8_K, q8_K),

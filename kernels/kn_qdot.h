@@ -48,6 +48,11 @@ struct kn_qtype {
 // last group are zero.
 size_t kn_q4_0x16_bytes(int64_t n);
 void kn_q4_0x16_pack(const void *w, size_t w_stride, int n_rows, int64_t n, void *dst);
+// The Q8_0 x16 layout, likewise: block b's weights at b * 512, eight 64-byte vectors, vector g
+// holding values 4g..4g+3 of row j as unsigned bytes u = w + 128 (w XOR 0x80) in bytes 4j..4j+3;
+// then the scales at (n / 32) * 512 + b * 32.
+size_t kn_q8_0x16_bytes(int64_t n);
+void kn_q8_0x16_pack(const void *w, size_t w_stride, int n_rows, int64_t n, void *dst);
 
 // The entry for wtype whose kernels use the best ISA at or below isa ("ref", "avx2", "avx512",
 // the names of kn_ops.h) that this CPU runs: "avx2" and "avx512" give the AVX2 kernels when the
@@ -123,6 +128,8 @@ KN_TILE512(q5_K, q8_K)
 KN_TILE512(q6_K, q8_K)
 #undef KN_TILE512
 void kn_dot_x16_q4_0_q8_0_avx512(const void *wx, int n_rows, const void *act, size_t act_stride, int n_act,
+                                 int64_t n, float *out, size_t out_stride);
+void kn_dot_x16_q8_0_q8_0_avx512(const void *wx, int n_rows, const void *act, size_t act_stride, int n_act,
                                  int64_t n, float *out, size_t out_stride);
 
 #endif

@@ -177,53 +177,59 @@ __attribute__((always_inline)) static inline void kn_v_rows(int t, const uint8_t
 }
 
 // ---------------------------------------------------------------------------------------------
-// Q4_0 on the interleaved layout (kn_qdot.h, kn_q4_0x16_pack): a group's block is four 64-byte
-// vectors, vector t holding bytes 4t..4t+3 of row j's nibbles in lane j, then the 16 rows' d. So
-// the lanes are rows already: the low nibbles of vector t are values 4t..4t+3, the high ones
-// values 16 + 4t..16 + 4t + 3 (vector g = t + 4 of kn_v_apply's order), and nothing is
-// transposed at run time. One activation row (decoding) runs KN_XG groups at once, sharing the
-// activation block's broadcasts and its -8 * sum(y); more rows go through kn_v_apply per group.
+// Q4_0 and Q8_0 on their x16 layouts (kn_qdot.h, kn_q4_0x16_pack / kn_q8_0x16_pack): the lanes
+// are rows already, so nothing is transposed at run time. Q4_0: a group's block is four 64-byte
+// vectors, vector t holding bytes 4t..4t+3 of row j's nibbles in lane j: the low nibbles are
+// values 4t..4t+3, the high ones values 16 + 4t.. (vector g = t + 4 of kn_v_apply's order).
+// Q8_0: eight vectors, vector g holding values 4g..4g+3 of row j as u = w + 128. Then the
+// block's 16 scales. One activation row (decoding) runs KN_XG groups at once, sharing the
+// activation block's broadcasts and its -c * sum(y); more rows go through kn_v_apply per group.
 
 #define KN_XG 4 // groups in flight for one activation row: 8 independent dpbusd chains, 4 fp chains
 
-static inline void kn_x16_unpack(const uint8_t *q, __m512i wt[8]) {
+static inline int kn_x16_qbytes(int t) { return t == KN_L_Q4_0 ? 256 : 512; } // weight bytes per block
+
+__attribute__((always_inline)) static inline void kn_x16_unpack(int t, const uint8_t *q, __m512i wt[8]) {
     const __m512i m4 = _mm512_set1_epi8(0x0f);
-#pragma GCC unroll 4
-    for (int t = 0; t < 4; t++) {
-        const __m512i v = _mm512_load_si512((const void *)(q + 64 * t));
-        wt[t] = _mm512_and_si512(v, m4);
-        wt[4 + t] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; g++) {
+        if (t == KN_L_Q8_0) {
+            wt[g] = _mm512_load_si512((const void *)(q + 64 * g));
+        } else if (g < 4) {
+            const __m512i v = _mm512_load_si512((const void *)(q + 64 * g));
+            wt[g] = _mm512_and_si512(v, m4);
+            wt[4 + g] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
     }
 }
 
 // ng <= KN_XG groups (gb bytes apart, nb blocks each) times one activation row: out[16 g + j] for
 // the first m rows of the last group, all 16 of the others.
-__attribute__((always_inline)) static inline void kn_x16_gemv(int ng, const uint8_t *wx, size_t gb, int m,
+__attribute__((always_inline)) static inline void kn_x16_gemv(int t, int ng, const uint8_t *wx, size_t gb, int m,
                                                                const uint8_t *act, int64_t nb, float *out) {
+    const int qb = kn_x16_qbytes(t);
     __m512 s[KN_XG];
 #pragma GCC unroll 4
     for (int g = 0; g < ng; g++) s[g] = _mm512_setzero_ps();
-    const __m512i m4 = _mm512_set1_epi8(0x0f);
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *yb = act + b * KN_BYTES(q8_0), *yq = yb + KN_OFF(q8_0, qs);
-        const __m512i corr = kn_v_corr(8, yq);
-        const __m512 dy = kn_h2f1_512(yb);
+        const __m512i corr = kn_v_corr(kn_v_bias[t], yq);
+        const __m512 dy = kn_h2f1_512(yb), zero = _mm512_setzero_ps();
         __m512i y[8];
 #pragma GCC unroll 8
-        for (int g = 0; g < 8; g++) y[g] = kn_bcast4_512(yq + 4 * g);
+        for (int v = 0; v < 8; v++) y[v] = kn_bcast4_512(yq + 4 * v);
 #pragma GCC unroll 4
         for (int g = 0; g < ng; g++) {
-            const uint8_t *q = wx + g * gb + b * 256;
+            __m512i wt[8];
+            kn_x16_unpack(t, wx + g * gb + b * qb, wt);
             __m512i i0 = corr, i1 = _mm512_setzero_si512(); // two chains: integer sums in any order
 #pragma GCC unroll 4
-            for (int t = 0; t < 4; t++) {
-                const __m512i v = _mm512_load_si512((const void *)(q + 64 * t));
-                i0 = _mm512_dpbusd_epi32(i0, _mm512_and_si512(v, m4), y[t]);
-                i1 = _mm512_dpbusd_epi32(i1, _mm512_and_si512(_mm512_srli_epi16(v, 4), m4), y[4 + t]);
+            for (int v = 0; v < 4; v++) {
+                i0 = _mm512_dpbusd_epi32(i0, wt[v], y[v]);
+                i1 = _mm512_dpbusd_epi32(i1, wt[4 + v], y[4 + v]);
             }
-            const __m512 dx = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(wx + g * gb + nb * 256 + b * 32)));
-            const __m512 fs = _mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1));
-            s[g] = _mm512_add_ps(s[g], _mm512_mul_ps(_mm512_mul_ps(fs, dx), dy)); // (float)sumi * d_x * d_y
+            const __m512 dx = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(wx + g * gb + nb * qb + b * 32)));
+            s[g] = _mm512_add_ps(s[g], kn_v_term(t, _mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), dx, zero, dy, zero));
         }
     }
 #pragma GCC unroll 4
@@ -231,8 +237,10 @@ __attribute__((always_inline)) static inline void kn_x16_gemv(int ng, const uint
 }
 
 // One group (m <= 16 rows) times na <= KN_VA activation rows, chunks of KN_VB blocks.
-static void kn_x16_rows(const uint8_t *wx, int m, const uint8_t *act, size_t act_stride, int na, int64_t nb,
-                        float *out, size_t out_stride) {
+__attribute__((always_inline)) static inline void kn_x16_rows(int t, const uint8_t *wx, int m, const uint8_t *act,
+                                                               size_t act_stride, int na, int64_t nb, float *out,
+                                                               size_t out_stride) {
+    const int qb = kn_x16_qbytes(t);
     __m512i wt[KN_VB][8];
     __m512 dx[KN_VB], mx[KN_VB], acc[KN_VA];
     for (int r = 0; r < na; r++) acc[r] = _mm512_setzero_ps();
@@ -240,33 +248,41 @@ static void kn_x16_rows(const uint8_t *wx, int m, const uint8_t *act, size_t act
     for (int64_t b0 = 0; b0 < nb; b0 += KN_VB) {
         const int kb = nb - b0 < KN_VB ? (int)(nb - b0) : KN_VB;
         for (int k = 0; k < kb; k++) {
-            kn_x16_unpack(wx + (b0 + k) * 256, wt[k]);
-            dx[k] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(wx + nb * 256 + (b0 + k) * 32)));
+            kn_x16_unpack(t, wx + (b0 + k) * qb, wt[k]);
+            dx[k] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(wx + nb * qb + (b0 + k) * 32)));
         }
-        kn_v_apply(KN_L_Q4_0, wt, dx, mx, kb, act, act_stride, na, b0, acc);
+        kn_v_apply(t, wt, dx, mx, kb, act, act_stride, na, b0, acc);
     }
     for (int r = 0; r < na; r++) kn_store16(out + (size_t)r * out_stride, acc[r], m);
 }
 
-void kn_dot_x16_q4_0_q8_0_avx512(const void *wx_, int n_rows, const void *act_, size_t act_stride, int n_act,
-                                 int64_t n, float *out, size_t out_stride) {
-    const uint8_t *wx = wx_, *act = act_;
-    const int64_t nb = n / 32;
-    const size_t gb = kn_q4_0x16_bytes(n);
+__attribute__((always_inline)) static inline void kn_x16_dot(int t, const uint8_t *wx, size_t gb, int n_rows,
+                                                              const uint8_t *act, size_t act_stride, int n_act,
+                                                              int64_t nb, float *out, size_t out_stride) {
     const int ng = (n_rows + KN_VR - 1) / KN_VR;
     if (n_act == 1) {
         int g = 0;
         for (; g + KN_XG <= ng; g += KN_XG)
-            kn_x16_gemv(KN_XG, wx + g * gb, gb, QP_MIN(16, n_rows - 16 * (g + KN_XG - 1)), act, nb, out + 16 * g);
-        for (; g < ng; g++) kn_x16_gemv(1, wx + g * gb, gb, QP_MIN(16, n_rows - 16 * g), act, nb, out + 16 * g);
+            kn_x16_gemv(t, KN_XG, wx + g * gb, gb, QP_MIN(16, n_rows - 16 * (g + KN_XG - 1)), act, nb, out + 16 * g);
+        for (; g < ng; g++) kn_x16_gemv(t, 1, wx + g * gb, gb, QP_MIN(16, n_rows - 16 * g), act, nb, out + 16 * g);
         return;
     }
     for (int a0 = 0; a0 < n_act; a0 += KN_VA) {
         const int na = n_act - a0 < KN_VA ? n_act - a0 : KN_VA;
         for (int g = 0; g < ng; g++)
-            kn_x16_rows(wx + g * gb, QP_MIN(16, n_rows - 16 * g), act + (size_t)a0 * act_stride, act_stride, na, nb,
+            kn_x16_rows(t, wx + g * gb, QP_MIN(16, n_rows - 16 * g), act + (size_t)a0 * act_stride, act_stride, na, nb,
                         out + (size_t)a0 * out_stride + 16 * g, out_stride);
     }
+}
+
+void kn_dot_x16_q4_0_q8_0_avx512(const void *wx, int n_rows, const void *act, size_t act_stride, int n_act,
+                                 int64_t n, float *out, size_t out_stride) {
+    kn_x16_dot(KN_L_Q4_0, wx, kn_q4_0x16_bytes(n), n_rows, act, act_stride, n_act, n / 32, out, out_stride);
+}
+
+void kn_dot_x16_q8_0_q8_0_avx512(const void *wx, int n_rows, const void *act, size_t act_stride, int n_act,
+                                 int64_t n, float *out, size_t out_stride) {
+    kn_x16_dot(KN_L_Q8_0, wx, kn_q8_0x16_bytes(n), n_rows, act, act_stride, n_act, n / 32, out, out_stride);
 }
 
 // ---------------------------------------------------------------------------------------------

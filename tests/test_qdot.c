@@ -339,6 +339,7 @@ static void check_x16(int wtype, const char *isa) {
 }
 
 QP_TEST(x16_dot_q4_0_avx512_should_equal_reference_bit_for_bit) { check_x16(KN_Q4_0, "avx512"); }
+QP_TEST(x16_dot_q8_0_avx512_should_equal_reference_bit_for_bit) { check_x16(KN_Q8_0, "avx512"); }
 
 // Extreme integer parts: every weight and activation quant at its most negative / largest value
 // (where maddubs could saturate if misused), for each type.
