@@ -700,66 +700,67 @@ static void kn_matmul_x16(const struct kn_state *s, const struct kn_lin *lin, co
     }
 }
 
-// y (n, lin->n_out) = x (n, lin->n_in) . W^T, columns split over threads by panel.
+// act=q8 on the stored blocks: the n activation rows are quantized once (rows split over
+// threads), then the outputs go in tiles of QGROUP weight rows (split over threads) x QTILE
+// activation rows: the kernel unpacks a few weight rows once for a whole tile, and a tile's
+// activations stay in cache for every group. Every output is qt->dot of its weight row and
+// activation row, bit for bit (dot_tile, kn_qdot.h), whichever thread computes it.
+static void kn_matmul_q8(const struct kn_state *s, const struct kn_lin *lin, const float *x, float *y, int n) {
+    enum { QGROUP = 16, QTILE = 64 };
+    const struct kn_qtype *qt = lin->qt;
+    if (n == 1) { // one token (decoding): one-row dot products, rows over threads; a tile
+                  // would unpack 16 weight rows for a single activation row
+        qt->quantize_act(x, s->actq, lin->n_in);
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1)
+        for (int j = 0; j < lin->n_out; j++)
+            y[j] = qt->dot((const uint8_t *)lin->src.data + (size_t)j * lin->src_row, s->actq, lin->n_in);
+        return;
+    }
+    const int n_groups = (lin->n_out + QGROUP - 1) / QGROUP;
+#pragma omp parallel num_threads(s->n_threads) if (s->n_threads > 1)
+    {
+#pragma omp for schedule(static)
+        for (int r = 0; r < n; r++)
+            qt->quantize_act(x + (size_t)r * lin->n_in, s->actq + (size_t)r * s->actq_stride, lin->n_in);
+        // (the implicit barrier above: every row is quantized before any dot product)
+        for (int r0 = 0; r0 < n; r0 += QTILE) {
+            const int na = QP_MIN(QTILE, n - r0);
+#pragma omp for schedule(static) nowait
+            for (int g = 0; g < n_groups; g++) {
+                const int j0 = g * QGROUP, m = QP_MIN(QGROUP, lin->n_out - j0);
+                qt->dot_tile((const uint8_t *)lin->src.data + (size_t)j0 * lin->src_row, lin->src_row, m,
+                             s->actq + (size_t)r0 * s->actq_stride, s->actq_stride, na, lin->n_in,
+                             y + (size_t)r0 * lin->n_out + j0, (size_t)lin->n_out);
+            }
+        }
+    }
+}
+
+// OpenBLAS: output columns split over threads, one sgemm each.
+static void kn_matmul_blas(const struct kn_state *s, const struct kn_lin *lin, const float *x, float *y, int n) {
+    const int n_panels = (lin->n_out + KN_NR - 1) / KN_NR;
+    const int parts = s->n_threads > 1 && n_panels >= 2 ? QP_MIN(s->n_threads, n_panels) : 1;
+#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
+    for (int p = 0; p < parts; p++) {
+        int c0 = (int)((int64_t)n_panels * p / parts) * KN_NR;
+        int c1 = QP_MIN((int)((int64_t)n_panels * (p + 1) / parts) * KN_NR, lin->n_out);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c1 - c0, lin->n_in, 1.0f, x, lin->n_in,
+                    lin->w + (size_t)c0 * lin->n_in, lin->n_in, 0.0f, y + c0, lin->n_out);
+    }
+}
+
+// y (n, lin->n_out) = x (n, lin->n_in) . W^T, columns split over threads by panel. Decoding
+// layouts first (the x16 tiles for any n: they are the stored tiles without the transposes; fp16
+// panels for up to KN_GEMV_ROWS rows, beyond which the GEMM on converted panels is faster).
 static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const float *x, float *y,
                       int n) {
     if (s->acti8 && lin != &s->e->output) x = kn_act_int8(s, lin, x, n, lin->n_in);
     const struct kn_ops *ops = s->e->ops;
-    int n_panels = (lin->n_out + KN_NR - 1) / KN_NR;
-    if (lin->qt) { // packed weights, quantized activations: one dot product per output
-        // The n activation rows are quantized once (rows split over threads), then the outputs
-        // go in tiles of QGROUP weight rows (split over threads) x QTILE activation rows: the
-        // kernel unpacks a few weight rows once for a whole tile, and a tile's activations stay
-        // in cache for every group. Every output is qt->dot of its weight row and activation
-        // row, bit for bit (dot_tile, kn_qdot.h), whichever thread computes it.
-        enum { QGROUP = 16, QTILE = 64 };
-        const struct kn_qtype *qt = lin->qt;
-        if (lin->wx) {
-            kn_matmul_x16(s, lin, x, y, n);
-            return;
-        }
-        if (n == 1) { // one token (decoding): one-row dot products, rows over threads; a tile
-                      // would unpack 16 weight rows for a single activation row
-            qt->quantize_act(x, s->actq, lin->n_in);
-#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1)
-            for (int j = 0; j < lin->n_out; j++)
-                y[j] = qt->dot((const uint8_t *)lin->src.data + (size_t)j * lin->src_row, s->actq, lin->n_in);
-            return;
-        }
-        const int n_groups = (lin->n_out + QGROUP - 1) / QGROUP;
-#pragma omp parallel num_threads(s->n_threads) if (s->n_threads > 1)
-        {
-#pragma omp for schedule(static)
-            for (int r = 0; r < n; r++)
-                qt->quantize_act(x + (size_t)r * lin->n_in, s->actq + (size_t)r * s->actq_stride, lin->n_in);
-            // (the implicit barrier above: every row is quantized before any dot product)
-            for (int r0 = 0; r0 < n; r0 += QTILE) {
-                const int na = QP_MIN(QTILE, n - r0);
-#pragma omp for schedule(static) nowait
-                for (int g = 0; g < n_groups; g++) {
-                    const int j0 = g * QGROUP, m = QP_MIN(QGROUP, lin->n_out - j0);
-                    qt->dot_tile((const uint8_t *)lin->src.data + (size_t)j0 * lin->src_row, lin->src_row, m,
-                                 s->actq + (size_t)r0 * s->actq_stride, s->actq_stride, na, lin->n_in,
-                                 y + (size_t)r0 * lin->n_out + j0, (size_t)lin->n_out);
-                }
-            }
-        }
-        return;
-    }
-    if (s->e->gemm == KN_GEMM_BLAS) { // output columns split over threads, one sgemm each
-        int parts = s->n_threads > 1 && n_panels >= 2 ? QP_MIN(s->n_threads, n_panels) : 1;
-#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
-        for (int p = 0; p < parts; p++) {
-            int c0 = (int)((int64_t)n_panels * p / parts) * KN_NR;
-            int c1 = QP_MIN((int)((int64_t)n_panels * (p + 1) / parts) * KN_NR, lin->n_out);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c1 - c0, lin->n_in, 1.0f, x,
-                        lin->n_in, lin->w + (size_t)c0 * lin->n_in, lin->n_in, 0.0f, y + c0,
-                        lin->n_out);
-        }
-        return;
-    }
-    if (lin->wp16 && n <= KN_GEMV_ROWS) {
-        kn_gemv(s, lin, x, y, n);
+    if (lin->wx || lin->qt || s->e->gemm == KN_GEMM_BLAS || (lin->wp16 && n <= KN_GEMV_ROWS)) {
+        if (lin->wx) kn_matmul_x16(s, lin, x, y, n);
+        else if (lin->qt) kn_matmul_q8(s, lin, x, y, n);
+        else if (s->e->gemm == KN_GEMM_BLAS) kn_matmul_blas(s, lin, x, y, n);
+        else kn_gemv(s, lin, x, y, n);
         return;
     }
     // The own GEMM: the n input rows are packed once (row blocks split over threads), then column
