@@ -23,6 +23,8 @@
 #include "kn_types.h"
 #include "qp.h"
 
+_Static_assert(offsetof(struct kn_block_q4_0, d) == 0 && offsetof(struct kn_block_q8_0, d) == 0, "d first");
+
 // ---------------------------------------------------------------------------------------------
 // Reference activation quantizers
 
@@ -122,41 +124,35 @@ KN_DOT(q6_K, q8_K, KN_Q6_K, kn_vec_dot_k_ref)
 // The x16 layouts (kn_qdot.h): bytes moved, nothing computed.
 
 size_t kn_q4_0x16_bytes(int64_t n) { return ((size_t)(n / 32) * 16 * KN_BYTES(q4_0) + 63) & ~(size_t)63; }
+size_t kn_q8_0x16_bytes(int64_t n) { return ((size_t)(n / 32) * 16 * KN_BYTES(q8_0) + 63) & ~(size_t)63; }
 
-void kn_q4_0x16_pack(const void *w, size_t w_stride, int n_rows, int64_t n, void *dst) {
+// Both layouts: q8 = 0 for Q4_0 (4 bytes of nibbles per row and vector, 4 vectors per block),
+// 1 for Q8_0 (4 values per row and vector as w XOR 0x80, 8 vectors).
+static void kn_x16_pack(int q8, const void *w, size_t w_stride, int n_rows, int64_t n, void *dst) {
     const int64_t nb = n / 32;
-    const size_t gb = kn_q4_0x16_bytes(n);
+    const size_t gb = q8 ? kn_q8_0x16_bytes(n) : kn_q4_0x16_bytes(n), xs = q8 ? KN_BYTES(q8_0) : KN_BYTES(q4_0);
+    const int nq = q8 ? 32 : 16, qb = 4 * nq * 4, qs = q8 ? KN_OFF(q8_0, qs) : KN_OFF(q4_0, qs);
+    const uint8_t flip = q8 ? 0x80 : 0;
     for (int g = 0; g * 16 < n_rows; g++) {
-        uint8_t *q = (uint8_t *)dst + (size_t)g * gb, *d = q + nb * 256;
+        uint8_t *q = (uint8_t *)dst + (size_t)g * gb, *d = q + nb * qb;
         memset(q, 0, gb);
         for (int j = 0; j < 16 && g * 16 + j < n_rows; j++) {
             const uint8_t *row = (const uint8_t *)w + (size_t)(g * 16 + j) * w_stride;
             for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *blk = row + b * KN_BYTES(q4_0);
-                for (int t = 0; t < 4; t++) memcpy(q + b * 256 + 64 * t + 4 * j, blk + KN_OFF(q4_0, qs) + 4 * t, 4);
-                memcpy(d + b * 32 + 2 * j, blk + KN_OFF(q4_0, d), 2);
+                const uint8_t *blk = row + b * xs; // d first in both block types
+                for (int v = 0; v < nq; v++) q[b * qb + 64 * (v / 4) + 4 * j + v % 4] = blk[qs + v] ^ flip;
+                memcpy(d + b * 32 + 2 * j, blk, 2);
             }
         }
     }
 }
 
-size_t kn_q8_0x16_bytes(int64_t n) { return ((size_t)(n / 32) * 16 * KN_BYTES(q8_0) + 63) & ~(size_t)63; }
+void kn_q4_0x16_pack(const void *w, size_t w_stride, int n_rows, int64_t n, void *dst) {
+    kn_x16_pack(0, w, w_stride, n_rows, n, dst);
+}
 
 void kn_q8_0x16_pack(const void *w, size_t w_stride, int n_rows, int64_t n, void *dst) {
-    const int64_t nb = n / 32;
-    const size_t gb = kn_q8_0x16_bytes(n);
-    for (int g = 0; g * 16 < n_rows; g++) {
-        uint8_t *q = (uint8_t *)dst + (size_t)g * gb, *d = q + nb * 512;
-        memset(q, 0, gb);
-        for (int j = 0; j < 16 && g * 16 + j < n_rows; j++) {
-            const uint8_t *row = (const uint8_t *)w + (size_t)(g * 16 + j) * w_stride;
-            for (int64_t b = 0; b < nb; b++) {
-                const uint8_t *blk = row + b * KN_BYTES(q8_0);
-                for (int v = 0; v < 32; v++) q[b * 512 + 64 * (v / 4) + 4 * j + v % 4] = blk[KN_OFF(q8_0, qs) + v] ^ 0x80;
-                memcpy(d + b * 32 + 2 * j, blk + KN_OFF(q8_0, d), 2);
-            }
-        }
-    }
+    kn_x16_pack(1, w, w_stride, n_rows, n, dst);
 }
 
 // ---------------------------------------------------------------------------------------------
