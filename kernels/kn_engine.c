@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 
 #include "kn_block.h"
 #include "kn_blocks.h"
@@ -141,6 +142,19 @@ static void kn_row_f32(const struct kn_tensor *t, int64_t r, float *out) {
     kn_dequantize_row(t->type, (const uint8_t *)t->data + (size_t)r * rb, out, t->ne0);
 }
 
+// Asks for transparent huge pages over the 2 MiB-aligned inside of a large buffer (best effort:
+// where THP is "madvise" this turns 512 page faults into one while the copy is written, and
+// decoding streams the buffer with fewer TLB misses). Changes no byte.
+static void kn_hugepages(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20, lo = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+    const uintptr_t hi = ((uintptr_t)p + n) & ~(huge - 1);
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#else
+    (void)p, (void)n;
+#endif
+}
+
 // The engine's own copy of a stored matrix in the layout decoding reads (kn_engine_opts
 // release_source): fp16 panels for F16 weights that would stream, the x16 layout for act=q8
 // types that have one; then the stored matrix's pages go. Otherwise nothing (src is read).
@@ -151,11 +165,13 @@ static int kn_lin_own_layout(struct kn_lin *l, const struct kn_engine *e, const 
         const size_t gb = l->qt->x16_bytes(l->n_in);
         if (!(l->wx = qp_alloc_array((size_t)(l->n_out + 15) / 16, gb)))
             return qp_fail(err, QP_ENOMEM, "out of memory laying out %s", name);
+        kn_hugepages(l->wx, (size_t)(l->n_out + 15) / 16 * gb);
         l->qt->x16_pack(l->src.data, l->src_row, l->n_out, l->n_in, l->wx);
     } else if (!l->qt && l->src.type == KN_F16 && e->gemm == KN_GEMM_OWN) {
         const size_t n_panels = (size_t)(l->n_out + KN_NR - 1) / KN_NR;
         if (!(l->wp16 = qp_alloc_array(n_panels * l->n_in, KN_NR * sizeof(uint16_t))))
             return qp_fail(err, QP_ENOMEM, "out of memory packing %s", name);
+        kn_hugepages(l->wp16, n_panels * l->n_in * KN_NR * sizeof(uint16_t));
         kn_f16_panels_pack(l->src.data, (size_t)l->n_in, l->n_out, l->n_in, l->wp16);
     } else {
         return 0;
