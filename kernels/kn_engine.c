@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 
 #include "kn_block.h"
 #include "kn_blocks.h"
@@ -40,6 +41,10 @@ struct kn_lin {
     size_t src_row;       // bytes per stored row
     float *wp;       // own GEMM, prepacked: panels (ceil(n_out / KN_NR), n_in, KN_NR), 64-byte
                      // aligned; NULL when the engine streams (panels built per call, kn_panel)
+    uint16_t *wp16;  // own GEMM on F16 weights, streaming with release_source: fp16 panels
+                     // (ceil(n_out / KN_NR), n_in, KN_NR), 64-byte aligned, replacing src; else NULL
+    uint8_t *wx;     // act=q8 with an x16 layout (kn_qdot.h): ceil(n_out / 16) groups of
+                     // qt->x16_bytes(n_in), replacing src; else NULL
     const float *w;  // OpenBLAS GEMM: row-major (n_out, n_in), the tensor itself when F32
     float *w_owned;  // a converted copy backing w, or NULL
     const struct kn_qtype *qt; // packed path (act=q8): the weight type's dot product on src's
@@ -61,6 +66,7 @@ struct kn_engine {
     int act_q8;
     int act_int8; // kn_engine_opts.act_int8
     int stream;   // own GEMM: 1 = panels built per call from the stored weights, 0 = prepacked
+    void (*release_source)(const void *p, size_t n); // kn_engine_opts's, during creation
     struct kn_tensor tok_embd; // (vocab, dim) as stored: rows are converted as tokens come
     const float *out_norm; // (dim)
     // RoPE frequency divisors (head_size / 2) or NULL: rope_freqs for every context, else
@@ -136,13 +142,52 @@ static void kn_row_f32(const struct kn_tensor *t, int64_t r, float *out) {
     kn_dequantize_row(t->type, (const uint8_t *)t->data + (size_t)r * rb, out, t->ne0);
 }
 
+// Asks for transparent huge pages over the 2 MiB-aligned inside of a large buffer (best effort:
+// where THP is "madvise" this turns 512 page faults into one while the copy is written, and
+// decoding streams the buffer with fewer TLB misses). Changes no byte.
+static void kn_hugepages(void *p, size_t n) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20, lo = ((uintptr_t)p + huge - 1) & ~(huge - 1);
+    const uintptr_t hi = ((uintptr_t)p + n) & ~(huge - 1);
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_HUGEPAGE);
+#else
+    (void)p, (void)n;
+#endif
+}
+
+// The engine's own copy of a stored matrix in the layout decoding reads (kn_engine_opts
+// release_source): fp16 panels for F16 weights that would stream, the x16 layout for act=q8
+// types that have one; then the stored matrix's pages go. Otherwise nothing (src is read).
+static int kn_lin_own_layout(struct kn_lin *l, const struct kn_engine *e, const char *name, char *err) {
+    if (!e->release_source) return 0;
+    const size_t bytes = l->src_row * (size_t)l->n_out;
+    if (l->qt && l->qt->x16_pack) {
+        const size_t gb = l->qt->x16_bytes(l->n_in);
+        if (!(l->wx = qp_alloc_array((size_t)(l->n_out + 15) / 16, gb)))
+            return qp_fail(err, QP_ENOMEM, "out of memory laying out %s", name);
+        kn_hugepages(l->wx, (size_t)(l->n_out + 15) / 16 * gb);
+        l->qt->x16_pack(l->src.data, l->src_row, l->n_out, l->n_in, l->wx);
+    } else if (!l->qt && l->src.type == KN_F16 && e->gemm == KN_GEMM_OWN) {
+        const size_t n_panels = (size_t)(l->n_out + KN_NR - 1) / KN_NR;
+        if (!(l->wp16 = qp_alloc_array(n_panels * l->n_in, KN_NR * sizeof(uint16_t))))
+            return qp_fail(err, QP_ENOMEM, "out of memory packing %s", name);
+        kn_hugepages(l->wp16, n_panels * l->n_in * KN_NR * sizeof(uint16_t));
+        kn_f16_panels_pack(l->src.data, (size_t)l->n_in, l->n_out, l->n_in, l->wp16);
+    } else {
+        return 0;
+    }
+    e->release_source(l->src.data, bytes);
+    return 0;
+}
+
 static int kn_lin_init(struct kn_lin *l, const struct kn_tensor *t, const struct kn_engine *e,
                        const char *name, char *err) {
     l->n_in = (int)t->ne0;
     l->n_out = (int)t->ne1;
     l->src = *t;
     l->src_row = kn_row_bytes(t->type, t->ne0);
-    if (e->act_q8 && (l->qt = kn_qtype_for_isa(t->type, e->ops->name)) != NULL) return 0; // runs on the blocks
+    if (e->act_q8 && (l->qt = kn_qtype_for_isa(t->type, e->ops->name)) != NULL) // runs on the blocks
+        return kn_lin_own_layout(l, e, name, err);
     if (!kn_type_has_dequant(t->type)) {
         const struct kn_type_info *ti = kn_type_info(t->type);
         return qp_fail(err, QP_ENOTSUP, "tensor %s has type %s, which qprobe cannot run",
@@ -167,7 +212,7 @@ static int kn_lin_init(struct kn_lin *l, const struct kn_tensor *t, const struct
     }
     if (e->stream) {
         qp_free(row);
-        return 0;
+        return kn_lin_own_layout(l, e, name, err);
     }
     int n_panels = (l->n_out + KN_NR - 1) / KN_NR;
     l->wp = qp_calloc_array((size_t)n_panels * l->n_in, KN_NR * sizeof(float));
@@ -222,6 +267,7 @@ char *kn_engine_kernels(const struct kn_engine *e, char *buf, size_t size) {
 #define KN_PUT(...) at += (size_t)snprintf(buf + at, at < size ? size - at : 0, __VA_ARGS__)
     KN_PUT("ops %s (gemm %s", e->ops->name, e->gemm == KN_GEMM_OWN ? "own" : "openblas");
     if (e->gemm == KN_GEMM_OWN) KN_PUT(" %dx%d %s", e->ops->xmr, KN_NCG, e->stream ? "streamed" : "prepacked");
+    if (e->output.wp16 || (e->cfg.n_layers > 0 && e->layers[0].wq.wp16)) KN_PUT(", gemv f16 panels");
     KN_PUT(", attention, norms)");
     // the act=q8 kernels, one entry per weight type in the order of first use
     const struct kn_qtype *seen[16];
@@ -237,7 +283,8 @@ char *kn_engine_kernels(const struct kn_engine *e, char *buf, size_t size) {
             for (int k = 0; k < n_seen && !known; k++) known = seen[k] == qt;
             if (known || n_seen == (int)QP_ARRAY_LEN(seen)) continue;
             seen[n_seen++] = qt;
-            KN_PUT("%s %s %s", n_seen == 1 ? "; q8" : ",", kn_type_info(qt->wtype)->name, qt->isa);
+            KN_PUT("%s %s %s%s", n_seen == 1 ? "; q8" : ",", kn_type_info(qt->wtype)->name, qt->isa,
+                   lins[i]->wx ? " x16" : "");
         }
     }
 #undef KN_PUT
@@ -375,6 +422,7 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
         return qp_fail(err, QP_ENOMEM, "out of memory");
     }
     e->stream = kn_stream_choice(w);
+    e->release_source = o->release_source;
     if (!kn_type_has_dequant(w->tok_embd.type)) rc = qp_fail(err, QP_ENOTSUP, "tensor token_embd has a type qprobe cannot read");
     e->tok_embd = w->tok_embd;
     if (!rc) rc = kn_f32_view(e, &w->out_norm, "output_norm", &e->out_norm, err);
@@ -385,6 +433,7 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
     e->rope_long = w->rope_long.data;
     e->attend_capped = strcmp(ops->name, "ref") == 0 ? kn_attend_capped_ref : kn_attend_capped_avx2;
     for (int l = 0; l < L && !rc; l++) rc = kn_layer_prep(e, &w->layers[l], l, o->act_scales, err);
+    e->release_source = NULL; // the caller's, not kept
     if (rc) {
         kn_engine_destroy(e);
         return rc;
@@ -393,20 +442,23 @@ int kn_engine_create_opts(const struct kn_weights *w, const struct kn_engine_opt
     return 0;
 }
 
+static void kn_lin_free(struct kn_lin *l) {
+    qp_free(l->wp);
+    qp_free(l->wp16);
+    qp_free(l->wx);
+    qp_free(l->w_owned);
+}
+
 void kn_engine_destroy(struct kn_engine *e) {
     if (!e) return;
     if (e->layers) {
         for (int l = 0; l < e->cfg.n_layers; l++) {
             struct kn_layer *ly = &e->layers[l];
             struct kn_lin *lins[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->gate, &ly->up, &ly->down};
-            for (size_t i = 0; i < QP_ARRAY_LEN(lins); i++) {
-                qp_free(lins[i]->wp);
-                qp_free(lins[i]->w_owned);
-            }
+            for (size_t i = 0; i < QP_ARRAY_LEN(lins); i++) kn_lin_free(lins[i]);
         }
     }
-    qp_free(e->output.wp);
-    qp_free(e->output.w_owned);
+    kn_lin_free(&e->output);
     for (int i = 0; i < e->n_owned; i++) qp_free(e->owned[i]);
     qp_free(e->owned);
     qp_free(e->layers);
@@ -592,6 +644,10 @@ static const float *kn_act_int8(const struct kn_state *s, const struct kn_lin *l
 // rows are packed directly, other types dequantized into rows (KN_NR * n_in floats) first.
 static void kn_panel(const struct kn_ops *ops, const struct kn_lin *lin, int c0, int nc, float *panel,
                      float *rows) {
+    if (lin->wp16) { // the engine's fp16 panels (release_source)
+        ops->f16_to_f32(lin->wp16 + (size_t)(c0 / KN_NR) * lin->n_in * KN_NR, (size_t)lin->n_in * KN_NR, panel);
+        return;
+    }
     const uint8_t *src = (const uint8_t *)lin->src.data + (size_t)c0 * lin->src_row;
     switch (lin->src.type) {
     case KN_F32:
@@ -608,58 +664,119 @@ static void kn_panel(const struct kn_ops *ops, const struct kn_lin *lin, int c0,
     }
 }
 
-// y (n, lin->n_out) = x (n, lin->n_in) . W^T, columns split over threads by panel.
+// The share [*i0, *i1) of n items that this thread of an OpenMP team takes (contiguous ranges).
+static void kn_thread_share(int n, int *i0, int *i1) {
+    const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    *i0 = (int)((int64_t)n * t / nt);
+    *i1 = (int)((int64_t)n * (t + 1) / nt);
+}
+
+// Decoding on fp16 panels: n <= KN_GEMV_ROWS rows, each thread one gemv_f16 call over its
+// contiguous share of the panels (the weights stream from memory once).
+static void kn_gemv(const struct kn_state *s, const struct kn_lin *lin, const float *x, float *y, int n) {
+    const int n_panels = (lin->n_out + KN_NR - 1) / KN_NR;
+#pragma omp parallel num_threads(s->n_threads) if (s->n_threads > 1)
+    {
+        int p0, p1;
+        kn_thread_share(n_panels, &p0, &p1);
+        if (p1 > p0)
+            s->e->ops->gemv_f16(x, (size_t)lin->n_in, n, lin->wp16 + (size_t)p0 * lin->n_in * KN_NR, lin->n_in,
+                                QP_MIN(lin->n_out, p1 * KN_NR) - p0 * KN_NR, y + (size_t)p0 * KN_NR, (size_t)lin->n_out);
+    }
+}
+
+// act=q8 on the x16 layout (kn_qdot.h): the rows quantized once (split over threads); one row
+// (decoding): each thread one x16_dot call over its contiguous share of the 16-row groups; more
+// rows: tiles of a group x QTILE rows, groups split over threads. Every output is qt->dot's bits.
+static void kn_matmul_x16(const struct kn_state *s, const struct kn_lin *lin, const float *x, float *y, int n) {
+    enum { QTILE = 64 };
+    const struct kn_qtype *qt = lin->qt;
+    const size_t gb = qt->x16_bytes(lin->n_in), as = s->actq_stride;
+    const int n_groups = (lin->n_out + 15) / 16;
+#pragma omp parallel num_threads(s->n_threads) if (s->n_threads > 1)
+    {
+#pragma omp for schedule(static)
+        for (int r = 0; r < n; r++) qt->quantize_act(x + (size_t)r * lin->n_in, s->actq + (size_t)r * as, lin->n_in);
+        // (the implicit barrier above: every row is quantized before any dot product)
+        if (n == 1) {
+            int g0, g1;
+            kn_thread_share(n_groups, &g0, &g1);
+            if (g1 > g0)
+                qt->x16_dot(lin->wx + (size_t)g0 * gb, QP_MIN(lin->n_out, 16 * g1) - 16 * g0, s->actq, as, 1,
+                            lin->n_in, y + (size_t)16 * g0, (size_t)lin->n_out);
+        } else {
+            for (int r0 = 0; r0 < n; r0 += QTILE) {
+#pragma omp for schedule(static) nowait
+                for (int g = 0; g < n_groups; g++)
+                    qt->x16_dot(lin->wx + (size_t)g * gb, QP_MIN(16, lin->n_out - 16 * g), s->actq + (size_t)r0 * as,
+                                as, QP_MIN(QTILE, n - r0), lin->n_in, y + (size_t)r0 * lin->n_out + 16 * g,
+                                (size_t)lin->n_out);
+            }
+        }
+    }
+}
+
+// act=q8 on the stored blocks: the n activation rows are quantized once (rows split over
+// threads), then the outputs go in tiles of QGROUP weight rows (split over threads) x QTILE
+// activation rows: the kernel unpacks a few weight rows once for a whole tile, and a tile's
+// activations stay in cache for every group. Every output is qt->dot of its weight row and
+// activation row, bit for bit (dot_tile, kn_qdot.h), whichever thread computes it.
+static void kn_matmul_q8(const struct kn_state *s, const struct kn_lin *lin, const float *x, float *y, int n) {
+    enum { QGROUP = 16, QTILE = 64 };
+    const struct kn_qtype *qt = lin->qt;
+    if (n == 1) { // one token (decoding): one-row dot products, rows over threads; a tile
+                  // would unpack 16 weight rows for a single activation row
+        qt->quantize_act(x, s->actq, lin->n_in);
+#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1)
+        for (int j = 0; j < lin->n_out; j++)
+            y[j] = qt->dot((const uint8_t *)lin->src.data + (size_t)j * lin->src_row, s->actq, lin->n_in);
+        return;
+    }
+    const int n_groups = (lin->n_out + QGROUP - 1) / QGROUP;
+#pragma omp parallel num_threads(s->n_threads) if (s->n_threads > 1)
+    {
+#pragma omp for schedule(static)
+        for (int r = 0; r < n; r++)
+            qt->quantize_act(x + (size_t)r * lin->n_in, s->actq + (size_t)r * s->actq_stride, lin->n_in);
+        // (the implicit barrier above: every row is quantized before any dot product)
+        for (int r0 = 0; r0 < n; r0 += QTILE) {
+            const int na = QP_MIN(QTILE, n - r0);
+#pragma omp for schedule(static) nowait
+            for (int g = 0; g < n_groups; g++) {
+                const int j0 = g * QGROUP, m = QP_MIN(QGROUP, lin->n_out - j0);
+                qt->dot_tile((const uint8_t *)lin->src.data + (size_t)j0 * lin->src_row, lin->src_row, m,
+                             s->actq + (size_t)r0 * s->actq_stride, s->actq_stride, na, lin->n_in,
+                             y + (size_t)r0 * lin->n_out + j0, (size_t)lin->n_out);
+            }
+        }
+    }
+}
+
+// OpenBLAS: output columns split over threads, one sgemm each.
+static void kn_matmul_blas(const struct kn_state *s, const struct kn_lin *lin, const float *x, float *y, int n) {
+    const int n_panels = (lin->n_out + KN_NR - 1) / KN_NR;
+    const int parts = s->n_threads > 1 && n_panels >= 2 ? QP_MIN(s->n_threads, n_panels) : 1;
+#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
+    for (int p = 0; p < parts; p++) {
+        int c0 = (int)((int64_t)n_panels * p / parts) * KN_NR;
+        int c1 = QP_MIN((int)((int64_t)n_panels * (p + 1) / parts) * KN_NR, lin->n_out);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c1 - c0, lin->n_in, 1.0f, x, lin->n_in,
+                    lin->w + (size_t)c0 * lin->n_in, lin->n_in, 0.0f, y + c0, lin->n_out);
+    }
+}
+
+// y (n, lin->n_out) = x (n, lin->n_in) . W^T, columns split over threads by panel. Decoding
+// layouts first (the x16 tiles for any n: they are the stored tiles without the transposes; fp16
+// panels for up to KN_GEMV_ROWS rows, beyond which the GEMM on converted panels is faster).
 static void kn_matmul(const struct kn_state *s, const struct kn_lin *lin, const float *x, float *y,
                       int n) {
     if (s->acti8 && lin != &s->e->output) x = kn_act_int8(s, lin, x, n, lin->n_in);
     const struct kn_ops *ops = s->e->ops;
-    int n_panels = (lin->n_out + KN_NR - 1) / KN_NR;
-    if (lin->qt) { // packed weights, quantized activations: one dot product per output
-        // The n activation rows are quantized once (rows split over threads), then the outputs
-        // go in tiles of QGROUP weight rows (split over threads) x QTILE activation rows: the
-        // kernel unpacks a few weight rows once for a whole tile, and a tile's activations stay
-        // in cache for every group. Every output is qt->dot of its weight row and activation
-        // row, bit for bit (dot_tile, kn_qdot.h), whichever thread computes it.
-        enum { QGROUP = 16, QTILE = 64 };
-        const struct kn_qtype *qt = lin->qt;
-        if (n == 1) { // one token (decoding): one-row dot products, rows over threads; a tile
-                      // would unpack 16 weight rows for a single activation row
-            qt->quantize_act(x, s->actq, lin->n_in);
-#pragma omp parallel for num_threads(s->n_threads) schedule(static) if (s->n_threads > 1)
-            for (int j = 0; j < lin->n_out; j++)
-                y[j] = qt->dot((const uint8_t *)lin->src.data + (size_t)j * lin->src_row, s->actq, lin->n_in);
-            return;
-        }
-        const int n_groups = (lin->n_out + QGROUP - 1) / QGROUP;
-#pragma omp parallel num_threads(s->n_threads) if (s->n_threads > 1)
-        {
-#pragma omp for schedule(static)
-            for (int r = 0; r < n; r++)
-                qt->quantize_act(x + (size_t)r * lin->n_in, s->actq + (size_t)r * s->actq_stride, lin->n_in);
-            // (the implicit barrier above: every row is quantized before any dot product)
-            for (int r0 = 0; r0 < n; r0 += QTILE) {
-                const int na = QP_MIN(QTILE, n - r0);
-#pragma omp for schedule(static) nowait
-                for (int g = 0; g < n_groups; g++) {
-                    const int j0 = g * QGROUP, m = QP_MIN(QGROUP, lin->n_out - j0);
-                    qt->dot_tile((const uint8_t *)lin->src.data + (size_t)j0 * lin->src_row, lin->src_row, m,
-                                 s->actq + (size_t)r0 * s->actq_stride, s->actq_stride, na, lin->n_in,
-                                 y + (size_t)r0 * lin->n_out + j0, (size_t)lin->n_out);
-                }
-            }
-        }
-        return;
-    }
-    if (s->e->gemm == KN_GEMM_BLAS) { // output columns split over threads, one sgemm each
-        int parts = s->n_threads > 1 && n_panels >= 2 ? QP_MIN(s->n_threads, n_panels) : 1;
-#pragma omp parallel for num_threads(parts) schedule(static) if (parts > 1)
-        for (int p = 0; p < parts; p++) {
-            int c0 = (int)((int64_t)n_panels * p / parts) * KN_NR;
-            int c1 = QP_MIN((int)((int64_t)n_panels * (p + 1) / parts) * KN_NR, lin->n_out);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, c1 - c0, lin->n_in, 1.0f, x,
-                        lin->n_in, lin->w + (size_t)c0 * lin->n_in, lin->n_in, 0.0f, y + c0,
-                        lin->n_out);
-        }
+    if (lin->wx || lin->qt || s->e->gemm == KN_GEMM_BLAS || (lin->wp16 && n <= KN_GEMV_ROWS)) {
+        if (lin->wx) kn_matmul_x16(s, lin, x, y, n);
+        else if (lin->qt) kn_matmul_q8(s, lin, x, y, n);
+        else if (s->e->gemm == KN_GEMM_BLAS) kn_matmul_blas(s, lin, x, y, n);
+        else kn_gemv(s, lin, x, y, n);
         return;
     }
     // The own GEMM: the n input rows are packed once (row blocks split over threads), then column

@@ -99,6 +99,14 @@ struct kn_engine_opts {
     // [l * KN_LIN_IN_COUNT + i]; each finite and >= 0 (0: that input becomes 0). Caller-owned,
     // read by kn_engine_create_opts only (copied). Ignored otherwise.
     const float *act_scales;
+    // Optional: the weights live in a file mapping whose pages the caller lets the engine drop
+    // (the harness passes hx_release_source). Then matrices that decoding would otherwise read
+    // in a slow layout are copied once, here, into the engine's own layout of the same size, and
+    // release_source(data, bytes) is called on each stored matrix so copied: F16 matrices of a
+    // streaming engine become fp16 panels (kn_ops.h gemv_f16), and act_q8 matrices whose
+    // kernels have an x16 layout (kn_qdot.h; Q4_0 on AVX512-VNNI) take it. The engine never
+    // reads those stored matrices again. NULL: every matrix is read as stored. Same bits.
+    void (*release_source)(const void *p, size_t n);
 };
 
 enum { KN_ACT_INT8_OFF, KN_ACT_INT8_TOKEN, KN_ACT_INT8_TENSOR };

@@ -23,6 +23,10 @@
 // columns p*KN_NR .. p*KN_NR+KN_NR-1, stored k-major: wp[(p*n_in + k)*KN_NR + c] = W[p*KN_NR+c][k]
 // (zero where the column is past n_out). 64-byte aligned.
 #define KN_NR 16
+// Decoding reads fp16 weights from fp16 panels: the same layout holding fp16 bit patterns,
+// wp16[(p*n_in + k)*KN_NR + c] (kn_f16_panels_pack builds them once), and gemv_f16 takes at most
+// KN_GEMV_ROWS input rows per call.
+#define KN_GEMV_ROWS 4
 
 struct kn_ops {
     const char *name; // "ref", "avx2", "avx512"
@@ -52,6 +56,16 @@ struct kn_ops {
     // (fp16 -> fp32 is exact), so every ISA writes the same bits. panel 32-byte aligned.
     void (*pack_f32)(const float *rows, size_t ld, int n_rows, int n_in, float *panel);
     void (*pack_f16)(const uint16_t *rows, size_t ld, int n_rows, int n_in, float *panel);
+    // The product on fp16 panels (above) for n_rows <= KN_GEMV_ROWS input rows (row r at
+    // x + r * ldx), as decoding needs it: y[r * ldy + j] for j in [0, ncols) from the
+    // ceil(ncols / KN_NR) panels at wp16 (64-byte aligned). Each output is gemm_f32's fma chain
+    // over k from 0.0f on the converted weights (fp16 -> fp32 is exact): the same bits. The
+    // weights stream from memory once per call, converted in registers.
+    void (*gemv_f16)(const float *x, size_t ldx, int n_rows, const uint16_t *wp16, int n_in, int ncols, float *y,
+                     size_t ldy);
+    // out[i] = fp16 h[i] as fp32 for i in [0, n) (exact): fp16 panels into the fp32 panels gemm_xp
+    // reads, for batches.
+    void (*f16_to_f32)(const uint16_t *h, size_t n, float *out);
     // kn_dequantize_row (kn_blocks.h) for a row of n values of a packed type, bit for bit.
     void (*dequant_row)(enum kn_type type, const void *src, float *dst, int64_t n);
 
@@ -91,6 +105,9 @@ void kn_pack_x(int mr, const float *x, size_t ldx, int n_rows, int n_in, float *
 // The AVX2 panel packers (kn_pack_avx2.c), shared by the AVX2 and AVX-512 tables.
 void kn_pack_f32_avx2(const float *rows, size_t ld, int n_rows, int n_in, float *panel);
 void kn_pack_f16_avx2(const uint16_t *rows, size_t ld, int n_rows, int n_in, float *panel);
+// fp16 panels (above) of output columns [0, n_rows) from rows stored as fp16 (row r at rows + r * ld
+// elements): ceil(n_rows / KN_NR) * KN_NR * n_in values at wp16, zero past n_rows. Moves bits only.
+void kn_f16_panels_pack(const uint16_t *rows, size_t ld, int n_rows, int n_in, uint16_t *wp16);
 // AVX2 row dequantization (kn_dequant_avx2.c): Q8_0, Q4_0 and Q4_K, others by the reference.
 void kn_dequant_row_avx2(enum kn_type type, const void *src, float *dst, int64_t n);
 

@@ -186,6 +186,75 @@ static void kn_gemm_xp_avx2(const float *xp, int n_rows, const float *wp, int n_
 
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// Decoding on fp16 panels (kn_ops.h gemv_f16): mr rows x nv panels (two ymm each) over the whole
+// of k, each lane one output's fma chain from 0.0f; weights converted by F16C as they are loaded.
+// One row keeps 4 panels (8 chains) in flight, two rows 2 panels, more rows one.
+
+__attribute__((always_inline)) static inline void kn_gv_micro2(int mr, int nv, const float *x, size_t ldx,
+                                                                const uint16_t *w, size_t ps, int n_in, float *y,
+                                                                size_t ldy, int nlast) {
+    __m256 acc[KN_GEMV_ROWS][4][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) acc[r][v][0] = acc[r][v][1] = _mm256_setzero_ps();
+    for (int k = 0; k < n_in; k++) {
+        __m256 wv[4][2];
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) {
+            const uint16_t *wk = w + (size_t)v * ps + (size_t)k * KN_NR;
+            wv[v][0] = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)wk));
+            wv[v][1] = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(wk + 8)));
+        }
+#pragma GCC unroll 4
+        for (int r = 0; r < mr; r++) {
+            const __m256 b = _mm256_broadcast_ss(x + (size_t)r * ldx + k);
+#pragma GCC unroll 4
+            for (int v = 0; v < nv; v++) {
+                acc[r][v][0] = _mm256_fmadd_ps(b, wv[v][0], acc[r][v][0]);
+                acc[r][v][1] = _mm256_fmadd_ps(b, wv[v][1], acc[r][v][1]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) {
+            float *yo = y + (size_t)r * ldy + 16 * v;
+            const int n = v == nv - 1 ? nlast : 16;
+            kn_store_part(yo, acc[r][v][0], n);
+            if (n > 8) kn_store_part(yo + 8, acc[r][v][1], n - 8);
+        }
+}
+
+static void kn_gemv_f16_avx2(const float *x, size_t ldx, int n_rows, const uint16_t *wp16, int n_in, int ncols,
+                             float *y, size_t ldy) {
+    const size_t ps = (size_t)n_in * KN_NR;
+    const int np = (ncols + KN_NR - 1) / KN_NR, step = n_rows == 1 ? 4 : n_rows == 2 ? 2 : 1;
+    for (int p = 0; p < np;) {
+        const int nv = np - p >= step ? step : 1;
+        const int nlast = ncols - 16 * (p + nv - 1) < 16 ? ncols - 16 * (p + nv - 1) : 16;
+        const uint16_t *w = wp16 + (size_t)p * ps;
+        float *yp = y + (size_t)p * KN_NR;
+        switch (n_rows * 16 + nv) {
+        case 16 + 4: kn_gv_micro2(1, 4, x, ldx, w, ps, n_in, yp, ldy, nlast); break;
+        case 32 + 2: kn_gv_micro2(2, 2, x, ldx, w, ps, n_in, yp, ldy, nlast); break;
+        case 16 + 1: kn_gv_micro2(1, 1, x, ldx, w, ps, n_in, yp, ldy, nlast); break;
+        case 32 + 1: kn_gv_micro2(2, 1, x, ldx, w, ps, n_in, yp, ldy, nlast); break;
+        case 48 + 1: kn_gv_micro2(3, 1, x, ldx, w, ps, n_in, yp, ldy, nlast); break;
+        default: kn_gv_micro2(4, 1, x, ldx, w, ps, n_in, yp, ldy, nlast); break;
+        }
+        p += nv;
+    }
+}
+
+static void kn_f16_to_f32_avx2(const uint16_t *h, size_t n, float *out) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + i))));
+    for (; i < n; i++) out[i] = _cvtsh_ss(h[i]);
+}
+
 static void kn_rmsnorm_avx2(float *out, const float *x, const float *w, int n, float eps) {
     __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
     for (int i = 0; i < n; i += 16) {
@@ -431,6 +500,8 @@ const struct kn_ops kn_ops_avx2 = {
     .fma_loop = kn_fma_loop_avx2,
     .pack_f32 = kn_pack_f32_avx2,
     .pack_f16 = kn_pack_f16_avx2,
+    .gemv_f16 = kn_gemv_f16_avx2,
+    .f16_to_f32 = kn_f16_to_f32_avx2,
     .dequant_row = kn_dequant_row_avx2,
     .rmsnorm = kn_rmsnorm_avx2,
     .attend = kn_attend_avx2,

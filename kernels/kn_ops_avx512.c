@@ -160,6 +160,75 @@ static void kn_gemm_xp_avx512(const float *xp, int n_rows, const float *wp, int 
 }
 
 // ---------------------------------------------------------------------------------------------
+// Decoding on fp16 panels (kn_ops.h gemv_f16): mr rows x nv panels over the whole of k, lane c of
+// acc[r][v] output 16v + c's fma chain from 0.0f. With one row, 8 panels in flight give 8
+// independent chains (the FMA latency times its throughput); the weights stream once from memory
+// and are converted as they are loaded (vcvtph2ps is exact).
+
+#define KN_GV_NV1 8 // panels in flight for one row
+#define KN_GV_NV 4  // for 2 .. KN_GEMV_ROWS rows
+
+__attribute__((always_inline)) static inline void kn_gv_micro(int mr, int nv, const float *x, size_t ldx,
+                                                               const uint16_t *w, size_t ps, int n_in, float *y,
+                                                               size_t ldy, __mmask16 mlast) {
+    __m512 acc[KN_GEMV_ROWS][KN_GV_NV1];
+#pragma GCC unroll 4
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++) acc[r][v] = _mm512_setzero_ps();
+    for (int k = 0; k < n_in; k++) {
+        __m512 wv[KN_GV_NV1];
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++)
+            wv[v] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(w + (size_t)v * ps + (size_t)k * KN_NR)));
+#pragma GCC unroll 4
+        for (int r = 0; r < mr; r++) {
+            const __m512 b = _mm512_set1_ps(x[(size_t)r * ldx + k]);
+#pragma GCC unroll 8
+            for (int v = 0; v < nv; v++) acc[r][v] = _mm512_fmadd_ps(b, wv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < mr; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < nv; v++)
+            _mm512_mask_storeu_ps(y + (size_t)r * ldy + 16 * v, v == nv - 1 ? mlast : 0xffff, acc[r][v]);
+}
+
+static void kn_gemv_f16_avx512(const float *x, size_t ldx, int n_rows, const uint16_t *wp16, int n_in, int ncols,
+                               float *y, size_t ldy) {
+    const size_t ps = (size_t)n_in * KN_NR;
+    const int np = (ncols + KN_NR - 1) / KN_NR, step = n_rows == 1 ? KN_GV_NV1 : KN_GV_NV;
+    for (int p = 0; p < np;) {
+        // the last few panels of one row in fours and twos, of more rows one at a time
+        const int nv = np - p >= step ? step : n_rows == 1 && np - p >= 4 ? 4 : n_rows == 1 && np - p >= 2 ? 2 : 1;
+        const __mmask16 ml = kn_mask(ncols - 16 * (p + nv - 1));
+        const uint16_t *w = wp16 + (size_t)p * ps;
+        float *yp = y + (size_t)p * KN_NR;
+        switch (n_rows * 16 + nv) {
+        case 16 + KN_GV_NV1: kn_gv_micro(1, KN_GV_NV1, x, ldx, w, ps, n_in, yp, ldy, ml); break;
+        case 32 + KN_GV_NV: kn_gv_micro(2, KN_GV_NV, x, ldx, w, ps, n_in, yp, ldy, ml); break;
+        case 48 + KN_GV_NV: kn_gv_micro(3, KN_GV_NV, x, ldx, w, ps, n_in, yp, ldy, ml); break;
+        case 64 + KN_GV_NV: kn_gv_micro(4, KN_GV_NV, x, ldx, w, ps, n_in, yp, ldy, ml); break;
+        case 16 + 4: kn_gv_micro(1, 4, x, ldx, w, ps, n_in, yp, ldy, ml); break;
+        case 16 + 2: kn_gv_micro(1, 2, x, ldx, w, ps, n_in, yp, ldy, ml); break;
+        case 16 + 1: kn_gv_micro(1, 1, x, ldx, w, ps, n_in, yp, ldy, ml); break;
+        case 32 + 1: kn_gv_micro(2, 1, x, ldx, w, ps, n_in, yp, ldy, ml); break;
+        case 48 + 1: kn_gv_micro(3, 1, x, ldx, w, ps, n_in, yp, ldy, ml); break;
+        default: kn_gv_micro(4, 1, x, ldx, w, ps, n_in, yp, ldy, ml); break;
+        }
+        p += nv;
+    }
+}
+
+static void kn_f16_to_f32_avx512(const uint16_t *h, size_t n, float *out) {
+    for (size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = kn_mask(n - i < 16 ? (int)(n - i) : 16);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, h + i)));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 static void kn_rmsnorm_avx512(float *out, const float *x, const float *w, int n, float eps) {
     __m512 a = _mm512_setzero_ps();
@@ -365,6 +434,8 @@ const struct kn_ops kn_ops_avx512 = {
     .fma_loop = kn_fma_loop_avx512,
     .pack_f32 = kn_pack_f32_avx2,
     .pack_f16 = kn_pack_f16_avx2,
+    .gemv_f16 = kn_gemv_f16_avx512,
+    .f16_to_f32 = kn_f16_to_f32_avx512,
     .dequant_row = kn_dequant_row_avx2,
     .rmsnorm = kn_rmsnorm_avx512,
     .attend = kn_attend_avx512,

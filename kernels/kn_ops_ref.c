@@ -120,6 +120,39 @@ static void kn_pack_f16_ref(const uint16_t *rows, size_t ld, int n_rows, int n_i
             panel[(size_t)k * KN_NR + c] = c < n_rows ? qp_fp16_to_fp32(rows[c * ld + k]) : 0.0f;
 }
 
+// The definition on fp16 panels: gemm_f32's chain, each weight converted first.
+static void kn_gemv_f16_ref(const float *x, size_t ldx, int n_rows, const uint16_t *wp16, int n_in, int ncols,
+                            float *y, size_t ldy) {
+    for (int r = 0; r < n_rows; r++)
+        for (int j = 0; j < ncols; j++) {
+            const uint16_t *w = wp16 + (size_t)(j / KN_NR) * n_in * KN_NR + j % KN_NR;
+            float acc = 0.0f;
+            for (int k = 0; k < n_in; k++) acc = fmaf(x[(size_t)r * ldx + k], qp_fp16_to_fp32(w[(size_t)k * KN_NR]), acc);
+            y[(size_t)r * ldy + j] = acc;
+        }
+}
+
+static void kn_f16_to_f32_ref(const uint16_t *h, size_t n, float *out) {
+    for (size_t i = 0; i < n; i++) out[i] = qp_fp16_to_fp32(h[i]);
+}
+
+// Blocks of 64 k so that the 16 source rows' pieces and the panel's piece (2 KB) stay in L1.
+void kn_f16_panels_pack(const uint16_t *rows, size_t ld, int n_rows, int n_in, uint16_t *wp16) {
+    enum { KB = 64 };
+    for (int p = 0; p * KN_NR < n_rows; p++) {
+        uint16_t *panel = wp16 + (size_t)p * n_in * KN_NR;
+        const int nc = n_rows - p * KN_NR < KN_NR ? n_rows - p * KN_NR : KN_NR;
+        for (int k0 = 0; k0 < n_in; k0 += KB) {
+            const int kb = n_in - k0 < KB ? n_in - k0 : KB;
+            for (int c = 0; c < KN_NR; c++) {
+                const uint16_t *src = rows + (size_t)(p * KN_NR + c) * ld + k0;
+                uint16_t *dst = panel + (size_t)k0 * KN_NR + c;
+                for (int k = 0; k < kb; k++) dst[(size_t)k * KN_NR] = c < nc ? src[k] : 0;
+            }
+        }
+    }
+}
+
 static void kn_rmsnorm_ref(float *out, const float *x, const float *w, int n, float eps) {
     float acc[16] = {0};
     for (int i = 0; i < n; i += 16)
@@ -209,6 +242,8 @@ const struct kn_ops kn_ops_ref = {
     .fma_loop = kn_fma_loop_ref,
     .pack_f32 = kn_pack_f32_ref,
     .pack_f16 = kn_pack_f16_ref,
+    .gemv_f16 = kn_gemv_f16_ref,
+    .f16_to_f32 = kn_f16_to_f32_ref,
     .dequant_row = kn_dequantize_row,
     .rmsnorm = kn_rmsnorm_ref,
     .attend = kn_attend_ref,

@@ -23,6 +23,8 @@
 #include "kn_types.h"
 #include "qp.h"
 
+_Static_assert(offsetof(struct kn_block_q4_0, d) == 0 && offsetof(struct kn_block_q8_0, d) == 0, "d first");
+
 // ---------------------------------------------------------------------------------------------
 // Reference activation quantizers
 
@@ -119,10 +121,45 @@ KN_DOT(q5_K, q8_K, KN_Q5_K, kn_vec_dot_k_ref)
 KN_DOT(q6_K, q8_K, KN_Q6_K, kn_vec_dot_k_ref)
 
 // ---------------------------------------------------------------------------------------------
+// The x16 layouts (kn_qdot.h): bytes moved, nothing computed.
+
+size_t kn_q4_0x16_bytes(int64_t n) { return ((size_t)(n / 32) * 16 * KN_BYTES(q4_0) + 63) & ~(size_t)63; }
+size_t kn_q8_0x16_bytes(int64_t n) { return ((size_t)(n / 32) * 16 * KN_BYTES(q8_0) + 63) & ~(size_t)63; }
+
+// Both layouts: q8 = 0 for Q4_0 (4 bytes of nibbles per row and vector, 4 vectors per block),
+// 1 for Q8_0 (4 values per row and vector as w XOR 0x80, 8 vectors).
+static void kn_x16_pack(int q8, const void *w, size_t w_stride, int n_rows, int64_t n, void *dst) {
+    const int64_t nb = n / 32;
+    const size_t gb = q8 ? kn_q8_0x16_bytes(n) : kn_q4_0x16_bytes(n), xs = q8 ? KN_BYTES(q8_0) : KN_BYTES(q4_0);
+    const int nq = q8 ? 32 : 16, qb = 4 * nq * 4, qs = q8 ? KN_OFF(q8_0, qs) : KN_OFF(q4_0, qs);
+    const uint8_t flip = q8 ? 0x80 : 0;
+    for (int g = 0; g * 16 < n_rows; g++) {
+        uint8_t *q = (uint8_t *)dst + (size_t)g * gb, *d = q + nb * qb;
+        memset(q, 0, gb);
+        for (int j = 0; j < 16 && g * 16 + j < n_rows; j++) {
+            const uint8_t *row = (const uint8_t *)w + (size_t)(g * 16 + j) * w_stride;
+            for (int64_t b = 0; b < nb; b++) {
+                const uint8_t *blk = row + b * xs; // d first in both block types
+                for (int v = 0; v < nq; v++) q[b * qb + 64 * (v / 4) + 4 * j + v % 4] = blk[qs + v] ^ flip;
+                memcpy(d + b * 32 + 2 * j, blk, 2);
+            }
+        }
+    }
+}
+
+void kn_q4_0x16_pack(const void *w, size_t w_stride, int n_rows, int64_t n, void *dst) {
+    kn_x16_pack(0, w, w_stride, n_rows, n, dst);
+}
+
+void kn_q8_0x16_pack(const void *w, size_t w_stride, int n_rows, int64_t n, void *dst) {
+    kn_x16_pack(1, w, w_stride, n_rows, n, dst);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Tables, one per ISA, in the same order
 
 #define KN_ENTRY(wt, at, w, a, q, isa)                                                         \
-    {wt, at, kn_quant_##q##_##isa, kn_dot_##w##_##a##_##isa, kn_dot_tile_##w##_##a##_##isa, #isa}
+    {wt, at, kn_quant_##q##_##isa, kn_dot_##w##_##a##_##isa, kn_dot_tile_##w##_##a##_##isa, #isa, NULL, NULL, NULL}
 #define KN_ENTRIES(isa)                                                                        \
     KN_ENTRY(KN_Q4_0, KN_Q8_0, q4_0, q8_0, q8_0, isa),                                         \
     KN_ENTRY(KN_Q4_1, KN_Q8_1, q4_1, q8_1, q8_1, isa),                                         \
@@ -143,11 +180,15 @@ _Static_assert(QP_ARRAY_LEN(kn_qtypes_ref) == QP_ARRAY_LEN(kn_qtypes_avx2), "one
 // AVX512-VNNI: the tiles of kn_qdot_avx512.c; quantizers and one-row dot products stay AVX2's
 // (they are memory- or latency-bound, and give the same bits).
 #define KN_ENTRY512(wt, at, w, a, q)                                                           \
-    {wt, at, kn_quant_##q##_avx2, kn_dot_##w##_##a##_avx2, kn_dot_tile_##w##_##a##_avx512, "avx512"}
+    {wt, at, kn_quant_##q##_avx2, kn_dot_##w##_##a##_avx2, kn_dot_tile_##w##_##a##_avx512, "avx512", NULL, NULL, NULL}
 static const struct kn_qtype kn_qtypes_avx512[] = {
-    KN_ENTRY512(KN_Q4_0, KN_Q8_0, q4_0, q8_0, q8_0),     KN_ENTRY512(KN_Q4_1, KN_Q8_1, q4_1, q8_1, q8_1),
+    {KN_Q4_0, KN_Q8_0, kn_quant_q8_0_avx2, kn_dot_q4_0_q8_0_avx2, kn_dot_tile_q4_0_q8_0_avx512, "avx512",
+     kn_q4_0x16_bytes, kn_q4_0x16_pack, kn_dot_x16_q4_0_q8_0_avx512},
+       KN_ENTRY512(KN_Q4_1, KN_Q8_1, q4_1, q8_1, q8_1),
     KN_ENTRY512(KN_Q5_0, KN_Q8_0, q5_0, q8_0, q8_0),     KN_ENTRY512(KN_Q5_1, KN_Q8_1, q5_1, q8_1, q8_1),
-    KN_ENTRY512(KN_Q8_0, KN_Q8_0, q8_0, q8_0, q8_0),     KN_ENTRY512(KN_IQ4_NL, KN_Q8_0, iq4_nl, q8_0, q8_0),
+    {KN_Q8_0, KN_Q8_0, kn_quant_q8_0_avx2, kn_dot_q8_0_q8_0_avx2, kn_dot_tile_q8_0_q8_0_avx512, "avx512",
+     kn_q8_0x16_bytes, kn_q8_0x16_pack, kn_dot_x16_q8_0_q8_0_avx512},
+       KN_ENTRY512(KN_IQ4_NL, KN_Q8_0, iq4_nl, q8_0, q8_0),
     KN_ENTRY512(KN_Q2_K, KN_Q8_K, q2_K, q8_K, q8_K),     KN_ENTRY512(KN_Q3_K, KN_Q8_K, q3_K, q8_K, q8_K),
     KN_ENTRY512(KN_Q4_K, KN_Q8_K, q4_K, q8_K, q8_K),     KN_ENTRY512(KN_Q5_K, KN_Q8_K, q5_K, q8_K, q8_K),
     KN_ENTRY512(KN_Q6_K, KN_Q8_K, q6_K, q8_K, q8_K),

@@ -28,7 +28,31 @@ struct kn_qtype {
     void (*dot_tile)(const void *w, size_t w_stride, int n_rows, const void *act, size_t act_stride,
                      int n_act, int64_t n, float *out, size_t out_stride);
     const char *isa; // the kernels' ISA: "ref" or "avx2"
+    // Optional (NULL where this ISA has none): the weights laid out once, at load, in groups of
+    // 16 rows made for this ISA's tiles (x16_bytes(n) bytes per group of rows of n values, a
+    // multiple of 64, the stored size rounded up; x16_pack writes ceil(n_rows / 16) groups at
+    // dst, 64-byte aligned), and the dot products on that layout: for j in [0, n_rows) (group
+    // j / 16, row j % 16), r in [0, n_act):
+    //   out[r * out_stride + j] = dot(weight row j, act + r * act_stride bytes, n), bit for bit.
+    // With one activation row (decoding) nothing is unpacked into rows or transposed.
+    size_t (*x16_bytes)(int64_t n);
+    void (*x16_pack)(const void *w, size_t w_stride, int n_rows, int64_t n, void *dst);
+    void (*x16_dot)(const void *wx, int n_rows, const void *act, size_t act_stride, int n_act, int64_t n,
+                    float *out, size_t out_stride);
 };
+
+// The Q4_0 x16 layout (plain C, kn_qdot.c; the AVX512-VNNI tiles read it): per group of 16 rows
+// and n / 32 blocks, first block b's nibbles at b * 256: four 64-byte vectors, vector t holding
+// bytes 4t..4t+3 of row j's qs in bytes 4j..4j+3; then block b's 16 scales d (fp16, row j at
+// 2j) at (n / 32) * 256 + b * 32; zero padding to a multiple of 64 bytes. Rows past n_rows in the
+// last group are zero.
+size_t kn_q4_0x16_bytes(int64_t n);
+void kn_q4_0x16_pack(const void *w, size_t w_stride, int n_rows, int64_t n, void *dst);
+// The Q8_0 x16 layout, likewise: block b's weights at b * 512, eight 64-byte vectors, vector g
+// holding values 4g..4g+3 of row j as unsigned bytes u = w + 128 (w XOR 0x80) in bytes 4j..4j+3;
+// then the scales at (n / 32) * 512 + b * 32.
+size_t kn_q8_0x16_bytes(int64_t n);
+void kn_q8_0x16_pack(const void *w, size_t w_stride, int n_rows, int64_t n, void *dst);
 
 // The entry for wtype whose kernels use the best ISA at or below isa ("ref", "avx2", "avx512",
 // the names of kn_ops.h) that this CPU runs: "avx2" and "avx512" give the AVX2 kernels when the
@@ -103,5 +127,9 @@ KN_TILE512(q4_K, q8_K)
 KN_TILE512(q5_K, q8_K)
 KN_TILE512(q6_K, q8_K)
 #undef KN_TILE512
+void kn_dot_x16_q4_0_q8_0_avx512(const void *wx, int n_rows, const void *act, size_t act_stride, int n_act,
+                                 int64_t n, float *out, size_t out_stride);
+void kn_dot_x16_q8_0_q8_0_avx512(const void *wx, int n_rows, const void *act, size_t act_stride, int n_act,
+                                 int64_t n, float *out, size_t out_stride);
 
 #endif

@@ -26,6 +26,7 @@
 #include "kn_blocks.h"
 #include "kn_blocks_k.h"
 #include "kn_qdot.h"
+#include "qp.h"
 
 // ---------------------------------------------------------------------------------------------
 // Shared pieces
@@ -113,13 +114,43 @@ static inline __m512i kn_v_corr(int c, const uint8_t *qs) {
     return _mm512_set1_epi32(-c * sum);
 }
 
+// The activation side of a chunk: na <= KN_VA activation rows times kb unpacked blocks (wt[k][g]:
+// values 4g..4g+3 of block b0 + k, row j in lane j; dx, mx: the blocks' d and m), added into acc.
+__attribute__((always_inline)) static inline void kn_v_apply(int t, __m512i wt[KN_VB][8], const __m512 dx[KN_VB],
+                                                              const __m512 mx[KN_VB], int kb, const uint8_t *act,
+                                                              size_t act_stride, int na, int64_t b0, __m512 acc[KN_VA]) {
+    const int q81 = t == KN_L_Q4_1 || t == KN_L_Q5_1, c = kn_v_bias[t];
+    const int ys = q81 ? KN_BYTES(q8_1) : KN_BYTES(q8_0), yq = q81 ? KN_OFF(q8_1, qs) : KN_OFF(q8_0, qs);
+    // two activation rows at a time share every weight load; an odd last row is paired with
+    // itself and stored once
+    for (int r = 0; r < na; r += 2) {
+        const int r1 = r + 1 < na ? r + 1 : r;
+        const uint8_t *y0 = act + (size_t)r * act_stride + b0 * ys, *y1 = act + (size_t)r1 * act_stride + b0 * ys;
+        __m512 s0 = acc[r], s1 = acc[r1];
+        for (int k = 0; k < kb; k++) {
+            const uint8_t *yb0 = y0 + k * ys, *yb1 = y1 + k * ys;
+            __m512i i0 = kn_v_corr(c, yb0 + yq), i1 = kn_v_corr(c, yb1 + yq);
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++) {
+                i0 = _mm512_dpbusd_epi32(i0, wt[k][g], kn_bcast4_512(yb0 + yq + 4 * g));
+                i1 = _mm512_dpbusd_epi32(i1, wt[k][g], kn_bcast4_512(yb1 + yq + 4 * g));
+            }
+            const __m512 sy0 = q81 ? kn_h2f1_512(yb0 + KN_OFF(q8_1, s)) : _mm512_setzero_ps();
+            const __m512 sy1 = q81 ? kn_h2f1_512(yb1 + KN_OFF(q8_1, s)) : _mm512_setzero_ps();
+            s0 = _mm512_add_ps(s0, kn_v_term(t, _mm512_cvtepi32_ps(i0), dx[k], mx[k], kn_h2f1_512(yb0), sy0));
+            s1 = _mm512_add_ps(s1, kn_v_term(t, _mm512_cvtepi32_ps(i1), dx[k], mx[k], kn_h2f1_512(yb1), sy1));
+        }
+        acc[r] = s0;
+        acc[r1] = s1; // r1 == r: s1 equals s0 (the same operations)
+    }
+}
+
 // 16 weight rows (rows past m repeat row m - 1 and are not stored) times na <= KN_VA activation
 // rows; blocks in chunks of KN_VB, unpacked once per chunk for all na rows.
 __attribute__((always_inline)) static inline void kn_v_rows(int t, const uint8_t *w, size_t w_stride, int m,
                                                              const uint8_t *act, size_t act_stride, int na, int64_t nb,
                                                              float *out, size_t out_stride) {
-    const int xs = kn_v_xbytes[t], q81 = t == KN_L_Q4_1 || t == KN_L_Q5_1, c = kn_v_bias[t];
-    const int ys = q81 ? KN_BYTES(q8_1) : KN_BYTES(q8_0), yq = q81 ? KN_OFF(q8_1, qs) : KN_OFF(q8_0, qs);
+    const int xs = kn_v_xbytes[t], q81 = t == KN_L_Q4_1 || t == KN_L_Q5_1;
     __m512i wt[KN_VB][8];
     __m512 dx[KN_VB], mx[KN_VB], acc[KN_VA];
     const uint8_t *xr[KN_VR];
@@ -140,32 +171,119 @@ __attribute__((always_inline)) static inline void kn_v_rows(int t, const uint8_t
             dx[k] = kn_h2f16_at(xb, 0);
             mx[k] = q81 ? kn_h2f16_at(xb, 2) : _mm512_setzero_ps();
         }
-        // two activation rows at a time share every weight load; an odd last row is paired with
-        // itself and stored once
-        for (int r = 0; r < na; r += 2) {
-            const int r1 = r + 1 < na ? r + 1 : r;
-            const uint8_t *y0 = act + (size_t)r * act_stride + b0 * ys, *y1 = act + (size_t)r1 * act_stride + b0 * ys;
-            __m512 s0 = acc[r], s1 = acc[r1];
-            for (int k = 0; k < kb; k++) {
-                const uint8_t *yb0 = y0 + k * ys, *yb1 = y1 + k * ys;
-                __m512i i0 = kn_v_corr(c, yb0 + yq), i1 = kn_v_corr(c, yb1 + yq);
-#pragma GCC unroll 8
-                for (int g = 0; g < 8; g++) {
-                    i0 = _mm512_dpbusd_epi32(i0, wt[k][g], kn_bcast4_512(yb0 + yq + 4 * g));
-                    i1 = _mm512_dpbusd_epi32(i1, wt[k][g], kn_bcast4_512(yb1 + yq + 4 * g));
-                }
-                const __m512 sy0 = q81 ? kn_h2f1_512(yb0 + KN_OFF(q8_1, s)) : _mm512_setzero_ps();
-                const __m512 sy1 = q81 ? kn_h2f1_512(yb1 + KN_OFF(q8_1, s)) : _mm512_setzero_ps();
-                s0 = _mm512_add_ps(s0, kn_v_term(t, _mm512_cvtepi32_ps(i0), dx[k], mx[k], kn_h2f1_512(yb0), sy0));
-                s1 = _mm512_add_ps(s1, kn_v_term(t, _mm512_cvtepi32_ps(i1), dx[k], mx[k], kn_h2f1_512(yb1), sy1));
-            }
-            acc[r] = s0;
-            acc[r1] = s1; // r1 == r: s1 equals s0 (the same operations)
-        }
+        kn_v_apply(t, wt, dx, mx, kb, act, act_stride, na, b0, acc);
     }
     for (int r = 0; r < na; r++) kn_store16(out + (size_t)r * out_stride, acc[r], m);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Q4_0 and Q8_0 on their x16 layouts (kn_qdot.h, kn_q4_0x16_pack / kn_q8_0x16_pack): the lanes
+// are rows already, so nothing is transposed at run time. Q4_0: a group's block is four 64-byte
+// vectors, vector t holding bytes 4t..4t+3 of row j's nibbles in lane j: the low nibbles are
+// values 4t..4t+3, the high ones values 16 + 4t.. (vector g = t + 4 of kn_v_apply's order).
+// Q8_0: eight vectors, vector g holding values 4g..4g+3 of row j as u = w + 128. Then the
+// block's 16 scales. One activation row (decoding) runs KN_XG groups at once, sharing the
+// activation block's broadcasts and its -c * sum(y); more rows go through kn_v_apply per group.
+
+#define KN_XG 4 // groups in flight for one activation row: 8 independent dpbusd chains, 4 fp chains
+
+static inline int kn_x16_qbytes(int t) { return t == KN_L_Q4_0 ? 256 : 512; } // weight bytes per block
+
+__attribute__((always_inline)) static inline void kn_x16_unpack(int t, const uint8_t *q, __m512i wt[8]) {
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; g++) {
+        if (t == KN_L_Q8_0) {
+            wt[g] = _mm512_load_si512((const void *)(q + 64 * g));
+        } else if (g < 4) {
+            const __m512i v = _mm512_load_si512((const void *)(q + 64 * g));
+            wt[g] = _mm512_and_si512(v, m4);
+            wt[4 + g] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+    }
+}
+
+// ng <= KN_XG groups (gb bytes apart, nb blocks each) times one activation row: out[16 g + j] for
+// the first m rows of the last group, all 16 of the others.
+__attribute__((always_inline)) static inline void kn_x16_gemv(int t, int ng, const uint8_t *wx, size_t gb, int m,
+                                                               const uint8_t *act, int64_t nb, float *out) {
+    const int qb = kn_x16_qbytes(t);
+    __m512 s[KN_XG];
+#pragma GCC unroll 4
+    for (int g = 0; g < ng; g++) s[g] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *yb = act + b * KN_BYTES(q8_0), *yq = yb + KN_OFF(q8_0, qs);
+        const __m512i corr = kn_v_corr(kn_v_bias[t], yq);
+        const __m512 dy = kn_h2f1_512(yb), zero = _mm512_setzero_ps();
+        __m512i y[8];
+#pragma GCC unroll 8
+        for (int v = 0; v < 8; v++) y[v] = kn_bcast4_512(yq + 4 * v);
+#pragma GCC unroll 4
+        for (int g = 0; g < ng; g++) {
+            __m512i wt[8];
+            kn_x16_unpack(t, wx + g * gb + b * qb, wt);
+            __m512i i0 = corr, i1 = _mm512_setzero_si512(); // two chains: integer sums in any order
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                i0 = _mm512_dpbusd_epi32(i0, wt[v], y[v]);
+                i1 = _mm512_dpbusd_epi32(i1, wt[4 + v], y[4 + v]);
+            }
+            const __m512 dx = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(wx + g * gb + nb * qb + b * 32)));
+            s[g] = _mm512_add_ps(s[g], kn_v_term(t, _mm512_cvtepi32_ps(_mm512_add_epi32(i0, i1)), dx, zero, dy, zero));
+        }
+    }
+#pragma GCC unroll 4
+    for (int g = 0; g < ng; g++) kn_store16(out + 16 * g, s[g], g == ng - 1 ? m : 16);
+}
+
+// One group (m <= 16 rows) times na <= KN_VA activation rows, chunks of KN_VB blocks.
+__attribute__((always_inline)) static inline void kn_x16_rows(int t, const uint8_t *wx, int m, const uint8_t *act,
+                                                               size_t act_stride, int na, int64_t nb, float *out,
+                                                               size_t out_stride) {
+    const int qb = kn_x16_qbytes(t);
+    __m512i wt[KN_VB][8];
+    __m512 dx[KN_VB], mx[KN_VB], acc[KN_VA];
+    for (int r = 0; r < na; r++) acc[r] = _mm512_setzero_ps();
+    for (int k = 0; k < KN_VB; k++) mx[k] = _mm512_setzero_ps();
+    for (int64_t b0 = 0; b0 < nb; b0 += KN_VB) {
+        const int kb = nb - b0 < KN_VB ? (int)(nb - b0) : KN_VB;
+        for (int k = 0; k < kb; k++) {
+            kn_x16_unpack(t, wx + (b0 + k) * qb, wt[k]);
+            dx[k] = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(wx + nb * qb + (b0 + k) * 32)));
+        }
+        kn_v_apply(t, wt, dx, mx, kb, act, act_stride, na, b0, acc);
+    }
+    for (int r = 0; r < na; r++) kn_store16(out + (size_t)r * out_stride, acc[r], m);
+}
+
+__attribute__((always_inline)) static inline void kn_x16_dot(int t, const uint8_t *wx, size_t gb, int n_rows,
+                                                              const uint8_t *act, size_t act_stride, int n_act,
+                                                              int64_t nb, float *out, size_t out_stride) {
+    const int ng = (n_rows + KN_VR - 1) / KN_VR;
+    if (n_act == 1) {
+        int g = 0;
+        for (; g + KN_XG <= ng; g += KN_XG)
+            kn_x16_gemv(t, KN_XG, wx + g * gb, gb, QP_MIN(16, n_rows - 16 * (g + KN_XG - 1)), act, nb, out + 16 * g);
+        for (; g < ng; g++) kn_x16_gemv(t, 1, wx + g * gb, gb, QP_MIN(16, n_rows - 16 * g), act, nb, out + 16 * g);
+        return;
+    }
+    for (int a0 = 0; a0 < n_act; a0 += KN_VA) {
+        const int na = n_act - a0 < KN_VA ? n_act - a0 : KN_VA;
+        for (int g = 0; g < ng; g++)
+            kn_x16_rows(t, wx + g * gb, QP_MIN(16, n_rows - 16 * g), act + (size_t)a0 * act_stride, act_stride, na, nb,
+                        out + (size_t)a0 * out_stride + 16 * g, out_stride);
+    }
+}
+
+void kn_dot_x16_q4_0_q8_0_avx512(const void *wx, int n_rows, const void *act, size_t act_stride, int n_act,
+                                 int64_t n, float *out, size_t out_stride) {
+    kn_x16_dot(KN_L_Q4_0, wx, kn_q4_0x16_bytes(n), n_rows, act, act_stride, n_act, n / 32, out, out_stride);
+}
+
+void kn_dot_x16_q8_0_q8_0_avx512(const void *wx, int n_rows, const void *act, size_t act_stride, int n_act,
+                                 int64_t n, float *out, size_t out_stride) {
+    kn_x16_dot(KN_L_Q8_0, wx, kn_q8_0x16_bytes(n), n_rows, act, act_stride, n_act, n / 32, out, out_stride);
+}
 
 // ---------------------------------------------------------------------------------------------
 // K-quants (references: kn_vecdot_k.c)

@@ -10,6 +10,7 @@
 #include "hx_cli.h"
 #include "hx_eval.h"
 #include "kn_engine.h"
+#include "kn_qdot.h"
 #include "hx_model.h"
 #include "qp.h"
 #include "qp_test.h"
@@ -366,6 +367,93 @@ QP_TEST(act_q8_prefill_should_give_the_same_logits_as_token_by_token_decode) {
     }
     free(la), free(lb);
     hx_model_close(m);
+}
+
+// The engine's own decoding layouts (kn_engine_opts.release_source: fp16 panels for F16 weights
+// of a streaming engine, the x16 layouts for act=q8 Q4_0 and Q8_0 on AVX512-VNNI) give the bits of the
+// stored layouts: batched prefill, token by token (gemv_f16, one-row x16_dot), and batches of 3
+// (the few-row gemv) all equal the stored layouts' batched logits, on every table this CPU runs.
+// The weights here are heap memory: the hook counts the matrices handed back instead of dropping
+// pages, and must see every matrix that took the layout (all 7 per layer and the classifier).
+static int released;
+static void count_release(const void *p, size_t n) {
+    QP_CHECK(p != NULL && n > 0);
+    released++;
+}
+
+// Matrices of w that take the engine's own layouts: F16 ones (streaming), and those of type x16
+// when its x16 layout runs (a q4_0 variant keeps matrices whose rows do not divide into blocks in
+// f16).
+static int laid_out_count(const struct kn_weights *w, enum kn_type x16) {
+    int n = 0;
+    for (int l = -1; l < w->cfg.n_layers; l++) {
+        const struct kn_layer_weights *lw = l >= 0 ? &w->layers[l] : NULL;
+        const struct kn_tensor *ts[] = {l < 0 ? &w->output : &lw->wq, l < 0 ? NULL : &lw->wk, l < 0 ? NULL : &lw->wv,
+                                        l < 0 ? NULL : &lw->wo, l < 0 ? NULL : &lw->w_gate, l < 0 ? NULL : &lw->w_up,
+                                        l < 0 ? NULL : &lw->w_down};
+        for (size_t i = 0; i < QP_ARRAY_LEN(ts); i++)
+            n += ts[i] && (ts[i]->type == KN_F16 || ts[i]->type == (int)x16);
+    }
+    return n;
+}
+
+static void run_batches(const struct kn_engine *e, const int *toks, int n, int batch, float *out) {
+    char err[QP_ERRLEN];
+    struct kn_state *s;
+    QP_CHECK(kn_state_create(e, n, batch, 2, &s, err) == 0);
+    int V = kn_engine_config(e)->vocab_size;
+    for (int i = 0; i < n; i += batch) kn_forward(s, toks + i, QP_MIN(batch, n - i), out + (size_t)i * V, 0, NULL);
+    kn_state_destroy(s);
+}
+
+QP_TEST(decode_layouts_should_give_the_stored_layouts_logits_bit_for_bit) {
+    struct hx_model *m = open_model(STORIES, TOK512);
+    static const char *const specs[] = {"f16", "q4_0", "q8_0"}, *const isas[] = {"ref", "avx2", "avx512"};
+    int V = m->w.cfg.vocab_size, toks[40], ran_x16 = 0;
+    for (int i = 0; i < 40; i++) toks[i] = (i * 37 + 11) % V;
+    float *want = malloc(sizeof(float) * 40 * V), *got = malloc(sizeof(float) * 40 * V);
+    kn_engine_defaults(KN_GEMM_OWN, KN_PANELS_STREAM); // fp16 panels replace streaming only
+    for (size_t k = 0; k < QP_ARRAY_LEN(specs); k++) {
+        char err[QP_ERRLEN], kern[256];
+        struct qz_variant *v;
+        struct hx_quant_model *q;
+        QP_CHECK(qz_variant_parse(specs[k], &v, err) == 0);
+        QP_CHECK_MSG(hx_quant_model_create(&m->w, v, &q, err) == 0, "%s", err);
+        const int act_q8 = strcmp(specs[k], "f16") != 0;
+        const enum kn_type qtype = strcmp(specs[k], "q8_0") == 0 ? KN_Q8_0 : KN_Q4_0;
+        for (size_t i = 0; i < QP_ARRAY_LEN(isas); i++) {
+            const struct kn_ops *ops = kn_ops_for(isas[i]);
+            if (!ops) continue;
+            struct kn_engine_opts stored = {.ops = ops, .act_q8 = act_q8}, own = stored;
+            own.release_source = count_release;
+            struct kn_engine *a, *b;
+            QP_CHECK_MSG(kn_engine_create_opts(&q->w, &stored, &a, err) == 0, "%s", err);
+            released = 0;
+            QP_CHECK_MSG(kn_engine_create_opts(&q->w, &own, &b, err) == 0, "%s", err);
+            kn_engine_kernels(b, kern, sizeof kern);
+            const struct kn_qtype *qt = kn_qtype_for_isa(qtype, isas[i]);
+            const int x16 = act_q8 && qt && qt->x16_pack;
+            QP_CHECK_MSG(strstr(kern, "gemv f16 panels") || act_q8, "%s %s: %s", specs[k], isas[i], kern);
+            QP_CHECK_MSG(!strstr(kern, " x16") == !x16, "%s %s: %s", specs[k], isas[i], kern);
+            QP_CHECK_INT_EQ(released, laid_out_count(&q->w, x16 ? qtype : KN_F16)); // every matrix that took a layout
+            ran_x16 += x16;
+            run_batches(a, toks, 40, 40, want);
+            static const int batches[] = {40, 1, 3};
+            for (size_t bi = 0; bi < QP_ARRAY_LEN(batches); bi++) {
+                run_batches(b, toks, 40, batches[bi], got);
+                for (int p = 0; p < 40; p++)
+                    QP_CHECK_MSG(memcmp(got + (size_t)p * V, want + (size_t)p * V, sizeof(float) * V) == 0,
+                                 "%s %s, batches of %d: position %d differs (%s)", specs[k], isas[i], batches[bi], p, kern);
+            }
+            kn_engine_destroy(a), kn_engine_destroy(b);
+        }
+        hx_quant_model_destroy(q);
+        qz_variant_destroy(v);
+    }
+    kn_engine_defaults(KN_GEMM_OWN, KN_PANELS_AUTO);
+    free(want), free(got);
+    hx_model_close(m);
+    if (!ran_x16) QP_SKIP("the fp16 panels ran; this CPU has no x16 layouts for q4_0, q8_0 (needs AVX512-VNNI)");
 }
 
 // Streamed panels (built per call from the stored rows, as large models run) against prepacked

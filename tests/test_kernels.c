@@ -153,6 +153,48 @@ static void check_pack(const struct kn_ops *o) {
         }
 }
 
+// gemv_f16 (decoding on fp16 panels) against gemm_f32, the definition, on the converted weights:
+// 1 to KN_GEMV_ROWS rows, column counts that take every panel grouping (8, 4, 2, 1 panels in
+// flight and a partial last panel), x misaligned with a row stride; fp16 weights of every class
+// (zeros, subnormals, normals). kn_f16_panels_pack and f16_to_f32 are checked on the way: the
+// packed fp16 panels converted must be pack()'s fp32 panels of the same weights.
+static void check_gemv_f16(const struct kn_ops *o) {
+    static const int ins[] = {1, 17, 67, 600};
+    static const int outs[] = {1, 5, 16, 17, 48, 70, 130, 255, 272};
+    for (int n = 1; n <= KN_GEMV_ROWS; n++)
+        for (size_t b = 0; b < QP_ARRAY_LEN(ins); b++)
+            for (size_t c = 0; c < QP_ARRAY_LEN(outs); c++) {
+                const int k = ins[b], m = outs[c], np = (m + KN_NR - 1) / KN_NR;
+                const size_t ldx = (size_t)k + 3, ldy = (size_t)m + 5, ld = (size_t)k + 2;
+                float *xbuf = malloc((ldx * n + 1) * sizeof(float)), *x = xbuf + 1, *w = malloc((size_t)m * k * sizeof(float));
+                uint16_t *h = malloc(ld * m * sizeof(uint16_t));
+                float *y0 = calloc(ldy * n, sizeof(float)), *y1 = calloc(ldy * n, sizeof(float));
+                for (size_t i = 0; i < ldx * n; i++) x[i] = frand();
+                for (int j = 0; j < m; j++)
+                    for (int q = 0; q < k; q++) {
+                        h[j * ld + q] = (uint16_t)(rng_state >> 20) & 0xFBFF; // any sign and mantissa; exponent < 31
+                        frand();
+                        w[(size_t)j * k + q] = qp_fp16_to_fp32(h[j * ld + q]);
+                    }
+                float *wp = pack(w, m, k), *conv = qp_alloc_array((size_t)np * k * KN_NR, sizeof(float));
+                uint16_t *wp16 = qp_alloc_array((size_t)np * k * KN_NR, sizeof(uint16_t));
+                kn_f16_panels_pack(h, ld, m, k, wp16);
+                o->f16_to_f32(wp16, (size_t)np * k * KN_NR, conv);
+                size_t at;
+                QP_CHECK_MSG(same_bits(wp, conv, (size_t)np * k * KN_NR, &at), "%s fp16 panels, out %d in %d differ at %zu",
+                             o->name, m, k, at);
+                kn_ops_ref.gemm_f32(x, ldx, n, wp, k, 0, m, y0, ldy);
+                o->gemv_f16(x, ldx, n, wp16, k, m, y1, ldy);
+                QP_CHECK_MSG(same_bits(y0, y1, ldy * n, &at), "%s gemv_f16 rows %d in %d out %d differs at %zu: %.9g vs %.9g",
+                             o->name, n, k, m, at, y0[at], y1[at]);
+                free(xbuf), free(w), free(h), free(y0), free(y1), qp_free(wp), qp_free(conv), qp_free(wp16);
+            }
+}
+
+QP_TEST(gemv_f16_ref_should_equal_reference_gemm_bitwise) { check_gemv_f16(&kn_ops_ref); }
+QP_TEST(gemv_f16_avx2_should_equal_reference_gemm_bitwise) { check_gemv_f16(need("avx2")); }
+QP_TEST(gemv_f16_avx512_should_equal_reference_gemm_bitwise) { check_gemv_f16(need("avx512")); }
+
 // dequant_row: kn_dequantize_row's floats for every packed type (the SIMD ones and those that
 // fall back), 1 to 9 blocks of random bytes, so scales take every fp16 class; equal bits, or
 // NaN on both sides (F16C quiets a signalling NaN scale).

@@ -293,6 +293,54 @@ QP_TEST(dot_tile_k_quants_avx512_should_equal_reference_bit_for_bit) {
     for (size_t i = 0; i < QP_ARRAY_LEN(types); i++) check_dot_tile(types[i], "avx512");
 }
 
+// x16_dot on the x16 layout (kn_qdot.h), for the entries that have one: weight rows across group
+// boundaries and into a short last group (1 .. 70 rows: 1 to 5 groups, so the one-row path runs
+// both its KN_XG-group and single-group loops), one activation row (decoding) and several
+// (prefill tiles: 2, 3, 67), blocks across the tiles' chunks of 8. Every output the reference
+// dot product, bit for bit, and nothing past n_rows written.
+static void check_x16(int wtype, const char *isa) {
+    const struct kn_qtype *ref = kn_qtype_for_isa(wtype, "ref"), *q = need(wtype, isa);
+    if (!q->x16_pack) QP_SKIP("%s %s has no x16 layout", kn_type_info(wtype)->name, isa);
+    static const int blocks[] = {1, 2, 9, 17}, acts[] = {1, 2, 3, 67}, rows[] = {1, 5, 16, 17, 33, 64, 70};
+    for (size_t li = 0; li < QP_ARRAY_LEN(blocks); li++)
+        for (size_t ri = 0; ri < QP_ARRAY_LEN(rows); ri++)
+            for (size_t ai = 0; ai < QP_ARRAY_LEN(acts); ai++) {
+                const int n_rows = rows[ri], n_act = acts[ai];
+                const int64_t n = (int64_t)blocks[li] * 32;
+                const size_t ws = kn_row_bytes(wtype, n), as = kn_row_bytes(q->act_type, n) + 5;
+                const size_t wa = (ws + 63) / 64 * 64, aa = (as + 63) / 64 * 64, os = (size_t)n_rows + 2;
+                uint8_t *wal = qp_alloc((size_t)n_rows * wa), *aal = qp_alloc((size_t)n_act * aa);
+                uint8_t *a = calloc((size_t)n_act, as);
+                for (int j = 0; j < n_rows; j++) make_weights(wtype, wal + (size_t)j * wa, n, (j + n_rows) % 3);
+                for (int r = 0; r < n_act; r++) make_act(ref, a + (size_t)r * as, n, (r + n_rows + (int)li) % 3);
+                for (int r = 0; r < n_act; r++) memcpy(aal + (size_t)r * aa, a + (size_t)r * as, as);
+                struct twin ta;
+                twin_make(&ta, a, (size_t)n_act * as);
+                const size_t gb = q->x16_bytes(n);
+                QP_CHECK(gb % 64 == 0 && gb >= 16 * ws);
+                uint8_t *wx = qp_alloc((size_t)(n_rows + 15) / 16 * gb);
+                q->x16_pack(wal, wa, n_rows, n, wx);
+                float *out = malloc(sizeof(float) * os * (size_t)n_act);
+                for (size_t i = 0; i < os * (size_t)n_act; i++) out[i] = 12345.0f;
+                q->x16_dot(wx, n_rows, ta.mis, as, n_act, n, out, os);
+                for (int r = 0; r < n_act; r++) {
+                    for (int j = 0; j < n_rows; j++) {
+                        const float e = ref->dot(wal + (size_t)j * wa, aal + (size_t)r * aa, n);
+                        const float g = out[(size_t)r * os + (size_t)j];
+                        QP_CHECK_MSG(memcmp(&e, &g, sizeof e) == 0,
+                                     "%s %s x16_dot, %d blocks, %d x %d, row %d act %d: %.9g (ref) vs %.9g",
+                                     kn_type_info(wtype)->name, isa, blocks[li], n_rows, n_act, j, r, e, g);
+                    }
+                    QP_CHECK(out[(size_t)r * os + n_rows] == 12345.0f && out[(size_t)r * os + n_rows + 1] == 12345.0f);
+                }
+                qp_free(wal), qp_free(aal), qp_free(wx), free(a), free(out);
+                twin_free(&ta);
+            }
+}
+
+QP_TEST(x16_dot_q4_0_avx512_should_equal_reference_bit_for_bit) { check_x16(KN_Q4_0, "avx512"); }
+QP_TEST(x16_dot_q8_0_avx512_should_equal_reference_bit_for_bit) { check_x16(KN_Q8_0, "avx512"); }
+
 // Extreme integer parts: every weight and activation quant at its most negative / largest value
 // (where maddubs could saturate if misused), for each type.
 static void check_dot_extremes(int wtype, const char *isa) {

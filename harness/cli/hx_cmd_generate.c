@@ -189,7 +189,8 @@ int hx_cmd_generate(int argc, char **argv) {
     int steps = o.steps > cfg->seq_len ? cfg->seq_len : o.steps;
     size_t n_prompt = 0;
     unsigned flags = HX_TOK_ADD_BOS | (plen ? HX_TOK_SPACE_PREFIX : 0);
-    struct kn_engine_opts eo = {.act_q8 = o.act_q8};
+    // the model is a file mapping: the engine may copy matrices into its decoding layouts and drop them
+    struct kn_engine_opts eo = {.act_q8 = o.act_q8, .release_source = hx_release_source};
     if (hx_tok_encode(m->tok, prompt, plen, flags, &ptoks, &n_prompt)) {
         status = hx_fail("generate", QP_ENOMEM, "out of memory encoding the prompt");
         goto done;
