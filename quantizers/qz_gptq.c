@@ -43,7 +43,9 @@ static void chol_column_block(double *a, int64_t n, int64_t j, int64_t i0, int64
     for (int64_t r = 0; r < m; r++) t[r] = a[(i0 + r) * n + j];
     for (int64_t k = 0; k < j; k++) {
         const double *lk = a + k * n + i0, ljk = aj[k]; // L[i0 ..][k], transposed
+#if !defined(__clang__) // (clang at -O1, the fuzz build, cannot honour it and -Werror stops the build)
 #pragma omp simd // lanes are rows: element-wise, each row's chain keeps its order
+#endif
         for (int64_t r = 0; r < m; r++) t[r] -= lk[r] * ljk;
     }
     for (int64_t r = 0; r < m; r++) {
