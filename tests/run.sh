@@ -1,8 +1,13 @@
 #!/bin/bash
 # run.sh — runs every case of every test binary given, each in its own process, two at a time,
 # and ends with exactly one line "N passed, N failed, N skipped". Exit 1 on any failure.
-# Usage: tests/run.sh BIN...   (environment: QP_FIXTURES, QP_BIN, QP_JOBS, QP_TIMEOUT)
+# Usage: tests/run.sh BIN...   (environment: QP_FIXTURES, QP_BIN, QP_JOBS, QP_TIMEOUT, QP_LOGS)
+# A failing case's whole output is kept in QP_LOGS (default build/test-logs) as BIN.CASE.log;
+# the summary shows its last 20 lines.
 set -u
+logs=${QP_LOGS:-build/test-logs}
+mkdir -p "$logs" && logs=$(cd "$logs" && pwd)
+rm -f "$logs"/*.log
 jobs=${QP_JOBS:-2}
 limit=${QP_TIMEOUT:-600}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/qprobe-tests.XXXXXX")
@@ -41,12 +46,14 @@ run_one() {
     elif [ $rc -eq 77 ]; then
         { echo "SKIP $tag"; echo "$out" | tail -n 3; } > "$res"
     else
-        { echo "FAIL $tag (exit $rc, ${secs}s)"; echo "$out" | tail -n 20; } > "$res"
+        printf '%s\n' "$out" > "$logs/$(basename "$bin").$name.log"
+        { echo "FAIL $tag (exit $rc, ${secs}s; whole output: $logs/$(basename "$bin").$name.log)"
+          echo "$out" | tail -n 20; } > "$res"
     fi
     cat "$res"
 }
 export -f run_one
-export limit
+export limit logs
 
 xargs -P "$jobs" -L 1 bash -c 'run_one "$0" "$1"' < "$list"
 
