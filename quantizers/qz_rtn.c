@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kn_blocks.h"
 #include "kn_types.h"
 #include "qp.h"
 
@@ -143,10 +144,12 @@ void qz_rtn_group_grid(const struct qz_base *b, const float *x, int64_t n, struc
     qz_grid_fit(b, x, n, best_p, g);
 }
 
-// One RTN group: x[0..n) → y[0..n) (y may equal x).
-static void rtn_group(const struct qz_base *b, const float *x, float *y, int64_t n, struct acc *a) {
+// One RTN group: x[0..n) → y[0..n) (y may equal x); its grid into *out when out is not NULL.
+static void rtn_group(const struct qz_base *b, const float *x, float *y, int64_t n, struct acc *a,
+                      struct qz_grid *out) {
     struct qz_grid g;
     qz_rtn_group_grid(b, x, n, &g);
+    if (out) *out = g;
     for (int64_t k = 0; k < n; k++) {
         float xk = x[k], r = grid_code_raw(&g, xk);
         int q = grid_clamp(&g, r);
@@ -156,9 +159,9 @@ static void rtn_group(const struct qz_base *b, const float *x, float *y, int64_t
 }
 
 static void rtn_tensor(const struct qz_base *b, const float *src, float *dst, int64_t rows,
-                       int64_t cols, struct acc *a) {
+                       int64_t cols, struct acc *a, struct qz_grid *grids) {
     if (b->gran == QZ_TENSOR) {
-        rtn_group(b, src, dst, rows * cols, a);
+        rtn_group(b, src, dst, rows * cols, a, grids);
         return;
     }
     int64_t gs = b->gran == QZ_CHANNEL ? cols : b->group;
@@ -166,8 +169,47 @@ static void rtn_tensor(const struct qz_base *b, const float *src, float *dst, in
     for (int64_t r = 0; r < rows; r++)
         for (int64_t c = 0; c < cols; c += gs) {
             int64_t off = r * cols + c;
-            rtn_group(b, src + off, dst + off, QP_MIN(gs, cols - c), a);
+            rtn_group(b, src + off, dst + off, QP_MIN(gs, cols - c), a, grids ? grids++ : NULL);
         }
+}
+
+int64_t qz_rtn_group_cols(const struct qz_base *b, int64_t cols) {
+    return b->gran == QZ_TENSOR || b->gran == QZ_CHANNEL ? cols : QP_MIN(b->group, cols);
+}
+
+int64_t qz_rtn_n_grids(const struct qz_base *b, int64_t rows, int64_t cols) {
+    if (b->gran == QZ_TENSOR) return 1;
+    return rows * ceil_div(cols, qz_rtn_group_cols(b, cols));
+}
+
+// A Q8_0 block holds d·q, d fp16 and q an int8; a grid value is (q − zero)·scale with scale
+// fp16-representable and |q − zero| < 2^9, a product exact in fp32. So a block whose weights
+// share one grid (groups of a multiple of 32 along the row) is exactly a Q8_0 block with
+// d = scale and q − zero in [−128, 127]: the two dequantize to the same floats. Every weight is
+// checked (a value off its grid, a wider code, a scale fp16 cannot hold: not exact).
+int qz_grid_q8_0_exact(const float *v, int64_t rows, int64_t cols, const struct qz_grid *grids, int64_t group_cols,
+                       int tensor_grid, struct kn_block_q8_0 *out) {
+    if (cols % 32 || (!tensor_grid && group_cols % 32 && group_cols != cols)) return 1;
+    const int64_t gpr = tensor_grid ? 1 : ceil_div(cols, group_cols);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t c = 0; c < cols; c += 32) {
+            const struct qz_grid *g = tensor_grid ? grids : &grids[r * gpr + c / group_cols];
+            const float d = g->scale, *x = v + r * cols + c;
+            uint16_t h = qp_fp32_to_fp16(d);
+            if (qp_fp16_to_fp32(h) != d) return 1;
+            struct kn_block_q8_0 *blk = &out[(r * cols + c) / 32];
+            blk->d = h;
+            for (int k = 0; k < 32; k++) {
+                // The code: exact when x[k] is on the grid; with d = 0, -1 makes the -0 that
+                // (q − zero)·0 gives for a negative q − zero.
+                float m = d > 0 ? x[k] / d : signbit(x[k]) ? -1.0f : 0.0f, y;
+                if (!(m >= -128.0f && m <= 127.0f) || m != truncf(m)) return 1;
+                blk->qs[k] = (int8_t)m;
+                y = (float)blk->qs[k] * d; // what dequantization gives, bit for bit
+                if (memcmp(&y, &x[k], sizeof y)) return 1;
+            }
+        }
+    return 0;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -313,6 +355,11 @@ float *qz_nfp4_dq_absmax(const float *w, int64_t rows, int64_t cols, int64_t gro
 
 int qz_fake_quant(const struct qz_base *b, const float *src, float *dst, int64_t rows, int64_t cols,
                   struct qz_stats *st) {
+    return qz_fake_quant_grids(b, src, dst, rows, cols, st, NULL);
+}
+
+int qz_fake_quant_grids(const struct qz_base *b, const float *src, float *dst, int64_t rows, int64_t cols,
+                        struct qz_stats *st, struct qz_grid *grids) {
     QP_ASSERT(rows >= 0 && cols >= 0);
     int64_t n = rows * cols;
     struct acc a = {0};
@@ -332,7 +379,7 @@ int qz_fake_quant(const struct qz_base *b, const float *src, float *dst, int64_t
         break;
     case QZ_RTN:
         if (!all_finite(src, n)) return QP_EINVAL;
-        rtn_tensor(b, src, dst, rows, cols, &a);
+        rtn_tensor(b, src, dst, rows, cols, &a, grids);
         break;
     case QZ_NF4:
     case QZ_FP4:

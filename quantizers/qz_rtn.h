@@ -124,6 +124,24 @@ static inline float qz_grid_value(const struct qz_grid *g, int q) {
 // Exposed so that diagnostics (quantizers/qz_codes.h) read back the exact codes.
 void qz_rtn_group_grid(const struct qz_base *b, const float *x, int64_t n, struct qz_grid *g);
 
+// RTN's grids, for an exact packed copy (below): qz_fake_quant, and with b->method == QZ_RTN
+// each group's grid into grids (qz_rtn_n_grids of them: one per tensor, or per row and group
+// in row-major order; NULL: none). Other methods write no grid.
+int qz_fake_quant_grids(const struct qz_base *b, const float *src, float *dst, int64_t rows, int64_t cols,
+                        struct qz_stats *st, struct qz_grid *grids);
+int64_t qz_rtn_group_cols(const struct qz_base *b, int64_t cols); // weights of a group along a row
+int64_t qz_rtn_n_grids(const struct qz_base *b, int64_t rows, int64_t cols);
+
+// v (rows × cols) as Q8_0 blocks (rows · cols / 32 of them, row-major) when that is exact: every
+// value on its group's grid (grids as qz_fake_quant_grids writes them: grids[r · ceil(cols /
+// group_cols) + c / group_cols], or grids[0] for every weight when tensor_grid), cols a multiple
+// of 32, groups that do not split a block, codes q − zero in [−128, 127]. Q8_0 dequantizes to
+// the same floats (the engine then runs it as it runs v, bit for bit) in 8.5 bits a weight
+// instead of 32. 0 written; 1 not exact (out partly written, unused).
+struct kn_block_q8_0;
+int qz_grid_q8_0_exact(const float *v, int64_t rows, int64_t cols, const struct qz_grid *grids, int64_t group_cols,
+                       int tensor_grid, struct kn_block_q8_0 *out);
+
 // The 4-bit NF4 / FP4 code of v = x / absmax (v in [-1, 1]), exactly as qz_fake_quant picks it
 // (ties as described above). Dequantized value: qz_nf4_table[code] or qz_fp4_table[code] times
 // the block's stored absmax.

@@ -7,6 +7,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "kn_blocks.h"
+#include "kn_cpu.h"
+#include "kn_ops.h"
 #include "kn_types.h"
 #include "hx_model.h"
 #include "qp.h"
@@ -550,4 +553,44 @@ QP_TEST(bad_input_should_be_refused_not_asserted) {
     b = base("rtn:bits=8:tensor:sym");
     QP_CHECK(qz_fake_quant(&b, tiny, t2, 1, 4, &st) == 0);
     QP_CHECK(t2[0] == 0.0f && st.n_zeroed == 3);
+}
+
+// RTN results kept as Q8_0 blocks (qz_grid_q8_0_exact): where every 32-block lies on one grid and
+// its codes fit int8, the blocks dequantize (the engine's own kn_dequantize_row and its AVX2
+// version) to the fake-quantized floats bit for bit; where they cannot, the packer says so.
+static int q8_0_roundtrip(const char *spec, const float *x, int64_t rows, int64_t cols) {
+    struct qz_base b = base(spec);
+    float *y = malloc((size_t)(rows * cols) * sizeof *y), *z = malloc((size_t)cols * sizeof *z);
+    struct qz_grid *g = malloc((size_t)qz_rtn_n_grids(&b, rows, cols) * sizeof *g);
+    struct kn_block_q8_0 *blk = malloc((size_t)(rows * cols / 32 + 1) * sizeof *blk);
+    QP_CHECK(qz_fake_quant_grids(&b, x, y, rows, cols, NULL, g) == 0);
+    int rc = qz_grid_q8_0_exact(y, rows, cols, g, qz_rtn_group_cols(&b, cols), b.gran == QZ_TENSOR, blk);
+    for (int64_t r = 0; rc == 0 && r < rows; r++) {
+        kn_dequantize_row(KN_Q8_0, blk + r * cols / 32, z, cols);
+        QP_CHECK_MSG(memcmp(z, y + r * cols, (size_t)cols * sizeof *z) == 0, "%s: row %lld differs", spec, (long long)r);
+        if (kn_cpu_has("avx2")) {
+            kn_dequant_row_avx2(KN_Q8_0, blk + r * cols / 32, z, cols);
+            QP_CHECK_MSG(memcmp(z, y + r * cols, (size_t)cols * sizeof *z) == 0, "%s: row %lld differs (avx2)", spec,
+                         (long long)r);
+        }
+    }
+    free(y), free(z), free(g), free(blk);
+    return rc;
+}
+
+QP_TEST(rtn_on_32_aligned_grids_should_pack_as_q8_0_bit_for_bit) {
+    int64_t rows = 24, cols = 160;
+    float *x = gaussian(rows * cols, 0.05f);
+    x[7] = 0.0f, x[8] = -0.0f, x[3 * cols + 5] = 1.5f; // zeros and an outlier
+    for (int64_t k = 0; k < cols; k++) x[5 * cols + k] = 0.0f; // a row of zeros: scale 0
+    for (int64_t k = 64; k < 96; k++) x[6 * cols + k] = -0.0f;
+    static const char *const ok[] = {"rtn:bits=4:group=32:sym", "rtn:bits=3:group=32:asym:clip=mse",
+                                     "rtn:bits=4:group=64:asym", /* 160 = 2·64 + 32: a partial last group */
+                                     "rtn:bits=8:channel:sym", "rtn:bits=2:tensor:sym", "rtn:bits=7:group=96:asym"};
+    for (size_t i = 0; i < QP_ARRAY_LEN(ok); i++) QP_CHECK_MSG(q8_0_roundtrip(ok[i], x, rows, cols) == 0, "%s", ok[i]);
+    // Groups that split a block, codes beyond int8, rows that are not whole blocks: refused.
+    QP_CHECK(q8_0_roundtrip("rtn:bits=4:group=16:sym", x, rows, cols) == 1);
+    QP_CHECK(q8_0_roundtrip("rtn:bits=8:group=32:asym", x, rows, cols) == 1);
+    QP_CHECK(q8_0_roundtrip("rtn:bits=4:group=32:sym", x, rows * cols / 100, 100) == 1);
+    free(x);
 }

@@ -127,17 +127,46 @@ static int hx_quant_model_ggml(struct hx_quant_model *q, const struct qz_base *b
     return rc;
 }
 
-// Fake quantization into fp32 (rtn, nf4, fp4) or per-channel W8 (smoothquant, w8a8).
+int hx_quant_model_keep_f32(struct hx_quant_model *q, float *v, const struct qz_grid *grids, int64_t group_cols,
+                            int tensor_grid, int64_t rows, int64_t cols, struct kn_tensor *dst) {
+    if (!q->act_q8 && !q->act_int8 && grids) {
+        struct kn_block_q8_0 *blk = qp_alloc_array((size_t)(rows * cols / 32 + 1), sizeof *blk);
+        if (blk && !qz_grid_q8_0_exact(v, rows, cols, grids, group_cols, tensor_grid, blk)) {
+            qp_free(v);
+            if (qp_owned_add(&q->owned, blk)) return QP_ENOMEM; // (it frees blk)
+            *dst = (struct kn_tensor){KN_Q8_0, cols, rows, blk};
+            return 0;
+        }
+        qp_free(blk); // not exact (or no memory for the copy): v as it is
+    }
+    if (qp_owned_add(&q->owned, v)) return QP_ENOMEM; // (it frees v)
+    *dst = (struct kn_tensor){KN_F32, cols, rows, v};
+    return 0;
+}
+
+// Fake quantization (rtn, nf4, fp4) or per-channel W8 (smoothquant, w8a8), kept as
+// hx_quant_model_keep_f32 says.
 static int hx_quant_model_fake(struct hx_quant_model *q, const struct qz_base *b, const char *name, const float *x,
                                int64_t rows, int64_t cols, struct kn_tensor *dst, char *err) {
     float *out = qp_alloc_array((size_t)(rows * cols), sizeof(float));
-    if (qp_owned_add(&q->owned, out)) return qp_fail(err, QP_ENOMEM, "out of memory quantizing %s", name);
+    int rtn = b->method == QZ_RTN, w8 = b->method == QZ_SMOOTHQUANT;
+    struct qz_grid *grids = rtn ? qp_alloc_array((size_t)qz_rtn_n_grids(b, rows, cols), sizeof *grids) : NULL;
+    if (!out || (rtn && !grids)) {
+        qp_free(out);
+        qp_free(grids);
+        return qp_fail(err, QP_ENOMEM, "out of memory quantizing %s", name);
+    }
     struct qz_stats st;
     memset(&st, 0, sizeof st);
-    int w8 = b->method == QZ_SMOOTHQUANT;
-    int rc = w8 ? qz_w8_channel(x, out, rows, cols, &st) : qz_fake_quant(b, x, out, rows, cols, &st);
-    if (rc) return qp_fail(err, rc, "cannot quantize %s", name);
-    *dst = (struct kn_tensor){KN_F32, cols, rows, out};
+    int rc = w8 ? qz_w8_channel(x, out, rows, cols, &st) : qz_fake_quant_grids(b, x, out, rows, cols, &st, grids);
+    if (!rc && hx_quant_model_keep_f32(q, out, grids, qz_rtn_group_cols(b, cols), b->gran == QZ_TENSOR, rows, cols,
+                                       dst))
+        rc = QP_ENOMEM, out = NULL;
+    qp_free(grids);
+    if (rc) {
+        if (rc != QP_ENOMEM) qp_free(out);
+        return qp_fail(err, rc, rc == QP_ENOMEM ? "out of memory quantizing %s" : "cannot quantize %s", name);
+    }
     q->bytes += w8 ? (uint64_t)((qz_tensor_bits(b, rows, cols) + 7) / 8) : (uint64_t)st.bytes;
     return 0;
 }

@@ -57,6 +57,15 @@ int hx_quant_model_tensor(struct hx_quant_model *q, const struct qz_base *b, con
                           float **scr, int64_t rows, int64_t cols, const double *mean_sq, struct kn_tensor *dst,
                           char *err);
 
+// Keeps the fake-quantized v (rows × cols, from qp_alloc; taken over, freed on failure) as
+// *dst: as Q8_0 blocks when that is exact (qz_grid_q8_0_exact with grids, group_cols,
+// tensor_grid; grids NULL: never) and the variant runs with fp32 activations (the engine then
+// dequantizes the blocks to the same floats: the same bits in 8.5 bits a weight), else as F32.
+// 0 or QP_ENOMEM.
+struct qz_grid;
+int hx_quant_model_keep_f32(struct hx_quant_model *q, float *v, const struct qz_grid *grids, int64_t group_cols,
+                            int tensor_grid, int64_t rows, int64_t cols, struct kn_tensor *dst);
+
 // Packs x (rows × cols) as type into a new owned buffer of q (imatrix: NULL or cols values),
 // adds its bytes to q->bytes and points *dst at it. 0, QP_ENOMEM or the quantizer's code.
 int hx_quant_model_pack(struct hx_quant_model *q, enum kn_type type, const float *x, int64_t rows, int64_t cols,
