@@ -332,11 +332,14 @@ struct hx_view {
 // Every window through the engine, one lane per thread; each lane's sums merged in window order.
 static void collect_windows(const struct hx_calib *cal, struct hx_lane *lanes, int n_lanes, const struct hx_view *view,
                             struct hx_calib_stats *st, double *buf, int dim) {
-    // The lanes are the parallelism here: OpenBLAS's own threads would only spin beside them
-    // (its dsyrk on one window is ~1 ms), so it runs on one thread until the windows are done.
+    // The lanes are the parallelism of the forward passes: OpenBLAS's own threads would only
+    // spin beside them, so it runs on one thread there; the merges after them (dsyrk: 0.3 s a
+    // window at width 5632) get every thread back. OpenBLAS splits dsyrk's output among its
+    // threads, each element's sum in the same order: the same bits with any count (checked for
+    // widths 2048 and 5632).
     int blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
     for (int i0 = 0; i0 < cal->n_seqs; i0 += n_lanes) {
+        openblas_set_num_threads(1);
         int nb = QP_MIN(n_lanes, cal->n_seqs - i0);
 #pragma omp parallel for num_threads(nb) schedule(static, 1) if (nb > 1)
         for (int t = 0; t < nb; t++) {
@@ -346,9 +349,9 @@ static void collect_windows(const struct hx_calib *cal, struct hx_lane *lanes, i
             kn_state_reset(ln->s);
             kn_forward(ln->s, cal->tokens + (size_t)(i0 + t) * cal->seq_len, cal->seq_len, NULL, cal->seq_len, &probe);
         }
+        openblas_set_num_threads(blas_threads);
         for (int t = 0; t < nb; t++) lane_merge(&lanes[t], st, buf);
     }
-    openblas_set_num_threads(blas_threads);
 }
 
 static int collect_run(const struct kn_weights *w, int n_layers_full, const struct hx_calib *cal, int act_q8,
@@ -891,6 +894,16 @@ static int cq_layer_done(struct cq *c, struct hx_progress *prog, int l, int L) {
     return 0;
 }
 
+// The source pages of layer l's matrices, read for the last time (its quantized layer carries the
+// windows on): dropped, so that a sequential pass holds about one source layer, not the source
+// model, beside the variant (a matrix the variant keeps as the source's reads its pages again).
+static void cq_release_layer(const struct kn_weights *src, int l) {
+    const struct kn_layer_weights *lw = &src->layers[l];
+    const struct kn_tensor *t[] = {&lw->wq, &lw->wk, &lw->wv, &lw->wo, &lw->w_gate, &lw->w_down, &lw->w_up};
+    for (size_t i = 0; i < QP_ARRAY_LEN(t); i++)
+        if (t[i]->data) hx_release_source(t[i]->data, kn_row_bytes(t[i]->type, t[i]->ne0) * (size_t)t[i]->ne1);
+}
+
 static int cq_sequential(struct cq *c, int act_q8, struct hx_calib_stats *st, struct hx_progress *prog) {
     int L = c->src->cfg.n_layers, rc = 0;
     size_t n = (size_t)c->cal->n_seqs * c->cal->seq_len * c->src->cfg.dim;
@@ -910,6 +923,7 @@ static int cq_sequential(struct cq *c, int act_q8, struct hx_calib_stats *st, st
         if (!rc) rc = collect_run(&v, L, c->cal, act_q8, L, l == L - 1, 1, &view, st, c->err);
         if (!rc && l == L - 1) hx_calib_stats_finish(st);
         else hx_calib_stats_free(st);
+        cq_release_layer(c->src, l);
         if (!rc) rc = cq_layer_done(c, prog, l, L);
     }
     qp_free(view.x);
@@ -931,6 +945,7 @@ static int cq_run(struct cq *c) {
         hx_calib_stats_finish(&st);
         for (int l = 0; l < L && !rc; l++) {
             rc = cq_layer_run(c, l, &st);
+            cq_release_layer(c->src, l);
             if (!rc) rc = cq_layer_done(c, &prog, l, L);
         }
     }
