@@ -3,10 +3,11 @@
 // of the layer-wise output error, quantize W column by column, each column's rounding error
 // compensated on the columns not yet quantized through the inverse Hessian.
 //
-// Depends on kernels/ headers (qp.h, kn_types.h, kn_blocks*.h), quantizers/ (qz_spec.h, qz_rtn.h,
-// qz_ggml.h, qz_kquants.h), OpenBLAS's cblas (dgemm, dtrsm) and libc; never on harness/.
-// The Cholesky factorization is our own (double precision): this build's OpenBLAS ships no
-// lapacke.h.
+// Depends on kernels/ headers (qp.h, kn_types.h, kn_blocks*.h, kn_cpu.h), quantizers/ (qz_spec.h,
+// qz_rtn.h, qz_ggml.h, qz_kquants.h), OpenBLAS's cblas (dgemm, dtrsm) and libc; never on harness/.
+// The Cholesky factorization is our own (double precision, panel-blocked, AVX-512 when the CPU
+// has it, bit-identical to the textbook loop): this build's OpenBLAS ships no lapacke.h.
+// Tensors that read the same input share one factorization (struct qz_gptq_factor below).
 //
 // The algorithm as implemented (AutoGPTQ's fasterquant is the reference implementation; the
 // differences are listed at the end):
@@ -75,26 +76,66 @@
 #define QZ_GPTQ_BLOCK 128
 #define QZ_GPTQ_MAX_RAISES 6
 
+struct qz_grid; // qz_rtn.h
+
 struct qz_gptq_info {
-    double loss;      // ½ tr((W−Q) H (W−Q)ᵀ), undamped H (see above)
-    double obs_loss;  // the sweep's Σ (w−q)² / (2 U_ii²), damped H
-    double damp;      // damping fraction finally used (b->damp · 10^n_raises)
-    int n_raises;     // times damping was raised
-    int64_t n_dead;   // inputs with H_ii = 0
-    int type;         // the llama.cpp type targeted, or -1 for an RTN grid
+    double loss;       // ½ tr((W−Q) H (W−Q)ᵀ), undamped H (see above)
+    double obs_loss;   // the sweep's Σ (w−q)² / (2 U_ii²), damped H
+    double damp;       // damping fraction finally used (b->damp · 10^n_raises), from the factor
+    int n_raises;      // times damping was raised (when the factor was made)
+    int64_t n_dead;    // inputs with H_ii = 0
+    int type;          // the llama.cpp type targeted, or -1 for an RTN grid
+    int grids_written; // 1 when the grids array was filled (see qz_gptq_quantize_f)
     double seconds;
 };
+
+// What GPTQ derives from H alone: the dead inputs, the processing order, the damping finally
+// used (with its raises) and U, the upper Cholesky factor of the damped, permuted H⁻¹ (steps 1-4
+// above). It depends on H, b->damp and b->actorder only — not on the weights, the bits, the
+// group, the target type or static_groups — so the tensors that read the same input (q, k, v;
+// gate, up) share one: the results are bit-identical to separate qz_gptq_quantize calls.
+// Memory: cols² doubles (U) plus 3·cols words, held until destroyed; making it needs another
+// cols² doubles of scratch (freed before it returns). Thread use as in qz_gptq_quantize; the
+// factorization itself is bit-identical for any thread count and with or without AVX-512.
+struct qz_gptq_factor;
+
+// Makes the factor of h (cols × cols, symmetric, row-major, not modified) for b (QZ_GPTQ).
+// Returns 0 with *out set; QP_EINVAL for a bad width or a non-finite entry; QP_ERANGE when H
+// stays indefinite after QZ_GPTQ_MAX_RAISES raises of damp; QP_ENOMEM.
+int qz_gptq_factor_create(const struct qz_base *b, const double *h, int64_t cols, struct qz_gptq_factor **out,
+                          char *err);
+// 1 when f was made for b's damp and actorder and this width (the Hessian itself is the caller's
+// to match; qz_gptq_quantize_f compares its diagonal).
+int qz_gptq_factor_fits(const struct qz_gptq_factor *f, const struct qz_base *b, int64_t cols);
+void qz_gptq_factor_destroy(struct qz_gptq_factor *f); // NULL is a no-op
 
 // Quantizes w (rows × cols, row-major, cols = inputs) into q (rows × cols, caller-owned; may not
 // alias w) under b, a QZ_GPTQ base: bits/group/sym (RTN grid) or ggml_type (one of q4_0 q4_1
 // q5_0 q5_1 q8_0 iq4_nl q2_k … q6_k, whose block size must divide cols), with actorder,
 // static_groups and damp. h is the (cols × cols) symmetric Hessian, row-major, not modified.
-// info may be NULL. Allocates 2·cols² + 2·rows·cols doubles of scratch (plus 2·rows·cols floats
-// for a llama.cpp target), freed before it returns. Uses OpenMP threads over rows and OpenBLAS's threads; the result does not depend on
-// their number except through OpenBLAS's dgemm rounding.
-// Returns 0; QP_EINVAL (with err) for a bad shape, a non-finite weight or Hessian entry, or a
-// block size that does not divide cols; QP_ENOTSUP for a type it cannot target; QP_ERANGE when
-// H stays indefinite after QZ_GPTQ_MAX_RAISES raises; QP_ENOMEM.
+// f: a factor of this h made for b (qz_gptq_factor_fits), or NULL to make one here (and free it).
+// grids (optional): for the integer grid (no llama.cpp type) with groups in original column
+// order (static groups, or no actorder), each (row, group)'s grid is written to
+// grids[row · ceil(cols / group) + group index] (qz_rtn.h: q = qz_grid_value(grid, code) for
+// every weight of the group, exactly) and info->grids_written is 1; otherwise (a llama.cpp type,
+// or dynamic groups under actorder, which are groups of permuted columns) grids is left alone
+// and grids_written is 0. info may be NULL.
+// Memory (scratch, freed before it returns): 2·rows·cols doubles (W, then W − Q, and the loss's
+// product with H, which is not cut into row panels: OpenBLAS would round it differently),
+// rows·blk doubles (blk = QZ_GPTQ_BLOCK rounded up to a multiple of the group),
+// rows·ceil(cols/group) grids for static groups when grids is NULL, plus 2·rows·cols floats for
+// a llama.cpp target; with f NULL, the factor's too (2·cols² doubles at its peak).
+// Uses OpenMP threads over rows and OpenBLAS's threads; the result does not depend on their
+// number except through OpenBLAS's dgemm rounding.
+// Returns 0; QP_EINVAL (with err) for a bad shape, a non-finite weight or Hessian entry, a block
+// size that does not divide cols, or a factor that does not fit (options, width, or a diagonal
+// other than h's); QP_ENOTSUP for a type it cannot target; QP_ERANGE when H stays indefinite
+// after QZ_GPTQ_MAX_RAISES raises; QP_ENOMEM.
+int qz_gptq_quantize_f(const struct qz_base *b, const float *w, int64_t rows, int64_t cols, const double *h,
+                       const struct qz_gptq_factor *f, float *q, struct qz_grid *grids, struct qz_gptq_info *info,
+                       char *err);
+
+// qz_gptq_quantize_f without a shared factor or grids.
 int qz_gptq_quantize(const struct qz_base *b, const float *w, int64_t rows, int64_t cols,
                      const double *h, float *q, struct qz_gptq_info *info, char *err);
 
@@ -102,5 +143,14 @@ int qz_gptq_quantize(const struct qz_base *b, const float *w, int64_t rows, int6
 // set to 0), as step 4 above computes it. a is not modified. Returns 0, -1 when a + damp·I is
 // not numerically positive definite, or QP_ENOMEM (n² doubles of scratch). Exposed for tests.
 int qz_gptq_inverse_factor(const double *a, int64_t n, double damp, double *u);
+
+// The lower Cholesky factor of a (n × n, row-major) in place, as step 4 uses it: the lower
+// triangle becomes L, the strict upper triangle (ignored on input) 0. Every element is computed
+// as the textbook loop does — L[i][j] = (a[i][j] − Σ_{k<j} L[i][k]·L[j][k]) / L[j][j], the sum
+// subtracted term by term in k order, no fused multiply-add — in panels of 64 columns (AVX-512
+// when simd is 1 and the CPU has it): the same bits for any thread count, simd 0 or 1.
+// Returns 0, -1 when a is not numerically positive definite (a is then partly overwritten), or
+// QP_ENOMEM. Exposed for tests and benchmarks.
+int qz_gptq_cholesky(double *a, int64_t n, int simd);
 
 #endif

@@ -3,10 +3,13 @@
 // win over round-to-nearest, dead inputs, damping raised), AWQ's search, SmoothQuant's fold,
 // the calibration/evaluation overlap rule, and the methods end to end on stories260K against
 // round-to-nearest with the same bits and group (held-out perplexity and KLD, calibration on
-// the first part of tinystories_val.txt, evaluation on a later part); SmoothQuant against plain
-// W8A8 with per-token and static per-tensor int8 activations, the engine's int8 activation
-// modes against hand computations, the static scales the driver derives; `qprobe ppl --calib`.
+// the first part of tinystories_val.txt, evaluation on a later part); GPTQ's blocked Cholesky
+// against the textbook loop bit for bit, one factor shared by the tensors of one input, the
+// grids out; SmoothQuant against plain W8A8 with per-token and static per-tensor int8
+// activations, the engine's int8 activation modes against hand computations, the static scales
+// the driver derives; `qprobe ppl --calib`.
 #include <math.h>
+#include <omp.h>
 #include <stdint.h>
 
 #include "hx_calib.h"
@@ -290,6 +293,176 @@ QP_TEST(gptq_should_handle_dead_inputs_and_raise_damping_when_needed) {
     for (int64_t i = 0; i < cols; i++) h[i * cols + i] = -1;
     QP_CHECK_INT_EQ(qz_gptq_quantize(&b, w, rows, cols, h, q, &info, err), QP_ERANGE);
     QP_CHECK(strstr(err, "not positive definite"));
+    free(x), free(w), free(q), free(h);
+}
+
+// The textbook lower Cholesky triple loop: L[i][j] = (a[i][j] − Σ_{k<j} L[i][k]·L[j][k]) / L[j][j],
+// the sum subtracted term by term in k order (the build has -ffp-contract=off: no fma). -1 when
+// a pivot is not positive and finite. l: n × n, upper triangle zero.
+static int chol_textbook(const double *a, double *l, int64_t n) {
+    memset(l, 0, (size_t)(n * n) * sizeof *l);
+    for (int64_t j = 0; j < n; j++) {
+        double s = a[j * n + j];
+        for (int64_t k = 0; k < j; k++) s -= l[j * n + k] * l[j * n + k];
+        if (!(s > 0) || !isfinite(s)) return -1;
+        l[j * n + j] = sqrt(s);
+        for (int64_t i = j + 1; i < n; i++) {
+            double t = a[i * n + j];
+            for (int64_t k = 0; k < j; k++) t -= l[i * n + k] * l[j * n + k];
+            l[i * n + j] = t / l[j * n + j];
+        }
+    }
+    return 0;
+}
+
+// A random symmetric positive definite n × n matrix: symmetric noise in [-1, 1) plus a diagonal
+// large enough (n/2 + 1) with the upper triangle left as noise (the factorization ignores it).
+static double *random_spd(int64_t n) {
+    double *a = malloc((size_t)(n * n) * sizeof *a);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j <= i; j++) a[i * n + j] = a[j * n + i] = urand();
+    for (int64_t i = 0; i < n; i++) a[i * n + i] = fabs(a[i * n + i]) + 0.5 * (double)n + 1;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = i + 1; j < n; j++) a[i * n + j] = urand();
+    return a;
+}
+
+// Factors a copy of a with qz_gptq_cholesky (simd 0 / 1) and compares with l bit for bit.
+static void check_chol_bits(const double *a, const double *l, int64_t n, int simd, const char *what) {
+    double *c = malloc((size_t)(n * n) * sizeof *c);
+    memcpy(c, a, (size_t)(n * n) * sizeof *c);
+    QP_CHECK_MSG(qz_gptq_cholesky(c, n, simd) == 0, "%s n=%lld simd=%d: refused", what, (long long)n, simd);
+    int64_t bad = 0;
+    for (int64_t k = 0; k < n * n; k++) bad += memcmp(&c[k], &l[k], sizeof *c) != 0;
+    QP_CHECK_MSG(bad == 0, "%s n=%lld simd=%d: %lld elements differ from the textbook loop", what, (long long)n, simd,
+                 (long long)bad);
+    free(c);
+}
+
+QP_TEST(gptq_cholesky_should_equal_the_textbook_loop_bit_for_bit) {
+    rng_seed(11);
+    static const int64_t sizes[] = {1, 7, 64, 65, 130, 300, 1000}; // 65, 130, 300, 1000: partial last panel
+    int threads = omp_get_max_threads();
+    for (size_t s = 0; s < QP_ARRAY_LEN(sizes); s++) {
+        int64_t n = sizes[s];
+        double *a = random_spd(n), *l = malloc((size_t)(n * n) * sizeof *l);
+        QP_CHECK(chol_textbook(a, l, n) == 0);
+        check_chol_bits(a, l, n, 1, "random");
+        check_chol_bits(a, l, n, 0, "random");
+        if (n == 300) { // one thread: the same bits
+            omp_set_num_threads(1);
+            check_chol_bits(a, l, n, 1, "one thread");
+            omp_set_num_threads(threads);
+        }
+        free(a), free(l);
+    }
+    // A Hessian-like matrix (a Gram of correlated channels, small damping): ill-conditioned.
+    int64_t n = 200, N = 400;
+    float *x = make_x(N, n, 0);
+    double *h = make_h(x, N, n), *l = malloc((size_t)(n * n) * sizeof *l);
+    for (int64_t i = 0; i < n; i++) h[i * n + i] += 1e-3;
+    QP_CHECK(chol_textbook(h, l, n) == 0);
+    check_chol_bits(h, l, n, 1, "gram");
+    check_chol_bits(h, l, n, 0, "gram");
+    // Not positive definite, in the first panel and in a later one: -1.
+    for (int simd = 0; simd <= 1; simd++) {
+        double *a = random_spd(n);
+        a[150 * n + 150] = -1;
+        QP_CHECK_INT_EQ(qz_gptq_cholesky(a, n, simd), -1);
+        for (int64_t k = 0; k < n * n; k++) a[k] = -a[k];
+        QP_CHECK_INT_EQ(qz_gptq_cholesky(a, n, simd), -1);
+        free(a);
+    }
+    free(x), free(h), free(l);
+}
+
+static int same_bits_f(const float *a, const float *b, int64_t n) { return memcmp(a, b, (size_t)n * sizeof *a) == 0; }
+
+// q, k, v (or gate, up) read one input: one factor serves them all, with the bits of separate
+// calls — also when the factor's damping had to be raised — and a factor is refused where it
+// does not fit.
+QP_TEST(gptq_shared_factor_should_give_the_same_bits_as_separate_calls) {
+    rng_seed(12);
+    int64_t cols = 160, N = 500, rows[] = {24, 40, 8};
+    float *x = make_x(N, cols, 16);
+    double *h = make_h(x, N, cols);
+    static const char *specs[] = {"gptq:bits=4:group=32:asym:actorder", "gptq:bits=3:group=16:actorder:static",
+                                  "gptq:q4_0:actorder"};
+    char err[QP_ERRLEN];
+    for (int indefinite = 0; indefinite <= 1; indefinite++) {
+        if (indefinite) h[3 * cols + 5] = h[5 * cols + 3] = 1.3 * sqrt(h[3 * cols + 3] * h[5 * cols + 5]);
+        struct qz_base b0 = parse_base(specs[0]);
+        struct qz_gptq_factor *f = NULL;
+        QP_CHECK_MSG(qz_gptq_factor_create(&b0, h, cols, &f, err) == 0, "%s", err);
+        for (size_t s = 0; s < QP_ARRAY_LEN(specs); s++) {
+            struct qz_base b = parse_base(specs[s]);
+            QP_CHECK(qz_gptq_factor_fits(f, &b, cols));
+            float *w = make_w(rows[s], cols), *q1 = malloc((size_t)(rows[s] * cols) * sizeof *q1),
+                  *q2 = malloc((size_t)(rows[s] * cols) * sizeof *q2);
+            struct qz_gptq_info i1, i2;
+            QP_CHECK_MSG(qz_gptq_quantize(&b, w, rows[s], cols, h, q1, &i1, err) == 0, "%s", err);
+            QP_CHECK_MSG(qz_gptq_quantize_f(&b, w, rows[s], cols, h, f, q2, NULL, &i2, err) == 0, "%s", err);
+            QP_CHECK_MSG(same_bits_f(q1, q2, rows[s] * cols), "%s: shared factor changed q", specs[s]);
+            QP_CHECK(memcmp(&i1.loss, &i2.loss, sizeof i1.loss) == 0 && memcmp(&i1.obs_loss, &i2.obs_loss, 8) == 0);
+            QP_CHECK(i1.damp == i2.damp && i1.n_raises == i2.n_raises && i1.n_dead == i2.n_dead);
+            QP_CHECK_INT_EQ(i2.n_raises, indefinite ? 2 : 0);
+            QP_CHECK_INT_EQ(i2.n_dead, cols / 16);
+            free(w), free(q1), free(q2);
+        }
+        // other damp, no actorder, another width, another Hessian: refused
+        float *w = make_w(4, cols), *q = malloc((size_t)(4 * cols) * sizeof *q);
+        struct qz_base bd = parse_base("gptq:bits=4:group=32:actorder:damp=0.02"), bo = parse_base("gptq:bits=4:group=32");
+        QP_CHECK(!qz_gptq_factor_fits(f, &bd, cols) && !qz_gptq_factor_fits(f, &bo, cols) &&
+                 !qz_gptq_factor_fits(f, &b0, cols - 1));
+        QP_CHECK_INT_EQ(qz_gptq_quantize_f(&bd, w, 4, cols, h, f, q, NULL, NULL, err), QP_EINVAL);
+        h[7 * cols + 7] *= 2;
+        QP_CHECK_INT_EQ(qz_gptq_quantize_f(&b0, w, 4, cols, h, f, q, NULL, NULL, err), QP_EINVAL);
+        QP_CHECK(strstr(err, "another Hessian"));
+        h[7 * cols + 7] /= 2;
+        free(w), free(q);
+        qz_gptq_factor_destroy(f);
+    }
+    free(x), free(h);
+}
+
+// Grids out: where the groups are in original column order, every output value is a point of
+// its group's grid; elsewhere none are written and the info says so.
+QP_TEST(gptq_grids_should_hold_every_value_of_their_group) {
+    rng_seed(13);
+    int64_t rows = 12, cols = 160, N = 500;
+    float *x = make_x(N, cols, 20), *w = make_w(rows, cols), *q = malloc((size_t)(rows * cols) * sizeof *q);
+    double *h = make_h(x, N, cols);
+    char err[QP_ERRLEN];
+    static const struct {
+        const char *spec;
+        int written;
+    } cases[] = {{"gptq:bits=4:group=32:asym", 1},         {"gptq:bits=3:group=48:actorder:static", 1},
+                 {"gptq:bits=2:group=1000", 1},            {"gptq:bits=8:group=7:asym", 1},
+                 {"gptq:bits=4:group=32:asym:actorder", 0}, {"gptq:q4_0", 0}};
+    for (size_t c = 0; c < QP_ARRAY_LEN(cases); c++) {
+        struct qz_base b = parse_base(cases[c].spec);
+        int64_t G = b.ggml_type >= 0 ? 32 : b.group, ng = (cols + G - 1) / G;
+        struct qz_grid *grids = malloc((size_t)(rows * ng) * sizeof *grids);
+        memset(grids, 0xa5, (size_t)(rows * ng) * sizeof *grids);
+        struct qz_gptq_info info;
+        QP_CHECK_MSG(qz_gptq_quantize_f(&b, w, rows, cols, h, NULL, q, grids, &info, err) == 0, "%s", err);
+        QP_CHECK_MSG(info.grids_written == cases[c].written, "%s: grids_written %d", cases[c].spec, info.grids_written);
+        if (!cases[c].written) {
+            QP_CHECK(((const uint8_t *)grids)[0] == 0xa5); // left alone
+            free(grids);
+            continue;
+        }
+        int64_t off = 0;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < cols; j++) {
+                const struct qz_grid *g = &grids[r * ng + j / G];
+                int on = 0;
+                for (int k = g->qmin; k <= g->qmax && !on; k++) on = memcmp(&(float){qz_grid_value(g, k)}, &q[r * cols + j], 4) == 0;
+                off += !on;
+            }
+        QP_CHECK_MSG(off == 0, "%s: %lld values off their group's grid", cases[c].spec, (long long)off);
+        free(grids);
+    }
     free(x), free(w), free(q), free(h);
 }
 
