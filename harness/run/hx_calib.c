@@ -469,7 +469,19 @@ struct cq {
     enum qz_method family; // QZ_GPTQ, QZ_AWQ, QZ_SMOOTHQUANT, or QZ_F32 (only ;imatrix)
     struct hx_calib_report rep; // the per-module records (moved to cal->report at the end)
     char *err;
+    // GPTQ: H = 2·C of the input statistics `hs` and its factor, shared by the tensors that read
+    // that input (q/k/v, gate/up); dropped at the end of every layer (cq_gptq_drop), since a
+    // later layer's statistics may reuse the same addresses.
+    const struct hx_site_stats *hs;
+    double *h;
+    struct qz_gptq_factor *factor;
 };
+
+static void cq_gptq_drop(struct cq *c) {
+    qz_gptq_factor_destroy(c->factor);
+    qp_free(c->h);
+    c->factor = NULL, c->h = NULL, c->hs = NULL;
+}
 
 static void cq_module(struct cq *c, const char *name, enum qz_method method, double loss, double aux, double damp) {
     struct hx_calib_report *m = &c->rep;
@@ -549,8 +561,23 @@ static int cq_tensor(struct cq *c, const char *name, const struct qz_base *b, co
     return rc;
 }
 
+// H = 2·C of st and its factor for g, made unless the last tensor's fit (the same input).
+static int cq_gptq_factor(struct cq *c, const struct qz_base *g, int64_t cols, const struct hx_site_stats *st,
+                          char *gerr) {
+    if (c->hs == st && c->factor && qz_gptq_factor_fits(c->factor, g, cols)) return 0;
+    cq_gptq_drop(c);
+    size_t cc = (size_t)(cols * cols);
+    if (!(c->h = qp_alloc_array(cc, sizeof(double)))) return qp_fail(gerr, QP_ENOMEM, "out of memory");
+    for (size_t k = 0; k < cc; k++) c->h[k] = 2.0 * st->gram[k]; // H = (2/N) Σ x xᵀ
+    int rc = qz_gptq_factor_create(g, c->h, cols, &c->factor, gerr);
+    if (rc) cq_gptq_drop(c);
+    else c->hs = st;
+    return rc;
+}
+
 // GPTQ on one tensor with H = 2·C of its input (st); a llama.cpp target type falls back as the
-// data-free types do (f16/bf16 then packed without GPTQ).
+// data-free types do (f16/bf16 then packed without GPTQ). An integer-grid result is kept as Q8_0
+// blocks when that is exact (hx_quant_model_keep_f32).
 static int cq_gptq(struct cq *c, const char *name, const struct qz_base *b, const float *x, int64_t rows,
                    int64_t cols, struct hx_site_stats *st, struct kn_tensor *dst) {
     struct qz_base g = *b;
@@ -561,20 +588,25 @@ static int cq_gptq(struct cq *c, const char *name, const struct qz_base *b, cons
             return hx_quant_model_pack(c->m, type, x, rows, cols, NULL, name, dst, c->err);
         g.ggml_type = type;
     }
-    size_t cc = (size_t)(cols * cols);
-    double *h = qp_alloc_array(cc, sizeof(double));
+    int64_t G = QP_MIN(g.group, cols);
     float *out = qp_alloc_array((size_t)(rows * cols), sizeof(float));
-    if (!h || qp_owned_add(&c->m->owned, out)) {
-        qp_free(h);
+    struct qz_grid *grids = type < 0 ? qp_alloc_array((size_t)(rows * ((cols + G - 1) / G)), sizeof *grids) : NULL;
+    if (!out || (type < 0 && !grids)) {
+        qp_free(out);
+        qp_free(grids);
         return qp_fail(c->err, QP_ENOMEM, "out of memory quantizing %s", name);
     }
-    for (size_t k = 0; k < cc; k++) h[k] = 2.0 * st->gram[k]; // H = (2/N) Σ x xᵀ
     struct qz_gptq_info info;
     char gerr[QP_ERRLEN];
-    int rc = qz_gptq_quantize(&g, x, rows, cols, h, out, &info, gerr);
-    qp_free(h);
-    if (rc) return qp_fail(c->err, rc, "cannot quantize %s: %s", name, gerr);
-    *dst = (struct kn_tensor){KN_F32, cols, rows, out};
+    int rc = cq_gptq_factor(c, &g, cols, st, gerr);
+    if (!rc) rc = qz_gptq_quantize_f(&g, x, rows, cols, c->h, c->factor, out, grids, &info, gerr);
+    if (!rc && hx_quant_model_keep_f32(c->m, out, info.grids_written ? grids : NULL, G, 0, rows, cols, dst))
+        rc = QP_ENOMEM, snprintf(gerr, sizeof gerr, "out of memory"), out = NULL;
+    qp_free(grids);
+    if (rc) {
+        qp_free(out);
+        return qp_fail(c->err, rc, "cannot quantize %s: %s", name, gerr);
+    }
     c->m->bytes += type >= 0 ? (uint64_t)kn_row_bytes(type, cols) * (uint64_t)rows
                              : (uint64_t)((qz_tensor_bits(&g, rows, cols) + 7) / 8);
     cq_module(c, name, QZ_GPTQ, info.loss, info.obs_loss, info.damp);
@@ -917,6 +949,7 @@ static int cq_sequential(struct cq *c, int act_q8, struct hx_calib_stats *st, st
         rc = collect_run(&v, L, c->cal, act_q8, l, 0, 1, &view, st, c->err);
         hx_calib_stats_finish(st);
         if (!rc) rc = cq_layer_run(c, l, st);
+        cq_gptq_drop(c);
         hx_calib_stats_free(st);
         view.capture = 1;
         layer_view(&c->m->w, l, &v); // now quantized: carry the windows on
@@ -945,6 +978,7 @@ static int cq_run(struct cq *c) {
         hx_calib_stats_finish(&st);
         for (int l = 0; l < L && !rc; l++) {
             rc = cq_layer_run(c, l, &st);
+            cq_gptq_drop(c);
             cq_release_layer(c->src, l);
             if (!rc) rc = cq_layer_done(c, &prog, l, L);
         }
@@ -963,6 +997,7 @@ int hx_calib_quantize(const struct kn_weights *src, const struct qz_variant *v, 
     int rc = cq_family(v, &c.family, err);
     if (!rc) rc = cq_begin(&c);
     if (!rc) rc = cq_run(&c);
+    cq_gptq_drop(&c); // (an error inside a layer leaves its factor)
     c.rep.seconds = qp_now() - t0;
     if (!rc && cal->report) { // the records go to the caller
         hx_calib_report_clear(cal->report);
