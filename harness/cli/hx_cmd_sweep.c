@@ -265,9 +265,9 @@ static int sweep_plan_make(const struct hx_sweep_config *cfg, const struct sweep
 static void sweep_plan_print(FILE *f, const struct sweep_plan *pl) {
     const struct hx_plan_speed *sp = &pl->sp;
     fprintf(f, "plan: %d variants, %d chunks of %d tokens, %d threads; this machine: %.1f tokens/s in a %d-token window "
-               "(%.3f ms per token + %.3f s per pass over the weights), %.1f GFLOP/s\n",
+               "(%.3f ms per token + %.3f s per pass over the weights), %.1f GFLOP/s (fp64 dgemm %.1f)\n",
             pl->p.n, pl->in.n_chunks, pl->in.ctx, pl->in.n_threads, pl->in.ctx / (sp->tok_s * pl->in.ctx + sp->pass_s),
-            pl->in.ctx, 1e3 * sp->tok_s, sp->pass_s, sp->gflops);
+            pl->in.ctx, 1e3 * sp->tok_s, sp->pass_s, sp->gflops, sp->f64_gflops);
     fprintf(f, "plan:   reference pass %8.0f s%s\n", pl->p.ref, pl->in.ref_cached ? " (read from its cache)" : " (once per run)");
     fprintf(f, "plan:   %3s  %-36s %8s %8s %8s %8s\n", "#", "variant", "quant s", "eval s", "diag s", "total s");
     for (int i = 0; i < pl->p.n; i++) {

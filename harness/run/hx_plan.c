@@ -1,6 +1,7 @@
 // hx_plan.c — the cost of a sweep before it is paid (hx_plan.h).
 #include "hx_plan.h"
 
+#include <cblas.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,16 @@
 #define HX_PLAN_KLD_NS 10.0    // ns per vocabulary entry and scored token (two exps in fp64)
 #define HX_PLAN_Q8_LEGACY 0.75 // act=q8 speed against the fp32 engine: llama.cpp's legacy types
 #define HX_PLAN_Q8_KQUANT 0.45 // ... and k-quants (docs/BENCH.md, TinyLlama)
-#define HX_PLAN_SOLVE 0.5      // GPTQ's solves run at this share of the forward pass's flop rate
+// GPTQ's fp64 work runs at these shares of the probe's dgemm rate: its lazy updates and loss
+// are dgemm; the Gram matrices are dsyrk over 512-token windows; the factorizations are our own
+// blocked Cholesky plus a triangular solve against the identity (measured on TinyLlama's shape,
+// docs/BENCH.md).
+// The rest (the column sweep itself, zeroing fresh pages) adds about HX_PLAN_GPTQ_REST to them.
+#define HX_PLAN_GEMM_EFF 0.8
+#define HX_PLAN_SYRK_EFF 0.6
+#define HX_PLAN_CHOL_EFF 0.5
+#define HX_PLAN_GPTQ_REST 1.15
+#define HX_PLAN_F64_N 640 // the probe's dgemm: 0.5 GFLOP
 
 // ---------------------------------------------------------------------------------------------
 // The probe
@@ -51,6 +61,23 @@ static const struct kn_tensor *hx_plan_subject(const struct kn_weights *w, char 
     return refs[best].t;
 }
 
+// GFLOP/s of OpenBLAS's dgemm on this machine: the best of three products of HX_PLAN_F64_N² (a
+// few tens of milliseconds). 1 when out of memory.
+static double hx_plan_f64(void) {
+    const int n = HX_PLAN_F64_N;
+    double *a = qp_alloc_array((size_t)3 * n * n, sizeof(double)), best = INFINITY;
+    if (!a) return 1;
+    for (size_t i = 0; i < (size_t)3 * n * n; i++) a[i] = (double)(i % 17) / 16 - 0.5;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = qp_now();
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0, a, n, a + (size_t)n * n, n, 0.0,
+                    a + (size_t)2 * n * n, n);
+        best = fmin(best, qp_now() - t0);
+    }
+    qp_free(a);
+    return 2.0 * n * n * (double)n / fmax(best, 1e-9) * 1e-9;
+}
+
 int hx_plan_probe(const struct kn_weights *w, int ctx, int n_threads, struct hx_plan_speed *sp, char *err) {
     memset(sp, 0, sizeof *sp);
     struct kn_engine *e;
@@ -79,6 +106,7 @@ int hx_plan_probe(const struct kn_weights *w, int ctx, int n_threads, struct hx_
     for (int i = 1; i < HX_N_WEIGHTS(w->cfg.n_layers); i++) params += refs[i].t->ne0 * refs[i].t->ne1;
     free(refs);
     sp->gflops = 2.0 * (double)params / sp->tok_s * 1e-9;
+    sp->f64_gflops = hx_plan_f64();
     char name[64];
     const struct kn_tensor *t = hx_plan_subject(w, name, sizeof name);
     const float *x;
@@ -121,19 +149,31 @@ static double hx_plan_quant_ns(const struct kn_weights *w, const struct qz_varia
 // ---------------------------------------------------------------------------------------------
 // The estimate
 
-// Weights of every 2-D tensor (the embedding once when tied) and GPTQ's solve flops over the
-// linears and the classifier.
-static void hx_plan_sizes(const struct kn_weights *w, double *params, double *solve_flops) {
+// Weights of every 2-D tensor (the embedding once when tied).
+static double hx_plan_params(const struct kn_weights *w) {
     struct hx_weight_ref *refs = malloc(HX_N_WEIGHTS(w->cfg.n_layers) * sizeof *refs);
-    *params = *solve_flops = 0;
-    if (!refs) return;
+    double params = 0;
+    if (!refs) return 0;
     hx_weight_refs((struct kn_weights *)w, refs);
-    for (int i = 0; i < HX_N_WEIGHTS(w->cfg.n_layers); i++) {
-        double r = (double)refs[i].t->ne1, c = (double)refs[i].t->ne0;
-        if (!(i == 1 && w->tied)) *params += r * c;
-        if (i >= 1) *solve_flops += c * c * c + 2 * r * c * c;
-    }
+    for (int i = 0; i < HX_N_WEIGHTS(w->cfg.n_layers); i++)
+        if (!(i == 1 && w->tied)) params += (double)refs[i].t->ne1 * (double)refs[i].t->ne0;
     free(refs);
+    return params;
+}
+
+// Seconds of GPTQ's fp64 work over n_tok calibration tokens (the forward passes are counted
+// apart): per layer, the Gram matrix Σ x xᵀ of its four inputs (n·w² flops each, dsyrk), one
+// factorization per input (n³/3 for the Cholesky, about n³ for the solve that inverts it), and
+// per matrix the lazy updates (rows·cols² flops) and the loss (2·rows·cols²), dgemm.
+static double hx_plan_gptq_s(const struct kn_config *c, double n_tok, double f64_gflops) {
+    const double d = c->dim, q = kn_q_dim(c), kv = (double)c->n_kv_heads * c->head_size, h = c->hidden_dim;
+    const double gram = n_tok * (2 * d * d + q * q + h * h);
+    const double chol = 4.0 / 3.0 * (2 * d * d * d + q * q * q + h * h * h);
+    const double upd = 3.0 * ((q + 2 * kv) * d * d + d * q * q + 2 * h * d * d + d * h * h);
+    const double per_layer = gram / HX_PLAN_SYRK_EFF + chol / HX_PLAN_CHOL_EFF + upd / HX_PLAN_GEMM_EFF;
+    const double classifier = n_tok * d * d / HX_PLAN_SYRK_EFF + 4.0 / 3.0 * d * d * d / HX_PLAN_CHOL_EFF +
+                              3.0 * c->vocab_size * d * d / HX_PLAN_GEMM_EFF;
+    return HX_PLAN_GPTQ_REST * (c->n_layers * per_layer + classifier) / (fmax(f64_gflops, 1e-3) * 1e9);
 }
 
 // The variant's speed against the fp32 engine.
@@ -147,14 +187,14 @@ static double hx_plan_speed_of(const struct qz_variant *v) {
 static void hx_plan_row(const struct hx_plan_in *in, const struct hx_plan_diag *d, const struct hx_plan_speed *sp,
                         const struct qz_variant *v, struct hx_plan_row *r) {
     const struct kn_config *c = &in->w->cfg;
-    double params, solve, chunk = sp->tok_s * in->ctx + sp->pass_s, qns = isfinite(r->quant_ns) ? r->quant_ns : 50;
-    hx_plan_sizes(in->w, &params, &solve);
+    double params = hx_plan_params(in->w), chunk = sp->tok_s * in->ctx + sp->pass_s;
+    double qns = isfinite(r->quant_ns) ? r->quant_ns : 50;
     enum qz_method m = v ? v->base.method : QZ_F32;
     r->quant = v ? params * qns * 1e-9 : 0; // file: variants are read, not quantized
     if (m == QZ_GPTQ || m == QZ_AWQ || (v && (v->imatrix || m == QZ_SMOOTHQUANT))) {
         double passes = m == QZ_GPTQ || m == QZ_AWQ ? 2.0 : 1.0; // sequential: two one-layer passes per layer
         r->quant += passes * in->calib_seqs * (sp->tok_s * in->calib_len + sp->pass_s);
-        if (m == QZ_GPTQ) r->quant += solve / (sp->gflops * HX_PLAN_SOLVE * 1e9);
+        if (m == QZ_GPTQ) r->quant += hx_plan_gptq_s(c, (double)in->calib_seqs * in->calib_len, sp->f64_gflops);
         if (m == QZ_AWQ) r->quant += 20 * params * qns * 1e-9; // its grid of 20 scales
     }
     double per_chunk = in->ctx - 1 - (in->ctx / 2);

@@ -29,6 +29,7 @@ struct hx_plan_speed {
     double pass_s;     // b: seconds per forward pass, whatever its length (reading the weights)
     double read_ns;    // ns per weight to read a stored tensor as fp32
     double gflops;     // fp32 throughput of the forward pass (2 flops per weight and token)
+    double f64_gflops; // OpenBLAS dgemm throughput (fp64: GPTQ's Gram matrices and solves)
 };
 
 // What the sweep does (the diagnostics may be changed by hx_plan_fit).
