@@ -469,18 +469,16 @@ struct cq {
     enum qz_method family; // QZ_GPTQ, QZ_AWQ, QZ_SMOOTHQUANT, or QZ_F32 (only ;imatrix)
     struct hx_calib_report rep; // the per-module records (moved to cal->report at the end)
     char *err;
-    // GPTQ: H = 2·C of the input statistics `hs` and its factor, shared by the tensors that read
+    // GPTQ: the factor of the Hessian of input statistics `hs`, shared by the tensors that read
     // that input (q/k/v, gate/up); dropped at the end of every layer (cq_gptq_drop), since a
     // later layer's statistics may reuse the same addresses.
     const struct hx_site_stats *hs;
-    double *h;
     struct qz_gptq_factor *factor;
 };
 
 static void cq_gptq_drop(struct cq *c) {
     qz_gptq_factor_destroy(c->factor);
-    qp_free(c->h);
-    c->factor = NULL, c->h = NULL, c->hs = NULL;
+    c->factor = NULL, c->hs = NULL;
 }
 
 static void cq_module(struct cq *c, const char *name, enum qz_method method, double loss, double aux, double damp) {
@@ -561,15 +559,16 @@ static int cq_tensor(struct cq *c, const char *name, const struct qz_base *b, co
     return rc;
 }
 
-// H = 2·C of st and its factor for g, made unless the last tensor's fit (the same input).
-static int cq_gptq_factor(struct cq *c, const struct qz_base *g, int64_t cols, const struct hx_site_stats *st,
-                          char *gerr) {
+// H = 2·C of st, in place (doubling is exact: the bits of a copy, without cols² more doubles),
+// and its factor for g, made unless the last tensor's fits (the same input).
+static int cq_gptq_factor(struct cq *c, const struct qz_base *g, int64_t cols, struct hx_site_stats *st, char *gerr) {
     if (c->hs == st && c->factor && qz_gptq_factor_fits(c->factor, g, cols)) return 0;
     cq_gptq_drop(c);
-    size_t cc = (size_t)(cols * cols);
-    if (!(c->h = qp_alloc_array(cc, sizeof(double)))) return qp_fail(gerr, QP_ENOMEM, "out of memory");
-    for (size_t k = 0; k < cc; k++) c->h[k] = 2.0 * st->gram[k]; // H = (2/N) Σ x xᵀ
-    int rc = qz_gptq_factor_create(g, c->h, cols, &c->factor, gerr);
+    if (!st->gram_is_h) {
+        for (size_t k = 0, cc = (size_t)(cols * cols); k < cc; k++) st->gram[k] *= 2.0; // H = (2/N) Σ x xᵀ
+        st->gram_is_h = 1;
+    }
+    int rc = qz_gptq_factor_create(g, st->gram, cols, &c->factor, gerr);
     if (rc) cq_gptq_drop(c);
     else c->hs = st;
     return rc;
@@ -599,7 +598,7 @@ static int cq_gptq(struct cq *c, const char *name, const struct qz_base *b, cons
     struct qz_gptq_info info;
     char gerr[QP_ERRLEN];
     int rc = cq_gptq_factor(c, &g, cols, st, gerr);
-    if (!rc) rc = qz_gptq_quantize_f(&g, x, rows, cols, c->h, c->factor, out, grids, &info, gerr);
+    if (!rc) rc = qz_gptq_quantize_f(&g, x, rows, cols, st->gram, c->factor, out, grids, &info, gerr);
     if (!rc && hx_quant_model_keep_f32(c->m, out, info.grids_written ? grids : NULL, G, 0, rows, cols, dst))
         rc = QP_ENOMEM, snprintf(gerr, sizeof gerr, "out of memory"), out = NULL;
     qp_free(grids);

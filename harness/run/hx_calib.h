@@ -123,6 +123,7 @@ struct hx_site_stats {
     double *mean_abs; // (width): Σ|x|, after finish mean |x| (AWQ's x̄)
     double *mean_sq;  // (width): Σ x², after finish mean x² (llama.cpp's imatrix)
     float *max_abs;   // (width): max |x| (SmoothQuant)
+    int gram_is_h;    // GPTQ doubled gram in place into its Hessian H = 2·C (cq_gptq)
 };
 
 struct hx_calib_stats {
