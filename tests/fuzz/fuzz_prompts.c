@@ -41,7 +41,7 @@ int fuzz_prompts_init(const char *root, char *err) {
     if (fp_tok) hx_tok_destroy(fp_tok);
     fp_tok = NULL;
     char path[FUZZ_PATH_MAX];
-    snprintf(path, sizeof path, "%s/models/llama2c/tok512.bin", root);
+    snprintf(path, sizeof path, "%.4000s/models/llama2c/tok512.bin", root);
     return hx_tok_load_llama2c(path, FP_VOCAB, &fp_tok, err);
 }
 

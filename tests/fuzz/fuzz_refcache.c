@@ -96,8 +96,8 @@ static int fr_build(struct fr_cache *c, const struct kn_engine *e, char *err) {
 
 int fuzz_refcache_init(const char *root, char *err) {
     char model[FUZZ_PATH_MAX], tok[FUZZ_PATH_MAX];
-    snprintf(model, sizeof model, "%s/models/llama2c/stories260K.bin", root);
-    snprintf(tok, sizeof tok, "%s/models/llama2c/tok512.bin", root);
+    snprintf(model, sizeof model, "%.4000s/models/llama2c/stories260K.bin", root);
+    snprintf(tok, sizeof tok, "%.4000s/models/llama2c/tok512.bin", root);
     struct hx_model *m = NULL;
     struct kn_engine *e = NULL;
     int r = hx_model_open(model, tok, &m, err);
