@@ -40,7 +40,7 @@ FUZZ_BINS := $(FUZZ_ALL:%=$(FUZZ_DIR)/fuzz_%)
 # UBSan findings abort (so that libFuzzer records them) instead of printing and going on.
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS = $(BASE_CFLAGS) -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link -DQP_LIBFUZZER \
-              -Itests/fuzz $(PKG_CFLAGS)
+              -fsanitize-coverage-ignorelist=tests/fuzz/coverage-ignore.txt -Itests/fuzz $(PKG_CFLAGS)
 
 # Longest input per target: a few times the largest seed, and enough for the real tokenizer
 # files added as extra seeds (tok512.bin is 6 kB).

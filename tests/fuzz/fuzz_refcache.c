@@ -3,10 +3,12 @@
 // identity is checked by its header and a SHA-256 of its body.
 //
 // Once per process two genuine caches of stories260K are built with qprobe's own reference pass
-// (hx_refcache_build, ctx 8, LLAMACPP protocol): A with 2 chunks and no per-layer data (8 KiB),
-// B with 1 chunk and one layer chunk. The input is
+// (hx_refcache_build, ctx 4 — the smallest window, to keep the files and their hashing small —
+// LLAMACPP protocol): A with 2 chunks and no per-layer data, B with 1 chunk and one layer chunk.
+// The input is
 //   byte 0: bit 0 cache A or B; bit 1 "re-hash": after the edits the body's SHA-256 is written
-//           into the header, so that mutated bodies reach the readers; bit 2 "raw": the rest of
+//           into the header (when the file has the genuine size: any other is refused before
+//           hashing), so that mutated bodies reach the readers; bit 2 "raw": the rest of
 //           the input is the whole file (a foreign file), else it edits the genuine one:
 //   bytes 1-3: the file's new size (little endian; 0xffffff keeps it, else modulo size + 4097,
 //           zero-padded), then 4-byte edits: a 3-byte offset (modulo the size) and a byte XORed in.
@@ -36,7 +38,7 @@
 #include "qp.h"
 #include "qp_sha256.h"
 
-#define FR_CTX 8
+#define FR_CTX 4
 #define FR_TOKENS 40
 #define FR_PAGE 4096
 // The header's layout (hx_refcache.c's struct hx_rc_header), written out here so that the
@@ -147,15 +149,16 @@ static int64_t fr_i64(const unsigned char *f, size_t off) {
     return v;
 }
 
-// Whether the reader must accept file f[0..n) for cache c, from the header's layout.
-static int fr_acceptable(const struct fr_cache *c, const unsigned char *f, size_t n) {
+// Whether the reader must accept file f[0..n) for cache c, from the header's layout. rehashed:
+// the target has just written the body's SHA-256 into the header (not computed again).
+static int fr_acceptable(const struct fr_cache *c, const unsigned char *f, size_t n, int rehashed) {
     const unsigned char *g = c->bytes;
     if (n != c->size || memcmp(f, g, FR_OFF_FILE_BYTES) || fr_i64(f, FR_OFF_FILE_BYTES) != fr_i64(g, FR_OFF_FILE_BYTES))
         return 0;
     if (strncmp((const char *)f + FR_OFF_IDENTITY, (const char *)g + FR_OFF_IDENTITY, FR_ID_MAX - 1)) return 0;
     char hex[65];
-    qp_sha256_hex(f + FR_PAGE, n - FR_PAGE, hex);
-    if (memcmp(f + FR_OFF_SHA, hex, 64)) return 0;
+    if (!rehashed) qp_sha256_hex(f + FR_PAGE, n - FR_PAGE, hex);
+    if (!rehashed && memcmp(f + FR_OFF_SHA, hex, 64)) return 0;
     double s;
     memcpy(&s, f + FR_OFF_SECONDS, sizeof s);
     int64_t t = fr_i64(f, FR_OFF_TOKENS);
@@ -219,7 +222,8 @@ int fuzz_refcache(const uint8_t *data, size_t size) {
     const struct fr_cache *c = &fr_c[data[0] & 1];
     size_t n;
     unsigned char *f = fr_file(c, data, size, &n);
-    if ((data[0] & 2) && n > FR_OFF_SHA + 64) {
+    int rehashed = (data[0] & 2) && n == c->size; // any other size is refused before hashing
+    if (rehashed) {
         char hex[65];
         qp_sha256_hex(f + QP_MIN(n, (size_t)FR_PAGE), n - QP_MIN(n, (size_t)FR_PAGE), hex);
         memcpy(f + FR_OFF_SHA, hex, 64);
@@ -230,7 +234,7 @@ int fuzz_refcache(const uint8_t *data, size_t size) {
     *strrchr(dir, '/') = 0;
     struct hx_refcache *rc = NULL;
     int r = hx_refcache_open(dir, &c->id, &fr_cfg, &rc, err);
-    int want = fr_acceptable(c, f, n);
+    int want = fr_acceptable(c, f, n, rehashed);
     if (r != 1) {
         FUZZ_CHECK(rc == NULL, "refused, but a cache came back");
         FUZZ_CHECK(r == QP_EFORMAT, "code %d: %s", r, err);
