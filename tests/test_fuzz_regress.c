@@ -402,3 +402,16 @@ QP_TEST(prompts_nul_line_and_text_after_jsonl_object_should_be_refused) {
         QP_CHECK_MSG(strstr(err, want[i]) != NULL, "file %zu: %s", i, err);
     }
 }
+
+// A tokenizer.json whose ids leave more holes than tokens (fuzz_tokenizer_json: one id of 23e6 in
+// a 4.6 kB file built a 23-million-token vocabulary, 1.1 GB and 28 s) is refused in one line.
+QP_TEST(tokenizer_json_with_an_id_far_beyond_its_tokens_should_be_refused) {
+    char path[FUZZ_PATH_MAX], err[QP_ERRLEN] = "";
+    const char *root = getenv("QP_ROOT");
+    snprintf(path, sizeof path, "%s/tests/fuzz/regress/tokenizer_json/id_23e6_makes_23m_token_vocab.json",
+             root && *root ? root : ".");
+    struct hx_tok *t = NULL;
+    QP_CHECK_INT_EQ(hx_tok_load_json(path, &t, err), QP_EFORMAT);
+    QP_CHECK(t == NULL);
+    QP_CHECK_MSG(strstr(err, "more holes than tokens") && strstr(err, path) && !strchr(err, '\n'), "%s", err);
+}
