@@ -21,6 +21,8 @@
 #include "fuzz/fuzz_gguf.c"
 #include "fuzz/fuzz_gguf_bpe.c"
 #include "fuzz/fuzz_llama2c.c"
+#include "fuzz/fuzz_prompts.c"
+#include "fuzz/fuzz_refcache.c"
 #include "fuzz/fuzz_safetensors.c"
 #include "fuzz/fuzz_spec.c"
 #include "fuzz/fuzz_sweep_config.c"
@@ -120,6 +122,25 @@ QP_TEST(task_dataset_saved_inputs_should_pass_the_fuzz_checks) { replay("task_da
 
 QP_TEST(text_saved_inputs_should_pass_the_fuzz_checks) { replay("text", fuzz_text); }
 
+// The fixtures' root, from the path of one of their files.
+static void fixtures_root(char *root, size_t cap) {
+    snprintf(root, cap, "%s", qpt_fixture("models/llama2c/tok512.bin"));
+    char *cut = strstr(root, "/models/llama2c/tok512.bin");
+    QP_CHECK(cut != NULL);
+    *cut = 0;
+}
+QP_TEST(prompts_saved_inputs_should_pass_the_fuzz_checks) {
+    char err[QP_ERRLEN] = "", root[FUZZ_PATH_MAX];
+    fixtures_root(root, sizeof root);
+    QP_CHECK_MSG(fuzz_prompts_init(root, err) == 0, "%s", err);
+    replay("prompts", fuzz_prompts);
+}
+QP_TEST(refcache_saved_inputs_should_pass_the_fuzz_checks) {
+    char err[QP_ERRLEN] = "", root[FUZZ_PATH_MAX];
+    fixtures_root(root, sizeof root);
+    QP_CHECK_MSG(fuzz_refcache_init(root, err) == 0, "%s", err);
+    replay("refcache", fuzz_refcache);
+}
 QP_TEST(tokenize_saved_inputs_should_pass_the_fuzz_checks) {
     char err[QP_ERRLEN] = "";
     int rc = fuzz_tokenize_init(qpt_fixture("models/llama2c/tok512.bin"), 512, err);
@@ -358,4 +379,39 @@ QP_TEST(sweep_config_numbers_beyond_the_integer_types_should_be_refused) {
         QP_CHECK_MSG(rc != 0 && cfg == NULL, "config %zu accepted", i);
         QP_CHECK_MSG(strstr(err, want[i]) != NULL, "config %zu: %s", i, err);
     }
+}
+
+// Prompts files (fuzz_prompts): a line holding only a NUL was skipped as blank, and a JSONL line
+// with text after its object was accepted with the text dropped; both are refused, naming the line.
+QP_TEST(prompts_nul_line_and_text_after_jsonl_object_should_be_refused) {
+    static const char *const bad[] = {"Once upon a time\n\0\n", "{\"prompt\": \"a\"} {\"prompt\": \"b\"}\n"};
+    static const size_t len[] = {19, 32};
+    static const char *const want[] = {":2: contains a NUL byte", ":1: text after the JSON value"};
+    char err[QP_ERRLEN] = "", root[FUZZ_PATH_MAX];
+    fixtures_root(root, sizeof root);
+    QP_CHECK_MSG(fuzz_prompts_init(root, err) == 0, "%s", err);
+    struct hx_gen_opts o;
+    hx_gen_opts_default(&o);
+    o.n_tokens = 8;
+    for (size_t i = 0; i < QP_ARRAY_LEN(bad); i++) {
+        char path[FUZZ_PATH_MAX];
+        fuzz_write("bad_prompts.txt", bad[i], len[i], path);
+        struct hx_gen_prompts p;
+        int rc = hx_gen_prompts_read(path, fp_tok, 512, &o, &p, err);
+        QP_CHECK_MSG(rc == QP_EFORMAT, "file %zu: code %d", i, rc);
+        QP_CHECK_MSG(strstr(err, want[i]) != NULL, "file %zu: %s", i, err);
+    }
+}
+
+// A tokenizer.json whose ids leave more holes than tokens (fuzz_tokenizer_json: one id of 23e6 in
+// a 4.6 kB file built a 23-million-token vocabulary, 1.1 GB and 28 s) is refused in one line.
+QP_TEST(tokenizer_json_with_an_id_far_beyond_its_tokens_should_be_refused) {
+    char path[FUZZ_PATH_MAX], err[QP_ERRLEN] = "";
+    const char *root = getenv("QP_ROOT");
+    snprintf(path, sizeof path, "%s/tests/fuzz/regress/tokenizer_json/id_23e6_makes_23m_token_vocab.json",
+             root && *root ? root : ".");
+    struct hx_tok *t = NULL;
+    QP_CHECK_INT_EQ(hx_tok_load_json(path, &t, err), QP_EFORMAT);
+    QP_CHECK(t == NULL);
+    QP_CHECK_MSG(strstr(err, "more holes than tokens") && strstr(err, path) && !strchr(err, '\n'), "%s", err);
 }

@@ -133,7 +133,11 @@ static int hx_gen_line_text(const char *path, int64_t line, const char *s, size_
     cJSON *obj = cJSON_ParseWithLengthOpts(s, n, &end, 0);
     const cJSON *pr = obj ? cJSON_GetObjectItemCaseSensitive(obj, "prompt") : NULL;
     int rc = 0;
+    size_t used = obj && end ? (size_t)(end - s) : n;
+    while (used < n && strchr(" \t\v\f\r", s[used]) && s[used]) used++;
     if (!obj) rc = qp_fail(err, QP_EFORMAT, "%s:%lld: invalid JSON", path, (long long)line);
+    else if (used < n) // as the task reader: one record a line, nothing after it
+        rc = qp_fail(err, QP_EFORMAT, "%s:%lld: text after the JSON value", path, (long long)line);
     else if (!cJSON_IsObject(obj)) rc = qp_fail(err, QP_EFORMAT, "%s:%lld: not a JSON object", path, (long long)line);
     else if (!pr) rc = qp_fail(err, QP_EFORMAT, "%s:%lld: missing \"prompt\"", path, (long long)line);
     else if (!cJSON_IsString(pr)) rc = qp_fail(err, QP_EFORMAT, "%s:%lld: \"prompt\" is not a string", path, (long long)line);
@@ -180,7 +184,7 @@ int hx_gen_prompts_read(const char *path, const struct hx_tok *tok, int ctx, con
         line++;
         if (n > 0 && s[n - 1] == '\r') n--;
         size_t k = 0;
-        while (k < n && strchr(" \t\v\f", s[k])) k++;
+        while (k < n && s[k] && strchr(" \t\v\f", s[k])) k++; // strchr would match the NUL too
         if (k == n) continue; // blank
         if (jsonl < 0) jsonl = s[k] == '{';
         if (out->n == cap) {

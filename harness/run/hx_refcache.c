@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -172,8 +173,10 @@ static int hx_rc_hash(int fd, int64_t from, int64_t to, char hex[65]) {
 }
 
 // The header of an open file checked against the identity text and layout; 0 or QP_EFORMAT.
+// The timing fields lie outside the body's checksum, so they are range-checked (the run's
+// reference row reports them): seconds finite and >= 0, tokens run in [0, max_tokens].
 static int hx_rc_check(int fd, const char *path, const char *idt, const struct hx_rc_layout *lay,
-                       struct hx_rc_header *h, char *err) {
+                       int64_t max_tokens, struct hx_rc_header *h, char *err) {
     struct stat sb;
     if (fstat(fd, &sb)) return qp_fail(err, QP_EIO, "cannot read reference cache '%s': %s", path, strerror(errno));
     memset(h, 0, sizeof *h);
@@ -191,6 +194,8 @@ static int hx_rc_check(int fd, const char *path, const char *idt, const struct h
     if (h->file_bytes != lay->file_bytes || sb.st_size != lay->file_bytes)
         return qp_fail(err, QP_EFORMAT, "reference cache '%s' is truncated (%lld of %lld bytes)", path,
                        (long long)sb.st_size, (long long)lay->file_bytes);
+    if (!isfinite(h->seconds) || h->seconds < 0 || h->tokens_processed < 0 || h->tokens_processed > max_tokens)
+        return qp_fail(err, QP_EFORMAT, "reference cache '%s' is corrupt (its header's timing is out of range)", path);
     char hex[65];
     if (hx_rc_hash(fd, HX_RC_PAGE, lay->file_bytes, hex))
         return qp_fail(err, QP_EIO, "cannot read reference cache '%s'", path);
@@ -218,7 +223,7 @@ int hx_refcache_open(const char *dir, const struct hx_refcache_id *id, const str
     int fd = r ? -1 : open(rc->path, O_RDONLY | O_CLOEXEC);
     if (!r && fd < 0) r = errno == ENOENT ? 1 : qp_fail(err, QP_EIO, "cannot open '%s': %s", rc->path, strerror(errno));
     struct hx_rc_header h;
-    if (fd >= 0 && !(r = hx_rc_check(fd, rc->path, idt, &rc->lay, &h, err))) {
+    if (fd >= 0 && !(r = hx_rc_check(fd, rc->path, idt, &rc->lay, (int64_t)id->n_chunks * id->ctx, &h, err))) {
         void *m = mmap(NULL, (size_t)rc->lay.file_bytes, PROT_READ, MAP_SHARED, fd, 0);
         if (m == MAP_FAILED) r = qp_fail(err, QP_EIO, "cannot map '%s': %s", rc->path, strerror(errno));
         else rc->base = m, rc->map_bytes = (size_t)rc->lay.file_bytes;

@@ -35,12 +35,22 @@ int fuzz_gguf_bpe(const uint8_t *data, size_t size);
 int fuzz_config_json(const uint8_t *data, size_t size);
 int fuzz_task_dataset(const uint8_t *data, size_t size);
 int fuzz_text(const uint8_t *data, size_t size);
+int fuzz_prompts(const uint8_t *data, size_t size);
+int fuzz_refcache(const uint8_t *data, size_t size);
 
 // fuzz_tokenize encodes with a real tokenizer: this llama2.c tokenizer.bin of vocab_size tokens.
 // Without a call, the first fuzz_tokenize loads $QP_FIXTURES/models/llama2c/tok512.bin (512
 // tokens; QP_FIXTURES defaults to ../shared/fixtures). 0, or a QP_E* code with err (QP_ERRLEN
 // bytes). The tokenizer lives until the process ends.
 int fuzz_tokenize_init(const char *path, int vocab_size, char *err);
+
+// fuzz_prompts encodes with the same tokenizer (its own copy): tok512.bin from root
+// ($QP_FIXTURES, else ../shared/fixtures, when never called). 0, or a QP_E* code with err.
+int fuzz_prompts_init(const char *root, char *err);
+
+// fuzz_refcache builds two genuine reference caches of stories260K (root/models/llama2c) with
+// qprobe's own reference pass into the scratch directory, once per process. 0, or a QP_E* code.
+int fuzz_refcache_init(const char *root, char *err);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers (fuzz_util.c)
@@ -69,6 +79,10 @@ void fuzz_write(const char *name, const void *data, size_t size, char *path);
 
 // The path NAME would have in the scratch directory (registered for removal at exit).
 void fuzz_path(const char *name, char *path);
+
+// 1 when s[0..n) is well-formed UTF-8 by RFC 3629 (no overlong forms, no surrogates, nothing
+// above U+10FFFF); an empty string is. Independent of qprobe's own validator.
+int fuzz_utf8_ok(const uint8_t *s, size_t n);
 
 // Reads every byte of p[0..n) (so that a range past a buffer or mapping faults or is reported
 // by AddressSanitizer) and returns a checksum the caller may ignore.

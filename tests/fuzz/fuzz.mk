@@ -24,7 +24,7 @@ FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 30
 FUZZ_DIR := build/fuzz
 FUZZ_ALL := gguf safetensors llama2c tokenizer_bin spec tokenize sweep_config gate_rules task_jsonl \
-            tokenizer_json gguf_bpe config_json task_dataset text
+            tokenizer_json gguf_bpe config_json task_dataset text prompts refcache
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 
 # The whole library (LIB_SRC), compiled with the fuzz flags into one archive: a target links
@@ -40,7 +40,7 @@ FUZZ_BINS := $(FUZZ_ALL:%=$(FUZZ_DIR)/fuzz_%)
 # UBSan findings abort (so that libFuzzer records them) instead of printing and going on.
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS = $(BASE_CFLAGS) -O1 -g $(FUZZ_SAN) -fsanitize=fuzzer-no-link -DQP_LIBFUZZER \
-              -Itests/fuzz $(PKG_CFLAGS)
+              -fsanitize-coverage-ignorelist=tests/fuzz/coverage-ignore.txt -Itests/fuzz $(PKG_CFLAGS)
 
 # Longest input per target: a few times the largest seed, and enough for the real tokenizer
 # files added as extra seeds (tok512.bin is 6 kB).
@@ -58,6 +58,10 @@ FUZZ_MAXLEN_gguf_bpe := 4096
 FUZZ_MAXLEN_config_json := 4096
 FUZZ_MAXLEN_task_dataset := 4096
 FUZZ_MAXLEN_text := 1024
+FUZZ_MAXLEN_prompts := 4096
+# refcache edits the genuine cache (4 bytes an edit); a raw file just over one header page
+# reaches every header check (a whole genuine body cannot be guessed: its SHA-256 is checked).
+FUZZ_MAXLEN_refcache := 4400
 
 # Shared fixture directories added as read-only seed directories (skipped when absent; larger
 # files are cut to the target's max_len).

@@ -2,9 +2,9 @@
 // (harness/io/hx_text.c, hx_read_text: --text, --calib, generate's --prompt-file, task texts).
 //
 // The input is the whole file. The reader must accept exactly the files that are non-empty,
-// hold no NUL byte and are valid UTF-8 — judged here by an independent decoder written from
-// RFC 3629 (no overlong forms, no surrogates, nothing above U+10FFFF) — and then give back every
-// byte unchanged with a NUL after it; a refused file gives QP_EFORMAT and one line naming it.
+// hold no NUL byte and are valid UTF-8 — judged by fuzz_utf8_ok, an independent decoder written
+// from RFC 3629 (no overlong forms, no surrogates, nothing above U+10FFFF) — and then give back
+// every byte unchanged with a NUL after it; a refused file gives QP_EFORMAT and one line naming it.
 //
 // Depends on harness/io/hx_text.h, kernels/qp.h and fuzz.h.
 #include <stdlib.h>
@@ -14,41 +14,13 @@
 #include "hx_text.h"
 #include "qp.h"
 
-// RFC 3629 well-formed UTF-8 (Table 3-7 of the Unicode standard, byte by byte).
-static int ft_utf8_ok(const uint8_t *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        size_t k;
-        uint8_t lo = 0x80, hi = 0xbf;
-        if (c < 0x80) k = 0;
-        else if (c >= 0xc2 && c <= 0xdf) k = 1;
-        else if (c >= 0xe0 && c <= 0xef) {
-            k = 2;
-            if (c == 0xe0) lo = 0xa0;       // overlong
-            else if (c == 0xed) hi = 0x9f;  // surrogates
-        } else if (c >= 0xf0 && c <= 0xf4) {
-            k = 3;
-            if (c == 0xf0) lo = 0x90;       // overlong
-            else if (c == 0xf4) hi = 0x8f;  // above U+10FFFF
-        } else return 0;
-        if (n - i - 1 < k) return 0;
-        for (size_t j = 1; j <= k; j++) {
-            uint8_t b = s[i + j];
-            if (b < (j == 1 ? lo : 0x80) || b > (j == 1 ? hi : 0xbf)) return 0;
-        }
-        i += k + 1;
-    }
-    return 1;
-}
-
 int fuzz_text(const uint8_t *data, size_t size) {
     char path[FUZZ_PATH_MAX], err[QP_ERRLEN] = "";
     fuzz_write("text.txt", data, size, path);
     char *buf = NULL;
     size_t len = 0;
     int rc = hx_read_text(path, &buf, &len, err);
-    int want = size > 0 && !memchr(data, 0, size) && ft_utf8_ok(data, size);
+    int want = size > 0 && !memchr(data, 0, size) && fuzz_utf8_ok(data, size);
     if (rc) {
         FUZZ_CHECK(!want, "refused a good text (%zu bytes): %s", size, err);
         FUZZ_CHECK(rc == QP_EFORMAT, "code %d for a bad text: %s", rc, err);

@@ -15,6 +15,8 @@
 #   FUZZ_RECORD=FILE    append one tab-separated line for this session to FILE (the campaign
 #                       log tests/fuzz/log/NAME.tsv that docs/FUZZ.md's table is made from):
 #                       date, commit, seconds, executions, edges, features, corpus, result
+#                       (seconds: the time the fuzzer ran, shorter than SECONDS when it stopped
+#                       at a finding)
 #   FUZZ_TMP=DIR        where the targets write their input files (default: /dev/shm when
 #                       writable — the file-format targets are 2-3x faster on tmpfs — else
 #                       OUT_DIR/tmp); each process makes and removes its own directory there
@@ -50,10 +52,12 @@ if [ -n "${FUZZ_DICT:-}" ] && [ -f "$FUZZ_DICT" ]; then dict="-dict=$FUZZ_DICT";
 
 # -timeout: an input taking longer than 10 s counts as a hang (a crash); -rss_limit_mb: a
 # parser asking for more than 2 GB on a small input is a bug too.
+t0=$(date +%s)
 # shellcheck disable=SC2086  # seeds is a list of directories without spaces
 "$bin" -max_total_time="$secs" -max_len="$max_len" -timeout=10 -rss_limit_mb=2048 $dict \
     -print_final_stats=1 -artifact_prefix="$art/" "$work" $seeds > "$log" 2>&1
 rc=$?
+ran=$(( $(date +%s) - t0 ))
 
 stat() { sed -n "s/^stat::$1: *//p" "$log" | tail -n 1; }
 runs=$(stat number_of_executed_units)
@@ -71,7 +75,7 @@ if [ -n "${FUZZ_RECORD:-}" ]; then
     if [ $rc -eq 0 ]; then result=ok; else result="failed:$(basename "${saved:-exit$rc}")"; fi
     commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
     mkdir -p "$(dirname "$FUZZ_RECORD")"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$commit" "$secs" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$commit" "$ran" \
         "${runs:-0}" "${cov:-0}" "${ft:-0}" "${corp:-0}" "$result" >> "$FUZZ_RECORD"
 fi
 
