@@ -51,19 +51,20 @@ static uint32_t high_bits(const uint8_t *L) {
 }
 
 
-// Index of the level of `val` (16 ascending values) nearest to x; ties go up (the pre-2025
-// binary search of ggml's best_index_int8, kept for its exact tie and rounding behaviour).
-static int best_index_iq4(const int8_t *val, float x) {
-    if (x <= val[0]) return 0;
-    if (x >= val[15]) return 15;
-    int lo = 0, hi = 15;
-    while (hi - lo > 1) {
-        int mid = (lo + hi) / 2;
-        if (x < val[mid]) hi = mid;
-        else lo = mid;
+static void iq4_levels(const int8_t *val, float id, const float *x, uint8_t *L) {
+    float vf[17];
+    for (int k = 0; k < 16; k++) vf[k] = (float)val[k];
+    vf[16] = INFINITY; // (the level after 15: v - vf[15] < inf, so 15 stays)
+    for (int j = 0; j < QK; j++) {
+        const float v = id * x[j];
+        int lo = 0;
+        for (int k = 1; k < 16; k++) lo += v >= vf[k];
+        int r = lo + !(v - vf[lo] < vf[lo + 1] - v);
+        L[j] = (uint8_t)(v != v || r > 15 ? 15 : r);
     }
-    return x - val[hi - 1] < val[hi] - x ? hi - 1 : hi;
 }
+
+void qz_iq4_nl_levels(float id, const float *x, uint8_t *L) { iq4_levels(kn_iq4nl_values, id, x, L); }
 
 // ---------------------------------------------------------------------------------------------
 // Reference (no imatrix) block quantizers: quantize_row_<t>_ref for one block.
@@ -203,9 +204,9 @@ static void iq4_nl_block(const float *x, const float *qw, int ntry, struct kn_bl
         float d = ntry > 0 ? -max / (float)values[0] : max / (float)values[0];
         float id = 1.0f / d;
         float sumqx = 0.0f, sumq2 = 0.0f;
+        iq4_levels(values, id, x, L);
         for (int j = 0; j < QK; j++) {
-            const int l = best_index_iq4(values, id * x[j]);
-            const float q = (float)values[l];
+            const float q = (float)values[L[j]];
             sumqx += weight[j] * q * x[j];
             sumq2 += weight[j] * q * q;
         }
@@ -214,9 +215,9 @@ static void iq4_nl_block(const float *x, const float *qw, int ntry, struct kn_bl
         for (int itry = -ntry; itry <= ntry; itry++) {
             id = (float)(itry + values[0]) / max;
             sumqx = sumq2 = 0.0f;
+            iq4_levels(values, id, x, L);
             for (int j = 0; j < QK; j++) {
-                const int l = best_index_iq4(values, id * x[j]);
-                const float q = (float)values[l];
+                const float q = (float)values[L[j]];
                 sumqx += weight[j] * q * x[j];
                 sumq2 += weight[j] * q * q;
             }
@@ -231,7 +232,7 @@ static void iq4_nl_block(const float *x, const float *qw, int ntry, struct kn_bl
     // ggml re-picks the levels only when ntry > 0 (always, here); an all-zero block then gets
     // level 8 (value 1) everywhere with d = 0.
     const float id = scale != 0.0f ? 1.0f / scale : 0.0f;
-    for (int j = 0; j < QK; j++) L[j] = (uint8_t)best_index_iq4(values, id * x[j]);
+    iq4_levels(values, id, x, L);
     pack_nibbles(L, y->qs);
 }
 

@@ -25,4 +25,13 @@ int qz_quantize_row(int type, const float *x, void *y, int64_t n, const float *i
 // (Q8_1 also stores s = fp16(d * sum(q))). Returns 0, QP_ENOTSUP or QP_EINVAL as above.
 int qz_quantize_act_row(int type, const float *x, void *y, int64_t n);
 
+// The IQ4_NL level of id·x[j] for the 32 values x[0..32) of a block into L: the level nearest to
+// it, a tie going to the upper one, below the lowest 0, above the highest (or NaN) 15 — the
+// pre-2025 binary search of ggml's best_index_int8, whose ties and float comparisons it keeps.
+// Computed without branches (the count of levels 1..15 at or below the value, then the same
+// comparison of the two distances in the same float arithmetic), so that the compiler takes a
+// block's values together: the search's four unpredictable branches per value were most of
+// IQ4_NL's quantization time. Exposed for tests (against the search itself).
+void qz_iq4_nl_levels(float id, const float *x, uint8_t *L);
+
 #endif

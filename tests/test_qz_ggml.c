@@ -4,6 +4,7 @@
 // dequantized floats identical to llama.cpp's to_float (bit for bit on the edge-case tensor, and
 // by sha256 over every tensor against manifest.json), the reference dot products against the
 // float dot of the dequantized rows, and the imatrix path's error behaviour.
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -449,4 +450,55 @@ QP_TEST(imatrix_path_should_handle_zero_and_tiny_blocks) {
                                                   kn_type_info(types[t])->name, deq[j]);
         for (int j = 64; j < 96; j++) QP_CHECK_NEAR(deq[j], 0.25f, 0.02);
     }
+}
+
+// The search qz_iq4_nl_levels replaces: ggml's best_index_int8 before 2025 (binary search for
+// the bracketing levels, the tie to the upper one).
+static int iq4_search(float x) {
+    const int8_t *val = kn_iq4nl_values;
+    if (x <= val[0]) return 0;
+    if (x >= val[15]) return 15;
+    int lo = 0, hi = 15;
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (x < val[mid]) hi = mid;
+        else lo = mid;
+    }
+    return x - val[hi - 1] < val[hi] - x ? hi - 1 : hi;
+}
+
+QP_TEST(iq4_nl_levels_should_equal_the_binary_search_for_every_value) {
+    // Every level, every midpoint and its float neighbours, the extremes, infinities and NaN
+    // (id 1), then a million random values at random scales.
+    float x[32];
+    uint8_t L[32];
+    int n = 0, checked = 0;
+    float special[200];
+    for (int k = 0; k < 16; k++) {
+        float v = kn_iq4nl_values[k], m = k < 15 ? 0.5f * (v + kn_iq4nl_values[k + 1]) : v + 7;
+        float s[] = {v, nextafterf(v, -INFINITY), nextafterf(v, INFINITY), m, nextafterf(m, -INFINITY),
+                     nextafterf(m, INFINITY)};
+        for (size_t i = 0; i < QP_ARRAY_LEN(s); i++) special[n++] = s[i];
+    }
+    special[n++] = INFINITY, special[n++] = -INFINITY, special[n++] = NAN, special[n++] = 0.0f, special[n++] = -0.0f;
+    special[n++] = 1e30f, special[n++] = -1e30f, special[n++] = -127.0f, special[n++] = 113.0f;
+    for (int i0 = 0; i0 < n; i0 += 32) {
+        int m = n - i0 < 32 ? n - i0 : 32;
+        for (int j = 0; j < 32; j++) x[j] = special[i0 + (j % m)];
+        qz_iq4_nl_levels(1.0f, x, L);
+        for (int j = 0; j < m; j++, checked++)
+            QP_CHECK_MSG(L[j] == iq4_search(x[j]), "value %.9g: level %d, the search %d", x[j], L[j], iq4_search(x[j]));
+    }
+    uint64_t r = 0x9e3779b97f4a7c15ull;
+    for (int b = 0; b < 1 << 15; b++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        float id = (float)((r >> 40) % 1000 + 1) / 37.0f;
+        for (int j = 0; j < 32; j++) {
+            r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+            x[j] = ((float)(r >> 40) / (float)(1 << 24) - 0.5f) * 300.0f / id;
+        }
+        qz_iq4_nl_levels(id, x, L);
+        for (int j = 0; j < 32; j++, checked++) QP_CHECK(L[j] == iq4_search(id * x[j]));
+    }
+    QP_CHECK(checked > 1000000);
 }

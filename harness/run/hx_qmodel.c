@@ -58,19 +58,32 @@ void hx_quant_model_engine_opts(const struct hx_quant_model *q, struct kn_engine
 // Tensors
 
 int hx_tensor_f32(const struct kn_tensor *t, const float **rows, float **owned) {
+    size_t cap = 0;
     *owned = NULL;
+    int rc = hx_tensor_f32_buf(t, rows, owned, &cap);
+    if (rc) qp_free(*owned), *owned = NULL;
+    return rc;
+}
+
+int hx_tensor_f32_buf(const struct kn_tensor *t, const float **rows, float **bufp, size_t *cap) {
     if (t->type == KN_F32) {
         *rows = t->data;
         return 0;
     }
     if (!kn_type_has_dequant(t->type)) return QP_ENOTSUP;
-    float *buf = qp_alloc_array((size_t)(t->ne0 * t->ne1), sizeof(float));
-    if (!buf) return QP_ENOMEM;
+    size_t n = (size_t)(t->ne0 * t->ne1);
+    if (n > *cap) {
+        qp_free(*bufp);
+        *cap = 0;
+        if (!(*bufp = qp_alloc_array(n, sizeof(float)))) return QP_ENOMEM;
+        *cap = n;
+    }
+    float *buf = *bufp;
     size_t rb = kn_row_bytes(t->type, t->ne0);
 #pragma omp parallel for schedule(static) if (t->ne0 * t->ne1 >= (1 << 16))
     for (int64_t r = 0; r < t->ne1; r++)
         kn_dequantize_row(t->type, (const uint8_t *)t->data + (size_t)r * rb, buf + r * t->ne0, t->ne0);
-    *rows = *owned = buf;
+    *rows = buf;
     return 0;
 }
 

@@ -101,6 +101,10 @@ int hx_pack_rows(enum kn_type type, const float *x, int64_t rows, int64_t cols, 
 // t as fp32 rows (ne1 rows of ne0): t's own data when it is F32 (*owned = NULL), else a
 // dequantized copy in *owned, which the caller frees with qp_free. 0, QP_ENOTSUP or QP_ENOMEM.
 int hx_tensor_f32(const struct kn_tensor *t, const float **rows, float **owned);
+// The same into a caller's scratch *buf of *cap floats, grown (qp_alloc; the caller frees it) when
+// the tensor does not fit: a loop over many tensors then zeroes fresh pages once, not per tensor.
+// *rows is t's own data when F32. 0, QP_ENOTSUP or QP_ENOMEM.
+int hx_tensor_f32_buf(const struct kn_tensor *t, const float **rows, float **buf, size_t *cap);
 
 // llama.cpp's general.file_type (llama_ftype) for a llama.cpp-format base; 0 otherwise.
 int hx_llama_ftype(const struct qz_base *b);

@@ -734,6 +734,8 @@ static int hx_store_weight_error(struct hx_study *s, int64_t vid, struct kn_weig
                                  const struct qz_variant *v, char *err) {
     int L = qw->cfg.n_layers, n = HX_N_WEIGHTS(L), rc = 0;
     struct hx_weight_ref *src = malloc((size_t)n * sizeof *src), *dst = malloc((size_t)n * sizeof *dst);
+    float *oa = NULL, *ob = NULL; // fp32 copies of the two tensors, reused from tensor to tensor
+    size_t ca = 0, cb = 0;
     if (!src || !dst) rc = qp_fail(err, QP_ENOMEM, "out of memory");
     if (!rc) {
         hx_weight_refs(&s->m->w, src);
@@ -741,10 +743,8 @@ static int hx_store_weight_error(struct hx_study *s, int64_t vid, struct kn_weig
     }
     for (int i = 0; i < n && !rc; i++) {
         const float *a, *b;
-        float *oa = NULL, *ob = NULL;
         const struct kn_tensor *t = src[i].t;
-        if (hx_tensor_f32(t, &a, &oa) || hx_tensor_f32(dst[i].t, &b, &ob)) {
-            qp_free(oa);
+        if (hx_tensor_f32_buf(t, &a, &oa, &ca) || hx_tensor_f32_buf(dst[i].t, &b, &ob, &cb)) {
             rc = qp_fail(err, QP_ENOMEM, "cannot read tensor %s", src[i].name);
             break;
         }
@@ -798,11 +798,11 @@ static int hx_store_weight_error(struct hx_study *s, int64_t vid, struct kn_weig
                                    " VALUES (?,?,'codes',?,?,?,?,?)",
                                    "iitIddi", s->run_id, vid, src[i].name, c, (double)c, (double)(c + 1), g.code_hist[c]);
         if (have_grid || n_codes > 0) met_grid_deinit(&g);
-        qp_free(oa);
-        qp_free(ob);
         // The source's pages go again (one model in memory); unless the variant runs on them.
         if (t->data != dst[i].t->data) hx_release_source(t->data, kn_row_bytes(t->type, t->ne0) * (size_t)t->ne1);
     }
+    qp_free(oa);
+    qp_free(ob);
     free(src);
     free(dst);
     return rc;
