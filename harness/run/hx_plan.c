@@ -190,7 +190,7 @@ static void hx_plan_row(const struct hx_plan_in *in, const struct hx_plan_diag *
     double params = hx_plan_params(in->w), chunk = sp->tok_s * in->ctx + sp->pass_s;
     double qns = isfinite(r->quant_ns) ? r->quant_ns : 50;
     enum qz_method m = v ? v->base.method : QZ_F32;
-    r->quant = v ? params * qns * 1e-9 : 0; // file: variants are read, not quantized
+    r->quant = v ? params * (qns + sp->read_ns) * 1e-9 : 0; // the source read as fp32, quantized; file: read only
     if (m == QZ_GPTQ || m == QZ_AWQ || (v && (v->imatrix || m == QZ_SMOOTHQUANT))) {
         double passes = m == QZ_GPTQ || m == QZ_AWQ ? 2.0 : 1.0; // sequential: two one-layer passes per layer
         r->quant += passes * in->calib_seqs * (sp->tok_s * in->calib_len + sp->pass_s);

@@ -7,6 +7,7 @@
 
 #include "kn_blocks.h"
 #include "kn_engine.h"
+#include "kn_ops.h"
 #include "qz_ggml.h"
 #include "qz_kquants.h"
 #include "qz_mix.h"
@@ -80,9 +81,11 @@ int hx_tensor_f32_buf(const struct kn_tensor *t, const float **rows, float **buf
     }
     float *buf = *bufp;
     size_t rb = kn_row_bytes(t->type, t->ne0);
+    // The best ISA's row dequantization: kn_dequantize_row's bits (kn_ops.h), faster where it has SIMD.
+    void (*deq)(enum kn_type, const void *, float *, int64_t) = kn_ops_best()->dequant_row;
 #pragma omp parallel for schedule(static) if (t->ne0 * t->ne1 >= (1 << 16))
     for (int64_t r = 0; r < t->ne1; r++)
-        kn_dequantize_row(t->type, (const uint8_t *)t->data + (size_t)r * rb, buf + r * t->ne0, t->ne0);
+        deq(t->type, (const uint8_t *)t->data + (size_t)r * rb, buf + r * t->ne0, t->ne0);
     *rows = buf;
     return 0;
 }
