@@ -589,8 +589,9 @@ static int cq_gptq(struct cq *c, const char *name, const struct qz_base *b, cons
     }
     int64_t G = QP_MIN(g.group, cols);
     float *out = qp_alloc_array((size_t)(rows * cols), sizeof(float));
-    struct qz_grid *grids = type < 0 ? qp_alloc_array((size_t)(rows * ((cols + G - 1) / G)), sizeof *grids) : NULL;
-    if (!out || (type < 0 && !grids)) {
+    int want = type < 0 && hx_quant_model_wants_grids(c->m);
+    struct qz_grid *grids = want ? qp_alloc_array((size_t)(rows * ((cols + G - 1) / G)), sizeof *grids) : NULL;
+    if (!out || (want && !grids)) {
         qp_free(out);
         qp_free(grids);
         return qp_fail(c->err, QP_ENOMEM, "out of memory quantizing %s", name);
@@ -599,7 +600,7 @@ static int cq_gptq(struct cq *c, const char *name, const struct qz_base *b, cons
     char gerr[QP_ERRLEN];
     int rc = cq_gptq_factor(c, &g, cols, st, gerr);
     if (!rc) rc = qz_gptq_quantize_f(&g, x, rows, cols, st->gram, c->factor, out, grids, &info, gerr);
-    if (!rc && hx_quant_model_keep_f32(c->m, out, info.grids_written ? grids : NULL, G, 0, rows, cols, dst))
+    if (!rc && hx_quant_model_keep_f32(c->m, out, want && info.grids_written ? grids : NULL, G, 0, rows, cols, dst))
         rc = QP_ENOMEM, snprintf(gerr, sizeof gerr, "out of memory"), out = NULL;
     qp_free(grids);
     if (rc) {

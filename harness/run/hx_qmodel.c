@@ -143,9 +143,11 @@ static int hx_quant_model_ggml(struct hx_quant_model *q, const struct qz_base *b
     return rc;
 }
 
+int hx_quant_model_wants_grids(const struct hx_quant_model *q) { return !q->act_q8 && !q->act_int8; }
+
 int hx_quant_model_keep_f32(struct hx_quant_model *q, float *v, const struct qz_grid *grids, int64_t group_cols,
                             int tensor_grid, int64_t rows, int64_t cols, struct kn_tensor *dst) {
-    if (!q->act_q8 && !q->act_int8 && grids) {
+    if (hx_quant_model_wants_grids(q) && grids) {
         struct kn_block_q8_0 *blk = qp_alloc_array((size_t)(rows * cols / 32 + 1), sizeof *blk);
         if (blk && !qz_grid_q8_0_exact(v, rows, cols, grids, group_cols, tensor_grid, blk)) {
             qp_free(v);
@@ -165,7 +167,7 @@ int hx_quant_model_keep_f32(struct hx_quant_model *q, float *v, const struct qz_
 static int hx_quant_model_fake(struct hx_quant_model *q, const struct qz_base *b, const char *name, const float *x,
                                int64_t rows, int64_t cols, struct kn_tensor *dst, char *err) {
     float *out = qp_alloc_array((size_t)(rows * cols), sizeof(float));
-    int rtn = b->method == QZ_RTN, w8 = b->method == QZ_SMOOTHQUANT;
+    int rtn = b->method == QZ_RTN && hx_quant_model_wants_grids(q), w8 = b->method == QZ_SMOOTHQUANT;
     struct qz_grid *grids = rtn ? qp_alloc_array((size_t)qz_rtn_n_grids(b, rows, cols), sizeof *grids) : NULL;
     if (!out || (rtn && !grids)) {
         qp_free(out);

@@ -63,6 +63,9 @@ int hx_quant_model_tensor(struct hx_quant_model *q, const struct qz_base *b, con
 // dequantizes the blocks to the same floats: the same bits in 8.5 bits a weight), else as F32.
 // 0 or QP_ENOMEM.
 struct qz_grid;
+// 1 when q's variant runs with fp32 activations, where a fake-quantized tensor's grids let it be
+// kept as exact Q8_0 (hx_quant_model_keep_f32); builders skip the grids otherwise.
+int hx_quant_model_wants_grids(const struct hx_quant_model *q);
 int hx_quant_model_keep_f32(struct hx_quant_model *q, float *v, const struct qz_grid *grids, int64_t group_cols,
                             int tensor_grid, int64_t rows, int64_t cols, struct kn_tensor *dst);
 
