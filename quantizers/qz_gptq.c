@@ -576,13 +576,13 @@ static int gq_sweep(struct gq *g, char *err) {
 }
 
 // Loss: ½ Σ_r Δ_r H Δ_rᵀ with Δ = w − q (the caller's weights and H), in fp64; W is reused for Δ.
-// H Δᵀ is one rows × cols product: formed in row panels (a smaller M) the loss is not
-// bit-identical, since OpenBLAS's dgemm rounds an element of M differently depending on where
-// the rows are cut (seen on stories260K's ffn_up, 172 rows in panels of 128: the last digit).
+// This panel's terms are added to *loss and *obs_loss in row order (the caller halves the sum).
+// H Δᵀ is one product per panel: OpenBLAS's dgemm may round an element differently depending
+// on where the rows are cut (seen on stories260K's ffn_up, 172 rows in panels of 128: the last
+// digit), hence panels only for large layers, of at least GQ_PANEL_MIN rows (see gq_panel_rows).
 static int gq_loss(struct gq *g, double *loss, double *obs_loss, char *err) {
     int64_t rows = g->rows, cols = g->cols;
     size_t rc_ = (size_t)(rows * cols);
-    *obs_loss = *loss = 0;
     for (int64_t r = 0; r < rows; r++) *obs_loss += g->obs_row[r];
     for (size_t k = 0; k < rc_; k++) g->W[k] = (double)g->w[k] - (double)g->q[k];
     double *M = qp_alloc_array(rc_, sizeof(double));
@@ -591,8 +591,25 @@ static int gq_loss(struct gq *g, double *loss, double *obs_loss, char *err) {
                 g->h, (int)cols, 0.0, M, (int)cols);
     for (size_t k = 0; k < rc_; k++) *loss += g->W[k] * M[k];
     qp_free(M);
-    *loss /= 2;
     return 0;
+}
+
+// Row panels. Rows are independent in GPTQ (each has its own grids and errors; only U and H are
+// shared), so a large layer is quantized as a sequence of smaller ones: the sweep and the loss
+// then hold 2 · panel · cols doubles instead of 2 · rows · cols (1 GiB for a 32000 × 2048
+// classifier, 128 MiB in panels). The cut changes nothing but the M of the two dgemm calls;
+// on the shapes checked (M ≥ 512: a classifier's 32000 × 2048, TinyLlama's and Llama-2-7B's
+// FFN) OpenBLAS rounds every element the same either way, and the tests check a cut layer
+// against the uncut one. Layers of at most gq_panel_bytes of fp64 are one panel.
+#define GQ_PANEL_MIN 512
+static int64_t gq_panel_bytes = (int64_t)64 << 20;
+
+void qz_gptq_set_panel_bytes(int64_t bytes) { gq_panel_bytes = bytes > 0 ? bytes : (int64_t)64 << 20; }
+
+static int64_t gq_panel_rows(int64_t rows, int64_t cols) {
+    if (rows * cols * (int64_t)sizeof(double) <= gq_panel_bytes) return rows;
+    int64_t p = gq_panel_bytes / (cols * (int64_t)sizeof(double)) / GQ_PANEL_MIN * GQ_PANEL_MIN;
+    return QP_MIN(QP_MAX(p, GQ_PANEL_MIN), rows);
 }
 
 int qz_gptq_quantize_f(const struct qz_base *b, const float *w, int64_t rows, int64_t cols, const double *h,
@@ -612,12 +629,24 @@ int qz_gptq_quantize_f(const struct qz_base *b, const float *w, int64_t rows, in
     if (!f && (rc = qz_gptq_factor_create(b, h, cols, &own, err))) return rc;
     g.f = f ? f : own;
     int grids_ok = !g.gd && (b->static_groups || !b->actorder); // groups in original column order
+    const int64_t panel = gq_panel_rows(rows, cols);
     g.grids_out = grids_ok ? grids : NULL;
+    g.rows = panel; // the buffers are a panel's
     rc = gq_alloc(&g, err);
-    if (!rc) gq_load(&g);
-    if (!rc && g.stat) rc = gq_static_grids(&g, err);
-    if (!rc) rc = gq_sweep(&g, err);
-    if (!rc) rc = gq_loss(&g, &loss, &obs_loss, err);
+    for (int64_t r0 = 0; r0 < rows && !rc; r0 += panel) {
+        g.rows = QP_MIN(panel, rows - r0);
+        g.w = w + r0 * cols, g.q = q + r0 * cols;
+        if (g.grids_out) { // the caller's grids of this panel's rows (static ones are written there directly)
+            if (g.grids == g.grids_out) g.grids = grids + r0 * g.n_groups;
+            g.grids_out = grids + r0 * g.n_groups;
+        }
+        memset(g.obs_row, 0, (size_t)g.rows * sizeof *g.obs_row);
+        gq_load(&g);
+        if (g.stat) rc = gq_static_grids(&g, err);
+        if (!rc) rc = gq_sweep(&g, err);
+        if (!rc) rc = gq_loss(&g, &loss, &obs_loss, err);
+    }
+    loss /= 2;
     if (!rc && info)
         *info = (struct qz_gptq_info){.loss = loss, .obs_loss = obs_loss, .damp = g.f->damp, .n_raises = g.f->raises,
                                       .n_dead = g.f->n_dead, .type = g.gd ? g.gd->type : -1,

@@ -120,13 +120,14 @@ void qz_gptq_factor_destroy(struct qz_gptq_factor *f); // NULL is a no-op
 // every weight of the group, exactly) and info->grids_written is 1; otherwise (a llama.cpp type,
 // or dynamic groups under actorder, which are groups of permuted columns) grids is left alone
 // and grids_written is 0. info may be NULL.
-// Memory (scratch, freed before it returns): 2·rows·cols doubles (W, then W − Q, and the loss's
-// product with H, which is not cut into row panels: OpenBLAS would round it differently),
-// rows·blk doubles (blk = QZ_GPTQ_BLOCK rounded up to a multiple of the group),
-// rows·ceil(cols/group) grids for static groups when grids is NULL, plus 2·rows·cols floats for
-// a llama.cpp target; with f NULL, the factor's too (2·cols² doubles at its peak).
+// Rows are independent, so a layer of more than 64 MiB of fp64 (e.g. a 32000 × 2048 classifier)
+// is quantized in row panels of P rows (a multiple of 512, P · cols doubles ≈ 64 MiB); below,
+// P = rows. Memory (scratch, freed before it returns): 2·P·cols doubles (W, then W − Q, and the
+// loss's product with H), P·blk doubles (blk = QZ_GPTQ_BLOCK rounded up to a multiple of the
+// group), P·ceil(cols/group) grids for static groups when grids is NULL, plus 2·P·cols floats
+// for a llama.cpp target; with f NULL, the factor's too (2·cols² doubles at its peak).
 // Uses OpenMP threads over rows and OpenBLAS's threads; the result does not depend on their
-// number except through OpenBLAS's dgemm rounding.
+// number except through OpenBLAS's dgemm rounding (nor, on the shapes checked, on the panels).
 // Returns 0; QP_EINVAL (with err) for a bad shape, a non-finite weight or Hessian entry, a block
 // size that does not divide cols, or a factor that does not fit (options, width, or a diagonal
 // other than h's); QP_ENOTSUP for a type it cannot target; QP_ERANGE when H stays indefinite
@@ -134,6 +135,9 @@ void qz_gptq_factor_destroy(struct qz_gptq_factor *f); // NULL is a no-op
 int qz_gptq_quantize_f(const struct qz_base *b, const float *w, int64_t rows, int64_t cols, const double *h,
                        const struct qz_gptq_factor *f, float *q, struct qz_grid *grids, struct qz_gptq_info *info,
                        char *err);
+
+// The panel size in bytes of fp64 (default 64 MiB; 0 restores it). For tests and benchmarks.
+void qz_gptq_set_panel_bytes(int64_t bytes);
 
 // qz_gptq_quantize_f without a shared factor or grids.
 int qz_gptq_quantize(const struct qz_base *b, const float *w, int64_t rows, int64_t cols,

@@ -466,6 +466,38 @@ QP_TEST(gptq_grids_should_hold_every_value_of_their_group) {
     free(x), free(w), free(q), free(h);
 }
 
+// A large layer is quantized in row panels (qz_gptq.h): every value, grid and the sweep's loss as
+// in one piece, the loss's last digits aside (dgemm). Panels of 512 rows: 1100 = 512 + 512 + 76.
+QP_TEST(gptq_row_panels_should_give_the_values_of_the_whole_layer) {
+    rng_seed(14);
+    int64_t rows = 1100, cols = 256, N = 600;
+    float *x = make_x(N, cols, 40), *w = make_w(rows, cols);
+    float *q1 = malloc((size_t)(rows * cols) * sizeof *q1), *q2 = malloc((size_t)(rows * cols) * sizeof *q2);
+    double *h = make_h(x, N, cols);
+    char err[QP_ERRLEN];
+    static const char *specs[] = {"gptq:bits=4:group=32:asym", "gptq:bits=3:group=64:actorder:static",
+                                  "gptq:q4_k", "gptq:q4_0:actorder"};
+    for (size_t s = 0; s < QP_ARRAY_LEN(specs); s++) {
+        struct qz_base b = parse_base(specs[s]);
+        int64_t ng = (cols + 63) / 32; // room for the smallest group here
+        struct qz_grid *g1 = calloc((size_t)(rows * ng), sizeof *g1), *g2 = calloc((size_t)(rows * ng), sizeof *g2);
+        struct qz_gptq_info i1, i2;
+        qz_gptq_set_panel_bytes((int64_t)rows * cols * 8); // one piece
+        QP_CHECK_MSG(qz_gptq_quantize_f(&b, w, rows, cols, h, NULL, q1, g1, &i1, err) == 0, "%s", err);
+        qz_gptq_set_panel_bytes(600 << 10); // 512 rows of 256 doubles fit, 1024 do not
+        QP_CHECK_MSG(qz_gptq_quantize_f(&b, w, rows, cols, h, NULL, q2, g2, &i2, err) == 0, "%s", err);
+        qz_gptq_set_panel_bytes(0);
+        QP_CHECK_MSG(same_bits_f(q1, q2, rows * cols), "%s: panels changed q", specs[s]);
+        QP_CHECK_MSG(memcmp(g1, g2, (size_t)(rows * ng) * sizeof *g1) == 0, "%s: panels changed the grids", specs[s]);
+        QP_CHECK_INT_EQ(i1.grids_written, i2.grids_written);
+        QP_CHECK(memcmp(&i1.obs_loss, &i2.obs_loss, sizeof i1.obs_loss) == 0);
+        QP_CHECK_MSG(fabs(i1.loss - i2.loss) <= 1e-12 * fabs(i1.loss) && i1.loss > 0, "%s: loss %.17g vs %.17g",
+                     specs[s], i1.loss, i2.loss);
+        free(g1), free(g2);
+    }
+    free(x), free(w), free(q1), free(q2), free(h);
+}
+
 QP_TEST(awq_should_lower_the_output_error_of_rtn_on_salient_channels) {
     rng_seed(5);
     int64_t n_in = 96, N = 800;
