@@ -106,6 +106,8 @@ static inline int qp_nearest_int(float f) {
 // Time and version.
 
 double qp_now(void); // monotonic seconds
+// The process's peak resident set so far, in MiB (getrusage's ru_maxrss: file pages included).
+double qp_peak_rss_mib(void);
 // Online CPUs (1..256): the default thread count.
 int qp_cpu_count(void);
 extern const char qp_version[];

@@ -39,7 +39,11 @@ t1=$(date +%s.%N)
 wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }')
 rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' sweep.err)
 ref_s=$(sqlite3 bench-sweep.sqlite "SELECT printf('%.0f', eval_seconds) FROM variant WHERE is_reference = 1")
-ref_line=$(sed -n 's/.*into run [0-9]* of .* (reference \([0-9]*\) s)/\1/p' sweep.err)
+ref_line=$(sed -n 's/.*into run [0-9]* of .* (reference \([0-9]*\) s.*/\1/p' sweep.err)
+# Peak RSS so far (MiB) as the sweep prints it: after the reference phase, after each variant.
+ref_rss=$(sed -n 's/.*into run [0-9]* of .*; peak RSS \([0-9]*\) MiB)$/\1/p' sweep.err)
+mapfile -t rsss < <(sed -n 's/^qprobe sweep: [0-9]* of [0-9]* variants in .*; peak RSS \([0-9]*\) MiB$/\1/p' sweep.err)
+rsss+=("$(sed -n 's/^qprobe sweep: done in .*; peak RSS \([0-9]*\) MiB$/\1/p' sweep.err)")
 # Per variant: quantization and evaluation from the database, its wall time from the ETA lines
 # ("k of n variants in S s"), diagnostics = the rest (weight error, grid, sensitivity, storing).
 mapfile -t walls < <(sed -n 's/^qprobe sweep: \([0-9]*\) of [0-9]* variants in \([0-9]*\) s.*/\2/p' sweep.err)
@@ -58,7 +62,7 @@ while IFS='|' read -r spec q e toks; do
         plain=$(printf '%.0f' "$plain")
     fi
     planned=$(awk -v s="$spec" '$1 == "plan:" && $3 == s { print $NF }' plan.txt)
-    rows+=("| \`$spec\` | $(printf '%.0f' "$q") | $(printf '%.0f' "$e") | $((v - ${q%.*} - ${e%.*})) | $v | ${planned:-—} | $plain | $ratio |")
+    rows+=("| \`$spec\` | $(printf '%.0f' "$q") | $(printf '%.0f' "$e") | $((v - ${q%.*} - ${e%.*})) | $v | ${planned:-—} | $plain | $ratio | ${rsss[$i]:-—} |")
     i=$((i + 1))
 done < <(sqlite3 bench-sweep.sqlite "SELECT spec, quant_seconds, eval_seconds, tokens FROM variant WHERE is_reference = 0 ORDER BY ord")
 cache=$(ls bench-sweep.sqlite.refcache/*.qpref)
@@ -79,14 +83,16 @@ section=$(
     echo "grid collapse), GPTQ calibrated on 32 windows of 512 tokens, 2 threads."
     echo
     echo "**Wall time $wall s ($(awk -v w="$wall" 'BEGIN { printf "%.1f", w / 60 }') min)**, planned $plan_total s by \`--plan\`; peak RSS"
-    echo "**$((rss_kb / 1024)) MiB** (\`/usr/bin/time -v\`; the model file is $model_mb MiB). The reference pass took $ref_s s"
-    echo "and left a $cache_mb MB cache. Per variant (seconds): quantization, evaluation (its forward"
-    echo "passes against the cache, the local-error pass and the KLD), diagnostics (weight error, grid,"
-    echo "sensitivity estimate, storing), wall, the plan's estimate, and the evaluation of a plain \`qprobe ppl"
-    echo "-q SPEC --chunks 8\` of the same variant with their ratio (target: at most 1.25):"
+    echo "**$((rss_kb / 1024)) MiB** (\`/usr/bin/time -v\`; the model file is $model_mb MiB), $ref_rss MiB of it reached by the end of"
+    echo "the reference phase. The reference pass took $ref_s s and left a $cache_mb MB cache. Per variant"
+    echo "(seconds): quantization, evaluation (its forward passes against the cache, the local-error pass"
+    echo "and the KLD), diagnostics (weight error, grid, sensitivity estimate, storing), wall, the plan's"
+    echo "estimate, the evaluation of a plain \`qprobe ppl -q SPEC --chunks 8\` of the same variant with"
+    echo "their ratio (target: at most 1.25), and the sweep's peak RSS once the variant is done (the"
+    echo "sweep prints it; the last row's includes the end of the sweep):"
     echo
-    echo "| variant | quant | eval | diag | wall | planned | ppl eval | eval / ppl |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| variant | quant | eval | diag | wall | planned | ppl eval | eval / ppl | peak RSS MiB |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     printf '%s\n' "${rows[@]}"
     echo "<!-- /bench-sweep -->"
 )

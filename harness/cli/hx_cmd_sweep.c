@@ -311,8 +311,8 @@ static void sweep_eta(const struct sweep_plan *pl, int k, double elapsed) {
     double done = 0, left = 0;
     for (int i = 0; i < pl->p.n; i++) *(i <= k ? &done : &left) += pl->p.rows[i].total;
     double scale = done > 0 ? elapsed / done : 1;
-    fprintf(stderr, "qprobe sweep: %d of %d variants in %.0f s (planned %.0f s); ETA %.0f s\n", k + 1, pl->p.n, elapsed,
-            done, left * scale);
+    fprintf(stderr, "qprobe sweep: %d of %d variants in %.0f s (planned %.0f s); ETA %.0f s; peak RSS %.0f MiB\n",
+            k + 1, pl->p.n, elapsed, done, left * scale, qp_peak_rss_mib());
 }
 
 // This shard's variants, one after the other, until done, a failure or a stop; the exit status.
@@ -376,8 +376,9 @@ static int sweep_run(const struct hx_sweep_config *cfg, const struct sweep_args 
         return HX_EXIT_OK;
     }
     if (!a->json)
-        fprintf(stderr, "qprobe sweep: %d variants%s into run %lld of %s (reference %.0f s)\n", mine,
-                a->shard_n > 1 ? " (this shard)" : "", (long long)hx_study_run_id(s), db, qp_now() - t0);
+        fprintf(stderr, "qprobe sweep: %d variants%s into run %lld of %s (reference %.0f s; peak RSS %.0f MiB)\n", mine,
+                a->shard_n > 1 ? " (this shard)" : "", (long long)hx_study_run_id(s), db, qp_now() - t0,
+                qp_peak_rss_mib());
     status = sweep_variants(s, cfg, a, mine, &pl, &stored, &skipped);
     if (status == HX_EXIT_OK && !hx_sweep_stop && (rc = hx_study_finish(s, NULL, err)))
         status = rc == QP_EINTR ? HX_EXIT_INTERRUPTED : hx_fail("sweep", rc, "%s", err);
@@ -386,7 +387,8 @@ static int sweep_run(const struct hx_sweep_config *cfg, const struct sweep_args 
                         "run again with --resume to continue\n", stored);
         status = HX_EXIT_INTERRUPTED;
     } else if (status == HX_EXIT_OK && !a->json) {
-        fprintf(stderr, "qprobe sweep: done in %.1f s: %d stored, %d already there\n", qp_now() - t0, stored, skipped);
+        fprintf(stderr, "qprobe sweep: done in %.1f s: %d stored, %d already there; peak RSS %.0f MiB\n", qp_now() - t0,
+                stored, skipped, qp_peak_rss_mib());
     }
     hx_study_close(s);
     sweep_plan_free(&pl);

@@ -80,12 +80,21 @@ struct hx_re {
     int n_chunks, layer_chunks, outer, threads;
     struct met_dist_tok *toks; // (n_chunks, per_chunk) slots
     int *counts;
-    struct hx_re_lane *lanes, own, *big;
+    struct hx_re_lane *lanes, own, *big; // (outer) lanes; big: every thread, for the local passes
 };
 
-// The layer chunk's logit rows at the compare positions, then the local pass (injected input).
-static void hx_re_layers(struct hx_re *r, struct hx_re_lane *ln, int ci, const struct hx_chunk *ch,
-                         struct hx_lockstep_result *res) {
+// Chunk ci's tokens into the lane's buffer (llama.cpp's protocol: BOS first); its extent.
+static struct hx_chunk hx_re_load(const struct hx_re *r, struct hx_re_lane *ln, int ci) {
+    const struct hx_lockstep_opts *o = r->o;
+    struct hx_chunk ch = hx_chunk_of(o->protocol, r->n_tokens, o->ctx, ci);
+    memcpy(ln->buf, r->tokens + ch.start, (size_t)ch.len * sizeof(int));
+    if (o->protocol == HX_PROTO_LLAMACPP && o->bos >= 0) ln->buf[0] = o->bos;
+    return ch;
+}
+
+// Layer chunk ci's logit rows at the compare positions, from the lane's logits of its pass.
+static void hx_re_logit_err(struct hx_re *r, struct hx_re_lane *ln, int ci, const struct hx_chunk *ch,
+                            struct hx_lockstep_result *res) {
     const struct hx_refcache_shape *s = r->sh;
     struct met_err *logit_err = &res->acc[hx_layer_index(s->n_layers, KN_SITE_LOGITS)];
     const float *ref = hx_refcache_logits(r->rc, ci);
@@ -96,20 +105,24 @@ static void hx_re_layers(struct hx_re *r, struct hx_re_lane *ln, int ci, const s
             met_err_add(logit_err, ref + (size_t)(c - s->cmp_logit0) * s->vocab,
                         ln->logits + (size_t)((c + 1) * s->stride - 1 - ch->first) * s->vocab, 1, s->vocab);
     }
+}
+
+// Layer chunk ci's local pass: every block of the variant on the reference's input (injected
+// from the cache). It needs nothing of the chunk's own pass.
+static void hx_re_local(struct hx_re *r, struct hx_re_lane *ln, int ci, struct hx_lockstep_result *res) {
+    struct hx_chunk ch = hx_re_load(r, ln, ci);
     struct hx_re_probe p = {r->rc, ci, res->loc};
     struct kn_probe inj = {hx_re_probe_fn, &p, hx_re_inject_fn};
     kn_state_reset(ln->st);
-    kn_forward(ln->st, ln->buf, ch->len, NULL, ch->len, &inj);
+    kn_forward(ln->st, ln->buf, ch.len, NULL, ch.len, &inj);
 }
 
 // Chunk ci on the variant: its per-token values against the cache, and on a layer chunk (res
-// non-NULL) the layer errors. Returns the tokens run.
+// non-NULL) the accumulated layer errors and the logits' (its cache pages are kept for the
+// local pass). Returns the tokens run.
 static int hx_re_chunk(struct hx_re *r, struct hx_re_lane *ln, int ci, struct hx_lockstep_result *res) {
-    const struct hx_lockstep_opts *o = r->o;
     const struct hx_refcache_shape *s = r->sh;
-    struct hx_chunk ch = hx_chunk_of(o->protocol, r->n_tokens, o->ctx, ci);
-    memcpy(ln->buf, r->tokens + ch.start, (size_t)ch.len * sizeof(int));
-    if (o->protocol == HX_PROTO_LLAMACPP && o->bos >= 0) ln->buf[0] = o->bos;
+    struct hx_chunk ch = hx_re_load(r, ln, ci);
     struct hx_re_probe p = {r->rc, ci, res ? res->acc : NULL};
     struct kn_probe probe = {hx_re_probe_fn, &p, NULL};
     kn_state_reset(ln->st);
@@ -123,30 +136,50 @@ static int hx_re_chunk(struct hx_re *r, struct hx_re_lane *ln, int ci, struct hx
         met_dist_token_cached(&recs[k], codes + (size_t)k * V, ln->logits + (size_t)(j - ch.first) * V, V,
                               r->tokens[ch.start + j + 1], &out[k]);
     r->counts[ci] = k;
-    if (res) hx_re_layers(r, ln, ci, &ch, res);
-    hx_refcache_release(r->rc, ci);
+    if (res) hx_re_logit_err(r, ln, ci, &ch, res);
+    else hx_refcache_release(r->rc, ci);
     return ch.len;
 }
 
-// Every chunk: the layer chunks first, one at a time, then the rest over the outer threads.
+static void hx_re_progress(const struct hx_re *r, int done, int64_t processed) {
+    if (r->o->progress) r->o->progress(r->o->progress_ctx, done, r->n_chunks, processed);
+}
+
+// Every chunk's pass over the outer lanes, then the layer chunks' local passes with every
+// thread. Lane 0 takes the layer chunks first, in order (their error accumulators are shared and
+// summed in chunk order), then every lane the next chunk left: the chunk passes balance over
+// the lanes as in a plain perplexity run, and the local passes (one per layer chunk) add half a
+// round each on two threads rather than a whole round with a lane idle. Which lane or how many
+// threads ran a pass changes no bit (the engine gives the same results for any thread count).
 static int64_t hx_re_chunks(struct hx_re *r, struct hx_lockstep_result *res) {
     const struct hx_lockstep_opts *o = r->o;
-    int done = 0;
+    int done = 0, next = r->layer_chunks;
     int64_t processed = 0;
-    for (int ci = 0; ci < r->layer_chunks && !(o->stop && *o->stop); ci++) {
-        processed += hx_re_chunk(r, r->big, ci, res);
-        if (o->progress) o->progress(o->progress_ctx, ++done, r->n_chunks, processed);
-    }
-#pragma omp parallel for num_threads(r->outer) schedule(dynamic, 1) if (r->outer > 1)
-    for (int ci = r->layer_chunks; ci < r->n_chunks; ci++) {
-        if (o->stop && *o->stop) continue; // interrupted: skip what is left
-        int n = hx_re_chunk(r, &r->lanes[omp_get_thread_num()], ci, NULL);
+#pragma omp parallel num_threads(r->outer) if (r->outer > 1)
+    {
+        const int t = omp_get_thread_num();
+        for (int k = 0;; k++) {
+            int ci, layer = t == 0 && k < r->layer_chunks;
+            if (layer) {
+                ci = k;
+            } else {
+#pragma omp atomic capture
+                ci = next++;
+            }
+            if (ci >= r->n_chunks || (o->stop && *o->stop)) break; // done, or interrupted: skip what is left
+            int n = hx_re_chunk(r, &r->lanes[t], ci, layer ? res : NULL);
 #pragma omp critical(hx_refeval_progress)
-        {
-            done++;
-            processed += n;
-            if (o->progress && omp_get_thread_num() == 0) o->progress(o->progress_ctx, done, r->n_chunks, processed);
+            {
+                done += !layer; // a layer chunk is done after its local pass
+                processed += n;
+                if (t == 0) hx_re_progress(r, done, processed);
+            }
         }
+    }
+    for (int ci = 0; ci < r->layer_chunks && !(o->stop && *o->stop); ci++) {
+        hx_re_local(r, r->big, ci, res);
+        hx_refcache_release(r->rc, ci);
+        hx_re_progress(r, ++done, processed);
     }
     return processed;
 }
@@ -187,7 +220,7 @@ static int hx_re_init(struct hx_re *r, const struct kn_engine *var, struct hx_lo
     }
     for (int t = 0; t < r->outer && !rc; t++)
         rc = hx_re_lane_init(&r->lanes[t], var, s->ctx, r->outer == 1 ? r->threads : 1, err);
-    r->big = r->lanes;
+    r->big = r->lanes; // the local passes' lane: every thread
     if (!rc && r->layer_chunks > 0 && r->outer > 1) {
         rc = hx_re_lane_init(&r->own, var, s->ctx, r->threads, err);
         r->big = &r->own;
