@@ -4,7 +4,9 @@
 # chunks of 512 tokens, every default diagnostic, timed phase by phase, with its peak RSS, and each
 # variant's evaluation against a plain `qprobe ppl` of the same variant over the same chunks.
 # Writes its section of docs/BENCH.md (between the bench-sweep markers; bench.sh keeps it).
-# Environment: QPROBE (the binary), FIXTURES; BENCH_SWEEP_PPL=0 skips the ppl comparison runs.
+# Environment: QPROBE (the binary), FIXTURES; BENCH_SWEEP_PPL=0 skips the ppl comparison runs;
+# BENCH_SWEEP_TABLE=1 skips the sweep and makes the table from the last run's files in build/bench/
+# (e.g. when the script was stopped during the ppl runs).
 # Takes about 30 minutes on 2 idle CPUs (the sweep ~20, the ppl runs ~10); the model (2.2 GB) is
 # written once into build/bench/, as bench.sh does.
 set -euo pipefail
@@ -25,25 +27,28 @@ fi
 # than 8 chunks); calibration: 200 KB from byte 400,000 on (disjoint from it).
 head -c 81920 "$TEXT" | sed '$d' > "$B/tl-eval.txt"
 dd if="$TEXT" bs=1 skip=400000 count=200000 status=none | sed '1d;$d' > "$B/tl-calib.txt"
-cp examples/sweep-tinyllama-bench.json "$B/sweep.json"
-cd "$B"
-rm -rf bench-sweep.sqlite bench-sweep.sqlite-* bench-sweep.sqlite.refcache
-cat tinyllama-f16.gguf > /dev/null # page cache warm
-
-echo "bench-sweep: the plan" >&2
-"$Q" sweep -c sweep.json --db bench-sweep.sqlite --plan > plan.txt
-echo "bench-sweep: the sweep (about 20 minutes)" >&2
-t0=$(date +%s.%N)
-/usr/bin/time -v "$Q" sweep -c sweep.json --db bench-sweep.sqlite > sweep.out 2> sweep.err
-t1=$(date +%s.%N)
-wall=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.0f", b - a }')
+if [ "${BENCH_SWEEP_TABLE:-0}" != 1 ]; then
+    cp examples/sweep-tinyllama-bench.json "$B/sweep.json"
+    cd "$B"
+    rm -rf bench-sweep.sqlite bench-sweep.sqlite-* bench-sweep.sqlite.refcache
+    cat tinyllama-f16.gguf > /dev/null # page cache warm
+    echo "bench-sweep: the plan" >&2
+    "$Q" sweep -c sweep.json --db bench-sweep.sqlite --plan > plan.txt
+    echo "bench-sweep: the sweep (about 20 minutes)" >&2
+    /usr/bin/time -v "$Q" sweep -c sweep.json --db bench-sweep.sqlite > sweep.out 2> sweep.err
+else
+    cd "$B"
+fi
+# Wall time as /usr/bin/time measured it ([h:]mm:ss.ss).
+wall=$(sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p' sweep.err |
+    awk -F: '{ s = 0; for (i = 1; i <= NF; i++) s = s * 60 + $i; printf "%.0f", s }')
 rss_kb=$(sed -n 's/.*Maximum resident set size (kbytes): //p' sweep.err)
 ref_s=$(sqlite3 bench-sweep.sqlite "SELECT printf('%.0f', eval_seconds) FROM variant WHERE is_reference = 1")
 ref_line=$(sed -n 's/.*into run [0-9]* of .* (reference \([0-9]*\) s.*/\1/p' sweep.err)
 # Peak RSS so far (MiB) as the sweep prints it: after the reference phase, after each variant.
 ref_rss=$(sed -n 's/.*into run [0-9]* of .*; peak RSS \([0-9]*\) MiB)$/\1/p' sweep.err)
 mapfile -t rsss < <(sed -n 's/^qprobe sweep: [0-9]* of [0-9]* variants in .*; peak RSS \([0-9]*\) MiB$/\1/p' sweep.err)
-rsss+=("$(sed -n 's/^qprobe sweep: done in .*; peak RSS \([0-9]*\) MiB$/\1/p' sweep.err)")
+end_rss=$(sed -n 's/^qprobe sweep: done in .*; peak RSS \([0-9]*\) MiB$/\1/p' sweep.err)
 # Per variant: quantization and evaluation from the database, its wall time from the ETA lines
 # ("k of n variants in S s"), diagnostics = the rest (weight error, grid, sensitivity, storing).
 mapfile -t walls < <(sed -n 's/^qprobe sweep: \([0-9]*\) of [0-9]* variants in \([0-9]*\) s.*/\2/p' sweep.err)
@@ -81,6 +86,10 @@ section=$(
     echo "tinyllama-1.1b --seed 1 --type f16\`, 8 chunks of 512 tokens, 8 variants, every default diagnostic"
     echo "(per-layer error on 1 chunk, activation statistics on 4, the sensitivity estimate, weight error and"
     echo "grid collapse), GPTQ calibrated on 32 windows of 512 tokens, 2 threads."
+    if [ "${BENCH_SWEEP_TABLE:-0}" = 1 ]; then
+        echo "The sweep's files are those of its last run ($(date -u -r sweep.err +%H:%M) UTC); the \`qprobe ppl\` runs were made"
+        echo "for this table afterwards (\`BENCH_SWEEP_TABLE=1\`)."
+    fi
     echo
     echo "**Wall time $wall s ($(awk -v w="$wall" 'BEGIN { printf "%.1f", w / 60 }') min)**, planned $plan_total s by \`--plan\`; peak RSS"
     echo "**$((rss_kb / 1024)) MiB** (\`/usr/bin/time -v\`; the model file is $model_mb MiB), $ref_rss MiB of it reached by the end of"
@@ -89,7 +98,7 @@ section=$(
     echo "and the KLD), diagnostics (weight error, grid, sensitivity estimate, storing), wall, the plan's"
     echo "estimate, the evaluation of a plain \`qprobe ppl -q SPEC --chunks 8\` of the same variant with"
     echo "their ratio (target: at most 1.25), and the sweep's peak RSS once the variant is done (the"
-    echo "sweep prints it; the last row's includes the end of the sweep):"
+    echo "sweep prints it; $end_rss MiB at its very end, after the reference scored the variants' continuations):"
     echo
     echo "| variant | quant | eval | diag | wall | planned | ppl eval | eval / ppl | peak RSS MiB |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"

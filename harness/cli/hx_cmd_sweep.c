@@ -331,7 +331,7 @@ static int sweep_variants(struct hx_study *s, const struct hx_sweep_config *cfg,
         else if (rc == 0) sweep_print_text(prefix, &vo, cfg);
         fflush(stdout);
         if (rc == 0) ++*(vo.skipped ? skipped : stored);
-        if (rc == 0 && !a->json && k < mine) sweep_eta(pl, k - 1, qp_now() - t0);
+        if (rc == 0 && !a->json) sweep_eta(pl, k - 1, qp_now() - t0); // also after the last: its peak RSS
         hx_variant_outcome_clear(&vo);
         if (rc == QP_EINTR) break;
         if (rc) return hx_fail("sweep", rc, "variant %d '%s': %s", i + 1, cfg->variants[i], err);
