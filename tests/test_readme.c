@@ -66,7 +66,11 @@ QP_TEST(every_readme_usage_command_should_run_as_written_on_a_fresh_copy) {
     snprintf(script, sizeof script, "%s/readme.sh", dir);
     FILE *f = fopen(script, "w");
     QP_CHECK(f != NULL);
-    fprintf(f, "cd '%s'\nexport FIXTURES='%s'\n", dir, fixtures);
+    // A user's shell, not make's: under `make -C DIR test` MAKEFLAGS carries -w, and the README's
+    // `$(make -s fixtures-dir)` then printed make's "Entering directory" lines into the path (the
+    // fresh-clone failure seen at the ends of stops 27 and 29).
+    fprintf(f, "unset MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES GNUMAKEFLAGS\ncd '%s'\nexport FIXTURES='%s'\n", dir,
+            fixtures);
     int n = 0;
     const char *lines[64];
     for (char *line = strtok(block, "\n"); line && n < 64; line = strtok(NULL, "\n")) {
