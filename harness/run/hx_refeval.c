@@ -61,13 +61,15 @@ static void hx_re_lane_free(struct hx_re_lane *ln) {
     free(ln->buf);
 }
 
-static int hx_re_lane_init(struct hx_re_lane *ln, const struct kn_engine *var, int ctx, int inner, char *err) {
+// logits 0: a lane for local passes only, which compute no logits (ctx × vocab floats saved).
+static int hx_re_lane_init(struct hx_re_lane *ln, const struct kn_engine *var, int ctx, int inner, int logits,
+                           char *err) {
     memset(ln, 0, sizeof *ln);
     int rc = kn_state_create(var, ctx, ctx, inner, &ln->st, err);
     if (rc) return rc;
-    ln->logits = qp_alloc_array((size_t)ctx * kn_engine_config(var)->vocab_size, sizeof(float));
+    if (logits) ln->logits = qp_alloc_array((size_t)ctx * kn_engine_config(var)->vocab_size, sizeof(float));
     ln->buf = malloc((size_t)ctx * sizeof(int));
-    return ln->logits && ln->buf ? 0 : qp_fail(err, QP_ENOMEM, "out of memory for logits");
+    return (ln->logits || !logits) && ln->buf ? 0 : qp_fail(err, QP_ENOMEM, "out of memory for logits");
 }
 
 // The run's state: the chunks, their per-token slots, the lanes, the layer accumulators.
@@ -219,10 +221,10 @@ static int hx_re_init(struct hx_re *r, const struct kn_engine *var, struct hx_lo
         else res->loc = res->acc + n_err; // zeroed: met_err_init's state
     }
     for (int t = 0; t < r->outer && !rc; t++)
-        rc = hx_re_lane_init(&r->lanes[t], var, s->ctx, r->outer == 1 ? r->threads : 1, err);
+        rc = hx_re_lane_init(&r->lanes[t], var, s->ctx, r->outer == 1 ? r->threads : 1, 1, err);
     r->big = r->lanes; // the local passes' lane: every thread
     if (!rc && r->layer_chunks > 0 && r->outer > 1) {
-        rc = hx_re_lane_init(&r->own, var, s->ctx, r->threads, err);
+        rc = hx_re_lane_init(&r->own, var, s->ctx, r->threads, 0, err);
         r->big = &r->own;
     }
     return rc;
