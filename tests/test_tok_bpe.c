@@ -17,11 +17,13 @@
 #include "hx_gguf.h"
 #include "hx_model.h"
 #include "hx_safetensors.h"
+#include "hx_tok_impl.h"
 #include "hx_tokenizer.h"
 #include "kn_types.h"
 #include "qp.h"
 #include "qp_sha256.h"
 #include "qp_test.h"
+#include "qp_utf8.h"
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -386,6 +388,38 @@ QP_TEST(every_byte_should_be_its_gpt2_stand_in_token_and_decode_back) {
     free(ids);
     free(back);
     hx_tok_destroy(t);
+}
+
+// The byte map itself against GPT-2's bytes_to_unicode, built here the way its Python builds it:
+// the printable bytes stand for themselves, the others are appended in increasing order with the
+// code points 256, 257, ... Every code point up to U+0800 is decoded once, so both directions
+// and every code point that is no stand-in are checked exhaustively.
+QP_TEST(gpt2_byte_map_should_be_bytes_to_unicode_both_ways) {
+    int standin[256], byte_of[0x800];
+    for (int cp = 0; cp < 0x800; cp++) byte_of[cp] = -1;
+    int next = 256;
+    for (int b = 0; b < 256; b++) {
+        int printable = (b >= '!' && b <= '~') || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+        standin[b] = printable ? b : next++;
+        byte_of[standin[b]] = b;
+    }
+    QP_CHECK_INT_EQ(next, 256 + 68);
+    for (int b = 0; b < 256; b++) {
+        char got[4], want[4];
+        size_t n = hx_bpe_byte_char((unsigned)b, got);
+        size_t wn = qp_utf8_put((uint32_t)standin[b], want);
+        QP_CHECK_MSG(n == wn && memcmp(got, want, n) == 0, "byte 0x%02x: stand-in is not U+%04X", b, standin[b]);
+    }
+    for (int cp = 0; cp < 0x800; cp++) {
+        char s[4];
+        size_t n = qp_utf8_put((uint32_t)cp, s), used = 0;
+        int b = hx_bpe_char_byte(s, n, &used);
+        QP_CHECK_MSG(b == byte_of[cp] && used == n, "U+%04X decodes to %d (want %d), %zu of %zu bytes", cp, b,
+                     byte_of[cp], used, n);
+    }
+    size_t used = 0;
+    QP_CHECK_INT_EQ(hx_bpe_char_byte("\xc4", 1, &used), -1); // a cut sequence: one byte, no stand-in
+    QP_CHECK_INT_EQ(used, 1);
 }
 
 static void encode_ids(const struct hx_tok *t, const char *text, unsigned flags, int *out, size_t cap, size_t *n) {

@@ -27,16 +27,25 @@
 // The GPT-2 byte map
 
 // Bytes that stand for themselves: '!'..'~', '¡'..'¬', '®'..'ÿ'. The other 68 bytes, in
-// increasing order, take the code points 256, 257, ... (GPT-2's bytes_to_unicode).
+// increasing order, take the code points 256, 257, ... (GPT-2's bytes_to_unicode): 0x00..0x20
+// become 256..288, 0x7f..0xa0 become 289..322 and 0xad becomes 323. Decoding maps every
+// stand-in of every token, so both directions are closed forms rather than searches.
+#define BPE_LOW_END 0x20 // 0x00..0x20: the first 33 stand-ins
+#define BPE_MID_LO 0x7f  // 0x7f..0xa0: the next 34
+#define BPE_MID_HI 0xa0
+#define BPE_SOFT_HYPHEN 0xad // the last one
+#define BPE_N_LOW (BPE_LOW_END + 1)
+#define BPE_N_MID (BPE_MID_HI - BPE_MID_LO + 1)
+
 static int byte_is_printable(unsigned b) {
     return (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae);
 }
 
 static uint32_t byte_code_point(unsigned b) {
     if (byte_is_printable(b)) return b;
-    uint32_t n = 0;
-    for (unsigned c = 0; c < b; c++) n += !byte_is_printable(c);
-    return 256 + n;
+    if (b <= BPE_LOW_END) return 256 + b;
+    if (b <= BPE_MID_HI) return 256 + BPE_N_LOW + (b - BPE_MID_LO);
+    return 256 + BPE_N_LOW + BPE_N_MID; // BPE_SOFT_HYPHEN
 }
 
 size_t hx_bpe_byte_char(unsigned b, char *out) { return qp_utf8_put(byte_code_point(b & 0xff), out); }
@@ -47,11 +56,10 @@ int hx_bpe_char_byte(const char *s, size_t len, size_t *used) {
     *used = n ? n : 1;
     if (!n) return -1;
     if (cp < 256) return byte_is_printable(cp) ? (int)cp : -1;
-    // 256 + k is the k-th non-printable byte.
-    uint32_t k = cp - 256;
-    for (unsigned b = 0; b < 256; b++)
-        if (!byte_is_printable(b) && k-- == 0) return (int)b;
-    return -1;
+    uint32_t k = cp - 256; // the k-th non-printable byte
+    if (k < BPE_N_LOW) return (int)k;
+    if (k < BPE_N_LOW + BPE_N_MID) return (int)(BPE_MID_LO + k - BPE_N_LOW);
+    return k == BPE_N_LOW + BPE_N_MID ? BPE_SOFT_HYPHEN : -1;
 }
 
 // ---------------------------------------------------------------------------------------------

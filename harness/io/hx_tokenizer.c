@@ -859,7 +859,8 @@ static size_t token_bytes(const struct hx_tok *t, int id, int special, char *out
 size_t hx_tok_piece(const struct hx_tok *t, int prev, int id, char *out, size_t cap) {
     if (id < 0 || id >= t->n_vocab || cap == 0) return 0;
     size_t len = token_bytes(t, id, 0, NULL, 0);
-    char *buf = malloc(len + 1);
+    char small[64]; // almost every token: no allocation per generated token
+    char *buf = len <= sizeof small ? small : malloc(len);
     if (!buf) return 0;
     token_bytes(t, id, 0, buf, len);
     const char *s = buf;
@@ -870,7 +871,7 @@ size_t hx_tok_piece(const struct hx_tok *t, int prev, int id, char *out, size_t 
     }
     len = QP_MIN(len, cap);
     memcpy(out, s, len);
-    free(buf);
+    if (buf != small) free(buf);
     return len;
 }
 

@@ -14,9 +14,11 @@
 #   FUZZ_DICT=FILE      a libFuzzer dictionary (fuzz.mk passes tests/fuzz/dict/NAME.dict)
 #   FUZZ_RECORD=FILE    append one tab-separated line for this session to FILE (the campaign
 #                       log tests/fuzz/log/NAME.tsv that docs/FUZZ.md's table is made from):
-#                       date, commit, seconds, executions, edges, features, corpus, result
-#                       (seconds: the time the fuzzer ran, shorter than SECONDS when it stopped
-#                       at a finding)
+#                       date, commit, seconds, executions, edges, features, corpus, result,
+#                       sanitizers (seconds: the time the fuzzer ran, shorter than SECONDS when
+#                       it stopped at a finding)
+#   FUZZ_SANITIZERS     the sanitizers BINARY was built with, for the log (default
+#                       address,undefined; fuzz.mk passes its own)
 #   FUZZ_TMP=DIR        where the targets write their input files (default: /dev/shm when
 #                       writable — the file-format targets are 2-3x faster on tmpfs — else
 #                       OUT_DIR/tmp); each process makes and removes its own directory there
@@ -29,7 +31,9 @@ name=$1 bin=$2 secs=$3 max_len=$4 out=$5
 shift 5
 work="$out/corpus/$name"
 art="$out/artifacts/$name"
-log="$out/logs/$name.log"
+sanitizers=${FUZZ_SANITIZERS:-address,undefined}
+# One log per build, so that the two builds can fuzz one target at the same time.
+if [ "$sanitizers" = address,undefined ]; then log="$out/logs/$name.log"; else log="$out/logs/$name.$sanitizers.log"; fi
 mkdir -p "$work" "$art" "$out/logs"
 if [ -n "${FUZZ_TMP:-}" ]; then
     scratch=$FUZZ_TMP
@@ -75,12 +79,12 @@ if [ -n "${FUZZ_RECORD:-}" ]; then
     if [ $rc -eq 0 ]; then result=ok; else result="failed:$(basename "${saved:-exit$rc}")"; fi
     commit=$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
     mkdir -p "$(dirname "$FUZZ_RECORD")"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$commit" "$ran" \
-        "${runs:-0}" "${cov:-0}" "${ft:-0}" "${corp:-0}" "$result" >> "$FUZZ_RECORD"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$commit" "$ran" \
+        "${runs:-0}" "${cov:-0}" "${ft:-0}" "${corp:-0}" "$result" "$sanitizers" >> "$FUZZ_RECORD"
 fi
 
 if [ $rc -eq 0 ]; then
-    echo "fuzz $name: ${runs:-?} runs in $secs s (${speed:-?}/s)," \
+    echo "fuzz $name ($sanitizers): ${runs:-?} runs in $secs s (${speed:-?}/s)," \
         "corpus +${new:-?} new inputs, ${cov:-?} edges, peak RSS ${rss:-?} MB: ok"
     exit 0
 fi
