@@ -667,6 +667,51 @@ QP_TEST(writer_should_honour_alignment_for_tensors) {
     free(path);
 }
 
+// general.alignment 1, 2 or 4 lets a tensor start where its elements cannot be read in place, and
+// the reader refuses such files. The writer's own copies must read back (fuzz_gguf found a q4_K
+// tensor placed at file offset 570 with alignment 2): it moves a tensor on by the alignment until
+// its file offset suits its type, and no further.
+QP_TEST(writer_with_an_alignment_below_8_should_place_tensors_where_the_reader_reads_them) {
+    static const int types[] = {KN_I8, KN_F16, KN_Q4_K, KN_Q4_0, KN_F32, KN_Q4_K};
+    static const size_t need[] = {1, 2, 8, 2, 4, 8};
+    static const int64_t cols[] = {3, 3, 256, 32, 3, 256};
+    uint8_t data[6][256];
+    for (size_t i = 0; i < sizeof data; i++) ((uint8_t *)data)[i] = (uint8_t)(i * 13 + 5);
+    for (uint32_t align = 1; align <= 4; align *= 2) {
+        struct hx_gguf_writer *w;
+        QP_CHECK(hx_gguf_writer_create(&w) == 0);
+        QP_CHECK(hx_gguf_writer_set_u32(w, "general.alignment", align) == 0);
+        QP_CHECK(hx_gguf_writer_set_str(w, "general.name", "odd") == 0); // an odd header length
+        for (int i = 0; i < 6; i++) {
+            char name[8];
+            snprintf(name, sizeof name, "t%d", i);
+            int64_t ne[1] = {cols[i]};
+            QP_CHECK(hx_gguf_writer_add_tensor(w, name, types[i], 1, ne, data[i], kn_row_bytes(types[i], cols[i])) == 0);
+        }
+        char *path = tmp_path("low-align.gguf");
+        char err[QP_ERRLEN] = "";
+        QP_CHECK_MSG(hx_gguf_writer_write(w, path, err) == 0, "%s", err);
+        hx_gguf_writer_destroy(w);
+        struct hx_gguf *g = NULL;
+        QP_CHECK_MSG(hx_gguf_open(path, &g, err) == 0, "alignment %u: the copy does not read back: %s", align, err);
+        uint64_t end = 0;
+        for (int i = 0; i < 6; i++) {
+            const struct hx_gguf_tensor *t = hx_gguf_tensor(g, i);
+            QP_CHECK(!memcmp(t->data, data[i], t->nbytes));
+            QP_CHECK_INT_EQ(t->offset % align, 0);
+            QP_CHECK_MSG(((uintptr_t)t->data) % need[i] == 0, "alignment %u: tensor %d at an address not a multiple of %zu",
+                         align, i, need[i]);
+            // No further than the first place that suits: less than need past the plain one.
+            uint64_t plain = end + (align - end % align) % align;
+            QP_CHECK_MSG(t->offset >= plain && t->offset - plain < need[i], "alignment %u: tensor %d at %llu, plain %llu",
+                         align, i, (unsigned long long)t->offset, (unsigned long long)plain);
+            end = t->offset + t->nbytes;
+        }
+        hx_gguf_close(g);
+        free(path);
+    }
+}
+
 QP_TEST(writer_should_fail_cleanly_on_unwritable_path) {
     struct hx_gguf_writer *w;
     QP_CHECK(hx_gguf_writer_create(&w) == 0);

@@ -361,6 +361,14 @@ static int parse_kvs(struct hx_gguf *g, struct rd *r, uint64_t n_kv) {
     return 0;
 }
 
+// The file offset a tensor's data must start at a multiple of, to be read in place: the lowest
+// set bit of its block size (2 for 18-byte q4_0 blocks, 4 for F32), at most 8. The reader
+// refuses a tensor placed otherwise and the writer never places one so.
+static size_t data_alignment(const struct kn_type_info *ti) {
+    size_t need = ti->block_bytes & (~ti->block_bytes + 1);
+    return need > 8 ? 8 : need ? need : 1;
+}
+
 static int read_alignment(struct hx_gguf *g, char *err) {
     g->alignment = HX_GGUF_DEFAULT_ALIGNMENT;
     const struct hx_gguf_kv *kv = hx_gguf_find(g, "general.alignment");
@@ -487,10 +495,9 @@ static int parse_tensors(struct hx_gguf *g, struct rd *r, uint64_t n) {
         // The mapping starts on a page, so the file offset decides how the data is aligned. Its
         // elements (or the fp16 fields of its blocks) are read in place: a general.alignment of 1
         // or 2 could put an F32 tensor at an odd address (a misaligned load; fuzz_gguf found
-        // it). No writer makes such files (ggml and gguf-py align to 32); they are refused.
+        // it). ggml and gguf-py align to 32, so their files never need it; such files are refused.
         const struct kn_type_info *ti = kn_type_info(t->type);
-        size_t need = ti->block_bytes & (~ti->block_bytes + 1); // lowest set bit: 2 for 18-byte q4_0 blocks
-        need = need > 8 ? 8 : need ? need : 1;
+        size_t need = data_alignment(ti);
         if ((g->data_offset + t->offset) % need != 0) {
             return qp_fail(r->err, QP_EFORMAT,
                            "cannot read '%s': tensor '%.100s' starts at file offset %llu, not "
@@ -689,6 +696,7 @@ struct wtensor {
     int64_t ne[4];
     const void *data; // borrowed
     size_t nbytes;
+    uint64_t offset; // in the data section, set by writer_layout
 };
 
 struct hx_gguf_writer {
@@ -994,8 +1002,9 @@ static int writer_alignment(const struct hx_gguf_writer *w, size_t *out) {
     return 0;
 }
 
-// The header and tensor infos into h (offsets relative to the data section); h->oom on failure.
-static void writer_header(const struct hx_gguf_writer *w, size_t align, struct buf *h) {
+// The header and tensor infos into h (offsets in the data section, from writer_layout); h->oom on
+// failure.
+static void writer_header(const struct hx_gguf_writer *w, struct buf *h) {
     buf_put(h, HX_GGUF_MAGIC, 4);
     buf_u32(h, 3);
     buf_u64(h, w->n_tensors);
@@ -1004,31 +1013,50 @@ static void writer_header(const struct hx_gguf_writer *w, size_t align, struct b
         buf_str(h, w->kvs[i].key, strlen(w->kvs[i].key));
         buf_put(h, w->kvs[i].val.p, w->kvs[i].val.n);
     }
-    uint64_t off = 0;
     for (size_t i = 0; i < w->n_tensors; i++) {
         const struct wtensor *t = &w->tensors[i];
         buf_str(h, t->name, strlen(t->name));
         buf_u32(h, (uint32_t)t->n_dims);
         for (int d = 0; d < t->n_dims; d++) buf_u64(h, (uint64_t)t->ne[d]);
         buf_u32(h, (uint32_t)t->type);
-        buf_u64(h, off);
-        off += t->nbytes + (align - t->nbytes % align) % align;
+        buf_u64(h, t->offset);
     }
 }
 
-// Writes header h and the tensors' data, each padded to align, into the temporary file tmp
-// (opened on fd), then renames it to path; the temporary file is removed on any failure.
+static uint64_t pad_to(uint64_t n, size_t align) { return (align - n % align) % align; }
+
+// Places the tensors in the data section, which starts at file offset data_start (a multiple of
+// align): each at the next multiple of align after the one before, as ggml and gguf-py do, moved
+// on by align while its file offset does not suit its type (data_alignment; only a
+// general.alignment below 8 can need that, and then the copy still reads back).
+static void writer_layout(struct hx_gguf_writer *w, size_t align, uint64_t data_start) {
+    uint64_t off = 0;
+    for (size_t i = 0; i < w->n_tensors; i++) {
+        struct wtensor *t = &w->tensors[i];
+        size_t need = data_alignment(kn_type_info(t->type));
+        while ((data_start + off) % need != 0) off += align;
+        t->offset = off;
+        off += t->nbytes + pad_to(t->nbytes, align);
+    }
+}
+
+// Writes header h and the tensors' data at their offsets (zeros between, and after the last to a
+// multiple of align) into the temporary file tmp (opened on fd), then renames it to path; the
+// temporary file is removed on any failure.
 static int writer_file(const struct hx_gguf_writer *w, const struct buf *h, size_t align, int fd, const char *tmp,
                        const char *path, char *err) {
     fchmod(fd, 0644);
     FILE *f = fdopen(fd, "wb");
     int bad = f == NULL;
     if (!f) close(fd);
-    if (!bad) bad = write_all(f, h->p, h->n) || write_zeros(f, (align - h->n % align) % align);
+    uint64_t data_start = h->n + pad_to(h->n, align), pos = data_start;
+    if (!bad) bad = write_all(f, h->p, h->n) || write_zeros(f, data_start - h->n);
     for (size_t i = 0; !bad && i < w->n_tensors; i++) {
         const struct wtensor *t = &w->tensors[i];
-        bad = write_all(f, t->data, t->nbytes) ||
-              write_zeros(f, (align - t->nbytes % align) % align);
+        uint64_t at = data_start + t->offset;
+        bad = write_zeros(f, at - pos) || write_all(f, t->data, t->nbytes) ||
+              write_zeros(f, pad_to(t->nbytes, align));
+        pos = at + t->nbytes + pad_to(t->nbytes, align);
     }
     int e = errno;
     if (f) {
@@ -1057,8 +1085,13 @@ int hx_gguf_writer_write(struct hx_gguf_writer *w, const char *path, char *err) 
                        "cannot write '%s': general.alignment must be a power-of-two uint32",
                        path);
     }
+    // The header's length does not depend on the offsets in it: one pass to learn where the
+    // data section starts, a second with the tensors placed.
     struct buf h = {0};
-    writer_header(w, align, &h);
+    writer_header(w, &h);
+    writer_layout(w, align, h.n + pad_to(h.n, align));
+    h.n = 0;
+    writer_header(w, &h);
     if (h.oom) {
         free(h.p);
         return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
