@@ -858,11 +858,13 @@ static size_t token_bytes(const struct hx_tok *t, int id, int special, char *out
 
 size_t hx_tok_piece(const struct hx_tok *t, int prev, int id, char *out, size_t cap) {
     if (id < 0 || id >= t->n_vocab || cap == 0) return 0;
-    size_t len = token_bytes(t, id, 0, NULL, 0);
-    char small[64]; // almost every token: no allocation per generated token
-    char *buf = len <= sizeof small ? small : malloc(len);
-    if (!buf) return 0;
-    token_bytes(t, id, 0, buf, len);
+    char small[64]; // almost every token: one pass, no allocation per generated token
+    char *buf = small;
+    size_t len = token_bytes(t, id, 0, small, sizeof small);
+    if (len > sizeof small) {
+        if (!(buf = malloc(len))) return 0;
+        token_bytes(t, id, 0, buf, len);
+    }
     const char *s = buf;
     // llama2.c's decode drops the space SPM put before the first word after BOS.
     if (t->kind == HX_TOK_SPM && prev == t->bos && t->types[id] != HX_TOK_BYTE && len > 0 && s[0] == ' ') {
@@ -896,17 +898,19 @@ int hx_tok_decode(const struct hx_tok *t, const int *ids, size_t n, unsigned fla
     for (; i < n; i++) {
         int id = ids[i];
         if (id < 0 || id >= t->n_vocab) continue;
-        size_t need = token_bytes(t, id, special, NULL, 0);
-        if (w + need + 1 > cap) {
-            while (w + need + 1 > cap) cap *= 2;
+        // Written straight into the room left (cap > w always); a token that did not fit is
+        // written again once the buffer has grown.
+        size_t got = token_bytes(t, id, special, buf + w, cap - w - 1);
+        if (w + got + 1 > cap) {
+            while (w + got + 1 > cap) cap *= 2;
             char *nb = realloc(buf, cap);
             if (!nb) {
                 free(buf);
                 return QP_ENOMEM;
             }
             buf = nb;
+            token_bytes(t, id, special, buf + w, got);
         }
-        size_t got = token_bytes(t, id, special, buf + w, need);
         if (is_special_type(t->types[id])) { // the encoder's fragment boundary
             w += got;
             strip = rule && t->meta != HX_META_FIRST;
