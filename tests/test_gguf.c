@@ -683,8 +683,8 @@ QP_TEST(writer_with_an_alignment_below_8_should_place_tensors_where_the_reader_r
         QP_CHECK(hx_gguf_writer_set_u32(w, "general.alignment", align) == 0);
         QP_CHECK(hx_gguf_writer_set_str(w, "general.name", "odd") == 0); // an odd header length
         for (int i = 0; i < 6; i++) {
-            char name[8];
-            snprintf(name, sizeof name, "t%d", i % 10);
+            char name[16];
+            snprintf(name, sizeof name, "t%d", i);
             int64_t ne[1] = {cols[i]};
             QP_CHECK(hx_gguf_writer_add_tensor(w, name, types[i], 1, ne, data[i], kn_row_bytes(types[i], cols[i])) == 0);
         }

@@ -696,7 +696,8 @@ struct wtensor {
     int64_t ne[4];
     const void *data; // borrowed
     size_t nbytes;
-    uint64_t offset; // in the data section, set by writer_layout
+    uint64_t offset;  // in the data section, set by writer_layout
+    size_t header_at; // where the header holds that offset
 };
 
 struct hx_gguf_writer {
@@ -1002,9 +1003,9 @@ static int writer_alignment(const struct hx_gguf_writer *w, size_t *out) {
     return 0;
 }
 
-// The header and tensor infos into h (offsets in the data section, from writer_layout); h->oom on
-// failure.
-static void writer_header(const struct hx_gguf_writer *w, struct buf *h) {
+// The header and tensor infos into h, each tensor's offset field left zero at its header_at (the
+// layout depends on the header's length; hx_gguf_writer_write fills them in); h->oom on failure.
+static void writer_header(struct hx_gguf_writer *w, struct buf *h) {
     buf_put(h, HX_GGUF_MAGIC, 4);
     buf_u32(h, 3);
     buf_u64(h, w->n_tensors);
@@ -1014,12 +1015,13 @@ static void writer_header(const struct hx_gguf_writer *w, struct buf *h) {
         buf_put(h, w->kvs[i].val.p, w->kvs[i].val.n);
     }
     for (size_t i = 0; i < w->n_tensors; i++) {
-        const struct wtensor *t = &w->tensors[i];
+        struct wtensor *t = &w->tensors[i];
         buf_str(h, t->name, strlen(t->name));
         buf_u32(h, (uint32_t)t->n_dims);
         for (int d = 0; d < t->n_dims; d++) buf_u64(h, (uint64_t)t->ne[d]);
         buf_u32(h, (uint32_t)t->type);
-        buf_u64(h, t->offset);
+        t->header_at = h->n;
+        buf_u64(h, 0);
     }
 }
 
@@ -1085,13 +1087,15 @@ int hx_gguf_writer_write(struct hx_gguf_writer *w, const char *path, char *err) 
                        "cannot write '%s': general.alignment must be a power-of-two uint32",
                        path);
     }
-    // The header's length does not depend on the offsets in it: one pass to learn where the
-    // data section starts, a second with the tensors placed.
     struct buf h = {0};
     writer_header(w, &h);
     writer_layout(w, align, h.n + pad_to(h.n, align));
-    h.n = 0;
-    writer_header(w, &h);
+    size_t end = h.n; // the offsets into the fields left for them (no growth: they lie inside)
+    for (size_t i = 0; i < w->n_tensors && !h.oom; i++) {
+        h.n = w->tensors[i].header_at;
+        buf_u64(&h, w->tensors[i].offset);
+    }
+    h.n = end;
     if (h.oom) {
         free(h.p);
         return qp_fail(err, QP_ENOMEM, "cannot write '%s': out of memory", path);
